@@ -1,0 +1,71 @@
+"""fogmesh's exceptions, one small tree.
+
+Errors of the underlying libraries (paho, amqtt, OS sockets) are mapped to
+these at the module boundary that uses the library, so callers catch one
+family. Each also subclasses the built-in it behaves like, so generic code
+(``except TimeoutError``) keeps working::
+
+    FogmeshError
+    ├── InvalidMessage (ValueError)      input that breaks the wire contract
+    ├── TopicError (ValueError)          a topic MQTT would refuse
+    ├── ConnectError (ConnectionError)   broker unreachable / refused us
+    ├── SubmitTimeout (TimeoutError)     no reply before the deadline
+    ├── TaskFailed                       the reply said status "error"
+    ├── UnknownKind (LookupError)        no handler registered for a kind
+    └── BrokerError (RuntimeError)       an embedded/launched broker failed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FogmeshError(Exception):
+    """Base of every error fogmesh raises on purpose."""
+
+
+class InvalidMessage(FogmeshError, ValueError):
+    """A payload that does not follow the contract.
+
+    ``code`` is the wire error code sent back to the submitter; ``task_id`` and
+    ``reply_to`` are whatever could be salvaged from the payload, so the agent
+    can still answer on the reply topic (or dead-letter when there is none).
+    """
+
+    def __init__(self, code: str, message: str, *, task_id: str | None = None,
+                 reply_to: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.task_id = task_id
+        self.reply_to = reply_to
+
+
+class TopicError(FogmeshError, ValueError):
+    """A topic, root or topic level that MQTT or fogmesh cannot use."""
+
+
+class ConnectError(FogmeshError, ConnectionError):
+    """The broker could not be reached or refused the connection."""
+
+
+class SubmitTimeout(FogmeshError, TimeoutError):
+    """No reply arrived for a submitted task within the timeout."""
+
+
+class TaskFailed(FogmeshError):
+    """A task ended with ``status: error``; ``reply`` holds the whole answer."""
+
+    def __init__(self, reply: Any) -> None:
+        err = reply.error
+        super().__init__(f"task {reply.id} failed: {err.code}: {err.message}")
+        self.reply = reply
+        self.code = err.code
+
+
+class UnknownKind(FogmeshError, LookupError):
+    """No handler is registered for a task kind."""
+
+
+class BrokerError(FogmeshError, RuntimeError):
+    """An embedded or launched broker failed to start or stop."""

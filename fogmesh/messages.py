@@ -1,0 +1,338 @@
+"""The message schema: frozen, validated dataclasses for every payload.
+
+Validation lives here, once, so an agent, a cloud worker and a device client
+agree on what a valid task is. Parsing never trusts the sender: every field is
+type- and size-checked, unknown fields are ignored (forward compatibility),
+and a failure raises :class:`~fogmesh.errors.InvalidMessage` carrying the wire
+error code plus whatever id / reply_to could be salvaged, so the submitter
+still gets an answer when one is possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from fogmesh import codec
+from fogmesh.errors import InvalidMessage, TopicError
+from fogmesh.topics import validate_publish_topic
+
+WEIGHTS = ("light", "medium", "heavy")
+TIERS = ("local", "fog", "cloud")
+STATUSES = ("ok", "error")
+PRESENCE_STATES = ("online", "offline", "draining")
+
+#: Wire error codes, documented in topics.md.
+ERROR_CODES = (
+    "bad_json",            # payload is not UTF-8 JSON
+    "not_object",          # JSON, but not an object
+    "missing_field",       # a required field is absent
+    "bad_field",           # a field has the wrong type, size or value
+    "too_large",           # payload above the size limit
+    "unknown_kind",        # no handler registered for the kind
+    "handler_error",       # the handler raised
+    "bad_result",          # the handler returned something that is not JSON
+    "timeout",             # the handler ran past its kind's timeout
+    "deadline_exceeded",   # the task waited past deadline_ms before it could run
+    "busy",                # the agent's queue is full
+    "worker_lost",         # the worker process died while running the task
+    "bad_args",            # the handler rejected the args (BadArgs)
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits enforced on input. Why: one oversize or hostile payload
+    must cost a clear error, never an agent's memory."""
+
+    max_payload: int = 256 * 1024
+    max_id: int = 128
+    max_kind: int = 64
+    max_reply_to: int = 1024
+    max_device: int = 128
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _str_field(d: Mapping[str, Any], name: str, *, max_len: int, required: bool,
+               task_id: str | None, reply_to: str | None) -> str | None:
+    value = d.get(name)
+    if value is None:
+        if required:
+            raise InvalidMessage("missing_field", f"field {name!r} is required",
+                                 task_id=task_id, reply_to=reply_to)
+        return None
+    if not isinstance(value, str):
+        raise InvalidMessage("bad_field", f"field {name!r} must be a string, got {type(value).__name__}",
+                             task_id=task_id, reply_to=reply_to)
+    if not 1 <= len(value) <= max_len:
+        raise InvalidMessage("bad_field", f"field {name!r} must be 1-{max_len} characters",
+                             task_id=task_id, reply_to=reply_to)
+    return value
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task request, as published on ``{root}/tasks``."""
+
+    id: str
+    kind: str
+    reply_to: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    weight: str | None = None
+    deadline_ms: int | None = None
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "args": dict(self.args),
+                             "reply_to": self.reply_to}
+        if self.weight is not None:
+            d["weight"] = self.weight
+        if self.deadline_ms is not None:
+            d["deadline_ms"] = self.deadline_ms
+        if self.device is not None:
+            d["device"] = self.device
+        return d
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any, *, limits: Limits = DEFAULT_LIMITS) -> Task:
+        if not isinstance(d, dict):
+            raise InvalidMessage("not_object", f"a task must be a JSON object, got {type(d).__name__}")
+        task_id, reply_to = salvage_ids(d, limits=limits)
+        # Re-check with precise errors now that we know where to answer.
+        task_id = _str_field(d, "id", max_len=limits.max_id, required=True,
+                             task_id=task_id, reply_to=reply_to)
+        raw_reply = _str_field(d, "reply_to", max_len=limits.max_reply_to, required=True,
+                               task_id=task_id, reply_to=reply_to)
+        try:
+            validate_publish_topic(raw_reply)  # type: ignore[arg-type]
+        except TopicError as exc:
+            raise InvalidMessage("bad_field", f"reply_to: {exc}", task_id=task_id) from exc
+        kind = _str_field(d, "kind", max_len=limits.max_kind, required=True,
+                          task_id=task_id, reply_to=reply_to)
+        args = d.get("args")
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            raise InvalidMessage("bad_field", "field 'args' must be a JSON object",
+                                 task_id=task_id, reply_to=reply_to)
+        weight = d.get("weight")
+        if weight is not None and weight not in WEIGHTS:
+            raise InvalidMessage("bad_field", f"field 'weight' must be one of {', '.join(WEIGHTS)}",
+                                 task_id=task_id, reply_to=reply_to)
+        deadline = d.get("deadline_ms")
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, int)
+                                     or deadline <= 0):
+            raise InvalidMessage("bad_field", "field 'deadline_ms' must be a positive integer",
+                                 task_id=task_id, reply_to=reply_to)
+        device = _str_field(d, "device", max_len=limits.max_device, required=False,
+                            task_id=task_id, reply_to=reply_to)
+        return cls(id=task_id, kind=kind, reply_to=raw_reply, args=args,  # type: ignore[arg-type]
+                   weight=weight, deadline_ms=deadline, device=device)
+
+
+def salvage_ids(d: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, str | None]:
+    """The id and reply_to of a (possibly invalid) task, when they are usable."""
+    task_id = d.get("id")
+    if not (isinstance(task_id, str) and 1 <= len(task_id) <= limits.max_id):
+        task_id = None
+    reply_to = d.get("reply_to")
+    if isinstance(reply_to, str) and len(reply_to) <= limits.max_reply_to:
+        try:
+            validate_publish_topic(reply_to)
+        except TopicError:
+            reply_to = None
+    else:
+        reply_to = None
+    return task_id, reply_to
+
+
+def parse_task(payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Task:
+    """Bytes from ``{root}/tasks`` to a :class:`Task`, or ``InvalidMessage``.
+
+    An oversize payload is still parsed when it is at most 16x the limit, only
+    to find where to send the ``too_large`` error; anything larger is not
+    parsed at all (dead letter), which bounds the cost of hostile input.
+    """
+    if len(payload) > limits.max_payload:
+        task_id = reply_to = None
+        if len(payload) <= 16 * limits.max_payload:
+            try:
+                d = codec.decode(payload)
+                if isinstance(d, dict):
+                    task_id, reply_to = salvage_ids(d, limits=limits)
+            except InvalidMessage:
+                pass
+        raise InvalidMessage("too_large",
+                             f"payload is {len(payload)} bytes; the limit is {limits.max_payload}",
+                             task_id=task_id, reply_to=reply_to)
+    return Task.from_dict(codec.decode(payload), limits=limits)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds spent waiting, running, and in all (receipt to reply)."""
+
+    queue: float = 0.0
+    run: float = 0.0
+    total: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"queue": round(self.queue, 3), "run": round(self.run, 3), "total": round(self.total, 3)}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer published on a task's ``reply_to``."""
+
+    id: str | None
+    status: str
+    worker: str
+    tier: str = "local"
+    result: Any = None
+    error: ErrorInfo | None = None
+    ms: Timing = field(default_factory=Timing)
+
+    @classmethod
+    def ok(cls, task_id: str, result: Any, *, worker: str, tier: str = "local",
+           ms: Timing = Timing()) -> Reply:
+        return cls(id=task_id, status="ok", result=result, worker=worker, tier=tier, ms=ms)
+
+    @classmethod
+    def failed(cls, task_id: str | None, code: str, message: str, *, worker: str,
+               tier: str = "local", ms: Timing = Timing()) -> Reply:
+        return cls(id=task_id, status="error", error=ErrorInfo(code, message), worker=worker,
+                   tier=tier, ms=ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.status == "ok":
+            d["result"] = self.result
+        else:
+            assert self.error is not None
+            d["error"] = self.error.to_dict()
+        d["worker"] = self.worker
+        d["tier"] = self.tier
+        d["ms"] = self.ms.to_dict()
+        return d
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Reply:
+        if not isinstance(d, dict):
+            raise InvalidMessage("not_object", "a reply must be a JSON object")
+        status = d.get("status")
+        if status not in STATUSES:
+            raise InvalidMessage("bad_field", "reply 'status' must be 'ok' or 'error'")
+        err = None
+        if status == "error":
+            e = d.get("error")
+            if not isinstance(e, dict):
+                raise InvalidMessage("missing_field", "an error reply needs an 'error' object")
+            err = ErrorInfo(str(e.get("code", "")), str(e.get("message", "")))
+        ms = d.get("ms") or {}
+        timing = Timing(*(float(ms.get(k, 0.0)) for k in ("queue", "run", "total"))) \
+            if isinstance(ms, dict) else Timing()
+        task_id = d.get("id")
+        return cls(id=task_id if isinstance(task_id, str) else None, status=status,
+                   worker=str(d.get("worker", "")), tier=str(d.get("tier", "local")),
+                   result=d.get("result"), error=err, ms=timing)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Reply:
+        return cls.from_dict(codec.decode(payload))
+
+
+@dataclass(frozen=True)
+class Battery:
+    percent: float
+    plugged: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"percent": round(self.percent, 1), "plugged": self.plugged}
+
+
+@dataclass(frozen=True)
+class Presence:
+    """An agent's retained announcement, which is also its bid for work."""
+
+    agent: str
+    state: str
+    ts: float
+    cpu: float = 0.0
+    mem: float = 0.0
+    load: float = 0.0
+    queue: int = 0
+    running: int = 0
+    capacity: int = 0
+    kinds: tuple[str, ...] = ()
+    battery: Battery | None = None
+    dispatch: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
+                "cpu": round(self.cpu, 1), "mem": round(self.mem, 1), "load": round(self.load, 2),
+                "queue": self.queue, "running": self.running, "capacity": self.capacity,
+                "kinds": list(self.kinds),
+                "battery": self.battery.to_dict() if self.battery else None,
+                "dispatch": self.dispatch}
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Presence:
+        if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
+            raise InvalidMessage("bad_field", "presence must be an object with an 'agent' string")
+        if d.get("state") not in PRESENCE_STATES:
+            raise InvalidMessage("bad_field", f"presence 'state' must be one of {PRESENCE_STATES}")
+        b = d.get("battery")
+        battery = Battery(float(b["percent"]), b.get("plugged")) if isinstance(b, dict) else None
+        try:
+            return cls(agent=d["agent"], state=d["state"], ts=float(d.get("ts", 0.0)),
+                       cpu=float(d.get("cpu", 0.0)), mem=float(d.get("mem", 0.0)),
+                       load=float(d.get("load", 0.0)), queue=int(d.get("queue", 0)),
+                       running=int(d.get("running", 0)), capacity=int(d.get("capacity", 0)),
+                       kinds=tuple(str(k) for k in d.get("kinds", ())), battery=battery,
+                       dispatch=str(d.get("dispatch", "")))
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Published on ``{root}/errors`` when no reply topic can be used."""
+
+    agent: str
+    ts: float
+    error: ErrorInfo
+    topic: str
+    id: str | None = None
+    excerpt: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "ts": round(self.ts, 3), "error": self.error.to_dict(),
+                "topic": self.topic, "id": self.id, "excerpt": self.excerpt}
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_dict())
+
+
+def excerpt(payload: bytes, limit: int = 200) -> str:
+    """A printable head of a bad payload, for dead letters and logs."""
+    return payload[:limit].decode("utf-8", errors="replace")

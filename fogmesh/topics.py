@@ -1,0 +1,114 @@
+"""The topic tree: fogmesh's public API.
+
+Everything meets on topics under one root (``fog/v1`` unless overridden), so a
+whole site can be watched with ``mosquitto_sub -t 'fog/#' -v`` and several
+independent fabrics (or several tests) can share one broker under different
+roots. Pure functions only: no IO here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fogmesh.errors import TopicError
+
+DEFAULT_ROOT = "fog/v1"
+SHARE_GROUP = "fogmesh-agents"
+MAX_TOPIC_BYTES = 65535
+
+
+def validate_publish_topic(topic: str) -> str:
+    """Check that ``topic`` is something a client may publish to.
+
+    Why: a reply_to with a wildcard or an empty level would make the broker
+    drop the connection of the agent that publishes the reply.
+    """
+    if not isinstance(topic, str) or not topic:
+        raise TopicError("topic must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise TopicError(f"topic {topic!r} contains a wildcard (+ or #); publish topics cannot")
+    if "\x00" in topic:
+        raise TopicError("topic contains a NUL character")
+    if topic.startswith("$"):
+        raise TopicError(f"topic {topic!r} starts with '$', which is reserved for the broker")
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        raise TopicError("topic is longer than 65535 bytes")
+    return topic
+
+
+def validate_root(root: str) -> str:
+    """A root is a publish topic without a trailing slash (e.g. ``fog/v1``)."""
+    validate_publish_topic(root)
+    if root.endswith("/") or root.startswith("/"):
+        raise TopicError(f"topic root {root!r} must not start or end with '/'")
+    return root
+
+
+def validate_segment(name: str, *, what: str) -> str:
+    """An agent id, device id or similar that becomes one topic level."""
+    if not isinstance(name, str) or not name:
+        raise TopicError(f"{what} must be a non-empty string")
+    if any(c in name for c in "/+#\x00") or name.startswith("$"):
+        raise TopicError(f"{what} {name!r} must not contain '/', '+', '#' or start with '$'")
+    if len(name) > 128:
+        raise TopicError(f"{what} {name!r} is longer than 128 characters")
+    return name
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Builds and parses every topic of one fogmesh root.
+
+    >>> t = Topics("fog/v1")
+    >>> t.presence("pi-1")
+    'fog/v1/presence/pi-1'
+    >>> t.agent_of_presence("fog/v1/presence/pi-1")
+    'pi-1'
+    """
+
+    root: str = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        validate_root(self.root)
+
+    @property
+    def tasks(self) -> str:
+        """Devices publish task requests here (QoS 1)."""
+        return f"{self.root}/tasks"
+
+    def shared_tasks(self, group: str = SHARE_GROUP) -> str:
+        """The shared-subscription filter agents use where the broker has them."""
+        return f"$share/{group}/{self.root}/tasks"
+
+    @property
+    def claims(self) -> str:
+        """Agents announce which of them takes a task (brokers without shared subscriptions)."""
+        return f"{self.root}/claims"
+
+    def presence(self, agent_id: str) -> str:
+        return f"{self.root}/presence/{validate_segment(agent_id, what='agent id')}"
+
+    @property
+    def presence_filter(self) -> str:
+        return f"{self.root}/presence/+"
+
+    def agent_of_presence(self, topic: str) -> str | None:
+        prefix = f"{self.root}/presence/"
+        if topic.startswith(prefix):
+            rest = topic[len(prefix):]
+            if rest and "/" not in rest:
+                return rest
+        return None
+
+    @property
+    def errors(self) -> str:
+        """Dead letters: input that could not be answered on a reply topic."""
+        return f"{self.root}/errors"
+
+    def replies(self, client_id: str) -> str:
+        """The conventional reply topic of one device/client (any topic is allowed)."""
+        return f"{self.root}/replies/{validate_segment(client_id, what='client id')}"
+
+    def probe(self, token: str) -> str:
+        """Used once at agent start to detect shared-subscription support."""
+        return f"{self.root}/probe/{validate_segment(token, what='probe token')}"
