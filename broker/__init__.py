@@ -1,0 +1,1 @@
+"""Brokers fogmesh runs on: the embedded amqtt broker and a mosquitto launcher."""

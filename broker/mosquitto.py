@@ -1,0 +1,124 @@
+"""Launch a real mosquitto (Debian package ``mosquitto``) on a free loopback port.
+
+Used by the tests, the benchmarks and anyone who wants the production broker
+locally. The config is generated from the same settings as
+``broker/mosquitto.conf`` so tests exercise what sites run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from broker.ports import free_port, wait_port
+from fogmesh.errors import BrokerError
+
+CONF_TEMPLATE = """\
+listener {port} {host}
+allow_anonymous true
+set_tcp_nodelay true
+persistence {persistence}
+persistence_location {workdir}/
+autosave_interval 1
+max_inflight_messages 100
+max_queued_messages 0
+max_queued_bytes 268435456
+log_dest file {workdir}/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+{extra}
+"""
+
+
+def mosquitto_binary() -> str:
+    """Path to mosquitto, or a BrokerError that says how to install it."""
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerError("mosquitto is not installed; on Debian/Ubuntu run: "
+                      "sudo apt-get install mosquitto mosquitto-clients")
+
+
+class Mosquitto:
+    """One mosquitto process; ``start()``, ``stop()`` (SIGTERM), ``kill()`` (SIGKILL).
+
+    Restarting keeps the port and the persistence directory, so a restarted
+    broker gets back its sessions and queued messages.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
+                 workdir: str | Path | None = None, persistence: bool = True,
+                 extra_conf: str = "") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fogmesh-mosquitto-"))
+        self.persistence = persistence
+        self.extra_conf = extra_conf
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        binary = mosquitto_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(CONF_TEMPLATE.format(
+            host=self.host, port=self.port, workdir=self.workdir,
+            persistence="true" if self.persistence else "false", extra=self.extra_conf))
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not wait_port(self.host, self.port, timeout):
+            err = self._drain_stderr()
+            self.kill()
+            raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within "
+                              f"{timeout:g} s: {err or 'see ' + str(self.workdir / 'mosquitto.log')}")
+        return self
+
+    def _drain_stderr(self) -> str:
+        if self.proc and self.proc.poll() is not None and self.proc.stderr:
+            return self.proc.stderr.read().decode(errors="replace").strip()
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: mosquitto saves its persistence file and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close()
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies mid-flight, as in a power cut."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
