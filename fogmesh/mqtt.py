@@ -124,6 +124,7 @@ class MqttClient:
         self._refused: str | None = None
         self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
         self._manual_ack = manual_ack
+        self._stopping = False
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=clean_session, protocol=paho.MQTTv311,
@@ -162,6 +163,7 @@ class MqttClient:
 
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
+        self._stopping = True
         try:
             self._paho.disconnect()
         finally:
@@ -251,7 +253,7 @@ class MqttClient:
                            reason_code: object, _props: object) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        if was:
+        if was and not self._stopping:
             log.info("%s: disconnected from %s (%s); reconnecting", self.client_id, self.url, reason_code)
             if self._on_connection:
                 self._on_connection(False)

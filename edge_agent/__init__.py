@@ -1,0 +1,1 @@
+"""The fog agent: takes tasks from MQTT, runs them, replies, announces presence."""

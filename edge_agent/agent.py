@@ -1,0 +1,252 @@
+"""The agent's IO shell: MQTT, worker processes, clock and host monitor around
+the sans-IO :class:`~edge_agent.core.AgentCore`.
+
+Threads: paho's network thread only enqueues; worker reader threads only
+enqueue; one dispatcher thread owns the core and carries out its actions. So
+the core needs no locks, and a slow handler never delays an acknowledgement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable
+
+from edge_agent.core import Ack, Action, AgentConfig, AgentCore, Cancel, Publish, Run
+from edge_agent.monitor import HostMonitor
+from edge_agent.presence import HostStats, build_presence, presence_due
+from edge_agent.workers import WorkerPool, run_handler
+from fogmesh.errors import ConnectError
+from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
+from fogmesh.registry import Registry
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+
+log = logging.getLogger(__name__)
+
+DISPATCH_CHOICES = ("auto", "shared", "claim")
+
+
+class _AgentLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['agent']}] {msg}", kwargs  # type: ignore[index]
+
+
+def detect_shared_subscriptions(client: MqttClient, topics: Topics, probe_event: threading.Event,
+                                token: str, *, timeout: float = 1.0) -> bool:
+    """Does this broker route ``$share/...`` subscriptions? Ask it, don't guess:
+    subscribe to a shared filter, publish one probe, see whether it arrives."""
+    shared_filter = f"$share/fogmesh-probe-{token}/{topics.probe(token)}"
+    try:
+        client.subscribe(shared_filter, 1, timeout=timeout)
+    except ConnectError:
+        return False
+    client.publish(topics.probe(token), b"{}", qos=1)
+    ok = probe_event.wait(timeout)
+    client.unsubscribe(shared_filter)
+    return ok
+
+
+class Agent:
+    """One fog agent. ``start()`` returns once it is connected and subscribed."""
+
+    def __init__(self, agent_id: str, broker: BrokerUrl | str, *, root: str = DEFAULT_ROOT,
+                 concurrency: int = 2, max_queue: int = 1000, dispatch: str = "auto",
+                 registry: Registry | None = None, presence_period: float = 5.0,
+                 limits: Limits = DEFAULT_LIMITS, monitor: HostMonitor | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        validate_segment(agent_id, what="agent id")
+        if dispatch not in DISPATCH_CHOICES:
+            raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
+        self.agent_id = agent_id
+        self.topics = Topics(root)
+        self.registry = registry or Registry.from_entry_points()
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self.requested_dispatch = dispatch
+        self.dispatch = dispatch
+        self.presence_period = presence_period
+        self.limits = limits
+        self.monitor = monitor or HostMonitor()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.log = _AgentLog(log, {"agent": agent_id})
+        self.core: AgentCore | None = None
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._probe_token = uuid.uuid4().hex[:12]
+        self._probe_seen = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._host = HostStats()
+        self._host_read_at = -1e9
+        self._last_presence: Presence | None = None
+        self._presence_sent_at = -1e9
+        root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
+        self.client = MqttClient(
+            broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
+            will=Will(self.topics.presence(agent_id), self._offline_payload()),
+            on_message=self._on_mqtt_message, on_connection=self._on_connection)
+        self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self, *, timeout: float = 10.0) -> Agent:
+        self.pool.start()
+        try:
+            self.client.start(timeout=timeout)
+            if self.requested_dispatch == "auto":
+                shared = detect_shared_subscriptions(self.client, self.topics, self._probe_seen,
+                                                     self._probe_token)
+                self.dispatch = "shared" if shared else "claim"
+            self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
+                                              concurrency=self.concurrency, max_queue=self.max_queue,
+                                              dispatch=self.dispatch, limits=self.limits),
+                                  self.registry)
+            self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
+                                            daemon=True)
+            self._thread.start()
+            if self.dispatch == "shared":
+                self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
+            else:
+                self.client.subscribe(self.topics.claims, 1, timeout=timeout)
+                self.client.subscribe(self.topics.tasks, 1, timeout=timeout)
+        except BaseException:
+            self.pool.stop()
+            raise
+        self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
+                      self.client.url, self.topics.root, self.dispatch, self.concurrency,
+                      ", ".join(self.registry.names()))
+        return self
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop taking tasks, finish the ones held (up to ``timeout``), announce
+        offline, disconnect. Tasks that arrive meanwhile stay queued at the
+        broker for this agent's session, so a restart picks them up."""
+        if self._thread and self._thread.is_alive():
+            self._events.put(("stop", self.clock() + timeout))
+            self._thread.join(timeout + 5)
+        self.client.stop()
+        self.pool.stop()
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> Agent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- inputs from other threads ------------------------------------------
+    def _on_mqtt_message(self, message: Message) -> None:
+        if message.topic == self.topics.probe(self._probe_token):
+            self._probe_seen.set()
+            return
+        self._events.put(("msg", message))
+
+    def _on_worker_done(self, task_id: str, result: Any, error: ErrorInfo | None, run_ms: float) -> None:
+        self._events.put(("done", task_id, result, error))
+
+    def _on_connection(self, up: bool) -> None:
+        self._events.put(("conn", up))
+
+    # -- the dispatcher thread -------------------------------------------------
+    def _loop(self) -> None:
+        core = self.core
+        assert core is not None
+        stop_by: float | None = None
+        while True:
+            now = self.clock()
+            due = core.next_deadline()
+            wake = self._presence_sent_at + self.presence_period
+            if due is not None:
+                wake = min(wake, due)
+            if stop_by is not None:
+                wake = min(wake, now + 0.05)
+            try:
+                event = self._events.get(timeout=max(0.0, wake - now))
+            except queue.Empty:
+                event = None
+            now = self.clock()
+            actions: list[Action] = []
+            if event is not None:
+                kind = event[0]
+                if kind == "msg":
+                    msg: Message = event[1]
+                    actions = core.on_message(msg.topic, msg.payload, msg, now)
+                elif kind == "done":
+                    actions = core.on_finished(event[1], now, result=event[2], error=event[3])
+                elif kind == "conn" and event[1]:
+                    self._presence_sent_at = -1e9   # re-announce after every reconnect
+                elif kind == "stop":
+                    stop_by = event[1]
+                    core.stop_accepting()
+                    self.log.info("stopping: finishing %d held task(s)", core.held)
+            due = core.next_deadline()
+            if due is not None and due <= now:
+                actions += core.on_tick(now)
+            self._execute(actions, core)
+            if stop_by is not None and (core.held == 0 or now >= stop_by):
+                if core.held:
+                    self.log.warning("stopping with %d task(s) unfinished; the broker "
+                                     "redelivers them to this agent's session", core.held)
+                self._publish_presence(now, state="offline")
+                return
+            self._maybe_presence(now)
+
+    def _execute(self, actions: list[Action], core: AgentCore) -> None:
+        todo = deque(actions)
+        while todo:
+            action = todo.popleft()
+            if isinstance(action, Publish):
+                self.client.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
+            elif isinstance(action, Ack):
+                self.client.ack(action.token)
+            elif isinstance(action, Run):
+                if action.kind.inline:
+                    result, error = run_handler(self.registry, action.task.kind, action.task.args)
+                    todo.extend(core.on_finished(action.task.id, self.clock(), result=result, error=error))
+                else:
+                    self.pool.submit(action.task.id, action.task.kind, action.task.args)
+            elif isinstance(action, Cancel):
+                self.log.warning("task %s passed its timeout; killing its worker", action.task_id)
+                self.pool.cancel(action.task_id)
+
+    # -- presence ----------------------------------------------------------------
+    def _offline_payload(self) -> bytes:
+        return build_presence(agent=self.agent_id, state="offline", now=self.wall_clock(),
+                              host=HostStats(), queued=0, running=0, capacity=self.concurrency,
+                              kinds=self.registry.names(), dispatch=self.dispatch).encode()
+
+    def _presence(self, now: float, state: str) -> Presence:
+        core = self.core
+        assert core is not None
+        if now - self._host_read_at >= self.presence_period:
+            self._host = self.monitor.read()
+            self._host_read_at = now
+        return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(),
+                              host=self._host, queued=core.queued, running=core.running,
+                              capacity=self.concurrency, kinds=self.registry.names(),
+                              dispatch=self.dispatch)
+
+    def _maybe_presence(self, now: float) -> None:
+        if now - self._presence_sent_at < 0.2 and now - self._presence_sent_at < self.presence_period:
+            return  # cheap early exit on the hot path
+        p = self._presence(now, "online")
+        if presence_due(self._last_presence, p, last_sent=self._presence_sent_at, now=now,
+                        period=self.presence_period):
+            self._send_presence(p, now)
+
+    def _publish_presence(self, now: float, *, state: str) -> None:
+        self._send_presence(self._presence(now, state), now)
+
+    def _send_presence(self, p: Presence, now: float) -> None:
+        self.client.publish(self.topics.presence(self.agent_id), p.encode(), qos=1, retain=True)
+        self._last_presence = p
+        self._presence_sent_at = now

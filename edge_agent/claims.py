@@ -1,0 +1,52 @@
+"""Exactly-one execution on brokers without shared subscriptions (amqtt).
+
+Every agent receives every task. An agent that wants a task publishes a claim
+``{"task": key, "agent": id}`` on the single topic ``{root}/claims``. A broker
+forwards the messages of one topic to each subscriber in the order it received
+them, so every agent sees the same first claim for a key, and that claim's
+agent runs the task; the others drop it. Less loaded agents claim sooner
+(:func:`claim_delay`), so the first claim also balances load. Pure functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from fogmesh import codec
+from fogmesh.errors import InvalidMessage
+
+
+@dataclass(frozen=True)
+class Claim:
+    task: str
+    agent: str
+
+    def encode(self) -> bytes:
+        return codec.encode({"task": self.task, "agent": self.agent})
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Claim:
+        d: Any = codec.decode(payload)
+        if not (isinstance(d, dict) and isinstance(d.get("task"), str)
+                and isinstance(d.get("agent"), str) and d["task"] and d["agent"]):
+            raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str}")
+        return cls(d["task"], d["agent"])
+
+
+def claim_key(task_id: str | None, payload: bytes) -> str:
+    """The key agents agree on: the task id, or a digest of an unparseable payload
+    (so even garbage gets exactly one dead letter, not one per agent)."""
+    if task_id is not None:
+        return task_id
+    return "raw:" + hashlib.sha256(payload).hexdigest()[:32]
+
+
+def claim_delay(*, queued: int, running: int, capacity: int) -> float:
+    """Seconds to wait before claiming: 0 with a free slot, then 1 ms per task
+    waiting, up to 50 ms. A busy agent still claims (late), so a task is never
+    left unclaimed when every agent is busy."""
+    if running < capacity and queued == 0:
+        return 0.0
+    return min(0.001 * (1 + queued + max(0, running - capacity + 1)), 0.05)
