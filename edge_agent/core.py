@@ -201,7 +201,8 @@ class AgentCore:
         winner = self._winners.get(key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
-        entry.claim_at = now + claim_delay(queued=len(self._queue), running=self._running,
+        waiting = len(self._entries) - 1 - self._running   # held, not running, not this one
+        entry.claim_at = now + claim_delay(queued=waiting, running=self._running,
                                            capacity=self.config.concurrency)
         return self._fire_claims(now) if entry.claim_at <= now else []
 

@@ -1,0 +1,248 @@
+"""``fogmesh``: the one command-line entry point.
+
+Subcommands import their parts lazily, so ``fogmesh submit`` on a sensor
+gateway does not load the broker or the worker pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Sequence
+
+from fogmesh import __version__
+from fogmesh.errors import FogmeshError
+from fogmesh.topics import DEFAULT_ROOT
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+EPILOG = """\
+Quick start (no external broker needed):
+  fogmesh up                                   # broker + 3 agents + a demo workload
+
+By hand, in three terminals:
+  fogmesh broker --port 1883                   # embedded broker
+  fogmesh agent --id pi-1 --broker mqtt://127.0.0.1:1883
+  fogmesh submit sum --args '{"values": [1, 2, 3]}'
+
+Watch everything:  mosquitto_sub -t 'fog/#' -v     Topic tree: topics.md
+"""
+
+
+def _root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=DEFAULT_ROOT,
+                   help=f"topic root shared by every part of one fabric (default: {DEFAULT_ROOT})")
+
+
+def _broker_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default=DEFAULT_BROKER,
+                   help=f"broker URL, mqtt://host:port or mqtts://user@host:8883 (default: {DEFAULT_BROKER})")
+
+
+def _log_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging verbosity (default: INFO)")
+
+
+def _timeout_pair(text: str) -> tuple[str, float]:
+    kind, sep, seconds = text.partition("=")
+    try:
+        if not sep or float(seconds) <= 0:
+            raise ValueError
+        return kind, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KIND=SECONDS (e.g. sleep=2), got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fogmesh", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="MQTT task fabric for edge/fog/cloud IoT: devices publish tasks, fog agents "
+                    "run or place them, results come back on the task's reply topic.")
+    parser.add_argument("--version", action="version", version=f"fogmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt; nothing to install)",
+                       description="Run the embedded amqtt broker in the foreground until Ctrl-C. "
+                                   "For production use mosquitto (see broker/mosquitto.conf).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; "
+                   "0.0.0.0 for the whole LAN)")
+    p.add_argument("--port", type=int, default=1883, help="TCP port (default: 1883)")
+    _log_arg(p)
+
+    p = sub.add_parser("agent", help="run a fog agent that takes and runs tasks",
+                       description="Run a fog agent: subscribes to {root}/tasks, runs tasks in "
+                                   "worker processes, replies on each task's reply_to, and "
+                                   "announces presence on {root}/presence/{id}. Ctrl-C finishes "
+                                   "held tasks and leaves; tasks sent while it is down wait at the "
+                                   "broker for its restart.")
+    p.add_argument("--id", required=True, help="agent id, unique in the fabric (e.g. pi-kitchen)")
+    _broker_arg(p)
+    _root_arg(p)
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="worker processes, i.e. tasks run at once (default: 2)")
+    p.add_argument("--max-queue", type=int, default=1000,
+                   help="tasks waiting beyond the running ones before 'busy' errors (default: 1000)")
+    p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim"],
+                   help="how agents split tasks: MQTT shared subscriptions, claims on "
+                        "{root}/claims, or auto-detect (default: auto)")
+    p.add_argument("--presence-period", type=float, default=5.0,
+                   help="seconds between presence announcements (default: 5)")
+    p.add_argument("--timeout", type=_timeout_pair, action="append", default=[], metavar="KIND=S",
+                   help="override a kind's timeout in seconds; repeatable (e.g. --timeout sleep=2)")
+    p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
+    _log_arg(p)
+
+    p = sub.add_parser("submit", help="submit a task and print its reply",
+                       description="Publish one task and print the JSON reply. Exit status: 0 ok, "
+                                   "1 the task failed, 2 no reply / cannot connect.")
+    p.add_argument("kind", help="task kind, e.g. echo, sum, stats, sleep, sha256")
+    p.add_argument("--args", default="{}", help='task args as a JSON object (default: {})')
+    _broker_arg(p)
+    _root_arg(p)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default: 10)")
+    p.add_argument("--id", help="task id / idempotency key (default: random)")
+    p.add_argument("--weight", choices=["light", "medium", "heavy"], help="override the kind's weight")
+    p.add_argument("--deadline-ms", type=int, help="give up if the task cannot start within this many ms")
+
+    p = sub.add_parser("up", help="start broker + 3 agents + a demo workload, print where tasks ran",
+                       description="One command demo: the embedded broker on a free port, three "
+                                   "agents, a short mixed workload; prints where each task ran and "
+                                   "its latency, then exits (Ctrl-C exits cleanly too).")
+    p.add_argument("--agents", type=int, default=3, help="number of agents (default: 3)")
+    p.add_argument("--tasks", type=int, default=12, help="demo tasks to submit (default: 12)")
+    p.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
+    _root_arg(p)
+    _log_arg(p)
+
+    for name, what in (("bridge", "link the edge broker to a cloud broker (store-and-forward)"),
+                       ("cloud-worker", "run heavy kinds in the cloud behind a shared subscription")):
+        p = sub.add_parser(name, help=f"{what} [not in this release yet]",
+                           description=f"{what}. Not in this release yet: see the cloud bridge issue.")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
+                       description="Benchmarks. Each prints a table; --json prints the same figures.")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    b = bsub.add_parser("rtt", help="round trip and throughput: raw MQTT vs fogmesh vs Celery+Redis",
+                        description="Request/reply round trip (p50/p99) of raw paho-MQTT, fogmesh "
+                                    "echo, and Celery+Redis, plus pipelined throughput with 64 in "
+                                    "flight, on mosquitto and on the embedded amqtt broker.")
+    b.add_argument("--requests", type=int, default=2000, help="round trips per system (default: 2000)")
+    b.add_argument("--pipelined", type=int, default=5000, help="tasks in the throughput run (default: 5000)")
+    b.add_argument("--inflight", type=int, default=64, help="tasks in flight for throughput (default: 64)")
+    b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
+    b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.5):
+        pass
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from broker.embedded import EmbeddedBroker
+    _setup_logging(args.log_level)
+    with EmbeddedBroker(host=args.host, port=args.port):
+        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port} (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+    from fogmesh.registry import Registry
+    _setup_logging(args.log_level)
+    registry = Registry.from_entry_points()
+    if args.kinds:
+        registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
+    if args.timeout:
+        registry = registry.with_timeouts(dict(args.timeout))
+    agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
+                  max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
+                  presence_period=args.presence_period)
+    agent.start()
+    try:
+        _wait_for_signal()
+    finally:
+        agent.stop()
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from devices.client import submit
+    from fogmesh.errors import SubmitTimeout
+    try:
+        task_args: Any = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        print(f"fogmesh submit: --args is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(task_args, dict):
+        print("fogmesh submit: --args must be a JSON object, e.g. '{\"values\": [1, 2]}'", file=sys.stderr)
+        return 2
+    options = {k: v for k, v in (("task_id", args.id), ("weight", args.weight),
+                                 ("deadline_ms", args.deadline_ms)) if v is not None}
+    try:
+        result = submit(args.kind, task_args, broker=args.broker, root=args.root,
+                        timeout=args.timeout, **options)
+    except SubmitTimeout as exc:
+        print(f"fogmesh submit: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.reply.to_dict()))
+    return 0 if result.ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from fogmesh.up import run_demo
+    _setup_logging(args.log_level if args.log_level != "INFO" else "WARNING")
+    return run_demo(agents=args.agents, tasks=args.tasks, port=args.port, root=args.root)
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    print(f"fogmesh {args.command}: not in this release yet (tracked in the cloud bridge issue). "
+          "Heavy tasks currently run on fog agents.", file=sys.stderr)
+    return 2
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "rtt":
+        from bench.rtt import main as rtt_main
+        return rtt_main(args)
+    return 2
+
+
+COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
+            "bridge": cmd_not_yet, "cloud-worker": cmd_not_yet, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FogmeshError as exc:
+        print(f"fogmesh {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
