@@ -1,0 +1,102 @@
+"""Shared fixtures: real brokers on free loopback ports, a unique topic root per test.
+
+Nothing here mocks a broker or paho: the ``broker`` fixture is a real
+mosquitto process or a real embedded amqtt broker process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pytest
+
+from broker.mosquitto import Mosquitto
+from broker.ports import free_port, wait_port
+from edge_agent.agent import Agent
+
+
+@dataclass
+class RunningBroker:
+    name: str
+    url: str
+    host: str
+    port: int
+
+
+class AmqttProcess:
+    """The embedded broker as its own process, started through the real CLI."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AmqttProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port), "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port("127.0.0.1", self.port, 20):
+            self.stop()
+            raise RuntimeError("embedded broker did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker() -> Iterator[RunningBroker]:
+    m = Mosquitto().start()
+    yield RunningBroker("mosquitto", m.url, m.host, m.port)
+    m.cleanup()
+
+
+@pytest.fixture(scope="session")
+def amqtt_broker() -> Iterator[RunningBroker]:
+    a = AmqttProcess().start()
+    yield RunningBroker("amqtt", f"mqtt://127.0.0.1:{a.port}", "127.0.0.1", a.port)
+    a.stop()
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def broker(request: pytest.FixtureRequest) -> RunningBroker:
+    """Each integration test runs against both real brokers."""
+    return request.getfixturevalue(f"{request.param}_broker")
+
+
+@pytest.fixture
+def root() -> str:
+    """A unique topic root per test, so tests sharing a broker never see each other."""
+    return f"test/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def agents() -> Iterator[Callable[..., Agent]]:
+    """Start in-process agents; all are stopped at teardown."""
+    started: list[Agent] = []
+
+    def start(agent_id: str, url: str, root: str, **options: object) -> Agent:
+        options.setdefault("concurrency", 2)
+        options.setdefault("presence_period", 1.0)
+        agent = Agent(agent_id, url, root=root, **options).start()  # type: ignore[arg-type]
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop(timeout=5)
+
+
+@pytest.fixture
+def unique_id() -> str:
+    return uuid.uuid4().hex[:8]
+

@@ -1,0 +1,198 @@
+"""Tier 1 (pure): the agent core's decisions, driven with a fake clock.
+
+No broker, no threads: messages and ticks in, actions out.
+"""
+
+import orjson
+import pytest
+
+from edge_agent.claims import Claim, claim_key
+from edge_agent.core import Ack, AgentConfig, AgentCore, Cancel, Publish, Run
+from fogmesh.messages import ErrorInfo, Limits, Task
+from fogmesh.registry import Registry
+from fogmesh.topics import Topics
+
+T = Topics("t")
+REGISTRY = Registry.from_entry_points()
+
+
+def core(dispatch="shared", agent="a1", **cfg):
+    return AgentCore(AgentConfig(agent_id=agent, topics=T, dispatch=dispatch, **cfg), REGISTRY)
+
+
+def task(task_id="t1", kind="sleep", **fields):
+    return Task(id=task_id, kind=kind, reply_to="t/replies/d", args=fields.pop("args", {}),
+                **fields).encode()
+
+
+def published(actions):
+    return [(a.topic, orjson.loads(a.payload)) for a in actions if isinstance(a, Publish)]
+
+
+def test_a_task_runs_then_replies_then_acks():
+    c = core()
+    actions = c.on_message(T.tasks, task(), "tok", now=0.0)
+    assert [type(a) for a in actions] == [Run]
+    done = c.on_finished("t1", 0.5, result={"slept_ms": 1})
+    assert [type(a) for a in done] == [Publish, Ack]
+    (topic, reply), = published(done)
+    assert topic == "t/replies/d"
+    assert reply["status"] == "ok" and reply["worker"] == "a1" and reply["tier"] == "local"
+    assert reply["ms"]["total"] == pytest.approx(500)
+
+
+def test_inline_kinds_skip_the_queue():
+    c = core(concurrency=1)
+    c.on_message(T.tasks, task("slow"), 1, now=0.0)
+    actions = c.on_message(T.tasks, task("fast", kind="echo"), 2, now=0.0)
+    assert isinstance(actions[0], Run) and actions[0].kind.inline
+
+
+def test_tasks_beyond_concurrency_wait_in_fifo_order():
+    c = core(concurrency=1)
+    assert isinstance(c.on_message(T.tasks, task("a"), 1, 0.0)[0], Run)
+    assert c.on_message(T.tasks, task("b"), 2, 0.0) == []
+    after = c.on_finished("a", 1.0, result=None)
+    assert [a.task.id for a in after if isinstance(a, Run)] == ["b"]
+
+
+def test_a_full_queue_answers_busy():
+    c = core(concurrency=1, max_queue=1)
+    c.on_message(T.tasks, task("a"), 1, 0.0)
+    c.on_message(T.tasks, task("b"), 2, 0.0)
+    (_, reply), = published(c.on_message(T.tasks, task("c"), 3, 0.0))
+    assert reply["error"]["code"] == "busy"
+
+
+def test_a_duplicate_id_after_the_answer_is_acked_and_dropped():
+    c = core()
+    c.on_message(T.tasks, task(), 1, 0.0)
+    c.on_finished("t1", 0.1, result=1)
+    assert c.on_message(T.tasks, task(), 2, 0.2) == [Ack(2)]
+    assert c.counters.duplicates == 1
+
+
+def test_a_redelivery_while_running_gets_one_reply_and_both_acks():
+    c = core()
+    c.on_message(T.tasks, task(), "old", 0.0)
+    assert c.on_message(T.tasks, task(), "new", 0.1) == []
+    done = c.on_finished("t1", 0.2, result=1)
+    assert len(published(done)) == 1
+    assert [a.token for a in done if isinstance(a, Ack)] == ["old", "new"]
+
+
+def test_a_handler_past_its_timeout_is_cancelled_and_answered():
+    c = core()
+    c.on_message(T.tasks, task(), 1, 0.0)
+    assert c.next_deadline() == pytest.approx(30.0)
+    actions = c.on_tick(30.0)
+    assert Cancel("t1") in actions
+    (_, reply), = published(actions)
+    assert reply["error"]["code"] == "timeout"
+    assert c.on_finished("t1", 31.0, result=1) == []     # the late result is ignored
+
+
+def test_deadline_ms_shortens_the_run_timeout():
+    c = core()
+    run, = c.on_message(T.tasks, task(deadline_ms=2000), 1, 0.0)
+    assert run.timeout_s == pytest.approx(2.0)
+
+
+def test_a_task_queued_past_its_deadline_is_not_run():
+    c = core(concurrency=1)
+    c.on_message(T.tasks, task("a"), 1, 0.0)
+    c.on_message(T.tasks, task("b", deadline_ms=100), 2, 0.0)
+    (_, reply), = published(c.on_tick(0.2))
+    assert reply["id"] == "b" and reply["error"]["code"] == "deadline_exceeded"
+
+
+def test_handler_errors_are_passed_to_the_reply():
+    c = core()
+    c.on_message(T.tasks, task(), 1, 0.0)
+    (_, reply), = published(c.on_finished("t1", 0.1, error=ErrorInfo("handler_error", "boom")))
+    assert reply["error"] == {"code": "handler_error", "message": "boom"}
+
+
+def test_a_result_that_is_not_json_becomes_bad_result():
+    c = core()
+    c.on_message(T.tasks, task(), 1, 0.0)
+    (_, reply), = published(c.on_finished("t1", 0.1, result=object()))
+    assert reply["error"]["code"] == "bad_result"
+
+
+def test_unknown_kind_is_answered_with_the_known_kinds():
+    (_, reply), = published(core().on_message(T.tasks, task(kind="nope"), 1, 0.0))
+    assert reply["error"]["code"] == "unknown_kind" and "echo" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"{oops", b"[1]", b'{"id": "x", "kind": "echo"}'])
+def test_unanswerable_input_becomes_one_dead_letter(raw):
+    actions = core().on_message(T.tasks, raw, 1, 0.0)
+    (topic, letter), = published(actions)
+    assert topic == T.errors and letter["agent"] == "a1" and letter["error"]["code"]
+    assert Ack(1) in actions
+
+
+def test_oversize_input_is_answered_too_large():
+    c = core(limits=Limits(max_payload=200))
+    (_, reply), = published(c.on_message(T.tasks, task(kind="echo", args={"b": "x" * 300}), 1, 0.0))
+    assert reply["error"]["code"] == "too_large"
+
+
+def test_after_stop_accepting_new_tasks_are_left_for_redelivery():
+    c = core()
+    c.stop_accepting()
+    assert c.on_message(T.tasks, task(), 1, 0.0) == []
+
+
+# -- claim dispatch (brokers without shared subscriptions) ---------------------
+def claim(key, agent):
+    return Claim(key, agent).encode()
+
+
+def test_an_idle_agent_claims_at_once():
+    actions = core("claim").on_message(T.tasks, task(), 1, 0.0)
+    (topic, body), = published(actions)
+    assert topic == T.claims and body == {"task": "t1", "agent": "a1"}
+
+
+def test_the_agent_whose_claim_comes_first_runs_the_task():
+    mine, other = core("claim", "a1"), core("claim", "a2")
+    for c in (mine, other):
+        c.on_message(T.tasks, task(), "tok", 0.0)
+    first = claim("t1", "a1")
+    runs = mine.on_message(T.claims, first, "c", 0.001)
+    assert any(isinstance(a, Run) for a in runs)
+    drops = other.on_message(T.claims, first, "c", 0.001)
+    assert Ack("tok") in drops and not any(isinstance(a, Run) for a in drops)
+    # a later claim for the same task changes nothing
+    assert mine.on_message(T.claims, claim("t1", "a2"), "c2", 0.002) == [Ack("c2")]
+
+
+def test_a_claim_seen_before_the_task_still_decides():
+    c = core("claim", "a2")
+    c.on_message(T.claims, claim("t1", "a1"), "c", 0.0)
+    assert c.on_message(T.tasks, task(), "tok", 0.001) == [Ack("tok")]
+
+
+def test_a_busy_agent_claims_later():
+    c = core("claim", concurrency=1)
+    c.on_message(T.tasks, task("a"), 1, 0.0)
+    c.on_message(T.claims, claim("a", "a1"), 2, 0.0)          # now running a
+    assert c.on_message(T.tasks, task("b"), 3, 0.0) == []     # claim is delayed
+    assert c.next_deadline() > 0.0
+    assert published(c.on_tick(c.next_deadline()))[0][0] == T.claims
+
+
+def test_garbage_is_claimed_by_digest_so_one_agent_dead_letters_it():
+    c = core("claim")
+    (_, body), = published(c.on_message(T.tasks, b"{oops", 1, 0.0))
+    assert body["task"] == claim_key(None, b"{oops")
+    (topic, _), = published(c.on_message(T.claims, claim(body["task"], "a1"), 2, 0.0))
+    assert topic == T.errors
+
+
+def test_forged_claims_are_ignored():
+    c = core("claim")
+    assert c.on_message(T.claims, b"not a claim", 1, 0.0) == [Ack(1)]
+    assert c.counters.bad_claims == 1

@@ -1,0 +1,49 @@
+"""Tier 1: the sans-IO core stays free of IO, clocks and randomness.
+
+Checked statically from each module's imports, so a stray ``import time`` in
+policy code fails here before it makes the simulator nondeterministic.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PURE_MODULES = [
+    "fogmesh/topics.py", "fogmesh/messages.py", "fogmesh/codec.py", "fogmesh/errors.py",
+    "edge_agent/core.py", "edge_agent/claims.py", "edge_agent/recent.py", "edge_agent/presence.py",
+]
+FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
+             "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
+             "logging", "urllib", "http", "fogmesh.mqtt", "concurrent"}
+
+
+def imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_module_imports_no_io_library(module):
+    bad = {n for n in imported_names(ROOT / module)
+           if n in FORBIDDEN or n.split(".")[0] in FORBIDDEN}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_each_io_library_is_imported_by_exactly_one_module():
+    owners: dict[str, set[str]] = {}
+    for path in ROOT.glob("*/*.py"):
+        if path.parts[-2] in ("tests", "bench"):
+            continue
+        for name in imported_names(path):
+            top = name.split(".")[0]
+            if top in ("paho", "amqtt", "psutil"):
+                owners.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    assert owners == {"paho": {"fogmesh/mqtt.py"}, "amqtt": {"broker/embedded.py"},
+                      "psutil": {"edge_agent/monitor.py"}}

@@ -1,0 +1,80 @@
+"""Tier 1 (pure): bounded memory, claim delays, presence timing, broker URLs, registry."""
+
+import pytest
+
+from edge_agent.claims import claim_delay
+from edge_agent.presence import HostStats, build_presence, presence_due
+from edge_agent.recent import RecentMap
+from fogmesh.mqtt import BrokerUrl
+from fogmesh.registry import Registry, TaskKind
+from fogmesh.errors import UnknownKind
+
+
+def test_recent_map_keeps_the_first_value():
+    m = RecentMap(max_items=10, ttl_s=60)
+    assert m.add("k", "a1", 0.0) == "a1"
+    assert m.add("k", "a2", 1.0) == "a1"
+
+
+def test_recent_map_is_bounded_by_count():
+    m = RecentMap(max_items=3, ttl_s=60)
+    for i in range(10):
+        m.add(str(i), i, 0.0)
+    assert len(m) == 3 and "9" in m and "0" not in m
+
+
+def test_recent_map_forgets_by_age():
+    m = RecentMap(max_items=10, ttl_s=5)
+    m.add("old", 1, 0.0)
+    assert m.get("old", 4.0) == 1
+    assert m.get("old", 6.0) is None
+
+
+def test_idle_agents_claim_immediately_and_busy_ones_later_but_bounded():
+    assert claim_delay(queued=0, running=0, capacity=2) == 0
+    assert 0 < claim_delay(queued=3, running=2, capacity=2) < claim_delay(queued=30, running=2, capacity=2)
+    assert claim_delay(queued=10_000, running=2, capacity=2) == 0.05
+
+
+def presence(queue=0, state="online"):
+    return build_presence(agent="a", state=state, now=0.0, host=HostStats(), queued=queue, running=0,
+                          capacity=4, kinds=("echo",), dispatch="shared")
+
+
+def test_presence_is_sent_first_and_then_periodically():
+    assert presence_due(None, presence(), last_sent=0, now=0, period=5)
+    assert not presence_due(presence(), presence(), last_sent=0, now=1, period=5)
+    assert presence_due(presence(), presence(), last_sent=0, now=5, period=5)
+
+
+def test_presence_is_sent_early_on_significant_change_but_not_in_a_burst():
+    assert presence_due(presence(0), presence(3), last_sent=0, now=0.5, period=5)
+    assert not presence_due(presence(0), presence(3), last_sent=0, now=0.1, period=5)
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("mqtt://h:1884", BrokerUrl("h", 1884)),
+    ("h", BrokerUrl("h", 1883)),
+    ("mqtts://user@h", BrokerUrl("h", 8883, tls=True, username="user")),
+])
+def test_broker_urls(url, expected):
+    assert BrokerUrl.parse(url) == expected
+
+
+def test_broker_url_with_wrong_scheme_says_what_is_expected():
+    with pytest.raises(ValueError, match="mqtt://"):
+        BrokerUrl.parse("http://h")
+
+
+def test_builtin_kinds_come_from_entry_points():
+    assert {"echo", "sum", "stats", "sleep", "sha256"} <= set(Registry.from_entry_points().names())
+
+
+def test_unknown_kind_lookup_names_the_known_ones():
+    with pytest.raises(UnknownKind, match="echo"):
+        Registry({"echo": TaskKind("echo", dict)}).get("nope")
+
+
+def test_kind_timeouts_can_be_overridden():
+    r = Registry.from_entry_points().with_timeouts({"sleep": 2})
+    assert r.get("sleep").timeout_s == 2
