@@ -47,9 +47,12 @@ def _worker_main(conn: Connection, registry: Registry) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     while True:
         try:
-            task_id, kind, args = conn.recv()
+            job = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
+        if job is None:     # the pool is stopping
+            return
+        task_id, kind, args = job
         t0 = time.perf_counter()
         result, error = run_handler(registry, kind, args)
         run_ms = 1000 * (time.perf_counter() - t0)
@@ -168,7 +171,7 @@ class WorkerPool:
             workers = list(self._workers)
         for w in workers:
             try:
-                w.conn.close()
+                w.conn.send(None)
             except OSError:
                 pass
         for w in workers:
@@ -176,3 +179,7 @@ class WorkerPool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(1.0)
+            try:
+                w.conn.close()
+            except OSError:
+                pass

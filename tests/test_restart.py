@@ -1,0 +1,70 @@
+"""Tier 3 (real brokers): an agent's persistent session keeps tasks while it is down."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from devices.client import FogClient
+from edge_agent.agent import Agent
+
+
+def test_tasks_sent_while_the_agent_is_down_run_after_its_restart(broker, root):
+    Agent("a1", broker.url, root=root, concurrency=2).start().stop()
+    with FogClient(broker.url, root=root) as client:
+        futures = [client.send("echo", {"n": n}) for n in range(20)]
+        time.sleep(0.3)
+        assert not any(f.done() for f in futures)
+        agent = Agent("a1", broker.url, root=root, concurrency=2).start()
+        try:
+            results = [f.result(timeout=30) for f in futures]
+            time.sleep(0.3)
+        finally:
+            agent.stop()
+        assert client.duplicates == 0
+    assert [r.value for r in results] == [{"n": n} for n in range(20)]
+
+
+def agent_process(broker, root, agent_id):
+    return subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", agent_id,
+                             "--broker", broker.url, "--root", root, "--log-level", "WARNING"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_online(client: FogClient, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return client.submit("echo", {}, timeout=2)
+        except TimeoutError:
+            continue
+    raise AssertionError("agent did not come online")
+
+
+def test_an_agent_killed_with_sigkill_gets_its_tasks_back_on_restart(broker, root, request):
+    if broker.name == "amqtt":
+        request.applymarker(pytest.mark.xfail(
+            reason="amqtt 0.12.1 drops a QoS 1 message from the session when its PUBACK does not "
+                   "come (connection lost, or 5 s passed), so tasks in flight to a killed agent "
+                   "are not redelivered; the fog-collaboration work re-places them from peers",
+            strict=True))
+    proc = agent_process(broker, root, "k1")
+    try:
+        with FogClient(broker.url, root=root) as client:
+            wait_online(client)
+            futures = [client.send("sleep", {"ms": 100}) for _ in range(10)]
+            time.sleep(0.25)                 # some done, some running, some queued
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = agent_process(broker, root, "k1")
+            results = [f.result(timeout=15) for f in futures]
+            time.sleep(0.5)
+            assert client.duplicates == 0
+        assert all(r.ok for r in results)
+    finally:
+        proc.kill()
+        proc.wait()
