@@ -82,7 +82,7 @@ class FogClient:
         self._mqtt = MqttClient(broker, client_id=self.client_id, on_message=self._on_message)
 
     def connect(self, *, timeout: float = 10.0) -> FogClient:
-        self._mqtt.start(timeout=timeout)
+        self._mqtt.start(timeout=timeout, fail_fast=True)
         self._mqtt.subscribe(self.reply_to, 1, timeout=timeout)
         return self
 

@@ -95,10 +95,18 @@ class Agent:
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
 
     # -- lifecycle -------------------------------------------------------
-    def start(self, *, timeout: float = 10.0) -> Agent:
+    def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Agent:
+        """Connect, detect the dispatch mode, subscribe. With ``wait_for_broker``
+        a broker that is not up yet is waited for (logged), not an error."""
         self.pool.start()
         try:
-            self.client.start(timeout=timeout)
+            if wait_for_broker:
+                self.client.start(timeout=None)
+                while not self.client.wait_connected(5.0):
+                    self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)",
+                                     self.client.url)
+            else:
+                self.client.start(timeout=timeout)
             if self.requested_dispatch == "auto":
                 shared = detect_shared_subscriptions(self.client, self.topics, self._probe_seen,
                                                      self._probe_token)

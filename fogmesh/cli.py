@@ -179,7 +179,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
                   max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
                   presence_period=args.presence_period)
-    agent.start()
+    agent.start(wait_for_broker=True)
     try:
         _wait_for_signal()
     finally:

@@ -125,6 +125,7 @@ class MqttClient:
         self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
         self._manual_ack = manual_ack
         self._stopping = False
+        self._fail_fast = False
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=clean_session, protocol=paho.MQTTv311,
@@ -134,6 +135,7 @@ class MqttClient:
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
+        c.on_connect_fail = self._handle_connect_fail
         c.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
         c.max_inflight_messages_set(max_inflight)
         if will is not None:
@@ -146,11 +148,14 @@ class MqttClient:
         self._paho = c
 
     # -- lifecycle -------------------------------------------------------
-    def start(self, *, timeout: float | None = 10.0) -> None:
+    def start(self, *, timeout: float | None = 10.0, fail_fast: bool = False) -> None:
         """Connect in the background; wait up to ``timeout`` s for the first CONNACK.
 
-        With ``timeout=None`` it returns at once and keeps trying to connect.
+        With ``timeout=None`` it returns at once and keeps trying to connect
+        (any part may start before the broker). With ``fail_fast`` a refused
+        TCP connection raises at once instead of being retried.
         """
+        self._fail_fast = fail_fast
         self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
         self._paho.loop_start()
         if timeout is None:
@@ -248,6 +253,11 @@ class MqttClient:
         log.debug("%s: connected to %s (generation %d)", self.client_id, self.url, self._generation)
         if self._on_connection:
             self._on_connection(True)
+
+    def _handle_connect_fail(self, _client: paho.Client, _ud: object) -> None:
+        if self._fail_fast and not self._first_result.is_set():
+            self._refused = "connection refused"
+            self._first_result.set()
 
     def _handle_disconnect(self, _client: paho.Client, _ud: object, _flags: object,
                            reason_code: object, _props: object) -> None:

@@ -1,0 +1,108 @@
+"""The CLI: every command explains itself, and the documented commands work."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fogmesh.cli import build_parser, main
+
+COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench"]
+
+
+def run(*args, timeout=60, env=None):
+    return subprocess.run([sys.executable, "-m", "fogmesh", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_top_level_help_names_every_command_and_a_quick_start(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for command in COMMANDS:
+        assert command in out
+    assert "fogmesh up" in out and "mosquitto_sub" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert len(capsys.readouterr().out) > 100
+
+
+def test_bench_rtt_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "rtt", "--help"])
+    assert "--json" in capsys.readouterr().out
+
+
+def test_agent_requires_an_id(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["agent"])
+    assert exit_.value.code == 2 and "--id" in capsys.readouterr().err
+
+
+def test_submit_with_bad_json_args_says_what_is_wrong():
+    r = run("submit", "echo", "--args", "{nope")
+    assert r.returncode == 2 and "--args is not valid JSON" in r.stderr
+
+
+def test_submit_without_a_broker_says_how_to_start_one():
+    r = run("submit", "echo", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1")
+    assert r.returncode == 2 and "fogmesh broker" in r.stderr
+
+
+def test_submit_prints_the_reply_as_json(broker, root, agents):
+    agents("a1", broker.url, root)
+    r = run("submit", "stats", "--args", '{"values": [1, 2, 3]}', "--broker", broker.url,
+            "--root", root)
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply["status"] == "ok" and reply["result"]["mean"] == 2
+
+
+def test_submit_exits_1_on_an_error_reply(broker, root, agents):
+    agents("a1", broker.url, root)
+    r = run("submit", "nope", "--broker", broker.url, "--root", root)
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "unknown_kind"
+
+
+def test_up_runs_the_whole_system_and_exits_cleanly():
+    r = run("up", "--tasks", "9", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "9/9 ok" in r.stdout and "agent-" in r.stdout
+
+
+def test_a_user_kind_from_an_entry_point_runs_without_touching_fogmesh(tmp_path, broker, root):
+    (tmp_path / "my_kinds.py").write_text("def triple(args):\n    return args['x'] * 3\n")
+    dist = tmp_path / "my_kinds-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-kinds\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [fogmesh.tasks]
+        triple = my_kinds:triple
+        """))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    agent = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "plug", "--broker",
+                              broker.url, "--root", root], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in agent.stderr:
+            if "online" in line:
+                assert "triple" in line
+                break
+        r = run("submit", "triple", "--args", '{"x": 14}', "--broker", broker.url, "--root", root)
+        assert json.loads(r.stdout)["result"] == 42
+    finally:
+        agent.terminate()
+        agent.wait(15)
+
+
+def test_not_yet_built_commands_say_so():
+    r = run("bridge")
+    assert r.returncode == 2 and "not in this release yet" in r.stderr
