@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fogmesh bench``: each prints a table and takes --json."""
