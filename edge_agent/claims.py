@@ -11,6 +11,7 @@ agent runs the task; the others drop it. Less loaded agents claim sooner
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,3 +51,10 @@ def claim_delay(*, queued: int, running: int, capacity: int) -> float:
     if running < capacity and queued == 0:
         return 0.0
     return min(0.001 * (1 + queued + max(0, running - capacity + 1)), 0.05)
+
+
+def tie_break(key: str, agent_id: str, *, spread: float = 0.001) -> float:
+    """A deterministic 0..``spread`` s offset per (task, agent): among equally
+    idle agents it lets a different one win each task, instead of always the
+    one the broker serves first. Applied only once peers have been seen."""
+    return spread * (zlib.crc32(f"{key}|{agent_id}".encode()) % 1000) / 1000

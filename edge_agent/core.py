@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from edge_agent.claims import Claim, claim_delay, claim_key
+from edge_agent.claims import Claim, claim_delay, claim_key, tie_break
 from edge_agent.recent import RecentMap
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DEFAULT_LIMITS, DeadLetter, ErrorInfo, Limits, Reply, Task, \
@@ -127,6 +127,8 @@ class AgentCore:
         self._entries: dict[str, _Entry] = {}
         self._queue: deque[str] = deque()
         self._running = 0
+        self._claimed = 0          # claims published, not yet decided
+        self._peers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # agents seen claiming
         self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
 
@@ -201,9 +203,12 @@ class AgentCore:
         winner = self._winners.get(key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
-        waiting = len(self._entries) - 1 - self._running   # held, not running, not this one
-        entry.claim_at = now + claim_delay(queued=waiting, running=self._running,
-                                           capacity=self.config.concurrency)
+        # Load = what this agent has won or may win; undecided tasks every agent
+        # holds alike do not count, or every agent would wait the same.
+        entry.claim_at = now + claim_delay(queued=len(self._queue) + self._claimed,
+                                           running=self._running, capacity=self.config.concurrency)
+        if len(self._peers) > 0:
+            entry.claim_at += tie_break(key, self.config.agent_id)
         return self._fire_claims(now) if entry.claim_at <= now else []
 
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
@@ -213,6 +218,8 @@ class AgentCore:
             self.counters.bad_claims += 1
             return [Ack(token)]
         winner = self._winners.add(claim.task, claim.agent, now)
+        if claim.agent != self.config.agent_id:
+            self._peers.add(claim.agent, True, now)
         actions: list[Action] = [Ack(token)]
         entry = self._entries.get(claim.task)
         if entry is not None and entry.state in ("claiming", "claimed"):
@@ -220,6 +227,8 @@ class AgentCore:
         return actions
 
     def _decided(self, entry: _Entry, winner: str, now: float) -> list[Action]:
+        if entry.state == "claimed":
+            self._claimed -= 1
         if winner == self.config.agent_id:
             self.counters.claims_won += 1
             return self._accept(entry, now)
@@ -303,6 +312,7 @@ class AgentCore:
             if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
                 entry.state = "claimed"
                 entry.claim_at = None
+                self._claimed += 1
                 actions.append(Publish(self.config.topics.claims,
                                        Claim(entry.key, self.config.agent_id).encode()))
         return actions

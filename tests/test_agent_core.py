@@ -196,3 +196,15 @@ def test_forged_claims_are_ignored():
     c = core("claim")
     assert c.on_message(T.claims, b"not a claim", 1, 0.0) == [Ack(1)]
     assert c.counters.bad_claims == 1
+
+
+def test_once_peers_are_seen_idle_agents_spread_ties_deterministically():
+    c = core("claim", "a1")
+    c.on_message(T.claims, claim("warmup", "a2"), 0, 0.0)      # a peer exists
+    c.on_message(T.tasks, task("x"), 1, 0.0)
+    first = c.next_deadline()
+    assert 0.0 <= first < 0.001
+    again = core("claim", "a1")
+    again.on_message(T.claims, claim("warmup", "a2"), 0, 0.0)
+    again.on_message(T.tasks, task("x"), 1, 0.0)
+    assert again.next_deadline() == first

@@ -1,0 +1,1 @@
+"""Edge-to-cloud bridge and cloud workers (not built yet; see README.md)."""
