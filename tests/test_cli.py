@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import signal
 import textwrap
+import time
 
 import pytest
 
@@ -106,3 +108,15 @@ def test_a_user_kind_from_an_entry_point_runs_without_touching_fogmesh(tmp_path,
 def test_not_yet_built_commands_say_so():
     r = run("bridge")
     assert r.returncode == 2 and "not in this release yet" in r.stderr
+
+
+def test_up_exits_cleanly_on_ctrl_c():
+    proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "up", "--tasks", "3000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("submitting"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in out
