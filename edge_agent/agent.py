@@ -15,9 +15,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.core import Ack, Action, AgentConfig, AgentCore, Cancel, Publish, Run
+from edge_agent.core import Ack, Action, AgentConfig, AgentCore, Cancel, Forget, Publish, Remember, Run
+from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.presence import HostStats, build_presence, presence_due
 from edge_agent.workers import WorkerPool, run_handler
@@ -60,7 +62,8 @@ class Agent:
                  registry: Registry | None = None, presence_period: float = 5.0,
                  limits: Limits = DEFAULT_LIMITS, monitor: HostMonitor | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 state_dir: str | Path | None = None, journal: bool = True) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -88,6 +91,10 @@ class Agent:
         self._last_presence: Presence | None = None
         self._presence_sent_at = -1e9
         root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
+        self.journal: Journal | None = None
+        if journal:
+            directory = Path(state_dir) if state_dir else default_state_dir()
+            self.journal = Journal(directory / f"agent-{agent_id}-{root_tag}.journal")
         self.client = MqttClient(
             broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
             will=Will(self.topics.presence(agent_id), self._offline_payload()),
@@ -98,6 +105,8 @@ class Agent:
     def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Agent:
         """Connect, detect the dispatch mode, subscribe. With ``wait_for_broker``
         a broker that is not up yet is waited for (logged), not an error."""
+        if self.journal:
+            self.journal.open()
         self.pool.start()
         try:
             if wait_for_broker:
@@ -115,6 +124,13 @@ class Agent:
                                               concurrency=self.concurrency, max_queue=self.max_queue,
                                               dispatch=self.dispatch, limits=self.limits),
                                   self.registry)
+            if self.journal and (self.journal.unfinished or self.journal.done):
+                if self.journal.unfinished:
+                    self.log.info("resuming %d task(s) accepted before a restart",
+                                  len(self.journal.unfinished))
+                self._execute(self.core.restore(done=list(self.journal.done),
+                                                unfinished=list(self.journal.unfinished.values()),
+                                                now=self.clock()), self.core)
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
@@ -125,6 +141,9 @@ class Agent:
                 self.client.subscribe(self.topics.tasks, 1, timeout=timeout)
         except BaseException:
             self.pool.stop()
+            self.client.stop()
+            if self.journal:
+                self.journal.close()
             raise
         self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
                       self.client.url, self.topics.root, self.dispatch, self.concurrency,
@@ -140,6 +159,8 @@ class Agent:
             self._thread.join(timeout + 5)
         self.client.stop()
         self.pool.stop()
+        if self.journal:
+            self.journal.close()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -215,7 +236,14 @@ class Agent:
             if isinstance(action, Publish):
                 self.client.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
             elif isinstance(action, Ack):
-                self.client.ack(action.token)
+                if action.token is not None:     # None: a task restored from the journal
+                    self.client.ack(action.token)
+            elif isinstance(action, Remember):
+                if self.journal:
+                    self.journal.accepted(action.key, action.payload)
+            elif isinstance(action, Forget):
+                if self.journal:
+                    self.journal.finished(action.key)
             elif isinstance(action, Run):
                 if action.kind.inline:
                     result, error = run_handler(self.registry, action.task.kind, action.task.args)

@@ -66,7 +66,22 @@ class Cancel:
     task_id: str
 
 
-Action = Union[Publish, Ack, Run, Cancel]
+@dataclass(frozen=True)
+class Remember:
+    """Journal an accepted task, so a restarted agent can finish it."""
+
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Forget:
+    """The journaled task is answered."""
+
+    key: str
+
+
+Action = Union[Publish, Ack, Run, Cancel, Remember, Forget]
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,7 @@ class _Entry:
     claim_at: float | None = None
     started: float | None = None
     timeout_at: float | None = None
+    remembered: bool = False
 
 
 @dataclass
@@ -188,7 +204,7 @@ class AgentCore:
             return [Ack(token)]
 
         entry = _Entry(key=key, received=now, tokens=[token], task=task, error=error,
-                       payload=payload if error else b"")
+                       payload=payload)
         if task is not None and task.kind not in self.registry:
             entry.error = InvalidMessage("unknown_kind",
                                          f"unknown kind {task.kind!r}; agents here run: "
@@ -241,14 +257,38 @@ class AgentCore:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
         if entry.kind.inline and not self._queue:
-            return self._start(entry, now)
+            return self._start(entry, now)   # answered within this step: nothing to journal
         if len(self._queue) + self._running >= self.config.concurrency + self.config.max_queue:
             self.counters.busy += 1
             return self._answer_error(entry, "busy", f"agent {self.config.agent_id} has "
                                       f"{len(self._queue)} tasks queued; retry later", now)
         entry.state = "queued"
         self._queue.append(entry.key)
-        return self._start_queued(now)
+        actions: list[Action] = []
+        if not entry.remembered:
+            entry.remembered = True
+            actions.append(Remember(entry.key, entry.payload))
+        return actions + self._start_queued(now)
+
+    def restore(self, *, done: list[str], unfinished: list[bytes], now: float) -> list[Action]:
+        """After a restart: ids answered before (so redeliveries are swallowed),
+        and tasks accepted but not answered (run them again, in order)."""
+        for key in done:
+            self._done.add(key, True, now)
+        actions: list[Action] = []
+        for payload in unfinished:
+            try:
+                task = parse_task(payload, limits=self.config.limits)
+            except InvalidMessage:
+                continue
+            if task.id in self._entries or task.id in self._done or task.kind not in self.registry:
+                continue
+            entry = _Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
+                           kind=self.registry.get(task.kind), remembered=True)
+            self._entries[task.id] = entry
+            self._winners.add(task.id, self.config.agent_id, now)
+            actions += self._accept(entry, now)
+        return actions
 
     def _start(self, entry: _Entry, now: float) -> list[Action]:
         assert entry.task is not None and entry.kind is not None
@@ -353,4 +393,5 @@ class AgentCore:
         self._entries.pop(entry.key, None)
         entry.state = "done"
         self._done.add(entry.key, True, now)
-        return [publish] + [Ack(tok) for tok in entry.tokens]
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        return [publish] + forget + [Ack(tok) for tok in entry.tokens]

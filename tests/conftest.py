@@ -6,6 +6,7 @@ mosquitto process or a real embedded amqtt broker process.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -51,6 +52,18 @@ class AmqttProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def agent_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agent journals of this test session (and its subprocesses) go to a temp dir."""
+    old = os.environ.get("FOGMESH_STATE_DIR")
+    os.environ["FOGMESH_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("FOGMESH_STATE_DIR", None)
+    else:
+        os.environ["FOGMESH_STATE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

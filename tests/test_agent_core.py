@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from edge_agent.claims import Claim, claim_key
-from edge_agent.core import Ack, AgentConfig, AgentCore, Cancel, Publish, Run
+from edge_agent.core import Ack, AgentConfig, AgentCore, Cancel, Forget, Publish, Remember, Run
 from fogmesh.messages import ErrorInfo, Limits, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
@@ -25,6 +25,10 @@ def task(task_id="t1", kind="sleep", **fields):
                 **fields).encode()
 
 
+def no_journal(actions):
+    return [a for a in actions if not isinstance(a, (Remember, Forget))]
+
+
 def published(actions):
     return [(a.topic, orjson.loads(a.payload)) for a in actions if isinstance(a, Publish)]
 
@@ -32,9 +36,9 @@ def published(actions):
 def test_a_task_runs_then_replies_then_acks():
     c = core()
     actions = c.on_message(T.tasks, task(), "tok", now=0.0)
-    assert [type(a) for a in actions] == [Run]
+    assert [type(a) for a in actions] == [Remember, Run]
     done = c.on_finished("t1", 0.5, result={"slept_ms": 1})
-    assert [type(a) for a in done] == [Publish, Ack]
+    assert [type(a) for a in done] == [Publish, Forget, Ack]
     (topic, reply), = published(done)
     assert topic == "t/replies/d"
     assert reply["status"] == "ok" and reply["worker"] == "a1" and reply["tier"] == "local"
@@ -50,8 +54,8 @@ def test_inline_kinds_skip_the_queue():
 
 def test_tasks_beyond_concurrency_wait_in_fifo_order():
     c = core(concurrency=1)
-    assert isinstance(c.on_message(T.tasks, task("a"), 1, 0.0)[0], Run)
-    assert c.on_message(T.tasks, task("b"), 2, 0.0) == []
+    assert isinstance(no_journal(c.on_message(T.tasks, task("a"), 1, 0.0))[0], Run)
+    assert no_journal(c.on_message(T.tasks, task("b"), 2, 0.0)) == []
     after = c.on_finished("a", 1.0, result=None)
     assert [a.task.id for a in after if isinstance(a, Run)] == ["b"]
 
@@ -94,7 +98,7 @@ def test_a_handler_past_its_timeout_is_cancelled_and_answered():
 
 def test_deadline_ms_shortens_the_run_timeout():
     c = core()
-    run, = c.on_message(T.tasks, task(deadline_ms=2000), 1, 0.0)
+    run, = no_journal(c.on_message(T.tasks, task(deadline_ms=2000), 1, 0.0))
     assert run.timeout_s == pytest.approx(2.0)
 
 
@@ -208,3 +212,24 @@ def test_once_peers_are_seen_idle_agents_spread_ties_deterministically():
     again.on_message(T.claims, claim("warmup", "a2"), 0, 0.0)
     again.on_message(T.tasks, task("x"), 1, 0.0)
     assert again.next_deadline() == first
+
+
+# -- journal: what a restarted agent gets back ---------------------------------
+def test_inline_tasks_are_not_journaled():
+    actions = core().on_message(T.tasks, task(kind="echo"), 1, 0.0)
+    assert not any(isinstance(a, (Remember, Forget)) for a in actions)
+
+
+def test_restored_tasks_run_again_without_a_claim():
+    c = core("claim")
+    actions = c.restore(done=[], unfinished=[task("r1")], now=0.0)
+    assert [a.task.id for a in actions if isinstance(a, Run)] == ["r1"]
+    assert not published(actions)
+    done = c.on_finished("r1", 0.1, result=1)
+    assert Forget("r1") in done and published(done)[0][1]["id"] == "r1"
+
+
+def test_restored_done_ids_swallow_a_redelivery():
+    c = core()
+    c.restore(done=["t1"], unfinished=[], now=0.0)
+    assert c.on_message(T.tasks, task("t1"), 9, 0.1) == [Ack(9)]

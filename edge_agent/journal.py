@@ -1,0 +1,142 @@
+"""The agent's journal: tasks it accepted and has not answered yet, on disk.
+
+Why: a broker is not a reliable memory of what an agent was doing when it
+died. amqtt forgets QoS 1 messages whose PUBACK never came, and any broker
+forgets when its own session store is lost. The journal lets a restarted agent
+(same id, same root, same machine) finish what it had accepted, and remember
+which task ids it already answered, so a broker's redelivery of an answered
+task is not answered twice.
+
+Format: append-only records, ``A`` (accepted: key, raw task payload) and ``D``
+(done: key), each ``tag + u32 len + bytes [+ u32 len + bytes]``. One
+``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
+leaves at most a torn last record, which loading ignores. No fsync: surviving
+a process crash is the goal; a power cut is the broker's and the device's
+retry's job. The file is rewritten (compacted) at start and whenever it passes
+``max_bytes``, so it stays bounded by what the agent holds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+from fogmesh.errors import FogmeshError
+
+_LEN = struct.Struct(">I")
+
+
+class JournalLocked(FogmeshError, RuntimeError):
+    """Another agent process with the same id and root uses this journal."""
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("FOGMESH_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "fogmesh"
+
+
+def _record(tag: bytes, *parts: bytes) -> bytes:
+    return tag + b"".join(_LEN.pack(len(p)) + p for p in parts)
+
+
+class Journal:
+    def __init__(self, path: str | Path, *, keep_done: int = 20_000, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.path = Path(path)
+        self.keep_done = keep_done
+        self.max_bytes = max_bytes
+        self.unfinished: OrderedDict[str, bytes] = OrderedDict()
+        self.done: OrderedDict[str, None] = OrderedDict()
+        self._fd = -1
+        self._lock_fd = -1
+        self._size = 0
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self) -> Journal:
+        """Lock, load and compact. Returns self; see ``unfinished`` and ``done``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise JournalLocked(f"another agent with this id and root is running on this machine "
+                                f"(journal {self.path} is locked); give each agent its own --id") from None
+        if self.path.exists():
+            self._load(self.path.read_bytes())
+        self._compact()
+        return self
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- records ---------------------------------------------------------------
+    def accepted(self, key: str, payload: bytes) -> None:
+        self.unfinished[key] = payload
+        self._append(_record(b"A", key.encode(), payload))
+
+    def finished(self, key: str) -> None:
+        if self.unfinished.pop(key, None) is None:
+            return
+        self._remember_done(key)
+        self._append(_record(b"D", key.encode()))
+
+    def _remember_done(self, key: str) -> None:
+        self.done[key] = None
+        self.done.move_to_end(key)
+        while len(self.done) > self.keep_done:
+            self.done.popitem(last=False)
+
+    def _append(self, data: bytes) -> None:
+        os.write(self._fd, data)
+        self._size += len(data)
+        if self._size > self.max_bytes:
+            self._compact()
+
+    # -- load / compact --------------------------------------------------------
+    def _load(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            tag = data[pos:pos + 1]
+            parts = 2 if tag == b"A" else 1 if tag == b"D" else 0
+            if parts == 0:
+                break                      # unknown tag: stop at the damage
+            pos += 1
+            fields = []
+            for _ in range(parts):
+                if pos + 4 > n:
+                    return                 # torn last record
+                (length,) = _LEN.unpack_from(data, pos)
+                pos += 4
+                if pos + length > n:
+                    return
+                fields.append(data[pos:pos + length])
+                pos += length
+            key = fields[0].decode(errors="replace")
+            if tag == b"A":
+                self.unfinished[key] = fields[1]
+            else:
+                self.unfinished.pop(key, None)
+                self._remember_done(key)
+
+    def _compact(self) -> None:
+        body = b"".join([_record(b"D", k.encode()) for k in self.done] +
+                        [_record(b"A", k.encode(), p) for k, p in self.unfinished.items()])
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, self.path)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = len(body)
