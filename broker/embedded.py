@@ -42,6 +42,22 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
+class FogmeshBroker(Broker):
+    """amqtt's broker with one fix (amqtt is pinned, so this stays valid).
+
+    On every CONNECT amqtt 0.12.1 sends the connecting client the retained
+    messages matching *every* client's subscriptions, not just its own: a
+    device would receive every agent's presence. Only the session's own
+    subscriptions are honoured here.
+    """
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        subscribers = self._subscriptions.get(subscription[0], [])
+        if any(s.client_id == session.client_id for s, _ in subscribers):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
 def broker_config(host: str, port: int) -> dict:
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -59,7 +75,7 @@ async def serve(host: str, port: int, stop: asyncio.Event,
                 on_ready: Callable[[], None] | None = None) -> None:
     """Run a broker on ``host:port`` until ``stop`` is set."""
     quiet_amqtt_logs()
-    broker = Broker(broker_config(host, port))
+    broker = FogmeshBroker(broker_config(host, port))
     try:
         await broker.start()
     except Exception as exc:  # amqtt raises its own BrokerError / OSError variants

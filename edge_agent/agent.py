@@ -18,7 +18,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.core import Ack, Action, AgentConfig, AgentCore, Cancel, Forget, Publish, Remember, Run
+from edge_agent.actions import Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, Run
+from edge_agent.core import AgentCore
+from edge_agent.placement import PlacementPolicy
 from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.presence import HostStats, build_presence, presence_due
@@ -63,7 +65,8 @@ class Agent:
                  limits: Limits = DEFAULT_LIMITS, monitor: HostMonitor | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 state_dir: str | Path | None = None, journal: bool = True) -> None:
+                 state_dir: str | Path | None = None, journal: bool = True,
+                 policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -75,6 +78,8 @@ class Agent:
         self.requested_dispatch = dispatch
         self.dispatch = dispatch
         self.presence_period = presence_period
+        self.policy = policy
+        self.offer_lease_s = offer_lease_s
         self.limits = limits
         self.monitor = monitor or HostMonitor()
         self.clock = clock
@@ -90,6 +95,7 @@ class Agent:
         self._host_read_at = -1e9
         self._last_presence: Presence | None = None
         self._presence_sent_at = -1e9
+        self._drain_requested = False
         root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
         if journal:
@@ -122,8 +128,13 @@ class Agent:
                 self.dispatch = "shared" if shared else "claim"
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
                                               concurrency=self.concurrency, max_queue=self.max_queue,
-                                              dispatch=self.dispatch, limits=self.limits),
-                                  self.registry)
+                                              dispatch=self.dispatch, limits=self.limits,
+                                              offer_lease_s=self.offer_lease_s,
+                                              presence_stale_s=3 * self.presence_period),
+                                  self.registry, policy=self.policy)
+            self._host = self.monitor.read()
+            self._host_read_at = self.clock()
+            self.core.battery = self._host.battery.percent if self._host.battery else None
             if self.journal and (self.journal.unfinished or self.journal.done):
                 if self.journal.unfinished:
                     self.log.info("resuming %d task(s) accepted before a restart",
@@ -134,6 +145,10 @@ class Agent:
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
+            for topic in (self.topics.presence_filter, self.topics.agent_inbox(self.agent_id),
+                          self.topics.agent_control(self.agent_id),
+                          self.topics.agent_tasks(self.agent_id)):
+                self.client.subscribe(topic, 1, timeout=timeout)
             if self.dispatch == "shared":
                 self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
             else:
@@ -163,6 +178,23 @@ class Agent:
             self.journal.close()
         self._stopped.set()
 
+    def drain(self) -> None:
+        """Stop taking work, finish what is held, announce ``draining`` then
+        ``offline``, and leave (as a ``{"op": "drain"}`` control message does)."""
+        self._events.put(("drain",))
+
+    def _begin_drain(self) -> None:
+        """Runs on the dispatcher thread. Unsubscribing first stops the broker
+        from routing new tasks here; held and already-queued ones finish."""
+        core = self.core
+        assert core is not None
+        core.draining = True
+        self.log.info("draining: finishing %d held task(s), then leaving", core.held)
+        for topic in (self.topics.shared_tasks(), self.topics.tasks, self.topics.agent_tasks(self.agent_id)):
+            self.client.unsubscribe(topic)
+        self._publish_presence(self.clock(), state="draining")
+        self._drain_requested = True
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
@@ -190,6 +222,7 @@ class Agent:
         core = self.core
         assert core is not None
         stop_by: float | None = None
+        drain_quiet_until = 0.0
         while True:
             now = self.clock()
             due = core.next_deadline()
@@ -213,6 +246,8 @@ class Agent:
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
                 elif kind == "conn" and event[1]:
                     self._presence_sent_at = -1e9   # re-announce after every reconnect
+                elif kind == "drain" and not self._drain_requested:
+                    self._begin_drain()
                 elif kind == "stop":
                     stop_by = event[1]
                     core.stop_accepting()
@@ -221,11 +256,21 @@ class Agent:
             if due is not None and due <= now:
                 actions += core.on_tick(now)
             self._execute(actions, core)
+            if self._drain_requested and stop_by is None:
+                # Finish everything held, including tasks the broker routed here
+                # before the unsubscribe took effect (a quiet half second), then leave.
+                stop_by = now + 3600.0
+                drain_quiet_until = now + 0.5
+            if self._drain_requested and now < drain_quiet_until:
+                self._maybe_presence(now)
+                continue
             if stop_by is not None and (core.held == 0 or now >= stop_by):
                 if core.held:
                     self.log.warning("stopping with %d task(s) unfinished; the broker "
                                      "redelivers them to this agent's session", core.held)
                 self._publish_presence(now, state="offline")
+                if self._drain_requested:
+                    threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
                 return
             self._maybe_presence(now)
 
@@ -247,12 +292,15 @@ class Agent:
             elif isinstance(action, Run):
                 if action.kind.inline:
                     result, error = run_handler(self.registry, action.task.kind, action.task.args)
-                    todo.extend(core.on_finished(action.task.id, self.clock(), result=result, error=error))
+                    todo.extend(core.on_finished(action.key, self.clock(), result=result, error=error))
                 else:
-                    self.pool.submit(action.task.id, action.task.kind, action.task.args)
+                    self.pool.submit(action.key, action.task.kind, action.task.args)
             elif isinstance(action, Cancel):
-                self.log.warning("task %s passed its timeout; killing its worker", action.task_id)
-                self.pool.cancel(action.task_id)
+                self.log.warning("stopping the run of task %s (timeout, or answered elsewhere)",
+                                 action.key)
+                self.pool.cancel(action.key)
+            elif isinstance(action, Drain):
+                self._begin_drain()
 
     # -- presence ----------------------------------------------------------------
     def _offline_payload(self) -> bytes:
@@ -264,8 +312,9 @@ class Agent:
         core = self.core
         assert core is not None
         if now - self._host_read_at >= self.presence_period:
-            self._host = self.monitor.read()
+            self._host = self.monitor.read(running=core.running)
             self._host_read_at = now
+            core.battery = self._host.battery.percent if self._host.battery else None
         return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(),
                               host=self._host, queued=core.queued, running=core.running,
                               capacity=self.concurrency, kinds=self.registry.names(),
@@ -274,7 +323,7 @@ class Agent:
     def _maybe_presence(self, now: float) -> None:
         if now - self._presence_sent_at < 0.2 and now - self._presence_sent_at < self.presence_period:
             return  # cheap early exit on the hot path
-        p = self._presence(now, "online")
+        p = self._presence(now, "draining" if self._drain_requested else "online")
         if presence_due(self._last_presence, p, last_sent=self._presence_sent_at, now=now,
                         period=self.presence_period):
             self._send_presence(p, now)

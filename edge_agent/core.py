@@ -3,8 +3,8 @@
 No sockets, threads, clocks or processes here (h11's lesson): the IO shell
 (:mod:`edge_agent.agent`) feeds :meth:`AgentCore.on_message`,
 :meth:`AgentCore.on_finished` and :meth:`AgentCore.on_tick` with ``now`` and
-carries out the returned :data:`Action` values in order. The same core can be
-driven by a test or a simulator with a fake clock.
+carries out the returned actions (:mod:`edge_agent.actions`) in order. The same
+core can be driven by a test or a simulator with a fake clock.
 
 Guarantees it implements:
 
@@ -14,97 +14,49 @@ Guarantees it implements:
   so an agent that dies mid-task leaves the task with the broker, not lost;
 * a task id seen again within the dedup window is acknowledged and dropped;
 * in ``claim`` dispatch (brokers without shared subscriptions) only the agent
-  whose claim the broker ordered first answers (see :mod:`edge_agent.claims`).
+  whose claim the broker ordered first answers (see :mod:`edge_agent.claims`);
+* a medium/heavy task is placed by the placement policy; when it is offloaded
+  the origin stays responsible for it: a reject, an expired lease or the
+  peer's death re-places it, and only the origin answers the device, so a
+  late result from a peer presumed dead is dropped (:mod:`edge_agent.offload`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
+from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
+                                Publish, Remember, Run)
 from edge_agent.claims import Claim, claim_delay, claim_key, tie_break
+from edge_agent.offload import Answer, Offer, Result, decode_inbox
+from edge_agent.peers import PeerRegistry
+from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
 from edge_agent.recent import RecentMap
+from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import DEFAULT_LIMITS, DeadLetter, ErrorInfo, Limits, Reply, Task, \
-    Timing, excerpt, parse_task
+from fogmesh.messages import DeadLetter, ErrorInfo, Presence, Reply, Task, Timing, excerpt, \
+    parse_task
 from fogmesh.registry import Registry, TaskKind
-from fogmesh.topics import Topics
 
-DISPATCH_MODES = ("shared", "claim")
-
-
-# -- actions the shell carries out, in order -------------------------------
-@dataclass(frozen=True)
-class Publish:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
+__all__ = ["AgentCore", "AgentConfig"]
 
 
-@dataclass(frozen=True)
-class Ack:
-    """Acknowledge the received message behind ``token`` (opaque to the core)."""
-
-    token: Any
-
-
-@dataclass(frozen=True)
-class Run:
-    """Start ``task`` with ``kind``; report back through ``on_finished``."""
-
-    task: Task
-    kind: TaskKind
-    timeout_s: float
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Stop the run of ``task_id`` (it passed its timeout)."""
-
-    task_id: str
-
-
-@dataclass(frozen=True)
-class Remember:
-    """Journal an accepted task, so a restarted agent can finish it."""
-
-    key: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Forget:
-    """The journaled task is answered."""
-
-    key: str
-
-
-Action = Union[Publish, Ack, Run, Cancel, Remember, Forget]
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    agent_id: str
-    topics: Topics = field(default_factory=Topics)
-    concurrency: int = 2
-    max_queue: int = 1000
-    dispatch: str = "shared"
-    limits: Limits = DEFAULT_LIMITS
-    dedup_items: int = 20_000
-    dedup_ttl_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        if self.dispatch not in DISPATCH_MODES:
-            raise ValueError(f"dispatch must be one of {DISPATCH_MODES}")
-        if self.concurrency < 1 or self.max_queue < 0:
-            raise ValueError("concurrency must be >= 1 and max_queue >= 0")
+@dataclass
+class _OfferState:
+    peer: str
+    offer_id: str
+    sent_at: float
+    accepted: bool = False
 
 
 @dataclass
 class _Entry:
-    """One task message this agent holds. Mutable, private to the core."""
+    """One task this agent holds. Mutable, private to the core.
+
+    state: claiming -> claimed -> (placing) -> queued -> running, or -> offered.
+    """
 
     key: str
     received: float
@@ -113,38 +65,38 @@ class _Entry:
     kind: TaskKind | None = None
     error: InvalidMessage | None = None   # answer with this instead of running
     payload: bytes = b""
-    state: str = "claiming"               # claiming -> claimed -> queued -> running
+    state: str = "claiming"
     claim_at: float | None = None
     started: float | None = None
     timeout_at: float | None = None
     remembered: bool = False
-
-
-@dataclass
-class Counters:
-    received: int = 0
-    completed: int = 0
-    failed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    busy: int = 0
-    timeouts: int = 0
-    claims_won: int = 0
-    claims_lost: int = 0
-    bad_claims: int = 0
+    origin: str | None = None             # set when running a task offloaded to us
+    origin_offer: str | None = None
+    offer: _OfferState | None = None      # set while offloaded to a peer
+    offer_ids: set[str] = field(default_factory=set)
+    tried: set[str] = field(default_factory=set)
 
 
 class AgentCore:
-    def __init__(self, config: AgentConfig, registry: Registry) -> None:
+    def __init__(self, config: AgentConfig, registry: Registry, *,
+                 policy: PlacementPolicy | None = None) -> None:
         self.config = config
         self.registry = registry
+        self.policy: PlacementPolicy = policy or LocalPolicy()
         self.accepting = True
+        self.draining = False
+        self.battery: float | None = None
         self.counters = Counters()
+        self.peers = PeerRegistry(me=config.agent_id, stale_after=config.presence_stale_s)
+        me = config.agent_id
+        t = config.topics
+        self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
         self._entries: dict[str, _Entry] = {}
         self._queue: deque[str] = deque()
         self._running = 0
         self._claimed = 0          # claims published, not yet decided
-        self._peers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # agents seen claiming
+        self._run_ms: dict[str, float] = {}
+        self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
         self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
 
@@ -159,8 +111,12 @@ class AgentCore:
 
     @property
     def held(self) -> int:
-        """Task messages held in any state (not yet answered)."""
+        """Tasks held in any state (not yet answered)."""
         return len(self._entries)
+
+    def self_state(self) -> SelfState:
+        return SelfState(agent=self.config.agent_id, queued=len(self._queue), running=self._running,
+                         capacity=self.config.concurrency, battery=self.battery)
 
     def next_deadline(self) -> float | None:
         times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
@@ -172,9 +128,18 @@ class AgentCore:
     def on_message(self, topic: str, payload: bytes, token: Any, now: float) -> list[Action]:
         t = self.config.topics
         if topic == t.tasks:
-            return self._on_task(payload, token, now)
+            return self._on_task(payload, token, now, direct=False)
+        if topic == self._direct:
+            return self._on_task(payload, token, now, direct=True)
+        if topic == self._inbox:
+            return [Ack(token)] + self._on_inbox(payload, now)
         if topic == t.claims and self.config.dispatch == "claim":
             return self._on_claim(payload, token, now)
+        agent = t.agent_of_presence(topic)
+        if agent is not None:
+            return [Ack(token)] + self._on_presence(agent, payload, now)
+        if topic == self._control:
+            return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]
 
     def stop_accepting(self) -> None:
@@ -182,7 +147,7 @@ class AgentCore:
         to this session later); held tasks still finish."""
         self.accepting = False
 
-    def _on_task(self, payload: bytes, token: Any, now: float) -> list[Action]:
+    def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool) -> list[Action]:
         if not self.accepting:
             return []
         self.counters.received += 1
@@ -214,7 +179,7 @@ class AgentCore:
             entry.kind = self.registry.get(task.kind)
         self._entries[key] = entry
 
-        if self.config.dispatch == "shared":
+        if direct or self.config.dispatch == "shared":
             return self._accept(entry, now)
         winner = self._winners.get(key, now)
         if winner is not None:
@@ -223,10 +188,11 @@ class AgentCore:
         # holds alike do not count, or every agent would wait the same.
         entry.claim_at = now + claim_delay(queued=len(self._queue) + self._claimed,
                                            running=self._running, capacity=self.config.concurrency)
-        if len(self._peers) > 0:
+        if len(self._claimers) > 0:
             entry.claim_at += tie_break(key, self.config.agent_id)
         return self._fire_claims(now) if entry.claim_at <= now else []
 
+    # -- claims (brokers without shared subscriptions) ---------------------------
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
         try:
             claim = Claim.decode(payload)
@@ -235,7 +201,7 @@ class AgentCore:
             return [Ack(token)]
         winner = self._winners.add(claim.task, claim.agent, now)
         if claim.agent != self.config.agent_id:
-            self._peers.add(claim.agent, True, now)
+            self._claimers.add(claim.agent, True, now)
         actions: list[Action] = [Ack(token)]
         entry = self._entries.get(claim.task)
         if entry is not None and entry.state in ("claiming", "claimed"):
@@ -252,10 +218,32 @@ class AgentCore:
         del self._entries[entry.key]
         return [Ack(tok) for tok in entry.tokens]
 
+    def _fire_claims(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for entry in self._entries.values():
+            if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
+                entry.state = "claimed"
+                entry.claim_at = None
+                self._claimed += 1
+                actions.append(Publish(self.config.topics.claims,
+                                       Claim(entry.key, self.config.agent_id).encode()))
+        return actions
+
+    # -- placement -----------------------------------------------------------------
     def _accept(self, entry: _Entry, now: float) -> list[Action]:
+        """This agent is responsible for ``entry`` now: answer, place or queue it."""
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
+        entry.state = "placing"
+        if entry.origin is None:
+            weight = entry.task.weight or entry.kind.weight
+            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
+                                  me=self.self_state(), peers=self.peers.live(now),
+                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
+                                  exclude=frozenset(entry.tried))
+            if isinstance(decision, Offload):
+                return self._remember(entry) + self._offer(entry, decision.peer, now)
         if entry.kind.inline and not self._queue:
             return self._start(entry, now)   # answered within this step: nothing to journal
         if len(self._queue) + self._running >= self.config.concurrency + self.config.max_queue:
@@ -264,15 +252,17 @@ class AgentCore:
                                       f"{len(self._queue)} tasks queued; retry later", now)
         entry.state = "queued"
         self._queue.append(entry.key)
-        actions: list[Action] = []
-        if not entry.remembered:
-            entry.remembered = True
-            actions.append(Remember(entry.key, entry.payload))
-        return actions + self._start_queued(now)
+        return self._remember(entry) + self._start_queued(now)
+
+    def _remember(self, entry: _Entry) -> list[Action]:
+        if entry.remembered or entry.origin is not None:
+            return []
+        entry.remembered = True
+        return [Remember(entry.key, entry.payload)]
 
     def restore(self, *, done: list[str], unfinished: list[bytes], now: float) -> list[Action]:
         """After a restart: ids answered before (so redeliveries are swallowed),
-        and tasks accepted but not answered (run them again, in order)."""
+        and tasks accepted but not answered (placed again, in order)."""
         for key in done:
             self._done.add(key, True, now)
         actions: list[Action] = []
@@ -290,6 +280,7 @@ class AgentCore:
             actions += self._accept(entry, now)
         return actions
 
+    # -- running locally -----------------------------------------------------------
     def _start(self, entry: _Entry, now: float) -> list[Action]:
         assert entry.task is not None and entry.kind is not None
         timeout = entry.kind.timeout_s
@@ -305,7 +296,7 @@ class AgentCore:
         if not entry.kind.inline:
             self._running += 1
             entry.timeout_at = now + timeout
-        return [Run(entry.task, entry.kind, timeout)]
+        return [Run(entry.key, entry.task, entry.kind, timeout)]
 
     def _start_queued(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -314,14 +305,19 @@ class AgentCore:
             actions += self._start(entry, now)
         return actions
 
-    def on_finished(self, task_id: str, now: float, *, result: Any = None,
+    def on_finished(self, key: str, now: float, *, result: Any = None,
                     error: ErrorInfo | None = None) -> list[Action]:
-        """A run ended. Late results of runs already timed out are ignored."""
-        entry = self._entries.get(task_id)
+        """A local run ended. Results of runs already answered are ignored."""
+        entry = self._entries.get(key)
         if entry is None or entry.state != "running":
             return []
-        if not (entry.kind and entry.kind.inline):
+        assert entry.kind is not None and entry.task is not None
+        if not entry.kind.inline:
             self._running -= 1
+        if entry.started is not None and error is None:
+            ms = 1000 * (now - entry.started)
+            old = self._run_ms.get(entry.task.kind)
+            self._run_ms[entry.task.kind] = ms if old is None else 0.7 * old + 0.3 * ms
         if error is not None:
             actions = self._answer_error(entry, error.code, error.message, now)
         else:
@@ -331,37 +327,172 @@ class AgentCore:
     def on_tick(self, now: float) -> list[Action]:
         actions = self._fire_claims(now)
         for entry in list(self._entries.values()):
-            if entry.state == "running" and entry.timeout_at is not None and now >= entry.timeout_at:
+            if entry.timeout_at is None or now < entry.timeout_at:
+                if entry.state == "queued" and entry.task and entry.task.deadline_ms \
+                        and now >= entry.received + entry.task.deadline_ms / 1000:
+                    self._queue.remove(entry.key)
+                    actions += self._answer_error(
+                        entry, "deadline_exceeded",
+                        f"still queued after deadline_ms={entry.task.deadline_ms}", now)
+                continue
+            if entry.state == "running":
                 self._running -= 1
                 self.counters.timeouts += 1
                 assert entry.task is not None
-                actions.append(Cancel(entry.task.id))
+                actions.append(Cancel(entry.key))
                 actions += self._answer_error(
                     entry, "timeout", f"kind {entry.task.kind!r} ran past its timeout of "
                     f"{now - (entry.started or now):.1f} s", now)
-            elif entry.state == "queued" and entry.task and entry.task.deadline_ms \
-                    and now >= entry.received + entry.task.deadline_ms / 1000:
-                self._queue.remove(entry.key)
-                actions += self._answer_error(entry, "deadline_exceeded",
-                                              f"still queued after deadline_ms={entry.task.deadline_ms}", now)
+            elif entry.state == "offered" and entry.offer is not None:
+                self.counters.leases_expired += 1
+                actions += self._replace(entry, now)
         return actions + self._start_queued(now)
 
-    def _fire_claims(self, now: float) -> list[Action]:
+    # -- offloading ----------------------------------------------------------------------
+    def _offer(self, entry: _Entry, peer: str, now: float) -> list[Action]:
+        assert entry.task is not None
+        entry.tried.add(peer)
+        offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
+        entry.offer_ids.add(offer_id)
+        entry.offer = _OfferState(peer, offer_id, now)
+        entry.state = "offered"
+        entry.timeout_at = now + self.config.offer_lease_s
+        self.counters.offers_sent += 1
+        lease_ms = int(1000 * self.config.offer_lease_s)
+        return [Publish(self.config.topics.agent_inbox(peer),
+                        Offer(offer_id, self.config.agent_id, entry.task, lease_ms).encode())]
+
+    def _replace(self, entry: _Entry, now: float) -> list[Action]:
+        """The offer failed (rejected, lease expired, peer died): place it again,
+        never on a peer already tried."""
+        if entry.offer is not None:
+            self.peers.record(entry.offer.peer, ok=False)
+        entry.offer = None
+        entry.timeout_at = None
+        return self._accept(entry, now)
+
+    def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
+        try:
+            msg = decode_inbox(payload)
+        except InvalidMessage:
+            self.counters.bad_inbox += 1     # forged or garbled: ignore; leases cover the rest
+            return []
+        if isinstance(msg, Offer):
+            return self._on_offer(msg, now)
+        if isinstance(msg, Answer):
+            entry = self._entries.get(msg.task_id)
+            if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
+                    or entry.state != "offered" or msg.agent != entry.offer.peer:
+                return []
+            if msg.op == "accept":
+                assert entry.kind is not None
+                entry.offer.accepted = True
+                self.counters.offers_accepted += 1
+                entry.timeout_at = now + entry.kind.timeout_s + self.config.offer_lease_s
+                return []
+            self.counters.offers_rejected += 1
+            return self._replace(entry, now)
+        return self._on_result(msg, now)
+
+    def _on_offer(self, offer: Offer, now: float) -> list[Action]:
+        me, inbox = self.config.agent_id, self.config.topics.agent_inbox(offer.origin)
+        key = f"{offer.origin}/{offer.task.id}"
+        if key in self._entries:                       # a repeated offer: confirm again
+            return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
+        if key in self._done:
+            return []
+        reason = ""
+        if not self.accepting or self.draining:
+            reason = "draining"
+        elif offer.task.kind not in self.registry:
+            reason = "unknown_kind"
+        elif not self.policy.accepts(self.self_state()):
+            reason = "battery"
+        elif len(self._queue) >= 2 * self.config.concurrency:
+            reason = "busy"
+        if reason:
+            return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]
+        self.counters.offloaded_in += 1
+        entry = _Entry(key=key, received=now, tokens=[], task=offer.task,
+                       kind=self.registry.get(offer.task.kind), origin=offer.origin,
+                       origin_offer=offer.offer)
+        self._entries[key] = entry
+        return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())] + \
+            self._accept(entry, now)
+
+    def _on_result(self, msg: Result, now: float) -> list[Action]:
+        entry = self._entries.get(msg.task_id)
+        if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None:
+            self.counters.late_results += 1      # answered already (e.g. re-placed): drop it
+            return []
+        assert entry.task is not None
         actions: list[Action] = []
-        for entry in self._entries.values():
-            if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
-                entry.state = "claimed"
-                entry.claim_at = None
-                self._claimed += 1
-                actions.append(Publish(self.config.topics.claims,
-                                       Claim(entry.key, self.config.agent_id).encode()))
+        if entry.offer is not None and entry.offer.offer_id == msg.offer:
+            self.peers.record(msg.agent, ok=True,
+                              rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
+        if entry.state == "running":                # re-placed here meanwhile: first answer wins
+            assert entry.kind is not None
+            if not entry.kind.inline:
+                self._running -= 1
+                actions.append(Cancel(entry.key))
+        elif entry.state == "queued":
+            self._queue.remove(entry.key)
+        r = msg.reply
+        reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier="fog",
+                      result=r.result, error=r.error,
+                      ms=Timing(queue=r.ms.queue, run=r.ms.run, total=1000 * (now - entry.received)))
+        if r.status == "ok":
+            self.counters.completed += 1
+        else:
+            self.counters.failed += 1
+        return actions + self._finish(entry, Publish(entry.task.reply_to, reply.encode()), now) + \
+            self._start_queued(now)
+
+    # -- peers and operators ---------------------------------------------------------------
+    def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
+        if agent == self.config.agent_id or not payload:
+            if not payload:
+                self.peers.forget(agent)
+            return []
+        try:
+            presence = Presence.from_dict(codec.decode(payload))
+        except InvalidMessage:
+            return []
+        if presence.agent != agent:
+            return []                                 # forged: the topic says who it is
+        self.peers.update(presence, now)
+        if presence.state == "online":
+            return []
+        actions: list[Action] = []                    # its will, or it drains: take work back
+        for entry in list(self._entries.values()):
+            if entry.state == "offered" and entry.offer and entry.offer.peer == agent \
+                    and (presence.state == "offline" or not entry.offer.accepted):
+                actions += self._replace(entry, now)
         return actions
+
+    def _on_control(self, payload: bytes) -> list[Action]:
+        try:
+            op = codec.decode(payload).get("op")
+        except (InvalidMessage, AttributeError):
+            return []
+        if op == "drain" and not self.draining:
+            self.draining = True
+            return [Drain()]
+        return []
 
     # -- outcomes --------------------------------------------------------------
     def _timing(self, entry: _Entry, now: float) -> Timing:
         started = entry.started if entry.started is not None else now
         return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),
                       total=1000 * (now - entry.received))
+
+    def _deliver(self, entry: _Entry, reply: Reply, reply_to: str, now: float) -> list[Action]:
+        """To the device, or, for a task run for a peer, back to its origin."""
+        if entry.origin is not None and entry.task is not None:
+            result = Result(entry.origin_offer or "", entry.task.id, self.config.agent_id, reply)
+            return self._finish(entry, Publish(self.config.topics.agent_inbox(entry.origin),
+                                               result.encode()), now)
+        return self._finish(entry, Publish(reply_to, reply.encode()), now)
 
     def _answer_ok(self, entry: _Entry, result: Any, now: float) -> list[Action]:
         assert entry.task is not None
@@ -372,7 +503,9 @@ class AgentCore:
         except InvalidMessage as exc:
             return self._answer_error(entry, "bad_result", exc.message, now)
         self.counters.completed += 1
-        return self._finish(entry, Publish(entry.task.reply_to, payload), now)
+        if entry.origin is None:     # the hot path: encode once
+            return self._finish(entry, Publish(entry.task.reply_to, payload), now)
+        return self._deliver(entry, reply, entry.task.reply_to, now)
 
     def _answer_error(self, entry: _Entry, code: str, message: str, now: float) -> list[Action]:
         self.counters.failed += 1
@@ -382,7 +515,7 @@ class AgentCore:
         if reply_to:
             reply = Reply.failed(task_id, code, message, worker=self.config.agent_id,
                                  tier="local", ms=self._timing(entry, now))
-            return self._finish(entry, Publish(reply_to, reply.encode()), now)
+            return self._deliver(entry, reply, reply_to, now)
         self.counters.dead_letters += 1
         letter = DeadLetter(agent=self.config.agent_id, ts=now, error=ErrorInfo(code, message),
                             topic=self.config.topics.tasks, id=task_id,
@@ -392,6 +525,7 @@ class AgentCore:
     def _finish(self, entry: _Entry, publish: Publish, now: float) -> list[Action]:
         self._entries.pop(entry.key, None)
         entry.state = "done"
+        entry.timeout_at = None
         self._done.add(entry.key, True, now)
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         return [publish] + forget + [Ack(tok) for tok in entry.tokens]

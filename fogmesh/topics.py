@@ -100,6 +100,18 @@ class Topics:
                 return rest
         return None
 
+    def agent_tasks(self, agent_id: str) -> str:
+        """Direct submission to one agent (e.g. a camera bound to its own Pi)."""
+        return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/tasks"
+
+    def agent_inbox(self, agent_id: str) -> str:
+        """Offload protocol messages (offer, accept, reject, result) to one agent."""
+        return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/inbox"
+
+    def agent_control(self, agent_id: str) -> str:
+        """Operator commands to one agent (``{"op": "drain"}``)."""
+        return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/control"
+
     @property
     def errors(self) -> str:
         """Dead letters: input that could not be answered on a reply topic."""

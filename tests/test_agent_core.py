@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from edge_agent.claims import Claim, claim_key
-from edge_agent.core import Ack, AgentConfig, AgentCore, Cancel, Forget, Publish, Remember, Run
+from edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Run
+from edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo, Limits, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics

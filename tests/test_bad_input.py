@@ -41,6 +41,8 @@ class Inbox:
         self.client.subscribe(self.topics.errors)
 
     def _on(self, m):
+        if m.topic not in (self.reply_to, self.topics.errors):
+            return
         with self.arrived:
             self.messages.append((m.topic, orjson.loads(m.payload)))
             self.arrived.notify_all()

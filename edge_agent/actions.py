@@ -1,0 +1,110 @@
+"""The agent core's vocabulary: its configuration, the actions it asks the IO
+shell to carry out, and its counters. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
+from fogmesh.registry import TaskKind
+from fogmesh.topics import Topics
+
+DISPATCH_MODES = ("shared", "claim")
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Acknowledge the received message behind ``token`` (opaque to the core)."""
+
+    token: Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """Start ``task`` with ``kind``; report back through ``on_finished(key, ...)``."""
+
+    key: str
+    task: Task
+    kind: TaskKind
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop the run of ``key`` (it passed its timeout, or a peer answered first)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Remember:
+    """Journal an accepted task, so a restarted agent can finish it."""
+
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Forget:
+    """The journaled task is answered."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """An operator asked this agent to stop taking work and leave."""
+
+
+Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent_id: str
+    topics: Topics = field(default_factory=Topics)
+    concurrency: int = 2
+    max_queue: int = 1000
+    dispatch: str = "shared"
+    limits: Limits = DEFAULT_LIMITS
+    dedup_items: int = 20_000
+    dedup_ttl_s: float = 900.0
+    offer_lease_s: float = 1.0      # a peer must accept an offer within this
+    presence_stale_s: float = 15.0  # a peer silent this long is dead (3 periods)
+    default_run_ms: float = 10.0    # run estimate for a kind not yet measured
+
+    def __post_init__(self) -> None:
+        if self.dispatch not in DISPATCH_MODES:
+            raise ValueError(f"dispatch must be one of {DISPATCH_MODES}")
+        if self.concurrency < 1 or self.max_queue < 0:
+            raise ValueError("concurrency must be >= 1 and max_queue >= 0")
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    completed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    busy: int = 0
+    timeouts: int = 0
+    claims_won: int = 0
+    claims_lost: int = 0
+    bad_claims: int = 0
+    offers_sent: int = 0
+    offers_accepted: int = 0
+    offers_rejected: int = 0
+    leases_expired: int = 0
+    offloaded_in: int = 0
+    late_results: int = 0
+    bad_inbox: int = 0

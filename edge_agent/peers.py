@@ -1,0 +1,78 @@
+"""The registry of peers, built from their presence: who is alive, how loaded,
+how charged, and how well offloading to them went before.
+
+Pure: presence and outcomes come in with ``now``. A peer is dead when its
+last will (state offline) arrives or when its presence is older than
+``stale_after`` (default 3 presence periods). Past performance is an EWMA of
+offload round trips and of failures (reject, lease expiry, lost result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from fogmesh.messages import Presence
+
+
+@dataclass(frozen=True)
+class Peer:
+    presence: Presence
+    seen_at: float
+    rtt_ms: float | None = None      # EWMA of offload round trip minus run time
+    failure: float = 0.0             # EWMA of failures, 0..1
+    offloads: int = 0
+
+    @property
+    def agent(self) -> str:
+        return self.presence.agent
+
+    @property
+    def battery_percent(self) -> float | None:
+        return self.presence.battery.percent if self.presence.battery else None
+
+
+class PeerRegistry:
+    def __init__(self, *, me: str, stale_after: float = 15.0, alpha: float = 0.3,
+                 max_peers: int = 1000) -> None:
+        self.me = me
+        self.stale_after = stale_after
+        self.alpha = alpha
+        self.max_peers = max_peers
+        self._peers: dict[str, Peer] = {}
+
+    def update(self, presence: Presence, now: float) -> None:
+        if presence.agent == self.me:
+            return
+        old = self._peers.get(presence.agent)
+        if old is None and len(self._peers) >= self.max_peers:
+            return
+        self._peers[presence.agent] = Peer(presence, now) if old is None else \
+            replace(old, presence=presence, seen_at=now)
+
+    def forget(self, agent: str) -> None:
+        self._peers.pop(agent, None)
+
+    def get(self, agent: str) -> Peer | None:
+        return self._peers.get(agent)
+
+    def is_live(self, agent: str, now: float) -> bool:
+        p = self._peers.get(agent)
+        return p is not None and p.presence.state == "online" and now - p.seen_at <= self.stale_after
+
+    def live(self, now: float) -> list[Peer]:
+        """Online peers with fresh presence, in a stable order (by agent id)."""
+        return [p for _, p in sorted(self._peers.items()) if self.is_live(p.agent, now)]
+
+    def record(self, agent: str, *, ok: bool, rtt_ms: float | None = None) -> None:
+        p = self._peers.get(agent)
+        if p is None:
+            return
+        a = self.alpha
+        rtt = p.rtt_ms
+        if ok and rtt_ms is not None:
+            rtt = rtt_ms if rtt is None else (1 - a) * rtt + a * rtt_ms
+        self._peers[agent] = replace(p, rtt_ms=rtt, failure=(1 - a) * p.failure + a * (0.0 if ok else 1.0),
+                                     offloads=p.offloads + 1)
+
+    def __len__(self) -> int:
+        return len(self._peers)
