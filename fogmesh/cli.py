@@ -58,6 +58,18 @@ def _timeout_pair(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KIND=SECONDS (e.g. sleep=2), got {text!r}") from None
 
 
+def _option_pair(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fogmesh", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -96,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_timeout_pair, action="append", default=[], metavar="KIND=S",
                    help="override a kind's timeout in seconds; repeatable (e.g. --timeout sleep=2)")
     p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
+    p.add_argument("--policy", default="least-loaded",
+                   help="placement of medium/heavy tasks: local, round-robin, random, least-loaded, "
+                        "energy, or one from the fogmesh.policies entry points (default: least-loaded)")
+    p.add_argument("--policy-option", type=_option_pair, action="append", default=[], metavar="K=V",
+                   help="policy option, repeatable: e.g. low=50 recover=60 accept=70 fit=best "
+                        "(energy), seed=7 (random)")
+    p.add_argument("--battery", type=float, metavar="PERCENT",
+                   help="act out a battery at this charge that does not drain (testbeds)")
+    p.add_argument("--battery-model", metavar="SPEC",
+                   help="modelled battery: capacity_wh=6.7,percent=80,idle_w=1.4,task_w=1.6,"
+                        "solar=0:2.0;3600:0 (seconds:watts)")
+    p.add_argument("--offer-lease", type=float, default=1.0, metavar="S",
+                   help="seconds a peer has to accept an offloaded task (default: 1)")
+    p.add_argument("--drain", action="store_true",
+                   help="do not run an agent: tell the running agent --id to finish its work and "
+                        "leave, and wait until it has")
     _log_arg(p)
 
     p = sub.add_parser("submit", help="submit a task and print its reply",
@@ -148,13 +176,14 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
+def _wait_for_signal(finished: Any = None) -> None:
+    """Block until SIGINT or SIGTERM (or until ``finished(0)`` says the work is over)."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     while not done.wait(0.5):
-        pass
+        if finished is not None and finished(0):
+            return
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -169,8 +198,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
+    from edge_agent.battery import BatteryModel, parse_battery_spec
+    from edge_agent.monitor import HostMonitor
+    from edge_agent.policies import make_policy
     from fogmesh.registry import Registry
     _setup_logging(args.log_level)
+    if args.drain:
+        return _drain_agent(args)
+    try:
+        policy = make_policy(args.policy, **dict(args.policy_option))
+        model = parse_battery_spec(args.battery_model) if args.battery_model else None
+    except (ValueError, TypeError) as exc:
+        print(f"fogmesh agent: {exc}", file=sys.stderr)
+        return 2
+    if args.battery is not None:
+        model = BatteryModel(percent=args.battery, idle_w=0.0, task_w=0.0)
     registry = Registry.from_entry_points()
     if args.kinds:
         registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
@@ -178,12 +220,43 @@ def cmd_agent(args: argparse.Namespace) -> int:
         registry = registry.with_timeouts(dict(args.timeout))
     agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
                   max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
-                  presence_period=args.presence_period)
+                  presence_period=args.presence_period, policy=policy,
+                  monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease)
     agent.start(wait_for_broker=True)
     try:
-        _wait_for_signal()
+        _wait_for_signal(agent.wait)
     finally:
         agent.stop()
+    return 0
+
+
+def _drain_agent(args: argparse.Namespace) -> int:
+    """Send {"op": "drain"} to the agent's control topic; wait for its offline presence."""
+    from fogmesh import codec
+    from fogmesh.mqtt import MqttClient
+    from fogmesh.topics import Topics
+    topics = Topics(args.root)
+    gone = threading.Event()
+
+    def on_message(m: Any) -> None:
+        try:
+            if codec.decode(m.payload).get("state") == "offline":
+                gone.set()
+        except Exception:
+            pass
+
+    client = MqttClient(args.broker, on_message=on_message)
+    client.start(fail_fast=True)
+    try:
+        client.subscribe(topics.presence(args.id))
+        client.publish(topics.agent_control(args.id), codec.encode({"op": "drain"}))
+        print(f"fogmesh agent: asked {args.id} to drain; waiting for it to leave", file=sys.stderr)
+        if not gone.wait(600):
+            print(f"fogmesh agent: {args.id} did not leave within 10 minutes", file=sys.stderr)
+            return 1
+    finally:
+        client.stop()
+    print(f"fogmesh agent: {args.id} drained and left", file=sys.stderr)
     return 0
 
 

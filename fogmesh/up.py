@@ -27,6 +27,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
     from broker.ports import free_port
     from devices.client import FogClient
     from edge_agent.agent import Agent
+    from edge_agent.placement import LeastLoadedPolicy
 
     port = port or free_port()
     started = []
@@ -36,7 +37,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
         print(f"broker   embedded amqtt on {broker.url}", file=out, flush=True)
         for i in range(agents):
             agent = Agent(f"agent-{i + 1}", broker.url, root=root, concurrency=2,
-                          presence_period=2.0)
+                          presence_period=2.0, policy=LeastLoadedPolicy())
             agent.start()
             started.append(agent)
             print(f"agent    {agent.agent_id} online (dispatch: {agent.dispatch})", file=out, flush=True)
