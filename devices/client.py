@@ -101,8 +101,13 @@ class FogClient:
 
     # -- submitting --------------------------------------------------------
     def send(self, kind: str, args: Mapping[str, Any] | None = None, *, task_id: str | None = None,
-             weight: str | None = None, deadline_ms: int | None = None) -> Future[Result]:
-        """Publish a task and return a future of its :class:`Result` (no timeout here)."""
+             weight: str | None = None, deadline_ms: int | None = None,
+             agent: str | None = None) -> Future[Result]:
+        """Publish a task and return a future of its :class:`Result` (no timeout here).
+
+        With ``agent`` the task goes to that agent's direct topic (a camera
+        bound to its own Pi) instead of the shared task topic; that agent's
+        placement policy may still offload it."""
         task = Task(id=task_id or uuid.uuid4().hex, kind=kind, args=dict(args or {}),
                     reply_to=self.reply_to, weight=weight, deadline_ms=deadline_ms,
                     device=self.device)
@@ -111,7 +116,8 @@ class FogClient:
             if task.id in self._pending:
                 raise ValueError(f"task id {task.id!r} is already in flight")
             self._pending[task.id] = _Pending(future, time.perf_counter())
-        self._mqtt.publish(self.topics.tasks, task.encode(), qos=1)
+        topic = self.topics.agent_tasks(agent) if agent else self.topics.tasks
+        self._mqtt.publish(topic, task.encode(), qos=1)
         return future
 
     def submit(self, kind: str, args: Mapping[str, Any] | None = None, *, timeout: float = 10.0,

@@ -28,14 +28,17 @@ def build_presence(*, agent: str, state: str, now: float, host: HostStats, queue
 
 
 def significant_change(last: Presence | None, new: Presence) -> bool:
-    """State, capacity or kinds changed, the queue moved by a quarter of
-    capacity (or between empty and not), or the battery moved 5 points."""
+    """State, capacity or kinds changed, the queue or the running count moved
+    by a quarter of capacity (or between zero and not), or the battery moved
+    5 points."""
     if last is None:
         return True
     if (last.state, last.capacity, last.kinds) != (new.state, new.capacity, new.kinds):
         return True
     step = max(1, new.capacity // 4)
     if (last.queue == 0) != (new.queue == 0) or abs(last.queue - new.queue) >= step:
+        return True
+    if (last.running == 0) != (new.running == 0) or abs(last.running - new.running) >= step:
         return True
     if (last.battery is None) != (new.battery is None):
         return True
