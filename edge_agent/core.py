@@ -24,15 +24,16 @@ Guarantees it implements:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
                                 Publish, Remember, Run)
 from edge_agent.claims import Claim, claim_delay, claim_key, tie_break
 from edge_agent.offload import Answer, Offer, Result, decode_inbox
-from edge_agent.peers import PeerRegistry
-from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
+from edge_agent.peers import Peer, PeerRegistry
+from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, peer_is_full, \
+    place_task
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
@@ -96,6 +97,8 @@ class AgentCore:
         self._running = 0
         self._claimed = 0          # claims published, not yet decided
         self._run_ms: dict[str, float] = {}
+        self._outstanding: dict[str, int] = {}    # peer -> my offers it holds (presence lags)
+        self._busy_until: dict[str, float] = {}   # peer -> no offers before (it said busy)
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
         self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
@@ -239,7 +242,7 @@ class AgentCore:
         if entry.origin is None:
             weight = entry.task.weight or entry.kind.weight
             decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
-                                  me=self.self_state(), peers=self.peers.live(now),
+                                  me=self.self_state(), peers=self._peer_views(now),
                                   run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
                                   exclude=frozenset(entry.tried))
             if isinstance(decision, Offload):
@@ -253,6 +256,47 @@ class AgentCore:
         entry.state = "queued"
         self._queue.append(entry.key)
         return self._remember(entry) + self._start_queued(now)
+
+    def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
+        """Offer tasks waiting in the local queue (newest first: they would wait
+        longest) while the policy prefers a peer. Placement at arrival sees a
+        burst as one moment; this runs again whenever a peer frees up."""
+        if not self._queue or isinstance(self.policy, LocalPolicy):
+            return []
+        actions: list[Action] = []
+        for key in reversed(list(self._queue)[self.config.concurrency:]):
+            entry = self._entries[key]
+            if entry.origin is not None or entry.task is None or entry.kind is None:
+                continue
+            weight = entry.task.weight or entry.kind.weight
+            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
+                                  me=self.self_state(), peers=self._peer_views(now),
+                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
+                                  exclude=frozenset(entry.tried))
+            if not isinstance(decision, Offload):
+                if weight != "light":
+                    break
+                continue
+            self._queue.remove(key)
+            actions += self._offer(entry, decision.peer, now)
+            limit -= 1
+            if limit == 0:
+                break
+        return actions
+
+    def _peer_views(self, now: float) -> list[Peer]:
+        """Live peers as placement should see them: their presence plus the
+        offers this agent has sent them since (presence lags a burst), minus
+        peers that just said they are busy."""
+        views = []
+        for p in self.peers.live(now):
+            if self._busy_until.get(p.agent, 0.0) > now:
+                continue
+            extra = self._outstanding.get(p.agent, 0)
+            if extra:
+                p = replace(p, presence=replace(p.presence, queue=p.presence.queue + extra))
+            views.append(p)
+        return views
 
     def _remember(self, entry: _Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
@@ -355,6 +399,7 @@ class AgentCore:
         offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
         entry.offer_ids.add(offer_id)
         entry.offer = _OfferState(peer, offer_id, now)
+        self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
         entry.state = "offered"
         entry.timeout_at = now + self.config.offer_lease_s
         self.counters.offers_sent += 1
@@ -367,9 +412,15 @@ class AgentCore:
         never on a peer already tried."""
         if entry.offer is not None:
             self.peers.record(entry.offer.peer, ok=False)
-        entry.offer = None
+        self._clear_offer(entry)
         entry.timeout_at = None
         return self._accept(entry, now)
+
+    def _clear_offer(self, entry: _Entry) -> None:
+        if entry.offer is not None:
+            peer = entry.offer.peer
+            self._outstanding[peer] = max(0, self._outstanding.get(peer, 0) - 1)
+            entry.offer = None
 
     def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
         try:
@@ -391,6 +442,8 @@ class AgentCore:
                 entry.timeout_at = now + entry.kind.timeout_s + self.config.offer_lease_s
                 return []
             self.counters.offers_rejected += 1
+            if msg.reason == "busy":    # until its next presence, or 200 ms
+                self._busy_until[msg.agent] = now + 0.2
             return self._replace(entry, now)
         return self._on_result(msg, now)
 
@@ -408,7 +461,7 @@ class AgentCore:
             reason = "unknown_kind"
         elif not self.policy.accepts(self.self_state()):
             reason = "battery"
-        elif len(self._queue) >= 2 * self.config.concurrency:
+        elif peer_is_full(len(self._queue), self.config.concurrency):
             reason = "busy"
         if reason:
             return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]
@@ -430,6 +483,7 @@ class AgentCore:
         if entry.offer is not None and entry.offer.offer_id == msg.offer:
             self.peers.record(msg.agent, ok=True,
                               rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
+        self._clear_offer(entry)
         if entry.state == "running":                # re-placed here meanwhile: first answer wins
             assert entry.kind is not None
             if not entry.kind.inline:
@@ -446,7 +500,7 @@ class AgentCore:
         else:
             self.counters.failed += 1
         return actions + self._finish(entry, Publish(entry.task.reply_to, reply.encode()), now) + \
-            self._start_queued(now)
+            self._start_queued(now) + self._rebalance(now)
 
     # -- peers and operators ---------------------------------------------------------------
     def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
@@ -461,8 +515,9 @@ class AgentCore:
         if presence.agent != agent:
             return []                                 # forged: the topic says who it is
         self.peers.update(presence, now)
+        self._busy_until.pop(agent, None)
         if presence.state == "online":
-            return []
+            return self._rebalance(now)
         actions: list[Action] = []                    # its will, or it drains: take work back
         for entry in list(self._entries.values()):
             if entry.state == "offered" and entry.offer and entry.offer.peer == agent \

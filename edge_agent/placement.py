@@ -59,9 +59,18 @@ class PlacementPolicy(Protocol):
         """Would this agent take work offloaded by a peer right now?"""
 
 
+#: A peer takes offloaded work only while fewer than this many tasks per
+#: worker wait in its queue; origins do not offer to a peer that looks full.
+OFFER_QUEUE_FACTOR = 2
+
+
+def peer_is_full(queue: int, capacity: int) -> bool:
+    return queue >= OFFER_QUEUE_FACTOR * max(1, capacity)
+
+
 def eligible(peers: Sequence[Peer], kind: str, exclude: frozenset[str] = frozenset()) -> list[Peer]:
     return [p for p in peers if p.presence.state == "online" and kind in p.presence.kinds
-            and p.agent not in exclude]
+            and p.agent not in exclude and not peer_is_full(p.presence.queue, p.presence.capacity)]
 
 
 def expected_ms(queued: int, running: int, capacity: int, run_ms: float, transfer_ms: float = 0.0) -> float:

@@ -168,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
     b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
     b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
+                        description="Four agents, every task submitted to one hot agent: p50/p99 "
+                                    "latency, makespan and spread per placement policy, plus the "
+                                    "added latency of one offload hop, on mosquitto and amqtt.")
+    b.add_argument("--tasks", type=int, default=2000, help="medium sha256 tasks per policy (default: 2000)")
+    b.add_argument("--agents", type=int, default=4, help="agents (default: 4)")
+    b.add_argument("--hops", type=int, default=1000, help="medium echoes for the hop latency (default: 1000)")
+    b.add_argument("--policies", default="local,round-robin,random,least-loaded,energy",
+                   help="comma list of policies (default: all shipped)")
+    b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     return parser
 
 
@@ -299,6 +310,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
         return rtt_main(args)
+    if args.bench == "placement":
+        from bench.placement import main as placement_main
+        return placement_main(args)
     return 2
 
 
