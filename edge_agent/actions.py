@@ -65,7 +65,16 @@ class Drain:
     """An operator asked this agent to stop taking work and leave."""
 
 
-Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain]
+@dataclass(frozen=True)
+class Rescue:
+    """This agent won the election to rescue ``agent``'s MQTT session: connect
+    with its client id, take over what the broker kept for it, unsubscribe it
+    from the shared task topic, feed the tasks to ``on_rescued``."""
+
+    agent: str
+
+
+Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue]
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class AgentConfig:
     offer_lease_s: float = 1.0      # a peer must accept an offer within this
     presence_stale_s: float = 15.0  # a peer silent this long is dead (3 periods)
     default_run_ms: float = 10.0    # run estimate for a kind not yet measured
+    takeover_grace_s: float = 2.0   # a peer offline this long has its tasks taken over
 
     def __post_init__(self) -> None:
         if self.dispatch not in DISPATCH_MODES:
@@ -108,3 +118,6 @@ class Counters:
     offloaded_in: int = 0
     late_results: int = 0
     bad_inbox: int = 0
+    taken_over: int = 0
+    fenced_dropped: int = 0
+    rescues: int = 0

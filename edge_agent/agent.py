@@ -18,7 +18,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.actions import Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, Run
+from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
+                                Rescue, Run)
+from edge_agent.rescue import RescueSession, RescueToken
 from edge_agent.core import AgentCore
 from edge_agent.placement import PlacementPolicy
 from edge_agent.journal import Journal, default_state_dir
@@ -96,6 +98,7 @@ class Agent:
         self._last_presence: Presence | None = None
         self._presence_sent_at = -1e9
         self._drain_requested = False
+        self._rescues: list[RescueSession] = []
         root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
         if journal:
@@ -145,14 +148,14 @@ class Agent:
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
-            for topic in (self.topics.presence_filter, self.topics.agent_inbox(self.agent_id),
+            for topic in (self.topics.presence_filter, self.topics.claims,
+                          self.topics.agent_inbox(self.agent_id),
                           self.topics.agent_control(self.agent_id),
                           self.topics.agent_tasks(self.agent_id)):
                 self.client.subscribe(topic, 1, timeout=timeout)
             if self.dispatch == "shared":
                 self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
             else:
-                self.client.subscribe(self.topics.claims, 1, timeout=timeout)
                 self.client.subscribe(self.topics.tasks, 1, timeout=timeout)
         except BaseException:
             self.pool.stop()
@@ -172,11 +175,25 @@ class Agent:
         if self._thread and self._thread.is_alive():
             self._events.put(("stop", self.clock() + timeout))
             self._thread.join(timeout + 5)
+        for session in self._rescues:
+            session.stop()
         self.client.stop()
         self.pool.stop()
         if self.journal:
             self.journal.close()
         self._stopped.set()
+
+    def _start_rescue(self, agent: str) -> None:
+        """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""
+        root_tag = hashlib.sha1(self.topics.root.encode()).hexdigest()[:8]
+        self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
+        session = RescueSession(self.client.url, client_id=f"fa-{agent}-{root_tag}", agent=agent,
+                                unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
+                                             self.topics.claims),
+                                deliver=lambda token: self._events.put(("rescued", token)),
+                                log=self.log)
+        self._rescues.append(session)
+        session.start()
 
     def drain(self) -> None:
         """Stop taking work, finish what is held, announce ``draining`` then
@@ -241,11 +258,16 @@ class Agent:
                 kind = event[0]
                 if kind == "msg":
                     msg: Message = event[1]
-                    actions = core.on_message(msg.topic, msg.payload, msg, now)
+                    actions = core.on_message(msg.topic, msg.payload, msg, now, dup=msg.dup)
+                elif kind == "rescued":
+                    token: RescueToken = event[1]
+                    actions = core.on_rescued(token.message.topic, token.message.payload, token, now)
                 elif kind == "done":
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
                 elif kind == "conn" and event[1]:
                     self._presence_sent_at = -1e9   # re-announce after every reconnect
+                    if self.client.generation > 1:
+                        actions = core.on_reconnect(now)
                 elif kind == "drain" and not self._drain_requested:
                     self._begin_drain()
                 elif kind == "stop":
@@ -281,7 +303,9 @@ class Agent:
             if isinstance(action, Publish):
                 self.client.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
             elif isinstance(action, Ack):
-                if action.token is not None:     # None: a task restored from the journal
+                if isinstance(action.token, RescueToken):
+                    action.token.session.ack(action.token)
+                elif action.token is not None:   # None: a task restored from the journal
                     self.client.ack(action.token)
             elif isinstance(action, Remember):
                 if self.journal:
@@ -301,6 +325,8 @@ class Agent:
                 self.pool.cancel(action.key)
             elif isinstance(action, Drain):
                 self._begin_drain()
+            elif isinstance(action, Rescue):
+                self._start_rescue(action.agent)
 
     # -- presence ----------------------------------------------------------------
     def _offline_payload(self) -> bytes:

@@ -21,19 +21,39 @@ from fogmesh.errors import InvalidMessage
 
 @dataclass(frozen=True)
 class Claim:
+    """``op`` "claim" (the default, omitted on the wire) or "done": the winner
+    answered the task, so peers can forget the copy they keep for a takeover."""
+
     task: str
     agent: str
+    op: str = "claim"
 
     def encode(self) -> bytes:
-        return codec.encode({"task": self.task, "agent": self.agent})
+        d = {"task": self.task, "agent": self.agent}
+        if self.op != "claim":
+            d["op"] = self.op
+        return codec.encode(d)
 
     @classmethod
     def decode(cls, payload: bytes) -> Claim:
         d: Any = codec.decode(payload)
         if not (isinstance(d, dict) and isinstance(d.get("task"), str)
-                and isinstance(d.get("agent"), str) and d["task"] and d["agent"]):
-            raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str}")
-        return cls(d["task"], d["agent"])
+                and isinstance(d.get("agent"), str) and d["task"] and d["agent"]
+                and d.get("op", "claim") in ("claim", "done")):
+            raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str[, \"op\": \"done\"]}")
+        return cls(d["task"], d["agent"], d.get("op", "claim"))
+
+
+def takeover_key(key: str) -> str:
+    """The claim key under which a task held by a dead (or cut-off) agent is
+    won again: by a survivor taking it over, or by its holder coming back."""
+    return f"{key}#t"
+
+
+def rescue_key(agent: str, since: float) -> str:
+    """The claim key that elects the one survivor that rescues a dead agent's
+    MQTT session (``since``: the ts of its will, the same for everyone)."""
+    return f"rescue:{agent}:{since}"
 
 
 def claim_key(task_id: str | None, payload: bytes) -> str:

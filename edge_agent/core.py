@@ -23,13 +23,13 @@ Guarantees it implements:
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
-                                Publish, Remember, Run)
-from edge_agent.claims import Claim, claim_delay, claim_key, tie_break
+                                Publish, Remember, Rescue, Run)
+from edge_agent.claims import Claim, claim_delay, claim_key, rescue_key, takeover_key, tie_break
 from edge_agent.offload import Answer, Offer, Result, decode_inbox
 from edge_agent.peers import Peer, PeerRegistry
 from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, peer_is_full, \
@@ -76,6 +76,13 @@ class _Entry:
     offer: _OfferState | None = None      # set while offloaded to a peer
     offer_ids: set[str] = field(default_factory=set)
     tried: set[str] = field(default_factory=set)
+    claim_key: str = ""                   # what claims for this entry name (default: key)
+    fenced: bool = False                  # answer only after winning takeover_key(key)
+    pending: list[Any] | None = None      # the answer, held while fenced
+
+    def __post_init__(self) -> None:
+        if not self.claim_key:
+            self.claim_key = self.key
 
 
 class AgentCore:
@@ -102,6 +109,12 @@ class AgentCore:
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
         self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
+        # claim mode: tasks other agents won and have not answered, kept to take over
+        self._foreign: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
+        self._handled_deaths: set[tuple[str, float]] = set()
+        self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
 
     # -- views ---------------------------------------------------------------
     @property
@@ -125,18 +138,25 @@ class AgentCore:
         times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
         times += [e.received + e.task.deadline_ms / 1000 for e in self._entries.values()
                   if e.state == "queued" and e.task and e.task.deadline_ms]
+        times += [since + self.config.takeover_grace_s for agent, (since, ts) in self._dead.items()
+                  if (agent, ts) not in self._handled_deaths]
         return min(times, default=None)
 
     # -- inputs ----------------------------------------------------------------
-    def on_message(self, topic: str, payload: bytes, token: Any, now: float) -> list[Action]:
+    def on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
+                   dup: bool = False) -> list[Action]:
+        """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
+        may have taken the task over meanwhile: it is competed for, not run."""
         t = self.config.topics
+        if topic in (t.tasks, self._direct) and dup and self.accepting:
+            return self.on_rescued(topic, payload, token, now)
         if topic == t.tasks:
             return self._on_task(payload, token, now, direct=False)
         if topic == self._direct:
             return self._on_task(payload, token, now, direct=True)
         if topic == self._inbox:
             return [Ack(token)] + self._on_inbox(payload, now)
-        if topic == t.claims and self.config.dispatch == "claim":
+        if topic == t.claims:
             return self._on_claim(payload, token, now)
         agent = t.agent_of_presence(topic)
         if agent is not None:
@@ -202,13 +222,26 @@ class AgentCore:
         except InvalidMessage:
             self.counters.bad_claims += 1
             return [Ack(token)]
+        actions: list[Action] = [Ack(token)]
+        if claim.op == "done":
+            self._foreign.pop(claim.task, None)
+            return actions
         winner = self._winners.add(claim.task, claim.agent, now)
         if claim.agent != self.config.agent_id:
             self._claimers.add(claim.agent, True, now)
-        actions: list[Action] = [Ack(token)]
-        entry = self._entries.get(claim.task)
-        if entry is not None and entry.state in ("claiming", "claimed"):
+        rescued = self._rescue_claims.pop(claim.task, None)
+        if rescued is not None:
+            if winner == self.config.agent_id:
+                self.counters.rescues += 1
+                actions.append(Rescue(rescued))
+            return actions
+        entry = self._entries.get(self._claim_index.get(claim.task, claim.task))
+        if entry is None or entry.claim_key != claim.task:
+            return actions
+        if entry.state in ("claiming", "claimed"):
             actions += self._decided(entry, winner, now)
+        elif entry.fenced:
+            actions += self._fence_decided(entry, winner, now)
         return actions
 
     def _decided(self, entry: _Entry, winner: str, now: float) -> list[Action]:
@@ -219,6 +252,11 @@ class AgentCore:
             return self._accept(entry, now)
         self.counters.claims_lost += 1
         del self._entries[entry.key]
+        self._claim_index.pop(entry.claim_key, None)
+        if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
+            self._foreign[entry.key] = (winner, entry.payload)   # to take over if it dies
+            while len(self._foreign) > self.config.dedup_items:
+                self._foreign.popitem(last=False)
         return [Ack(tok) for tok in entry.tokens]
 
     def _fire_claims(self, now: float) -> list[Action]:
@@ -229,7 +267,7 @@ class AgentCore:
                 entry.claim_at = None
                 self._claimed += 1
                 actions.append(Publish(self.config.topics.claims,
-                                       Claim(entry.key, self.config.agent_id).encode()))
+                                       Claim(entry.claim_key, self.config.agent_id).encode()))
         return actions
 
     # -- placement -----------------------------------------------------------------
@@ -317,10 +355,15 @@ class AgentCore:
                 continue
             if task.id in self._entries or task.id in self._done or task.kind not in self.registry:
                 continue
+            # A survivor may have taken it over while this agent was down:
+            # run it, but answer only after winning its takeover claim.
             entry = _Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
-                           kind=self.registry.get(task.kind), remembered=True)
+                           kind=self.registry.get(task.kind), remembered=True,
+                           claim_key=takeover_key(task.id), fenced=True)
             self._entries[task.id] = entry
-            self._winners.add(task.id, self.config.agent_id, now)
+            self._claim_index[entry.claim_key] = task.id
+            actions.append(Publish(self.config.topics.claims,
+                                   Claim(entry.claim_key, self.config.agent_id).encode()))
             actions += self._accept(entry, now)
         return actions
 
@@ -369,7 +412,7 @@ class AgentCore:
         return actions + self._start_queued(now)
 
     def on_tick(self, now: float) -> list[Action]:
-        actions = self._fire_claims(now)
+        actions = self._handle_deaths(now) + self._fire_claims(now)
         for entry in list(self._entries.values()):
             if entry.timeout_at is None or now < entry.timeout_at:
                 if entry.state == "queued" and entry.task and entry.task.deadline_ms \
@@ -502,6 +545,103 @@ class AgentCore:
         return actions + self._finish(entry, Publish(entry.task.reply_to, reply.encode()), now) + \
             self._start_queued(now) + self._rebalance(now)
 
+    # -- failures: takeover, rescue, fencing -------------------------------------------------
+    def _handle_deaths(self, now: float) -> list[Action]:
+        """Peers offline for the grace period: take over the tasks they won
+        (claim mode) and elect one survivor to rescue their MQTT session."""
+        actions: list[Action] = []
+        for agent, (since, will_ts) in list(self._dead.items()):
+            if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
+                continue
+            self._handled_deaths.add((agent, will_ts))
+            for key, (winner, payload) in list(self._foreign.items()):
+                if winner == agent:
+                    del self._foreign[key]
+                    actions += self._take_over(key, payload, [], now)
+            rkey = rescue_key(agent, will_ts)
+            if self.accepting and not self.draining and self._winners.get(rkey, now) is None:
+                self._rescue_claims[rkey] = agent
+                actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
+        return actions
+
+    def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float) -> list[Action]:
+        """Compete for a task some other agent held, under its takeover key."""
+        if key in self._done:
+            return [Ack(t) for t in tokens]
+        held = self._entries.get(key)
+        if held is not None:
+            held.tokens.extend(tokens)
+            return []
+        try:
+            task = parse_task(payload, limits=self.config.limits)
+        except InvalidMessage:
+            return [Ack(t) for t in tokens]
+        if task.kind not in self.registry:
+            return [Ack(t) for t in tokens]
+        entry = _Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
+                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now)
+        self._entries[key] = entry
+        self._claim_index[entry.claim_key] = key
+        self.counters.taken_over += 1
+        winner = self._winners.get(entry.claim_key, now)
+        if winner is not None:
+            return self._decided(entry, winner, now)
+        return self._fire_claims(now)
+
+    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float) -> list[Action]:
+        """A message from a rescued session: its tasks are competed for like
+        any takeover (the rescued agent may come back and reclaim them)."""
+        t = self.config.topics
+        if topic != t.tasks and not topic.endswith("/tasks"):
+            return [Ack(token)]                    # its inbox, presence, claims: not ours
+        try:
+            task_id: str | None = parse_task(payload, limits=self.config.limits).id
+        except InvalidMessage as exc:
+            task_id = exc.task_id
+        return self._take_over(claim_key(task_id, payload), payload, [token], now)
+
+    def on_reconnect(self, now: float) -> list[Action]:
+        """Back after a connection loss: peers may have taken over what this
+        agent holds. Every held task is fenced: answered only if this agent
+        wins its takeover claim (brokers order claims, so exactly one does)."""
+        if not self.peers.live(now) and len(self._claimers) == 0:
+            return []                              # no peer could have taken anything
+        actions: list[Action] = []
+        for entry in self._entries.values():
+            if entry.state in ("claiming", "claimed") or entry.fenced or entry.origin is not None:
+                continue
+            entry.fenced = True
+            self._claim_index.pop(entry.claim_key, None)
+            entry.claim_key = takeover_key(entry.key)
+            self._claim_index[entry.claim_key] = entry.key
+            actions.append(Publish(self.config.topics.claims,
+                                   Claim(entry.claim_key, self.config.agent_id).encode()))
+        return actions
+
+    def _fence_decided(self, entry: _Entry, winner: str, now: float) -> list[Action]:
+        if winner == self.config.agent_id:
+            entry.fenced = False
+            held, entry.pending = entry.pending, None
+            if held is not None:                    # answered meanwhile: release it now
+                self._entries.pop(entry.key, None)
+                self._claim_index.pop(entry.claim_key, None)
+                self._done.add(entry.key, True, now)
+                return held + [Ack(t) for t in entry.tokens]
+            return []
+        self.counters.fenced_dropped += 1           # a survivor answers it
+        actions: list[Action] = []
+        if entry.state == "running" and entry.kind is not None and not entry.kind.inline:
+            self._running -= 1
+            actions.append(Cancel(entry.key))
+        elif entry.state == "queued":
+            self._queue.remove(entry.key)
+        self._clear_offer(entry)
+        self._entries.pop(entry.key, None)
+        self._claim_index.pop(entry.claim_key, None)
+        self._done.add(entry.key, True, now)
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+
     # -- peers and operators ---------------------------------------------------------------
     def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
         if agent == self.config.agent_id or not payload:
@@ -517,7 +657,10 @@ class AgentCore:
         self.peers.update(presence, now)
         self._busy_until.pop(agent, None)
         if presence.state == "online":
+            self._dead.pop(agent, None)
             return self._rebalance(now)
+        if presence.state == "offline" and agent not in self._dead:
+            self._dead[agent] = (now, presence.ts)
         actions: list[Action] = []                    # its will, or it drains: take work back
         for entry in list(self._entries.values()):
             if entry.state == "offered" and entry.offer and entry.offer.peer == agent \
@@ -578,9 +721,19 @@ class AgentCore:
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
 
     def _finish(self, entry: _Entry, publish: Publish, now: float) -> list[Action]:
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        done: list[Action] = []
+        if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None:
+            done = [Publish(self.config.topics.claims,
+                            Claim(entry.key, self.config.agent_id, op="done").encode())]
+        if entry.fenced:               # hold the answer until the takeover claim is decided
+            entry.state = "answered"
+            entry.timeout_at = None
+            entry.pending = [publish] + done + forget     # acks are added on release
+            return []
         self._entries.pop(entry.key, None)
+        self._claim_index.pop(entry.claim_key, None)
         entry.state = "done"
         entry.timeout_at = None
         self._done.add(entry.key, True, now)
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
-        return [publish] + forget + [Ack(tok) for tok in entry.tokens]
+        return [publish] + done + forget + [Ack(tok) for tok in entry.tokens]

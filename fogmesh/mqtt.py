@@ -111,7 +111,7 @@ class MqttClient:
                  reconnect_min: float = 0.05, reconnect_max: float = 5.0,
                  on_message: Callable[[Message], None] | None = None,
                  on_connection: Callable[[bool], None] | None = None,
-                 max_inflight: int = 1000) -> None:
+                 max_inflight: int = 1000, reconnect: bool = True) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
         self.client_id = client_id or f"fogmesh-{uuid.uuid4().hex[:12]}"
         self._on_message = on_message
@@ -126,6 +126,7 @@ class MqttClient:
         self._manual_ack = manual_ack
         self._stopping = False
         self._fail_fast = False
+        self._reconnect = reconnect
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=clean_session, protocol=paho.MQTTv311,
@@ -263,6 +264,9 @@ class MqttClient:
                            reason_code: object, _props: object) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        if not self._reconnect and not self._stopping:
+            self._stopping = True          # one connection only: do not come back
+            self._paho.disconnect()
         if was and not self._stopping:
             log.info("%s: disconnected from %s (%s); reconnecting", self.client_id, self.url, reason_code)
             if self._on_connection:

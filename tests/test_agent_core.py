@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from edge_agent.claims import Claim, claim_key
-from edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Run
+from edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run
 from edge_agent.core import AgentCore
-from fogmesh.messages import ErrorInfo, Limits, Task
+from fogmesh.messages import ErrorInfo, Limits, Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 
@@ -221,13 +221,79 @@ def test_inline_tasks_are_not_journaled():
     assert not any(isinstance(a, (Remember, Forget)) for a in actions)
 
 
-def test_restored_tasks_run_again_without_a_claim():
+def test_restored_tasks_run_at_once_but_answer_after_winning_their_takeover_claim():
     c = core("claim")
     actions = c.restore(done=[], unfinished=[task("r1")], now=0.0)
     assert [a.task.id for a in actions if isinstance(a, Run)] == ["r1"]
-    assert not published(actions)
-    done = c.on_finished("r1", 0.1, result=1)
-    assert Forget("r1") in done and published(done)[0][1]["id"] == "r1"
+    (topic, body), = published(actions)
+    assert topic == T.claims and body == {"task": "r1#t", "agent": "a1"}
+    assert c.on_finished("r1", 0.1, result=1) == []           # held until decided
+    released = c.on_message(T.claims, claim("r1#t", "a1"), "c", 0.2)
+    replies = [b for t, b in published(released) if t == "t/replies/d"]
+    assert [r["id"] for r in replies] == ["r1"] and Forget("r1") in released
+
+
+def test_a_restored_task_a_survivor_took_over_is_dropped_not_answered():
+    c = core()
+    c.restore(done=[], unfinished=[task("r1")], now=0.0)
+    dropped = c.on_message(T.claims, claim("r1#t", "a2"), "c", 0.1)
+    assert Cancel("r1") in dropped and Forget("r1") in dropped
+    assert not [t for t, _ in published(dropped) if t == "t/replies/d"]
+    assert c.on_finished("r1", 0.2, result=1) == []
+
+
+def test_a_redelivered_task_is_competed_for_not_run_blindly():
+    c = core()
+    actions = c.on_message(T.tasks, task("x"), 1, 0.0, dup=True)
+    (topic, body), = published(actions)
+    assert topic == T.claims and body == {"task": "x#t", "agent": "a1"}
+
+
+def test_after_a_reconnect_held_tasks_answer_only_if_their_reclaim_wins():
+    c = core()
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k"), 1, 0.0)
+    (topic, body), = published(c.on_reconnect(0.5))
+    assert body == {"task": "k#t", "agent": "a1"}
+    assert c.on_finished("k", 0.6, result=1) == []
+    released = c.on_message(T.claims, claim("k#t", "a1"), "c", 0.7)
+    assert [b["id"] for t, b in published(released) if t == "t/replies/d"] == ["k"]
+    assert Ack(1) in released
+
+
+def test_a_dead_peers_claimed_tasks_are_taken_over_after_the_grace_period():
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.tasks, task("w"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)            # a2 won it
+    offline = Presence(agent="a2", state="offline", ts=42.0).encode()
+    c.on_message(T.presence("a2"), offline, None, 1.0)
+    assert c.next_deadline() == pytest.approx(3.0)
+    claims = [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+    assert {"task": "w#t", "agent": "a1"} in claims
+    assert {"task": "rescue:a2:42.0", "agent": "a1"} in claims
+    runs = c.on_message(T.claims, claim("w#t", "a1"), 3, 3.1)
+    assert any(isinstance(a, Run) and a.key == "w" for a in runs)
+
+
+def test_a_done_record_means_there_is_nothing_to_take_over():
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.tasks, task("w"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    c.on_message(T.claims, Claim("w", "a2", op="done").encode(), 3, 0.5)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    claims = [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+    assert all(not b["task"].startswith("w") for b in claims)
+
+
+def test_the_rescue_election_winner_rescues():
+    c = core(takeover_grace_s=1.0)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=7.0).encode(), None, 0.0)
+    c.on_tick(1.0)
+    assert Rescue("a2") in c.on_message(T.claims, claim("rescue:a2:7.0", "a1"), "c", 1.1)
+    other = core(takeover_grace_s=1.0)
+    other.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=7.0).encode(), None, 0.0)
+    other.on_tick(1.0)
+    assert Rescue("a2") not in other.on_message(T.claims, claim("rescue:a2:7.0", "a3"), "c", 1.1)
 
 
 def test_restored_done_ids_swallow_a_redelivery():

@@ -1,0 +1,98 @@
+"""Rescuing a dead peer's MQTT session.
+
+The field's complaint: a shared-subscription member dies with QoS 1 messages
+in flight, and the broker keeps them (and keeps routing it new ones) in the
+dead member's persistent session, where nobody will ever read them. The agent
+elected to rescue (first claim on ``rescue:{agent}:{ts}``) connects with the
+dead agent's client id, which resumes that session: the broker redelivers what
+was in flight and hands over what was queued. Each task goes to the rescuer's
+core, which competes for it under its takeover key (the dead agent, if it was
+only cut off, may reclaim it: exactly one wins). Once the session is quiet the
+rescuer unsubscribes it from the task topics, so the broker stops routing work
+to it, and it disconnects once every rescued task is acknowledged. The rescue
+connection never reconnects: if the agent comes back, it takes its session back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from fogmesh.errors import ConnectError
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient
+
+
+@dataclass(frozen=True)
+class RescueToken:
+    """Ack token of a rescued message: acknowledged on the rescue connection."""
+
+    session: RescueSession
+    message: Message
+
+
+class RescueSession:
+    def __init__(self, url: BrokerUrl, *, client_id: str, agent: str, unsubscribe: Iterable[str],
+                 deliver: Callable[[RescueToken], None], log: logging.LoggerAdapter | logging.Logger,
+                 quiet_s: float = 1.0, max_s: float = 120.0) -> None:
+        self.agent = agent
+        self.unsubscribe = tuple(unsubscribe)
+        self.deliver = deliver
+        self.log = log
+        self.quiet_s = quiet_s
+        self.max_s = max_s
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._received = 0
+        self._last_message = time.monotonic()
+        self._stop = threading.Event()
+        self.client = MqttClient(url, client_id=client_id, clean_session=False, manual_ack=True,
+                                 reconnect=False, on_message=self._on_message)
+        self._thread = threading.Thread(target=self._run, name=f"rescue-{agent}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def ack(self, token: RescueToken) -> None:
+        self.client.ack(token.message)
+        with self._lock:
+            self._outstanding = max(0, self._outstanding - 1)
+
+    def _on_message(self, message: Message) -> None:
+        with self._lock:
+            self._outstanding += 1
+            self._received += 1
+            self._last_message = time.monotonic()
+        self.deliver(RescueToken(self, message))
+
+    def _run(self) -> None:
+        try:
+            self.client.start(timeout=10)
+        except ConnectError as exc:
+            self.log.warning("rescue of %s failed: %s", self.agent, exc)
+            return
+        started = time.monotonic()
+        try:
+            while not self._stop.wait(0.1):      # take over what the session holds
+                if not self.client.connected.is_set():
+                    self.log.info("rescue of %s ended: it took its session back", self.agent)
+                    return
+                if time.monotonic() - self._last_message >= self.quiet_s:
+                    break
+            for topic_filter in self.unsubscribe:   # no more work routed to the dead agent
+                self.client.unsubscribe(topic_filter)
+            while not self._stop.wait(0.1):      # until every rescued task is acknowledged
+                with self._lock:
+                    outstanding = self._outstanding
+                if outstanding == 0 or not self.client.connected.is_set() \
+                        or time.monotonic() - started > self.max_s:
+                    break
+            self.log.info("rescued %d message(s) of %s", self._received, self.agent)
+        finally:
+            self.client.stop()
