@@ -68,7 +68,8 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  state_dir: str | Path | None = None, journal: bool = True,
-                 policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0) -> None:
+                 policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
+                 takeover_grace_s: float = 2.0) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -82,6 +83,7 @@ class Agent:
         self.presence_period = presence_period
         self.policy = policy
         self.offer_lease_s = offer_lease_s
+        self.takeover_grace_s = takeover_grace_s
         self.limits = limits
         self.monitor = monitor or HostMonitor()
         self.clock = clock
@@ -133,6 +135,7 @@ class Agent:
                                               concurrency=self.concurrency, max_queue=self.max_queue,
                                               dispatch=self.dispatch, limits=self.limits,
                                               offer_lease_s=self.offer_lease_s,
+                                              takeover_grace_s=self.takeover_grace_s,
                                               presence_stale_s=3 * self.presence_period),
                                   self.registry, policy=self.policy)
             self._host = self.monitor.read()
@@ -261,7 +264,8 @@ class Agent:
                     actions = core.on_message(msg.topic, msg.payload, msg, now, dup=msg.dup)
                 elif kind == "rescued":
                     token: RescueToken = event[1]
-                    actions = core.on_rescued(token.message.topic, token.message.payload, token, now)
+                    actions = core.on_rescued(token.message.topic, token.message.payload, token, now,
+                                              holder=token.session.agent)
                 elif kind == "done":
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
                 elif kind == "conn" and event[1]:

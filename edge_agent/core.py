@@ -148,7 +148,8 @@ class AgentCore:
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
         may have taken the task over meanwhile: it is competed for, not run."""
         t = self.config.topics
-        if topic in (t.tasks, self._direct) and dup and self.accepting:
+        if topic in (t.tasks, self._direct) and dup and self.accepting and \
+                (self.config.dispatch == "shared" or topic == self._direct):
             return self.on_rescued(topic, payload, token, now)
         if topic == t.tasks:
             return self._on_task(payload, token, now, direct=False)
@@ -554,14 +555,20 @@ class AgentCore:
             if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
                 continue
             self._handled_deaths.add((agent, will_ts))
-            for key, (winner, payload) in list(self._foreign.items()):
-                if winner == agent:
-                    del self._foreign[key]
-                    actions += self._take_over(key, payload, [], now)
+            actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
             if self.accepting and not self.draining and self._winners.get(rkey, now) is None:
                 self._rescue_claims[rkey] = agent
                 actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
+        return actions
+
+    def _contest(self, agent: str, now: float) -> list[Action]:
+        """Compete for every task ``agent`` won and has not reported done."""
+        actions: list[Action] = []
+        for key, (winner, payload) in list(self._foreign.items()):
+            if winner == agent:
+                del self._foreign[key]
+                actions += self._take_over(key, payload, [], now)
         return actions
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float) -> list[Action]:
@@ -588,27 +595,49 @@ class AgentCore:
             return self._decided(entry, winner, now)
         return self._fire_claims(now)
 
-    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float) -> list[Action]:
-        """A message from a rescued session: its tasks are competed for like
-        any takeover (the rescued agent may come back and reclaim them)."""
+    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
+                   holder: str | None = None) -> list[Action]:
+        """A task message redelivered to this agent, or taken from ``holder``'s
+        rescued session: compete for it like any takeover (its holder may come
+        back and reclaim it), unless a live agent is known to have won it."""
         t = self.config.topics
         if topic != t.tasks and not topic.endswith("/tasks"):
             return [Ack(token)]                    # its inbox, presence, claims: not ours
+        if holder is not None and topic == t.tasks and self.config.dispatch == "claim":
+            # Every agent sees every task in claim dispatch: what the dead agent
+            # had won is contested from the claims (``_contest``); its session
+            # copies are redundant, and competing for them would run new tasks twice.
+            return [Ack(token)]
         try:
             task_id: str | None = parse_task(payload, limits=self.config.limits).id
         except InvalidMessage as exc:
             task_id = exc.task_id
-        return self._take_over(claim_key(task_id, payload), payload, [token], now)
+        key = claim_key(task_id, payload)
+        winner = self._winners.get(key, now)
+        if winner is not None and winner not in (holder, self.config.agent_id) \
+                and winner not in self._dead and key not in self._entries:
+            return [Ack(token)]                    # decided for a live agent: it answers
+        return self._take_over(key, payload, [token], now)
 
     def on_reconnect(self, now: float) -> list[Action]:
         """Back after a connection loss: peers may have taken over what this
         agent holds. Every held task is fenced: answered only if this agent
         wins its takeover claim (brokers order claims, so exactly one does)."""
-        if not self.peers.live(now) and len(self._claimers) == 0:
-            return []                              # no peer could have taken anything
+        alone = not self.peers.live(now) and len(self._claimers) == 0
         actions: list[Action] = []
-        for entry in self._entries.values():
-            if entry.state in ("claiming", "claimed") or entry.fenced or entry.origin is not None:
+        for entry in list(self._entries.values()):
+            if entry.state == "claimed":
+                # Its claim's fate may have been lost with the connection.
+                if alone:       # nobody else claims: ask again
+                    actions.append(Publish(self.config.topics.claims,
+                                           Claim(entry.claim_key, self.config.agent_id).encode()))
+                else:           # peers know who won; if it was us, they contest it
+                    self._claimed -= 1
+                    self._entries.pop(entry.key, None)
+                    self._claim_index.pop(entry.claim_key, None)
+                    actions += [Ack(t) for t in entry.tokens]
+                continue
+            if alone or entry.state == "claiming" or entry.fenced or entry.origin is not None:
                 continue
             entry.fenced = True
             self._claim_index.pop(entry.claim_key, None)
@@ -657,7 +686,10 @@ class AgentCore:
         self.peers.update(presence, now)
         self._busy_until.pop(agent, None)
         if presence.state == "online":
-            self._dead.pop(agent, None)
+            if self._dead.pop(agent, None) is not None:
+                # Back after its will: it lost messages meanwhile (amqtt drops
+                # those in flight), so what it had won is contested now.
+                return self._contest(agent, now) + self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline" and agent not in self._dead:
             self._dead[agent] = (now, presence.ts)

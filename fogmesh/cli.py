@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "solar=0:2.0;3600:0 (seconds:watts)")
     p.add_argument("--offer-lease", type=float, default=1.0, metavar="S",
                    help="seconds a peer has to accept an offloaded task (default: 1)")
+    p.add_argument("--takeover-grace", type=float, default=2.0, metavar="S",
+                   help="seconds a peer may be offline before its tasks are taken over and its "
+                        "MQTT session rescued (default: 2)")
     p.add_argument("--drain", action="store_true",
                    help="do not run an agent: tell the running agent --id to finish its work and "
                         "leave, and wait until it has")
@@ -232,7 +235,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
                   max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
                   presence_period=args.presence_period, policy=policy,
-                  monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease)
+                  monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
+                  takeover_grace_s=args.takeover_grace)
     agent.start(wait_for_broker=True)
     try:
         _wait_for_signal(agent.wait)

@@ -1,0 +1,69 @@
+"""Tier 3 (real brokers): chaos. Three agents, 600 mixed tasks in flight, one
+agent SIGKILLed (not restarted) and another's broker connection cut mid-run:
+every task id gets exactly one reply; none lost, none doubled."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from devices.client import FogClient
+from netcut import CuttableLink
+
+MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
+       ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
+
+
+def agent_process(url, root, agent_id):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fogmesh", "agent", "--id", agent_id, "--broker", url, "--root", root,
+         "--concurrency", "2", "--presence-period", "0.5", "--takeover-grace", "1.5",
+         "--log-level", "WARNING"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_agents(client, n, timeout=30):
+    deadline = time.monotonic() + timeout
+    for i in range(n):
+        while True:
+            try:
+                client.send("echo", {}, agent=f"c{i}").result(timeout=1)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, f"agent c{i} did not come up"
+
+
+@pytest.mark.timeout(180)
+def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    procs = [agent_process(broker.url, root, "c0"), agent_process(broker.url, root, "c1"),
+             agent_process(link.url, root, "c2")]
+    try:
+        with FogClient(broker.url, root=root) as client:
+            wait_for_agents(client, 3)
+            time.sleep(1.0)                            # presence: everyone knows everyone
+            futures = {}
+            for n in range(600):
+                kind, args, weight = MIX[n % len(MIX)]
+                futures[f"chaos-{n}"] = client.send(kind, args, weight=weight, task_id=f"chaos-{n}")
+                if n == 200:
+                    procs[0].send_signal(signal.SIGKILL)   # c0 dies, mid-run, for good
+                if n == 400:
+                    link.cut()                             # c2 loses its broker connection
+                time.sleep(0.004)
+            results = {tid: f.result(timeout=90) for tid, f in futures.items()}
+            time.sleep(3.0)                                # room for a late duplicate
+            duplicates = client.duplicates
+        assert set(results) == set(futures)                # none lost
+        assert duplicates == 0                             # none doubled
+        assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
+        survivors = {r.worker for r in results.values()} - {"c0"}
+        assert {"c1", "c2"} <= survivors
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        link.close()
