@@ -270,8 +270,8 @@ class Agent:
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
                 elif kind == "conn" and event[1]:
                     self._presence_sent_at = -1e9   # re-announce after every reconnect
-                    if self.client.generation > 1:
-                        actions = core.on_reconnect(now)
+                elif kind == "conn":
+                    actions = core.on_disconnect(now)
                 elif kind == "drain" and not self._drain_requested:
                     self._begin_drain()
                 elif kind == "stop":

@@ -619,10 +619,13 @@ class AgentCore:
             return [Ack(token)]                    # decided for a live agent: it answers
         return self._take_over(key, payload, [token], now)
 
-    def on_reconnect(self, now: float) -> list[Action]:
-        """Back after a connection loss: peers may have taken over what this
-        agent holds. Every held task is fenced: answered only if this agent
-        wins its takeover claim (brokers order claims, so exactly one does)."""
+    def on_disconnect(self, now: float) -> list[Action]:
+        """The broker connection is lost: peers may take over what this agent
+        holds before it is back. Every held task is fenced at once, so no answer
+        waits in the client's send queue to go out blindly on reconnect: it is
+        answered only if this agent wins its takeover claim (queued now, sent
+        first thing after the reconnect; brokers order claims, so exactly one
+        contender wins)."""
         alone = not self.peers.live(now) and len(self._claimers) == 0
         actions: list[Action] = []
         for entry in list(self._entries.values()):

@@ -249,11 +249,11 @@ def test_a_redelivered_task_is_competed_for_not_run_blindly():
     assert topic == T.claims and body == {"task": "x#t", "agent": "a1"}
 
 
-def test_after_a_reconnect_held_tasks_answer_only_if_their_reclaim_wins():
+def test_after_a_connection_loss_held_tasks_answer_only_if_their_reclaim_wins():
     c = core()
     c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
     c.on_message(T.tasks, task("k"), 1, 0.0)
-    (topic, body), = published(c.on_reconnect(0.5))
+    (topic, body), = published(c.on_disconnect(0.5))
     assert body == {"task": "k#t", "agent": "a1"}
     assert c.on_finished("k", 0.6, result=1) == []
     released = c.on_message(T.claims, claim("k#t", "a1"), "c", 0.7)
