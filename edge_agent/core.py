@@ -24,68 +24,30 @@ Guarantees it implements:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
                                 Publish, Remember, Rescue, Run)
-from edge_agent.claims import Claim, claim_delay, claim_key, rescue_key, takeover_key, tie_break
-from edge_agent.offload import Answer, Offer, Result, decode_inbox
-from edge_agent.peers import Peer, PeerRegistry
-from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, peer_is_full, \
-    place_task
+from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
+from edge_agent.entry import Entry
+from edge_agent.offload import Result
+from edge_agent.failover import FailoverMixin
+from edge_agent.offloading import OffloadingMixin
+from edge_agent.peers import PeerRegistry
+from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Presence, Reply, Task, Timing, excerpt, \
     parse_task
-from fogmesh.registry import Registry, TaskKind
+from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
 
 
-@dataclass
-class _OfferState:
-    peer: str
-    offer_id: str
-    sent_at: float
-    accepted: bool = False
 
 
-@dataclass
-class _Entry:
-    """One task this agent holds. Mutable, private to the core.
-
-    state: claiming -> claimed -> (placing) -> queued -> running, or -> offered.
-    """
-
-    key: str
-    received: float
-    tokens: list[Any]
-    task: Task | None = None
-    kind: TaskKind | None = None
-    error: InvalidMessage | None = None   # answer with this instead of running
-    payload: bytes = b""
-    state: str = "claiming"
-    claim_at: float | None = None
-    started: float | None = None
-    timeout_at: float | None = None
-    remembered: bool = False
-    origin: str | None = None             # set when running a task offloaded to us
-    origin_offer: str | None = None
-    offer: _OfferState | None = None      # set while offloaded to a peer
-    offer_ids: set[str] = field(default_factory=set)
-    tried: set[str] = field(default_factory=set)
-    claim_key: str = ""                   # what claims for this entry name (default: key)
-    fenced: bool = False                  # answer only after winning takeover_key(key)
-    pending: list[Any] | None = None      # the answer, held while fenced
-
-    def __post_init__(self) -> None:
-        if not self.claim_key:
-            self.claim_key = self.key
-
-
-class AgentCore:
+class AgentCore(OffloadingMixin, FailoverMixin):
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
         self.config = config
@@ -99,7 +61,7 @@ class AgentCore:
         me = config.agent_id
         t = config.topics
         self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
         self._queue: deque[str] = deque()
         self._running = 0
         self._claimed = 0          # claims published, not yet decided
@@ -192,7 +154,7 @@ class AgentCore:
             self.counters.duplicates += 1
             return [Ack(token)]
 
-        entry = _Entry(key=key, received=now, tokens=[token], task=task, error=error,
+        entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,
                        payload=payload)
         if task is not None and task.kind not in self.registry:
             entry.error = InvalidMessage("unknown_kind",
@@ -245,7 +207,7 @@ class AgentCore:
             actions += self._fence_decided(entry, winner, now)
         return actions
 
-    def _decided(self, entry: _Entry, winner: str, now: float) -> list[Action]:
+    def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
         if entry.state == "claimed":
             self._claimed -= 1
         if winner == self.config.agent_id:
@@ -272,7 +234,7 @@ class AgentCore:
         return actions
 
     # -- placement -----------------------------------------------------------------
-    def _accept(self, entry: _Entry, now: float) -> list[Action]:
+    def _accept(self, entry: Entry, now: float) -> list[Action]:
         """This agent is responsible for ``entry`` now: answer, place or queue it."""
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
@@ -296,48 +258,7 @@ class AgentCore:
         self._queue.append(entry.key)
         return self._remember(entry) + self._start_queued(now)
 
-    def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
-        """Offer tasks waiting in the local queue (newest first: they would wait
-        longest) while the policy prefers a peer. Placement at arrival sees a
-        burst as one moment; this runs again whenever a peer frees up."""
-        if not self._queue or isinstance(self.policy, LocalPolicy):
-            return []
-        actions: list[Action] = []
-        for key in reversed(list(self._queue)[self.config.concurrency:]):
-            entry = self._entries[key]
-            if entry.origin is not None or entry.task is None or entry.kind is None:
-                continue
-            weight = entry.task.weight or entry.kind.weight
-            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
-                                  me=self.self_state(), peers=self._peer_views(now),
-                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
-                                  exclude=frozenset(entry.tried))
-            if not isinstance(decision, Offload):
-                if weight != "light":
-                    break
-                continue
-            self._queue.remove(key)
-            actions += self._offer(entry, decision.peer, now)
-            limit -= 1
-            if limit == 0:
-                break
-        return actions
-
-    def _peer_views(self, now: float) -> list[Peer]:
-        """Live peers as placement should see them: their presence plus the
-        offers this agent has sent them since (presence lags a burst), minus
-        peers that just said they are busy."""
-        views = []
-        for p in self.peers.live(now):
-            if self._busy_until.get(p.agent, 0.0) > now:
-                continue
-            extra = self._outstanding.get(p.agent, 0)
-            if extra:
-                p = replace(p, presence=replace(p.presence, queue=p.presence.queue + extra))
-            views.append(p)
-        return views
-
-    def _remember(self, entry: _Entry) -> list[Action]:
+    def _remember(self, entry: Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
             return []
         entry.remembered = True
@@ -358,7 +279,7 @@ class AgentCore:
                 continue
             # A survivor may have taken it over while this agent was down:
             # run it, but answer only after winning its takeover claim.
-            entry = _Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
+            entry = Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
                            kind=self.registry.get(task.kind), remembered=True,
                            claim_key=takeover_key(task.id), fenced=True)
             self._entries[task.id] = entry
@@ -369,7 +290,7 @@ class AgentCore:
         return actions
 
     # -- running locally -----------------------------------------------------------
-    def _start(self, entry: _Entry, now: float) -> list[Action]:
+    def _start(self, entry: Entry, now: float) -> list[Action]:
         assert entry.task is not None and entry.kind is not None
         timeout = entry.kind.timeout_s
         if entry.task.deadline_ms:
@@ -436,244 +357,6 @@ class AgentCore:
                 actions += self._replace(entry, now)
         return actions + self._start_queued(now)
 
-    # -- offloading ----------------------------------------------------------------------
-    def _offer(self, entry: _Entry, peer: str, now: float) -> list[Action]:
-        assert entry.task is not None
-        entry.tried.add(peer)
-        offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
-        entry.offer_ids.add(offer_id)
-        entry.offer = _OfferState(peer, offer_id, now)
-        self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
-        entry.state = "offered"
-        entry.timeout_at = now + self.config.offer_lease_s
-        self.counters.offers_sent += 1
-        lease_ms = int(1000 * self.config.offer_lease_s)
-        return [Publish(self.config.topics.agent_inbox(peer),
-                        Offer(offer_id, self.config.agent_id, entry.task, lease_ms).encode())]
-
-    def _replace(self, entry: _Entry, now: float) -> list[Action]:
-        """The offer failed (rejected, lease expired, peer died): place it again,
-        never on a peer already tried."""
-        if entry.offer is not None:
-            self.peers.record(entry.offer.peer, ok=False)
-        self._clear_offer(entry)
-        entry.timeout_at = None
-        return self._accept(entry, now)
-
-    def _clear_offer(self, entry: _Entry) -> None:
-        if entry.offer is not None:
-            peer = entry.offer.peer
-            self._outstanding[peer] = max(0, self._outstanding.get(peer, 0) - 1)
-            entry.offer = None
-
-    def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
-        try:
-            msg = decode_inbox(payload)
-        except InvalidMessage:
-            self.counters.bad_inbox += 1     # forged or garbled: ignore; leases cover the rest
-            return []
-        if isinstance(msg, Offer):
-            return self._on_offer(msg, now)
-        if isinstance(msg, Answer):
-            entry = self._entries.get(msg.task_id)
-            if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
-                    or entry.state != "offered" or msg.agent != entry.offer.peer:
-                return []
-            if msg.op == "accept":
-                assert entry.kind is not None
-                entry.offer.accepted = True
-                self.counters.offers_accepted += 1
-                entry.timeout_at = now + entry.kind.timeout_s + self.config.offer_lease_s
-                return []
-            self.counters.offers_rejected += 1
-            if msg.reason == "busy":    # until its next presence, or 200 ms
-                self._busy_until[msg.agent] = now + 0.2
-            return self._replace(entry, now)
-        return self._on_result(msg, now)
-
-    def _on_offer(self, offer: Offer, now: float) -> list[Action]:
-        me, inbox = self.config.agent_id, self.config.topics.agent_inbox(offer.origin)
-        key = f"{offer.origin}/{offer.task.id}"
-        if key in self._entries:                       # a repeated offer: confirm again
-            return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
-        if key in self._done:
-            return []
-        reason = ""
-        if not self.accepting or self.draining:
-            reason = "draining"
-        elif offer.task.kind not in self.registry:
-            reason = "unknown_kind"
-        elif not self.policy.accepts(self.self_state()):
-            reason = "battery"
-        elif peer_is_full(len(self._queue), self.config.concurrency):
-            reason = "busy"
-        if reason:
-            return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]
-        self.counters.offloaded_in += 1
-        entry = _Entry(key=key, received=now, tokens=[], task=offer.task,
-                       kind=self.registry.get(offer.task.kind), origin=offer.origin,
-                       origin_offer=offer.offer)
-        self._entries[key] = entry
-        return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())] + \
-            self._accept(entry, now)
-
-    def _on_result(self, msg: Result, now: float) -> list[Action]:
-        entry = self._entries.get(msg.task_id)
-        if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None:
-            self.counters.late_results += 1      # answered already (e.g. re-placed): drop it
-            return []
-        assert entry.task is not None
-        actions: list[Action] = []
-        if entry.offer is not None and entry.offer.offer_id == msg.offer:
-            self.peers.record(msg.agent, ok=True,
-                              rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
-        self._clear_offer(entry)
-        if entry.state == "running":                # re-placed here meanwhile: first answer wins
-            assert entry.kind is not None
-            if not entry.kind.inline:
-                self._running -= 1
-                actions.append(Cancel(entry.key))
-        elif entry.state == "queued":
-            self._queue.remove(entry.key)
-        r = msg.reply
-        reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier="fog",
-                      result=r.result, error=r.error,
-                      ms=Timing(queue=r.ms.queue, run=r.ms.run, total=1000 * (now - entry.received)))
-        if r.status == "ok":
-            self.counters.completed += 1
-        else:
-            self.counters.failed += 1
-        return actions + self._finish(entry, Publish(entry.task.reply_to, reply.encode()), now) + \
-            self._start_queued(now) + self._rebalance(now)
-
-    # -- failures: takeover, rescue, fencing -------------------------------------------------
-    def _handle_deaths(self, now: float) -> list[Action]:
-        """Peers offline for the grace period: take over the tasks they won
-        (claim mode) and elect one survivor to rescue their MQTT session."""
-        actions: list[Action] = []
-        for agent, (since, will_ts) in list(self._dead.items()):
-            if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
-                continue
-            self._handled_deaths.add((agent, will_ts))
-            actions += self._contest(agent, now)
-            rkey = rescue_key(agent, will_ts)
-            if self.accepting and not self.draining and self._winners.get(rkey, now) is None:
-                self._rescue_claims[rkey] = agent
-                actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
-        return actions
-
-    def _contest(self, agent: str, now: float) -> list[Action]:
-        """Compete for every task ``agent`` won and has not reported done."""
-        actions: list[Action] = []
-        for key, (winner, payload) in list(self._foreign.items()):
-            if winner == agent:
-                del self._foreign[key]
-                actions += self._take_over(key, payload, [], now)
-        return actions
-
-    def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float) -> list[Action]:
-        """Compete for a task some other agent held, under its takeover key."""
-        if key in self._done:
-            return [Ack(t) for t in tokens]
-        held = self._entries.get(key)
-        if held is not None:
-            held.tokens.extend(tokens)
-            return []
-        try:
-            task = parse_task(payload, limits=self.config.limits)
-        except InvalidMessage:
-            return [Ack(t) for t in tokens]
-        if task.kind not in self.registry:
-            return [Ack(t) for t in tokens]
-        entry = _Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now)
-        self._entries[key] = entry
-        self._claim_index[entry.claim_key] = key
-        self.counters.taken_over += 1
-        winner = self._winners.get(entry.claim_key, now)
-        if winner is not None:
-            return self._decided(entry, winner, now)
-        return self._fire_claims(now)
-
-    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
-                   holder: str | None = None) -> list[Action]:
-        """A task message redelivered to this agent, or taken from ``holder``'s
-        rescued session: compete for it like any takeover (its holder may come
-        back and reclaim it), unless a live agent is known to have won it."""
-        t = self.config.topics
-        if topic != t.tasks and not topic.endswith("/tasks"):
-            return [Ack(token)]                    # its inbox, presence, claims: not ours
-        if holder is not None and topic == t.tasks and self.config.dispatch == "claim":
-            # Every agent sees every task in claim dispatch: what the dead agent
-            # had won is contested from the claims (``_contest``); its session
-            # copies are redundant, and competing for them would run new tasks twice.
-            return [Ack(token)]
-        try:
-            task_id: str | None = parse_task(payload, limits=self.config.limits).id
-        except InvalidMessage as exc:
-            task_id = exc.task_id
-        key = claim_key(task_id, payload)
-        winner = self._winners.get(key, now)
-        if winner is not None and winner not in (holder, self.config.agent_id) \
-                and winner not in self._dead and key not in self._entries:
-            return [Ack(token)]                    # decided for a live agent: it answers
-        return self._take_over(key, payload, [token], now)
-
-    def on_disconnect(self, now: float) -> list[Action]:
-        """The broker connection is lost: peers may take over what this agent
-        holds before it is back. Every held task is fenced at once, so no answer
-        waits in the client's send queue to go out blindly on reconnect: it is
-        answered only if this agent wins its takeover claim (queued now, sent
-        first thing after the reconnect; brokers order claims, so exactly one
-        contender wins)."""
-        alone = not self.peers.live(now) and len(self._claimers) == 0
-        actions: list[Action] = []
-        for entry in list(self._entries.values()):
-            if entry.state == "claimed":
-                # Its claim's fate may have been lost with the connection.
-                if alone:       # nobody else claims: ask again
-                    actions.append(Publish(self.config.topics.claims,
-                                           Claim(entry.claim_key, self.config.agent_id).encode()))
-                else:           # peers know who won; if it was us, they contest it
-                    self._claimed -= 1
-                    self._entries.pop(entry.key, None)
-                    self._claim_index.pop(entry.claim_key, None)
-                    actions += [Ack(t) for t in entry.tokens]
-                continue
-            if alone or entry.state == "claiming" or entry.fenced or entry.origin is not None:
-                continue
-            entry.fenced = True
-            self._claim_index.pop(entry.claim_key, None)
-            entry.claim_key = takeover_key(entry.key)
-            self._claim_index[entry.claim_key] = entry.key
-            actions.append(Publish(self.config.topics.claims,
-                                   Claim(entry.claim_key, self.config.agent_id).encode()))
-        return actions
-
-    def _fence_decided(self, entry: _Entry, winner: str, now: float) -> list[Action]:
-        if winner == self.config.agent_id:
-            entry.fenced = False
-            held, entry.pending = entry.pending, None
-            if held is not None:                    # answered meanwhile: release it now
-                self._entries.pop(entry.key, None)
-                self._claim_index.pop(entry.claim_key, None)
-                self._done.add(entry.key, True, now)
-                return held + [Ack(t) for t in entry.tokens]
-            return []
-        self.counters.fenced_dropped += 1           # a survivor answers it
-        actions: list[Action] = []
-        if entry.state == "running" and entry.kind is not None and not entry.kind.inline:
-            self._running -= 1
-            actions.append(Cancel(entry.key))
-        elif entry.state == "queued":
-            self._queue.remove(entry.key)
-        self._clear_offer(entry)
-        self._entries.pop(entry.key, None)
-        self._claim_index.pop(entry.claim_key, None)
-        self._done.add(entry.key, True, now)
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
-        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
-
     # -- peers and operators ---------------------------------------------------------------
     def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
         if agent == self.config.agent_id or not payload:
@@ -714,12 +397,12 @@ class AgentCore:
         return []
 
     # -- outcomes --------------------------------------------------------------
-    def _timing(self, entry: _Entry, now: float) -> Timing:
+    def _timing(self, entry: Entry, now: float) -> Timing:
         started = entry.started if entry.started is not None else now
         return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),
                       total=1000 * (now - entry.received))
 
-    def _deliver(self, entry: _Entry, reply: Reply, reply_to: str, now: float) -> list[Action]:
+    def _deliver(self, entry: Entry, reply: Reply, reply_to: str, now: float) -> list[Action]:
         """To the device, or, for a task run for a peer, back to its origin."""
         if entry.origin is not None and entry.task is not None:
             result = Result(entry.origin_offer or "", entry.task.id, self.config.agent_id, reply)
@@ -727,7 +410,7 @@ class AgentCore:
                                                result.encode()), now)
         return self._finish(entry, Publish(reply_to, reply.encode()), now)
 
-    def _answer_ok(self, entry: _Entry, result: Any, now: float) -> list[Action]:
+    def _answer_ok(self, entry: Entry, result: Any, now: float) -> list[Action]:
         assert entry.task is not None
         reply = Reply.ok(entry.task.id, result, worker=self.config.agent_id, tier="local",
                          ms=self._timing(entry, now))
@@ -740,7 +423,7 @@ class AgentCore:
             return self._finish(entry, Publish(entry.task.reply_to, payload), now)
         return self._deliver(entry, reply, entry.task.reply_to, now)
 
-    def _answer_error(self, entry: _Entry, code: str, message: str, now: float) -> list[Action]:
+    def _answer_error(self, entry: Entry, code: str, message: str, now: float) -> list[Action]:
         self.counters.failed += 1
         task = entry.task
         task_id = task.id if task else (entry.error.task_id if entry.error else None)
@@ -755,7 +438,7 @@ class AgentCore:
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
 
-    def _finish(self, entry: _Entry, publish: Publish, now: float) -> list[Action]:
+    def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         done: list[Action] = []
         if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None:

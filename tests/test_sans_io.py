@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = [
     "fogmesh/topics.py", "fogmesh/messages.py", "fogmesh/codec.py", "fogmesh/errors.py",
     "edge_agent/core.py", "edge_agent/claims.py", "edge_agent/recent.py", "edge_agent/presence.py",
+    "edge_agent/actions.py", "edge_agent/entry.py", "edge_agent/offloading.py",
+    "edge_agent/failover.py", "edge_agent/offload.py", "edge_agent/placement.py",
+    "edge_agent/peers.py", "edge_agent/battery.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

@@ -1,0 +1,144 @@
+"""The agent core's failure half: taking over what a dead peer held, electing
+who rescues its MQTT session, and fencing what this agent held across a lost
+connection, so that exactly one contender answers each task. Mixed into
+:class:`edge_agent.core.AgentCore`; pure like it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.actions import Ack, Action, Cancel, Forget, Publish
+from edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
+from edge_agent.entry import Entry
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import parse_task
+
+
+class FailoverMixin:
+    # -- failures: takeover, rescue, fencing -------------------------------------------------
+    def _handle_deaths(self, now: float) -> list[Action]:
+        """Peers offline for the grace period: take over the tasks they won
+        (claim mode) and elect one survivor to rescue their MQTT session."""
+        actions: list[Action] = []
+        for agent, (since, will_ts) in list(self._dead.items()):
+            if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
+                continue
+            self._handled_deaths.add((agent, will_ts))
+            actions += self._contest(agent, now)
+            rkey = rescue_key(agent, will_ts)
+            if self.accepting and not self.draining and self._winners.get(rkey, now) is None:
+                self._rescue_claims[rkey] = agent
+                actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
+        return actions
+
+    def _contest(self, agent: str, now: float) -> list[Action]:
+        """Compete for every task ``agent`` won and has not reported done."""
+        actions: list[Action] = []
+        for key, (winner, payload) in list(self._foreign.items()):
+            if winner == agent:
+                del self._foreign[key]
+                actions += self._take_over(key, payload, [], now)
+        return actions
+
+    def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float) -> list[Action]:
+        """Compete for a task some other agent held, under its takeover key."""
+        if key in self._done:
+            return [Ack(t) for t in tokens]
+        held = self._entries.get(key)
+        if held is not None:
+            held.tokens.extend(tokens)
+            return []
+        try:
+            task = parse_task(payload, limits=self.config.limits)
+        except InvalidMessage:
+            return [Ack(t) for t in tokens]
+        if task.kind not in self.registry:
+            return [Ack(t) for t in tokens]
+        entry = Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
+                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now)
+        self._entries[key] = entry
+        self._claim_index[entry.claim_key] = key
+        self.counters.taken_over += 1
+        winner = self._winners.get(entry.claim_key, now)
+        if winner is not None:
+            return self._decided(entry, winner, now)
+        return self._fire_claims(now)
+
+    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
+                   holder: str | None = None) -> list[Action]:
+        """A task message redelivered to this agent, or taken from ``holder``'s
+        rescued session: compete for it like any takeover (its holder may come
+        back and reclaim it), unless a live agent is known to have won it."""
+        t = self.config.topics
+        if topic != t.tasks and not topic.endswith("/tasks"):
+            return [Ack(token)]                    # its inbox, presence, claims: not ours
+        if holder is not None and topic == t.tasks and self.config.dispatch == "claim":
+            # Every agent sees every task in claim dispatch: what the dead agent
+            # had won is contested from the claims (``_contest``); its session
+            # copies are redundant, and competing for them would run new tasks twice.
+            return [Ack(token)]
+        try:
+            task_id: str | None = parse_task(payload, limits=self.config.limits).id
+        except InvalidMessage as exc:
+            task_id = exc.task_id
+        key = claim_key(task_id, payload)
+        winner = self._winners.get(key, now)
+        if winner is not None and winner not in (holder, self.config.agent_id) \
+                and winner not in self._dead and key not in self._entries:
+            return [Ack(token)]                    # decided for a live agent: it answers
+        return self._take_over(key, payload, [token], now)
+
+    def on_disconnect(self, now: float) -> list[Action]:
+        """The broker connection is lost: peers may take over what this agent
+        holds before it is back. Every held task is fenced at once, so no answer
+        waits in the client's send queue to go out blindly on reconnect: it is
+        answered only if this agent wins its takeover claim (queued now, sent
+        first thing after the reconnect; brokers order claims, so exactly one
+        contender wins)."""
+        alone = not self.peers.live(now) and len(self._claimers) == 0
+        actions: list[Action] = []
+        for entry in list(self._entries.values()):
+            if entry.state == "claimed":
+                # Its claim's fate may have been lost with the connection.
+                if alone:       # nobody else claims: ask again
+                    actions.append(Publish(self.config.topics.claims,
+                                           Claim(entry.claim_key, self.config.agent_id).encode()))
+                else:           # peers know who won; if it was us, they contest it
+                    self._claimed -= 1
+                    self._entries.pop(entry.key, None)
+                    self._claim_index.pop(entry.claim_key, None)
+                    actions += [Ack(t) for t in entry.tokens]
+                continue
+            if alone or entry.state == "claiming" or entry.fenced or entry.origin is not None:
+                continue
+            entry.fenced = True
+            self._claim_index.pop(entry.claim_key, None)
+            entry.claim_key = takeover_key(entry.key)
+            self._claim_index[entry.claim_key] = entry.key
+            actions.append(Publish(self.config.topics.claims,
+                                   Claim(entry.claim_key, self.config.agent_id).encode()))
+        return actions
+
+    def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
+        if winner == self.config.agent_id:
+            entry.fenced = False
+            held, entry.pending = entry.pending, None
+            if held is not None:                    # answered meanwhile: release it now
+                self._entries.pop(entry.key, None)
+                self._claim_index.pop(entry.claim_key, None)
+                self._done.add(entry.key, True, now)
+                return held + [Ack(t) for t in entry.tokens]
+            return []
+        self.counters.fenced_dropped += 1           # a survivor answers it
+        actions: list[Action] = []
+        if entry.state == "running" and entry.kind is not None and not entry.kind.inline:
+            self._running -= 1
+            actions.append(Cancel(entry.key))
+        elif entry.state == "queued":
+            self._queue.remove(entry.key)
+        self._clear_offer(entry)
+        self._entries.pop(entry.key, None)
+        self._claim_index.pop(entry.claim_key, None)
+        self._done.add(entry.key, True, now)
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)

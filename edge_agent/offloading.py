@@ -1,0 +1,169 @@
+"""The agent core's offloading half: offers to peers, their answers and
+results, and moving queued work to peers that free up. Mixed into
+:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edge_agent.actions import Action, Cancel, Publish
+from edge_agent.entry import Entry, OfferState
+from edge_agent.offload import Answer, Offer, Result, decode_inbox
+from edge_agent.peers import Peer
+from edge_agent.placement import LocalPolicy, Offload, peer_is_full, place_task
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import Reply, Timing
+
+
+class OffloadingMixin:
+    def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
+        """Offer tasks waiting in the local queue (newest first: they would wait
+        longest) while the policy prefers a peer. Placement at arrival sees a
+        burst as one moment; this runs again whenever a peer frees up."""
+        if not self._queue or isinstance(self.policy, LocalPolicy):
+            return []
+        actions: list[Action] = []
+        for key in reversed(list(self._queue)[self.config.concurrency:]):
+            entry = self._entries[key]
+            if entry.origin is not None or entry.task is None or entry.kind is None:
+                continue
+            weight = entry.task.weight or entry.kind.weight
+            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
+                                  me=self.self_state(), peers=self._peer_views(now),
+                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
+                                  exclude=frozenset(entry.tried))
+            if not isinstance(decision, Offload):
+                if weight != "light":
+                    break
+                continue
+            self._queue.remove(key)
+            actions += self._offer(entry, decision.peer, now)
+            limit -= 1
+            if limit == 0:
+                break
+        return actions
+
+    def _peer_views(self, now: float) -> list[Peer]:
+        """Live peers as placement should see them: their presence plus the
+        offers this agent has sent them since (presence lags a burst), minus
+        peers that just said they are busy."""
+        views = []
+        for p in self.peers.live(now):
+            if self._busy_until.get(p.agent, 0.0) > now:
+                continue
+            extra = self._outstanding.get(p.agent, 0)
+            if extra:
+                p = replace(p, presence=replace(p.presence, queue=p.presence.queue + extra))
+            views.append(p)
+        return views
+
+
+    # -- offloading ----------------------------------------------------------------------
+    def _offer(self, entry: Entry, peer: str, now: float) -> list[Action]:
+        assert entry.task is not None
+        entry.tried.add(peer)
+        offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
+        entry.offer_ids.add(offer_id)
+        entry.offer = OfferState(peer, offer_id, now)
+        self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
+        entry.state = "offered"
+        entry.timeout_at = now + self.config.offer_lease_s
+        self.counters.offers_sent += 1
+        lease_ms = int(1000 * self.config.offer_lease_s)
+        return [Publish(self.config.topics.agent_inbox(peer),
+                        Offer(offer_id, self.config.agent_id, entry.task, lease_ms).encode())]
+
+    def _replace(self, entry: Entry, now: float) -> list[Action]:
+        """The offer failed (rejected, lease expired, peer died): place it again,
+        never on a peer already tried."""
+        if entry.offer is not None:
+            self.peers.record(entry.offer.peer, ok=False)
+        self._clear_offer(entry)
+        entry.timeout_at = None
+        return self._accept(entry, now)
+
+    def _clear_offer(self, entry: Entry) -> None:
+        if entry.offer is not None:
+            peer = entry.offer.peer
+            self._outstanding[peer] = max(0, self._outstanding.get(peer, 0) - 1)
+            entry.offer = None
+
+    def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
+        try:
+            msg = decode_inbox(payload)
+        except InvalidMessage:
+            self.counters.bad_inbox += 1     # forged or garbled: ignore; leases cover the rest
+            return []
+        if isinstance(msg, Offer):
+            return self._on_offer(msg, now)
+        if isinstance(msg, Answer):
+            entry = self._entries.get(msg.task_id)
+            if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
+                    or entry.state != "offered" or msg.agent != entry.offer.peer:
+                return []
+            if msg.op == "accept":
+                assert entry.kind is not None
+                entry.offer.accepted = True
+                self.counters.offers_accepted += 1
+                entry.timeout_at = now + entry.kind.timeout_s + self.config.offer_lease_s
+                return []
+            self.counters.offers_rejected += 1
+            if msg.reason == "busy":    # until its next presence, or 200 ms
+                self._busy_until[msg.agent] = now + 0.2
+            return self._replace(entry, now)
+        return self._on_result(msg, now)
+
+    def _on_offer(self, offer: Offer, now: float) -> list[Action]:
+        me, inbox = self.config.agent_id, self.config.topics.agent_inbox(offer.origin)
+        key = f"{offer.origin}/{offer.task.id}"
+        if key in self._entries:                       # a repeated offer: confirm again
+            return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
+        if key in self._done:
+            return []
+        reason = ""
+        if not self.accepting or self.draining:
+            reason = "draining"
+        elif offer.task.kind not in self.registry:
+            reason = "unknown_kind"
+        elif not self.policy.accepts(self.self_state()):
+            reason = "battery"
+        elif peer_is_full(len(self._queue), self.config.concurrency):
+            reason = "busy"
+        if reason:
+            return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]
+        self.counters.offloaded_in += 1
+        entry = Entry(key=key, received=now, tokens=[], task=offer.task,
+                       kind=self.registry.get(offer.task.kind), origin=offer.origin,
+                       origin_offer=offer.offer)
+        self._entries[key] = entry
+        return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())] + \
+            self._accept(entry, now)
+
+    def _on_result(self, msg: Result, now: float) -> list[Action]:
+        entry = self._entries.get(msg.task_id)
+        if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None:
+            self.counters.late_results += 1      # answered already (e.g. re-placed): drop it
+            return []
+        assert entry.task is not None
+        actions: list[Action] = []
+        if entry.offer is not None and entry.offer.offer_id == msg.offer:
+            self.peers.record(msg.agent, ok=True,
+                              rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
+        self._clear_offer(entry)
+        if entry.state == "running":                # re-placed here meanwhile: first answer wins
+            assert entry.kind is not None
+            if not entry.kind.inline:
+                self._running -= 1
+                actions.append(Cancel(entry.key))
+        elif entry.state == "queued":
+            self._queue.remove(entry.key)
+        r = msg.reply
+        reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier="fog",
+                      result=r.result, error=r.error,
+                      ms=Timing(queue=r.ms.queue, run=r.ms.run, total=1000 * (now - entry.received)))
+        if r.status == "ok":
+            self.counters.completed += 1
+        else:
+            self.counters.failed += 1
+        return actions + self._finish(entry, Publish(entry.task.reply_to, reply.encode()), now) + \
+            self._start_queued(now) + self._rebalance(now)
