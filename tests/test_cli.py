@@ -120,3 +120,39 @@ def test_up_exits_cleanly_on_ctrl_c():
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in out
+
+
+def test_agent_drain_command_makes_a_running_agent_leave(broker, root):
+    agent = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "d1", "--broker",
+                              broker.url, "--root", root, "--presence-period", "0.3"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for line in agent.stderr:
+            if "online" in line:
+                break
+        r = run("agent", "--id", "d1", "--drain", "--broker", broker.url, "--root", root, timeout=60)
+        assert r.returncode == 0 and "drained and left" in r.stderr
+        assert agent.wait(20) == 0
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_a_placement_policy_from_an_entry_point_is_found_by_name(tmp_path):
+    (tmp_path / "my_policy.py").write_text(textwrap.dedent("""\
+        from edge_agent.placement import Local
+        class Stay:
+            name = "stay"
+            def place(self, kind, weight, me, peers, *, run_ms):
+                return Local()
+            def accepts(self, me):
+                return False
+        """))
+    dist = tmp_path / "my_policy-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-policy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[fogmesh.policies]\nstay = my_policy:Stay\n")
+    code = "from edge_agent.policies import make_policy; print(type(make_policy('stay')).__name__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert r.stdout.strip() == "Stay", r.stderr
