@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,14 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 log = logging.getLogger(__name__)
 
 DISPATCH_CHOICES = ("auto", "shared", "claim")
+
+
+@dataclass(frozen=True)
+class _Token:
+    """Which connection a message came on, to acknowledge it there."""
+
+    client: MqttClient
+    message: Message
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -106,10 +115,20 @@ class Agent:
         if journal:
             directory = Path(state_dir) if state_dir else default_state_dir()
             self.journal = Journal(directory / f"agent-{agent_id}-{root_tag}.journal")
+        # Two connections: task intake (its session holds the tasks a rescue can
+        # take over; it acknowledges a task only once answered, so its in-flight
+        # window fills up under load), and control (presence and its will, claims,
+        # the offload inbox), which must never wait behind that window.
         self.client = MqttClient(
             broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
+            on_message=lambda m: self._on_mqtt_message(self.client, m),
+            on_connection=lambda up: self._events.put(("conn", "tasks", up)))
+        self.ctl = MqttClient(
+            broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
             will=Will(self.topics.presence(agent_id), self._offline_payload()),
-            on_message=self._on_mqtt_message, on_connection=self._on_connection)
+            on_message=lambda m: self._on_mqtt_message(self.ctl, m),
+            on_connection=lambda up: self._events.put(("conn", "ctl", up)))
+        self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
 
     # -- lifecycle -------------------------------------------------------
@@ -121,14 +140,15 @@ class Agent:
         self.pool.start()
         try:
             if wait_for_broker:
-                self.client.start(timeout=None)
-                while not self.client.wait_connected(5.0):
+                self.ctl.start(timeout=None)
+                while not self.ctl.wait_connected(5.0):
                     self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)",
-                                     self.client.url)
+                                     self.ctl.url)
             else:
-                self.client.start(timeout=timeout)
+                self.ctl.start(timeout=timeout)
+            self.client.start(timeout=max(timeout, 30.0))
             if self.requested_dispatch == "auto":
-                shared = detect_shared_subscriptions(self.client, self.topics, self._probe_seen,
+                shared = detect_shared_subscriptions(self.ctl, self.topics, self._probe_seen,
                                                      self._probe_token)
                 self.dispatch = "shared" if shared else "claim"
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
@@ -151,11 +171,11 @@ class Agent:
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
-            for topic in (self.topics.presence_filter, self.topics.claims,
+            for topic in (self.topics.presence_filter, self.topics.claims, f"{self.topics.root}/bridge/+",
                           self.topics.agent_inbox(self.agent_id),
-                          self.topics.agent_control(self.agent_id),
-                          self.topics.agent_tasks(self.agent_id)):
-                self.client.subscribe(topic, 1, timeout=timeout)
+                          self.topics.agent_control(self.agent_id)):
+                self.ctl.subscribe(topic, 1, timeout=timeout)
+            self.client.subscribe(self.topics.agent_tasks(self.agent_id), 1, timeout=timeout)
             if self.dispatch == "shared":
                 self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
             else:
@@ -163,6 +183,7 @@ class Agent:
         except BaseException:
             self.pool.stop()
             self.client.stop()
+            self.ctl.stop()
             if self.journal:
                 self.journal.close()
             raise
@@ -181,6 +202,7 @@ class Agent:
         for session in self._rescues:
             session.stop()
         self.client.stop()
+        self.ctl.stop()
         self.pool.stop()
         if self.journal:
             self.journal.close()
@@ -225,17 +247,14 @@ class Agent:
         self.stop()
 
     # -- inputs from other threads ------------------------------------------
-    def _on_mqtt_message(self, message: Message) -> None:
+    def _on_mqtt_message(self, client: MqttClient, message: Message) -> None:
         if message.topic == self.topics.probe(self._probe_token):
             self._probe_seen.set()
             return
-        self._events.put(("msg", message))
+        self._events.put(("msg", _Token(client, message)))
 
     def _on_worker_done(self, task_id: str, result: Any, error: ErrorInfo | None, run_ms: float) -> None:
         self._events.put(("done", task_id, result, error))
-
-    def _on_connection(self, up: bool) -> None:
-        self._events.put(("conn", up))
 
     # -- the dispatcher thread -------------------------------------------------
     def _loop(self) -> None:
@@ -260,16 +279,18 @@ class Agent:
             if event is not None:
                 kind = event[0]
                 if kind == "msg":
-                    msg: Message = event[1]
-                    actions = core.on_message(msg.topic, msg.payload, msg, now, dup=msg.dup)
+                    tok: _Token = event[1]
+                    msg: Message = tok.message
+                    actions = core.on_message(msg.topic, msg.payload, tok, now, dup=msg.dup)
                 elif kind == "rescued":
                     token: RescueToken = event[1]
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,
                                               holder=token.session.agent)
                 elif kind == "done":
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
-                elif kind == "conn" and event[1]:
-                    self._presence_sent_at = -1e9   # re-announce after every reconnect
+                elif kind == "conn" and event[2]:
+                    if event[1] == "ctl":
+                        self._presence_sent_at = -1e9   # re-announce after every reconnect
                 elif kind == "conn":
                     actions = core.on_disconnect(now)
                 elif kind == "drain" and not self._drain_requested:
@@ -305,12 +326,13 @@ class Agent:
         while todo:
             action = todo.popleft()
             if isinstance(action, Publish):
-                self.client.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
+                via = self.ctl if action.topic.startswith(self._ctl_prefixes) else self.client
+                via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)
-                elif action.token is not None:   # None: a task restored from the journal
-                    self.client.ack(action.token)
+                elif isinstance(action.token, _Token):   # None: restored from the journal
+                    action.token.client.ack(action.token.message)
             elif isinstance(action, Remember):
                 if self.journal:
                     self.journal.accepted(action.key, action.payload)
@@ -362,6 +384,6 @@ class Agent:
         self._send_presence(self._presence(now, state), now)
 
     def _send_presence(self, p: Presence, now: float) -> None:
-        self.client.publish(self.topics.presence(self.agent_id), p.encode(), qos=1, retain=True)
+        self.ctl.publish(self.topics.presence(self.agent_id), p.encode(), qos=1, retain=True)
         self._last_presence = p
         self._presence_sent_at = now

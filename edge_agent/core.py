@@ -34,7 +34,7 @@ from edge_agent.offload import Result
 from edge_agent.failover import FailoverMixin
 from edge_agent.offloading import OffloadingMixin
 from edge_agent.peers import PeerRegistry
-from edge_agent.placement import LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
+from edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
@@ -61,6 +61,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         me = config.agent_id
         t = config.topics
         self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
+        self._bridge_prefix = f"{t.root}/bridge/"
         self._entries: dict[str, Entry] = {}
         self._queue: deque[str] = deque()
         self._running = 0
@@ -77,6 +78,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
         self._handled_deaths: set[tuple[str, float]] = set()
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
+        self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
 
     # -- views ---------------------------------------------------------------
     @property
@@ -124,6 +126,8 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         agent = t.agent_of_presence(topic)
         if agent is not None:
             return [Ack(token)] + self._on_presence(agent, payload, now)
+        if topic.startswith(self._bridge_prefix):
+            return [Ack(token)] + self._on_bridge(payload, now)
         if topic == self._control:
             return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]
@@ -242,12 +246,15 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         entry.state = "placing"
         if entry.origin is None:
             weight = entry.task.weight or entry.kind.weight
+            bridge = self._cloud_for(entry.task.kind, now, exclude=entry.tried)
             decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
                                   me=self.self_state(), peers=self._peer_views(now),
                                   run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
-                                  exclude=frozenset(entry.tried))
+                                  exclude=frozenset(entry.tried), cloud=bridge is not None)
             if isinstance(decision, Offload):
                 return self._remember(entry) + self._offer(entry, decision.peer, now)
+            if isinstance(decision, Cloud) and bridge is not None:
+                return self._remember(entry) + self._offer(entry, bridge, now)
         if entry.kind.inline and not self._queue:
             return self._start(entry, now)   # answered within this step: nothing to journal
         if len(self._queue) + self._running >= self.config.concurrency + self.config.max_queue:
@@ -385,6 +392,35 @@ class AgentCore(OffloadingMixin, FailoverMixin):
                     and (presence.state == "offline" or not entry.offer.accepted):
                 actions += self._replace(entry, now)
         return actions
+
+    def _on_bridge(self, payload: bytes, now: float) -> list[Action]:
+        """A cloud bridge's health: it takes heavy tasks while online."""
+        try:
+            d = codec.decode(payload) if payload else None
+        except InvalidMessage:
+            return []
+        if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
+            return []
+        bridge = d["agent"]
+        if d.get("state") == "online":
+            kinds = tuple(k for k in d.get("kinds", ()) if isinstance(k, str))
+            self._bridges[bridge] = (kinds, now)
+            self._dead.pop(bridge, None)
+            return []
+        if bridge in self._bridges and bridge not in self._dead:
+            self._dead[bridge] = (now, float(d.get("ts") or 0.0))   # re-placed after the grace
+        self._bridges.pop(bridge, None)
+        return []
+
+    def _cloud_for(self, kind: str, now: float, *, exclude: set[str]) -> str | None:
+        for bridge, (kinds, seen) in sorted(self._bridges.items()):
+            fresh = max(10.0, self.config.presence_stale_s)   # its last will says when it is gone
+            if kind in kinds and bridge not in exclude and now - seen <= fresh:
+                return bridge
+        return None
+
+    def is_bridge(self, agent: str) -> bool:
+        return agent in self._bridges or agent.startswith("bridge-")
 
     def _on_control(self, payload: bytes) -> list[Action]:
         try:

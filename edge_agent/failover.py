@@ -24,6 +24,11 @@ class FailoverMixin:
             if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
                 continue
             self._handled_deaths.add((agent, will_ts))
+            if self.is_bridge(agent):        # a bridge stayed down: its tasks go back to the fog
+                for entry in list(self._entries.values()):
+                    if entry.state == "offered" and entry.offer and entry.offer.peer == agent:
+                        actions += self._replace(entry, now)
+                continue
             actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
             if self.accepting and not self.draining and self._winners.get(rkey, now) is None:

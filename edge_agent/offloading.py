@@ -67,7 +67,8 @@ class OffloadingMixin:
         entry.offer = OfferState(peer, offer_id, now)
         self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
         entry.state = "offered"
-        entry.timeout_at = now + self.config.offer_lease_s
+        # A bridge commits each offer to disk before it accepts: give it longer.
+        entry.timeout_at = now + self.config.offer_lease_s * (5 if self.is_bridge(peer) else 1)
         self.counters.offers_sent += 1
         lease_ms = int(1000 * self.config.offer_lease_s)
         return [Publish(self.config.topics.agent_inbox(peer),
@@ -105,7 +106,8 @@ class OffloadingMixin:
                 assert entry.kind is not None
                 entry.offer.accepted = True
                 self.counters.offers_accepted += 1
-                entry.timeout_at = now + entry.kind.timeout_s + self.config.offer_lease_s
+                hold = self.config.cloud_lease_s if self.is_bridge(msg.agent) else entry.kind.timeout_s
+                entry.timeout_at = now + hold + self.config.offer_lease_s
                 return []
             self.counters.offers_rejected += 1
             if msg.reason == "busy":    # until its next presence, or 200 ms
@@ -158,7 +160,8 @@ class OffloadingMixin:
         elif entry.state == "queued":
             self._queue.remove(entry.key)
         r = msg.reply
-        reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier="fog",
+        tier = "cloud" if self.is_bridge(msg.agent) else "fog"
+        reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier=tier,
                       result=r.result, error=r.error,
                       ms=Timing(queue=r.ms.queue, run=r.ms.run, total=1000 * (now - entry.received)))
         if r.status == "ok":

@@ -151,11 +151,40 @@ def build_parser() -> argparse.ArgumentParser:
     _root_arg(p)
     _log_arg(p)
 
-    for name, what in (("bridge", "link the edge broker to a cloud broker (store-and-forward)"),
-                       ("cloud-worker", "run heavy kinds in the cloud behind a shared subscription")):
-        p = sub.add_parser(name, help=f"{what} [not in this release yet]",
-                           description=f"{what}. Not in this release yet: see the cloud bridge issue.")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p = sub.add_parser("bridge", help="link the site's edge broker to a cloud broker (store-and-forward)",
+                       description="Take heavy tasks from the fog agents (as peer bridge-SITE), commit "
+                                   "them to an on-disk outbox, forward them to the cloud broker, and "
+                                   "bring results and actuation commands back. While the uplink is "
+                                   "down the outbox fills (bounded) and is replayed in order.")
+    p.add_argument("--site", required=True, help="site name, unique per edge broker (e.g. farm-3)")
+    p.add_argument("--edge", default=DEFAULT_BROKER, help=f"edge broker URL (default: {DEFAULT_BROKER})")
+    p.add_argument("--cloud", required=True, help="cloud broker URL, e.g. mqtts://user@cloud.example:8883")
+    _root_arg(p)
+    p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
+    p.add_argument("--store", help="outbox file (default: $FOGMESH_STATE_DIR/bridge-SITE.db)")
+    p.add_argument("--max-backlog", type=int, default=100_000, help="tasks the outbox may hold (default: 100000)")
+    p.add_argument("--max-backlog-bytes", type=int, default=256 * 1024 * 1024,
+                   help="payload bytes the outbox may hold (default: 256 MiB)")
+    p.add_argument("--fallback", choices=["fog", "error"], default="fog",
+                   help="when the outbox is full or a deadline cannot be met: give the task back to "
+                        "the fog (default) or answer it with an error")
+    p.add_argument("--kinds", default="sha256,sleep,echo,stats,sum",
+                   help="kinds the cloud workers run (default: sha256,sleep,echo,stats,sum)")
+    p.add_argument("--aggregate", action="append", default=[], metavar="PATTERN=SECONDS",
+                   help="uplink sensor readings on PATTERN as SECONDS-long mean/min/max windows; "
+                        "repeatable (e.g. 'fog/v1/sensors/+/temperature=60')")
+    _log_arg(p)
+
+    p = sub.add_parser("cloud-worker", help="run tasks in the cloud behind a shared subscription",
+                       description="A worker on the cloud broker: takes tasks forwarded by site "
+                                   "bridges from {cloud-root}/tasks (shared with every other cloud "
+                                   "worker through $share), runs them with the same kinds as agents, "
+                                   "replies to the bridge. Start as many as the load needs.")
+    p.add_argument("--cloud", required=True, help="cloud broker URL")
+    p.add_argument("--id", default=None, help="worker id (default: cloud-<host>-<pid>)")
+    p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
+    p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
+    _log_arg(p)
 
     p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
                        description="Benchmarks. Each prints a table; --json prints the same figures.")
@@ -304,10 +333,50 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_demo(agents=args.agents, tasks=args.tasks, port=args.port, root=args.root)
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    print(f"fogmesh {args.command}: not in this release yet (tracked in the cloud bridge issue). "
-          "Heavy tasks currently run on fog agents.", file=sys.stderr)
-    return 2
+def _aggregate_rule(text: str) -> tuple[str, float]:
+    pattern, sep, seconds = text.rpartition("=")
+    if not sep or not pattern:
+        raise ValueError(f"--aggregate expects PATTERN=SECONDS, got {text!r}")
+    return pattern, float(seconds)
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from cloud_bridge.bridge import Bridge
+    from edge_agent.journal import default_state_dir
+    _setup_logging(args.log_level)
+    try:
+        rules = tuple(_aggregate_rule(a) for a in args.aggregate)
+    except ValueError as exc:
+        print(f"fogmesh bridge: {exc}", file=sys.stderr)
+        return 2
+    store = args.store or str(default_state_dir() / f"bridge-{args.site}.db")
+    bridge = Bridge(site=args.site, edge=args.edge, cloud=args.cloud, root=args.root,
+                    cloud_root=args.cloud_root, store_path=store, max_rows=args.max_backlog,
+                    max_bytes=args.max_backlog_bytes, fallback=args.fallback,
+                    kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), aggregate=rules)
+    bridge.start()
+    try:
+        _wait_for_signal()
+    finally:
+        bridge.stop()
+    return 0
+
+
+def cmd_cloud_worker(args: argparse.Namespace) -> int:
+    import os
+    import socket
+    from edge_agent.agent import Agent
+    from edge_agent.placement import LocalPolicy
+    _setup_logging(args.log_level)
+    worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    agent = Agent(worker_id, args.cloud, root=args.cloud_root, concurrency=args.concurrency,
+                  dispatch="auto", policy=LocalPolicy())
+    agent.start(wait_for_broker=True)
+    try:
+        _wait_for_signal(agent.wait)
+    finally:
+        agent.stop()
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -321,7 +390,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
-            "bridge": cmd_not_yet, "cloud-worker": cmd_not_yet, "bench": cmd_bench}
+            "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

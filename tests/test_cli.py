@@ -105,9 +105,10 @@ def test_a_user_kind_from_an_entry_point_runs_without_touching_fogmesh(tmp_path,
         agent.wait(15)
 
 
-def test_not_yet_built_commands_say_so():
-    r = run("bridge")
-    assert r.returncode == 2 and "not in this release yet" in r.stderr
+def test_bridge_requires_a_site_and_a_cloud(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["bridge"])
+    assert exit_.value.code == 2 and "--site" in capsys.readouterr().err
 
 
 def test_up_exits_cleanly_on_ctrl_c():

@@ -1,0 +1,308 @@
+"""The cloud bridge: heavy tasks from the fog up to a cloud broker, results and
+actuation commands down, store-and-forward in between.
+
+To the fog it is one more peer, ``bridge-{site}``: agents see its health on
+``{root}/bridge/{site}`` and offer it heavy tasks through the offload protocol
+(its inbox ``{root}/agents/bridge-{site}/inbox``). It commits a task to its
+outbox before accepting it, forwards it to ``{cloud_root}/tasks`` on the cloud
+broker (where cloud workers share it through a shared subscription), and
+sends the cloud's reply back to the origin agent, which answers the device
+(``tier: "cloud"``). While the uplink is down the outbox fills (bounded) and
+is replayed in order when it returns. Full outbox, or a deadline the outage
+makes impossible: the task goes back to the fog (``--fallback fog``, a reject)
+or gets a clear error reply (``--fallback error``). Never a silent drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from cloud_bridge.aggregate import Aggregator
+from cloud_bridge.store import Outbox, StoreFull
+from edge_agent.offload import Answer, Offer, Result, decode_inbox
+from fogmesh import codec
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import Reply, Task, Timing
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+
+log = logging.getLogger(__name__)
+DEFAULT_CLOUD_ROOT = "fogmesh/v1"
+
+
+class _BridgeLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[bridge {self.extra['site']}] {msg}", kwargs  # type: ignore[index]
+
+
+class Bridge:
+    def __init__(self, *, site: str, edge: BrokerUrl | str, cloud: BrokerUrl | str,
+                 root: str = DEFAULT_ROOT, cloud_root: str = DEFAULT_CLOUD_ROOT,
+                 store_path: str | Path, max_rows: int = 100_000, max_bytes: int = 256 * 1024 * 1024,
+                 fallback: str = "fog", kinds: tuple[str, ...] = ("sha256", "sleep", "echo", "stats", "sum"),
+                 aggregate: tuple[tuple[str, float], ...] = (), health_period: float = 2.0,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        validate_segment(site, what="site")
+        if fallback not in ("fog", "error"):
+            raise ValueError("fallback must be 'fog' or 'error'")
+        self.site = site
+        self.agent_id = f"bridge-{site}"
+        self.topics = Topics(root)
+        self.cloud_topics = Topics(cloud_root)
+        self.fallback = fallback
+        self.kinds = tuple(sorted(kinds))
+        self.health_period = health_period
+        self.now = wall_clock
+        self.log = _BridgeLog(log, {"site": site})
+        self.outbox = Outbox(store_path, max_rows=max_rows, max_bytes=max_bytes)
+        self.aggregator = Aggregator(tuple(aggregate))
+        self.results_topic = f"{cloud_root}/sites/{site}/results"
+        self.down_prefix = f"{cloud_root}/sites/{site}/down/"
+        self.health_topic = f"{root}/bridge/{site}"
+        self.counters = {"accepted": 0, "rejected": 0, "fallback_errors": 0, "forwarded": 0,
+                         "results": 0, "duplicate_results": 0, "commands_down": 0}
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._inflight: dict[str, Any] = {}          # key -> paho MQTTMessageInfo (sent, not PUBACKed)
+        self._link_up = False
+        self._health_at = -1e9
+        self._deadlines_at = -1e9
+        self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
+        will = codec.encode({"site": site, "agent": self.agent_id, "state": "offline", "link": "down",
+                             "ts": round(self.now(), 3), "kinds": list(self.kinds)})
+        self.edge = MqttClient(edge, client_id=f"fb-{site}-{tag}", clean_session=False, manual_ack=True,
+                               will=Will(self.health_topic, will), on_message=self._on_edge)
+        self.cloud = MqttClient(cloud, client_id=f"fbc-{site}-{tag}", clean_session=False, manual_ack=True,
+                                on_message=self._on_cloud, on_connection=self._on_cloud_link)
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self, *, timeout: float = 10.0) -> Bridge:
+        self.edge.start(timeout=timeout)
+        self.edge.subscribe(self.topics.agent_inbox(self.agent_id), 1, timeout=timeout)
+        for pattern, _ in self.aggregator.rules:
+            self.edge.subscribe(pattern, 0, timeout=timeout)
+        self.cloud.start(timeout=None)     # the uplink may be down: buffer until it is up
+        self.cloud.subscribe(self.results_topic, 1, timeout=None)
+        self.cloud.subscribe(self.down_prefix + "#", 1, timeout=None)
+        self._thread = threading.Thread(target=self._loop, name=f"bridge-{self.site}", daemon=True)
+        self._thread.start()
+        self.log.info("up: edge %s root %s, cloud %s root %s, backlog %d", self.edge.url,
+                      self.topics.root, self.cloud.url, self.cloud_topics.root, self.outbox.rows)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        self._publish_health(state="offline")
+        self.edge.stop()
+        self.cloud.stop()
+        self.outbox.close()
+
+    # -- inputs (network threads) ------------------------------------------------
+    def _on_edge(self, m: Message) -> None:
+        self._events.put(("edge", m))
+
+    def _on_cloud(self, m: Message) -> None:
+        self._events.put(("cloud", m))
+
+    def _on_cloud_link(self, up: bool) -> None:
+        self._events.put(("link", up))
+
+    # -- the dispatcher thread ---------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                event = self._events.get(timeout=0.05)
+            except queue.Empty:
+                event = None
+            try:
+                if event is not None:
+                    kind = event[0]
+                    if kind == "edge":
+                        self._edge_message(event[1])
+                    elif kind == "cloud":
+                        self._cloud_message(event[1])
+                    elif kind == "link":
+                        self._link(event[1])
+                self._tick()
+            except Exception:       # one bad message must not stop the bridge
+                self.log.exception("error while handling %s", event[0] if event else "tick")
+
+    def _link(self, up: bool) -> None:
+        self._link_up = up
+        self.log.info("uplink %s; backlog %d task(s)", "up" if up else "down", self.outbox.rows)
+        if up:
+            self._inflight.clear()              # unacknowledged sends are replayed below
+            self._backlogged = True
+            self._replay()
+        self._health_at = -1e9
+
+    def _replay(self, limit: int = 1000) -> None:
+        """Send queued tasks in order; the rest follow as PUBACKs come back.
+        Reads the outbox only while some task in it has not been sent."""
+        budget = limit - len(self._inflight)
+        if not self._backlogged or budget < limit // 2 or not self._link_up:
+            return
+        rows = self.outbox.queued(limit=budget + len(self._inflight))
+        sent_all = True
+        for row in rows:
+            if row.task_id in self._inflight:
+                continue
+            if budget <= 0:
+                sent_all = False
+                break
+            self._send(row.task_id, row.payload)
+            budget -= 1
+        if sent_all and len(rows) < limit:
+            self._backlogged = False
+
+    def _send(self, key: str, payload: bytes) -> None:
+        info = self.cloud.publish(self.cloud_topics.tasks, payload, qos=1)
+        self._inflight[key] = info
+        self.counters["forwarded"] += 1
+
+    def _tick(self) -> None:
+        acked = [k for k, info in self._inflight.items() if info.is_published()]
+        if acked:
+            self.outbox.mark_sent(acked)
+            for k in acked:
+                del self._inflight[k]
+            self._replay()
+        now = self.now()
+        for summary in self.aggregator.flush(now):
+            self._uplink_summary(summary)
+        if not self._link_up and now - self._deadlines_at >= 0.5:
+            self._deadlines_at = now
+            self._expire_deadlines(now)
+        if now - self._health_at >= self.health_period:
+            self._publish_health()
+
+    # -- fog side: offers ------------------------------------------------------------
+    def _edge_message(self, m: Message) -> None:
+        if m.topic == self.topics.agent_inbox(self.agent_id):
+            try:
+                msg = decode_inbox(m.payload)
+            except InvalidMessage:
+                msg = None
+            if isinstance(msg, Offer):
+                self._on_offer(msg)
+            self.edge.ack(m)
+            return
+        try:
+            value = codec.decode(m.payload)
+        except InvalidMessage:
+            value = None
+        for summary in self.aggregator.add(m.topic, value, len(m.payload), self.now()):
+            self._uplink_summary(summary)
+        self.edge.ack(m)
+
+    def _on_offer(self, offer: Offer) -> None:
+        task = offer.task
+        inbox = self.topics.agent_inbox(offer.origin)
+        key = f"{offer.origin}/{task.id}"
+        reason = ""
+        if task.kind not in self.kinds:
+            reason = "unknown_kind"
+        elif task.deadline_ms is not None and not self._link_up:
+            reason = "deadline"          # the uplink is down: a deadline cannot be promised
+        if not reason:
+            now = self.now()
+            cloud_task = Task(id=f"{self.site}/{key}", kind=task.kind, args=task.args,
+                              reply_to=self.results_topic, weight=task.weight,
+                              deadline_ms=task.deadline_ms, device=task.device)
+            deadline = now + task.deadline_ms / 1000 if task.deadline_ms else None
+            try:
+                fresh = self.outbox.add(task_id=key, origin=offer.origin, offer=offer.offer,
+                                        payload=cloud_task.encode(), created=now, deadline=deadline)
+            except StoreFull as exc:
+                reason = "busy"
+                self.log.warning("%s; task %s goes back to the fog", exc, task.id)
+            else:
+                self.edge.publish(inbox, Answer("accept", offer.offer, task.id, self.agent_id).encode())
+                if fresh:
+                    self.counters["accepted"] += 1
+                    if self._link_up and len(self._inflight) < 1000 and not self._backlogged:
+                        self._send(key, cloud_task.encode())
+                    else:
+                        self._backlogged = True
+                return
+        self._give_back(offer.origin, offer.offer, task.id, reason)
+
+    def _give_back(self, origin: str, offer: str, task_id: str, reason: str) -> None:
+        """Fallback: back to the fog (a reject, the origin re-places it) or an error reply."""
+        inbox = self.topics.agent_inbox(origin)
+        if self.fallback == "fog" or reason == "unknown_kind":
+            self.counters["rejected"] += 1
+            self.edge.publish(inbox, Answer("reject", offer, task_id, self.agent_id, reason).encode())
+            return
+        self.counters["fallback_errors"] += 1
+        code = {"busy": "busy", "deadline": "deadline_exceeded"}.get(reason, "busy")
+        message = {"busy": "the cloud bridge's backlog is full; retry later",
+                   "deadline": "the uplink to the cloud is down and the task's deadline cannot be met"
+                   }.get(reason, reason)
+        reply = Reply.failed(task_id, code, message, worker=self.agent_id, tier="cloud")
+        self.edge.publish(inbox, Result(offer, task_id, self.agent_id, reply).encode())
+
+    def _expire_deadlines(self, now: float) -> None:
+        for row in self.outbox.queued(limit=10_000):
+            if row.deadline is not None and now >= row.deadline:
+                self.outbox.remove(row.task_id)
+                self._give_back(row.origin, row.offer, row.task_id.split("/", 1)[1], "deadline")
+
+    # -- cloud side: results and commands ----------------------------------------------
+    def _cloud_message(self, m: Message) -> None:
+        if m.topic == self.results_topic:
+            try:
+                reply = Reply.decode(m.payload)
+            except InvalidMessage:
+                reply = None
+            if reply is not None and reply.id and reply.id.startswith(self.site + "/"):
+                key = reply.id[len(self.site) + 1:]
+                row = self.outbox.remove(key)
+                self._inflight.pop(key, None)
+                if row is None:
+                    self.counters["duplicate_results"] += 1
+                else:
+                    task_id = key.split("/", 1)[1]
+                    back = Reply(id=task_id, status=reply.status, worker=reply.worker, tier="cloud",
+                                 result=reply.result, error=reply.error,
+                                 ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))
+                    self.edge.publish(self.topics.agent_inbox(row.origin),
+                                      Result(row.offer, task_id, self.agent_id, back).encode())
+                    self.counters["results"] += 1
+        elif m.topic.startswith(self.down_prefix):
+            rest = m.topic[len(self.down_prefix):]
+            if rest:
+                self.edge.publish(f"{self.topics.root}/{rest}", m.payload, qos=1)
+                self.counters["commands_down"] += 1
+        self.cloud.ack(m)
+
+    def _uplink_summary(self, summary: dict[str, Any]) -> None:
+        payload = codec.encode(summary)
+        rel = summary["topic"][len(self.topics.root) + 1:] if summary["topic"].startswith(
+            self.topics.root + "/") else summary["topic"]
+        self.cloud.publish(f"{self.cloud_topics.root}/sites/{self.site}/{rel}", payload, qos=1)
+        self.aggregator.sent(len(payload))
+
+    # -- health ------------------------------------------------------------------------
+    def health(self, state: str = "online") -> dict[str, Any]:
+        oldest = self.outbox.oldest_created()
+        return {"site": self.site, "agent": self.agent_id, "state": state,
+                "link": "up" if self._link_up else "down", "backlog": self.outbox.rows,
+                "backlog_bytes": self.outbox.bytes,
+                "oldest_age_s": round(self.now() - oldest, 3) if oldest else 0.0,
+                "kinds": list(self.kinds), "ts": round(self.now(), 3),
+                "bytes_in": self.aggregator.bytes_in, "bytes_up": self.aggregator.bytes_up}
+
+    def _publish_health(self, state: str = "online") -> None:
+        self.edge.publish(self.health_topic, codec.encode(self.health(state)), qos=1, retain=True)
+        self._health_at = self.now()

@@ -1,0 +1,116 @@
+"""The bridge's store-and-forward outbox: SQLite in WAL mode, bounded.
+
+Why SQLite: one file, crash-safe commits, ordered replay by an integer key, and
+it ships with Python. A task is committed here *before* the bridge accepts it
+from the fog, so a bridge killed at any point loses nothing it acknowledged.
+Rows move queued -> sent (the cloud broker PUBACKed it) -> deleted (its result
+went back to the fog). Bounded by rows and by payload bytes, so an outage fills
+a known amount of disk, never the whole card; when full, the bridge refuses new
+work and the fog runs it instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id  TEXT NOT NULL UNIQUE,
+    origin   TEXT NOT NULL,
+    offer    TEXT NOT NULL,
+    payload  BLOB NOT NULL,
+    created  REAL NOT NULL,
+    deadline REAL,
+    state    TEXT NOT NULL DEFAULT 'queued'
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    task_id: str
+    origin: str
+    offer: str
+    payload: bytes
+    created: float
+    deadline: float | None
+    state: str
+
+
+class StoreFull(Exception):
+    """The outbox is at its row or byte bound."""
+
+
+class Outbox:
+    def __init__(self, path: str | Path, *, max_rows: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable across a process crash
+        self.db.executescript(SCHEMA)
+        self._rows, self._bytes = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def add(self, *, task_id: str, origin: str, offer: str, payload: bytes, created: float,
+            deadline: float | None) -> bool:
+        """Commit a task; False if it is already here (a repeated offer)."""
+        if self._rows >= self.max_rows or self._bytes + len(payload) > self.max_bytes:
+            raise StoreFull(f"outbox holds {self._rows} tasks / {self._bytes} bytes "
+                            f"(limits {self.max_rows} / {self.max_bytes})")
+        try:
+            self.db.execute("INSERT INTO outbox(task_id, origin, offer, payload, created, deadline) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (task_id, origin, offer, payload, created, deadline))
+        except sqlite3.IntegrityError:
+            return False
+        self._rows += 1
+        self._bytes += len(payload)
+        return True
+
+    def queued(self, limit: int = 500) -> list[Row]:
+        """The oldest tasks not yet acknowledged by the cloud, in arrival order."""
+        cur = self.db.execute("SELECT seq, task_id, origin, offer, payload, created, deadline, state "
+                              "FROM outbox WHERE state = 'queued' ORDER BY seq LIMIT ?", (limit,))
+        return [Row(*r) for r in cur.fetchall()]
+
+    def get(self, task_id: str) -> Row | None:
+        r = self.db.execute("SELECT seq, task_id, origin, offer, payload, created, deadline, state "
+                            "FROM outbox WHERE task_id = ?", (task_id,)).fetchone()
+        return Row(*r) if r else None
+
+    def mark_sent(self, task_ids: list[str]) -> None:
+        if task_ids:
+            self.db.executemany("UPDATE outbox SET state = 'sent' WHERE task_id = ?", [(t,) for t in task_ids])
+
+    def remove(self, task_id: str) -> Row | None:
+        row = self.get(task_id)
+        if row is not None:
+            self.db.execute("DELETE FROM outbox WHERE task_id = ?", (task_id,))
+            self._rows -= 1
+            self._bytes -= len(row.payload)
+        return row
+
+    def oldest_created(self) -> float | None:
+        r = self.db.execute("SELECT MIN(created) FROM outbox").fetchone()
+        return r[0] if r else None
+
+    def queued_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'queued'").fetchone()[0])

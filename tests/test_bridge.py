@@ -1,0 +1,161 @@
+"""Tier 3: the cloud bridge between two real mosquitto brokers (edge and cloud)."""
+
+import time
+
+import orjson
+import pytest
+
+from broker.mosquitto import Mosquitto
+from cloud_bridge.bridge import Bridge
+from devices.client import FogClient
+from edge_agent.agent import Agent
+from edge_agent.placement import LocalPolicy
+from fogmesh.mqtt import MqttClient
+
+HEAVY = {"data": "frame", "rounds": 200}
+
+
+@pytest.fixture
+def edge(tmp_path):
+    m = Mosquitto(workdir=tmp_path / "edge").start()
+    yield m
+    m.cleanup()
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    m = Mosquitto(workdir=tmp_path / "cloud").start()
+    yield m
+    m.cleanup()
+
+
+@pytest.fixture
+def stack(edge, cloud, root, tmp_path, agents):
+    """An edge agent, a bridge, and a helper to add cloud workers."""
+    cloud_root = f"cloud/{root.rsplit('/', 1)[1]}"
+    started = []
+
+    def bridge(**options):
+        b = Bridge(site="farm", edge=edge.url, cloud=cloud.url, root=root, cloud_root=cloud_root,
+                   store_path=tmp_path / "outbox.db", health_period=0.3, **options).start()
+        started.append(b)
+        return b
+
+    def worker(worker_id):
+        return agents(worker_id, cloud.url, cloud_root, policy=LocalPolicy())
+
+    agent = agents("edge-1", edge.url, root, presence_period=0.3)
+    yield agent, bridge, worker
+    for b in started:
+        b.stop()
+
+
+def wait_until(predicate, timeout=15, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sees_bridge(agent):
+    return lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None
+
+
+def test_a_heavy_task_goes_to_the_cloud_and_its_answer_comes_back(edge, root, stack):
+    agent, bridge, worker = stack
+    bridge()
+    worker("w1")
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    with FogClient(edge.url, root=root) as client:
+        r = client.submit("sha256", HEAVY, weight="heavy", timeout=20)
+    assert r.ok and r.tier == "cloud" and r.worker == "w1"
+
+
+def test_two_cloud_workers_share_400_tasks_each_once(edge, root, stack):
+    agent, bridge, worker = stack
+    bridge()
+    worker("w1"), worker("w2")
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    with FogClient(edge.url, root=root) as client:
+        futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(400)]
+        results = [f.result(timeout=60) for f in futures]
+        time.sleep(0.5)
+        assert client.duplicates == 0
+    import collections
+    assert all(r.ok and r.tier == "cloud" for r in results), (collections.Counter(
+        (r.tier, r.worker, r.error) for r in results), agent.core.counters)
+    workers = {r.worker for r in results}
+    assert workers == {"w1", "w2"}
+
+
+def test_300_tasks_wait_out_a_cloud_outage_and_none_is_doubled(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    b = bridge()
+    worker("w1")
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    cloud.stop()
+    wait_until(lambda: not b._link_up, what="the bridge to see the outage")
+    with FogClient(edge.url, root=root) as client:
+        futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(300)]
+        # the agent holds as many as the edge broker's in-flight window lets it
+        # (it acknowledges a task only once answered); the rest wait at the broker
+        wait_until(lambda: b.outbox.rows >= 50, what="tasks in the outbox")
+        time.sleep(0.5)
+        assert not any(f.done() for f in futures)
+        cloud.start()
+        results = [f.result(timeout=60) for f in futures]
+        time.sleep(0.5)
+        assert client.duplicates == 0
+    assert len({r.reply.id for r in results}) == 300 and all(r.tier == "cloud" for r in results)
+    assert b.outbox.rows == 0
+
+
+def test_a_full_outbox_gives_tasks_back_to_the_fog(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    b = bridge(max_rows=5)
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    cloud.stop()
+    wait_until(lambda: not b._link_up, what="the outage")
+    with FogClient(edge.url, root=root) as client:
+        futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(20)]
+        fog = [f.result(timeout=30) for f in futures[5:]]
+    assert {r.tier for r in fog} == {"local"} and b.outbox.rows == 5
+
+
+def test_with_fallback_error_a_full_outbox_answers_busy(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    b = bridge(max_rows=2, fallback="error")
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    cloud.stop()
+    wait_until(lambda: not b._link_up, what="the outage")
+    with FogClient(edge.url, root=root) as client:
+        futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(5)]
+        errors = [f.result(timeout=30) for f in futures[2:]]
+    assert {(r.reply.status, r.error.code, r.tier) for r in errors} == {("error", "busy", "cloud")}
+
+
+def test_a_deadline_the_outage_cannot_meet_runs_in_the_fog(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    b = bridge()
+    wait_until(sees_bridge(agent), what="the bridge's health")
+    cloud.stop()
+    wait_until(lambda: not b._link_up, what="the outage")
+    with FogClient(edge.url, root=root) as client:
+        r = client.submit("sha256", HEAVY, weight="heavy", deadline_ms=5000, timeout=20)
+    assert r.ok and r.tier == "local"
+
+
+def test_bridge_health_is_retained_and_says_link_and_backlog(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    b = bridge()
+    seen = []
+    watcher = MqttClient(edge.url, on_message=lambda m: seen.append(orjson.loads(m.payload)))
+    watcher.start()
+    watcher.subscribe(f"{root}/bridge/farm")
+    wait_until(lambda: seen and seen[-1]["link"] == "up", what="link up")
+    cloud.stop()
+    wait_until(lambda: seen[-1]["link"] == "down", what="link down")
+    assert {"site", "state", "link", "backlog", "oldest_age_s"} <= set(seen[-1])
+    watcher.stop()
