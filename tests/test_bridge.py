@@ -159,3 +159,86 @@ def test_bridge_health_is_retained_and_says_link_and_backlog(edge, cloud, root, 
     wait_until(lambda: seen[-1]["link"] == "down", what="link down")
     assert {"site", "state", "link", "backlog", "oldest_age_s"} <= set(seen[-1])
     watcher.stop()
+
+
+def test_sensor_readings_go_up_as_window_summaries_with_fewer_bytes(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    cloud_root = f"cloud/{root.rsplit('/', 1)[1]}"
+    b = bridge(aggregate=((f"{root}/sensors/+/temperature", 1.0),))
+    summaries = []
+    up = MqttClient(cloud.url, on_message=lambda m: summaries.append(orjson.loads(m.payload)))
+    up.start()
+    up.subscribe(f"{cloud_root}/sites/farm/sensors/#")
+    pub = MqttClient(edge.url)
+    pub.start()
+    values = [20.0 + (i % 5) for i in range(50)]
+    for v in values:
+        pub.publish(f"{root}/sensors/pi-1/temperature", orjson.dumps({"value": v, "unit": "C"}))
+    wait_until(lambda: summaries, timeout=10, what="a summary upstream")
+    s = summaries[0]
+    assert s["count"] == 50 and s["mean"] == pytest.approx(sum(values) / 50)
+    assert (s["min"], s["max"]) == (20.0, 24.0)
+    assert b.aggregator.bytes_in > 5 * b.aggregator.bytes_up > 0      # 50 readings, one summary
+    pub.stop()
+    up.stop()
+
+
+def test_actuation_commands_come_down_from_the_cloud(edge, cloud, root, stack):
+    agent, bridge, worker = stack
+    cloud_root = f"cloud/{root.rsplit('/', 1)[1]}"
+    bridge()
+    got = []
+    listener = MqttClient(edge.url, on_message=lambda m: got.append((m.topic, m.payload)))
+    listener.start()
+    listener.subscribe(f"{root}/actuators/#")
+    sender = MqttClient(cloud.url)
+    sender.start()
+    wait_until(lambda: sender.connected.is_set())
+    time.sleep(0.3)
+    sender.publish(f"{cloud_root}/sites/farm/down/actuators/gate-1/relay/set", b'{"value": "on"}')
+    wait_until(lambda: got, what="the command at the edge")
+    assert got == [(f"{root}/actuators/gate-1/relay/set", b'{"value": "on"}')]
+    listener.stop()
+    sender.stop()
+
+
+def bridge_process(edge, cloud, root, store):
+    import os
+    import subprocess
+    import sys
+    return subprocess.Popen(
+        [sys.executable, "-m", "fogmesh", "bridge", "--site", "farm", "--edge", edge.url, "--cloud",
+         cloud.url, "--root", root, "--cloud-root", f"cloud/{root.rsplit('/', 1)[1]}", "--store",
+         str(store), "--log-level", "WARNING"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.mark.timeout(120)
+def test_a_bridge_killed_mid_replay_and_restarted_still_answers_each_task_once(
+        edge, cloud, root, tmp_path, agents):
+    import signal
+    cloud_root = f"cloud/{root.rsplit('/', 1)[1]}"
+    agent = agents("edge-1", edge.url, root, presence_period=0.3)
+    agents("w1", cloud.url, cloud_root, policy=LocalPolicy())
+    proc = bridge_process(edge, cloud, root, tmp_path / "outbox.db")
+    try:
+        wait_until(sees_bridge(agent), what="the bridge's health")
+        cloud.stop()
+        time.sleep(1.0)
+        with FogClient(edge.url, root=root) as client:
+            futures = [client.send("sha256", {"data": "f", "rounds": 20000}, weight="heavy")
+                       for _ in range(300)]
+            time.sleep(2.0)
+            cloud.start()
+            wait_until(lambda: sum(f.done() for f in futures) >= 5, timeout=30, what="replay to start")
+            proc.send_signal(signal.SIGKILL)          # mid-replay
+            proc.wait()
+            done_at_kill = sum(f.done() for f in futures)
+            proc = bridge_process(edge, cloud, root, tmp_path / "outbox.db")
+            results = [f.result(timeout=90) for f in futures]
+            time.sleep(1.0)
+            assert client.duplicates == 0
+        assert done_at_kill < 300
+        assert len({r.reply.id for r in results}) == 300 and all(r.ok for r in results)
+    finally:
+        proc.kill()
+        proc.wait()
