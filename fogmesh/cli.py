@@ -211,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of policies (default: all shipped)")
     b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    b = bsub.add_parser("bridge", help="heavy-task throughput through the bridge and backlog replay",
+                        description="Heavy tasks through the cloud bridge to two cloud workers "
+                                    "(edge and cloud mosquitto), then a cloud outage with a backlog "
+                                    "that is replayed when the cloud returns.")
+    b.add_argument("--tasks", type=int, default=2000, help="tasks for the throughput run (default: 2000)")
+    b.add_argument("--backlog", type=int, default=10_000, help="backlog built during the outage (default: 10000)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     return parser
 
 
@@ -383,6 +390,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
         return rtt_main(args)
+    if args.bench == "bridge":
+        from bench.bridge import main as bridge_main
+        return bridge_main(args)
     if args.bench == "placement":
         from bench.placement import main as placement_main
         return placement_main(args)
