@@ -242,3 +242,17 @@ def test_a_bridge_killed_mid_replay_and_restarted_still_answers_each_task_once(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_queued_task_whose_deadline_passes_during_an_outage_goes_back(tmp_path):
+    b = Bridge(site="farm", edge="mqtt://127.0.0.1:1", cloud="mqtt://127.0.0.1:1", root="t/x",
+               store_path=tmp_path / "o.db", wall_clock=lambda: 100.0)
+    sent = []
+    b.edge.publish = lambda topic, payload, **kw: sent.append((topic, orjson.loads(payload)))
+    b.outbox.add(task_id="a1/t1", origin="a1", offer="a1:t1:1", payload=b"{}", created=90.0, deadline=99.0)
+    b.outbox.add(task_id="a1/t2", origin="a1", offer="a1:t2:1", payload=b"{}", created=90.0, deadline=None)
+    b._expire_deadlines(100.0)
+    assert b.outbox.rows == 1 and b.outbox.get("a1/t1") is None
+    assert sent == [("t/x/agents/a1/inbox", {"op": "reject", "offer": "a1:t1:1", "task": "t1",
+                                             "agent": "bridge-farm", "reason": "deadline"})]
+    b.outbox.close()
