@@ -73,6 +73,7 @@ class Bridge:
         self._health_at = -1e9
         self._deadlines_at = -1e9
         self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
+        self._workers: set[str] = set()                      # cloud workers online
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
@@ -91,6 +92,7 @@ class Bridge:
             self.edge.subscribe(pattern, 0, timeout=timeout)
         self.cloud.start(timeout=None)     # the uplink may be down: buffer until it is up
         self.cloud.subscribe(self.results_topic, 1, timeout=None)
+        self.cloud.subscribe(self.cloud_topics.presence_filter, 1, timeout=None)
         self.cloud.subscribe(self.down_prefix + "#", 1, timeout=None)
         self._thread = threading.Thread(target=self._loop, name=f"bridge-{self.site}", daemon=True)
         self._thread.start()
@@ -142,15 +144,18 @@ class Bridge:
         self.log.info("uplink %s; backlog %d task(s)", "up" if up else "down", self.outbox.rows)
         if up:
             self._inflight.clear()              # unacknowledged sends are replayed below
+            self.outbox.requeue_sent()
             self._backlogged = True
             self._replay()
+        else:
+            self._workers.clear()
         self._health_at = -1e9
 
     def _replay(self, limit: int = 1000) -> None:
         """Send queued tasks in order; the rest follow as PUBACKs come back.
         Reads the outbox only while some task in it has not been sent."""
         budget = limit - len(self._inflight)
-        if not self._backlogged or budget < limit // 2 or not self._link_up:
+        if not self._backlogged or budget < limit // 2 or not self._link_up or not self._workers:
             return
         rows = self.outbox.queued(limit=budget + len(self._inflight))
         sent_all = True
@@ -230,7 +235,8 @@ class Bridge:
                 self.edge.publish(inbox, Answer("accept", offer.offer, task.id, self.agent_id).encode())
                 if fresh:
                     self.counters["accepted"] += 1
-                    if self._link_up and len(self._inflight) < 1000 and not self._backlogged:
+                    if self._link_up and self._workers and len(self._inflight) < 1000 \
+                            and not self._backlogged:
                         self._send(key, cloud_task.encode())
                     else:
                         self._backlogged = True
@@ -279,6 +285,22 @@ class Bridge:
                     self.edge.publish(self.topics.agent_inbox(row.origin),
                                       Result(row.offer, task_id, self.agent_id, back).encode())
                     self.counters["results"] += 1
+        elif self.cloud_topics.agent_of_presence(m.topic) is not None:
+            worker = self.cloud_topics.agent_of_presence(m.topic)
+            try:
+                state = codec.decode(m.payload).get("state") if m.payload else None
+            except (InvalidMessage, AttributeError):
+                state = None
+            if state == "online" and worker not in self._workers:
+                # A worker (re)appeared: anything sent while none was subscribed
+                # may have been dropped by the broker; send the unanswered again.
+                self._workers.add(worker)
+                if self.outbox.requeue_sent():
+                    self._inflight.clear()
+                self._backlogged = True
+                self._replay()
+            elif state != "online":
+                self._workers.discard(worker)
         elif m.topic.startswith(self.down_prefix):
             rest = m.topic[len(self.down_prefix):]
             if rest:
@@ -300,7 +322,7 @@ class Bridge:
                 "link": "up" if self._link_up else "down", "backlog": self.outbox.rows,
                 "backlog_bytes": self.outbox.bytes,
                 "oldest_age_s": round(self.now() - oldest, 3) if oldest else 0.0,
-                "kinds": list(self.kinds), "ts": round(self.now(), 3),
+                "kinds": list(self.kinds), "ts": round(self.now(), 3), "cloud_workers": len(self._workers),
                 "bytes_in": self.aggregator.bytes_in, "bytes_up": self.aggregator.bytes_up}
 
     def _publish_health(self, state: str = "online") -> None:

@@ -100,6 +100,13 @@ class Outbox:
         if task_ids:
             self.db.executemany("UPDATE outbox SET state = 'sent' WHERE task_id = ?", [(t,) for t in task_ids])
 
+    def requeue_sent(self) -> int:
+        """Sent but unanswered tasks go out again (the cloud may have lost them:
+        a broker restart without persistence, or no worker subscribed yet).
+        Results are deduplicated, so a second copy costs work, not correctness."""
+        cur = self.db.execute("UPDATE outbox SET state = 'queued' WHERE state = 'sent'")
+        return cur.rowcount
+
     def remove(self, task_id: str) -> Row | None:
         row = self.get(task_id)
         if row is not None:
