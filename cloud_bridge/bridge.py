@@ -74,6 +74,8 @@ class Bridge:
         self._deadlines_at = -1e9
         self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
         self._workers: set[str] = set()                      # cloud workers online
+        self._forwarding: list[tuple[Any, Message, str]] = []  # results on their way to the fog
+        self._forwarding_keys: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
@@ -176,6 +178,16 @@ class Bridge:
         self.counters["forwarded"] += 1
 
     def _tick(self) -> None:
+        if self._forwarding:
+            still = []
+            for info, message, key in self._forwarding:
+                if info.is_published():
+                    self.cloud.ack(message)
+                    self.outbox.remove(key)
+                    self._forwarding_keys.discard(key)
+                else:
+                    still.append((info, message, key))
+            self._forwarding = still
         acked = [k for k, info in self._inflight.items() if info.is_published()]
         if acked:
             self.outbox.mark_sent(acked)
@@ -273,18 +285,25 @@ class Bridge:
                 reply = None
             if reply is not None and reply.id and reply.id.startswith(self.site + "/"):
                 key = reply.id[len(self.site) + 1:]
-                row = self.outbox.remove(key)
+                row = self.outbox.get(key)
                 self._inflight.pop(key, None)
-                if row is None:
+                if row is None or key in self._forwarding_keys:
                     self.counters["duplicate_results"] += 1
                 else:
                     task_id = key.split("/", 1)[1]
                     back = Reply(id=task_id, status=reply.status, worker=reply.worker, tier="cloud",
                                  result=reply.result, error=reply.error,
                                  ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))
-                    self.edge.publish(self.topics.agent_inbox(row.origin),
-                                      Result(row.offer, task_id, self.agent_id, back).encode())
+                    self.outbox.mark_answered(key)
+                    info = self.edge.publish(self.topics.agent_inbox(row.origin),
+                                             Result(row.offer, task_id, self.agent_id, back).encode())
+                    # The cloud's result is acknowledged, and the row dropped, only
+                    # once the edge broker has the result: a crash in between
+                    # makes the cloud redeliver it, never lose it.
+                    self._forwarding.append((info, m, key))
+                    self._forwarding_keys.add(key)
                     self.counters["results"] += 1
+                    return
         elif self.cloud_topics.agent_of_presence(m.topic) is not None:
             worker = self.cloud_topics.agent_of_presence(m.topic)
             try:

@@ -3,8 +3,9 @@
 Why SQLite: one file, crash-safe commits, ordered replay by an integer key, and
 it ships with Python. A task is committed here *before* the bridge accepts it
 from the fog, so a bridge killed at any point loses nothing it acknowledged.
-Rows move queued -> sent (the cloud broker PUBACKed it) -> deleted (its result
-went back to the fog). Bounded by rows and by payload bytes, so an outage fills
+Rows move queued -> sent (the cloud broker PUBACKed it) -> answered (its result
+is on its way to the fog) -> deleted (the edge broker acknowledged the result,
+and only then is the cloud's copy of the result acknowledged). Bounded by rows and by payload bytes, so an outage fills
 a known amount of disk, never the whole card; when full, the bridge refuses new
 work and the fog runs it instead.
 """
@@ -99,6 +100,9 @@ class Outbox:
     def mark_sent(self, task_ids: list[str]) -> None:
         if task_ids:
             self.db.executemany("UPDATE outbox SET state = 'sent' WHERE task_id = ?", [(t,) for t in task_ids])
+
+    def mark_answered(self, task_id: str) -> None:
+        self.db.execute("UPDATE outbox SET state = 'answered' WHERE task_id = ?", (task_id,))
 
     def requeue_sent(self) -> int:
         """Sent but unanswered tasks go out again (the cloud may have lost them:
