@@ -477,7 +477,8 @@ class AgentCore(OffloadingMixin, FailoverMixin):
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         done: list[Action] = []
-        if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None:
+        if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
+                and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
             done = [Publish(self.config.topics.claims,
                             Claim(entry.key, self.config.agent_id, op="done").encode())]
         if entry.fenced:               # hold the answer until the takeover claim is decided
