@@ -47,6 +47,7 @@ class Bridge:
                  store_path: str | Path, max_rows: int = 100_000, max_bytes: int = 256 * 1024 * 1024,
                  fallback: str = "fog", kinds: tuple[str, ...] = ("sha256", "sleep", "echo", "stats", "sum"),
                  aggregate: tuple[tuple[str, float], ...] = (), health_period: float = 2.0,
+                 resend_after_s: float = 60.0,
                  wall_clock: Callable[[], float] = time.time) -> None:
         validate_segment(site, what="site")
         if fallback not in ("fog", "error"):
@@ -58,6 +59,7 @@ class Bridge:
         self.fallback = fallback
         self.kinds = tuple(sorted(kinds))
         self.health_period = health_period
+        self.resend_after_s = resend_after_s
         self.now = wall_clock
         self.log = _BridgeLog(log, {"site": site})
         self.outbox = Outbox(store_path, max_rows=max_rows, max_bytes=max_bytes)
@@ -72,6 +74,7 @@ class Bridge:
         self._link_up = False
         self._health_at = -1e9
         self._deadlines_at = -1e9
+        self._resend_at = -1e9
         self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
         self._workers: set[str] = set()                      # cloud workers online
         self._forwarding: list[tuple[Any, Message, str]] = []  # results on their way to the fog
@@ -146,7 +149,6 @@ class Bridge:
         self.log.info("uplink %s; backlog %d task(s)", "up" if up else "down", self.outbox.rows)
         if up:
             self._inflight.clear()              # unacknowledged sends are replayed below
-            self.outbox.requeue_sent()
             self._backlogged = True
             self._replay()
         else:
@@ -190,7 +192,7 @@ class Bridge:
             self._forwarding = still
         acked = [k for k, info in self._inflight.items() if info.is_published()]
         if acked:
-            self.outbox.mark_sent(acked)
+            self.outbox.mark_sent(acked, self.now())
             for k in acked:
                 del self._inflight[k]
             self._replay()
@@ -200,6 +202,11 @@ class Bridge:
         if not self._link_up and now - self._deadlines_at >= 0.5:
             self._deadlines_at = now
             self._expire_deadlines(now)
+        if self._link_up and self._workers and now - self._resend_at >= 1.0:
+            self._resend_at = now
+            if self.outbox.requeue_stale(now - self.resend_after_s):
+                self._backlogged = True
+                self._replay()
         if now - self._health_at >= self.health_period:
             self._publish_health()
 
@@ -311,12 +318,7 @@ class Bridge:
             except (InvalidMessage, AttributeError):
                 state = None
             if state == "online" and worker not in self._workers:
-                # A worker (re)appeared: anything sent while none was subscribed
-                # may have been dropped by the broker; send the unanswered again.
                 self._workers.add(worker)
-                if self.outbox.requeue_sent():
-                    self._inflight.clear()
-                self._backlogged = True
                 self._replay()
             elif state != "online":
                 self._workers.discard(worker)

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload  BLOB NOT NULL,
     created  REAL NOT NULL,
     deadline REAL,
-    state    TEXT NOT NULL DEFAULT 'queued'
+    state    TEXT NOT NULL DEFAULT 'queued',
+    sent_at  REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, seq);
 """
@@ -97,18 +98,20 @@ class Outbox:
                             "FROM outbox WHERE task_id = ?", (task_id,)).fetchone()
         return Row(*r) if r else None
 
-    def mark_sent(self, task_ids: list[str]) -> None:
+    def mark_sent(self, task_ids: list[str], now: float) -> None:
         if task_ids:
-            self.db.executemany("UPDATE outbox SET state = 'sent' WHERE task_id = ?", [(t,) for t in task_ids])
+            self.db.executemany("UPDATE outbox SET state = 'sent', sent_at = ? WHERE task_id = ?",
+                                [(now, t) for t in task_ids])
 
     def mark_answered(self, task_id: str) -> None:
         self.db.execute("UPDATE outbox SET state = 'answered' WHERE task_id = ?", (task_id,))
 
-    def requeue_sent(self) -> int:
-        """Sent but unanswered tasks go out again (the cloud may have lost them:
-        a broker restart without persistence, or no worker subscribed yet).
-        Results are deduplicated, so a second copy costs work, not correctness."""
-        cur = self.db.execute("UPDATE outbox SET state = 'queued' WHERE state = 'sent'")
+    def requeue_stale(self, before: float) -> int:
+        """Tasks the cloud acknowledged before ``before`` and never answered go
+        out again: the broker may have had no subscribed worker, or lost them
+        in a restart. The bridge and the origin drop duplicate results."""
+        cur = self.db.execute("UPDATE outbox SET state = 'queued' WHERE state = 'sent' AND sent_at < ?",
+                              (before,))
         return cur.rowcount
 
     def remove(self, task_id: str) -> Row | None:

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the fog (default) or answer it with an error")
     p.add_argument("--kinds", default="sha256,sleep,echo,stats,sum",
                    help="kinds the cloud workers run (default: sha256,sleep,echo,stats,sum)")
+    p.add_argument("--resend-after", type=float, default=60.0, metavar="S",
+                   help="send a task again if the cloud acknowledged it but no result came for S "
+                        "seconds (default: 60; results are deduplicated)")
     p.add_argument("--aggregate", action="append", default=[], metavar="PATTERN=SECONDS",
                    help="uplink sensor readings on PATTERN as SECONDS-long mean/min/max windows; "
                         "repeatable (e.g. 'fog/v1/sensors/+/temperature=60')")
@@ -360,7 +363,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     bridge = Bridge(site=args.site, edge=args.edge, cloud=args.cloud, root=args.root,
                     cloud_root=args.cloud_root, store_path=store, max_rows=args.max_backlog,
                     max_bytes=args.max_backlog_bytes, fallback=args.fallback,
-                    kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), aggregate=rules)
+                    kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), aggregate=rules,
+                    resend_after_s=args.resend_after)
     bridge.start()
     try:
         _wait_for_signal()

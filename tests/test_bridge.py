@@ -37,7 +37,8 @@ def stack(edge, cloud, root, tmp_path, agents):
 
     def bridge(**options):
         b = Bridge(site="farm", edge=edge.url, cloud=cloud.url, root=root, cloud_root=cloud_root,
-                   store_path=tmp_path / "outbox.db", health_period=0.3, **options).start()
+                   store_path=tmp_path / "outbox.db", health_period=0.3, resend_after_s=5.0,
+                   **options).start()
         started.append(b)
         return b
 
@@ -209,7 +210,7 @@ def bridge_process(edge, cloud, root, store):
     return subprocess.Popen(
         [sys.executable, "-m", "fogmesh", "bridge", "--site", "farm", "--edge", edge.url, "--cloud",
          cloud.url, "--root", root, "--cloud-root", f"cloud/{root.rsplit('/', 1)[1]}", "--store",
-         str(store), "--log-level", "WARNING"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         str(store), "--resend-after", "5", "--log-level", "WARNING"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.mark.timeout(120)
