@@ -239,6 +239,17 @@ def _wait_for_signal(finished: Any = None) -> None:
             return
 
 
+def _run_until_signal(agent: Any) -> int:
+    """Start an agent (waiting for its broker), run it until Ctrl-C, SIGTERM or
+    a drain ends it, then stop it cleanly."""
+    agent.start(wait_for_broker=True)
+    try:
+        _wait_for_signal(agent.wait)
+    finally:
+        agent.stop()
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker.embedded import EmbeddedBroker
     _setup_logging(args.log_level)
@@ -276,12 +287,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
                   presence_period=args.presence_period, policy=policy,
                   monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
                   takeover_grace_s=args.takeover_grace)
-    agent.start(wait_for_broker=True)
-    try:
-        _wait_for_signal(agent.wait)
-    finally:
-        agent.stop()
-    return 0
+    return _run_until_signal(agent)
 
 
 def _drain_agent(args: argparse.Namespace) -> int:
@@ -382,12 +388,7 @@ def cmd_cloud_worker(args: argparse.Namespace) -> int:
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
     agent = Agent(worker_id, args.cloud, root=args.cloud_root, concurrency=args.concurrency,
                   dispatch="auto", policy=LocalPolicy())
-    agent.start(wait_for_broker=True)
-    try:
-        _wait_for_signal(agent.wait)
-    finally:
-        agent.stop()
-    return 0
+    return _run_until_signal(agent)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ import pytest
 from broker.mosquitto import Mosquitto
 from cloud_bridge.bridge import Bridge
 from devices.client import FogClient
-from edge_agent.agent import Agent
 from edge_agent.placement import LocalPolicy
 from fogmesh.mqtt import MqttClient
+from waiting import wait_until
 
 HEAVY = {"data": "frame", "rounds": 200}
 
@@ -49,15 +49,6 @@ def stack(edge, cloud, root, tmp_path, agents):
     yield agent, bridge, worker
     for b in started:
         b.stop()
-
-
-def wait_until(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sees_bridge(agent):

@@ -11,17 +11,9 @@ from edge_agent.monitor import HostMonitor
 from edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Battery, Presence
 from fogmesh.mqtt import MqttClient
+from waiting import wait_until
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
-
-
-def wait_until(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sees(agent, peer_id, pred=lambda p: True):

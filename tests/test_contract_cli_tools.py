@@ -2,7 +2,6 @@
 running exactly the commands topics.md shows to firmware authors."""
 
 import json
-import re
 import shlex
 import subprocess
 from pathlib import Path
