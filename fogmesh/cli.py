@@ -189,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
     _log_arg(p)
 
+    p = sub.add_parser("simulate", help="simulate a fog deployment with the agents' own policies",
+                       description="Discrete-event simulation of the nodes, network and workload of a "
+                                   "scenario (TOML), running the same placement policies as live "
+                                   "agents, one run per policy. Scenarios ship in scenarios/.")
+    p.add_argument("scenario", help="a scenario file, or the name of a shipped one (conpi-case-study)")
+    p.add_argument("--policy", action="append", help="policy to run; repeatable (default: the scenario's)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+
     p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
                        description="Benchmarks. Each prints a table; --json prints the same figures.")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
@@ -391,6 +400,35 @@ def cmd_cloud_worker(args: argparse.Namespace) -> int:
     return _run_until_signal(agent)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+    from simulator import engine, report, scenario
+    path = Path(args.scenario)
+    if not path.exists():
+        shipped = Path(__file__).resolve().parent.parent / "scenarios" / f"{args.scenario}.toml"
+        if not shipped.exists():
+            print(f"fogmesh simulate: no scenario file {args.scenario!r} (and no shipped scenario of "
+                  "that name in scenarios/)", file=sys.stderr)
+            return 2
+        path = shipped
+    sc = scenario.load(path)
+    rows = []
+    t0 = time.perf_counter()
+    for policy in args.policy or sc.policies:
+        def show(fraction: float, policy: str = policy) -> None:
+            if not args.json:
+                print(f"\r[simulate] {policy:<13} {100 * fraction:5.1f}%", end="", file=sys.stderr, flush=True)
+        result = engine.simulate(sc, policy, seed=args.seed, progress=show)
+        rows.append(result.summary())
+    if not args.json:
+        print("", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"scenario": sc.name, "results": rows, "seconds": seconds}, indent=2) if args.json
+          else report.render(sc.name, rows, seconds))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
@@ -405,7 +443,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
-            "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "bench": cmd_bench}
+            "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
+            "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Discrete-event simulation of a fog fabric, driving the agents' own placement policies."""
