@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -75,7 +75,8 @@ class FogClient:
         self.reply_to = reply_to or self.topics.replies(device or self.client_id)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self.duplicates = 0   # replies for ids already answered: must stay 0
+        self.duplicates = 0   # replies for ids already answered (never handed to the caller)
+        self.duplicate_replies: deque[Reply] = deque(maxlen=1000)   # the last ones, for diagnosis
         self.late = 0         # replies that came after their submit timed out
         # id -> "answered" | "timed_out", bounded: enough to tell duplicates from late replies
         self._answered: OrderedDict[str, str] = OrderedDict()
@@ -180,6 +181,7 @@ class FogClient:
                     self._remember(reply.id, "answered")
                 elif state == "answered":
                     self.duplicates += 1
+                    self.duplicate_replies.append(reply)
                 return
             self._remember(reply.id, "answered")
         if not pending.future.done():
