@@ -326,7 +326,13 @@ class Agent:
         while todo:
             action = todo.popleft()
             if isinstance(action, Publish):
-                via = self.ctl if action.topic.startswith(self._ctl_prefixes) else self.client
+                # Claim dispatch: replies share the control connection with the
+                # "done" claims that follow them, so they leave in that order
+                # (peers take over a task whose done they never saw). Shared
+                # subscriptions: replies share the task connection with the
+                # acknowledgement that follows them.
+                via = self.ctl if (self.dispatch == "claim"
+                                   or action.topic.startswith(self._ctl_prefixes)) else self.client
                 via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):

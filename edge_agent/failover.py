@@ -103,18 +103,21 @@ class FailoverMixin:
         alone = not self.peers.live(now) and len(self._claimers) == 0
         actions: list[Action] = []
         for entry in list(self._entries.values()):
-            if entry.state == "claimed":
-                # Its claim's fate may have been lost with the connection.
+            if entry.state in ("claimed", "claiming"):
+                # The claims that decide it may be lost with the connection (amqtt
+                # drops messages in flight to a client that disconnects).
                 if alone:       # nobody else claims: ask again
-                    actions.append(Publish(self.config.topics.claims,
-                                           Claim(entry.claim_key, self.config.agent_id).encode()))
+                    if entry.state == "claimed":
+                        actions.append(Publish(self.config.topics.claims,
+                                               Claim(entry.claim_key, self.config.agent_id).encode()))
                 else:           # peers know who won; if it was us, they contest it
-                    self._claimed -= 1
+                    if entry.state == "claimed":
+                        self._claimed -= 1
                     self._entries.pop(entry.key, None)
                     self._claim_index.pop(entry.claim_key, None)
                     actions += [Ack(t) for t in entry.tokens]
                 continue
-            if alone or entry.state == "claiming" or entry.fenced or entry.origin is not None:
+            if alone or entry.fenced or entry.origin is not None:
                 continue
             entry.fenced = True
             self._claim_index.pop(entry.claim_key, None)
