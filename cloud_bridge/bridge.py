@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
 
 
+def outbox_key(origin: str, task_id: str) -> str:
+    """A task's key in the outbox: task ids are unique per origin agent only."""
+    return f"{origin}/{task_id}"
+
+
+def task_of(key: str) -> str:
+    """The task id back from an outbox key (agent ids hold no '/')."""
+    return key.split("/", 1)[1]
+
+
 class _BridgeLog(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[bridge {self.extra['site']}] {msg}", kwargs  # type: ignore[index]
@@ -232,7 +242,7 @@ class Bridge:
     def _on_offer(self, offer: Offer) -> None:
         task = offer.task
         inbox = self.topics.agent_inbox(offer.origin)
-        key = f"{offer.origin}/{task.id}"
+        key = outbox_key(offer.origin, task.id)
         reason = ""
         if task.kind not in self.kinds:
             reason = "unknown_kind"
@@ -281,7 +291,7 @@ class Bridge:
         for row in self.outbox.queued(limit=10_000):
             if row.deadline is not None and now >= row.deadline:
                 self.outbox.remove(row.task_id)
-                self._give_back(row.origin, row.offer, row.task_id.split("/", 1)[1], "deadline")
+                self._give_back(row.origin, row.offer, task_of(row.task_id), "deadline")
 
     # -- cloud side: results and commands ----------------------------------------------
     def _cloud_message(self, m: Message) -> None:
@@ -297,7 +307,7 @@ class Bridge:
                 if row is None or key in self._forwarding_keys:
                     self.counters["duplicate_results"] += 1
                 else:
-                    task_id = key.split("/", 1)[1]
+                    task_id = task_of(key)
                     back = Reply(id=task_id, status=reply.status, worker=reply.worker, tier="cloud",
                                  result=reply.result, error=reply.error,
                                  ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))

@@ -137,8 +137,7 @@ class FogClient:
             result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except asyncio.TimeoutError:
             self._forget(future)
-            raise SubmitTimeout(f"no reply within {timeout:g} s; is an agent running "
-                                f"(fogmesh agent) on root {self.topics.root!r}?") from None
+            raise self._timed_out(timeout) from None
         return self._checked(result, raise_on_error)
 
     def _wait(self, future: Future[Result], timeout: float, raise_on_error: bool) -> Result:
@@ -146,9 +145,12 @@ class FogClient:
             result = future.result(timeout)
         except TimeoutError:
             self._forget(future)
-            raise SubmitTimeout(f"no reply within {timeout:g} s; is an agent running "
-                                f"(fogmesh agent) on root {self.topics.root!r}?") from None
+            raise self._timed_out(timeout) from None
         return self._checked(result, raise_on_error)
+
+    def _timed_out(self, timeout: float) -> SubmitTimeout:
+        return SubmitTimeout(f"no reply within {timeout:g} s; is an agent running "
+                             f"(fogmesh agent) on root {self.topics.root!r}?")
 
     @staticmethod
     def _checked(result: Result, raise_on_error: bool) -> Result:

@@ -110,7 +110,7 @@ class Agent:
         self._presence_sent_at = -1e9
         self._drain_requested = False
         self._rescues: list[RescueSession] = []
-        root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
+        self._root_tag = root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
         if journal:
             directory = Path(state_dir) if state_dir else default_state_dir()
@@ -210,9 +210,8 @@ class Agent:
 
     def _start_rescue(self, agent: str) -> None:
         """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""
-        root_tag = hashlib.sha1(self.topics.root.encode()).hexdigest()[:8]
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
-        session = RescueSession(self.client.url, client_id=f"fa-{agent}-{root_tag}", agent=agent,
+        session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
                                              self.topics.claims),
                                 deliver=lambda token: self._events.put(("rescued", token)),

@@ -79,6 +79,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         self._handled_deaths: set[tuple[str, float]] = set()
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
         self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
+        self._bridge_ids: set[str] = set()   # every bridge ever announced, online or not
 
     # -- views ---------------------------------------------------------------
     @property
@@ -218,8 +219,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             self.counters.claims_won += 1
             return self._accept(entry, now)
         self.counters.claims_lost += 1
-        del self._entries[entry.key]
-        self._claim_index.pop(entry.claim_key, None)
+        self._release(entry)
         if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
             self._foreign[entry.key] = (winner, entry.payload)   # to take over if it dies
             while len(self._foreign) > self.config.dedup_items:
@@ -245,16 +245,9 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         assert entry.task is not None and entry.kind is not None
         entry.state = "placing"
         if entry.origin is None:
-            weight = entry.task.weight or entry.kind.weight
-            bridge = self._cloud_for(entry.task.kind, now, exclude=entry.tried)
-            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
-                                  me=self.self_state(), peers=self._peer_views(now),
-                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
-                                  exclude=frozenset(entry.tried), cloud=bridge is not None)
-            if isinstance(decision, Offload):
-                return self._remember(entry) + self._offer(entry, decision.peer, now)
-            if isinstance(decision, Cloud) and bridge is not None:
-                return self._remember(entry) + self._offer(entry, bridge, now)
+            target = self._placement(entry, now, with_cloud=True)
+            if target is not None:
+                return self._remember(entry) + self._offer(entry, target, now)
         if entry.kind.inline and not self._queue:
             return self._start(entry, now)   # answered within this step: nothing to journal
         if len(self._queue) + self._running >= self.config.concurrency + self.config.max_queue:
@@ -264,6 +257,27 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         entry.state = "queued"
         self._queue.append(entry.key)
         return self._remember(entry) + self._start_queued(now)
+
+    def _placement(self, entry: Entry, now: float, *, with_cloud: bool) -> str | None:
+        """Where the policy sends ``entry``: a peer, a cloud bridge (``with_cloud``),
+        or None for here."""
+        assert entry.task is not None and entry.kind is not None
+        bridge = self._cloud_for(entry.task.kind, now, exclude=entry.tried) if with_cloud else None
+        decision = place_task(self.policy, kind=entry.task.kind,
+                              weight=entry.task.weight or entry.kind.weight,
+                              me=self.self_state(), peers=self._peer_views(now),
+                              run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
+                              exclude=frozenset(entry.tried), cloud=bridge is not None)
+        if isinstance(decision, Offload):
+            return decision.peer
+        if isinstance(decision, Cloud):
+            return bridge
+        return None
+
+    def _release(self, entry: Entry) -> None:
+        """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
+        self._entries.pop(entry.key, None)
+        self._claim_index.pop(entry.claim_key, None)
 
     def _remember(self, entry: Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
@@ -402,6 +416,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
             return []
         bridge = d["agent"]
+        self._bridge_ids.add(bridge)
         if d.get("state") == "online":
             kinds = tuple(k for k in d.get("kinds", ()) if isinstance(k, str))
             self._bridges[bridge] = (kinds, now)
@@ -420,7 +435,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         return None
 
     def is_bridge(self, agent: str) -> bool:
-        return agent in self._bridges or agent.startswith("bridge-")
+        return agent in self._bridge_ids
 
     def _on_control(self, payload: bytes) -> list[Action]:
         try:
@@ -486,8 +501,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             entry.timeout_at = None
             entry.pending = [publish] + done + forget     # acks are added on release
             return []
-        self._entries.pop(entry.key, None)
-        self._claim_index.pop(entry.claim_key, None)
+        self._release(entry)
         entry.state = "done"
         entry.timeout_at = None
         self._done.add(entry.key, True, now)

@@ -113,8 +113,7 @@ class FailoverMixin:
                 else:           # peers know who won; if it was us, they contest it
                     if entry.state == "claimed":
                         self._claimed -= 1
-                    self._entries.pop(entry.key, None)
-                    self._claim_index.pop(entry.claim_key, None)
+                    self._release(entry)
                     actions += [Ack(t) for t in entry.tokens]
                 continue
             if alone or entry.fenced or entry.origin is not None:
@@ -132,8 +131,7 @@ class FailoverMixin:
             entry.fenced = False
             held, entry.pending = entry.pending, None
             if held is not None:                    # answered meanwhile: release it now
-                self._entries.pop(entry.key, None)
-                self._claim_index.pop(entry.claim_key, None)
+                self._release(entry)
                 self._done.add(entry.key, True, now)
                 return held + [Ack(t) for t in entry.tokens]
             return []
@@ -145,8 +143,7 @@ class FailoverMixin:
         elif entry.state == "queued":
             self._queue.remove(entry.key)
         self._clear_offer(entry)
-        self._entries.pop(entry.key, None)
-        self._claim_index.pop(entry.claim_key, None)
+        self._release(entry)
         self._done.add(entry.key, True, now)
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)

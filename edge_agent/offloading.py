@@ -10,7 +10,7 @@ from edge_agent.actions import Action, Cancel, Publish
 from edge_agent.entry import Entry, OfferState
 from edge_agent.offload import Answer, Offer, Result, decode_inbox
 from edge_agent.peers import Peer
-from edge_agent.placement import LocalPolicy, Offload, peer_is_full, place_task
+from edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
 
@@ -27,17 +27,13 @@ class OffloadingMixin:
             entry = self._entries[key]
             if entry.origin is not None or entry.task is None or entry.kind is None:
                 continue
-            weight = entry.task.weight or entry.kind.weight
-            decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
-                                  me=self.self_state(), peers=self._peer_views(now),
-                                  run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
-                                  exclude=frozenset(entry.tried))
-            if not isinstance(decision, Offload):
-                if weight != "light":
+            peer = self._placement(entry, now, with_cloud=False)
+            if peer is None:
+                if (entry.task.weight or entry.kind.weight) != "light":
                     break
                 continue
             self._queue.remove(key)
-            actions += self._offer(entry, decision.peer, now)
+            actions += self._offer(entry, peer, now)
             limit -= 1
             if limit == 0:
                 break

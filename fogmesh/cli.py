@@ -48,6 +48,14 @@ def _log_arg(p: argparse.ArgumentParser) -> None:
                    help="logging verbosity (default: INFO)")
 
 
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+
+
+def _brokers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
+
+
 def _timeout_pair(text: str) -> tuple[str, float]:
     kind, sep, seconds = text.partition("=")
     try:
@@ -196,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="a scenario file, or the name of a shipped one (conpi-case-study)")
     p.add_argument("--policy", action="append", help="policy to run; repeatable (default: the scenario's)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    _json_arg(p)
 
     p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
                        description="Benchmarks. Each prints a table; --json prints the same figures.")
@@ -209,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--requests", type=int, default=2000, help="round trips per system (default: 2000)")
     b.add_argument("--pipelined", type=int, default=5000, help="tasks in the throughput run (default: 5000)")
     b.add_argument("--inflight", type=int, default=64, help="tasks in flight for throughput (default: 64)")
-    b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
+    _brokers_arg(b)
     b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
-    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    _json_arg(b)
     b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
                         description="Four agents, every task submitted to one hot agent: p50/p99 "
                                     "latency, makespan and spread per placement policy, plus the "
@@ -221,15 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hops", type=int, default=1000, help="medium echoes for the hop latency (default: 1000)")
     b.add_argument("--policies", default="local,round-robin,random,least-loaded,energy",
                    help="comma list of policies (default: all shipped)")
-    b.add_argument("--brokers", default="mosquitto,amqtt", help="comma list (default: mosquitto,amqtt)")
-    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    _brokers_arg(b)
+    _json_arg(b)
     b = bsub.add_parser("bridge", help="heavy-task throughput through the bridge and backlog replay",
                         description="Heavy tasks through the cloud bridge to two cloud workers "
                                     "(edge and cloud mosquitto), then a cloud outage with a backlog "
                                     "that is replayed when the cloud returns.")
     b.add_argument("--tasks", type=int, default=2000, help="tasks for the throughput run (default: 2000)")
     b.add_argument("--backlog", type=int, default=10_000, help="backlog built during the outage (default: 10000)")
-    b.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    _json_arg(b)
     return parser
 
 
