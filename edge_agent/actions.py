@@ -15,10 +15,16 @@ DISPATCH_MODES = ("shared", "claim")
 
 @dataclass(frozen=True)
 class Publish:
+    """``sent_key``: tell the core (``on_sent``) once the broker has this message.
+    ``fence_key``: if the connection drops before the broker has it, do not
+    resend it blindly after the reconnect: hand it back (``on_withdrawn``)."""
+
     topic: str
     payload: bytes
     qos: int = 1
     retain: bool = False
+    sent_key: str | None = None
+    fence_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,5 +126,7 @@ class Counters:
     late_results: int = 0
     bad_inbox: int = 0
     taken_over: int = 0
+    withdrawn: int = 0         # answers a dropped connection handed back (then fenced)
+    redelivered: int = 0       # dead peers' recorded answers delivered instead of a re-run
     fenced_dropped: int = 0
     rescues: int = 0

@@ -127,8 +127,11 @@ class Agent:
             broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
             will=Will(self.topics.presence(agent_id), self._offline_payload()),
             on_message=lambda m: self._on_mqtt_message(self.ctl, m),
-            on_connection=lambda up: self._events.put(("conn", "ctl", up)))
+            on_connection=lambda up: self._events.put(("conn", "ctl", up)),
+            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)))
         self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
+        # answers whose PUBACK the core wants to hear of: (key, message info, sent at)
+        self._unconfirmed: deque[tuple[str, Any, float]] = deque()
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
 
     # -- lifecycle -------------------------------------------------------
@@ -267,7 +270,7 @@ class Agent:
             wake = self._presence_sent_at + self.presence_period
             if due is not None:
                 wake = min(wake, due)
-            if stop_by is not None:
+            if stop_by is not None or self._unconfirmed:
                 wake = min(wake, now + 0.05)
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))
@@ -287,6 +290,11 @@ class Agent:
                                               holder=token.session.agent)
                 elif kind == "done":
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
+                elif kind == "withdrawn":
+                    self.log.warning("connection dropped with %d answer message(s) unconfirmed: "
+                                     "they go out again only if this agent wins their takeover",
+                                     len(event[1]))
+                    actions = core.on_withdrawn(event[1], now)
                 elif kind == "conn" and event[2]:
                     if event[1] == "ctl":
                         self._presence_sent_at = -1e9   # re-announce after every reconnect
@@ -298,6 +306,8 @@ class Agent:
                     stop_by = event[1]
                     core.stop_accepting()
                     self.log.info("stopping: finishing %d held task(s)", core.held)
+            if self._unconfirmed:
+                actions += core.on_sent(self._confirmed(now), now)
             due = core.next_deadline()
             if due is not None and due <= now:
                 actions += core.on_tick(now)
@@ -320,6 +330,20 @@ class Agent:
                 return
             self._maybe_presence(now)
 
+    def _confirmed(self, now: float) -> list[str]:
+        """Keys of answers the broker has acknowledged since the last call (in
+        order; one not acknowledged within 30 s is given up on: peers then keep
+        their copy until it ages out)."""
+        keys: list[str] = []
+        while self._unconfirmed:
+            key, info, at = self._unconfirmed[0]
+            if info.is_published():
+                keys.append(key)
+            elif now - at < 30.0:
+                break
+            self._unconfirmed.popleft()
+        return keys
+
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)
         while todo:
@@ -332,7 +356,10 @@ class Agent:
                 # acknowledgement that follows them.
                 via = self.ctl if (self.dispatch == "claim"
                                    or action.topic.startswith(self._ctl_prefixes)) else self.client
-                via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain)
+                info = via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
+                                   tag=action if action.fence_key is not None else None)
+                if action.sent_key is not None and info is not None:
+                    self._unconfirmed.append((action.sent_key, info, self.clock()))
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)

@@ -21,27 +21,55 @@ from fogmesh.errors import InvalidMessage
 
 @dataclass(frozen=True)
 class Claim:
-    """``op`` "claim" (the default, omitted on the wire) or "done": the winner
-    answered the task, so peers can forget the copy they keep for a takeover."""
+    """One record on the claims topic. ``op``:
+
+    - "claim" (the default, omitted on the wire): ``agent`` wants ``task``.
+    - "done": the winner answers ``task``. Published *before* the answer and
+      carrying it (``reply_to``, ``reply``: the exact JSON bytes), so that if the
+      winner dies between the two, a survivor re-delivers that same answer
+      instead of running the task a second time.
+    - "sent": the broker has the answers of ``tasks``: peers drop the copies
+      they kept from the "done" records. A "done" record carries ``tasks`` too,
+      so under load confirmations cost no message of their own.
+    """
 
     task: str
     agent: str
     op: str = "claim"
+    reply_to: str | None = None
+    reply: bytes | None = None
+    tasks: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        d = {"task": self.task, "agent": self.agent}
+        d: dict[str, Any] = {"task": self.task, "agent": self.agent}
         if self.op != "claim":
             d["op"] = self.op
-        return codec.encode(d)
+        if self.tasks:
+            d["tasks"] = list(self.tasks)
+        if self.reply_to is not None:
+            d["reply_to"] = self.reply_to
+        out = codec.encode(d)
+        if self.reply is not None:   # our own valid JSON: spliced in, not re-encoded
+            out = out[:-1] + b',"reply":' + self.reply + b"}"
+        return out
 
     @classmethod
     def decode(cls, payload: bytes) -> Claim:
         d: Any = codec.decode(payload)
         if not (isinstance(d, dict) and isinstance(d.get("task"), str)
-                and isinstance(d.get("agent"), str) and d["task"] and d["agent"]
-                and d.get("op", "claim") in ("claim", "done")):
-            raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str[, \"op\": \"done\"]}")
-        return cls(d["task"], d["agent"], d.get("op", "claim"))
+                and isinstance(d.get("agent"), str) and d["agent"]
+                and d.get("op", "claim") in ("claim", "done", "sent")
+                and (d["task"] or d.get("op") == "sent")):
+            raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str"
+                                 "[, \"op\": \"done\"|\"sent\"]}")
+        tasks = d.get("tasks", [])
+        if not (isinstance(tasks, list) and all(isinstance(k, str) for k in tasks)):
+            raise InvalidMessage("bad_field", "a sent record's \"tasks\" is a list of task keys")
+        reply_to, reply = d.get("reply_to"), d.get("reply")
+        if not (isinstance(reply_to, str) and isinstance(reply, dict)):
+            reply_to, reply = None, None
+        return cls(d["task"], d["agent"], d.get("op", "claim"), reply_to=reply_to,
+                   reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks))
 
 
 def takeover_key(key: str) -> str:

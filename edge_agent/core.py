@@ -75,6 +75,11 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
         # claim mode: tasks other agents won and have not answered, kept to take over
         self._foreign: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        # ... and tasks they answered (reported "done" with the answer) whose answer
+        # the broker has not yet confirmed ("sent"): re-delivered if they die
+        self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
+        self._sent_keys: list[str] = []            # my answers the broker confirmed, to report
+        self._sent_flush_at: float | None = None
         self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
         self._handled_deaths: set[tuple[str, float]] = set()
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
@@ -105,6 +110,8 @@ class AgentCore(OffloadingMixin, FailoverMixin):
                   if e.state == "queued" and e.task and e.task.deadline_ms]
         times += [since + self.config.takeover_grace_s for agent, (since, ts) in self._dead.items()
                   if (agent, ts) not in self._handled_deaths]
+        if self._sent_flush_at is not None:
+            times.append(self._sent_flush_at)
         return min(times, default=None)
 
     # -- inputs ----------------------------------------------------------------
@@ -191,8 +198,17 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             self.counters.bad_claims += 1
             return [Ack(token)]
         actions: list[Action] = [Ack(token)]
+        for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
+            self._answered.pop(key, None)
         if claim.op == "done":
-            self._foreign.pop(claim.task, None)
+            held = self._foreign.pop(claim.task, None)
+            if held is not None and claim.reply_to is not None and claim.reply is not None \
+                    and claim.agent != self.config.agent_id:
+                self._answered[claim.task] = (claim.agent, held[1], Publish(claim.reply_to, claim.reply))
+                while len(self._answered) > self.config.dedup_items:
+                    self._answered.popitem(last=False)
+            return actions
+        if claim.op == "sent":
             return actions
         winner = self._winners.add(claim.task, claim.agent, now)
         if claim.agent != self.config.agent_id:
@@ -240,6 +256,9 @@ class AgentCore(OffloadingMixin, FailoverMixin):
     # -- placement -----------------------------------------------------------------
     def _accept(self, entry: Entry, now: float) -> list[Action]:
         """This agent is responsible for ``entry`` now: answer, place or queue it."""
+        if entry.recorded is not None:   # a dead peer's answer: deliver it, do not run again
+            self.counters.redelivered += 1
+            return self._finish(entry, entry.recorded, now)
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
@@ -354,8 +373,29 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             actions = self._answer_ok(entry, result, now)
         return actions + self._start_queued(now)
 
+    def on_sent(self, keys: list[str], now: float) -> list[Action]:
+        """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
+        the next "done" record, or after 0.1 s alone), so they drop their copies."""
+        if self.config.dispatch != "claim":
+            return []
+        self._sent_keys += keys
+        if len(self._sent_keys) >= 64:
+            return self._flush_sent()
+        if self._sent_keys and self._sent_flush_at is None:
+            self._sent_flush_at = now + 0.1
+        return []
+
+    def _flush_sent(self) -> list[Action]:
+        keys, self._sent_keys, self._sent_flush_at = self._sent_keys, [], None
+        if not keys:
+            return []
+        return [Publish(self.config.topics.claims,
+                        Claim("", self.config.agent_id, op="sent", tasks=tuple(keys)).encode())]
+
     def on_tick(self, now: float) -> list[Action]:
         actions = self._handle_deaths(now) + self._fire_claims(now)
+        if self._sent_flush_at is not None and now >= self._sent_flush_at:
+            actions += self._flush_sent()
         for entry in list(self._entries.values()):
             if entry.timeout_at is None or now < entry.timeout_at:
                 if entry.state == "queued" and entry.task and entry.task.deadline_ms \
@@ -489,20 +529,36 @@ class AgentCore(OffloadingMixin, FailoverMixin):
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
 
+    def _answer_pair(self, key: str, answer: Publish, *, fence: bool) -> tuple[list[Action], Publish]:
+        """The "done" record (carrying ``answer`` and the confirmations collected
+        so far) and the answer itself, in claim dispatch. With ``fence`` the IO
+        shell hands both back if the connection drops before the broker has
+        them (``on_withdrawn``)."""
+        sent, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
+        fence_key = key if fence else None
+        done = Publish(self.config.topics.claims,
+                       Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
+                             reply=answer.payload, tasks=sent).encode(), fence_key=fence_key)
+        return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
+                               sent_key=key, fence_key=fence_key)
+
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         done: list[Action] = []
         if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
                 and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
-            done = [Publish(self.config.topics.claims,
-                            Claim(entry.key, self.config.agent_id, op="done").encode())]
+            # The record goes first and carries the answer: peers never re-run a
+            # task whose answer may be out (see ``Claim``).
+            # It also carries the confirmations collected so far (no extra message
+            # under load; ``on_sent`` flushes them when idle).
+            done, publish = self._answer_pair(entry.key, publish, fence=True)
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.state = "answered"
             entry.timeout_at = None
-            entry.pending = [publish] + done + forget     # acks are added on release
+            entry.pending = done + [publish] + forget     # acks are added on release
             return []
         self._release(entry)
         entry.state = "done"
         entry.timeout_at = None
         self._done.add(entry.key, True, now)
-        return [publish] + done + forget + [Ack(tok) for tok in entry.tokens]
+        return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]

@@ -46,6 +46,7 @@ class Entry:
     claim_key: str = ""                   # what claims for this entry name (default: key)
     fenced: bool = False                  # answer only after winning takeover_key(key)
     pending: list[Any] | None = None      # the answer, held while fenced
+    recorded: Any = None                  # a dead peer's answer (Publish): deliver, do not run
 
     def __post_init__(self) -> None:
         if not self.claim_key:

@@ -43,9 +43,14 @@ class FailoverMixin:
             if winner == agent:
                 del self._foreign[key]
                 actions += self._take_over(key, payload, [], now)
+        for key, (winner, payload, answer) in list(self._answered.items()):
+            if winner == agent:      # it answered; the answer may not have reached the broker
+                del self._answered[key]
+                actions += self._take_over(key, payload, [], now, recorded=answer)
         return actions
 
-    def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float) -> list[Action]:
+    def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
+                   recorded: Publish | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key."""
         if key in self._done:
             return [Ack(t) for t in tokens]
@@ -60,7 +65,8 @@ class FailoverMixin:
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
         entry = Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now)
+                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now,
+                       recorded=recorded)
         self._entries[key] = entry
         self._claim_index[entry.claim_key] = key
         self.counters.taken_over += 1
@@ -124,6 +130,37 @@ class FailoverMixin:
             self._claim_index[entry.claim_key] = entry.key
             actions.append(Publish(self.config.topics.claims,
                                    Claim(entry.claim_key, self.config.agent_id).encode()))
+        return actions
+
+    def on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
+        """Answers (and their "done" records) the connection dropped before the
+        broker confirmed them. Resent blindly after the reconnect they could
+        make a second answer, as peers may have taken the task over meanwhile;
+        so each is fenced like a held task: sent again only if this agent wins
+        its takeover claim. Alone, they are simply sent again."""
+        claims = self.config.topics.claims
+        answers = {p.fence_key: p for p in messages if p.fence_key and p.topic != claims}
+        records = [p for p in messages if p.fence_key and p.topic == claims
+                   and p.fence_key not in answers]
+        # a record whose answer the broker has: the answer is out, peers must forget it
+        actions: list[Action] = [Publish(p.topic, p.payload) for p in records]
+        alone = not self.peers.live(now) and len(self._claimers) == 0
+        for key, answer in answers.items():
+            if alone:
+                done, again = self._answer_pair(key, answer, fence=False)
+                actions += done + [again]
+                continue
+            done, again = self._answer_pair(key, answer, fence=True)
+            entry = Entry(key=key, received=now, tokens=[], state="answered", fenced=True,
+                          claim_key=takeover_key(key), pending=done + [again])
+            self._entries[key] = entry
+            self._claim_index[entry.claim_key] = key
+            self.counters.withdrawn += 1
+            winner = self._winners.get(entry.claim_key, now)
+            if winner is not None:
+                actions += self._fence_decided(entry, winner, now)
+            else:
+                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id).encode()))
         return actions
 
     def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:

@@ -22,7 +22,7 @@ import ssl
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -111,11 +111,17 @@ class MqttClient:
                  reconnect_min: float = 0.05, reconnect_max: float = 5.0,
                  on_message: Callable[[Message], None] | None = None,
                  on_connection: Callable[[bool], None] | None = None,
+                 on_withdrawn: Callable[[list[Any]], None] | None = None,
                  max_inflight: int = 1000, reconnect: bool = True) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
         self.client_id = client_id or f"fogmesh-{uuid.uuid4().hex[:12]}"
         self._on_message = on_message
         self._on_connection = on_connection
+        self._on_withdrawn = on_withdrawn
+        self._fenced: dict[int, Any] = {}    # mid -> tag of a publish to withdraw on a drop
+        # Lock order: _fence_lock, then paho's own. paho calls on_publish holding its
+        # out-message lock, so that callback only pops (atomic), never locks.
+        self._fence_lock = threading.Lock()
         self._subscriptions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -136,6 +142,7 @@ class MqttClient:
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
+        c.on_publish = self._handle_publish
         c.on_connect_fail = self._handle_connect_fail
         c.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
         c.max_inflight_messages_set(max_inflight)
@@ -214,13 +221,50 @@ class MqttClient:
             self._subscriptions.pop(topic_filter, None)
         self._paho.unsubscribe(topic_filter)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                tag: Any = None) -> paho.MQTTMessageInfo | None:
         """Queue a publish. While disconnected, QoS 1 messages wait in paho's queue
-        and go out after the reconnect, so a reply is not lost to a short outage."""
-        info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+        and go out after the reconnect, so a reply is not lost to a short outage.
+
+        With a ``tag`` the message is *withdrawn* instead if the connection drops
+        before the broker confirms it (also when published while disconnected):
+        ``on_withdrawn`` gets the tags, and the caller decides whether to send it
+        again. For answers that peers may take over meanwhile: resending one
+        blindly after the reconnect could make two. Returns None when withdrawn
+        at once.
+        """
+        with self._fence_lock:
+            if tag is not None and not self.connected.is_set():
+                withdrawn = True
+            else:
+                withdrawn = False
+                info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+                if tag is not None and qos > 0:
+                    self._fenced[info.mid] = tag
+                    if info.is_published():          # its PUBACK beat us here
+                        self._fenced.pop(info.mid, None)
+        if withdrawn:
+            if self._on_withdrawn:
+                self._on_withdrawn([tag])
+            return None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise PublishError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         return info
+
+    def _withdraw_fenced(self) -> list[Any]:
+        """On a drop: take the unconfirmed tagged messages out of paho's resend
+        queue (the others are queued again, in order). Holds ``_fence_lock``."""
+        if not self._fenced:
+            return []
+        withdrawn: list[Any] = []
+        for m in self._paho.drop_out_messages():
+            tag = self._fenced.pop(m.mid, None)
+            if tag is not None:
+                withdrawn.append(tag)
+            else:
+                self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+        self._fenced.clear()
+        return withdrawn
 
     def ack(self, message: Message) -> bool:
         """PUBACK ``message`` if it arrived on the current connection.
@@ -262,8 +306,12 @@ class MqttClient:
 
     def _handle_disconnect(self, _client: paho.Client, _ud: object, _flags: object,
                            reason_code: object, _props: object) -> None:
-        was = self.connected.is_set()
-        self.connected.clear()
+        with self._fence_lock:
+            was = self.connected.is_set()
+            self.connected.clear()
+            withdrawn = self._withdraw_fenced()
+        if withdrawn and self._on_withdrawn:
+            self._on_withdrawn(withdrawn)
         if not self._reconnect and not self._stopping:
             self._stopping = True          # one connection only: do not come back
             self._paho.disconnect()
@@ -271,6 +319,10 @@ class MqttClient:
             log.info("%s: disconnected from %s (%s); reconnecting", self.client_id, self.url, reason_code)
             if self._on_connection:
                 self._on_connection(False)
+
+    def _handle_publish(self, _client: paho.Client, _ud: object, mid: int,
+                        _reason: object, _props: object) -> None:
+        self._fenced.pop(mid, None)
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
                           reason_codes: list, _props: object) -> None:

@@ -17,6 +17,7 @@ class CuttableLink:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._holding = threading.Event()
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -35,14 +36,15 @@ class CuttableLink:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self._holding), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if holding is None or not holding.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -51,8 +53,14 @@ class CuttableLink:
             except OSError:
                 pass
 
+    def hold(self) -> None:
+        """Swallow what clients send from now on (the broker never gets it), as
+        a link that dies silently does; ``cut`` ends the hold."""
+        self._holding.set()
+
     def cut(self) -> None:
         """Drop every connection through the link, both ways, at once."""
+        self._holding.clear()
         with self._lock:
             pairs, self._pairs = self._pairs, []
             self.cuts += 1

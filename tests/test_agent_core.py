@@ -285,6 +285,103 @@ def test_a_done_record_means_there_is_nothing_to_take_over():
     assert all(not b["task"].startswith("w") for b in claims)
 
 
+def test_in_claim_mode_the_done_record_goes_before_the_answer_and_carries_it():
+    c = core("claim")
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a1"), 2, 0.001)
+    out = c.on_finished("w", 0.002, result={"echo": 1})
+    pubs = [a for a in out if isinstance(a, Publish)]
+    assert [p.topic for p in pubs] == [T.claims, "t/replies/d"]
+    done = Claim.decode(pubs[0].payload)
+    assert done.op == "done" and done.reply_to == "t/replies/d"
+    assert orjson.loads(done.reply) == orjson.loads(pubs[1].payload)
+    assert pubs[1].sent_key == "w"     # the shell reports its PUBACK
+
+
+def answered_by_a2_then_dead(c, *, sent):
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
+    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic,
+                                 reply=answer.payload).encode(), 3, 0.1)
+    if sent:
+        c.on_message(T.claims, Claim("", "a2", op="sent", tasks=("w",)).encode(), 4, 0.2)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    return [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+
+
+def test_a_peer_dead_before_its_answer_was_confirmed_has_that_answer_redelivered_not_rerun():
+    c = core("claim", takeover_grace_s=2.0)
+    assert {"task": "w#t", "agent": "a1"} in answered_by_a2_then_dead(c, sent=False)
+    out = c.on_message(T.claims, claim("w#t", "a1"), 5, 3.1)
+    assert not any(isinstance(a, Run) for a in out)
+    assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
+    assert c.counters.redelivered == 1
+
+
+def test_a_confirmed_answer_is_not_redelivered_when_its_agent_dies():
+    c = core("claim", takeover_grace_s=2.0)
+    claims = answered_by_a2_then_dead(c, sent=True)
+    assert all(not b["task"].startswith("w") for b in claims)
+
+
+def test_confirmations_ride_on_the_next_done_record():
+    c = core("claim")
+    c.on_sent(["a"], 0.0)
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a1"), 2, 0.001)
+    done = [Claim.decode(p.payload) for p in c.on_finished("w", 0.002, result={})
+            if isinstance(p, Publish) and p.topic == T.claims]
+    assert done[0].tasks == ("a",) and c.next_deadline() is None
+
+
+def test_confirmed_answers_are_reported_in_batches():
+    c = core("claim")
+    assert c.on_sent(["a", "b"], 0.0) == []
+    assert c.next_deadline() == pytest.approx(0.1)
+    (topic, body), = published(c.on_tick(0.1))
+    assert topic == T.claims and body == {"task": "", "agent": "a1", "op": "sent", "tasks": ["a", "b"]}
+    assert c.next_deadline() is None
+    assert len(published(c.on_sent([f"k{i}" for i in range(64)], 0.3))) == 1
+
+
+def withdrawn_answer(c):
+    """a1 answered "w" (a1 won it among peers), then the connection dropped
+    before the broker confirmed the answer: the shell hands both messages back."""
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a1"), 2, 0.001)
+    return [a for a in c.on_finished("w", 0.002, result={}) if isinstance(a, Publish)]
+
+
+def test_answers_withdrawn_by_a_dropped_connection_go_out_again_only_after_winning_the_takeover():
+    c = core("claim")
+    messages = withdrawn_answer(c)
+    assert all(m.fence_key == "w" for m in messages)
+    out = c.on_withdrawn(messages, 0.5)
+    assert published(out) == [(T.claims, {"task": "w#t", "agent": "a1"})]
+    again = c.on_message(T.claims, claim("w#t", "a1"), 3, 1.0)
+    assert [p.topic for p in again if isinstance(p, Publish)] == [T.claims, "t/replies/d"]
+    assert c.held == 0
+
+
+def test_a_withdrawn_answer_is_dropped_when_a_survivor_won_the_takeover():
+    c = core("claim")
+    c.on_withdrawn(withdrawn_answer(c), 0.5)
+    lost = c.on_message(T.claims, claim("w#t", "a2"), 3, 1.0)
+    assert not any(isinstance(a, Publish) for a in lost) and c.held == 0
+
+
+def test_alone_a_withdrawn_answer_is_simply_sent_again():
+    c = core("claim")
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a1"), 2, 0.001)
+    messages = [a for a in c.on_finished("w", 0.002, result={}) if isinstance(a, Publish)]
+    again = c.on_withdrawn(messages, 0.5)
+    assert [p.topic for p in again] == [T.claims, "t/replies/d"]
+    assert all(p.fence_key is None for p in again)
+
+
 def test_the_rescue_election_winner_rescues():
     c = core(takeover_grace_s=1.0)
     c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=7.0).encode(), None, 0.0)

@@ -37,14 +37,7 @@ def wait_for_agents(client, n, timeout=30):
 
 
 @pytest.mark.timeout(180)
-def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, request):
-    if broker.name == "amqtt":
-        request.applymarker(pytest.mark.xfail(
-            strict=False,
-            reason="claim dispatch (amqtt): an agent SIGKILLed between publishing a reply and its "
-                   "'done' claim has that task taken over and run again by a survivor (rare, seen "
-                   "under CPU load); fix: carry the reply in the done record and re-deliver instead "
-                   "of re-run. Shared subscriptions (mosquitto) hold"))
+def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
     link = CuttableLink(broker.host, broker.port)
     procs = [agent_process(broker.url, root, "c0"), agent_process(broker.url, root, "c1"),
              agent_process(link.url, root, "c2")]
@@ -65,14 +58,15 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, request)
             time.sleep(3.0)                                # room for a late duplicate
             duplicates = list(client.duplicate_replies)
         assert set(results) == set(futures)                # none lost
-        # None doubled: no task was answered by two agents. (A QoS 1 reply whose
-        # PUBACK was lost in the cut may be delivered again by the broker: the
-        # same worker's same answer, which the client drops. That is the
-        # transport, not a second run.)
+        # None doubled: no task was run by two agents. The same answer may come
+        # twice, which the client drops: a QoS 1 reply whose PUBACK was lost in
+        # the cut, or an answer the killed agent sent in its last moments that a
+        # survivor re-delivers from its "done" record (it cannot know whether it
+        # got out). That is redelivery of one answer, not a second run.
         second_runs = [(d.id, results[d.id].worker, d.worker) for d in duplicates
-                       if d.worker != results[d.id].worker]
+                       if d != results[d.id].reply]   # not the very same answer
         assert second_runs == []
-        assert len(duplicates) <= 3, [(d.id, d.worker) for d in duplicates]
+        assert len(duplicates) <= 30, [(d.id, d.worker) for d in duplicates]
         assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
         survivors = {r.worker for r in results.values()} - {"c0"}
         assert {"c1", "c2"} <= survivors

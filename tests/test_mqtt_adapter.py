@@ -1,0 +1,77 @@
+"""Tier 3 (real brokers): the paho adapter's promise about messages a dropped
+connection leaves unconfirmed. Untagged QoS 1 messages go out again after the
+reconnect (a reply is not lost to a short outage); tagged ones are handed back
+instead, because resending them blindly could make a second answer."""
+
+import queue
+import threading
+
+import pytest
+
+from fogmesh.mqtt import MqttClient
+from tests.netcut import CuttableLink
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def receiver(url, topic):
+    got: queue.Queue = queue.Queue()
+    c = MqttClient(url, on_message=lambda m: got.put(m.payload))
+    c.start()
+    c.subscribe(topic)
+    return c, got
+
+
+def test_unconfirmed_tagged_messages_are_handed_back_and_untagged_ones_resent(broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    withdrawn: list = []
+    handed_back = threading.Event()
+    sender = MqttClient(link.url, client_id=f"{root}-sender", clean_session=False,
+                        on_withdrawn=lambda tags: (withdrawn.extend(tags), handed_back.set()))
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        link.hold()                      # from here the broker hears nothing from the sender
+        sender.publish(f"{root}/answer", b"tagged", tag="answer-1")
+        sender.publish(f"{root}/plain", b"untagged")
+        link.cut()
+        assert handed_back.wait(15)
+        assert withdrawn == ["answer-1"]
+        assert got.get(timeout=15) == b"untagged"      # resent after the reconnect
+        with pytest.raises(queue.Empty):
+            got.get(timeout=1.0)                       # the tagged one never went out
+    finally:
+        sender.stop()
+        watch.stop()
+        link.close()
+
+
+def test_a_tagged_message_published_while_disconnected_is_handed_back_at_once(broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    withdrawn: list = []
+    sender = MqttClient(link.url, on_withdrawn=withdrawn.extend, reconnect_min=5.0)
+    try:
+        sender.start()
+        link.cut()
+        wait_until(lambda: not sender.connected.is_set(), timeout=10, what="the drop noticed")
+        assert sender.publish(f"{root}/answer", b"x", tag="late") is None
+        assert withdrawn == ["late"]
+    finally:
+        sender.stop()
+        link.close()
+
+
+def test_confirmed_tagged_messages_are_not_handed_back(broker, root):
+    withdrawn: list = []
+    sender = MqttClient(broker.url, on_withdrawn=withdrawn.extend)
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        info = sender.publish(f"{root}/answer", b"tagged", tag="t")
+        info.wait_for_publish(10)
+        assert got.get(timeout=10) == b"tagged"
+        assert withdrawn == []
+    finally:
+        sender.stop()
+        watch.stop()
