@@ -24,6 +24,8 @@ from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget,
 from edge_agent.rescue import RescueSession, RescueToken
 from edge_agent.core import AgentCore
 from edge_agent.placement import PlacementPolicy
+from edge_agent.pipeline_runner import PipelineRunner
+from edge_agent.pipelines import PipelineSpec
 from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.presence import HostStats, build_presence, presence_due
@@ -78,7 +80,7 @@ class Agent:
                  wall_clock: Callable[[], float] = time.time,
                  state_dir: str | Path | None = None, journal: bool = True,
                  policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
-                 takeover_grace_s: float = 2.0) -> None:
+                 takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -133,6 +135,13 @@ class Agent:
         # answers whose PUBACK the core wants to hear of: (key, message info, sent at)
         self._unconfirmed: deque[tuple[str, Any, float]] = deque()
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
+        self.pipelines: PipelineRunner | None = None
+        if pipelines:
+            missing = sorted({p.kind for p in pipelines} - set(self.registry.names()))
+            if missing:
+                raise ValueError(f"pipelines use kinds this agent does not have: {', '.join(missing)}")
+            self.pipelines = PipelineRunner(broker, agent_id=agent_id, specs=pipelines, root=root,
+                                            wall_clock=wall_clock, task_topic=self._pipeline_target)
 
     # -- lifecycle -------------------------------------------------------
     def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Agent:
@@ -190,6 +199,8 @@ class Agent:
             if self.journal:
                 self.journal.close()
             raise
+        if self.pipelines:
+            self.pipelines.start(timeout=timeout)
         self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
                       self.client.url, self.topics.root, self.dispatch, self.concurrency,
                       ", ".join(self.registry.names()))
@@ -199,6 +210,8 @@ class Agent:
         """Stop taking tasks, finish the ones held (up to ``timeout``), announce
         offline, disconnect. Tasks that arrive meanwhile stay queued at the
         broker for this agent's session, so a restart picks them up."""
+        if self.pipelines:
+            self.pipelines.stop()
         if self._thread and self._thread.is_alive():
             self._events.put(("stop", self.clock() + timeout))
             self._thread.join(timeout + 5)
@@ -210,6 +223,11 @@ class Agent:
         if self.journal:
             self.journal.close()
         self._stopped.set()
+
+    def _pipeline_target(self) -> str:
+        """Where pipeline tasks go: this agent (its policy places them), or,
+        once it drains, the shared task topic (another agent takes them)."""
+        return self.topics.tasks if self._drain_requested else self.topics.agent_tasks(self.agent_id)
 
     def _start_rescue(self, agent: str) -> None:
         """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""

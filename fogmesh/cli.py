@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", action="store_true",
                    help="do not run an agent: tell the running agent --id to finish its work and "
                         "leave, and wait until it has")
+    p.add_argument("--pipelines", metavar="FILE",
+                   help="run the pipelines in this TOML file (camera frame -> task -> actuator "
+                        "command; see examples/pipelines.toml)")
     _log_arg(p)
 
     p = sub.add_parser("submit", help="submit a task and print its reply",
@@ -205,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", action="append", help="policy to run; repeatable (default: the scenario's)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     _json_arg(p)
+
+    from devices.cli import add_parser as add_device_parser
+    add_device_parser(sub, broker_arg=_broker_arg, root_arg=_root_arg, log_arg=_log_arg)
 
     p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
                        description="Benchmarks. Each prints a table; --json prints the same figures.")
@@ -281,6 +287,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
     from edge_agent.battery import BatteryModel, parse_battery_spec
     from edge_agent.monitor import HostMonitor
+    from edge_agent.pipelines import load_pipelines
     from edge_agent.policies import make_policy
     from fogmesh.registry import Registry
     _setup_logging(args.log_level)
@@ -299,11 +306,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
         registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
     if args.timeout:
         registry = registry.with_timeouts(dict(args.timeout))
-    agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
-                  max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
-                  presence_period=args.presence_period, policy=policy,
-                  monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
-                  takeover_grace_s=args.takeover_grace)
+    try:
+        pipelines = load_pipelines(args.pipelines) if args.pipelines else None
+        agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
+                      max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
+                      presence_period=args.presence_period, policy=policy,
+                      monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
+                      takeover_grace_s=args.takeover_grace, pipelines=pipelines)
+    except ValueError as exc:
+        print(f"fogmesh agent: {exc}", file=sys.stderr)
+        return 2
     return _run_until_signal(agent)
 
 
@@ -437,6 +449,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device(args: argparse.Namespace) -> int:
+    from devices.cli import run
+    _setup_logging(args.log_level)
+    return run(args, wait=_wait_for_signal)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
@@ -452,7 +470,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
-            "bench": cmd_bench}
+            "device": cmd_device, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

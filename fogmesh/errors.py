@@ -12,7 +12,8 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── SubmitTimeout (TimeoutError)     no reply before the deadline
     ├── TaskFailed                       the reply said status "error"
     ├── UnknownKind (LookupError)        no handler registered for a kind
-    └── BrokerError (RuntimeError)       an embedded/launched broker failed
+    ├── BrokerError (RuntimeError)       an embedded/launched broker failed
+    └── DeviceError (RuntimeError)       a pin, camera or video source failed
 """
 
 from __future__ import annotations
@@ -69,3 +70,7 @@ class UnknownKind(FogmeshError, LookupError):
 
 class BrokerError(FogmeshError, RuntimeError):
     """An embedded or launched broker failed to start or stop."""
+
+
+class DeviceError(FogmeshError, RuntimeError):
+    """A GPIO pin, camera, video file or image folder could not be used."""

@@ -18,7 +18,7 @@ from fogmesh.errors import InvalidMessage, TopicError
 from fogmesh.topics import validate_publish_topic
 
 WEIGHTS = ("light", "medium", "heavy")
-TIERS = ("local", "fog", "cloud")
+TIERS = ("local", "fog", "cloud", "device")   # device: an actuator or sensor answered
 STATUSES = ("ok", "error")
 PRESENCE_STATES = ("online", "offline", "draining")
 
@@ -37,6 +37,8 @@ ERROR_CODES = (
     "busy",                # the agent's queue is full
     "worker_lost",         # the worker process died while running the task
     "bad_args",            # the handler rejected the args (BadArgs)
+    "unknown_actuator",    # a command for an actuator the device does not have
+    "bad_command",         # an actuator command with a bad op or value
 )
 
 

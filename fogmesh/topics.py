@@ -112,6 +112,50 @@ class Topics:
         """Operator commands to one agent (``{"op": "drain"}``)."""
         return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/control"
 
+    # -- devices: sensors, cameras, actuators (the devices issue) ------------------
+    def sensor(self, device: str, sensor: str) -> str:
+        """Readings of one sensor (push mode), JSON ``{"value": n, "ts": s, ...}``."""
+        return (f"{self.root}/sensors/{validate_segment(device, what='device id')}/"
+                f"{validate_segment(sensor, what='sensor name')}")
+
+    def sensor_get(self, device: str, sensor: str) -> str:
+        """Pull mode: a request here gets one fresh reading on its ``reply_to``."""
+        return f"{self.sensor(device, sensor)}/get"
+
+    def sensor_control(self, device: str) -> str:
+        """Run-time settings of a sensor device (``{"op": "rate", "hz": 2}``)."""
+        return f"{self.root}/sensors/{validate_segment(device, what='device id')}/control"
+
+    def frames(self, device: str, camera: str) -> str:
+        """Camera frames: a JSON header line then the raw JPEG bytes (no base64)."""
+        return f"{self.sensor(device, camera)}/frame"
+
+    def actuator_set(self, device: str, actuator: str) -> str:
+        """Commands to one actuator (``{"op": "pulse", "ms": 3000}``)."""
+        return (f"{self.root}/actuators/{validate_segment(device, what='device id')}/"
+                f"{validate_segment(actuator, what='actuator name')}/set")
+
+    def actuator_set_filter(self, device: str) -> str:
+        return f"{self.root}/actuators/{validate_segment(device, what='device id')}/+/set"
+
+    def actuator_state(self, device: str, actuator: str) -> str:
+        """The actuator's state after each command (retained)."""
+        return self.actuator_set(device, actuator)[: -len("/set")] + "/state"
+
+    def actuator_of_set(self, topic: str) -> tuple[str, str] | None:
+        """(device, actuator) of a command topic, or None."""
+        prefix = f"{self.root}/actuators/"
+        if topic.startswith(prefix) and topic.endswith("/set"):
+            parts = topic[len(prefix):-len("/set")].split("/")
+            if len(parts) == 2 and all(parts):
+                return parts[0], parts[1]
+        return None
+
+    def pipeline_status(self, agent_id: str, name: str) -> str:
+        """A pipeline's counters (frames seen, processed, skipped, actuations), retained."""
+        return (f"{self.root}/pipelines/{validate_segment(agent_id, what='agent id')}/"
+                f"{validate_segment(name, what='pipeline name')}")
+
     @property
     def errors(self) -> str:
         """Dead letters: input that could not be answered on a reply topic."""

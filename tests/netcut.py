@@ -60,7 +60,6 @@ class CuttableLink:
 
     def cut(self) -> None:
         """Drop every connection through the link, both ways, at once."""
-        self._holding.clear()
         with self._lock:
             pairs, self._pairs = self._pairs, []
             self.cuts += 1
@@ -71,6 +70,7 @@ class CuttableLink:
                     s.close()
                 except OSError:
                     pass
+        self._holding.clear()      # only now: held bytes must not slip through before the close
 
     def close(self) -> None:
         self._closed = True
