@@ -43,12 +43,16 @@ def start_agents(url: str, root: str, policy: str, n: int, state_dir: str) -> li
 
 
 def wait_ready(client: Any, n: int, timeout: float = 30) -> None:
+    wait_ready_ids(client, [f"a{i}" for i in range(n)], timeout=timeout)
+
+
+def wait_ready_ids(client: Any, ids: list[str], timeout: float = 30) -> None:
     """Until every agent answers a direct echo (and has seen its peers' presence)."""
     deadline = time.monotonic() + timeout
-    for i in range(n):
+    for agent in ids:
         while True:
             try:
-                client.send("echo", {}, agent=f"a{i}").result(timeout=1)
+                client.send("echo", {}, agent=agent).result(timeout=1)
                 break
             except TimeoutError:
                 if time.monotonic() > deadline:

@@ -54,8 +54,10 @@ class Actuation:
     op: str = "pulse"
     ms: int = 3000
 
-    def payload(self, *, task_id: str) -> bytes:
-        d: dict[str, Any] = {"op": self.op, "id": task_id}
+    def payload(self, *, task_id: str, frame_ts: float) -> bytes:
+        """``frame_ts``: when the triggering frame was captured, so the actuator
+        side (or a benchmark) can measure frame-to-actuation latency."""
+        d: dict[str, Any] = {"op": self.op, "id": task_id, "frame_ts": frame_ts}
         if self.op == "pulse":
             d["ms"] = self.ms
         return codec.encode(d)
@@ -210,7 +212,7 @@ class PipelineCore:
         self.stats.last_latency_ms = latency
         a = self.spec.then
         return [Command(self.topics.actuator_set(a.device, a.actuator),
-                        a.payload(task_id=f"{reply.id}-act"), latency)]
+                        a.payload(task_id=f"{reply.id}-act", frame_ts=ts), latency)]
 
     def expire(self, now: float, *, grace_s: float = 30.0) -> None:
         """Forget tasks whose reply never came (an agent lost them), so the

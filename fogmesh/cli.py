@@ -244,6 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", type=int, default=2000, help="tasks for the throughput run (default: 2000)")
     b.add_argument("--backlog", type=int, default=10_000, help="backlog built during the outage (default: 10000)")
     _json_arg(b)
+    b = bsub.add_parser("camera", help="frames processed and frame-to-actuation latency per frame rate",
+                        description="A camera streams frames to agent pi-1, whose pipeline runs "
+                                    "detect (HOG) on each and pulses a mock relay: % of frames "
+                                    "processed and frame-to-actuation latency at each rate with 1 "
+                                    "and 3 agents; plus binary vs base64 frame format.")
+    b.add_argument("--rates", default="0.5,1,2,5,10", help="frames per second (default: 0.5,1,2,5,10)")
+    b.add_argument("--agents", default="1,3", help="agent counts (default: 1,3)")
+    b.add_argument("--size", default="1280x720", help="frame size (default: 1280x720)")
+    b.add_argument("--seconds", type=float, default=12.0, help="streaming time per case (default: 12)")
+    b.add_argument("--min-frames", type=int, default=6, help="at least this many frames per case (default: 6)")
+    b.add_argument("--max-age-ms", type=int, default=2000, help="older frames are skipped (default: 2000)")
+    b.add_argument("--in-flight", type=int, default=4, help="pipeline tasks in flight (default: 4)")
+    _json_arg(b)
     return parser
 
 
@@ -462,6 +475,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "bridge":
         from bench.bridge import main as bridge_main
         return bridge_main(args)
+    if args.bench == "camera":
+        from bench.camera import main as camera_main
+        return camera_main(args)
     if args.bench == "placement":
         from bench.placement import main as placement_main
         return placement_main(args)
