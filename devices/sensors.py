@@ -7,9 +7,16 @@ Deterministic by seed (the caller passes a ``random.Random``) and by time
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class Rng(Protocol):
+    """What a model needs of ``random.Random`` (passed in: models stay pure)."""
+
+    def random(self) -> float: ...
+
+    def gauss(self, mu: float, sigma: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,7 @@ class SensorModel(Protocol):
     name: str
     unit: str
 
-    def value(self, now: float, rng: random.Random) -> float: ...
+    def value(self, now: float, rng: Rng) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class Temperature:
     swing: float = 3.0
     noise: float = 0.2
 
-    def value(self, now: float, rng: random.Random) -> float:
+    def value(self, now: float, rng: Rng) -> float:
         day = math.sin(2 * math.pi * (now % 86400) / 86400)
         return round(self.mean + self.swing * day + rng.gauss(0, self.noise), 2)
 
@@ -53,7 +60,7 @@ class Humidity:
     mean: float = 55.0
     noise: float = 1.0
 
-    def value(self, now: float, rng: random.Random) -> float:
+    def value(self, now: float, rng: Rng) -> float:
         return round(min(100.0, max(0.0, self.mean + rng.gauss(0, self.noise))), 1)
 
 
@@ -65,7 +72,7 @@ class Motion:
     unit: str = "bool"
     rate: float = 2.0
 
-    def value(self, now: float, rng: random.Random) -> float:
+    def value(self, now: float, rng: Rng) -> float:
         return 1.0 if rng.random() < self.rate / 60.0 else 0.0
 
 

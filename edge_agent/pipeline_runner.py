@@ -37,7 +37,10 @@ class PipelineRunner:
         self.cores = {s.name: PipelineCore(s, topics=self.topics, run_tag=run_tag,
                                            reply_to=f"{root}/replies/pipeline-{agent_id}-{s.name}")
                       for s in specs}
-        self._by_source = {self.topics.frames(s.device, s.sensor): self.cores[s.name] for s in specs}
+        self._by_source: dict[str, list[PipelineCore]] = {}
+        for spec in specs:        # several pipelines may watch one camera
+            self._by_source.setdefault(self.topics.frames(spec.device, spec.sensor), []).append(
+                self.cores[spec.name])
         self._by_reply = {c.reply_to: c for c in self.cores.values()}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -68,17 +71,18 @@ class PipelineRunner:
 
     def _on_message(self, m: Message) -> None:
         now = self.clock()
-        core = self._by_source.get(m.topic)
-        if core is not None:
+        watchers = self._by_source.get(m.topic)
+        if watchers:
             try:
                 header, image = decode_frame(m.payload)
             except InvalidMessage as exc:
                 self.log.warning("%s: ignored a bad frame on %s: %s", self.agent_id, m.topic, exc.message)
                 return
-            with self._lock:
-                submits = core.on_frame(header.ts, image, now)
-            for s in submits:
-                self.client.publish(self.task_topic(), s.task.encode())
+            for watcher in watchers:
+                with self._lock:
+                    submits = watcher.on_frame(header.ts, image, now)
+                for s in submits:
+                    self.client.publish(self.task_topic(), s.task.encode())
             return
         core = self._by_reply.get(m.topic)
         reply = parse_reply(m.payload) if core is not None else None

@@ -44,6 +44,31 @@ def test_bench_rtt_has_help(capsys):
     assert "--json" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("device", ["sensor", "camera", "actuator"])
+def test_every_device_program_has_help(device, capsys):
+    with pytest.raises(SystemExit):
+        main(["device", device, "--help"])
+    assert "--id" in capsys.readouterr().out
+
+
+def test_bench_camera_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "camera", "--help"])
+    assert "--json" in capsys.readouterr().out
+
+
+def test_a_bad_pipeline_file_is_refused_with_what_to_fix(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[[pipeline]]\nname = "x"\nsource = "cam"\nkind = "detect"\nwhen = {}\nthen = {}\n')
+    out = run("agent", "--id", "a", "--pipelines", str(f))
+    assert out.returncode == 2 and "DEVICE/CAMERA" in out.stderr
+
+
+def test_bad_actuator_pins_are_refused_with_the_syntax(capsys):
+    assert main(["device", "actuator", "--id", "r", "--pins", "x=motor:3"]) == 2
+    assert "NAME=KIND:PIN" in capsys.readouterr().err
+
+
 def test_agent_requires_an_id(capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["agent"])
