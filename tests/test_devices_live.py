@@ -219,3 +219,29 @@ def test_a_static_scene_never_pulses_the_relay(broker, root, agents):
     finally:
         camera.stop()
         relay.stop()
+
+
+def test_pipeline_tasks_are_placed_by_the_policy_so_a_low_battery_pi_offloads_them(broker, root, agents):
+    from edge_agent.battery import BatteryModel
+    from edge_agent.monitor import HostMonitor
+    from edge_agent.placement import EnergyPolicy
+
+    def battery(percent):
+        return HostMonitor(battery_model=BatteryModel(percent=percent, idle_w=0.0, task_w=0.0))
+    spec = PipelineSpec(name="deter", device="farm-cam", sensor="camera", kind="motion",
+                        when=Rule("moving"), then=Actuation("farm-relay", "deterrent", "pulse", 200),
+                        args={"min_area": 200}, max_age_ms=3000)
+    opts = dict(presence_period=0.3, policy=EnergyPolicy())
+    low = agents("pi-low", broker.url, root, pipelines=[spec], monitor=battery(30), **opts)
+    full = agents("pi-full", broker.url, root, monitor=battery(90), **opts)
+    wait_until(lambda: (peer := low.core.peers.get("pi-full")) is not None
+               and peer.battery_percent == 90, what="pi-full's presence")
+    camera = CameraDevice(broker.url, device="farm-cam", root=root, fps=5,
+                          source=GeneratedScene(people=1, speed=10, seed=4)).start()
+    try:
+        stats = low.pipelines.cores["deter"].stats
+        wait_until(lambda: stats.processed >= 3, timeout=30, what="three frames analysed")
+        assert full.core.counters.completed >= 3          # the charged Pi ran them
+        assert low.core.counters.offers_sent >= 3
+    finally:
+        camera.stop()
