@@ -223,3 +223,37 @@ class EnergyPolicy:
 
     def accepts(self, me: SelfState) -> bool:
         return me.battery is None or me.battery > self.accept
+
+
+@dataclass
+class ConsolidatePolicy:
+    """Pack work onto the fewest nodes that still meet the deadline, so idle
+    nodes stay idle and can sleep (the fog data-centre energy heuristic):
+    among this agent and its peers, the *busiest* one whose expected completion
+    stays within ``slack`` x the run time; if none does, the least loaded.
+    The opposite of spreading: fewer awake nodes, somewhat longer queues."""
+
+    slack: float = 3.0
+    name: str = "consolidate"
+    default_transfer_ms: float = 1.0
+
+    def place(self, kind: str, weight: str, me: SelfState, peers: Sequence[Peer], *,
+              run_ms: float) -> Decision:
+        limit = self.slack * run_ms
+        mine = expected_ms(me.queued, me.running, me.capacity, run_ms)
+        options: list[tuple[float, float, str | None]] = [(-(me.queued + me.running) / max(1, me.capacity),
+                                                           mine, None)]
+        for p in peers:
+            pr = p.presence
+            transfer = p.rtt_ms if p.rtt_ms is not None else self.default_transfer_ms
+            cost = expected_ms(pr.queue, pr.running, pr.capacity, run_ms, transfer)
+            options.append((-(pr.queue + pr.running) / max(1, pr.capacity), cost, p.agent))
+        fitting = [o for o in options if o[1] <= limit]
+        if fitting:   # busiest first; ties: here before a peer, then by name
+            _, _, where = min(fitting, key=lambda o: (o[0], o[2] is not None, o[2] or ""))
+        else:
+            _, _, where = min(options, key=lambda o: (o[1], o[2] is not None, o[2] or ""))
+        return Local() if where is None else Offload(where)
+
+    def accepts(self, me: SelfState) -> bool:
+        return True

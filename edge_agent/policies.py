@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from edge_agent.placement import (EnergyPolicy, LeastLoadedPolicy, LocalPolicy, PlacementPolicy,
-                                  RandomPolicy, RoundRobinPolicy)
+from edge_agent.placement import (ConsolidatePolicy, EnergyPolicy, LeastLoadedPolicy, LocalPolicy,
+                                  PlacementPolicy, RandomPolicy, RoundRobinPolicy)
 
 POLICY_ENTRY_POINT_GROUP = "fogmesh.policies"
 
 BUILTIN_POLICIES = {"local": LocalPolicy, "round-robin": RoundRobinPolicy, "random": RandomPolicy,
-                    "least-loaded": LeastLoadedPolicy, "energy": EnergyPolicy}
+                    "least-loaded": LeastLoadedPolicy, "energy": EnergyPolicy,
+                    "consolidate": ConsolidatePolicy}
 
 
 def make_policy(name: str, **options: object) -> PlacementPolicy:

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
     p.add_argument("--policy", default="least-loaded",
                    help="placement of medium/heavy tasks: local, round-robin, random, least-loaded, "
-                        "energy, or one from the fogmesh.policies entry points (default: least-loaded)")
+                        "energy, consolidate, or one from the fogmesh.policies entry points (default: least-loaded)")
     p.add_argument("--policy-option", type=_option_pair, action="append", default=[], metavar="K=V",
                    help="policy option, repeatable: e.g. low=50 recover=60 accept=70 fit=best "
                         "(energy), seed=7 (random)")
@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="a scenario file, or the name of a shipped one (conpi-case-study)")
     p.add_argument("--policy", action="append", help="policy to run; repeatable (default: the scenario's)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="shrink or grow node groups, devices and arrival rate together, keeping the "
+                        "load per node (e.g. 0.1 runs city-1000 on 100 nodes; default: 1)")
+    p.add_argument("--trace", metavar="CSV",
+                   help="replay arrivals from a CSV trace (time,device,kind[,size_kb]) instead of "
+                        "the scenario's Poisson workload")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write PNG plots (battery per node, latency CDFs) into DIR")
     _json_arg(p)
 
     from devices.cli import add_parser as add_device_parser
@@ -435,6 +443,7 @@ def cmd_cloud_worker(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     import time
+    from dataclasses import replace
     from pathlib import Path
     from simulator import engine, report, scenario
     path = Path(args.scenario)
@@ -445,21 +454,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                   "that name in scenarios/)", file=sys.stderr)
             return 2
         path = shipped
-    sc = scenario.load(path)
-    rows = []
-    t0 = time.perf_counter()
-    for policy in args.policy or sc.policies:
-        def show(fraction: float, policy: str = policy) -> None:
-            if not args.json:
-                print(f"\r[simulate] {policy:<13} {100 * fraction:5.1f}%", end="", file=sys.stderr, flush=True)
-        result = engine.simulate(sc, policy, seed=args.seed, progress=show)
-        rows.append(result.summary())
+    try:
+        sc = scenario.load(path, scale=args.scale)
+        if args.trace:
+            sc = replace(sc, workload=replace(sc.workload, trace=str(Path(args.trace).resolve())))
+        runs = []
+        t0 = time.perf_counter()
+        for policy in args.policy or sc.policies:
+            runs.append(engine.simulate(sc, policy, seed=args.seed,
+                                        progress=None if args.json else _progress_bar(policy)))
+    except ValueError as exc:
+        print(f"\nfogmesh simulate: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
     if not args.json:
         print("", file=sys.stderr)
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"scenario": sc.name, "results": rows, "seconds": seconds}, indent=2) if args.json
-          else report.render(sc.name, rows, seconds))
+    rows = [r.summary() for r in runs]
+    plots: list[str] = []
+    if args.plots:
+        from simulator import plots as sim_plots
+        out = Path(args.plots)
+        out.mkdir(parents=True, exist_ok=True)
+        made = [sim_plots.battery_plot(runs, out / f"{sc.name}-battery.png", title=sc.name),
+                sim_plots.latency_cdf_plot(runs, out / f"{sc.name}-latency-cdf.png", title=sc.name,
+                                           deadline_ms=sc.workload.deadline_ms)]
+        plots = [str(p) for p in made if p is not None]
+    if args.json:
+        print(json.dumps({"scenario": sc.name, "nodes": len(sc.nodes), "results": rows,
+                          "seconds": seconds, "plots": plots}, indent=2))
+    else:
+        print(report.render(sc.name, rows, seconds, nodes=len(sc.nodes)))
+        for p in plots:
+            print(f"plot: {p}")
     return 0
+
+
+def _progress_bar(policy: str) -> Any:
+    """A one-line progress bar on stderr, redrawn at most every whole percent."""
+    last = [-1]
+
+    def show(fraction: float) -> None:
+        pct = int(100 * fraction)
+        if pct != last[0]:
+            last[0] = pct
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            print(f"\r[simulate] {policy:<13} [{bar}] {pct:3d}%", end="", file=sys.stderr, flush=True)
+    return show
 
 
 def cmd_device(args: argparse.Namespace) -> int:

@@ -1,9 +1,16 @@
-"""Scenarios: nodes, network and workload, from a TOML file. Pure data."""
+"""Scenarios: nodes, network and workload, from a TOML file. Pure data.
+
+Nodes are listed one by one (``[[nodes]]``) or in groups (``[[node_groups]]``
+with ``prefix`` and ``count``), so a city of 1,000 nodes is a few lines.
+``scale`` (``fogmesh simulate --scale 0.1``) shrinks groups, devices and the
+arrival rate together, keeping the load per node: the CI-sized form of a big
+scenario.
+"""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,11 @@ class NodeSpec:
     speed: float = 1.0                 # work per second relative to the reference node
     capacity: int = 1                  # tasks run at once
     battery: BatteryModel | None = None
+    idle_w: float = 0.0                # power without a battery model (mains nodes), for energy totals
+    task_w: float = 0.0
+    sleep_w: float | None = None       # power asleep; None: never sleeps
+    sleep_after_s: float = 30.0        # idle this long -> asleep
+    wake_ms: float = 0.0               # a task that wakes the node starts this much later
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class Network:
     cloud_mbps: float = 10.0
     cloud_speed: float = 4.0           # the cloud runs heavy work this much faster
     cloud: bool = True
+    site_size: int = 0                 # nodes per edge broker; peers are the same site's (0: all)
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,9 @@ class Workload:
     size_kb: dict[str, float] = field(default_factory=lambda: {"light": 1, "medium": 50, "heavy": 230})
     deadline_ms: float = 2000.0
     landing: tuple[str, ...] = ()      # nodes devices submit to (default: all, round-robin)
+    devices: int = 0                   # >0: tasks come from this many devices, each bound to a node
+    tasks: int = 0                     # >0: stop after this many tasks (instead of duration_s)
+    trace: str | None = None           # CSV (time,device,kind,size_kb) instead of Poisson arrivals
 
 
 @dataclass(frozen=True)
@@ -58,13 +74,40 @@ def _battery(d: dict[str, Any] | None) -> BatteryModel | None:
                         idle_w=float(d.get("idle_w", 1.4)), task_w=float(d.get("task_w", 1.6)), solar=solar)
 
 
-def load(path: str | Path) -> Scenario:
-    d = tomllib.loads(Path(path).read_text())
-    nodes = tuple(NodeSpec(name=n["name"], speed=float(n.get("speed", 1.0)), capacity=int(n.get("capacity", 1)),
-                           battery=_battery(n.get("battery"))) for n in d["nodes"])
+NODE_FIELDS = ("speed", "capacity", "idle_w", "task_w", "sleep_w", "sleep_after_s", "wake_ms")
+
+
+def _node(name: str, d: dict[str, Any]) -> NodeSpec:
+    unknown = set(d) - set(NODE_FIELDS) - {"name", "battery", "prefix", "count"}
+    if unknown:
+        raise ValueError(f"node {name}: unknown field(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(NODE_FIELDS)}, battery")
+    opts = {k: d[k] for k in NODE_FIELDS if k in d}
+    return NodeSpec(name=name, battery=_battery(d.get("battery")), **opts)
+
+
+def load(path: str | Path, *, scale: float = 1.0) -> Scenario:
+    """Read a scenario; a workload trace path is relative to the scenario file."""
+    path = Path(path)
+    d = tomllib.loads(path.read_text())
+    nodes = [_node(n["name"], n) for n in d.get("nodes", [])]
+    for g in d.get("node_groups", []):
+        count = max(1, round(int(g["count"]) * scale))
+        width = len(str(count))
+        nodes += [_node(f"{g['prefix']}-{i + 1:0{width}d}", g) for i in range(count)]
+    if not nodes:
+        raise ValueError(f"{path}: no [[nodes]] or [[node_groups]]")
     net = Network(**d.get("network", {}))
-    w = d.get("workload", {})
-    workload = Workload(**{k: (tuple(v) if k == "landing" else v) for k, v in w.items()})
-    return Scenario(name=d.get("name", Path(path).stem), nodes=nodes, network=net, workload=workload,
+    w = dict(d.get("workload", {}))
+    if "landing" in w:
+        w["landing"] = tuple(w["landing"])
+    if w.get("trace"):
+        w["trace"] = str((path.parent / w["trace"]).resolve())
+    workload = Workload(**w)
+    if scale != 1.0:
+        workload = replace(workload, rate_per_s=workload.rate_per_s * scale,
+                           devices=max(1, round(workload.devices * scale)) if workload.devices else 0,
+                           tasks=max(1, round(workload.tasks * scale)) if workload.tasks else 0)
+    return Scenario(name=d.get("name", path.stem), nodes=tuple(nodes), network=net, workload=workload,
                     presence_period_s=float(d.get("presence_period_s", 5.0)), seed=int(d.get("seed", 1)),
                     policies=tuple(d.get("policies", Scenario.policies)))
