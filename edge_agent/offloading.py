@@ -4,12 +4,10 @@ results, and moving queued work to peers that free up. Mixed into
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from edge_agent.actions import Action, Cancel, Publish
 from edge_agent.entry import Entry, OfferState
 from edge_agent.offload import Answer, Offer, Result, decode_inbox
-from edge_agent.peers import Peer
+from edge_agent.peers import Peer, with_outstanding
 from edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
@@ -47,10 +45,7 @@ class OffloadingMixin:
         for p in self.peers.live(now):
             if self._busy_until.get(p.agent, 0.0) > now:
                 continue
-            extra = self._outstanding.get(p.agent, 0)
-            if extra:
-                p = replace(p, presence=replace(p.presence, queue=p.presence.queue + extra))
-            views.append(p)
+            views.append(with_outstanding(p, self._outstanding.get(p.agent, 0)))
         return views
 
 

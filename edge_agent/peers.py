@@ -76,3 +76,13 @@ class PeerRegistry:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+
+def with_outstanding(peer: Peer, offers: int) -> Peer:
+    """``peer`` as placement should see it: its announced queue plus the
+    ``offers`` this agent sent it that it still holds. Presence lags a burst;
+    without this every origin would herd onto the peer that looked idlest at
+    its last announcement. Shared by the live agent and the simulator."""
+    if not offers:
+        return peer
+    return replace(peer, presence=replace(peer.presence, queue=peer.presence.queue + offers))

@@ -200,71 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
     _log_arg(p)
 
-    p = sub.add_parser("simulate", help="simulate a fog deployment with the agents' own policies",
-                       description="Discrete-event simulation of the nodes, network and workload of a "
-                                   "scenario (TOML), running the same placement policies as live "
-                                   "agents, one run per policy. Scenarios ship in scenarios/.")
-    p.add_argument("scenario", help="a scenario file, or the name of a shipped one (conpi-case-study)")
-    p.add_argument("--policy", action="append", help="policy to run; repeatable (default: the scenario's)")
-    p.add_argument("--seed", type=int, help="override the scenario's seed")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="shrink or grow node groups, devices and arrival rate together, keeping the "
-                        "load per node (e.g. 0.1 runs city-1000 on 100 nodes; default: 1)")
-    p.add_argument("--trace", metavar="CSV",
-                   help="replay arrivals from a CSV trace (time,device,kind[,size_kb]) instead of "
-                        "the scenario's Poisson workload")
-    p.add_argument("--plots", metavar="DIR",
-                   help="also write PNG plots (battery per node, latency CDFs) into DIR")
-    _json_arg(p)
-
+    from bench.cli import add_parser as add_bench_parser
     from devices.cli import add_parser as add_device_parser
+    from simulator.cli import add_parser as add_simulate_parser
+    add_simulate_parser(sub, json_arg=_json_arg)
     add_device_parser(sub, broker_arg=_broker_arg, root_arg=_root_arg, log_arg=_log_arg)
+    add_bench_parser(sub, json_arg=_json_arg, brokers_arg=_brokers_arg)
 
-    p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
-                       description="Benchmarks. Each prints a table; --json prints the same figures.")
-    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
-    bsub.required = True
-    b = bsub.add_parser("rtt", help="round trip and throughput: raw MQTT vs fogmesh vs Celery+Redis",
-                        description="Request/reply round trip (p50/p99) of raw paho-MQTT, fogmesh "
-                                    "echo, and Celery+Redis, plus pipelined throughput with 64 in "
-                                    "flight, on mosquitto and on the embedded amqtt broker.")
-    b.add_argument("--requests", type=int, default=2000, help="round trips per system (default: 2000)")
-    b.add_argument("--pipelined", type=int, default=5000, help="tasks in the throughput run (default: 5000)")
-    b.add_argument("--inflight", type=int, default=64, help="tasks in flight for throughput (default: 64)")
-    _brokers_arg(b)
-    b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
-    _json_arg(b)
-    b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
-                        description="Four agents, every task submitted to one hot agent: p50/p99 "
-                                    "latency, makespan and spread per placement policy, plus the "
-                                    "added latency of one offload hop, on mosquitto and amqtt.")
-    b.add_argument("--tasks", type=int, default=2000, help="medium sha256 tasks per policy (default: 2000)")
-    b.add_argument("--agents", type=int, default=4, help="agents (default: 4)")
-    b.add_argument("--hops", type=int, default=1000, help="medium echoes for the hop latency (default: 1000)")
-    b.add_argument("--policies", default="local,round-robin,random,least-loaded,energy",
-                   help="comma list of policies (default: all shipped)")
-    _brokers_arg(b)
-    _json_arg(b)
-    b = bsub.add_parser("bridge", help="heavy-task throughput through the bridge and backlog replay",
-                        description="Heavy tasks through the cloud bridge to two cloud workers "
-                                    "(edge and cloud mosquitto), then a cloud outage with a backlog "
-                                    "that is replayed when the cloud returns.")
-    b.add_argument("--tasks", type=int, default=2000, help="tasks for the throughput run (default: 2000)")
-    b.add_argument("--backlog", type=int, default=10_000, help="backlog built during the outage (default: 10000)")
-    _json_arg(b)
-    b = bsub.add_parser("camera", help="frames processed and frame-to-actuation latency per frame rate",
-                        description="A camera streams frames to agent pi-1, whose pipeline runs "
-                                    "detect (HOG) on each and pulses a mock relay: % of frames "
-                                    "processed and frame-to-actuation latency at each rate with 1 "
-                                    "and 3 agents; plus binary vs base64 frame format.")
-    b.add_argument("--rates", default="0.5,1,2,5,10", help="frames per second (default: 0.5,1,2,5,10)")
-    b.add_argument("--agents", default="1,3", help="agent counts (default: 1,3)")
-    b.add_argument("--size", default="1280x720", help="frame size (default: 1280x720)")
-    b.add_argument("--seconds", type=float, default=12.0, help="streaming time per case (default: 12)")
-    b.add_argument("--min-frames", type=int, default=6, help="at least this many frames per case (default: 6)")
-    b.add_argument("--max-age-ms", type=int, default=2000, help="older frames are skipped (default: 2000)")
-    b.add_argument("--in-flight", type=int, default=4, help="pipeline tasks in flight (default: 4)")
-    _json_arg(b)
     return parser
 
 
@@ -442,64 +384,8 @@ def cmd_cloud_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import time
-    from dataclasses import replace
-    from pathlib import Path
-    from simulator import engine, report, scenario
-    path = Path(args.scenario)
-    if not path.exists():
-        shipped = Path(__file__).resolve().parent.parent / "scenarios" / f"{args.scenario}.toml"
-        if not shipped.exists():
-            print(f"fogmesh simulate: no scenario file {args.scenario!r} (and no shipped scenario of "
-                  "that name in scenarios/)", file=sys.stderr)
-            return 2
-        path = shipped
-    try:
-        sc = scenario.load(path, scale=args.scale)
-        if args.trace:
-            sc = replace(sc, workload=replace(sc.workload, trace=str(Path(args.trace).resolve())))
-        runs = []
-        t0 = time.perf_counter()
-        for policy in args.policy or sc.policies:
-            runs.append(engine.simulate(sc, policy, seed=args.seed,
-                                        progress=None if args.json else _progress_bar(policy)))
-    except ValueError as exc:
-        print(f"\nfogmesh simulate: {exc}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - t0
-    if not args.json:
-        print("", file=sys.stderr)
-    rows = [r.summary() for r in runs]
-    plots: list[str] = []
-    if args.plots:
-        from simulator import plots as sim_plots
-        out = Path(args.plots)
-        out.mkdir(parents=True, exist_ok=True)
-        made = [sim_plots.battery_plot(runs, out / f"{sc.name}-battery.png", title=sc.name),
-                sim_plots.latency_cdf_plot(runs, out / f"{sc.name}-latency-cdf.png", title=sc.name,
-                                           deadline_ms=sc.workload.deadline_ms)]
-        plots = [str(p) for p in made if p is not None]
-    if args.json:
-        print(json.dumps({"scenario": sc.name, "nodes": len(sc.nodes), "results": rows,
-                          "seconds": seconds, "plots": plots}, indent=2))
-    else:
-        print(report.render(sc.name, rows, seconds, nodes=len(sc.nodes)))
-        for p in plots:
-            print(f"plot: {p}")
-    return 0
-
-
-def _progress_bar(policy: str) -> Any:
-    """A one-line progress bar on stderr, redrawn at most every whole percent."""
-    last = [-1]
-
-    def show(fraction: float) -> None:
-        pct = int(100 * fraction)
-        if pct != last[0]:
-            last[0] = pct
-            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
-            print(f"\r[simulate] {policy:<13} [{bar}] {pct:3d}%", end="", file=sys.stderr, flush=True)
-    return show
+    from simulator.cli import run
+    return run(args)
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -509,19 +395,8 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "rtt":
-        from bench.rtt import main as rtt_main
-        return rtt_main(args)
-    if args.bench == "bridge":
-        from bench.bridge import main as bridge_main
-        return bridge_main(args)
-    if args.bench == "camera":
-        from bench.camera import main as camera_main
-        return camera_main(args)
-    if args.bench == "placement":
-        from bench.placement import main as placement_main
-        return placement_main(args)
-    return 2
+    from bench.cli import run
+    return run(args)
 
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,

@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edge_agent.peers import Peer
+from edge_agent.peers import Peer, with_outstanding
 from edge_agent.placement import Cloud, Offload, place_task
 from edge_agent.policies import make_policy
 from simulator.nodes import KIND, SimNode
@@ -57,15 +57,13 @@ class Result:
 
 
 def _sites(names: list[str], size: int) -> dict[str, list[str]]:
-    """Each node's peers: the other nodes on its edge broker (consecutive blocks)."""
+    """Each node's peers: the other nodes on its edge broker. Nodes are dealt
+    to sites in turn (node i to site i mod sites), so node groups mix."""
     if size <= 0 or size >= len(names):
         return {n: [o for o in names if o != n] for n in names}
-    out: dict[str, list[str]] = {}
-    for start in range(0, len(names), size):
-        block = names[start:start + size]
-        for n in block:
-            out[n] = [o for o in block if o != n]
-    return out
+    count = -(-len(names) // size)
+    members: list[list[str]] = [names[s::count] for s in range(count)]
+    return {n: [o for o in members[i % count] if o != n] for i, n in enumerate(names)}
 
 
 def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
@@ -96,6 +94,14 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
     switching = {name: node.policy for name, node in nodes.items() if hasattr(node.policy, "offloading")}
     push(0.0, "presence", None)
     arrivals_open = first is not None
+    held: dict[tuple[str, str], int] = {}       # (origin, peer) -> offers the peer still holds
+
+    def views(origin: str) -> list[Peer]:
+        return [with_outstanding(seen[o], held.get((origin, o), 0)) for o in site_of[origin]]
+
+    def settle(task: SimTask, peer: str) -> None:
+        key = (task.landing, peer)
+        held[key] = held.get(key, 1) - 1
 
     def account(node: SimNode, now: float) -> None:
         if node.account(now):          # ran flat: its work is lost
@@ -154,7 +160,7 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
             policy = switching.get(node.name)
             before = policy.offloading if policy is not None else False
             decision = place_task(node.policy, kind=KIND, weight=task.weight, me=node.state(),
-                                  peers=[seen[o] for o in site_of[node.name]],
+                                  peers=views(node.name),
                                   run_ms=task.work_ms / node.spec.speed, cloud=net.cloud)
             if policy is not None and policy.offloading != before and node.battery is not None:
                 res.switches.append((round(now, 1), node.name, "offload" if policy.offloading else "take-back",
@@ -166,6 +172,7 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
                 push(now + net.cloud_rtt_ms / 1000 + transfer + task.work_ms / 1000 / net.cloud_speed,
                      "cloud_done", task)
             elif isinstance(decision, Offload):
+                held[(node.name, decision.peer)] = held.get((node.name, decision.peer), 0) + 1
                 transfer = task.size_kb * 8 / 1000 / net.fog_mbps
                 push(now + net.fog_latency_ms / 1000 + transfer, "offered", (decision.peer, task))
             else:
@@ -178,6 +185,7 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
                 task.tier = "fog"
                 enqueue(peer, task, now)
             else:                                   # rejected: back to its landing node
+                settle(task, peer_name)
                 origin = nodes[task.landing]
                 account(origin, now)
                 if origin.alive:
@@ -191,6 +199,8 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
             if not node.alive:
                 continue                            # counted as dropped when it ran flat
             node.running -= 1
+            if task.tier == "fog":
+                settle(task, name)
             extra = net.fog_latency_ms / 1000 if task.tier == "fog" else 0.0
             finish(task, now + extra)
             start(node, now)

@@ -51,6 +51,7 @@ class Workload:
     deadline_ms: float = 2000.0
     landing: tuple[str, ...] = ()      # nodes devices submit to (default: all, round-robin)
     devices: int = 0                   # >0: tasks come from this many devices, each bound to a node
+    device_skew: float = 1.0           # >1: devices crowd onto the first nodes (hot spots)
     tasks: int = 0                     # >0: stop after this many tasks (instead of duration_s)
     trace: str | None = None           # CSV (time,device,kind,size_kb) instead of Poisson arrivals
 

@@ -38,7 +38,11 @@ def arrivals(wl: Workload, nodes: list[str], rng: random.Random) -> Iterator[Sim
         if (wl.tasks and n >= wl.tasks) or (not wl.tasks and t >= wl.duration_s):
             return
         w = rng.choices(weights, probs)[0]
-        where = landing[rng.randrange(wl.devices) % len(landing)] if wl.devices else landing[n % len(landing)]
+        if wl.devices:
+            device = rng.randrange(wl.devices)
+            where = landing[int(len(landing) * (device / wl.devices) ** wl.device_skew)]
+        else:
+            where = landing[n % len(landing)]
         yield SimTask(n, w, wl.work_ms[w], wl.size_kb[w], t, where)
         n += 1
 

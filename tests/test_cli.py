@@ -182,3 +182,24 @@ def test_a_placement_policy_from_an_entry_point_is_found_by_name(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.stdout.strip() == "Stay", r.stderr
+
+
+def test_simulate_prints_the_table_the_case_study_story_and_plots(tmp_path):
+    out = run("simulate", "conpi-case-study", "--policy", "local", "--policy", "energy",
+              "--plots", str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "deadline %" in out.stdout and "events/s" in out.stdout
+    assert "pi-shaded offload at 50%" in out.stdout
+    assert (tmp_path / "conpi-case-study-battery.png").exists()
+    assert "[simulate]" in out.stderr and "100%" in out.stderr      # the progress bar
+
+
+def test_simulate_json_has_the_same_figures():
+    out = run("simulate", "city-1000", "--scale", "0.02", "--policy", "consolidate", "--json", timeout=120)
+    report = json.loads(out.stdout)
+    assert report["nodes"] == 20 and report["results"][0]["policy"] == "consolidate"
+
+
+def test_simulate_names_an_unknown_scenario():
+    out = run("simulate", "atlantis")
+    assert out.returncode == 2 and "scenarios/" in out.stderr

@@ -1,0 +1,72 @@
+"""``fogmesh bench``: the benchmarks' options, registered into the one
+``fogmesh`` parser by :mod:`fogmesh.cli`. Each benchmark prints a table and
+takes ``--json`` for the same figures."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+
+def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print a table (and --json)",
+                       description="Benchmarks. Each prints a table; --json prints the same figures.")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    b = bsub.add_parser("rtt", help="round trip and throughput: raw MQTT vs fogmesh vs Celery+Redis",
+                        description="Request/reply round trip (p50/p99) of raw paho-MQTT, fogmesh "
+                                    "echo, and Celery+Redis, plus pipelined throughput with 64 in "
+                                    "flight, on mosquitto and on the embedded amqtt broker.")
+    b.add_argument("--requests", type=int, default=2000, help="round trips per system (default: 2000)")
+    b.add_argument("--pipelined", type=int, default=5000, help="tasks in the throughput run (default: 5000)")
+    b.add_argument("--inflight", type=int, default=64, help="tasks in flight for throughput (default: 64)")
+    brokers_arg(b)
+    b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
+    json_arg(b)
+    b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
+                        description="Four agents, every task submitted to one hot agent: p50/p99 "
+                                    "latency, makespan and spread per placement policy, plus the "
+                                    "added latency of one offload hop, on mosquitto and amqtt.")
+    b.add_argument("--tasks", type=int, default=2000, help="medium sha256 tasks per policy (default: 2000)")
+    b.add_argument("--agents", type=int, default=4, help="agents (default: 4)")
+    b.add_argument("--hops", type=int, default=1000, help="medium echoes for the hop latency (default: 1000)")
+    b.add_argument("--policies", default="local,round-robin,random,least-loaded,energy",
+                   help="comma list of policies (default: all shipped)")
+    brokers_arg(b)
+    json_arg(b)
+    b = bsub.add_parser("bridge", help="heavy-task throughput through the bridge and backlog replay",
+                        description="Heavy tasks through the cloud bridge to two cloud workers "
+                                    "(edge and cloud mosquitto), then a cloud outage with a backlog "
+                                    "that is replayed when the cloud returns.")
+    b.add_argument("--tasks", type=int, default=2000, help="tasks for the throughput run (default: 2000)")
+    b.add_argument("--backlog", type=int, default=10_000, help="backlog built during the outage (default: 10000)")
+    json_arg(b)
+    b = bsub.add_parser("camera", help="frames processed and frame-to-actuation latency per frame rate",
+                        description="A camera streams frames to agent pi-1, whose pipeline runs "
+                                    "detect (HOG) on each and pulses a mock relay: % of frames "
+                                    "processed and frame-to-actuation latency at each rate with 1 "
+                                    "and 3 agents; plus binary vs base64 frame format.")
+    b.add_argument("--rates", default="0.5,1,2,5,10", help="frames per second (default: 0.5,1,2,5,10)")
+    b.add_argument("--agents", default="1,3", help="agent counts (default: 1,3)")
+    b.add_argument("--size", default="1280x720", help="frame size (default: 1280x720)")
+    b.add_argument("--seconds", type=float, default=12.0, help="streaming time per case (default: 12)")
+    b.add_argument("--min-frames", type=int, default=6, help="at least this many frames per case (default: 6)")
+    b.add_argument("--max-age-ms", type=int, default=2000, help="older frames are skipped (default: 2000)")
+    b.add_argument("--in-flight", type=int, default=4, help="pipeline tasks in flight (default: 4)")
+    json_arg(b)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench == "rtt":
+        from bench.rtt import main as rtt_main
+        return rtt_main(args)
+    if args.bench == "bridge":
+        from bench.bridge import main as bridge_main
+        return bridge_main(args)
+    if args.bench == "camera":
+        from bench.camera import main as camera_main
+        return camera_main(args)
+    if args.bench == "placement":
+        from bench.placement import main as placement_main
+        return placement_main(args)
+    return 2
