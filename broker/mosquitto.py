@@ -18,8 +18,7 @@ from broker.ports import free_port, wait_port
 from fogmesh.errors import BrokerError
 
 CONF_TEMPLATE = """\
-listener {port} {host}
-allow_anonymous true
+{listener}
 set_tcp_nodelay true
 persistence {persistence}
 persistence_location {workdir}/
@@ -53,18 +52,29 @@ class Mosquitto:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  workdir: str | Path | None = None, persistence: bool = True,
-                 extra_conf: str = "") -> None:
+                 extra_conf: str = "", secure_dir: str | Path | None = None) -> None:
+        """``secure_dir``: a directory made by ``python -m broker.secure``: then the
+        listener is TLS with password logins and its ACL, anonymous access off."""
         self.host = host
         self.port = port or free_port(host)
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fogmesh-mosquitto-"))
         self.persistence = persistence
         self.extra_conf = extra_conf
+        self.secure_dir = Path(secure_dir).resolve() if secure_dir else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.secure_dir else 'mqtt'}://{self.host}:{self.port}"
+
+    def _listener(self) -> str:
+        if self.secure_dir is None:
+            return f"listener {self.port} {self.host}\nallow_anonymous true"
+        d = self.secure_dir
+        return (f"per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n"
+                f"acl_file {d}/acl\nlistener {self.port} {self.host}\ncafile {d}/ca.crt\n"
+                f"certfile {d}/server.crt\nkeyfile {d}/server.key\ntls_version tlsv1.2")
 
     @property
     def conf_path(self) -> Path:
@@ -74,7 +84,7 @@ class Mosquitto:
         binary = mosquitto_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(CONF_TEMPLATE.format(
-            host=self.host, port=self.port, workdir=self.workdir,
+            listener=self._listener(), workdir=self.workdir,
             persistence="true" if self.persistence else "false", extra=self.extra_conf))
         self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -68,9 +68,15 @@ class FogClient:
     """A connected submitter. Use as a context manager or call ``connect``/``close``."""
 
     def __init__(self, broker: BrokerUrl | str = DEFAULT_BROKER, *, root: str = DEFAULT_ROOT,
-                 device: str | None = None, reply_to: str | None = None) -> None:
+                 device: str | None = None, reply_to: str | None = None,
+                 own_topic: bool = False) -> None:
+        """``own_topic``: submit on ``tasks/{device}``, the topic a secured broker
+        lets only this device's login publish to (replies stay on ``replies/{device}``)."""
         self.topics = Topics(root)
         self.device = device
+        if own_topic and not device:
+            raise ValueError("own_topic needs a device id")
+        self.task_topic = self.topics.device_tasks(device) if own_topic and device else self.topics.tasks
         self.client_id = f"fogmesh-dev-{uuid.uuid4().hex[:12]}"
         self.reply_to = reply_to or self.topics.replies(device or self.client_id)
         self._pending: dict[str, _Pending] = {}
@@ -117,7 +123,7 @@ class FogClient:
             if task.id in self._pending:
                 raise ValueError(f"task id {task.id!r} is already in flight")
             self._pending[task.id] = _Pending(future, time.perf_counter())
-        topic = self.topics.agent_tasks(agent) if agent else self.topics.tasks
+        topic = self.topics.agent_tasks(agent) if agent else self.task_topic
         self._mqtt.publish(topic, task.encode(), qos=1)
         return future
 

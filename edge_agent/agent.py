@@ -190,8 +190,10 @@ class Agent:
             self.client.subscribe(self.topics.agent_tasks(self.agent_id), 1, timeout=timeout)
             if self.dispatch == "shared":
                 self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
+                self.client.subscribe(self.topics.shared_device_tasks(), 1, timeout=timeout)
             else:
                 self.client.subscribe(self.topics.tasks, 1, timeout=timeout)
+                self.client.subscribe(self.topics.device_tasks_filter, 1, timeout=timeout)
         except BaseException:
             self.pool.stop()
             self.client.stop()
@@ -234,6 +236,7 @@ class Agent:
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
         session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
+                                             self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
                                              self.topics.claims),
                                 deliver=lambda token: self._events.put(("rescued", token)),
                                 log=self.log)
@@ -252,7 +255,8 @@ class Agent:
         assert core is not None
         core.draining = True
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
-        for topic in (self.topics.shared_tasks(), self.topics.tasks, self.topics.agent_tasks(self.agent_id)):
+        for topic in (self.topics.shared_tasks(), self.topics.tasks, self.topics.shared_device_tasks(),
+                      self.topics.device_tasks_filter, self.topics.agent_tasks(self.agent_id)):
             self.client.unsubscribe(topic)
         self._publish_presence(self.clock(), state="draining")
         self._drain_requested = True

@@ -38,7 +38,7 @@ from edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, S
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import DeadLetter, ErrorInfo, Presence, Reply, Task, Timing, excerpt, \
+from fogmesh.messages import DeadLetter, confine_to_device, ErrorInfo, Presence, Reply, Task, Timing, excerpt, \
     parse_task
 from fogmesh.registry import Registry
 
@@ -120,11 +120,14 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
         may have taken the task over meanwhile: it is competed for, not run."""
         t = self.config.topics
-        if topic in (t.tasks, self._direct) and dup and self.accepting and \
-                (self.config.dispatch == "shared" or topic == self._direct):
+        if dup and self.accepting and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
+                                       or topic == self._direct):
             return self.on_rescued(topic, payload, token, now)
         if topic == t.tasks:
             return self._on_task(payload, token, now, direct=False)
+        device = t.device_of_tasks(topic)
+        if device is not None:
+            return self._on_task(payload, token, now, direct=False, device=device)
         if topic == self._direct:
             return self._on_task(payload, token, now, direct=True)
         if topic == self._inbox:
@@ -145,7 +148,8 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         to this session later); held tasks still finish."""
         self.accepting = False
 
-    def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool) -> list[Action]:
+    def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool,
+                 device: str | None = None) -> list[Action]:
         if not self.accepting:
             return []
         self.counters.received += 1
@@ -154,6 +158,10 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             error = None
         except InvalidMessage as exc:
             task, error = None, exc
+        if device is not None:
+            task, error = confine_to_device(task, error, device, self.config.topics.replies(device))
+            if task is not None:      # what peers, journals and takeovers see: the confined task
+                payload = task.encode()
         task_id = task.id if task else (error.task_id if error else None)
         key = claim_key(task_id, payload)
 

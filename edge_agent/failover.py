@@ -11,7 +11,7 @@ from edge_agent.actions import Ack, Action, Cancel, Forget, Publish
 from edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
 from edge_agent.entry import Entry
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import parse_task
+from fogmesh.messages import confine_to_device, parse_task
 
 
 class FailoverMixin:
@@ -50,7 +50,7 @@ class FailoverMixin:
         return actions
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
-                   recorded: Publish | None = None) -> list[Action]:
+                   recorded: Publish | None = None, device: str | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key."""
         if key in self._done:
             return [Ack(t) for t in tokens]
@@ -62,6 +62,11 @@ class FailoverMixin:
             task = parse_task(payload, limits=self.config.limits)
         except InvalidMessage:
             return [Ack(t) for t in tokens]
+        if device is not None:
+            confined, _ = confine_to_device(task, None, device, self.config.topics.replies(device))
+            if confined is None:
+                return [Ack(t) for t in tokens]
+            task, payload = confined, confined.encode()
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
         entry = Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
@@ -81,9 +86,9 @@ class FailoverMixin:
         rescued session: compete for it like any takeover (its holder may come
         back and reclaim it), unless a live agent is known to have won it."""
         t = self.config.topics
-        if topic != t.tasks and not topic.endswith("/tasks"):
+        if not t.is_task_topic(topic) and not topic.endswith("/tasks"):
             return [Ack(token)]                    # its inbox, presence, claims: not ours
-        if holder is not None and topic == t.tasks and self.config.dispatch == "claim":
+        if holder is not None and t.is_task_topic(topic) and self.config.dispatch == "claim":
             # Every agent sees every task in claim dispatch: what the dead agent
             # had won is contested from the claims (``_contest``); its session
             # copies are redundant, and competing for them would run new tasks twice.
@@ -97,7 +102,7 @@ class FailoverMixin:
         if winner is not None and winner not in (holder, self.config.agent_id) \
                 and winner not in self._dead and key not in self._entries:
             return [Ack(token)]                    # decided for a live agent: it answers
-        return self._take_over(key, payload, [token], now)
+        return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic))
 
     def on_disconnect(self, now: float) -> list[Action]:
         """The broker connection is lost: peers may take over what this agent

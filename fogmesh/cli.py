@@ -38,9 +38,28 @@ def _root_arg(p: argparse.ArgumentParser) -> None:
                    help=f"topic root shared by every part of one fabric (default: {DEFAULT_ROOT})")
 
 
+def broker_url(text: str) -> str:
+    """An argparse type: a broker URL without a password in it (a password on
+    the command line shows up in ``ps`` and shell history)."""
+    from fogmesh.mqtt import BrokerUrl
+    try:
+        url = BrokerUrl.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if url.password is not None:
+        raise argparse.ArgumentTypeError(
+            "do not put the password in the URL: set FOGMESH_PASSWORD, or FOGMESH_PASSWORD_FILE, "
+            "or add ?password_file=PATH to the URL")
+    return text
+
+
+BROKER_HELP = ("broker URL: mqtt://host:port, or mqtts://user@host:8883?ca=ca.crt with the password in "
+               "$FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH")
+
+
 def _broker_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", default=DEFAULT_BROKER,
-                   help=f"broker URL, mqtt://host:port or mqtts://user@host:8883 (default: {DEFAULT_BROKER})")
+    p.add_argument("--broker", default=DEFAULT_BROKER, type=broker_url,
+                   help=f"{BROKER_HELP} (default: {DEFAULT_BROKER})")
 
 
 def _log_arg(p: argparse.ArgumentParser) -> None:
@@ -168,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bring results and actuation commands back. While the uplink is "
                                    "down the outbox fills (bounded) and is replayed in order.")
     p.add_argument("--site", required=True, help="site name, unique per edge broker (e.g. farm-3)")
-    p.add_argument("--edge", default=DEFAULT_BROKER, help=f"edge broker URL (default: {DEFAULT_BROKER})")
-    p.add_argument("--cloud", required=True, help="cloud broker URL, e.g. mqtts://user@cloud.example:8883")
+    p.add_argument("--edge", default=DEFAULT_BROKER, type=broker_url,
+                   help=f"edge broker URL (default: {DEFAULT_BROKER})")
+    p.add_argument("--cloud", required=True, type=broker_url,
+                   help="cloud broker URL, e.g. mqtts://farm@cloud.example:8883?password_file=/run/secrets/cloud "
+                        "(the edge and the cloud each take ?password_file=; $FOGMESH_PASSWORD serves both)")
     _root_arg(p)
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--store", help="outbox file (default: $FOGMESH_STATE_DIR/bridge-SITE.db)")
@@ -194,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bridges from {cloud-root}/tasks (shared with every other cloud "
                                    "worker through $share), runs them with the same kinds as agents, "
                                    "replies to the bridge. Start as many as the load needs.")
-    p.add_argument("--cloud", required=True, help="cloud broker URL")
+    p.add_argument("--cloud", required=True, type=broker_url, help="cloud broker URL")
     p.add_argument("--id", default=None, help="worker id (default: cloud-<host>-<pid>)")
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")

@@ -10,7 +10,7 @@ still gets an answer when one is possible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fogmesh import codec
@@ -338,3 +338,24 @@ class DeadLetter:
 def excerpt(payload: bytes, limit: int = 200) -> str:
     """A printable head of a bad payload, for dead letters and logs."""
     return payload[:limit].decode("utf-8", errors="replace")
+
+
+def confine_to_device(task: Task | None, error: InvalidMessage | None, device: str,
+                      own_replies: str) -> tuple[Task | None, InvalidMessage | None]:
+    """A task that came on ``tasks/{device}`` (a topic the broker's ACL ties to
+    the device's login) may only be answered on ``own_replies`` or below it:
+    otherwise any device could make agents publish into another device's reply
+    topic. Such a task becomes a dead letter, not a reply. ``device`` is set
+    from the topic, whatever the payload claims."""
+    def allowed(topic: str | None) -> bool:
+        return topic is not None and (topic == own_replies or topic.startswith(own_replies + "/"))
+
+    if error is not None:
+        if not allowed(error.reply_to):
+            error.reply_to = None
+        return None, error
+    assert task is not None
+    if not allowed(task.reply_to):
+        return None, InvalidMessage("bad_field", f"a task on tasks/{device} must reply to {own_replies} "
+                                    f"(or below it), not {task.reply_to!r}", task_id=task.id)
+    return (task if task.device == device else replace(task, device=device)), None

@@ -17,13 +17,15 @@ exceptions, and frozen :class:`Message` values. What it adds over bare paho:
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -37,13 +39,21 @@ DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """``mqtt://[user@]host[:port]`` or ``mqtts://...`` (TLS)."""
+    """``mqtt://[user@]host[:port]`` or ``mqtts://user@host:8883?ca=PATH&password_file=PATH``.
+
+    The password never comes from the command line: from ``password_file``,
+    else the file named by ``$FOGMESH_PASSWORD_FILE``, else ``$FOGMESH_PASSWORD``
+    (see :func:`resolve_password`). ``ca``: the CA certificate to trust (default:
+    the system's).
+    """
 
     host: str = "127.0.0.1"
     port: int = 1883
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca_file: str | None = None
+    password_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
@@ -57,13 +67,33 @@ class BrokerUrl:
             port = parts.port or DEFAULT_PORTS[scheme]
         except ValueError as exc:
             raise ValueError(f"broker URL {url!r}: bad port") from exc
+        query = dict(parse_qsl(parts.query))
+        unknown = set(query) - {"ca", "password_file"}
+        if unknown:
+            raise ValueError(f"broker URL: unknown option(s) {', '.join(sorted(unknown))}; "
+                             "known: ca=PATH, password_file=PATH")
         return cls(host=parts.hostname or "127.0.0.1", port=port, tls=scheme in ("mqtts", "ssl"),
                    username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None)
+                   password=unquote(parts.password) if parts.password else None,
+                   ca_file=query.get("ca"), password_file=query.get("password_file"))
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def resolve_password(url: BrokerUrl, env: Mapping[str, str]) -> str | None:
+    """The password for ``url``'s user: ``password_file``, ``$FOGMESH_PASSWORD_FILE``,
+    ``$FOGMESH_PASSWORD``, or one given in the URL by a program (not the CLI)."""
+    if url.username is None:
+        return None
+    path = url.password_file or env.get("FOGMESH_PASSWORD_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConnectError(f"cannot read the password file {path}: {exc}") from exc
+    return env.get("FOGMESH_PASSWORD", url.password)
 
 
 @dataclass(frozen=True)
@@ -149,9 +179,12 @@ class MqttClient:
         if will is not None:
             c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         if self.url.username:
-            c.username_pw_set(self.url.username, self.url.password)
+            c.username_pw_set(self.url.username, resolve_password(self.url, os.environ))
         if self.url.tls:
-            c.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                c.tls_set(ca_certs=self.url.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
         self._keepalive = keepalive
         self._paho = c
 
@@ -171,8 +204,12 @@ class MqttClient:
         if not self._first_result.wait(timeout) or not self.connected.is_set():
             reason = self._refused or f"no answer within {timeout:g} s"
             self.stop()
-            raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. "
-                               "Is it running? Start one with `fogmesh broker`.")
+            if self._refused and ("authori" in self._refused.lower() or "password" in self._refused.lower()):
+                hint = ("Check the login in the URL (mqtts://LOGIN@host) and its password "
+                        "($FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH).")
+            else:
+                hint = "Is it running? Start one with `fogmesh broker`."
+            raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. {hint}")
 
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""

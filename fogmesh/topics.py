@@ -80,6 +80,32 @@ class Topics:
         """The shared-subscription filter agents use where the broker has them."""
         return f"$share/{group}/{self.root}/tasks"
 
+    def device_tasks(self, device: str) -> str:
+        """One device's own task topic: what a broker ACL can tie to the device's
+        login (``pattern write fog/v1/tasks/%u``); its replies must go to
+        ``replies/{device}``. Agents take tasks from here as from ``tasks``."""
+        return f"{self.root}/tasks/{validate_segment(device, what='device id')}"
+
+    @property
+    def device_tasks_filter(self) -> str:
+        return f"{self.root}/tasks/+"
+
+    def shared_device_tasks(self, group: str = SHARE_GROUP) -> str:
+        return f"$share/{group}/{self.root}/tasks/+"
+
+    def device_of_tasks(self, topic: str) -> str | None:
+        """The device of a ``tasks/{device}`` topic, or None."""
+        prefix = f"{self.root}/tasks/"
+        if topic.startswith(prefix):
+            rest = topic[len(prefix):]
+            if rest and "/" not in rest:
+                return rest
+        return None
+
+    def is_task_topic(self, topic: str) -> bool:
+        """``tasks`` or ``tasks/{device}``: where devices submit."""
+        return topic == self.tasks or self.device_of_tasks(topic) is not None
+
     @property
     def claims(self) -> str:
         """Agents announce which of them takes a task (brokers without shared subscriptions)."""

@@ -397,3 +397,21 @@ def test_restored_done_ids_swallow_a_redelivery():
     c = core()
     c.restore(done=["t1"], unfinished=[], now=0.0)
     assert c.on_message(T.tasks, task("t1"), 9, 0.1) == [Ack(9)]
+
+
+# -- per-device task topics (what a broker ACL ties to a login) ----------------------------
+def test_a_task_on_its_device_topic_runs_and_is_stamped_with_the_device():
+    c = core()
+    payload = Task(id="d1", kind="echo", reply_to="t/replies/cam-1", args={}).encode()
+    actions = c.on_message(T.device_tasks("cam-1"), payload, "tok", 0.0)
+    (run,) = [a for a in actions if isinstance(a, Run)]
+    assert run.task.device == "cam-1"
+
+
+@pytest.mark.parametrize("reply_to", ["t/replies/cam-2", "t/replies/cam-10", "t/other"])
+def test_a_device_cannot_have_agents_reply_into_another_devices_topic(reply_to):
+    c = core()
+    payload = Task(id="d1", kind="echo", reply_to=reply_to, args={}).encode()
+    out = c.on_message(T.device_tasks("cam-1"), payload, "tok", 0.0)
+    (topic, letter), = published(out)
+    assert topic == T.errors and "must reply to t/replies/cam-1" in letter["error"]["message"]

@@ -1,0 +1,159 @@
+"""Tier 3 (real mosquitto with the shipped TLS + password + ACL setup, made by
+``python -m broker.secure``): who may connect, publish and read what; and the
+whole stack still working over TLS with logins."""
+
+import queue
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from broker.mosquitto import Mosquitto
+from broker.secure import Logins, acl_text, generate
+from devices.client import FogClient
+from edge_agent.agent import Agent
+from fogmesh.errors import ConnectError
+from fogmesh.mqtt import MqttClient
+from fogmesh.topics import Topics
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = f"sec/{uuid.uuid4().hex[:8]}"
+T = Topics(ROOT)
+
+
+@pytest.fixture(scope="module")
+def site():
+    out = Path(tempfile.mkdtemp(prefix="fogmesh-secure-"))   # not under pytest's 0700 tree
+    generate(out, Logins(devices=("sensor-7", "sensor-8"), agents=("pi-1", "pi-2"), operators=("ops",),
+                         root=ROOT), hosts=["localhost", "127.0.0.1"])
+    broker = Mosquitto(secure_dir=out).start()
+    yield out, broker
+    broker.cleanup()
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def url(site, login):
+    out, broker = site
+    return (f"mqtts://{login}@127.0.0.1:{broker.port}?ca={out / 'ca.crt'}"
+            f"&password_file={out / 'credentials' / (login + '.password')}")
+
+
+class Watcher:
+    def __init__(self, address, *filters):
+        self.got: queue.Queue = queue.Queue()
+        self.client = MqttClient(address, on_message=lambda m: self.got.put((m.topic, m.payload)))
+        self.client.start()
+        for f in filters:
+            self.client.subscribe(f)
+
+    def topics_until(self, marker_topic, timeout=10):
+        """Every topic received up to and including ``marker_topic``."""
+        seen = []
+        while True:
+            topic, _ = self.got.get(timeout=timeout)
+            seen.append(topic)
+            if topic == marker_topic:
+                return seen
+
+    def close(self):
+        self.client.stop()
+
+
+@pytest.fixture
+def clients():
+    made = []
+    yield made
+    for c in made:
+        c.stop() if isinstance(c, MqttClient) else c.close()
+
+
+def connect(site, login, clients):
+    c = MqttClient(url(site, login))
+    c.start()
+    clients.append(c)
+    return c
+
+
+def test_connecting_without_a_login_is_refused(site):
+    _, broker = site
+    out = site[0]
+    with pytest.raises(ConnectError, match="Not authorized"):
+        MqttClient(f"mqtts://127.0.0.1:{broker.port}?ca={out / 'ca.crt'}").start(timeout=5)
+
+
+def test_a_wrong_password_is_refused_with_what_to_check(site, tmp_path):
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password")
+    _, broker = site
+    with pytest.raises(ConnectError, match="FOGMESH_PASSWORD"):
+        MqttClient(f"mqtts://sensor-7@127.0.0.1:{broker.port}?ca={site[0] / 'ca.crt'}&password_file={wrong}"
+                   ).start(timeout=5)
+
+
+def test_plain_mqtt_without_tls_is_refused(site):
+    _, broker = site
+    with pytest.raises(ConnectError):
+        MqttClient(f"mqtt://127.0.0.1:{broker.port}").start(timeout=3)
+
+
+def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
+    ops = Watcher(url(site, "ops"), f"{ROOT}/#")
+    clients.append(ops)
+    dev = connect(site, "sensor-7", clients)
+    dev.publish(T.device_tasks("sensor-8"), b'{"forged": 1}')
+    dev.publish(T.sensor("sensor-8", "temperature"), b"99")
+    dev.publish(T.actuator_set("sensor-8", "relay"), b"on")
+    dev.publish(T.sensor("sensor-7", "temperature"), b"21")          # its own: allowed
+    assert ops.topics_until(T.sensor("sensor-7", "temperature")) == [T.sensor("sensor-7", "temperature")]
+
+
+def test_a_device_cannot_read_another_devices_replies(site, clients):
+    mine = Watcher(url(site, "sensor-7"), T.replies("sensor-8"), T.replies("sensor-7"), f"{ROOT}/#")
+    clients.append(mine)
+    agent = connect(site, "pi-1", clients)
+    agent.publish(T.replies("sensor-8"), b'{"secret": true}')
+    agent.publish(T.replies("sensor-7"), b'{"mine": true}')
+    assert mine.topics_until(T.replies("sensor-7")) == [T.replies("sensor-7")]
+
+
+def test_nobody_can_forge_an_agents_presence(site, clients):
+    ops = Watcher(url(site, "ops"), T.presence_filter)
+    clients.append(ops)
+    connect(site, "sensor-7", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
+    connect(site, "pi-2", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
+    connect(site, "pi-1", clients).publish(T.presence("pi-1"), b'{"agent": "pi-1"}', retain=True)
+    assert ops.topics_until(T.presence("pi-1")) == [T.presence("pi-1")]
+    # and what arrived is pi-1's own announcement
+    assert ops.got.empty()
+
+
+def test_the_stack_works_end_to_end_over_tls_with_logins(site, clients):
+    agent = Agent("pi-1", url(site, "pi-1"), root=ROOT, concurrency=1, presence_period=1.0).start()
+    try:
+        ops = Watcher(url(site, "ops"), T.errors)
+        clients.append(ops)
+        with FogClient(url(site, "sensor-7"), root=ROOT, device="sensor-7", own_topic=True) as dev:
+            result = dev.submit("sum", {"values": [1, 2, 3]}, timeout=15)
+            assert result.ok and result.value == 6 and result.worker == "pi-1"
+        # a device that names another's reply topic gets a dead letter, not an agent as accomplice
+        forged = connect(site, "sensor-7", clients)
+        forged.publish(T.device_tasks("sensor-7"), orjson.dumps(
+            {"id": "f1", "kind": "echo", "args": {}, "reply_to": T.replies("sensor-8")}))
+        topic, payload = ops.got.get(timeout=15)
+        letter = orjson.loads(payload)
+        assert topic == T.errors and letter["id"] == "f1" and "must reply to" in letter["error"]["message"]
+    finally:
+        agent.stop(timeout=5)
+
+
+def test_the_acl_gives_each_role_only_its_own_topics():
+    acl = acl_text(Logins(devices=("d1",), agents=("a1",), bridges=("farm",), operators=("ops",), root="fog/v1"))
+    d1 = acl.split("user d1\n")[1].split("\n\n")[0]
+    assert "topic write fog/v1/tasks/d1" in d1 and "fog/v1/tasks\n" not in d1
+    assert "presence" not in d1 and "claims" not in d1
+    assert "topic write fog/v1/presence/a1" in acl and "topic write fog/v1/presence/+" not in acl
+    assert "user bridge-farm" in acl
