@@ -89,6 +89,7 @@ class AgentConfig:
     topics: Topics = field(default_factory=Topics)
     concurrency: int = 2
     max_queue: int = 1000
+    device_rate: float = 0.0        # tasks/s one device may submit to this agent (0: no limit)
     dispatch: str = "shared"
     limits: Limits = DEFAULT_LIMITS
     dedup_items: int = 20_000
@@ -114,6 +115,7 @@ class Counters:
     duplicates: int = 0
     dead_letters: int = 0
     busy: int = 0
+    rate_limited: int = 0      # of the busy answers: a device over --device-rate
     timeouts: int = 0
     claims_won: int = 0
     claims_lost: int = 0

@@ -80,7 +80,8 @@ class Agent:
                  wall_clock: Callable[[], float] = time.time,
                  state_dir: str | Path | None = None, journal: bool = True,
                  policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
-                 takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None) -> None:
+                 takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
+                 device_rate: float = 0.0) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -95,6 +96,7 @@ class Agent:
         self.policy = policy
         self.offer_lease_s = offer_lease_s
         self.takeover_grace_s = takeover_grace_s
+        self.device_rate = device_rate
         self.limits = limits
         self.monitor = monitor or HostMonitor()
         self.clock = clock
@@ -168,6 +170,7 @@ class Agent:
                                               dispatch=self.dispatch, limits=self.limits,
                                               offer_lease_s=self.offer_lease_s,
                                               takeover_grace_s=self.takeover_grace_s,
+                                              device_rate=self.device_rate,
                                               presence_stale_s=3 * self.presence_period),
                                   self.registry, policy=self.policy)
             self._host = self.monitor.read()

@@ -35,6 +35,7 @@ from edge_agent.failover import FailoverMixin
 from edge_agent.offloading import OffloadingMixin
 from edge_agent.peers import PeerRegistry
 from edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
+from edge_agent.ratelimit import RateLimiter
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
@@ -80,6 +81,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
         self._sent_keys: list[str] = []            # my answers the broker confirmed, to report
         self._sent_flush_at: float | None = None
+        self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
         self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
         self._handled_deaths: set[tuple[str, float]] = set()
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
@@ -270,6 +272,14 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
+        if self._limiter is not None and entry.origin is None:
+            device = entry.task.device or entry.task.reply_to
+            if not self._limiter.allow(device, now):
+                self.counters.busy += 1
+                self.counters.rate_limited += 1
+                return self._answer_error(entry, "busy", f"device {device} is over its limit of "
+                                          f"{self.config.device_rate:g} tasks/s on agent "
+                                          f"{self.config.agent_id}; slow down and retry", now)
         entry.state = "placing"
         if entry.origin is None:
             target = self._placement(entry, now, with_cloud=True)

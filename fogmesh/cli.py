@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes, i.e. tasks run at once (default: 2)")
     p.add_argument("--max-queue", type=int, default=1000,
                    help="tasks waiting beyond the running ones before 'busy' errors (default: 1000)")
+    p.add_argument("--device-rate", type=float, default=0.0, metavar="N",
+                   help="tasks/s one device may submit to this agent (bursts of 2 s); beyond it, "
+                        "'busy' errors (default: 0 = no limit)")
     p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim"],
                    help="how agents split tasks: MQTT shared subscriptions, claims on "
                         "{root}/claims, or auto-detect (default: auto)")
@@ -297,7 +300,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                       max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
                       presence_period=args.presence_period, policy=policy,
                       monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
-                      takeover_grace_s=args.takeover_grace, pipelines=pipelines)
+                      takeover_grace_s=args.takeover_grace, pipelines=pipelines,
+                      device_rate=args.device_rate)
     except ValueError as exc:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

@@ -78,3 +78,39 @@ def test_unknown_kind_lookup_names_the_known_ones():
 def test_kind_timeouts_can_be_overridden():
     r = Registry.from_entry_points().with_timeouts({"sleep": 2})
     assert r.get("sleep").timeout_s == 2
+
+
+# -- per-device rate limits ----------------------------------------------------------------
+def test_a_device_may_burst_then_is_held_to_its_rate():
+    from edge_agent.ratelimit import RateLimiter
+    limiter = RateLimiter(10.0)                      # bursts of 20
+    assert sum(limiter.allow("d", 0.0) for _ in range(25)) == 20
+    assert limiter.allow("d", 0.05) is False         # half a token back
+    assert limiter.allow("d", 0.1) is True
+    assert limiter.allow("other", 0.1) is True       # each device has its own bucket
+
+
+def test_the_rate_limiter_forgets_old_devices_so_made_up_ids_cannot_grow_it():
+    from edge_agent.ratelimit import RateLimiter
+    limiter = RateLimiter(1.0, max_devices=100)
+    for i in range(10_000):
+        limiter.allow(f"d{i}", 0.0)
+    assert len(limiter._buckets) == 100
+
+
+def test_a_device_over_its_rate_gets_busy_errors_not_runs():
+    from edge_agent.actions import AgentConfig, Publish
+    from edge_agent.core import AgentCore
+    from fogmesh.messages import Task
+    from fogmesh.registry import Registry
+    from fogmesh.topics import Topics
+    import orjson
+    c = AgentCore(AgentConfig(agent_id="a", topics=Topics("t"), device_rate=1.0), Registry.from_entry_points())
+    codes = []
+    for i in range(4):
+        out = c.on_message("t/tasks", Task(id=f"k{i}", kind="echo", reply_to="t/replies/d", device="d").encode(),
+                           i, 0.0)
+        out += c.on_finished(f"k{i}", 0.0, result={})
+        codes += [orjson.loads(a.payload).get("error", {}).get("code", "ok") for a in out
+                  if isinstance(a, Publish) and a.topic == "t/replies/d"]
+    assert codes == ["ok", "ok", "busy", "busy"] and c.counters.rate_limited == 2
