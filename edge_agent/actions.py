@@ -132,3 +132,24 @@ class Counters:
     redelivered: int = 0       # dead peers' recorded answers delivered instead of a re-run
     fenced_dropped: int = 0
     rescues: int = 0
+
+
+LATENCY_BOUNDS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+@dataclass
+class LatencyHistogram:
+    """Receipt-to-reply latency of the tasks this agent answered, in fixed
+    buckets (cheap to keep, exported to Prometheus as a histogram)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
+    total_ms: float = 0.0
+    n: int = 0
+
+    def observe(self, ms: float) -> None:
+        i = 0
+        while i < len(LATENCY_BOUNDS_MS) and ms > LATENCY_BOUNDS_MS[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total_ms += ms
+        self.n += 1

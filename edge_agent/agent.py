@@ -81,7 +81,8 @@ class Agent:
                  state_dir: str | Path | None = None, journal: bool = True,
                  policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
                  takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
-                 device_rate: float = 0.0) -> None:
+                 device_rate: float = 0.0, metrics_port: int | None = None,
+                 metrics_addr: str = "127.0.0.1") -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -97,6 +98,9 @@ class Agent:
         self.offer_lease_s = offer_lease_s
         self.takeover_grace_s = takeover_grace_s
         self.device_rate = device_rate
+        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        self._metrics: Any = None
         self.limits = limits
         self.monitor = monitor or HostMonitor()
         self.clock = clock
@@ -206,6 +210,10 @@ class Agent:
             raise
         if self.pipelines:
             self.pipelines.start(timeout=timeout)
+        if self.metrics_port is not None:
+            from edge_agent.metrics import serve
+            self._metrics = serve(self, port=self.metrics_port, addr=self.metrics_addr)
+            self.log.info("metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
         self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
                       self.client.url, self.topics.root, self.dispatch, self.concurrency,
                       ", ".join(self.registry.names()))
@@ -217,6 +225,8 @@ class Agent:
         broker for this agent's session, so a restart picks them up."""
         if self.pipelines:
             self.pipelines.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
         if self._thread and self._thread.is_alive():
             self._events.put(("stop", self.clock() + timeout))
             self._thread.join(timeout + 5)
@@ -427,7 +437,9 @@ class Agent:
         return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(),
                               host=self._host, queued=core.queued, running=core.running,
                               capacity=self.concurrency, kinds=self.registry.names(),
-                              dispatch=self.dispatch)
+                              dispatch=self.dispatch,
+                              done=core.counters.completed + core.counters.failed,
+                              offloaded=core.counters.offers_accepted)
 
     def _maybe_presence(self, now: float) -> None:
         if now - self._presence_sent_at < 0.2 and now - self._presence_sent_at < self.presence_period:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
-from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
+from edge_agent.actions import (LatencyHistogram, Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
                                 Publish, Remember, Rescue, Run)
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from edge_agent.entry import Entry
@@ -81,6 +81,7 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
         self._sent_keys: list[str] = []            # my answers the broker confirmed, to report
         self._sent_flush_at: float | None = None
+        self.latency = LatencyHistogram()
         self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
         self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
         self._handled_deaths: set[tuple[str, float]] = set()
@@ -579,4 +580,6 @@ class AgentCore(OffloadingMixin, FailoverMixin):
         entry.state = "done"
         entry.timeout_at = None
         self._done.add(entry.key, True, now)
+        if entry.origin is None:
+            self.latency.observe(1000 * (now - entry.received))
         return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", action="store_true",
                    help="do not run an agent: tell the running agent --id to finish its work and "
                         "leave, and wait until it has")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics (counters, queue, battery, latency histogram) on "
+                        "http://ADDR:PORT/metrics (default: off)")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (default: 127.0.0.1)")
     p.add_argument("--pipelines", metavar="FILE",
                    help="run the pipelines in this TOML file (camera frame -> task -> actuator "
                         "command; see examples/pipelines.toml)")
@@ -224,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
     _log_arg(p)
+
+    p = sub.add_parser("monitor", help="live view of the fleet: agents, batteries, tasks/s, bridges, pipelines",
+                       description="A live terminal table of every agent (state, cpu, queue, battery, "
+                                   "tasks/s, offloads), cloud bridge (link, backlog) and pipeline, from "
+                                   "their retained announcements. --once prints one snapshot and exits.")
+    _broker_arg(p)
+    _root_arg(p)
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="with --once: seconds to collect announcements first (default: 2)")
+    _json_arg(p)
 
     from bench.cli import add_parser as add_bench_parser
     from devices.cli import add_parser as add_device_parser
@@ -301,7 +316,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                       presence_period=args.presence_period, policy=policy,
                       monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
                       takeover_grace_s=args.takeover_grace, pipelines=pipelines,
-                      device_rate=args.device_rate)
+                      device_rate=args.device_rate, metrics_port=args.metrics_port,
+                      metrics_addr=args.metrics_addr)
     except ValueError as exc:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2
@@ -414,6 +430,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from fogmesh.monitor import run
+    if args.json and not args.once:
+        print("fogmesh monitor: --json needs --once", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    return run(args.broker, root=args.root, once=args.once, as_json=args.json, wait=args.wait,
+               stop=lambda seconds: done.wait(seconds))
+
+
 def cmd_device(args: argparse.Namespace) -> int:
     from devices.cli import run
     _setup_logging(args.log_level)
@@ -427,7 +455,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
-            "device": cmd_device, "bench": cmd_bench}
+            "device": cmd_device, "monitor": cmd_monitor, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

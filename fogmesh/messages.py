@@ -285,6 +285,8 @@ class Presence:
     kinds: tuple[str, ...] = ()
     battery: Battery | None = None
     dispatch: str = ""
+    done: int = 0           # tasks answered since start (the monitor derives tasks/s)
+    offloaded: int = 0      # tasks it placed on peers or the cloud since start
 
     def to_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
@@ -292,7 +294,7 @@ class Presence:
                 "queue": self.queue, "running": self.running, "capacity": self.capacity,
                 "kinds": list(self.kinds),
                 "battery": self.battery.to_dict() if self.battery else None,
-                "dispatch": self.dispatch}
+                "dispatch": self.dispatch, "done": self.done, "offloaded": self.offloaded}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -311,7 +313,8 @@ class Presence:
                        load=float(d.get("load", 0.0)), queue=int(d.get("queue", 0)),
                        running=int(d.get("running", 0)), capacity=int(d.get("capacity", 0)),
                        kinds=tuple(str(k) for k in d.get("kinds", ())), battery=battery,
-                       dispatch=str(d.get("dispatch", "")))
+                       dispatch=str(d.get("dispatch", "")), done=int(d.get("done", 0)),
+                       offloaded=int(d.get("offloaded", 0)))
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
 

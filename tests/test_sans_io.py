@@ -16,7 +16,8 @@ PURE_MODULES = [
     "edge_agent/actions.py", "edge_agent/entry.py", "edge_agent/offloading.py",
     "edge_agent/failover.py", "edge_agent/offload.py", "edge_agent/placement.py",
     "edge_agent/peers.py", "edge_agent/battery.py", "edge_agent/pipelines.py",
-    "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py",
+    "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py", "fogmesh/fleet.py",
+    "edge_agent/ratelimit.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
@@ -47,8 +48,10 @@ def test_each_io_library_is_imported_by_exactly_one_module():
             continue
         for name in imported_names(path):
             top = name.split(".")[0]
-            if top in ("paho", "amqtt", "psutil", "gpiozero", "cv2"):
+            if top in ("paho", "amqtt", "psutil", "gpiozero", "cv2", "prometheus_client", "rich",
+                       "matplotlib"):
                 owners.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     assert owners == {"paho": {"fogmesh/mqtt.py"}, "amqtt": {"broker/embedded.py"},
                       "psutil": {"edge_agent/monitor.py"}, "gpiozero": {"devices/gpio.py"},
-                      "cv2": {"devices/vision.py"}}
+                      "cv2": {"devices/vision.py"}, "prometheus_client": {"edge_agent/metrics.py"},
+                      "rich": {"fogmesh/monitor.py"}, "matplotlib": {"simulator/plots.py"}}

@@ -1,0 +1,74 @@
+"""What ``fogmesh monitor`` shows, computed from the retained announcements:
+agent presence, bridge health, pipeline counters. Pure: messages and ``now``
+come in, rows go out (the table and ``--json`` are the same rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fogmesh import codec
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import Presence
+from fogmesh.topics import Topics
+
+
+@dataclass
+class _Rate:
+    done: int
+    ts: float
+    per_s: float | None = None
+
+
+@dataclass
+class FleetView:
+    topics: Topics
+    agents: dict[str, Presence] = field(default_factory=dict)
+    bridges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _rates: dict[str, _Rate] = field(default_factory=dict)
+
+    @property
+    def filters(self) -> list[str]:
+        r = self.topics.root
+        return [self.topics.presence_filter, f"{r}/bridge/+", f"{r}/pipelines/+/+"]
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Take one announcement; anything malformed is ignored (it is not ours to judge)."""
+        if not payload:
+            return
+        agent = self.topics.agent_of_presence(topic)
+        try:
+            if agent is not None:
+                self._presence(Presence.from_dict(codec.decode(payload)))
+            elif topic.startswith(f"{self.topics.root}/bridge/"):
+                self.bridges[topic.rsplit("/", 1)[1]] = dict(codec.decode(payload))
+            elif topic.startswith(f"{self.topics.root}/pipelines/"):
+                self.pipelines["/".join(topic.rsplit("/", 2)[1:])] = dict(codec.decode(payload))
+        except (InvalidMessage, TypeError, ValueError):
+            return
+
+    def _presence(self, p: Presence) -> None:
+        self.agents[p.agent] = p
+        r = self._rates.get(p.agent)
+        if r is None or p.done < r.done:
+            self._rates[p.agent] = _Rate(p.done, p.ts)
+        elif p.ts > r.ts:
+            self._rates[p.agent] = _Rate(p.done, p.ts, (p.done - r.done) / (p.ts - r.ts))
+
+    def rows(self, now: float, *, stale_after: float = 15.0) -> dict[str, list[dict[str, Any]]]:
+        agents = []
+        for name, p in sorted(self.agents.items()):
+            state = p.state if p.state != "online" or now - p.ts <= stale_after else "stale"
+            agents.append({"agent": name, "state": state, "cpu": p.cpu, "mem": p.mem,
+                           "queue": p.queue, "running": p.running, "capacity": p.capacity,
+                           "battery": p.battery.percent if p.battery else None,
+                           "tasks_per_s": self._rates[name].per_s if name in self._rates else None,
+                           "done": p.done, "offloaded": p.offloaded, "age_s": round(now - p.ts, 1)})
+        bridges = [{"site": site, "state": h.get("state"), "link": h.get("link"),
+                    "backlog": h.get("backlog"), "oldest_s": h.get("oldest_age_s"),
+                    "cloud_workers": h.get("cloud_workers")} for site, h in sorted(self.bridges.items())]
+        pipelines = [{"pipeline": name, **{k: v.get(k) for k in ("frames", "processed", "skipped", "actuations",
+                                                                  "last_latency_ms")}}
+                     for name, v in sorted(self.pipelines.items())]
+        return {"agents": agents, "bridges": bridges, "pipelines": pipelines}

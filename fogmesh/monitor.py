@@ -1,0 +1,104 @@
+"""``fogmesh monitor``: a live terminal view of the fleet, drawn with rich, from
+the retained presence, bridge health and pipeline announcements (so it needs no
+agent's cooperation and shows a fleet it joins late). ``--once`` prints one
+snapshot (``--json`` for scripts) and exits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from fogmesh.fleet import FleetView
+from fogmesh.mqtt import BrokerUrl, MqttClient
+from fogmesh.topics import Topics
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(rows: dict[str, list[dict[str, Any]]], *, title: str) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    agents = Table(title=title, title_justify="left", expand=False)
+    for col in ("agent", "state", "cpu %", "mem %", "queue", "running", "battery %", "tasks/s",
+                "done", "offloaded", "seen s ago"):
+        agents.add_column(col, justify="left" if col in ("agent", "state") else "right")
+    colour = {"online": "green", "draining": "yellow", "offline": "red", "stale": "magenta"}
+    for a in rows["agents"]:
+        agents.add_row(a["agent"], f"[{colour.get(a['state'], 'white')}]{a['state']}[/]", _fmt(a["cpu"], ".0f"),
+                       _fmt(a["mem"], ".0f"), str(a["queue"]), f"{a['running']}/{a['capacity']}",
+                       _fmt(a["battery"], ".0f"), _fmt(a["tasks_per_s"], ".1f"), str(a["done"]),
+                       str(a["offloaded"]), _fmt(a["age_s"], ".1f"))
+    parts: list[Any] = [agents]
+    if rows["bridges"]:
+        bridges = Table(title="cloud bridges", title_justify="left")
+        for col in ("site", "state", "link", "backlog", "oldest s", "cloud workers"):
+            bridges.add_column(col)
+        for b in rows["bridges"]:
+            bridges.add_row(b["site"], str(b["state"]), str(b["link"]), _fmt(b["backlog"]),
+                            _fmt(b["oldest_s"], ".1f"), _fmt(b["cloud_workers"]))
+        parts.append(bridges)
+    if rows["pipelines"]:
+        pipes = Table(title="pipelines", title_justify="left")
+        for col in ("pipeline", "frames", "processed", "skipped", "actuations", "last latency ms"):
+            pipes.add_column(col)
+        for p in rows["pipelines"]:
+            pipes.add_row(p["pipeline"], *(_fmt(p[k]) for k in ("frames", "processed", "skipped", "actuations")),
+                          _fmt(p["last_latency_ms"], ".0f"))
+        parts.append(pipes)
+    return Group(*parts)
+
+
+class Monitor:
+    def __init__(self, broker: BrokerUrl | str, *, root: str, clock: Callable[[], float] = time.time) -> None:
+        self.view = FleetView(Topics(root))
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+        self.client = MqttClient(broker, on_message=self._on_message)
+
+    def _on_message(self, m: Any) -> None:
+        with self._lock:
+            self.view.on_message(m.topic, m.payload)
+        self.changed.set()
+
+    def start(self, *, timeout: float = 10.0) -> Monitor:
+        self.client.start(timeout=timeout, fail_fast=True)
+        for f in self.view.filters:
+            self.client.subscribe(f)
+        return self
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return self.view.rows(self.clock())
+
+    def stop(self) -> None:
+        self.client.stop()
+
+
+def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
+        stop: Callable[[float], bool]) -> int:
+    import json
+    from rich.console import Console
+    from rich.live import Live
+    mon = Monitor(broker, root=root).start()
+    import sys
+    console = Console() if sys.stdout.isatty() else Console(width=160)   # piped: do not wrap columns
+    title = f"fogmesh fleet on {broker} (root {root})"
+    try:
+        if once:
+            time.sleep(wait)                 # retained announcements arrive at once; live ones within a period
+            rows = mon.rows()
+            if as_json:
+                print(json.dumps(rows, indent=2))
+            else:
+                console.print(render(rows, title=title))
+            return 0
+        with Live(render(mon.rows(), title=title), console=console, refresh_per_second=2) as live:
+            while not stop(1.0):
+                live.update(render(mon.rows(), title=title + "  (Ctrl-C to quit)"))
+        return 0
+    finally:
+        mon.stop()
