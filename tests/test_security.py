@@ -28,8 +28,8 @@ T = Topics(ROOT)
 @pytest.fixture(scope="module")
 def site():
     out = Path(tempfile.mkdtemp(prefix="fogmesh-secure-"))   # not under pytest's 0700 tree
-    generate(out, Logins(devices=("sensor-7", "sensor-8"), agents=("pi-1", "pi-2"), operators=("ops",),
-                         root=ROOT), hosts=["localhost", "127.0.0.1"])
+    generate(out, Logins(devices=("sensor-7", "sensor-8"), agents=("pi-1", "pi-2"), bridges=("farm",),
+                         operators=("ops",), root=ROOT), hosts=["localhost", "127.0.0.1"])
     broker = Mosquitto(secure_dir=out).start()
     yield out, broker
     broker.cleanup()
@@ -148,6 +148,30 @@ def test_the_stack_works_end_to_end_over_tls_with_logins(site, clients):
         assert topic == T.errors and letter["id"] == "f1" and "must reply to" in letter["error"]["message"]
     finally:
         agent.stop(timeout=5)
+
+
+@pytest.mark.timeout(90)
+def test_a_bridge_under_its_own_role_carries_a_heavy_task_to_the_cloud(site, clients, tmp_path):
+    from cloud_bridge.bridge import Bridge
+    from edge_agent.placement import LocalPolicy
+    from tests.waiting import wait_until
+    cloud = Mosquitto(workdir=tmp_path / "cloud").start()
+    cloud_root = f"cloud/{uuid.uuid4().hex[:6]}"
+    agent = Agent("pi-1", url(site, "pi-1"), root=ROOT, concurrency=1, presence_period=0.3).start()
+    worker = Agent("cloud-1", cloud.url, root=cloud_root, concurrency=1, policy=LocalPolicy()).start()
+    bridge = Bridge(site="farm", edge=url(site, "bridge-farm"), cloud=cloud.url, root=ROOT,
+                    cloud_root=cloud_root, store_path=tmp_path / "outbox.db", health_period=0.3).start()
+    try:
+        wait_until(lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None,
+                   timeout=30, what="the agent to see the bridge")
+        with FogClient(url(site, "sensor-7"), root=ROOT, device="sensor-7", own_topic=True) as dev:
+            result = dev.send("sha256", {"size": 100}, weight="heavy").result(timeout=30)
+        assert result.ok and result.tier == "cloud" and result.worker == "cloud-1"
+    finally:
+        bridge.stop()
+        worker.stop(timeout=5)
+        agent.stop(timeout=5)
+        cloud.cleanup()
 
 
 def test_the_acl_gives_each_role_only_its_own_topics():
