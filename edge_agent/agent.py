@@ -28,10 +28,10 @@ from edge_agent.pipeline_runner import PipelineRunner
 from edge_agent.pipelines import PipelineSpec
 from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
-from edge_agent.presence import HostStats, build_presence, presence_due
+from edge_agent.announcer import Announcer
 from edge_agent.workers import WorkerPool, run_handler
 from fogmesh.errors import ConnectError
-from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
+from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.registry import Registry
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
@@ -112,10 +112,9 @@ class Agent:
         self._probe_seen = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._host = HostStats()
-        self._host_read_at = -1e9
-        self._last_presence: Presence | None = None
-        self._presence_sent_at = -1e9
+        self.announcer = Announcer(agent_id=agent_id, monitor=self.monitor, capacity=concurrency,
+                                   kinds=self.registry.names(), period=presence_period,
+                                   wall_clock=wall_clock, send=self._send_presence)
         self._drain_requested = False
         self._rescues: list[RescueSession] = []
         self._root_tag = root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
@@ -133,7 +132,7 @@ class Agent:
             on_connection=lambda up: self._events.put(("conn", "tasks", up)))
         self.ctl = MqttClient(
             broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
-            will=Will(self.topics.presence(agent_id), self._offline_payload()),
+            will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
             on_message=lambda m: self._on_mqtt_message(self.ctl, m),
             on_connection=lambda up: self._events.put(("conn", "ctl", up)),
             on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)))
@@ -177,9 +176,8 @@ class Agent:
                                               device_rate=self.device_rate,
                                               presence_stale_s=3 * self.presence_period),
                                   self.registry, policy=self.policy)
-            self._host = self.monitor.read()
-            self._host_read_at = self.clock()
-            self.core.battery = self._host.battery.percent if self._host.battery else None
+            self.announcer.dispatch = self.dispatch
+            self.announcer.read_host(self.clock(), self.core)
             if self.journal and (self.journal.unfinished or self.journal.done):
                 if self.journal.unfinished:
                     self.log.info("resuming %d task(s) accepted before a restart",
@@ -239,6 +237,9 @@ class Agent:
             self.journal.close()
         self._stopped.set()
 
+    def _send_presence(self, payload: bytes) -> None:
+        self.ctl.publish(self.topics.presence(self.agent_id), payload, qos=1, retain=True)
+
     def _pipeline_target(self) -> str:
         """Where pipeline tasks go: this agent (its policy places them), or,
         once it drains, the shared task topic (another agent takes them)."""
@@ -271,7 +272,7 @@ class Agent:
         for topic in (self.topics.shared_tasks(), self.topics.tasks, self.topics.shared_device_tasks(),
                       self.topics.device_tasks_filter, self.topics.agent_tasks(self.agent_id)):
             self.client.unsubscribe(topic)
-        self._publish_presence(self.clock(), state="draining")
+        self.announcer.announce(self.clock(), core, "draining")
         self._drain_requested = True
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -302,7 +303,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = self._presence_sent_at + self.presence_period
+            wake = self.announcer.due_at
             if due is not None:
                 wake = min(wake, due)
             if stop_by is not None or self._unconfirmed:
@@ -332,7 +333,7 @@ class Agent:
                     actions = core.on_withdrawn(event[1], now)
                 elif kind == "conn" and event[2]:
                     if event[1] == "ctl":
-                        self._presence_sent_at = -1e9   # re-announce after every reconnect
+                        self.announcer.again()   # re-announce after every reconnect
                 elif kind == "conn":
                     actions = core.on_disconnect(now)
                 elif kind == "drain" and not self._drain_requested:
@@ -353,17 +354,17 @@ class Agent:
                 stop_by = now + 3600.0
                 drain_quiet_until = now + 0.5
             if self._drain_requested and now < drain_quiet_until:
-                self._maybe_presence(now)
+                self.announcer.maybe(now, core, "draining")
                 continue
             if stop_by is not None and (core.held == 0 or now >= stop_by):
                 if core.held:
                     self.log.warning("stopping with %d task(s) unfinished; the broker "
                                      "redelivers them to this agent's session", core.held)
-                self._publish_presence(now, state="offline")
+                self.announcer.announce(now, core, "offline")
                 if self._drain_requested:
                     threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
                 return
-            self._maybe_presence(now)
+            self.announcer.maybe(now, core, "draining" if self._drain_requested else "online")
 
     def _confirmed(self, now: float) -> list[str]:
         """Keys of answers the broker has acknowledged since the last call (in
@@ -420,39 +421,3 @@ class Agent:
                 self._begin_drain()
             elif isinstance(action, Rescue):
                 self._start_rescue(action.agent)
-
-    # -- presence ----------------------------------------------------------------
-    def _offline_payload(self) -> bytes:
-        return build_presence(agent=self.agent_id, state="offline", now=self.wall_clock(),
-                              host=HostStats(), queued=0, running=0, capacity=self.concurrency,
-                              kinds=self.registry.names(), dispatch=self.dispatch).encode()
-
-    def _presence(self, now: float, state: str) -> Presence:
-        core = self.core
-        assert core is not None
-        if now - self._host_read_at >= self.presence_period:
-            self._host = self.monitor.read(running=core.running)
-            self._host_read_at = now
-            core.battery = self._host.battery.percent if self._host.battery else None
-        return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(),
-                              host=self._host, queued=core.queued, running=core.running,
-                              capacity=self.concurrency, kinds=self.registry.names(),
-                              dispatch=self.dispatch,
-                              done=core.counters.completed + core.counters.failed,
-                              offloaded=core.counters.offers_accepted)
-
-    def _maybe_presence(self, now: float) -> None:
-        if now - self._presence_sent_at < 0.2 and now - self._presence_sent_at < self.presence_period:
-            return  # cheap early exit on the hot path
-        p = self._presence(now, "draining" if self._drain_requested else "online")
-        if presence_due(self._last_presence, p, last_sent=self._presence_sent_at, now=now,
-                        period=self.presence_period):
-            self._send_presence(p, now)
-
-    def _publish_presence(self, now: float, *, state: str) -> None:
-        self._send_presence(self._presence(now, state), now)
-
-    def _send_presence(self, p: Presence, now: float) -> None:
-        self.ctl.publish(self.topics.presence(self.agent_id), p.encode(), qos=1, retain=True)
-        self._last_presence = p
-        self._presence_sent_at = now

@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
-from edge_agent.actions import (LatencyHistogram, Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget,
-                                Publish, Remember, Rescue, Run)
+from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
+                                Publish, Remember, Run)
+from edge_agent.answering import AnsweringMixin
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from edge_agent.entry import Entry
-from edge_agent.offload import Result
+from edge_agent.claiming import ClaimingMixin
 from edge_agent.failover import FailoverMixin
 from edge_agent.offloading import OffloadingMixin
 from edge_agent.peers import PeerRegistry
@@ -39,8 +40,7 @@ from edge_agent.ratelimit import RateLimiter
 from edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import DeadLetter, confine_to_device, ErrorInfo, Presence, Reply, Task, Timing, excerpt, \
-    parse_task
+from fogmesh.messages import ErrorInfo, Presence, Task, confine_to_device, parse_task
 from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
@@ -48,7 +48,7 @@ __all__ = ["AgentCore", "AgentConfig"]
 
 
 
-class AgentCore(OffloadingMixin, FailoverMixin):
+class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
         self.config = config
@@ -201,69 +201,6 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             entry.claim_at += tie_break(key, self.config.agent_id)
         return self._fire_claims(now) if entry.claim_at <= now else []
 
-    # -- claims (brokers without shared subscriptions) ---------------------------
-    def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
-        try:
-            claim = Claim.decode(payload)
-        except InvalidMessage:
-            self.counters.bad_claims += 1
-            return [Ack(token)]
-        actions: list[Action] = [Ack(token)]
-        for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
-            self._answered.pop(key, None)
-        if claim.op == "done":
-            held = self._foreign.pop(claim.task, None)
-            if held is not None and claim.reply_to is not None and claim.reply is not None \
-                    and claim.agent != self.config.agent_id:
-                self._answered[claim.task] = (claim.agent, held[1], Publish(claim.reply_to, claim.reply))
-                while len(self._answered) > self.config.dedup_items:
-                    self._answered.popitem(last=False)
-            return actions
-        if claim.op == "sent":
-            return actions
-        winner = self._winners.add(claim.task, claim.agent, now)
-        if claim.agent != self.config.agent_id:
-            self._claimers.add(claim.agent, True, now)
-        rescued = self._rescue_claims.pop(claim.task, None)
-        if rescued is not None:
-            if winner == self.config.agent_id:
-                self.counters.rescues += 1
-                actions.append(Rescue(rescued))
-            return actions
-        entry = self._entries.get(self._claim_index.get(claim.task, claim.task))
-        if entry is None or entry.claim_key != claim.task:
-            return actions
-        if entry.state in ("claiming", "claimed"):
-            actions += self._decided(entry, winner, now)
-        elif entry.fenced:
-            actions += self._fence_decided(entry, winner, now)
-        return actions
-
-    def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
-        if entry.state == "claimed":
-            self._claimed -= 1
-        if winner == self.config.agent_id:
-            self.counters.claims_won += 1
-            return self._accept(entry, now)
-        self.counters.claims_lost += 1
-        self._release(entry)
-        if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
-            self._foreign[entry.key] = (winner, entry.payload)   # to take over if it dies
-            while len(self._foreign) > self.config.dedup_items:
-                self._foreign.popitem(last=False)
-        return [Ack(tok) for tok in entry.tokens]
-
-    def _fire_claims(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        for entry in self._entries.values():
-            if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
-                entry.state = "claimed"
-                entry.claim_at = None
-                self._claimed += 1
-                actions.append(Publish(self.config.topics.claims,
-                                       Claim(entry.claim_key, self.config.agent_id).encode()))
-        return actions
-
     # -- placement -----------------------------------------------------------------
     def _accept(self, entry: Entry, now: float) -> list[Action]:
         """This agent is responsible for ``entry`` now: answer, place or queue it."""
@@ -392,25 +329,6 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             actions = self._answer_ok(entry, result, now)
         return actions + self._start_queued(now)
 
-    def on_sent(self, keys: list[str], now: float) -> list[Action]:
-        """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
-        the next "done" record, or after 0.1 s alone), so they drop their copies."""
-        if self.config.dispatch != "claim":
-            return []
-        self._sent_keys += keys
-        if len(self._sent_keys) >= 64:
-            return self._flush_sent()
-        if self._sent_keys and self._sent_flush_at is None:
-            self._sent_flush_at = now + 0.1
-        return []
-
-    def _flush_sent(self) -> list[Action]:
-        keys, self._sent_keys, self._sent_flush_at = self._sent_keys, [], None
-        if not keys:
-            return []
-        return [Publish(self.config.topics.claims,
-                        Claim("", self.config.agent_id, op="sent", tasks=tuple(keys)).encode())]
-
     def on_tick(self, now: float) -> list[Action]:
         actions = self._handle_deaths(now) + self._fire_claims(now)
         if self._sent_flush_at is not None and now >= self._sent_flush_at:
@@ -505,81 +423,3 @@ class AgentCore(OffloadingMixin, FailoverMixin):
             self.draining = True
             return [Drain()]
         return []
-
-    # -- outcomes --------------------------------------------------------------
-    def _timing(self, entry: Entry, now: float) -> Timing:
-        started = entry.started if entry.started is not None else now
-        return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),
-                      total=1000 * (now - entry.received))
-
-    def _deliver(self, entry: Entry, reply: Reply, reply_to: str, now: float) -> list[Action]:
-        """To the device, or, for a task run for a peer, back to its origin."""
-        if entry.origin is not None and entry.task is not None:
-            result = Result(entry.origin_offer or "", entry.task.id, self.config.agent_id, reply)
-            return self._finish(entry, Publish(self.config.topics.agent_inbox(entry.origin),
-                                               result.encode()), now)
-        return self._finish(entry, Publish(reply_to, reply.encode()), now)
-
-    def _answer_ok(self, entry: Entry, result: Any, now: float) -> list[Action]:
-        assert entry.task is not None
-        reply = Reply.ok(entry.task.id, result, worker=self.config.agent_id, tier="local",
-                         ms=self._timing(entry, now))
-        try:
-            payload = reply.encode()
-        except InvalidMessage as exc:
-            return self._answer_error(entry, "bad_result", exc.message, now)
-        self.counters.completed += 1
-        if entry.origin is None:     # the hot path: encode once
-            return self._finish(entry, Publish(entry.task.reply_to, payload), now)
-        return self._deliver(entry, reply, entry.task.reply_to, now)
-
-    def _answer_error(self, entry: Entry, code: str, message: str, now: float) -> list[Action]:
-        self.counters.failed += 1
-        task = entry.task
-        task_id = task.id if task else (entry.error.task_id if entry.error else None)
-        reply_to = task.reply_to if task else (entry.error.reply_to if entry.error else None)
-        if reply_to:
-            reply = Reply.failed(task_id, code, message, worker=self.config.agent_id,
-                                 tier="local", ms=self._timing(entry, now))
-            return self._deliver(entry, reply, reply_to, now)
-        self.counters.dead_letters += 1
-        letter = DeadLetter(agent=self.config.agent_id, ts=now, error=ErrorInfo(code, message),
-                            topic=self.config.topics.tasks, id=task_id,
-                            excerpt=excerpt(entry.payload))
-        return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
-
-    def _answer_pair(self, key: str, answer: Publish, *, fence: bool) -> tuple[list[Action], Publish]:
-        """The "done" record (carrying ``answer`` and the confirmations collected
-        so far) and the answer itself, in claim dispatch. With ``fence`` the IO
-        shell hands both back if the connection drops before the broker has
-        them (``on_withdrawn``)."""
-        sent, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
-        fence_key = key if fence else None
-        done = Publish(self.config.topics.claims,
-                       Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
-                             reply=answer.payload, tasks=sent).encode(), fence_key=fence_key)
-        return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
-                               sent_key=key, fence_key=fence_key)
-
-    def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
-        done: list[Action] = []
-        if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
-                and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
-            # The record goes first and carries the answer: peers never re-run a
-            # task whose answer may be out (see ``Claim``).
-            # It also carries the confirmations collected so far (no extra message
-            # under load; ``on_sent`` flushes them when idle).
-            done, publish = self._answer_pair(entry.key, publish, fence=True)
-        if entry.fenced:               # hold the answer until the takeover claim is decided
-            entry.state = "answered"
-            entry.timeout_at = None
-            entry.pending = done + [publish] + forget     # acks are added on release
-            return []
-        self._release(entry)
-        entry.state = "done"
-        entry.timeout_at = None
-        self._done.add(entry.key, True, now)
-        if entry.origin is None:
-            self.latency.observe(1000 * (now - entry.received))
-        return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]

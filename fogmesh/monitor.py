@@ -5,6 +5,9 @@ snapshot (``--json`` for scripts) and exits."""
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -84,7 +87,6 @@ def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
     from rich.console import Console
     from rich.live import Live
     mon = Monitor(broker, root=root).start()
-    import sys
     console = Console() if sys.stdout.isatty() else Console(width=160)   # piped: do not wrap columns
     title = f"fogmesh fleet on {broker} (root {root})"
     try:
@@ -102,3 +104,27 @@ def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
         return 0
     finally:
         mon.stop()
+
+
+def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: Callable) -> None:
+    p = sub.add_parser("monitor", help="live view of the fleet: agents, batteries, tasks/s, bridges, pipelines",
+                       description="A live terminal table of every agent (state, cpu, queue, battery, "
+                                   "tasks/s, offloads), cloud bridge (link, backlog) and pipeline, from "
+                                   "their retained announcements. --once prints one snapshot and exits.")
+    broker_arg(p)
+    root_arg(p)
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="with --once: seconds to collect announcements first (default: 2)")
+    json_arg(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.json and not args.once:
+        print("fogmesh monitor: --json needs --once", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    return run(args.broker, root=args.root, once=args.once, as_json=args.json, wait=args.wait,
+               stop=lambda seconds: done.wait(seconds))

@@ -12,7 +12,7 @@ import pytest
 
 from fogmesh.cli import build_parser, main
 
-COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench"]
+COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench", "simulate", "device", "monitor"]
 
 
 def run(*args, timeout=60, env=None):

@@ -17,7 +17,7 @@ PURE_MODULES = [
     "edge_agent/failover.py", "edge_agent/offload.py", "edge_agent/placement.py",
     "edge_agent/peers.py", "edge_agent/battery.py", "edge_agent/pipelines.py",
     "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py", "fogmesh/fleet.py",
-    "edge_agent/ratelimit.py",
+    "edge_agent/ratelimit.py", "edge_agent/claiming.py", "edge_agent/answering.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

@@ -1,0 +1,113 @@
+"""The agent core's answering half: replies and dead letters, the "done"
+records that carry them in claim dispatch, the confirmations that let peers
+forget them, and the journal/ack bookkeeping of a finished task. Mixed into
+:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.actions import Ack, Action, Forget, Publish
+from edge_agent.claims import Claim
+from edge_agent.entry import Entry
+from edge_agent.offload import Result
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
+
+
+class AnsweringMixin:
+    def _timing(self, entry: Entry, now: float) -> Timing:
+        started = entry.started if entry.started is not None else now
+        return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),
+                      total=1000 * (now - entry.received))
+
+    def _deliver(self, entry: Entry, reply: Reply, reply_to: str, now: float) -> list[Action]:
+        """To the device, or, for a task run for a peer, back to its origin."""
+        if entry.origin is not None and entry.task is not None:
+            result = Result(entry.origin_offer or "", entry.task.id, self.config.agent_id, reply)
+            return self._finish(entry, Publish(self.config.topics.agent_inbox(entry.origin),
+                                               result.encode()), now)
+        return self._finish(entry, Publish(reply_to, reply.encode()), now)
+
+    def _answer_ok(self, entry: Entry, result: Any, now: float) -> list[Action]:
+        assert entry.task is not None
+        reply = Reply.ok(entry.task.id, result, worker=self.config.agent_id, tier="local",
+                         ms=self._timing(entry, now))
+        try:
+            payload = reply.encode()
+        except InvalidMessage as exc:
+            return self._answer_error(entry, "bad_result", exc.message, now)
+        self.counters.completed += 1
+        if entry.origin is None:     # the hot path: encode once
+            return self._finish(entry, Publish(entry.task.reply_to, payload), now)
+        return self._deliver(entry, reply, entry.task.reply_to, now)
+
+    def _answer_error(self, entry: Entry, code: str, message: str, now: float) -> list[Action]:
+        self.counters.failed += 1
+        task = entry.task
+        task_id = task.id if task else (entry.error.task_id if entry.error else None)
+        reply_to = task.reply_to if task else (entry.error.reply_to if entry.error else None)
+        if reply_to:
+            reply = Reply.failed(task_id, code, message, worker=self.config.agent_id,
+                                 tier="local", ms=self._timing(entry, now))
+            return self._deliver(entry, reply, reply_to, now)
+        self.counters.dead_letters += 1
+        letter = DeadLetter(agent=self.config.agent_id, ts=now, error=ErrorInfo(code, message),
+                            topic=self.config.topics.tasks, id=task_id,
+                            excerpt=excerpt(entry.payload))
+        return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
+
+    def _answer_pair(self, key: str, answer: Publish, *, fence: bool) -> tuple[list[Action], Publish]:
+        """The "done" record (carrying ``answer`` and the confirmations collected
+        so far) and the answer itself, in claim dispatch. With ``fence`` the IO
+        shell hands both back if the connection drops before the broker has
+        them (``on_withdrawn``)."""
+        sent, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
+        fence_key = key if fence else None
+        done = Publish(self.config.topics.claims,
+                       Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
+                             reply=answer.payload, tasks=sent).encode(), fence_key=fence_key)
+        return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
+                               sent_key=key, fence_key=fence_key)
+
+    def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        done: list[Action] = []
+        if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
+                and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
+            # The record goes first and carries the answer: peers never re-run a
+            # task whose answer may be out (see ``Claim``).
+            # It also carries the confirmations collected so far (no extra message
+            # under load; ``on_sent`` flushes them when idle).
+            done, publish = self._answer_pair(entry.key, publish, fence=True)
+        if entry.fenced:               # hold the answer until the takeover claim is decided
+            entry.state = "answered"
+            entry.timeout_at = None
+            entry.pending = done + [publish] + forget     # acks are added on release
+            return []
+        self._release(entry)
+        entry.state = "done"
+        entry.timeout_at = None
+        self._done.add(entry.key, True, now)
+        if entry.origin is None:
+            self.latency.observe(1000 * (now - entry.received))
+        return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]
+
+    def on_sent(self, keys: list[str], now: float) -> list[Action]:
+        """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
+        the next "done" record, or after 0.1 s alone), so they drop their copies."""
+        if self.config.dispatch != "claim":
+            return []
+        self._sent_keys += keys
+        if len(self._sent_keys) >= 64:
+            return self._flush_sent()
+        if self._sent_keys and self._sent_flush_at is None:
+            self._sent_flush_at = now + 0.1
+        return []
+
+    def _flush_sent(self) -> list[Action]:
+        keys, self._sent_keys, self._sent_flush_at = self._sent_keys, [], None
+        if not keys:
+            return []
+        return [Publish(self.config.topics.claims,
+                        Claim("", self.config.agent_id, op="sent", tasks=tuple(keys)).encode())]

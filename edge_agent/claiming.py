@@ -1,0 +1,77 @@
+"""The agent core's claim half (brokers without shared subscriptions): every
+agent sees every task, the first claim the broker orders wins, losers keep a
+copy to take over if the winner dies. Mixed into
+:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.actions import Ack, Action, Publish, Rescue
+from edge_agent.claims import Claim
+from edge_agent.entry import Entry
+from fogmesh.errors import InvalidMessage
+
+
+class ClaimingMixin:
+    def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
+        try:
+            claim = Claim.decode(payload)
+        except InvalidMessage:
+            self.counters.bad_claims += 1
+            return [Ack(token)]
+        actions: list[Action] = [Ack(token)]
+        for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
+            self._answered.pop(key, None)
+        if claim.op == "done":
+            held = self._foreign.pop(claim.task, None)
+            if held is not None and claim.reply_to is not None and claim.reply is not None \
+                    and claim.agent != self.config.agent_id:
+                self._answered[claim.task] = (claim.agent, held[1], Publish(claim.reply_to, claim.reply))
+                while len(self._answered) > self.config.dedup_items:
+                    self._answered.popitem(last=False)
+            return actions
+        if claim.op == "sent":
+            return actions
+        winner = self._winners.add(claim.task, claim.agent, now)
+        if claim.agent != self.config.agent_id:
+            self._claimers.add(claim.agent, True, now)
+        rescued = self._rescue_claims.pop(claim.task, None)
+        if rescued is not None:
+            if winner == self.config.agent_id:
+                self.counters.rescues += 1
+                actions.append(Rescue(rescued))
+            return actions
+        entry = self._entries.get(self._claim_index.get(claim.task, claim.task))
+        if entry is None or entry.claim_key != claim.task:
+            return actions
+        if entry.state in ("claiming", "claimed"):
+            actions += self._decided(entry, winner, now)
+        elif entry.fenced:
+            actions += self._fence_decided(entry, winner, now)
+        return actions
+
+    def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
+        if entry.state == "claimed":
+            self._claimed -= 1
+        if winner == self.config.agent_id:
+            self.counters.claims_won += 1
+            return self._accept(entry, now)
+        self.counters.claims_lost += 1
+        self._release(entry)
+        if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
+            self._foreign[entry.key] = (winner, entry.payload)   # to take over if it dies
+            while len(self._foreign) > self.config.dedup_items:
+                self._foreign.popitem(last=False)
+        return [Ack(tok) for tok in entry.tokens]
+
+    def _fire_claims(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for entry in self._entries.values():
+            if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
+                entry.state = "claimed"
+                entry.claim_at = None
+                self._claimed += 1
+                actions.append(Publish(self.config.topics.claims,
+                                       Claim(entry.claim_key, self.config.agent_id).encode()))
+        return actions
