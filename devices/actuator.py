@@ -40,7 +40,9 @@ class ActuatorDevice:
         self._lock = threading.Lock()
         self._timers: dict[str, threading.Timer] = {}
         tag = hashlib.sha1(root.encode()).hexdigest()[:8]
-        self.client = MqttClient(broker, client_id=f"fa-{device}-{tag}", clean_session=False,
+        # A clean session on purpose: a command sent while the actuator was away is
+        # not carried out late (a deterrent pulse an hour after the bird left).
+        self.client = MqttClient(broker, client_id=f"fx-{device}-{tag}", clean_session=True,
                                  on_message=self._on_message, on_connection=self._on_connection)
 
     def start(self, *, timeout: float | None = 10.0) -> ActuatorDevice:

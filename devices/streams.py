@@ -51,7 +51,8 @@ class StreamingDevice:
         self.sent = 0
         self.log = logging.LoggerAdapter(logging.getLogger("fogmesh.device"), {"device": device})
         tag = hashlib.sha1(root.encode()).hexdigest()[:8]
-        self.client = MqttClient(broker, client_id=f"fd-{device}-{tag}", on_message=self._on_message)
+        kind = type(self).__name__.replace("Device", "").lower()     # a camera and a sensor may share an id
+        self.client = MqttClient(broker, client_id=f"fd-{kind}-{device}-{tag}", on_message=self._on_message)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
