@@ -66,8 +66,11 @@ def run(args: argparse.Namespace, *, wait: Callable[[], None]) -> int:
     except ValueError as exc:
         print(f"fogmesh device {args.device_command}: {exc}", file=sys.stderr)
         return 2
-    device.start()
+    device.start(timeout=None)      # like agents: a device may start before its broker
     print(f"fogmesh device {args.device_command} {args.id}: running (Ctrl-C to stop)", file=sys.stderr)
+    if not device.client.wait_connected(5.0):
+        print(f"fogmesh device {args.device_command} {args.id}: waiting for the broker at "
+              f"{device.client.url} (start one with `fogmesh broker`)", file=sys.stderr)
     try:
         wait()
     finally:

@@ -85,8 +85,14 @@ class VideoFile:
     def __init__(self, path: Path, *, loop: bool = True) -> None:
         self.path, self.loop = Path(path), loop
         self._frames: Iterator[np.ndarray] = vision.read_video(self.path)
+        self._first = next(self._frames, None)      # fail now, not at the first frame
+        if self._first is None:
+            raise DeviceError(f"video {path} has no frames OpenCV can read")
 
     def next_frame(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
         frame = next(self._frames, None)
         if frame is None and self.loop:
             self._frames = vision.read_video(self.path)

@@ -60,10 +60,11 @@ class StreamingDevice:
     def subscriptions(self) -> list[str]:
         return [self.topics.sensor_control(self.device)]
 
-    def start(self, *, timeout: float = 10.0) -> StreamingDevice:
+    def start(self, *, timeout: float | None = 10.0) -> StreamingDevice:
+        """Connect (``timeout=None``: keep trying in the background) and start streaming."""
         self.client.start(timeout=timeout)
         for f in self.subscriptions():
-            self.client.subscribe(f)
+            self.client.subscribe(f, timeout=timeout)
         self._thread = threading.Thread(target=self._run, name=f"device-{self.device}", daemon=True)
         self._thread.start()
         return self

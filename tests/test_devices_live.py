@@ -245,3 +245,30 @@ def test_pipeline_tasks_are_placed_by_the_policy_so_a_low_battery_pi_offloads_th
         assert low.core.counters.offers_sent >= 3
     finally:
         camera.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_device_started_before_its_broker_waits_then_streams(root, tmp_path):
+    import subprocess
+    import sys
+
+    from broker.mosquitto import Mosquitto
+    from broker.ports import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "device", "sensor", "--id", "early",
+                             "--sensors", "temperature", "--hz", "10", "--root", root,
+                             "--broker", f"mqtt://127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    broker = None
+    try:
+        assert "waiting for the broker" in proc.stderr.readline() + proc.stderr.readline()
+        broker = Mosquitto(port=port, workdir=tmp_path / "m").start()
+        watch = Listener(broker.url, Topics(root).sensor("early", "temperature"))
+        try:
+            assert orjson.loads(watch.next(timeout=20))["unit"] == "C"
+        finally:
+            watch.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if broker:
+            broker.cleanup()
