@@ -25,9 +25,15 @@ class ClaimingMixin:
             self._answered.pop(key, None)
         if claim.op == "done":
             held = self._foreign.pop(claim.task, None)
-            if held is not None and claim.reply_to is not None and claim.reply is not None \
-                    and claim.agent != self.config.agent_id:
-                self._answered[claim.task] = (claim.agent, held[1], Publish(claim.reply_to, claim.reply))
+            if claim.agent == self.config.agent_id:
+                return actions
+            # The task message itself may still be on its way here (it comes on the
+            # task connection, whose window can be full): when it arrives it is a
+            # duplicate, not a copy to take over later.
+            self._done.add(claim.task, True, now)
+            if claim.reply_to is not None and claim.reply is not None:
+                payload = held[1] if held is not None else b""
+                self._answered[claim.task] = (claim.agent, payload, Publish(claim.reply_to, claim.reply))
                 while len(self._answered) > self.config.dedup_items:
                     self._answered.popitem(last=False)
             return actions

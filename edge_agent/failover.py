@@ -51,13 +51,17 @@ class FailoverMixin:
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
                    recorded: Publish | None = None, device: str | None = None) -> list[Action]:
-        """Compete for a task some other agent held, under its takeover key."""
-        if key in self._done:
+        """Compete for a task some other agent held, under its takeover key
+        (with ``recorded``: only to deliver the answer it already made)."""
+        if key in self._done and recorded is None:
             return [Ack(t) for t in tokens]
         held = self._entries.get(key)
         if held is not None:
             held.tokens.extend(tokens)
             return []
+        if recorded is not None and not payload:     # its "done" came before the task message
+            return self._compete(Entry(key=key, received=now, tokens=list(tokens),
+                                       claim_key=takeover_key(key), claim_at=now, recorded=recorded), now)
         try:
             task = parse_task(payload, limits=self.config.limits)
         except InvalidMessage:
@@ -69,9 +73,12 @@ class FailoverMixin:
             task, payload = confined, confined.encode()
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
-        entry = Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                       kind=self.registry.get(task.kind), claim_key=takeover_key(key), claim_at=now,
-                       recorded=recorded)
+        return self._compete(Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
+                                   kind=self.registry.get(task.kind), claim_key=takeover_key(key),
+                                   claim_at=now, recorded=recorded), now)
+
+    def _compete(self, entry: Entry, now: float) -> list[Action]:
+        key = entry.key
         self._entries[key] = entry
         self._claim_index[entry.claim_key] = key
         self.counters.taken_over += 1

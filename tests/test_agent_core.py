@@ -325,6 +325,21 @@ def test_a_confirmed_answer_is_not_redelivered_when_its_agent_dies():
     assert all(not b["task"].startswith("w") for b in claims)
 
 
+def test_a_done_record_that_overtakes_its_task_message_makes_that_message_a_duplicate():
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.claims, claim("w", "a2"), 1, 0.0)
+    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
+    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic, reply=answer.payload).encode(),
+                 2, 0.1)
+    assert c.on_message(T.tasks, task("w", kind="echo"), "late", 0.2) == [Ack("late")]
+    # a2 dies before confirming: its recorded answer is delivered, the task is not run
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    assert {"task": "w#t", "agent": "a1"} in [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+    out = c.on_message(T.claims, claim("w#t", "a1"), 3, 3.1)
+    assert not any(isinstance(a, Run) for a in out)
+    assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
+
+
 def test_confirmations_ride_on_the_next_done_record():
     c = core("claim")
     c.on_sent(["a"], 0.0)

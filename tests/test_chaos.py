@@ -66,6 +66,7 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
         second_runs = [(d.id, results[d.id].worker, d.worker) for d in duplicates
                        if d != results[d.id].reply]   # not the very same answer
         assert second_runs == []
+        print(f"\n{broker.name}: {len(duplicates)} identical redeliveries: {[(d.id, d.worker) for d in duplicates]}")
         assert len(duplicates) <= 30, [(d.id, d.worker) for d in duplicates]
         assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
         survivors = {r.worker for r in results.values()} - {"c0"}
