@@ -26,6 +26,7 @@ from edge_agent.core import AgentCore
 from edge_agent.placement import PlacementPolicy
 from edge_agent.pipeline_runner import PipelineRunner
 from edge_agent.pipelines import PipelineSpec
+from edge_agent.triggers import TriggerSpec
 from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.announcer import Announcer
@@ -82,6 +83,7 @@ class Agent:
                  policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
                  takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
                  device_rate: float = 0.0, metrics_port: int | None = None,
+                 triggers: list[TriggerSpec] | None = None,
                  metrics_addr: str = "127.0.0.1") -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
@@ -141,12 +143,13 @@ class Agent:
         self._unconfirmed: deque[tuple[str, Any, float]] = deque()
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
         self.pipelines: PipelineRunner | None = None
-        if pipelines:
-            missing = sorted({p.kind for p in pipelines} - set(self.registry.names()))
+        if pipelines or triggers:
+            missing = sorted({p.kind for p in pipelines or []} - set(self.registry.names()))
             if missing:
                 raise ValueError(f"pipelines use kinds this agent does not have: {', '.join(missing)}")
-            self.pipelines = PipelineRunner(broker, agent_id=agent_id, specs=pipelines, root=root,
-                                            wall_clock=wall_clock, task_topic=self._pipeline_target)
+            self.pipelines = PipelineRunner(broker, agent_id=agent_id, specs=pipelines or [], root=root,
+                                            wall_clock=wall_clock, task_topic=self._pipeline_target,
+                                            triggers=triggers)
 
     # -- lifecycle -------------------------------------------------------
     def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Agent:

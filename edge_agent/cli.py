@@ -61,8 +61,8 @@ def add_parser(sub: Any) -> None:
                         "http://ADDR:PORT/metrics (default: off)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (default: 127.0.0.1)")
     p.add_argument("--pipelines", metavar="FILE",
-                   help="run the pipelines in this TOML file (camera frame -> task -> actuator "
-                        "command; see examples/pipelines.toml)")
+                   help="run the pipelines (camera frame -> task -> actuator command) and triggers "
+                        "(sensor reading -> camera rate) in this TOML file; see examples/pipelines.toml")
     log_arg(p)
 
 
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_agent.battery import BatteryModel, parse_battery_spec
     from edge_agent.monitor import HostMonitor
     from edge_agent.pipelines import load_pipelines
+    from edge_agent.triggers import load_triggers
     from edge_agent.policies import make_policy
     from fogmesh.registry import Registry
     setup_logging(args.log_level)
@@ -91,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
         registry = registry.with_timeouts(dict(args.timeout))
     try:
         pipelines = load_pipelines(args.pipelines) if args.pipelines else None
+        triggers = load_triggers(args.pipelines) if args.pipelines else None
         agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
                       max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
                       presence_period=args.presence_period, policy=policy,
                       monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
-                      takeover_grace_s=args.takeover_grace, pipelines=pipelines,
+                      takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
                       device_rate=args.device_rate, metrics_port=args.metrics_port,
                       metrics_addr=args.metrics_addr)
     except ValueError as exc:

@@ -17,6 +17,7 @@ import uuid
 from typing import Callable
 
 from edge_agent.pipelines import PipelineCore, PipelineSpec, parse_reply
+from edge_agent.triggers import TriggerCore, TriggerSpec
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import decode_frame
@@ -27,7 +28,8 @@ from fogmesh.topics import Topics
 class PipelineRunner:
     def __init__(self, broker: BrokerUrl | str, *, agent_id: str, specs: list[PipelineSpec],
                  root: str, wall_clock: Callable[[], float] = time.time,
-                 task_topic: Callable[[], str] | None = None, status_period: float = 1.0) -> None:
+                 task_topic: Callable[[], str] | None = None, status_period: float = 1.0,
+                 triggers: list[TriggerSpec] | None = None) -> None:
         self.agent_id = agent_id
         self.topics = Topics(root)
         self.clock = wall_clock           # frames carry wall-clock capture times
@@ -42,6 +44,10 @@ class PipelineRunner:
             self._by_source.setdefault(self.topics.frames(spec.device, spec.sensor), []).append(
                 self.cores[spec.name])
         self._by_reply = {c.reply_to: c for c in self.cores.values()}
+        self.triggers = [TriggerCore(t, topics=self.topics) for t in triggers or []]
+        self._by_reading: dict[str, list[TriggerCore]] = {}
+        for trig in self.triggers:
+            self._by_reading.setdefault(self.topics.sensor(trig.spec.device, trig.spec.sensor), []).append(trig)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.log = logging.getLogger("fogmesh.pipeline")
@@ -51,7 +57,7 @@ class PipelineRunner:
 
     def start(self, *, timeout: float = 10.0) -> PipelineRunner:
         self.client.start(timeout=timeout)
-        for topic in [*self._by_reply, *self._by_source]:
+        for topic in [*self._by_reply, *self._by_source, *self._by_reading]:
             self.client.subscribe(topic, qos=1 if topic in self._by_reply else 0)
         self._thread = threading.Thread(target=self._status_loop, name=f"pipelines-{self.agent_id}",
                                         daemon=True)
@@ -71,6 +77,12 @@ class PipelineRunner:
 
     def _on_message(self, m: Message) -> None:
         now = self.clock()
+        for trig in self._by_reading.get(m.topic, ()):
+            with self._lock:
+                commands = trig.on_reading(m.payload, now)
+            for topic, payload in commands:
+                self.log.info("%s: trigger %s: %s", self.agent_id, trig.spec.name, payload.decode())
+                self.client.publish(topic, payload)
         watchers = self._by_source.get(m.topic)
         if watchers:
             try:
@@ -97,8 +109,16 @@ class PipelineRunner:
 
     def _status_loop(self) -> None:
         last: dict[str, dict] = {}
-        while not self._stop.wait(self.status_period):
+        next_status = 0.0
+        while not self._stop.wait(0.1):       # triggers wind down to the tenth of a second
             now = self.clock()
+            with self._lock:
+                commands = [c for trig in self.triggers for c in trig.on_tick(now)]
+            for topic, payload in commands:
+                self.client.publish(topic, payload)
+            if now < next_status:
+                continue
+            next_status = now + self.status_period
             with self._lock:
                 for core in self.cores.values():
                     core.expire(now)

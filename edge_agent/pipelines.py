@@ -117,8 +117,8 @@ def load_pipelines(path: Path) -> list[PipelineSpec]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read pipeline file {path}: {exc}") from exc
     specs = [_spec(d) for d in data.get("pipeline", [])]
-    if not specs:
-        raise ValueError(f"{path}: no [[pipeline]] tables")
+    if not specs and not data.get("trigger"):
+        raise ValueError(f"{path}: no [[pipeline]] or [[trigger]] tables")
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"{path}: pipeline names must be unique")
     return specs

@@ -184,3 +184,39 @@ def test_pipeline_files_are_read_and_checked(tmp_path):
     f.write_text('[[pipeline]]\nname = "d"\nsource = "cam"\nkind = "detect"\nwhen = {}\nthen = {}\n')
     with pytest.raises(ValueError, match="DEVICE/CAMERA"):
         load_pipelines(f)
+
+
+# -- triggers (the PIR wakes the camera) ---------------------------------------------------
+def trigger():
+    from edge_agent.triggers import TriggerCore, TriggerSpec
+    spec = TriggerSpec("wake", "pir", "motion", Rule("value", min=1), camera="cam", hz=2, for_s=30)
+    return TriggerCore(spec, topics=T)
+
+
+def test_motion_raises_the_camera_rate_once_and_idles_it_after_the_quiet_period():
+    t = trigger()
+    assert t.on_reading(b'{"value": 0}', 0.0) == []
+    (topic, payload), = t.on_reading(b'{"value": 1, "unit": "bool"}', 1.0)
+    assert topic == T.sensor_control("cam") and orjson.loads(payload) == {"op": "rate", "hz": 2}
+    assert t.on_reading(b"1", 20.0) == []               # still active: the window is extended
+    assert t.on_tick(49.0) == []
+    (topic, payload), = t.on_tick(50.0)
+    assert orjson.loads(payload) == {"op": "rate", "hz": 0.0}
+    assert t.on_tick(60.0) == [] and t.fired == 1
+
+
+def test_garbage_readings_trigger_nothing():
+    t = trigger()
+    assert t.on_reading(b"{nope", 0.0) == [] and t.on_reading(b'"motion"', 0.0) == []
+
+
+def test_trigger_tables_are_read_from_the_pipeline_file(tmp_path):
+    from edge_agent.triggers import load_triggers
+    f = tmp_path / "p.toml"
+    f.write_text('[[trigger]]\nname = "w"\nsource = "pir/motion"\nthen = {camera = "cam", hz = 5}\n')
+    (spec,) = load_triggers(f)
+    assert (spec.device, spec.sensor, spec.camera, spec.hz, spec.for_s) == ("pir", "motion", "cam", 5.0, 30.0)
+    assert load_pipelines(f) == []                       # a file of triggers only is fine
+    f.write_text('[[trigger]]\nname = "w"\nsource = "pir"\n')
+    with pytest.raises(ValueError, match="DEVICE/SENSOR"):
+        load_triggers(f)

@@ -272,3 +272,17 @@ def test_a_device_started_before_its_broker_waits_then_streams(root, tmp_path):
         proc.wait(10)
         if broker:
             broker.cleanup()
+
+
+def test_a_pir_reading_wakes_the_idle_camera_through_a_trigger(broker, root, agents, listener):
+    from edge_agent.triggers import TriggerSpec
+    spec = TriggerSpec("wake", "farm-pir", "motion", Rule("value", min=1), camera="farm-cam", hz=20, for_s=0.5)
+    agents("pi-1", broker.url, root, triggers=[spec])
+    t = Topics(root)
+    frames = listener(t.frames("farm-cam", "camera"))
+    with CameraDevice(broker.url, device="farm-cam", root=root, fps=0,
+                      source=GeneratedScene(people=0, seed=1)) as camera:
+        pir = listener()
+        pir.publish(t.sensor("farm-pir", "motion"), {"value": 1, "unit": "bool"})
+        frames.next(timeout=10)                           # woken: frames flow
+        wait_until(lambda: camera.hz == 0, timeout=10, what="the camera back to idle")
