@@ -203,9 +203,11 @@ class FogClient:
 
 
 def submit(kind: str, args: Mapping[str, Any] | None = None, *, broker: str = DEFAULT_BROKER,
-           root: str = DEFAULT_ROOT, timeout: float = 10.0, **options: Any) -> Result:
-    """One-shot: connect, submit one task, wait for its reply, disconnect."""
-    with FogClient(broker, root=root) as client:
+           root: str = DEFAULT_ROOT, timeout: float = 10.0, device: str | None = None,
+           **options: Any) -> Result:
+    """One-shot: connect, submit one task, wait for its reply, disconnect. With
+    ``device``: on that device's own task topic (see ``FogClient(own_topic=True)``)."""
+    with FogClient(broker, root=root, device=device, own_topic=device is not None) as client:
         return client.submit(kind, args, timeout=timeout, **options)
 
 

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="task id / idempotency key (default: random)")
     p.add_argument("--weight", choices=["light", "medium", "heavy"], help="override the kind's weight")
     p.add_argument("--deadline-ms", type=int, help="give up if the task cannot start within this many ms")
+    p.add_argument("--device", help="submit as this device: on its own topic {root}/tasks/DEVICE with replies "
+                                    "on {root}/replies/DEVICE (what a secured broker allows a device login)")
 
     p = sub.add_parser("up", help="start broker + 3 agents + a demo workload, print where tasks ran",
                        description="One command demo: the embedded broker on a free port, three "
@@ -119,7 +121,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                  ("deadline_ms", args.deadline_ms)) if v is not None}
     try:
         result = submit(args.kind, task_args, broker=args.broker, root=args.root,
-                        timeout=args.timeout, **options)
+                        timeout=args.timeout, device=args.device, **options)
     except SubmitTimeout as exc:
         print(f"fogmesh submit: {exc}", file=sys.stderr)
         return 2

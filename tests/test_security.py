@@ -2,6 +2,7 @@
 ``python -m broker.secure``): who may connect, publish and read what; and the
 whole stack still working over TLS with logins."""
 
+import json
 import queue
 import shutil
 import tempfile
@@ -172,6 +173,24 @@ def test_a_bridge_under_its_own_role_carries_a_heavy_task_to_the_cloud(site, cli
         worker.stop(timeout=5)
         agent.stop(timeout=5)
         cloud.cleanup()
+
+
+def test_fogmesh_submit_works_as_a_device_login_over_tls(site):
+    import os
+    import subprocess
+    import sys
+    out, broker = site
+    agent = Agent("pi-2", url(site, "pi-2"), root=ROOT, concurrency=1, presence_period=1.0).start()
+    try:
+        env = {**os.environ, "FOGMESH_PASSWORD_FILE": str(out / "credentials" / "sensor-8.password")}
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "submit", "sum", "--args", '{"values": [2, 3]}',
+                               "--device", "sensor-8", "--root", ROOT, "--broker",
+                               f"mqtts://sensor-8@127.0.0.1:{broker.port}?ca={out / 'ca.crt'}"],
+                              capture_output=True, text=True, timeout=30, env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == 5
+    finally:
+        agent.stop(timeout=5)
 
 
 def test_the_acl_gives_each_role_only_its_own_topics():
