@@ -137,10 +137,9 @@ class Agent:
             will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
             on_message=lambda m: self._on_mqtt_message(self.ctl, m),
             on_connection=lambda up: self._events.put(("conn", "ctl", up)),
-            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)))
+            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)),
+            on_confirmed=self._on_confirmed)
         self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
-        # answers whose PUBACK the core wants to hear of: (key, message info, sent at)
-        self._unconfirmed: deque[tuple[str, Any, float]] = deque()
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
         self.pipelines: PipelineRunner | None = None
         if pipelines or triggers:
@@ -294,6 +293,11 @@ class Agent:
             return
         self._events.put(("msg", _Token(client, message)))
 
+    def _on_confirmed(self, action: Publish) -> None:
+        """The broker has an answer the core asked to hear about (``sent_key``)."""
+        if action.sent_key is not None:
+            self._events.put(("sent", action.sent_key))
+
     def _on_worker_done(self, task_id: str, result: Any, error: ErrorInfo | None, run_ms: float) -> None:
         self._events.put(("done", task_id, result, error))
 
@@ -309,7 +313,7 @@ class Agent:
             wake = self.announcer.due_at
             if due is not None:
                 wake = min(wake, due)
-            if stop_by is not None or self._unconfirmed:
+            if stop_by is not None:
                 wake = min(wake, now + 0.05)
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))
@@ -329,6 +333,8 @@ class Agent:
                                               holder=token.session.agent)
                 elif kind == "done":
                     actions = core.on_finished(event[1], now, result=event[2], error=event[3])
+                elif kind == "sent":
+                    actions = core.on_sent([event[1]], now)
                 elif kind == "withdrawn":
                     self.log.warning("connection dropped with %d answer message(s) unconfirmed: "
                                      "they go out again only if this agent wins their takeover",
@@ -345,8 +351,6 @@ class Agent:
                     stop_by = event[1]
                     core.stop_accepting()
                     self.log.info("stopping: finishing %d held task(s)", core.held)
-            if self._unconfirmed:
-                actions += core.on_sent(self._confirmed(now), now)
             due = core.next_deadline()
             if due is not None and due <= now:
                 actions += core.on_tick(now)
@@ -369,20 +373,6 @@ class Agent:
                 return
             self.announcer.maybe(now, core, "draining" if self._drain_requested else "online")
 
-    def _confirmed(self, now: float) -> list[str]:
-        """Keys of answers the broker has acknowledged since the last call (in
-        order; one not acknowledged within 30 s is given up on: peers then keep
-        their copy until it ages out)."""
-        keys: list[str] = []
-        while self._unconfirmed:
-            key, info, at = self._unconfirmed[0]
-            if info.is_published():
-                keys.append(key)
-            elif now - at < 30.0:
-                break
-            self._unconfirmed.popleft()
-        return keys
-
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)
         while todo:
@@ -395,10 +385,9 @@ class Agent:
                 # acknowledgement that follows them.
                 via = self.ctl if (self.dispatch == "claim"
                                    or action.topic.startswith(self._ctl_prefixes)) else self.client
-                info = via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
-                                   tag=action if action.fence_key is not None else None)
-                if action.sent_key is not None and info is not None:
-                    self._unconfirmed.append((action.sent_key, info, self.clock()))
+                tagged = action.fence_key is not None or action.sent_key is not None
+                via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
+                            tag=action if tagged else None, withdraw=action.fence_key is not None)
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)

@@ -142,13 +142,16 @@ class MqttClient:
                  on_message: Callable[[Message], None] | None = None,
                  on_connection: Callable[[bool], None] | None = None,
                  on_withdrawn: Callable[[list[Any]], None] | None = None,
+                 on_confirmed: Callable[[Any], None] | None = None,
                  max_inflight: int = 1000, reconnect: bool = True) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
         self.client_id = client_id or f"fogmesh-{uuid.uuid4().hex[:12]}"
         self._on_message = on_message
         self._on_connection = on_connection
         self._on_withdrawn = on_withdrawn
-        self._fenced: dict[int, Any] = {}    # mid -> tag of a publish to withdraw on a drop
+        self._on_confirmed = on_confirmed
+        # mid -> (tag, withdraw on a drop?) of a tagged publish the broker has not confirmed
+        self._fenced: dict[int, tuple[Any, bool]] = {}
         # Lock order: _fence_lock, then paho's own. paho calls on_publish holding its
         # out-message lock, so that callback only pops (atomic), never locks.
         self._fence_lock = threading.Lock()
@@ -259,7 +262,7 @@ class MqttClient:
         self._paho.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                tag: Any = None) -> paho.MQTTMessageInfo | None:
+                tag: Any = None, withdraw: bool = True) -> paho.MQTTMessageInfo | None:
         """Queue a publish. While disconnected, QoS 1 messages wait in paho's queue
         and go out after the reconnect, so a reply is not lost to a short outage.
 
@@ -268,18 +271,22 @@ class MqttClient:
         ``on_withdrawn`` gets the tags, and the caller decides whether to send it
         again. For answers that peers may take over meanwhile: resending one
         blindly after the reconnect could make two. Returns None when withdrawn
-        at once.
+        at once. Either way ``on_confirmed(tag)`` reports the broker's PUBACK;
+        ``withdraw=False`` asks for that report only.
         """
+        confirmed = False
         with self._fence_lock:
-            if tag is not None and not self.connected.is_set():
+            if tag is not None and withdraw and not self.connected.is_set():
                 withdrawn = True
             else:
                 withdrawn = False
                 info = self._paho.publish(topic, payload, qos=qos, retain=retain)
                 if tag is not None and qos > 0:
-                    self._fenced[info.mid] = tag
+                    self._fenced[info.mid] = (tag, withdraw)
                     if info.is_published():          # its PUBACK beat us here
-                        self._fenced.pop(info.mid, None)
+                        confirmed = self._fenced.pop(info.mid, None) is not None
+        if confirmed and self._on_confirmed:
+            self._on_confirmed(tag)
         if withdrawn:
             if self._on_withdrawn:
                 self._on_withdrawn([tag])
@@ -289,14 +296,15 @@ class MqttClient:
         return info
 
     def _withdraw_fenced(self) -> list[Any]:
-        """On a drop: take the unconfirmed tagged messages out of paho's resend
-        queue (the others are queued again, in order). Holds ``_fence_lock``."""
-        if not self._fenced:
-            return []
+        """On a drop: take the unconfirmed messages tagged for withdrawal out of
+        paho's resend queue (the others are queued again, in order, and their
+        confirmation is no longer reported). Holds ``_fence_lock``."""
+        if not any(withdraw for _, withdraw in self._fenced.values()):
+            return []      # paho resends the rest with the same ids: their reports still come
         withdrawn: list[Any] = []
         for m in self._paho.drop_out_messages():
-            tag = self._fenced.pop(m.mid, None)
-            if tag is not None:
+            tag, withdraw = self._fenced.pop(m.mid, (None, False))
+            if withdraw:
                 withdrawn.append(tag)
             else:
                 self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
@@ -359,7 +367,9 @@ class MqttClient:
 
     def _handle_publish(self, _client: paho.Client, _ud: object, mid: int,
                         _reason: object, _props: object) -> None:
-        self._fenced.pop(mid, None)
+        held = self._fenced.pop(mid, None)      # atomic: paho holds its own lock here
+        if held is not None and self._on_confirmed:
+            self._on_confirmed(held[0])
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
                           reason_codes: list, _props: object) -> None:

@@ -75,3 +75,15 @@ def test_confirmed_tagged_messages_are_not_handed_back(broker, root):
     finally:
         sender.stop()
         watch.stop()
+
+
+def test_the_brokers_confirmation_of_a_tagged_message_is_reported(broker, root):
+    confirmed = queue.Queue()
+    sender = MqttClient(broker.url, on_confirmed=confirmed.put)
+    try:
+        sender.start()
+        sender.publish(f"{root}/answer", b"x", tag="report-only", withdraw=False)
+        sender.publish(f"{root}/answer", b"y", tag="withdrawable")
+        assert {confirmed.get(timeout=10), confirmed.get(timeout=10)} == {"report-only", "withdrawable"}
+    finally:
+        sender.stop()
