@@ -62,7 +62,7 @@ class AnsweringMixin:
         so far) and the answer itself, in claim dispatch. With ``fence`` the IO
         shell hands both back if the connection drops before the broker has
         them (``on_withdrawn``)."""
-        sent, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
+        sent = self._take_sent()
         fence_key = key if fence else None
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
@@ -105,9 +105,14 @@ class AnsweringMixin:
             self._sent_flush_at = now + 0.1
         return []
 
+    def _take_sent(self) -> tuple[str, ...]:
+        """The confirmations not yet reported; they go out with the caller's record."""
+        keys, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
+        return keys
+
     def _flush_sent(self) -> list[Action]:
-        keys, self._sent_keys, self._sent_flush_at = self._sent_keys, [], None
+        keys = self._take_sent()
         if not keys:
             return []
         return [Publish(self.config.topics.claims,
-                        Claim("", self.config.agent_id, op="sent", tasks=tuple(keys)).encode())]
+                        Claim("", self.config.agent_id, op="sent", tasks=keys).encode())]

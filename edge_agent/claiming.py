@@ -10,6 +10,7 @@ from typing import Any
 from edge_agent.actions import Ack, Action, Publish, Rescue
 from edge_agent.claims import Claim
 from edge_agent.entry import Entry
+from edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 
 
@@ -33,9 +34,8 @@ class ClaimingMixin:
             self._done.add(claim.task, True, now)
             if claim.reply_to is not None and claim.reply is not None:
                 payload = held[1] if held is not None else b""
-                self._answered[claim.task] = (claim.agent, payload, Publish(claim.reply_to, claim.reply))
-                while len(self._answered) > self.config.dedup_items:
-                    self._answered.popitem(last=False)
+                put_bounded(self._answered, claim.task,
+                            (claim.agent, payload, Publish(claim.reply_to, claim.reply)), self.config.dedup_items)
             return actions
         if claim.op == "sent":
             return actions
@@ -66,9 +66,8 @@ class ClaimingMixin:
         self.counters.claims_lost += 1
         self._release(entry)
         if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
-            self._foreign[entry.key] = (winner, entry.payload)   # to take over if it dies
-            while len(self._foreign) > self.config.dedup_items:
-                self._foreign.popitem(last=False)
+            # to take over if it dies
+            put_bounded(self._foreign, entry.key, (winner, entry.payload), self.config.dedup_items)
         return [Ack(tok) for tok in entry.tokens]
 
     def _fire_claims(self, now: float) -> list[Action]:

@@ -118,7 +118,7 @@ class FailoverMixin:
         answered only if this agent wins its takeover claim (queued now, sent
         first thing after the reconnect; brokers order claims, so exactly one
         contender wins)."""
-        alone = not self.peers.live(now) and len(self._claimers) == 0
+        alone = self._alone(now)
         actions: list[Action] = []
         for entry in list(self._entries.values()):
             if entry.state in ("claimed", "claiming"):
@@ -144,6 +144,10 @@ class FailoverMixin:
                                    Claim(entry.claim_key, self.config.agent_id).encode()))
         return actions
 
+    def _alone(self, now: float) -> bool:
+        """No live peer and nobody else claiming: nothing to fence against."""
+        return not self.peers.live(now) and len(self._claimers) == 0
+
     def on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
         """Answers (and their "done" records) the connection dropped before the
         broker confirmed them. Resent blindly after the reconnect they could
@@ -156,7 +160,7 @@ class FailoverMixin:
                    and p.fence_key not in answers]
         # a record whose answer the broker has: the answer is out, peers must forget it
         actions: list[Action] = [Publish(p.topic, p.payload) for p in records]
-        alone = not self.peers.live(now) and len(self._claimers) == 0
+        alone = self._alone(now)
         for key, answer in answers.items():
             if alone:
                 done, again = self._answer_pair(key, answer, fence=False)

@@ -13,6 +13,13 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 
+def put_bounded(items: OrderedDict[str, V], key: str, value: V, max_items: int) -> None:
+    """Insert, then forget the oldest entries beyond ``max_items``."""
+    items[key] = value
+    while len(items) > max_items:
+        items.popitem(last=False)
+
+
 class RecentMap(Generic[V]):
     """Insertion-ordered map that forgets its oldest entries past ``max_items``
     or ``ttl_s`` seconds; the first value recorded for a key is kept."""
