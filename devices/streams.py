@@ -179,13 +179,11 @@ class CameraDevice(StreamingDevice):
         self.source = source
         self.quality = quality
         self.seq = 0
-        self.exhausted = threading.Event()
 
     def emit(self) -> None:
         from devices import vision
         frame = self.source.next_frame()
         if frame is None:
-            self.exhausted.set()
             self.hz = 0
             return
         self.seq += 1

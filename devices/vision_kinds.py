@@ -15,10 +15,6 @@ from fogmesh.registry import BadArgs, TaskKind
 MAX_IMAGE_B64 = 4 * 1024 * 1024
 
 
-def b64_image(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _image(value: Any, what: str) -> Any:
     from devices import vision
     if not isinstance(value, str) or not value or len(value) > MAX_IMAGE_B64:

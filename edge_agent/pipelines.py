@@ -159,7 +159,9 @@ class PipelineCore:
         self.reply_to = reply_to
         self.run_tag = run_tag
         self.stats = PipelineStats()
-        self._window: deque[bytes] = deque(maxlen=spec.window)
+        # the last frames, each [raw JPEG, its base64 once a task has needed it]:
+        # in a motion window every frame serves twice but is encoded once
+        self._window: deque[list[Any]] = deque(maxlen=spec.window)
         self._in_flight: dict[str, float] = {}       # task id -> frame ts
         self._quiet_until = 0.0
         self._seq = 0
@@ -172,13 +174,16 @@ class PipelineCore:
         s = self.spec
         self.stats.frames += 1
         age_ms = (now - ts) * 1000
-        self._window.append(image)
+        self._window.append([image, None])
         if age_ms > s.max_age_ms or len(self._in_flight) >= s.max_in_flight:
             self.stats.skipped += 1
             return []
         if len(self._window) < s.window:
             return []
-        encoded = [base64.b64encode(f).decode("ascii") for f in self._window]
+        for frame in self._window:
+            if frame[1] is None:
+                frame[1] = base64.b64encode(frame[0]).decode("ascii")
+        encoded = [frame[1] for frame in self._window]
         args = dict(s.args)
         if s.window > 1:
             args["frames"] = encoded
