@@ -45,14 +45,9 @@ def progress(msg: str) -> None:
 
 
 def start_agents(url: str, root: str, n: int, pipeline_file: str, state_dir: str) -> list[subprocess.Popen]:
-    procs = []
-    for i in range(n):
-        cmd = [sys.executable, "-m", "fogmesh", "agent", "--id", f"pi-{i + 1}", "--broker", url,
-               "--root", root, "--concurrency", "1", "--presence-period", "0.5", "--log-level", "WARNING"]
-        if i == 0:
-            cmd += ["--pipelines", pipeline_file]
-        procs.append(subprocess.Popen(cmd, env={**os.environ, "FOGMESH_STATE_DIR": state_dir}))
-    return procs
+    from bench.placement import agent_process
+    return [agent_process(url, root, f"pi-{i + 1}", state_dir, *(["--pipelines", pipeline_file] if i == 0 else []))
+            for i in range(n)]
 
 
 def run_case(url: str, *, fps: float, agents: int, args: argparse.Namespace, state_dir: str) -> dict[str, Any]:

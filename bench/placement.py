@@ -30,15 +30,21 @@ def progress(msg: str) -> None:
     print(f"[bench placement] {msg}", file=sys.stderr, flush=True)
 
 
+def agent_process(url: str, root: str, agent_id: str, state_dir: str, *extra: str) -> subprocess.Popen:
+    """One ``fogmesh agent`` process with one worker and a fast presence period."""
+    return subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", agent_id, "--broker", url,
+                             "--root", root, "--concurrency", "1", "--presence-period", "0.5",
+                             "--log-level", "WARNING", *extra],
+                            env={**os.environ, "FOGMESH_STATE_DIR": state_dir})
+
+
 def start_agents(url: str, root: str, policy: str, n: int, state_dir: str) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
-        args = [sys.executable, "-m", "fogmesh", "agent", "--id", f"a{i}", "--broker", url,
-                "--root", root, "--policy", policy, "--concurrency", "1",
-                "--presence-period", "0.5", "--log-level", "WARNING"]
+        extra = ["--policy", policy]
         if policy == "energy":   # the hot agent is low, the others charged
-            args += ["--battery", "40" if i == 0 else "90"]
-        procs.append(subprocess.Popen(args, env={**os.environ, "FOGMESH_STATE_DIR": state_dir}))
+            extra += ["--battery", "40" if i == 0 else "90"]
+        procs.append(agent_process(url, root, f"a{i}", state_dir, *extra))
     return procs
 
 

@@ -2,8 +2,6 @@
 change, every actuator command and every bad one (mock pins read back), the
 safe state on broker loss, and the camera -> pipeline -> relay loop."""
 
-import queue
-
 import orjson
 import pytest
 
@@ -13,48 +11,12 @@ from devices.scenes import GeneratedScene
 from devices.sensors import make_models
 from devices.streams import CameraDevice, SensorDevice
 from edge_agent.pipelines import Actuation, PipelineSpec, Rule
-from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
+from tests.listener import Listener
 from tests.netcut import CuttableLink
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class Listener:
-    """A raw MQTT subscriber collecting (topic, payload) pairs."""
-
-    def __init__(self, url, *filters):
-        self.got: queue.Queue = queue.Queue()
-        self.held: list = []
-        self.client = MqttClient(url, on_message=lambda m: self.got.put((m.topic, m.payload, m.retain)))
-        self.client.start()
-        for f in filters:
-            self.client.subscribe(f)
-
-    def next(self, topic=None, timeout=10):
-        """The next message (on ``topic``); others are kept for later calls."""
-        for i, (t, payload, _) in enumerate(self.held):
-            if topic is None or t == topic:
-                del self.held[i]
-                return payload
-        while True:
-            t, payload, retain = self.got.get(timeout=timeout)
-            if topic is None or t == topic:
-                return payload
-            self.held.append((t, payload, retain))
-
-    def drain(self):
-        items, self.held = self.held, []
-        while not self.got.empty():
-            items.append(self.got.get())
-        return items
-
-    def publish(self, topic, payload):
-        self.client.publish(topic, payload if isinstance(payload, bytes) else orjson.dumps(payload))
-
-    def close(self):
-        self.client.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 whole stack still working over TLS with logins."""
 
 import json
-import queue
 import shutil
 import tempfile
 import uuid
@@ -19,6 +18,7 @@ from edge_agent.agent import Agent
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
+from tests.listener import Listener
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,27 +41,6 @@ def url(site, login):
     out, broker = site
     return (f"mqtts://{login}@127.0.0.1:{broker.port}?ca={out / 'ca.crt'}"
             f"&password_file={out / 'credentials' / (login + '.password')}")
-
-
-class Watcher:
-    def __init__(self, address, *filters):
-        self.got: queue.Queue = queue.Queue()
-        self.client = MqttClient(address, on_message=lambda m: self.got.put((m.topic, m.payload)))
-        self.client.start()
-        for f in filters:
-            self.client.subscribe(f)
-
-    def topics_until(self, marker_topic, timeout=10):
-        """Every topic received up to and including ``marker_topic``."""
-        seen = []
-        while True:
-            topic, _ = self.got.get(timeout=timeout)
-            seen.append(topic)
-            if topic == marker_topic:
-                return seen
-
-    def close(self):
-        self.client.stop()
 
 
 @pytest.fixture
@@ -102,7 +81,7 @@ def test_plain_mqtt_without_tls_is_refused(site):
 
 
 def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
-    ops = Watcher(url(site, "ops"), f"{ROOT}/#")
+    ops = Listener(url(site, "ops"), f"{ROOT}/#")
     clients.append(ops)
     dev = connect(site, "sensor-7", clients)
     dev.publish(T.device_tasks("sensor-8"), b'{"forged": 1}')
@@ -113,7 +92,7 @@ def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
 
 
 def test_a_device_cannot_read_another_devices_replies(site, clients):
-    mine = Watcher(url(site, "sensor-7"), T.replies("sensor-8"), T.replies("sensor-7"), f"{ROOT}/#")
+    mine = Listener(url(site, "sensor-7"), T.replies("sensor-8"), T.replies("sensor-7"), f"{ROOT}/#")
     clients.append(mine)
     agent = connect(site, "pi-1", clients)
     agent.publish(T.replies("sensor-8"), b'{"secret": true}')
@@ -122,7 +101,7 @@ def test_a_device_cannot_read_another_devices_replies(site, clients):
 
 
 def test_nobody_can_forge_an_agents_presence(site, clients):
-    ops = Watcher(url(site, "ops"), T.presence_filter)
+    ops = Listener(url(site, "ops"), T.presence_filter)
     clients.append(ops)
     connect(site, "sensor-7", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
     connect(site, "pi-2", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
@@ -135,7 +114,7 @@ def test_nobody_can_forge_an_agents_presence(site, clients):
 def test_the_stack_works_end_to_end_over_tls_with_logins(site, clients):
     agent = Agent("pi-1", url(site, "pi-1"), root=ROOT, concurrency=1, presence_period=1.0).start()
     try:
-        ops = Watcher(url(site, "ops"), T.errors)
+        ops = Listener(url(site, "ops"), T.errors)
         clients.append(ops)
         with FogClient(url(site, "sensor-7"), root=ROOT, device="sensor-7", own_topic=True) as dev:
             result = dev.submit("sum", {"values": [1, 2, 3]}, timeout=15)

@@ -1,0 +1,50 @@
+"""A raw MQTT subscriber for tests: collects (topic, payload) pairs."""
+
+import queue
+
+import orjson
+
+from fogmesh.mqtt import MqttClient
+
+
+class Listener:
+    def __init__(self, url, *filters):
+        self.got: queue.Queue = queue.Queue()
+        self.held: list = []
+        self.client = MqttClient(url, on_message=lambda m: self.got.put((m.topic, m.payload)))
+        self.client.start()
+        for f in filters:
+            self.client.subscribe(f)
+
+    def next(self, topic=None, timeout=10):
+        """The next message (on ``topic``); others are kept for later calls."""
+        for i, (t, payload) in enumerate(self.held):
+            if topic is None or t == topic:
+                del self.held[i]
+                return payload
+        while True:
+            t, payload = self.got.get(timeout=timeout)
+            if topic is None or t == topic:
+                return payload
+            self.held.append((t, payload))
+
+    def topics_until(self, marker_topic, timeout=10):
+        """Every topic received up to and including ``marker_topic``."""
+        seen = []
+        while True:
+            topic, _ = self.got.get(timeout=timeout)
+            seen.append(topic)
+            if topic == marker_topic:
+                return seen
+
+    def drain(self):
+        items, self.held = self.held, []
+        while not self.got.empty():
+            items.append(self.got.get())
+        return items
+
+    def publish(self, topic, payload):
+        self.client.publish(topic, payload if isinstance(payload, bytes) else orjson.dumps(payload))
+
+    def close(self):
+        self.client.stop()
