@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from devices.commands import Command, parse_command
+from devices.commands import Command, command_ids, parse_command
 from devices.gpio import Actuators, ActuatorSpec
 from fogmesh import codec
 from fogmesh.errors import DeviceError, InvalidMessage
@@ -83,15 +83,10 @@ class ActuatorDevice:
             return
         name = where[1]
         if name not in self.actuators.names:
-            try:
-                d = codec.decode(m.payload)
-            except InvalidMessage:
-                d = {}
-            d = d if isinstance(d, dict) else {}
+            task_id, reply_to = command_ids(m.payload)
             self._reject(m, InvalidMessage(
                 "unknown_actuator", f"device {self.device} has no actuator {name!r}; it has: "
-                f"{', '.join(self.actuators.names)}", task_id=d.get("id") if isinstance(d.get("id"), str) else None,
-                reply_to=d.get("reply_to") if isinstance(d.get("reply_to"), str) else None))
+                f"{', '.join(self.actuators.names)}", task_id=task_id, reply_to=reply_to))
             return
         spec = self.actuators.specs[name]
         try:

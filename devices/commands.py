@@ -12,7 +12,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.topics import validate_publish_topic
+from fogmesh.messages import salvage_ids
 
 OPS = ("on", "off", "toggle", "pulse")
 DEFAULT_MAX_PULSE_MS = 60_000
@@ -27,6 +27,16 @@ class Command:
     reply_to: str | None = None
 
 
+def command_ids(payload: bytes) -> tuple[str | None, str | None]:
+    """The id and reply_to of a command that is refused before it is parsed
+    (e.g. for an unknown actuator), validated as a task's are."""
+    try:
+        d: Any = codec.decode(payload)
+    except InvalidMessage:
+        return None, None
+    return salvage_ids(d) if isinstance(d, dict) else (None, None)
+
+
 def parse_command(actuator: str, payload: bytes, *, max_pulse_ms: int = DEFAULT_MAX_PULSE_MS) -> Command:
     """Bytes to a :class:`Command`, or InvalidMessage (``bad_command``) carrying
     whatever id/reply_to could be salvaged so the sender still gets an answer."""
@@ -37,13 +47,7 @@ def parse_command(actuator: str, payload: bytes, *, max_pulse_ms: int = DEFAULT_
     if not isinstance(d, dict):
         raise InvalidMessage("bad_command", 'a command is {"op": "on|off|toggle|pulse", ...} '
                              "or the bare word on/off/toggle")
-    task_id = d.get("id") if isinstance(d.get("id"), str) else None
-    reply_to = d.get("reply_to") if isinstance(d.get("reply_to"), str) else None
-    if reply_to is not None:
-        try:
-            validate_publish_topic(reply_to)
-        except ValueError:
-            reply_to = None
+    task_id, reply_to = salvage_ids(d)
 
     def bad(message: str) -> InvalidMessage:
         return InvalidMessage("bad_command", message, task_id=task_id, reply_to=reply_to)
