@@ -71,10 +71,8 @@ class Mosquitto:
     def _listener(self) -> str:
         if self.secure_dir is None:
             return f"listener {self.port} {self.host}\nallow_anonymous true"
-        d = self.secure_dir
-        return (f"per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n"
-                f"acl_file {d}/acl\nlistener {self.port} {self.host}\ncafile {d}/ca.crt\n"
-                f"certfile {d}/server.crt\nkeyfile {d}/server.key\ntls_version tlsv1.2")
+        from broker.secure import listener_conf
+        return listener_conf(self.secure_dir, port=self.port, bind=self.host)
 
     @property
     def conf_path(self) -> Path:
