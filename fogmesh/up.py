@@ -10,6 +10,7 @@ Ctrl-C tears all of it down.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -70,6 +71,9 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
 
     port = port or free_port()
     started = []
+    # A demo's agents keep no journal across runs: the task ids repeat (demo-1...),
+    # and a journal's memory of "demo-4 answered" would swallow the next run's.
+    state = tempfile.TemporaryDirectory(prefix="fogmesh-up-")
     broker = EmbeddedBroker(port=port)
     try:
         broker.start()
@@ -77,7 +81,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
         for i in range(agents):
             agent = Agent(f"agent-{i + 1}", broker.url, root=root, concurrency=2,
                           presence_period=2.0, policy=LeastLoadedPolicy(),
-                          pipelines=[_demo_pipeline()] if i == 0 else None)
+                          pipelines=[_demo_pipeline()] if i == 0 else None, state_dir=state.name)
             agent.start()
             started.append(agent)
             print(f"agent    {agent.agent_id} online (dispatch: {agent.dispatch})", file=out, flush=True)
@@ -113,4 +117,5 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
         for agent in started:
             agent.stop(timeout=5)
         broker.stop()
+        state.cleanup()
         time.sleep(0.05)

@@ -106,6 +106,15 @@ def test_up_runs_the_whole_system_and_exits_cleanly():
     assert "9/9 ok" in r.stdout and "agent-" in r.stdout
 
 
+def test_up_runs_again_right_after_a_first_run():
+    # the demo's task ids repeat; an agent journal shared between runs once
+    # swallowed the second run's demo-4 as "already answered"
+    for _ in range(2):
+        r = run("up", "--agents", "1", "--tasks", "6", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "6/6 ok" in r.stdout
+
+
 def test_a_user_kind_from_an_entry_point_runs_without_touching_fogmesh(tmp_path, broker, root):
     (tmp_path / "my_kinds.py").write_text("def triple(args):\n    return args['x'] * 3\n")
     dist = tmp_path / "my_kinds-0.1.dist-info"
