@@ -123,7 +123,8 @@ class Agent:
         self.journal: Journal | None = None
         if journal:
             directory = Path(state_dir) if state_dir else default_state_dir()
-            self.journal = Journal(directory / f"agent-{agent_id}-{root_tag}.journal")
+            self.journal = Journal(directory / f"agent-{agent_id}-{root_tag}.journal",
+                                   done_ttl_s=AgentConfig.dedup_ttl_s, wall_clock=wall_clock)
         # Two connections: task intake (its session holds the tasks a rescue can
         # take over; it acknowledges a task only once answered, so its in-flight
         # window fills up under load), and control (presence and its will, claims,

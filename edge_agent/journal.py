@@ -7,8 +7,11 @@ forgets when its own session store is lost. The journal lets a restarted agent
 which task ids it already answered, so a broker's redelivery of an answered
 task is not answered twice.
 
-Format: append-only records, ``A`` (accepted: key, raw task payload) and ``D``
-(done: key), each ``tag + u32 len + bytes [+ u32 len + bytes]``. One
+Format: append-only records, ``A`` (accepted: key, raw task payload) and ``T``
+(done: key, wall-clock time as a big-endian double), each ``tag + u32 len +
+bytes [+ u32 len + bytes]``; ``D`` (done: key, no time), written before stop 9,
+is still read. Answered ids are kept for ``done_ttl_s`` (the dedup window), not
+for ever: a device may reuse an id after that, restart or not. One
 ``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
 leaves at most a torn last record, which loading ignores. No fsync: surviving
 a process crash is the goal; a power cut is the broker's and the device's
@@ -21,12 +24,15 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 from fogmesh.errors import FogmeshError
 
 _LEN = struct.Struct(">I")
+_TIME = struct.Struct(">d")
 
 
 class JournalLocked(FogmeshError, RuntimeError):
@@ -46,12 +52,15 @@ def _record(tag: bytes, *parts: bytes) -> bytes:
 
 
 class Journal:
-    def __init__(self, path: str | Path, *, keep_done: int = 20_000, max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, path: str | Path, *, keep_done: int = 20_000, max_bytes: int = 16 * 1024 * 1024,
+                 done_ttl_s: float = 900.0, wall_clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.keep_done = keep_done
         self.max_bytes = max_bytes
+        self.done_ttl_s = done_ttl_s
+        self.wall_clock = wall_clock
         self.unfinished: OrderedDict[str, bytes] = OrderedDict()
-        self.done: OrderedDict[str, None] = OrderedDict()
+        self.done: OrderedDict[str, float] = OrderedDict()     # answered id -> when (wall clock)
         self._fd = -1
         self._lock_fd = -1
         self._size = 0
@@ -69,6 +78,10 @@ class Journal:
                                 f"(journal {self.path} is locked); give each agent its own --id") from None
         if self.path.exists():
             self._load(self.path.read_bytes())
+        now = self.wall_clock()
+        for key, at in list(self.done.items()):
+            if now - at > self.done_ttl_s:
+                del self.done[key]
         self._compact()
         return self
 
@@ -89,11 +102,12 @@ class Journal:
     def finished(self, key: str) -> None:
         if self.unfinished.pop(key, None) is None:
             return
-        self._remember_done(key)
-        self._append(_record(b"D", key.encode()))
+        now = self.wall_clock()
+        self._remember_done(key, now)
+        self._append(_record(b"T", key.encode(), _TIME.pack(now)))
 
-    def _remember_done(self, key: str) -> None:
-        self.done[key] = None
+    def _remember_done(self, key: str, at: float) -> None:
+        self.done[key] = at
         self.done.move_to_end(key)
         while len(self.done) > self.keep_done:
             self.done.popitem(last=False)
@@ -109,7 +123,7 @@ class Journal:
         pos, n = 0, len(data)
         while pos < n:
             tag = data[pos:pos + 1]
-            parts = 2 if tag == b"A" else 1 if tag == b"D" else 0
+            parts = 2 if tag in (b"A", b"T") else 1 if tag == b"D" else 0
             if parts == 0:
                 break                      # unknown tag: stop at the damage
             pos += 1
@@ -126,12 +140,13 @@ class Journal:
             key = fields[0].decode(errors="replace")
             if tag == b"A":
                 self.unfinished[key] = fields[1]
-            else:
+            else:            # an old D record has no time: count it from now
                 self.unfinished.pop(key, None)
-                self._remember_done(key)
+                ok = tag == b"T" and len(fields[1]) == _TIME.size
+                self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock())
 
     def _compact(self) -> None:
-        body = b"".join([_record(b"D", k.encode()) for k in self.done] +
+        body = b"".join([_record(b"T", k.encode(), _TIME.pack(at)) for k, at in self.done.items()] +
                         [_record(b"A", k.encode(), p) for k, p in self.unfinished.items()])
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         tmp.write_bytes(body)

@@ -44,3 +44,26 @@ def test_a_second_agent_with_the_same_journal_is_refused(tmp_path):
     with pytest.raises(JournalLocked, match="--id"):
         Journal(tmp_path / "a.journal").open()
     first.close()
+
+
+def test_answered_ids_are_forgotten_after_the_dedup_window_even_across_restarts(tmp_path):
+    clock = [1000.0]
+    path = tmp_path / "a.journal"
+    j = Journal(path, done_ttl_s=900.0, wall_clock=lambda: clock[0]).open()
+    for key in ("old", "new"):
+        j.accepted(key, b"x")
+        j.finished(key)
+        clock[0] += 600.0
+    j.close()
+    again = Journal(path, done_ttl_s=900.0, wall_clock=lambda: clock[0]).open()   # 1200 s and 600 s later
+    assert list(again.done) == ["new"]
+    again.close()
+
+
+def test_done_records_written_without_a_time_are_still_read(tmp_path):
+    import struct
+    path = tmp_path / "a.journal"
+    path.write_bytes(b"D" + struct.pack(">I", 2) + b"t1")          # the format before stop 9
+    j = Journal(path).open()
+    assert list(j.done) == ["t1"]
+    j.close()
