@@ -47,7 +47,9 @@ class ActuatorDevice:
 
     def start(self, *, timeout: float | None = 10.0) -> ActuatorDevice:
         self.client.start(timeout=timeout)
-        self.client.subscribe(self.topics.actuator_set_filter(self.device), timeout=None)
+        # Wait for the SUBACK: a command published right after start() returns must
+        # reach us (CI once lost the first command to a broker still subscribing).
+        self.client.subscribe(self.topics.actuator_set_filter(self.device), timeout=timeout)
         self._publish_states()
         return self
 
