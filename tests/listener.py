@@ -23,7 +23,7 @@ class Listener:
                 del self.held[i]
                 return payload
         while True:
-            t, payload = self.got.get(timeout=timeout)
+            t, payload = self._get(timeout, waiting_for=topic)
             if topic is None or t == topic:
                 return payload
             self.held.append((t, payload))
@@ -32,10 +32,21 @@ class Listener:
         """Every topic received up to and including ``marker_topic``."""
         seen = []
         while True:
-            topic, _ = self.got.get(timeout=timeout)
+            topic, _ = self._get(timeout, waiting_for=marker_topic, seen=seen)
             seen.append(topic)
             if topic == marker_topic:
                 return seen
+
+    def _get(self, timeout, *, waiting_for, seen=()):
+        """One message, or an AssertionError that says what did come (a bare
+        queue.Empty in a CI log says nothing)."""
+        try:
+            return self.got.get(timeout=timeout)
+        except queue.Empty:
+            others = [t for t, _ in self.held] + list(seen)
+            raise AssertionError(
+                f"nothing on {waiting_for or 'any topic'} within {timeout:g} s; other topics seen: "
+                f"{others[-10:]}; listener connected: {self.client.connected.is_set()}") from None
 
     def drain(self):
         items, self.held = self.held, []
