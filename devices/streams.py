@@ -90,7 +90,8 @@ class StreamingDevice:
     def _run(self) -> None:
         next_at = time.monotonic()
         while not self._stop.is_set():
-            if self.hz <= 0:
+            hz = self.hz            # once: a control message may set it to 0 meanwhile
+            if hz <= 0:
                 self._wake.wait()
                 self._wake.clear()
                 next_at = time.monotonic()
@@ -106,7 +107,7 @@ class StreamingDevice:
                 self.sent += 1
             except Exception:     # a bad frame/reading must not end the stream
                 self.log.exception("%s: emit failed", self.device)
-            next_at = max(next_at + 1.0 / self.hz, time.monotonic() - 1.0 / self.hz)
+            next_at = max(next_at + 1.0 / hz, time.monotonic() - 1.0 / hz)
 
     def emit(self) -> None:
         raise NotImplementedError

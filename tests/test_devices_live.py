@@ -2,6 +2,8 @@
 change, every actuator command and every bad one (mock pins read back), the
 safe state on broker loss, and the camera -> pipeline -> relay loop."""
 
+import threading
+
 import orjson
 import pytest
 
@@ -9,7 +11,7 @@ from devices.actuator import ActuatorDevice
 from devices.gpio import make_pin_factory, parse_pins
 from devices.scenes import GeneratedScene
 from devices.sensors import make_models
-from devices.streams import CameraDevice, SensorDevice
+from devices.streams import CameraDevice, SensorDevice, StreamingDevice
 from edge_agent.pipelines import Actuation, PipelineSpec, Rule
 from fogmesh.topics import Topics
 from tests.listener import Listener
@@ -65,6 +67,27 @@ def test_the_rate_changes_at_run_time(broker, root, listener):
         watch.publish(t.sensor_control("room-1"), {"op": "rate", "hz": 0})
         wait_until(lambda: dev.hz == 0, what="the last control")
         assert dev.sent <= sent + 1
+
+
+def test_a_rate_set_to_zero_mid_emit_does_not_end_the_stream(broker, root):
+    class Slow(StreamingDevice):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def emit(self):
+            self.entered.set()
+            self.release.wait(10)
+
+    with Slow(broker.url, device="slow-1", hz=50, root=root) as dev:
+        assert dev.entered.wait(10)
+        dev.set_rate(0)                 # as a control message would, mid-emit
+        dev.release.set()
+        wait_until(lambda: dev.sent == 1, what="the emit to finish")
+        dev.set_rate(50)
+        dev.entered.clear()
+        assert dev.entered.wait(10)     # still streaming: the thread survived
+        dev.release.set()
 
 
 # -- actuators ----------------------------------------------------------------------------
