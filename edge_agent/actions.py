@@ -83,6 +83,21 @@ class Rescue:
 Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue]
 
 
+
+def describe(action: Action) -> str:
+    """One short line per action for ``--log-level DEBUG`` traces (which agent
+    published, ran or cancelled what, in order): enough to follow one task id
+    through a chaos run without dumping payloads."""
+    if isinstance(action, Publish):
+        extra = "".join(f" {k}={v}" for k, v in (("sent", action.sent_key), ("fence", action.fence_key)) if v)
+        return f"publish {action.topic}{extra} {action.payload[:160]!r}"
+    if isinstance(action, Run):
+        return f"run {action.key} ({action.task.kind})"
+    if isinstance(action, Ack):
+        return "ack"
+    fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if k != "payload")
+    return f"{type(action).__name__.lower()} {fields}"
+
 @dataclass(frozen=True)
 class AgentConfig:
     agent_id: str

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
+from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
                                 Rescue, Run)
 from edge_agent.rescue import RescueSession, RescueToken
 from edge_agent.core import AgentCore
@@ -324,9 +324,13 @@ class Agent:
             actions: list[Action] = []
             if event is not None:
                 kind = event[0]
+                if self.log.isEnabledFor(logging.DEBUG) and kind != "msg":
+                    self.log.debug("event %s", " ".join(str(e)[:120] for e in event if e is not None))
                 if kind == "msg":
                     tok: _Token = event[1]
                     msg: Message = tok.message
+                    if self.log.isEnabledFor(logging.DEBUG):
+                        self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
                     actions = core.on_message(msg.topic, msg.payload, tok, now, dup=msg.dup)
                 elif kind == "rescued":
                     token: RescueToken = event[1]
@@ -376,8 +380,11 @@ class Agent:
 
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)
+        trace = self.log.isEnabledFor(logging.DEBUG)
         while todo:
             action = todo.popleft()
+            if trace:
+                self.log.debug("do %s", describe(action))
             if isinstance(action, Publish):
                 # Claim dispatch: replies share the control connection with the
                 # "done" claims that follow them, so they leave in that order

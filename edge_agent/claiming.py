@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_agent.actions import Ack, Action, Publish, Rescue
-from edge_agent.claims import Claim
+from edge_agent.claims import Claim, takeover_key
 from edge_agent.entry import Entry
 from edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
@@ -24,6 +24,8 @@ class ClaimingMixin:
         actions: list[Action] = [Ack(token)]
         for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
             self._answered.pop(key, None)
+            if claim.agent != self.config.agent_id:
+                actions += self._drop_contest(key)
         if claim.op == "done":
             held = self._foreign.pop(claim.task, None)
             if claim.agent == self.config.agent_id:
@@ -32,10 +34,20 @@ class ClaimingMixin:
             # task connection, whose window can be full): when it arrives it is a
             # duplicate, not a copy to take over later.
             self._done.add(claim.task, True, now)
+            answer = None
             if claim.reply_to is not None and claim.reply is not None:
+                answer = Publish(claim.reply_to, claim.reply)
                 payload = held[1] if held is not None else b""
-                put_bounded(self._answered, claim.task,
-                            (claim.agent, payload, Publish(claim.reply_to, claim.reply)), self.config.dedup_items)
+                put_bounded(self._answered, claim.task, (claim.agent, payload, answer), self.config.dedup_items)
+            contested = self._entries.get(claim.task)
+            if contested is not None and contested.claim_key == takeover_key(claim.task) \
+                    and contested.state in ("claiming", "claimed"):
+                # Contesting it (its winner looked dead), and it was answered after
+                # all: if this agent wins, it re-delivers that answer, never runs it.
+                if answer is None:
+                    actions += self._drop_contest(claim.task)
+                else:
+                    contested.recorded = answer
             return actions
         if claim.op == "sent":
             return actions
@@ -67,8 +79,20 @@ class ClaimingMixin:
         self._release(entry)
         if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
             # to take over if it dies
-            put_bounded(self._foreign, entry.key, (winner, entry.payload), self.config.dedup_items)
+            put_bounded(self._foreign, entry.key, (winner, entry.payload, now), self.config.dedup_items)
         return [Ack(tok) for tok in entry.tokens]
+
+    def _drop_contest(self, key: str) -> list[Action]:
+        """Stop competing for ``key``'s takeover: another agent's answer is out
+        (the broker confirmed it), so nothing is left to run or deliver. A
+        claim already sent is harmless: a win for an entry not held is ignored."""
+        entry = self._entries.get(key)
+        if entry is None or entry.claim_key != takeover_key(key) or entry.state not in ("claiming", "claimed"):
+            return []
+        if entry.state == "claimed":
+            self._claimed -= 1
+        self._release(entry)
+        return [Ack(t) for t in entry.tokens]
 
     def _fire_claims(self, now: float) -> list[Action]:
         actions: list[Action] = []

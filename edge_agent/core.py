@@ -75,7 +75,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
         # claim mode: tasks other agents won and have not answered, kept to take over
-        self._foreign: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._foreign: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # key -> winner, task, learnt at
         # ... and tasks they answered (reported "done" with the answer) whose answer
         # the broker has not yet confirmed ("sent"): re-delivered if they die
         self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
@@ -370,10 +370,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self.peers.update(presence, now)
         self._busy_until.pop(agent, None)
         if presence.state == "online":
-            if self._dead.pop(agent, None) is not None:
+            dead = self._dead.pop(agent, None)
+            if dead is not None:
                 # Back after its will: it lost messages meanwhile (amqtt drops
-                # those in flight), so what it had won is contested now.
-                return self._contest(agent, now) + self._rebalance(now)
+                # those in flight), so what it had won before is contested now.
+                # Not what it won since its will (claims come in broker order):
+                # it won that on its new connection and holds it, and no fenced
+                # claim of its own would compete with ours.
+                return self._contest(agent, now, won_before=dead[0]) + self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline" and agent not in self._dead:
             self._dead[agent] = (now, presence.ts)

@@ -36,11 +36,12 @@ class FailoverMixin:
                 actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
         return actions
 
-    def _contest(self, agent: str, now: float) -> list[Action]:
-        """Compete for every task ``agent`` won and has not reported done."""
+    def _contest(self, agent: str, now: float, *, won_before: float | None = None) -> list[Action]:
+        """Compete for every task ``agent`` won (as learnt before ``won_before``)
+        and has not reported done."""
         actions: list[Action] = []
-        for key, (winner, payload) in list(self._foreign.items()):
-            if winner == agent:
+        for key, (winner, payload, learnt) in list(self._foreign.items()):
+            if winner == agent and (won_before is None or learnt < won_before):
                 del self._foreign[key]
                 actions += self._take_over(key, payload, [], now)
         for key, (winner, payload, answer) in list(self._answered.items()):

@@ -340,6 +340,52 @@ def test_a_done_record_that_overtakes_its_task_message_makes_that_message_a_dupl
     assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
 
 
+def test_a_peer_back_after_its_will_keeps_what_it_won_on_its_new_connection():
+    # The chaos run that doubled a task: a2's connection is cut, it reconnects at
+    # once and wins "new" on the new connection; a1, behind on its messages, sees
+    # the will, that win, then a2 online again. Only what a2 won before its will
+    # may have been lost; contesting "new" (a2 does not fence it) would run it twice.
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.tasks, task("old", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("old", "a2"), 2, 0.0)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    c.on_message(T.tasks, task("new", kind="echo"), 3, 1.1)
+    c.on_message(T.claims, claim("new", "a2"), 4, 1.2)
+    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=1.3).encode(), None, 1.3)
+    contested = [b["task"] for t, b in published(back + c.on_tick(1.3)) if t == T.claims]
+    assert contested == ["old#t"]
+
+
+def contesting_w(c):
+    """a1 holds a copy of w (won by a2) and contests it, a2 having looked dead."""
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    assert {"task": "w#t", "agent": "a1"} in [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+
+
+def test_a_done_record_seen_while_contesting_means_redeliver_that_answer_not_run_again():
+    c = core("claim", takeover_grace_s=2.0)
+    contesting_w(c)
+    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
+    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic, reply=answer.payload).encode(),
+                 3, 3.05)
+    out = c.on_message(T.claims, claim("w#t", "a1"), 4, 3.1)      # the win comes after
+    assert not any(isinstance(a, Run) for a in out)
+    assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
+
+
+def test_a_confirmed_answer_seen_while_contesting_ends_the_contest():
+    c = core("claim", takeover_grace_s=2.0)
+    contesting_w(c)
+    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
+    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic, reply=answer.payload).encode(),
+                 3, 3.05)
+    c.on_message(T.claims, Claim("", "a2", op="sent", tasks=("w",)).encode(), 4, 3.06)
+    out = c.on_message(T.claims, claim("w#t", "a1"), 5, 3.1)
+    assert out == [Ack(5)] and c.held == 0
+
+
 def test_confirmations_ride_on_the_next_done_record():
     c = core("claim")
     c.on_sent(["a"], 0.0)
