@@ -349,7 +349,7 @@ class Agent:
                     if event[1] == "ctl":
                         self.announcer.again()   # re-announce after every reconnect
                 elif kind == "conn":
-                    actions = core.on_disconnect(now)
+                    actions = core.on_disconnect(now, control=event[1] == "ctl")
                 elif kind == "drain" and not self._drain_requested:
                     self._begin_drain()
                 elif kind == "stop":

@@ -55,7 +55,7 @@ class Announcer:
         return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(), host=self.host,
                               queued=core.queued, running=core.running, capacity=self.capacity,
                               kinds=self.kinds, dispatch=self.dispatch, done=c.completed + c.failed,
-                              offloaded=c.offers_accepted)
+                              offloaded=c.offers_accepted, epoch=core.epoch or None)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
         if now - self.sent_at < 0.2 and now - self.sent_at < self.period:

@@ -52,6 +52,8 @@ class ClaimingMixin:
         if claim.op == "sent":
             return actions
         winner = self._winners.add(claim.task, claim.agent, now)
+        if winner == claim.agent and claim.epoch is not None:
+            self._win_epochs.add(claim.task, claim.epoch, now)     # the first such claim's
         if claim.agent != self.config.agent_id:
             self._claimers.add(claim.agent, True, now)
         rescued = self._rescue_claims.pop(claim.task, None)
@@ -79,7 +81,8 @@ class ClaimingMixin:
         self._release(entry)
         if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
             # to take over if it dies
-            put_bounded(self._foreign, entry.key, (winner, entry.payload, now), self.config.dedup_items)
+            put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.key, now)),
+                        self.config.dedup_items)
         return [Ack(tok) for tok in entry.tokens]
 
     def _drop_contest(self, key: str) -> list[Action]:
@@ -101,6 +104,6 @@ class ClaimingMixin:
                 entry.state = "claimed"
                 entry.claim_at = None
                 self._claimed += 1
-                actions.append(Publish(self.config.topics.claims,
-                                       Claim(entry.claim_key, self.config.agent_id).encode()))
+                claim = Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None)
+                actions.append(Publish(self.config.topics.claims, claim.encode()))
         return actions

@@ -31,6 +31,12 @@ class Claim:
     - "sent": the broker has the answers of ``tasks``: peers drop the copies
       they kept from the "done" records. A "done" record carries ``tasks`` too,
       so under load confirmations cost no message of their own.
+
+    ``epoch`` (on a claim): how many control connections the claimer had lost
+    when it made the claim. An agent back after its will announces its epoch;
+    peers contest only what it won with an older one. Those claims may reach
+    peers after the will (the client resends them on reconnect), and the agent
+    gave them up when its connection dropped; what it won since, it holds.
     """
 
     task: str
@@ -39,11 +45,14 @@ class Claim:
     reply_to: str | None = None
     reply: bytes | None = None
     tasks: tuple[str, ...] = ()
+    epoch: int | None = None
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {"task": self.task, "agent": self.agent}
         if self.op != "claim":
             d["op"] = self.op
+        if self.epoch is not None:
+            d["epoch"] = self.epoch
         if self.tasks:
             d["tasks"] = list(self.tasks)
         if self.reply_to is not None:
@@ -68,8 +77,11 @@ class Claim:
         reply_to, reply = d.get("reply_to"), d.get("reply")
         if not (isinstance(reply_to, str) and isinstance(reply, dict)):
             reply_to, reply = None, None
+        epoch = d.get("epoch")
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+            epoch = None
         return cls(d["task"], d["agent"], d.get("op", "claim"), reply_to=reply_to,
-                   reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks))
+                   reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks), epoch=epoch)
 
 
 def takeover_key(key: str) -> str:

@@ -73,9 +73,11 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
         self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._win_epochs: RecentMap[int] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._epoch = 0          # control connections lost so far (on claims and presence)
         self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
         # claim mode: tasks other agents won and have not answered, kept to take over
-        self._foreign: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # key -> winner, task, learnt at
+        self._foreign: OrderedDict[str, tuple[str, bytes, int | None]] = OrderedDict()  # key -> winner, task, epoch
         # ... and tasks they answered (reported "done" with the answer) whose answer
         # the broker has not yet confirmed ("sent"): re-delivered if they die
         self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
@@ -97,6 +99,10 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
     @property
     def running(self) -> int:
         return self._running
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
 
     @property
     def held(self) -> int:
@@ -370,14 +376,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self.peers.update(presence, now)
         self._busy_until.pop(agent, None)
         if presence.state == "online":
-            dead = self._dead.pop(agent, None)
-            if dead is not None:
-                # Back after its will: it lost messages meanwhile (amqtt drops
-                # those in flight), so what it had won before is contested now.
-                # Not what it won since its will (claims come in broker order):
-                # it won that on its new connection and holds it, and no fenced
-                # claim of its own would compete with ours.
-                return self._contest(agent, now, won_before=dead[0]) + self._rebalance(now)
+            if self._dead.pop(agent, None) is not None:
+                # Back after its will: it gave up the claims it had made (their
+                # outcome may be lost: amqtt drops messages in flight), so what it
+                # won with them is contested now. Not what it won with claims of
+                # its new epoch: it holds those, and would not compete for them.
+                return self._contest(agent, now, epoch=presence.epoch) + self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline" and agent not in self._dead:
             self._dead[agent] = (now, presence.ts)

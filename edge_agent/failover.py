@@ -36,12 +36,12 @@ class FailoverMixin:
                 actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
         return actions
 
-    def _contest(self, agent: str, now: float, *, won_before: float | None = None) -> list[Action]:
-        """Compete for every task ``agent`` won (as learnt before ``won_before``)
-        and has not reported done."""
+    def _contest(self, agent: str, now: float, *, epoch: int | None = None) -> list[Action]:
+        """Compete for every task ``agent`` won (with a claim older than its
+        ``epoch``, when it says) and has not reported done."""
         actions: list[Action] = []
-        for key, (winner, payload, learnt) in list(self._foreign.items()):
-            if winner == agent and (won_before is None or learnt < won_before):
+        for key, (winner, payload, won) in list(self._foreign.items()):
+            if winner == agent and (epoch is None or won is None or won < epoch):
                 del self._foreign[key]
                 actions += self._take_over(key, payload, [], now)
         for key, (winner, payload, answer) in list(self._answered.items()):
@@ -112,23 +112,28 @@ class FailoverMixin:
             return [Ack(token)]                    # decided for a live agent: it answers
         return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic))
 
-    def on_disconnect(self, now: float) -> list[Action]:
-        """The broker connection is lost: peers may take over what this agent
+    def on_disconnect(self, now: float, *, control: bool = True) -> list[Action]:
+        """A broker connection is lost: peers may take over what this agent
         holds before it is back. Every held task is fenced at once, so no answer
         waits in the client's send queue to go out blindly on reconnect: it is
         answered only if this agent wins its takeover claim (queued now, sent
         first thing after the reconnect; brokers order claims, so exactly one
-        contender wins)."""
+        contender wins). Claims travel on the ``control`` connection: only its
+        loss gives up pending claims and starts a new epoch."""
         alone = self._alone(now)
         actions: list[Action] = []
+        if control:
+            self._epoch += 1
         for entry in list(self._entries.values()):
             if entry.state in ("claimed", "claiming"):
+                if not control:
+                    continue
                 # The claims that decide it may be lost with the connection (amqtt
                 # drops messages in flight to a client that disconnects).
                 if alone:       # nobody else claims: ask again
                     if entry.state == "claimed":
-                        actions.append(Publish(self.config.topics.claims,
-                                               Claim(entry.claim_key, self.config.agent_id).encode()))
+                        actions.append(Publish(self.config.topics.claims, Claim(
+                            entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
                 else:           # peers know who won; if it was us, they contest it
                     if entry.state == "claimed":
                         self._claimed -= 1

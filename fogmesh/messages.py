@@ -287,6 +287,7 @@ class Presence:
     dispatch: str = ""
     done: int = 0           # tasks answered since start (the monitor derives tasks/s)
     offloaded: int = 0      # tasks it placed on peers or the cloud since start
+    epoch: int | None = None  # control connections it has lost since start (see Claim.epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
@@ -294,7 +295,8 @@ class Presence:
                 "queue": self.queue, "running": self.running, "capacity": self.capacity,
                 "kinds": list(self.kinds),
                 "battery": self.battery.to_dict() if self.battery else None,
-                "dispatch": self.dispatch, "done": self.done, "offloaded": self.offloaded}
+                "dispatch": self.dispatch, "done": self.done, "offloaded": self.offloaded,
+                **({"epoch": self.epoch} if self.epoch is not None else {})}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -314,7 +316,8 @@ class Presence:
                        running=int(d.get("running", 0)), capacity=int(d.get("capacity", 0)),
                        kinds=tuple(str(k) for k in d.get("kinds", ())), battery=battery,
                        dispatch=str(d.get("dispatch", "")), done=int(d.get("done", 0)),
-                       offloaded=int(d.get("offloaded", 0)))
+                       offloaded=int(d.get("offloaded", 0)),
+                       epoch=int(d["epoch"]) if d.get("epoch") is not None else None)
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
 

@@ -340,20 +340,43 @@ def test_a_done_record_that_overtakes_its_task_message_makes_that_message_a_dupl
     assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
 
 
-def test_a_peer_back_after_its_will_keeps_what_it_won_on_its_new_connection():
-    # The chaos run that doubled a task: a2's connection is cut, it reconnects at
-    # once and wins "new" on the new connection; a1, behind on its messages, sees
-    # the will, that win, then a2 online again. Only what a2 won before its will
-    # may have been lost; contesting "new" (a2 does not fence it) would run it twice.
+def back_after_its_will(*claims):
+    """a1 sees a2's will, then ``claims`` (key, epoch) by a2, then a2 online in epoch 1."""
     c = core("claim", takeover_grace_s=2.0)
     c.on_message(T.tasks, task("old", kind="echo"), 1, 0.0)
     c.on_message(T.claims, claim("old", "a2"), 2, 0.0)
     c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
-    c.on_message(T.tasks, task("new", kind="echo"), 3, 1.1)
-    c.on_message(T.claims, claim("new", "a2"), 4, 1.2)
-    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=1.3).encode(), None, 1.3)
-    contested = [b["task"] for t, b in published(back + c.on_tick(1.3)) if t == T.claims]
-    assert contested == ["old#t"]
+    for i, (key, epoch) in enumerate(claims):
+        c.on_message(T.tasks, task(key, kind="echo"), f"t{i}", 1.1)
+        c.on_message(T.claims, Claim(key, "a2", epoch=epoch).encode(), f"c{i}", 1.2)
+    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=1.3, epoch=1).encode(),
+                        None, 1.3)
+    return [b["task"] for t, b in published(back + c.on_tick(1.3)) if t == T.claims]
+
+
+def test_a_peer_back_after_its_will_keeps_what_it_won_in_its_new_epoch():
+    # The chaos run that doubled a task: a2's connection is cut, it reconnects at
+    # once and wins "new" on the new connection; a1, behind on its messages, sees
+    # the will, that win, then a2 online again. Contesting "new" (a2 holds it and
+    # does not compete for it) would run it twice.
+    assert back_after_its_will(("new", 1)) == ["old#t"]
+
+
+def test_a_peer_back_after_its_will_has_its_resent_old_claims_contested():
+    # ... but a claim a2 made before the cut may come after the will too (its
+    # client resends it on reconnect), and a2 gave it up when the link dropped.
+    assert back_after_its_will(("resent", None)) == ["old#t", "resent#t"]
+
+
+def test_only_losing_the_control_connection_gives_up_claims_and_starts_an_epoch():
+    c = core("claim")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k", kind="echo"), 1, 0.0)
+    assert c.on_disconnect(0.1, control=False) == [] and c.held == 1 and c.epoch == 0
+    c.on_disconnect(0.2)
+    assert c.held == 0 and c.epoch == 1
+    (topic, body), = published(c.on_message(T.tasks, task("k2", kind="echo"), 2, 0.3))
+    assert body == {"task": "k2", "agent": "a1", "epoch": 1}
 
 
 def contesting_w(c):
