@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import wait
 
 import pytest
 
@@ -54,7 +55,10 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
                 if n == 400:
                     link.cut()                             # c2 loses its broker connection
                 time.sleep(0.004)
-            results = {tid: f.result(timeout=90) for tid, f in futures.items()}
+            wait(futures.values(), timeout=90)
+            missing = sorted((tid for tid, f in futures.items() if not f.done()), key=lambda t: int(t[6:]))
+            assert not missing, f"{len(missing)} task(s) got no reply: {missing[:30]}"
+            results = {tid: f.result() for tid, f in futures.items()}
             time.sleep(3.0)                                # room for a late duplicate
             duplicates = list(client.duplicate_replies)
         assert set(results) == set(futures)                # none lost
