@@ -380,19 +380,19 @@ def test_only_losing_the_control_connection_gives_up_claims_and_starts_an_epoch(
 
 
 def contesting_w(c):
-    """a1 holds a copy of w (won by a2) and contests it, a2 having looked dead."""
+    """a1 holds a copy of w (won by a2) and contests it, a2 having looked dead..."""
     c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
     c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
     c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
     assert {"task": "w#t", "agent": "a1"} in [b for t, b in published(c.on_tick(3.0)) if t == T.claims]
+    # ... and then sees a2's done record for it, which carries a2's answer
+    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to="t/replies/d",
+                                 reply=b'{"id":"w","status":"ok","worker":"a2"}').encode(), 3, 3.05)
 
 
 def test_a_done_record_seen_while_contesting_means_redeliver_that_answer_not_run_again():
     c = core("claim", takeover_grace_s=2.0)
     contesting_w(c)
-    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
-    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic, reply=answer.payload).encode(),
-                 3, 3.05)
     out = c.on_message(T.claims, claim("w#t", "a1"), 4, 3.1)      # the win comes after
     assert not any(isinstance(a, Run) for a in out)
     assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
@@ -401,9 +401,6 @@ def test_a_done_record_seen_while_contesting_means_redeliver_that_answer_not_run
 def test_a_confirmed_answer_seen_while_contesting_ends_the_contest():
     c = core("claim", takeover_grace_s=2.0)
     contesting_w(c)
-    answer = Publish("t/replies/d", b'{"id":"w","status":"ok","worker":"a2"}')
-    c.on_message(T.claims, Claim("w", "a2", op="done", reply_to=answer.topic, reply=answer.payload).encode(),
-                 3, 3.05)
     c.on_message(T.claims, Claim("", "a2", op="sent", tasks=("w",)).encode(), 4, 3.06)
     out = c.on_message(T.claims, claim("w#t", "a1"), 5, 3.1)
     assert out == [Ack(5)] and c.held == 0
