@@ -3,12 +3,9 @@
 whole stack still working over TLS with logins."""
 
 import json
-import queue
 import shutil
 import tempfile
-import time
 import uuid
-import warnings
 from pathlib import Path
 
 import orjson
@@ -83,30 +80,6 @@ def test_plain_mqtt_without_tls_is_refused(site):
         MqttClient(f"mqtt://127.0.0.1:{broker.port}").start(timeout=3)
 
 
-def seen_until(listener, marker, send, *, rounds=3, wait=10.0):
-    """Every topic ``listener`` gets until ``marker`` arrives. ``send`` publishes the
-    marker, and is called again if it is slow: what matters here is what the ACL lets
-    through, not delivery speed. (About one run in ten, the first marker after the
-    broker starts takes 10-20 s over TLS, as if held until a keepalive: see the
-    stop-10 notes; 30 s covers two keepalive periods of 15 s.)"""
-    seen = []
-    for attempt in range(rounds):
-        if attempt:
-            warnings.warn(f"{marker} not seen within {wait:g} s; sending it again")
-        send()
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                topic, _ = listener.got.get(timeout=left)
-            except queue.Empty:
-                break
-            seen.append(topic)
-            if topic == marker:
-                return seen
-    raise AssertionError(f"{marker} never arrived; saw {seen}; listener connected: "
-                         f"{listener.client.connected.is_set()}")
-
-
 def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
     ops = Listener(url(site, "ops"), f"{ROOT}/#")
     clients.append(ops)
@@ -115,7 +88,7 @@ def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
     dev.publish(T.sensor("sensor-8", "temperature"), b"99")
     dev.publish(T.actuator_set("sensor-8", "relay"), b"on")
     own = T.sensor("sensor-7", "temperature")                       # its own: allowed
-    assert set(seen_until(ops, own, lambda: dev.publish(own, b"21"))) == {own}
+    assert set(ops.topics_until(own, lambda: dev.publish(own, b"21"))) == {own}
 
 
 def test_a_device_cannot_read_another_devices_replies(site, clients):
@@ -124,7 +97,7 @@ def test_a_device_cannot_read_another_devices_replies(site, clients):
     agent = connect(site, "pi-1", clients)
     agent.publish(T.replies("sensor-8"), b'{"secret": true}')
     own = T.replies("sensor-7")
-    assert set(seen_until(mine, own, lambda: agent.publish(own, b'{"mine": true}'))) == {own}
+    assert set(mine.topics_until(own, lambda: agent.publish(own, b'{"mine": true}'))) == {own}
 
 
 def test_nobody_can_forge_an_agents_presence(site, clients):
@@ -133,9 +106,10 @@ def test_nobody_can_forge_an_agents_presence(site, clients):
     connect(site, "sensor-7", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
     connect(site, "pi-2", clients).publish(T.presence("pi-1"), b'{"state": "online"}', retain=True)
     pi1 = connect(site, "pi-1", clients)
-    assert seen_until(ops, T.presence("pi-1"),
-                      lambda: pi1.publish(T.presence("pi-1"), b'{"agent": "pi-1"}', retain=True)) \
-        == [T.presence("pi-1")]
+
+    def announce():
+        pi1.publish(T.presence("pi-1"), b'{"agent": "pi-1"}', retain=True)
+    assert ops.topics_until(T.presence("pi-1"), announce) == [T.presence("pi-1")]
     # and what the broker keeps for late subscribers is pi-1's own announcement
     late = Listener(url(site, "ops"), T.presence("pi-1"))
     clients.append(late)
