@@ -24,8 +24,9 @@ class ClaimingMixin:
         actions: list[Action] = [Ack(token)]
         for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
             self._answered.pop(key, None)
-            if claim.agent != self.config.agent_id:
-                actions += self._drop_contest(key)
+            contested = self._contesting(key) if claim.agent != self.config.agent_id else None
+            if contested is not None:      # its answer is out: nothing left to run or deliver
+                actions += self._give_up_claim(contested)
         if claim.op == "done":
             held = self._foreign.pop(claim.task, None)
             if claim.agent == self.config.agent_id:
@@ -39,13 +40,12 @@ class ClaimingMixin:
                 answer = Publish(claim.reply_to, claim.reply)
                 payload = held[1] if held is not None else b""
                 put_bounded(self._answered, claim.task, (claim.agent, payload, answer), self.config.dedup_items)
-            contested = self._entries.get(claim.task)
-            if contested is not None and contested.claim_key == takeover_key(claim.task) \
-                    and contested.state in ("claiming", "claimed"):
+            contested = self._contesting(claim.task)
+            if contested is not None:
                 # Contesting it (its winner looked dead), and it was answered after
                 # all: if this agent wins, it re-delivers that answer, never runs it.
                 if answer is None:
-                    actions += self._drop_contest(claim.task)
+                    actions += self._give_up_claim(contested)
                 else:
                     contested.recorded = answer
             return actions
@@ -85,13 +85,16 @@ class ClaimingMixin:
                         self.config.dedup_items)
         return [Ack(tok) for tok in entry.tokens]
 
-    def _drop_contest(self, key: str) -> list[Action]:
-        """Stop competing for ``key``'s takeover: another agent's answer is out
-        (the broker confirmed it), so nothing is left to run or deliver. A
-        claim already sent is harmless: a win for an entry not held is ignored."""
+    def _contesting(self, key: str) -> Entry | None:
+        """The entry for ``key`` while this agent competes for its takeover."""
         entry = self._entries.get(key)
         if entry is None or entry.claim_key != takeover_key(key) or entry.state not in ("claiming", "claimed"):
-            return []
+            return None
+        return entry
+
+    def _give_up_claim(self, entry: Entry) -> list[Action]:
+        """Stop competing for ``entry`` (claiming or claimed). A claim already
+        sent is harmless: a win for an entry not held is ignored."""
         if entry.state == "claimed":
             self._claimed -= 1
         self._release(entry)

@@ -135,10 +135,7 @@ class FailoverMixin:
                         actions.append(Publish(self.config.topics.claims, Claim(
                             entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
                 else:           # peers know who won; if it was us, they contest it
-                    if entry.state == "claimed":
-                        self._claimed -= 1
-                    self._release(entry)
-                    actions += [Ack(t) for t in entry.tokens]
+                    actions += self._give_up_claim(entry)
                 continue
             if alone or entry.fenced or entry.origin is not None:
                 continue
