@@ -141,7 +141,7 @@ def test_a_deadline_the_outage_cannot_meet_runs_in_the_fog(edge, cloud, root, st
 
 def test_bridge_health_is_retained_and_says_link_and_backlog(edge, cloud, root, stack):
     agent, bridge, worker = stack
-    b = bridge()
+    bridge()
     seen = []
     watcher = MqttClient(edge.url, on_message=lambda m: seen.append(orjson.loads(m.payload)))
     watcher.start()

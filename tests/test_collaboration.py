@@ -35,7 +35,7 @@ def battery_monitor(percent):
 def test_a_middleweight_task_lands_on_the_least_loaded_peer(broker, root, agents):
     opts = dict(concurrency=1, presence_period=0.3, policy=LeastLoadedPolicy())
     hot = agents("hot", broker.url, root, **opts)
-    busy = agents("busy", broker.url, root, **opts)
+    agents("busy", broker.url, root, **opts)
     agents("idle", broker.url, root, **opts)
     with FogClient(broker.url, root=root) as client:
         block_hot = direct(client, "hot", "sleep", {"ms": 1500})
