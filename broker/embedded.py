@@ -1,10 +1,11 @@
 """The embedded broker (amqtt): what ``fogmesh broker`` and ``fogmesh up`` run.
 
 Why amqtt: it is pure Python, so a fresh machine needs nothing but ``pip
-install`` to run the whole system. Its limits (MQTT 3.1.1 only, no shared
-subscriptions, ~2 ms per hop) are why agents detect shared-subscription
-support and fall back to claims; production sites run mosquitto or EMQX.
-All amqtt-specific code lives in this module.
+install`` to run the whole system. amqtt has no shared subscriptions; this
+module adds them (the decisions live in :mod:`broker.shared`), so agents on
+the embedded broker split tasks as they do on mosquitto, without a claim per
+task. Its other limits (MQTT 3.1.1 only, ~1 ms per hop) are why production
+sites run mosquitto or EMQX. All amqtt-specific code lives in this module.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.mqtt.constants import QOS_0
 from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
+from amqtt.session import OutgoingApplicationMessage, Session
 
+from broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
 from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -43,19 +47,141 @@ class OpenAuthPlugin(BaseAuthPlugin):
 
 
 class FogmeshBroker(Broker):
-    """amqtt's broker with one fix (amqtt is pinned, so this stays valid).
+    """amqtt's broker with shared subscriptions and one fix (amqtt is pinned,
+    so the private methods overridden here stay valid).
 
-    On every CONNECT amqtt 0.12.1 sends the connecting client the retained
-    messages matching *every* client's subscriptions, not just its own: a
-    device would receive every agent's presence. Only the session's own
+    The fix: on every CONNECT amqtt 0.12.1 sends the connecting client the
+    retained messages matching *every* client's subscriptions, not just its
+    own: a device would receive every agent's presence. Only the session's own
     subscriptions are honoured here.
+
+    Shared subscriptions: ``$share/{group}/{filter}`` filters are kept out of
+    amqtt's own table and served by :class:`broker.shared.SharedGroups`.
+    Deliveries to a group member wait for its PUBACK without amqtt's 5 s
+    limit (agents acknowledge a task only once answered), and what a member
+    had not acknowledged when it went away goes to another member.
     """
+
+    def __init__(self, *args: Any, shared: SharedGroups | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shared = shared or SharedGroups()
+        self._shared_tasks: set[asyncio.Task[None]] = set()
+        self._pump_pending = False
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
         subscribers = self._subscriptions.get(subscription[0], [])
         if any(s.client_id == session.client_id for s, _ in subscribers):
             await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    # -- shared subscriptions --------------------------------------------------
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        share = ShareFilter.parse(subscription[0])
+        if share is None:
+            if subscription[0].startswith("$share/"):
+                return 0x80                     # malformed: $share/{group}/{filter}
+            return await super().add_subscription(subscription, session)
+        if not valid_filter(share.topic_filter) or session.client_id is None \
+                or not await self._topic_filtering(session, share.topic_filter, Action.SUBSCRIBE):
+            return 0x80
+        max_qos = self.config.get("max-qos", subscription[1])
+        granted = min(subscription[1], max_qos if isinstance(max_qos, int) else subscription[1])
+        self.shared.subscribe(session.client_id, share, granted)
+        self._pump_shared()
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        share = ShareFilter.parse(a_filter)
+        if share is None:
+            return super()._del_subscription(a_filter, session)
+        known = session.client_id in self.shared.members(share)
+        if session.client_id is not None:
+            self.shared.unsubscribe(session.client_id, share)
+        return int(known)
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        if session.client_id is not None:
+            self.shared.remove_client(session.client_id)
+        await super()._del_all_subscriptions(session)
+
+    async def _broadcast_message(self, session: Session | None, topic: str | None,
+                                 data: bytes | bytearray | None, force_qos: int | None = None) -> None:
+        if topic is not None and data is not None and self.shared.publish(topic, bytes(data)):
+            self._pump_shared()
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def _client_message_loop(self, client_session: Session, handler: Any) -> None:
+        self._pump_shared()                     # a member (re)connected: it may take queued work
+        await super()._client_message_loop(client_session, handler)
+
+    def _connected(self, client_id: str) -> bool:
+        session, handler = self._sessions.get(client_id, (None, None))
+        return session is not None and handler is not None and session.transitions.state == "connected" \
+            and _alive(handler)
+
+    def _pump_shared(self) -> None:
+        """Start what can be delivered now, once the current step is over (so
+        messages a departing member returns in one go keep their order)."""
+        if not self._pump_pending:
+            self._pump_pending = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_pending = False
+        for delivery in self.shared.deliveries(self._connected):
+            task = asyncio.ensure_future(self._deliver_shared(delivery))
+            self._shared_tasks.add(task)
+            task.add_done_callback(self._shared_tasks.discard)
+
+    async def _deliver_shared(self, delivery: Delivery) -> None:
+        session, handler = self._sessions.get(delivery.client_id, (None, None))
+        acked = False
+        try:
+            if session is not None and handler is not None and _alive(handler):
+                acked = await self._send_and_wait(session, handler, delivery)
+        finally:
+            if acked:
+                self.shared.acked(delivery)
+            else:                               # gone without acknowledging: to another member
+                self.shared.returned([delivery])
+            self._pump_shared()
+
+    @staticmethod
+    async def _send_and_wait(session: Session, handler: Any, delivery: Delivery) -> bool:
+        """Send one message and wait for its PUBACK, however long the task it
+        carries runs, or until the member's connection is gone (False)."""
+        message = delivery.message
+        if delivery.qos == QOS_0:
+            await handler.mqtt_publish(message.topic, message.payload, QOS_0, retain=False)
+            return True
+        packet_id = session.next_packet_id
+        outgoing = OutgoingApplicationMessage(packet_id, message.topic, delivery.qos, message.payload, False)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        gone = asyncio.ensure_future(handler._reader_stopped.wait())
+        session.inflight_out[packet_id] = outgoing
+        handler._puback_waiters[packet_id] = waiter
+        try:
+            packet = outgoing.build_publish_packet(dup=message.dup)
+            await handler._send_packet(packet)
+            outgoing.publish_packet = packet
+            await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+            return waiter.done() and not waiter.cancelled()
+        except Exception as exc:              # a write to a dead socket, a protocol error
+            log.debug("shared delivery to %s failed: %r", session.client_id, exc)
+            return False
+        finally:
+            gone.cancel()
+            if handler._puback_waiters.get(packet_id) is waiter:
+                del handler._puback_waiters[packet_id]
+            if session.inflight_out.get(packet_id) is outgoing:
+                del session.inflight_out[packet_id]
+
+
+def _alive(handler: Any) -> bool:
+    """The member's connection is up and its handler reads (amqtt marks a
+    session connected before its handler has started, and until after it stopped)."""
+    return handler._reader_task is not None and not handler._reader_stopped.is_set()
 
 
 def broker_config(host: str, port: int) -> dict:

@@ -36,6 +36,22 @@ def validate_publish_topic(topic: str) -> str:
     return topic
 
 
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Does ``topic`` match ``topic_filter`` (``+`` one level, ``#`` the rest)?
+    Topics starting with ``$`` match no filter starting with a wildcard."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return topic_filter == topic
+    levels = topic.split("/")
+    for i, level in enumerate(topic_filter.split("/")):
+        if level == "#":
+            return True
+        if i >= len(levels) or level not in ("+", levels[i]):
+            return False
+    return len(topic_filter.split("/")) == len(levels)
+
+
 def validate_root(root: str) -> str:
     """A root is a publish topic without a trailing slash (e.g. ``fog/v1``)."""
     validate_publish_topic(root)

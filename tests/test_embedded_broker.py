@@ -1,0 +1,92 @@
+"""Tier 3 (real broker): the embedded broker's shared subscriptions, seen from
+plain paho clients, with a member SIGKILLed while it holds messages."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from waiting import wait_until
+
+MEMBER = textwrap.dedent("""
+    import sys, time
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    port, share, client_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+    c.on_message = lambda c, u, m: print(m.payload.decode(), flush=True)   # never acknowledged
+    c.on_connect = lambda c, u, f, rc, p: c.subscribe(share, 1)
+    c.on_subscribe = lambda *a: print("subscribed", flush=True)
+    c.connect("127.0.0.1", port)
+    c.loop_forever()
+""")
+
+
+class Member:
+    """A paho client in the test process, acknowledging what it gets."""
+
+    def __init__(self, port, share, client_id):
+        self.got = []
+        self.subscribed = threading.Event()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.c.on_message = lambda c, u, m: self.got.append((m.payload.decode(), m.dup))
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(share, 1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert self.subscribed.wait(10)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def publisher(port):
+    p = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
+    p.connect("127.0.0.1", port)
+    p.loop_start()
+    return p
+
+
+@pytest.mark.timeout(60)
+def test_each_message_reaches_one_member_of_a_shared_subscription(amqtt_broker, root):
+    share = f"$share/g/{root}/tasks"
+    members = [Member(amqtt_broker.port, share, f"m{i}-{root}") for i in range(3)]
+    pub = publisher(amqtt_broker.port)
+    for n in range(90):
+        pub.publish(f"{root}/tasks", str(n), qos=1)
+    wait_until(lambda: sum(len(m.got) for m in members) >= 90, what="90 messages")
+    got = sorted(int(p) for m in members for p, _ in m.got)
+    assert got == list(range(90))
+    assert all(m.got for m in members)
+    pub.loop_stop()
+    for m in members:
+        m.close()
+
+
+@pytest.mark.timeout(60)
+def test_what_a_killed_member_held_goes_to_another_flagged_dup(amqtt_broker, root):
+    share = f"$share/g/{root}/tasks"
+    proc = subprocess.Popen([sys.executable, "-c", MEMBER, str(amqtt_broker.port), share, f"dies-{root}"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "subscribed"
+        pub = publisher(amqtt_broker.port)
+        for n in range(5):
+            pub.publish(f"{root}/tasks", f"t{n}", qos=1)
+        held = [proc.stdout.readline().strip() for _ in range(5)]
+        assert held == [f"t{n}" for n in range(5)]
+        survivor = Member(amqtt_broker.port, share, f"lives-{root}")
+        proc.kill()
+        wait_until(lambda: len(survivor.got) >= 5, what="the killed member's messages")
+        assert survivor.got == [(f"t{n}", True) for n in range(5)]
+        survivor.close()
+        pub.loop_stop()
+    finally:
+        proc.kill()
+        proc.wait()
