@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from edge_agent.answers import Answer
 from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
 from fogmesh.registry import TaskKind
 from fogmesh.topics import Topics
@@ -61,9 +62,10 @@ class Remember:
 
 @dataclass(frozen=True)
 class Forget:
-    """The journaled task is answered."""
+    """The journaled task is answered (with ``answer``, kept for a resubmission)."""
 
     key: str
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Counters:
     taken_over: int = 0
     withdrawn: int = 0         # answers a dropped connection handed back (then fenced)
     redelivered: int = 0       # dead peers' recorded answers delivered instead of a re-run
+    answered_again: int = 0    # ids submitted again within the dedup window: the same answer sent
     fenced_dropped: int = 0
     rescues: int = 0
 

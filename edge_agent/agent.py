@@ -31,7 +31,7 @@ from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.announcer import Announcer
 from edge_agent.workers import WorkerPool, run_handler
-from fogmesh.errors import ConnectError
+from fogmesh.errors import ConnectError, StorageError
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.registry import Registry
@@ -40,6 +40,7 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 log = logging.getLogger(__name__)
 
 DISPATCH_CHOICES = ("auto", "shared", "claim")
+JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ class Agent:
                                    kinds=self.registry.names(), period=presence_period,
                                    wall_clock=wall_clock, send=self._send_presence)
         self._drain_requested = False
+        self._degraded: str | None = None       # why this agent takes no new tasks (journal)
+        self._retry_journal_at = float("inf")
         self._rescues: list[RescueSession] = []
         self._root_tag = root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
@@ -187,7 +190,7 @@ class Agent:
                                   len(self.journal.unfinished))
                 self._execute(self.core.restore(done=list(self.journal.done),
                                                 unfinished=list(self.journal.unfinished.values()),
-                                                now=self.clock()), self.core)
+                                                answers=self.journal.answers, now=self.clock()), self.core)
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
@@ -195,13 +198,8 @@ class Agent:
                           self.topics.agent_inbox(self.agent_id),
                           self.topics.agent_control(self.agent_id)):
                 self.ctl.subscribe(topic, 1, timeout=timeout)
-            self.client.subscribe(self.topics.agent_tasks(self.agent_id), 1, timeout=timeout)
-            if self.dispatch == "shared":
-                self.client.subscribe(self.topics.shared_tasks(), 1, timeout=timeout)
-                self.client.subscribe(self.topics.shared_device_tasks(), 1, timeout=timeout)
-            else:
-                self.client.subscribe(self.topics.tasks, 1, timeout=timeout)
-                self.client.subscribe(self.topics.device_tasks_filter, 1, timeout=timeout)
+            for topic in self._task_filters():
+                self.client.subscribe(topic, 1, timeout=timeout)
         except BaseException:
             self.pool.stop()
             self.client.stop()
@@ -240,6 +238,14 @@ class Agent:
             self.journal.close()
         self._stopped.set()
 
+    def _task_filters(self) -> tuple[str, ...]:
+        """Where tasks come from: this agent's direct topic, and the shared task
+        topics (in a shared-subscription group, or each one whole for claims)."""
+        t = self.topics
+        if self.dispatch == "shared":
+            return (t.agent_tasks(self.agent_id), t.shared_tasks(), t.shared_device_tasks())
+        return (t.agent_tasks(self.agent_id), t.tasks, t.device_tasks_filter)
+
     def _send_presence(self, payload: bytes) -> None:
         self.ctl.publish(self.topics.presence(self.agent_id), payload, qos=1, retain=True)
 
@@ -272,11 +278,53 @@ class Agent:
         assert core is not None
         core.draining = True
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
-        for topic in (self.topics.shared_tasks(), self.topics.tasks, self.topics.shared_device_tasks(),
-                      self.topics.device_tasks_filter, self.topics.agent_tasks(self.agent_id)):
+        for topic in self._task_filters():
             self.client.unsubscribe(topic)
         self.announcer.announce(self.clock(), core, "draining")
         self._drain_requested = True
+
+    @property
+    def state(self) -> str:
+        """What presence says: online, draining, or degraded (with a reason)."""
+        if self._drain_requested:
+            return "draining"
+        return "degraded" if self._degraded else "online"
+
+    def _degrade(self, reason: str, now: float) -> None:
+        """The journal cannot be written (disk full, read-only...). Without it a
+        crash could lose accepted work, so: take no new tasks (unsubscribe, reject
+        offers), finish what is held, say so (presence ``degraded`` with the
+        reason, an ERROR line), and try the journal again every few seconds."""
+        if self._degraded:
+            return
+        core = self.core
+        assert core is not None
+        self._degraded = reason
+        self._retry_journal_at = now + JOURNAL_RETRY_S
+        core.on_degraded(reason)
+        self.log.error("%s; taking no new tasks until it works again (free space in %s); "
+                       "finishing the %d held", reason, self.journal.path.parent if self.journal else "?",
+                       core.held)
+        for topic in self._task_filters():
+            self.client.unsubscribe(topic)
+        self.announcer.reason = reason
+        self.announcer.announce(now, core, self.state)
+
+    def _retry_journal(self, now: float) -> None:
+        core = self.core
+        assert core is not None and self.journal is not None
+        if not self.journal.retry():
+            self._retry_journal_at = now + JOURNAL_RETRY_S
+            return
+        self.log.warning("the journal %s can be written again; taking tasks", self.journal.path)
+        self._degraded = None
+        self._retry_journal_at = float("inf")
+        core.on_degraded(None)
+        if not self._drain_requested:
+            for topic in self._task_filters():
+                self.client.subscribe(topic, 1, timeout=None)
+        self.announcer.reason = None
+        self.announcer.announce(now, core, self.state)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -311,7 +359,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = self.announcer.due_at
+            wake = min(self.announcer.due_at, self._retry_journal_at)
             if due is not None:
                 wake = min(wake, due)
             if stop_by is not None:
@@ -321,6 +369,7 @@ class Agent:
             except queue.Empty:
                 event = None
             now = self.clock()
+            core.on_clock(wall=self.wall_clock(), now=now)
             actions: list[Action] = []
             if event is not None:
                 kind = event[0]
@@ -360,6 +409,8 @@ class Agent:
             if due is not None and due <= now:
                 actions += core.on_tick(now)
             self._execute(actions, core)
+            if now >= self._retry_journal_at:
+                self._retry_journal(now)
             if self._drain_requested and stop_by is None:
                 # Finish everything held, including tasks the broker routed here
                 # before the unsubscribe took effect (a quiet half second), then leave.
@@ -376,7 +427,7 @@ class Agent:
                 if self._drain_requested:
                     threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
                 return
-            self.announcer.maybe(now, core, "draining" if self._drain_requested else "online")
+            self.announcer.maybe(now, core, self.state)
 
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)
@@ -403,10 +454,16 @@ class Agent:
                     action.token.client.ack(action.token.message)
             elif isinstance(action, Remember):
                 if self.journal:
-                    self.journal.accepted(action.key, action.payload)
+                    try:
+                        self.journal.accepted(action.key, action.payload)
+                    except StorageError as exc:
+                        self._degrade(str(exc), self.clock())
             elif isinstance(action, Forget):
                 if self.journal:
-                    self.journal.finished(action.key)
+                    try:
+                        self.journal.finished(action.key, action.answer)
+                    except StorageError as exc:
+                        self._degrade(str(exc), self.clock())
             elif isinstance(action, Run):
                 if action.kind.inline:
                     result, error = run_handler(self.registry, action.task.kind, action.task.args)

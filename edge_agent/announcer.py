@@ -24,6 +24,7 @@ class Announcer:
         self.wall_clock = wall_clock
         self.send = send
         self.dispatch = ""
+        self.reason: str | None = None     # why the state is not online (degraded)
         self.sent_at = -1e9
         self.last: Presence | None = None
         self.host = HostStats()
@@ -55,7 +56,8 @@ class Announcer:
         return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(), host=self.host,
                               queued=core.queued, running=core.running, capacity=self.capacity,
                               kinds=self.kinds, dispatch=self.dispatch, done=c.completed + c.failed,
-                              offloaded=c.offers_accepted, epoch=core.epoch or None)
+                              offloaded=c.offers_accepted, epoch=core.epoch or None,
+                              reason=self.reason if state == "degraded" else None)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
         if now - self.sent_at < 0.2 and now - self.sent_at < self.period:

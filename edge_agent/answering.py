@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_agent.actions import Ack, Action, Forget, Publish
+from edge_agent.answers import Answer
 from edge_agent.claims import Claim
 from edge_agent.entry import Entry
 from edge_agent.offload import Result
@@ -52,7 +53,7 @@ class AnsweringMixin:
                                  tier="local", ms=self._timing(entry, now))
             return self._deliver(entry, reply, reply_to, now)
         self.counters.dead_letters += 1
-        letter = DeadLetter(agent=self.config.agent_id, ts=now, error=ErrorInfo(code, message),
+        letter = DeadLetter(agent=self.config.agent_id, ts=now + self._wall_offset, error=ErrorInfo(code, message),
                             topic=self.config.topics.tasks, id=task_id,
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
@@ -71,7 +72,10 @@ class AnsweringMixin:
                                sent_key=key, fence_key=fence_key)
 
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        # What a resubmission of the id gets again (a device's own reply, not a
+        # result sent back to an origin agent).
+        answer = Answer(publish.topic, publish.payload) if entry.origin is None else None
+        forget: list[Action] = [Forget(entry.key, answer)] if entry.remembered else []
         done: list[Action] = []
         if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
                 and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
@@ -80,6 +84,7 @@ class AnsweringMixin:
             # It also carries the confirmations collected so far (no extra message
             # under load; ``on_sent`` flushes them when idle).
             done, publish = self._answer_pair(entry.key, publish, fence=True)
+        entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.state = "answered"
             entry.timeout_at = None
@@ -88,7 +93,7 @@ class AnsweringMixin:
         self._release(entry)
         entry.state = "done"
         entry.timeout_at = None
-        self._done.add(entry.key, True, now)
+        self._done.add(entry.key, now, answer)
         if entry.origin is None:
             self.latency.observe(1000 * (now - entry.received))
         return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]

@@ -34,7 +34,7 @@ class ClaimingMixin:
             # The task message itself may still be on its way here (it comes on the
             # task connection, whose window can be full): when it arrives it is a
             # duplicate, not a copy to take over later.
-            self._done.add(claim.task, True, now)
+            self._done.add(claim.task, now)
             answer = None
             if claim.reply_to is not None and claim.reply is not None:
                 answer = Publish(claim.reply_to, claim.reply)

@@ -29,6 +29,7 @@ from typing import Any
 from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
                                 Publish, Remember, Run)
 from edge_agent.answering import AnsweringMixin
+from edge_agent.answers import Answer, AnswerBook
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from edge_agent.entry import Entry
 from edge_agent.claiming import ClaimingMixin
@@ -56,6 +57,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self.policy: PlacementPolicy = policy or LocalPolicy()
         self.accepting = True
         self.draining = False
+        self.degraded: str | None = None     # why this agent takes no new work (its journal failed)
         self.battery: float | None = None
         self.counters = Counters()
         self.peers = PeerRegistry(me=config.agent_id, stale_after=config.presence_stale_s)
@@ -71,7 +73,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self._outstanding: dict[str, int] = {}    # peer -> my offers it holds (presence lags)
         self._busy_until: dict[str, float] = {}   # peer -> no offers before (it said busy)
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
-        self._done: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._done = AnswerBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._wall_offset = 0.0      # Unix time minus ``now``: dead letters carry Unix time
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._win_epochs: RecentMap[int] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._epoch = 0          # control connections lost so far (on claims and presence)
@@ -124,6 +127,11 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         return min(times, default=None)
 
     # -- inputs ----------------------------------------------------------------
+    def on_clock(self, *, wall: float, now: float) -> None:
+        """The wall clock (Unix time) at ``now``: the core keeps time by ``now``
+        (monotonic), but what it publishes for people carries Unix time."""
+        self._wall_offset = wall - now
+
     def on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
                    dup: bool = False) -> list[Action]:
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
@@ -133,12 +141,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
                                        or topic == self._direct):
             return self.on_rescued(topic, payload, token, now)
         if topic == t.tasks:
-            return self._on_task(payload, token, now, direct=False)
+            return self._on_task(payload, token, now, direct=False, dup=dup)
         device = t.device_of_tasks(topic)
         if device is not None:
-            return self._on_task(payload, token, now, direct=False, device=device)
+            return self._on_task(payload, token, now, direct=False, device=device, dup=dup)
         if topic == self._direct:
-            return self._on_task(payload, token, now, direct=True)
+            return self._on_task(payload, token, now, direct=True, dup=dup)
         if topic == self._inbox:
             return [Ack(token)] + self._on_inbox(payload, now)
         if topic == t.claims:
@@ -152,13 +160,18 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
             return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]
 
+    def on_degraded(self, reason: str | None) -> None:
+        """The shell cannot journal (``reason``), or can again (None): while
+        degraded, offers from peers are rejected; tasks already delivered still run."""
+        self.degraded = reason
+
     def stop_accepting(self) -> None:
         """New task messages are left unacknowledged (the broker redelivers them
         to this session later); held tasks still finish."""
         self.accepting = False
 
     def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool,
-                 device: str | None = None) -> list[Action]:
+                 device: str | None = None, dup: bool = False) -> list[Action]:
         if not self.accepting:
             return []
         self.counters.received += 1
@@ -179,8 +192,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
             held.tokens.append(token)
             self.counters.duplicates += 1
             return []
-        if key in self._done:            # answered already: swallow the duplicate
+        if self._done.knows(key, now):   # answered already
             self.counters.duplicates += 1
+            answer = None if dup else self._done.answer(key, now)
+            if answer is not None:       # submitted again (not the broker's redelivery): same answer
+                self.counters.answered_again += 1
+                return [Publish(answer.topic, answer.payload), Ack(token)]
             return [Ack(token)]
 
         entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,
@@ -266,18 +283,21 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         entry.remembered = True
         return [Remember(entry.key, entry.payload)]
 
-    def restore(self, *, done: list[str], unfinished: list[bytes], now: float) -> list[Action]:
-        """After a restart: ids answered before (so redeliveries are swallowed),
-        and tasks accepted but not answered (placed again, in order)."""
+    def restore(self, *, done: list[str], unfinished: list[bytes], now: float,
+                answers: dict[str, Answer] | None = None) -> list[Action]:
+        """After a restart: ids answered before (so redeliveries are swallowed,
+        and a resubmission gets its ``answers`` entry again), and tasks accepted
+        but not answered (placed again, in order)."""
+        answers = answers or {}
         for key in done:
-            self._done.add(key, True, now)
+            self._done.add(key, now, answers.get(key))
         actions: list[Action] = []
         for payload in unfinished:
             try:
                 task = parse_task(payload, limits=self.config.limits)
             except InvalidMessage:
                 continue
-            if task.id in self._entries or task.id in self._done or task.kind not in self.registry:
+            if task.id in self._entries or self._done.knows(task.id, now) or task.kind not in self.registry:
                 continue
             # A survivor may have taken it over while this agent was down:
             # run it, but answer only after winning its takeover claim.

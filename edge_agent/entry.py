@@ -47,6 +47,7 @@ class Entry:
     fenced: bool = False                  # answer only after winning takeover_key(key)
     pending: list[Any] | None = None      # the answer, held while fenced
     recorded: Any = None                  # a dead peer's answer (Publish): deliver, do not run
+    answer: Any = None                    # the device's answer once made (answers.Answer)
 
     def __post_init__(self) -> None:
         if not self.claim_key:

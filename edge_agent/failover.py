@@ -54,7 +54,7 @@ class FailoverMixin:
                    recorded: Publish | None = None, device: str | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
-        if key in self._done and recorded is None:
+        if self._done.knows(key, now) and recorded is None:
             return [Ack(t) for t in tokens]
         held = self._entries.get(key)
         if held is not None:
@@ -188,7 +188,7 @@ class FailoverMixin:
             held, entry.pending = entry.pending, None
             if held is not None:                    # answered meanwhile: release it now
                 self._release(entry)
-                self._done.add(entry.key, True, now)
+                self._done.add(entry.key, now, entry.answer)
                 return held + [Ack(t) for t in entry.tokens]
             return []
         self.counters.fenced_dropped += 1           # a survivor answers it
@@ -200,6 +200,6 @@ class FailoverMixin:
             self._queue.remove(entry.key)
         self._clear_offer(entry)
         self._release(entry)
-        self._done.add(entry.key, True, now)
+        self._done.add(entry.key, now)
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)

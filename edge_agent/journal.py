@@ -7,10 +7,12 @@ forgets when its own session store is lost. The journal lets a restarted agent
 which task ids it already answered, so a broker's redelivery of an answered
 task is not answered twice.
 
-Format: append-only records, ``A`` (accepted: key, raw task payload) and ``T``
-(done: key, wall-clock time as a big-endian double), each ``tag + u32 len +
-bytes [+ u32 len + bytes]``; ``D`` (done: key, no time), written before stop 9,
-is still read. Answered ids are kept for ``done_ttl_s`` (the dedup window), not
+Format: append-only records, ``A`` (accepted: key, raw task payload), ``R``
+(answered: key, wall-clock time as a big-endian double, reply topic, reply
+bytes) and ``T`` (answered: key, time), each ``tag`` then its fields as
+``u32 len + bytes``. The answer is kept so that a device that submits the id
+again after a restart gets the same answer; ``T`` (no answer kept) and ``D``
+(no time either) come from older versions and are still read. Answered ids are kept for ``done_ttl_s`` (the dedup window), not
 for ever: a device may reuse an id after that, restart or not. One
 ``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
 leaves at most a torn last record, which loading ignores. No fsync: surviving
@@ -21,6 +23,7 @@ retry's job. The file is rewritten (compacted) at start and whenever it passes
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -29,14 +32,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from fogmesh.errors import FogmeshError
+from edge_agent.answers import Answer
+from fogmesh.errors import JournalLocked, StorageError
+
+__all__ = ["Journal", "JournalLocked", "StorageError", "default_state_dir"]
 
 _LEN = struct.Struct(">I")
 _TIME = struct.Struct(">d")
-
-
-class JournalLocked(FogmeshError, RuntimeError):
-    """Another agent process with the same id and root uses this journal."""
 
 
 def default_state_dir() -> Path:
@@ -61,15 +63,23 @@ class Journal:
         self.wall_clock = wall_clock
         self.unfinished: OrderedDict[str, bytes] = OrderedDict()
         self.done: OrderedDict[str, float] = OrderedDict()     # answered id -> when (wall clock)
+        self.answers: dict[str, Answer] = {}                   # ... and its answer, when kept
         self._fd = -1
         self._lock_fd = -1
         self._size = 0
+        self.failed: str | None = None      # why the last write failed; None while it works
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> Journal:
-        """Lock, load and compact. Returns self; see ``unfinished`` and ``done``."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        """Lock, load and compact. Returns self; see ``unfinished`` and ``done``.
+        Raises :class:`StorageError` (naming the directory) when it cannot."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use the state directory {self.path.parent}: {exc.strerror or exc}. Make it "
+                "writable, or point $FOGMESH_STATE_DIR at a writable directory") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,8 +92,26 @@ class Journal:
         for key, at in list(self.done.items()):
             if now - at > self.done_ttl_s:
                 del self.done[key]
-        self._compact()
+                self.answers.pop(key, None)
+        try:
+            self._compact()
+        except OSError as exc:
+            self.close()
+            raise StorageError(f"cannot write the journal {self.path}: {exc.strerror or exc}. Free space "
+                               f"in {self.path.parent} or make it writable") from None
         return self
+
+    def retry(self) -> bool:
+        """After a failed write: rewrite the whole journal from memory (the
+        failed write may have left a torn record). True once it works again."""
+        if self.failed is None:
+            return True
+        try:
+            self._compact()
+        except OSError:
+            return False
+        self.failed = None
+        return True
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -99,31 +127,50 @@ class Journal:
         self.unfinished[key] = payload
         self._append(_record(b"A", key.encode(), payload))
 
-    def finished(self, key: str) -> None:
+    def finished(self, key: str, answer: Answer | None = None) -> None:
         if self.unfinished.pop(key, None) is None:
             return
         now = self.wall_clock()
-        self._remember_done(key, now)
-        self._append(_record(b"T", key.encode(), _TIME.pack(now)))
+        self._remember_done(key, now, answer)
+        self._append(self._done_record(key, now))
 
-    def _remember_done(self, key: str, at: float) -> None:
+    def _done_record(self, key: str, at: float) -> bytes:
+        answer = self.answers.get(key)
+        if answer is None:
+            return _record(b"T", key.encode(), _TIME.pack(at))
+        return _record(b"R", key.encode(), _TIME.pack(at), answer.topic.encode(), answer.payload)
+
+    def _remember_done(self, key: str, at: float, answer: Answer | None = None) -> None:
         self.done[key] = at
         self.done.move_to_end(key)
+        if answer is not None:
+            self.answers[key] = answer
         while len(self.done) > self.keep_done:
-            self.done.popitem(last=False)
+            old, _ = self.done.popitem(last=False)
+            self.answers.pop(old, None)
 
     def _append(self, data: bytes) -> None:
-        os.write(self._fd, data)
-        self._size += len(data)
-        if self._size > self.max_bytes:
-            self._compact()
+        """Raises :class:`StorageError` when the write fails (disk full...);
+        after that, memory stays current and nothing is written until
+        :meth:`retry` succeeds."""
+        if self.failed is not None:
+            return
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            self._size += len(data)
+            if self._size > self.max_bytes:
+                self._compact()
+        except OSError as exc:
+            self.failed = f"cannot write the journal {self.path}: {exc.strerror or exc}"
+            raise StorageError(self.failed) from exc
 
     # -- load / compact --------------------------------------------------------
     def _load(self, data: bytes) -> None:
         pos, n = 0, len(data)
         while pos < n:
             tag = data[pos:pos + 1]
-            parts = 2 if tag in (b"A", b"T") else 1 if tag == b"D" else 0
+            parts = {b"A": 2, b"T": 2, b"R": 4, b"D": 1}.get(tag, 0)
             if parts == 0:
                 break                      # unknown tag: stop at the damage
             pos += 1
@@ -142,14 +189,19 @@ class Journal:
                 self.unfinished[key] = fields[1]
             else:            # an old D record has no time: count it from now
                 self.unfinished.pop(key, None)
-                ok = tag == b"T" and len(fields[1]) == _TIME.size
-                self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock())
+                ok = tag in (b"T", b"R") and len(fields[1]) == _TIME.size
+                answer = Answer(fields[2].decode(errors="replace"), fields[3]) if tag == b"R" else None
+                self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock(), answer)
 
     def _compact(self) -> None:
-        body = b"".join([_record(b"T", k.encode(), _TIME.pack(at)) for k, at in self.done.items()] +
+        body = b"".join([self._done_record(k, at) for k, at in self.done.items()] +
                         [_record(b"A", k.encode(), p) for k, p in self.unfinished.items()])
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_bytes(body)
+        try:
+            tmp.write_bytes(body)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path)
         if self._fd >= 0:
             os.close(self._fd)

@@ -111,11 +111,13 @@ class OffloadingMixin:
         key = f"{offer.origin}/{offer.task.id}"
         if key in self._entries:                       # a repeated offer: confirm again
             return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
-        if key in self._done:
+        if self._done.knows(key, now):
             return []
         reason = ""
         if not self.accepting or self.draining:
             reason = "draining"
+        elif self.degraded:
+            reason = "degraded"
         elif offer.task.kind not in self.registry:
             reason = "unknown_kind"
         elif not self.policy.accepts(self.self_state()):

@@ -13,7 +13,9 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── TaskFailed                       the reply said status "error"
     ├── UnknownKind (LookupError)        no handler registered for a kind
     ├── BrokerError (RuntimeError)       an embedded/launched broker failed
-    └── DeviceError (RuntimeError)       a pin, camera or video source failed
+    ├── DeviceError (RuntimeError)       a pin, camera or video source failed
+    └── StorageError (OSError)           a journal or outbox on disk cannot be used
+        └── JournalLocked                another agent with the same id holds the journal
 """
 
 from __future__ import annotations
@@ -74,3 +76,12 @@ class BrokerError(FogmeshError, RuntimeError):
 
 class DeviceError(FogmeshError, RuntimeError):
     """A GPIO pin, camera, video file or image folder could not be used."""
+
+
+class StorageError(FogmeshError, OSError):
+    """A journal or outbox on disk cannot be opened or written (read-only or
+    full disk, missing permissions); the message names the path and the fix."""
+
+
+class JournalLocked(StorageError):
+    """Another agent process with the same id and root uses this journal."""

@@ -20,7 +20,7 @@ from fogmesh.topics import validate_publish_topic
 WEIGHTS = ("light", "medium", "heavy")
 TIERS = ("local", "fog", "cloud", "device")   # device: an actuator or sensor answered
 STATUSES = ("ok", "error")
-PRESENCE_STATES = ("online", "offline", "draining")
+PRESENCE_STATES = ("online", "offline", "draining", "degraded")
 
 #: Wire error codes, documented in topics.md.
 ERROR_CODES = (
@@ -288,6 +288,7 @@ class Presence:
     done: int = 0           # tasks answered since start (the monitor derives tasks/s)
     offloaded: int = 0      # tasks it placed on peers or the cloud since start
     epoch: int | None = None  # control connections it has lost since start (see Claim.epoch)
+    reason: str | None = None  # why it is degraded (e.g. its journal's disk is full)
 
     def to_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
@@ -296,7 +297,8 @@ class Presence:
                 "kinds": list(self.kinds),
                 "battery": self.battery.to_dict() if self.battery else None,
                 "dispatch": self.dispatch, "done": self.done, "offloaded": self.offloaded,
-                **({"epoch": self.epoch} if self.epoch is not None else {})}
+                **({"epoch": self.epoch} if self.epoch is not None else {}),
+                **({"reason": self.reason} if self.reason is not None else {})}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -317,7 +319,8 @@ class Presence:
                        kinds=tuple(str(k) for k in d.get("kinds", ())), battery=battery,
                        dispatch=str(d.get("dispatch", "")), done=int(d.get("done", 0)),
                        offloaded=int(d.get("offloaded", 0)),
-                       epoch=int(d["epoch"]) if d.get("epoch") is not None else None)
+                       epoch=int(d["epoch"]) if d.get("epoch") is not None else None,
+                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None)
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
 

@@ -69,12 +69,43 @@ def test_a_full_queue_answers_busy():
     assert reply["error"]["code"] == "busy"
 
 
-def test_a_duplicate_id_after_the_answer_is_acked_and_dropped():
+def test_an_id_submitted_again_after_its_answer_gets_the_same_answer_again():
     c = core()
     c.on_message(T.tasks, task(), 1, 0.0)
+    (first,) = [a for a in c.on_finished("t1", 0.1, result=1) if isinstance(a, Publish)]
+    again = c.on_message(T.tasks, task(), 2, 0.2)
+    assert again == [Publish(first.topic, first.payload), Ack(2)]
+    assert not any(isinstance(a, Run) for a in again)
+    assert (c.counters.duplicates, c.counters.answered_again) == (1, 1)
+
+
+def test_the_brokers_redelivery_of_an_answered_task_is_acked_and_dropped():
+    c = core("claim")
+    c.on_message(T.tasks, task(), 1, 0.0)
+    c.on_message(T.claims, claim("t1", "a1"), 2, 0.0)
     c.on_finished("t1", 0.1, result=1)
-    assert c.on_message(T.tasks, task(), 2, 0.2) == [Ack(2)]
-    assert c.counters.duplicates == 1
+    assert c.on_message(T.tasks, task(), 3, 0.2, dup=True) == [Ack(3)]
+
+
+def test_after_the_dedup_window_an_id_is_new_again():
+    c = core(dedup_ttl_s=60.0)
+    c.on_message(T.tasks, task(), 1, 0.0)
+    c.on_finished("t1", 0.1, result=1)
+    assert any(isinstance(a, Run) for a in c.on_message(T.tasks, task(), 2, 61.0))
+
+
+def test_a_restored_answer_is_sent_again_to_a_resubmission():
+    from edge_agent.answers import Answer
+    c = core()
+    c.restore(done=["t1"], unfinished=[], now=0.0, answers={"t1": Answer("t/replies/d", b'{"id":"t1"}')})
+    assert c.on_message(T.tasks, task("t1"), 9, 0.1) == [Publish("t/replies/d", b'{"id":"t1"}'), Ack(9)]
+
+
+def test_dead_letters_carry_unix_time():
+    c = core()
+    c.on_clock(wall=1_800_000_000.0, now=10.0)
+    (topic, letter), = published(c.on_message(T.tasks, b"{not json", 1, 12.5))
+    assert topic == T.errors and letter["ts"] == 1_800_000_002.5
 
 
 def test_a_redelivery_while_running_gets_one_reply_and_both_acks():
@@ -230,7 +261,7 @@ def test_restored_tasks_run_at_once_but_answer_after_winning_their_takeover_clai
     assert c.on_finished("r1", 0.1, result=1) == []           # held until decided
     released = c.on_message(T.claims, claim("r1#t", "a1"), "c", 0.2)
     replies = [b for t, b in published(released) if t == "t/replies/d"]
-    assert [r["id"] for r in replies] == ["r1"] and Forget("r1") in released
+    assert [r["id"] for r in replies] == ["r1"] and "r1" in [a.key for a in released if isinstance(a, Forget)]
 
 
 def test_a_restored_task_a_survivor_took_over_is_dropped_not_answered():

@@ -67,3 +67,42 @@ def test_done_records_written_without_a_time_are_still_read(tmp_path):
     j = Journal(path).open()
     assert list(j.done) == ["t1"]
     j.close()
+
+
+def test_answers_survive_a_reopen_so_a_resubmission_gets_the_same_one(tmp_path):
+    from edge_agent.answers import Answer
+    j = Journal(tmp_path / "a.journal").open()
+    j.accepted("t1", b'{"id": "t1"}')
+    j.finished("t1", Answer("replies/d", b'{"id":"t1","status":"ok"}'))
+    j.close()
+    again = Journal(tmp_path / "a.journal").open()
+    assert again.answers == {"t1": Answer("replies/d", b'{"id":"t1","status":"ok"}')}
+    again.close()
+
+
+def test_a_journal_in_a_read_only_directory_says_which_and_what_to_do(tmp_path):
+    from fogmesh.errors import StorageError
+    from tinydisk import mounted_tmpfs
+    with mounted_tmpfs(tmp_path / "ro", size_kb=64, read_only=True) as ro:
+        with pytest.raises(StorageError, match=f"{ro}.*writable"):
+            Journal(ro / "a.journal").open()
+
+
+def test_a_full_disk_fails_one_write_keeps_memory_current_and_recovers_once_freed(tmp_path):
+    from fogmesh.errors import StorageError
+    from tinydisk import fill, mounted_tmpfs
+    with mounted_tmpfs(tmp_path / "disk", size_kb=256) as disk:
+        j = Journal(disk / "a.journal").open()
+        filler = fill(disk, leave_bytes=2048)
+        with pytest.raises(StorageError, match="No space left"):
+            for n in range(100):
+                j.accepted(f"t{n}", b"x" * 200)
+        j.accepted("later", b"y")                      # failed: memory only, no exception again
+        assert "later" in j.unfinished and j.failed
+        assert not j.retry()
+        filler.unlink()
+        assert j.retry() and j.failed is None
+        j.close()
+        again = Journal(disk / "a.journal").open()
+        assert "later" in again.unfinished and "t0" in again.unfinished
+        again.close()

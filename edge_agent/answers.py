@@ -1,0 +1,62 @@
+"""What an agent remembers of the tasks answered recently: their ids, and the
+answers it sent itself. Pure: the caller passes ``now``.
+
+Why keep the answers: a task id is the submitter's idempotency key. A device
+that submits the same id again (its firmware rebooted with the counter back
+at 1, or it never saw the reply and retried) gets the same answer again,
+byte for byte, instead of silence or a second run. Ids are kept for the
+dedup window (count and age); the answers also within a byte budget, so a run
+of large results cannot grow the agent without bound.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from edge_agent.recent import RecentMap
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer as it went out: its topic and exact bytes."""
+
+    topic: str
+    payload: bytes
+
+
+class AnswerBook:
+    def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0,
+                 max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._ids: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
+        self._answers: OrderedDict[str, Answer] = OrderedDict()
+        self._bytes = 0
+
+    def add(self, key: str, now: float, answer: Answer | None = None) -> None:
+        """``key`` is answered (by this agent, with ``answer``, or by a peer)."""
+        self._ids.add(key, True, now)
+        if answer is None or key in self._answers:
+            return
+        size = len(answer.payload) + len(answer.topic)
+        if size > self.max_bytes:
+            return
+        self._answers[key] = answer
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._answers.popitem(last=False)
+            self._bytes -= len(old.payload) + len(old.topic)
+
+    def knows(self, key: str, now: float) -> bool:
+        """Was ``key`` answered within the dedup window?"""
+        return self._ids.get(key, now) is not None
+
+    def answer(self, key: str, now: float) -> Answer | None:
+        """The answer this agent sent for ``key``, while the id is remembered."""
+        if self._ids.get(key, now) is None:
+            self._answers.pop(key, None)
+            return None
+        return self._answers.get(key)
+
+    def __len__(self) -> int:
+        return len(self._ids)
