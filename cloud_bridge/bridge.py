@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cloud_bridge.aggregate import Aggregator
-from cloud_bridge.store import Outbox, StoreFull
+from cloud_bridge.store import DiskLow, Outbox, StoreFull
 from edge_agent.offload import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
-from fogmesh.errors import InvalidMessage
+from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
@@ -89,6 +89,12 @@ class Bridge:
         self._workers: set[str] = set()                      # cloud workers online
         self._forwarding: list[tuple[Any, Message, str]] = []  # results on their way to the fog
         self._forwarding_keys: set[str] = set()
+        # When the outbox's disk refuses a write: why (health says "degraded"), and
+        # the bookkeeping still to write, retried every second.
+        self.storage_problem: str | None = None
+        self._unmarked: set[str] = set()          # the cloud has them; not yet recorded as sent
+        self._unremoved: set[str] = set()         # answered; their rows not yet deleted
+        self._storage_retry_at = -1e9
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
@@ -171,10 +177,14 @@ class Bridge:
         budget = limit - len(self._inflight)
         if not self._backlogged or budget < limit // 2 or not self._link_up or not self._workers:
             return
-        rows = self.outbox.queued(limit=budget + len(self._inflight))
+        try:
+            rows = self.outbox.queued(limit=budget + len(self._inflight) + len(self._unmarked))
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
         sent_all = True
         for row in rows:
-            if row.task_id in self._inflight:
+            if row.task_id in self._inflight or row.task_id in self._unmarked:
                 continue
             if budget <= 0:
                 sent_all = False
@@ -195,18 +205,24 @@ class Bridge:
             for info, message, key in self._forwarding:
                 if info.is_published():
                     self.cloud.ack(message)
-                    self.outbox.remove(key)
                     self._forwarding_keys.discard(key)
+                    self._remove(key)
                 else:
                     still.append((info, message, key))
             self._forwarding = still
         acked = [k for k, info in self._inflight.items() if info.is_published()]
         if acked:
-            self.outbox.mark_sent(acked, self.now())
             for k in acked:
                 del self._inflight[k]
+            self._unmarked.update(acked)
+            self._mark_sent()
             self._replay()
         now = self.now()
+        if (self._unmarked or self._unremoved) and self.storage_problem and now >= self._storage_retry_at:
+            self._storage_retry_at = now + 1.0
+            self._mark_sent()
+            for key in list(self._unremoved):
+                self._remove(key)
         for summary in self.aggregator.flush(now):
             self._uplink_summary(summary)
         if not self._link_up and now - self._deadlines_at >= 0.5:
@@ -214,11 +230,52 @@ class Bridge:
             self._expire_deadlines(now)
         if self._link_up and self._workers and now - self._resend_at >= 1.0:
             self._resend_at = now
-            if self.outbox.requeue_stale(now - self.resend_after_s):
+            try:
+                stale = self.outbox.requeue_stale(now - self.resend_after_s)
+            except StorageError as exc:
+                self._storage_failed(exc)
+                stale = 0
+            if stale:
                 self._backlogged = True
                 self._replay()
         if now - self._health_at >= self.health_period:
             self._publish_health()
+
+    # -- the outbox's disk ----------------------------------------------------------------
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.storage_problem is None:
+            self.log.error("%s; refusing new tasks (the fog runs them) and still delivering the %d "
+                           "stored; free space on that disk", exc, self.outbox.rows)
+            self._health_at = -1e9                  # say so now
+        self.storage_problem = str(exc)
+
+    def _storage_ok(self) -> None:
+        if self.storage_problem is not None and not self._unmarked and not self._unremoved:
+            self.log.warning("the outbox can be written again; taking tasks")
+            self.storage_problem = None
+            self._health_at = -1e9
+
+    def _mark_sent(self) -> None:
+        if not self._unmarked:
+            return
+        keys = sorted(self._unmarked)
+        try:
+            self.outbox.mark_sent(keys, self.now())
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        self._unmarked.difference_update(keys)
+        self._storage_ok()
+
+    def _remove(self, key: str) -> None:
+        try:
+            self.outbox.remove(key)
+        except StorageError as exc:
+            self._unremoved.add(key)
+            self._storage_failed(exc)
+            return
+        self._unremoved.discard(key)
+        self._storage_ok()
 
     # -- fog side: offers ------------------------------------------------------------
     def _edge_message(self, m: Message) -> None:
@@ -257,10 +314,17 @@ class Bridge:
             try:
                 fresh = self.outbox.add(task_id=key, origin=offer.origin, offer=offer.offer,
                                         payload=cloud_task.encode(), created=now, deadline=deadline)
+            except DiskLow as exc:
+                reason = "busy"
+                self._storage_failed(exc)
             except StoreFull as exc:
                 reason = "busy"
                 self.log.warning("%s; task %s goes back to the fog", exc, task.id)
+            except StorageError as exc:     # the disk refused the write (full, read-only)
+                reason = "busy"
+                self._storage_failed(exc)
             else:
+                self._storage_ok()
                 self.edge.publish(inbox, Answer("accept", offer.offer, task.id, self.agent_id).encode())
                 if fresh:
                     self.counters["accepted"] += 1
@@ -288,9 +352,14 @@ class Bridge:
         self.edge.publish(inbox, Result(offer, task_id, self.agent_id, reply).encode())
 
     def _expire_deadlines(self, now: float) -> None:
-        for row in self.outbox.queued(limit=10_000):
-            if row.deadline is not None and now >= row.deadline:
-                self.outbox.remove(row.task_id)
+        try:
+            rows = self.outbox.queued(limit=10_000)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        for row in rows:
+            if row.deadline is not None and now >= row.deadline and row.task_id not in self._unremoved:
+                self._remove(row.task_id)
                 self._give_back(row.origin, row.offer, task_of(row.task_id), "deadline")
 
     # -- cloud side: results and commands ----------------------------------------------
@@ -302,16 +371,23 @@ class Bridge:
                 reply = None
             if reply is not None and reply.id and reply.id.startswith(self.site + "/"):
                 key = reply.id[len(self.site) + 1:]
-                row = self.outbox.get(key)
+                try:
+                    row = self.outbox.get(key)
+                except StorageError as exc:       # unreadable now: the cloud redelivers it
+                    self._storage_failed(exc)
+                    return
                 self._inflight.pop(key, None)
-                if row is None or key in self._forwarding_keys:
+                if row is None or key in self._forwarding_keys or key in self._unremoved:
                     self.counters["duplicate_results"] += 1
                 else:
                     task_id = task_of(key)
                     back = Reply(id=task_id, status=reply.status, worker=reply.worker, tier="cloud",
                                  result=reply.result, error=reply.error,
                                  ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))
-                    self.outbox.mark_answered(key)
+                    try:
+                        self.outbox.mark_answered(key)
+                    except StorageError as exc:   # kept 'sent': a resend's result is a duplicate
+                        self._storage_failed(exc)
                     info = self.edge.publish(self.topics.agent_inbox(row.origin),
                                              Result(row.offer, task_id, self.agent_id, back).encode())
                     # The cloud's result is acknowledged, and the row dropped, only
@@ -348,8 +424,14 @@ class Bridge:
 
     # -- health ------------------------------------------------------------------------
     def health(self, state: str = "online") -> dict[str, Any]:
-        oldest = self.outbox.oldest_created()
-        return {"site": self.site, "agent": self.agent_id, "state": state,
+        try:
+            oldest = self.outbox.oldest_created()
+        except StorageError:
+            oldest = None
+        if state == "online" and self.storage_problem:
+            state = "degraded"
+        extra = {"reason": self.storage_problem} if state == "degraded" else {}
+        return {"site": self.site, "agent": self.agent_id, "state": state, **extra,
                 "link": "up" if self._link_up else "down", "backlog": self.outbox.rows,
                 "backlog_bytes": self.outbox.bytes,
                 "oldest_age_s": round(self.now() - oldest, 3) if oldest else 0.0,

@@ -115,6 +115,7 @@ class AgentConfig:
     presence_stale_s: float = 15.0  # a peer silent this long is dead (3 periods)
     default_run_ms: float = 10.0    # run estimate for a kind not yet measured
     takeover_grace_s: float = 2.0   # a peer offline this long has its tasks taken over
+    rejoin_grace_s: float = 8.0     # ... this long after this agent's own reconnect (peers back off too)
     cloud_lease_s: float = 600.0    # how long a cloud bridge may hold an accepted task
 
     def __post_init__(self) -> None:

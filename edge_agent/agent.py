@@ -395,6 +395,7 @@ class Agent:
                                      len(event[1]))
                     actions = core.on_withdrawn(event[1], now)
                 elif kind == "conn" and event[2]:
+                    actions = core.on_connected(now, control=event[1] == "ctl")
                     if event[1] == "ctl":
                         self.announcer.again()   # re-announce after every reconnect
                 elif kind == "conn":

@@ -31,6 +31,7 @@ from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drai
 from edge_agent.answering import AnsweringMixin
 from edge_agent.answers import Answer, AnswerBook
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
+from edge_agent.deaths import DeathWatch
 from edge_agent.entry import Entry
 from edge_agent.claiming import ClaimingMixin
 from edge_agent.failover import FailoverMixin
@@ -88,8 +89,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self._sent_flush_at: float | None = None
         self.latency = LatencyHistogram()
         self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
-        self._dead: dict[str, tuple[float, float]] = {}  # peer -> (since, ts of its will)
-        self._handled_deaths: set[tuple[str, float]] = set()
+        self._dead = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
         self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
         self._bridge_ids: set[str] = set()   # every bridge ever announced, online or not
@@ -120,8 +120,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
         times += [e.received + e.task.deadline_ms / 1000 for e in self._entries.values()
                   if e.state == "queued" and e.task and e.task.deadline_ms]
-        times += [since + self.config.takeover_grace_s for agent, (since, ts) in self._dead.items()
-                  if (agent, ts) not in self._handled_deaths]
+        death = self._dead.next_deadline()
+        if death is not None:
+            times.append(death)
         if self._sent_flush_at is not None:
             times.append(self._sent_flush_at)
         return min(times, default=None)
@@ -396,19 +397,22 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self.peers.update(presence, now)
         self._busy_until.pop(agent, None)
         if presence.state == "online":
-            if self._dead.pop(agent, None) is not None:
+            if self._dead.back(agent):
                 # Back after its will: it gave up the claims it had made (their
                 # outcome may be lost: amqtt drops messages in flight), so what it
                 # won with them is contested now. Not what it won with claims of
                 # its new epoch: it holds those, and would not compete for them.
                 return self._contest(agent, now, epoch=presence.epoch) + self._rebalance(now)
             return self._rebalance(now)
-        if presence.state == "offline" and agent not in self._dead:
-            self._dead[agent] = (now, presence.ts)
-        actions: list[Action] = []                    # its will, or it drains: take work back
+        if presence.state == "offline":
+            self._dead.will(agent, presence.ts, now)
+        # Its will, or it drains: offers it has not accepted go elsewhere now.
+        # What it accepted stays with it until it is dead (``_handle_deaths``): a
+        # will also comes from a broker that shuts down, with the peer alive.
+        actions: list[Action] = []
         for entry in list(self._entries.values()):
             if entry.state == "offered" and entry.offer and entry.offer.peer == agent \
-                    and (presence.state == "offline" or not entry.offer.accepted):
+                    and not entry.offer.accepted:
                 actions += self._replace(entry, now)
         return actions
 
@@ -422,13 +426,17 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
             return []
         bridge = d["agent"]
         self._bridge_ids.add(bridge)
+        if d.get("state") == "degraded":     # alive, delivering what it holds, taking nothing new
+            self._bridges.pop(bridge, None)
+            self._dead.back(bridge)
+            return []
         if d.get("state") == "online":
             kinds = tuple(k for k in d.get("kinds", ()) if isinstance(k, str))
             self._bridges[bridge] = (kinds, now)
-            self._dead.pop(bridge, None)
+            self._dead.back(bridge)
             return []
-        if bridge in self._bridges and bridge not in self._dead:
-            self._dead[bridge] = (now, float(d.get("ts") or 0.0))   # re-placed after the grace
+        if bridge in self._bridges:
+            self._dead.will(bridge, float(d.get("ts") or 0.0), now)   # re-placed after the grace
         self._bridges.pop(bridge, None)
         return []
 

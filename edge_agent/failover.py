@@ -17,17 +17,15 @@ from fogmesh.messages import confine_to_device, parse_task
 class FailoverMixin:
     # -- failures: takeover, rescue, fencing -------------------------------------------------
     def _handle_deaths(self, now: float) -> list[Action]:
-        """Peers offline for the grace period: take over the tasks they won
-        (claim mode) and elect one survivor to rescue their MQTT session."""
+        """Peers offline for the grace period: re-place what they accepted from
+        this agent, take over the tasks they won (claim mode) and elect one
+        survivor to rescue their MQTT session."""
         actions: list[Action] = []
-        for agent, (since, will_ts) in list(self._dead.items()):
-            if now < since + self.config.takeover_grace_s or (agent, will_ts) in self._handled_deaths:
-                continue
-            self._handled_deaths.add((agent, will_ts))
-            if self.is_bridge(agent):        # a bridge stayed down: its tasks go back to the fog
-                for entry in list(self._entries.values()):
-                    if entry.state == "offered" and entry.offer and entry.offer.peer == agent:
-                        actions += self._replace(entry, now)
+        for agent, will_ts in self._dead.due(now):
+            for entry in list(self._entries.values()):
+                if entry.state == "offered" and entry.offer and entry.offer.peer == agent:
+                    actions += self._replace(entry, now)
+            if self.is_bridge(agent):        # a bridge stayed down: its tasks went back to the fog
                 continue
             actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
@@ -124,6 +122,7 @@ class FailoverMixin:
         actions: list[Action] = []
         if control:
             self._epoch += 1
+            self._dead.lost_connection()
         for entry in list(self._entries.values()):
             if entry.state in ("claimed", "claiming"):
                 if not control:
@@ -146,6 +145,13 @@ class FailoverMixin:
             actions.append(Publish(self.config.topics.claims,
                                    Claim(entry.claim_key, self.config.agent_id).encode()))
         return actions
+
+    def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
+        """A broker connection is (back) up. After the control connection's
+        return, peers' deaths are timed afresh (see :mod:`edge_agent.deaths`)."""
+        if control:
+            self._dead.reconnected(now)
+        return []
 
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming: nothing to fence against."""

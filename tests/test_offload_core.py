@@ -110,12 +110,22 @@ def test_a_lost_accept_expires_after_the_offer_lease():
     assert a._entries["t1"].state in ("queued", "running")
 
 
+def test_a_peers_will_takes_back_what_it_accepted_only_after_the_grace():
+    bus, a, b = busy_origin_and_idle_peer()
+    bus.presence("b", 0.01, state="offline")      # b's will (or a broker shutting down)
+    assert a._entries["t1"].state == "offered"
+    assert a.next_deadline() == pytest.approx(2.01)
+    bus.deliver(a.on_tick(2.01), 2.01)          # still offline: a takes t1 back
+    assert a._entries["t1"].state == "queued"
+
+
 def test_a_late_result_from_a_peer_presumed_dead_is_not_delivered_twice():
     bus, a, b = busy_origin_and_idle_peer()
-    bus.presence("b", 0.01, state="offline")      # b's will: a takes t1 back
-    bus.finish("a", "t0", 0.02)                  # frees a's slot; t1 runs here
-    bus.finish("a", "t1", 0.03)
-    bus.finish("b", "a/t1", 0.04)                # b was alive after all
+    bus.presence("b", 0.01, state="offline")      # b's will: a takes t1 back after the grace
+    bus.deliver(a.on_tick(2.01), 2.01)
+    bus.finish("a", "t0", 2.02)                  # frees a's slot; t1 runs here
+    bus.finish("a", "t1", 2.03)
+    bus.finish("b", "a/t1", 2.04)                # b was alive after all
     assert [r["id"] for r in bus.replies] == ["t0", "t1"]
     assert a.counters.late_results == 1
 
@@ -123,14 +133,15 @@ def test_a_late_result_from_a_peer_presumed_dead_is_not_delivered_twice():
 def test_a_result_that_beats_the_local_rerun_wins_and_cancels_it():
     bus, a, b = busy_origin_and_idle_peer()
     bus.presence("b", 0.01, state="offline")
-    bus.finish("a", "t0", 0.02)                  # t1 now running locally
-    actions = b.on_finished("a/t1", 0.03, result="from b")
+    bus.deliver(a.on_tick(2.01), 2.01)
+    bus.finish("a", "t0", 2.02)                  # t1 now running locally
+    actions = b.on_finished("a/t1", 2.03, result="from b")
     cancels = []
     for x in actions:                             # deliver b's result to a by hand
         if isinstance(x, Publish):
-            got = a.on_message(x.topic, x.payload, None, 0.03)
+            got = a.on_message(x.topic, x.payload, None, 2.03)
             cancels += [c for c in got if isinstance(c, Cancel)]
-            bus.deliver(got, 0.03)
+            bus.deliver(got, 2.03)
     assert cancels == [Cancel("t1")]
     assert [r["id"] for r in bus.replies] == ["t0", "t1"]
     bus.finish("a", "t1", 0.04)                  # the cancelled run's result is ignored
