@@ -149,6 +149,7 @@ class Counters:
     withdrawn: int = 0         # answers a dropped connection handed back (then fenced)
     redelivered: int = 0       # dead peers' recorded answers delivered instead of a re-run
     answered_again: int = 0    # ids submitted again within the dedup window: the same answer sent
+    asked: int = 0             # resubmissions asked about (shared dispatch): does a peer have it?
     fenced_dropped: int = 0
     rescues: int = 0
 

@@ -27,6 +27,8 @@ class ClaimingMixin:
             contested = self._contesting(key) if claim.agent != self.config.agent_id else None
             if contested is not None:      # its answer is out: nothing left to run or deliver
                 actions += self._give_up_claim(contested)
+        if claim.op == "ask":
+            return actions + self._on_ask(claim.task, claim.agent, now)
         if claim.op == "done":
             held = self._foreign.pop(claim.task, None)
             if claim.agent == self.config.agent_id:

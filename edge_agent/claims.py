@@ -31,6 +31,9 @@ class Claim:
     - "sent": the broker has the answers of ``tasks``: peers drop the copies
       they kept from the "done" records. A "done" record carries ``tasks`` too,
       so under load confirmations cost no message of their own.
+    - "ask": ``agent`` got ``task`` submitted again (``attempt`` > 1) through a
+      shared subscription and asks every peer whether it holds or answered it
+      (each says so in ``agents/{agent}/inbox``; see :mod:`edge_agent.asking`).
 
     ``epoch`` (on a claim): how many control connections the claimer had lost
     when it made the claim. An agent back after its will announces its epoch;
@@ -67,7 +70,7 @@ class Claim:
         d: Any = codec.decode(payload)
         if not (isinstance(d, dict) and isinstance(d.get("task"), str)
                 and isinstance(d.get("agent"), str) and d["agent"]
-                and d.get("op", "claim") in ("claim", "done", "sent")
+                and d.get("op", "claim") in ("claim", "done", "sent", "ask")
                 and (d["task"] or d.get("op") == "sent")):
             raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str"
                                  "[, \"op\": \"done\"|\"sent\"]}")

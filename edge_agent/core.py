@@ -30,6 +30,7 @@ from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drai
                                 Publish, Remember, Run)
 from edge_agent.answering import AnsweringMixin
 from edge_agent.answers import Answer, AnswerBook
+from edge_agent.asking import AskBook, AskingMixin
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from edge_agent.deaths import DeathWatch
 from edge_agent.entry import Entry
@@ -50,7 +51,7 @@ __all__ = ["AgentCore", "AgentConfig"]
 
 
 
-class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
+class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin):
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
         self.config = config
@@ -90,6 +91,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         self.latency = LatencyHistogram()
         self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
         self._dead = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
+        self._asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
         self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
         self._bridge_ids: set[str] = set()   # every bridge ever announced, online or not
@@ -123,6 +125,10 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         death = self._dead.next_deadline()
         if death is not None:
             times.append(death)
+        for peer in {p for left in self._asks.waiting.values() for p in left}:
+            seen = self.peers.get(peer)
+            if seen is not None:                 # no longer waited for once its presence is stale
+                times.append(seen.seen_at + self.peers.stale_after)
         if self._sent_flush_at is not None:
             times.append(self._sent_flush_at)
         return min(times, default=None)
@@ -193,6 +199,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
             held.tokens.append(token)
             self.counters.duplicates += 1
             return []
+        if self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
+            self.counters.duplicates += 1    # a peer took on a resubmission of it: it answers
+            return [Ack(token)]
         if self._done.knows(key, now):   # answered already
             self.counters.duplicates += 1
             answer = None if dup else self._done.answer(key, now)
@@ -212,6 +221,11 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
             entry.kind = self.registry.get(task.kind)
         self._entries[key] = entry
 
+        if not direct and self.config.dispatch == "shared" and entry.error is None \
+                and task is not None and (task.attempt or 1) > 1:
+            asked = self._ask(entry, now)    # the first copy may be on a peer: ask first
+            if asked is not None:
+                return asked
         if direct or self.config.dispatch == "shared":
             return self._accept(entry, now)
         winner = self._winners.get(key, now)
@@ -277,6 +291,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
         self._entries.pop(entry.key, None)
         self._claim_index.pop(entry.claim_key, None)
+        self._asks.close(entry.key)
 
     def _remember(self, entry: Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
@@ -357,7 +372,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
         return actions + self._start_queued(now)
 
     def on_tick(self, now: float) -> list[Action]:
-        actions = self._handle_deaths(now) + self._fire_claims(now)
+        actions = self._handle_deaths(now) + self._fire_claims(now) + self._expire_silent_askees(now)
         if self._sent_flush_at is not None and now >= self._sent_flush_at:
             actions += self._flush_sent()
         for entry in list(self._entries.values()):
@@ -402,7 +417,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin):
                 # outcome may be lost: amqtt drops messages in flight), so what it
                 # won with them is contested now. Not what it won with claims of
                 # its new epoch: it holds those, and would not compete for them.
-                return self._contest(agent, now, epoch=presence.epoch) + self._rebalance(now)
+                return self._contest(agent, now, epoch=presence.epoch) + self._ask_again(agent) + \
+                    self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline":
             self._dead.will(agent, presence.ts, now)

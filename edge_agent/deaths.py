@@ -87,6 +87,10 @@ class DeathWatch:
             return None
         return min((w.due for w in self._wills.values() if not w.handled), default=None)
 
+    def watched(self) -> set[str]:
+        """Peers whose will arrived and whose grace is still running: they may be back."""
+        return {agent for agent, w in self._wills.items() if not w.handled}
+
     def __contains__(self, agent: object) -> bool:
         """Its will arrived and it has not come back (dead, or maybe dead)."""
         return agent in self._wills

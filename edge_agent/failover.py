@@ -22,6 +22,7 @@ class FailoverMixin:
         survivor to rescue their MQTT session."""
         actions: list[Action] = []
         for agent, will_ts in self._dead.due(now):
+            actions += self._asked_peer_gone(agent, now)
             for entry in list(self._entries.values()):
                 if entry.state == "offered" and entry.offer and entry.offer.peer == agent:
                     actions += self._replace(entry, now)
@@ -124,6 +125,8 @@ class FailoverMixin:
             self._epoch += 1
             self._dead.lost_connection()
         for entry in list(self._entries.values()):
+            if entry.state == "asking":       # asked again once the connection is back
+                continue
             if entry.state in ("claimed", "claiming"):
                 if not control:
                     continue
@@ -149,9 +152,12 @@ class FailoverMixin:
     def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
         """A broker connection is (back) up. After the control connection's
         return, peers' deaths are timed afresh (see :mod:`edge_agent.deaths`)."""
-        if control:
-            self._dead.reconnected(now)
-        return []
+        if not control:
+            return []
+        self._dead.reconnected(now)
+        # The answers to questions asked before the drop may be lost: ask again.
+        return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
+                for key in self._asks.waiting]
 
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming: nothing to fence against."""

@@ -22,7 +22,8 @@ from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Task
 
-REJECT_REASONS = ("busy", "draining", "battery", "unknown_kind", "bad_offer")
+REJECT_REASONS = ("busy", "draining", "degraded", "battery", "unknown_kind", "bad_offer")
+HAVE_STATES = ("held", "answered", "none")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,29 @@ class Result:
                              "agent": self.agent, "reply": self.reply.to_dict()})
 
 
-InboxMessage = Union[Offer, Answer, Result]
+@dataclass(frozen=True)
+class Have:
+    """What a peer knows of a task another agent asked about (a resubmission
+    that landed there): it holds it, answered it (``reply``: the exact bytes
+    it sent, when kept), or has never seen it. See :mod:`edge_agent.asking`."""
+
+    task_id: str
+    agent: str
+    state: str
+    reply_to: str | None = None
+    reply: bytes | None = None
+
+    def encode(self) -> bytes:
+        d: dict[str, Any] = {"op": "have", "task": self.task_id, "agent": self.agent, "state": self.state}
+        if self.reply_to is not None:
+            d["reply_to"] = self.reply_to
+        out = codec.encode(d)
+        if self.reply is not None:     # our own valid JSON: spliced in, not re-encoded
+            out = out[:-1] + b',"reply":' + self.reply + b"}"
+        return out
+
+
+InboxMessage = Union[Offer, Answer, Result, Have]
 
 
 def _str(d: dict[str, Any], name: str) -> str:
@@ -90,4 +113,13 @@ def decode_inbox(payload: bytes) -> InboxMessage:
     if op == "result":
         reply = Reply.from_dict(d.get("reply"))
         return Result(_str(d, "offer"), _str(d, "task"), _str(d, "agent"), reply)
+    if op == "have":
+        state = d.get("state")
+        if state not in HAVE_STATES:
+            raise InvalidMessage("bad_field", f"have: state must be one of {HAVE_STATES}")
+        reply_to, reply = d.get("reply_to"), d.get("reply")
+        if not (isinstance(reply_to, str) and isinstance(reply, dict)):
+            reply_to, reply = None, None
+        return Have(_str(d, "task"), _str(d, "agent"), state, reply_to,
+                    codec.encode(reply) if reply is not None else None)
     raise InvalidMessage("bad_field", f"inbox message: unknown op {op!r}")

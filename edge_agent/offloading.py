@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from edge_agent.actions import Action, Cancel, Publish
 from edge_agent.entry import Entry, OfferState
-from edge_agent.offload import Answer, Offer, Result, decode_inbox
+from edge_agent.offload import Answer, Have, Offer, Result, decode_inbox
 from edge_agent.peers import Peer, with_outstanding
 from edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh.errors import InvalidMessage
@@ -88,6 +88,8 @@ class OffloadingMixin:
             return []
         if isinstance(msg, Offer):
             return self._on_offer(msg, now)
+        if isinstance(msg, Have):
+            return self._on_have(msg, now)
         if isinstance(msg, Answer):
             entry = self._entries.get(msg.task_id)
             if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \

@@ -63,6 +63,12 @@ class PeerRegistry:
         """Online peers with fresh presence, in a stable order (by agent id)."""
         return [p for _, p in sorted(self._peers.items()) if self.is_live(p.agent, now)]
 
+    def present(self, now: float) -> list[Peer]:
+        """Peers with fresh presence in any state but offline (draining and
+        degraded agents still hold and answer tasks)."""
+        return [p for _, p in sorted(self._peers.items())
+                if p.presence.state != "offline" and now - p.seen_at <= self.stale_after]
+
     def record(self, agent: str, *, ok: bool, rtt_ms: float | None = None) -> None:
         p = self._peers.get(agent)
         if p is None:

@@ -39,6 +39,7 @@ ERROR_CODES = (
     "bad_args",            # the handler rejected the args (BadArgs)
     "unknown_actuator",    # a command for an actuator the device does not have
     "bad_command",         # an actuator command with a bad op or value
+    "duplicate_id",        # the id was answered within the dedup window; its answer is no longer kept
 )
 
 
@@ -85,6 +86,7 @@ class Task:
     weight: str | None = None
     deadline_ms: int | None = None
     device: str | None = None
+    attempt: int | None = None     # 2, 3...: the submitter sends this id again (no reply came)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "args": dict(self.args),
@@ -95,6 +97,8 @@ class Task:
             d["deadline_ms"] = self.deadline_ms
         if self.device is not None:
             d["device"] = self.device
+        if self.attempt is not None:
+            d["attempt"] = self.attempt
         return d
 
     def encode(self) -> bytes:
@@ -133,8 +137,12 @@ class Task:
                                  task_id=task_id, reply_to=reply_to)
         device = _str_field(d, "device", max_len=limits.max_device, required=False,
                             task_id=task_id, reply_to=reply_to)
+        attempt = d.get("attempt")
+        if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1):
+            raise InvalidMessage("bad_field", "field 'attempt' must be a positive integer",
+                                 task_id=task_id, reply_to=reply_to)
         return cls(id=task_id, kind=kind, reply_to=raw_reply, args=args,  # type: ignore[arg-type]
-                   weight=weight, deadline_ms=deadline, device=device)
+                   weight=weight, deadline_ms=deadline, device=device, attempt=attempt)
 
 
 def salvage_ids(d: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, str | None]:

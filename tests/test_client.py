@@ -48,3 +48,29 @@ def test_the_same_id_twice_in_flight_is_refused_locally(broker, root):
         client.send("echo", task_id="same")
         with pytest.raises(ValueError, match="already in flight"):
             client.send("echo", task_id="same")
+
+
+def test_a_task_lost_before_any_agent_listened_is_sent_again_and_answered_once(broker, root, agents):
+    from listener import Listener
+    watch = Listener(broker.url, f"{root}/tasks")
+    with FogClient(broker.url, root=root, retry_s=0.5) as client:
+        future = client.send("sum", {"values": [1, 2]}, task_id="lost-1")   # no agent yet: gone
+        import orjson
+        assert orjson.loads(watch.next(f"{root}/tasks"))["id"] == "lost-1"
+        agents("a1", broker.url, root)
+        assert future.result(timeout=15).value == 3
+        resent = orjson.loads(watch.next(f"{root}/tasks"))
+        assert (resent["id"], resent["attempt"]) == ("lost-1", 2)
+        assert client.resent >= 1 and client.duplicates == 0
+    watch.close()
+
+
+def test_a_slow_task_sent_again_runs_once_and_its_answer_is_not_a_duplicate(broker, root, agents):
+    agents("a1", broker.url, root)
+    agents("a2", broker.url, root)
+    with FogClient(broker.url, root=root, retry_s=0.3) as client:
+        r = client.submit("sleep", {"ms": 1500}, task_id="slow-1", timeout=20)
+        import time
+        time.sleep(1.0)                                  # room for any late answer
+        assert r.ok and client.resent >= 2
+        assert client.duplicates == 0, list(client.duplicate_replies)

@@ -18,6 +18,7 @@ PURE_MODULES = [
     "edge_agent/peers.py", "edge_agent/battery.py", "edge_agent/pipelines.py",
     "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py", "fogmesh/fleet.py",
     "edge_agent/ratelimit.py", "edge_agent/claiming.py", "edge_agent/answering.py",
+    "edge_agent/answers.py", "edge_agent/asking.py", "edge_agent/deaths.py", "broker/shared.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

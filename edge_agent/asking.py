@@ -1,0 +1,167 @@
+"""Resubmissions under shared subscriptions: who has this task already?
+
+A device that got no reply sends the same task id again (``attempt`` 2, 3...;
+``FogClient`` does, and topics.md gives firmware the recipe). With claims
+every agent sees every task and knows who won it; with a shared subscription
+the broker may hand the resubmission to another agent than the first copy,
+which may be queued or running there, or answered with the reply lost in a
+broker restart. Running it blindly would run it twice. So the agent that got
+it asks first, on the claims topic, and every peer answers on its inbox:
+
+* ``held``: "I hold it" (queued, running, or being competed for): the asker
+  drops its copy; the holder answers the device;
+* ``answered``: "I answered it, here is the reply": the asker sends that same
+  reply again (the device asked again);
+* ``none``: "never seen it": the peer also notes who asked, so a copy of the
+  task that reaches it later is dropped instead of run.
+
+When every peer it asked said ``none`` (or died, or fell silent), the asker
+competes for the task under its takeover key, as anybody holding a copy
+that might be someone else's does (a rescued session, a journal restored
+after a restart), and runs it if it wins. Two agents asking about the same id
+at once: the one with the smaller id keeps it. Answers are waited for without
+a timeout (a timeout cannot tell a slow peer from a dead one); a peer that
+dies or whose presence goes stale is no longer waited for.
+
+:class:`AskBook` holds this state; the core's :class:`AskingMixin` drives it.
+Pure like the rest of the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.actions import Ack, Action, Publish
+from edge_agent.claims import Claim, takeover_key
+from edge_agent.entry import Entry
+from edge_agent.offload import Have
+from edge_agent.recent import RecentMap
+
+
+class AskBook:
+    """Open questions this agent asked, and the ones peers asked it."""
+
+    def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0) -> None:
+        self.waiting: dict[str, set[str]] = {}     # task -> peers whose answer is awaited
+        self.asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
+
+    def open(self, key: str, peers: set[str]) -> None:
+        self.waiting[key] = set(peers)
+
+    def close(self, key: str) -> None:
+        self.waiting.pop(key, None)
+
+    def answered_by(self, key: str, peer: str) -> bool:
+        """``peer`` said it never saw ``key``: True once nobody is left to hear from."""
+        left = self.waiting.get(key)
+        if left is None:
+            return False
+        left.discard(peer)
+        return not left
+
+    def gone(self, peer: str) -> list[str]:
+        """``peer`` died or fell silent: the questions it was the last to answer."""
+        done = []
+        for key, left in self.waiting.items():
+            if peer in left:
+                left.discard(peer)
+                if not left:
+                    done.append(key)
+        return done
+
+    def awaiting(self, peer: str) -> list[str]:
+        return [key for key, left in self.waiting.items() if peer in left]
+
+
+class AskingMixin:
+    def _ask(self, entry: Entry, now: float) -> list[Action] | None:
+        """A resubmitted task through a shared subscription, not known here:
+        ask the peers (None: there is nobody to ask)."""
+        peers = {p.agent for p in self.peers.present(now)} | self._dead.watched()
+        peers.discard(self.config.agent_id)
+        if not peers:
+            return None
+        entry.state = "asking"
+        self._asks.open(entry.key, peers)
+        self.counters.asked += 1
+        return [Publish(self.config.topics.claims, Claim(entry.key, self.config.agent_id, op="ask").encode())]
+
+    def _on_ask(self, key: str, asker: str, now: float) -> list[Action]:
+        """A peer asks whether this agent holds or answered ``key``."""
+        me = self.config.agent_id
+        if asker == me:
+            return []
+        entry = self._entries.get(key)
+        reply_to = reply = None
+        if entry is not None and not (entry.state == "asking" and me > asker):
+            state = "held"
+        elif entry is None and self._done.knows(key, now):
+            state = "answered"
+            answer = self._done.answer(key, now)
+            if answer is not None:
+                reply_to, reply = answer.topic, answer.payload
+        else:                 # never seen it, or both asking and the asker keeps it
+            state = "none"
+            self._asks.asked_by.add(key, asker, now)
+        return [Publish(self.config.topics.agent_inbox(asker), Have(key, me, state, reply_to, reply).encode())]
+
+    def _on_have(self, have: Have, now: float) -> list[Action]:
+        entry = self._entries.get(have.task_id)
+        if entry is None or entry.state != "asking" or have.task_id not in self._asks.waiting:
+            return []
+        if have.state == "held":                    # its holder answers the device
+            self._asks.close(entry.key)
+            self._release(entry)
+            return [Ack(t) for t in entry.tokens]
+        if have.state == "answered":
+            self._asks.close(entry.key)
+            entry.state = "placing"
+            if have.reply_to is None or have.reply is None:
+                return self._answer_error(entry, "duplicate_id",
+                                          f"task id {entry.key!r} was answered within the dedup window "
+                                          "and its answer is no longer kept; submit it with a new id", now)
+            entry.recorded = Publish(have.reply_to, have.reply)
+            return self._accept(entry, now)
+        if self._asks.answered_by(entry.key, have.agent):
+            return self._settle_ask(entry, now)
+        return []
+
+    def _settle_ask(self, entry: Entry, now: float) -> list[Action]:
+        """Nobody holds it: compete for it under its takeover key, with any
+        copy that a rescued session or a restored journal may hold."""
+        self._asks.close(entry.key)
+        entry.state = "claiming"
+        entry.claim_key = takeover_key(entry.key)
+        entry.claim_at = now
+        self._claim_index[entry.claim_key] = entry.key
+        winner = self._winners.get(entry.claim_key, now)
+        if winner is not None:
+            return self._decided(entry, winner, now)
+        return self._fire_claims(now)
+
+    def _asked_peer_gone(self, peer: str, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for key in self._asks.gone(peer):
+            entry = self._entries.get(key)
+            if entry is not None and entry.state == "asking":
+                actions += self._settle_ask(entry, now)
+        return actions
+
+    def _ask_again(self, peer: str) -> list[Action]:
+        """``peer`` came back after its will: it missed the questions it was asked."""
+        return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
+                for key in self._asks.awaiting(peer)]
+
+    def _expire_silent_askees(self, now: float) -> list[Action]:
+        """Peers whose presence went stale are no longer waited for."""
+        if not self._asks.waiting:
+            return []
+        present = {p.agent for p in self.peers.present(now)} | self._dead.watched()
+        actions: list[Action] = []
+        for peer in {p for left in self._asks.waiting.values() for p in left} - present:
+            actions += self._asked_peer_gone(peer, now)
+        return actions
+
+    def _asked_elsewhere(self, key: str, now: float) -> Any:
+        """The peer resolving a resubmission of ``key``, if one asked about it."""
+        return self._asks.asked_by.get(key, now)

@@ -1,0 +1,139 @@
+"""Tier 1 (pure): a task id submitted again under shared subscriptions lands on
+another agent than the first copy; whoever has it answers, exactly once
+(edge_agent/asking.py). Cores wired through an in-memory bus, fake clock."""
+
+import orjson
+
+from edge_agent.actions import Ack, AgentConfig, Publish, Run
+from edge_agent.core import AgentCore
+from edge_agent.placement import LocalPolicy
+from fogmesh.messages import Presence, Task
+from fogmesh.registry import Registry
+from fogmesh.topics import Topics
+
+T = Topics("t")
+REG = Registry.from_entry_points()
+REPLIES = "t/replies/dev"
+
+
+class Bus:
+    """Claims reach every core in one order; inboxes and presence their
+    owners; replies are collected; worker runs wait for ``finish``."""
+
+    def __init__(self, *cores):
+        self.cores = {c.config.agent_id: c for c in cores}
+        self.replies: list[dict] = []
+        self.runs: list[tuple[str, str]] = []
+        self.acks: list[tuple[str, object]] = []
+        self.held_topics: set[str] = set()          # messages to these wait in ``held``
+        self.held: list[Publish] = []
+
+    def deliver(self, actions, now, source=None):
+        for a in actions:
+            if isinstance(a, Ack):
+                self.acks.append((source, a.token))
+            elif isinstance(a, Run):
+                self.runs.append((source, a.key))
+            elif isinstance(a, Publish):
+                if a.topic in self.held_topics:
+                    self.held.append(a)
+                    continue
+                if a.topic == REPLIES:
+                    self.replies.append(orjson.loads(a.payload))
+                for agent, core in self.cores.items():
+                    if a.topic in (T.claims, T.agent_inbox(agent)) or T.agent_of_presence(a.topic):
+                        self.deliver(core.on_message(a.topic, a.payload, f"{agent}-ctl", now), now, agent)
+
+    def task(self, agent, task_id, now, *, attempt=None, kind="sleep"):
+        payload = Task(id=task_id, kind=kind, reply_to=REPLIES, args={"ms": 1}, attempt=attempt).encode()
+        self.deliver(self.cores[agent].on_message(T.tasks, payload, f"{task_id}@{agent}", now), now, agent)
+
+    def finish(self, agent, key, now):
+        self.deliver(self.cores[agent].on_finished(key, now, result="done"), now, agent)
+
+    def online(self, now, *agents):
+        for agent in agents:
+            p = Presence(agent=agent, state="online", ts=now, capacity=1, kinds=REG.names())
+            self.deliver([Publish(T.presence(agent), p.encode())], now)
+
+
+def fabric(*ids):
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1), REG, policy=LocalPolicy())
+             for i in ids]
+    bus = Bus(*cores)
+    bus.online(0.0, *ids)
+    return bus
+
+
+def test_a_resubmission_of_a_task_a_peer_holds_is_left_to_that_peer():
+    bus = fabric("a", "b")
+    bus.task("a", "t1", 0.0)                         # the first copy: running on a
+    bus.task("b", "t1", 5.0, attempt=2)              # no reply yet: sent again, lands on b
+    assert bus.runs == [("a", "t1")]
+    assert ("b", "t1@b") in bus.acks                 # b drops its copy
+    bus.finish("a", "t1", 6.0)
+    assert [r["id"] for r in bus.replies] == ["t1"]
+
+
+def test_a_resubmission_of_a_task_a_peer_answered_gets_that_answer_again():
+    bus = fabric("a", "b")
+    bus.task("a", "t1", 0.0)
+    bus.finish("a", "t1", 0.1)                       # answered; the reply was lost on the way
+    bus.task("b", "t1", 5.0, attempt=2)
+    assert bus.runs == [("a", "t1")]
+    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # the same bytes again
+
+
+def test_a_resubmission_nobody_has_runs_once_after_everyone_said_so():
+    bus = fabric("a", "b", "c")
+    bus.task("b", "t1", 5.0, attempt=2)              # the first copy was lost (broker restart)
+    winner = [a for a, k in bus.runs if k == "t1"]
+    assert winner == ["b"]
+    bus.finish("b", "t1", 5.1)
+    assert [r["id"] for r in bus.replies] == ["t1"]
+
+
+def test_the_first_copy_arriving_after_the_question_is_dropped_not_run():
+    bus = fabric("a", "b")
+    bus.task("b", "t1", 5.0, attempt=2)              # a says "never seen it"
+    bus.task("a", "t1", 5.2)                         # then the first copy reaches a, late
+    assert [a for a, k in bus.runs if k == "t1"] == ["b"]
+    assert ("a", "t1@a") in bus.acks
+
+
+def test_two_agents_asked_about_the_same_id_at_once_keep_one_copy():
+    bus = fabric("a", "b")
+    bus.held_topics = {T.claims}                     # both questions cross on the wire
+    bus.task("a", "t1", 5.0, attempt=2)
+    bus.task("b", "t1", 5.0, attempt=3)
+    held, bus.held, bus.held_topics = bus.held, [], set()
+    bus.deliver(held, 5.01)
+    assert [a for a, k in bus.runs if k == "t1"] == ["a"]
+
+
+def test_an_agent_waits_for_a_peer_that_has_not_answered_yet():
+    bus = fabric("a", "b")
+    bus.held_topics = {T.agent_inbox("b")}           # a's answer to b is slow
+    bus.task("b", "t1", 5.0, attempt=2)
+    assert bus.runs == []
+    held, bus.held, bus.held_topics = bus.held, [], set()
+    bus.deliver(held, 5.5)
+    assert [a for a, k in bus.runs if k == "t1"] == ["b"]
+
+
+def test_a_peer_that_dies_unanswered_is_no_longer_waited_for():
+    bus = fabric("a", "b")
+    bus.held_topics = {T.agent_inbox("b")}           # a never answers: it dies
+    bus.task("b", "t1", 5.0, attempt=2)
+    bus.held, bus.held_topics = [], set()
+    will = Presence(agent="a", state="offline", ts=1.0).encode()
+    b = bus.cores["b"]
+    bus.deliver(b.on_message(T.presence("a"), will, None, 5.1), 5.1, "b")
+    bus.deliver(b.on_tick(5.1 + 2.0), 7.1, "b")       # the takeover grace
+    assert [a for a, k in bus.runs if k == "t1"] == ["b"]
+
+
+def test_alone_a_resubmission_just_runs():
+    bus = fabric("solo")
+    bus.task("solo", "t1", 0.0, attempt=2)
+    assert bus.runs == [("solo", "t1")]
