@@ -56,6 +56,18 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     json_arg(b)
 
 
+    b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
+                        description="Runs the system as an operator would (CLI processes, kill -9, "
+                                    "a restarted broker, a full disk) with a FogClient device and a "
+                                    "plain paho client counting every reply; prints fault | broker | "
+                                    "submitted | answered | lost | run twice | duplicate replies | "
+                                    "time to recover. Disk faults mount a small tmpfs (root). Exit "
+                                    "status 1 if any row lost or doubled a task.")
+    b.add_argument("--faults", default="", help="comma list of faults (default: all)")
+    brokers_arg(b)
+    json_arg(b)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
@@ -66,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "camera":
         from bench.camera import main as camera_main
         return camera_main(args)
+    if args.bench == "faults":
+        from bench.faults import main as faults_main
+        return faults_main(args)
     if args.bench == "placement":
         from bench.placement import main as placement_main
         return placement_main(args)

@@ -26,6 +26,7 @@ from broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
 from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
+SHUTDOWN_BUDGET_S = 3.0
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
@@ -213,7 +214,15 @@ async def serve(host: str, port: int, stop: asyncio.Event,
     try:
         await stop.wait()
     finally:
-        await broker.shutdown()
+        try:
+            # amqtt 0.12.1 can wait for ever on a connection's reader while it
+            # shuts down under load; what is left is closed with the process.
+            await asyncio.wait_for(broker.shutdown(), SHUTDOWN_BUDGET_S)
+        except asyncio.TimeoutError:
+            log.warning("the embedded broker did not shut down within %g s; closing its listeners",
+                        SHUTDOWN_BUDGET_S)
+            for server in broker._servers.values():
+                await server.close_instance()
 
 
 class EmbeddedBroker:

@@ -71,6 +71,7 @@ class _Answered:
     state: str                   # "answered" | "timed_out"
     extra: int = 0               # further identical replies owed to re-sends
     payload: bytes = b""         # the first reply, to tell a re-send's answer from a second run
+    sends: int = 1               # times the task was published
 
 
 @dataclass
@@ -166,6 +167,15 @@ class FogClient:
         self._mqtt.publish(topic, task.encode(), qos=1)
         return future
 
+    def attempts(self, task_id: str) -> int:
+        """How many times ``task_id`` was published (1, or more after re-sends)."""
+        with self._lock:
+            p = self._pending.get(task_id)
+            if p is not None:
+                return p.task.attempt or 1
+            known = self._answered.get(task_id)
+            return 1 + (known.sends - 1 if known is not None else 0)
+
     # -- sending again ---------------------------------------------------------
     def _on_connection(self, up: bool) -> None:
         """Back after a drop: paho sends what the broker had not acknowledged
@@ -240,7 +250,8 @@ class FogClient:
             for key, p in list(self._pending.items()):
                 if p.future is future:
                     del self._pending[key]
-                    self._remember(key, _Answered("timed_out", (p.task.attempt or 1) - 1))
+                    self._remember(key, _Answered("timed_out", (p.task.attempt or 1) - 1,
+                                                  sends=p.task.attempt or 1))
 
     # -- replies (paho thread) ---------------------------------------------------
     def _on_message(self, message: Message) -> None:
@@ -259,7 +270,7 @@ class FogClient:
                     return
                 if known.state == "timed_out":
                     self.late += 1
-                    self._remember(reply.id, _Answered("answered", known.extra, message.payload))
+                    self._remember(reply.id, _Answered("answered", known.extra, message.payload, known.sends))
                 elif known.extra > 0 and message.payload == known.payload:
                     known.extra -= 1          # the answer to a re-send: the same bytes again
                     self.answered_again += 1
@@ -267,7 +278,8 @@ class FogClient:
                     self.duplicates += 1
                     self.duplicate_replies.append(reply)
                 return
-            self._remember(reply.id, _Answered("answered", (pending.task.attempt or 1) - 1, message.payload))
+            self._remember(reply.id, _Answered("answered", (pending.task.attempt or 1) - 1, message.payload,
+                                               pending.task.attempt or 1))
         if not pending.future.done():
             pending.future.set_result(Result(reply, 1000 * (now - pending.sent_at)))
 

@@ -1,0 +1,243 @@
+"""The parts the fault suite (:mod:`bench.faults`) is built from, as an operator
+would use them: brokers as processes that can be killed and restarted on the
+same port, agents started through the ``fogmesh`` CLI in their own processes,
+and a plain paho subscriber that counts every reply on the wire."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from broker.mosquitto import Mosquitto
+from broker.ports import free_port, wait_port
+
+
+@dataclass
+class FaultRun:
+    """One row of the fault table. ``run_twice``: ids answered with two
+    different replies (a second run somewhere); ``duplicate_replies``: replies
+    beyond one per time the task was submitted (a re-submitted id is
+    answered again, with the same bytes; that is not a duplicate)."""
+
+    fault: str
+    broker: str
+    submitted: int = 0
+    answered: int = 0
+    lost: int = 0
+    run_twice: int = 0
+    duplicate_replies: int = 0
+    recover_s: float | None = None
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.run_twice == 0 and self.duplicate_replies == 0
+
+
+def progress(msg: str) -> None:
+    print(f"[bench faults] {msg}", file=sys.stderr, flush=True)
+
+
+# -- brokers -------------------------------------------------------------------------
+class BrokerProcess:
+    """A broker that can be stopped (SIGTERM), killed (SIGKILL) and started
+    again on the same port (mosquitto: with its persistence file)."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self._mosquitto: Mosquitto | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        if name == "mosquitto":
+            self._mosquitto = Mosquitto(port=self.port, workdir=workdir / "mosquitto")
+        elif name != "amqtt":
+            raise ValueError(f"unknown broker {name!r}: mosquitto or amqtt")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> BrokerProcess:
+        if self._mosquitto is not None:
+            self._mosquitto.start()
+            return self
+        self._proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
+                                       "--log-level", "WARNING"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.host, self.port, 20):
+            self.kill()
+            raise RuntimeError("the embedded broker did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._mosquitto is not None:
+            self._mosquitto.stop()
+        elif self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
+
+    def kill(self) -> None:
+        if self._mosquitto is not None:
+            self._mosquitto.kill()
+        elif self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def close(self) -> None:
+        if self._mosquitto is not None:
+            self._mosquitto.cleanup()
+        else:
+            self.kill()
+
+
+# -- agents ----------------------------------------------------------------------------
+class Agents:
+    """``fogmesh agent`` processes, each with its own state directory and log."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, agent_id: str, url: str, root: str, *extra: str, state_dir: Path | None = None,
+              name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or agent_id
+        state = state_dir or self.workdir / f"state-{name}"
+        state.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / f"{name}.log"
+        self.logs[name] = log
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fogmesh", "agent", "--id", agent_id, "--broker", url, "--root", root,
+                 "--presence-period", "0.5", "--log-level", "INFO", *extra],
+                env={**os.environ, "FOGMESH_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.DEVNULL, stderr=out)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait()
+
+    def log(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace")
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def wait_answering(client: Any, agent_ids: list[str], timeout: float = 30.0) -> float:
+    """Seconds until every agent answered an echo on its direct topic."""
+    start = time.monotonic()
+    for agent in agent_ids:
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                raise TimeoutError(f"agent {agent} did not answer within {timeout:g} s")
+            try:
+                client.send("echo", {}, agent=agent).result(timeout=min(1.0, left))
+                break
+            except TimeoutError:
+                pass
+    return time.monotonic() - start
+
+
+# -- counting what reaches the devices -------------------------------------------------------
+class ReplyCounter:
+    """A plain paho client on ``{root}/replies/#``: every reply as it was sent."""
+
+    def __init__(self, host: str, port: int, root: str) -> None:
+        self.replies: dict[str, list[bytes]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.root = root
+        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"counter-{os.getpid()}-{free_port()}",
+                              clean_session=False)
+        self._c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/replies/#", 1)
+        self._c.on_subscribe = lambda *a: self._subscribed.set()
+        self._c.on_message = self._on_message
+        self._c.connect(host, port)
+        self._c.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("the reply counter could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        import orjson
+        try:
+            task_id = orjson.loads(m.payload).get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        with self._lock:
+            self.replies[str(task_id)].append(bytes(m.payload))
+
+    def count(self, run: FaultRun, sends: dict[str, int]) -> FaultRun:
+        """Fill ``run`` from what came for the submitted ids (``sends``: id ->
+        times submitted)."""
+        with self._lock:
+            got = {tid: list(self.replies.get(tid, ())) for tid in sends}
+        run.submitted = len(sends)
+        run.answered = sum(1 for r in got.values() if r)
+        run.lost = run.submitted - run.answered
+        run.run_twice = sum(1 for r in got.values() if len(set(r)) > 1)
+        run.duplicate_replies = sum(max(0, len(r) - sends[tid]) for tid, r in got.items())
+        missing = [tid for tid, r in got.items() if not r]
+        twice = [tid for tid, r in got.items() if len(set(r)) > 1]
+        if missing:
+            run.details["missing"] = missing[:20]
+        if twice:
+            run.details["run_twice"] = twice[:20]
+        return run
+
+    def close(self) -> None:
+        self._c.loop_stop()
+        self._c.disconnect()
+
+
+# -- disks that fill up ------------------------------------------------------------------
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, *, size_kb: int, read_only: bool = False) -> Iterator[Path]:
+    """A real filesystem of ``size_kb`` (a disk that fills up), or a read-only
+    one. Mounting needs root (CI has it; ``.ci/run`` installs with apt-get)."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kb}k" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot mount a tmpfs for a disk fault (run as root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path, *, leave_bytes: int) -> Path:
+    """Fill the filesystem of ``path`` until ``leave_bytes`` are free; returns
+    the filler file (delete it to free the space again)."""
+    filler = path / "filler"
+    st = os.statvfs(path)
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave_bytes))
+    return filler

@@ -1,0 +1,242 @@
+"""``fogmesh bench faults``: nothing lost, nothing doubled, under each fault.
+
+Each scenario runs the system as an operator would (brokers and agents as
+processes through the CLI, ``kill -9``, a full disk, a restarted broker), a
+device that submits with :class:`~devices.client.FogClient`, and a plain paho
+subscriber counting every reply on the wire. One table: fault | broker |
+submitted | answered | lost | run twice | duplicate replies | time to recover.
+``tests/test_faults.py`` runs the same scenarios and asserts 0 lost, 0 run
+twice and 0 duplicate replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from concurrent.futures import Future, wait
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs, progress,
+                            wait_answering)
+
+MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
+       ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
+MEDIUM = {"data": "fog", "rounds": 3000}
+
+
+@contextlib.contextmanager
+def site(broker_name: str, workdir: Path) -> Iterator[tuple[BrokerProcess, Agents, str]]:
+    """A broker, an agent pool and a fresh topic root; everything stopped after."""
+    broker = BrokerProcess(broker_name, workdir).start()
+    agents = Agents(workdir)
+    try:
+        yield broker, agents, f"faults/{uuid.uuid4().hex[:8]}"
+    finally:
+        agents.close()
+        broker.close()
+
+
+def settle(futures: dict[str, Future[Any]], timeout: float) -> None:
+    wait(list(futures.values()), timeout=timeout)
+    time.sleep(2.0)                      # room for a late second answer
+
+
+def tally(run: FaultRun, counter: ReplyCounter, client: Any, futures: dict[str, Future[Any]]) -> FaultRun:
+    """What the wire showed, and what the device got: a task is lost when its
+    submitter never got an answer."""
+    sends = {tid: client.attempts(tid) for tid in futures}
+    counter.count(run, sends)
+    missing = [tid for tid, f in futures.items() if not f.done()]
+    run.lost = len(missing)
+    run.answered = run.submitted - run.lost
+    if missing:
+        run.details["missing"] = missing[:20]
+    return run
+
+
+# -- scenarios ---------------------------------------------------------------------------
+def agent_sigkill(broker_name: str, workdir: Path, *, tasks: int = 600) -> FaultRun:
+    """Three agents, ``tasks`` mixed tasks in flight, one agent SIGKILLed a third
+    of the way in, for good."""
+    from devices.client import FogClient
+    run = FaultRun("an agent SIGKILLed under load", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        ids = ["c0", "c1", "c2"]
+        for a in ids:
+            agents.start(a, broker.url, root, "--concurrency", "2", "--takeover-grace", "1.5")
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ids)
+            time.sleep(1.0)
+            futures = {}
+            for n in range(tasks):
+                kind, args, weight = MIX[n % len(MIX)]
+                futures[f"k-{n}"] = client.send(kind, args, weight=weight, task_id=f"k-{n}")
+                if n == tasks // 3:
+                    agents.kill("c0")
+                    killed = time.monotonic()
+                time.sleep(0.004)
+            last = last_answer(futures)
+            settle(futures, 90)
+            run.recover_s = round(last[0] - killed, 1) if last[0] else None
+            tally(run, counter, client, futures)
+        counter.close()
+    return run
+
+
+def last_answer(futures: dict[str, Future[Any]]) -> list[float]:
+    """A cell that ends up holding when the last of ``futures`` was answered."""
+    cell = [0.0]
+
+    def seen(_: Future[Any]) -> None:
+        cell[0] = max(cell[0], time.monotonic())
+
+    for f in futures.values():
+        f.add_done_callback(seen)
+    return cell
+
+
+def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 1000,
+                   down_s: float = 2.0) -> FaultRun:
+    """Three agents working through ``tasks`` medium tasks; the broker is stopped
+    (SIGTERM) or killed (SIGKILL) a third of the way in and started again
+    ``down_s`` later on the same port."""
+    from devices.client import FogClient
+    how = "SIGKILL" if kill else "SIGTERM"
+    run = FaultRun(f"broker restarted ({how}, back after {down_s:g} s)", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        ids = ["r0", "r1", "r2"]
+        for a in ids:
+            agents.start(a, broker.url, root, "--concurrency", "2")
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ids)
+            time.sleep(1.0)
+            futures = {}
+            for n in range(tasks):
+                futures[f"m-{n}"] = client.send("sha256", MEDIUM, weight="medium", task_id=f"m-{n}")
+                if n == tasks // 3:
+                    broker.kill() if kill else broker.stop()
+                    progress(f"{broker_name}: broker {how}ed; back in {down_s:g} s")
+                    time.sleep(down_s)
+                    broker.start()
+                    back = time.monotonic()
+                time.sleep(0.003)
+            try:                   # every agent answers again (its direct topic)
+                wait_answering(client, ids, timeout=60)
+                run.recover_s = round(time.monotonic() - back, 1)
+            except TimeoutError as exc:
+                run.note = str(exc)
+            settle(futures, 120)
+            tally(run, counter, client, futures)
+        counter.close()
+    return run
+
+
+def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
+    """Agent j0's journal is on a disk that fills up under load; j1 is fine."""
+    from devices.client import FogClient
+    from fogmesh import codec
+    run = FaultRun("an agent's journal disk fills up", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root), \
+            mounted_tmpfs(workdir / "j0-disk", size_kb=256) as disk:
+        agents.start("j0", broker.url, root, "--concurrency", "2", state_dir=disk)
+        agents.start("j1", broker.url, root, "--concurrency", "2")
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ["j0", "j1"])
+            filler = fill(disk, leave_bytes=4096)
+            futures = {f"j-{n}": client.send("sha256", MEDIUM, weight="medium", task_id=f"j-{n}")
+                       for n in range(tasks)}
+            settle(futures, 90)
+            tally(run, counter, client, futures)
+            presence = _retained(broker, f"{root}/presence/j0")
+            log = agents.log("j0")
+            run.details["presence"] = {k: presence.get(k) for k in ("state", "reason")} if presence else None
+            run.details["error_logged"] = " ERROR " in log and ("No space left" in log or "disk full" in log)
+            filler.unlink()
+            freed = time.monotonic()
+            while time.monotonic() - freed < 20:
+                p = _retained(broker, f"{root}/presence/j0")
+                if p and p.get("state") == "online":
+                    run.recover_s = round(time.monotonic() - freed, 1)
+                    break
+                time.sleep(0.2)
+            run.note = f"j0 said {codec.encode(run.details['presence']).decode()}" if presence else "no presence"
+        counter.close()
+    return run
+
+
+def _retained(broker: BrokerProcess, topic: str, timeout: float = 3.0) -> dict[str, Any] | None:
+    """The retained message on ``topic``, as a fresh subscriber sees it."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fogmesh import codec
+    got: list[bytes] = []
+    seen = threading.Event()
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
+    c.on_message = lambda c, u, m: (got.append(bytes(m.payload)), seen.set())
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    seen.wait(timeout)
+    c.loop_stop()
+    c.disconnect()
+    return codec.decode(got[-1]) if got and got[-1] else None
+
+
+SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, Any]]] = {
+    "agent-kill": (agent_sigkill, ("mosquitto", "amqtt"), {}),
+    "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
+    "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
+    "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
+}
+
+
+def run_all(names: list[str], brokers: list[str]) -> list[FaultRun]:
+    rows = []
+    for name in names:
+        fn, supported, options = SCENARIOS[name]
+        for b in supported:
+            if b not in brokers:
+                continue
+            progress(f"{name} on {b}")
+            with tempfile.TemporaryDirectory(prefix="fogmesh-faults-") as tmp:
+                rows.append(fn(b, Path(tmp), **options))
+            progress(f"  {table([rows[-1]]).splitlines()[-1]}")
+    return rows
+
+
+def table(rows: list[FaultRun]) -> str:
+    head = f"{'fault':46} {'broker':10} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
+           f"{'dup replies':>11} {'recover s':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        rec = "-" if r.recover_s is None else f"{r.recover_s:.1f}"
+        lines.append(f"{r.fault:46} {r.broker:10} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
+                     f"{r.run_twice:9d} {r.duplicate_replies:11d} {rec:>9}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.faults.split(",") if n.strip()] if args.faults else list(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        print(f"fogmesh bench faults: unknown fault(s) {', '.join(sorted(unknown))}; "
+              f"known: {', '.join(SCENARIOS)}")
+        return 2
+    rows = run_all(names, [b.strip() for b in args.brokers.split(",")])
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(table(rows))
+    return 0 if all(r.ok for r in rows) else 1
