@@ -205,6 +205,10 @@ class ReplyCounter:
         run.duplicate_replies = sum(max(0, len(r) - sends[tid]) for tid, r in got.items())
         missing = [tid for tid, r in got.items() if not r]
         twice = [tid for tid, r in got.items() if len(set(r)) > 1]
+        extra = [tid for tid, r in got.items() if len(r) > sends[tid]]
+        if extra:
+            run.details["duplicate_replies"] = {tid: [r.decode(errors="replace")[:160] for r in got[tid]]
+                                                for tid in extra[:5]}
         if missing:
             run.details["missing"] = missing[:20]
         if twice:

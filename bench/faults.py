@@ -173,6 +173,40 @@ def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> F
     return run
 
 
+def duplicate_agent_id(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
+    """A second host starts an agent with the id of a running one while tasks flow."""
+    from devices.client import FogClient
+    run = FaultRun("a second agent started with a running one's --id", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        agents.start("d0", broker.url, root, "--concurrency", "2")
+        agents.start("d1", broker.url, root, "--concurrency", "2")
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ["d0", "d1"])
+            futures = {}
+            second = None
+            for n in range(tasks):
+                futures[f"d-{n}"] = client.send("sha256", MEDIUM, weight="medium", task_id=f"d-{n}")
+                if n == tasks // 4:
+                    second = agents.start("d0", broker.url, root, "--concurrency", "2", name="d0-other-host")
+                    started = time.monotonic()
+                time.sleep(0.01)
+            assert second is not None
+            try:
+                code = second.wait(30)
+                run.recover_s = round(time.monotonic() - started, 1)
+            except Exception:
+                code = None
+            settle(futures, 60)
+            tally(run, counter, client, futures)
+            log = agents.log("d0-other-host")
+            run.details["exit_code"] = code
+            run.details["said"] = next((line for line in log.splitlines() if "already online" in line), "")
+            run.note = f"second d0 exited {code}"
+        counter.close()
+    return run
+
+
 def _retained(broker: BrokerProcess, topic: str, timeout: float = 3.0) -> dict[str, Any] | None:
     """The retained message on ``topic``, as a fresh subscriber sees it."""
     import threading
@@ -199,6 +233,7 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
     "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
+    "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
 }
 
 

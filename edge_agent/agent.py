@@ -30,9 +30,11 @@ from edge_agent.triggers import TriggerSpec
 from edge_agent.journal import Journal, default_state_dir
 from edge_agent.monitor import HostMonitor
 from edge_agent.announcer import Announcer
+from edge_agent.unique import check_id_free, in_use_error
 from edge_agent.workers import WorkerPool, run_handler
-from fogmesh.errors import ConnectError, StorageError
-from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits
+from fogmesh import codec
+from fogmesh.errors import ConnectError, InvalidMessage, StorageError
+from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.registry import Registry
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
@@ -115,9 +117,11 @@ class Agent:
         self._probe_seen = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.instance = uuid.uuid4().hex[:12]     # this run; another host with our id has another
+        self.fatal: str | None = None             # why the agent stopped on its own (exit status 2)
         self.announcer = Announcer(agent_id=agent_id, monitor=self.monitor, capacity=concurrency,
                                    kinds=self.registry.names(), period=presence_period,
-                                   wall_clock=wall_clock, send=self._send_presence)
+                                   wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
         self._drain_requested = False
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
         self._retry_journal_at = float("inf")
@@ -144,6 +148,7 @@ class Agent:
             on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)),
             on_confirmed=self._on_confirmed)
         self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
+        self._own_presence = self.topics.presence(agent_id)
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
         self.pipelines: PipelineRunner | None = None
         if pipelines or triggers:
@@ -160,6 +165,12 @@ class Agent:
         a broker that is not up yet is waited for (logged), not an error."""
         if self.journal:
             self.journal.open()
+        try:
+            self._check_id_free(timeout, wait_for_broker)
+        except BaseException:
+            if self.journal:
+                self.journal.close()
+            raise
         self.pool.start()
         try:
             if wait_for_broker:
@@ -237,6 +248,19 @@ class Agent:
         if self.journal:
             self.journal.close()
         self._stopped.set()
+
+    def _check_id_free(self, timeout: float, wait_for_broker: bool) -> None:
+        """Before taking this id's MQTT sessions: is another agent online under it?"""
+        wait_s = max(6.0, 1.5 * self.presence_period + 1.0)
+        while True:
+            try:
+                check_id_free(self.ctl.url, self.topics, self.agent_id, instance=self.instance,
+                              wait_s=wait_s, connect_timeout=5.0 if wait_for_broker else timeout)
+                return
+            except ConnectError:
+                if not wait_for_broker:
+                    raise
+                self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)", self.ctl.url)
 
     def _task_filters(self) -> tuple[str, ...]:
         """Where tasks come from: this agent's direct topic, and the shared task
@@ -326,6 +350,34 @@ class Agent:
         self.announcer.reason = None
         self.announcer.announce(now, core, self.state)
 
+    def _second_with_this_id(self, other: Presence, now: float) -> bool:
+        """Another process announced itself under this agent's id. The one that
+        started later leaves, at once and without a word on the presence topic
+        (its offline would hide the other); the earlier one announces itself again."""
+        mine = (self.announcer.since, self.instance)
+        theirs = (other.since or 0.0, other.instance or "")
+        if theirs < mine:
+            self.fatal = str(in_use_error(self.agent_id, other))
+            self.log.error("%s; leaving", self.fatal)
+            threading.Thread(target=self._leave, name="agent-duplicate-id", daemon=True).start()
+            return True
+        assert self.core is not None
+        self.log.error("another agent started under id %s (instance %s); it will leave", self.agent_id,
+                       other.instance)
+        self.announcer.announce(now, self.core, self.state)
+        return False
+
+    def _leave(self) -> None:
+        """Stop without the offline announcement (for an agent that must not speak for its id)."""
+        for session in self._rescues:
+            session.stop()
+        self.client.stop()
+        self.ctl.stop()
+        self.pool.stop()
+        if self.journal:
+            self.journal.close()
+        self._stopped.set()
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
@@ -340,6 +392,13 @@ class Agent:
         if message.topic == self.topics.probe(self._probe_token):
             self._probe_seen.set()
             return
+        if message.topic == self._own_presence and message.payload:
+            try:
+                other = Presence.from_dict(codec.decode(message.payload))
+            except InvalidMessage:
+                other = None
+            if other is not None and other.instance not in (None, self.instance) and other.state != "offline":
+                self._events.put(("conflict", other))
         self._events.put(("msg", _Token(client, message)))
 
     def _on_confirmed(self, action: Publish) -> None:
@@ -402,6 +461,9 @@ class Agent:
                     actions = core.on_disconnect(now, control=event[1] == "ctl")
                 elif kind == "drain" and not self._drain_requested:
                     self._begin_drain()
+                elif kind == "conflict":
+                    if self._second_with_this_id(event[1], now):
+                        return
                 elif kind == "stop":
                     stop_by = event[1]
                     core.stop_accepting()

@@ -15,8 +15,10 @@ from fogmesh.messages import Presence
 class Announcer:
     def __init__(self, *, agent_id: str, monitor: HostMonitor, capacity: int, kinds: tuple[str, ...],
                  period: float, wall_clock: Callable[[], float],
-                 send: Callable[[bytes], None]) -> None:
+                 send: Callable[[bytes], None], instance: str | None = None) -> None:
         self.agent_id = agent_id
+        self.instance = instance
+        self.since = wall_clock()
         self.monitor = monitor
         self.capacity = capacity
         self.kinds = kinds
@@ -42,7 +44,7 @@ class Announcer:
         """The last will: what peers see if this agent vanishes."""
         return build_presence(agent=self.agent_id, state="offline", now=self.wall_clock(), host=HostStats(),
                               queued=0, running=0, capacity=self.capacity, kinds=self.kinds,
-                              dispatch=self.dispatch).encode()
+                              dispatch=self.dispatch, instance=self.instance, since=self.since).encode()
 
     def read_host(self, now: float, core: Any) -> None:
         self.host = self.monitor.read(running=core.running)
@@ -57,7 +59,8 @@ class Announcer:
                               queued=core.queued, running=core.running, capacity=self.capacity,
                               kinds=self.kinds, dispatch=self.dispatch, done=c.completed + c.failed,
                               offloaded=c.offers_accepted, epoch=core.epoch or None,
-                              reason=self.reason if state == "degraded" else None)
+                              reason=self.reason if state == "degraded" else None,
+                              instance=self.instance, since=self.since)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
         if now - self.sent_at < 0.2 and now - self.sent_at < self.period:

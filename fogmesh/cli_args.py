@@ -104,4 +104,8 @@ def run_until_signal(agent: Any) -> int:
         wait_for_signal(agent.wait)
     finally:
         agent.stop()
+    fatal = getattr(agent, "fatal", None)
+    if fatal:
+        print(f"fogmesh: {fatal}", file=sys.stderr)
+        return 2
     return 0

@@ -14,6 +14,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── UnknownKind (LookupError)        no handler registered for a kind
     ├── BrokerError (RuntimeError)       an embedded/launched broker failed
     ├── DeviceError (RuntimeError)       a pin, camera or video source failed
+    ├── AgentIdInUse (RuntimeError)      another live agent already runs with this id
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         └── JournalLocked                another agent with the same id holds the journal
 """
@@ -85,3 +86,8 @@ class StorageError(FogmeshError, OSError):
 
 class JournalLocked(StorageError):
     """Another agent process with the same id and root uses this journal."""
+
+
+class AgentIdInUse(FogmeshError, RuntimeError):
+    """Another agent with the same id (on another host, or another root's
+    shell) is online: two agents under one id would answer tasks twice."""

@@ -297,6 +297,8 @@ class Presence:
     offloaded: int = 0      # tasks it placed on peers or the cloud since start
     epoch: int | None = None  # control connections it has lost since start (see Claim.epoch)
     reason: str | None = None  # why it is degraded (e.g. its journal's disk is full)
+    instance: str | None = None  # this run of the agent process (two hosts using one id differ here)
+    since: float | None = None   # Unix time this run started
 
     def to_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
@@ -306,7 +308,9 @@ class Presence:
                 "battery": self.battery.to_dict() if self.battery else None,
                 "dispatch": self.dispatch, "done": self.done, "offloaded": self.offloaded,
                 **({"epoch": self.epoch} if self.epoch is not None else {}),
-                **({"reason": self.reason} if self.reason is not None else {})}
+                **({"reason": self.reason} if self.reason is not None else {}),
+                **({"instance": self.instance, "since": round(self.since or 0.0, 3)}
+                   if self.instance is not None else {})}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -328,7 +332,9 @@ class Presence:
                        dispatch=str(d.get("dispatch", "")), done=int(d.get("done", 0)),
                        offloaded=int(d.get("offloaded", 0)),
                        epoch=int(d["epoch"]) if d.get("epoch") is not None else None,
-                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None)
+                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None,
+                       instance=str(d["instance"])[:64] if d.get("instance") is not None else None,
+                       since=float(d["since"]) if d.get("since") is not None else None)
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
 

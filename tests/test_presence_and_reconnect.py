@@ -97,3 +97,32 @@ def test_agents_and_clients_recover_after_the_broker_restarts(root, tmp_path):
         agent.stop()
     finally:
         broker.cleanup()
+
+
+def test_an_agent_that_sees_an_earlier_instance_of_its_id_leaves_without_a_word(broker, root, agents):
+    """Two agents with one id started at the same moment both pass the start-up
+    check; the later one leaves once it sees the other's presence, and does
+    not announce offline (that would hide the one that stays)."""
+    from fogmesh.messages import Presence
+    agent = agents("twin", broker.url, root)
+    watcher = PresenceWatcher(broker.url, root)
+    watcher.wait_state("twin", "online")
+    earlier = Presence(agent="twin", state="online", ts=time.time(), instance="other-host",
+                       since=agent.announcer.since - 60)
+    watcher.client.publish(Topics(root).presence("twin"), earlier.encode(), retain=True)
+    assert agent.wait(10) and agent.fatal and "already online" in agent.fatal
+    time.sleep(0.5)
+    assert watcher.latest["twin"].get("instance") == "other-host"     # nothing said after it
+
+
+def test_an_agent_that_sees_a_later_instance_of_its_id_stays_and_speaks_up(broker, root, agents):
+    from fogmesh.messages import Presence
+    agent = agents("twin", broker.url, root)
+    watcher = PresenceWatcher(broker.url, root)
+    watcher.wait_state("twin", "online")
+    later = Presence(agent="twin", state="online", ts=time.time(), instance="zz-later",
+                     since=agent.announcer.since + 60)
+    watcher.client.publish(Topics(root).presence("twin"), later.encode(), retain=True)
+    with watcher.changed:
+        assert watcher.changed.wait_for(lambda: watcher.latest["twin"].get("instance") == agent.instance, 10)
+    assert not agent.wait(0.5) and agent.fatal is None
