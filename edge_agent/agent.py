@@ -472,6 +472,7 @@ class Agent:
             if due is not None and due <= now:
                 actions += core.on_tick(now)
             self._execute(actions, core)
+            self._execute(core.take_marks(), core)   # claim dispatch: tell peers which answers are out
             if now >= self._retry_journal_at:
                 self._retry_journal(now)
             if self._drain_requested and stop_by is None:

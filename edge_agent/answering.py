@@ -9,6 +9,9 @@ from typing import Any
 
 from edge_agent.actions import Ack, Action, Forget, Publish
 from edge_agent.answers import Answer
+from edge_agent.recent import put_bounded
+
+MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 from edge_agent.claims import Claim
 from edge_agent.entry import Entry
 from edge_agent.offload import Result
@@ -58,12 +61,14 @@ class AnsweringMixin:
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
 
-    def _answer_pair(self, key: str, answer: Publish, *, fence: bool) -> tuple[list[Action], Publish]:
-        """The "done" record (carrying ``answer`` and the confirmations collected
-        so far) and the answer itself, in claim dispatch. With ``fence`` the IO
-        shell hands both back if the connection drops before the broker has
-        them (``on_withdrawn``)."""
-        sent = self._take_sent()
+    def _answer_pair(self, key: str, answer: Publish, *, fence: bool,
+                     carry: bool = True) -> tuple[list[Action], Publish]:
+        """The "done" record (carrying ``answer`` and, with ``carry``, the
+        confirmations collected so far: only for a record that goes out now) and
+        the answer itself, in claim dispatch. With ``fence`` the IO shell hands
+        both back if the connection drops before the broker has them
+        (``on_withdrawn``)."""
+        sent = self._take_sent() if carry else ()
         fence_key = key if fence else None
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
@@ -83,7 +88,10 @@ class AnsweringMixin:
             # task whose answer may be out (see ``Claim``).
             # It also carries the confirmations collected so far (no extra message
             # under load; ``on_sent`` flushes them when idle).
-            done, publish = self._answer_pair(entry.key, publish, fence=True)
+            done, publish = self._answer_pair(entry.key, publish, fence=True, carry=not entry.fenced)
+        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
+            # Not sent again blindly if the connection drops first (``on_withdrawn``).
+            publish = Publish(publish.topic, publish.payload, fence_key=entry.key)
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.state = "answered"
@@ -94,15 +102,44 @@ class AnsweringMixin:
         entry.state = "done"
         entry.timeout_at = None
         self._done.add(entry.key, now, answer)
+        if done:
+            self._emitting(entry.key)
         if entry.origin is None:
             self.latency.observe(1000 * (now - entry.received))
         return done + [publish] + forget + [Ack(tok) for tok in entry.tokens]
 
+    def _emitting(self, key: str) -> None:
+        """The answer of ``key`` goes out now (claim dispatch): the next record
+        this agent publishes on the claims topic tells peers so. Records leave
+        on the connection the answers left on, after them, so a peer that sees
+        the record knows the broker had the answer: it drops its copy, and would
+        never re-deliver it (a duplicate) if this agent died."""
+        self._emitted.append(key)
+
+    def take_marks(self) -> list[Action]:
+        """A "sent" record for the answers emitted since the last record, if any.
+        The shell asks for it after each step, so an agent that dies right
+        after answering has (almost always) said so: the answers and the record
+        leave back to back."""
+        keys = self._take_emitted()
+        if not keys:
+            return []
+        return [Publish(self.config.topics.claims, Claim("", self.config.agent_id, op="sent", tasks=keys).encode(),
+                        fence_key=MARK)]
+
+    def _take_emitted(self) -> tuple[str, ...]:
+        keys, self._emitted = tuple(self._emitted), []
+        for k in keys:
+            put_bounded(self._marked, k, True, self.config.dedup_items)
+        return keys
+
     def on_sent(self, keys: list[str], now: float) -> list[Action]:
         """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
-        the next "done" record, or after 0.1 s alone), so they drop their copies."""
+        the next "done" record, or after 0.1 s alone), unless a record published
+        after the answer already did (``take_marks``)."""
         if self.config.dispatch != "claim":
             return []
+        keys = [k for k in keys if self._marked.pop(k, None) is None]
         self._sent_keys += keys
         if len(self._sent_keys) >= 64:
             return self._flush_sent()
@@ -111,9 +148,10 @@ class AnsweringMixin:
         return []
 
     def _take_sent(self) -> tuple[str, ...]:
-        """The confirmations not yet reported; they go out with the caller's record."""
+        """The confirmations not yet reported (by PUBACK, or emitted before the
+        record that will carry them); they go out with the caller's record."""
         keys, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
-        return keys
+        return keys + self._take_emitted()
 
     def _flush_sent(self) -> list[Action]:
         keys = self._take_sent()

@@ -87,6 +87,10 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         # the broker has not yet confirmed ("sent"): re-delivered if they die
         self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
         self._sent_keys: list[str] = []            # my answers the broker confirmed, to report
+        self._emitted: list[str] = []              # my answers just sent, to report by order
+        self._marked: OrderedDict[str, bool] = OrderedDict()   # ... reported so (no PUBACK report needed)
+        # shared dispatch: answers cut off with their connection, sent again if the task comes back
+        self._unsent: OrderedDict[str, bool] = OrderedDict()
         self._sent_flush_at: float | None = None
         self.latency = LatencyHistogram()
         self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
@@ -204,8 +208,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return [Ack(token)]
         if self._done.knows(key, now):   # answered already
             self.counters.duplicates += 1
-            answer = None if dup else self._done.answer(key, now)
-            if answer is not None:       # submitted again (not the broker's redelivery): same answer
+            answer = None if dup and self._unsent.pop(key, None) is None else self._done.answer(key, now)
+            if answer is not None:       # submitted again, or its answer was cut off: the same answer
+                self._unsent.pop(key, None)
                 self.counters.answered_again += 1
                 return [Publish(answer.topic, answer.payload), Ack(token)]
             return [Ack(token)]

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from edge_agent.actions import Ack, Action, Cancel, Forget, Publish
+from edge_agent.answering import MARK
 from edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
 from edge_agent.entry import Entry
+from edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import confine_to_device, parse_task
 
@@ -54,6 +56,10 @@ class FailoverMixin:
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
         if self._done.knows(key, now) and recorded is None:
+            answer = self._done.answer(key, now) if self._unsent.pop(key, None) else None
+            if answer is not None:     # its answer was cut off with the connection: send it now
+                self.counters.answered_again += 1
+                return [Publish(answer.topic, answer.payload)] + [Ack(t) for t in tokens]
             return [Ack(t) for t in tokens]
         held = self._entries.get(key)
         if held is not None:
@@ -124,6 +130,9 @@ class FailoverMixin:
         if control:
             self._epoch += 1
             self._dead.lost_connection()
+            # answers sent on the lost connection are reported again (PUBACK) or withdrawn
+            self._emitted.clear()
+            self._marked.clear()
         for entry in list(self._entries.values()):
             if entry.state == "asking":       # asked again once the connection is back
                 continue
@@ -171,8 +180,20 @@ class FailoverMixin:
         its takeover claim. Alone, they are simply sent again."""
         claims = self.config.topics.claims
         answers = {p.fence_key: p for p in messages if p.fence_key and p.topic != claims}
+        if self.config.dispatch == "shared":
+            # Shared subscriptions: the task message was acknowledged after its
+            # answer, on the same connection. If the broker never got the answer it
+            # never got the acknowledgement either, and gives the task back (DUP):
+            # the answer is sent again then (``_take_over``), not blindly now,
+            # which would make a second answer whenever it did arrive.
+            for key in answers:
+                put_bounded(self._unsent, key, True, self.config.dedup_items)
+                self.counters.withdrawn += 1
+            return []
+        # "sent" marks go with their connection (the answers they vouch for may not have
+        # reached the broker); the other records' answers did: peers must forget them.
         records = [p for p in messages if p.fence_key and p.topic == claims
-                   and p.fence_key not in answers]
+                   and p.fence_key not in answers and p.fence_key != MARK]
         # a record whose answer the broker has: the answer is out, peers must forget it
         actions: list[Action] = [Publish(p.topic, p.payload) for p in records]
         alone = self._alone(now)
@@ -180,8 +201,9 @@ class FailoverMixin:
             if alone:
                 done, again = self._answer_pair(key, answer, fence=False)
                 actions += done + [again]
+                self._emitting(key)
                 continue
-            done, again = self._answer_pair(key, answer, fence=True)
+            done, again = self._answer_pair(key, answer, fence=True, carry=False)
             entry = Entry(key=key, received=now, tokens=[], state="answered", fenced=True,
                           claim_key=takeover_key(key), pending=done + [again])
             self._entries[key] = entry
@@ -201,6 +223,8 @@ class FailoverMixin:
             if held is not None:                    # answered meanwhile: release it now
                 self._release(entry)
                 self._done.add(entry.key, now, entry.answer)
+                if any(isinstance(a, Publish) and a.topic == self.config.topics.claims for a in held):
+                    self._emitting(entry.key)       # its done record goes out: claim dispatch
                 return held + [Ack(t) for t in entry.tokens]
             return []
         self.counters.fenced_dropped += 1           # a survivor answers it

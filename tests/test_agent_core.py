@@ -527,3 +527,36 @@ def test_a_device_cannot_have_agents_reply_into_another_devices_topic(reply_to):
     out = c.on_message(T.device_tasks("cam-1"), payload, "tok", 0.0)
     (topic, letter), = published(out)
     assert topic == T.errors and "must reply to t/replies/cam-1" in letter["error"]["message"]
+
+
+def won_and_answered(c, task_id, now):
+    c.on_message(T.tasks, task(task_id, kind="echo"), task_id, now)
+    c.on_message(T.claims, claim(task_id, "a1"), "c", now)
+    return c.on_finished(task_id, now, result={})
+
+
+def test_an_answer_is_reported_out_by_the_next_record_after_it_not_by_its_puback():
+    c = core("claim")
+    won_and_answered(c, "w1", 0.0)
+    (mark,) = c.take_marks()
+    assert Claim.decode(mark.payload).op == "sent" and Claim.decode(mark.payload).tasks == ("w1",)
+    assert c.take_marks() == []
+    assert c.on_sent(["w1"], 0.1) == [] and c.next_deadline() is None   # already said: no second report
+
+
+def test_answers_ride_on_the_next_done_record_when_there_is_no_pause():
+    c = core("claim")
+    won_and_answered(c, "w1", 0.0)
+    out = won_and_answered(c, "w2", 0.0)
+    (done,) = [Claim.decode(p.payload) for p in out if isinstance(p, Publish) and p.topic == T.claims]
+    assert done.op == "done" and done.task == "w2" and done.tasks == ("w1",)
+    assert Claim.decode(c.take_marks()[0].payload).tasks == ("w2",)
+
+
+def test_a_mark_dropped_with_its_connection_is_not_sent_again():
+    c = core("claim")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    won_and_answered(c, "w1", 0.0)
+    marks = c.take_marks()
+    assert all(m.fence_key for m in marks)
+    assert c.on_withdrawn(marks, 0.5) == []

@@ -1,6 +1,8 @@
 """Tier 3 (real brokers): chaos. Three agents, 600 mixed tasks in flight, one
 agent SIGKILLed (not restarted) and another's broker connection cut mid-run:
-every task id gets exactly one reply; none lost, none doubled."""
+every task id gets exactly one reply; none lost, none doubled. Both shipped
+brokers split tasks with shared subscriptions; claim dispatch (what agents
+use on brokers without them) runs here too, forced."""
 
 import os
 import signal
@@ -18,11 +20,11 @@ MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
        ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
 
 
-def agent_process(url, root, agent_id):
+def agent_process(url, root, agent_id, dispatch):
     return subprocess.Popen(
         [sys.executable, "-m", "fogmesh", "agent", "--id", agent_id, "--broker", url, "--root", root,
          "--concurrency", "2", "--presence-period", "0.5", "--takeover-grace", "1.5",
-         "--log-level", "WARNING"],
+         "--dispatch", dispatch, "--log-level", "WARNING"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -38,10 +40,11 @@ def wait_for_agents(client, n, timeout=30):
 
 
 @pytest.mark.timeout(180)
-def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
+@pytest.mark.parametrize("dispatch", ["auto", "claim"])
+def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, dispatch):
     link = CuttableLink(broker.host, broker.port)
-    procs = [agent_process(broker.url, root, "c0"), agent_process(broker.url, root, "c1"),
-             agent_process(link.url, root, "c2")]
+    procs = [agent_process(broker.url, root, "c0", dispatch), agent_process(broker.url, root, "c1", dispatch),
+             agent_process(link.url, root, "c2", dispatch)]
     try:
         with FogClient(broker.url, root=root) as client:
             wait_for_agents(client, 3)
@@ -62,16 +65,9 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root):
             time.sleep(3.0)                                # room for a late duplicate
             duplicates = list(client.duplicate_replies)
         assert set(results) == set(futures)                # none lost
-        # None doubled: no task was run by two agents. The same answer may come
-        # twice, which the client drops: a QoS 1 reply whose PUBACK was lost in
-        # the cut, or an answer the killed agent sent in its last moments that a
-        # survivor re-delivers from its "done" record (it cannot know whether it
-        # got out). That is redelivery of one answer, not a second run.
-        second_runs = [(d.id, results[d.id].worker, d.worker) for d in duplicates
-                       if d != results[d.id].reply]   # not the very same answer
-        assert second_runs == []
-        print(f"\n{broker.name}: {len(duplicates)} identical redeliveries: {[(d.id, d.worker) for d in duplicates]}")
-        assert len(duplicates) <= 30, [(d.id, d.worker) for d in duplicates]
+        # None doubled: no task run by two agents, no answer delivered twice.
+        print(f"\n{broker.name} ({dispatch}): duplicates {[(d.id, d.worker) for d in duplicates]}")
+        assert duplicates == [], [(d.id, d.worker, results[d.id].worker) for d in duplicates]
         assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
         survivors = {r.worker for r in results.values()} - {"c0"}
         assert {"c1", "c2"} <= survivors
