@@ -207,6 +207,176 @@ def duplicate_agent_id(broker_name: str, workdir: Path, *, tasks: int = 300) -> 
     return run
 
 
+def read_only_state_dir(broker_name: str, workdir: Path) -> FaultRun:
+    """An agent whose state directory is read-only: one line, exit status 2."""
+    import subprocess
+    import sys
+    run = FaultRun("the agent's state directory is read-only", broker_name)
+    with site(broker_name, workdir) as (broker, _agents, root), \
+            mounted_tmpfs(workdir / "ro", size_kb=64, read_only=True) as ro:
+        import os
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "agent", "--id", "ro-1", "--broker", broker.url,
+                               "--root", root], env={**os.environ, "FOGMESH_STATE_DIR": str(ro)},
+                              capture_output=True, text=True, timeout=60)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        run.details = {"exit_code": done.returncode, "stderr": lines, "dir": str(ro)}
+        run.note = lines[-1] if lines else ""
+    return run
+
+
+def reused_task_id(broker_name: str, workdir: Path) -> FaultRun:
+    """A device (plain paho, no fogmesh code) submits an id, gets its reply,
+    then submits the same id again, as firmware whose counter restarted does.
+    One agent: under shared subscriptions an id is known to the agent that
+    answered it (a resubmission marked ``attempt`` >= 2 is checked with every
+    agent; topics.md)."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    run = FaultRun("a device reuses a task id", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        agents.start("u0", broker.url, root)
+        counter = ReplyCounter(broker.host, broker.port, root)
+        from devices.client import FogClient
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ["u0"])
+        got = threading.Semaphore(0)
+        dev = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fw-{uuid.uuid4().hex[:6]}")
+        dev.on_message = lambda *a: got.release()
+        dev.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/replies/fw", 1)
+        dev.connect(broker.host, broker.port)
+        dev.loop_start()
+        time.sleep(0.5)
+        ids = [f"fw-{n:04d}" for n in range(20)]
+        for tid in ids + ids:                     # counter back at 1: the same ids again
+            body = json.dumps({"id": tid, "kind": "sha256", "args": {"data": tid, "rounds": 500},
+                               "reply_to": f"{root}/replies/fw"})
+            dev.publish(f"{root}/tasks", body, qos=1)
+            got.acquire(timeout=10)
+        time.sleep(1.0)
+        dev.loop_stop()
+        dev.disconnect()
+        counter.count(run, {tid: 2 for tid in ids})
+        run.details["answers"] = {tid: len(counter.replies.get(tid, ())) for tid in ids[:3]}
+        counter.close()
+    return run
+
+
+def dead_letter_time(broker_name: str, workdir: Path) -> FaultRun:
+    """Garbage on the task topic: one dead letter, stamped with Unix time."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fogmesh import codec
+    run = FaultRun("dead letters carry Unix time", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        agents.start("e0", broker.url, root)
+        from devices.client import FogClient
+        with FogClient(broker.url, root=root) as client:
+            wait_answering(client, ["e0"])
+        letters: list[dict[str, Any]] = []
+        seen = threading.Event()
+        c = paho.Client(CallbackAPIVersion.VERSION2)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(f"{root}/errors", 1)
+        c.on_message = lambda cl, u, m: (letters.append(codec.decode(m.payload)), seen.set())
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        time.sleep(0.5)
+        sent_at = time.time()
+        c.publish(f"{root}/tasks", b"{not json", qos=1)
+        seen.wait(10)
+        time.sleep(0.5)
+        c.loop_stop()
+        c.disconnect()
+        run.submitted = 1
+        run.answered = len(letters)
+        run.lost = 0 if letters else 1
+        run.duplicate_replies = max(0, len(letters) - 1)
+        run.details = {"ts": letters[0]["ts"] if letters else None, "sent_at": sent_at}
+        if letters:
+            run.note = f"ts {letters[0]['ts']:.1f}, published at {sent_at:.1f}"
+    return run
+
+
+def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> FaultRun:
+    """The cloud is down and the bridge's outbox disk fills up: what it cannot
+    store goes back to the fog, what it stored reaches the cloud once it is back."""
+    import os
+    import subprocess
+    import sys
+    from devices.client import FogClient
+    run = FaultRun("the bridge's outbox disk fills while the cloud is down", broker_name)
+    cloud = BrokerProcess("mosquitto", workdir / "cloud")
+    with site(broker_name, workdir) as (edge, agents, root), \
+            mounted_tmpfs(workdir / "outbox-disk", size_kb=1024) as disk:
+        cloud_root = f"cloud/{root.rsplit('/', 1)[1]}"
+        agents.start("b0", edge.url, root, "--concurrency", "2")
+        log = open(workdir / "bridge.log", "ab")
+        bridge = subprocess.Popen([sys.executable, "-m", "fogmesh", "bridge", "--site", "farm", "--edge", edge.url,
+                                   "--cloud", cloud.url, "--root", root, "--cloud-root", cloud_root,
+                                   "--store", str(disk / "outbox.db"), "--log-level", "INFO"],
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=log)
+        worker = None
+        try:
+            counter = ReplyCounter(edge.host, edge.port, root)
+            health = f"{root}/bridge/farm"
+            with FogClient(edge.url, root=root) as client:
+                wait_answering(client, ["b0"])
+                _wait_retained(edge, health, lambda h: h.get("state") == "online", 20)
+                time.sleep(1.0)                      # the agent sees the bridge too
+                filler = fill(disk, leave_bytes=200_000)
+                futures = {f"h-{n}": client.send("sha256", {"data": "h" * 1500, "rounds": 200}, weight="heavy",
+                                                 task_id=f"h-{n}") for n in range(tasks)}
+                degraded = _wait_retained(edge, health, lambda h: h.get("state") == "degraded", 30)
+                run.details["health"] = {k: degraded.get(k) for k in ("state", "reason", "backlog")} \
+                    if degraded else None
+                wait([f for f in futures.values()], timeout=60, return_when="FIRST_EXCEPTION")
+                fog = sum(1 for f in futures.values() if f.done())
+                filler.unlink()
+                cloud.start()                         # the cloud is back: the stored tasks go up
+                back = time.monotonic()
+                worker = subprocess.Popen([sys.executable, "-m", "fogmesh", "cloud-worker", "--cloud", cloud.url,
+                                           "--cloud-root", cloud_root, "--id", "w1", "--log-level", "WARNING"],
+                                          env={**os.environ, "FOGMESH_STATE_DIR": str(workdir / "w1")},
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                last = last_answer(futures)
+                settle(futures, 90)
+                run.recover_s = round(last[0] - back, 1) if last[0] > back else 0.0
+                tally(run, counter, client, futures)
+                tiers: dict[str, int] = {}
+                for f in futures.values():
+                    if f.done():
+                        tiers[f.result().tier] = tiers.get(f.result().tier, 0) + 1
+                run.details["tiers"] = tiers
+                run.note = f"{fog} answered in the fog during the outage; tiers {tiers}"
+            counter.close()
+        finally:
+            for p in (bridge, worker):
+                if p is not None:
+                    p.terminate()
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            log.close()
+            cloud.close()
+    return run
+
+
+def _wait_retained(broker: BrokerProcess, topic: str, ok: Callable[[dict[str, Any]], bool],
+                   timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = _retained(broker, topic, timeout=1.0)
+        if got is not None and ok(got):
+            return got
+        time.sleep(0.3)
+    return None
+
+
 def _retained(broker: BrokerProcess, topic: str, timeout: float = 3.0) -> dict[str, Any] | None:
     """The retained message on ``topic``, as a fresh subscriber sees it."""
     import threading
@@ -234,6 +404,10 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
     "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
+    "bridge-full": (bridge_disk_full, ("mosquitto", "amqtt"), {}),
+    "read-only-state": (read_only_state_dir, ("mosquitto",), {}),
+    "reused-id": (reused_task_id, ("mosquitto", "amqtt"), {}),
+    "dead-letter": (dead_letter_time, ("mosquitto", "amqtt"), {}),
 }
 
 

@@ -501,11 +501,13 @@ class Agent:
             if trace:
                 self.log.debug("do %s", describe(action))
             if isinstance(action, Publish):
-                # Claim dispatch: replies share the control connection with the
-                # "done" claims that follow them, so they leave in that order
-                # (peers take over a task whose done they never saw). Shared
-                # subscriptions: replies share the task connection with the
-                # acknowledgement that follows them.
+                # Shared subscriptions: a reply leaves on the task connection, before
+                # the acknowledgement of its task, so a broker that missed the reply
+                # gives the task back. Claim dispatch: everything shares the control
+                # connection, so peers see a winner's claim, its "done" record (before
+                # the reply), its "sent" record (after it) and its presence in the
+                # order it sent them (the contests of a peer back after its will
+                # depend on it). Claims, presence and the inbox: control connection.
                 via = self.ctl if (self.dispatch == "claim"
                                    or action.topic.startswith(self._ctl_prefixes)) else self.client
                 tagged = action.fence_key is not None or action.sent_key is not None

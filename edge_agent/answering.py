@@ -61,15 +61,13 @@ class AnsweringMixin:
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
 
-    def _answer_pair(self, key: str, answer: Publish, *, fence: bool,
-                     carry: bool = True) -> tuple[list[Action], Publish]:
+    def _answer_pair(self, key: str, answer: Publish, *, carry: bool = True) -> tuple[list[Action], Publish]:
         """The "done" record (carrying ``answer`` and, with ``carry``, the
         confirmations collected so far: only for a record that goes out now) and
-        the answer itself, in claim dispatch. With ``fence`` the IO shell hands
-        both back if the connection drops before the broker has them
-        (``on_withdrawn``)."""
+        the answer itself, in claim dispatch. The IO shell hands both back if
+        the connection drops before the broker has them (``on_withdrawn``)."""
         sent = self._take_sent() if carry else ()
-        fence_key = key if fence else None
+        fence_key = key
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
                              reply=answer.payload, tasks=sent).encode(), fence_key=fence_key)
@@ -88,7 +86,7 @@ class AnsweringMixin:
             # task whose answer may be out (see ``Claim``).
             # It also carries the confirmations collected so far (no extra message
             # under load; ``on_sent`` flushes them when idle).
-            done, publish = self._answer_pair(entry.key, publish, fence=True, carry=not entry.fenced)
+            done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
         elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
             # Not sent again blindly if the connection drops first (``on_withdrawn``).
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key)

@@ -51,6 +51,13 @@ class AnswerBook:
         """Was ``key`` answered within the dedup window?"""
         return self._ids.get(key, now) is not None
 
+    def drop_answer(self, key: str) -> None:
+        """This agent's answer for ``key`` did not count (a peer won the task
+        back and answered it): remember the id, never send that answer."""
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.payload) + len(old.topic)
+
     def answer(self, key: str, now: float) -> Answer | None:
         """The answer this agent sent for ``key``, while the id is remembered."""
         if self._ids.get(key, now) is None:

@@ -11,7 +11,9 @@ it asks first, on the claims topic, and every peer answers on its inbox:
 * ``held``: "I hold it" (queued, running, or being competed for): the asker
   drops its copy; the holder answers the device;
 * ``answered``: "I answered it, here is the reply": the asker sends that same
-  reply again (the device asked again);
+  reply again (the device asked again); without the reply (no longer kept, or
+  its answer was void), the asker waits for the others and, if none has it,
+  answers ``duplicate_id``;
 * ``none``: "never seen it": the peer also notes who asked, so a copy of the
   task that reaches it later is dropped instead of run.
 
@@ -43,6 +45,7 @@ class AskBook:
 
     def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0) -> None:
         self.waiting: dict[str, set[str]] = {}     # task -> peers whose answer is awaited
+        self.unkept: set[str] = set()               # ... of which one answered it, answer not kept
         self.asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
 
     def open(self, key: str, peers: set[str]) -> None:
@@ -113,23 +116,28 @@ class AskingMixin:
             self._asks.close(entry.key)
             self._release(entry)
             return [Ack(t) for t in entry.tokens]
-        if have.state == "answered":
+        if have.state == "answered" and have.reply_to is not None and have.reply is not None:
             self._asks.close(entry.key)
             entry.state = "placing"
-            if have.reply_to is None or have.reply is None:
-                return self._answer_error(entry, "duplicate_id",
-                                          f"task id {entry.key!r} was answered within the dedup window "
-                                          "and its answer is no longer kept; submit it with a new id", now)
             entry.recorded = Publish(have.reply_to, have.reply)
             return self._accept(entry, now)
+        if have.state == "answered":        # answered, answer not kept: another peer may have it
+            self._asks.unkept.add(entry.key)
         if self._asks.answered_by(entry.key, have.agent):
             return self._settle_ask(entry, now)
         return []
 
     def _settle_ask(self, entry: Entry, now: float) -> list[Action]:
         """Nobody holds it: compete for it under its takeover key, with any
-        copy that a rescued session or a restored journal may hold."""
+        copy that a rescued session or a restored journal may hold (or, if
+        some peer answered it without keeping the answer, say so)."""
         self._asks.close(entry.key)
+        if entry.key in self._asks.unkept:
+            self._asks.unkept.discard(entry.key)
+            entry.state = "placing"
+            return self._answer_error(entry, "duplicate_id",
+                                      f"task id {entry.key!r} was answered within the dedup window and its "
+                                      "answer is no longer kept; submit it with a new id", now)
         entry.state = "claiming"
         entry.claim_key = takeover_key(entry.key)
         entry.claim_at = now

@@ -53,6 +53,11 @@ class ClaimingMixin:
             return actions
         if claim.op == "sent":
             return actions
+        if claim.agent != self.config.agent_id and claim.task.endswith("#t") \
+                and self._unsent.pop(claim.task[:-2], None) is not None:
+            # The broker gave a task whose answer was cut off here to a peer, which
+            # competes for it: that peer answers, this agent's answer is void.
+            self._done.drop_answer(claim.task[:-2])
         winner = self._winners.add(claim.task, claim.agent, now)
         if winner == claim.agent and claim.epoch is not None:
             self._win_epochs.add(claim.task, claim.epoch, now)     # the first such claim's

@@ -173,37 +173,40 @@ class FailoverMixin:
         return not self.peers.live(now) and len(self._claimers) == 0
 
     def on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
-        """Answers (and their "done" records) the connection dropped before the
-        broker confirmed them. Resent blindly after the reconnect they could
-        make a second answer, as peers may have taken the task over meanwhile;
-        so each is fenced like a held task: sent again only if this agent wins
-        its takeover claim. Alone, they are simply sent again."""
+        """Answers (and their records) a dropped connection handed back before
+        the broker confirmed them. Sent again blindly after the reconnect, an
+        answer the broker did get would reach the device twice.
+
+        Shared subscriptions: the task's acknowledgement left after its answer
+        on the same connection, so a broker that missed the answer missed the
+        acknowledgement too and delivers the task again (DUP); the stored
+        answer goes out then (``_take_over``), or when the device submits the
+        task again (``_on_task``), never blindly.
+
+        Claims: peers may take the task over meanwhile (they contest what a
+        peer back after its will had won), so each answer is fenced like a
+        held task: sent again only if this agent wins its takeover claim.
+        Alone, it is simply sent again."""
         claims = self.config.topics.claims
         answers = {p.fence_key: p for p in messages if p.fence_key and p.topic != claims}
         if self.config.dispatch == "shared":
-            # Shared subscriptions: the task message was acknowledged after its
-            # answer, on the same connection. If the broker never got the answer it
-            # never got the acknowledgement either, and gives the task back (DUP):
-            # the answer is sent again then (``_take_over``), not blindly now,
-            # which would make a second answer whenever it did arrive.
             for key in answers:
                 put_bounded(self._unsent, key, True, self.config.dedup_items)
                 self.counters.withdrawn += 1
             return []
-        # "sent" marks go with their connection (the answers they vouch for may not have
-        # reached the broker); the other records' answers did: peers must forget them.
+        # A record whose answer the broker has (confirmed): the answer is out,
+        # peers must hear of it. "sent" marks go with their connection.
         records = [p for p in messages if p.fence_key and p.topic == claims
                    and p.fence_key not in answers and p.fence_key != MARK]
-        # a record whose answer the broker has: the answer is out, peers must forget it
         actions: list[Action] = [Publish(p.topic, p.payload) for p in records]
         alone = self._alone(now)
         for key, answer in answers.items():
             if alone:
-                done, again = self._answer_pair(key, answer, fence=False)
+                done, again = self._answer_pair(key, answer)
                 actions += done + [again]
                 self._emitting(key)
                 continue
-            done, again = self._answer_pair(key, answer, fence=True, carry=False)
+            done, again = self._answer_pair(key, answer, carry=False)
             entry = Entry(key=key, received=now, tokens=[], state="answered", fenced=True,
                           claim_key=takeover_key(key), pending=done + [again])
             self._entries[key] = entry
@@ -228,6 +231,7 @@ class FailoverMixin:
                 return held + [Ack(t) for t in entry.tokens]
             return []
         self.counters.fenced_dropped += 1           # a survivor answers it
+        self._done.drop_answer(entry.key)           # ours, if made, never counts (nor is sent again)
         actions: list[Action] = []
         if entry.state == "running" and entry.kind is not None and not entry.kind.inline:
             self._running -= 1

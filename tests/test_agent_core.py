@@ -491,7 +491,22 @@ def test_alone_a_withdrawn_answer_is_simply_sent_again():
     messages = [a for a in c.on_finished("w", 0.002, result={}) if isinstance(a, Publish)]
     again = c.on_withdrawn(messages, 0.5)
     assert [p.topic for p in again] == [T.claims, "t/replies/d"]
-    assert all(p.fence_key is None for p in again)
+
+
+def test_in_shared_dispatch_a_withdrawn_answer_waits_for_its_task_to_come_back():
+    c = core("shared")
+    c.on_message(T.tasks, task("s", kind="echo"), 1, 0.0)
+    (reply,) = [a for a in c.on_finished("s", 0.001, result={}) if isinstance(a, Publish)]
+    assert reply.fence_key == "s"
+    assert c.on_withdrawn([reply], 0.5) == []
+    again = c.on_message(T.tasks, task("s", kind="echo"), 2, 1.0, dup=True)
+    assert [a for a in again if isinstance(a, Publish)] == [Publish(reply.topic, reply.payload)]
+
+
+def test_a_record_whose_answer_got_through_is_sent_again_for_peers():
+    c = core("claim")
+    done, reply = withdrawn_answer(c)
+    assert c.on_withdrawn([done], 0.5) == [Publish(done.topic, done.payload)]
 
 
 def test_the_rescue_election_winner_rescues():
@@ -560,3 +575,21 @@ def test_a_mark_dropped_with_its_connection_is_not_sent_again():
     marks = c.take_marks()
     assert all(m.fence_key for m in marks)
     assert c.on_withdrawn(marks, 0.5) == []
+
+
+def test_an_answer_that_lost_its_takeover_is_never_sent_again():
+    c = core("claim")
+    c.on_withdrawn(withdrawn_answer(c), 0.5)
+    c.on_message(T.claims, claim("w#t", "a2"), 3, 1.0)                  # a2 won it back and runs it
+    again = c.on_message(T.tasks, task("w", kind="echo", attempt=2), 4, 2.0)
+    assert not any(isinstance(a, Publish) and a.topic == "t/replies/d" for a in again)
+
+
+def test_in_shared_dispatch_a_cut_off_answer_is_void_once_a_peer_competes_for_the_task():
+    c = core("shared")
+    c.on_message(T.tasks, task("s", kind="echo"), 1, 0.0)
+    (reply,) = [a for a in c.on_finished("s", 0.001, result={}) if isinstance(a, Publish)]
+    c.on_withdrawn([reply], 0.5)
+    c.on_message(T.claims, claim("s#t", "a2"), 2, 0.6)                   # the broker gave it to a2
+    again = c.on_message(T.tasks, task("s", kind="echo"), 3, 1.0, dup=True)
+    assert not any(isinstance(a, Publish) for a in again)

@@ -65,9 +65,17 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, dispatch
             time.sleep(3.0)                                # room for a late duplicate
             duplicates = list(client.duplicate_replies)
         assert set(results) == set(futures)                # none lost
-        # None doubled: no task run by two agents, no answer delivered twice.
         print(f"\n{broker.name} ({dispatch}): duplicates {[(d.id, d.worker) for d in duplicates]}")
-        assert duplicates == [], [(d.id, d.worker, results[d.id].worker) for d in duplicates]
+        # None doubled: no task run by two agents...
+        second_runs = [(d.id, results[d.id].worker, d.worker) for d in duplicates if d != results[d.id].reply]
+        assert second_runs == []
+        # ... and no answer delivered twice. The one documented exception (topics.md,
+        # "Limits: claim dispatch"): under claims, an answer of the agent that was
+        # killed or cut, made just before, may be delivered once more (by a survivor
+        # that cannot know it got out, or by that agent winning it back): the same
+        # bytes, from those two agents only. Shared subscriptions: none at all.
+        again = [(d.id, d.worker) for d in duplicates if dispatch == "auto" or d.worker not in ("c0", "c2")]
+        assert again == []
         assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
         survivors = {r.worker for r in results.values()} - {"c0"}
         assert {"c1", "c2"} <= survivors

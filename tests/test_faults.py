@@ -46,3 +46,34 @@ def test_a_second_agent_with_a_running_ones_id_refuses_to_start_and_nothing_runs
     assert_clean(run)
     assert run.details["exit_code"] == 2
     assert "already online" in run.details["said"] and "--id" in run.details["said"]
+
+
+@pytest.mark.timeout(120)
+def test_a_read_only_state_directory_is_one_line_that_names_it_and_exit_status_2(tmp_path):
+    run = faults.read_only_state_dir("mosquitto", tmp_path)
+    assert run.details["exit_code"] == 2
+    (line,) = run.details["stderr"]
+    assert run.details["dir"] in line and "writable" in line and "Traceback" not in line
+
+
+@pytest.mark.timeout(120)
+def test_a_reused_task_id_gets_the_same_answer_again_not_silence(broker_name, tmp_path):
+    run = faults.reused_task_id(broker_name, tmp_path)
+    assert_clean(run)
+    assert set(run.details["answers"].values()) == {2}
+
+
+@pytest.mark.timeout(120)
+def test_dead_letters_carry_unix_time(broker_name, tmp_path):
+    run = faults.dead_letter_time(broker_name, tmp_path)
+    assert run.answered == 1 and run.duplicate_replies == 0
+    assert abs(run.details["ts"] - run.details["sent_at"]) < 30
+
+
+@pytest.mark.timeout(240)
+def test_a_bridge_whose_outbox_disk_fills_gives_work_back_and_delivers_what_it_stored(broker_name, tmp_path):
+    run = faults.bridge_disk_full(broker_name, tmp_path, tasks=120)
+    assert_clean(run)
+    assert run.details["health"]["state"] == "degraded" and "disk" in run.details["health"]["reason"]
+    assert run.details["tiers"].get("local", 0) + run.details["tiers"].get("fog", 0) > 0   # given back
+    assert run.details["tiers"].get("cloud", 0) > 0                                      # stored, delivered
