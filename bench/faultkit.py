@@ -20,7 +20,9 @@ from typing import Any, Iterator
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from broker.aedes import Aedes
 from broker.mosquitto import Mosquitto
+from broker.rabbitmq import RabbitMQ
 from broker.ports import free_port, wait_port
 
 
@@ -60,13 +62,20 @@ class BrokerProcess:
         self.name = name
         self.workdir = workdir
         self._mosquitto: Mosquitto | None = None
+        self._aedes: Aedes | None = None
+        self._rabbit: RabbitMQ | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"
         self.port = free_port()
         if name == "mosquitto":
             self._mosquitto = Mosquitto(port=self.port, workdir=workdir / "mosquitto")
+        elif name == "aedes":
+            self._aedes = Aedes(port=self.port)
+        elif name == "rabbitmq":
+            self._rabbit = RabbitMQ(workdir=workdir / "rabbitmq")
+            self.port = self._rabbit.port
         elif name != "amqtt":
-            raise ValueError(f"unknown broker {name!r}: mosquitto or amqtt")
+            raise ValueError(f"unknown broker {name!r}: mosquitto, amqtt, aedes or rabbitmq")
 
     @property
     def url(self) -> str:
@@ -75,6 +84,12 @@ class BrokerProcess:
     def start(self) -> BrokerProcess:
         if self._mosquitto is not None:
             self._mosquitto.start()
+            return self
+        if self._aedes is not None:
+            self._aedes.start()
+            return self
+        if self._rabbit is not None:
+            self._rabbit.start()
             return self
         self._proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
                                        "--log-level", "WARNING"],
@@ -87,6 +102,10 @@ class BrokerProcess:
     def stop(self) -> None:
         if self._mosquitto is not None:
             self._mosquitto.stop()
+        elif self._aedes is not None:
+            self._aedes.stop()
+        elif self._rabbit is not None:
+            self._rabbit.stop()
         elif self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(10)
@@ -94,6 +113,10 @@ class BrokerProcess:
     def kill(self) -> None:
         if self._mosquitto is not None:
             self._mosquitto.kill()
+        elif self._aedes is not None:
+            self._aedes.kill()
+        elif self._rabbit is not None:
+            self._rabbit.kill()
         elif self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
@@ -101,6 +124,8 @@ class BrokerProcess:
     def close(self) -> None:
         if self._mosquitto is not None:
             self._mosquitto.cleanup()
+        elif self._rabbit is not None:
+            self._rabbit.cleanup()
         else:
             self.kill()
 

@@ -90,6 +90,20 @@ def agent_sigkill(broker_name: str, workdir: Path, *, tasks: int = 600) -> Fault
     return run
 
 
+def settled_count(futures: dict[str, Future[Any]], *, quiet_s: float, timeout: float) -> int:
+    """How many of ``futures`` are answered once no new answer came for ``quiet_s``."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = sum(1 for f in futures.values() if f.done())
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.1)
+    return last
+
+
 def last_answer(futures: dict[str, Future[Any]]) -> list[float]:
     """A cell that ends up holding when the last of ``futures`` was answered."""
     cell = [0.0]
@@ -333,8 +347,7 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
                 degraded = _wait_retained(edge, health, lambda h: h.get("state") == "degraded", 30)
                 run.details["health"] = {k: degraded.get(k) for k in ("state", "reason", "backlog")} \
                     if degraded else None
-                wait([f for f in futures.values()], timeout=60, return_when="FIRST_EXCEPTION")
-                fog = sum(1 for f in futures.values() if f.done())
+                fog = settled_count(futures, quiet_s=2.0, timeout=60)   # the fog has answered what it got
                 filler.unlink()
                 cloud.start()                         # the cloud is back: the stored tasks go up
                 back = time.monotonic()
@@ -399,7 +412,7 @@ def _retained(broker: BrokerProcess, topic: str, timeout: float = 3.0) -> dict[s
 
 
 SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, Any]]] = {
-    "agent-kill": (agent_sigkill, ("mosquitto", "amqtt"), {}),
+    "agent-kill": (agent_sigkill, ("mosquitto", "amqtt", "aedes", "rabbitmq"), {}),
     "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
     "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
@@ -426,12 +439,12 @@ def run_all(names: list[str], brokers: list[str]) -> list[FaultRun]:
 
 
 def table(rows: list[FaultRun]) -> str:
-    head = f"{'fault':46} {'broker':10} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
+    head = f"{'fault':54} {'broker':9} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
            f"{'dup replies':>11} {'recover s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         rec = "-" if r.recover_s is None else f"{r.recover_s:.1f}"
-        lines.append(f"{r.fault:46} {r.broker:10} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
+        lines.append(f"{r.fault:54} {r.broker:9} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
                      f"{r.run_twice:9d} {r.duplicate_replies:11d} {rec:>9}")
     return "\n".join(lines)
 

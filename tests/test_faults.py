@@ -77,3 +77,13 @@ def test_a_bridge_whose_outbox_disk_fills_gives_work_back_and_delivers_what_it_s
     assert run.details["health"]["state"] == "degraded" and "disk" in run.details["health"]["reason"]
     assert run.details["tiers"].get("local", 0) + run.details["tiers"].get("fog", 0) > 0   # given back
     assert run.details["tiers"].get("cloud", 0) > 0                                      # stored, delivered
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("claim_broker", ["aedes", "rabbitmq"])
+def test_an_agent_killed_on_a_broker_without_shared_subscriptions_loses_and_doubles_nothing(claim_broker,
+                                                                                             tmp_path):
+    """Aedes and a RabbitMQ node (MQTT plugin) have no shared subscriptions:
+    agents split tasks with claims there."""
+    run = faults.agent_sigkill(claim_broker, tmp_path, tasks=400)
+    assert_clean(run)
