@@ -379,6 +379,50 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
     return run
 
 
+def claims_on_a_cluster(broker_name: str, workdir: Path, *, tasks: int = 200) -> FaultRun:
+    """A 2-node RabbitMQ cluster, an agent on each node: claims reach them in
+    different orders, so the second refuses claim dispatch (exit 2) and the
+    first answers everything, once."""
+    import threading
+
+    from broker.rabbitmq import RabbitMQ
+    from devices.client import FogClient
+    run = FaultRun("agents on two nodes of a RabbitMQ cluster", "rabbitmq x2")
+    nodes = [RabbitMQ(workdir=workdir / f"node{i}", name=f"fogmesh{i}") for i in (1, 2)]
+    agents = Agents(workdir)
+    try:
+        starting = [threading.Thread(target=n.start) for n in nodes]
+        for t in starting:
+            t.start()
+        for t in starting:
+            t.join()
+        nodes[1].join(nodes[0])
+        root = f"faults/{uuid.uuid4().hex[:8]}"
+        agents.start("q1", nodes[0].url, root, "--concurrency", "2")
+        counter = ReplyCounter(nodes[0].host, nodes[0].port, root)
+        with FogClient(nodes[0].url, root=root) as client:
+            wait_answering(client, ["q1"])
+            second = agents.start("q2", nodes[1].url, root, "--concurrency", "2")
+            started = time.monotonic()
+            futures = {}
+            for n in range(tasks):
+                futures[f"q-{n}"] = client.send("sha256", MEDIUM, weight="medium", task_id=f"q-{n}")
+                time.sleep(0.01)
+            code = second.wait(60)
+            run.recover_s = round(time.monotonic() - started, 1)
+            settle(futures, 60)
+            tally(run, counter, client, futures)
+        counter.close()
+        run.details["exit_code"] = code
+        run.details["said"] = next((line for line in agents.log("q2").splitlines() if "different orders" in line), "")
+        run.note = f"q2 exited {code}"
+    finally:
+        agents.close()
+        for n in nodes:
+            n.cleanup()
+    return run
+
+
 def _wait_retained(broker: BrokerProcess, topic: str, ok: Callable[[dict[str, Any]], bool],
                    timeout: float) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
@@ -418,6 +462,7 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
     "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
     "bridge-full": (bridge_disk_full, ("mosquitto", "amqtt"), {}),
+    "cluster": (claims_on_a_cluster, ("rabbitmq",), {}),
     "read-only-state": (read_only_state_dir, ("mosquitto",), {}),
     "reused-id": (reused_task_id, ("mosquitto", "amqtt"), {}),
     "dead-letter": (dead_letter_time, ("mosquitto", "amqtt"), {}),

@@ -33,7 +33,7 @@ from edge_agent.announcer import Announcer
 from edge_agent.unique import check_id_free, in_use_error
 from edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
-from fogmesh.errors import ConnectError, InvalidMessage, StorageError
+from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.registry import Registry
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DISPATCH_CHOICES = ("auto", "shared", "claim")
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
+CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ class Agent:
                                    wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
         self._drain_requested = False
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
+        self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
+        self._probing = False
+        self._order_checked = threading.Event()
         self._retry_journal_at = float("inf")
         self._rescues: list[RescueSession] = []
         self._root_tag = root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
@@ -209,6 +213,8 @@ class Agent:
                           self.topics.agent_inbox(self.agent_id),
                           self.topics.agent_control(self.agent_id)):
                 self.ctl.subscribe(topic, 1, timeout=timeout)
+            if self.dispatch == "claim":
+                self._check_claim_order(timeout)
             for topic in self._task_filters():
                 self.client.subscribe(topic, 1, timeout=timeout)
         except BaseException:
@@ -261,6 +267,20 @@ class Agent:
                 if not wait_for_broker:
                     raise
                 self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)", self.ctl.url)
+
+    def _check_claim_order(self, timeout: float) -> None:
+        """Claim dispatch: before taking tasks, check with the peers that the
+        broker gives everyone the claims in one order (edge_agent/ordering.py).
+        Peers announce themselves when they see this agent's first presence."""
+        self._probe_at = self.clock() + CLAIM_PROBE_WAIT_S
+        self._events.put(("wake",))
+        if not self._order_checked.wait(CLAIM_PROBE_WAIT_S + 10.0):
+            self.log.warning("the claim-order check did not finish; going on")
+            return
+        assert self.core is not None
+        verdict = self.core.order_verdict
+        if verdict not in (None, "ok"):
+            raise ClaimOrderError(verdict)
 
     def _task_filters(self) -> tuple[str, ...]:
         """Where tasks come from: this agent's direct topic, and the shared task
@@ -418,7 +438,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = min(self.announcer.due_at, self._retry_journal_at)
+            wake = min(self.announcer.due_at, self._retry_journal_at, self._probe_at)
             if due is not None:
                 wake = min(wake, due)
             if stop_by is not None:
@@ -439,7 +459,11 @@ class Agent:
                     msg: Message = tok.message
                     if self.log.isEnabledFor(logging.DEBUG):
                         self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
+                    peer = self.topics.agent_of_presence(msg.topic)
+                    new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
                     actions = core.on_message(msg.topic, msg.payload, tok, now, dup=msg.dup)
+                    if new_peer and core.peers.get(peer) is not None:
+                        self.announcer.again()   # a newcomer learns about this agent at once
                 elif kind == "rescued":
                     token: RescueToken = event[1]
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,
@@ -473,6 +497,13 @@ class Agent:
                 actions += core.on_tick(now)
             self._execute(actions, core)
             self._execute(core.take_marks(), core)   # claim dispatch: tell peers which answers are out
+            if now >= self._probe_at:
+                self._probe_at = float("inf")
+                self._probing = True
+                self._execute(core.start_order_probe(self.instance, now), core)
+            if self._probing and core.order_verdict is not None:
+                self._probing = False
+                self._order_checked.set()
             if now >= self._retry_journal_at:
                 self._retry_journal(now)
             if self._drain_requested and stop_by is None:

@@ -10,12 +10,15 @@ from typing import Any
 from edge_agent.actions import Ack, Action, Publish, Rescue
 from edge_agent.claims import Claim, takeover_key
 from edge_agent.entry import Entry
+from edge_agent.ordering import is_probe_record
 from edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 
 
 class ClaimingMixin:
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
+        if is_probe_record(payload):
+            return [Ack(token)] + self._on_probe_record(payload, now)
         try:
             claim = Claim.decode(payload)
         except InvalidMessage:

@@ -31,6 +31,7 @@ from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drai
 from edge_agent.answering import AnsweringMixin
 from edge_agent.answers import Answer, AnswerBook
 from edge_agent.asking import AskBook, AskingMixin
+from edge_agent.ordering import OrderingMixin, OrderProbe
 from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from edge_agent.deaths import DeathWatch
 from edge_agent.entry import Entry
@@ -51,7 +52,7 @@ __all__ = ["AgentCore", "AgentConfig"]
 
 
 
-class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin):
+class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin, OrderingMixin):
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
         self.config = config
@@ -96,6 +97,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
         self._dead = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
         self._asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self._probes: dict[str, OrderProbe] = {}     # claim-order probes this agent takes part in
+        self._order_verdict: str | None = "ok"
         self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
         self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
         self._bridge_ids: set[str] = set()   # every bridge ever announced, online or not
@@ -129,6 +132,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         death = self._dead.next_deadline()
         if death is not None:
             times.append(death)
+        probe = self._probe_deadline()
+        if probe is not None:
+            times.append(probe)
         for peer in {p for left in self._asks.waiting.values() for p in left}:
             seen = self.peers.get(peer)
             if seen is not None:                 # no longer waited for once its presence is stale
@@ -378,6 +384,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
 
     def on_tick(self, now: float) -> list[Action]:
         actions = self._handle_deaths(now) + self._fire_claims(now) + self._expire_silent_askees(now)
+        if self._probes:
+            actions += self._probe_tick(now)
         if self._sent_flush_at is not None and now >= self._sent_flush_at:
             actions += self._flush_sent()
         for entry in list(self._entries.values()):

@@ -9,6 +9,7 @@ from edge_agent.entry import Entry, OfferState
 from edge_agent.offload import Answer, Have, Offer, Result, decode_inbox
 from edge_agent.peers import Peer, with_outstanding
 from edge_agent.placement import LocalPolicy, peer_is_full
+from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
 
@@ -81,6 +82,12 @@ class OffloadingMixin:
             entry.offer = None
 
     def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
+        if b'"op":"order-view"' in payload:
+            try:
+                view = codec.decode(payload)
+            except InvalidMessage:
+                return []
+            return self._on_order_view(view, now) if isinstance(view, dict) else []
         try:
             msg = decode_inbox(payload)
         except InvalidMessage:

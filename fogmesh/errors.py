@@ -15,6 +15,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── BrokerError (RuntimeError)       an embedded/launched broker failed
     ├── DeviceError (RuntimeError)       a pin, camera or video source failed
     ├── AgentIdInUse (RuntimeError)      another live agent already runs with this id
+    ├── ClaimOrderError (RuntimeError)   agents see claims in different orders (a cluster)
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         └── JournalLocked                another agent with the same id holds the journal
 """
@@ -91,3 +92,8 @@ class JournalLocked(StorageError):
 class AgentIdInUse(FogmeshError, RuntimeError):
     """Another agent with the same id (on another host, or another root's
     shell) is online: two agents under one id would answer tasks twice."""
+
+
+class ClaimOrderError(FogmeshError, RuntimeError):
+    """The broker does not give every agent the claims topic in one order (a
+    cluster of nodes): claim dispatch would run tasks twice there."""

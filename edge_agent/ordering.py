@@ -1,0 +1,174 @@
+"""Do all agents see the claims topic in one order? A start-up probe.
+
+Claim dispatch rests on one assumption: the broker forwards the claims topic
+to every subscriber in the same order, so every agent agrees on the first
+claim for a task. One broker does that. A broker *cluster* does not (a
+2-node RabbitMQ cluster, agents on different nodes): each node puts its own
+clients' claims first, two agents both "win" a task, and it runs twice.
+
+So an agent that starts in claim dispatch among peers runs a probe before it
+takes tasks: it publishes ``probe`` on the claims topic; it and every peer
+then publish a short paced burst of ``order`` records there, note the order
+in which they see all the bursts, and the peers send a digest of it to the
+new agent's inbox (``order-view``). One broker: every digest is the same.
+Different digests for the same records: claims arrive in different orders,
+and the new agent refuses claim dispatch with an error that says what to use
+instead. The bursts start at one moment (a Unix time in the probe record,
+so hosts' clocks should agree within a few ms, as NTP keeps them) and go out
+at once, so they cross on the way and any reordering between nodes shows.
+
+:class:`OrderProbe` holds one probe's state; :class:`OrderingMixin` drives it
+in the core. Pure: ``now`` comes in, records go out as actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.actions import Action, Publish
+from fogmesh import codec
+
+BURST = 40             # records per agent and probe, published at once
+START_IN_S = 0.3       # the bursts start together, this long after the probe (Unix time)
+SETTLE_S = 0.4         # after the last record seen: the view is complete
+PROBE_TIMEOUT_S = 5.0  # the initiator decides with the views it has by then
+
+
+@dataclass
+class OrderProbe:
+    token: str
+    initiator: str
+    started: float
+    sent: int = 0                                  # own burst records sent
+    next_at: float = 0.0
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    last_seen: float = 0.0
+    reported: bool = False
+    views: dict[str, tuple[str, int]] = field(default_factory=dict)   # peer -> (digest, count)
+    waiting: set[str] = field(default_factory=set)                   # initiator: peers to hear from
+
+    def digest(self) -> tuple[str, int]:
+        h = hashlib.sha256("|".join(f"{a}:{n}" for a, n in self.seen).encode()).hexdigest()[:16]
+        return h, len(self.seen)
+
+
+def order_record(token: str, agent: str, seq: int) -> bytes:
+    return codec.encode({"task": "", "agent": agent, "op": "order", "probe": token, "seq": seq})
+
+
+def is_probe_record(payload: bytes) -> bool:
+    """Cheap test on the claims hot path (records are compact JSON)."""
+    return b'"op":"order"' in payload or b'"op":"probe"' in payload
+
+
+class OrderingMixin:
+    def _on_probe_record(self, payload: bytes, now: float) -> list[Action]:
+        try:
+            d = codec.decode(payload)
+        except Exception:
+            return []
+        if not isinstance(d, dict):
+            return []
+        token, agent = d.get("probe"), d.get("agent")
+        if not (isinstance(token, str) and isinstance(agent, str)) or len(token) > 100:
+            return []
+        if d.get("op") == "probe":
+            at = d.get("at")
+            start = now if not isinstance(at, (int, float)) else min(now + 1.0, max(now, at - self._wall_offset))
+            return [] if agent == self.config.agent_id else self._on_probe(token, agent, start, now)
+        seq = d.get("seq")
+        if isinstance(seq, int):
+            self._on_order((token, agent, seq), now)
+        return []
+
+
+    def start_order_probe(self, token: str, now: float) -> list[Action]:
+        """Claim dispatch among peers: check that they see claims in this
+        agent's order before it takes tasks (``order_verdict`` says)."""
+        peers = {p.agent for p in self.peers.present(now)} - {self.config.agent_id}
+        if self.config.dispatch != "claim" or not peers:
+            self._order_verdict = "ok"
+            return []
+        probe = OrderProbe(token, self.config.agent_id, now, next_at=now + START_IN_S, waiting=peers)
+        self._probes[token] = probe
+        self._order_verdict = None
+        return [Publish(self.config.topics.claims, codec.encode(
+            {"task": "", "agent": self.config.agent_id, "op": "probe", "probe": token,
+             "at": round(now + START_IN_S + self._wall_offset, 4)}))]
+
+    @property
+    def order_verdict(self) -> str | None:
+        """None while a probe runs; "ok"; or why claim dispatch is unsafe here."""
+        return self._order_verdict
+
+    def _on_probe(self, token: str, initiator: str, start: float, now: float) -> list[Action]:
+        if token not in self._probes:
+            self._probes[token] = OrderProbe(token, initiator, now, next_at=start)
+        return self._probe_tick(now)
+
+    def _on_order(self, record: tuple[str, str, int], now: float) -> None:
+        token, agent, seq = record
+        probe = self._probes.get(token)
+        if probe is not None:
+            probe.seen.append((agent, seq))
+            probe.last_seen = now
+
+    def _on_order_view(self, d: dict[str, Any], now: float) -> list[Action]:
+        probe = self._probes.get(str(d.get("probe")))
+        agent, digest, count = d.get("agent"), d.get("digest"), d.get("count")
+        if probe is None or probe.initiator != self.config.agent_id or not isinstance(agent, str) \
+                or not isinstance(digest, str) or not isinstance(count, int):
+            return []
+        probe.views[agent] = (digest, count)
+        probe.waiting.discard(agent)
+        return self._probe_tick(now)
+
+    def _probe_deadline(self) -> float | None:
+        times = []
+        for p in self._probes.values():
+            if p.sent < BURST:
+                times.append(p.next_at)
+            elif not p.reported:
+                times.append(max(p.last_seen, p.next_at) + SETTLE_S)
+            if p.initiator == self.config.agent_id and self._order_verdict is None:
+                times.append(p.started + PROBE_TIMEOUT_S)
+        return min(times, default=None)
+
+    def _probe_tick(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        me = self.config.agent_id
+        for token, p in list(self._probes.items()):
+            if p.sent < BURST and now >= p.next_at:
+                actions += [Publish(self.config.topics.claims, order_record(token, me, n)) for n in range(BURST)]
+                p.sent = BURST
+            if p.sent < BURST or p.reported or now < max(p.last_seen, p.next_at) + SETTLE_S:
+                continue
+            p.reported = True
+            digest, count = p.digest()
+            if p.initiator != me:
+                actions.append(Publish(self.config.topics.agent_inbox(p.initiator), codec.encode(
+                    {"op": "order-view", "probe": token, "agent": me, "digest": digest, "count": count})))
+                del self._probes[token]
+        return actions + self._probe_decide(now)
+
+    def _probe_decide(self, now: float) -> list[Action]:
+        me = self.config.agent_id
+        for token, p in list(self._probes.items()):
+            if p.initiator != me or self._order_verdict is not None or not p.reported:
+                continue
+            if p.waiting and now < p.started + PROBE_TIMEOUT_S:
+                continue
+            mine = p.digest()
+            differ = sorted(a for a, (digest, count) in p.views.items() if count == mine[1] and digest != mine[0])
+            if differ:
+                self._order_verdict = (
+                    f"agents see the claims topic in different orders here ({me} and {', '.join(differ)} "
+                    "saw the same records in another order: a broker cluster?), so claim dispatch could "
+                    "run tasks twice. Connect every agent to the same broker node, or use a broker with "
+                    "shared subscriptions (mosquitto, EMQX, HiveMQ, `fogmesh broker`) and --dispatch shared")
+            else:
+                self._order_verdict = "ok"
+            del self._probes[token]
+        return []

@@ -1,0 +1,70 @@
+"""Tier 1 (pure): the start-up probe that refuses claim dispatch where agents
+see the claims topic in different orders (edge_agent/ordering.py). Two cores,
+claims delivered to each in an order the test chooses."""
+
+import orjson
+
+from edge_agent.actions import AgentConfig, Publish
+from edge_agent.core import AgentCore
+from fogmesh.messages import Presence
+from fogmesh.registry import Registry
+from fogmesh.topics import Topics
+
+T = Topics("t")
+REG = Registry.from_entry_points()
+
+
+def core(agent):
+    c = AgentCore(AgentConfig(agent_id=agent, topics=T, dispatch="claim"), REG)
+    c.on_clock(wall=1000.0, now=0.0)
+    return c
+
+
+def run_probe(reorder_for=None):
+    """b (new) probes a (running); claims reach each core in publish order,
+    except that ``reorder_for`` sees the other's burst before its own."""
+    a, b = core("a"), core("b")
+    for me, other in ((a, "b"), (b, "a")):
+        me.on_message(T.presence(other), Presence(agent=other, state="online", ts=0.0).encode(), None, 0.0)
+    cores = {"a": a, "b": b}
+    claims, inbox = [], []
+
+    def deliver(actions, now):
+        for x in actions:
+            if isinstance(x, Publish) and x.topic == T.claims:
+                claims.append(x.payload)
+            elif isinstance(x, Publish) and x.topic == T.agent_inbox("b"):
+                inbox.append(x.payload)
+
+    deliver(b.start_order_probe("tok", 0.0), 0.0)
+    for name, c in cores.items():                      # the probe record reaches both
+        deliver(c.on_message(T.claims, claims[0], None, 0.01), 0.01)
+    for name, c in cores.items():                      # both bursts go out at the agreed moment
+        deliver(c.on_tick(0.31), 0.31)
+    bursts = claims[1:]
+    by = {n: [p for p in bursts if orjson.loads(p)["agent"] == n] for n in cores}
+    for name, c in cores.items():
+        order = by["a"] + by["b"]
+        if name == reorder_for:
+            order = by["b"] + by["a"]
+        for p in order:
+            c.on_message(T.claims, p, None, 0.32)
+    for c in cores.values():
+        deliver(c.on_tick(0.8), 0.8)
+    for p in inbox:
+        b.on_message(T.agent_inbox("b"), p, None, 0.81)
+    return b
+
+
+def test_agents_that_see_claims_in_one_order_may_use_claim_dispatch():
+    assert run_probe().order_verdict == "ok"
+
+
+def test_agents_that_see_claims_in_different_orders_refuse_claim_dispatch_and_say_what_to_use():
+    verdict = run_probe(reorder_for="a").order_verdict
+    assert "different orders" in verdict and "shared subscriptions" in verdict
+
+
+def test_an_agent_alone_has_nothing_to_probe():
+    c = core("solo")
+    assert c.start_order_probe("tok", 0.0) == [] and c.order_verdict == "ok"
