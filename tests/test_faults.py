@@ -19,7 +19,7 @@ def assert_clean(run, *, same_reply_again_ok=False):
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_a_broker_restart_loses_and_doubles_nothing(broker_name, kill, tmp_path):
-    run = faults.broker_restart(broker_name, tmp_path, kill=kill, tasks=600)
+    run = faults.broker_restart(broker_name, tmp_path, kill=kill, tasks=400)
     # A broker killed between forwarding a reply and acknowledging it to the
     # agent gets that reply again from the agent after the restart (QoS 1):
     # the same bytes, never a second run (run_twice counts different replies).
@@ -42,7 +42,7 @@ def test_an_agent_whose_journal_disk_fills_up_says_so_and_loses_nothing(broker_n
 
 @pytest.mark.timeout(180)
 def test_a_second_agent_with_a_running_ones_id_refuses_to_start_and_nothing_runs_twice(broker_name, tmp_path):
-    run = faults.duplicate_agent_id(broker_name, tmp_path, tasks=200)
+    run = faults.duplicate_agent_id(broker_name, tmp_path, tasks=120)
     assert_clean(run)
     assert run.details["exit_code"] == 2
     assert "already online" in run.details["said"] and "--id" in run.details["said"]
@@ -71,8 +71,9 @@ def test_dead_letters_carry_unix_time(broker_name, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_a_bridge_whose_outbox_disk_fills_gives_work_back_and_delivers_what_it_stored(broker_name, tmp_path):
-    run = faults.bridge_disk_full(broker_name, tmp_path, tasks=120)
+def test_a_bridge_whose_outbox_disk_fills_gives_work_back_and_delivers_what_it_stored(tmp_path):
+    # The bridge is the same on any edge broker; `fogmesh bench faults` runs both.
+    run = faults.bridge_disk_full("mosquitto", tmp_path, tasks=120)
     assert_clean(run)
     assert run.details["health"]["state"] == "degraded" and "disk" in run.details["health"]["reason"]
     assert run.details["tiers"].get("local", 0) + run.details["tiers"].get("fog", 0) > 0   # given back
