@@ -42,6 +42,16 @@ def site(broker_name: str, workdir: Path) -> Iterator[tuple[BrokerProcess, Agent
         broker.close()
 
 
+@contextlib.contextmanager
+def ready_client(broker: BrokerProcess, root: str, ids: list[str]) -> Iterator[Any]:
+    """A FogClient once every agent answers and has seen its peers."""
+    from devices.client import FogClient
+    with FogClient(broker.url, root=root) as client:
+        wait_answering(client, ids)
+        time.sleep(1.0)                  # two presence periods: everyone knows everyone
+        yield client
+
+
 def settle(futures: dict[str, Future[Any]], timeout: float) -> None:
     wait(list(futures.values()), timeout=timeout)
     time.sleep(2.0)                      # room for a late second answer
@@ -64,16 +74,13 @@ def tally(run: FaultRun, counter: ReplyCounter, client: Any, futures: dict[str, 
 def agent_sigkill(broker_name: str, workdir: Path, *, tasks: int = 600) -> FaultRun:
     """Three agents, ``tasks`` mixed tasks in flight, one agent SIGKILLed a third
     of the way in, for good."""
-    from devices.client import FogClient
     run = FaultRun("an agent SIGKILLed under load", broker_name)
     with site(broker_name, workdir) as (broker, agents, root):
         ids = ["c0", "c1", "c2"]
         for a in ids:
             agents.start(a, broker.url, root, "--concurrency", "2", "--takeover-grace", "1.5")
         counter = ReplyCounter(broker.host, broker.port, root)
-        with FogClient(broker.url, root=root) as client:
-            wait_answering(client, ids)
-            time.sleep(1.0)
+        with ready_client(broker, root, ids) as client:
             futures = {}
             for n in range(tasks):
                 kind, args, weight = MIX[n % len(MIX)]
@@ -121,7 +128,6 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
     """Three agents working through ``tasks`` medium tasks; the broker is stopped
     (SIGTERM) or killed (SIGKILL) a third of the way in and started again
     ``down_s`` later on the same port."""
-    from devices.client import FogClient
     how = "SIGKILL" if kill else "SIGTERM"
     run = FaultRun(f"broker restarted ({how}, back after {down_s:g} s)", broker_name)
     with site(broker_name, workdir) as (broker, agents, root):
@@ -129,9 +135,7 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
         for a in ids:
             agents.start(a, broker.url, root, "--concurrency", "2")
         counter = ReplyCounter(broker.host, broker.port, root)
-        with FogClient(broker.url, root=root) as client:
-            wait_answering(client, ids)
-            time.sleep(1.0)
+        with ready_client(broker, root, ids) as client:
             futures = {}
             for n in range(tasks):
                 futures[f"m-{n}"] = client.send("sha256", MEDIUM, weight="medium", task_id=f"m-{n}")

@@ -246,14 +246,7 @@ class Agent:
         if self._thread and self._thread.is_alive():
             self._events.put(("stop", self.clock() + timeout))
             self._thread.join(timeout + 5)
-        for session in self._rescues:
-            session.stop()
-        self.client.stop()
-        self.ctl.stop()
-        self.pool.stop()
-        if self.journal:
-            self.journal.close()
-        self._stopped.set()
+        self._leave()
 
     def _check_id_free(self, timeout: float, wait_for_broker: bool) -> None:
         """Before taking this id's MQTT sessions: is another agent online under it?"""
@@ -496,7 +489,8 @@ class Agent:
             if due is not None and due <= now:
                 actions += core.on_tick(now)
             self._execute(actions, core)
-            self._execute(core.take_marks(), core)   # claim dispatch: tell peers which answers are out
+            if self.dispatch == "claim":             # tell peers which answers are out
+                self._execute(core.take_marks(), core)
             if now >= self._probe_at:
                 self._probe_at = float("inf")
                 self._probing = True

@@ -43,7 +43,8 @@ class AnsweringMixin:
             return self._answer_error(entry, "bad_result", exc.message, now)
         self.counters.completed += 1
         if entry.origin is None:     # the hot path: encode once
-            return self._finish(entry, Publish(entry.task.reply_to, payload), now)
+            fence = entry.key if self.config.dispatch == "shared" and entry.tokens else None
+            return self._finish(entry, Publish(entry.task.reply_to, payload, fence_key=fence), now)
         return self._deliver(entry, reply, entry.task.reply_to, now)
 
     def _answer_error(self, entry: Entry, code: str, message: str, now: float) -> list[Action]:
@@ -87,7 +88,8 @@ class AnsweringMixin:
             # It also carries the confirmations collected so far (no extra message
             # under load; ``on_sent`` flushes them when idle).
             done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
-        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
+        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens \
+                and publish.fence_key is None:
             # Not sent again blindly if the connection drops first (``on_withdrawn``).
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key)
         entry.answer = answer

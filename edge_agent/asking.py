@@ -172,4 +172,5 @@ class AskingMixin:
 
     def _asked_elsewhere(self, key: str, now: float) -> Any:
         """The peer resolving a resubmission of ``key``, if one asked about it."""
-        return self._asks.asked_by.get(key, now)
+        asked = self._asks.asked_by
+        return asked.get(key, now) if len(asked) else None

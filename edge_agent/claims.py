@@ -60,10 +60,7 @@ class Claim:
             d["tasks"] = list(self.tasks)
         if self.reply_to is not None:
             d["reply_to"] = self.reply_to
-        out = codec.encode(d)
-        if self.reply is not None:   # our own valid JSON: spliced in, not re-encoded
-            out = out[:-1] + b',"reply":' + self.reply + b"}"
-        return out
+        return codec.encode_with(d, "reply", self.reply)
 
     @classmethod
     def decode(cls, payload: bytes) -> Claim:

@@ -81,10 +81,7 @@ class Have:
         d: dict[str, Any] = {"op": "have", "task": self.task_id, "agent": self.agent, "state": self.state}
         if self.reply_to is not None:
             d["reply_to"] = self.reply_to
-        out = codec.encode(d)
-        if self.reply is not None:     # our own valid JSON: spliced in, not re-encoded
-            out = out[:-1] + b',"reply":' + self.reply + b"}"
-        return out
+        return codec.encode_with(d, "reply", self.reply)
 
 
 InboxMessage = Union[Offer, Answer, Result, Have]

@@ -33,26 +33,31 @@ class RecentMap(Generic[V]):
 
     def _expire(self, now: float) -> None:
         items = self._items
+        ttl, limit = self.ttl_s, self.max_items
         while items:
-            key, (t, _) = next(iter(items.items()))
-            if now - t <= self.ttl_s and len(items) <= self.max_items:
+            t, _ = items[next(iter(items))]
+            if now - t <= ttl and len(items) <= limit:
                 break
             items.popitem(last=False)
 
     def add(self, key: str, value: V, now: float) -> V:
         """Record ``key -> value`` unless known; return the value now recorded."""
-        self._expire(now)
         known = self._items.get(key)
-        if known is not None:
+        if known is not None and now - known[0] <= self.ttl_s:
             return known[1]
+        if known is not None:
+            del self._items[key]
         self._items[key] = (now, value)
         self._expire(now)
         return value
 
     def get(self, key: str, now: float) -> V | None:
-        self._expire(now)
+        """The value of ``key`` if recorded within ``ttl_s`` (older ones are
+        dropped as new keys come in)."""
         known = self._items.get(key)
-        return None if known is None else known[1]
+        if known is None or now - known[0] > self.ttl_s:
+            return None
+        return known[1]
 
     def __contains__(self, key: object) -> bool:
         return key in self._items

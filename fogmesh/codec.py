@@ -28,3 +28,13 @@ def decode(data: bytes | bytearray | memoryview | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage("bad_json", f"payload is not valid UTF-8 JSON: {exc}") from exc
+
+
+def encode_with(obj: dict[str, Any], key: str, raw: bytes | None) -> bytes:
+    """``obj`` as JSON with ``key`` set to ``raw``, JSON bytes made by fogmesh
+    itself (an answer carried inside a record): spliced in, not parsed and
+    encoded again."""
+    out = encode(obj)
+    if raw is None:
+        return out
+    return out[:-1] + (b',"' if obj else b'"') + key.encode() + b'":' + raw + b"}"
