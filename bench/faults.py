@@ -460,7 +460,7 @@ def _retained(broker: BrokerProcess, topic: str, timeout: float = 3.0) -> dict[s
 
 
 SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, Any]]] = {
-    "agent-kill": (agent_sigkill, ("mosquitto", "amqtt", "aedes", "rabbitmq"), {}),
+    "agent-kill": (agent_sigkill, ("mosquitto", "amqtt", "aedes"), {}),
     "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
     "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),

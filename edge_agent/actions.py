@@ -82,7 +82,15 @@ class Rescue:
     agent: str
 
 
-Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue]
+@dataclass(frozen=True)
+class StopTaking:
+    """This agent must take no new tasks, for good (``reason`` says why: claims
+    reach the agents in different orders here); it finishes what it holds."""
+
+    reason: str
+
+
+Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue, StopTaking]
 
 
 
@@ -150,6 +158,7 @@ class Counters:
     redelivered: int = 0       # dead peers' recorded answers delivered instead of a re-run
     answered_again: int = 0    # ids submitted again within the dedup window: the same answer sent
     asked: int = 0             # resubmissions asked about (shared dispatch): does a peer have it?
+    order_divergences: int = 0  # claim dispatch: a peer answered a task this agent saw itself win
     fenced_dropped: int = 0
     rescues: int = 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
-                                Rescue, Run)
+                                Rescue, Run, StopTaking)
 from edge_agent.rescue import RescueSession, RescueToken
 from edge_agent.core import AgentCore
 from edge_agent.placement import PlacementPolicy
@@ -327,21 +327,26 @@ class Agent:
             return "draining"
         return "degraded" if self._degraded else "online"
 
-    def _degrade(self, reason: str, now: float) -> None:
-        """The journal cannot be written (disk full, read-only...). Without it a
-        crash could lose accepted work, so: take no new tasks (unsubscribe, reject
-        offers), finish what is held, say so (presence ``degraded`` with the
-        reason, an ERROR line), and try the journal again every few seconds."""
+    def _degrade(self, reason: str, now: float, *, retry_journal: bool = True) -> None:
+        """The journal cannot be written (disk full, read-only...): without it a
+        crash could lose accepted work. Or (``retry_journal=False``) claims
+        reach agents in different orders here. Either way: take no new tasks
+        (unsubscribe, reject offers), finish what is held, say so (presence
+        ``degraded`` with the reason, an ERROR line); for the journal, try it
+        again every few seconds."""
         if self._degraded:
             return
         core = self.core
         assert core is not None
         self._degraded = reason
-        self._retry_journal_at = now + JOURNAL_RETRY_S
         core.on_degraded(reason)
-        self.log.error("%s; taking no new tasks until it works again (free space in %s); "
-                       "finishing the %d held", reason, self.journal.path.parent if self.journal else "?",
-                       core.held)
+        if retry_journal:
+            self._retry_journal_at = now + JOURNAL_RETRY_S
+            self.log.error("%s; taking no new tasks until it works again (free space in %s); "
+                           "finishing the %d held", reason, self.journal.path.parent if self.journal else "?",
+                           core.held)
+        else:
+            self.log.error("%s; finishing the %d held", reason, core.held)
         for topic in self._task_filters():
             self.client.unsubscribe(topic)
         self.announcer.reason = reason
@@ -569,3 +574,5 @@ class Agent:
                 self._begin_drain()
             elif isinstance(action, Rescue):
                 self._start_rescue(action.agent)
+            elif isinstance(action, StopTaking):
+                self._degrade(action.reason, self.clock(), retry_journal=False)

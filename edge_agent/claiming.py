@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.actions import Ack, Action, Publish, Rescue
+from edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from edge_agent.claims import Claim, takeover_key
 from edge_agent.entry import Entry
 from edge_agent.ordering import is_probe_record
@@ -36,6 +36,10 @@ class ClaimingMixin:
             held = self._foreign.pop(claim.task, None)
             if claim.agent == self.config.agent_id:
                 return actions
+            first = self._winners.get(claim.task, now)
+            if first is not None and first != claim.agent \
+                    and self._winners.get(takeover_key(claim.task), now) != claim.agent:
+                actions += self._claims_diverged(claim.task, first, claim.agent)
             # The task message itself may still be on its way here (it comes on the
             # task connection, whose window can be full): when it arrives it is a
             # duplicate, not a copy to take over later.
@@ -80,6 +84,21 @@ class ClaimingMixin:
         elif entry.fenced:
             actions += self._fence_decided(entry, winner, now)
         return actions
+
+    def _claims_diverged(self, key: str, first: str, answerer: str) -> list[Action]:
+        """``answerer`` answered ``key``, whose first claim this agent saw from
+        ``first``: the broker gave them the claims in different orders (the
+        start-up probe missed it). Of the two, the agent with the larger id stops
+        taking tasks for good, so the pair cannot run a task twice again."""
+        self.counters.order_divergences += 1
+        me = self.config.agent_id
+        if self.degraded or me not in (first, answerer) or me != max(first, answerer):
+            return []
+        reason = (f"claims reached {first} and {answerer} in different orders (task {key!r} was won by "
+                  f"{first} here and answered by {answerer}): this broker does not order the claims "
+                  "topic, so this agent takes no more tasks; use a broker with shared subscriptions")
+        self.degraded = reason
+        return [StopTaking(reason)]
 
     def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
         if entry.state == "claimed":

@@ -30,7 +30,7 @@ from typing import Any
 from edge_agent.actions import Action, Publish
 from fogmesh import codec
 
-BURST = 40             # records per agent and probe, published at once
+BURST = 200           # records per agent and probe, published at once
 START_IN_S = 0.3       # the bursts start together, this long after the probe (Unix time)
 SETTLE_S = 0.4         # after the last record seen: the view is complete
 PROBE_TIMEOUT_S = 5.0  # the initiator decides with the views it has by then

@@ -593,3 +593,25 @@ def test_in_shared_dispatch_a_cut_off_answer_is_void_once_a_peer_competes_for_th
     c.on_message(T.claims, claim("s#t", "a2"), 2, 0.6)                   # the broker gave it to a2
     again = c.on_message(T.tasks, task("s", kind="echo"), 3, 1.0, dup=True)
     assert not any(isinstance(a, Publish) for a in again)
+
+
+def test_a_peer_answering_a_task_this_agent_saw_itself_win_stops_the_larger_id_taking_tasks():
+    from edge_agent.actions import StopTaking
+    done_by = lambda who: Claim("x", who, op="done", reply_to="t/replies/d", reply=b'{"id":"x"}').encode()  # noqa: E731
+    small, large = core("claim", agent="a1"), core("claim", agent="a2")
+    for c in (small, large):
+        c.on_message(T.tasks, task("x", kind="echo"), 1, 0.0)
+        c.on_message(T.claims, claim("x", c.config.agent_id), 2, 0.001)   # each saw its own claim first
+    assert not any(isinstance(a, StopTaking) for a in small.on_message(T.claims, done_by("a2"), 3, 0.01))
+    stop = [a for a in large.on_message(T.claims, done_by("a1"), 3, 0.01) if isinstance(a, StopTaking)]
+    assert stop and "different orders" in stop[0].reason and large.degraded
+    assert small.counters.order_divergences == large.counters.order_divergences == 1
+
+
+def test_a_takeover_winner_answering_is_not_a_divergence():
+    c = core("claim", agent="a1")
+    c.on_message(T.tasks, task("x", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("x", "a3"), 2, 0.001)
+    c.on_message(T.claims, claim("x#t", "a2"), 3, 0.002)
+    c.on_message(T.claims, Claim("x", "a2", op="done", reply_to="t/replies/d", reply=b'{"id":"x"}').encode(), 4, 0.01)
+    assert c.counters.order_divergences == 0

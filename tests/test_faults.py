@@ -81,12 +81,11 @@ def test_a_bridge_whose_outbox_disk_fills_gives_work_back_and_delivers_what_it_s
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("claim_broker", ["aedes", "rabbitmq"])
-def test_an_agent_killed_on_a_broker_without_shared_subscriptions_loses_and_doubles_nothing(claim_broker,
-                                                                                             tmp_path):
-    """Aedes and a RabbitMQ node (MQTT plugin) have no shared subscriptions:
-    agents split tasks with claims there."""
-    run = faults.agent_sigkill(claim_broker, tmp_path, tasks=400)
+def test_an_agent_killed_on_a_broker_without_shared_subscriptions_loses_and_doubles_nothing(tmp_path):
+    """Aedes has no shared subscriptions: agents split tasks with claims there.
+    (RabbitMQ has none either, but it does not give subscribers one topic in
+    one order even on one node; see the cluster test and topics.md.)"""
+    run = faults.agent_sigkill("aedes", tmp_path, tasks=400)
     assert_clean(run)
 
 
