@@ -15,7 +15,8 @@ Different digests for the same records: claims arrive in different orders,
 and the new agent refuses claim dispatch with an error that says what to use
 instead. The bursts start at one moment (a Unix time in the probe record,
 so hosts' clocks should agree within a few ms, as NTP keeps them) and go out
-at once, so they cross on the way and any reordering between nodes shows.
+in chunks for a fifth of a second, so they cross on the way (also when one
+agent is late) and reordering between nodes shows.
 
 :class:`OrderProbe` holds one probe's state; :class:`OrderingMixin` drives it
 in the core. Pure: ``now`` comes in, records go out as actions.
@@ -30,10 +31,12 @@ from typing import Any
 from edge_agent.actions import Action, Publish
 from fogmesh import codec
 
-BURST = 200           # records per agent and probe, published at once
+BURST = 200            # records per agent and probe...
+CHUNK = 20             # ... published CHUNK at once...
+CHUNK_GAP_S = 0.02     # ... every CHUNK_GAP_S, so bursts overlap even if one agent starts late
 START_IN_S = 0.3       # the bursts start together, this long after the probe (Unix time)
 SETTLE_S = 0.4         # after the last record seen: the view is complete
-PROBE_TIMEOUT_S = 5.0  # the initiator decides with the views it has by then
+PROBE_TIMEOUT_S = 10.0  # the initiator decides with the views it has by then
 
 
 @dataclass
@@ -140,9 +143,11 @@ class OrderingMixin:
         actions: list[Action] = []
         me = self.config.agent_id
         for token, p in list(self._probes.items()):
-            if p.sent < BURST and now >= p.next_at:
-                actions += [Publish(self.config.topics.claims, order_record(token, me, n)) for n in range(BURST)]
-                p.sent = BURST
+            while p.sent < BURST and now >= p.next_at:
+                actions += [Publish(self.config.topics.claims, order_record(token, me, n))
+                            for n in range(p.sent, min(BURST, p.sent + CHUNK))]
+                p.sent = min(BURST, p.sent + CHUNK)
+                p.next_at += CHUNK_GAP_S
             if p.sent < BURST or p.reported or now < max(p.last_seen, p.next_at) + SETTLE_S:
                 continue
             p.reported = True

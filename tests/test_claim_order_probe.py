@@ -39,8 +39,9 @@ def run_probe(reorder_for=None):
     deliver(b.start_order_probe("tok", 0.0), 0.0)
     for name, c in cores.items():                      # the probe record reaches both
         deliver(c.on_message(T.claims, claims[0], None, 0.01), 0.01)
-    for name, c in cores.items():                      # both bursts go out at the agreed moment
-        deliver(c.on_tick(0.31), 0.31)
+    for k in range(12):                                # both bursts go out from the agreed moment
+        for name, c in cores.items():
+            deliver(c.on_tick(0.31 + 0.02 * k), 0.31 + 0.02 * k)
     bursts = claims[1:]
     by = {n: [p for p in bursts if orjson.loads(p)["agent"] == n] for n in cores}
     for name, c in cores.items():
@@ -48,11 +49,11 @@ def run_probe(reorder_for=None):
         if name == reorder_for:
             order = by["b"] + by["a"]
         for p in order:
-            c.on_message(T.claims, p, None, 0.32)
+            c.on_message(T.claims, p, None, 0.6)
     for c in cores.values():
-        deliver(c.on_tick(0.8), 0.8)
+        deliver(c.on_tick(1.2), 1.2)
     for p in inbox:
-        b.on_message(T.agent_inbox("b"), p, None, 0.81)
+        b.on_message(T.agent_inbox("b"), p, None, 1.21)
     return b
 
 
