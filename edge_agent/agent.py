@@ -284,7 +284,7 @@ class Agent:
         return (t.agent_tasks(self.agent_id), t.tasks, t.device_tasks_filter)
 
     def _send_presence(self, payload: bytes) -> None:
-        self.ctl.publish(self.topics.presence(self.agent_id), payload, qos=1, retain=True)
+        self.ctl.publish(self._own_presence, payload, qos=1, retain=True)
 
     def _pipeline_target(self) -> str:
         """Where pipeline tasks go: this agent (its policy places them), or,
@@ -472,7 +472,8 @@ class Agent:
                     actions = core.on_sent([event[1]], now)
                 elif kind == "withdrawn":
                     self.log.warning("connection dropped with %d answer message(s) unconfirmed: "
-                                     "they go out again only if this agent wins their takeover",
+                                     "they go out again only if this agent wins their takeover "
+                                     "(claim dispatch) or the task comes back (shared dispatch)",
                                      len(event[1]))
                     actions = core.on_withdrawn(event[1], now)
                 elif kind == "conn" and event[2]:

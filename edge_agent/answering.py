@@ -10,13 +10,13 @@ from typing import Any
 from edge_agent.actions import Ack, Action, Forget, Publish
 from edge_agent.answers import Answer
 from edge_agent.recent import put_bounded
-
-MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 from edge_agent.claims import Claim
 from edge_agent.entry import Entry
 from edge_agent.offload import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
+
+MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 
 
 class AnsweringMixin:
@@ -42,9 +42,8 @@ class AnsweringMixin:
         except InvalidMessage as exc:
             return self._answer_error(entry, "bad_result", exc.message, now)
         self.counters.completed += 1
-        if entry.origin is None:     # the hot path: encode once
-            fence = entry.key if self.config.dispatch == "shared" and entry.tokens else None
-            return self._finish(entry, Publish(entry.task.reply_to, payload, fence_key=fence), now)
+        if entry.origin is None:     # the hot path: encode once (``_finish`` fences it)
+            return self._finish(entry, Publish(entry.task.reply_to, payload), now)
         return self._deliver(entry, reply, entry.task.reply_to, now)
 
     def _answer_error(self, entry: Entry, code: str, message: str, now: float) -> list[Action]:
@@ -68,12 +67,11 @@ class AnsweringMixin:
         the answer itself, in claim dispatch. The IO shell hands both back if
         the connection drops before the broker has them (``on_withdrawn``)."""
         sent = self._take_sent() if carry else ()
-        fence_key = key
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
-                             reply=answer.payload, tasks=sent).encode(), fence_key=fence_key)
+                             reply=answer.payload, tasks=sent).encode(), fence_key=key)
         return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
-                               sent_key=key, fence_key=fence_key)
+                               sent_key=key, fence_key=key)
 
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         # What a resubmission of the id gets again (a device's own reply, not a
@@ -88,8 +86,7 @@ class AnsweringMixin:
             # It also carries the confirmations collected so far (no extra message
             # under load; ``on_sent`` flushes them when idle).
             done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
-        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens \
-                and publish.fence_key is None:
+        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
             # Not sent again blindly if the connection drops first (``on_withdrawn``).
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key)
         entry.answer = answer
