@@ -24,6 +24,7 @@ from broker.aedes import Aedes
 from broker.mosquitto import Mosquitto
 from broker.rabbitmq import RabbitMQ
 from broker.ports import free_port, wait_port
+from broker.processes import stop_processes
 
 
 @dataclass
@@ -163,15 +164,7 @@ class Agents:
         return self.logs[name].read_text(errors="replace")
 
     def close(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
 
 
 def wait_answering(client: Any, agent_ids: list[str], timeout: float = 30.0) -> float:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 from bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs, progress,
                             wait_answering)
+from broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
        ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
@@ -371,13 +372,7 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
                 run.note = f"{fog} answered in the fog during the outage; tiers {tiers}"
             counter.close()
         finally:
-            for p in (bridge, worker):
-                if p is not None:
-                    p.terminate()
-                    try:
-                        p.wait(10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+            stop_processes([bridge, worker])
             log.close()
             cloud.close()
     return run

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from broker.mosquitto import Mosquitto
 from broker.ports import free_port, wait_port
+from broker.processes import stop_processes
 
 PAYLOAD = "x" * 100
 
@@ -63,13 +64,7 @@ def _proc(args: list[str], env: dict[str, str] | None = None, **kw: Any) -> subp
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes([proc])
 
 
 def bench_raw(host: str, port: int, broker: str, args: argparse.Namespace) -> Row:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from broker.ports import free_port, wait_port
+from broker.processes import stop_processes
 from fogmesh.errors import BrokerError
 
 SCRIPT = Path(__file__).with_name("aedes_broker.js")
@@ -55,13 +56,7 @@ class Aedes:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc])
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 from broker.ports import free_port, wait_port
+from broker.processes import stop_processes
 from fogmesh.errors import BrokerError
 
 CONF_TEMPLATE = """\
@@ -100,13 +100,7 @@ class Mosquitto:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc], timeout)
         self._close()
 
     def kill(self) -> None:

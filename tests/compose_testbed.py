@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from broker.mosquitto import Mosquitto
+from broker.processes import stop_processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,13 +94,6 @@ class ProcessTestbed:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
         for m in self.brokers.values():
             m.cleanup()

@@ -17,6 +17,7 @@ import pytest
 
 from broker.mosquitto import Mosquitto
 from broker.ports import free_port, wait_port
+from broker.processes import stop_processes
 from edge_agent.agent import Agent
 
 
@@ -45,13 +46,7 @@ class AmqttProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc])
 
 
 @pytest.fixture(scope="session", autouse=True)
