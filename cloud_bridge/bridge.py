@@ -30,6 +30,7 @@ from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
+from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class Bridge:
                  fallback: str = "fog", kinds: tuple[str, ...] = ("sha256", "sleep", "echo", "stats", "sum"),
                  aggregate: tuple[tuple[str, float], ...] = (), health_period: float = 2.0,
                  resend_after_s: float = 60.0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 notifier: ServiceNotifier | None = None) -> None:
         validate_segment(site, what="site")
         if fallback not in ("fog", "error"):
             raise ValueError("fallback must be 'fog' or 'error'")
@@ -72,6 +74,7 @@ class Bridge:
         self.resend_after_s = resend_after_s
         self.now = wall_clock
         self.log = _BridgeLog(log, {"site": site})
+        self.notifier = notifier or ServiceNotifier(None)    # systemd: fed by _loop only
         self.outbox = Outbox(store_path, max_rows=max_rows, max_bytes=max_bytes)
         self.aggregator = Aggregator(tuple(aggregate))
         self.results_topic = f"{cloud_root}/sites/{site}/results"
@@ -106,8 +109,16 @@ class Bridge:
                                 on_message=self._on_cloud, on_connection=self._on_cloud_link)
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self, *, timeout: float = 10.0) -> Bridge:
-        self.edge.start(timeout=timeout)
+    def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Bridge:
+        """Connect to the edge broker (``wait_for_broker``: however long it
+        takes, logged) and start; the uplink may come later."""
+        if wait_for_broker:
+            self.edge.start(timeout=None)
+            while not self.edge.wait_connected(5.0):
+                self.log.warning("waiting for the edge broker at %s", self.edge.url)
+                self.notifier.waiting(f"waiting for the edge broker at {self.edge.url}", extend_s=30)
+        else:
+            self.edge.start(timeout=timeout)
         self.edge.subscribe(self.topics.agent_inbox(self.agent_id), 1, timeout=timeout)
         for pattern, _ in self.aggregator.rules:
             self.edge.subscribe(pattern, 0, timeout=timeout)
@@ -119,9 +130,17 @@ class Bridge:
         self._thread.start()
         self.log.info("up: edge %s root %s, cloud %s root %s, backlog %d", self.edge.url,
                       self.topics.root, self.cloud.url, self.cloud_topics.root, self.outbox.rows)
+        self.notifier.ready(self.status_line())
         return self
 
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: "online, uplink down, backlog 12"."""
+        state = "degraded" if self.storage_problem else "online"
+        line = f"{state}, uplink {'up' if self._link_up else 'down'}, backlog {self.outbox.rows}"
+        return f"{line}: {self.storage_problem}" if self.storage_problem else line
+
     def stop(self) -> None:
+        self.notifier.stopping(f"stopping, backlog {self.outbox.rows}")
         self._stop.set()
         if self._thread:
             self._thread.join(10)
@@ -147,6 +166,7 @@ class Bridge:
                 event = self._events.get(timeout=0.05)
             except queue.Empty:
                 event = None
+            self.notifier.beat(time.monotonic(), self.status_line)   # only this loop feeds the watchdog
             try:
                 if event is not None:
                     kind = event[0]

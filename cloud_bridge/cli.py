@@ -64,6 +64,7 @@ def _aggregate_rule(text: str) -> tuple[str, float]:
 def run_bridge(args: argparse.Namespace) -> int:
     from cloud_bridge.bridge import Bridge
     from edge_agent.journal import default_state_dir
+    from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     try:
         rules = tuple(_aggregate_rule(a) for a in args.aggregate)
@@ -75,8 +76,8 @@ def run_bridge(args: argparse.Namespace) -> int:
                     cloud_root=args.cloud_root, store_path=store, max_rows=args.max_backlog,
                     max_bytes=args.max_backlog_bytes, fallback=args.fallback,
                     kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()), aggregate=rules,
-                    resend_after_s=args.resend_after)
-    bridge.start()
+                    resend_after_s=args.resend_after, notifier=ServiceNotifier.from_env())
+    bridge.start(wait_for_broker=True)
     try:
         wait_for_signal()
     finally:
@@ -89,8 +90,9 @@ def run_cloud_worker(args: argparse.Namespace) -> int:
     import socket
     from edge_agent.agent import Agent
     from edge_agent.placement import LocalPolicy
+    from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
     agent = Agent(worker_id, args.cloud, root=args.cloud_root, concurrency=args.concurrency,
-                  dispatch="auto", policy=LocalPolicy())
+                  dispatch="auto", policy=LocalPolicy(), notifier=ServiceNotifier.from_env())
     return run_until_signal(agent)

@@ -37,6 +37,7 @@ from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, Storag
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
 from fogmesh.registry import Registry
+from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Agent:
                  takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
                  device_rate: float = 0.0, metrics_port: int | None = None,
                  triggers: list[TriggerSpec] | None = None,
-                 metrics_addr: str = "127.0.0.1") -> None:
+                 metrics_addr: str = "127.0.0.1", notifier: ServiceNotifier | None = None) -> None:
         validate_segment(agent_id, what="agent id")
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
@@ -112,6 +113,8 @@ class Agent:
         self.clock = clock
         self.wall_clock = wall_clock
         self.log = _AgentLog(log, {"agent": agent_id})
+        # systemd (Type=notify): readiness, status and the watchdog fed by _loop.
+        self.notifier = notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._probe_token = uuid.uuid4().hex[:12]
@@ -182,6 +185,7 @@ class Agent:
                 while not self.ctl.wait_connected(5.0):
                     self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)",
                                      self.ctl.url)
+                    self.notifier.waiting(f"waiting for the broker at {self.ctl.url}", extend_s=30)
             else:
                 self.ctl.start(timeout=timeout)
             self.client.start(timeout=max(timeout, 30.0))
@@ -233,12 +237,14 @@ class Agent:
         self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
                       self.client.url, self.topics.root, self.dispatch, self.concurrency,
                       ", ".join(self.registry.names()))
+        self.notifier.ready(self.status_line())
         return self
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """Stop taking tasks, finish the ones held (up to ``timeout``), announce
         offline, disconnect. Tasks that arrive meanwhile stay queued at the
         broker for this agent's session, so a restart picks them up."""
+        self.notifier.stopping(f"stopping: finishing {self.core.held if self.core else 0} held task(s)")
         if self.pipelines:
             self.pipelines.stop()
         if self._metrics is not None:
@@ -260,6 +266,7 @@ class Agent:
                 if not wait_for_broker:
                     raise
                 self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)", self.ctl.url)
+                self.notifier.waiting(f"waiting for the broker at {self.ctl.url}", extend_s=30)
 
     def _check_claim_order(self, timeout: float) -> None:
         """Claim dispatch: before taking tasks, check with the peers that the
@@ -319,6 +326,17 @@ class Agent:
             self.client.unsubscribe(topic)
         self.announcer.announce(self.clock(), core, "draining")
         self._drain_requested = True
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: "online, 3 queued, 2/2 running, battery 62%"."""
+        core = self.core
+        if core is None:
+            return "starting"
+        parts = [self.state, f"{core.queued} queued", f"{core.running}/{self.concurrency} running"]
+        if core.battery is not None:
+            parts.append(f"battery {core.battery:.0f}%")
+        line = ", ".join(parts)
+        return f"{line}: {self._degraded}" if self._degraded else line
 
     @property
     def state(self) -> str:
@@ -436,7 +454,8 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = min(self.announcer.due_at, self._retry_journal_at, self._probe_at)
+            wake = min(self.announcer.due_at, self._retry_journal_at, self._probe_at,
+                       self.notifier.next_beat_at)
             if due is not None:
                 wake = min(wake, due)
             if stop_by is not None:
@@ -447,6 +466,7 @@ class Agent:
                 event = None
             now = self.clock()
             core.on_clock(wall=self.wall_clock(), now=now)
+            self.notifier.beat(now, self.status_line)      # only this loop feeds the watchdog
             actions: list[Action] = []
             if event is not None:
                 kind = event[0]

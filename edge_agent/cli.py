@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_agent.triggers import load_triggers
     from edge_agent.policies import make_policy
     from fogmesh.registry import Registry
+    from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     if args.drain:
         return _drain_agent(args)
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                       monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
                       takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
                       device_rate=args.device_rate, metrics_port=args.metrics_port,
-                      metrics_addr=args.metrics_addr)
+                      metrics_addr=args.metrics_addr, notifier=ServiceNotifier.from_env())
     except ValueError as exc:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
+    from deploy.service_cli import add_parser as add_service_parser
+    add_service_parser(sub)
+
     return parser
 
 
@@ -166,9 +169,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from deploy.service_cli import run
+    return run(args)
+
+
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
-            "device": cmd_device, "monitor": cmd_monitor, "bench": cmd_bench}
+            "device": cmd_device, "monitor": cmd_monitor, "bench": cmd_bench,
+            "service": cmd_service}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
