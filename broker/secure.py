@@ -18,6 +18,9 @@ writes ``ca.crt``/``ca.key`` (a private CA), ``server.crt``/``server.key``
 - **bridge** ``s``: the peer ``bridge-s``: its presence, inbox and health,
   answers, sensor uplink, commands down.
 - **operator**: read everything, control agents, sensors and actuators.
+
+Every login may also read and write ``probe/<login>/#`` (agents: all of
+``probe/#``), where ``fogmesh doctor`` checks what the login can do.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def acl_text(logins: Logins) -> str:
             ("write", f"{r}/sensors/{d}/#"), ("read", f"{r}/sensors/{d}/+/get"),
             ("read", f"{r}/sensors/{d}/control"),
             ("read", f"{r}/actuators/{d}/+/set"), ("write", f"{r}/actuators/{d}/+/state"),
-            ("write", f"{r}/errors")]))
+            ("write", f"{r}/errors"), ("readwrite", f"{r}/probe/{d}/#")]))
     for a in logins.agents:
         validate_segment(a, what="agent id")
         parts.append(_block(a, [
@@ -104,11 +107,13 @@ def acl_text(logins: Logins) -> str:
             ("readwrite", f"{r}/agents/{b}/#"), ("write", f"{r}/agents/+/inbox"),
             ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{b}"), ("readwrite", f"{r}/bridge/{s}"),
             ("write", f"{r}/replies/#"), ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"),
-            ("write", f"{r}/actuators/#"), ("write", f"{r}/agents/+/control")]))
+            ("write", f"{r}/actuators/#"), ("write", f"{r}/agents/+/control"),
+            ("readwrite", f"{r}/probe/{b}/#")]))
     for o in logins.operators:
         validate_segment(o, what="operator login")
         parts.append(_block(o, [("read", f"{r}/#"), ("write", f"{r}/agents/+/control"),
-                                ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set")]))
+                                ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
+                                ("readwrite", f"{r}/probe/{o}/#")]))
     return "\n".join(parts)
 
 
@@ -154,11 +159,12 @@ def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
 
 
 def generate(out: Path, logins: Logins, *, hosts: list[str], port: int = 8883, bind: str = "0.0.0.0",
-             state_dir: str = "/var/lib/mosquitto") -> dict[str, str]:
-    """Everything a secured site needs, in ``out``. Returns the passwords."""
+             state_dir: str = "/var/lib/mosquitto", days: int = 825) -> dict[str, str]:
+    """Everything a secured site needs, in ``out``; certificates valid for
+    ``days``. Returns the passwords."""
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o755)          # mosquitto, once it drops to its own user, must reach the files
-    make_certs(out, hosts=hosts)
+    make_certs(out, hosts=hosts, days=days)
     passwords = write_passwords(out, logins.users())
     (out / "acl").write_text(acl_text(logins))
     (out / "mosquitto.conf").write_text(conf_text(out, port=port, bind=bind, state_dir=state_dir))

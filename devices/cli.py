@@ -37,8 +37,8 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
     d.add_argument("--id", required=True, help="device id (e.g. farm-cam)")
     d.add_argument("--camera", default="camera", help="camera name (default: camera)")
     d.add_argument("--source", default="scene",
-                   help="scene[:people=N,speed=PX,size=WxH,seed=S] | folder:PATH | video:PATH "
-                        "(default: scene, one figure walking)")
+                   help="scene[:people=N,speed=PX,size=WxH,seed=S] | folder:PATH | video:PATH | "
+                        "camera:N (/dev/videoN) (default: scene, one figure walking)")
     d.add_argument("--fps", type=float, default=1.0, help="frames per second (default: 1)")
     d.add_argument("--quality", type=int, default=80, help="JPEG quality 1-100 (default: 80)")
     for f in (broker_arg, root_arg, log_arg):

@@ -102,7 +102,8 @@ class VideoFile:
 
 def make_source(spec: str, *, seed: int = 0) -> FrameSource:
     """``scene`` | ``scene:people=0`` | ``scene:people=2,speed=8,size=640x480``
-    | ``folder:PATH`` | ``video:PATH`` (a bare path: folder or video by type)."""
+    | ``folder:PATH`` | ``video:PATH`` (a bare path: folder or video by type)
+    | ``camera:N`` (the camera at ``/dev/videoN``)."""
     kind, _, rest = spec.partition(":")
     if kind == "scene":
         opts = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
@@ -116,9 +117,11 @@ def make_source(spec: str, *, seed: int = 0) -> FrameSource:
         return ImageFolder(Path(rest))
     if kind == "video":
         return VideoFile(Path(rest))
+    if kind == "camera":    # a V4L2 camera: camera:0 is /dev/video0
+        return VideoFile(Path(f"/dev/video{rest or 0}"))
     path = Path(spec)
     if path.is_dir():
         return ImageFolder(path)
     if path.is_file():
         return VideoFile(path)
-    raise DeviceError(f"unknown frame source {spec!r}: use scene[:opts], folder:PATH or video:PATH")
+    raise DeviceError(f"unknown frame source {spec!r}: use scene[:opts], folder:PATH, video:PATH or camera:N")

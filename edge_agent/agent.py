@@ -60,16 +60,17 @@ class _AgentLog(logging.LoggerAdapter):
         return f"[{self.extra['agent']}] {msg}", kwargs  # type: ignore[index]
 
 
-def detect_shared_subscriptions(client: MqttClient, topics: Topics, probe_event: threading.Event,
+def detect_shared_subscriptions(client: MqttClient, probe_topic: str, probe_event: threading.Event,
                                 token: str, *, timeout: float = 1.0) -> bool:
     """Does this broker route ``$share/...`` subscriptions? Ask it, don't guess:
-    subscribe to a shared filter, publish one probe, see whether it arrives."""
-    shared_filter = f"$share/fogmesh-probe-{token}/{topics.probe(token)}"
+    subscribe to a shared filter on ``probe_topic``, publish one probe there,
+    see whether it arrives (the caller's handler sets ``probe_event``)."""
+    shared_filter = f"$share/fogmesh-probe-{token}/{probe_topic}"
     try:
         client.subscribe(shared_filter, 1, timeout=timeout)
     except ConnectError:
         return False
-    client.publish(topics.probe(token), b"{}", qos=1)
+    client.publish(probe_topic, b"{}", qos=1)
     ok = probe_event.wait(timeout)
     client.unsubscribe(shared_filter)
     return ok
@@ -190,7 +191,8 @@ class Agent:
                 self.ctl.start(timeout=timeout)
             self.client.start(timeout=max(timeout, 30.0))
             if self.requested_dispatch == "auto":
-                shared = detect_shared_subscriptions(self.ctl, self.topics, self._probe_seen,
+                shared = detect_shared_subscriptions(self.ctl, self.topics.probe(self._probe_token),
+                                                     self._probe_seen,
                                                      self._probe_token)
                 self.dispatch = "shared" if shared else "claim"
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,

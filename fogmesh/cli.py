@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
     from deploy.service_cli import add_parser as add_service_parser
+    from deploy.doctor import add_parser as add_doctor_parser
     add_service_parser(sub)
+    add_doctor_parser(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg)
 
     return parser
 
@@ -174,10 +176,15 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from deploy.doctor import run
+    return run(args)
+
+
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
             "device": cmd_device, "monitor": cmd_monitor, "bench": cmd_bench,
-            "service": cmd_service}
+            "service": cmd_service, "doctor": cmd_doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

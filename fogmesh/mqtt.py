@@ -390,3 +390,41 @@ class MqttClient:
             self._on_message(message)
         except Exception:  # a bug in a handler must not kill paho's network thread
             log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
+
+
+def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: int | None = None,
+                  timeout: float = 3.0) -> str | None:
+    """One CONNECT, then DISCONNECT: ``None`` if the broker accepted it, else
+    why not (refused with a reason code, or no answer). For ``fogmesh doctor``:
+    which protocol versions and transports a broker offers. ``websocket_port``:
+    MQTT over WebSockets (path ``/mqtt``) on that port of the URL's host."""
+    url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
+    outcome: list[str | None] = []
+    done = threading.Event()
+
+    def on_connect(_c: paho.Client, _ud: object, _flags: object, reason_code: object, _props: object) -> None:
+        outcome.append(str(reason_code) if getattr(reason_code, "is_failure", False) else None)
+        done.set()
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fogmesh-probe-{uuid.uuid4().hex[:8]}",
+                    protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+                    transport="websockets" if websocket_port else "tcp")
+    c.on_connect = on_connect
+    if websocket_port:
+        c.ws_set_options(path="/mqtt")
+    if url.username:
+        c.username_pw_set(url.username, resolve_password(url, os.environ))
+    try:
+        if url.tls:
+            c.tls_set(ca_certs=url.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        c.connect(url.host, websocket_port or url.port, keepalive=15)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"cannot connect: {exc}"
+    c.loop_start()
+    try:
+        if not done.wait(timeout):
+            return f"no CONNACK within {timeout:g} s"
+        return outcome[0]
+    finally:
+        c.disconnect()
+        c.loop_stop()

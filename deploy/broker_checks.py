@@ -1,0 +1,256 @@
+"""``fogmesh doctor``'s questions to the broker, in the order a deployment
+breaks: can this box reach it, does TLS verify, is the login accepted, what
+does the broker offer (MQTT 5, WebSockets, shared subscriptions), does the
+ACL let this login publish and read its own topics, and is this box's clock
+close to its peers'. Each answers with a :class:`~deploy.report.Check`."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from deploy.report import Check
+from fogmesh import codec
+from fogmesh.errors import ConnectError
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect
+from fogmesh.topics import Topics
+
+ROLES = ("agent", "bridge", "device", "operator")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CLOCK_WARN_S = 2.0
+CERT_WARN_DAYS = 30
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    """Whom the doctor asks, and as what: ``role`` and ``ident`` (agent id,
+    bridge site, device id, operator login) name this login's own topics."""
+
+    url: BrokerUrl
+    topics: Topics
+    role: str = "agent"
+    ident: str = "doctor"
+    timeout: float = 5.0
+
+    @property
+    def login(self) -> str:
+        return self.url.username or self.ident
+
+    def own_topic(self) -> str:
+        """A topic inside this login's permissions that nothing else reads:
+        the probe lands there and nowhere else."""
+        root = self.topics.root
+        if self.role == "agent":
+            return f"{root}/agents/{self.ident}/doctor"
+        if self.role == "bridge":
+            return f"{root}/agents/bridge-{self.ident}/doctor"
+        return f"{root}/probe/{self.login}/doctor"
+
+    def probe_topic(self, token: str) -> str:
+        """``{root}/probe/...``: agents may use all of probe/, other logins their own part."""
+        if self.role == "agent":
+            return self.topics.probe(token)
+        return f"{self.topics.probe(self.login)}/{token}"
+
+
+def check_reach(target: BrokerTarget) -> Check:
+    url = target.url
+    started = time.monotonic()
+    try:
+        with socket.create_connection((url.host, url.port), timeout=target.timeout):
+            pass
+    except socket.gaierror as exc:
+        return Check("broker", "fail", f"cannot resolve {url.host}: {exc.strerror}",
+                     "check the host name in --broker (and /etc/hosts or DNS)")
+    except (TimeoutError, socket.timeout):
+        return Check("broker", "fail", f"no answer from {url.host}:{url.port} within {target.timeout:g} s",
+                     "is the host up, and does a firewall let the port through?")
+    except OSError as exc:
+        return Check("broker", "fail", f"cannot reach {url.host}:{url.port}: {exc.strerror or exc}",
+                     "start the broker (`fogmesh broker`, or `sudo systemctl start mosquitto`) "
+                     "or correct the port in --broker")
+    ms = 1000 * (time.monotonic() - started)
+    return Check("broker", "ok", f"{url.host}:{url.port} accepts TCP connections ({ms:.1f} ms)")
+
+
+def check_tls(target: BrokerTarget) -> Check:
+    url = target.url
+    if not url.tls:
+        if url.host in LOOPBACK:
+            return Check("tls", "info", "plain MQTT on loopback (nothing leaves this box)")
+        return Check("tls", "warn", "plain MQTT over the network: anyone on it can read and inject tasks",
+                     "use a broker with TLS and logins: python -m broker.secure, then mqtts:// URLs")
+    try:
+        ctx = ssl.create_default_context(cafile=url.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return Check("tls", "fail", f"cannot read the CA certificate {url.ca_file}: {exc}",
+                     "point ?ca= in the broker URL at the CA file (ca.crt from python -m broker.secure)")
+    try:
+        with socket.create_connection((url.host, url.port), timeout=target.timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=url.host) as tls:
+            cert = tls.getpeercert() or {}
+            version = tls.version()
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or str(exc)
+        if "mismatch" in reason or "hostname" in reason:
+            fix = (f"connect by a name or address the broker's certificate was made for "
+                   f"(python -m broker.secure --host NAME); {url.host} is not one of them")
+        elif "expired" in reason:
+            fix = "renew the broker's certificate (python -m broker.secure writes new ones) and restart it"
+        else:
+            fix = ("trust the CA that signed the broker's certificate: ?ca=/etc/fogmesh/ca.crt in the "
+                   "broker URL")
+        return Check("tls", "fail", f"the broker's certificate does not verify: {reason}", fix)
+    except ssl.SSLError as exc:
+        return Check("tls", "fail", f"TLS handshake failed: {exc.reason or exc}",
+                     "is this port a TLS listener? mqtts:// needs one (usually 8883); mqtt:// for plain")
+    except OSError as exc:
+        return Check("tls", "fail", f"TLS connection failed: {exc}", "see the broker check above")
+    subject = dict(x[0] for x in cert.get("subject", ()))
+    issuer = dict(x[0] for x in cert.get("issuer", ()))
+    days = (ssl.cert_time_to_seconds(cert["notAfter"]) - time.time()) / 86400
+    what = f"{subject.get('commonName', '?')}, issued by {issuer.get('commonName', '?')}"
+    if days < CERT_WARN_DAYS:
+        return Check("tls", "warn", f"verified ({version}, {what}) but expires in {days:.0f} days "
+                     f"({cert['notAfter']})",
+                     "renew the broker's certificate before then (python -m broker.secure writes new ones)")
+    return Check("tls", "ok", f"verified ({version}, {what}), valid {days:.0f} more days")
+
+
+class Session:
+    """The doctor's own connection, with every message it receives queued."""
+
+    def __init__(self, target: BrokerTarget) -> None:
+        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}",
+                                 on_message=self.inbox.put, reconnect=False)
+
+    def receive(self, topic: str, payload: bytes, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = self.inbox.get(timeout=left)
+            except queue.Empty:
+                return False
+            if m.topic == topic and m.payload == payload:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.client.stop()
+
+
+def check_login(target: BrokerTarget) -> tuple[Check, Session | None]:
+    session = Session(target)
+    try:
+        session.client.start(timeout=target.timeout)
+    except ConnectError as exc:
+        text = str(exc)
+        if "authori" in text.lower() or "password" in text.lower() or "bad user" in text.lower():
+            fix = ("check the login in the URL (mqtts://LOGIN@host) and its password: "
+                   "$FOGMESH_PASSWORD_FILE, ?password_file=PATH or $FOGMESH_PASSWORD")
+        else:
+            fix = "see the broker and tls checks above"
+        return Check("login", "fail", f"the broker refused the connection: {text.split('. ')[0]}", fix), None
+    who = f"as {target.url.username}" if target.url.username else "anonymously"
+    return Check("login", "ok", f"connected {who} (MQTT 3.1.1)"), session
+
+
+def check_mqtt5(target: BrokerTarget) -> Check:
+    problem = probe_connect(target.url, mqtt5=True, timeout=min(target.timeout, 3.0))
+    if problem is None:
+        return Check("mqtt 5", "info", "offered (fogmesh speaks 3.1.1; MQTT 5 tools such as mosquitto_rr work too)")
+    return Check("mqtt 5", "info", f"not offered ({problem}); fogmesh needs only 3.1.1")
+
+
+def check_websockets(target: BrokerTarget, ports: tuple[int, ...]) -> Check:
+    """Browser dashboards need MQTT over WebSockets; fogmesh's own parts do not."""
+    found = []
+    for port in ports:
+        try:
+            with socket.create_connection((target.url.host, port), timeout=0.5):
+                pass
+        except OSError:
+            continue
+        if probe_connect(target.url, websocket_port=port, timeout=min(target.timeout, 2.0)) is None:
+            found.append(port)
+    if found:
+        return Check("websockets", "info", "MQTT over WebSockets on port " + ", ".join(map(str, found)))
+    return Check("websockets", "info", f"no MQTT over WebSockets on port {', '.join(map(str, ports))} "
+                 "(only browser clients need it)")
+
+
+def check_acl(target: BrokerTarget, session: Session) -> Check:
+    topic = target.own_topic()
+    payload = codec.encode({"doctor": uuid.uuid4().hex})
+    fix = (f"let {target.login} read and write {topic}: `topic readwrite {topic}` in its ACL block "
+           f"(python -m broker.secure writes it), then reload the broker; or check --as/--id")
+    try:
+        session.client.subscribe(topic, 1, timeout=target.timeout)
+    except ConnectError as exc:
+        return Check("acl", "fail", f"{target.login} may not subscribe to {topic}: {exc}", fix)
+    session.client.publish(topic, payload, qos=1)
+    ok = session.receive(topic, payload, target.timeout)
+    session.client.unsubscribe(topic)
+    if not ok:
+        return Check("acl", "fail", f"{target.login} cannot publish and read its own topic {topic} "
+                     "(the broker dropped the probe)", fix)
+    return Check("acl", "ok", f"{target.login} publishes and reads its own topic {topic}")
+
+
+def check_shared(target: BrokerTarget) -> Check:
+    from edge_agent.agent import detect_shared_subscriptions
+    token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
+    seen = threading.Event()
+    probe_topic = target.probe_topic(token)
+    client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", reconnect=False,
+                        on_message=lambda m: seen.set() if m.topic == probe_topic else None)
+    try:
+        client.start(timeout=target.timeout)
+        shared = detect_shared_subscriptions(client, probe_topic, seen, token, timeout=min(target.timeout, 2.0))
+    except ConnectError as exc:
+        return Check("shared subs", "skip", f"not checked: {exc}")
+    finally:
+        client.stop()
+    if shared:
+        return Check("shared subs", "ok", "$share subscriptions work: agents split tasks with shared dispatch")
+    return Check("shared subs", "info", "no $share subscriptions: agents use claim dispatch "
+                 "(see topics.md, Brokers, for what that guarantees on this broker)")
+
+
+def check_clock(target: BrokerTarget, session: Session, *, wait_s: float) -> Check:
+    """Presence and bridge health carry their sender's Unix time; a live one
+    (not a retained copy) tells how far this clock is from that peer's."""
+    for f in (target.topics.presence_filter, f"{target.topics.root}/bridge/+"):
+        try:
+            session.client.subscribe(f, 0, timeout=target.timeout)
+        except ConnectError:
+            pass
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            m = session.inbox.get(timeout=left)
+        except queue.Empty:
+            break
+        if m.retain or not m.payload:
+            continue
+        try:
+            body = codec.decode(m.payload)
+            ts, peer = float(body["ts"]), str(body.get("agent", m.topic))
+        except Exception:
+            continue
+        if body.get("state") == "offline":
+            continue
+        offset = time.time() - ts
+        ahead = "ahead of" if offset > 0 else "behind"
+        if abs(offset) > CLOCK_WARN_S:
+            return Check("clock", "warn", f"this clock is {abs(offset):.1f} s {ahead} {peer}'s",
+                         "turn on time sync on every box (sudo timedatectl set-ntp true); deadlines "
+                         "(deadline_ms) and presence staleness assume clocks within a second or two")
+        return Check("clock", "ok", f"within {abs(offset):.2f} s of {peer}'s")
+    return Check("clock", "info", f"no peer announced itself within {wait_s:g} s: nothing to compare with")

@@ -1,0 +1,139 @@
+"""``fogmesh doctor``: what is wrong with this box, before the first task fails.
+
+Runs the broker checks (reach, TLS, login, MQTT 5, WebSockets, ACL, shared
+subscriptions, clock) and the host checks (Python, state directory, GPIO,
+camera), prints one line each (ok / info / warn / fail / skip) and, under a
+problem, one line saying what to do. Exit status 1 when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from deploy.broker_checks import (ROLES, BrokerTarget, check_acl, check_clock, check_login, check_mqtt5,
+                                  check_reach, check_shared, check_tls, check_websockets)
+from deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
+from deploy.report import Check, exit_status, render_json, render_table
+from fogmesh.mqtt import BrokerUrl
+from fogmesh.topics import Topics
+
+WS_PORTS = (9001, 8080, 8083)
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    broker: str
+    root: str
+    role: str = "agent"
+    ident: str | None = None
+    state_dir: Path | None = None
+    pins: str | None = None
+    pin_factory: str = "auto"
+    camera: str | None = None
+    ws_ports: tuple[int, ...] = WS_PORTS
+    clock_wait_s: float = 6.0
+    timeout: float = 5.0
+
+
+def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
+    """Every check, in order; a broker check that cannot run after an
+    earlier failure says so (skip) instead of piling up the same error."""
+    checks: list[Check] = []
+
+    def add(check: Check) -> Check:
+        checks.append(check)
+        if progress is not None:
+            progress(check)
+        return check
+
+    url = BrokerUrl.parse(options.broker)
+    ident = options.ident or url.username or f"doctor-{socket.gethostname().split('.')[0]}"
+    target = BrokerTarget(url=url, topics=Topics(options.root), role=options.role, ident=ident,
+                          timeout=options.timeout)
+    add(check_python())
+    reached = add(check_reach(target)).status == "ok"
+    tls_ok = reached and add(check_tls(target)).status != "fail"
+    session = None
+    if tls_ok:
+        login, session = check_login(target)
+        add(login)
+    else:
+        add(Check("login", "skip", "not tried: the broker cannot be reached" if not reached
+                  else "not tried: TLS does not verify"))
+    try:
+        if session is not None:
+            add(check_mqtt5(target))
+            add(check_websockets(target, options.ws_ports))
+            acl = add(check_acl(target, session))
+            if acl.status == "ok":
+                add(check_shared(target))
+            else:
+                add(Check("shared subs", "skip", "not checked: the probe topics are not allowed"))
+            add(check_clock(target, session, wait_s=options.clock_wait_s))
+        else:
+            for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock"):
+                add(Check(name, "skip", "not checked: no connection"))
+    finally:
+        if session is not None:
+            session.close()
+    if options.state_dir is not None:
+        state_dir = options.state_dir
+    else:
+        from edge_agent.journal import default_state_dir
+        state_dir = default_state_dir()
+    add(check_state_dir(state_dir))
+    add(check_pins(options.pins, factory_kind=options.pin_factory))
+    add(check_camera(options.camera))
+    return checks
+
+
+def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: Callable) -> None:
+    p = sub.add_parser("doctor", help="check this box and its broker before deploying (ok/warn/fail + fixes)",
+                       description="Check what breaks deployments: the broker (reachable, TLS chain and "
+                                   "expiry, login, MQTT 5, WebSockets, shared subscriptions, what the ACL "
+                                   "lets this login do), this box (Python and packages, the state "
+                                   "directory, GPIO pins, the camera) and its clock against its peers'. "
+                                   "Each check prints ok / info / warn / fail / skip and, for a problem, "
+                                   "what to do. Exit status 1 when a check failed.")
+    broker_arg(p)
+    root_arg(p)
+    p.add_argument("--as", dest="role", choices=ROLES, default="agent",
+                   help="the role this box plays, whose own topics the ACL check probes (default: agent)")
+    p.add_argument("--id", help="its agent id, bridge site, device id or operator login "
+                                "(default: the login in --broker, else doctor-HOSTNAME)")
+    p.add_argument("--state-dir", type=Path,
+                   help="state directory to check (default: $FOGMESH_STATE_DIR or ~/.local/state/fogmesh)")
+    p.add_argument("--pins", metavar="SPEC", help="actuator pins to check, as `fogmesh device actuator --pins`")
+    p.add_argument("--pin-factory", choices=["auto", "mock"], default="auto",
+                   help="auto: this board's pins, or mock pins where there are none (default: auto)")
+    p.add_argument("--camera", metavar="SOURCE", help="camera to read a frame from: camera:N, video:PATH, ...")
+    p.add_argument("--ws-port", type=int, action="append", metavar="PORT",
+                   help=f"port to try MQTT over WebSockets on; repeatable (default: {', '.join(map(str, WS_PORTS))})")
+    p.add_argument("--clock-wait", type=float, default=6.0, metavar="S",
+                   help="seconds to wait for a peer's presence to compare clocks with (default: 6)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per network check (default: 5)")
+    json_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fogmesh.cli_args import setup_logging
+    setup_logging("ERROR")          # the checks' findings are the output, not library warnings
+    options = DoctorOptions(broker=args.broker, root=args.root, role=args.role, ident=args.id,
+                            state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
+                            camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
+                            clock_wait_s=args.clock_wait, timeout=args.timeout)
+    title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
+    interactive = sys.stderr.isatty() and not args.json
+
+    def progress(c: Check) -> None:     # network checks take seconds: show where it is
+        print(f"\r  checked {c.name:<14}", end="", file=sys.stderr, flush=True)
+    checks = run_checks(options, progress=progress if interactive else None)
+    if interactive:
+        print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
+    sys.stdout.write(render_json(checks, title=title) if args.json else render_table(checks, title=title))
+    return exit_status(checks)

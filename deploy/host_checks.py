@@ -1,0 +1,115 @@
+"""``fogmesh doctor``'s questions to this box: Python and package versions,
+the state directory (journals, the bridge's outbox), the GPIO pins and the
+camera. Each answers with a :class:`~deploy.report.Check`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+from deploy.report import Check
+from fogmesh.errors import DeviceError
+
+PACKAGES = ("fogmesh", "paho-mqtt", "amqtt", "gpiozero", "opencv-python-headless", "psutil")
+STATE_FAIL_BYTES = 64 * 1024 * 1024       # the bridge's reserve; a journal needs headroom too
+STATE_WARN_BYTES = 256 * 1024 * 1024
+
+
+def check_python() -> Check:
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    detail = f"Python {platform.python_version()} on {platform.machine()}; " + ", ".join(versions)
+    if sys.version_info < (3, 11):
+        return Check("python", "fail", detail, "fogmesh needs Python 3.11 or newer")
+    if any(v.endswith("missing") for v in versions[:2]):
+        return Check("python", "fail", detail, "pip install fogmesh (into the interpreter the services run)")
+    return Check("python", "ok", detail)
+
+
+def check_state_dir(path: Path) -> Check:
+    """Agents journal accepted tasks there and bridges keep their outbox: a
+    directory they cannot write stops them taking work."""
+    fix_where = ("point $FOGMESH_STATE_DIR at a writable local disk (the service units use "
+                 "/var/lib/fogmesh, StateDirectory=)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return Check("state dir", "fail", f"cannot create {path}: {exc.strerror or exc}", fix_where)
+    probe = path / f".doctor-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return Check("state dir", "fail", f"cannot write in {path}: {exc.strerror or exc}", fix_where)
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    free = shutil.disk_usage(path).free
+    text = f"{path} is writable, {free / 2**20:.0f} MiB free"
+    if free < STATE_FAIL_BYTES:
+        return Check("state dir", "fail", text, "free space on that disk (or move the state directory): "
+                     "below 64 MiB the bridge refuses tasks and a journal may fill")
+    if free < STATE_WARN_BYTES:
+        return Check("state dir", "warn", text, "less than 256 MiB free: an offline bridge's outbox grows "
+                     "here; free space or lower --max-backlog-bytes")
+    return Check("state dir", "ok", text)
+
+
+def check_pins(spec: str | None, *, factory_kind: str = "auto") -> Check:
+    """The pin factory gpiozero would use, and whether the configured
+    actuator pins can be claimed (each is set to its safe state and released)."""
+    from devices.gpio import Actuators, make_pin_factory, parse_pins
+    try:
+        factory = make_pin_factory(factory_kind)
+    except Exception as exc:   # a broken GPIO library install
+        return Check("gpio", "fail", f"no pin factory: {exc}", "install gpiozero's back-end (lgpio on a Pi)")
+    kind = type(factory).__name__
+    real = "Mock" not in kind
+    where = f"{'real pins' if real else 'mock pins, no GPIO on this host'} ({kind})"
+    if not spec:
+        return Check("gpio", "info", f"{where}; no --pins to check")
+    try:
+        specs = parse_pins(spec)
+    except ValueError as exc:
+        return Check("gpio", "fail", f"--pins: {exc}", "write NAME=KIND:PIN,... as `fogmesh device actuator --help` shows")
+    try:
+        Actuators(specs, pin_factory=factory).close()
+    except DeviceError as exc:
+        return Check("gpio", "fail", f"{where}: {exc}",
+                     "use free BCM pin numbers (see `pinout`); stop whatever holds a pin in use, and run as a "
+                     "user in group gpio")
+    finally:
+        close = getattr(factory, "close", None)
+        if close is not None:
+            close()
+    pins = ", ".join(f"{s.name}=GPIO{s.pin}" for s in specs)
+    return Check("gpio", "ok", f"{where}: {pins} can be claimed")
+
+
+def check_camera(source: str | None) -> Check:
+    """One frame from the source a camera device would stream."""
+    if not source:
+        return Check("camera", "skip", "no --camera to check")
+    from devices.scenes import make_source
+    try:
+        frame = make_source(source).next_frame()
+    except DeviceError as exc:
+        return Check("camera", "fail", str(exc), "is the camera connected (ls /dev/video*) and free, and is "
+                     "the user in group video? give video:/dev/videoN, camera:N or a file")
+    if frame is None:
+        return Check("camera", "fail", f"{source} gave no frame", "check the camera or file")
+    height, width = frame.shape[:2]
+    return Check("camera", "ok", f"{source}: a {width}x{height} frame")

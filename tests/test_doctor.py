@@ -1,0 +1,184 @@
+"""`fogmesh doctor` on good set-ups (every check ok or a plain fact) and on
+broken ones (the failing check says what to do), against real brokers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from broker.mosquitto import Mosquitto
+from broker.ports import free_port
+from broker.secure import Logins, generate
+from deploy.doctor import DoctorOptions, run_checks
+from deploy.host_checks import check_camera, check_pins, check_state_dir
+from deploy.report import Check, exit_status, render_table
+from devices.vision import write_video
+from tests.tinydisk import fill, mounted_tmpfs
+
+pytestmark = pytest.mark.timeout(90)
+
+NO_WS = (free_port(),)     # a closed port: the WebSocket probe answers at once
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def doctor(url: str, root: str, tmp_path: Path, **options: object) -> dict[str, Check]:
+    options.setdefault("clock_wait_s", 4.0)
+    options.setdefault("timeout", 3.0)
+    options.setdefault("ws_ports", NO_WS)
+    return by_name(run_checks(DoctorOptions(broker=url, root=root, state_dir=tmp_path / "state",
+                                            **options)))  # type: ignore[arg-type]
+
+
+def problems(checks: dict[str, Check]) -> list[Check]:
+    return [c for c in checks.values() if c.status in ("warn", "fail")]
+
+
+# -- good set-ups ------------------------------------------------------------------------
+
+def test_a_plain_broker_with_a_running_agent_checks_all_ok(broker, root, agents, tmp_path):
+    agents("peer-1", broker.url, root, presence_period=0.5)
+    checks = doctor(broker.url, root, tmp_path, ident="pi-9")
+    assert problems(checks) == []
+    assert checks["broker"].status == checks["login"].status == checks["acl"].status == "ok"
+    assert checks["shared subs"].status == "ok"
+    assert checks["clock"].status == "ok" and "peer-1" in checks["clock"].detail
+    assert checks["state dir"].status == "ok"
+
+
+@pytest.fixture(scope="module")
+def secured() -> tuple[Path, Mosquitto]:
+    out = Path(tempfile.mkdtemp(prefix="fogmesh-doctor-"))
+    generate(out, Logins(devices=("sensor-7",), agents=("pi-1", "pi-2"), operators=("ops",), root="fog/v1"),
+             hosts=["localhost", "127.0.0.1"])
+    broker = Mosquitto(secure_dir=out).start()
+    yield out, broker
+    broker.cleanup()
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def secure_url(secured: tuple[Path, Mosquitto], login: str, *, ca: bool = True, password: Path | None = None) -> str:
+    out, broker = secured
+    pw = password or out / "credentials" / f"{login}.password"
+    query = (f"ca={out / 'ca.crt'}&" if ca else "") + f"password_file={pw}"
+    return f"mqtts://{login}@127.0.0.1:{broker.port}?{query}"
+
+
+def test_a_secured_broker_checks_all_ok_for_each_role(secured, tmp_path):
+    for role, login in (("agent", "pi-1"), ("device", "sensor-7"), ("operator", "ops")):
+        checks = doctor(secure_url(secured, login), "fog/v1", tmp_path, role=role, clock_wait_s=0.5)
+        assert problems(checks) == [], (role, problems(checks))
+        assert checks["tls"].status == "ok" and "TLS" in checks["tls"].detail
+        assert checks["acl"].status == "ok", role
+
+
+# -- broken set-ups -----------------------------------------------------------------------
+
+def test_a_broker_that_is_not_running_fails_with_how_to_start_one(root, tmp_path):
+    checks = doctor(f"mqtt://127.0.0.1:{free_port()}", root, tmp_path)
+    assert checks["broker"].status == "fail" and "fogmesh broker" in checks["broker"].fix
+    assert checks["login"].status == "skip" and checks["acl"].status == "skip"
+
+
+def test_a_wrong_password_fails_the_login_with_where_the_password_comes_from(secured, tmp_path):
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-it")
+    checks = doctor(secure_url(secured, "pi-1", password=wrong), "fog/v1", tmp_path)
+    assert checks["tls"].status == "ok"
+    assert checks["login"].status == "fail" and "FOGMESH_PASSWORD_FILE" in checks["login"].fix
+
+
+def test_an_untrusted_certificate_fails_tls_with_the_ca_option(secured, tmp_path):
+    checks = doctor(secure_url(secured, "pi-1", ca=False), "fog/v1", tmp_path)
+    assert checks["tls"].status == "fail" and "?ca=" in checks["tls"].fix
+    assert checks["login"].status == "skip"
+
+
+def test_a_certificate_that_expires_soon_is_a_warning_with_how_to_renew(tmp_path):
+    out = Path(tempfile.mkdtemp(prefix="fogmesh-doctor-short-"))
+    try:
+        generate(out, Logins(agents=("pi-1",), root="fog/v1"), hosts=["127.0.0.1"], days=10)
+        broker = Mosquitto(secure_dir=out).start()
+        try:
+            url = (f"mqtts://pi-1@127.0.0.1:{broker.port}?ca={out / 'ca.crt'}"
+                   f"&password_file={out / 'credentials' / 'pi-1.password'}")
+            checks = doctor(url, "fog/v1", tmp_path, clock_wait_s=0.5)
+        finally:
+            broker.cleanup()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    assert checks["tls"].status == "warn" and "expires in" in checks["tls"].detail
+    assert "renew" in checks["tls"].fix
+
+
+def test_a_login_the_acl_does_not_give_the_roles_topics_fails_with_the_acl_line(secured, tmp_path):
+    checks = doctor(secure_url(secured, "sensor-7"), "fog/v1", tmp_path, role="agent", ident="pi-1")
+    assert checks["login"].status == "ok"
+    assert checks["acl"].status == "fail"
+    assert "topic readwrite fog/v1/agents/pi-1/doctor" in checks["acl"].fix
+
+
+def test_a_clock_far_from_a_peers_is_a_warning_with_how_to_sync(broker, root, agents, tmp_path):
+    agents("skewed", broker.url, root, presence_period=0.5, wall_clock=lambda: time.time() + 60)
+    checks = doctor(broker.url, root, tmp_path)
+    assert checks["clock"].status == "warn" and "behind skewed's" in checks["clock"].detail
+    assert "timedatectl set-ntp" in checks["clock"].fix
+
+
+def test_a_read_only_state_directory_fails_with_where_to_put_it(tmp_path):
+    with mounted_tmpfs(tmp_path / "ro", size_kb=1024, read_only=True) as ro:
+        check = check_state_dir(ro)
+    assert check.status == "fail" and "FOGMESH_STATE_DIR" in check.fix
+
+
+def test_a_nearly_full_state_disk_fails_with_how_much_is_needed(tmp_path):
+    with mounted_tmpfs(tmp_path / "small", size_kb=32 * 1024) as small:
+        fill(small, leave_bytes=1024 * 1024)
+        check = check_state_dir(small / "state")
+    assert check.status == "fail" and "64 MiB" in check.fix
+
+
+def test_free_pins_can_be_claimed_and_a_bad_or_doubled_pin_fails_with_the_fix():
+    assert check_pins("deterrent=relay:17,lamp=led:27", factory_kind="mock").status == "ok"
+    for spec in ("deterrent=relay:99", "deterrent=relay:17,lamp=led:17"):
+        check = check_pins(spec, factory_kind="mock")
+        assert check.status == "fail" and "pinout" in check.fix, spec
+    assert check_pins("deterrent=valve:17", factory_kind="mock").status == "fail"
+
+
+def test_a_readable_camera_source_gives_a_frame_and_a_missing_one_fails(tmp_path):
+    video = tmp_path / "cam.avi"
+    write_video(video, [np.zeros((48, 64, 3), np.uint8)] * 3)
+    assert check_camera(f"video:{video}").detail.endswith("a 64x48 frame")
+    missing = check_camera("camera:77")
+    assert missing.status == "fail" and "/dev/video" in missing.fix
+
+
+def test_the_exit_status_is_one_only_when_a_check_failed():
+    assert exit_status([Check("a", "ok", ""), Check("b", "warn", "", "x")]) == 0
+    assert exit_status([Check("a", "fail", "", "x")]) == 1
+    assert "-> x" in render_table([Check("b", "warn", "d", "x")], title="t")
+
+
+def test_the_command_prints_json_and_exits_by_the_verdict(broker, root, tmp_path):
+    def run(url: str) -> tuple[int, dict]:
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "doctor", "--broker", url, "--root", root,
+                               "--json", "--clock-wait", "0.5", "--timeout", "3", "--ws-port", str(NO_WS[0]),
+                               "--state-dir", str(tmp_path / "state")],
+                              capture_output=True, text=True, timeout=60)
+        return done.returncode, json.loads(done.stdout)
+    code, report = run(broker.url)
+    assert code == 0 and report["ok"] is True
+    assert {c["name"] for c in report["checks"]} >= {"broker", "tls", "login", "acl", "clock", "state dir"}
+    code, report = run(f"mqtt://127.0.0.1:{free_port()}")
+    assert code == 1 and report["ok"] is False
