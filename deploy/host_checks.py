@@ -31,7 +31,7 @@ def check_python() -> Check:
     if sys.version_info < (3, 11):
         return Check("python", "fail", detail, "fogmesh needs Python 3.11 or newer")
     if any(v.endswith("missing") for v in versions[:2]):
-        return Check("python", "fail", detail, "pip install fogmesh (into the interpreter the services run)")
+        return Check("python", "fail", detail, "install fogmesh into the interpreter the services run (docs/raspberry-pi.md, step 1)")
     return Check("python", "ok", detail)
 
 

@@ -119,8 +119,8 @@ def warnings_for(spec: UnitSpec) -> list[str]:
     if spec.python.startswith("/home/") or spec.python.startswith("/root/"):
         notes.append(f"the interpreter {spec.python} is in a home directory, which the service's user "
                      "cannot read (ProtectHome=, 0700 homes): install fogmesh into /opt/fogmesh "
-                     "(python3 -m venv /opt/fogmesh && /opt/fogmesh/bin/pip install fogmesh) and "
-                     "pass --python /opt/fogmesh/bin/python")
+                     "(python3 -m venv /opt/fogmesh && /opt/fogmesh/bin/pip install ./fogmesh) and "
+                     "pass --python /opt/fogmesh/bin/python (docs/raspberry-pi.md)")
     for group in spec.groups:
         try:
             grp.getgrnam(group)

@@ -141,3 +141,49 @@ def test_unit_names_tell_two_units_of_one_role_apart():
     assert name("bridge", "--site=farm") == "fogmesh-bridge-farm.service"
     assert name("device", "sensor", "--id", "greenhouse 3") == "fogmesh-device-sensor-greenhouse\\x203.service"
     assert name("broker") == "fogmesh-broker.service"
+
+
+def test_the_agent_runs_as_its_unit_says_and_reports_ready(tmp_path, capsys, mosquitto_broker, root):
+    """Play systemd's part: the unit's ExecStart, its Environment= lines, the
+    credential copied to %d, the state directory at %S, a notify socket."""
+    import os
+    import shlex
+    import socket
+
+    secret = tmp_path / "pw"
+    secret.write_text("unused-on-an-open-broker\n")
+    text = printed_unit(capsys, "--password-file", str(secret), "agent", "--id", "svc-1", "--broker",
+                        mosquitto_broker.url, "--root", root, "--concurrency", "1")
+    creds, state = tmp_path / "credentials", tmp_path / "state"
+    creds.mkdir()
+    for line in text.splitlines():
+        if line.startswith("LoadCredential="):
+            name, _, path = line.removeprefix("LoadCredential=").partition(":")
+            (creds / name).write_bytes(Path(path).read_bytes())
+
+    def expand(value: str) -> str:
+        return value.replace("%d", str(creds)).replace("%S", str(state)).replace("$$", "$").replace("%%", "%")
+    env = dict(os.environ)
+    for line in text.splitlines():
+        if line.startswith("Environment="):
+            key, _, value = expand(line.removeprefix("Environment=")).strip('"').partition("=")
+            env[key] = value
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = str(tmp_path / "notify")
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    env.update(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="2000000")
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(expand(exec_start.removeprefix("ExecStart=")))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        got = b""
+        while b"READY=1" not in got:
+            got = notify.recv(4096)
+        assert b"STATUS=online" in got
+        assert env["FOGMESH_PASSWORD_FILE"] == str(creds / "password")
+        assert any(state.glob("*")), "the agent keeps its journal in the unit's state directory"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        notify.close()
