@@ -1,15 +1,19 @@
 """The compose file: valid against the compose specification, and runnable:
 its process testbed (every service's command and environment as local
 processes on loopback ports) carries a task end to end, including one heavy
-task through the bridge to a cloud worker."""
+task through the bridge to a cloud worker, and `fogmesh doctor` finds
+nothing to fix there."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import orjson
 import pytest
 
+from broker.ports import free_port
 from devices.client import FogClient
 from fogmesh.mqtt import MqttClient
 from tests.compose_testbed import REPO, ProcessTestbed, load, start_order
@@ -68,6 +72,13 @@ def test_the_process_testbed_built_from_the_compose_file_runs_tasks(tmp_path):
                 if heavy.tier == "cloud":
                     break
             assert heavy is not None and heavy.ok and heavy.tier == "cloud", heavy
+        # an installer's first command on the running testbed: nothing to fix
+        doctor = subprocess.run([sys.executable, "-m", "fogmesh", "doctor", "--broker", edge, "--id", "pi-9",
+                                 "--json", "--ws-port", str(free_port()), "--state-dir", str(tmp_path / "doc")],
+                                capture_output=True, text=True, timeout=60)
+        checks = json.loads(doctor.stdout)["checks"]
+        assert doctor.returncode == 0 and [c for c in checks if c["status"] in ("warn", "fail")] == [], checks
+        assert next(c for c in checks if c["name"] == "clock")["status"] == "ok"
         assert all(bed.alive().values()), {n: bed.log(n)[-500:] for n, up in bed.alive().items() if not up}
     finally:
         bed.stop()
