@@ -19,9 +19,9 @@ DEFAULT_GROUPS = {"device": ("gpio", "video")}
 
 EPILOG = """\
 examples:
-  fogmesh service install --print agent --id pi-1 --broker mqtts://pi-1@broker.lan:8883?ca=/etc/fogmesh/ca.crt
+  fogmesh service install --print agent --id pi-1 --broker 'mqtts://pi-1@broker.lan:8883?ca=/etc/fogmesh/ca.crt'
   sudo fogmesh service install --password-file /etc/fogmesh/credentials/pi-1.password \\
-       agent --id pi-1 --broker mqtts://pi-1@broker.lan:8883?ca=/etc/fogmesh/ca.crt
+       agent --id pi-1 --broker 'mqtts://pi-1@broker.lan:8883?ca=/etc/fogmesh/ca.crt'
   sudo fogmesh service install device actuator --id farm-relay --pins deterrent=relay:17
   sudo systemctl daemon-reload && sudo systemctl enable --now fogmesh-agent-pi-1
 
