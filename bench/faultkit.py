@@ -242,7 +242,7 @@ class ReplyCounter:
 @contextlib.contextmanager
 def mounted_tmpfs(path: Path, *, size_kb: int, read_only: bool = False) -> Iterator[Path]:
     """A real filesystem of ``size_kb`` (a disk that fills up), or a read-only
-    one. Mounting needs root (CI has it; ``.ci/run`` installs with apt-get)."""
+    one. Mounting needs root (CI has it)."""
     path.mkdir(parents=True, exist_ok=True)
     options = f"size={size_kb}k" + (",ro" if read_only else "")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],

@@ -3,7 +3,8 @@ subscriptions) on a free loopback port: one of the brokers agents split tasks
 on with claims. Used by the tests and the fault suite.
 
 Aedes is found in ``$FOGMESH_NODE_MODULES`` or ``~/.cache/fogmesh/node/node_modules``
-(``npm install --prefix ~/.cache/fogmesh/node aedes@0.51``; ``.ci/run`` does it).
+(``npm install --prefix ~/.cache/fogmesh/node aedes@0.51``; the test command does it:
+``tests/prerequisites.py``).
 """
 
 from __future__ import annotations

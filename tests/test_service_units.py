@@ -32,7 +32,7 @@ def printed_unit(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def verify(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("systemd-analyze")
-    assert tool, "systemd-analyze is missing: apt-get install systemd (.ci/run installs it)"
+    assert tool, "systemd-analyze is missing: python -m tests.prerequisites installs it"
     path = tmp_path / name
     path.write_text(text)
     return subprocess.run([tool, "verify", str(path)], capture_output=True, text=True, timeout=30)
