@@ -17,7 +17,9 @@ def add_parsers(sub: Any) -> None:
                                    "them to an on-disk outbox, forward them to the cloud broker, and "
                                    "bring results and actuation commands back. While the uplink is "
                                    "down the outbox fills (bounded) and is replayed in order.")
-    p.add_argument("--site", required=True, help="site name, unique per edge broker (e.g. farm-3)")
+    p.add_argument("--site", default=default_site(),
+                   help=f"site name, unique per edge broker (e.g. farm-3; default: this host's name, "
+                        f"{default_site()})")
     p.add_argument("--edge", default=DEFAULT_BROKER, type=broker_url,
                    help=f"edge broker URL (default: {DEFAULT_BROKER})")
     p.add_argument("--cloud", required=True, type=broker_url,
@@ -52,6 +54,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
     log_arg(p)
+
+
+def default_site() -> str:
+    """This host's short name, as a site name: one bridge per edge broker box."""
+    import re
+    import socket
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0]) or "site"
 
 
 def _aggregate_rule(text: str) -> tuple[str, float]:

@@ -12,7 +12,8 @@ import pytest
 
 from fogmesh.cli import build_parser, main
 
-COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench", "simulate", "device", "monitor"]
+COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench", "simulate", "device", "monitor",
+            "service", "doctor"]
 
 
 def run(*args, timeout=60, env=None):
@@ -212,3 +213,9 @@ def test_simulate_json_has_the_same_figures():
 def test_simulate_names_an_unknown_scenario():
     out = run("simulate", "atlantis")
     assert out.returncode == 2 and "scenarios/" in out.stderr
+
+
+def test_the_bridge_site_defaults_to_the_host_name():
+    import socket
+    args = build_parser().parse_args(["bridge", "--cloud", "mqtt://cloud:1883"])
+    assert args.site == socket.gethostname().split(".")[0].replace(".", "-")
