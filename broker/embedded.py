@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import MQTTError
 from amqtt.mqtt.constants import QOS_0
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import OutgoingApplicationMessage, Session
@@ -68,6 +69,22 @@ class FogmeshBroker(Broker):
         self.shared = shared or SharedGroups()
         self._shared_tasks: set[asyncio.Task[None]] = set()
         self._pump_pending = False
+
+    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
+                                         remote_port: int) -> Any:
+        """amqtt refuses an MQTT 5 CONNECT with a bare "Invalid protocol"; say
+        who was refused and what to do instead."""
+        try:
+            return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        except MQTTError as exc:
+            if "Invalid protocol" in str(exc):
+                level = str(exc).rsplit(":", 1)[-1].strip()
+                log.warning("refused the client at %s:%s: it speaks MQTT protocol level %s (%s), the "
+                            "embedded broker MQTT 3.1.1 only. Connect as 3.1.1 (mosquitto_sub/rr -V "
+                            "mqttv311, MQTT.js protocolVersion: 4, paho MQTTv311), or run mosquitto for "
+                            "MQTT 5", remote_address, remote_port, level,
+                            {"5": "MQTT 5", "3": "MQTT 3.1"}.get(level, "unknown"))
+            raise
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
@@ -185,11 +202,13 @@ def _alive(handler: Any) -> bool:
     return handler._reader_task is not None and not handler._reader_stopped.is_set()
 
 
-def broker_config(host: str, port: int) -> dict:
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {f"{__name__}.OpenAuthPlugin": {}},
-    }
+def broker_config(host: str, port: int, ws_port: int | None = None) -> dict:
+    """MQTT on ``port``; with ``ws_port``, MQTT over WebSockets there too
+    (browsers, Node-RED dashboards: ``ws://host:ws_port/mqtt``)."""
+    listeners: dict[str, dict[str, str]] = {"default": {"type": "tcp", "bind": f"{host}:{port}"}}
+    if ws_port is not None:
+        listeners["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
+    return {"listeners": listeners, "plugins": {f"{__name__}.OpenAuthPlugin": {}}}
 
 
 def quiet_amqtt_logs() -> None:
@@ -199,16 +218,17 @@ def quiet_amqtt_logs() -> None:
 
 
 async def serve(host: str, port: int, stop: asyncio.Event,
-                on_ready: Callable[[], None] | None = None) -> None:
-    """Run a broker on ``host:port`` until ``stop`` is set."""
+                on_ready: Callable[[], None] | None = None, *, ws_port: int | None = None) -> None:
+    """Run a broker on ``host:port`` (and WebSockets on ``ws_port``) until ``stop`` is set."""
     quiet_amqtt_logs()
-    broker = FogmeshBroker(broker_config(host, port))
+    broker = FogmeshBroker(broker_config(host, port, ws_port))
+    ports = f"{port}" + (f" and {ws_port} (WebSockets)" if ws_port is not None else "")
     try:
         await broker.start()
     except Exception as exc:  # amqtt raises its own BrokerError / OSError variants
-        raise BrokerError(f"cannot start the embedded broker on {host}:{port}: {exc}. "
-                          "Is the port already in use? Pick another with --port.") from exc
-    log.info("embedded amqtt broker listening on %s:%d", host, port)
+        raise BrokerError(f"cannot start the embedded broker on {host}, port {ports}: {exc}. "
+                          "Is the port already in use? Pick another with --port / --ws-port.") from exc
+    log.info("embedded amqtt broker listening on %s, port %s", host, ports)
     if on_ready:
         on_ready()
     try:
@@ -228,9 +248,10 @@ async def serve(host: str, port: int, stop: asyncio.Event,
 class EmbeddedBroker:
     """The embedded broker on a background thread (for ``fogmesh up`` and tests)."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.ws_port = ws_port
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -256,7 +277,8 @@ class EmbeddedBroker:
         self._stop = asyncio.Event()
 
         try:
-            loop.run_until_complete(serve(self.host, self.port, self._stop, self._ready.set))
+            loop.run_until_complete(serve(self.host, self.port, self._stop, self._ready.set,
+                                          ws_port=self.ws_port))
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()

@@ -52,11 +52,14 @@ class Mosquitto:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  workdir: str | Path | None = None, persistence: bool = True,
-                 extra_conf: str = "", secure_dir: str | Path | None = None) -> None:
+                 extra_conf: str = "", secure_dir: str | Path | None = None,
+                 ws_port: int | None = None) -> None:
         """``secure_dir``: a directory made by ``python -m broker.secure``: then the
-        listener is TLS with password logins and its ACL, anonymous access off."""
+        listener is TLS with password logins and its ACL, anonymous access off.
+        ``ws_port``: also MQTT over WebSockets there (TLS too with ``secure_dir``)."""
         self.host = host
         self.port = port or free_port(host)
+        self.ws_port = ws_port
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fogmesh-mosquitto-"))
         self.persistence = persistence
@@ -68,11 +71,18 @@ class Mosquitto:
     def url(self) -> str:
         return f"{'mqtts' if self.secure_dir else 'mqtt'}://{self.host}:{self.port}"
 
+    @property
+    def ws_url(self) -> str | None:
+        if self.ws_port is None:
+            return None
+        return f"{'wss' if self.secure_dir else 'ws'}://{self.host}:{self.ws_port}"
+
     def _listener(self) -> str:
         if self.secure_dir is None:
-            return f"listener {self.port} {self.host}\nallow_anonymous true"
+            ws = f"\nlistener {self.ws_port} {self.host}\nprotocol websockets" if self.ws_port else ""
+            return f"listener {self.port} {self.host}{ws}\nallow_anonymous true"
         from broker.secure import listener_conf
-        return listener_conf(self.secure_dir, port=self.port, bind=self.host)
+        return listener_conf(self.secure_dir, port=self.port, bind=self.host, ws_port=self.ws_port)
 
     @property
     def conf_path(self) -> Path:
@@ -86,7 +96,8 @@ class Mosquitto:
             persistence="true" if self.persistence else "false", extra=self.extra_conf))
         self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if not wait_port(self.host, self.port, timeout):
+        if not wait_port(self.host, self.port, timeout) or \
+                (self.ws_port is not None and not wait_port(self.host, self.ws_port, timeout)):
             err = self._drain_stderr()
             self.kill()
             raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within "

@@ -5,7 +5,8 @@
 
 writes ``ca.crt``/``ca.key`` (a private CA), ``server.crt``/``server.key``
 (for ``--host`` and 127.0.0.1), ``passwd`` (hashed by ``mosquitto_passwd``),
-``acl``, ``mosquitto.conf`` (TLS on 8883, anonymous access off) and
+``acl``, ``mosquitto.conf`` (TLS on 8883 and secure WebSockets on 8884,
+anonymous access off) and
 ``credentials/<login>.password`` (0600, one per login, to hand out). Roles:
 
 - **device** ``d``: publish its tasks (``tasks/d``), sensor data, frames and
@@ -159,7 +160,8 @@ def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
 
 
 def generate(out: Path, logins: Logins, *, hosts: list[str], port: int = 8883, bind: str = "0.0.0.0",
-             state_dir: str = "/var/lib/mosquitto", days: int = 825) -> dict[str, str]:
+             state_dir: str = "/var/lib/mosquitto", days: int = 825,
+             ws_port: int | None = 8884) -> dict[str, str]:
     """Everything a secured site needs, in ``out``; certificates valid for
     ``days``. Returns the passwords."""
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,8 @@ def generate(out: Path, logins: Logins, *, hosts: list[str], port: int = 8883, b
     make_certs(out, hosts=hosts, days=days)
     passwords = write_passwords(out, logins.users())
     (out / "acl").write_text(acl_text(logins))
-    (out / "mosquitto.conf").write_text(conf_text(out, port=port, bind=bind, state_dir=state_dir))
+    (out / "mosquitto.conf").write_text(conf_text(out, port=port, bind=bind, state_dir=state_dir,
+                                                  ws_port=ws_port))
     for name in ("ca.key", "server.key", "passwd"):
         os.chmod(out / name, 0o640)
     _give_to_mosquitto(out / "server.key", out / "passwd", out / "acl")
@@ -189,14 +192,29 @@ def _give_to_mosquitto(*paths: Path) -> None:
             print(f"broker.secure: run as root or chgrp mosquitto {path} yourself", file=sys.stderr)
 
 
-def listener_conf(out: Path, *, port: int, bind: str) -> str:
-    """The TLS listener with password logins and the ACL, anonymous access off:
-    shared by the shipped config and the test launcher (``Mosquitto(secure_dir=)``)."""
-    return LISTENER.format(dir=Path(out).resolve(), port=port, bind=bind)
+WS_LISTENER = """
+
+# MQTT over secure WebSockets (browsers, dashboards): wss://LOGIN@HOST:{port}/mqtt
+listener {port} {bind}
+protocol websockets
+cafile {dir}/ca.crt
+certfile {dir}/server.crt
+keyfile {dir}/server.key
+tls_version tlsv1.2"""
 
 
-def conf_text(out: Path, *, port: int, bind: str, state_dir: str) -> str:
-    return CONF.format(listener=listener_conf(out, port=port, bind=bind), state=state_dir)
+def listener_conf(out: Path, *, port: int, bind: str, ws_port: int | None = None) -> str:
+    """The TLS listener with password logins and the ACL, anonymous access off
+    (and with ``ws_port`` the same over WebSockets): shared by the shipped
+    config and the test launcher (``Mosquitto(secure_dir=)``)."""
+    text = LISTENER.format(dir=Path(out).resolve(), port=port, bind=bind)
+    if ws_port is not None:
+        text += WS_LISTENER.format(dir=Path(out).resolve(), port=ws_port, bind=bind)
+    return text
+
+
+def conf_text(out: Path, *, port: int, bind: str, state_dir: str, ws_port: int | None = 8884) -> str:
+    return CONF.format(listener=listener_conf(out, port=port, bind=bind, ws_port=ws_port), state=state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,12 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--operator", action="append", default=[], help="an operator login; repeatable")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default: {DEFAULT_ROOT})")
     p.add_argument("--port", type=int, default=8883, help="TLS port (default: 8883)")
+    p.add_argument("--ws-port", type=int, default=8884,
+                   help="secure WebSockets port for browsers and dashboards (default: 8884; 0: none)")
     a = p.parse_args(argv)
     logins = Logins(tuple(a.device), tuple(a.agent), tuple(a.bridge), tuple(a.operator), a.root)
     if not logins.users():
         p.error("name at least one --device, --agent, --bridge or --operator")
     try:
-        generate(Path(a.out), logins, hosts=a.host or ["localhost", "127.0.0.1"], port=a.port)
+        generate(Path(a.out), logins, hosts=a.host or ["localhost", "127.0.0.1"], port=a.port,
+                 ws_port=a.ws_port or None)
     except (BrokerError, ValueError) as exc:
         print(f"broker.secure: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; "
                    "0.0.0.0 for the whole LAN)")
     p.add_argument("--port", type=int, default=1883, help="TCP port (default: 1883)")
+    p.add_argument("--ws-port", type=int, metavar="PORT",
+                   help="also serve MQTT over WebSockets on this port, for browsers and dashboards "
+                        "(ws://HOST:PORT/mqtt; default: off)")
     log_arg(p)
 
     from edge_agent.cli import add_parser as add_agent_parser
@@ -99,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker.embedded import EmbeddedBroker
     setup_logging(args.log_level)
-    with EmbeddedBroker(host=args.host, port=args.port):
-        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port} (Ctrl-C to stop)",
+    with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port):
+        ws = f" and ws://{args.host}:{args.ws_port}/mqtt" if args.ws_port else ""
+        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         wait_for_signal()
     return 0

@@ -38,7 +38,8 @@ def broker_url(text: str) -> str:
 
 
 BROKER_HELP = ("broker URL: mqtt://host:port, or mqtts://user@host:8883?ca=ca.crt with the password in "
-               "$FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH")
+               "$FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH; over WebSockets "
+               "ws://host:9001 or wss://...")
 
 
 def broker_arg(p: argparse.ArgumentParser) -> None:

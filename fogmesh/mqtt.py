@@ -34,12 +34,15 @@ from fogmesh.errors import ConnectError, FogmeshError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
+TLS_SCHEMES = ("mqtts", "ssl", "wss")
+WEBSOCKET_SCHEMES = ("ws", "wss")
 
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """``mqtt://[user@]host[:port]`` or ``mqtts://user@host:8883?ca=PATH&password_file=PATH``.
+    """``mqtt://[user@]host[:port]`` or ``mqtts://user@host:8883?ca=PATH&password_file=PATH``;
+    over WebSockets ``ws://host:9001[/path]`` or ``wss://...`` (path default ``/mqtt``).
 
     The password never comes from the command line: from ``password_file``,
     else the file named by ``$FOGMESH_PASSWORD_FILE``, else ``$FOGMESH_PASSWORD``
@@ -54,6 +57,8 @@ class BrokerUrl:
     password: str | None = None
     ca_file: str | None = None
     password_file: str | None = None
+    websocket: bool = False
+    path: str = "/mqtt"
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
@@ -62,7 +67,7 @@ class BrokerUrl:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS:
-            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+            raise ValueError(f"broker URL {url!r}: scheme must be mqtt://, mqtts://, ws:// or wss://")
         try:
             port = parts.port or DEFAULT_PORTS[scheme]
         except ValueError as exc:
@@ -72,14 +77,23 @@ class BrokerUrl:
         if unknown:
             raise ValueError(f"broker URL: unknown option(s) {', '.join(sorted(unknown))}; "
                              "known: ca=PATH, password_file=PATH")
-        return cls(host=parts.hostname or "127.0.0.1", port=port, tls=scheme in ("mqtts", "ssl"),
+        websocket = scheme in WEBSOCKET_SCHEMES
+        return cls(host=parts.hostname or "127.0.0.1", port=port, tls=scheme in TLS_SCHEMES,
                    username=unquote(parts.username) if parts.username else None,
                    password=unquote(parts.password) if parts.password else None,
-                   ca_file=query.get("ca"), password_file=query.get("password_file"))
+                   ca_file=query.get("ca"), password_file=query.get("password_file"),
+                   websocket=websocket, path=(parts.path or "/mqtt") if websocket else "/mqtt")
+
+    @property
+    def scheme(self) -> str:
+        if self.websocket:
+            return "wss" if self.tls else "ws"
+        return "mqtts" if self.tls else "mqtt"
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+        path = self.path if self.websocket and self.path != "/mqtt" else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}{path}"
 
 
 def resolve_password(url: BrokerUrl, env: Mapping[str, str]) -> str | None:
@@ -169,7 +183,9 @@ class MqttClient:
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=clean_session, protocol=paho.MQTTv311,
-                        manual_ack=manual_ack)
+                        manual_ack=manual_ack, transport="websockets" if self.url.websocket else "tcp")
+        if self.url.websocket:
+            c.ws_set_options(path=self.url.path)
         c.on_socket_open = _nodelay
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
@@ -406,12 +422,13 @@ def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: 
         outcome.append(str(reason_code) if getattr(reason_code, "is_failure", False) else None)
         done.set()
 
+    websocket = url.websocket or websocket_port is not None
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fogmesh-probe-{uuid.uuid4().hex[:8]}",
                     protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-                    transport="websockets" if websocket_port else "tcp")
+                    transport="websockets" if websocket else "tcp")
     c.on_connect = on_connect
-    if websocket_port:
-        c.ws_set_options(path="/mqtt")
+    if websocket:
+        c.ws_set_options(path=url.path)
     if url.username:
         c.username_pw_set(url.username, resolve_password(url, os.environ))
     try:

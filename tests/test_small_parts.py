@@ -56,14 +56,22 @@ def test_presence_is_sent_early_on_significant_change_but_not_in_a_burst():
     ("mqtt://h:1884", BrokerUrl("h", 1884)),
     ("h", BrokerUrl("h", 1883)),
     ("mqtts://user@h", BrokerUrl("h", 8883, tls=True, username="user")),
+    ("ws://h:9001", BrokerUrl("h", 9001, websocket=True)),
+    ("wss://user@h/ws?ca=ca.crt", BrokerUrl("h", 443, tls=True, username="user", ca_file="ca.crt",
+                                             websocket=True, path="/ws")),
 ])
 def test_broker_urls(url, expected):
     assert BrokerUrl.parse(url) == expected
 
 
 def test_broker_url_with_wrong_scheme_says_what_is_expected():
-    with pytest.raises(ValueError, match="mqtt://"):
+    with pytest.raises(ValueError, match="mqtt://, mqtts://, ws:// or wss://"):
         BrokerUrl.parse("http://h")
+
+
+def test_a_websocket_url_prints_back_with_its_scheme_and_a_non_default_path():
+    assert str(BrokerUrl.parse("wss://u@h:8884")) == "wss://u@h:8884"
+    assert str(BrokerUrl.parse("ws://h:9001/ws")) == "ws://h:9001/ws"
 
 
 def test_builtin_kinds_come_from_entry_points():

@@ -1,0 +1,94 @@
+"""MQTT over WebSockets: the embedded broker (`fogmesh broker --ws-port`) and
+mosquitto (the shipped configs, plain and TLS) carry fogmesh end to end, and
+every part takes ws:// and wss:// URLs. Plus: the embedded broker says why it
+refuses an MQTT 5 client."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from broker.embedded import EmbeddedBroker
+from broker.mosquitto import Mosquitto
+from broker.ports import free_port
+from broker.secure import Logins, generate
+from devices.client import FogClient
+from fogmesh.mqtt import probe_connect
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def ws_broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(TCP URL, WebSocket URL) of one broker with both listeners."""
+    ws_port = free_port()
+    if request.param == "mosquitto":
+        m = Mosquitto(ws_port=ws_port).start()
+        yield m.url, f"ws://127.0.0.1:{ws_port}"
+        m.cleanup()
+    else:
+        b = EmbeddedBroker(port=free_port(), ws_port=ws_port).start()
+        yield b.url, f"ws://127.0.0.1:{ws_port}"
+        b.stop()
+
+
+def test_a_device_over_websockets_is_answered_by_an_agent_over_tcp(ws_broker, root, agents):
+    tcp, ws = ws_broker
+    agents("ws-a", tcp, root)
+    with FogClient(ws, root=root) as client:
+        reply = client.send("sum", {"values": [1, 2]}).result(timeout=10)
+    assert reply.ok and reply.value == 3
+
+
+def test_an_agent_over_websockets_answers_a_device_over_tcp(ws_broker, root, agents):
+    tcp, ws = ws_broker
+    agents("ws-b", ws, root)
+    with FogClient(tcp, root=root) as client:
+        assert client.send("echo", {"x": 1}).result(timeout=10).value == {"x": 1}
+
+
+def test_tls_websockets_on_the_secured_mosquitto_carry_a_task(root, agents):
+    out = Path(tempfile.mkdtemp(prefix="fogmesh-wss-"))
+    generate(out, Logins(devices=("sensor-7",), agents=("pi-1",), root=root), hosts=["localhost", "127.0.0.1"])
+    broker = Mosquitto(secure_dir=out, ws_port=free_port()).start()
+    try:
+        def url(scheme: str, login: str, port: int) -> str:
+            return (f"{scheme}://{login}@127.0.0.1:{port}?ca={out / 'ca.crt'}"
+                    f"&password_file={out / 'credentials' / (login + '.password')}")
+        agents("pi-1", url("mqtts", "pi-1", broker.port), root)
+        with FogClient(url("wss", "sensor-7", broker.ws_port), root=root, device="sensor-7",
+                       own_topic=True) as client:
+            assert client.send("sum", {"values": [2, 3]}).result(timeout=10).value == 5
+    finally:
+        broker.cleanup()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.mark.parametrize("conf", ["broker/mosquitto.conf", "broker/mosquitto-compose.conf"])
+def test_the_shipped_mosquitto_configs_have_a_websocket_listener(conf):
+    lines = (REPO / conf).read_text().splitlines()
+    at = lines.index("listener 9001")
+    assert lines[at + 1] == "protocol websockets"
+
+
+def test_the_secured_config_has_a_tls_websocket_listener(tmp_path):
+    from broker.secure import conf_text
+    text = conf_text(tmp_path, port=8883, bind="0.0.0.0", state_dir="/var/lib/mosquitto")
+    ws = text.split("listener 8884 0.0.0.0\n")[1]
+    assert ws.startswith("protocol websockets\ncafile ") and "certfile" in ws and "keyfile" in ws
+
+
+def test_the_embedded_broker_says_why_it_refuses_an_mqtt5_client(caplog):
+    with caplog.at_level(logging.WARNING, logger="broker.embedded"):
+        with EmbeddedBroker(port=free_port()) as b:
+            assert probe_connect(b.url, mqtt5=True) is not None
+            assert probe_connect(b.url) is None
+    refusals = [r.getMessage() for r in caplog.records if r.name == "broker.embedded"]
+    assert any("MQTT 5" in m and "MQTT 3.1.1 only" in m and "-V mqttv311" in m for m in refusals), refusals
