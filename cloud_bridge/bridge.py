@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,9 +30,9 @@ from edge_agent.offload import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
@@ -119,6 +120,9 @@ class Bridge:
                 self.notifier.waiting(f"waiting for the edge broker at {self.edge.url}", extend_s=30)
         else:
             self.edge.start(timeout=timeout)
+        if not is_safe_id(self.site):
+            ensure_id_carried(self.edge.url, self.topics.probe(f"site-{uuid.uuid4().hex[:8]}-{self.site}"),
+                              what="site", name=self.site, timeout=timeout)
         self.edge.subscribe(self.topics.agent_inbox(self.agent_id), 1, timeout=timeout)
         for pattern, _ in self.aggregator.rules:
             self.edge.subscribe(pattern, 0, timeout=timeout)

@@ -66,6 +66,10 @@ def run(args: argparse.Namespace, *, wait: Callable[[], None]) -> int:
     except ValueError as exc:
         print(f"fogmesh device {args.device_command}: {exc}", file=sys.stderr)
         return 2
+    problem = _id_not_carried(args)
+    if problem:
+        print(f"fogmesh device {args.device_command}: {problem}", file=sys.stderr)
+        return 2
     device.start(timeout=None)      # like agents: a device may start before its broker
     print(f"fogmesh device {args.device_command} {args.id}: running (Ctrl-C to stop)", file=sys.stderr)
     if not device.client.wait_connected(5.0):
@@ -76,6 +80,25 @@ def run(args: argparse.Namespace, *, wait: Callable[[], None]) -> int:
     finally:
         device.stop()
     return 0
+
+
+def _id_not_carried(args: argparse.Namespace) -> str | None:
+    """An id with characters some brokers rewrite (RabbitMQ: '.') is checked
+    against this broker when it is up; a broker that is not up yet is waited for."""
+    import uuid
+    from fogmesh.errors import ConnectError, UnsupportedBroker
+    from fogmesh.mqtt import ensure_id_carried
+    from fogmesh.topics import Topics, is_safe_id
+    if is_safe_id(args.id):
+        return None
+    try:
+        ensure_id_carried(args.broker, Topics(args.root).probe(f"device-{uuid.uuid4().hex[:8]}-{args.id}"),
+                          what="device id", name=args.id, timeout=5.0)
+    except UnsupportedBroker as exc:
+        return str(exc)
+    except ConnectError:
+        return None
+    return None
 
 
 def _build(args: argparse.Namespace) -> Any:

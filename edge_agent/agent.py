@@ -33,12 +33,12 @@ from edge_agent.announcer import Announcer
 from edge_agent.unique import check_id_free, in_use_error
 from edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
-from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError
+from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError, UnsupportedBroker
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ class Agent:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._probe_token = uuid.uuid4().hex[:12]
         self._probe_seen = threading.Event()
+        self._probe_topic = self.topics.probe(self._probe_token)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.instance = uuid.uuid4().hex[:12]     # this run; another host with our id has another
@@ -190,10 +191,18 @@ class Agent:
             else:
                 self.ctl.start(timeout=timeout)
             self.client.start(timeout=max(timeout, 30.0))
-            if self.requested_dispatch == "auto":
-                shared = detect_shared_subscriptions(self.ctl, self.topics.probe(self._probe_token),
-                                                     self._probe_seen,
+            if not is_safe_id(self.agent_id):
+                ensure_id_carried(self.ctl.url, self.topics.probe(f"{self._probe_token}-{self.agent_id}"),
+                                  what="agent id", name=self.agent_id, timeout=timeout)
+            if self.requested_dispatch in ("auto", "shared"):
+                shared = detect_shared_subscriptions(self.ctl, self._probe_topic, self._probe_seen,
                                                      self._probe_token)
+                if self.requested_dispatch == "shared" and not shared:
+                    raise UnsupportedBroker(
+                        f"--dispatch shared: the broker at {self.ctl.url} does not route $share "
+                        "subscriptions (a probe through one never arrived), so this agent would never "
+                        "get a task. Use --dispatch auto (claims on such brokers) or a broker with "
+                        "shared subscriptions (mosquitto, EMQX, HiveMQ, the embedded one)")
                 self.dispatch = "shared" if shared else "claim"
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
                                               concurrency=self.concurrency, max_queue=self.max_queue,
@@ -308,7 +317,11 @@ class Agent:
                                              self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
                                              self.topics.claims),
                                 deliver=lambda token: self._events.put(("rescued", token)),
-                                log=self.log)
+                                log=self.log,
+                                # its control session: off the broadcast topics, or it queues them for ever
+                                quiet=(f"fa-{agent}-{self._root_tag}-ctl",
+                                       (self.topics.presence_filter, self.topics.claims,
+                                        f"{self.topics.root}/bridge/+")))
         self._rescues.append(session)
         session.start()
 
@@ -427,7 +440,7 @@ class Agent:
 
     # -- inputs from other threads ------------------------------------------
     def _on_mqtt_message(self, client: MqttClient, message: Message) -> None:
-        if message.topic == self.topics.probe(self._probe_token):
+        if message.topic == self._probe_topic:
             self._probe_seen.set()
             return
         if message.topic == self._own_presence and message.payload:

@@ -16,6 +16,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── DeviceError (RuntimeError)       a pin, camera or video source failed
     ├── AgentIdInUse (RuntimeError)      another live agent already runs with this id
     ├── ClaimOrderError (RuntimeError)   agents see claims in different orders (a cluster)
+    ├── UnsupportedBroker (RuntimeError) the broker lacks what this set-up needs
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         └── JournalLocked                another agent with the same id holds the journal
 """
@@ -97,3 +98,9 @@ class AgentIdInUse(FogmeshError, RuntimeError):
 class ClaimOrderError(FogmeshError, RuntimeError):
     """The broker does not give every agent the claims topic in one order (a
     cluster of nodes): claim dispatch would run tasks twice there."""
+
+
+class UnsupportedBroker(FogmeshError, RuntimeError):
+    """The broker cannot do what this configuration needs: shared
+    subscriptions for a forced ``--dispatch shared``, or topics that carry an
+    id's characters unchanged (RabbitMQ turns ``.`` into a level separator)."""

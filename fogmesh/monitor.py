@@ -81,6 +81,9 @@ class Monitor:
         self.client.stop()
 
 
+PRESENCE_PERIOD_S = 5.0      # agents' default --presence-period
+
+
 def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
         stop: Callable[[float], bool]) -> int:
     import json
@@ -91,7 +94,14 @@ def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
     title = f"fogmesh fleet on {broker} (root {root})"
     try:
         if once:
-            time.sleep(wait)                 # retained announcements arrive at once; live ones within a period
+            # Retained announcements arrive at once; on a broker that keeps them
+            # from wildcard subscribers (RabbitMQ) live ones come within a
+            # presence period: with nothing yet, wait up to one period more.
+            time.sleep(wait)
+            if not any(mon.rows().values()):
+                mon.changed.clear()
+                mon.changed.wait(max(0.0, PRESENCE_PERIOD_S + 1.0 - wait))
+                time.sleep(0.2)               # the rest of that burst
             rows = mon.rows()
             if as_json:
                 print(json.dumps(rows, indent=2))
@@ -115,7 +125,8 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     root_arg(p)
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--wait", type=float, default=2.0,
-                   help="with --once: seconds to collect announcements first (default: 2)")
+                   help="with --once: seconds to collect announcements first; when none came by "
+                        "then, up to one presence period more (default: 2)")
     json_arg(p)
 
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from fogmesh.errors import ConnectError, FogmeshError
+from fogmesh.errors import ConnectError, FogmeshError, UnsupportedBroker
 
 log = logging.getLogger(__name__)
 
@@ -445,3 +445,30 @@ def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: 
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+def topic_round_trip(url: BrokerUrl | str, topic: str, *, timeout: float = 5.0) -> bool:
+    """Does a message published on ``topic`` come back on exactly ``topic`` to
+    a subscriber of ``topic``? (A broker that rewrites characters says no.)"""
+    seen = threading.Event()
+    client = MqttClient(url, client_id=f"fogmesh-topic-check-{uuid.uuid4().hex[:8]}", reconnect=False,
+                        on_message=lambda m: seen.set() if m.topic == topic else None)
+    client.start(timeout=timeout)
+    try:
+        client.subscribe(topic, 1, timeout=timeout)
+        client.publish(topic, b"{}", qos=1)
+        return seen.wait(timeout)
+    except ConnectError:
+        return False
+    finally:
+        client.stop()
+
+
+def ensure_id_carried(url: BrokerUrl | str, topic: str, *, what: str, name: str, timeout: float = 5.0) -> None:
+    """Raise :class:`UnsupportedBroker` when the broker does not carry
+    ``topic`` (which holds the id ``name``) unchanged."""
+    if not topic_round_trip(url, topic, timeout=timeout):
+        raise UnsupportedBroker(
+            f"{what} {name!r}: the broker at {url} does not carry topics with these characters unchanged "
+            "(RabbitMQ's MQTT plugin turns '.' into a level separator), so this id would be invisible. "
+            "Use only letters, digits, '-' and '_'")

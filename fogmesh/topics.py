@@ -8,6 +8,7 @@ roots. Pure functions only: no IO here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fogmesh.errors import TopicError
@@ -210,3 +211,14 @@ class Topics:
     def probe(self, token: str) -> str:
         """Used once at agent start to detect shared-subscription support."""
         return f"{self.root}/probe/{validate_segment(token, what='probe token')}"
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def is_safe_id(name: str) -> bool:
+    """Letters, digits, ``-`` and ``_``: carried unchanged by every broker.
+    Other characters MQTT allows (``.``, ``:``, spaces...) some brokers rewrite
+    (RabbitMQ maps ``.`` to a level separator), so ids using them are checked
+    against the broker at start-up."""
+    return SAFE_ID.fullmatch(name) is not None
