@@ -5,7 +5,8 @@ README's test command runs this between ``pip install`` and ``pytest``::
     python -m pip install -q -e '.[test]' && python -m tests.prerequisites && python -m pytest
 
 The tests start real brokers (mosquitto, RabbitMQ with its MQTT plugin, Aedes
-on Node.js), drive a third-party client (MQTT.js), make certificates (openssl), verify systemd units
+on Node.js), drive third-party clients (MQTT.js; umqtt.simple on MicroPython,
+whose unix port comes from pip), make certificates (openssl), verify systemd units
 (systemd-analyze) and mount small tmpfs disks (root). On Debian or Ubuntu as
 root, what is missing is installed with apt-get and npm; anywhere else this
 stops at once (exit 2) with the one command that installs it.
@@ -24,6 +25,9 @@ from typing import Callable
 from broker.aedes import NPM_PREFIX, node_modules
 from broker.rabbitmq import rabbitmq_available
 
+MICROPYTHON_LIB = Path.home() / ".cache" / "fogmesh" / "micropython"
+UMQTT = ("micropython-umqtt.simple", "1.3.4")      # micropython-lib's umqtt.simple, MIT, from PyPI
+UMQTT_SHA256 = "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f"
 NPM_PACKAGES = {"aedes": "aedes@0.51", "mqtt": "mqtt@5"}    # a broker; MQTT.js, a third-party client
 
 
@@ -50,6 +54,36 @@ NEEDS = (
 
 def missing_packages() -> list[Need]:
     return [n for n in NEEDS if not n.present()]
+
+
+def umqtt_path() -> Path:
+    return MICROPYTHON_LIB / "umqtt" / "simple.py"
+
+
+def fetch_umqtt() -> None:
+    """umqtt.simple for the MicroPython firmware test, from its PyPI sdist
+    (a MicroPython package: pip cannot install it into CPython)."""
+    import io
+    import json
+    import tarfile
+    import urllib.request
+    name, version = UMQTT
+    import hashlib
+    with urllib.request.urlopen(f"https://pypi.org/pypi/{name}/json", timeout=30) as r:
+        files = json.load(r)["releases"][version]
+    url = next(f["url"] for f in files if f["packagetype"] == "sdist")
+    with urllib.request.urlopen(url, timeout=60) as r:
+        data = r.read()
+    if hashlib.sha256(data).hexdigest() != UMQTT_SHA256:
+        raise SystemExit(f"{url}: not the file this test was written against (sha256 differs)")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("umqtt/simple.py"))
+        source = tar.extractfile(member)
+        assert source is not None
+        umqtt_path().parent.mkdir(parents=True, exist_ok=True)
+        umqtt_path().write_bytes(source.read())
+    (MICROPYTHON_LIB / "umqtt" / "LICENSE").write_text(
+        f"umqtt/simple.py: {name} {version} from PyPI, part of micropython-lib, MIT License.\n")
 
 
 def _run(cmd: list[str]) -> None:
@@ -79,6 +113,10 @@ def main() -> int:
         print(f"installing {', '.join(npm_missing)} (npm) into {NPM_PREFIX} for the Aedes broker and "
               "MQTT.js client tests", flush=True)
         _run(npm_cmd)
+    if not umqtt_path().exists():
+        print(f"fetching {UMQTT[0]} {UMQTT[1]} (PyPI) into {MICROPYTHON_LIB} for the MicroPython firmware test",
+              flush=True)
+        fetch_umqtt()
     if os.geteuid() != 0:
         print("note: the disk-fault tests mount a small tmpfs and need root; as another user they fail",
               file=sys.stderr)
