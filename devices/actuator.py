@@ -28,12 +28,15 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 class ActuatorDevice:
     def __init__(self, broker: BrokerUrl | str, *, device: str, specs: list[ActuatorSpec],
                  pin_factory: Any, root: str = DEFAULT_ROOT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, ha_prefix: str | None = None) -> None:
+        """``ha_prefix``: publish Home Assistant discovery configs there
+        (``homeassistant``), so each actuator shows up as a switch."""
         self.device = validate_segment(device, what="device id")
         self.topics = Topics(root)
         self.clock = clock
         self.actuators = Actuators(specs, pin_factory=pin_factory)
         self.actuators.safe()
+        self.ha_prefix = ha_prefix
         self.commands = 0
         self.rejected = 0
         self.log = logging.getLogger("fogmesh.actuator")
@@ -50,6 +53,7 @@ class ActuatorDevice:
         # Wait for the SUBACK: a command published right after start() returns must
         # reach us (CI once lost the first command to a broker still subscribing).
         self.client.subscribe(self.topics.actuator_set_filter(self.device), timeout=timeout)
+        self._announce()
         self._publish_states()
         return self
 
@@ -71,6 +75,7 @@ class ActuatorDevice:
     # -- paho thread -------------------------------------------------------------------
     def _on_connection(self, up: bool) -> None:
         if up:
+            self._announce()
             self._publish_states()
             return
         with self._lock:
@@ -138,6 +143,15 @@ class ActuatorDevice:
         state = state or self.actuators.state(name)
         body = {"state": state, "device": self.device, "actuator": name, "ts": round(self.clock(), 3)}
         self.client.publish(self.topics.actuator_state(self.device, name), codec.encode(body), retain=True)
+
+    def _announce(self) -> None:
+        """Home Assistant discovery configs, retained (again after a reconnect:
+        a broker without persistence forgot them)."""
+        if self.ha_prefix is None:
+            return
+        from devices.homeassistant import actuator_configs
+        for topic, payload in actuator_configs(self.topics, self.device, self.actuators.names, prefix=self.ha_prefix):
+            self.client.publish(topic, payload, qos=1, retain=True)
 
     def _publish_states(self) -> None:
         for name in self.actuators.names:

@@ -27,6 +27,7 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
                    help="comma list of temperature, humidity, motion (default: temperature,humidity)")
     d.add_argument("--hz", type=float, default=1.0, help="readings per second per sensor (default: 1; 0: pull only)")
     d.add_argument("--seed", type=int, default=0, help="seed of the simulated readings (default: 0)")
+    _ha_args(d)
     for f in (broker_arg, root_arg, log_arg):
         f(d)
 
@@ -56,8 +57,17 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
     d.add_argument("--pin-factory", choices=["auto", "mock"], default="auto",
                    help="auto: the board's pins, or gpiozero's mock pins where there are none "
                         "(default: auto)")
+    _ha_args(d)
     for f in (broker_arg, root_arg, log_arg):
         f(d)
+
+
+def _ha_args(d: argparse.ArgumentParser) -> None:
+    d.add_argument("--ha-discovery", action="store_true",
+                   help="publish Home Assistant MQTT discovery configs (retained), so this device's "
+                        "sensors / actuators appear in Home Assistant on fogmesh's own topics")
+    d.add_argument("--ha-prefix", default="homeassistant",
+                   help="Home Assistant's discovery prefix (default: homeassistant)")
 
 
 def run(args: argparse.Namespace, *, wait: Callable[[], None]) -> int:
@@ -107,7 +117,7 @@ def _build(args: argparse.Namespace) -> Any:
         from devices.streams import SensorDevice
         names = [n.strip() for n in args.sensors.split(",") if n.strip()]
         return SensorDevice(args.broker, device=args.id, sensors=make_models(names), hz=args.hz,
-                            seed=args.seed, root=args.root)
+                            seed=args.seed, root=args.root, ha_prefix=args.ha_prefix if args.ha_discovery else None)
     if args.device_command == "camera":
         from devices.scenes import make_source
         from devices.streams import CameraDevice
@@ -116,4 +126,5 @@ def _build(args: argparse.Namespace) -> Any:
     from devices.actuator import ActuatorDevice
     from devices.gpio import make_pin_factory, parse_pins
     return ActuatorDevice(args.broker, device=args.id, specs=parse_pins(args.pins),
-                          pin_factory=make_pin_factory(args.pin_factory), root=args.root)
+                          pin_factory=make_pin_factory(args.pin_factory), root=args.root,
+                          ha_prefix=args.ha_prefix if args.ha_discovery else None)

@@ -52,13 +52,21 @@ class StreamingDevice:
         self.log = logging.LoggerAdapter(logging.getLogger("fogmesh.device"), {"device": device})
         tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         kind = type(self).__name__.replace("Device", "").lower()     # a camera and a sensor may share an id
-        self.client = MqttClient(broker, client_id=f"fd-{kind}-{device}-{tag}", on_message=self._on_message)
+        self.client = MqttClient(broker, client_id=f"fd-{kind}-{device}-{tag}", on_message=self._on_message,
+                                 on_connection=self._on_connection)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def subscriptions(self) -> list[str]:
         return [self.topics.sensor_control(self.device)]
+
+    def _on_connection(self, up: bool) -> None:
+        if up:
+            self.on_connected()
+
+    def on_connected(self) -> None:
+        """After every CONNACK (paho's thread): what to (re)publish, retained."""
 
     def start(self, *, timeout: float | None = 10.0) -> StreamingDevice:
         """Connect (``timeout=None``: keep trying in the background) and start streaming."""
@@ -130,15 +138,25 @@ class SensorDevice(StreamingDevice):
 
     def __init__(self, broker: BrokerUrl | str, *, device: str, sensors: list[SensorModel],
                  hz: float = 1.0, seed: int = 0, root: str = DEFAULT_ROOT,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__(broker, device=device, hz=hz, root=root, clock=clock)
+                 clock: Callable[[], float] = time.time, ha_prefix: str | None = None) -> None:
+        """``ha_prefix``: publish Home Assistant discovery configs there
+        (``homeassistant``), so each sensor shows up with its readings."""
         self.sensors = {s.name: s for s in sensors}
+        self.ha_prefix = ha_prefix
+        super().__init__(broker, device=device, hz=hz, root=root, clock=clock)
         self._rng = random.Random(seed)
         self._seq = 0
         self._lock = threading.Lock()
 
     def subscriptions(self) -> list[str]:
         return super().subscriptions() + [self.topics.sensor_get(self.device, s) for s in self.sensors]
+
+    def on_connected(self) -> None:
+        if self.ha_prefix is None:
+            return
+        from devices.homeassistant import sensor_configs
+        for topic, payload in sensor_configs(self.topics, self.device, self.sensors, prefix=self.ha_prefix):
+            self.client.publish(topic, payload, qos=1, retain=True)
 
     def read(self, sensor: str) -> Reading:
         with self._lock:
