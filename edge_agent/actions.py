@@ -10,6 +10,7 @@ from edge_agent.answers import Answer
 from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
 from fogmesh.registry import TaskKind
 from fogmesh.topics import Topics
+from fogmesh.properties import MessageProperties
 
 DISPATCH_MODES = ("shared", "claim")
 
@@ -26,6 +27,7 @@ class Publish:
     retain: bool = False
     sent_key: str | None = None
     fence_key: str | None = None
+    properties: MessageProperties | None = None     # MQTT 5 (a reply's correlation data...)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +35,8 @@ from edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
 from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError, UnsupportedBroker
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried, probe_connect
+from fogmesh.properties import with_mqtt5_properties
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
@@ -43,6 +44,7 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
 log = logging.getLogger(__name__)
 
 DISPATCH_CHOICES = ("auto", "shared", "claim")
+MQTT_CHOICES = ("auto", "5", "3.1.1")
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
 
@@ -90,8 +92,12 @@ class Agent:
                  takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
                  device_rate: float = 0.0, metrics_port: int | None = None,
                  triggers: list[TriggerSpec] | None = None,
-                 metrics_addr: str = "127.0.0.1", notifier: ServiceNotifier | None = None) -> None:
+                 metrics_addr: str = "127.0.0.1", notifier: ServiceNotifier | None = None,
+                 mqtt: str = "auto") -> None:
         validate_segment(agent_id, what="agent id")
+        if mqtt not in MQTT_CHOICES:
+            raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
+        self.mqtt = mqtt
         if dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
         self.agent_id = agent_id
@@ -145,17 +151,8 @@ class Agent:
         # take over; it acknowledges a task only once answered, so its in-flight
         # window fills up under load), and control (presence and its will, claims,
         # the offload inbox), which must never wait behind that window.
-        self.client = MqttClient(
-            broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
-            on_message=lambda m: self._on_mqtt_message(self.client, m),
-            on_connection=lambda up: self._events.put(("conn", "tasks", up)))
-        self.ctl = MqttClient(
-            broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
-            will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
-            on_message=lambda m: self._on_mqtt_message(self.ctl, m),
-            on_connection=lambda up: self._events.put(("conn", "ctl", up)),
-            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)),
-            on_confirmed=self._on_confirmed)
+        self._broker = broker
+        self.client, self.ctl = self._make_clients(mqtt5=mqtt == "5")
         self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
         self._own_presence = self.topics.presence(agent_id)
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
@@ -182,6 +179,7 @@ class Agent:
             raise
         self.pool.start()
         try:
+            self._choose_protocol(timeout)
             if wait_for_broker:
                 self.ctl.start(timeout=None)
                 while not self.ctl.wait_connected(5.0):
@@ -245,9 +243,9 @@ class Agent:
             from edge_agent.metrics import serve
             self._metrics = serve(self, port=self.metrics_port, addr=self.metrics_addr)
             self.log.info("metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
-        self.log.info("online at %s, root %s, dispatch %s, %d workers, kinds: %s",
-                      self.client.url, self.topics.root, self.dispatch, self.concurrency,
-                      ", ".join(self.registry.names()))
+        self.log.info("online at %s (MQTT %s), root %s, dispatch %s, %d workers, kinds: %s",
+                      self.client.url, "5" if self.client.mqtt5 else "3.1.1", self.topics.root, self.dispatch,
+                      self.concurrency, ", ".join(self.registry.names()))
         self.notifier.ready(self.status_line())
         return self
 
@@ -301,6 +299,30 @@ class Agent:
             return (t.agent_tasks(self.agent_id), t.shared_tasks(), t.shared_device_tasks())
         return (t.agent_tasks(self.agent_id), t.tasks, t.device_tasks_filter)
 
+    def _make_clients(self, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
+        agent_id, root_tag = self.agent_id, self._root_tag
+        client = MqttClient(
+            self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
+            on_message=lambda m: self._on_mqtt_message(self.client, m),
+            on_connection=lambda up: self._events.put(("conn", "tasks", up)), mqtt5=mqtt5)
+        ctl = MqttClient(
+            self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
+            will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
+            on_message=lambda m: self._on_mqtt_message(self.ctl, m),
+            on_connection=lambda up: self._events.put(("conn", "ctl", up)),
+            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)),
+            on_confirmed=self._on_confirmed, mqtt5=mqtt5)
+        return client, ctl
+
+    def _choose_protocol(self, timeout: float) -> None:
+        """``mqtt="auto"``: MQTT 5 where the broker accepts it (its request/response
+        properties map onto tasks: fogmesh.properties), else 3.1.1."""
+        if self.mqtt != "auto":
+            return
+        problem = probe_connect(self.ctl.url, mqtt5=True, timeout=min(timeout, 3.0))
+        if problem is None:
+            self.client, self.ctl = self._make_clients(mqtt5=True)
+
     def _send_presence(self, payload: bytes) -> None:
         self.ctl.publish(self._own_presence, payload, qos=1, retain=True)
 
@@ -321,7 +343,8 @@ class Agent:
                                 # its control session: off the broadcast topics, or it queues them for ever
                                 quiet=(f"fa-{agent}-{self._root_tag}-ctl",
                                        (self.topics.presence_filter, self.topics.claims,
-                                        f"{self.topics.root}/bridge/+")))
+                                        f"{self.topics.root}/bridge/+")),
+                                mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()
 
@@ -443,6 +466,8 @@ class Agent:
         if message.topic == self._probe_topic:
             self._probe_seen.set()
             return
+        if message.properties is not None and client is self.client:    # an MQTT 5 task
+            message = replace(message, payload=with_mqtt5_properties(message.payload, message.properties))
         if message.topic == self._own_presence and message.payload:
             try:
                 other = Presence.from_dict(codec.decode(message.payload))
@@ -578,7 +603,8 @@ class Agent:
                                    or action.topic.startswith(self._ctl_prefixes)) else self.client
                 tagged = action.fence_key is not None or action.sent_key is not None
                 via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
-                            tag=action if tagged else None, withdraw=action.fence_key is not None)
+                            tag=action if tagged else None, withdraw=action.fence_key is not None,
+                            properties=action.properties)
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)

@@ -5,6 +5,7 @@ forget them, and the journal/ack bookkeeping of a finished task. Mixed into
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from edge_agent.actions import Ack, Action, Forget, Publish
@@ -15,6 +16,7 @@ from edge_agent.entry import Entry
 from edge_agent.offload import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
+from fogmesh.properties import reply_properties
 
 MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 
@@ -71,9 +73,14 @@ class AnsweringMixin:
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
                              reply=answer.payload, tasks=sent).encode(), fence_key=key)
         return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
-                               sent_key=key, fence_key=key)
+                               sent_key=key, fence_key=key, properties=answer.properties)
 
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
+        task = entry.task
+        if task is not None and entry.origin is None and (task.correlation is not None or task.user_properties) \
+                and publish.topic == task.reply_to:
+            # MQTT 5 requesters match replies by Correlation Data (fogmesh.properties)
+            publish = replace(publish, properties=reply_properties(task.correlation, task.user_properties))
         # What a resubmission of the id gets again (a device's own reply, not a
         # result sent back to an origin agent).
         answer = Answer(publish.topic, publish.payload) if entry.origin is None else None
@@ -88,7 +95,7 @@ class AnsweringMixin:
             done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
         elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
             # Not sent again blindly if the connection drops first (``on_withdrawn``).
-            publish = Publish(publish.topic, publish.payload, fence_key=entry.key)
+            publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.state = "answered"

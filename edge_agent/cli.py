@@ -32,6 +32,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim"],
                    help="how agents split tasks: MQTT shared subscriptions, claims on "
                         "{root}/claims, or auto-detect (default: auto)")
+    p.add_argument("--mqtt", default="auto", choices=["auto", "5", "3.1.1"],
+                   help="protocol version: auto uses MQTT 5 where the broker accepts it, so MQTT 5 "
+                        "requesters (mosquitto_rr) get replies on their Response Topic with their "
+                        "Correlation Data (default: auto)")
     p.add_argument("--presence-period", type=float, default=5.0,
                    help="seconds between presence announcements (default: 5)")
     p.add_argument("--timeout", type=timeout_pair, action="append", default=[], metavar="KIND=S",
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                       monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
                       takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
                       device_rate=args.device_rate, metrics_port=args.metrics_port,
-                      metrics_addr=args.metrics_addr, notifier=ServiceNotifier.from_env())
+                      metrics_addr=args.metrics_addr, notifier=ServiceNotifier.from_env(), mqtt=args.mqtt)
     except ValueError as exc:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

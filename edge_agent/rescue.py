@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
+from fogmesh.properties import with_mqtt5_properties
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class RescueSession:
     def __init__(self, url: BrokerUrl, *, client_id: str, agent: str, unsubscribe: Iterable[str],
                  deliver: Callable[[RescueToken], None], log: logging.LoggerAdapter | logging.Logger,
                  quiet_s: float = 1.0, max_s: float = 120.0,
-                 quiet: tuple[str, Iterable[str]] | None = None) -> None:
+                 quiet: tuple[str, Iterable[str]] | None = None, mqtt5: bool = False) -> None:
         """``quiet``: another session of the dead agent (its control
         connection's client id) to take off some filters, dropping what it
         holds: broadcasts (presence, claims) it would otherwise queue for ever."""
@@ -56,8 +57,9 @@ class RescueSession:
         self._last_message = time.monotonic()
         self._stop = threading.Event()
         self._taken_back = False        # the agent came back: leave its sessions alone
+        self.mqtt5 = mqtt5            # the protocol the dead agent spoke: its tasks keep their properties
         self.client = MqttClient(url, client_id=client_id, clean_session=False, manual_ack=True,
-                                 reconnect=False, on_message=self._on_message)
+                                 reconnect=False, on_message=self._on_message, mqtt5=mqtt5)
         self._thread = threading.Thread(target=self._run, name=f"rescue-{agent}", daemon=True)
 
     def start(self) -> None:
@@ -73,6 +75,8 @@ class RescueSession:
             self._outstanding = max(0, self._outstanding - 1)
 
     def _on_message(self, message: Message) -> None:
+        if message.properties is not None:
+            message = replace(message, payload=with_mqtt5_properties(message.payload, message.properties))
         with self._lock:
             self._outstanding += 1
             self._received += 1
@@ -119,7 +123,8 @@ class RescueSession:
     def _quiet_session(self, client_id: str, filters: tuple[str, ...]) -> None:
         """Resume the session, subscribe then unsubscribe each filter (see above),
         and leave; what it had queued is acknowledged and dropped."""
-        client = MqttClient(self.url, client_id=client_id, clean_session=False, reconnect=False)
+        client = MqttClient(self.url, client_id=client_id, clean_session=False, reconnect=False,
+                            mqtt5=self.mqtt5)
         try:
             client.start(timeout=10)
             for topic_filter in filters:

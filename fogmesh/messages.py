@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, TopicError
+from fogmesh.properties import decode_correlation
 from fogmesh.topics import validate_publish_topic
 
 WEIGHTS = ("light", "medium", "heavy")
@@ -53,6 +54,9 @@ class Limits:
     max_kind: int = 64
     max_reply_to: int = 1024
     max_device: int = 128
+    max_correlation: int = 1024          # base64 characters (768 bytes)
+    max_user_properties: int = 32
+    max_user_property: int = 256         # characters of a name or a value
 
 
 DEFAULT_LIMITS = Limits()
@@ -87,6 +91,9 @@ class Task:
     deadline_ms: int | None = None
     device: str | None = None
     attempt: int | None = None     # 2, 3...: the submitter sends this id again (no reply came)
+    # From MQTT 5 properties (or set by hand): see fogmesh.properties
+    correlation: str | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "args": dict(self.args),
@@ -99,6 +106,10 @@ class Task:
             d["device"] = self.device
         if self.attempt is not None:
             d["attempt"] = self.attempt
+        if self.correlation is not None:
+            d["correlation"] = self.correlation
+        if self.user_properties:
+            d["user_properties"] = [list(p) for p in self.user_properties]
         return d
 
     def encode(self) -> bytes:
@@ -141,8 +152,33 @@ class Task:
         if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1):
             raise InvalidMessage("bad_field", "field 'attempt' must be a positive integer",
                                  task_id=task_id, reply_to=reply_to)
+        correlation = _str_field(d, "correlation", max_len=limits.max_correlation, required=False,
+                                 task_id=task_id, reply_to=reply_to)
+        if correlation is not None:
+            try:
+                decode_correlation(correlation)
+            except ValueError as exc:
+                raise InvalidMessage("bad_field", f"field 'correlation' must be base64: {exc}",
+                                     task_id=task_id, reply_to=reply_to) from None
+        user_properties = _user_properties(d.get("user_properties"), limits=limits, task_id=task_id,
+                                           reply_to=reply_to)
         return cls(id=task_id, kind=kind, reply_to=raw_reply, args=args,  # type: ignore[arg-type]
-                   weight=weight, deadline_ms=deadline, device=device, attempt=attempt)
+                   weight=weight, deadline_ms=deadline, device=device, attempt=attempt,
+                   correlation=correlation, user_properties=user_properties)
+
+
+def _user_properties(value: Any, *, limits: Limits, task_id: str | None,
+                     reply_to: str | None) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    ok = isinstance(value, list) and len(value) <= limits.max_user_properties and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) and len(x) <= limits.max_user_property
+                                                    for x in p) for p in value)
+    if not ok:
+        raise InvalidMessage("bad_field", f"field 'user_properties' must be a list of at most "
+                             f"{limits.max_user_properties} [name, value] string pairs",
+                             task_id=task_id, reply_to=reply_to)
+    return tuple((k, v) for k, v in value)
 
 
 def salvage_ids(d: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> tuple[str | None, str | None]:

@@ -29,8 +29,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from fogmesh.errors import ConnectError, FogmeshError, UnsupportedBroker
+from fogmesh.properties import MessageProperties
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class Message:
     mid: int
     generation: int
     dup: bool = False
+    properties: MessageProperties | None = None     # MQTT 5 only, when it had any fogmesh maps
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def _nodelay(_client: paho.Client, _userdata: object, sock: socket.socket) -> No
 
 
 class MqttClient:
-    """A reconnecting MQTT 3.1.1 client with QoS 1 defaults.
+    """A reconnecting MQTT 3.1.1 client (MQTT 5 with ``mqtt5``) with QoS 1 defaults.
 
     Callbacks (``on_message``, ``on_connection``) run on paho's network thread:
     keep them short and hand work to your own thread.
@@ -157,7 +161,7 @@ class MqttClient:
                  on_connection: Callable[[bool], None] | None = None,
                  on_withdrawn: Callable[[list[Any]], None] | None = None,
                  on_confirmed: Callable[[Any], None] | None = None,
-                 max_inflight: int = 1000, reconnect: bool = True) -> None:
+                 max_inflight: int = 1000, reconnect: bool = True, mqtt5: bool = False) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
         self.client_id = client_id or f"fogmesh-{uuid.uuid4().hex[:12]}"
         self._on_message = on_message
@@ -181,8 +185,11 @@ class MqttClient:
         self._fail_fast = False
         self._reconnect = reconnect
 
+        self.mqtt5 = mqtt5
+        self._clean_session = clean_session
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=clean_session, protocol=paho.MQTTv311,
+                        clean_session=None if mqtt5 else clean_session,
+                        protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
                         manual_ack=manual_ack, transport="websockets" if self.url.websocket else "tcp")
         if self.url.websocket:
             c.ws_set_options(path=self.url.path)
@@ -216,7 +223,15 @@ class MqttClient:
         TCP connection raises at once instead of being retried.
         """
         self._fail_fast = fail_fast
-        self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
+        if self.mqtt5:
+            # A persistent session outlives the connection only with a Session
+            # Expiry Interval (3.1.1's clean_session=0 kept it for ever).
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if self._clean_session else 0xFFFFFFFF
+            self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
+                                     clean_start=self._clean_session, properties=props)
+        else:
+            self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
         self._paho.loop_start()
         if timeout is None:
             return
@@ -278,7 +293,8 @@ class MqttClient:
         self._paho.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                tag: Any = None, withdraw: bool = True) -> paho.MQTTMessageInfo | None:
+                tag: Any = None, withdraw: bool = True,
+                properties: MessageProperties | None = None) -> paho.MQTTMessageInfo | None:
         """Queue a publish. While disconnected, QoS 1 messages wait in paho's queue
         and go out after the reconnect, so a reply is not lost to a short outage.
 
@@ -296,7 +312,8 @@ class MqttClient:
                 withdrawn = True
             else:
                 withdrawn = False
-                info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+                info = self._paho.publish(topic, payload, qos=qos, retain=retain,
+                                          properties=_to_paho(properties) if self.mqtt5 and properties else None)
                 if tag is not None and qos > 0:
                     self._fenced[info.mid] = (tag, withdraw)
                     if info.is_published():          # its PUBACK beat us here
@@ -323,7 +340,8 @@ class MqttClient:
             if withdraw:
                 withdrawn.append(tag)
             else:
-                self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+                self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain,
+                                   properties=getattr(m, "properties", None) if self.mqtt5 else None)
         self._fenced.clear()
         return withdrawn
 
@@ -401,11 +419,36 @@ class MqttClient:
             return
         message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos,
                           retain=bool(msg.retain), mid=msg.mid, generation=self._generation,
-                          dup=bool(msg.dup))
+                          dup=bool(msg.dup), properties=_from_paho(msg.properties) if self.mqtt5 else None)
         try:
             self._on_message(message)
         except Exception:  # a bug in a handler must not kill paho's network thread
             log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
+
+
+def _to_paho(props: MessageProperties) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)
+    if props.response_topic:
+        p.ResponseTopic = props.response_topic
+    if props.correlation_data is not None:
+        p.CorrelationData = props.correlation_data
+    if props.user_properties:
+        p.UserProperty = list(props.user_properties)
+    if props.expiry_s is not None:
+        p.MessageExpiryInterval = props.expiry_s
+    return p
+
+
+def _from_paho(p: Any) -> MessageProperties | None:
+    """The properties fogmesh maps, or None when the message had none of them."""
+    if p is None:
+        return None
+    user = getattr(p, "UserProperty", None)
+    props = MessageProperties(response_topic=getattr(p, "ResponseTopic", None),
+                              correlation_data=getattr(p, "CorrelationData", None),
+                              user_properties=tuple((str(k), str(v)) for k, v in user) if user else (),
+                              expiry_s=getattr(p, "MessageExpiryInterval", None))
+    return props if props else None
 
 
 def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: int | None = None,
