@@ -89,7 +89,7 @@ def bench_raw(host: str, port: int, broker: str, args: argparse.Namespace) -> Ro
         _stop(responder)
 
 
-def bench_fogmesh(url: str, broker: str, args: argparse.Namespace) -> Row:
+def bench_fogmesh(url: str, broker: str, args: argparse.Namespace) -> list[Row]:
     from devices.client import FogClient
     root = f"bench/{uuid.uuid4().hex[:8]}"
     agent = _proc([sys.executable, "-m", "fogmesh", "agent", "--id", "bench-1", "--broker", url,
@@ -110,9 +110,81 @@ def bench_fogmesh(url: str, broker: str, args: argparse.Namespace) -> Row:
                              args.requests, f"{broker} fogmesh echo")
             tput = pipelined_fogmesh(client, args.pipelined, args.inflight)
             assert client.duplicates == 0, "fogmesh delivered a duplicate reply"
-        return Row(broker, "fogmesh echo", percentile(lat, 0.5), percentile(lat, 0.99), tput)
+        rows = [Row(broker, "fogmesh echo", percentile(lat, 0.5), percentile(lat, 0.99), tput)]
+        if broker == "mosquitto":        # the same agent, asked the MQTT 5 way
+            rows.append(bench_mqtt5(url, root, broker, args))
+        return rows
     finally:
         _stop(agent)
+
+
+class V5Requester:
+    """An MQTT 5 app: no reply_to in the JSON, a Response Topic and
+    Correlation Data instead; replies matched by their Correlation Data."""
+
+    def __init__(self, url: str, root: str) -> None:
+        from fogmesh.mqtt import MqttClient
+        self.tasks = f"{root}/tasks"
+        self.response_topic = f"{root}/v5/{uuid.uuid4().hex[:8]}"
+        self._pending: dict[bytes, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self.client = MqttClient(url, mqtt5=True, on_message=self._on_reply)
+        self.client.start()
+        self.client.subscribe(self.response_topic)
+
+    def _on_reply(self, m: Any) -> None:
+        corr = m.properties.correlation_data if m.properties else None
+        with self._lock:
+            done = self._pending.pop(corr, None) if corr is not None else None
+        if done is not None:
+            done()
+
+    def send(self, done: Callable[[], None]) -> None:
+        from fogmesh import codec
+        from fogmesh.properties import MessageProperties
+        corr = uuid.uuid4().bytes
+        with self._lock:
+            self._pending[corr] = done
+        task = {"id": corr.hex(), "kind": "echo", "args": {"p": PAYLOAD}}
+        self.client.publish(self.tasks, codec.encode(task),
+                            properties=MessageProperties(response_topic=self.response_topic, correlation_data=corr))
+
+    def request(self) -> float:
+        event = threading.Event()
+        start = time.perf_counter()
+        self.send(event.set)
+        if not event.wait(10):
+            raise TimeoutError("no MQTT 5 reply within 10 s")
+        return 1000 * (time.perf_counter() - start)
+
+    def pipelined(self, total: int, inflight: int) -> float:
+        window = threading.Semaphore(inflight)
+        finished = threading.Semaphore(0)
+
+        def done() -> None:
+            window.release()
+            finished.release()
+
+        start = time.perf_counter()
+        for _ in range(total):
+            window.acquire()
+            self.send(done)
+        for _ in range(total):
+            if not finished.acquire(timeout=60):
+                raise TimeoutError("MQTT 5 pipelined run stalled")
+        return total / (time.perf_counter() - start)
+
+
+def bench_mqtt5(url: str, root: str, broker: str, args: argparse.Namespace) -> Row:
+    req = V5Requester(url, root)
+    try:
+        for _ in range(100):
+            req.request()
+        lat = sequential(req.request, args.requests, f"{broker} fogmesh MQTT 5 request/response")
+        tput = req.pipelined(args.pipelined, args.inflight)
+        return Row(broker, "fogmesh MQTT 5", percentile(lat, 0.5), percentile(lat, 0.99), tput)
+    finally:
+        req.client.stop()
 
 
 def pipelined_fogmesh(client: Any, total: int, inflight: int) -> float:
@@ -215,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             url = f"mqtt://{host}:{port}"
             progress(f"{name} on {url}")
             rows.append(bench_raw(host, port, name, args))
-            rows.append(bench_fogmesh(url, name, args))
+            rows.extend(bench_fogmesh(url, name, args))
     if not args.no_celery:
         progress("celery+redis")
         rows.append(bench_celery(args))
@@ -239,6 +311,10 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
             entry["throughput_vs_celery"] = (fog.tasks_per_s or 0) / (celery.tasks_per_s or 1)
         ratios[broker] = entry
     targets = {}
+    v5, v311 = by.get(("mosquitto", "fogmesh MQTT 5")), by.get(("mosquitto", "fogmesh echo"))
+    if v5 and v311 and v5.p50_ms and v311.p50_ms and "mosquitto" in ratios:
+        ratios["mosquitto"]["mqtt5_p50_vs_311"] = v5.p50_ms / v311.p50_ms
+        targets["mqtt5_request_response_p50_within_10pct_of_311"] = v5.p50_ms <= 1.1 * v311.p50_ms
     if "mosquitto" in ratios:
         r = ratios["mosquitto"]
         targets = {"echo_p50_at_most_1.5x_raw_on_mosquitto": r["p50_vs_raw"] <= 1.5,
@@ -270,6 +346,10 @@ def render(report: dict[str, Any]) -> str:
     for broker, r in sorted(report["ratios"].items()):
         lines.append(f"{broker:<16} {r['p50_vs_raw']:>9.2f}x {100 * r['throughput_vs_raw']:>10.0f}% "
                      f"{_f(r.get('p50_vs_celery'), '.2f'):>12}x {_f(r.get('throughput_vs_celery'), '.1f'):>13}x")
+    for broker, r in sorted(report["ratios"].items()):
+        if "mqtt5_p50_vs_311" in r:
+            lines.append(f"{broker}: MQTT 5 request/response (Response Topic + Correlation Data) p50 is "
+                         f"{r['mqtt5_p50_vs_311']:.2f}x the 3.1.1 path (reply_to in the JSON), same agent")
     if report["targets"]:
         lines += ["", "targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}"
                                               for k, v in report["targets"].items())]
