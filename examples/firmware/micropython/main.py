@@ -70,6 +70,7 @@ class Device:
         self.boot = boot_id()
         self.seq = 0
         self.readings = []
+        self.changed = None        # an actuator whose new state is still to be published
         self.client = MQTTClient(self.name + "-" + self.boot, cfg["broker"], cfg["port"], keepalive=30)
         self.client.set_callback(self.on_message)
 
@@ -106,7 +107,17 @@ class Device:
             self.relay.value(0)
         else:
             return
-        self.publish_state(actuator)
+        # Published from the main loop, not here: umqtt.simple's QoS 1 publish
+        # reads the socket until its PUBACK, and a publish inside this callback
+        # (itself inside such a read) could swallow the outer one's PUBACK.
+        self.changed = actuator
+
+    def poll(self):
+        """Handle what has arrived, then publish any state it changed."""
+        self.client.check_msg()
+        if self.changed is not None:
+            actuator, self.changed = self.changed, None
+            self.publish_state(actuator)
 
     def publish_state(self, actuator):
         state = {"state": "on" if self.relay.value() else "off", "device": self.name,
@@ -132,7 +143,7 @@ class Device:
             self.client.publish(topic, json.dumps(task).encode(), False, 1)
             deadline = time.ticks_add(time.ticks_ms(), int(self.cfg["reply_timeout_s"] * 1000))
             while time.ticks_diff(deadline, time.ticks_ms()) > 0:
-                self.client.check_msg()
+                self.poll()
                 if task_id in self.answers:
                     return self.answers.pop(task_id), attempt
                 time.sleep_ms(20)
@@ -142,7 +153,7 @@ class Device:
         """Handle actuator commands for a while."""
         deadline = time.ticks_add(time.ticks_ms(), int(seconds * 1000))
         while time.ticks_diff(deadline, time.ticks_ms()) > 0:
-            self.client.check_msg()
+            self.poll()
             time.sleep_ms(20)
 
     def run(self, cycles=None):
