@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
 TLS_SCHEMES = ("mqtts", "ssl", "wss")
+RECEIVE_MAXIMUM = 100       # as max_inflight_messages in the shipped mosquitto configs
 WEBSOCKET_SCHEMES = ("ws", "wss")
 
 
@@ -228,6 +229,10 @@ class MqttClient:
             # Expiry Interval (3.1.1's clean_session=0 kept it for ever).
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0 if self._clean_session else 0xFFFFFFFF
+            # What 3.1.1 left to the broker's max_inflight_messages: without it an
+            # MQTT 5 broker may push 65,535 unacknowledged tasks at once, and
+            # tasks should wait at the broker, not in an agent's memory.
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
             self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
                                      clean_start=self._clean_session, properties=props)
         else:

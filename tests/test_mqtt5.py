@@ -1,5 +1,5 @@
-"""MQTT 5 request/response on mosquitto: agents speak MQTT 5 where the broker
-does, so a task without `reply_to` is answered on its Response Topic, its
+"""MQTT 5 request/response on mosquitto: agents started with `--mqtt auto`
+speak MQTT 5 where the broker does, so a task without `reply_to` is answered on its Response Topic, its
 Correlation Data and User Properties come back on the reply (also from the
 cloud, through the bridge), and its Message Expiry becomes its deadline.
 The JSON contract is unchanged for 3.1.1 clients."""
@@ -46,13 +46,17 @@ class Requester:
         self.client.stop()
 
 
-def test_agents_speak_mqtt5_on_mosquitto_and_311_on_the_embedded_broker(broker, root, agents):
-    agent = agents("v-1", broker.url, root)
+def test_agents_on_auto_speak_mqtt5_on_mosquitto_and_311_on_the_embedded_broker(broker, root, agents):
+    agent = agents("v-1", broker.url, root, mqtt="auto")
     assert agent.client.mqtt5 is (broker.name == "mosquitto")
 
 
+def test_agents_speak_311_unless_told(mosquitto_broker, root, agents):
+    assert agents("v-0", mosquitto_broker.url, root).client.mqtt5 is False
+
+
 def test_mosquitto_rr_gets_its_reply_without_a_reply_to_field(mosquitto_broker, root, agents):
-    agents("rr-1", mosquitto_broker.url, root)
+    agents("rr-1", mosquitto_broker.url, root, mqtt="auto")
     done = subprocess.run([shutil.which("mosquitto_rr") or "mosquitto_rr", "-p", str(mosquitto_broker.port),
                            "-t", f"{root}/tasks", "-e", f"{root}/rr-reply", "-W", "10",
                            "-m", '{"id": "rr-t1", "kind": "sum", "args": {"values": [1, 2]}}'],
@@ -63,7 +67,7 @@ def test_mosquitto_rr_gets_its_reply_without_a_reply_to_field(mosquitto_broker, 
 
 
 def test_correlation_data_and_user_properties_come_back_on_the_reply(mosquitto_broker, root, agents):
-    agents("rr-2", mosquitto_broker.url, root)
+    agents("rr-2", mosquitto_broker.url, root, mqtt="auto")
     req = Requester(mosquitto_broker.url, f"{root}/app/replies")
     try:
         req.request(f"{root}/tasks", {"id": "c-1", "kind": "echo", "args": {"x": 1}},
@@ -78,14 +82,14 @@ def test_correlation_data_and_user_properties_come_back_on_the_reply(mosquitto_b
 
 
 def test_a_311_client_sees_the_json_contract_unchanged(mosquitto_broker, root, agents):
-    agents("rr-3", mosquitto_broker.url, root)
+    agents("rr-3", mosquitto_broker.url, root, mqtt="auto")
     with FogClient(mosquitto_broker.url, root=root) as client:
         r = client.submit("echo", {"y": 2}, timeout=10)
     assert r.ok and r.value == {"y": 2}
 
 
 def test_a_task_that_expires_before_it_can_start_is_answered_deadline_exceeded(mosquitto_broker, root, agents):
-    agents("rr-4", mosquitto_broker.url, root, concurrency=1)
+    agents("rr-4", mosquitto_broker.url, root, concurrency=1, mqtt="auto")
     req = Requester(mosquitto_broker.url, f"{root}/app/replies")
     try:
         req.request(f"{root}/tasks", {"id": "busy", "kind": "sleep", "args": {"ms": 2500}})
@@ -109,7 +113,7 @@ def test_properties_come_back_from_the_cloud_through_the_bridge(root, agents, tm
     cloud_root = f"cloud/{uuid.uuid4().hex[:8]}"
     bridge = None
     try:
-        agent = agents("edge-5", edge.url, root, presence_period=0.3)
+        agent = agents("edge-5", edge.url, root, presence_period=0.3, mqtt="auto")
         bridge = Bridge(site="farm", edge=edge.url, cloud=cloud.url, root=root, cloud_root=cloud_root,
                         store_path=tmp_path / "outbox.db", health_period=0.3).start()
         agents("cw-5", cloud.url, cloud_root, policy=LocalPolicy())
