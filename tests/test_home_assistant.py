@@ -62,6 +62,13 @@ class Watch:
             self.seen.setdefault(t, []).append(p)
         return self.seen.get(topic, [None])[-1]
 
+    def discovered(self, config_topic: str) -> dict:
+        """The retained config Home Assistant would read; its state topic watched too."""
+        wait_until(lambda: self.latest(config_topic) is not None, what=f"the retained config {config_topic}")
+        config = orjson.loads(self.latest(config_topic))
+        self.client.subscribe(config["state_topic"])
+        return config
+
 
 def test_an_actuator_appears_as_a_switch_that_home_assistant_can_drive(broker, root):
     prefix = f"ha-{uuid.uuid4().hex[:8]}"
@@ -70,10 +77,7 @@ def test_an_actuator_appears_as_a_switch_that_home_assistant_can_drive(broker, r
                          specs=parse_pins("deterrent=relay:17"), ha_prefix=prefix).start()
     watch = Watch(broker.url, f"{prefix}/#")
     try:
-        config_topic = f"{prefix}/switch/farm-relay/deterrent/config"
-        wait_until(lambda: watch.latest(config_topic) is not None, what="the retained switch config")
-        config = orjson.loads(watch.latest(config_topic))
-        watch.client.subscribe(config["state_topic"])
+        config = watch.discovered(f"{prefix}/switch/farm-relay/deterrent/config")
         watch.client.publish(config["command_topic"], config["payload_on"].encode())   # Home Assistant's "turn on"
         wait_until(lambda: factory.pin(17).state is True, what="the pin driven from the advertised topic")
         wait_until(lambda: (watch.latest(config["state_topic"]) or b"{}") != b"{}"
@@ -92,10 +96,7 @@ def test_a_sensor_appears_with_its_readings_on_the_advertised_topic(broker, root
                        ha_prefix=prefix).start()
     watch = Watch(broker.url, f"{prefix}/#")
     try:
-        config_topic = f"{prefix}/sensor/greenhouse/temperature/config"
-        wait_until(lambda: watch.latest(config_topic) is not None, what="the retained sensor config")
-        config = orjson.loads(watch.latest(config_topic))
-        watch.client.subscribe(config["state_topic"])
+        config = watch.discovered(f"{prefix}/sensor/greenhouse/temperature/config")
         wait_until(lambda: watch.latest(config["state_topic"]) is not None, what="a reading on the state topic")
         assert isinstance(orjson.loads(watch.latest(config["state_topic"]))["value"], float)   # value_json.value
     finally:
