@@ -122,7 +122,8 @@ def test_a_certificate_that_expires_soon_is_a_warning_with_how_to_renew(tmp_path
 
 
 def test_a_login_the_acl_does_not_give_the_roles_topics_fails_with_the_acl_line(secured, tmp_path):
-    checks = doctor(secure_url(secured, "sensor-7"), "fog/v1", tmp_path, role="agent", ident="pi-1")
+    checks = doctor(secure_url(secured, "sensor-7"), "fog/v1", tmp_path, role="agent", ident="pi-1",
+                    clock_wait_s=0.5)
     assert checks["login"].status == "ok"
     assert checks["acl"].status == "fail"
     assert "topic readwrite fog/v1/agents/pi-1/doctor" in checks["acl"].fix
