@@ -56,6 +56,14 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     json_arg(b)
 
 
+    b = bsub.add_parser("footprint", help="memory and idle CPU of an agent, and its start-up time",
+                        description="Starts `fogmesh agent` with default flags on the embedded broker, "
+                                    "waits for its first answer (start-up time), lets it idle, and "
+                                    "prints unique (USS) and resident (RSS) memory per process "
+                                    "(agent, workers, resource tracker) and idle CPU.")
+    b.add_argument("--idle-s", type=float, default=30.0, metavar="S",
+                   help="seconds of idling to measure CPU over (default: 30)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -72,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from bench.rtt import main as rtt_main
         return rtt_main(args)
+    if args.bench == "footprint":
+        from bench.footprint import main as footprint_main
+        return footprint_main(args)
     if args.bench == "bridge":
         from bench.bridge import main as bridge_main
         return bridge_main(args)

@@ -83,3 +83,18 @@ def test_the_agent_serves_prometheus_metrics_when_asked(mosquitto_broker, root, 
 def test_metrics_are_off_by_default(mosquitto_broker, root, agents):
     agent = agents("quiet", mosquitto_broker.url, root)
     assert agent._metrics is None
+
+
+@pytest.mark.timeout(120)
+def test_bench_footprint_reports_memory_per_process_and_start_up_time_as_json():
+    import json
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "footprint", "--idle-s", "0.5", "--json"],
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    fp = json.loads(done.stdout)["footprint"]
+    roles = [p["role"] for p in fp["processes"]]
+    assert roles[0] == "agent" and roles.count("worker") == 2          # default flags: two workers
+    assert fp["uss_mb"] == pytest.approx(sum(p["uss_mb"] for p in fp["processes"]))
+    assert fp["start_to_first_answer_s"] > 0

@@ -1,0 +1,136 @@
+"""``fogmesh bench footprint``: what an agent costs a small box, started as
+README says (``fogmesh agent --id X --broker URL``, default flags).
+
+Measures, for the agent process and its children (worker processes,
+multiprocessing's resource tracker): unique (USS) and resident (RSS) memory
+once idle, CPU used while idle, and the start-up time from spawning the
+command to the first answered task. Prints a table (``--json`` for the same
+figures) and whether the target of an idle agent under 35 MB unique memory
+in total is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from broker.processes import stop_processes
+
+TARGET_USS_MB = 35.0
+
+
+@dataclass
+class ProcessRow:
+    role: str
+    pid: int
+    uss_mb: float
+    rss_mb: float
+
+
+@dataclass
+class Footprint:
+    broker: str
+    start_to_first_answer_s: float
+    idle_cpu_pct: float
+    idle_s: float
+    processes: list[ProcessRow] = field(default_factory=list)
+
+    @property
+    def uss_mb(self) -> float:
+        return sum(p.uss_mb for p in self.processes)
+
+    @property
+    def rss_mb(self) -> float:
+        return sum(p.rss_mb for p in self.processes)
+
+
+def _role(proc: psutil.Process, agent_pid: int) -> str:
+    if proc.pid == agent_pid:
+        return "agent"
+    cmd = " ".join(proc.cmdline())
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    if "multiprocessing" in cmd or "spawn" in cmd:
+        return "worker"
+    return "child"
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root] + root.children(recursive=True)
+
+
+def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | None = None) -> Footprint:
+    from devices.client import FogClient
+    root = f"bench/{uuid.uuid4().hex[:8]}"
+    state = tempfile.mkdtemp(prefix="fogmesh-footprint-")
+    started = time.monotonic()
+    agent = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "footprint", "--broker", url,
+                              "--root", root, "--log-level", "WARNING", *(extra_args or [])],
+                             env={**os.environ, "FOGMESH_STATE_DIR": state})
+    try:
+        with FogClient(url, root=root) as client:
+            deadline = started + 60
+            while True:
+                try:
+                    client.submit("echo", {}, timeout=0.5)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+        first_answer = time.monotonic() - started
+        time.sleep(1.0)                       # let start-up settle before the idle window
+        procs = _tree(agent.pid)
+        cpu_before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+        time.sleep(idle_s)
+        procs = [p for p in _tree(agent.pid) if p.is_running()]
+        cpu_after = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+        rows = []
+        for p in procs:
+            mem = p.memory_full_info()
+            rows.append(ProcessRow(_role(p, agent.pid), p.pid, mem.uss / 2**20, mem.rss / 2**20))
+        return Footprint(broker=broker, start_to_first_answer_s=first_answer,
+                         idle_cpu_pct=100 * max(0.0, cpu_after - cpu_before) / idle_s, idle_s=idle_s,
+                         processes=rows)
+    finally:
+        stop_processes([agent])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from broker.embedded import EmbeddedBroker
+    from broker.ports import free_port
+    print("[bench footprint] embedded broker; agent with default flags", file=sys.stderr, flush=True)
+    with EmbeddedBroker(port=free_port()) as broker:
+        fp = measure(broker.url, "embedded", idle_s=args.idle_s)
+    return {"footprint": {**asdict(fp), "uss_mb": fp.uss_mb, "rss_mb": fp.rss_mb},
+            "targets": {f"idle_agent_uss_at_most_{TARGET_USS_MB:g}_mb": fp.uss_mb <= TARGET_USS_MB}}
+
+
+def render(report: dict[str, Any]) -> str:
+    fp = report["footprint"]
+    lines = [f"fogmesh bench footprint: `fogmesh agent` with default flags on the {fp['broker']} broker, "
+             f"idle for {fp['idle_s']:g} s", "",
+             f"{'process':<18} {'pid':>7} {'USS MB':>8} {'RSS MB':>8}", "-" * 44]
+    for p in fp["processes"]:
+        lines.append(f"{p['role']:<18} {p['pid']:>7} {p['uss_mb']:>8.1f} {p['rss_mb']:>8.1f}")
+    lines += ["-" * 44, f"{'total':<18} {'':>7} {fp['uss_mb']:>8.1f} {fp['rss_mb']:>8.1f}", "",
+              f"idle CPU: {fp['idle_cpu_pct']:.2f}% of one core; start-up to the first answered task: "
+              f"{fp['start_to_first_answer_s']:.2f} s", "",
+              "targets: " + ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in report["targets"].items())]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run(args)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
