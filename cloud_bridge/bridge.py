@@ -78,9 +78,9 @@ class Bridge:
         self.notifier = notifier or ServiceNotifier(None)    # systemd: fed by _loop only
         self.outbox = Outbox(store_path, max_rows=max_rows, max_bytes=max_bytes)
         self.aggregator = Aggregator(tuple(aggregate))
-        self.results_topic = f"{cloud_root}/sites/{site}/results"
-        self.down_prefix = f"{cloud_root}/sites/{site}/down/"
-        self.health_topic = f"{root}/bridge/{site}"
+        self.results_topic = self.cloud_topics.site_results(site)
+        self.down_prefix = self.cloud_topics.site_down_prefix(site)
+        self.health_topic = self.topics.bridge_health(site)
         self.counters = {"accepted": 0, "rejected": 0, "fallback_errors": 0, "forwarded": 0,
                          "results": 0, "duplicate_results": 0, "commands_down": 0}
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -435,7 +435,7 @@ class Bridge:
         elif m.topic.startswith(self.down_prefix):
             rest = m.topic[len(self.down_prefix):]
             if rest:
-                self.edge.publish(f"{self.topics.root}/{rest}", m.payload, qos=1)
+                self.edge.publish(self.topics.below_root(rest), m.payload, qos=1)
                 self.counters["commands_down"] += 1
         self.cloud.ack(m)
 
@@ -443,7 +443,7 @@ class Bridge:
         payload = codec.encode(summary)
         rel = summary["topic"][len(self.topics.root) + 1:] if summary["topic"].startswith(
             self.topics.root + "/") else summary["topic"]
-        self.cloud.publish(f"{self.cloud_topics.root}/sites/{self.site}/{rel}", payload, qos=1)
+        self.cloud.publish(self.cloud_topics.site_prefix(self.site) + rel, payload, qos=1)
         self.aggregator.sent(len(payload))
 
     # -- health ------------------------------------------------------------------------

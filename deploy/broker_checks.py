@@ -44,18 +44,17 @@ class BrokerTarget:
     def own_topic(self) -> str:
         """A topic inside this login's permissions that nothing else reads:
         the probe lands there and nowhere else."""
-        root = self.topics.root
         if self.role == "agent":
-            return f"{root}/agents/{self.ident}/doctor"
+            return self.topics.agent_topic(self.ident, "doctor")
         if self.role == "bridge":
-            return f"{root}/agents/bridge-{self.ident}/doctor"
-        return f"{root}/probe/{self.login}/doctor"
+            return self.topics.agent_topic(f"bridge-{self.ident}", "doctor")
+        return self.topics.login_probe(self.login, "doctor")
 
     def probe_topic(self, token: str) -> str:
         """``{root}/probe/...``: agents may use all of probe/, other logins their own part."""
         if self.role == "agent":
             return self.topics.probe(token)
-        return f"{self.topics.probe(self.login)}/{token}"
+        return self.topics.login_probe(self.login, token)
 
 
 def check_reach(target: BrokerTarget) -> Check:
@@ -226,7 +225,7 @@ def check_shared(target: BrokerTarget) -> Check:
 def check_clock(target: BrokerTarget, session: Session, *, wait_s: float) -> Check:
     """Presence and bridge health carry their sender's Unix time; a live one
     (not a retained copy) tells how far this clock is from that peer's."""
-    for f in (target.topics.presence_filter, f"{target.topics.root}/bridge/+"):
+    for f in (target.topics.presence_filter, target.topics.bridge_filter):
         try:
             session.client.subscribe(f, 0, timeout=target.timeout)
         except ConnectError:

@@ -153,7 +153,7 @@ class Agent:
         # the offload inbox), which must never wait behind that window.
         self._broker = broker
         self.client, self.ctl = self._make_clients(mqtt5=mqtt == "5")
-        self._ctl_prefixes = (f"{root}/claims", f"{root}/presence/", f"{root}/agents/")
+        self._ctl_prefixes = (self.topics.claims, self.topics.presence_prefix, self.topics.agents_prefix)
         self._own_presence = self.topics.presence(agent_id)
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
         self.pipelines: PipelineRunner | None = None
@@ -222,7 +222,7 @@ class Agent:
             self._thread = threading.Thread(target=self._loop, name=f"agent-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
-            for topic in (self.topics.presence_filter, self.topics.claims, f"{self.topics.root}/bridge/+",
+            for topic in (self.topics.presence_filter, self.topics.claims, self.topics.bridge_filter,
                           self.topics.agent_inbox(self.agent_id),
                           self.topics.agent_control(self.agent_id)):
                 self.ctl.subscribe(topic, 1, timeout=timeout)
@@ -345,7 +345,7 @@ class Agent:
                                 # its control session: off the broadcast topics, or it queues them for ever
                                 quiet=(f"fa-{agent}-{self._root_tag}-ctl",
                                        (self.topics.presence_filter, self.topics.claims,
-                                        f"{self.topics.root}/bridge/+")),
+                                        self.topics.bridge_filter)),
                                 mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()

@@ -67,7 +67,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         me = config.agent_id
         t = config.topics
         self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
-        self._bridge_prefix = f"{t.root}/bridge/"
+        self._bridge_prefix = t.bridge_prefix
         self._entries: dict[str, Entry] = {}
         self._queue: deque[str] = deque()
         self._running = 0

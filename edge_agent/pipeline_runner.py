@@ -37,7 +37,7 @@ class PipelineRunner:
         self.status_period = status_period
         run_tag = uuid.uuid4().hex[:6]
         self.cores = {s.name: PipelineCore(s, topics=self.topics, run_tag=run_tag,
-                                           reply_to=f"{root}/replies/pipeline-{agent_id}-{s.name}")
+                                           reply_to=self.topics.replies(f"pipeline-{agent_id}-{s.name}"))
                       for s in specs}
         self._by_source: dict[str, list[PipelineCore]] = {}
         for spec in specs:        # several pipelines may watch one camera

@@ -41,9 +41,9 @@ class FleetView:
         try:
             if agent is not None:
                 self._presence(Presence.from_dict(codec.decode(payload)))
-            elif topic.startswith(f"{self.topics.root}/bridge/"):
+            elif topic.startswith(self.topics.bridge_prefix):
                 self.bridges[topic.rsplit("/", 1)[1]] = dict(codec.decode(payload))
-            elif topic.startswith(f"{self.topics.root}/pipelines/"):
+            elif topic.startswith(self.topics.pipelines_prefix):
                 self.pipelines["/".join(topic.rsplit("/", 2)[1:])] = dict(codec.decode(payload))
         except (InvalidMessage, TypeError, ValueError):
             return

@@ -135,6 +135,15 @@ class Topics:
     def presence_filter(self) -> str:
         return f"{self.root}/presence/+"
 
+    @property
+    def presence_prefix(self) -> str:
+        return f"{self.root}/presence/"
+
+    @property
+    def agents_prefix(self) -> str:
+        """Every agent's own space (tasks, inbox, control)."""
+        return f"{self.root}/agents/"
+
     def agent_of_presence(self, topic: str) -> str | None:
         prefix = f"{self.root}/presence/"
         if topic.startswith(prefix):
@@ -150,6 +159,16 @@ class Topics:
     def agent_inbox(self, agent_id: str) -> str:
         """Offload protocol messages (offer, accept, reject, result) to one agent."""
         return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/inbox"
+
+    def agent_topic(self, agent_id: str, name: str) -> str:
+        """Another topic in one agent's own space (``agents/{id}/{name}``; e.g.
+        ``doctor``, which only ``fogmesh doctor`` uses)."""
+        return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/{validate_segment(name, what='topic name')}"
+
+    def below_root(self, relative: str) -> str:
+        """``relative`` (e.g. ``actuators/farm-relay/lamp/set``, as the cloud sends
+        commands down) under this root."""
+        return f"{self.root}/{relative}"
 
     def agent_control(self, agent_id: str) -> str:
         """Operator commands to one agent (``{"op": "drain"}``)."""
@@ -211,6 +230,39 @@ class Topics:
     def probe(self, token: str) -> str:
         """Used once at agent start to detect shared-subscription support."""
         return f"{self.root}/probe/{validate_segment(token, what='probe token')}"
+
+    def login_probe(self, login: str, name: str) -> str:
+        """A login's own probe topic (``fogmesh doctor``): ``probe/{login}/{name}``."""
+        return f"{self.probe(login)}/{validate_segment(name, what='probe name')}"
+
+    # -- the cloud bridge (edge side) --------------------------------------------------
+    def bridge_health(self, site: str) -> str:
+        """A site bridge's health, retained (its will says ``offline``)."""
+        return f"{self.root}/bridge/{validate_segment(site, what='site')}"
+
+    @property
+    def bridge_filter(self) -> str:
+        return f"{self.root}/bridge/+"
+
+    @property
+    def bridge_prefix(self) -> str:
+        return f"{self.root}/bridge/"
+
+    @property
+    def pipelines_prefix(self) -> str:
+        return f"{self.root}/pipelines/"
+
+    # -- the cloud bridge (cloud side: these Topics are rooted at --cloud-root) --------
+    def site_results(self, site: str) -> str:
+        """Cloud workers' replies for one site's bridge."""
+        return f"{self.site_prefix(site)}results"
+
+    def site_down_prefix(self, site: str) -> str:
+        """Commands from the cloud to one site: ``sites/{site}/down/{edge topic}``."""
+        return f"{self.site_prefix(site)}down/"
+
+    def site_prefix(self, site: str) -> str:
+        return f"{self.root}/sites/{validate_segment(site, what='site')}/"
 
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")

@@ -49,3 +49,14 @@ def test_publish_topics_cannot_hold_wildcards_or_dollar(topic):
 
 def test_topic_error_is_a_value_error():
     assert issubclass(TopicError, ValueError)
+
+
+def test_the_bridge_and_doctor_topics_come_from_topics():
+    t = Topics("fog/v1")
+    c = Topics("fogmesh/v1")
+    assert t.bridge_health("farm") == "fog/v1/bridge/farm" and t.bridge_filter == "fog/v1/bridge/+"
+    assert c.site_results("farm") == "fogmesh/v1/sites/farm/results"
+    assert c.site_down_prefix("farm") == "fogmesh/v1/sites/farm/down/"
+    assert t.below_root("actuators/r/lamp/set") == "fog/v1/actuators/r/lamp/set"
+    assert t.agent_topic("pi-1", "doctor") == "fog/v1/agents/pi-1/doctor"
+    assert t.login_probe("ops", "doctor") == "fog/v1/probe/ops/doctor"
