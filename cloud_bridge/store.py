@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.errors import StorageError
+from fogmesh.errors import DiskLow, StorageError, StoreFull
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -49,14 +49,6 @@ class Row:
     created: float
     deadline: float | None
     state: str
-
-
-class StoreFull(StorageError):
-    """The outbox is at its row or byte bound (back-pressure, not a fault)."""
-
-
-class DiskLow(StoreFull):
-    """The outbox's disk is down to the space it must leave free."""
 
 
 def free_bytes(directory: Path) -> int:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fogmesh.errors import ServiceError
 from deploy.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
 
 DEFAULT_GROUPS = {"device": ("gpio", "video")}
@@ -73,10 +74,6 @@ def add_parser(sub: Any) -> None:
                         "--cloud 'mqtts://farm@cloud:8883?password_file=%%d/cloud'); repeatable")
     i.add_argument("--python", default=sys.executable,
                    help=f"interpreter with fogmesh installed (default: this one, {sys.executable})")
-
-
-class ServiceError(Exception):
-    """A service cannot be installed as asked: the message says what to change."""
 
 
 def _check_role_args(role: str, role_args: list[str]) -> None:

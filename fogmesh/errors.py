@@ -17,8 +17,13 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── AgentIdInUse (RuntimeError)      another live agent already runs with this id
     ├── ClaimOrderError (RuntimeError)   agents see claims in different orders (a cluster)
     ├── UnsupportedBroker (RuntimeError) the broker lacks what this set-up needs
+    ├── BadArgs (ValueError)             a handler says the task's args are wrong (``bad_args``)
+    ├── PublishError (OSError)           paho refused to queue a publish
+    ├── ServiceError (ValueError)        a service unit cannot be made as asked
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
-        └── JournalLocked                another agent with the same id holds the journal
+        ├── JournalLocked                another agent with the same id holds the journal
+        └── StoreFull                    the bridge's outbox is at its bound (back-pressure)
+            └── DiskLow                  its disk is down to the space it must leave free
 """
 
 from __future__ import annotations
@@ -104,3 +109,23 @@ class UnsupportedBroker(FogmeshError, RuntimeError):
     """The broker cannot do what this configuration needs: shared
     subscriptions for a forced ``--dispatch shared``, or topics that carry an
     id's characters unchanged (RabbitMQ turns ``.`` into a level separator)."""
+
+
+class BadArgs(FogmeshError, ValueError):
+    """Raise from a handler when the task's args are wrong (wire code ``bad_args``)."""
+
+
+class PublishError(FogmeshError, OSError):
+    """paho refused to queue a publish (queue full, payload too large)."""
+
+
+class ServiceError(FogmeshError, ValueError):
+    """A service unit cannot be made as asked: the message says what to change."""
+
+
+class StoreFull(StorageError):
+    """The outbox is at its row or byte bound (back-pressure, not a fault)."""
+
+
+class DiskLow(StoreFull):
+    """The outbox's disk is down to the space it must leave free."""

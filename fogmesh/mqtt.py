@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fogmesh.errors import ConnectError, FogmeshError, UnsupportedBroker
+from fogmesh.errors import ConnectError, PublishError, UnsupportedBroker
 from fogmesh.properties import MessageProperties
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-class PublishError(FogmeshError, OSError):
-    """paho refused to queue a publish (queue full, payload too large)."""
 
 
 def _nodelay(_client: paho.Client, _userdata: object, sock: socket.socket) -> None:

@@ -14,17 +14,13 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Callable, Iterable, Mapping
 
-from fogmesh.errors import FogmeshError, UnknownKind
+from fogmesh.errors import BadArgs, UnknownKind  # noqa: F401  (BadArgs: re-exported for handlers)
 from fogmesh.messages import WEIGHTS
 
 ENTRY_POINT_GROUP = "fogmesh.tasks"
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, Any]], Any]
-
-
-class BadArgs(FogmeshError, ValueError):
-    """Raise from a handler when the task's args are wrong (wire code ``bad_args``)."""
 
 
 @dataclass(frozen=True)
