@@ -337,9 +337,12 @@ class Agent:
         """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
         session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
-                                unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
-                                             self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
-                                             self.topics.claims),
+                                # Only the filters of this dispatch mode (peers share it): the
+                                # rescue subscribes each before unsubscribing it, and joining a
+                                # $share group the session never had would pull live tasks in.
+                                unsubscribe=((self.topics.shared_tasks(), self.topics.shared_device_tasks())
+                                             if self.dispatch == "shared"
+                                             else (self.topics.tasks, self.topics.device_tasks_filter)),
                                 deliver=lambda token: self._events.put(("rescued", token)),
                                 log=self.log,
                                 # its control session: off the broadcast topics, or it queues them for ever
