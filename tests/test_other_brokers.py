@@ -20,7 +20,7 @@ from broker.rabbitmq import RabbitMQ
 from cloud_bridge.bridge import Bridge
 from devices.client import FogClient
 from edge_agent.agent import Agent
-from fogmesh.errors import UnsupportedBroker
+from fogmesh.errors import ClaimOrderError, UnsupportedBroker
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,9 +109,19 @@ def test_a_rescued_session_on_rabbitmq_stops_collecting_tasks(rabbit, root, agen
     dead = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "rb-dead", "--broker", rabbit.url,
                              "--root", root, "--concurrency", "1", "--presence-period", "1",
                              "--log-level", "WARNING"], env=env, stderr=subprocess.DEVNULL)
-    live = agents("rb-live", rabbit.url, root, presence_period=1.0, takeover_grace_s=1.0)
     wait_until(lambda: _task_bindings_of(rabbit, "fa-rb-dead", root), timeout=30,
                what="the dead-to-be agent subscribed")
+    # RabbitMQ does not order the claims topic across publishers (topics.md,
+    # Brokers): the start-up probe refuses some start-ups on purpose. This test
+    # is about the rescue, so it starts the second agent until the probe passes.
+    for _ in range(8):
+        try:
+            live = agents("rb-live", rabbit.url, root, presence_period=1.0, takeover_grace_s=1.0)
+            break
+        except ClaimOrderError:
+            continue
+    else:
+        pytest.fail("the claim-order probe refused 8 start-ups in a row")
     wait_until(lambda: live.core is not None and live.core.peers.get("rb-dead") is not None,
                timeout=30, what="the live agent to see its peer")
     dead.send_signal(signal.SIGKILL)
