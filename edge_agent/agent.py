@@ -337,19 +337,11 @@ class Agent:
         """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
         session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
-                                # Only the filters of this dispatch mode (peers share it): the
-                                # rescue subscribes each before unsubscribing it, and joining a
-                                # $share group the session never had would pull live tasks in.
-                                unsubscribe=((self.topics.shared_tasks(), self.topics.shared_device_tasks())
-                                             if self.dispatch == "shared"
-                                             else (self.topics.tasks, self.topics.device_tasks_filter)),
+                                unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
+                                             self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
+                                             self.topics.claims),
                                 deliver=lambda token: self._events.put(("rescued", token)),
-                                log=self.log,
-                                # its control session: off the broadcast topics, or it queues them for ever
-                                quiet=(f"fa-{agent}-{self._root_tag}-ctl",
-                                       (self.topics.presence_filter, self.topics.claims,
-                                        self.topics.bridge_filter)),
-                                mqtt5=self.client.mqtt5)
+                                log=self.log, mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()
 

@@ -8,8 +8,7 @@ dead agent's client id, which resumes that session: the broker redelivers what
 was in flight and hands over what was queued. Each task goes to the rescuer's
 core, which competes for it under its takeover key (the dead agent, if it was
 only cut off, may reclaim it: exactly one wins). Once the session is quiet the
-rescuer subscribes it to the task topics again and then unsubscribes it (an
-unsubscribe alone does nothing on RabbitMQ), so the broker stops routing work
+rescuer unsubscribes it from the task topics, so the broker stops routing work
 to it, and it disconnects once every rescued task is acknowledged. The rescue
 connection never reconnects: if the agent comes back, it takes its session back.
 """
@@ -38,15 +37,9 @@ class RescueToken:
 class RescueSession:
     def __init__(self, url: BrokerUrl, *, client_id: str, agent: str, unsubscribe: Iterable[str],
                  deliver: Callable[[RescueToken], None], log: logging.LoggerAdapter | logging.Logger,
-                 quiet_s: float = 1.0, max_s: float = 120.0,
-                 quiet: tuple[str, Iterable[str]] | None = None, mqtt5: bool = False) -> None:
-        """``quiet``: another session of the dead agent (its control
-        connection's client id) to take off some filters, dropping what it
-        holds: broadcasts (presence, claims) it would otherwise queue for ever."""
+                 quiet_s: float = 1.0, max_s: float = 120.0, mqtt5: bool = False) -> None:
         self.agent = agent
         self.unsubscribe = tuple(unsubscribe)
-        self.url = url
-        self.quiet = (quiet[0], tuple(quiet[1])) if quiet else None
         self.deliver = deliver
         self.log = log
         self.quiet_s = quiet_s
@@ -56,7 +49,6 @@ class RescueSession:
         self._received = 0
         self._last_message = time.monotonic()
         self._stop = threading.Event()
-        self._taken_back = False        # the agent came back: leave its sessions alone
         self.mqtt5 = mqtt5            # the protocol the dead agent spoke: its tasks keep their properties
         self.client = MqttClient(url, client_id=client_id, clean_session=False, manual_ack=True,
                                  reconnect=False, on_message=self._on_message, mqtt5=mqtt5)
@@ -94,43 +86,17 @@ class RescueSession:
             while not self._stop.wait(0.1):      # take over what the session holds
                 if not self.client.connected.is_set():
                     self.log.info("rescue of %s ended: it took its session back", self.agent)
-                    self._taken_back = True
                     return
                 if time.monotonic() - self._last_message >= self.quiet_s:
                     break
             for topic_filter in self.unsubscribe:   # no more work routed to the dead agent
-                # Subscribe first: RabbitMQ ignores an UNSUBSCRIBE on a resumed
-                # session for a filter this connection never subscribed, and
-                # leaves the binding (what arrives meanwhile is rescued too).
-                try:
-                    self.client.subscribe(topic_filter, 1, timeout=5)
-                except ConnectError:
-                    pass
                 self.client.unsubscribe(topic_filter)
             while not self._stop.wait(0.1):      # until every rescued task is acknowledged
                 with self._lock:
                     outstanding = self._outstanding
                 if outstanding == 0 or not self.client.connected.is_set() \
                         or time.monotonic() - started > self.max_s:
-                    self._taken_back = not self.client.connected.is_set()
                     break
             self.log.info("rescued %d message(s) of %s", self._received, self.agent)
         finally:
             self.client.stop()
-        if self.quiet is not None and not self._stop.is_set() and not self._taken_back:
-            self._quiet_session(*self.quiet)
-
-    def _quiet_session(self, client_id: str, filters: tuple[str, ...]) -> None:
-        """Resume the session, subscribe then unsubscribe each filter (see above),
-        and leave; what it had queued is acknowledged and dropped."""
-        client = MqttClient(self.url, client_id=client_id, clean_session=False, reconnect=False,
-                            mqtt5=self.mqtt5)
-        try:
-            client.start(timeout=10)
-            for topic_filter in filters:
-                client.subscribe(topic_filter, 1, timeout=5)
-                client.unsubscribe(topic_filter)
-        except ConnectError as exc:
-            self.log.info("could not take %s's control session off the broadcasts: %s", self.agent, exc)
-        finally:
-            client.stop()
