@@ -45,6 +45,12 @@ password_file {dir}/passwd
 acl_file {dir}/acl
 
 listener {port} {bind}
+""" + "{tls}"
+
+WS_PORT = 8884      # secure WebSockets, beside MQTT over TLS on 8883
+
+# Each TLS listener names its files (mosquitto's TLS options are per listener).
+TLS_FILES = """\
 cafile {dir}/ca.crt
 certfile {dir}/server.crt
 keyfile {dir}/server.key
@@ -161,7 +167,7 @@ def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
 
 def generate(out: Path, logins: Logins, *, hosts: list[str], port: int = 8883, bind: str = "0.0.0.0",
              state_dir: str = "/var/lib/mosquitto", days: int = 825,
-             ws_port: int | None = 8884) -> dict[str, str]:
+             ws_port: int | None = WS_PORT) -> dict[str, str]:
     """Everything a secured site needs, in ``out``; certificates valid for
     ``days``. Returns the passwords."""
     out.mkdir(parents=True, exist_ok=True)
@@ -197,23 +203,22 @@ WS_LISTENER = """
 # MQTT over secure WebSockets (browsers, dashboards): wss://LOGIN@HOST:{port}/mqtt
 listener {port} {bind}
 protocol websockets
-cafile {dir}/ca.crt
-certfile {dir}/server.crt
-keyfile {dir}/server.key
-tls_version tlsv1.2"""
+""" + "{tls}"
 
 
 def listener_conf(out: Path, *, port: int, bind: str, ws_port: int | None = None) -> str:
     """The TLS listener with password logins and the ACL, anonymous access off
     (and with ``ws_port`` the same over WebSockets): shared by the shipped
     config and the test launcher (``Mosquitto(secure_dir=)``)."""
-    text = LISTENER.format(dir=Path(out).resolve(), port=port, bind=bind)
+    directory = Path(out).resolve()
+    tls = TLS_FILES.format(dir=directory)
+    text = LISTENER.format(dir=directory, port=port, bind=bind, tls=tls)
     if ws_port is not None:
-        text += WS_LISTENER.format(dir=Path(out).resolve(), port=ws_port, bind=bind)
+        text += WS_LISTENER.format(port=ws_port, bind=bind, tls=tls)
     return text
 
 
-def conf_text(out: Path, *, port: int, bind: str, state_dir: str, ws_port: int | None = 8884) -> str:
+def conf_text(out: Path, *, port: int, bind: str, state_dir: str, ws_port: int | None = WS_PORT) -> str:
     return CONF.format(listener=listener_conf(out, port=port, bind=bind, ws_port=ws_port), state=state_dir)
 
 
@@ -231,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--operator", action="append", default=[], help="an operator login; repeatable")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default: {DEFAULT_ROOT})")
     p.add_argument("--port", type=int, default=8883, help="TLS port (default: 8883)")
-    p.add_argument("--ws-port", type=int, default=8884,
-                   help="secure WebSockets port for browsers and dashboards (default: 8884; 0: none)")
+    p.add_argument("--ws-port", type=int, default=WS_PORT,
+                   help=f"secure WebSockets port for browsers and dashboards (default: {WS_PORT}; 0: none)")
     a = p.parse_args(argv)
     logins = Logins(tuple(a.device), tuple(a.agent), tuple(a.bridge), tuple(a.operator), a.root)
     if not logins.users():
