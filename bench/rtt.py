@@ -159,22 +159,6 @@ class V5Requester:
             raise TimeoutError("no MQTT 5 reply within 10 s")
         return 1000 * (time.perf_counter() - start)
 
-    def pipelined(self, total: int, inflight: int) -> float:
-        window = threading.Semaphore(inflight)
-        finished = threading.Semaphore(0)
-
-        def done() -> None:
-            window.release()
-            finished.release()
-
-        start = time.perf_counter()
-        for _ in range(total):
-            window.acquire()
-            self.send(done)
-        for _ in range(total):
-            if not finished.acquire(timeout=60):
-                raise TimeoutError("MQTT 5 pipelined run stalled")
-        return total / (time.perf_counter() - start)
 
 
 def bench_mqtt5(url: str, root: str, broker: str, args: argparse.Namespace) -> Row:
@@ -183,28 +167,36 @@ def bench_mqtt5(url: str, root: str, broker: str, args: argparse.Namespace) -> R
         for _ in range(100):
             req.request()
         lat = sequential(req.request, args.requests, f"{broker} fogmesh MQTT 5 request/response")
-        tput = req.pipelined(args.pipelined, args.inflight)
+        tput = pipelined(req.send, args.pipelined, args.inflight, what="MQTT 5")
         return Row(broker, "fogmesh MQTT 5 rr", percentile(lat, 0.5), percentile(lat, 0.99), tput)
     finally:
         req.client.stop()
 
 
-def pipelined_fogmesh(client: Any, total: int, inflight: int) -> float:
+def pipelined(start_one: Callable[[Callable[[], None]], None], total: int, inflight: int, *,
+              what: str) -> float:
+    """Tasks per second with ``inflight`` outstanding: ``start_one(done)`` sends
+    one request and calls ``done()`` when its reply came."""
     window = threading.Semaphore(inflight)
     finished = threading.Semaphore(0)
 
-    def done(_f: Any) -> None:
+    def done() -> None:
         window.release()
         finished.release()
 
     start = time.perf_counter()
     for _ in range(total):
         window.acquire()
-        client.send("echo", {"p": PAYLOAD}).add_done_callback(done)
+        start_one(done)
     for _ in range(total):
         if not finished.acquire(timeout=60):
-            raise TimeoutError("fogmesh pipelined run stalled")
+            raise TimeoutError(f"{what} pipelined run stalled")
     return total / (time.perf_counter() - start)
+
+
+def pipelined_fogmesh(client: Any, total: int, inflight: int) -> float:
+    return pipelined(lambda done: client.send("echo", {"p": PAYLOAD}).add_done_callback(lambda _f: done()),
+                     total, inflight, what="fogmesh")
 
 
 def bench_celery(args: argparse.Namespace) -> Row:
