@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +31,7 @@ from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
@@ -114,15 +113,10 @@ class Bridge:
         """Connect to the edge broker (``wait_for_broker``: however long it
         takes, logged) and start; the uplink may come later."""
         if wait_for_broker:
-            self.edge.start(timeout=None)
-            while not self.edge.wait_connected(5.0):
-                self.log.warning("waiting for the edge broker at %s", self.edge.url)
-                self.notifier.waiting(f"waiting for the edge broker at {self.edge.url}", extend_s=30)
+            self.edge.start_waiting(self._waiting_for_broker)
         else:
             self.edge.start(timeout=timeout)
-        if not is_safe_id(self.site):
-            ensure_id_carried(self.edge.url, self.topics.probe(f"site-{uuid.uuid4().hex[:8]}-{self.site}"),
-                              what="site", name=self.site, timeout=timeout)
+        ensure_id_carried(self.edge.url, self.topics, what="site", name=self.site, timeout=timeout)
         self.edge.subscribe(self.topics.agent_inbox(self.agent_id), 1, timeout=timeout)
         for pattern, _ in self.aggregator.rules:
             self.edge.subscribe(pattern, 0, timeout=timeout)
@@ -136,6 +130,10 @@ class Bridge:
                       self.topics.root, self.cloud.url, self.cloud_topics.root, self.outbox.rows)
         self.notifier.ready(self.status_line())
         return self
+
+    def _waiting_for_broker(self) -> None:
+        self.log.warning("waiting for the edge broker at %s", self.edge.url)
+        self.notifier.waiting(f"waiting for the edge broker at {self.edge.url}", extend_s=30)
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: "online, uplink down, backlog 12"."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from deploy.report import Check
 from fogmesh import codec
 from fogmesh.errors import ConnectError
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect, topic_round_trip
 from fogmesh.topics import Topics
 
 ROLES = ("agent", "bridge", "device", "operator")
@@ -129,17 +129,6 @@ class Session:
         self.client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}",
                                  on_message=self.inbox.put, reconnect=False)
 
-    def receive(self, topic: str, payload: bytes, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                m = self.inbox.get(timeout=left)
-            except queue.Empty:
-                return False
-            if m.topic == topic and m.payload == payload:
-                return True
-        return False
-
     def close(self) -> None:
         self.client.stop()
 
@@ -184,21 +173,18 @@ def check_websockets(target: BrokerTarget, ports: tuple[int, ...]) -> Check:
                  "(only browser clients need it)")
 
 
-def check_acl(target: BrokerTarget, session: Session) -> Check:
+def check_acl(target: BrokerTarget) -> Check:
     topic = target.own_topic()
-    payload = codec.encode({"doctor": uuid.uuid4().hex})
     fix = (f"let {target.login} read and write {topic}: `topic readwrite {topic}` in its ACL block "
            f"(python -m broker.secure writes it), then reload the broker; or check --as/--id")
     try:
-        session.client.subscribe(topic, 1, timeout=target.timeout)
+        ok = topic_round_trip(target.url, topic, payload=codec.encode({"doctor": uuid.uuid4().hex}),
+                              timeout=target.timeout)
     except ConnectError as exc:
-        return Check("acl", "fail", f"{target.login} may not subscribe to {topic}: {exc}", fix)
-    session.client.publish(topic, payload, qos=1)
-    ok = session.receive(topic, payload, target.timeout)
-    session.client.unsubscribe(topic)
+        return Check("acl", "fail", f"{target.login} could not connect for the probe: {exc}", fix)
     if not ok:
         return Check("acl", "fail", f"{target.login} cannot publish and read its own topic {topic} "
-                     "(the broker dropped the probe)", fix)
+                     "(the broker refused the subscription or dropped the probe)", fix)
     return Check("acl", "ok", f"{target.login} publishes and reads its own topic {topic}")
 
 

@@ -69,7 +69,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
         if session is not None:
             add(check_mqtt5(target))
             add(check_websockets(target, options.ws_ports))
-            acl = add(check_acl(target, session))
+            acl = add(check_acl(target))
             if acl.status == "ok":
                 add(check_shared(target))
             else:

@@ -39,7 +39,7 @@ from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.properties import with_mqtt5_properties
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, is_safe_id, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,14 @@ def detect_shared_subscriptions(client: MqttClient, probe_topic: str, probe_even
     ok = probe_event.wait(timeout)
     client.unsubscribe(shared_filter)
     return ok
+
+
+def _as_task(message: Message) -> Message:
+    """A message from the task connection with its MQTT 5 properties merged
+    into the task's JSON (fogmesh.properties); 3.1.1 messages as they are."""
+    if message.properties is None:
+        return message
+    return replace(message, payload=with_mqtt5_properties(message.payload, message.properties))
 
 
 class Agent:
@@ -181,17 +189,11 @@ class Agent:
         try:
             self._choose_protocol(timeout)
             if wait_for_broker:
-                self.ctl.start(timeout=None)
-                while not self.ctl.wait_connected(5.0):
-                    self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)",
-                                     self.ctl.url)
-                    self.notifier.waiting(f"waiting for the broker at {self.ctl.url}", extend_s=30)
+                self.ctl.start_waiting(self._waiting_for_broker)
             else:
                 self.ctl.start(timeout=timeout)
             self.client.start(timeout=max(timeout, 30.0))
-            if not is_safe_id(self.agent_id):
-                ensure_id_carried(self.ctl.url, self.topics.probe(f"{self._probe_token}-{self.agent_id}"),
-                                  what="agent id", name=self.agent_id, timeout=timeout)
+            ensure_id_carried(self.ctl.url, self.topics, what="agent id", name=self.agent_id, timeout=timeout)
             if self.requested_dispatch in ("auto", "shared"):
                 shared = detect_shared_subscriptions(self.ctl, self._probe_topic, self._probe_seen,
                                                      self._probe_token)
@@ -274,8 +276,11 @@ class Agent:
             except ConnectError:
                 if not wait_for_broker:
                     raise
-                self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)", self.ctl.url)
-                self.notifier.waiting(f"waiting for the broker at {self.ctl.url}", extend_s=30)
+                self._waiting_for_broker()
+
+    def _waiting_for_broker(self) -> None:
+        self.log.warning("waiting for the broker at %s (start it with `fogmesh broker`)", self.ctl.url)
+        self.notifier.waiting(f"waiting for the broker at {self.ctl.url}", extend_s=30)
 
     def _check_claim_order(self, timeout: float) -> None:
         """Claim dispatch: before taking tasks, check with the peers that the
@@ -340,7 +345,8 @@ class Agent:
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
                                              self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
                                              self.topics.claims),
-                                deliver=lambda token: self._events.put(("rescued", token)),
+                                deliver=lambda token: self._events.put(
+                                    ("rescued", replace(token, message=_as_task(token.message)))),
                                 log=self.log, mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()
@@ -463,8 +469,8 @@ class Agent:
         if message.topic == self._probe_topic:
             self._probe_seen.set()
             return
-        if message.properties is not None and client is self.client:    # an MQTT 5 task
-            message = replace(message, payload=with_mqtt5_properties(message.payload, message.properties))
+        if client is self.client:
+            message = _as_task(message)
         if message.topic == self._own_presence and message.payload:
             try:
                 other = Presence.from_dict(codec.decode(message.payload))

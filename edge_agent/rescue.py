@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
-from fogmesh.properties import with_mqtt5_properties
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,6 @@ class RescueSession:
             self._outstanding = max(0, self._outstanding - 1)
 
     def _on_message(self, message: Message) -> None:
-        if message.properties is not None:
-            message = replace(message, payload=with_mqtt5_properties(message.payload, message.properties))
         with self._lock:
             self._outstanding += 1
             self._received += 1

@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 
 from fogmesh.errors import ConnectError, PublishError, UnsupportedBroker
 from fogmesh.properties import MessageProperties
+from fogmesh.topics import Topics, is_safe_id
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class MqttClient:
         self._generation = 0
         self.connected = threading.Event()
         self._first_result = threading.Event()
-        self._refused: str | None = None
+        self.refused: str | None = None      # why the broker (or the network) refused us, if it did
         self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
         self._manual_ack = manual_ack
         self._stopping = False
@@ -224,27 +225,39 @@ class MqttClient:
             # A persistent session outlives the connection only with a Session
             # Expiry Interval (3.1.1's clean_session=0 kept it for ever).
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0 if self._clean_session else 0xFFFFFFFF
-            # What 3.1.1 left to the broker's max_inflight_messages: without it an
-            # MQTT 5 broker may push 65,535 unacknowledged tasks at once, and
-            # tasks should wait at the broker, not in an agent's memory.
-            props.ReceiveMaximum = RECEIVE_MAXIMUM
+            if not self._clean_session:
+                props.SessionExpiryInterval = 0xFFFFFFFF
+            if self._manual_ack:
+                # What 3.1.1 left to the broker's max_inflight_messages: without it an
+                # MQTT 5 broker may push 65,535 unacknowledged tasks at once, and
+                # tasks should wait at the broker, not in an agent's memory.
+                props.ReceiveMaximum = RECEIVE_MAXIMUM
+            # No properties where none is needed: amqtt refuses a property-less
+            # MQTT 5 CONNECT with a reason, but one with properties not at all.
             self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
-                                     clean_start=self._clean_session, properties=props)
+                                     clean_start=self._clean_session,
+                                     properties=props if not self._clean_session or self._manual_ack else None)
         else:
             self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
         self._paho.loop_start()
         if timeout is None:
             return
         if not self._first_result.wait(timeout) or not self.connected.is_set():
-            reason = self._refused or f"no answer within {timeout:g} s"
+            reason = self.refused or f"no answer within {timeout:g} s"
             self.stop()
-            if self._refused and ("authori" in self._refused.lower() or "password" in self._refused.lower()):
+            if self.refused and ("authori" in self.refused.lower() or "password" in self.refused.lower()):
                 hint = ("Check the login in the URL (mqtts://LOGIN@host) and its password "
                         "($FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH).")
             else:
                 hint = "Is it running? Start one with `fogmesh broker`."
             raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. {hint}")
+
+    def start_waiting(self, on_wait: Callable[[], None], *, every_s: float = 5.0) -> None:
+        """Connect however long the broker takes to come up; ``on_wait`` runs
+        every ``every_s`` seconds until it has (to log it, to tell systemd)."""
+        self.start(timeout=None)
+        while not self.wait_connected(every_s):
+            on_wait()
 
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
@@ -364,7 +377,7 @@ class MqttClient:
                         reason_code: object, _props: object) -> None:
         failed = getattr(reason_code, "is_failure", False)
         if failed:
-            self._refused = str(reason_code)
+            self.refused = str(reason_code)
             log.warning("%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
             self._first_result.set()
             return
@@ -381,7 +394,7 @@ class MqttClient:
 
     def _handle_connect_fail(self, _client: paho.Client, _ud: object) -> None:
         if self._fail_fast and not self._first_result.is_set():
-            self._refused = "connection refused"
+            self.refused = "connection refused"
             self._first_result.set()
 
     def _handle_disconnect(self, _client: paho.Client, _ud: object, _flags: object,
@@ -457,50 +470,33 @@ def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: 
     """One CONNECT, then DISCONNECT: ``None`` if the broker accepted it, else
     why not (refused with a reason code, or no answer). For ``fogmesh doctor``:
     which protocol versions and transports a broker offers. ``websocket_port``:
-    MQTT over WebSockets (path ``/mqtt``) on that port of the URL's host."""
+    MQTT over WebSockets on that port of the URL's host."""
     url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
-    outcome: list[str | None] = []
-    done = threading.Event()
-
-    def on_connect(_c: paho.Client, _ud: object, _flags: object, reason_code: object, _props: object) -> None:
-        outcome.append(str(reason_code) if getattr(reason_code, "is_failure", False) else None)
-        done.set()
-
-    websocket = url.websocket or websocket_port is not None
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fogmesh-probe-{uuid.uuid4().hex[:8]}",
-                    protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-                    transport="websockets" if websocket else "tcp")
-    c.on_connect = on_connect
-    if websocket:
-        c.ws_set_options(path=url.path)
-    if url.username:
-        c.username_pw_set(url.username, resolve_password(url, os.environ))
+    if websocket_port is not None:
+        url = replace(url, port=websocket_port, websocket=True)
     try:
-        if url.tls:
-            c.tls_set(ca_certs=url.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        c.connect(url.host, websocket_port or url.port, keepalive=15)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        return f"cannot connect: {exc}"
-    c.loop_start()
+        client = MqttClient(url, client_id=f"fogmesh-probe-{uuid.uuid4().hex[:8]}", reconnect=False, mqtt5=mqtt5)
+    except ConnectError as exc:          # an unreadable CA file
+        return str(exc)
     try:
-        if not done.wait(timeout):
-            return f"no CONNACK within {timeout:g} s"
-        return outcome[0]
-    finally:
-        c.disconnect()
-        c.loop_stop()
+        client.start(timeout=timeout, fail_fast=True)
+    except ConnectError:
+        return client.refused or f"no CONNACK within {timeout:g} s"
+    client.stop()
+    return None
 
 
-def topic_round_trip(url: BrokerUrl | str, topic: str, *, timeout: float = 5.0) -> bool:
-    """Does a message published on ``topic`` come back on exactly ``topic`` to
-    a subscriber of ``topic``? (A broker that rewrites characters says no.)"""
+def topic_round_trip(url: BrokerUrl | str, topic: str, *, payload: bytes = b"{}", timeout: float = 5.0) -> bool:
+    """Does ``payload`` published on ``topic`` come back on exactly ``topic`` to
+    a subscriber of ``topic``? No when the broker rewrites the topic's
+    characters, or when its ACL lets this login not both publish and read it."""
     seen = threading.Event()
     client = MqttClient(url, client_id=f"fogmesh-topic-check-{uuid.uuid4().hex[:8]}", reconnect=False,
-                        on_message=lambda m: seen.set() if m.topic == topic else None)
+                        on_message=lambda m: seen.set() if m.topic == topic and m.payload == payload else None)
     client.start(timeout=timeout)
     try:
         client.subscribe(topic, 1, timeout=timeout)
-        client.publish(topic, b"{}", qos=1)
+        client.publish(topic, payload, qos=1)
         return seen.wait(timeout)
     except ConnectError:
         return False
@@ -508,9 +504,13 @@ def topic_round_trip(url: BrokerUrl | str, topic: str, *, timeout: float = 5.0) 
         client.stop()
 
 
-def ensure_id_carried(url: BrokerUrl | str, topic: str, *, what: str, name: str, timeout: float = 5.0) -> None:
-    """Raise :class:`UnsupportedBroker` when the broker does not carry
-    ``topic`` (which holds the id ``name``) unchanged."""
+def ensure_id_carried(url: BrokerUrl | str, topics: Topics, *, what: str, name: str, timeout: float = 5.0) -> None:
+    """Raise :class:`UnsupportedBroker` when the broker does not carry a topic
+    holding the id ``name`` unchanged. Ids of letters, digits, ``-`` and
+    ``_`` pass without asking the broker."""
+    if is_safe_id(name):
+        return
+    topic = topics.probe(f"{uuid.uuid4().hex[:8]}-{name}")
     # A round trip takes milliseconds; a rewritten topic never comes back at all.
     if not topic_round_trip(url, topic, timeout=min(timeout, 3.0)):
         raise UnsupportedBroker(
