@@ -44,7 +44,8 @@ class Announcer:
         """The last will: what peers see if this agent vanishes."""
         return build_presence(agent=self.agent_id, state="offline", now=self.wall_clock(), host=HostStats(),
                               queued=0, running=0, capacity=self.capacity, kinds=self.kinds,
-                              dispatch=self.dispatch, instance=self.instance, since=self.since).encode()
+                              dispatch=self.dispatch, instance=self.instance, since=self.since,
+                              period=self.period).encode()
 
     def read_host(self, now: float, core: Any) -> None:
         self.host = self.monitor.read(running=core.running)
@@ -60,7 +61,7 @@ class Announcer:
                               kinds=self.kinds, dispatch=self.dispatch, done=c.completed + c.failed,
                               offloaded=c.offers_accepted, epoch=core.epoch or None,
                               reason=self.reason if state == "degraded" else None,
-                              instance=self.instance, since=self.since)
+                              instance=self.instance, since=self.since, period=self.period)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
         if now - self.sent_at < 0.2 and now - self.sent_at < self.period:

@@ -133,6 +133,8 @@ class PipelineStats:
     failed: int = 0          # answered with another error
     actuations: int = 0
     last_latency_ms: float | None = None   # frame capture -> command sent
+    last_decision: str | None = None       # the last answer: "fired", "no action", "cooldown" or an error code
+    last_decision_ms: float | None = None  # frame capture -> that answer
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -201,16 +203,23 @@ class PipelineCore:
         ts = self._in_flight.pop(reply.id or "", None)
         if ts is None:
             return []                  # not ours, or a duplicate
+        self.stats.last_decision_ms = round((now - ts) * 1000, 1)
         if reply.status != "ok":
             code = reply.error.code if reply.error else ""
+            self.stats.last_decision = code or "error"
             if code in ("deadline_exceeded", "busy"):
                 self.stats.skipped += 1
             else:
                 self.stats.failed += 1
             return []
         self.stats.processed += 1
-        if not self.spec.when.fires(reply.result) or now < self._quiet_until:
+        if not self.spec.when.fires(reply.result):
+            self.stats.last_decision = "no action"
             return []
+        if now < self._quiet_until:
+            self.stats.last_decision = "cooldown"
+            return []
+        self.stats.last_decision = "fired"
         self._quiet_until = now + self.spec.cooldown_ms / 1000
         self.stats.actuations += 1
         latency = round((now - ts) * 1000, 1)

@@ -24,11 +24,11 @@ def build_presence(*, agent: str, state: str, now: float, host: HostStats, queue
                    running: int, capacity: int, kinds: tuple[str, ...], dispatch: str,
                    done: int = 0, offloaded: int = 0, epoch: int | None = None,
                    reason: str | None = None, instance: str | None = None,
-                   since: float | None = None) -> Presence:
+                   since: float | None = None, period: float | None = None) -> Presence:
     return Presence(agent=agent, state=state, ts=now, cpu=host.cpu, mem=host.mem, load=host.load,
                     queue=queued, running=running, capacity=capacity, kinds=kinds,
                     battery=host.battery, dispatch=dispatch, done=done, offloaded=offloaded, epoch=epoch,
-                    reason=reason, instance=instance, since=since)
+                    reason=reason, instance=instance, since=since, period=period)
 
 
 def significant_change(last: Presence | None, new: Presence) -> bool:

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fogmesh.monitor import add_parser as add_monitor_parser
     add_monitor_parser(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg)
 
+    from fogmesh.dashboard.cli import add_parser as add_dashboard_parser
+    add_dashboard_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
+
     from bench.cli import add_parser as add_bench_parser
     from devices.cli import add_parser as add_device_parser
     from simulator.cli import add_parser as add_simulate_parser
@@ -164,6 +167,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return monitor_main(args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from fogmesh.dashboard.cli import main as dashboard_main
+    setup_logging(args.log_level)
+    return dashboard_main(args)
+
+
 def cmd_device(args: argparse.Namespace) -> int:
     from devices.cli import run
     setup_logging(args.log_level)
@@ -187,7 +196,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
-            "device": cmd_device, "monitor": cmd_monitor, "bench": cmd_bench,
+            "device": cmd_device, "monitor": cmd_monitor, "dashboard": cmd_dashboard, "bench": cmd_bench,
             "service": cmd_service, "doctor": cmd_doctor}
 
 

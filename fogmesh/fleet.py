@@ -64,11 +64,15 @@ class FleetView:
                            "queue": p.queue, "running": p.running, "capacity": p.capacity,
                            "battery": p.battery.percent if p.battery else None,
                            "tasks_per_s": self._rates[name].per_s if name in self._rates else None,
-                           "done": p.done, "offloaded": p.offloaded, "age_s": round(now - p.ts, 1)})
+                           "done": p.done, "offloaded": p.offloaded, "age_s": round(now - p.ts, 1),
+                           "kinds": list(p.kinds), "dispatch": p.dispatch, "reason": p.reason,
+                           "period": p.period})
         bridges = [{"site": site, "state": h.get("state"), "link": h.get("link"),
                     "backlog": h.get("backlog"), "oldest_s": h.get("oldest_age_s"),
-                    "cloud_workers": h.get("cloud_workers")} for site, h in sorted(self.bridges.items())]
+                    "cloud_workers": h.get("cloud_workers"), "reason": h.get("reason")}
+                   for site, h in sorted(self.bridges.items())]
         pipelines = [{"pipeline": name, **{k: v.get(k) for k in ("frames", "processed", "skipped", "actuations",
-                                                                  "last_latency_ms")}}
+                                                                  "last_latency_ms", "last_decision",
+                                                                  "last_decision_ms", "agent")}}
                      for name, v in sorted(self.pipelines.items())]
         return {"agents": agents, "bridges": bridges, "pipelines": pipelines}

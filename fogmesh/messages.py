@@ -335,6 +335,7 @@ class Presence:
     reason: str | None = None  # why it is degraded (e.g. its journal's disk is full)
     instance: str | None = None  # this run of the agent process (two hosts using one id differ here)
     since: float | None = None   # Unix time this run started
+    period: float | None = None  # seconds between its announcements (when silent longer, it is stale)
 
     def to_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "ts": round(self.ts, 3),
@@ -346,7 +347,8 @@ class Presence:
                 **({"epoch": self.epoch} if self.epoch is not None else {}),
                 **({"reason": self.reason} if self.reason is not None else {}),
                 **({"instance": self.instance, "since": round(self.since or 0.0, 3)}
-                   if self.instance is not None else {})}
+                   if self.instance is not None else {}),
+                **({"period": self.period} if self.period is not None else {})}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -370,7 +372,8 @@ class Presence:
                        epoch=int(d["epoch"]) if d.get("epoch") is not None else None,
                        reason=str(d["reason"])[:500] if d.get("reason") is not None else None,
                        instance=str(d["instance"])[:64] if d.get("instance") is not None else None,
-                       since=float(d["since"]) if d.get("since") is not None else None)
+                       since=float(d["since"]) if d.get("since") is not None else None,
+                       period=float(d["period"]) if d.get("period") is not None else None)
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
 

@@ -204,6 +204,20 @@ class Topics:
         """The actuator's state after each command (retained)."""
         return self.actuator_set(device, actuator)[: -len("/set")] + "/state"
 
+    @property
+    def actuator_state_filter(self) -> str:
+        """Every actuator's retained state (what the dashboard shows)."""
+        return f"{self.root}/actuators/+/+/state"
+
+    def actuator_of_state(self, topic: str) -> tuple[str, str] | None:
+        """``(device, actuator)`` of an ``actuators/{device}/{actuator}/state`` topic, or None."""
+        prefix = f"{self.root}/actuators/"
+        if topic.startswith(prefix) and topic.endswith("/state"):
+            parts = topic[len(prefix):-len("/state")].split("/")
+            if len(parts) == 2 and all(parts):
+                return parts[0], parts[1]
+        return None
+
     def actuator_of_set(self, topic: str) -> tuple[str, str] | None:
         """(device, actuator) of a command topic, or None."""
         prefix = f"{self.root}/actuators/"
@@ -222,6 +236,14 @@ class Topics:
     def errors(self) -> str:
         """Dead letters: input that could not be answered on a reply topic."""
         return f"{self.root}/errors"
+
+    @property
+    def replies_filter(self) -> str:
+        """Every reply sent below ``replies/`` (where fogmesh clients and devices get answers)."""
+        return f"{self.root}/replies/#"
+
+    def is_reply_topic(self, topic: str) -> bool:
+        return topic.startswith(f"{self.root}/replies/")
 
     def replies(self, client_id: str) -> str:
         """The conventional reply topic of one device/client (any topic is allowed)."""

@@ -4,9 +4,10 @@ import time
 
 
 def wait_until(predicate, timeout=15, what="condition"):
+    """The predicate's first true value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,211 @@
+"""What the dashboard shows, computed from what crosses the broker. Pure:
+``(topic, payload, now)`` in, ticks out; no sockets, threads or clocks, so
+the page's numbers are tested without a browser or a broker.
+
+Every chart series lives in a window of fixed length (``window_s / tick_s``
+points), every list of events and every table of tasks awaiting a reply has a
+cap: a dashboard left open for a week holds what it held after ten minutes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from fogmesh import codec
+from fogmesh.fleet import FleetView
+from fogmesh.topics import Topics
+
+DEFAULT_PERIOD_S = 5.0       # an agent that does not say its presence period has the default
+EVENTS_KEPT = 50
+PENDING_KEPT = 20_000        # tasks seen and not yet answered, oldest forgotten first
+PENDING_FOR_S = 120.0
+LATENCY_WINDOW_S = 5.0       # p50/p99 over the replies of the last seconds
+
+
+def agent_state(row: dict[str, Any], now_age_s: float) -> str:
+    """The state an operator should see. The will says ``offline`` at once when
+    the broker notices; an agent that is merely silent is ``stale`` after one
+    and a half periods and ``offline`` after three (what its peers use to
+    stop placing work on it), so a frozen host is not shown online."""
+    state = row["state"]
+    if state == "offline":
+        return state
+    period = row.get("period") or DEFAULT_PERIOD_S
+    if now_age_s > 3 * period:
+        return "offline"
+    if now_age_s > 1.5 * period + 0.5:
+        return "stale"
+    return state
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return round(sorted_values[i], 1)
+
+
+@dataclass
+class _TickCounts:
+    tasks: int = 0
+    replies: int = 0
+    errors: int = 0
+    fog: int = 0
+    cloud: int = 0
+
+
+@dataclass
+class DashboardModel:
+    topics: Topics
+    tick_s: float = 1.0
+    window_s: float = 600.0
+    fleet: FleetView = field(init=False)
+    actuators: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    devices: dict[str, float] = field(default_factory=dict)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    history: deque[dict[str, Any]] = field(init=False)
+    _pending: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=50_000))
+    _counts: _TickCounts = field(default_factory=_TickCounts)
+    _last_tick: float | None = None
+    _event_seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.fleet = FleetView(self.topics)
+        self.history = deque(maxlen=self.points)
+
+    @property
+    def points(self) -> int:
+        return max(2, int(self.window_s / self.tick_s))
+
+    @property
+    def filters(self) -> list[str]:
+        t = self.topics
+        return [*self.fleet.filters, t.tasks, t.device_tasks_filter, t.errors, t.replies_filter,
+                t.actuator_state_filter]
+
+    # -- input -------------------------------------------------------------------------
+    def on_message(self, topic: str, payload: bytes, now: float) -> None:
+        """Take one message; what does not parse is counted where it belongs (a
+        malformed task is still a task that came in) and otherwise ignored."""
+        t = self.topics
+        if t.is_task_topic(topic):
+            self._on_task(topic, payload, now)
+        elif t.is_reply_topic(topic):
+            self._on_reply(payload, now)
+        elif topic == t.errors:
+            self._on_dead_letter(payload, now)
+        elif (actuator := t.actuator_of_state(topic)) is not None:
+            self._on_actuator_state(actuator, payload, now)
+        else:
+            self.fleet.on_message(topic, payload)
+
+    def _decode(self, payload: bytes) -> dict[str, Any] | None:
+        try:
+            body = codec.decode(payload)
+        except (ValueError, TypeError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _on_task(self, topic: str, payload: bytes, now: float) -> None:
+        self._counts.tasks += 1
+        body = self._decode(payload)
+        device = self.topics.device_of_tasks(topic) or (body or {}).get("device")
+        if isinstance(device, str) and device:
+            self.devices[device[:128]] = now
+            while len(self.devices) > 1000:
+                del self.devices[min(self.devices, key=self.devices.__getitem__)]
+        task_id = (body or {}).get("id")
+        if isinstance(task_id, str) and task_id not in self._pending:
+            self._pending[task_id] = now
+            while len(self._pending) > PENDING_KEPT:
+                self._pending.popitem(last=False)
+
+    def _on_reply(self, payload: bytes, now: float) -> None:
+        body = self._decode(payload)
+        if body is None or "status" not in body:
+            return
+        seen = self._pending.pop(body["id"], None) if isinstance(body.get("id"), str) else None
+        if seen is None and isinstance(body.get("id"), str) and body.get("tier") != "device":
+            ms = body.get("ms")
+            total = ms.get("total") if isinstance(ms, dict) else None
+            latency = float(total) if isinstance(total, (int, float)) else None
+        else:
+            latency = (now - seen) * 1000 if seen is not None else None
+        self._counts.replies += 1
+        tier = body.get("tier")
+        if tier == "fog":
+            self._counts.fog += 1
+        elif tier == "cloud":
+            self._counts.cloud += 1
+        if latency is not None:
+            self._latencies.append((now, latency))
+        if body.get("status") == "error":
+            self._counts.errors += 1
+            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            self._event(now, "error reply", code=err.get("code"), message=err.get("message"),
+                        task=body.get("id"), agent=body.get("worker"))
+
+    def _on_dead_letter(self, payload: bytes, now: float) -> None:
+        body = self._decode(payload) or {}
+        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        self._event(now, "dead letter", code=err.get("code"), message=err.get("message"),
+                    task=body.get("id"), agent=body.get("agent"), excerpt=body.get("excerpt"))
+
+    def _event(self, now: float, kind: str, **fields: Any) -> None:
+        self._event_seq += 1
+        clean = {k: (str(v)[:300] if v is not None else None) for k, v in fields.items()}
+        self.events.appendleft({"seq": self._event_seq, "ts": round(now, 3), "kind": kind, **clean})
+
+    def _on_actuator_state(self, actuator: tuple[str, str], payload: bytes, now: float) -> None:
+        device, name = actuator
+        if not payload:                                # a cleared retained state: the actuator is gone
+            self.actuators.pop((device, name), None)
+            return
+        body = self._decode(payload)
+        if body is None or not isinstance(body.get("state"), str):
+            return
+        if (device, name) not in self.actuators and len(self.actuators) >= 500:
+            return
+        self.actuators[(device, name)] = {"device": device, "actuator": name, "state": body["state"][:16],
+                                          "ts": body.get("ts"), "seen": now}
+
+    # -- output ------------------------------------------------------------------------
+    def tick(self, now: float) -> dict[str, Any]:
+        """Close the current interval: one chart point (appended to the window)
+        and the whole current picture."""
+        dt = max(1e-3, now - self._last_tick) if self._last_tick is not None else self.tick_s
+        self._last_tick = now
+        c, self._counts = self._counts, _TickCounts()
+        while self._latencies and self._latencies[0][0] < now - LATENCY_WINDOW_S:
+            self._latencies.popleft()
+        while self._pending and next(iter(self._pending.values())) < now - PENDING_FOR_S:
+            self._pending.popitem(last=False)
+        lat = sorted(ms for _, ms in self._latencies)
+        rows = self.fleet.rows(now)
+        for a in rows["agents"]:
+            a["state"] = agent_state(a, a["age_s"])
+        bridges = rows["bridges"]
+        point = {"ts": round(now, 3), "tasks_per_s": round(c.tasks / dt, 2),
+                 "replies_per_s": round(c.replies / dt, 2), "errors_per_s": round(c.errors / dt, 2),
+                 "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99),
+                 "battery": {a["agent"]: a["battery"] for a in rows["agents"]
+                             if a["battery"] is not None and a["state"] != "offline"},
+                 "backlog": sum(b["backlog"] or 0 for b in bridges)}
+        self.history.append(point)
+        live = [a for a in rows["agents"] if a["state"] != "offline"]
+        flows = {"devices": len(self.devices), "tasks_per_s": point["tasks_per_s"],
+                 "offloads_per_s": round(c.fog / dt, 2), "cloud_per_s": round(c.cloud / dt, 2),
+                 "agent_tasks_per_s": {a["agent"]: a["tasks_per_s"] for a in live},
+                 "backlog": point["backlog"],
+                 "cloud_workers": sum(b["cloud_workers"] or 0 for b in bridges)}
+        return {"point": point, "agents": rows["agents"], "bridges": bridges, "pipelines": rows["pipelines"],
+                "actuators": [self.actuators[k] for k in sorted(self.actuators)],
+                "events": list(self.events), "flows": flows}
+
+    def hello(self) -> dict[str, Any]:
+        """What a page that just opened needs before the first tick: the window
+        so far and how long a window is."""
+        return {"points": self.points, "tick_s": self.tick_s, "history": list(self.history)}

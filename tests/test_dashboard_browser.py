@@ -1,0 +1,212 @@
+"""The dashboard in a real browser (headless Chromium), as an operator runs
+it: a secured mosquitto, two agents, a bridge to a cloud broker with a cloud
+worker, each a ``fogmesh`` process; an actuator on MockFactory pins; the
+dashboard started with the operator's login. And on the embedded broker with
+no login: the same page, without buttons.
+
+The tests of the secured site share one fleet and one page and run in file
+order: the agent is killed last."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from broker.mosquitto import Mosquitto
+from broker.processes import stop_processes
+from broker.secure import Logins, generate
+from devices.actuator import ActuatorDevice
+from devices.client import FogClient
+from devices.gpio import make_pin_factory, parse_pins
+from fogmesh.dashboard.server import Dashboard, may_drive_actuators
+from fogmesh.mqtt import BrokerUrl, MqttClient
+from fogmesh.topics import Topics
+from tests.browser import chromium
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+ROOT = f"dash/{uuid.uuid4().hex[:8]}"
+T = Topics(ROOT)
+PERIOD = 1.0                 # the agents' --presence-period here
+MARGIN = 2 * PERIOD          # a silent agent is offline after one period + this margin
+TICK = 1.0                   # the dashboard's update interval
+SCREENSHOT = os.environ.get("FOGMESH_DASHBOARD_SCREENSHOT")   # e.g. docs/dashboard.png, to refresh README's
+
+
+def cli(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "fogmesh", *args], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
+
+
+class Site:
+    """A secured edge mosquitto, a plain cloud mosquitto, and logins for every role."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fogmesh-dash-"))      # not under pytest's 0700 tree
+        generate(self.dir, Logins(devices=("sensor-7", "relay-dev"), agents=("a1", "a2"), bridges=("farm",),
+                                  operators=("ops",), root=ROOT), hosts=["127.0.0.1"])
+        self.edge = Mosquitto(secure_dir=self.dir).start()
+        self.cloud = Mosquitto().start()
+
+    def url(self, login: str) -> str:
+        return (f"mqtts://{login}@127.0.0.1:{self.edge.port}?ca={self.dir / 'ca.crt'}"
+                f"&password_file={self.dir / 'credentials' / (login + '.password')}")
+
+    def close(self) -> None:
+        self.edge.cleanup()
+        self.cloud.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    site = Site()
+    logs = site.dir / "logs"
+    logs.mkdir()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    factory = make_pin_factory("mock")
+    relay = ActuatorDevice(site.url("relay-dev"), device="relay-dev", root=ROOT, pin_factory=factory,
+                           specs=parse_pins("deterrent=relay:17,lamp=led:27")).start()
+    try:
+        for agent, battery in (("a1", "81"), ("a2", "34")):
+            procs[agent] = cli("agent", "--id", agent, "--broker", site.url(agent), "--root", ROOT,
+                               "--presence-period", str(PERIOD), "--concurrency", "1", "--battery", battery,
+                               "--log-level", "WARNING", log=logs / f"{agent}.log")
+        procs["bridge"] = cli("bridge", "--site", "farm", "--edge", site.url("bridge-farm"), "--cloud",
+                              site.cloud.url, "--root", ROOT, "--cloud-root", f"{ROOT}-cloud", "--store",
+                              str(site.dir / "outbox.db"), "--log-level", "WARNING", log=logs / "bridge.log")
+        procs["worker"] = cli("cloud-worker", "--cloud", site.cloud.url, "--cloud-root", f"{ROOT}-cloud",
+                              "--id", "cw-1", "--concurrency", "1", "--log-level", "WARNING",
+                              log=logs / "worker.log")
+        dash_log = logs / "dashboard.log"
+        procs["dashboard"] = cli("dashboard", "--broker", site.url("ops"), "--root", ROOT, "--port", "0",
+                                 "--window", "60",
+                                 "--log-level", "WARNING", log=dash_log)
+        address = wait_until(lambda: (m := re.search(r"dashboard on (http://\S+)", dash_log.read_text()))
+                             and m.group(1), timeout=30, what="the dashboard's address")
+        yield {"site": site, "procs": procs, "address": address, "factory": factory, "logs": logs}
+    finally:
+        relay.stop()
+        stop_processes(list(procs.values()))
+        site.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def page(fleet, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(fleet["address"])
+    yield page
+    page.close()
+
+
+def agent_state(page, agent: str) -> str | None:
+    return page.get_attribute(f'#agents tr[data-agent="{agent}"]', "data-state", timeout=1000)
+
+
+def test_the_page_shows_both_agents_within_5_s(fleet, page):
+    page.reload()
+    started = time.monotonic()
+    page.wait_for_selector('#agents tr[data-agent="a1"][data-state="online"]', timeout=5000)
+    page.wait_for_selector('#agents tr[data-agent="a2"][data-state="online"]',
+                           timeout=max(1, 5000 - 1000 * (time.monotonic() - started)))
+
+
+def test_a_hundred_tasks_move_the_rate_chart_and_the_counts(fleet, page):
+    done_before = sum(int(c) for c in page.locator("#agents td.done").all_inner_texts())
+    with FogClient(fleet["site"].url("sensor-7"), root=ROOT, device="sensor-7", own_topic=True) as client:
+        futures = []
+        for i in range(100):                        # over about 5 s, so the chart draws a curve, not a spike
+            heavy = i % 10 == 9
+            futures.append(client.send("sha256" if heavy else "sum", {"size": 1000} if heavy else {"values": [i, 1]},
+                                       weight="heavy" if heavy else None))
+            time.sleep(0.05)
+        replies = [f.result(timeout=60) for f in futures]
+    assert all(r.ok for r in replies), [r.error for r in replies if not r.ok]
+    page.wait_for_function("() => fogmeshDashboard.stats().lastTick.agents"
+                           f".reduce((n, a) => n + a.done, 0) > {done_before}", timeout=10_000)
+    rates = page.evaluate("() => fogmeshDashboard.recent(60).map(p => p.tasks_per_s)")
+    assert max(rates) > 0
+    latencies = page.evaluate("() => fogmeshDashboard.recent(60).map(p => p.p50_ms).filter(v => v !== null)")
+    assert latencies
+    assert sum(int(c) for c in page.locator("#agents td.done").all_inner_texts()) > done_before
+
+
+def test_a_malformed_task_appears_in_the_dead_letter_list(fleet, page):
+    sender = MqttClient(fleet["site"].url("sensor-7"))
+    sender.start()
+    try:
+        sender.publish(T.device_tasks("sensor-7"), b'{"id": "broken", "kind": ')
+    finally:
+        sender.stop()
+    page.wait_for_selector('#events li[data-kind="dead letter"][data-code="bad_json"]', timeout=10_000)
+
+
+def test_clicking_an_actuator_button_drives_the_pin_and_shows_its_new_state(fleet, page):
+    row = '#actuators tr[data-actuator="relay-dev/lamp"]'
+    page.wait_for_selector(f"{row} .state .badge:text-is('off')", timeout=10_000)
+    lamp = fleet["factory"].pin(27)
+    assert lamp.state == 0
+    page.click(f'{row} button[data-op="on"]')
+    wait_until(lambda: lamp.state == 1, timeout=5, what="GPIO27 driven high")
+    page.wait_for_selector(f"{row} .state .badge:text-is('on')", timeout=5000)
+    if SCREENSHOT:
+        page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def test_a_killed_agent_turns_offline_within_a_period_and_the_margin(fleet, page):
+    fleet["procs"]["a2"].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    page.wait_for_selector('#agents tr[data-agent="a2"][data-state="offline"]',
+                           timeout=1000 * (PERIOD + MARGIN + TICK + 1))
+    assert agent_state(page, "a1") == "online"
+    assert time.monotonic() - killed <= PERIOD + MARGIN + TICK + 1
+
+
+def test_an_agent_login_gets_no_buttons_on_the_secured_broker(fleet):
+    site = fleet["site"]
+    allowed, why = may_drive_actuators(BrokerUrl.parse(site.url("sensor-7")), T)
+    assert not allowed and "not an operator" in why
+    allowed, _ = may_drive_actuators(BrokerUrl.parse(site.url("ops")), T)
+    assert allowed
+
+
+def test_on_the_embedded_broker_without_a_login_the_page_works_and_has_no_buttons(amqtt_broker, agents, root,
+                                                                                   browser):
+    agents("e1", amqtt_broker.url, root)
+    factory = make_pin_factory("mock")
+    relay = ActuatorDevice(amqtt_broker.url, device="relay-dev", root=root, pin_factory=factory,
+                           specs=parse_pins("lamp=led:27")).start()
+    dash = Dashboard(amqtt_broker.url, root=root, port=0).start()
+    try:
+        page = browser.new_page()
+        page.goto(dash.address)
+        page.wait_for_selector('#agents tr[data-agent="e1"][data-state="online"]', timeout=5000)
+        page.wait_for_selector('#actuators tr[data-actuator="relay-dev/lamp"]', timeout=5000)
+        assert page.locator("#actuators button").count() == 0
+        assert "read-only" in page.inner_text("#controls")
+        status = page.evaluate("""() => fetch('/api/actuators/relay-dev/lamp', {method: 'POST',
+            headers: {'Content-Type': 'application/json'}, body: '{"op": "on"}'}).then(r => r.status)""")
+        assert status == 403
+        assert factory.pin(27).state == 0
+        page.close()
+    finally:
+        dash.stop()
+        relay.stop()
