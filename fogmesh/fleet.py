@@ -30,8 +30,8 @@ class FleetView:
 
     @property
     def filters(self) -> list[str]:
-        r = self.topics.root
-        return [self.topics.presence_filter, f"{r}/bridge/+", f"{r}/pipelines/+/+"]
+        t = self.topics
+        return [t.presence_filter, t.bridge_filter, t.pipelines_filter]
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Take one announcement; anything malformed is ignored (it is not ours to judge)."""

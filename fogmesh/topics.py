@@ -274,6 +274,11 @@ class Topics:
     def pipelines_prefix(self) -> str:
         return f"{self.root}/pipelines/"
 
+    @property
+    def pipelines_filter(self) -> str:
+        """Every pipeline's retained counters (``pipelines/{agent}/{name}``)."""
+        return f"{self.root}/pipelines/+/+"
+
     # -- the cloud bridge (cloud side: these Topics are rooted at --cloud-root) --------
     def site_results(self, site: str) -> str:
         """Cloud workers' replies for one site's bridge."""

@@ -61,6 +61,7 @@ class DashboardModel:
     topics: Topics
     tick_s: float = 1.0
     window_s: float = 600.0
+    pending_kept: int = PENDING_KEPT
     fleet: FleetView = field(init=False)
     actuators: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, float] = field(default_factory=dict)
@@ -120,7 +121,7 @@ class DashboardModel:
         task_id = (body or {}).get("id")
         if isinstance(task_id, str) and task_id not in self._pending:
             self._pending[task_id] = now
-            while len(self._pending) > PENDING_KEPT:
+            while len(self._pending) > self.pending_kept:
                 self._pending.popitem(last=False)
 
     def _on_reply(self, payload: bytes, now: float) -> None:
@@ -149,7 +150,9 @@ class DashboardModel:
                         task=body.get("id"), agent=body.get("worker"))
 
     def _on_dead_letter(self, payload: bytes, now: float) -> None:
-        body = self._decode(payload) or {}
+        body = self._decode(payload)
+        if body is None:
+            return
         err = body.get("error") if isinstance(body.get("error"), dict) else {}
         self._event(now, "dead letter", code=err.get("code"), message=err.get("message"),
                     task=body.get("id"), agent=body.get("agent"), excerpt=body.get("excerpt"))
