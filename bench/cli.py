@@ -64,6 +64,21 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--idle-s", type=float, default=30.0, metavar="S",
                    help="seconds of idling to measure CPU over (default: 30)")
     json_arg(b)
+    b = bsub.add_parser("dashboard", help="the web dashboard with a big site: responsiveness and memory over time",
+                        description="Runs `fogmesh dashboard` on a mosquitto carrying a generated site "
+                                    "(--agents agents' presence, --rate tasks/s with replies, dead letters, "
+                                    "a bridge), opens the page in headless Chromium for --minutes, and samples "
+                                    "the page's JavaScript heap, DOM nodes, render time and round trip, and "
+                                    "the dashboard process's CPU and memory. Needs chromium and playwright "
+                                    "(pip install 'fogmesh[bench]').")
+    b.add_argument("--agents", type=int, default=50, help="agents in the site (default: 50)")
+    b.add_argument("--rate", type=float, default=200.0, help="tasks per second (default: 200)")
+    b.add_argument("--minutes", type=float, default=10.0, help="how long the page stays open (default: 10)")
+    b.add_argument("--window", type=float, default=120.0, metavar="S",
+                   help="the dashboard's chart window; shorter than the run, so the run shows memory "
+                        "once it has filled (default: 120)")
+    b.add_argument("--sample-s", type=float, default=30.0, metavar="S", help="seconds between samples (default: 30)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -92,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "faults":
         from bench.faults import main as faults_main
         return faults_main(args)
+    if args.bench == "dashboard":
+        from bench.dashboard import main as dashboard_main
+        return dashboard_main(args)
     if args.bench == "placement":
         from bench.placement import main as placement_main
         return placement_main(args)

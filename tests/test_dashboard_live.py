@@ -20,7 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
-import orjson
+import socket
+import urllib.error
+import urllib.request
+
 import pytest
 
 from broker.mosquitto import Mosquitto
@@ -32,7 +35,7 @@ from devices.gpio import make_pin_factory, parse_pins
 from fogmesh.dashboard.server import Dashboard, may_drive_actuators
 from fogmesh.mqtt import BrokerUrl, MqttClient
 from fogmesh.topics import Topics
-from tests.browser import chromium
+from bench.browser import chromium
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -169,6 +172,46 @@ def test_clicking_an_actuator_button_drives_the_pin_and_shows_its_new_state(flee
     page.wait_for_selector(f"{row} .state .badge:text-is('on')", timeout=5000)
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def post(address: str, path: str, body: bytes, *, ctype: str = "application/json",
+         origin: str | None = None) -> tuple[int, str]:
+    headers = {"Content-Type": ctype, **({"Origin": origin} if origin else {})}
+    request = urllib.request.Request(address + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize("path,body,kw,status", [
+    ("/api/actuators/relay-dev/lamp", b'{"op": "on"}', {"origin": "http://evil.example"}, 403),
+    ("/api/actuators/relay-dev/lamp", b'{"op": "on"}', {"ctype": "text/plain"}, 415),
+    ("/api/actuators/relay-dev/lamp", b'{"op": "explode"}', {}, 400),
+    ("/api/actuators/relay-dev/lamp", b'{"op": "pulse", "ms": 600000}', {}, 400),
+    ("/api/actuators/relay-dev/lamp", b"not json", {}, 400),
+    ("/api/actuators/relay.dev/lamp", b'{"op": "on"}', {}, 400),
+    ("/api/agents/a1", b'{"op": "on"}', {}, 404),
+])
+def test_a_bad_or_cross_site_actuator_request_is_refused_and_moves_no_pin(fleet, path, body, kw, status):
+    lamp = fleet["factory"].pin(27)
+    before = lamp.state
+    code, text = post(fleet["address"], path, body, **kw)
+    assert code == status, text
+    assert "error" in text
+    assert lamp.state == before
+
+
+def test_a_dashboard_on_a_busy_port_says_to_pick_another(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "dashboard", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "pick another --port" in done.stderr
 
 
 def test_a_killed_agent_turns_offline_within_a_period_and_the_margin(fleet, page):

@@ -1,4 +1,4 @@
-"""Headless Chromium for the dashboard's browser tests: Debian's ``chromium``
+"""Headless Chromium for the dashboard's browser tests and its bench: Debian's ``chromium``
 (installed by ``python -m tests.prerequisites``) driven by Playwright, started
 with the flags that keep it off the network (this machine has none but
 loopback; without them Chromium keeps dialling Google's hosts)."""
