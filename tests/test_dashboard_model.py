@@ -197,3 +197,13 @@ def test_the_model_subscribes_to_everything_it_shows():
     for f in (T.presence_filter, T.bridge_filter, T.tasks, T.device_tasks_filter, T.errors, T.replies_filter,
               T.actuator_state_filter):
         assert f in filters
+
+
+def test_a_pipeline_shows_its_last_decision_and_its_latency():
+    model = DashboardModel(T)
+    feed(model, T.pipeline_status("a1", "deterrent"), {"frames": 12, "submitted": 10, "processed": 9, "skipped": 2,
+                                                        "failed": 0, "actuations": 1, "last_latency_ms": 181.0,
+                                                        "last_decision": "no action", "last_decision_ms": 95.5,
+                                                        "in_flight": 1, "agent": "a1"}, 1.0)
+    [row] = model.tick(2.0)["pipelines"]
+    assert (row["pipeline"], row["last_decision"], row["last_decision_ms"]) == ("a1/deterrent", "no action", 95.5)

@@ -161,6 +161,18 @@ def test_the_cooldown_holds_back_a_second_command():
     assert c.on_reply(ok(ids[1], found=True), 11.1) == []
 
 
+def test_the_last_decision_and_its_latency_are_kept_for_the_dashboard():
+    c = core(kind="detect", when=Rule("found"), cooldown_ms=3000, max_in_flight=5)
+    ids = [c.on_frame(10.0 + i, b"f", 10.0 + i)[0].task.id for i in range(4)]
+    decisions = []
+    for task_id, result, at in ((ids[0], ok(ids[0], found=False), 10.2), (ids[1], ok(ids[1], found=True), 11.1),
+                                (ids[2], ok(ids[2], found=True), 12.3),
+                                (ids[3], Reply.failed(ids[3], "worker_lost", "gone", worker="a1"), 13.4)):
+        c.on_reply(result, at)
+        decisions.append((c.stats.last_decision, c.stats.last_decision_ms))
+    assert decisions == [("no action", 200.0), ("fired", 100.0), ("cooldown", 300.0), ("worker_lost", 400.0)]
+
+
 def test_deadline_errors_count_as_skipped_frames():
     c = core(kind="detect", when=Rule("found"))
     (s,) = c.on_frame(10.0, b"f", 10.0)
