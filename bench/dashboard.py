@@ -12,8 +12,8 @@ listeners, how long each update took to render, the round trip of a call
 into the page (what a click waits for), how many updates the page is behind,
 and the dashboard process's CPU and memory.
 
-Targets: every render and every round trip under 100 ms, never more than 2
-updates behind, and once the chart window has filled, JavaScript heap, DOM
+Targets: every render, and the longest the page is busy at a stretch, under
+100 ms, never more than 2 updates behind, and once the chart window has filled, JavaScript heap, DOM
 nodes and the dashboard's memory flat (within 20% + 2 MB, and 50 nodes).
 """
 
@@ -43,7 +43,7 @@ from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 
 RENDER_MS_TARGET = 100.0
-ROUND_TRIP_MS_TARGET = 100.0
+LONGEST_TASK_MS_TARGET = 100.0
 BEHIND_TARGET = 2
 
 
@@ -56,6 +56,7 @@ class Sample:
     render_p50_ms: float
     render_max_ms: float
     round_trip_ms: float
+    longest_task_ms: float
     behind: int
     dashboard_cpu_pct: float
     dashboard_rss_mb: float
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     t0 = time.perf_counter()           # before collecting garbage, which stalls the page
                     stats = page.evaluate("() => fogmeshDashboard.stats()")
                     round_trip = (time.perf_counter() - t0) * 1000
+                    longest = page.evaluate("() => fogmeshDashboard.takeLongestTaskMs()")
                     cdp.send("HeapProfiler.collectGarbage")
                     heap = cdp.send("Runtime.getHeapUsage")["usedSize"] / 2**20
                     dom = cdp.send("Memory.getDOMCounters")
@@ -177,6 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         at_s=round(now - opened, 1), heap_mb=round(heap, 2), dom_nodes=dom["nodes"],
                         listeners=dom["jsEventListeners"], render_p50_ms=round(renders[len(renders) // 2], 1),
                         render_max_ms=round(renders[-1], 1), round_trip_ms=round(round_trip, 1),
+                        longest_task_ms=round(longest, 1),
                         behind=max(0, expected - stats["ticks"] + 1),
                         dashboard_cpu_pct=round(100 * (cpu_now - cpu) / (now - cpu_at), 1),
                         dashboard_rss_mb=round(proc.memory_info().rss / 2**20, 1)))
@@ -206,7 +209,7 @@ def targets(samples: list[Sample], window_s: float) -> dict[str, bool]:
     first, last = filled[0], filled[-1]
     return {
         f"every_render_under_{RENDER_MS_TARGET:g}_ms": all(s.render_max_ms < RENDER_MS_TARGET for s in samples),
-        f"every_round_trip_under_{ROUND_TRIP_MS_TARGET:g}_ms": all(s.round_trip_ms < ROUND_TRIP_MS_TARGET
+        f"page_never_busy_over_{LONGEST_TASK_MS_TARGET:g}_ms": all(s.longest_task_ms < LONGEST_TASK_MS_TARGET
                                                                    for s in samples),
         f"never_more_than_{BEHIND_TARGET}_updates_behind": all(s.behind <= BEHIND_TARGET for s in samples),
         "browser_heap_flat_once_the_window_filled": max(s.heap_mb for s in filled) <= first.heap_mb * 1.2 + 2,
@@ -220,13 +223,15 @@ def render(report: dict[str, Any]) -> str:
              f"({report['tasks_sent']} sent), chart window {report['window_s']:g} s, page open "
              f"{report['minutes']:g} min in headless Chromium", "",
              f"{'at s':>6} {'JS heap MB':>10} {'DOM nodes':>9} {'listeners':>9} {'render p50':>10} "
-             f"{'render max':>10} {'round trip':>10} {'behind':>6} {'dash CPU %':>10} {'dash RSS MB':>11}",
-             "-" * 100]
+             f"{'render max':>10} {'round trip':>10} {'busy max':>8} {'behind':>6} {'dash CPU %':>10} {'dash RSS MB':>11}",
+             "-" * 109]
     for s in report["samples"]:
         lines.append(f"{s['at_s']:>6.0f} {s['heap_mb']:>10.2f} {s['dom_nodes']:>9} {s['listeners']:>9} "
                      f"{s['render_p50_ms']:>10.1f} {s['render_max_ms']:>10.1f} {s['round_trip_ms']:>10.1f} "
-                     f"{s['behind']:>6} {s['dashboard_cpu_pct']:>10.1f} {s['dashboard_rss_mb']:>11.1f}")
-    lines += ["", "render and round trip in ms; targets: " + ", ".join(
+                     f"{s['longest_task_ms']:>8.1f} {s['behind']:>6} {s['dashboard_cpu_pct']:>10.1f} {s['dashboard_rss_mb']:>11.1f}")
+    lines += ["", "render: one update drawn; round trip: a call into the page from the bench (Playwright "
+              "included); busy max: the longest the page's main thread was busy since the last sample "
+              "(what a click can wait); all in ms", "targets: " + ", ".join(
         f"{k}: {'met' if v else 'not met'}" for k, v in report["targets"].items())]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ import socket
 import urllib.error
 import urllib.request
 
+import orjson
 import pytest
 
 from broker.mosquitto import Mosquitto
@@ -253,3 +254,24 @@ def test_on_the_embedded_broker_without_a_login_the_page_works_and_has_no_button
     finally:
         dash.stop()
         relay.stop()
+
+
+def test_the_dashboard_follows_its_broker_through_a_restart(agents, root):
+    with Mosquitto() as broker:
+        agents("r1", broker.url, root)
+        dash = Dashboard(broker.url, root=root, port=0).start()
+        try:
+            def snapshot():
+                with urllib.request.urlopen(dash.address + "/api/snapshot", timeout=5) as r:
+                    return orjson.loads(r.read())
+
+            wait_until(lambda: [a["agent"] for a in snapshot().get("agents", [])] == ["r1"], timeout=10,
+                       what="the agent on the page")
+            broker.stop()
+            wait_until(lambda: snapshot()["connected"] is False, timeout=10, what="the page saying unreachable")
+            broker.start()
+            wait_until(lambda: snapshot()["connected"] is True, timeout=30, what="the dashboard back")
+            wait_until(lambda: [a["state"] for a in snapshot()["agents"]] == ["online"], timeout=30,
+                       what="the agent online again on the page")
+        finally:
+            dash.stop()

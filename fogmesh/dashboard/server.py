@@ -94,7 +94,11 @@ class Dashboard:
             self.controls, self.controls_why = False, "--read-only"
         else:
             self.controls, self.controls_why = may_drive_actuators(self.url, self.topics)
-        self.client.start(timeout=timeout, fail_fast=True)
+        try:
+            self.client.start(timeout=timeout, fail_fast=True)
+        except BaseException:
+            self.http.server_close()
+            raise
         for f in self.model.filters:
             self.client.subscribe(f)
         for target, name in ((self._tick_loop, "dashboard-tick"), (self.http.serve_forever, "dashboard-http")):
@@ -107,7 +111,8 @@ class Dashboard:
 
     def stop(self) -> None:
         self._stop.set()
-        self.http.shutdown()
+        if self._threads:                        # shutdown() waits for serve_forever, which may never have run
+            self.http.shutdown()
         with self._lock:
             for q in self._streams:
                 q.put(None)

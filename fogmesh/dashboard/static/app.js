@@ -43,9 +43,26 @@
   // -- tables ---------------------------------------------------------------------
   function badge(text) { return el("span", {class: "badge " + text}, text); }
 
+  // Rows are kept by key and rebuilt only when what they show changed: a
+  // fleet of 50 agents updated every second must not churn thousands of nodes.
+  function syncRows(body, items, keyOf, build, signatureOf = JSON.stringify) {
+    const old = new Map();
+    for (const tr of body.children) old.set(tr.dataset.key, tr);
+    const rows = items.map(item => {
+      const key = keyOf(item), sig = signatureOf(item), tr = old.get(key);
+      if (tr && tr.fogmeshSig === sig) return tr;
+      const fresh = build(item);
+      fresh.dataset.key = key;
+      fresh.fogmeshSig = sig;
+      return fresh;
+    });
+    if (rows.length !== body.children.length || rows.some((r, i) => body.children[i] !== r)) body.replaceChildren(...rows);
+    return rows;
+  }
+
   function renderAgents(agents) {
     const body = document.querySelector("#agents tbody");
-    body.replaceChildren(...agents.map(a => el("tr", {"data-agent": a.agent, "data-state": a.state},
+    const rows = syncRows(body, agents, a => a.agent, a => el("tr", {"data-agent": a.agent, "data-state": a.state},
       el("td", {class: "text"}, a.agent),
       el("td", {class: "text state", title: a.reason || ""}, badge(a.state)),
       el("td", {}, fmt(a.cpu)), el("td", {}, fmt(a.mem)), el("td", {class: "queue"}, String(a.queue)),
@@ -56,26 +73,30 @@
       el("td", {}, fmt(a.tasks_per_s, 1)), el("td", {class: "done"}, String(a.done)),
       el("td", {class: "offloaded"}, String(a.offloaded)),
       el("td", {class: "kinds"}, (a.kinds || []).join(" ")),
-      el("td", {}, fmt(a.age_s, 1) + " s"))));
+      el("td", {class: "seen"}, "")), a => JSON.stringify({...a, age_s: 0}));
+    agents.forEach((a, i) => {                 // "seen" changes every second: one text node, not a row
+      const cell = rows[i].lastChild, text = fmt(a.age_s, 1) + " s";
+      if (cell.textContent !== text) cell.textContent = text;
+    });
     const live = agents.filter(a => a.state !== "offline").length;
     document.getElementById("agents-count").textContent = `${live} live of ${agents.length}`;
   }
 
   function renderBridges(bridges) {
-    document.querySelector("#bridges tbody").replaceChildren(...bridges.map(b =>
+    syncRows(document.querySelector("#bridges tbody"), bridges, b => b.site, b =>
       el("tr", {"data-site": b.site},
         el("td", {class: "text"}, b.site), el("td", {class: "text", title: b.reason || ""}, badge(b.state || "?")),
         el("td", {class: "text"}, badge(b.link || "?")), el("td", {}, fmt(b.backlog)),
-        el("td", {}, fmt(b.oldest_s, 1)), el("td", {}, fmt(b.cloud_workers)))));
+        el("td", {}, fmt(b.oldest_s, 1)), el("td", {}, fmt(b.cloud_workers))));
   }
 
   function renderPipelines(pipes) {
-    document.querySelector("#pipelines tbody").replaceChildren(...pipes.map(p =>
+    syncRows(document.querySelector("#pipelines tbody"), pipes, p => p.pipeline, p =>
       el("tr", {"data-pipeline": p.pipeline},
         el("td", {class: "text"}, p.pipeline), el("td", {}, fmt(p.frames)), el("td", {}, fmt(p.processed)),
         el("td", {}, fmt(p.skipped)), el("td", {class: "text decision"}, p.last_decision || "-"),
         el("td", {}, fmt(p.last_decision_ms)), el("td", {}, fmt(p.actuations)),
-        el("td", {}, fmt(p.last_latency_ms)))));
+        el("td", {}, fmt(p.last_latency_ms))));
   }
 
   async function drive(device, actuator, op, ms) {
@@ -90,7 +111,7 @@
 
   function renderActuators(actuators) {
     document.querySelector("#actuators th.ctl").hidden = !state.controls;
-    document.querySelector("#actuators tbody").replaceChildren(...actuators.map(a => {
+    syncRows(document.querySelector("#actuators tbody"), actuators, a => `${a.device}/${a.actuator}`, a => {
       const row = el("tr", {"data-actuator": `${a.device}/${a.actuator}`},
         el("td", {class: "text"}, a.device), el("td", {class: "text"}, a.actuator),
         el("td", {class: "text state"}, badge(a.state)));
@@ -104,7 +125,7 @@
         row.append(cell);
       }
       return row;
-    }));
+    }, a => `${a.state} ${state.controls}`);
   }
 
   function renderEvents(events) {
@@ -121,6 +142,10 @@
   // -- the site as a picture ---------------------------------------------------------
   function renderSite(flows, agents, bridges) {
     const s = document.getElementById("site");
+    const sig = JSON.stringify([flows, agents.slice(0, 12).map(a => [a.agent, a.state, a.tasks_per_s]),
+                                agents.length, bridges.slice(0, 1)]);
+    if (s.fogmeshSig === sig) return;
+    s.fogmeshSig = sig;
     const nodes = [];
     const live = agents.slice(0, 12);
     const rows = Math.max(live.length, 1);
@@ -262,10 +287,20 @@
     link.textContent = "dashboard unreachable"; link.className = "badge off";
   };
 
+  // The longest stretch the page's main thread was busy since the last look
+  // (a click waits at most this long).
+  let longestTaskMs = 0;
+  try {
+    new PerformanceObserver(list => {
+      for (const e of list.getEntries()) longestTaskMs = Math.max(longestTaskMs, e.duration);
+    }).observe({type: "longtask", buffered: false});
+  } catch (e) { /* a browser without long-task timing */ }
+
   // For tests and the bench: what the page holds, without reaching into the DOM.
   window.fogmeshDashboard = {
     stats: () => ({ticks: state.ticks, points: state.points.length, maxPoints: state.maxPoints,
                    renderMs: state.renderMs.slice(), lastTick: state.lastTick}),
+    takeLongestTaskMs: () => { const v = longestTaskMs; longestTaskMs = 0; return v; },
     recent: n => state.points.slice(-n),
   };
 })();
