@@ -301,6 +301,7 @@
     stats: () => ({ticks: state.ticks, points: state.points.length, maxPoints: state.maxPoints,
                    renderMs: state.renderMs.slice(), lastTick: state.lastTick}),
     takeLongestTaskMs: () => { const v = longestTaskMs; longestTaskMs = 0; return v; },
+    forgetRenderTimes: () => { state.renderMs = []; },
     recent: n => state.points.slice(-n),
   };
 })();
