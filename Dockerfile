@@ -13,6 +13,7 @@ COPY cloud_bridge cloud_bridge
 COPY devices devices
 COPY simulator simulator
 COPY bench bench
+COPY deploy deploy
 COPY scenarios scenarios
 COPY examples examples
 RUN pip install --no-cache-dir .

@@ -17,9 +17,9 @@ import time
 import uuid
 from typing import Any
 
-from bench.rtt import _stop
-from broker.mosquitto import Mosquitto
-from edge_agent.offload import Offer, decode_inbox
+from fogmesh.bench.rtt import _stop
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.edge_agent.offload import Offer, decode_inbox
 from fogmesh.messages import Task
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
@@ -70,7 +70,7 @@ class Origin:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
-    from cloud_bridge.bridge import Bridge
+    from fogmesh.cloud_bridge.bridge import Bridge
     root, cloud_root = f"bench/{uuid.uuid4().hex[:6]}", f"cloud/{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="fogmesh-bench-bridge-") as tmp, \
             Mosquitto(persistence=False) as edge, Mosquitto(workdir=f"{tmp}/cloud") as cloud:

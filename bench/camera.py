@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from bench.rtt import _stop, percentile
-from broker.mosquitto import Mosquitto
+from fogmesh.bench.rtt import _stop, percentile
+from fogmesh.broker.mosquitto import Mosquitto
 
 PIPELINE = """[[pipeline]]
 name = "deter"
@@ -45,18 +45,18 @@ def progress(msg: str) -> None:
 
 
 def start_agents(url: str, root: str, n: int, pipeline_file: str, state_dir: str) -> list[subprocess.Popen]:
-    from bench.placement import agent_process
+    from fogmesh.bench.placement import agent_process
     return [agent_process(url, root, f"pi-{i + 1}", state_dir, *(["--pipelines", pipeline_file] if i == 0 else []))
             for i in range(n)]
 
 
 def run_case(url: str, *, fps: float, agents: int, args: argparse.Namespace, state_dir: str) -> dict[str, Any]:
-    from bench.placement import wait_ready_ids
-    from devices.actuator import ActuatorDevice
-    from devices.client import FogClient
-    from devices.gpio import make_pin_factory, parse_pins
-    from devices.scenes import GeneratedScene
-    from devices.streams import CameraDevice
+    from fogmesh.bench.placement import wait_ready_ids
+    from fogmesh.devices.actuator import ActuatorDevice
+    from fogmesh.devices.client import FogClient
+    from fogmesh.devices.gpio import make_pin_factory, parse_pins
+    from fogmesh.devices.scenes import GeneratedScene
+    from fogmesh.devices.streams import CameraDevice
     from fogmesh.mqtt import MqttClient
     from fogmesh.topics import Topics
     root = f"bench/{uuid.uuid4().hex[:8]}"
@@ -115,8 +115,8 @@ def run_case(url: str, *, fps: float, agents: int, args: argparse.Namespace, sta
 def framing(url: str, size: str, frames: int = 200) -> dict[str, Any]:
     """Binary frames vs JSON with a base64 image: bytes, codec CPU, and
     frames/s through the broker (QoS 0, one publisher, one subscriber)."""
-    from devices import vision
-    from devices.scenes import GeneratedScene
+    from fogmesh.devices import vision
+    from fogmesh.devices.scenes import GeneratedScene
     from fogmesh.frames import FrameHeader, decode_frame, encode_frame
     from fogmesh.mqtt import MqttClient
     w, _, h = size.partition("x")

@@ -93,24 +93,24 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
-        from bench.rtt import main as rtt_main
+        from fogmesh.bench.rtt import main as rtt_main
         return rtt_main(args)
     if args.bench == "footprint":
-        from bench.footprint import main as footprint_main
+        from fogmesh.bench.footprint import main as footprint_main
         return footprint_main(args)
     if args.bench == "bridge":
-        from bench.bridge import main as bridge_main
+        from fogmesh.bench.bridge import main as bridge_main
         return bridge_main(args)
     if args.bench == "camera":
-        from bench.camera import main as camera_main
+        from fogmesh.bench.camera import main as camera_main
         return camera_main(args)
     if args.bench == "faults":
-        from bench.faults import main as faults_main
+        from fogmesh.bench.faults import main as faults_main
         return faults_main(args)
     if args.bench == "dashboard":
-        from bench.dashboard import main as dashboard_main
+        from fogmesh.bench.dashboard import main as dashboard_main
         return dashboard_main(args)
     if args.bench == "placement":
-        from bench.placement import main as placement_main
+        from fogmesh.bench.placement import main as placement_main
         return placement_main(args)
     return 2

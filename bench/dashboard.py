@@ -34,9 +34,9 @@ from typing import Any
 
 import psutil
 
-from bench.browser import chromium
-from broker.mosquitto import Mosquitto
-from broker.processes import stop_processes
+from fogmesh.bench.browser import chromium
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.processes import stop_processes
 from fogmesh import codec
 from fogmesh.messages import Battery, Presence
 from fogmesh.mqtt import MqttClient

@@ -1,4 +1,4 @@
-"""The parts the fault suite (:mod:`bench.faults`) is built from, as an operator
+"""The parts the fault suite (:mod:`fogmesh.bench.faults`) is built from, as an operator
 would use them: brokers as processes that can be killed and restarted on the
 same port, agents started through the ``fogmesh`` CLI in their own processes,
 and a plain paho subscriber that counts every reply on the wire."""
@@ -20,11 +20,11 @@ from typing import Any, Iterator
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.aedes import Aedes
-from broker.mosquitto import Mosquitto
-from broker.rabbitmq import RabbitMQ
-from broker.ports import free_port, wait_port
-from broker.processes import stop_processes
+from fogmesh.broker.aedes import Aedes
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.rabbitmq import RabbitMQ
+from fogmesh.broker.ports import free_port, wait_port
+from fogmesh.broker.processes import stop_processes
 
 
 @dataclass

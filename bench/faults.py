@@ -2,7 +2,7 @@
 
 Each scenario runs the system as an operator would (brokers and agents as
 processes through the CLI, ``kill -9``, a full disk, a restarted broker), a
-device that submits with :class:`~devices.client.FogClient`, and a plain paho
+device that submits with :class:`~fogmesh.devices.client.FogClient`, and a plain paho
 subscriber counting every reply on the wire. One table: fault | broker |
 submitted | answered | lost | run twice | duplicate replies | time to recover.
 ``tests/test_faults.py`` runs the same scenarios and asserts 0 lost, 0 run
@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs, progress,
+from fogmesh.bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs, progress,
                             wait_answering)
-from broker.processes import stop_processes
+from fogmesh.broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
        ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
@@ -46,7 +46,7 @@ def site(broker_name: str, workdir: Path) -> Iterator[tuple[BrokerProcess, Agent
 @contextlib.contextmanager
 def ready_client(broker: BrokerProcess, root: str, ids: list[str]) -> Iterator[Any]:
     """A FogClient once every agent answers and has seen its peers."""
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     with FogClient(broker.url, root=root) as client:
         wait_answering(client, ids)
         time.sleep(1.0)                  # two presence periods: everyone knows everyone
@@ -160,7 +160,7 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
 
 def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
     """Agent j0's journal is on a disk that fills up under load; j1 is fine."""
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     from fogmesh import codec
     run = FaultRun("an agent's journal disk fills up", broker_name)
     with site(broker_name, workdir) as (broker, agents, root), \
@@ -194,7 +194,7 @@ def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> F
 
 def duplicate_agent_id(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
     """A second host starts an agent with the id of a running one while tasks flow."""
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     run = FaultRun("a second agent started with a running one's --id", broker_name)
     with site(broker_name, workdir) as (broker, agents, root):
         agents.start("d0", broker.url, root, "--concurrency", "2")
@@ -257,7 +257,7 @@ def reused_task_id(broker_name: str, workdir: Path) -> FaultRun:
     with site(broker_name, workdir) as (broker, agents, root):
         agents.start("u0", broker.url, root)
         counter = ReplyCounter(broker.host, broker.port, root)
-        from devices.client import FogClient
+        from fogmesh.devices.client import FogClient
         with FogClient(broker.url, root=root) as client:
             wait_answering(client, ["u0"])
         got = threading.Semaphore(0)
@@ -293,7 +293,7 @@ def dead_letter_time(broker_name: str, workdir: Path) -> FaultRun:
     run = FaultRun("dead letters carry Unix time", broker_name)
     with site(broker_name, workdir) as (broker, agents, root):
         agents.start("e0", broker.url, root)
-        from devices.client import FogClient
+        from fogmesh.devices.client import FogClient
         with FogClient(broker.url, root=root) as client:
             wait_answering(client, ["e0"])
         letters: list[dict[str, Any]] = []
@@ -326,7 +326,7 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
     import os
     import subprocess
     import sys
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     run = FaultRun("the bridge's outbox disk fills while the cloud is down", broker_name)
     cloud = BrokerProcess("mosquitto", workdir / "cloud")
     with site(broker_name, workdir) as (edge, agents, root), \
@@ -385,8 +385,8 @@ def claims_on_a_cluster(broker_name: str, workdir: Path, *, tasks: int = 200) ->
     import subprocess
     import threading
 
-    from broker.rabbitmq import RabbitMQ
-    from devices.client import FogClient
+    from fogmesh.broker.rabbitmq import RabbitMQ
+    from fogmesh.devices.client import FogClient
     run = FaultRun("agents on two nodes of a RabbitMQ cluster", "rabbitmq x2")
     nodes = [RabbitMQ(workdir=workdir / f"node{i}", name=f"fogmesh{i}") for i in (1, 2)]
     agents = Agents(workdir)

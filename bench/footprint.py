@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from broker.processes import stop_processes
+from fogmesh.broker.processes import stop_processes
 
 TARGET_USS_MB = 35.0
 
@@ -71,7 +71,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | None = None) -> Footprint:
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     root = f"bench/{uuid.uuid4().hex[:8]}"
     state = tempfile.mkdtemp(prefix="fogmesh-footprint-")
     started = time.monotonic()
@@ -107,8 +107,8 @@ def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | Non
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from broker.embedded import EmbeddedBroker
-    from broker.ports import free_port
+    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.ports import free_port
     print("[bench footprint] embedded broker; agent with default flags", file=sys.stderr, flush=True)
     with EmbeddedBroker(port=free_port()) as broker:
         fp = measure(broker.url, "embedded", idle_s=args.idle_s)

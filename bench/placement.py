@@ -19,8 +19,8 @@ import uuid
 from contextlib import ExitStack
 from typing import Any
 
-from bench.rtt import _stop, percentile, start_amqtt
-from broker.mosquitto import Mosquitto
+from fogmesh.bench.rtt import _stop, percentile, start_amqtt
+from fogmesh.broker.mosquitto import Mosquitto
 
 POLICIES = ("local", "round-robin", "random", "least-loaded", "energy")
 WORK = {"data": "fogmesh", "rounds": 5000}    # ~2.5 ms of CPU in a worker
@@ -67,7 +67,7 @@ def wait_ready_ids(client: Any, ids: list[str], timeout: float = 30) -> None:
 
 
 def run_policy(url: str, policy: str, args: argparse.Namespace, state_dir: str) -> dict[str, Any]:
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     root = f"bench/{uuid.uuid4().hex[:8]}"
     procs = start_agents(url, root, policy, args.agents, state_dir)
     try:
@@ -95,7 +95,7 @@ def run_policy(url: str, policy: str, args: argparse.Namespace, state_dir: str) 
 def offload_hop(url: str, args: argparse.Namespace, state_dir: str) -> dict[str, Any]:
     """Medium-weight echo through a two-agent round-robin: every other task is
     offloaded, so local and one-hop latencies come from the same run."""
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     root = f"bench/{uuid.uuid4().hex[:8]}"
     procs = start_agents(url, root, "round-robin", 2, state_dir)
     try:

@@ -23,9 +23,9 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from broker.mosquitto import Mosquitto
-from broker.ports import free_port, wait_port
-from broker.processes import stop_processes
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port, wait_port
+from fogmesh.broker.processes import stop_processes
 
 PAYLOAD = "x" * 100
 
@@ -68,9 +68,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def bench_raw(host: str, port: int, broker: str, args: argparse.Namespace) -> Row:
-    from bench.raw_mqtt import Requester
+    from fogmesh.bench.raw_mqtt import Requester
     topic = f"bench/raw/{uuid.uuid4().hex[:8]}"
-    responder = _proc([sys.executable, "-m", "bench.raw_mqtt", host, str(port), topic],
+    responder = _proc([sys.executable, "-m", "fogmesh.bench.raw_mqtt", host, str(port), topic],
                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert responder.stdout is not None
@@ -91,7 +91,7 @@ def bench_raw(host: str, port: int, broker: str, args: argparse.Namespace) -> Ro
 
 def bench_fogmesh(url: str, broker: str, args: argparse.Namespace, *, mqtt: str = "3.1.1") -> list[Row]:
     """The agent with the given protocol; with MQTT 5, also asked the MQTT 5 way."""
-    from devices.client import FogClient
+    from fogmesh.devices.client import FogClient
     root = f"bench/{uuid.uuid4().hex[:8]}"
     agent = _proc([sys.executable, "-m", "fogmesh", "agent", "--id", "bench-1", "--broker", url,
                    "--root", root, "--log-level", "WARNING", "--concurrency", "1", "--mqtt", mqtt])
@@ -219,14 +219,14 @@ def bench_celery(args: argparse.Namespace) -> Row:
             return Row("redis", "celery+redis", note="skipped: redis-server did not start")
         env = {"FOGMESH_BENCH_REDIS": f"redis://127.0.0.1:{port}/0"}
         os.environ.update(env)
-        worker = _proc([sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
+        worker = _proc([sys.executable, "-m", "celery", "-A", "fogmesh.bench.celery_app", "worker",
                         "--pool", "solo", "--concurrency", "1", "--loglevel", "WARNING",
                         "--without-gossip", "--without-mingle", "--without-heartbeat"],
                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stack.callback(_stop, worker)
         import importlib
 
-        import bench.celery_app as celery_app
+        import fogmesh.bench.celery_app as celery_app
         importlib.reload(celery_app)   # pick up the broker URL set above
         echo = celery_app.echo
         echo.delay(PAYLOAD).get(timeout=60)

@@ -14,8 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from broker.ports import free_port, wait_port
-from broker.processes import stop_processes
+from fogmesh.broker.ports import free_port, wait_port
+from fogmesh.broker.processes import stop_processes
 from fogmesh.errors import BrokerError
 
 SCRIPT = Path(__file__).with_name("aedes_broker.js")

@@ -2,7 +2,7 @@
 
 Why amqtt: it is pure Python, so a fresh machine needs nothing but ``pip
 install`` to run the whole system. amqtt has no shared subscriptions; this
-module adds them (the decisions live in :mod:`broker.shared`), so agents on
+module adds them (the decisions live in :mod:`fogmesh.broker.shared`), so agents on
 the embedded broker split tasks as they do on mosquitto, without a claim per
 task. Its other limits (MQTT 3.1.1 only, ~1 ms per hop) are why production
 sites run mosquitto or EMQX. All amqtt-specific code lives in this module.
@@ -23,7 +23,7 @@ from amqtt.mqtt.constants import QOS_0
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import OutgoingApplicationMessage, Session
 
-from broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
+from fogmesh.broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
 from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class FogmeshBroker(Broker):
     subscriptions are honoured here.
 
     Shared subscriptions: ``$share/{group}/{filter}`` filters are kept out of
-    amqtt's own table and served by :class:`broker.shared.SharedGroups`.
+    amqtt's own table and served by :class:`fogmesh.broker.shared.SharedGroups`.
     Deliveries to a group member wait for its PUBACK without amqtt's 5 s
     limit (agents acknowledge a task only once answered), and what a member
     had not acknowledged when it went away goes to another member.

@@ -13,8 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from broker.ports import free_port, wait_port
-from broker.processes import stop_processes
+from fogmesh.broker.ports import free_port, wait_port
+from fogmesh.broker.processes import stop_processes
 from fogmesh.errors import BrokerError
 
 CONF_TEMPLATE = """\
@@ -54,7 +54,7 @@ class Mosquitto:
                  workdir: str | Path | None = None, persistence: bool = True,
                  extra_conf: str = "", secure_dir: str | Path | None = None,
                  ws_port: int | None = None) -> None:
-        """``secure_dir``: a directory made by ``python -m broker.secure``: then the
+        """``secure_dir``: a directory made by ``python -m fogmesh.broker.secure``: then the
         listener is TLS with password logins and its ACL, anonymous access off.
         ``ws_port``: also MQTT over WebSockets there (TLS too with ``secure_dir``)."""
         self.host = host
@@ -81,7 +81,7 @@ class Mosquitto:
         if self.secure_dir is None:
             ws = f"\nlistener {self.ws_port} {self.host}\nprotocol websockets" if self.ws_port else ""
             return f"listener {self.port} {self.host}{ws}\nallow_anonymous true"
-        from broker.secure import listener_conf
+        from fogmesh.broker.secure import listener_conf
         return listener_conf(self.secure_dir, port=self.port, bind=self.host, ws_port=self.ws_port)
 
     @property

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from broker.ports import free_port, wait_port
+from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.errors import BrokerError
 
 SBIN = Path("/usr/lib/rabbitmq/bin")

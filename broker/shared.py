@@ -21,7 +21,7 @@ agents build on:
   wait in the group (up to ``max_queued``, then the oldest are dropped and
   counted), as a persistent session would keep them.
 
-No sockets, no asyncio: :mod:`broker.embedded` feeds it subscriptions,
+No sockets, no asyncio: :mod:`fogmesh.broker.embedded` feeds it subscriptions,
 publishes, acknowledgements and disconnects, and carries out the deliveries
 it returns.
 """

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_bridge.aggregate import Aggregator
-from cloud_bridge.store import DiskLow, Outbox, StoreFull
-from edge_agent.offload import Answer, Offer, Result, decode_inbox
+from fogmesh.cloud_bridge.aggregate import Aggregator
+from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
+from fogmesh.edge_agent.offload import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing

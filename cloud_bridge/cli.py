@@ -71,8 +71,8 @@ def _aggregate_rule(text: str) -> tuple[str, float]:
 
 
 def run_bridge(args: argparse.Namespace) -> int:
-    from cloud_bridge.bridge import Bridge
-    from edge_agent.journal import default_state_dir
+    from fogmesh.cloud_bridge.bridge import Bridge
+    from fogmesh.edge_agent.journal import default_state_dir
     from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     try:
@@ -97,8 +97,8 @@ def run_bridge(args: argparse.Namespace) -> int:
 def run_cloud_worker(args: argparse.Namespace) -> int:
     import os
     import socket
-    from edge_agent.agent import Agent
-    from edge_agent.placement import LocalPolicy
+    from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.placement import LocalPolicy
     from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"

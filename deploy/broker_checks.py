@@ -2,7 +2,7 @@
 breaks: can this box reach it, does TLS verify, is the login accepted, what
 does the broker offer (MQTT 5, WebSockets, shared subscriptions), does the
 ACL let this login publish and read its own topics, and is this box's clock
-close to its peers'. Each answers with a :class:`~deploy.report.Check`."""
+close to its peers'. Each answers with a :class:`~fogmesh.deploy.report.Check`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from deploy.report import Check
+from fogmesh.deploy.report import Check
 from fogmesh import codec
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect, topic_round_trip
@@ -83,12 +83,12 @@ def check_tls(target: BrokerTarget) -> Check:
         if url.host in LOOPBACK:
             return Check("tls", "info", "plain MQTT on loopback (nothing leaves this box)")
         return Check("tls", "warn", "plain MQTT over the network: anyone on it can read and inject tasks",
-                     "use a broker with TLS and logins: python -m broker.secure, then mqtts:// URLs")
+                     "use a broker with TLS and logins: python -m fogmesh.broker.secure, then mqtts:// URLs")
     try:
         ctx = ssl.create_default_context(cafile=url.ca_file)
     except (OSError, ssl.SSLError) as exc:
         return Check("tls", "fail", f"cannot read the CA certificate {url.ca_file}: {exc}",
-                     "point ?ca= in the broker URL at the CA file (ca.crt from python -m broker.secure)")
+                     "point ?ca= in the broker URL at the CA file (ca.crt from python -m fogmesh.broker.secure)")
     try:
         with socket.create_connection((url.host, url.port), timeout=target.timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=url.host) as tls:
@@ -98,9 +98,9 @@ def check_tls(target: BrokerTarget) -> Check:
         reason = exc.verify_message or str(exc)
         if "mismatch" in reason or "hostname" in reason:
             fix = (f"connect by a name or address the broker's certificate was made for "
-                   f"(python -m broker.secure --host NAME); {url.host} is not one of them")
+                   f"(python -m fogmesh.broker.secure --host NAME); {url.host} is not one of them")
         elif "expired" in reason:
-            fix = "renew the broker's certificate (python -m broker.secure writes new ones) and restart it"
+            fix = "renew the broker's certificate (python -m fogmesh.broker.secure writes new ones) and restart it"
         else:
             fix = ("trust the CA that signed the broker's certificate: ?ca=/etc/fogmesh/ca.crt in the "
                    "broker URL")
@@ -117,7 +117,7 @@ def check_tls(target: BrokerTarget) -> Check:
     if days < CERT_WARN_DAYS:
         return Check("tls", "warn", f"verified ({version}, {what}) but expires in {days:.0f} days "
                      f"({cert['notAfter']})",
-                     "renew the broker's certificate before then (python -m broker.secure writes new ones)")
+                     "renew the broker's certificate before then (python -m fogmesh.broker.secure writes new ones)")
     return Check("tls", "ok", f"verified ({version}, {what}), valid {days:.0f} more days")
 
 
@@ -176,7 +176,7 @@ def check_websockets(target: BrokerTarget, ports: tuple[int, ...]) -> Check:
 def check_acl(target: BrokerTarget) -> Check:
     topic = target.own_topic()
     fix = (f"let {target.login} read and write {topic}: `topic readwrite {topic}` in its ACL block "
-           f"(python -m broker.secure writes it), then reload the broker; or check --as/--id")
+           f"(python -m fogmesh.broker.secure writes it), then reload the broker; or check --as/--id")
     try:
         ok = topic_round_trip(target.url, topic, payload=codec.encode({"doctor": uuid.uuid4().hex}),
                               timeout=target.timeout)
@@ -189,7 +189,7 @@ def check_acl(target: BrokerTarget) -> Check:
 
 
 def check_shared(target: BrokerTarget) -> Check:
-    from edge_agent.agent import detect_shared_subscriptions
+    from fogmesh.edge_agent.agent import detect_shared_subscriptions
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
     seen = threading.Event()
     probe_topic = target.probe_topic(token)

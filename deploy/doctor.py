@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from deploy.broker_checks import (ROLES, BrokerTarget, check_acl, check_clock, check_login, check_mqtt5,
+from fogmesh.deploy.broker_checks import (ROLES, BrokerTarget, check_acl, check_clock, check_login, check_mqtt5,
                                   check_reach, check_shared, check_tls, check_websockets)
-from deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
-from deploy.report import Check, exit_status, render_json, render_table
+from fogmesh.deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
+from fogmesh.deploy.report import Check, exit_status, render_json, render_table
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.topics import Topics
 
@@ -84,7 +84,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     if options.state_dir is not None:
         state_dir = options.state_dir
     else:
-        from edge_agent.journal import default_state_dir
+        from fogmesh.edge_agent.journal import default_state_dir
         state_dir = default_state_dir()
     add(check_state_dir(state_dir))
     add(check_pins(options.pins, factory_kind=options.pin_factory))

@@ -1,6 +1,6 @@
 """``fogmesh doctor``'s questions to this box: Python and package versions,
 the state directory (journals, the bridge's outbox), the GPIO pins and the
-camera. Each answers with a :class:`~deploy.report.Check`."""
+camera. Each answers with a :class:`~fogmesh.deploy.report.Check`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from deploy.report import Check
+from fogmesh.deploy.report import Check
 from fogmesh.errors import DeviceError
 
 PACKAGES = ("fogmesh", "paho-mqtt", "amqtt", "gpiozero", "opencv-python-headless", "psutil")
@@ -71,7 +71,7 @@ def check_state_dir(path: Path) -> Check:
 def check_pins(spec: str | None, *, factory_kind: str = "auto") -> Check:
     """The pin factory gpiozero would use, and whether the configured
     actuator pins can be claimed (each is set to its safe state and released)."""
-    from devices.gpio import Actuators, make_pin_factory, parse_pins
+    from fogmesh.devices.gpio import Actuators, make_pin_factory, parse_pins
     try:
         factory = make_pin_factory(factory_kind)
     except Exception as exc:   # a broken GPIO library install
@@ -103,7 +103,7 @@ def check_camera(source: str | None) -> Check:
     """One frame from the source a camera device would stream."""
     if not source:
         return Check("camera", "skip", "no --camera to check")
-    from devices.scenes import make_source
+    from fogmesh.devices.scenes import make_source
     try:
         frame = make_source(source).next_frame()
     except DeviceError as exc:

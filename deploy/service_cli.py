@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fogmesh.errors import ServiceError
-from deploy.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
+from fogmesh.deploy.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
 
 DEFAULT_GROUPS = {"device": ("gpio", "video")}
 
@@ -67,7 +67,7 @@ def add_parser(sub: Any) -> None:
                         "turned for S seconds (default: 30; 0: off)")
     i.add_argument("--password-file", metavar="PATH",
                    help="the broker password, handed to the service as a systemd credential "
-                        "($FOGMESH_PASSWORD_FILE); e.g. one of python -m broker.secure's credentials/")
+                        "($FOGMESH_PASSWORD_FILE); e.g. one of python -m fogmesh.broker.secure's credentials/")
     i.add_argument("--credential", type=_credential, action="append", default=[], metavar="NAME=PATH",
                    help="another file handed over as a credential, named in the command line as "
                         "%%d/NAME (e.g. --credential cloud=/etc/fogmesh/cloud.password with "

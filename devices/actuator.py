@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from devices.commands import Command, command_ids, parse_command
-from devices.gpio import Actuators, ActuatorSpec
+from fogmesh.devices.commands import Command, command_ids, parse_command
+from fogmesh.devices.gpio import Actuators, ActuatorSpec
 from fogmesh import codec
 from fogmesh.errors import DeviceError, InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, excerpt
@@ -149,7 +149,7 @@ class ActuatorDevice:
         a broker without persistence forgot them)."""
         if self.ha_prefix is None:
             return
-        from devices.homeassistant import actuator_configs
+        from fogmesh.devices.homeassistant import actuator_configs
         for topic, payload in actuator_configs(self.topics, self.device, self.actuators.names, prefix=self.ha_prefix):
             self.client.publish(topic, payload, qos=1, retain=True)
 

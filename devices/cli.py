@@ -109,18 +109,18 @@ def _id_not_carried(args: argparse.Namespace) -> str | None:
 
 def _build(args: argparse.Namespace) -> Any:
     if args.device_command == "sensor":
-        from devices.sensors import make_models
-        from devices.streams import SensorDevice
+        from fogmesh.devices.sensors import make_models
+        from fogmesh.devices.streams import SensorDevice
         names = [n.strip() for n in args.sensors.split(",") if n.strip()]
         return SensorDevice(args.broker, device=args.id, sensors=make_models(names), hz=args.hz,
                             seed=args.seed, root=args.root, ha_prefix=args.ha_prefix if args.ha_discovery else None)
     if args.device_command == "camera":
-        from devices.scenes import make_source
-        from devices.streams import CameraDevice
+        from fogmesh.devices.scenes import make_source
+        from fogmesh.devices.streams import CameraDevice
         return CameraDevice(args.broker, device=args.id, camera=args.camera, source=make_source(args.source),
                             fps=args.fps, quality=args.quality, root=args.root)
-    from devices.actuator import ActuatorDevice
-    from devices.gpio import make_pin_factory, parse_pins
+    from fogmesh.devices.actuator import ActuatorDevice
+    from fogmesh.devices.gpio import make_pin_factory, parse_pins
     return ActuatorDevice(args.broker, device=args.id, specs=parse_pins(args.pins),
                           pin_factory=make_pin_factory(args.pin_factory), root=args.root,
                           ha_prefix=args.ha_prefix if args.ha_discovery else None)

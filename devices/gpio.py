@@ -14,7 +14,7 @@ from typing import Any
 
 from fogmesh.errors import DeviceError
 from fogmesh.topics import validate_segment
-from devices.commands import DEFAULT_MAX_PULSE_MS, Command
+from fogmesh.devices.commands import DEFAULT_MAX_PULSE_MS, Command
 
 log = logging.getLogger("fogmesh.gpio")
 

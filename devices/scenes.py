@@ -1,7 +1,7 @@
 """Where a simulated camera's frames come from: a generated scene (moving
 figures over a textured background, deterministic by seed, so tests know the
 answer), an image folder, or a video file. Pixels via numpy; drawing, decoding
-and files via :mod:`devices.vision`."""
+and files via :mod:`fogmesh.devices.vision`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from devices import vision
+from fogmesh.devices import vision
 from fogmesh.errors import DeviceError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from devices.scenes import FrameSource
-from devices.sensors import Reading, SensorModel
+from fogmesh.devices.scenes import FrameSource
+from fogmesh.devices.sensors import Reading, SensorModel
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import FrameHeader, encode_frame
@@ -154,7 +154,7 @@ class SensorDevice(StreamingDevice):
     def on_connected(self) -> None:
         if self.ha_prefix is None:
             return
-        from devices.homeassistant import sensor_configs
+        from fogmesh.devices.homeassistant import sensor_configs
         for topic, payload in sensor_configs(self.topics, self.device, self.sensors, prefix=self.ha_prefix):
             self.client.publish(topic, payload, qos=1, retain=True)
 
@@ -200,7 +200,7 @@ class CameraDevice(StreamingDevice):
         self.seq = 0
 
     def emit(self) -> None:
-        from devices import vision
+        from fogmesh.devices import vision
         frame = self.source.next_frame()
         if frame is None:
             self.hz = 0

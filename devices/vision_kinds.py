@@ -16,7 +16,7 @@ MAX_IMAGE_B64 = 4 * 1024 * 1024
 
 
 def _image(value: Any, what: str) -> Any:
-    from devices import vision
+    from fogmesh.devices import vision
     if not isinstance(value, str) or not value or len(value) > MAX_IMAGE_B64:
         raise BadArgs(f"{what} must be a base64 JPEG/PNG string of at most {MAX_IMAGE_B64} characters")
     try:
@@ -35,7 +35,7 @@ def _int_arg(args: Mapping[str, Any], name: str, default: int, lo: int, hi: int)
 
 def motion(args: Mapping[str, Any]) -> dict[str, Any]:
     """``{"frames": [previous, current]}`` -> boxes around what moved."""
-    from devices import vision
+    from fogmesh.devices import vision
     frames = args.get("frames")
     if not isinstance(frames, list) or len(frames) != 2:
         raise BadArgs("args.frames must be [previous, current], two base64 images")
@@ -47,7 +47,7 @@ def motion(args: Mapping[str, Any]) -> dict[str, Any]:
 
 def detect(args: Mapping[str, Any]) -> dict[str, Any]:
     """``{"image": b64, "detector": "people"|"faces"}`` -> detections."""
-    from devices import vision
+    from fogmesh.devices import vision
     detector = args.get("detector", "people")
     if detector not in ("people", "faces"):
         raise BadArgs('args.detector must be "people" (HOG) or "faces" (Haar cascade)')

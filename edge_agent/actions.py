@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from edge_agent.answers import Answer
+from fogmesh.edge_agent.answers import Answer
 from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
 from fogmesh.registry import TaskKind
 from fogmesh.topics import Topics

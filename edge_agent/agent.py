@@ -1,5 +1,5 @@
 """The agent's IO shell: MQTT, worker processes, clock and host monitor around
-the sans-IO :class:`~edge_agent.core.AgentCore`.
+the sans-IO :class:`~fogmesh.edge_agent.core.AgentCore`.
 
 Threads: paho's network thread only enqueues; worker reader threads only
 enqueue; one dispatcher thread owns the core and carries out its actions. So
@@ -19,19 +19,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
+from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
                                 Rescue, Run, StopTaking)
-from edge_agent.rescue import RescueSession, RescueToken
-from edge_agent.core import AgentCore
-from edge_agent.placement import PlacementPolicy
-from edge_agent.pipeline_runner import PipelineRunner
-from edge_agent.pipelines import PipelineSpec
-from edge_agent.triggers import TriggerSpec
-from edge_agent.journal import Journal, default_state_dir
-from edge_agent.monitor import HostMonitor
-from edge_agent.announcer import Announcer
-from edge_agent.unique import check_id_free, in_use_error
-from edge_agent.workers import WorkerPool, run_handler
+from fogmesh.edge_agent.rescue import RescueSession, RescueToken
+from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.placement import PlacementPolicy
+from fogmesh.edge_agent.pipeline_runner import PipelineRunner
+from fogmesh.edge_agent.pipelines import PipelineSpec
+from fogmesh.edge_agent.triggers import TriggerSpec
+from fogmesh.edge_agent.journal import Journal, default_state_dir
+from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.announcer import Announcer
+from fogmesh.edge_agent.unique import check_id_free, in_use_error
+from fogmesh.edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
 from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError, UnsupportedBroker
 from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
@@ -242,7 +242,7 @@ class Agent:
         if self.pipelines:
             self.pipelines.start(timeout=timeout)
         if self.metrics_port is not None:
-            from edge_agent.metrics import serve
+            from fogmesh.edge_agent.metrics import serve
             self._metrics = serve(self, port=self.metrics_port, addr=self.metrics_addr)
             self.log.info("metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
         self.log.info("online at %s (MQTT %s), root %s, dispatch %s, %d workers, kinds: %s",
@@ -339,7 +339,7 @@ class Agent:
         return self.topics.tasks if self._drain_requested else self.topics.agent_tasks(self.agent_id)
 
     def _start_rescue(self, agent: str) -> None:
-        """Take over a dead peer's MQTT session (see :mod:`edge_agent.rescue`)."""
+        """Take over a dead peer's MQTT session (see :mod:`fogmesh.edge_agent.rescue`)."""
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
         session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,

@@ -1,14 +1,14 @@
 """The agent shell's presence: its bid for work, announced retained on
 ``{root}/presence/{agent}`` at start, every period and on significant change
-(:func:`edge_agent.presence.presence_due`), with the host read (psutil, battery)
+(:func:`fogmesh.edge_agent.presence.presence_due`), with the host read (psutil, battery)
 at most once a period because psutil is not free on a Pi."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from edge_agent.monitor import HostMonitor
-from edge_agent.presence import HostStats, build_presence, presence_due
+from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
 from fogmesh.messages import Presence
 
 

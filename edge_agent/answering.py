@@ -1,19 +1,19 @@
 """The agent core's answering half: replies and dead letters, the "done"
 records that carry them in claim dispatch, the confirmations that let peers
 forget them, and the journal/ack bookkeeping of a finished task. Mixed into
-:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from edge_agent.actions import Ack, Action, Forget, Publish
-from edge_agent.answers import Answer
-from edge_agent.recent import put_bounded
-from edge_agent.claims import Claim
-from edge_agent.entry import Entry
-from edge_agent.offload import Result
+from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
+from fogmesh.edge_agent.answers import Answer
+from fogmesh.edge_agent.recent import put_bounded
+from fogmesh.edge_agent.claims import Claim
+from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.offload import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
 from fogmesh.properties import reply_properties

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from edge_agent.recent import RecentMap
+from fogmesh.edge_agent.recent import RecentMap
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.actions import Ack, Action, Publish
-from edge_agent.claims import Claim, takeover_key
-from edge_agent.entry import Entry
-from edge_agent.offload import Have
-from edge_agent.recent import RecentMap
+from fogmesh.edge_agent.actions import Ack, Action, Publish
+from fogmesh.edge_agent.claims import Claim, takeover_key
+from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.offload import Have
+from fogmesh.edge_agent.recent import RecentMap
 
 
 class AskBook:

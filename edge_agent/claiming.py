@@ -1,17 +1,17 @@
 """The agent core's claim half (brokers without shared subscriptions): every
 agent sees every task, the first claim the broker orders wins, losers keep a
 copy to take over if the winner dies. Mixed into
-:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
-from edge_agent.claims import Claim, takeover_key
-from edge_agent.entry import Entry
-from edge_agent.ordering import is_probe_record
-from edge_agent.recent import put_bounded
+from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
+from fogmesh.edge_agent.claims import Claim, takeover_key
+from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.ordering import is_probe_record
+from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 
 

@@ -33,7 +33,7 @@ class Claim:
       so under load confirmations cost no message of their own.
     - "ask": ``agent`` got ``task`` submitted again (``attempt`` > 1) through a
       shared subscription and asks every peer whether it holds or answered it
-      (each says so in ``agents/{agent}/inbox``; see :mod:`edge_agent.asking`).
+      (each says so in ``agents/{agent}/inbox``; see :mod:`fogmesh.edge_agent.asking`).
 
     ``epoch`` (on a claim): how many control connections the claimer had lost
     when it made the claim. An agent back after its will announces its epoch;

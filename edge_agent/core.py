@@ -1,9 +1,9 @@
 """The agent's brain, sans-IO: messages and clock ticks in, actions out.
 
 No sockets, threads, clocks or processes here (h11's lesson): the IO shell
-(:mod:`edge_agent.agent`) feeds :meth:`AgentCore.on_message`,
+(:mod:`fogmesh.edge_agent.agent`) feeds :meth:`AgentCore.on_message`,
 :meth:`AgentCore.on_finished` and :meth:`AgentCore.on_tick` with ``now`` and
-carries out the returned actions (:mod:`edge_agent.actions`) in order. The same
+carries out the returned actions (:mod:`fogmesh.edge_agent.actions`) in order. The same
 core can be driven by a test or a simulator with a fake clock.
 
 Guarantees it implements:
@@ -14,11 +14,11 @@ Guarantees it implements:
   so an agent that dies mid-task leaves the task with the broker, not lost;
 * a task id seen again within the dedup window is acknowledged and dropped;
 * in ``claim`` dispatch (brokers without shared subscriptions) only the agent
-  whose claim the broker ordered first answers (see :mod:`edge_agent.claims`);
+  whose claim the broker ordered first answers (see :mod:`fogmesh.edge_agent.claims`);
 * a medium/heavy task is placed by the placement policy; when it is offloaded
   the origin stays responsible for it: a reject, an expired lease or the
   peer's death re-places it, and only the origin answers the device, so a
-  late result from a peer presumed dead is dropped (:mod:`edge_agent.offload`).
+  late result from a peer presumed dead is dropped (:mod:`fogmesh.edge_agent.offload`).
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
-from edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
+from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
                                 Publish, Remember, Run)
-from edge_agent.answering import AnsweringMixin
-from edge_agent.answers import Answer, AnswerBook
-from edge_agent.asking import AskBook, AskingMixin
-from edge_agent.ordering import OrderingMixin, OrderProbe
-from edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
-from edge_agent.deaths import DeathWatch
-from edge_agent.entry import Entry
-from edge_agent.claiming import ClaimingMixin
-from edge_agent.failover import FailoverMixin
-from edge_agent.offloading import OffloadingMixin
-from edge_agent.peers import PeerRegistry
-from edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
-from edge_agent.ratelimit import RateLimiter
-from edge_agent.recent import RecentMap
+from fogmesh.edge_agent.answering import AnsweringMixin
+from fogmesh.edge_agent.answers import Answer, AnswerBook
+from fogmesh.edge_agent.asking import AskBook, AskingMixin
+from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
+from fogmesh.edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
+from fogmesh.edge_agent.deaths import DeathWatch
+from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.claiming import ClaimingMixin
+from fogmesh.edge_agent.failover import FailoverMixin
+from fogmesh.edge_agent.offloading import OffloadingMixin
+from fogmesh.edge_agent.peers import PeerRegistry
+from fogmesh.edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
+from fogmesh.edge_agent.ratelimit import RateLimiter
+from fogmesh.edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import ErrorInfo, Presence, Task, confine_to_device, parse_task

@@ -1,5 +1,5 @@
 """What the agent core holds per task: one mutable record, private to the core
-and its two halves (:mod:`edge_agent.offloading`, :mod:`edge_agent.failover`)."""
+and its two halves (:mod:`fogmesh.edge_agent.offloading`, :mod:`fogmesh.edge_agent.failover`)."""
 
 from __future__ import annotations
 

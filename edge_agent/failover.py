@@ -1,17 +1,17 @@
 """The agent core's failure half: taking over what a dead peer held, electing
 who rescues its MQTT session, and fencing what this agent held across a lost
 connection, so that exactly one contender answers each task. Mixed into
-:class:`edge_agent.core.AgentCore`; pure like it."""
+:class:`fogmesh.edge_agent.core.AgentCore`; pure like it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.actions import Ack, Action, Cancel, Forget, Publish
-from edge_agent.answering import MARK
-from edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
-from edge_agent.entry import Entry
-from edge_agent.recent import put_bounded
+from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish
+from fogmesh.edge_agent.answering import MARK
+from fogmesh.edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
+from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import confine_to_device, parse_task
 
@@ -160,7 +160,7 @@ class FailoverMixin:
 
     def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
         """A broker connection is (back) up. After the control connection's
-        return, peers' deaths are timed afresh (see :mod:`edge_agent.deaths`)."""
+        return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`)."""
         if not control:
             return []
         self._dead.reconnected(now)

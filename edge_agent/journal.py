@@ -32,7 +32,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from edge_agent.answers import Answer
+from fogmesh.edge_agent.answers import Answer
 from fogmesh.errors import JournalLocked, StorageError
 
 __all__ = ["Journal", "JournalLocked", "StorageError", "default_state_dir"]

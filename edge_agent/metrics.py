@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, Iterator
 
-from edge_agent.actions import LATENCY_BOUNDS_MS, Counters
+from fogmesh.edge_agent.actions import LATENCY_BOUNDS_MS, Counters
 from fogmesh.errors import FogmeshError
 
 

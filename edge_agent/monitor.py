@@ -1,6 +1,6 @@
 """Host figures for presence, from psutil (the only module that imports it).
 
-The battery is, in order: a :class:`~edge_agent.battery.BatteryModel` when one
+The battery is, in order: a :class:`~fogmesh.edge_agent.battery.BatteryModel` when one
 is configured (a testbed of mains-powered boxes acting out battery-powered
 Pis), the OS's battery when the host has one (a laptop), else ``null``.
 """
@@ -14,8 +14,8 @@ from typing import Callable
 
 import psutil
 
-from edge_agent.battery import BatteryModel
-from edge_agent.presence import HostStats
+from fogmesh.edge_agent.battery import BatteryModel
+from fogmesh.edge_agent.presence import HostStats
 from fogmesh.messages import Battery
 
 

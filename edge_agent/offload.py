@@ -69,7 +69,7 @@ class Result:
 class Have:
     """What a peer knows of a task another agent asked about (a resubmission
     that landed there): it holds it, answered it (``reply``: the exact bytes
-    it sent, when kept), or has never seen it. See :mod:`edge_agent.asking`."""
+    it sent, when kept), or has never seen it. See :mod:`fogmesh.edge_agent.asking`."""
 
     task_id: str
     agent: str

@@ -1,14 +1,14 @@
 """The agent core's offloading half: offers to peers, their answers and
 results, and moving queued work to peers that free up. Mixed into
-:class:`edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
 
 from __future__ import annotations
 
-from edge_agent.actions import Action, Cancel, Publish
-from edge_agent.entry import Entry, OfferState
-from edge_agent.offload import Answer, Have, Offer, Result, decode_inbox
-from edge_agent.peers import Peer, with_outstanding
-from edge_agent.placement import LocalPolicy, peer_is_full
+from fogmesh.edge_agent.actions import Action, Cancel, Publish
+from fogmesh.edge_agent.entry import Entry, OfferState
+from fogmesh.edge_agent.offload import Answer, Have, Offer, Result, decode_inbox
+from fogmesh.edge_agent.peers import Peer, with_outstanding
+from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing

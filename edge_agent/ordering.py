@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.actions import Action, Publish
+from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh import codec
 
 BURST = 200            # records per agent and probe...

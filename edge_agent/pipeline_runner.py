@@ -16,8 +16,8 @@ import time
 import uuid
 from typing import Callable
 
-from edge_agent.pipelines import PipelineCore, PipelineSpec, parse_reply
-from edge_agent.triggers import TriggerCore, TriggerSpec
+from fogmesh.edge_agent.pipelines import PipelineCore, PipelineSpec, parse_reply
+from fogmesh.edge_agent.triggers import TriggerCore, TriggerSpec
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import decode_frame

@@ -15,7 +15,7 @@ The Con-Pi "microservice" that consumes pushed camera frames, as data::
 
 Pure: :class:`PipelineCore` takes frames and replies with ``now`` passed in and
 returns the tasks to submit and the commands to send; the agent's IO shell
-(:mod:`edge_agent.pipeline_runner`) does the MQTT.
+(:mod:`fogmesh.edge_agent.pipeline_runner`) does the MQTT.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence, Union, runtime_checkable
 
-from edge_agent.peers import Peer
+from fogmesh.edge_agent.peers import Peer
 
 
 @dataclass(frozen=True)

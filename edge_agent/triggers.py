@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge_agent.pipelines import Rule
+from fogmesh.edge_agent.pipelines import Rule
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.topics import Topics, validate_segment

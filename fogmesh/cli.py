@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ws://HOST:PORT/mqtt; default: off)")
     log_arg(p)
 
-    from edge_agent.cli import add_parser as add_agent_parser
+    from fogmesh.edge_agent.cli import add_parser as add_agent_parser
     add_agent_parser(sub)
 
     p = sub.add_parser("submit", help="submit a task and print its reply",
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     root_arg(p)
     log_arg(p)
 
-    from cloud_bridge.cli import add_parsers as add_bridge_parsers
+    from fogmesh.cloud_bridge.cli import add_parsers as add_bridge_parsers
     add_bridge_parsers(sub)
 
     from fogmesh.monitor import add_parser as add_monitor_parser
@@ -87,15 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     from fogmesh.dashboard.cli import add_parser as add_dashboard_parser
     add_dashboard_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
 
-    from bench.cli import add_parser as add_bench_parser
-    from devices.cli import add_parser as add_device_parser
-    from simulator.cli import add_parser as add_simulate_parser
+    from fogmesh.bench.cli import add_parser as add_bench_parser
+    from fogmesh.devices.cli import add_parser as add_device_parser
+    from fogmesh.simulator.cli import add_parser as add_simulate_parser
     add_simulate_parser(sub, json_arg=json_arg)
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
-    from deploy.service_cli import add_parser as add_service_parser
-    from deploy.doctor import add_parser as add_doctor_parser
+    from fogmesh.deploy.service_cli import add_parser as add_service_parser
+    from fogmesh.deploy.doctor import add_parser as add_doctor_parser
     add_service_parser(sub)
     add_doctor_parser(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg)
 
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from broker.embedded import EmbeddedBroker
+    from fogmesh.broker.embedded import EmbeddedBroker
     setup_logging(args.log_level)
     with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port):
         ws = f" and ws://{args.host}:{args.ws_port}/mqtt" if args.ws_port else ""
@@ -114,12 +114,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from edge_agent.cli import run
+    from fogmesh.edge_agent.cli import run
     return run(args)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from devices.client import submit
+    from fogmesh.devices.client import submit
     from fogmesh.errors import SubmitTimeout
     try:
         task_args: Any = json.loads(args.args)
@@ -148,17 +148,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    from cloud_bridge.cli import run_bridge
+    from fogmesh.cloud_bridge.cli import run_bridge
     return run_bridge(args)
 
 
 def cmd_cloud_worker(args: argparse.Namespace) -> int:
-    from cloud_bridge.cli import run_cloud_worker
+    from fogmesh.cloud_bridge.cli import run_cloud_worker
     return run_cloud_worker(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulator.cli import run
+    from fogmesh.simulator.cli import run
     return run(args)
 
 
@@ -174,23 +174,23 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    from devices.cli import run
+    from fogmesh.devices.cli import run
     setup_logging(args.log_level)
     return run(args, wait=wait_for_signal)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.cli import run
+    from fogmesh.bench.cli import run
     return run(args)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from deploy.service_cli import run
+    from fogmesh.deploy.service_cli import run
     return run(args)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from deploy.doctor import run
+    from fogmesh.deploy.doctor import run
     return run(args)
 
 

@@ -25,7 +25,7 @@ DEMO_WORKLOAD: list[tuple[str, dict[str, Any]]] = [
 
 
 def _demo_pipeline() -> Any:
-    from edge_agent.pipelines import Actuation, PipelineSpec, Rule
+    from fogmesh.edge_agent.pipelines import Actuation, PipelineSpec, Rule
     return PipelineSpec(name="deterrent", device="farm-cam", sensor="camera", kind="motion",
                         when=Rule("moving"), then=Actuation("farm-relay", "deterrent", "pulse", 500),
                         args={"min_area": 200}, cooldown_ms=1000)
@@ -33,10 +33,10 @@ def _demo_pipeline() -> Any:
 
 def demo_loop(url: str, root: str, agent: Any, out: Any, *, timeout: float = 20.0) -> bool:
     """Camera frames -> ``motion`` -> a relay pulse, printed as it happens."""
-    from devices.actuator import ActuatorDevice
-    from devices.gpio import make_pin_factory, parse_pins
-    from devices.scenes import GeneratedScene
-    from devices.streams import CameraDevice
+    from fogmesh.devices.actuator import ActuatorDevice
+    from fogmesh.devices.gpio import make_pin_factory, parse_pins
+    from fogmesh.devices.scenes import GeneratedScene
+    from fogmesh.devices.streams import CameraDevice
     factory = make_pin_factory("mock")
     print("\nsensing -> analysis -> actuation: camera farm-cam (a figure walking, 4 frames/s) -> "
           f"pipeline on {agent.agent_id} (motion) -> relay farm-relay/deterrent (mock GPIO17)", file=out)
@@ -63,11 +63,11 @@ def demo_loop(url: str, root: str, agent: Any, out: Any, *, timeout: float = 20.
 
 def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fog/v1",
              out: Any = sys.stdout) -> int:
-    from broker.embedded import EmbeddedBroker
-    from broker.ports import free_port
-    from devices.client import FogClient
-    from edge_agent.agent import Agent
-    from edge_agent.placement import LeastLoadedPolicy
+    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.ports import free_port
+    from fogmesh.devices.client import FogClient
+    from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.placement import LeastLoadedPolicy
 
     port = port or free_port()
     started = []

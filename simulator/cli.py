@@ -32,15 +32,18 @@ def run(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
     from pathlib import Path
-    from simulator import engine, report, scenario
+    from fogmesh.simulator import engine, report, scenario
+    from importlib import resources
     path = Path(args.scenario)
     if not path.exists():
-        shipped = Path(__file__).resolve().parent.parent / "scenarios" / f"{args.scenario}.toml"
-        if not shipped.exists():
-            print(f"fogmesh simulate: no scenario file {args.scenario!r} (and no shipped scenario of "
-                  "that name in scenarios/)", file=sys.stderr)
+        shipped = resources.files("fogmesh.scenarios").joinpath(f"{args.scenario}.toml")
+        if not shipped.is_file():
+            names = sorted(f.name[:-5] for f in resources.files("fogmesh.scenarios").iterdir()
+                           if f.name.endswith(".toml"))
+            print(f"fogmesh simulate: no scenario file {args.scenario!r}, and no shipped scenario of "
+                  f"that name (shipped: {', '.join(names)})", file=sys.stderr)
             return 2
-        path = shipped
+        path = Path(str(shipped))
     try:
         sc = scenario.load(path, scale=args.scale)
         if args.trace:
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [r.summary() for r in runs]
     plots: list[str] = []
     if args.plots:
-        from simulator import plots as sim_plots
+        from fogmesh.simulator import plots as sim_plots
         out = Path(args.plots)
         out.mkdir(parents=True, exist_ok=True)
         made = [sim_plots.battery_plot(runs, out / f"{sc.name}-battery.png", title=sc.name),

@@ -1,10 +1,10 @@
 """The discrete-event engine. Pure and deterministic by seed.
 
 Each node runs the *same* policy objects as a live agent
-(:func:`edge_agent.placement.place_task` over :mod:`edge_agent.policies`), fed
+(:func:`fogmesh.edge_agent.placement.place_task` over :mod:`fogmesh.edge_agent.policies`), fed
 with what a live agent would see: its own state, and its site's peers'
 presence as last announced (every presence period, so the staleness is the
-real one). Batteries are the agents' :class:`~edge_agent.battery.BatteryModel`.
+real one). Batteries are the agents' :class:`~fogmesh.edge_agent.battery.BatteryModel`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edge_agent.peers import Peer, with_outstanding
-from edge_agent.placement import Cloud, Offload, place_task
-from edge_agent.policies import make_policy
-from simulator.nodes import KIND, SimNode
-from simulator.scenario import Scenario
-from simulator.workload import SimTask, arrivals
+from fogmesh.edge_agent.peers import Peer, with_outstanding
+from fogmesh.edge_agent.placement import Cloud, Offload, place_task
+from fogmesh.edge_agent.policies import make_policy
+from fogmesh.simulator.nodes import KIND, SimNode
+from fogmesh.simulator.scenario import Scenario
+from fogmesh.simulator.workload import SimTask, arrivals
 
 
 @dataclass

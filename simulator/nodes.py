@@ -1,5 +1,5 @@
 """One simulated fog node: its queue, its power draw (awake, busy, asleep) and
-its battery (the agents' own :class:`~edge_agent.battery.BatteryModel`)."""
+its battery (the agents' own :class:`~fogmesh.edge_agent.battery.BatteryModel`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_agent.battery import BatteryModel
-from edge_agent.peers import Peer
-from edge_agent.placement import SelfState
+from fogmesh.edge_agent.battery import BatteryModel
+from fogmesh.edge_agent.peers import Peer
+from fogmesh.edge_agent.placement import SelfState
 from fogmesh.messages import Battery, Presence
-from simulator.scenario import NodeSpec
+from fogmesh.simulator.scenario import NodeSpec
 
 KIND = "work"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from simulator.engine import Result
+from fogmesh.simulator.engine import Result
 
 MAX_NODES = 12        # battery lines per panel; a city has too many to read
 

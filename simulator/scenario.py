@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_agent.battery import BatteryModel, SolarProfile
+from fogmesh.edge_agent.battery import BatteryModel, SolarProfile
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from simulator.scenario import Workload
+from fogmesh.simulator.scenario import Workload
 
 WEIGHTS = ("light", "medium", "heavy")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from broker.mosquitto import Mosquitto
-from broker.processes import stop_processes
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.processes import stop_processes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,10 +15,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from broker.mosquitto import Mosquitto
-from broker.ports import free_port, wait_port
-from broker.processes import stop_processes
-from edge_agent.agent import Agent
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port, wait_port
+from fogmesh.broker.processes import stop_processes
+from fogmesh.edge_agent.agent import Agent
 
 
 @dataclass

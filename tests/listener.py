@@ -35,7 +35,7 @@ class Listener:
         the marker, and is called again if it is slow: for tests about what gets
         through, not how fast. (About one run in ten, the first marker after a
         secured mosquitto starts takes 10-20 s over TLS, as if held until a
-        keepalive: see the stop-10 notes; 30 s covers two 15 s keepalives.)"""
+        keepalive; 30 s covers two 15 s keepalives.)"""
         seen = []
         for attempt in range(rounds):
             if attempt:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from broker.ports import free_port
+from fogmesh.broker.ports import free_port
 
 
 class CuttableLink:

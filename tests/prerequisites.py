@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from broker.aedes import NPM_PREFIX, node_modules
-from broker.rabbitmq import rabbitmq_available
+from fogmesh.broker.aedes import NPM_PREFIX, node_modules
+from fogmesh.broker.rabbitmq import rabbitmq_available
 
 MICROPYTHON_LIB = Path.home() / ".cache" / "fogmesh" / "micropython"
 UMQTT = ("micropython-umqtt.simple", "1.3.4")      # micropython-lib's umqtt.simple, MIT, from PyPI

@@ -6,9 +6,9 @@ No broker, no threads: messages and ticks in, actions out.
 import orjson
 import pytest
 
-from edge_agent.claims import Claim, claim_key
-from edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run
-from edge_agent.core import AgentCore
+from fogmesh.edge_agent.claims import Claim, claim_key
+from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run
+from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo, Limits, Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
@@ -95,7 +95,7 @@ def test_after_the_dedup_window_an_id_is_new_again():
 
 
 def test_a_restored_answer_is_sent_again_to_a_resubmission():
-    from edge_agent.answers import Answer
+    from fogmesh.edge_agent.answers import Answer
     c = core()
     c.restore(done=["t1"], unfinished=[], now=0.0, answers={"t1": Answer("t/replies/d", b'{"id":"t1"}')})
     assert c.on_message(T.tasks, task("t1"), 9, 0.1) == [Publish("t/replies/d", b'{"id":"t1"}'), Ack(9)]
@@ -596,7 +596,7 @@ def test_in_shared_dispatch_a_cut_off_answer_is_void_once_a_peer_competes_for_th
 
 
 def test_a_peer_answering_a_task_this_agent_saw_itself_win_stops_the_larger_id_taking_tasks():
-    from edge_agent.actions import StopTaking
+    from fogmesh.edge_agent.actions import StopTaking
     done_by = lambda who: Claim("x", who, op="done", reply_to="t/replies/d", reply=b'{"id":"x"}').encode()  # noqa: E731
     small, large = core("claim", agent="a1"), core("claim", agent="a2")
     for c in (small, large):

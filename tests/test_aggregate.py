@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloud_bridge.aggregate import Aggregator, reading_value, topic_matches
+from fogmesh.cloud_bridge.aggregate import Aggregator, reading_value, topic_matches
 
 
 @pytest.mark.parametrize("pattern,topic,ok", [

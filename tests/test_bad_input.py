@@ -6,7 +6,7 @@ import threading
 import orjson
 import pytest
 
-from devices.client import FogClient
+from fogmesh.devices.client import FogClient
 from fogmesh.messages import Limits
 from fogmesh.mqtt import MqttClient
 from fogmesh.registry import Registry, TaskKind

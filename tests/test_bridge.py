@@ -5,10 +5,10 @@ import time
 import orjson
 import pytest
 
-from broker.mosquitto import Mosquitto
-from cloud_bridge.bridge import Bridge
-from devices.client import FogClient
-from edge_agent.placement import LocalPolicy
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.cloud_bridge.bridge import Bridge
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.mqtt import MqttClient
 from waiting import wait_until
 

@@ -13,7 +13,7 @@ from concurrent.futures import wait
 
 import pytest
 
-from devices.client import FogClient
+from fogmesh.devices.client import FogClient
 from netcut import CuttableLink
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),

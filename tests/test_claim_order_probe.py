@@ -4,8 +4,8 @@ claims delivered to each in an order the test chooses."""
 
 import orjson
 
-from edge_agent.actions import AgentConfig, Publish
-from edge_agent.core import AgentCore
+from fogmesh.edge_agent.actions import AgentConfig, Publish
+from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics

@@ -13,7 +13,7 @@ import pytest
 from fogmesh.cli import build_parser, main
 
 COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench", "simulate", "device", "monitor",
-            "service", "doctor"]
+            "dashboard", "service", "doctor"]
 
 
 def run(*args, timeout=60, env=None):
@@ -176,7 +176,7 @@ def test_agent_drain_command_makes_a_running_agent_leave(broker, root):
 
 def test_a_placement_policy_from_an_entry_point_is_found_by_name(tmp_path):
     (tmp_path / "my_policy.py").write_text(textwrap.dedent("""\
-        from edge_agent.placement import Local
+        from fogmesh.edge_agent.placement import Local
         class Stay:
             name = "stay"
             def place(self, kind, weight, me, peers, *, run_ms):
@@ -188,7 +188,7 @@ def test_a_placement_policy_from_an_entry_point_is_found_by_name(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-policy\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[fogmesh.policies]\nstay = my_policy:Stay\n")
-    code = "from edge_agent.policies import make_policy; print(type(make_policy('stay')).__name__)"
+    code = "from fogmesh.edge_agent.policies import make_policy; print(type(make_policy('stay')).__name__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.stdout.strip() == "Stay", r.stderr

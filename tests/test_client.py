@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from devices.client import FogClient, submit, submit_async
+from fogmesh.devices.client import FogClient, submit, submit_async
 from fogmesh.errors import SubmitTimeout, TaskFailed
 
 

@@ -4,11 +4,11 @@ import time
 
 import orjson
 
-from devices.client import FogClient
-from edge_agent.agent import Agent
-from edge_agent.battery import BatteryModel
-from edge_agent.monitor import HostMonitor
-from edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.battery import BatteryModel
+from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Battery, Presence
 from fogmesh.mqtt import MqttClient
 from waiting import wait_until

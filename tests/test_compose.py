@@ -13,8 +13,8 @@ import jsonschema
 import orjson
 import pytest
 
-from broker.ports import free_port
-from devices.client import FogClient
+from fogmesh.broker.ports import free_port
+from fogmesh.devices.client import FogClient
 from fogmesh.mqtt import MqttClient
 from tests.compose_testbed import REPO, ProcessTestbed, load, start_order
 from tests.waiting import wait_until

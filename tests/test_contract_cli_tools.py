@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.mosquitto import mosquitto_binary
+from fogmesh.broker.mosquitto import mosquitto_binary
 
 TOPICS_MD = Path(__file__).resolve().parent.parent / "topics.md"
 

@@ -27,16 +27,16 @@ import urllib.request
 import orjson
 import pytest
 
-from broker.mosquitto import Mosquitto
-from broker.processes import stop_processes
-from broker.secure import Logins, generate
-from devices.actuator import ActuatorDevice
-from devices.client import FogClient
-from devices.gpio import make_pin_factory, parse_pins
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.processes import stop_processes
+from fogmesh.broker.secure import Logins, generate
+from fogmesh.devices.actuator import ActuatorDevice
+from fogmesh.devices.client import FogClient
+from fogmesh.devices.gpio import make_pin_factory, parse_pins
 from fogmesh.dashboard.server import Dashboard, may_drive_actuators
 from fogmesh.mqtt import BrokerUrl, MqttClient
 from fogmesh.topics import Topics
-from bench.browser import chromium
+from fogmesh.bench.browser import chromium
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -1,7 +1,7 @@
 """Tier 1 (pure): when a peer counts as dead (edge_agent/deaths.py), including
 a broker that restarts and publishes every agent's will."""
 
-from edge_agent.deaths import DeathWatch
+from fogmesh.edge_agent.deaths import DeathWatch
 
 
 def test_a_peer_is_dead_once_its_will_is_older_than_the_grace_and_only_once():

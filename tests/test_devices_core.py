@@ -6,11 +6,11 @@ import random
 import orjson
 import pytest
 
-from devices.commands import parse_command
-from devices.gpio import parse_pins
-from devices.sensors import Motion, Temperature, make_models
-from devices.streams import parse_rate
-from edge_agent.pipelines import PipelineCore, PipelineSpec, Actuation, Rule, load_pipelines
+from fogmesh.devices.commands import parse_command
+from fogmesh.devices.gpio import parse_pins
+from fogmesh.devices.sensors import Motion, Temperature, make_models
+from fogmesh.devices.streams import parse_rate
+from fogmesh.edge_agent.pipelines import PipelineCore, PipelineSpec, Actuation, Rule, load_pipelines
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import FrameHeader, decode_frame, encode_frame
 from fogmesh.messages import Reply
@@ -200,7 +200,7 @@ def test_pipeline_files_are_read_and_checked(tmp_path):
 
 # -- triggers (the PIR wakes the camera) ---------------------------------------------------
 def trigger():
-    from edge_agent.triggers import TriggerCore, TriggerSpec
+    from fogmesh.edge_agent.triggers import TriggerCore, TriggerSpec
     spec = TriggerSpec("wake", "pir", "motion", Rule("value", min=1), camera="cam", hz=2, for_s=30)
     return TriggerCore(spec, topics=T)
 
@@ -223,7 +223,7 @@ def test_garbage_readings_trigger_nothing():
 
 
 def test_trigger_tables_are_read_from_the_pipeline_file(tmp_path):
-    from edge_agent.triggers import load_triggers
+    from fogmesh.edge_agent.triggers import load_triggers
     f = tmp_path / "p.toml"
     f.write_text('[[trigger]]\nname = "w"\nsource = "pir/motion"\nthen = {camera = "cam", hz = 5}\n')
     (spec,) = load_triggers(f)

@@ -7,12 +7,12 @@ import threading
 import orjson
 import pytest
 
-from devices.actuator import ActuatorDevice
-from devices.gpio import make_pin_factory, parse_pins
-from devices.scenes import GeneratedScene
-from devices.sensors import make_models
-from devices.streams import CameraDevice, SensorDevice, StreamingDevice
-from edge_agent.pipelines import Actuation, PipelineSpec, Rule
+from fogmesh.devices.actuator import ActuatorDevice
+from fogmesh.devices.gpio import make_pin_factory, parse_pins
+from fogmesh.devices.scenes import GeneratedScene
+from fogmesh.devices.sensors import make_models
+from fogmesh.devices.streams import CameraDevice, SensorDevice, StreamingDevice
+from fogmesh.edge_agent.pipelines import Actuation, PipelineSpec, Rule
 from fogmesh.topics import Topics
 from tests.listener import Listener
 from tests.netcut import CuttableLink
@@ -207,9 +207,9 @@ def test_a_static_scene_never_pulses_the_relay(broker, root, agents):
 
 
 def test_pipeline_tasks_are_placed_by_the_policy_so_a_low_battery_pi_offloads_them(broker, root, agents):
-    from edge_agent.battery import BatteryModel
-    from edge_agent.monitor import HostMonitor
-    from edge_agent.placement import EnergyPolicy
+    from fogmesh.edge_agent.battery import BatteryModel
+    from fogmesh.edge_agent.monitor import HostMonitor
+    from fogmesh.edge_agent.placement import EnergyPolicy
 
     def battery(percent):
         return HostMonitor(battery_model=BatteryModel(percent=percent, idle_w=0.0, task_w=0.0))
@@ -237,8 +237,8 @@ def test_a_device_started_before_its_broker_waits_then_streams(root, tmp_path):
     import subprocess
     import sys
 
-    from broker.mosquitto import Mosquitto
-    from broker.ports import free_port
+    from fogmesh.broker.mosquitto import Mosquitto
+    from fogmesh.broker.ports import free_port
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "device", "sensor", "--id", "early",
                              "--sensors", "temperature", "--hz", "10", "--root", root,
@@ -260,7 +260,7 @@ def test_a_device_started_before_its_broker_waits_then_streams(root, tmp_path):
 
 
 def test_a_pir_reading_wakes_the_idle_camera_through_a_trigger(broker, root, agents, listener):
-    from edge_agent.triggers import TriggerSpec
+    from fogmesh.edge_agent.triggers import TriggerSpec
     spec = TriggerSpec("wake", "farm-pir", "motion", Rule("value", min=1), camera="farm-cam", hz=20, for_s=0.5)
     agents("pi-1", broker.url, root, triggers=[spec])
     t = Topics(root)

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from devices import vision
-from devices.commands import parse_command
-from devices.gpio import Actuators, make_pin_factory, parse_pins
-from devices.scenes import GeneratedScene, ImageFolder, VideoFile, make_source
-from devices.vision_kinds import detect, motion
+from fogmesh.devices import vision
+from fogmesh.devices.commands import parse_command
+from fogmesh.devices.gpio import Actuators, make_pin_factory, parse_pins
+from fogmesh.devices.scenes import GeneratedScene, ImageFolder, VideoFile, make_source
+from fogmesh.devices.vision_kinds import detect, motion
 from fogmesh.errors import DeviceError
 from fogmesh.registry import BadArgs, Registry
 from tests.waiting import wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.units import ROLES
+from fogmesh.deploy.units import ROLES
 from fogmesh.cli import main
 
 pytestmark = pytest.mark.timeout(60)

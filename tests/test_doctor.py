@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker.mosquitto import Mosquitto
-from broker.ports import free_port
-from broker.secure import Logins, generate
-from deploy.doctor import DoctorOptions, run_checks
-from deploy.host_checks import check_camera, check_pins, check_state_dir
-from deploy.report import Check, exit_status, render_table
-from devices.vision import write_video
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port
+from fogmesh.broker.secure import Logins, generate
+from fogmesh.deploy.doctor import DoctorOptions, run_checks
+from fogmesh.deploy.host_checks import check_camera, check_pins, check_state_dir
+from fogmesh.deploy.report import Check, exit_status, render_table
+from fogmesh.devices.vision import write_video
 from tests.tinydisk import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(90)

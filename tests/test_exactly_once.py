@@ -2,7 +2,7 @@
 
 import time
 
-from devices.client import FogClient
+from fogmesh.devices.client import FogClient
 
 
 def test_three_agents_answer_300_tasks_exactly_once(broker, root, agents):

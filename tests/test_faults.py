@@ -6,7 +6,7 @@ wire and what the FogClient device got, and asserts 0 lost, 0 run twice,
 
 import pytest
 
-from bench import faults
+from fogmesh.bench import faults
 
 
 def assert_clean(run, *, same_reply_again_ok=False):

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from devices.client import FogClient
+from fogmesh.devices.client import FogClient
 from tests.waiting import wait_until
 
 FLOOD = 20_000

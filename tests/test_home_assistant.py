@@ -11,11 +11,11 @@ import uuid
 import orjson
 import pytest
 
-from devices.actuator import ActuatorDevice
-from devices.gpio import make_pin_factory, parse_pins
-from devices.homeassistant import actuator_configs, sensor_configs
-from devices.sensors import make_models
-from devices.streams import SensorDevice
+from fogmesh.devices.actuator import ActuatorDevice
+from fogmesh.devices.gpio import make_pin_factory, parse_pins
+from fogmesh.devices.homeassistant import actuator_configs, sensor_configs
+from fogmesh.devices.sensors import make_models
+from fogmesh.devices.streams import SensorDevice
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 from tests.waiting import wait_until

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge_agent.journal import Journal, JournalLocked
+from fogmesh.edge_agent.journal import Journal, JournalLocked
 
 
 def test_unfinished_tasks_survive_a_reopen(tmp_path):
@@ -63,14 +63,14 @@ def test_answered_ids_are_forgotten_after_the_dedup_window_even_across_restarts(
 def test_done_records_written_without_a_time_are_still_read(tmp_path):
     import struct
     path = tmp_path / "a.journal"
-    path.write_bytes(b"D" + struct.pack(">I", 2) + b"t1")          # the format before stop 9
+    path.write_bytes(b"D" + struct.pack(">I", 2) + b"t1")     # an older format: no answer kept
     j = Journal(path).open()
     assert list(j.done) == ["t1"]
     j.close()
 
 
 def test_answers_survive_a_reopen_so_a_resubmission_gets_the_same_one(tmp_path):
-    from edge_agent.answers import Answer
+    from fogmesh.edge_agent.answers import Answer
     j = Journal(tmp_path / "a.journal").open()
     j.accepted("t1", b'{"id": "t1"}')
     j.finished("t1", Answer("replies/d", b'{"id":"t1","status":"ok"}'))

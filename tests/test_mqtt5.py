@@ -14,10 +14,10 @@ import uuid
 import orjson
 import pytest
 
-from broker.mosquitto import Mosquitto
-from cloud_bridge.bridge import Bridge
-from devices.client import FogClient
-from edge_agent.placement import LocalPolicy
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.cloud_bridge.bridge import Bridge
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.properties import MessageProperties
 from tests.waiting import wait_until

@@ -5,9 +5,9 @@ test needs (a lost accept, a late result, a forged message) is written out."""
 import orjson
 import pytest
 
-from edge_agent.actions import Ack, AgentConfig, Cancel, Publish, Run
-from edge_agent.core import AgentCore
-from edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
+from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Publish, Run
+from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Battery, Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics

@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from broker.ports import free_port
-from devices.client import FogClient
+from fogmesh.broker.ports import free_port
+from fogmesh.devices.client import FogClient
 from fogmesh.fleet import FleetView
 from fogmesh.messages import Battery, Presence
 from fogmesh.topics import Topics

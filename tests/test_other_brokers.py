@@ -12,11 +12,11 @@ from typing import Iterator
 
 import pytest
 
-from broker.aedes import Aedes
-from broker.rabbitmq import RabbitMQ
-from cloud_bridge.bridge import Bridge
-from devices.client import FogClient
-from edge_agent.agent import Agent
+from fogmesh.broker.aedes import Aedes
+from fogmesh.broker.rabbitmq import RabbitMQ
+from fogmesh.cloud_bridge.bridge import Bridge
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.agent import Agent
 from fogmesh.errors import UnsupportedBroker
 
 pytestmark = pytest.mark.timeout(120)

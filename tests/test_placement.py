@@ -3,11 +3,11 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from edge_agent.battery import BatteryModel, SolarProfile, parse_battery_spec
-from edge_agent.peers import Peer, PeerRegistry
-from edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy,
+from fogmesh.edge_agent.battery import BatteryModel, SolarProfile, parse_battery_spec
+from fogmesh.edge_agent.peers import Peer, PeerRegistry
+from fogmesh.edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy,
                                   Offload, RandomPolicy, RoundRobinPolicy, SelfState, place_task)
-from edge_agent.policies import make_policy
+from fogmesh.edge_agent.policies import make_policy
 from fogmesh.messages import Battery, Presence
 
 
@@ -178,13 +178,13 @@ def test_battery_spec_parses():
 # -- consolidate --------------------------------------------------------------------------
 def _peer(agent, queue=0, running=0, capacity=1):
     from fogmesh.messages import Presence
-    from edge_agent.peers import Peer
+    from fogmesh.edge_agent.peers import Peer
     return Peer(Presence(agent=agent, state="online", ts=0.0, queue=queue, running=running,
                          capacity=capacity, kinds=("k",)), seen_at=0.0)
 
 
 def test_consolidate_packs_onto_the_busiest_node_that_still_meets_the_deadline():
-    from edge_agent.placement import ConsolidatePolicy, Local, Offload, SelfState
+    from fogmesh.edge_agent.placement import ConsolidatePolicy, Local, Offload, SelfState
     policy = ConsolidatePolicy(slack=3.0)
     me = SelfState("me", capacity=2)
     peers = [_peer("idle", capacity=2), _peer("busy", running=2, capacity=2), _peer("full", queue=9, running=2, capacity=2)]
@@ -193,7 +193,7 @@ def test_consolidate_packs_onto_the_busiest_node_that_still_meets_the_deadline()
 
 
 def test_consolidate_falls_back_to_the_least_loaded_when_nothing_fits():
-    from edge_agent.placement import ConsolidatePolicy, Offload, SelfState
+    from fogmesh.edge_agent.placement import ConsolidatePolicy, Offload, SelfState
     policy = ConsolidatePolicy(slack=1.5)
     me = SelfState("me", queued=6, running=1, capacity=1)
     assert policy.place("k", "medium", me, [_peer("a", queue=3, running=1), _peer("b", queue=1, running=1)],

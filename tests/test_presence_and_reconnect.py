@@ -9,9 +9,9 @@ import time
 import orjson
 import pytest
 
-from broker.mosquitto import Mosquitto
-from devices.client import FogClient
-from edge_agent.agent import Agent
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.agent import Agent
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 

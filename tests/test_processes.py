@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from broker.processes import stop_processes
+from fogmesh.broker.processes import stop_processes
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from devices.client import FogClient
-from edge_agent.agent import Agent
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.agent import Agent
 
 
 def test_tasks_sent_while_the_agent_is_down_run_after_its_restart(broker, root):

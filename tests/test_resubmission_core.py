@@ -4,9 +4,9 @@ another agent than the first copy; whoever has it answers, exactly once
 
 import orjson
 
-from edge_agent.actions import Ack, AgentConfig, Publish, Run
-from edge_agent.core import AgentCore
-from edge_agent.placement import LocalPolicy
+from fogmesh.edge_agent.actions import Ack, AgentConfig, Publish, Run
+from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.messages import Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics

@@ -1,5 +1,5 @@
 """Tier 3 (real mosquitto with the shipped TLS + password + ACL setup, made by
-``python -m broker.secure``): who may connect, publish and read what; and the
+``python -m fogmesh.broker.secure``): who may connect, publish and read what; and the
 whole stack still working over TLS with logins."""
 
 import json
@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from broker.mosquitto import Mosquitto
-from broker.secure import Logins, acl_text, generate
-from devices.client import FogClient
-from edge_agent.agent import Agent
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.secure import Logins, acl_text, generate
+from fogmesh.devices.client import FogClient
+from fogmesh.edge_agent.agent import Agent
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
@@ -137,8 +137,8 @@ def test_the_stack_works_end_to_end_over_tls_with_logins(site, clients):
 
 @pytest.mark.timeout(90)
 def test_a_bridge_under_its_own_role_carries_a_heavy_task_to_the_cloud(site, clients, tmp_path):
-    from cloud_bridge.bridge import Bridge
-    from edge_agent.placement import LocalPolicy
+    from fogmesh.cloud_bridge.bridge import Bridge
+    from fogmesh.edge_agent.placement import LocalPolicy
     from tests.waiting import wait_until
     cloud = Mosquitto(workdir=tmp_path / "cloud").start()
     cloud_root = f"cloud/{uuid.uuid4().hex[:6]}"

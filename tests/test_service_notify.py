@@ -15,8 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from cloud_bridge.bridge import Bridge
-from edge_agent.monitor import HostMonitor
+from fogmesh.cloud_bridge.bridge import Bridge
+from fogmesh.edge_agent.monitor import HostMonitor
 from fogmesh.service_notify import ServiceNotifier
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.units import UnitSpec, quote_arg, unit_name, unit_text
+from fogmesh.deploy.units import UnitSpec, quote_arg, unit_name, unit_text
 from fogmesh.cli import main
 
 pytestmark = pytest.mark.timeout(60)

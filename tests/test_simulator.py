@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.battery import BatteryModel
-from simulator import engine, scenario
-from simulator.scenario import NodeSpec, Scenario, Workload
+from fogmesh.edge_agent.battery import BatteryModel
+from fogmesh.simulator import engine, scenario
+from fogmesh.simulator.scenario import NodeSpec, Scenario, Workload
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -132,7 +132,7 @@ def test_sleeping_nodes_use_less_energy_and_wake_late():
 
 
 def test_plots_are_written_as_png(tmp_path):
-    from simulator import plots
+    from fogmesh.simulator import plots
     runs = [engine.simulate(small(), p) for p in ("local", "energy")]
     battery = plots.battery_plot(runs, tmp_path / "b.png", title="small")
     cdf = plots.latency_cdf_plot(runs, tmp_path / "c.png", title="small", deadline_ms=2000)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from edge_agent.claims import claim_delay
-from edge_agent.presence import HostStats, build_presence, presence_due
-from edge_agent.recent import RecentMap
+from fogmesh.edge_agent.claims import claim_delay
+from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
+from fogmesh.edge_agent.recent import RecentMap
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.registry import Registry, TaskKind
 from fogmesh.errors import UnknownKind
@@ -90,7 +90,7 @@ def test_kind_timeouts_can_be_overridden():
 
 # -- per-device rate limits ----------------------------------------------------------------
 def test_a_device_may_burst_then_is_held_to_its_rate():
-    from edge_agent.ratelimit import RateLimiter
+    from fogmesh.edge_agent.ratelimit import RateLimiter
     limiter = RateLimiter(10.0)                      # bursts of 20
     assert sum(limiter.allow("d", 0.0) for _ in range(25)) == 20
     assert limiter.allow("d", 0.05) is False         # half a token back
@@ -99,7 +99,7 @@ def test_a_device_may_burst_then_is_held_to_its_rate():
 
 
 def test_the_rate_limiter_forgets_old_devices_so_made_up_ids_cannot_grow_it():
-    from edge_agent.ratelimit import RateLimiter
+    from fogmesh.edge_agent.ratelimit import RateLimiter
     limiter = RateLimiter(1.0, max_devices=100)
     for i in range(10_000):
         limiter.allow(f"d{i}", 0.0)
@@ -107,8 +107,8 @@ def test_the_rate_limiter_forgets_old_devices_so_made_up_ids_cannot_grow_it():
 
 
 def test_a_device_over_its_rate_gets_busy_errors_not_runs():
-    from edge_agent.actions import AgentConfig, Publish
-    from edge_agent.core import AgentCore
+    from fogmesh.edge_agent.actions import AgentConfig, Publish
+    from fogmesh.edge_agent.core import AgentCore
     from fogmesh.messages import Task
     from fogmesh.registry import Registry
     from fogmesh.topics import Topics

@@ -13,10 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from broker.aedes import node_modules
-from broker.embedded import EmbeddedBroker
-from broker.mosquitto import Mosquitto
-from broker.ports import free_port
+from fogmesh.broker.aedes import node_modules
+from fogmesh.broker.embedded import EmbeddedBroker
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

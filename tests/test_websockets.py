@@ -13,11 +13,11 @@ from typing import Iterator
 
 import pytest
 
-from broker.embedded import EmbeddedBroker
-from broker.mosquitto import Mosquitto
-from broker.ports import free_port
-from broker.secure import Logins, generate
-from devices.client import FogClient
+from fogmesh.broker.embedded import EmbeddedBroker
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port
+from fogmesh.broker.secure import Logins, generate
+from fogmesh.devices.client import FogClient
 from fogmesh.mqtt import probe_connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,16 +79,16 @@ def test_the_shipped_mosquitto_configs_have_a_websocket_listener(conf):
 
 
 def test_the_secured_config_has_a_tls_websocket_listener(tmp_path):
-    from broker.secure import conf_text
+    from fogmesh.broker.secure import conf_text
     text = conf_text(tmp_path, port=8883, bind="0.0.0.0", state_dir="/var/lib/mosquitto")
     ws = text.split("listener 8884 0.0.0.0\n")[1]
     assert ws.startswith("protocol websockets\ncafile ") and "certfile" in ws and "keyfile" in ws
 
 
 def test_the_embedded_broker_says_why_it_refuses_an_mqtt5_client(caplog):
-    with caplog.at_level(logging.WARNING, logger="broker.embedded"):
+    with caplog.at_level(logging.WARNING, logger="fogmesh.broker.embedded"):
         with EmbeddedBroker(port=free_port()) as b:
             assert probe_connect(b.url, mqtt5=True) is not None
             assert probe_connect(b.url) is None
-    refusals = [r.getMessage() for r in caplog.records if r.name == "broker.embedded"]
+    refusals = [r.getMessage() for r in caplog.records if r.name == "fogmesh.broker.embedded"]
     assert any("MQTT 5" in m and "MQTT 3.1.1 only" in m and "-V mqttv311" in m for m in refusals), refusals

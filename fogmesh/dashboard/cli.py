@@ -19,7 +19,7 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
                     "each edge, charts of tasks/s, reply latency, batteries and backlog over the last "
                     "minutes, dead letters and error replies as they come, camera pipelines, and actuators. "
                     "Actuator buttons appear only with an operator login on a secured broker "
-                    "(python -m broker.secure ... --operator NAME). The browser talks only to this process; "
+                    "(python -m fogmesh.broker.secure ... --operator NAME). The browser talks only to this process; "
                     "the broker login stays here.",
         epilog="example: fogmesh dashboard --broker 'mqtts://ops@broker:8883?ca=ca.crt' --port 8080, "
                "then open http://127.0.0.1:8080")

@@ -46,7 +46,7 @@ STREAM_QUEUE = 30            # ticks a slow browser may lag before it is dropped
 def may_drive_actuators(url: BrokerUrl, topics: Topics, *, timeout: float = 3.0) -> tuple[bool, str]:
     """Actuator buttons need an operator: a login (so the broker is secured)
     that may both send a command to any actuator and read it back, which only
-    the operator role of ``python -m broker.secure`` may. Asked of the broker
+    the operator role of ``python -m fogmesh.broker.secure`` may. Asked of the broker
     with a command to an actuator nobody has, so no pin moves."""
     if url.username is None:
         return False, "no login: actuator buttons need an operator login on a secured broker"
