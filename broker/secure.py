@@ -195,7 +195,7 @@ def _give_to_mosquitto(*paths: Path) -> None:
         try:
             shutil.chown(path, group="mosquitto")
         except PermissionError:
-            print(f"broker.secure: run as root or chgrp mosquitto {path} yourself", file=sys.stderr)
+            print(f"fogmesh.broker.secure: run as root or chgrp mosquitto {path} yourself", file=sys.stderr)
 
 
 WS_LISTENER = """
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(Path(a.out), logins, hosts=a.host or ["localhost", "127.0.0.1"], port=a.port,
                  ws_port=a.ws_port or None)
     except (BrokerError, ValueError) as exc:
-        print(f"broker.secure: {exc}", file=sys.stderr)
+        print(f"fogmesh.broker.secure: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {a.out}: mosquitto.conf, acl, passwd, ca.crt, server.crt/key, "
           f"credentials/ for {len(logins.users())} login(s)")
