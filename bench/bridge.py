@@ -19,7 +19,7 @@ from typing import Any
 
 from fogmesh.bench.rtt import _stop
 from fogmesh.broker.mosquitto import Mosquitto
-from fogmesh.edge_agent.offload import Offer, decode_inbox
+from fogmesh.offers import Offer, decode_inbox
 from fogmesh.messages import Task
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
-from fogmesh.edge_agent.offload import Answer, Offer, Result, decode_inbox
+from fogmesh.offers import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply, Task, Timing

@@ -21,14 +21,14 @@ from typing import Any, Callable
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
                                 Rescue, Run, StopTaking)
-from fogmesh.edge_agent.rescue import RescueSession, RescueToken
+from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.placement import PlacementPolicy
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.pipelines import PipelineSpec
 from fogmesh.edge_agent.triggers import TriggerSpec
 from fogmesh.edge_agent.journal import Journal, default_state_dir
-from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.unique import check_id_free, in_use_error
 from fogmesh.edge_agent.workers import WorkerPool, run_handler
@@ -339,7 +339,7 @@ class Agent:
         return self.topics.tasks if self._drain_requested else self.topics.agent_tasks(self.agent_id)
 
     def _start_rescue(self, agent: str) -> None:
-        """Take over a dead peer's MQTT session (see :mod:`fogmesh.edge_agent.rescue`)."""
+        """Take over a dead peer's MQTT session (see :mod:`fogmesh.edge_agent.session_rescue`)."""
         self.log.warning("peer %s is gone; rescuing what the broker kept for it", agent)
         session = RescueSession(self.client.url, client_id=f"fa-{agent}-{self._root_tag}", agent=agent,
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
 from fogmesh.messages import Presence
 

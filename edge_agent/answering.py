@@ -11,9 +11,9 @@ from typing import Any
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answers import Answer
 from fogmesh.edge_agent.recent import put_bounded
-from fogmesh.edge_agent.claims import Claim
+from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry
-from fogmesh.edge_agent.offload import Result
+from fogmesh.offers import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
 from fogmesh.properties import reply_properties

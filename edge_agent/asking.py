@@ -34,9 +34,9 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish
-from fogmesh.edge_agent.claims import Claim, takeover_key
+from fogmesh.claims import Claim, takeover_key
 from fogmesh.edge_agent.entry import Entry
-from fogmesh.edge_agent.offload import Have
+from fogmesh.offers import Have
 from fogmesh.edge_agent.recent import RecentMap
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
-from fogmesh.edge_agent.claims import Claim, takeover_key
+from fogmesh.claims import Claim, takeover_key
 from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.edge_agent.recent import put_bounded

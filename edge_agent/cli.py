@@ -73,10 +73,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from fogmesh.edge_agent.agent import Agent
     from fogmesh.edge_agent.battery import BatteryModel, parse_battery_spec
-    from fogmesh.edge_agent.monitor import HostMonitor
+    from fogmesh.edge_agent.host_monitor import HostMonitor
     from fogmesh.edge_agent.pipelines import load_pipelines
     from fogmesh.edge_agent.triggers import load_triggers
-    from fogmesh.edge_agent.policies import make_policy
+    from fogmesh.edge_agent.policy_registry import make_policy
     from fogmesh.registry import Registry
     from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)

@@ -14,11 +14,11 @@ Guarantees it implements:
   so an agent that dies mid-task leaves the task with the broker, not lost;
 * a task id seen again within the dedup window is acknowledged and dropped;
 * in ``claim`` dispatch (brokers without shared subscriptions) only the agent
-  whose claim the broker ordered first answers (see :mod:`fogmesh.edge_agent.claims`);
+  whose claim the broker ordered first answers (see :mod:`fogmesh.claims`);
 * a medium/heavy task is placed by the placement policy; when it is offloaded
   the origin stays responsible for it: a reject, an expired lease or the
   peer's death re-places it, and only the origin answers the device, so a
-  late result from a peer presumed dead is dropped (:mod:`fogmesh.edge_agent.offload`).
+  late result from a peer presumed dead is dropped (:mod:`fogmesh.offers`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from fogmesh.edge_agent.answering import AnsweringMixin
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin
 from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
-from fogmesh.edge_agent.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
+from fogmesh.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.claiming import ClaimingMixin

@@ -9,7 +9,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish
 from fogmesh.edge_agent.answering import MARK
-from fogmesh.edge_agent.claims import Claim, claim_key, rescue_key, takeover_key
+from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
 from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fogmesh.edge_agent.actions import Action, Cancel, Publish
 from fogmesh.edge_agent.entry import Entry, OfferState
-from fogmesh.edge_agent.offload import Answer, Have, Offer, Result, decode_inbox
+from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
 from fogmesh.edge_agent.peers import Peer, with_outstanding
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh import codec

@@ -2,8 +2,8 @@
 
 A policy sees the task, this agent's own state and the live peers (from their
 presence bids) and answers :class:`Local`, :class:`Offload` (to a peer) or
-:class:`Cloud`. The agent core calls the same policy objects the simulator
-will, so a policy is tested once and trusted everywhere. Policies keep only
+:class:`Cloud`. The agent core and the simulator call the same policy
+objects, so a policy is tested once and trusted everywhere. Policies keep only
 explicit state (a round-robin counter, a seeded RNG, the energy policy's
 offloading flag): no clocks, no IO, no global randomness.
 

@@ -1,7 +1,7 @@
 """The discrete-event engine. Pure and deterministic by seed.
 
 Each node runs the *same* policy objects as a live agent
-(:func:`fogmesh.edge_agent.placement.place_task` over :mod:`fogmesh.edge_agent.policies`), fed
+(:func:`fogmesh.edge_agent.placement.place_task` over :mod:`fogmesh.edge_agent.policy_registry`), fed
 with what a live agent would see: its own state, and its site's peers'
 presence as last announced (every presence period, so the staleness is the
 real one). Batteries are the agents' :class:`~fogmesh.edge_agent.battery.BatteryModel`.
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from fogmesh.edge_agent.peers import Peer, with_outstanding
 from fogmesh.edge_agent.placement import Cloud, Offload, place_task
-from fogmesh.edge_agent.policies import make_policy
+from fogmesh.edge_agent.policy_registry import make_policy
 from fogmesh.simulator.nodes import KIND, SimNode
 from fogmesh.simulator.scenario import Scenario
 from fogmesh.simulator.workload import SimTask, arrivals

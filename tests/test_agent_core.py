@@ -6,7 +6,7 @@ No broker, no threads: messages and ticks in, actions out.
 import orjson
 import pytest
 
-from fogmesh.edge_agent.claims import Claim, claim_key
+from fogmesh.claims import Claim, claim_key
 from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo, Limits, Presence, Task

@@ -188,7 +188,7 @@ def test_a_placement_policy_from_an_entry_point_is_found_by_name(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-policy\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[fogmesh.policies]\nstay = my_policy:Stay\n")
-    code = "from fogmesh.edge_agent.policies import make_policy; print(type(make_policy('stay')).__name__)"
+    code = "from fogmesh.edge_agent.policy_registry import make_policy; print(type(make_policy('stay')).__name__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.stdout.strip() == "Stay", r.stderr

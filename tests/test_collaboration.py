@@ -7,7 +7,7 @@ import orjson
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
 from fogmesh.edge_agent.battery import BatteryModel
-from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Battery, Presence
 from fogmesh.mqtt import MqttClient

@@ -208,7 +208,7 @@ def test_a_static_scene_never_pulses_the_relay(broker, root, agents):
 
 def test_pipeline_tasks_are_placed_by_the_policy_so_a_low_battery_pi_offloads_them(broker, root, agents):
     from fogmesh.edge_agent.battery import BatteryModel
-    from fogmesh.edge_agent.monitor import HostMonitor
+    from fogmesh.edge_agent.host_monitor import HostMonitor
     from fogmesh.edge_agent.placement import EnergyPolicy
 
     def battery(percent):

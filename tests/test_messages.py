@@ -95,7 +95,7 @@ def test_presence_carries_the_contract_fields():
 
 
 def test_presence_and_claims_carry_the_epoch_only_once_there_is_one():
-    from fogmesh.edge_agent.claims import Claim
+    from fogmesh.claims import Claim
     assert "epoch" not in orjson.loads(Presence(agent="a1", state="online", ts=1.0).encode())
     assert Presence.from_dict(orjson.loads(Presence(agent="a1", state="online", ts=1.0, epoch=2).encode())).epoch == 2
     assert Claim.decode(Claim("k", "a1", epoch=3).encode()).epoch == 3

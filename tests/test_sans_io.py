@@ -12,15 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = [
     "fogmesh/topics.py", "fogmesh/messages.py", "fogmesh/codec.py", "fogmesh/errors.py",
-    "edge_agent/core.py", "edge_agent/claims.py", "edge_agent/recent.py", "edge_agent/presence.py",
+    "edge_agent/core.py", "fogmesh/claims.py", "edge_agent/recent.py", "edge_agent/presence.py",
     "edge_agent/actions.py", "edge_agent/entry.py", "edge_agent/offloading.py",
-    "edge_agent/failover.py", "edge_agent/offload.py", "edge_agent/placement.py",
+    "edge_agent/failover.py", "fogmesh/offers.py", "edge_agent/placement.py",
     "edge_agent/peers.py", "edge_agent/battery.py", "edge_agent/pipelines.py",
     "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py", "fogmesh/fleet.py",
     "edge_agent/ratelimit.py", "edge_agent/claiming.py", "edge_agent/answering.py",
     "edge_agent/answers.py", "edge_agent/asking.py", "edge_agent/deaths.py", "broker/shared.py",
     "edge_agent/ordering.py", "deploy/units.py", "deploy/report.py",
-    "devices/homeassistant.py", "fogmesh/properties.py",
+    "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/dashboard/model.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
@@ -55,6 +55,6 @@ def test_each_io_library_is_imported_by_exactly_one_module():
                        "matplotlib"):
                 owners.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     assert owners == {"paho": {"fogmesh/mqtt.py"}, "amqtt": {"broker/embedded.py"},
-                      "psutil": {"edge_agent/monitor.py"}, "gpiozero": {"devices/gpio.py"},
+                      "psutil": {"edge_agent/host_monitor.py"}, "gpiozero": {"devices/gpio.py"},
                       "cv2": {"devices/vision.py"}, "prometheus_client": {"edge_agent/metrics.py"},
                       "rich": {"fogmesh/monitor.py"}, "matplotlib": {"simulator/plots.py"}}

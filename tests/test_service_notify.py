@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from fogmesh.cloud_bridge.bridge import Bridge
-from fogmesh.edge_agent.monitor import HostMonitor
+from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.service_notify import ServiceNotifier
 
 pytestmark = pytest.mark.timeout(60)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fogmesh.edge_agent.claims import claim_delay
+from fogmesh.claims import claim_delay
 from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
 from fogmesh.edge_agent.recent import RecentMap
 from fogmesh.mqtt import BrokerUrl
