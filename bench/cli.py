@@ -1,5 +1,5 @@
 """``fogmesh bench``: the benchmarks' options, registered into the one
-``fogmesh`` parser by :mod:`fogmesh.cli`. Each benchmark prints a table and
+``fogmesh`` parser by :mod:`fogmesh.app.cli`. Each benchmark prints a table and
 takes ``--json`` for the same figures."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``fogmesh bridge`` and ``fogmesh cloud-worker``: their options and runs,
-registered into the one ``fogmesh`` parser by :mod:`fogmesh.cli`."""
+registered into the one ``fogmesh`` parser by :mod:`fogmesh.app.cli`."""
 
 from __future__ import annotations
 

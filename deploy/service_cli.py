@@ -77,7 +77,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _check_role_args(role: str, role_args: list[str]) -> None:
-    from fogmesh.cli import build_parser
+    from fogmesh.app.cli import build_parser
     command = ["device"] if role == "device" else [role]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

@@ -1,6 +1,6 @@
 """``fogmesh device sensor|camera|actuator``: the firmware simulators and the
 actuator subscriber as commands. Registered into the one ``fogmesh`` parser by
-:mod:`fogmesh.cli`; heavy imports (cv2, gpiozero) happen only when run."""
+:mod:`fogmesh.app.cli`; heavy imports (cv2, gpiozero) happen only when run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``fogmesh agent``: its options and its run (and ``--drain``), registered
-into the one ``fogmesh`` parser by :mod:`fogmesh.cli`."""
+into the one ``fogmesh`` parser by :mod:`fogmesh.app.cli`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 import sys
 
-from fogmesh.cli import main
+from fogmesh.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

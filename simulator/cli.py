@@ -1,5 +1,5 @@
 """``fogmesh simulate``: its options and its run, registered into the one
-``fogmesh`` parser by :mod:`fogmesh.cli`."""
+``fogmesh`` parser by :mod:`fogmesh.app.cli`."""
 
 from __future__ import annotations
 

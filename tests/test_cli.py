@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fogmesh.cli import build_parser, main
+from fogmesh.app.cli import build_parser, main
 
 COMMANDS = ["broker", "agent", "submit", "up", "bridge", "cloud-worker", "bench", "simulate", "device", "monitor",
             "dashboard", "service", "doctor"]

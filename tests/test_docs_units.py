@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fogmesh.deploy.units import ROLES
-from fogmesh.cli import main
+from fogmesh.app.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -142,7 +142,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from fogmesh.up import run_demo
+    from fogmesh.app.up import run_demo
     setup_logging(args.log_level if args.log_level != "INFO" else "WARNING")
     return run_demo(agents=args.agents, tasks=args.tasks, port=args.port, root=args.root)
 
