@@ -11,7 +11,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fogmesh.errors import ServiceError
 from fogmesh.deploy.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
@@ -76,13 +76,12 @@ def add_parser(sub: Any) -> None:
                    help=f"interpreter with fogmesh installed (default: this one, {sys.executable})")
 
 
-def _check_role_args(role: str, role_args: list[str]) -> None:
-    from fogmesh.app.cli import build_parser
+def _check_role_args(role: str, role_args: list[str], *, parse: Callable[[list[str]], Any]) -> None:
     command = ["device"] if role == "device" else [role]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
-            build_parser().parse_args([*command, *role_args])
+            parse([*command, *role_args])
         except SystemExit as exc:
             if exc.code:
                 last = [line for line in err.getvalue().splitlines() if line.strip()][-1:]
@@ -93,10 +92,12 @@ def _check_role_args(role: str, role_args: list[str]) -> None:
         raise ServiceError("--drain asks a running agent to leave; it is not a service")
 
 
-def build_spec(args: argparse.Namespace) -> UnitSpec:
+def build_spec(args: argparse.Namespace, *, parse: Callable[[list[str]], Any]) -> UnitSpec:
+    """``parse``: the whole ``fogmesh`` command line parser (the application
+    layer hands it in), so a role's options are checked by the role's own parser."""
     if args.role_args[:1] == ["--"]:
         args.role_args = args.role_args[1:]
-    _check_role_args(args.role, args.role_args)
+    _check_role_args(args.role, args.role_args, parse=parse)
     groups = tuple(g for g in (args.groups.split(",") if args.groups is not None
                                else DEFAULT_GROUPS.get(args.role, ())) if g.strip())
     credentials = list(args.credential)
@@ -135,9 +136,9 @@ def warnings_for(spec: UnitSpec) -> list[str]:
     return notes
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, parse: Callable[[list[str]], Any]) -> int:
     try:
-        spec = build_spec(args)
+        spec = build_spec(args, parse=parse)
     except ServiceError as exc:
         print(f"fogmesh service install: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             names = sorted(f.name[:-5] for f in resources.files("fogmesh.scenarios").iterdir()
                            if f.name.endswith(".toml"))
             print(f"fogmesh simulate: no scenario file {args.scenario!r}, and no shipped scenario of "
-                  f"that name (shipped: {', '.join(names)})", file=sys.stderr)
+                  f"that name in fogmesh's scenarios/: {', '.join(names)})", file=sys.stderr)
             return 2
         path = Path(str(shipped))
     try:

@@ -21,7 +21,7 @@ OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator",
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
                     str(REPO)], check=True, capture_output=True, timeout=180)
     (built,) = out.glob("fogmesh-*.whl")
     return built

@@ -186,7 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_service(args: argparse.Namespace) -> int:
     from fogmesh.deploy.service_cli import run
-    return run(args)
+    return run(args, parse=build_parser().parse_args)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
