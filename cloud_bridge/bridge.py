@@ -28,7 +28,7 @@ from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
 from fogmesh.offers import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
-from fogmesh.messages import Reply, Task, Timing
+from fogmesh.messages import BridgeHealth, Reply, Task, Timing
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
@@ -101,8 +101,8 @@ class Bridge:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
-        will = codec.encode({"site": site, "agent": self.agent_id, "state": "offline", "link": "down",
-                             "ts": round(self.now(), 3), "kinds": list(self.kinds)})
+        will = BridgeHealth(site=site, agent=self.agent_id, state="offline", ts=self.now(),
+                            kinds=tuple(self.kinds)).encode()
         self.edge = MqttClient(edge, client_id=f"fb-{site}-{tag}", clean_session=False, manual_ack=True,
                                will=Will(self.health_topic, will), on_message=self._on_edge)
         self.cloud = MqttClient(cloud, client_id=f"fbc-{site}-{tag}", clean_session=False, manual_ack=True,
@@ -445,21 +445,21 @@ class Bridge:
         self.aggregator.sent(len(payload))
 
     # -- health ------------------------------------------------------------------------
-    def health(self, state: str = "online") -> dict[str, Any]:
+    def health(self, state: str = "online") -> BridgeHealth:
         try:
             oldest = self.outbox.oldest_created()
         except StorageError:
             oldest = None
         if state == "online" and self.storage_problem:
             state = "degraded"
-        extra = {"reason": self.storage_problem} if state == "degraded" else {}
-        return {"site": self.site, "agent": self.agent_id, "state": state, **extra,
-                "link": "up" if self._link_up else "down", "backlog": self.outbox.rows,
-                "backlog_bytes": self.outbox.bytes,
-                "oldest_age_s": round(self.now() - oldest, 3) if oldest else 0.0,
-                "kinds": list(self.kinds), "ts": round(self.now(), 3), "cloud_workers": len(self._workers),
-                "bytes_in": self.aggregator.bytes_in, "bytes_up": self.aggregator.bytes_up}
+        return BridgeHealth(site=self.site, agent=self.agent_id, state=state,
+                            reason=self.storage_problem if state == "degraded" else None,
+                            link="up" if self._link_up else "down", backlog=self.outbox.rows,
+                            backlog_bytes=self.outbox.bytes,
+                            oldest_age_s=round(self.now() - oldest, 3) if oldest else 0.0,
+                            kinds=tuple(self.kinds), ts=self.now(), cloud_workers=len(self._workers),
+                            bytes_in=self.aggregator.bytes_in, bytes_up=self.aggregator.bytes_up)
 
     def _publish_health(self, state: str = "online") -> None:
-        self.edge.publish(self.health_topic, codec.encode(self.health(state)), qos=1, retain=True)
+        self.edge.publish(self.health_topic, self.health(state).encode(), qos=1, retain=True)
         self._health_at = self.now()

@@ -44,7 +44,7 @@ from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.recent import RecentMap
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import ErrorInfo, Presence, Task, confine_to_device, parse_task
+from fogmesh.messages import BridgeHealth, ErrorInfo, Presence, Task, confine_to_device, parse_task
 from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
@@ -448,24 +448,23 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
     def _on_bridge(self, payload: bytes, now: float) -> list[Action]:
         """A cloud bridge's health: it takes heavy tasks while online."""
         try:
-            d = codec.decode(payload) if payload else None
+            h = BridgeHealth.decode(payload) if payload else None
         except InvalidMessage:
             return []
-        if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
+        if h is None:
             return []
-        bridge = d["agent"]
+        bridge = h.agent
         self._bridge_ids.add(bridge)
-        if d.get("state") == "degraded":     # alive, delivering what it holds, taking nothing new
+        if h.state == "degraded":     # alive, delivering what it holds, taking nothing new
             self._bridges.pop(bridge, None)
             self._dead.back(bridge)
             return []
-        if d.get("state") == "online":
-            kinds = tuple(k for k in d.get("kinds", ()) if isinstance(k, str))
-            self._bridges[bridge] = (kinds, now)
+        if h.state == "online":
+            self._bridges[bridge] = (h.kinds, now)
             self._dead.back(bridge)
             return []
         if bridge in self._bridges:
-            self._dead.will(bridge, float(d.get("ts") or 0.0), now)   # re-placed after the grace
+            self._dead.will(bridge, h.ts, now)   # re-placed after the grace
         self._bridges.pop(bridge, None)
         return []
 

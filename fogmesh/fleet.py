@@ -9,7 +9,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import Presence
+from fogmesh.messages import BridgeHealth, Presence
 from fogmesh.topics import Topics
 
 
@@ -24,7 +24,7 @@ class _Rate:
 class FleetView:
     topics: Topics
     agents: dict[str, Presence] = field(default_factory=dict)
-    bridges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bridges: dict[str, BridgeHealth] = field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
     _rates: dict[str, _Rate] = field(default_factory=dict)
 
@@ -42,7 +42,8 @@ class FleetView:
             if agent is not None:
                 self._presence(Presence.from_dict(codec.decode(payload)))
             elif topic.startswith(self.topics.bridge_prefix):
-                self.bridges[topic.rsplit("/", 1)[1]] = dict(codec.decode(payload))
+                site = topic.rsplit("/", 1)[1]
+                self.bridges[site] = BridgeHealth.decode(payload, site=site)
             elif topic.startswith(self.topics.pipelines_prefix):
                 self.pipelines["/".join(topic.rsplit("/", 2)[1:])] = dict(codec.decode(payload))
         except (InvalidMessage, TypeError, ValueError):
@@ -67,9 +68,8 @@ class FleetView:
                            "done": p.done, "offloaded": p.offloaded, "age_s": round(now - p.ts, 1),
                            "kinds": list(p.kinds), "dispatch": p.dispatch, "reason": p.reason,
                            "period": p.period})
-        bridges = [{"site": site, "state": h.get("state"), "link": h.get("link"),
-                    "backlog": h.get("backlog"), "oldest_s": h.get("oldest_age_s"),
-                    "cloud_workers": h.get("cloud_workers"), "reason": h.get("reason")}
+        bridges = [{"site": site, "state": h.state, "link": h.link, "backlog": h.backlog,
+                    "oldest_s": h.oldest_age_s, "cloud_workers": h.cloud_workers, "reason": h.reason}
                    for site, h in sorted(self.bridges.items())]
         pipelines = [{"pipeline": name, **{k: v.get(k) for k in ("frames", "processed", "skipped", "actuations",
                                                                   "last_latency_ms", "last_decision",

@@ -22,6 +22,7 @@ WEIGHTS = ("light", "medium", "heavy")
 TIERS = ("local", "fog", "cloud", "device")   # device: an actuator or sensor answered
 STATUSES = ("ok", "error")
 PRESENCE_STATES = ("online", "offline", "draining", "degraded")
+BRIDGE_STATES = ("online", "offline", "degraded")
 
 #: Wire error codes, documented in topics.md.
 ERROR_CODES = (
@@ -376,6 +377,70 @@ class Presence:
                        period=float(d["period"]) if d.get("period") is not None else None)
         except (TypeError, ValueError) as exc:
             raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BridgeHealth:
+    """A cloud bridge's retained announcement on ``{root}/bridge/{site}`` (its
+    last will is one with ``state: "offline"`` and no figures). Agents read it
+    to offer heavy tasks; monitor and dashboard to show the uplink."""
+
+    site: str
+    agent: str
+    state: str
+    ts: float
+    link: str = "down"
+    kinds: tuple[str, ...] = ()
+    backlog: int | None = None
+    backlog_bytes: int | None = None
+    oldest_age_s: float | None = None
+    cloud_workers: int | None = None
+    bytes_in: int | None = None
+    bytes_up: int | None = None
+    reason: str | None = None      # why it is degraded
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"site": self.site, "agent": self.agent, "state": self.state}
+        if self.reason is not None:
+            d["reason"] = self.reason
+        d.update({"link": self.link, "ts": round(self.ts, 3), "kinds": list(self.kinds)})
+        for name in ("backlog", "backlog_bytes", "oldest_age_s", "cloud_workers", "bytes_in", "bytes_up"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        return d
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any, *, site: str | None = None) -> BridgeHealth:
+        """``site``: the one its topic names, for an announcement that omits
+        it (then its agent is ``bridge-{site}``)."""
+        if isinstance(d, dict) and site is not None:
+            d = {"site": site, "agent": f"bridge-{d.get('site', site)}", **d}
+        if not isinstance(d, dict) or not isinstance(d.get("agent"), str) or not isinstance(d.get("site"), str):
+            raise InvalidMessage("bad_field", "bridge health must be an object with 'site' and 'agent' strings")
+        if d.get("state") not in BRIDGE_STATES:
+            raise InvalidMessage("bad_field", f"bridge health 'state' must be one of {BRIDGE_STATES}")
+
+        def number(name: str, kind: type) -> Any:
+            value = d.get(name)
+            return None if value is None else kind(value)
+        try:
+            return cls(site=d["site"], agent=d["agent"], state=d["state"], ts=float(d.get("ts") or 0.0),
+                       link="up" if d.get("link") == "up" else "down",
+                       kinds=tuple(k for k in d.get("kinds", ()) if isinstance(k, str)),
+                       backlog=number("backlog", int), backlog_bytes=number("backlog_bytes", int),
+                       oldest_age_s=number("oldest_age_s", float), cloud_workers=number("cloud_workers", int),
+                       bytes_in=number("bytes_in", int), bytes_up=number("bytes_up", int),
+                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessage("bad_field", f"bridge health field has the wrong type: {exc}") from exc
+
+    @classmethod
+    def decode(cls, payload: bytes, *, site: str | None = None) -> BridgeHealth:
+        return cls.from_dict(codec.decode(payload), site=site)
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,20 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_message(data):
         parse_task(data)
     except InvalidMessage:
         pass
+
+
+def test_bridge_health_round_trips_and_its_will_carries_no_figures():
+    from fogmesh.messages import BridgeHealth
+    h = BridgeHealth(site="farm", agent="bridge-farm", state="online", ts=5.0, link="up", kinds=("sha256",),
+                     backlog=3, backlog_bytes=300, oldest_age_s=1.5, cloud_workers=2, bytes_in=10, bytes_up=4)
+    assert BridgeHealth.decode(h.encode()) == h
+    will = BridgeHealth(site="farm", agent="bridge-farm", state="offline", ts=5.0, kinds=("sha256",)).to_dict()
+    assert set(will) == {"site", "agent", "state", "link", "ts", "kinds"} and will["link"] == "down"
+
+
+@pytest.mark.parametrize("body", [{"site": "farm", "state": "online"}, {"site": "farm", "agent": "b", "state": "on"},
+                                  {"site": "farm", "agent": "b", "state": "online", "backlog": "many"}, [1]])
+def test_malformed_bridge_health_is_refused(body):
+    from fogmesh.messages import BridgeHealth
+    with pytest.raises(InvalidMessage):
+        BridgeHealth.from_dict(body)
