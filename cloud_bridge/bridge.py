@@ -29,7 +29,7 @@ from fogmesh.offers import Answer, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import BridgeHealth, Reply, Task, Timing
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
+from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
@@ -83,14 +83,14 @@ class Bridge:
         self.counters = {"accepted": 0, "rejected": 0, "fallback_errors": 0, "forwarded": 0,
                          "results": 0, "duplicate_results": 0, "commands_down": 0}
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._inflight: dict[str, Any] = {}          # key -> paho MQTTMessageInfo (sent, not PUBACKed)
+        self._inflight: dict[str, Delivery] = {}     # key -> sent, not yet confirmed by the cloud broker
         self._link_up = False
         self._health_at = -1e9
         self._deadlines_at = -1e9
         self._resend_at = -1e9
         self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
         self._workers: set[str] = set()                      # cloud workers online
-        self._forwarding: list[tuple[Any, Message, str]] = []  # results on their way to the fog
+        self._forwarding: list[tuple[Delivery, Message, str]] = []  # results on their way to the fog
         self._forwarding_keys: set[str] = set()
         # When the outbox's disk refuses a write: why (health says "degraded"), and
         # the bookkeeping still to write, retried every second.
@@ -217,22 +217,23 @@ class Bridge:
             self._backlogged = False
 
     def _send(self, key: str, payload: bytes) -> None:
-        info = self.cloud.publish(self.cloud_topics.tasks, payload, qos=1)
-        self._inflight[key] = info
+        delivery = self.cloud.publish(self.cloud_topics.tasks, payload, qos=1)
+        assert delivery is not None          # untagged publishes are never withdrawn
+        self._inflight[key] = delivery
         self.counters["forwarded"] += 1
 
     def _tick(self) -> None:
         if self._forwarding:
             still = []
-            for info, message, key in self._forwarding:
-                if info.is_published():
+            for delivery, message, key in self._forwarding:
+                if delivery.confirmed():
                     self.cloud.ack(message)
                     self._forwarding_keys.discard(key)
                     self._remove(key)
                 else:
-                    still.append((info, message, key))
+                    still.append((delivery, message, key))
             self._forwarding = still
-        acked = [k for k, info in self._inflight.items() if info.is_published()]
+        acked = [k for k, delivery in self._inflight.items() if delivery.confirmed()]
         if acked:
             for k in acked:
                 del self._inflight[k]
@@ -410,12 +411,13 @@ class Bridge:
                         self.outbox.mark_answered(key)
                     except StorageError as exc:   # kept 'sent': a resend's result is a duplicate
                         self._storage_failed(exc)
-                    info = self.edge.publish(self.topics.agent_inbox(row.origin),
-                                             Result(row.offer, task_id, self.agent_id, back).encode())
+                    delivery = self.edge.publish(self.topics.agent_inbox(row.origin),
+                                                 Result(row.offer, task_id, self.agent_id, back).encode())
+                    assert delivery is not None      # untagged publishes are never withdrawn
                     # The cloud's result is acknowledged, and the row dropped, only
                     # once the edge broker has the result: a crash in between
                     # makes the cloud redeliver it, never lose it.
-                    self._forwarding.append((info, m, key))
+                    self._forwarding.append((delivery, m, key))
                     self._forwarding_keys.add(key)
                     self.counters["results"] += 1
                     return

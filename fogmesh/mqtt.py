@@ -137,6 +137,25 @@ class Will:
     retain: bool = True
 
 
+class Delivery:
+    """What :meth:`MqttClient.publish` returns: whether the broker has the
+    message yet (its PUBACK, for QoS 1), without handing out paho's own type."""
+
+    def __init__(self, info: paho.MQTTMessageInfo) -> None:
+        self._info = info
+
+    def confirmed(self) -> bool:
+        return self._info.is_published()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s for the confirmation; False if it has not come."""
+        try:
+            self._info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):       # not queued (no connection) or queue full
+            return False
+        return self._info.is_published()
+
+
 def _nodelay(_client: paho.Client, _userdata: object, sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -308,7 +327,7 @@ class MqttClient:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                 tag: Any = None, withdraw: bool = True,
-                properties: MessageProperties | None = None) -> paho.MQTTMessageInfo | None:
+                properties: MessageProperties | None = None) -> Delivery | None:
         """Queue a publish. While disconnected, QoS 1 messages wait in paho's queue
         and go out after the reconnect, so a reply is not lost to a short outage.
 
@@ -340,7 +359,7 @@ class MqttClient:
             return None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise PublishError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
-        return info
+        return Delivery(info)
 
     def _withdraw_fenced(self) -> list[Any]:
         """On a drop: take the unconfirmed messages tagged for withdrawal out of

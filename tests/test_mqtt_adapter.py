@@ -68,8 +68,8 @@ def test_confirmed_tagged_messages_are_not_handed_back(broker, root):
     watch, got = receiver(broker.url, f"{root}/#")
     try:
         sender.start()
-        info = sender.publish(f"{root}/answer", b"tagged", tag="t")
-        info.wait_for_publish(10)
+        delivery = sender.publish(f"{root}/answer", b"tagged", tag="t")
+        assert delivery is not None and delivery.wait(10)
         assert got.get(timeout=10) == b"tagged"
         assert withdrawn == []
     finally:
