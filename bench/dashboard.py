@@ -14,7 +14,8 @@ and the dashboard process's CPU and memory.
 
 Targets: every render, and the longest the page is busy at a stretch, under
 100 ms, never more than 2 updates behind, and once the chart window has filled, JavaScript heap, DOM
-nodes and the dashboard's memory flat (within 20% + 2 MB, and 50 nodes).
+nodes and the dashboard's memory flat (their floor over the last third of the
+run within 20% + 2 MB, and 50 nodes, of the first sample after the window filled).
 """
 
 from __future__ import annotations
@@ -212,16 +213,22 @@ def _address(log: Path, timeout: float = 30.0) -> str:
 
 
 def targets(samples: list[Sample], window_s: float) -> dict[str, bool]:
+    """Memory is judged by its floor: garbage not yet collected makes a sample
+    spike and the next one fall back; a leak raises the floor. So the lowest
+    of the last third of the samples is compared with the first sample taken
+    once the chart window had filled."""
     filled = [s for s in samples if s.at_s >= window_s + 5] or samples[-1:]
     first, last = filled[0], filled[-1]
+    tail = filled[-max(1, len(filled) // 3):]
     return {
         f"every_render_under_{RENDER_MS_TARGET:g}_ms": all(s.render_max_ms < RENDER_MS_TARGET for s in samples),
         f"page_never_busy_over_{LONGEST_TASK_MS_TARGET:g}_ms": all(s.longest_task_ms < LONGEST_TASK_MS_TARGET
                                                                    for s in samples),
         f"never_more_than_{BEHIND_TARGET}_updates_behind": all(s.behind <= BEHIND_TARGET for s in samples),
-        "browser_heap_flat_once_the_window_filled": max(s.heap_mb for s in filled) <= first.heap_mb * 1.2 + 2,
-        "dom_nodes_flat_once_the_window_filled": max(s.dom_nodes for s in filled) <= first.dom_nodes + 50,
-        "dashboard_memory_flat_once_the_window_filled": last.dashboard_rss_mb <= first.dashboard_rss_mb * 1.2 + 2,
+        "browser_heap_flat_once_the_window_filled": min(s.heap_mb for s in tail) <= first.heap_mb * 1.2 + 2,
+        "dom_nodes_flat_once_the_window_filled": min(s.dom_nodes for s in tail) <= first.dom_nodes + 50,
+        "dashboard_memory_flat_once_the_window_filled": min(s.dashboard_rss_mb for s in tail)
+        <= first.dashboard_rss_mb * 1.2 + 2,
     }
 
 
