@@ -14,14 +14,23 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     bsub.required = True
     b = bsub.add_parser("rtt", help="round trip and throughput: raw MQTT vs fogmesh vs Celery+Redis",
-                        description="Request/reply round trip (p50/p99) of raw paho-MQTT, fogmesh "
-                                    "echo, and Celery+Redis, plus pipelined throughput with 64 in "
-                                    "flight, on mosquitto and on the embedded amqtt broker.")
-    b.add_argument("--requests", type=int, default=2000, help="round trips per system (default: 2000)")
-    b.add_argument("--pipelined", type=int, default=5000, help="tasks in the throughput run (default: 5000)")
+                        description="Request/reply round trip (p50/p99) of raw paho-MQTT, a fogmesh "
+                                    "agent started with default flags (fogmesh agent --id X --broker URL), "
+                                    "and Celery+Redis, plus pipelined throughput with 64 in flight, on "
+                                    "mosquitto and on the embedded amqtt broker; each system in "
+                                    "--rounds alternating rounds, median and spread shown.")
+    b.add_argument("--rounds", type=int, default=5,
+                   help="alternating rounds per system; the table shows their median and spread (default: 5)")
+    b.add_argument("--requests", type=int, default=1000, help="round trips per system per round (default: 1000)")
+    b.add_argument("--pipelined", type=int, default=2000,
+                   help="tasks in each round's throughput run (default: 2000)")
     b.add_argument("--inflight", type=int, default=64, help="tasks in flight for throughput (default: 64)")
     brokers_arg(b)
     b.add_argument("--no-celery", action="store_true", help="skip Celery+Redis")
+    b.add_argument("--tuned", action="store_true",
+                   help="also an agent with --concurrency 1 --log-level WARNING, labelled (tuned)")
+    b.add_argument("--no-mqtt5", dest="mqtt5", action="store_false",
+                   help="skip the MQTT 5 request/response row on mosquitto")
     json_arg(b)
     b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
                         description="Four agents, every task submitted to one hot agent: p50/p99 "

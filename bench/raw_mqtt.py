@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -53,7 +54,7 @@ class Requester:
     def __init__(self, host: str, port: int, request_topic: str) -> None:
         self.request_topic = request_topic
         self.c = _client(host, port)
-        self._pending: dict[bytes, tuple[float, threading.Event]] = {}
+        self._pending: dict[bytes, tuple[float, threading.Event, Callable[[], None] | None]] = {}
         self._latencies: dict[bytes, float] = {}
         self._lock = threading.Lock()
         self._done = threading.Semaphore(0)
@@ -72,12 +73,15 @@ class Requester:
             self._latencies[key] = 1000 * (now - entry[0])
             entry[1].set()
             self._done.release()
+            if entry[2] is not None:
+                self._latencies.pop(key, None)
+                entry[2]()
 
     def request(self, payload_size: int = 100, timeout: float = 10.0) -> float:
         key = uuid.uuid4().hex[:16].encode()
         ev = threading.Event()
         with self._lock:
-            self._pending[key] = (time.perf_counter(), ev)
+            self._pending[key] = (time.perf_counter(), ev, None)
         self.c.publish(self.request_topic, key + b"x" * (payload_size - 16), qos=1)
         if not ev.wait(timeout):
             raise TimeoutError("raw MQTT responder did not answer")
@@ -101,7 +105,14 @@ class Requester:
     def _send_async(self, payload_size: int) -> None:
         key = uuid.uuid4().hex[:16].encode()
         with self._lock:
-            self._pending[key] = (time.perf_counter(), threading.Event())
+            self._pending[key] = (time.perf_counter(), threading.Event(), None)
+        self.c.publish(self.request_topic, key + b"x" * (payload_size - 16), qos=1)
+
+    def send(self, done: Callable[[], None], payload_size: int = 100) -> None:
+        """One request; ``done()`` when its reply came (for a shared pipelined driver)."""
+        key = uuid.uuid4().hex[:16].encode()
+        with self._lock:
+            self._pending[key] = (time.perf_counter(), threading.Event(), done)
         self.c.publish(self.request_topic, key + b"x" * (payload_size - 16), qos=1)
 
     def drain_latencies(self) -> None:

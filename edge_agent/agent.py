@@ -138,7 +138,8 @@ class Agent:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.instance = uuid.uuid4().hex[:12]     # this run; another host with our id has another
-        self.fatal: str | None = None             # why the agent stopped on its own (exit status 2)
+        self.fatal: str | None = None             # why the agent stopped on its own
+        self.fatal_status = 2                     # 2: fix the configuration; 70: a bug, restart it
         self.announcer = Announcer(agent_id=agent_id, monitor=self.monitor, capacity=concurrency,
                                    kinds=self.registry.names(), period=presence_period,
                                    wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
@@ -490,6 +491,27 @@ class Agent:
 
     # -- the dispatcher thread -------------------------------------------------
     def _loop(self) -> None:
+        """The dispatcher thread. An exception here is a bug (an illegal state
+        move in the core, say): the agent leaves at once and loudly rather than
+        stay connected with its tasks frozen. It announces itself offline, so
+        peers take its tasks over; ``fogmesh agent`` exits 70 and a restart
+        (systemd's, or the operator's) resumes what its journal holds."""
+        try:
+            self._dispatch()
+        except Exception as exc:
+            self.log.critical("%s: the dispatcher failed (%s: %s); leaving so that peers take over its tasks",
+                              self.agent_id, type(exc).__name__, exc, exc_info=True)
+            self.fatal = (f"internal error: {type(exc).__name__}: {exc} (a bug; the log has the traceback). "
+                          "Restart the agent: it resumes the tasks its journal holds")
+            self.fatal_status = 70
+            if self.core is not None:
+                try:
+                    self.announcer.announce(self.clock(), self.core, "offline")
+                except Exception:       # the connection may be what failed
+                    pass
+            threading.Thread(target=self._leave, name="agent-crashed", daemon=True).start()
+
+    def _dispatch(self) -> None:
         core = self.core
         assert core is not None
         stop_by: float | None = None

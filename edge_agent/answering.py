@@ -12,7 +12,7 @@ from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answers import Answer
 from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.claims import Claim
-from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
@@ -98,12 +98,12 @@ class AnsweringMixin:
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
-            entry.state = "answered"
+            entry.move(EntryState.ANSWERED)
             entry.timeout_at = None
             entry.pending = done + [publish] + forget     # acks are added on release
             return []
         self._release(entry)
-        entry.state = "done"
+        entry.move(EntryState.DONE)
         entry.timeout_at = None
         self._done.add(entry.key, now, answer)
         if done:

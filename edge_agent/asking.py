@@ -35,7 +35,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.claims import Claim, takeover_key
-from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Have
 from fogmesh.edge_agent.recent import RecentMap
 
@@ -84,7 +84,7 @@ class AskingMixin:
         peers.discard(self.config.agent_id)
         if not peers:
             return None
-        entry.state = "asking"
+        entry.move(EntryState.ASKING)
         self._asks.open(entry.key, peers)
         self.counters.asked += 1
         return [Publish(self.config.topics.claims, Claim(entry.key, self.config.agent_id, op="ask").encode())]
@@ -96,7 +96,7 @@ class AskingMixin:
             return []
         entry = self._entries.get(key)
         reply_to = reply = None
-        if entry is not None and not (entry.state == "asking" and me > asker):
+        if entry is not None and not (entry.state is EntryState.ASKING and me > asker):
             state = "held"
         elif entry is None and self._done.knows(key, now):
             state = "answered"
@@ -110,7 +110,7 @@ class AskingMixin:
 
     def _on_have(self, have: Have, now: float) -> list[Action]:
         entry = self._entries.get(have.task_id)
-        if entry is None or entry.state != "asking" or have.task_id not in self._asks.waiting:
+        if entry is None or entry.state is not EntryState.ASKING or have.task_id not in self._asks.waiting:
             return []
         if have.state == "held":                    # its holder answers the device
             self._asks.close(entry.key)
@@ -118,7 +118,7 @@ class AskingMixin:
             return [Ack(t) for t in entry.tokens]
         if have.state == "answered" and have.reply_to is not None and have.reply is not None:
             self._asks.close(entry.key)
-            entry.state = "placing"
+            entry.move(EntryState.PLACING)
             entry.recorded = Publish(have.reply_to, have.reply)
             return self._accept(entry, now)
         if have.state == "answered":        # answered, answer not kept: another peer may have it
@@ -134,11 +134,11 @@ class AskingMixin:
         self._asks.close(entry.key)
         if entry.key in self._asks.unkept:
             self._asks.unkept.discard(entry.key)
-            entry.state = "placing"
+            entry.move(EntryState.PLACING)
             return self._answer_error(entry, "duplicate_id",
                                       f"task id {entry.key!r} was answered within the dedup window and its "
                                       "answer is no longer kept; submit it with a new id", now)
-        entry.state = "claiming"
+        entry.move(EntryState.CLAIMING)
         entry.claim_key = takeover_key(entry.key)
         entry.claim_at = now
         self._claim_index[entry.claim_key] = entry.key
@@ -151,7 +151,7 @@ class AskingMixin:
         actions: list[Action] = []
         for key in self._asks.gone(peer):
             entry = self._entries.get(key)
-            if entry is not None and entry.state == "asking":
+            if entry is not None and entry.state is EntryState.ASKING:
                 actions += self._settle_ask(entry, now)
         return actions
 

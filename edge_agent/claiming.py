@@ -9,7 +9,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, takeover_key
-from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
@@ -79,7 +79,7 @@ class ClaimingMixin:
         entry = self._entries.get(self._claim_index.get(claim.task, claim.task))
         if entry is None or entry.claim_key != claim.task:
             return actions
-        if entry.state in ("claiming", "claimed"):
+        if entry.state in (EntryState.CLAIMING, EntryState.CLAIMED):
             actions += self._decided(entry, winner, now)
         elif entry.fenced:
             actions += self._fence_decided(entry, winner, now)
@@ -101,7 +101,7 @@ class ClaimingMixin:
         return [StopTaking(reason)]
 
     def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
-        if entry.state == "claimed":
+        if entry.state is EntryState.CLAIMED:
             self._claimed -= 1
         if winner == self.config.agent_id:
             self.counters.claims_won += 1
@@ -117,14 +117,14 @@ class ClaimingMixin:
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""
         entry = self._entries.get(key)
-        if entry is None or entry.claim_key != takeover_key(key) or entry.state not in ("claiming", "claimed"):
+        if entry is None or entry.claim_key != takeover_key(key) or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
             return None
         return entry
 
     def _give_up_claim(self, entry: Entry) -> list[Action]:
         """Stop competing for ``entry`` (claiming or claimed). A claim already
         sent is harmless: a win for an entry not held is ignored."""
-        if entry.state == "claimed":
+        if entry.state is EntryState.CLAIMED:
             self._claimed -= 1
         self._release(entry)
         return [Ack(t) for t in entry.tokens]
@@ -132,8 +132,8 @@ class ClaimingMixin:
     def _fire_claims(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for entry in self._entries.values():
-            if entry.state == "claiming" and entry.claim_at is not None and entry.claim_at <= now:
-                entry.state = "claimed"
+            if entry.state is EntryState.CLAIMING and entry.claim_at is not None and entry.claim_at <= now:
+                entry.move(EntryState.CLAIMED)
                 entry.claim_at = None
                 self._claimed += 1
                 claim = Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None)

@@ -34,7 +34,7 @@ from fogmesh.edge_agent.asking import AskBook, AskingMixin
 from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
 from fogmesh.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
 from fogmesh.edge_agent.deaths import DeathWatch
-from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.claiming import ClaimingMixin
 from fogmesh.edge_agent.failover import FailoverMixin
 from fogmesh.edge_agent.offloading import OffloadingMixin
@@ -128,7 +128,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
     def next_deadline(self) -> float | None:
         times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
         times += [e.received + e.task.deadline_ms / 1000 for e in self._entries.values()
-                  if e.state == "queued" and e.task and e.task.deadline_ms]
+                  if e.state is EntryState.QUEUED and e.task and e.task.deadline_ms]
         death = self._dead.next_deadline()
         if death is not None:
             times.append(death)
@@ -267,7 +267,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                 return self._answer_error(entry, "busy", f"device {device} is over its limit of "
                                           f"{self.config.device_rate:g} tasks/s on agent "
                                           f"{self.config.agent_id}; slow down and retry", now)
-        entry.state = "placing"
+        entry.move(EntryState.PLACING)
         if entry.origin is None:
             target = self._placement(entry, now, with_cloud=True)
             if target is not None:
@@ -278,7 +278,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             self.counters.busy += 1
             return self._answer_error(entry, "busy", f"agent {self.config.agent_id} has "
                                       f"{len(self._queue)} tasks queued; retry later", now)
-        entry.state = "queued"
+        entry.move(EntryState.QUEUED)
         self._queue.append(entry.key)
         return self._remember(entry) + self._start_queued(now)
 
@@ -349,7 +349,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                                           f"waited {1000 * (now - entry.received):.0f} ms, "
                                           f"past deadline_ms={entry.task.deadline_ms}", now)
             timeout = min(timeout, remaining)
-        entry.state = "running"
+        entry.move(EntryState.RUNNING)
         entry.started = now
         if not entry.kind.inline:
             self._running += 1
@@ -367,7 +367,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                     error: ErrorInfo | None = None) -> list[Action]:
         """A local run ended. Results of runs already answered are ignored."""
         entry = self._entries.get(key)
-        if entry is None or entry.state != "running":
+        if entry is None or entry.state is not EntryState.RUNNING:
             return []
         assert entry.kind is not None and entry.task is not None
         if not entry.kind.inline:
@@ -390,14 +390,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             actions += self._flush_sent()
         for entry in list(self._entries.values()):
             if entry.timeout_at is None or now < entry.timeout_at:
-                if entry.state == "queued" and entry.task and entry.task.deadline_ms \
+                if entry.state is EntryState.QUEUED and entry.task and entry.task.deadline_ms \
                         and now >= entry.received + entry.task.deadline_ms / 1000:
                     self._queue.remove(entry.key)
                     actions += self._answer_error(
                         entry, "deadline_exceeded",
                         f"still queued after deadline_ms={entry.task.deadline_ms}", now)
                 continue
-            if entry.state == "running":
+            if entry.state is EntryState.RUNNING:
                 self._running -= 1
                 self.counters.timeouts += 1
                 assert entry.task is not None
@@ -405,7 +405,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                 actions += self._answer_error(
                     entry, "timeout", f"kind {entry.task.kind!r} ran past its timeout of "
                     f"{now - (entry.started or now):.1f} s", now)
-            elif entry.state == "offered" and entry.offer is not None:
+            elif entry.state is EntryState.OFFERED and entry.offer is not None:
                 self.counters.leases_expired += 1
                 actions += self._replace(entry, now)
         return actions + self._start_queued(now)
@@ -440,7 +440,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         # will also comes from a broker that shuts down, with the peer alive.
         actions: list[Action] = []
         for entry in list(self._entries.values()):
-            if entry.state == "offered" and entry.offer and entry.offer.peer == agent \
+            if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent \
                     and not entry.offer.accepted:
                 actions += self._replace(entry, now)
         return actions

@@ -1,14 +1,51 @@
-"""What the agent core holds per task: one mutable record, private to the core
-and its two halves (:mod:`fogmesh.edge_agent.offloading`, :mod:`fogmesh.edge_agent.failover`)."""
+"""What the agent core holds per task: one mutable record whose state moves
+only along a transition table (:data:`TRANSITIONS`), private to the core
+and its halves (:mod:`fogmesh.edge_agent.offloading`, :mod:`fogmesh.edge_agent.failover`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from fogmesh.errors import InvalidMessage
+from fogmesh.errors import IllegalTransition, InvalidMessage
 from fogmesh.messages import Task
 from fogmesh.registry import TaskKind
+
+
+class EntryState(str, Enum):
+    """Where a task this agent holds stands (a ``str``, so logs read its name)."""
+
+    CLAIMING = "claiming"   # its claim is due after the claim delay (claims only)
+    CLAIMED = "claimed"     # its claim is out; the broker's first claim decides
+    ASKING = "asking"       # a resubmission: peers are asked who holds or answered it
+    PLACING = "placing"     # this agent runs it or places it: the policy decides where
+    QUEUED = "queued"       # waiting for a worker here
+    RUNNING = "running"     # in a worker here (or inline)
+    OFFERED = "offered"     # with a peer or a bridge, whose result comes back here
+    ANSWERED = "answered"   # its answer is made but held until the takeover claim is won
+    DONE = "done"           # answered; kept until released
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = EntryState
+# Every live state may be answered (DONE, or ANSWERED while fenced); the rest is
+# the flow a task takes. Read off the core and checked against every move the
+# whole test suite makes, faults and chaos included.
+_ANSWER = frozenset({S.DONE, S.ANSWERED})
+TRANSITIONS: dict[EntryState, frozenset[EntryState]] = {
+    S.CLAIMING: frozenset({S.CLAIMED, S.PLACING, S.ASKING}) | _ANSWER,
+    S.CLAIMED: frozenset({S.PLACING}) | _ANSWER,
+    S.ASKING: frozenset({S.CLAIMING, S.PLACING}) | _ANSWER,
+    S.PLACING: frozenset({S.QUEUED, S.RUNNING, S.OFFERED}) | _ANSWER,
+    S.QUEUED: frozenset({S.RUNNING, S.OFFERED}) | _ANSWER,
+    S.RUNNING: _ANSWER,
+    S.OFFERED: frozenset({S.PLACING}) | _ANSWER,
+    S.ANSWERED: frozenset({S.DONE}),
+    S.DONE: frozenset(),
+}
 
 
 @dataclass
@@ -23,7 +60,7 @@ class OfferState:
 class Entry:
     """One task this agent holds. Mutable.
 
-    state: claiming -> claimed -> (placing) -> queued -> running, or -> offered.
+    Its ``state`` moves only along :data:`TRANSITIONS` (:meth:`move`).
     """
 
     key: str
@@ -33,7 +70,7 @@ class Entry:
     kind: TaskKind | None = None
     error: InvalidMessage | None = None   # answer with this instead of running
     payload: bytes = b""
-    state: str = "claiming"
+    state: EntryState = EntryState.CLAIMING
     claim_at: float | None = None
     started: float | None = None
     timeout_at: float | None = None
@@ -52,3 +89,10 @@ class Entry:
     def __post_init__(self) -> None:
         if not self.claim_key:
             self.claim_key = self.key
+
+    def move(self, to: EntryState) -> None:
+        """Change state along the table; an illegal move is a bug in the core
+        and raises rather than answering a task twice or never."""
+        if to not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"task {self.key!r}: {self.state} -> {to} is not a legal move")
+        self.state = to

@@ -10,7 +10,7 @@ from typing import Any
 from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish
 from fogmesh.edge_agent.answering import MARK
 from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
-from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import confine_to_device, parse_task
@@ -26,7 +26,7 @@ class FailoverMixin:
         for agent, will_ts in self._dead.due(now):
             actions += self._asked_peer_gone(agent, now)
             for entry in list(self._entries.values()):
-                if entry.state == "offered" and entry.offer and entry.offer.peer == agent:
+                if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent:
                     actions += self._replace(entry, now)
             if self.is_bridge(agent):        # a bridge stayed down: its tasks went back to the fog
                 continue
@@ -134,15 +134,15 @@ class FailoverMixin:
             self._emitted.clear()
             self._marked.clear()
         for entry in list(self._entries.values()):
-            if entry.state == "asking":       # asked again once the connection is back
+            if entry.state is EntryState.ASKING:       # asked again once the connection is back
                 continue
-            if entry.state in ("claimed", "claiming"):
+            if entry.state in (EntryState.CLAIMED, EntryState.CLAIMING):
                 if not control:
                     continue
                 # The claims that decide it may be lost with the connection (amqtt
                 # drops messages in flight to a client that disconnects).
                 if alone:       # nobody else claims: ask again
-                    if entry.state == "claimed":
+                    if entry.state is EntryState.CLAIMED:
                         actions.append(Publish(self.config.topics.claims, Claim(
                             entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
                 else:           # peers know who won; if it was us, they contest it
@@ -207,7 +207,7 @@ class FailoverMixin:
                 self._emitting(key)
                 continue
             done, again = self._answer_pair(key, answer, carry=False)
-            entry = Entry(key=key, received=now, tokens=[], state="answered", fenced=True,
+            entry = Entry(key=key, received=now, tokens=[], state=EntryState.ANSWERED, fenced=True,
                           claim_key=takeover_key(key), pending=done + [again])
             self._entries[key] = entry
             self._claim_index[entry.claim_key] = key
@@ -233,10 +233,10 @@ class FailoverMixin:
         self.counters.fenced_dropped += 1           # a survivor answers it
         self._done.drop_answer(entry.key)           # ours, if made, never counts (nor is sent again)
         actions: list[Action] = []
-        if entry.state == "running" and entry.kind is not None and not entry.kind.inline:
+        if entry.state is EntryState.RUNNING and entry.kind is not None and not entry.kind.inline:
             self._running -= 1
             actions.append(Cancel(entry.key))
-        elif entry.state == "queued":
+        elif entry.state is EntryState.QUEUED:
             self._queue.remove(entry.key)
         self._clear_offer(entry)
         self._release(entry)

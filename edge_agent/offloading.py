@@ -5,7 +5,7 @@ results, and moving queued work to peers that free up. Mixed into
 from __future__ import annotations
 
 from fogmesh.edge_agent.actions import Action, Cancel, Publish
-from fogmesh.edge_agent.entry import Entry, OfferState
+from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
 from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
 from fogmesh.edge_agent.peers import Peer, with_outstanding
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
@@ -58,7 +58,7 @@ class OffloadingMixin:
         entry.offer_ids.add(offer_id)
         entry.offer = OfferState(peer, offer_id, now)
         self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
-        entry.state = "offered"
+        entry.move(EntryState.OFFERED)
         # A bridge commits each offer to disk before it accepts: give it longer.
         entry.timeout_at = now + self.config.offer_lease_s * (5 if self.is_bridge(peer) else 1)
         self.counters.offers_sent += 1
@@ -100,7 +100,7 @@ class OffloadingMixin:
         if isinstance(msg, Answer):
             entry = self._entries.get(msg.task_id)
             if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
-                    or entry.state != "offered" or msg.agent != entry.offer.peer:
+                    or entry.state is not EntryState.OFFERED or msg.agent != entry.offer.peer:
                 return []
             if msg.op == "accept":
                 assert entry.kind is not None
@@ -154,12 +154,12 @@ class OffloadingMixin:
             self.peers.record(msg.agent, ok=True,
                               rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
         self._clear_offer(entry)
-        if entry.state == "running":                # re-placed here meanwhile: first answer wins
+        if entry.state is EntryState.RUNNING:                # re-placed here meanwhile: first answer wins
             assert entry.kind is not None
             if not entry.kind.inline:
                 self._running -= 1
                 actions.append(Cancel(entry.key))
-        elif entry.state == "queued":
+        elif entry.state is EntryState.QUEUED:
             self._queue.remove(entry.key)
         r = msg.reply
         tier = "cloud" if self.is_bridge(msg.agent) else "fog"

@@ -108,5 +108,5 @@ def run_until_signal(agent: Any) -> int:
     fatal = getattr(agent, "fatal", None)
     if fatal:
         print(f"fogmesh: {fatal}", file=sys.stderr)
-        return 2
+        return int(getattr(agent, "fatal_status", 2))
     return 0

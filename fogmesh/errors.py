@@ -20,6 +20,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── BadArgs (ValueError)             a handler says the task's args are wrong (``bad_args``)
     ├── PublishError (OSError)           paho refused to queue a publish
     ├── ServiceError (ValueError)        a service unit cannot be made as asked
+    ├── IllegalTransition (RuntimeError) the agent core moved a task to a state it may not reach
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         ├── JournalLocked                another agent with the same id holds the journal
         └── StoreFull                    the bridge's outbox is at its bound (back-pressure)
@@ -129,3 +130,8 @@ class StoreFull(StorageError):
 
 class DiskLow(StoreFull):
     """The outbox's disk is down to the space it must leave free."""
+
+
+class IllegalTransition(FogmeshError, RuntimeError):
+    """The agent core tried to move a task between two states its transition
+    table does not link: a bug, refused before it could answer a task twice."""
