@@ -362,7 +362,7 @@ class Agent:
         from routing new tasks here; held and already-queued ones finish."""
         core = self.core
         assert core is not None
-        core.draining = True
+        core.begin_drain()
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
         for topic in self._task_filters():
             self.client.unsubscribe(topic)

@@ -50,7 +50,7 @@ class Announcer:
     def read_host(self, now: float, core: Any) -> None:
         self.host = self.monitor.read(running=core.running)
         self.host_read_at = now
-        core.battery = self.host.battery.percent if self.host.battery else None
+        core.on_battery(self.host.battery.percent if self.host.battery else None)
 
     def build(self, now: float, core: Any, state: str) -> Presence:
         if now - self.host_read_at >= self.period:

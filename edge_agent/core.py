@@ -177,6 +177,16 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]
 
+    def on_battery(self, percent: float | None) -> None:
+        """The host's battery as the shell last read it (None: mains); placement
+        policies judge this agent's own bid by it."""
+        self.battery = percent
+
+    def begin_drain(self) -> None:
+        """The operator asked this agent to leave: offers from peers are
+        rejected from now on; held tasks still finish."""
+        self.draining = True
+
     def on_degraded(self, reason: str | None) -> None:
         """The shell cannot journal (``reason``), or can again (None): while
         degraded, offers from peers are rejected; tasks already delivered still run."""

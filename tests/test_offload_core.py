@@ -151,7 +151,7 @@ def test_a_result_that_beats_the_local_rerun_wins_and_cancels_it():
 def test_a_rejecting_peer_makes_the_origin_try_elsewhere():
     a, b, c = core("a"), core("b", policy=EnergyPolicy()), core("c")
     bus = Bus(a, b, c)
-    b.battery = 30.0                              # energy policy: b accepts nothing
+    b.on_battery(30.0)                            # energy policy: b accepts nothing
     bus.presence("b", 0.0)
     bus.presence("c", 0.0, queue=1)
     submit(bus, "a", "t0", 0.0)

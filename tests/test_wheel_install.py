@@ -5,6 +5,7 @@ downloaded), but not this repository: what the CLI needs must be in the wheel.""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,9 +21,13 @@ OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator",
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    source = tmp_path_factory.mktemp("source") / "fogmesh"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
+                                                                 "node_modules", ".pytest_cache"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, timeout=180)
+                    str(source)], check=True, capture_output=True, timeout=180)
     (built,) = out.glob("fogmesh-*.whl")
     return built
 
