@@ -60,6 +60,8 @@ def _role(proc: psutil.Process, agent_pid: int) -> str:
     cmd = " ".join(proc.cmdline())
     if "resource_tracker" in cmd:
         return "resource tracker"
+    if "forkserver" in cmd:            # the server is the agent's child; workers are its children
+        return "fork server" if proc.ppid() == agent_pid else "worker"
     if "multiprocessing" in cmd or "spawn" in cmd:
         return "worker"
     return "child"

@@ -399,7 +399,7 @@ def render(report: dict[str, Any]) -> str:
     for broker, r in sorted(report["ratios"].items()):
         rounds = " ".join(f"{x:.2f}" for x in r["p50_vs_raw_per_round"])
         lines.append(f"{broker:<23} {r['p50_vs_raw']:>9.2f}x {rounds:>30} {r['p99_vs_raw']:>9.2f}x "
-                     f"{100 * r['throughput_vs_raw']:>10.0f}% {_f(r.get('p50_vs_celery'), '.2f'):>12}x")
+                     f"{100 * r['throughput_vs_raw']:>10.0f}% {_f(r.get('p50_vs_celery'), '.2f') + 'x':>13}")
     for broker, r in sorted(report["ratios"].items()):
         if "mqtt5_p50_vs_311" in r:
             lines.append(f"{broker}: MQTT 5 request/response (Response Topic + Correlation Data, agent --mqtt 5) "
