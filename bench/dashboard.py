@@ -218,7 +218,7 @@ def targets(samples: list[Sample], window_s: float) -> dict[str, bool]:
     of the last third of the samples is compared with the first sample taken
     once the chart window had filled."""
     filled = [s for s in samples if s.at_s >= window_s + 5] or samples[-1:]
-    first, last = filled[0], filled[-1]
+    first = filled[0]
     tail = filled[-max(1, len(filled) // 3):]
     return {
         f"every_render_under_{RENDER_MS_TARGET:g}_ms": all(s.render_max_ms < RENDER_MS_TARGET for s in samples),

@@ -211,18 +211,16 @@ class Topics:
 
     def actuator_of_state(self, topic: str) -> tuple[str, str] | None:
         """``(device, actuator)`` of an ``actuators/{device}/{actuator}/state`` topic, or None."""
-        prefix = f"{self.root}/actuators/"
-        if topic.startswith(prefix) and topic.endswith("/state"):
-            parts = topic[len(prefix):-len("/state")].split("/")
-            if len(parts) == 2 and all(parts):
-                return parts[0], parts[1]
-        return None
+        return self._actuator_of(topic, "state")
 
     def actuator_of_set(self, topic: str) -> tuple[str, str] | None:
         """(device, actuator) of a command topic, or None."""
-        prefix = f"{self.root}/actuators/"
-        if topic.startswith(prefix) and topic.endswith("/set"):
-            parts = topic[len(prefix):-len("/set")].split("/")
+        return self._actuator_of(topic, "set")
+
+    def _actuator_of(self, topic: str, leaf: str) -> tuple[str, str] | None:
+        prefix, suffix = f"{self.root}/actuators/", f"/{leaf}"
+        if topic.startswith(prefix) and topic.endswith(suffix):
+            parts = topic[len(prefix):-len(suffix)].split("/")
             if len(parts) == 2 and all(parts):
                 return parts[0], parts[1]
         return None

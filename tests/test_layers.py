@@ -5,10 +5,11 @@ application layer (``fogmesh/app``: the CLI and the demo)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_ON_THE_CONTRACT = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy",
@@ -17,16 +18,6 @@ BUILT_ON_THE_CONTRACT = ("broker", "edge_agent", "cloud_bridge", "devices", "ben
 # submit``), imported only when those names are first used.
 # ``python -m fogmesh`` starts the application.
 DOORS = (ROOT / "fogmesh" / "__init__.py", ROOT / "fogmesh" / "__main__.py")
-
-
-def imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
 
 
 def above(name: str, layers: tuple[str, ...]) -> bool:
@@ -40,13 +31,13 @@ CONTRACT = sorted(p for p in (ROOT / "fogmesh").rglob("*.py") if "app" not in p.
 
 @pytest.mark.parametrize("module", CONTRACT, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_contract_imports_nothing_built_on_it(module):
-    bad = {n for n in imports(module) if above(n, (*BUILT_ON_THE_CONTRACT, "app"))}
+    bad = {n for n in imported_names(module) if above(n, (*BUILT_ON_THE_CONTRACT, "app"))}
     assert not bad, f"{module.relative_to(ROOT)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("folder", BUILT_ON_THE_CONTRACT)
 def test_the_parts_never_import_the_application_layer(folder):
-    bad = {f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / folder).rglob("*.py") for n in imports(p)
+    bad = {f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / folder).rglob("*.py") for n in imported_names(p)
            if above(n, ("app",))}
     assert not bad
 
@@ -54,5 +45,5 @@ def test_the_parts_never_import_the_application_layer(folder):
 def test_nothing_imports_the_old_top_level_names():
     old = {"broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy"}
     bad = {f"{p.relative_to(ROOT)}: {n}" for folder in (*BUILT_ON_THE_CONTRACT, "fogmesh", "tests")
-           for p in (ROOT / folder).rglob("*.py") for n in imports(p) if n.split(".")[0] in old}
+           for p in (ROOT / folder).rglob("*.py") for n in imported_names(p) if n.split(".")[0] in old}
     assert not bad

@@ -4,10 +4,11 @@ Checked statically from each module's imports, so a stray ``import time`` in
 policy code fails here before it makes the simulator nondeterministic.
 """
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = [
@@ -25,16 +26,6 @@ PURE_MODULES = [
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
              "logging", "urllib", "http", "fogmesh.mqtt", "concurrent"}
-
-
-def imported_names(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
