@@ -224,12 +224,15 @@ def test_a_killed_agent_turns_offline_within_a_period_and_the_margin(fleet, page
     assert time.monotonic() - killed <= PERIOD + MARGIN + TICK + 1
 
 
-def test_an_agent_login_gets_no_buttons_on_the_secured_broker(fleet):
-    site = fleet["site"]
-    allowed, why = may_drive_actuators(BrokerUrl.parse(site.url("sensor-7")), T)
+@pytest.mark.parametrize("login", ["a1", "sensor-7"])
+def test_an_agent_or_device_login_gets_no_buttons_on_the_secured_broker(fleet, login):
+    allowed, why = may_drive_actuators(BrokerUrl.parse(fleet["site"].url(login)), T)
     assert not allowed and "not an operator" in why
-    allowed, _ = may_drive_actuators(BrokerUrl.parse(site.url("ops")), T)
-    assert allowed
+
+
+def test_the_operator_login_gets_the_buttons(fleet):
+    allowed, why = may_drive_actuators(BrokerUrl.parse(fleet["site"].url("ops")), T)
+    assert allowed and "operator login ops" in why
 
 
 def test_on_the_embedded_broker_without_a_login_the_page_works_and_has_no_buttons(amqtt_broker, agents, root,
