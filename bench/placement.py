@@ -19,7 +19,8 @@ import uuid
 from contextlib import ExitStack
 from typing import Any
 
-from fogmesh.bench.rtt import _stop, percentile, start_amqtt
+from fogmesh.bench.rtt import _stop, start_amqtt
+from fogmesh.percentiles import percentile
 from fogmesh.broker.mosquitto import Mosquitto
 
 POLICIES = ("local", "round-robin", "random", "least-loaded", "energy")

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.broker.processes import stop_processes
+from fogmesh.percentiles import percentile
 
 PAYLOAD = "x" * 100
 
@@ -70,11 +71,6 @@ class System:
         lat = sequential(self.one, args.requests, f"{broker} {self.name}, round {k}")
         tput = pipelined(self.start_one, args.pipelined, args.inflight, what=self.name)
         self.rounds.append(Round(percentile(lat, 0.5), percentile(lat, 0.99), tput))
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def progress(msg: str) -> None:
@@ -399,7 +395,7 @@ def render(report: dict[str, Any]) -> str:
     for broker, r in sorted(report["ratios"].items()):
         rounds = " ".join(f"{x:.2f}" for x in r["p50_vs_raw_per_round"])
         lines.append(f"{broker:<23} {r['p50_vs_raw']:>9.2f}x {rounds:>30} {r['p99_vs_raw']:>9.2f}x "
-                     f"{100 * r['throughput_vs_raw']:>10.0f}% {_f(r.get('p50_vs_celery'), '.2f') + 'x':>13}")
+                     f"{100 * r['throughput_vs_raw']:>10.0f}% {_f(r.get('p50_vs_celery'), '.2f') + ('x' if 'p50_vs_celery' in r else ''):>13}")
     for broker, r in sorted(report["ratios"].items()):
         if "mqtt5_p50_vs_311" in r:
             lines.append(f"{broker}: MQTT 5 request/response (Response Topic + Correlation Data, agent --mqtt 5) "

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fogmesh import codec
+from fogmesh.errors import InvalidMessage
 from fogmesh.fleet import FleetView
+from fogmesh.messages import Reply
+from fogmesh.percentiles import percentile
 from fogmesh.topics import Topics
 
 DEFAULT_PERIOD_S = 5.0       # an agent that does not say its presence period has the default
 EVENTS_KEPT = 50
+DEVICES_KEPT = 1_000
 PENDING_KEPT = 20_000        # tasks seen and not yet answered, oldest forgotten first
 PENDING_FOR_S = 120.0
 LATENCY_WINDOW_S = 5.0       # p50/p99 over the replies of the last seconds
@@ -40,13 +44,6 @@ def agent_state(row: dict[str, Any], now_age_s: float) -> str:
     return state
 
 
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return round(sorted_values[i], 1)
-
-
 @dataclass
 class _TickCounts:
     tasks: int = 0
@@ -64,7 +61,7 @@ class DashboardModel:
     pending_kept: int = PENDING_KEPT
     fleet: FleetView = field(init=False)
     actuators: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    devices: dict[str, float] = field(default_factory=dict)
+    devices: OrderedDict[str, float] = field(default_factory=OrderedDict)   # least recently heard first
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     history: deque[dict[str, Any]] = field(init=False)
     _pending: OrderedDict[str, float] = field(default_factory=OrderedDict)
@@ -116,8 +113,9 @@ class DashboardModel:
         device = self.topics.device_of_tasks(topic) or (body or {}).get("device")
         if isinstance(device, str) and device:
             self.devices[device[:128]] = now
-            while len(self.devices) > 1000:
-                del self.devices[min(self.devices, key=self.devices.__getitem__)]
+            self.devices.move_to_end(device[:128])
+            while len(self.devices) > DEVICES_KEPT:
+                self.devices.popitem(last=False)
         task_id = (body or {}).get("id")
         if isinstance(task_id, str) and task_id not in self._pending:
             self._pending[task_id] = now
@@ -125,29 +123,24 @@ class DashboardModel:
                 self._pending.popitem(last=False)
 
     def _on_reply(self, payload: bytes, now: float) -> None:
-        body = self._decode(payload)
-        if body is None or "status" not in body:
+        try:
+            reply = Reply.decode(payload)
+        except InvalidMessage:
             return
-        seen = self._pending.pop(body["id"], None) if isinstance(body.get("id"), str) else None
-        if seen is None and isinstance(body.get("id"), str) and body.get("tier") != "device":
-            ms = body.get("ms")
-            total = ms.get("total") if isinstance(ms, dict) else None
-            latency = float(total) if isinstance(total, (int, float)) else None
-        else:
-            latency = (now - seen) * 1000 if seen is not None else None
         self._counts.replies += 1
-        tier = body.get("tier")
-        if tier == "fog":
+        if reply.tier == "fog":
             self._counts.fog += 1
-        elif tier == "cloud":
+        elif reply.tier == "cloud":
             self._counts.cloud += 1
-        if latency is not None:
-            self._latencies.append((now, latency))
-        if body.get("status") == "error":
+        seen = self._pending.pop(reply.id, None) if reply.id is not None else None
+        if seen is not None:                 # from the task seen on the broker to its reply seen
+            self._latencies.append((now, (now - seen) * 1000))
+        elif reply.id is not None and reply.tier != "device":     # task not seen: the agent's own time
+            self._latencies.append((now, reply.ms.total))
+        if reply.error is not None:
             self._counts.errors += 1
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
-            self._event(now, "error reply", code=err.get("code"), message=err.get("message"),
-                        task=body.get("id"), agent=body.get("worker"))
+            self._event(now, "error reply", code=reply.error.code, message=reply.error.message,
+                        task=reply.id, agent=reply.worker)
 
     def _on_dead_letter(self, payload: bytes, now: float) -> None:
         body = self._decode(payload)
@@ -186,14 +179,15 @@ class DashboardModel:
             self._latencies.popleft()
         while self._pending and next(iter(self._pending.values())) < now - PENDING_FOR_S:
             self._pending.popitem(last=False)
-        lat = sorted(ms for _, ms in self._latencies)
+        lat = [ms for _, ms in self._latencies]
         rows = self.fleet.rows(now)
         for a in rows["agents"]:
             a["state"] = agent_state(a, a["age_s"])
         bridges = rows["bridges"]
         point = {"ts": round(now, 3), "tasks_per_s": round(c.tasks / dt, 2),
                  "replies_per_s": round(c.replies / dt, 2), "errors_per_s": round(c.errors / dt, 2),
-                 "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99),
+                 "p50_ms": round(percentile(lat, 0.5), 1) if lat else None,
+                 "p99_ms": round(percentile(lat, 0.99), 1) if lat else None,
                  "battery": {a["agent"]: a["battery"] for a in rows["agents"]
                              if a["battery"] is not None and a["state"] != "offline"},
                  "backlog": sum(b["backlog"] or 0 for b in bridges)}

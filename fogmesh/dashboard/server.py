@@ -127,8 +127,8 @@ class Dashboard:
             with self._lock:
                 tick = self.model.tick(self.clock())
                 tick["connected"] = self.client.wait_connected(0)
-                data = _event("tick", tick)
                 self._last = codec.encode(tick)
+                data = _event("tick", self._last)
                 for q in list(self._streams):
                     try:
                         q.put_nowait(data)
@@ -190,8 +190,9 @@ class Dashboard:
         return Handler
 
 
-def _event(name: str, body: Any) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + codec.encode(body) + b"\n\n"
+def _event(name: str, data: bytes) -> bytes:
+    """One server-sent event; ``data`` is JSON (one line: orjson writes no newlines)."""
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -270,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
-            self.wfile.write(b"retry: 1000\n" + _event("hello", self.app.hello()))
+            self.wfile.write(b"retry: 1000\n" + _event("hello", codec.encode(self.app.hello())))
             self.wfile.flush()
             while True:
                 try:
