@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fogmesh.bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs, progress,
-                            wait_answering)
+from fogmesh.bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs,
+                                    progress, wait_answering)
 from fogmesh.broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),

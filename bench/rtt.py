@@ -394,8 +394,9 @@ def render(report: dict[str, Any]) -> str:
                   f"{'tput / raw':>11} {'p50 / celery':>13}"]
     for broker, r in sorted(report["ratios"].items()):
         rounds = " ".join(f"{x:.2f}" for x in r["p50_vs_raw_per_round"])
+        vs_celery = f"{r['p50_vs_celery']:.2f}x" if "p50_vs_celery" in r else "-"
         lines.append(f"{broker:<23} {r['p50_vs_raw']:>9.2f}x {rounds:>30} {r['p99_vs_raw']:>9.2f}x "
-                     f"{100 * r['throughput_vs_raw']:>10.0f}% {_f(r.get('p50_vs_celery'), '.2f') + ('x' if 'p50_vs_celery' in r else ''):>13}")
+                     f"{100 * r['throughput_vs_raw']:>10.0f}% {vs_celery:>13}")
     for broker, r in sorted(report["ratios"].items()):
         if "mqtt5_p50_vs_311" in r:
             lines.append(f"{broker}: MQTT 5 request/response (Response Topic + Correlation Data, agent --mqtt 5) "

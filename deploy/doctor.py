@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fogmesh.deploy.broker_checks import (ROLES, BrokerTarget, check_acl, check_clock, check_login, check_mqtt5,
-                                  check_reach, check_shared, check_tls, check_websockets)
+                                          check_reach, check_shared, check_tls, check_websockets)
 from fogmesh.deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
 from fogmesh.deploy.report import Check, exit_status, render_json, render_table
 from fogmesh.mqtt import BrokerUrl

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember, describe,
-                                Rescue, Run, StopTaking)
+from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
+                                        describe, Rescue, Run, StopTaking)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.placement import PlacementPolicy

@@ -117,7 +117,8 @@ class ClaimingMixin:
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""
         entry = self._entries.get(key)
-        if entry is None or entry.claim_key != takeover_key(key) or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
+        if entry is None or entry.claim_key != takeover_key(key) \
+                or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
             return None
         return entry
 

@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
-                                Publish, Remember, Run)
+                                        Publish, Remember, Run)
 from fogmesh.edge_agent.answering import AnsweringMixin
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin

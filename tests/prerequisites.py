@@ -6,7 +6,8 @@ README's test command runs this between ``pip install`` and ``pytest``::
 
 The tests start real brokers (mosquitto, RabbitMQ with its MQTT plugin, Aedes
 on Node.js), drive third-party clients (MQTT.js; umqtt.simple on MicroPython,
-whose unix port comes from pip), drive the dashboard in headless Chromium, make certificates (openssl), verify systemd units
+whose unix port comes from pip), drive the dashboard in headless Chromium,
+make certificates (openssl), verify systemd units
 (systemd-analyze) and mount small tmpfs disks (root). On Debian or Ubuntu as
 root, what is missing is installed with apt-get and npm; anywhere else this
 stops at once (exit 2) with the one command that installs it.

@@ -5,8 +5,8 @@ from hypothesis import given, strategies as st
 
 from fogmesh.edge_agent.battery import BatteryModel, SolarProfile, parse_battery_spec
 from fogmesh.edge_agent.peers import Peer, PeerRegistry
-from fogmesh.edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy,
-                                  Offload, RandomPolicy, RoundRobinPolicy, SelfState, place_task)
+from fogmesh.edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy, Offload,
+                                          RandomPolicy, RoundRobinPolicy, SelfState, place_task)
 from fogmesh.edge_agent.policy_registry import make_policy
 from fogmesh.messages import Battery, Presence
 
