@@ -579,9 +579,16 @@ class Agent:
             due = core.next_deadline()
             if due is not None and due <= now:
                 actions += core.on_tick(now)
-            self._execute(actions, core)
-            if self.dispatch == "claim":             # tell peers which answers are out
-                self._execute(core.take_marks(), core)
+            # What a step publishes leaves in one write per connection, so an
+            # agent killed or cut off now has sent all of it or none: an answer
+            # and the acknowledgement of its task (shared subscriptions: the
+            # broker gives the task to another member only if it missed the
+            # answer), an answer and the "sent" record that tells peers it is
+            # out (claims).
+            with self.client.together(), self.ctl.together():
+                self._execute(actions, core)
+                if self.dispatch == "claim":
+                    self._execute(core.take_marks(), core)
             if now >= self._probe_at:
                 self._probe_at = float("inf")
                 self._probing = True

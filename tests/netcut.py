@@ -19,6 +19,7 @@ class CuttableLink:
         self._closed = False
         self._holding = threading.Event()
         self.cuts = 0
+        self.writes: list[bytes] = []      # what clients sent, one item per read: how they wrote it
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -36,13 +37,17 @@ class CuttableLink:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream, self._holding), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None, None), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None,
+              record: list[bytes] | None) -> None:
         try:
             while data := src.recv(65536):
+                if record is not None:
+                    record.append(data)
                 if holding is None or not holding.is_set():
                     dst.sendall(data)
         except OSError:

@@ -5,6 +5,7 @@ instead, because resending them blindly could make a second answer."""
 
 import queue
 import threading
+import time
 
 import pytest
 
@@ -87,3 +88,24 @@ def test_the_brokers_confirmation_of_a_tagged_message_is_reported(broker, root):
         assert {confirmed.get(timeout=10), confirmed.get(timeout=10)} == {"report-only", "withdrawable"}
     finally:
         sender.stop()
+
+
+def test_messages_published_together_leave_in_one_write(broker, root):
+    """An agent's answer and its "sent" record must reach the broker both or
+    neither: a process killed between two writes sent only the first."""
+    link = CuttableLink(broker.host, broker.port)
+    sender = MqttClient(link.url)
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        with sender.together():
+            sender.publish(f"{root}/answer", b"first-of-two")
+            time.sleep(0.2)              # long enough for the network thread to have written it alone
+            sender.publish(f"{root}/record", b"second-of-two")
+        assert [got.get(timeout=10), got.get(timeout=10)] == [b"first-of-two", b"second-of-two"]
+        carrying = [w for w in link.writes if b"first-of-two" in w or b"second-of-two" in w]
+        assert len(carrying) == 1 and b"second-of-two" in carrying[0]
+    finally:
+        sender.stop()
+        watch.stop()
+        link.close()
