@@ -11,23 +11,27 @@ sites run mosquitto or EMQX. All amqtt-specific code lives in this module.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.errors import MQTTError
-from amqtt.mqtt.constants import QOS_0
+from amqtt.errors import MQTTError, ProtocolHandlerError
+from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.puback import PubackPacket
 from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from fogmesh.broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
 from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 3.0
+READER_GRACE_S = 0.5      # how long a closing connection's reader may finish the packets it holds
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
@@ -49,13 +53,17 @@ class OpenAuthPlugin(BaseAuthPlugin):
 
 
 class FogmeshBroker(Broker):
-    """amqtt's broker with shared subscriptions and one fix (amqtt is pinned,
-    so the private methods overridden here stay valid).
+    """amqtt's broker with shared subscriptions and these fixes (amqtt is
+    pinned, so the private methods overridden here stay valid):
 
-    The fix: on every CONNECT amqtt 0.12.1 sends the connecting client the
-    retained messages matching *every* client's subscriptions, not just its
-    own: a device would receive every agent's presence. Only the session's own
-    subscriptions are honoured here.
+    * on every CONNECT amqtt 0.12.1 sends the connecting client the retained
+      messages matching *every* client's subscriptions, not just its own: a
+      device would receive every agent's presence. Only the session's own
+      subscriptions are honoured here;
+    * a shared-subscription member's packets that arrived before its
+      connection died are all taken in, in order (`_reads_to_the_end`), and
+      a task it did not acknowledge goes back to the group, never down its
+      next connection (`_no_resends_of_shared`).
 
     Shared subscriptions: ``$share/{group}/{filter}`` filters are kept out of
     amqtt's own table and served by :class:`fogmesh.broker.shared.SharedGroups`.
@@ -75,7 +83,8 @@ class FogmeshBroker(Broker):
         """amqtt refuses an MQTT 5 CONNECT with a bare "Invalid protocol"; say
         who was refused and what to do instead."""
         try:
-            return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+            handler, session = await super()._initialize_client_session(reader, writer, remote_address,
+                                                                         remote_port)
         except MQTTError as exc:
             if "Invalid protocol" in str(exc):
                 level = str(exc).rsplit(":", 1)[-1].strip()
@@ -85,6 +94,12 @@ class FogmeshBroker(Broker):
                             "MQTT 5", remote_address, remote_port, level,
                             {"5": "MQTT 5", "3": "MQTT 3.1"}.get(level, "unknown"))
             raise
+        _no_resends_of_shared(handler, session)
+        return handler, session
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        await self._client_connected(listener_name, _ReadsBeforeReset(reader), StreamWriterAdapter(writer))
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
@@ -172,8 +187,9 @@ class FogmeshBroker(Broker):
         if delivery.qos == QOS_0:
             await handler.mqtt_publish(message.topic, message.payload, QOS_0, retain=False)
             return True
+        _reads_to_the_end(handler)
         packet_id = session.next_packet_id
-        outgoing = OutgoingApplicationMessage(packet_id, message.topic, delivery.qos, message.payload, False)
+        outgoing = _SharedOutgoing(packet_id, message.topic, delivery.qos, message.payload, False)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         gone = asyncio.ensure_future(handler._reader_stopped.wait())
@@ -194,6 +210,128 @@ class FogmeshBroker(Broker):
                 del handler._puback_waiters[packet_id]
             if session.inflight_out.get(packet_id) is outgoing:
                 del session.inflight_out[packet_id]
+
+
+class _ReadsBeforeReset(StreamReaderAdapter):
+    """amqtt's reader of a TCP connection, except that what arrived before a
+    connection reset is still read (writes fail at once, as before).
+
+    Why: asyncio's StreamReader raises a connection's error on the next read
+    even when data that came before the error waits in its buffer. An agent
+    cut off right after sending an answer and its task's PUBACK in one write
+    had the answer read (amqtt reads a packet at a time) and the PUBACK
+    dropped: the broker handed the answered task to another member.
+    """
+
+    after_reset = False        # set for shared-subscription members (``_reads_to_the_end``)
+
+    async def read(self, n: int = -1) -> bytes:
+        reader = self._reader
+        buffered = reader._buffer
+        if self.after_reset and reader.exception() is not None:
+            if 0 < n <= len(buffered):            # readexactly, minus its error check
+                data = bytes(buffered[:n])
+                del buffered[:n]
+                return data
+            # A packet cut short: amqtt's reader goes on after a failed read, so
+            # what is left must not be parsed as the start of another packet.
+            buffered.clear()
+        return await super().read(n)
+
+
+class _SharedOutgoing(OutgoingApplicationMessage):
+    """A delivery to a shared-subscription member. It sits in the session's
+    in-flight table only to reserve its packet id: if the connection goes,
+    it goes back to the group (:meth:`FogmeshBroker._deliver_shared`), never
+    again down the member's next connection (:func:`_no_resends_of_shared`)."""
+
+
+def _no_resends_of_shared(handler: Any, session: Session) -> None:
+    """amqtt's resend of a session's unacknowledged messages on a new
+    connection (MQTT-4.4.0-1), without the shared deliveries.
+
+    Why: an agent whose connection was cut reconnected before the broker had
+    noticed; amqtt sent the new connection the task it had just sent down the
+    dead one, the agent answered it, and the group also gave that task (never
+    acknowledged on the old connection) to another member, which ran it again.
+    """
+    async def resend() -> None:
+        pending = [m for m in itertools.chain(session.inflight_in.values(), session.inflight_out.values())
+                   if not isinstance(m, _SharedOutgoing)]
+        tasks = [asyncio.create_task(asyncio.wait_for(handler._handle_message_flow(m), 10)) for m in pending]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    handler._retry_deliveries = resend
+
+
+def _reads_to_the_end(handler: Any) -> None:
+    """For a shared-subscription member: the packets that arrived before its
+    connection died are all taken in, in the order read.
+
+    Why: amqtt handles each packet in a task of its own, cancels those not
+    yet run when the connection closes, and cancels the reader itself with
+    packets in its buffer. An agent sends its answer and the PUBACK of its
+    task in one write; under load the broker forwarded the answer, dropped
+    the PUBACK and handed the task to another member, which ran it again.
+    Now a QoS 1 PUBLISH goes into the broker and a PUBACK settles as it is
+    read, the reader reads what arrived before a reset
+    (:class:`_ReadsBeforeReset`), and a stop lets it finish (a dead
+    connection's reader ends by itself; a live one, a client taken over by
+    its own reconnect, is cancelled after a grace). Only for members: under
+    claims nothing may follow a peer's will, which amqtt sends as soon as a
+    write to the dead connection fails.
+    """
+    if getattr(handler, "_fogmesh_reads_to_the_end", False):
+        return
+    handler._fogmesh_reads_to_the_end = True
+    if isinstance(handler.reader, _ReadsBeforeReset):
+        handler.reader.after_reset = True
+    queued_publish, queued_puback, queued_stop = handler.handle_publish, handler.handle_puback, handler.stop
+
+    def handle_publish(packet: Any) -> Any:
+        header = packet.variable_header
+        if packet.qos != QOS_1 or header is None or packet.topic_name is None or packet.data is None:
+            return queued_publish(packet)
+        message = IncomingApplicationMessage(header.packet_id, packet.topic_name, QOS_1, packet.data,
+                                             packet.retain_flag)
+        message.publish_packet = packet
+        handler.session.delivered_message_queue.put_nowait(message)     # unbounded
+        return _acknowledge(handler, message)
+
+    def handle_puback(packet: Any) -> Any:
+        header = packet.variable_header
+        waiter = handler._puback_waiters.get(header.packet_id) if header is not None else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(packet)
+            return _settled()
+        return queued_puback(packet)           # amqtt's own, with its warnings
+
+    async def until_read() -> None:
+        reader = handler._reader_task
+        if reader is not None and reader is not asyncio.current_task() and not reader.done():
+            await asyncio.wait({reader}, timeout=READER_GRACE_S)
+
+    async def stop() -> None:
+        await until_read()
+        await queued_stop()
+
+    handler.handle_publish, handler.handle_puback = handle_publish, handle_puback
+    handler.stop = stop
+
+
+async def _acknowledge(handler: Any, message: Any) -> None:
+    """The PUBACK of a PUBLISH `_reads_to_the_end` took in (as amqtt's own QoS 1 flow)."""
+    puback = PubackPacket.build(message.packet_id)
+    try:
+        await handler._send_packet(puback)
+    except ProtocolHandlerError:        # the connection went first: the client sends it again
+        return
+    message.puback_packet = puback
+
+
+async def _settled() -> None:
+    """What amqtt's reader wraps in a task after `_reads_to_the_end`."""
 
 
 def _alive(handler: Any) -> bool:

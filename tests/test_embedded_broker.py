@@ -1,10 +1,13 @@
 """Tier 3 (real broker): the embedded broker's shared subscriptions, seen from
 plain paho clients, with a member SIGKILLed while it holds messages."""
 
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as paho
@@ -90,3 +93,70 @@ def test_what_a_killed_member_held_goes_to_another_flagged_dup(amqtt_broker, roo
     finally:
         proc.kill()
         proc.wait()
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    n, length = len(body), b""
+    while True:
+        n, digit = divmod(n, 128)
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return bytes([kind]) + length + body
+
+
+def _text(s: str) -> bytes:
+    return len(s.encode()).to_bytes(2, "big") + s.encode()
+
+
+def _read_packet(sock) -> tuple[int, bytes]:
+    kind = sock.recv(1)[0]
+    n, shift = 0, 0
+    while True:
+        digit = sock.recv(1)[0]
+        n += (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            break
+    body = b""
+    while len(body) < n:
+        body += sock.recv(n - len(body))
+    return kind, body
+
+
+@pytest.mark.timeout(60)
+def test_a_puback_sent_with_an_answer_just_before_a_reset_still_counts(amqtt_broker, root):
+    """A member that answers, acknowledges its task in the same write and is
+    reset at once (killed, cut off) has acknowledged it: the task does not go
+    to another member (which would run it again). asyncio drops data read
+    before a reset unless the broker reads a reset as the end of the stream."""
+    share = f"$share/g/{root}/tasks"
+    sock = socket.create_connection(("127.0.0.1", amqtt_broker.port))
+    sock.sendall(_packet(0x10, _text("MQTT") + bytes([4, 0x00]) + (60).to_bytes(2, "big") + _text(f"raw-{root}")))
+    assert _read_packet(sock)[0] == 0x20                                   # CONNACK
+    sock.sendall(_packet(0x82, (1).to_bytes(2, "big") + _text(share) + b"\x01"))
+    assert _read_packet(sock)[0] == 0x90                                   # SUBACK
+    answers: list[bytes] = []
+    watch = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{root}")
+    watch.on_message = lambda c, u, m: answers.append(m.payload)
+    watch.connect("127.0.0.1", amqtt_broker.port)
+    watch.subscribe(f"{root}/answers", 1)
+    watch.loop_start()
+    pub = publisher(amqtt_broker.port)
+    pub.publish(f"{root}/tasks", b"the-task", qos=1)
+    kind, body = _read_packet(sock)
+    assert kind & 0xF0 == 0x30 and body.endswith(b"the-task")
+    topic_len = int.from_bytes(body[:2], "big")
+    task_id = body[2 + topic_len:4 + topic_len]
+    survivor = Member(amqtt_broker.port, share, f"other-{root}")
+    answer = _packet(0x32, _text(f"{root}/answers") + (7).to_bytes(2, "big") + b"the-answer")
+    sock.sendall(answer + _packet(0x40, task_id))                          # one write: answer, PUBACK
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()                                                           # a reset, not a FIN
+    try:
+        wait_until(lambda: answers == [b"the-answer"], what="the answer")
+        time.sleep(1.0)                                                    # room for a wrong redelivery
+        assert survivor.got == []
+    finally:
+        survivor.close()
+        watch.loop_stop()
+        pub.loop_stop()
