@@ -152,6 +152,9 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
                 run.recover_s = round(time.monotonic() - back, 1)
             except TimeoutError as exc:
                 run.note = str(exc)
+                silent = str(exc).split()[1]          # "agent ID did not answer ..."
+                if silent in ids:                     # what it said last, for whoever reads the failure
+                    run.details["silent_agent_log"] = agents.log(silent).splitlines()[-30:]
             settle(futures, 120)
             tally(run, counter, client, futures)
         counter.close()
