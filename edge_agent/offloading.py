@@ -145,8 +145,11 @@ class OffloadingMixin:
 
     def _on_result(self, msg: Result, now: float) -> list[Action]:
         entry = self._entries.get(msg.task_id)
-        if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None:
-            self.counters.late_results += 1      # answered already (e.g. re-placed): drop it
+        if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None \
+                or entry.state in (EntryState.ANSWERED, EntryState.DONE):
+            # Answered already (re-placed, or this very result again: a peer's
+            # resend after a reconnect while the answer waits on a takeover): drop it.
+            self.counters.late_results += 1
             return []
         assert entry.task is not None
         actions: list[Action] = []

@@ -184,3 +184,18 @@ def test_a_draining_peer_rejects_offers():
     submit(bus, "a", "t0", 0.0)
     submit(bus, "a", "t1", 0.0)
     assert a.counters.offers_rejected == 1
+
+
+def test_a_peers_result_that_comes_twice_while_the_answer_waits_on_a_takeover_is_dropped():
+    """Seen under chaos: the origin's connection dropped (its answers wait on
+    the takeover claim), and the peer re-sent its result after a reconnect.
+    The second copy is a late result, not a second answer (nor a crash)."""
+    bus, a, b = busy_origin_and_idle_peer()
+    bus.deliver(a.on_disconnect(0.02, control=True), 0.02)
+    assert a._entries["t1"].fenced
+    results = [x for x in b.on_finished("a/t1", 0.03, result="from b") if isinstance(x, Publish)]
+    for now in (0.03, 0.04):
+        for x in results:
+            bus.deliver(a.on_message(x.topic, x.payload, None, now), now)
+    assert a._entries["t1"].state == "answered"
+    assert a.counters.late_results == 1
