@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
+from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
@@ -30,6 +30,8 @@ class ClaimingMixin:
             contested = self._contesting(key) if claim.agent != self.config.agent_id else None
             if contested is not None:      # its answer is out: nothing left to run or deliver
                 actions += self._give_up_claim(contested)
+            elif claim.agent != self.config.agent_id:
+                actions += self._drop_taken_over(key, now)
         if claim.op == "ask":
             return actions + self._on_ask(claim.task, claim.agent, now)
         if claim.op == "done":
@@ -121,6 +123,28 @@ class ClaimingMixin:
                 or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
             return None
         return entry
+
+    def _drop_taken_over(self, key: str, now: float) -> list[Action]:
+        """A task this agent won back from a peer that looked dead, whose answer
+        that peer now reports out (it was only cut off, and answered): drop it,
+        and stop its run if it started. Its answer is the device's one answer."""
+        entry = self._entries.get(key)
+        if entry is None or entry.claim_key != takeover_key(key) or entry.origin is not None \
+                or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
+            return []
+        actions: list[Action] = []
+        if entry.state is EntryState.QUEUED:
+            self._queue.remove(entry.key)
+        elif entry.state is EntryState.RUNNING:
+            assert entry.kind is not None
+            if not entry.kind.inline:
+                self._running -= 1
+            actions.append(Cancel(entry.key))
+        if entry.remembered:
+            actions.append(Forget(entry.key, None))
+        self._release(entry)
+        self._done.add(entry.key, now)
+        return actions + [Ack(t) for t in entry.tokens] + self._start_queued(now)
 
     def _give_up_claim(self, entry: Entry) -> list[Action]:
         """Stop competing for ``entry`` (claiming or claimed). A claim already

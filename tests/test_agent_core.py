@@ -615,3 +615,17 @@ def test_a_takeover_winner_answering_is_not_a_divergence():
     c.on_message(T.claims, claim("x#t", "a2"), 3, 0.002)
     c.on_message(T.claims, Claim("x", "a2", op="done", reply_to="t/replies/d", reply=b'{"id":"x"}').encode(), 4, 0.01)
     assert c.counters.order_divergences == 0
+
+
+def test_a_task_won_back_from_a_peer_is_dropped_when_that_peer_reports_its_answer_out():
+    """a2 was only cut off: it answered w after a1 had won w's takeover and
+    started it. a2's "sent" record ends a1's copy: one answer, not two."""
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.tasks, task("w", kind="sleep"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    c.on_tick(3.0)                                                   # a1 contests w#t ...
+    assert any(isinstance(a, Run) for a in c.on_message(T.claims, claim("w#t", "a1"), 3, 3.1))  # ... wins, runs it
+    out = c.on_message(T.claims, Claim("", "a2", op="sent", tasks=("w",)).encode(), 4, 3.2)
+    assert Cancel("w") in out and c.held == 0
+    assert c.on_finished("w", 3.3, result="late") == []              # no second answer
