@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish, Rescue, StopTaking
+from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
@@ -132,19 +132,7 @@ class ClaimingMixin:
         if entry is None or entry.claim_key != takeover_key(key) or entry.origin is not None \
                 or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
             return []
-        actions: list[Action] = []
-        if entry.state is EntryState.QUEUED:
-            self._queue.remove(entry.key)
-        elif entry.state is EntryState.RUNNING:
-            assert entry.kind is not None
-            if not entry.kind.inline:
-                self._running -= 1
-            actions.append(Cancel(entry.key))
-        if entry.remembered:
-            actions.append(Forget(entry.key, None))
-        self._release(entry)
-        self._done.add(entry.key, now)
-        return actions + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+        return self._drop_held(entry, now)
 
     def _give_up_claim(self, entry: Entry) -> list[Action]:
         """Stop competing for ``entry`` (claiming or claimed). A claim already

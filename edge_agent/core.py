@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
-                                        Publish, Remember, Run)
+                                        Forget, Publish, Remember, Run)
 from fogmesh.edge_agent.answering import AnsweringMixin
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin
@@ -307,6 +307,26 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         if isinstance(decision, Cloud):
             return bridge
         return None
+
+    def _stop_local(self, entry: Entry) -> list[Action]:
+        """Take ``entry`` out of this agent's queue, or stop its run (first
+        answer wins elsewhere)."""
+        if entry.state is EntryState.QUEUED:
+            self._queue.remove(entry.key)
+        elif entry.state is EntryState.RUNNING and entry.kind is not None and not entry.kind.inline:
+            self._running -= 1
+            return [Cancel(entry.key)]
+        return []
+
+    def _drop_held(self, entry: Entry, now: float) -> list[Action]:
+        """Stop holding ``entry`` without answering it: another agent's answer
+        is the device's one answer. A copy arriving later is a duplicate."""
+        actions = self._stop_local(entry)
+        self._clear_offer(entry)
+        self._release(entry)
+        self._done.add(entry.key, now)
+        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
+        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
 
     def _release(self, entry: Entry) -> None:
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""

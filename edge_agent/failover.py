@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.actions import Ack, Action, Cancel, Forget, Publish
+from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answering import MARK
 from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
@@ -232,14 +232,4 @@ class FailoverMixin:
             return []
         self.counters.fenced_dropped += 1           # a survivor answers it
         self._done.drop_answer(entry.key)           # ours, if made, never counts (nor is sent again)
-        actions: list[Action] = []
-        if entry.state is EntryState.RUNNING and entry.kind is not None and not entry.kind.inline:
-            self._running -= 1
-            actions.append(Cancel(entry.key))
-        elif entry.state is EntryState.QUEUED:
-            self._queue.remove(entry.key)
-        self._clear_offer(entry)
-        self._release(entry)
-        self._done.add(entry.key, now)
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
-        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+        return self._drop_held(entry, now)

@@ -4,7 +4,7 @@ results, and moving queued work to peers that free up. Mixed into
 
 from __future__ import annotations
 
-from fogmesh.edge_agent.actions import Action, Cancel, Publish
+from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
 from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
 from fogmesh.edge_agent.peers import Peer, with_outstanding
@@ -157,13 +157,7 @@ class OffloadingMixin:
             self.peers.record(msg.agent, ok=True,
                               rtt_ms=max(0.0, 1000 * (now - entry.offer.sent_at) - msg.reply.ms.run))
         self._clear_offer(entry)
-        if entry.state is EntryState.RUNNING:                # re-placed here meanwhile: first answer wins
-            assert entry.kind is not None
-            if not entry.kind.inline:
-                self._running -= 1
-                actions.append(Cancel(entry.key))
-        elif entry.state is EntryState.QUEUED:
-            self._queue.remove(entry.key)
+        actions += self._stop_local(entry)                   # re-placed here meanwhile: first answer wins
         r = msg.reply
         tier = "cloud" if self.is_bridge(msg.agent) else "fog"
         reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier=tier,
