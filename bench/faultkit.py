@@ -167,6 +167,14 @@ class Agents:
         stop_processes(self.procs.values())
 
 
+class AgentSilent(TimeoutError):
+    """An agent did not answer on its direct topic in time (``agent``: which)."""
+
+    def __init__(self, agent: str, timeout: float) -> None:
+        super().__init__(f"agent {agent} did not answer within {timeout:g} s")
+        self.agent = agent
+
+
 def wait_answering(client: Any, agent_ids: list[str], timeout: float = 30.0) -> float:
     """Seconds until every agent answered an echo on its direct topic."""
     start = time.monotonic()
@@ -174,7 +182,7 @@ def wait_answering(client: Any, agent_ids: list[str], timeout: float = 30.0) -> 
         while True:
             left = timeout - (time.monotonic() - start)
             if left <= 0:
-                raise TimeoutError(f"agent {agent} did not answer within {timeout:g} s")
+                raise AgentSilent(agent, timeout)
             try:
                 client.send("echo", {}, agent=agent).result(timeout=min(1.0, left))
                 break

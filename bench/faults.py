@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fogmesh.bench.faultkit import (Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs,
+from fogmesh.bench.faultkit import (AgentSilent, Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs,
                                     progress, wait_answering)
 from fogmesh.broker.processes import stop_processes
 
@@ -150,11 +150,9 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
             try:                   # every agent answers again (its direct topic)
                 wait_answering(client, ids, timeout=60)
                 run.recover_s = round(time.monotonic() - back, 1)
-            except TimeoutError as exc:
-                run.note = str(exc)
-                silent = str(exc).split()[1]          # "agent ID did not answer ..."
-                if silent in ids:                     # what it said last, for whoever reads the failure
-                    run.details["silent_agent_log"] = agents.log(silent).splitlines()[-30:]
+            except AgentSilent as exc:
+                run.note = str(exc)                   # and what it said last, for whoever reads the failure
+                run.details["silent_agent_log"] = agents.log(exc.agent).splitlines()[-30:]
             settle(futures, 120)
             tally(run, counter, client, futures)
         counter.close()

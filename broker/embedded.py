@@ -307,13 +307,10 @@ def _reads_to_the_end(handler: Any) -> None:
             return _settled()
         return queued_puback(packet)           # amqtt's own, with its warnings
 
-    async def until_read() -> None:
+    async def stop() -> None:
         reader = handler._reader_task
         if reader is not None and reader is not asyncio.current_task() and not reader.done():
             await asyncio.wait({reader}, timeout=READER_GRACE_S)
-
-    async def stop() -> None:
-        await until_read()
         await queued_stop()
 
     handler.handle_publish, handler.handle_puback = handle_publish, handle_puback
