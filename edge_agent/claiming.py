@@ -106,6 +106,8 @@ class ClaimingMixin:
         if entry.state is EntryState.CLAIMED:
             self._claimed -= 1
         if winner == self.config.agent_id:
+            if self._won_across_a_cut(entry, now):
+                return self._reclaim(entry, now)
             self.counters.claims_won += 1
             return self._accept(entry, now)
         self.counters.claims_lost += 1
@@ -115,6 +117,32 @@ class ClaimingMixin:
             put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.key, now)),
                         self.config.dedup_items)
         return [Ack(tok) for tok in entry.tokens]
+
+    def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
+        """Won by a claim this agent made before its control connection
+        dropped (an older epoch, or a key it was claiming then): peers that saw
+        its will contest such wins under the takeover key, so running it
+        straight away could run it twice (the task comes back flagged DUP after
+        the reconnect, and the survivor may already have it)."""
+        if self.config.dispatch != "claim" or entry.claim_key != entry.key or self._epoch == 0:
+            return False
+        stale = (self._win_epochs.get(entry.key, now) or 0) < self._epoch
+        return (stale or entry.key in self._cut_claims) and not self._alone(now)
+
+    def _reclaim(self, entry: Entry, now: float) -> list[Action]:
+        """Compete for ``entry`` under its takeover key, like the survivors that
+        may contest it: the broker's one order picks one of us."""
+        if entry.state is EntryState.CLAIMED:
+            entry.move(EntryState.CLAIMING)
+        self.counters.reclaimed += 1
+        self._claim_index.pop(entry.claim_key, None)
+        entry.claim_key = takeover_key(entry.key)
+        self._claim_index[entry.claim_key] = entry.key
+        entry.claim_at = now
+        winner = self._winners.get(entry.claim_key, now)
+        if winner is not None:
+            return self._decided(entry, winner, now)
+        return self._fire_claims(now)
 
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""

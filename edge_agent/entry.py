@@ -37,7 +37,7 @@ S = EntryState
 _ANSWER = frozenset({S.DONE, S.ANSWERED})
 TRANSITIONS: dict[EntryState, frozenset[EntryState]] = {
     S.CLAIMING: frozenset({S.CLAIMED, S.PLACING, S.ASKING}) | _ANSWER,
-    S.CLAIMED: frozenset({S.PLACING}) | _ANSWER,
+    S.CLAIMED: frozenset({S.PLACING, S.CLAIMING}) | _ANSWER,   # CLAIMING: won across a cut, claimed again
     S.ASKING: frozenset({S.CLAIMING, S.PLACING}) | _ANSWER,
     S.PLACING: frozenset({S.QUEUED, S.RUNNING, S.OFFERED}) | _ANSWER,
     S.QUEUED: frozenset({S.RUNNING, S.OFFERED}) | _ANSWER,

@@ -146,6 +146,8 @@ class FailoverMixin:
                         actions.append(Publish(self.config.topics.claims, Claim(
                             entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
                 else:           # peers know who won; if it was us, they contest it
+                    if entry.claim_key == entry.key:    # and so does this agent, should it win it
+                        self._cut_claims.add(entry.key, True, now)
                     actions += self._give_up_claim(entry)
                 continue
             if alone or entry.fenced or entry.origin is not None:

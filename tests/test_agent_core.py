@@ -629,3 +629,62 @@ def test_a_task_won_back_from_a_peer_is_dropped_when_that_peer_reports_its_answe
     out = c.on_message(T.claims, Claim("", "a2", op="sent", tasks=("w",)).encode(), 4, 3.2)
     assert Cancel("w") in out and c.held == 0
     assert c.on_finished("w", 3.3, result="late") == []              # no second answer
+
+
+def cut_while_claiming(c, key="k"):
+    """a1 (a2 alive beside it) claims ``key``, then its connection drops before
+    the claims decide it: it gives the claim up, and is back in epoch 1."""
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task(key, kind="echo"), 1, 0.0)
+    c.on_disconnect(0.1)
+    c.on_connected(0.2)
+
+
+def test_a_task_won_by_a_claim_made_before_a_cut_is_claimed_again_under_its_takeover_key():
+    # The chaos run on mosquitto that answered twice: a1's claim from before the
+    # cut won; a2, seeing a1's will, contested k#t and ran it; a1 got k again
+    # (DUP) and ran it too.
+    c = core("claim")
+    cut_while_claiming(c)
+    assert c.on_message(T.claims, claim("k", "a1"), "c1", 0.3) == [Ack("c1")]
+    out = c.on_message(T.tasks, task("k", kind="echo"), 2, 0.4, dup=True)
+    assert not any(isinstance(a, Run) for a in out)
+    assert [b["task"] for t, b in published(out) if t == T.claims] == ["k#t"]
+
+
+def test_a_task_won_across_a_cut_is_dropped_when_a_survivor_won_its_takeover():
+    c = core("claim")
+    cut_while_claiming(c)
+    c.on_message(T.claims, claim("k", "a1"), "c1", 0.3)
+    c.on_message(T.tasks, task("k", kind="echo"), 2, 0.4, dup=True)
+    out = c.on_message(T.claims, claim("k#t", "a2"), "c2", 0.5)
+    assert published(out) == [] and Ack(2) in out and c.held == 0
+
+
+def test_a_survivors_takeover_seen_before_the_redelivery_makes_it_a_duplicate():
+    c = core("claim")
+    cut_while_claiming(c)
+    c.on_message(T.claims, claim("k", "a1"), "c1", 0.3)
+    c.on_message(T.claims, claim("k#t", "a2"), "c2", 0.35)
+    out = c.on_message(T.tasks, task("k", kind="echo"), 2, 0.4, dup=True)
+    assert published(out) == [] and out == [Ack(2)] and c.held == 0
+
+
+def test_a_task_claimed_before_a_cut_and_won_after_it_is_still_claimed_again():
+    # amqtt may drop the echo of the claim made before the cut: this agent then
+    # sees its new claim win, peers its old one.
+    c = core("claim")
+    cut_while_claiming(c)
+    c.on_message(T.tasks, task("k", kind="echo"), 2, 0.3, dup=True)
+    out = c.on_message(T.claims, Claim("k", "a1", epoch=1).encode(), "c1", 0.4)
+    assert [b["task"] for t, b in published(out) if t == T.claims] == ["k#t"]
+    won = c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)
+    assert [a.key for a in won if isinstance(a, Run)] == ["k"]
+
+
+def test_a_task_first_claimed_after_a_cut_runs_without_a_second_claim():
+    c = core("claim")
+    cut_while_claiming(c)
+    c.on_message(T.tasks, task("n", kind="echo"), 2, 0.3)
+    out = c.on_message(T.claims, Claim("n", "a1", epoch=1).encode(), "c1", 0.4)
+    assert [a.key for a in out if isinstance(a, Run)] == ["n"]
