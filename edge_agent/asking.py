@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish
-from fogmesh.claims import Claim, takeover_key
+from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Have
 from fogmesh.edge_agent.recent import RecentMap
@@ -139,7 +139,7 @@ class AskingMixin:
                                       f"task id {entry.key!r} was answered within the dedup window and its "
                                       "answer is no longer kept; submit it with a new id", now)
         entry.move(EntryState.CLAIMING)
-        entry.claim_key = takeover_key(entry.key)
+        entry.claim_key = self._takeover_claim(entry.key, now)
         entry.claim_at = now
         self._claim_index[entry.claim_key] = entry.key
         winner = self._winners.get(entry.claim_key, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
-from fogmesh.claims import Claim, takeover_key
+from fogmesh.claims import Claim, taken_over, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.edge_agent.recent import put_bounded
@@ -39,8 +39,7 @@ class ClaimingMixin:
             if claim.agent == self.config.agent_id:
                 return actions
             first = self._winners.get(claim.task, now)
-            if first is not None and first != claim.agent \
-                    and self._winners.get(takeover_key(claim.task), now) != claim.agent:
+            if first is not None and first != claim.agent and not self._won_a_round(claim.task, claim.agent, now):
                 actions += self._claims_diverged(claim.task, first, claim.agent)
             # The task message itself may still be on its way here (it comes on the
             # task connection, whose window can be full): when it arrives it is a
@@ -62,14 +61,21 @@ class ClaimingMixin:
             return actions
         if claim.op == "sent":
             return actions
-        if claim.agent != self.config.agent_id and claim.task.endswith("#t") \
-                and self._unsent.pop(claim.task[:-2], None) is not None:
+        round_of = taken_over(claim.task)
+        if claim.agent != self.config.agent_id and round_of is not None \
+                and self._unsent.pop(round_of[0], None) is not None:
             # The broker gave a task whose answer was cut off here to a peer, which
             # competes for it: that peer answers, this agent's answer is void.
-            self._done.drop_answer(claim.task[:-2])
+            self._done.drop_answer(round_of[0])
+        decides = claim.task not in self._winners
         winner = self._winners.add(claim.task, claim.agent, now)
         if winner == claim.agent and claim.epoch is not None:
             self._win_epochs.add(claim.task, claim.epoch, now)     # the first such claim's
+        if decides and round_of is not None and round_of[0] in self._foreign:
+            # A takeover round decided: its winner holds the task now, and is
+            # the one to take it from should it die in turn.
+            _, payload, _ = self._foreign[round_of[0]]
+            self._foreign[round_of[0]] = (winner, payload, self._win_epochs.get(claim.task, now))
         if claim.agent != self.config.agent_id:
             self._claimers.add(claim.agent, True, now)
         rescued = self._rescue_claims.pop(claim.task, None)
@@ -112,11 +118,17 @@ class ClaimingMixin:
             return self._accept(entry, now)
         self.counters.claims_lost += 1
         self._release(entry)
-        if self.config.dispatch == "claim" and entry.task is not None and entry.claim_key == entry.key:
-            # to take over if it dies
-            put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.key, now)),
-                        self.config.dedup_items)
-        return [Ack(tok) for tok in entry.tokens]
+        acks: list[Action] = [Ack(tok) for tok in entry.tokens]
+        if self.config.dispatch != "claim" or entry.task is None or entry.recorded is not None:
+            return acks
+        if self._dead.declared(winner):
+            # It won, then died (or this agent learnt of its win late): its death
+            # was handled before this copy was its, so take it over now.
+            return acks + self._take_over(entry.key, entry.payload, [], now, gone=winner)
+        # to take over if it dies
+        put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.claim_key, now)),
+                    self.config.dedup_items)
+        return acks
 
     def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
         """Won by a claim this agent made before its control connection
@@ -136,7 +148,7 @@ class ClaimingMixin:
             entry.move(EntryState.CLAIMING)
         self.counters.reclaimed += 1
         self._claim_index.pop(entry.claim_key, None)
-        entry.claim_key = takeover_key(entry.key)
+        entry.claim_key = self._takeover_claim(entry.key, now)
         self._claim_index[entry.claim_key] = entry.key
         entry.claim_at = now
         winner = self._winners.get(entry.claim_key, now)
@@ -147,17 +159,26 @@ class ClaimingMixin:
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""
         entry = self._entries.get(key)
-        if entry is None or entry.claim_key != takeover_key(key) \
+        if entry is None or entry.claim_key == key \
                 or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
             return None
         return entry
+
+    def _won_a_round(self, key: str, agent: str, now: float) -> bool:
+        """Did ``agent`` win a takeover round of ``key``?"""
+        n = 1
+        while (won := self._winners.get(takeover_key(key, n), now)) is not None:
+            if won == agent:
+                return True
+            n += 1
+        return False
 
     def _drop_taken_over(self, key: str, now: float) -> list[Action]:
         """A task this agent won back from a peer that looked dead, whose answer
         that peer now reports out (it was only cut off, and answered): drop it,
         and stop its run if it started. Its answer is the device's one answer."""
         entry = self._entries.get(key)
-        if entry is None or entry.claim_key != takeover_key(key) or entry.origin is not None \
+        if entry is None or entry.claim_key == key or entry.origin is not None \
                 or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
             return []
         return self._drop_held(entry, now)

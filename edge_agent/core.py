@@ -32,7 +32,7 @@ from fogmesh.edge_agent.answering import AnsweringMixin
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin
 from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
-from fogmesh.claims import Claim, claim_delay, claim_key, takeover_key, tie_break
+from fogmesh.claims import Claim, claim_delay, claim_key, tie_break
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.claiming import ClaimingMixin
@@ -361,7 +361,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             # run it, but answer only after winning its takeover claim.
             entry = Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
                            kind=self.registry.get(task.kind), remembered=True,
-                           claim_key=takeover_key(task.id), fenced=True)
+                           claim_key=self._takeover_claim(task.id, now), fenced=True)
             self._entries[task.id] = entry
             self._claim_index[entry.claim_key] = task.id
             actions.append(Publish(self.config.topics.claims,

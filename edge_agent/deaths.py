@@ -91,6 +91,11 @@ class DeathWatch:
         """Peers whose will arrived and whose grace is still running: they may be back."""
         return {agent for agent, w in self._wills.items() if not w.handled}
 
+    def declared(self, agent: str) -> bool:
+        """Dead: its grace ran out and its death was handled (its tasks contested)."""
+        w = self._wills.get(agent)
+        return w is not None and w.handled
+
     def __contains__(self, agent: object) -> bool:
         """Its will arrived and it has not come back (dead, or maybe dead)."""
         return agent in self._wills

@@ -44,15 +44,31 @@ class FailoverMixin:
         for key, (winner, payload, won) in list(self._foreign.items()):
             if winner == agent and (epoch is None or won is None or won < epoch):
                 del self._foreign[key]
-                actions += self._take_over(key, payload, [], now)
+                actions += self._take_over(key, payload, [], now, gone=agent)
         for key, (winner, payload, answer) in list(self._answered.items()):
             if winner == agent:      # it answered; the answer may not have reached the broker
                 del self._answered[key]
-                actions += self._take_over(key, payload, [], now, recorded=answer)
+                actions += self._take_over(key, payload, [], now, recorded=answer, gone=agent)
         return actions
 
+    def _takeover_claim(self, key: str, now: float, *, gone: str | None = None) -> str:
+        """The claim key to compete for ``key`` under: the round after the
+        latest one decided, as every contender counts them from the same
+        order of claims. A round's winner may die or be cut off in turn, so
+        this agent (back from a cut), ``gone`` (the peer whose tasks are
+        contested) or a peer dead or away since may have won it; a live peer
+        that won the latest round holds the task: its round is returned, and
+        competing in a decided round loses at once."""
+        n, holder = 1, None
+        while (won := self._winners.get(takeover_key(key, n), now)) is not None:
+            holder, n = won, n + 1
+        if holder is not None and holder not in (self.config.agent_id, gone) and holder not in self._dead:
+            return takeover_key(key, n - 1)
+        return takeover_key(key, n)
+
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
-                   recorded: Publish | None = None, device: str | None = None) -> list[Action]:
+                   recorded: Publish | None = None, device: str | None = None,
+                   gone: str | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
         if self._done.knows(key, now) and recorded is None:
@@ -67,7 +83,8 @@ class FailoverMixin:
             return []
         if recorded is not None and not payload:     # its "done" came before the task message
             return self._compete(Entry(key=key, received=now, tokens=list(tokens),
-                                       claim_key=takeover_key(key), claim_at=now, recorded=recorded), now)
+                                       claim_key=self._takeover_claim(key, now, gone=gone), claim_at=now,
+                                       recorded=recorded), now)
         try:
             task = parse_task(payload, limits=self.config.limits)
         except InvalidMessage:
@@ -80,7 +97,7 @@ class FailoverMixin:
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
         return self._compete(Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                                   kind=self.registry.get(task.kind), claim_key=takeover_key(key),
+                                   kind=self.registry.get(task.kind), claim_key=self._takeover_claim(key, now, gone=gone),
                                    claim_at=now, recorded=recorded), now)
 
     def _compete(self, entry: Entry, now: float) -> list[Action]:
@@ -115,7 +132,7 @@ class FailoverMixin:
         if winner is not None and winner not in (holder, self.config.agent_id) \
                 and winner not in self._dead and key not in self._entries:
             return [Ack(token)]                    # decided for a live agent: it answers
-        return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic))
+        return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder)
 
     def on_disconnect(self, now: float, *, control: bool = True) -> list[Action]:
         """A broker connection is lost: peers may take over what this agent
@@ -154,7 +171,7 @@ class FailoverMixin:
                 continue
             entry.fenced = True
             self._claim_index.pop(entry.claim_key, None)
-            entry.claim_key = takeover_key(entry.key)
+            entry.claim_key = self._takeover_claim(entry.key, now)
             self._claim_index[entry.claim_key] = entry.key
             actions.append(Publish(self.config.topics.claims,
                                    Claim(entry.claim_key, self.config.agent_id).encode()))
@@ -210,7 +227,7 @@ class FailoverMixin:
                 continue
             done, again = self._answer_pair(key, answer, carry=False)
             entry = Entry(key=key, received=now, tokens=[], state=EntryState.ANSWERED, fenced=True,
-                          claim_key=takeover_key(key), pending=done + [again])
+                          claim_key=self._takeover_claim(key, now), pending=done + [again])
             self._entries[key] = entry
             self._claim_index[entry.claim_key] = key
             self.counters.withdrawn += 1

@@ -84,10 +84,20 @@ class Claim:
                    reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks), epoch=epoch)
 
 
-def takeover_key(key: str) -> str:
+def takeover_key(key: str, n: int = 1) -> str:
     """The claim key under which a task held by a dead (or cut-off) agent is
-    won again: by a survivor taking it over, or by its holder coming back."""
-    return f"{key}#t"
+    won again: by a survivor taking it over, or by its holder coming back.
+    ``n``: the takeover's round; the winner of round 1 may die or be cut off
+    too, and the task is won again in round 2 (``<id>#t#t``), and so on."""
+    return key + "#t" * n
+
+
+def taken_over(claim: str) -> tuple[str, int] | None:
+    """The task key and round of a takeover claim key; None for any other."""
+    n = 0
+    while claim.endswith("#t"):
+        claim, n = claim[:-2], n + 1
+    return (claim, n) if n else None
 
 
 def rescue_key(agent: str, since: float) -> str:

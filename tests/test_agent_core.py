@@ -688,3 +688,39 @@ def test_a_task_first_claimed_after_a_cut_runs_without_a_second_claim():
     c.on_message(T.tasks, task("n", kind="echo"), 2, 0.3)
     out = c.on_message(T.claims, Claim("n", "a1", epoch=1).encode(), "c1", 0.4)
     assert [a.key for a in out if isinstance(a, Run)] == ["n"]
+
+
+def test_a_takeover_winner_that_dies_in_turn_is_taken_over_in_the_next_round():
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.presence("a3"), Presence(agent="a3", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("w"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)                 # a2 won it ...
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    c.on_tick(3.5)                                                   # ... died; a1 contests w#t
+    c.on_message(T.claims, claim("w#t", "a3"), 3, 3.6)               # a3 wins it ...
+    c.on_message(T.presence("a3"), Presence(agent="a3", state="offline", ts=4.0).encode(), None, 4.0)
+    contest = published(c.on_tick(7.0))                               # ... and dies too
+    assert ("t/claims", {"task": "w#t#t", "agent": "a1"}) in contest
+    assert any(isinstance(a, Run) for a in c.on_message(T.claims, claim("w#t#t", "a1"), 4, 7.1))
+
+
+def test_a_task_first_seen_after_its_winner_died_is_taken_over():
+    # a1 saw a2 win w, never w itself (its copy was in flight when a2 died);
+    # the device's retry of w must not be swallowed as a2's.
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.presence("a3"), Presence(agent="a3", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    c.on_tick(3.5)
+    out = c.on_message(T.tasks, task("w", attempt=2), 5, 10.0)
+    assert [b["task"] for t, b in published(out) if t == T.claims] == ["w#t"]
+
+
+def test_a_holder_cut_off_twice_claims_the_round_after_the_one_it_won():
+    c = core("claim")
+    cut_while_claiming(c)
+    c.on_message(T.claims, claim("k", "a1"), "c1", 0.3)
+    c.on_message(T.tasks, task("k", kind="sleep"), 2, 0.4, dup=True)
+    c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)             # won back: runs it
+    (topic, body), = published(c.on_disconnect(0.6))
+    assert body == {"task": "k#t#t", "agent": "a1"}
