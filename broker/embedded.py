@@ -24,7 +24,7 @@ from amqtt.errors import MQTTError, ProtocolHandlerError
 from amqtt.mqtt.constants import QOS_0, QOS_1
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from fogmesh.broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
 from fogmesh.errors import BrokerError
@@ -63,7 +63,11 @@ class FogmeshBroker(Broker):
     * a shared-subscription member's packets that arrived before its
       connection died are all taken in, in order (`_reads_to_the_end`), and
       a task it did not acknowledge goes back to the group, never down its
-      next connection (`_no_resends_of_shared`).
+      next connection (`_no_resends_of_shared`);
+    * a QoS 1 message to a persistent session stays in it until acknowledged,
+      however long that takes and across a lost connection (`_keeps_in_flight`),
+      and a reconnecting client's backlog is sent without holding up what the
+      client sends meanwhile.
 
     Shared subscriptions: ``$share/{group}/{filter}`` filters are kept out of
     amqtt's own table and served by :class:`fogmesh.broker.shared.SharedGroups`.
@@ -75,7 +79,7 @@ class FogmeshBroker(Broker):
     def __init__(self, *args: Any, shared: SharedGroups | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shared = shared or SharedGroups()
-        self._shared_tasks: set[asyncio.Task[None]] = set()
+        self._jobs: set[asyncio.Task[Any]] = set()     # deliveries under way, kept from the GC
         self._pump_pending = False
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
@@ -95,7 +99,23 @@ class FogmeshBroker(Broker):
                             {"5": "MQTT 5", "3": "MQTT 3.1"}.get(level, "unknown"))
             raise
         _no_resends_of_shared(handler, session)
+        _keeps_in_flight(handler)
         return handler, session
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """What was queued for the session while it was away, sent in order
+        without waiting for the acknowledgements: amqtt waited (up to 5 s each)
+        before reading what the client sent, and an agent acknowledges a task
+        only once its claim, which it sends meanwhile, is decided."""
+        handler = self._get_handler(session)
+        while handler is not None and not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            self._launch(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=True))
+
+    def _launch(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
@@ -104,8 +124,14 @@ class FogmeshBroker(Broker):
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
         subscribers = self._subscriptions.get(subscription[0], [])
-        if any(s.client_id == session.client_id for s, _ in subscribers):
-            await super()._publish_retained_messages_for_subscription(subscription, session)
+        handler = self._get_handler(session)
+        if handler is None or not any(s.client_id == session.client_id for s, _ in subscribers):
+            return
+        topic_filter, qos = subscription
+        for topic, retained in self._retained_messages.items():     # sent, not awaited (as the backlog)
+            if self._matches(topic, topic_filter):
+                self._launch(handler.mqtt_publish(retained.topic, retained.data,
+                                                  min(qos, retained.qos or qos), retain=True))
 
     # -- shared subscriptions --------------------------------------------------
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
@@ -162,9 +188,7 @@ class FogmeshBroker(Broker):
     def _pump_now(self) -> None:
         self._pump_pending = False
         for delivery in self.shared.deliveries(self._connected):
-            task = asyncio.ensure_future(self._deliver_shared(delivery))
-            self._shared_tasks.add(task)
-            task.add_done_callback(self._shared_tasks.discard)
+            self._launch(self._deliver_shared(delivery))
 
     async def _deliver_shared(self, delivery: Delivery) -> None:
         session, handler = self._sessions.get(delivery.client_id, (None, None))
@@ -255,14 +279,60 @@ def _no_resends_of_shared(handler: Any, session: Session) -> None:
     dead one, the agent answered it, and the group also gave that task (never
     acknowledged on the old connection) to another member, which ran it again.
     """
+    resending: set[asyncio.Task[Any]] = set()
+
     async def resend() -> None:
-        pending = [m for m in itertools.chain(session.inflight_in.values(), session.inflight_out.values())
-                   if not isinstance(m, _SharedOutgoing)]
-        tasks = [asyncio.create_task(asyncio.wait_for(handler._handle_message_flow(m), 10)) for m in pending]
-        if tasks:
-            await asyncio.wait(tasks)
+        """Started, not awaited: amqtt read nothing from the client until
+        every resent message was acknowledged (or 10 s passed)."""
+        for m in itertools.chain(session.inflight_in.values(), session.inflight_out.values()):
+            if not isinstance(m, _SharedOutgoing):
+                task = asyncio.ensure_future(handler._handle_message_flow(m))
+                resending.add(task)
+                task.add_done_callback(resending.discard)
 
     handler._retry_deliveries = resend
+
+
+def _keeps_in_flight(handler: Any) -> None:
+    """QoS 1 to a persistent session as MQTT says (MQTT-4.4.0-1): a message
+    sent and not acknowledged when the connection goes stays in the session
+    and goes again, flagged DUP, down its next connection; and it waits for
+    its PUBACK however long the client takes.
+
+    Why: amqtt 0.12.1 drops it from the session when the connection closes
+    (it cancels the PUBACK waiter) and after 5 s without a PUBACK. A claim in
+    flight to an agent whose link was cut never reached it; the agent took
+    its own later claim for the first, and it and a peer both ran the task.
+    """
+    amqtt_flow = handler._handle_qos1_message_flow
+
+    async def flow(message: Any) -> None:
+        if message.direction != OUTGOING or isinstance(message, _SharedOutgoing):
+            return await amqtt_flow(message)
+        session, packet_id = handler.session, message.packet_id
+        session.inflight_out[packet_id] = message
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        handler._puback_waiters[packet_id] = waiter
+        try:
+            packet = message.build_publish_packet(dup=message.publish_packet is not None)
+            await handler._send_packet(packet)
+            message.publish_packet = packet
+            message.puback_packet = await waiter
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise                         # the broker stops
+            return                            # the connection went: kept for the next one
+        except Exception as exc:              # a write to a dead socket
+            log.debug("delivery to %s kept for its next connection: %r", session.client_id, exc)
+            return
+        finally:
+            if handler._puback_waiters.get(packet_id) is waiter:
+                del handler._puback_waiters[packet_id]
+        if session.inflight_out.get(packet_id) is message:
+            del session.inflight_out[packet_id]
+
+    handler._handle_qos1_message_flow = flow
 
 
 def _reads_to_the_end(handler: Any) -> None:

@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from netcut import CuttableLink
 from waiting import wait_until
 
 MEMBER = textwrap.dedent("""
@@ -160,3 +161,45 @@ def test_a_puback_sent_with_an_answer_just_before_a_reset_still_counts(amqtt_bro
         survivor.close()
         watch.loop_stop()
         pub.loop_stop()
+
+
+class Holder:
+    """A persistent-session subscriber that never acknowledges, through a
+    link the test can cut: it reconnects by itself."""
+
+    def __init__(self, link, topic, client_id):
+        self.got = []
+        self.subscribed = threading.Event()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                             manual_ack=True)
+        self.c.reconnect_delay_set(0.1, 0.5)
+        self.c.on_message = lambda c, u, m: self.got.append((m.payload.decode(), m.dup))
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1) if not f.session_present else None
+        self.c.connect("127.0.0.1", link.port)
+        self.c.loop_start()
+        assert self.subscribed.wait(10)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_message_in_flight_when_a_connection_drops_comes_again_on_the_next_flagged_dup(broker, root):
+    # MQTT-4.4.0-1, on both brokers. amqtt 0.12.1 dropped it: a claim in flight
+    # to an agent whose link was cut never reached it, and the agent took its
+    # own later claim for the first.
+    link = CuttableLink("127.0.0.1", broker.port)
+    holder = Holder(link, f"{root}/x", f"holder-{root}")
+    pub = publisher(broker.port)
+    try:
+        pub.publish(f"{root}/x", b"m1", qos=1).wait_for_publish(5)
+        wait_until(lambda: holder.got == [("m1", False)], timeout=10, what="the first delivery")
+        link.cut()
+        wait_until(lambda: len(holder.got) == 2, timeout=20, what="the delivery on the next connection")
+        assert holder.got[1] == ("m1", True)
+    finally:
+        holder.close()
+        pub.loop_stop()
+        link.close()
