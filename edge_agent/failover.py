@@ -154,18 +154,16 @@ class FailoverMixin:
             if entry.state is EntryState.ASKING:       # asked again once the connection is back
                 continue
             if entry.state in (EntryState.CLAIMED, EntryState.CLAIMING):
-                if not control:
-                    continue
-                # The claims that decide it may be lost with the connection (amqtt
-                # drops messages in flight to a client that disconnects).
-                if alone:       # nobody else claims: ask again
-                    if entry.state is EntryState.CLAIMED:
-                        actions.append(Publish(self.config.topics.claims, Claim(
-                            entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
-                else:           # peers know who won; if it was us, they contest it
-                    if entry.claim_key == entry.key:    # and so does this agent, should it win it
-                        self._cut_claims.add(entry.key, True, now)
-                    actions += self._give_up_claim(entry)
+                if not control or entry.state is EntryState.CLAIMING:
+                    continue        # its claim goes out later, in the new epoch
+                # Still competing. Its claim may be lost with the connection, so
+                # it goes again (the first of the two to reach the broker counts);
+                # and a win by it is claimed again under the takeover key, as
+                # peers that saw this agent's will contest it (``_won_across_a_cut``).
+                if not alone and entry.claim_key == entry.key:
+                    self._cut_claims.add(entry.key, True, now)
+                actions.append(Publish(self.config.topics.claims, Claim(
+                    entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
                 continue
             if alone or entry.fenced or entry.origin is not None:
                 continue
