@@ -162,6 +162,7 @@ class Counters:
     asked: int = 0             # resubmissions asked about (shared dispatch): does a peer have it?
     order_divergences: int = 0  # claim dispatch: a peer answered a task this agent saw itself win
     fenced_dropped: int = 0
+    superseded: int = 0        # claim dispatch: held copies dropped as a peer won a later takeover round
     reclaimed: int = 0         # claim dispatch: tasks won across a lost connection, competed for again
     rescues: int = 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
+from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, taken_over, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
@@ -76,6 +76,8 @@ class ClaimingMixin:
             # the one to take it from should it die in turn.
             _, payload, _ = self._foreign[round_of[0]]
             self._foreign[round_of[0]] = (winner, payload, self._win_epochs.get(claim.task, now))
+        if decides and round_of is not None and winner != self.config.agent_id:
+            actions += self._superseded(round_of[0], claim.task, now)
         if claim.agent != self.config.agent_id:
             self._claimers.add(claim.agent, True, now)
         rescued = self._rescue_claims.pop(claim.task, None)
@@ -112,6 +114,8 @@ class ClaimingMixin:
         if entry.state is EntryState.CLAIMED:
             self._claimed -= 1
         if winner == self.config.agent_id:
+            winner = self._later_round_winner(entry, now) or winner
+        if winner == self.config.agent_id:
             if self._won_across_a_cut(entry, now):
                 return self._reclaim(entry, now)
             self.counters.claims_won += 1
@@ -129,6 +133,35 @@ class ClaimingMixin:
         put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.claim_key, now)),
                     self.config.dedup_items)
         return acks
+
+    def _superseded(self, key: str, round_key: str, now: float) -> list[Action]:
+        """A peer won ``round_key``, a takeover round of ``key``, while this
+        agent holds ``key`` by an earlier claim and has not answered it: the
+        two saw the claims that decided it in different orders (one missed a
+        claim around a lost connection). The round's winner holds it now:
+        drop this copy, or the task runs twice."""
+        entry = self._entries.get(key)
+        if entry is None or entry.claim_key == round_key or entry.origin is not None or entry.fenced \
+                or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
+            return []
+        self.counters.superseded += 1
+        actions = self._stop_local(entry)
+        self._clear_offer(entry)
+        self._release(entry)
+        if entry.task is not None:      # to take over should the round's winner die
+            put_bounded(self._foreign, key, (self._winners.get(round_key, now) or "", entry.payload,
+                                             self._win_epochs.get(round_key, now)), self.config.dedup_items)
+        forget: list[Action] = [Forget(key)] if entry.remembered else []
+        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+
+    def _later_round_winner(self, entry: Entry, now: float) -> str | None:
+        """A peer that won a takeover round of ``entry`` later than the claim
+        this agent holds it by (see :meth:`_superseded`)."""
+        mine = taken_over(entry.claim_key)
+        n, holder = (mine[1] if mine else 0) + 1, None
+        while (won := self._winners.get(takeover_key(entry.key, n), now)) is not None:
+            holder, n = won, n + 1
+        return holder if holder != self.config.agent_id else None
 
     def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
         """Won by a claim this agent made before its control connection

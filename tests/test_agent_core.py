@@ -723,3 +723,25 @@ def test_a_holder_cut_off_twice_claims_the_round_after_the_one_it_won():
     c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)             # won back: runs it
     (topic, body), = published(c.on_disconnect(0.6))
     assert body == {"task": "k#t#t", "agent": "a1"}
+
+
+def test_a_peer_winning_a_later_takeover_round_ends_this_agents_copy():
+    # The loaded chaos run on the embedded broker: a2 missed a1's claim around
+    # its cut and took its own for the first; it claimed k#t again and won it,
+    # while a1 ran k as the landing's winner. One of them must stop: a1.
+    c = core("claim")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k", kind="sleep"), 1, 0.0)
+    assert any(isinstance(a, Run) for a in c.on_message(T.claims, claim("k", "a1"), 2, 0.1))
+    out = c.on_message(T.claims, Claim("k#t", "a2", epoch=1).encode(), 3, 0.2)
+    assert Cancel("k") in out and Ack(1) in out and c.held == 0
+    assert c.on_finished("k", 0.3, result="late") == []
+
+
+def test_a_landing_won_after_a_peer_won_a_takeover_round_is_lost():
+    c = core("claim")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k", kind="sleep"), 1, 0.0)
+    c.on_message(T.claims, Claim("k#t", "a2", epoch=1).encode(), 2, 0.1)
+    out = c.on_message(T.claims, claim("k", "a1"), 3, 0.2)
+    assert not any(isinstance(a, Run) for a in out) and c.held == 0
