@@ -102,6 +102,8 @@ class ClaimingMixin:
         taking tasks for good, so the pair cannot run a task twice again."""
         self.counters.order_divergences += 1
         me = self.config.agent_id
+        if key in self._cut_claims:
+            return []       # claimed across this agent's lost connection: a claim missed then, not the broker's order
         if self.degraded or me not in (first, answerer) or me != max(first, answerer):
             return []
         reason = (f"claims reached {first} and {answerer} in different orders (task {key!r} was won by "

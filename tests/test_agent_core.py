@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from fogmesh.claims import Claim, claim_key
-from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run
+from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run, StopTaking
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo, Limits, Presence, Task
 from fogmesh.registry import Registry
@@ -745,3 +745,17 @@ def test_a_landing_won_after_a_peer_won_a_takeover_round_is_lost():
     c.on_message(T.claims, Claim("k#t", "a2", epoch=1).encode(), 2, 0.1)
     out = c.on_message(T.claims, claim("k", "a1"), 3, 0.2)
     assert not any(isinstance(a, Run) for a in out) and c.held == 0
+
+
+def test_a_task_claimed_across_a_cut_and_answered_by_a_peer_is_no_sign_of_a_disordered_broker():
+    # a2 (the larger id) missed a1's claim for k around its cut: a message lost
+    # with the connection, not a broker that orders claims differently.
+    c = core("claim", agent="a2")
+    c.on_message(T.presence("a1"), Presence(agent="a1", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k", kind="echo"), 1, 0.0)
+    c.on_disconnect(0.1)
+    c.on_connected(0.2)
+    c.on_message(T.claims, claim("k", "a2"), "c1", 0.3)
+    done = Claim("k", "a1", op="done", reply_to="t/replies/d", reply=b'{"id":"k","status":"ok"}').encode()
+    out = c.on_message(T.claims, done, "c2", 0.4)
+    assert not any(isinstance(a, StopTaking) for a in out) and c.degraded is None
