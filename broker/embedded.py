@@ -92,10 +92,7 @@ class FogmeshBroker(Broker):
         except MQTTError as exc:
             if "Invalid protocol" in str(exc):
                 level = str(exc).rsplit(":", 1)[-1].strip()
-                log.warning("refused the client at %s:%s: it speaks MQTT protocol level %s (%s), the "
-                            "embedded broker MQTT 3.1.1 only. Connect as 3.1.1 (mosquitto_sub/rr -V "
-                            "mqttv311, MQTT.js protocolVersion: 4, paho MQTTv311), or run mosquitto for "
-                            "MQTT 5", remote_address, remote_port, level,
+                log.warning(_REFUSED_V5, remote_address, remote_port, level,
                             {"5": "MQTT 5", "3": "MQTT 3.1"}.get(level, "unknown"))
             raise
         _no_resends_of_shared(handler, session)
@@ -119,6 +116,18 @@ class FogmeshBroker(Broker):
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
+        if await _protocol_level(reader) == 5:
+            # amqtt would parse an MQTT 5 CONNECT with properties as 3.1.1 and
+            # wait for bytes that never come: the client hung without a word.
+            peer = writer.get_extra_info("peername") or ("?", "?")
+            log.warning(_REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
+            writer.write(b"\x20\x03\x00\x84\x00")      # CONNACK, 0x84: unsupported protocol version
+            try:
+                await writer.drain()
+            except OSError:
+                pass
+            writer.close()
+            return
         await self._client_connected(listener_name, _ReadsBeforeReset(reader), StreamWriterAdapter(writer))
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
@@ -234,6 +243,48 @@ class FogmeshBroker(Broker):
                 del handler._puback_waiters[packet_id]
             if session.inflight_out.get(packet_id) is outgoing:
                 del session.inflight_out[packet_id]
+
+
+_REFUSED_V5 = ("refused the client at %s:%s: it speaks MQTT protocol level %s (%s), the embedded broker "
+               "MQTT 3.1.1 only. Connect as 3.1.1 (mosquitto_sub/rr -V mqttv311, MQTT.js protocolVersion: 4, "
+               "paho MQTTv311), or run mosquitto for MQTT 5")
+
+
+async def _protocol_level(reader: asyncio.StreamReader, *, timeout: float = 10.0) -> int | None:
+    """The protocol level of the CONNECT a new connection starts with, read
+    from the reader's buffer without consuming it (None: not a CONNECT, or
+    too slow to tell; amqtt deals with those)."""
+    buffered = reader._buffer
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        level, complete = _connect_level(bytes(buffered[:20]))
+        if complete or reader.at_eof() or reader.exception() is not None:
+            return level
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(0.005)       # polled: StreamReader has no peek, and waiting on it races its reader
+
+
+def _connect_level(head: bytes) -> tuple[int | None, bool]:
+    """(level, known): the level byte of a CONNECT packet's start, or None
+    with known=True when ``head`` is not a CONNECT, known=False when more
+    bytes are needed."""
+    if not head:
+        return None, False
+    if head[0] != 0x10:
+        return None, True
+    i = 1
+    while i < len(head) and head[i] & 0x80 and i < 4:      # remaining length: 1-4 bytes
+        i += 1
+    if i >= len(head) or len(head) < i + 3:
+        return None, False
+    name_len = int.from_bytes(head[i + 1:i + 3], "big")
+    at = i + 3 + name_len
+    if name_len > 6:
+        return None, True
+    if len(head) <= at:
+        return None, False
+    return head[at], True
 
 
 class _ReadsBeforeReset(StreamReaderAdapter):
