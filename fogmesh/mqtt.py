@@ -21,6 +21,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fogmesh import publish_properties
 from fogmesh.broker_url import BrokerUrl, resolve_password
 from fogmesh.errors import ConnectError, PublishError, UnsupportedBroker
 from fogmesh.properties import MessageProperties
@@ -144,6 +146,51 @@ class _Client(paho.Client):
                               "to_process": len(data), "packet": data, "info": None})
         elif run:
             queue.appendleft(run[0])
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """An MQTT 5 PUBLISH read with fogmesh's property decoder
+        (:mod:`fogmesh.publish_properties`: paho's cost more than a 3.1.1
+        round trip); ``message.properties`` is then a MessageProperties or
+        None. QoS 2, topic aliases and malformed blocks stay paho's."""
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if self._protocol != paho.MQTTv5 or qos == 2 or len(packet) < 2:
+            return super()._handle_publish()
+        at = 2 + int.from_bytes(packet[0:2], "big")
+        topic = bytes(packet[2:at])
+        mid = 0
+        if qos:
+            mid, at = int.from_bytes(packet[at:at + 2], "big"), at + 2
+        try:
+            props, at, present = publish_properties.decode(packet, at)
+        except ValueError:
+            return super()._handle_publish()
+        if publish_properties.TOPIC_ALIAS in present or not topic:
+            return super()._handle_publish()
+        message = paho.MQTTMessage(mid=mid, topic=topic)
+        message.dup, message.qos, message.retain = bool(header & 0x08), qos, bool(header & 0x01)
+        message.properties = props
+        message.payload = bytes(packet[at:])
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class _PackedProperties:
+    """A PUBLISH property block already encoded: paho asks only for ``pack()``."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, props: MessageProperties) -> None:
+        self.block = publish_properties.encode(props)
+
+    def pack(self) -> bytes:
+        return self.block
+
+    def __str__(self) -> str:
+        return f"[{len(self.block)} bytes of properties]"
 
 
 def _nodelay(_client: paho.Client, _userdata: object, sock: socket.socket) -> None:
@@ -336,7 +383,8 @@ class MqttClient:
             else:
                 withdrawn = False
                 info = self._paho.publish(topic, payload, qos=qos, retain=retain,
-                                          properties=_to_paho(properties) if self.mqtt5 and properties else None)
+                                          properties=_PackedProperties(properties)  # type: ignore[arg-type]
+                                          if self.mqtt5 and properties else None)
                 if tag is not None and qos > 0:
                     self._fenced[info.mid] = (tag, withdraw)
                     if info.is_published():          # its PUBACK beat us here
@@ -453,30 +501,18 @@ class MqttClient:
             return
         message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos,
                           retain=bool(msg.retain), mid=msg.mid, generation=self._generation,
-                          dup=bool(msg.dup), properties=_from_paho(msg.properties) if self.mqtt5 else None)
+                          dup=bool(msg.dup), properties=_properties(msg.properties) if self.mqtt5 else None)
         try:
             self._on_message(message)
         except Exception:  # a bug in a handler must not kill paho's network thread
             log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
 
 
-def _to_paho(props: MessageProperties) -> Properties:
-    p = Properties(PacketTypes.PUBLISH)
-    if props.response_topic:
-        p.ResponseTopic = props.response_topic
-    if props.correlation_data is not None:
-        p.CorrelationData = props.correlation_data
-    if props.user_properties:
-        p.UserProperty = list(props.user_properties)
-    if props.expiry_s is not None:
-        p.MessageExpiryInterval = props.expiry_s
-    return p
-
-
-def _from_paho(p: Any) -> MessageProperties | None:
-    """The properties fogmesh maps, or None when the message had none of them."""
-    if p is None:
-        return None
+def _properties(p: Any) -> MessageProperties | None:
+    """The properties fogmesh maps, or None when the message had none of them
+    (decoded by ``_Client``, or by paho for what it leaves to paho)."""
+    if p is None or isinstance(p, MessageProperties):
+        return p
     user = getattr(p, "UserProperty", None)
     props = MessageProperties(response_topic=getattr(p, "ResponseTopic", None),
                               correlation_data=getattr(p, "CorrelationData", None),
