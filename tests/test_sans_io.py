@@ -21,7 +21,7 @@ PURE_MODULES = [
     "edge_agent/ratelimit.py", "edge_agent/claiming.py", "edge_agent/answering.py",
     "edge_agent/answers.py", "edge_agent/asking.py", "edge_agent/deaths.py", "broker/shared.py",
     "edge_agent/ordering.py", "deploy/units.py", "deploy/report.py",
-    "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
+    "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/publish_properties.py", "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
