@@ -15,11 +15,21 @@ from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Result
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Timing, excerpt
+from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Task, Timing, excerpt
 from fogmesh.properties import reply_properties
 
 MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 
+
+
+def sent_again(answer: Answer, task: Task | None) -> Publish:
+    """``answer`` going out again, with the MQTT 5 properties of the request
+    it answers this time: a requester resubmitting with new Correlation Data
+    matches the reply by the new one."""
+    props = None
+    if task is not None and answer.topic == task.reply_to:
+        props = reply_properties(task.correlation, task.user_properties)
+    return Publish(answer.topic, answer.payload, properties=props)
 
 class AnsweringMixin:
     def _timing(self, entry: Entry, now: float) -> Timing:

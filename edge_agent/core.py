@@ -28,7 +28,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
                                         Forget, Publish, Remember, Run)
-from fogmesh.edge_agent.answering import AnsweringMixin
+from fogmesh.edge_agent.answering import AnsweringMixin, sent_again
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin
 from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
@@ -229,7 +229,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             if answer is not None:       # submitted again, or its answer was cut off: the same answer
                 self._unsent.pop(key, None)
                 self.counters.answered_again += 1
-                return [Publish(answer.topic, answer.payload), Ack(token)]
+                return [sent_again(answer, task), Ack(token)]
             return [Ack(token)]
 
         entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish
-from fogmesh.edge_agent.answering import MARK
+from fogmesh.edge_agent.answering import MARK, sent_again
 from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import confine_to_device, parse_task
+from fogmesh.messages import Task, confine_to_device, parse_task
 
 
 class FailoverMixin:
@@ -75,7 +75,11 @@ class FailoverMixin:
             answer = self._done.answer(key, now) if self._unsent.pop(key, None) else None
             if answer is not None:     # its answer was cut off with the connection: send it now
                 self.counters.answered_again += 1
-                return [Publish(answer.topic, answer.payload)] + [Ack(t) for t in tokens]
+                try:
+                    task: Task | None = parse_task(payload, limits=self.config.limits)
+                except InvalidMessage:
+                    task = None
+                return [sent_again(answer, task)] + [Ack(t) for t in tokens]
             return [Ack(t) for t in tokens]
         held = self._entries.get(key)
         if held is not None:

@@ -759,3 +759,13 @@ def test_a_task_claimed_across_a_cut_and_answered_by_a_peer_is_no_sign_of_a_diso
     done = Claim("k", "a1", op="done", reply_to="t/replies/d", reply=b'{"id":"k","status":"ok"}').encode()
     out = c.on_message(T.claims, done, "c2", 0.4)
     assert not any(isinstance(a, StopTaking) for a in out) and c.degraded is None
+
+
+def test_a_resubmission_gets_the_same_answer_with_the_correlation_data_of_the_new_request():
+    c = core()
+    first = Task(id="r", kind="echo", reply_to="t/replies/d", args={}, correlation="AAE=").encode()
+    assert any(isinstance(a, Run) for a in c.on_message(T.tasks, first, 1, 0.0))
+    c.on_finished("r", 0.1, result={})
+    again = Task(id="r", kind="echo", reply_to="t/replies/d", args={}, correlation="AAI=").encode()
+    (reply,) = [a for a in c.on_message(T.tasks, again, 2, 0.2) if isinstance(a, Publish)]
+    assert reply.properties.correlation_data == b"\x00\x02"
