@@ -120,7 +120,9 @@ class FogmeshBroker(Broker):
             # amqtt would parse an MQTT 5 CONNECT with properties as 3.1.1 and
             # wait for bytes that never come: the client hung without a word.
             peer = writer.get_extra_info("peername") or ("?", "?")
-            log.warning(_REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
+            probe = _v5_client_id(bytes(reader._buffer[:512])).startswith("fogmesh-probe-")
+            # agents on --mqtt auto ask once at start: expected, not worth a warning
+            log.log(logging.DEBUG if probe else logging.WARNING, _REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
             writer.write(b"\x20\x03\x00\x84\x00")      # CONNACK, 0x84: unsupported protocol version
             try:
                 await writer.drain()
@@ -285,6 +287,28 @@ def _connect_level(head: bytes) -> tuple[int | None, bool]:
     if len(head) <= at:
         return None, False
     return head[at], True
+
+
+def _v5_client_id(connect: bytes) -> str:
+    """The client id of an MQTT 5 CONNECT ("" if it is not all there)."""
+    try:
+        i = 1
+        while connect[i] & 0x80:
+            i += 1
+        i += 1 + 2 + 4 + 1 + 1 + 2          # name length, "MQTT", level, flags, keep-alive
+        length, shift = 0, 0
+        while True:                          # the properties' length
+            byte = connect[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        i += length
+        n = int.from_bytes(connect[i:i + 2], "big")
+        return connect[i + 2:i + 2 + n].decode(errors="replace") if i + 2 + n <= len(connect) else ""
+    except IndexError:
+        return ""
 
 
 class _ReadsBeforeReset(StreamReaderAdapter):

@@ -101,7 +101,7 @@ class Agent:
                  device_rate: float = 0.0, metrics_port: int | None = None,
                  triggers: list[TriggerSpec] | None = None,
                  metrics_addr: str = "127.0.0.1", notifier: ServiceNotifier | None = None,
-                 mqtt: str = "3.1.1") -> None:
+                 mqtt: str = "auto") -> None:
         validate_segment(agent_id, what="agent id")
         if mqtt not in MQTT_CHOICES:
             raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
@@ -321,10 +321,9 @@ class Agent:
         return client, ctl
 
     def _choose_protocol(self, timeout: float) -> None:
-        """``mqtt="auto"``: MQTT 5 where the broker accepts it (its request/response
-        properties map onto tasks: fogmesh.properties), else 3.1.1. Not the
-        default: paho's MQTT 5 costs about 15% of the round trip and far more
-        memory per queued message (topics.md, MQTT 5)."""
+        """``mqtt="auto"`` (the default): MQTT 5 where the broker accepts it (its
+        request/response properties map onto tasks: fogmesh.properties), else
+        3.1.1. One CONNECT tells (the embedded broker refuses it at once)."""
         if self.mqtt != "auto":
             return
         problem = probe_connect(self.ctl.url, mqtt5=True, timeout=min(timeout, 3.0))

@@ -32,10 +32,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim"],
                    help="how agents split tasks: MQTT shared subscriptions, claims on "
                         "{root}/claims, or auto-detect (default: auto)")
-    p.add_argument("--mqtt", default="3.1.1", choices=["3.1.1", "auto", "5"],
-                   help="protocol version. auto: MQTT 5 where the broker accepts it, so MQTT 5 "
-                        "requesters (mosquitto_rr) are answered on their Response Topic with their "
-                        "Correlation Data; costs about 15%% of the round trip (default: 3.1.1)")
+    p.add_argument("--mqtt", default="auto", choices=["auto", "5", "3.1.1"],
+                   help="protocol version. auto: MQTT 5 where the broker accepts it (mosquitto, EMQX), "
+                        "so MQTT 5 requesters (mosquitto_rr) are answered on their Response Topic with "
+                        "their Correlation Data, else 3.1.1 (the embedded broker, Aedes, RabbitMQ) "
+                        "(default: auto)")
     p.add_argument("--presence-period", type=float, default=5.0,
                    help="seconds between presence announcements (default: 5)")
     p.add_argument("--timeout", type=timeout_pair, action="append", default=[], metavar="KIND=S",

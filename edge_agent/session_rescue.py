@@ -8,8 +8,10 @@ dead agent's client id, which resumes that session: the broker redelivers what
 was in flight and hands over what was queued. Each task goes to the rescuer's
 core, which competes for it under its takeover key (the dead agent, if it was
 only cut off, may reclaim it: exactly one wins). Once the session is quiet the
-rescuer unsubscribes it from the task topics, so the broker stops routing work
-to it, and it disconnects once every rescued task is acknowledged. The rescue
+rescuer unsubscribes it from the task topics (subscribing to each first: RabbitMQ
+ignores an UNSUBSCRIBE of a filter the connection did not subscribe to itself),
+so the broker stops routing work to it, and it disconnects once every rescued
+task is acknowledged. The rescue
 connection never reconnects: if the agent comes back, it takes its session back.
 """
 
@@ -87,6 +89,12 @@ class RescueSession:
                 if time.monotonic() - self._last_message >= self.quiet_s:
                     break
             for topic_filter in self.unsubscribe:   # no more work routed to the dead agent
+                # Subscribed first: RabbitMQ ignores an UNSUBSCRIBE for a filter this
+                # connection did not subscribe to, though the resumed session has it.
+                try:
+                    self.client.subscribe(topic_filter)
+                except ConnectError:
+                    pass
                 self.client.unsubscribe(topic_filter)
             while not self._stop.wait(0.1):      # until every rescued task is acknowledged
                 with self._lock:

@@ -51,12 +51,16 @@ def test_agents_on_auto_speak_mqtt5_on_mosquitto_and_311_on_the_embedded_broker(
     assert agent.client.mqtt5 is (broker.name == "mosquitto")
 
 
-def test_agents_speak_311_unless_told(mosquitto_broker, root, agents):
-    assert agents("v-0", mosquitto_broker.url, root).client.mqtt5 is False
+def test_agents_speak_mqtt5_by_default_where_the_broker_does(mosquitto_broker, root, agents):
+    assert agents("v-0", mosquitto_broker.url, root).client.mqtt5 is True
+
+
+def test_agents_told_311_speak_311(mosquitto_broker, root, agents):
+    assert agents("v-3", mosquitto_broker.url, root, mqtt="3.1.1").client.mqtt5 is False
 
 
 def test_mosquitto_rr_gets_its_reply_without_a_reply_to_field(mosquitto_broker, root, agents):
-    agents("rr-1", mosquitto_broker.url, root, mqtt="auto")
+    agents("rr-1", mosquitto_broker.url, root)          # default flags: out of the box
     done = subprocess.run([shutil.which("mosquitto_rr") or "mosquitto_rr", "-p", str(mosquitto_broker.port),
                            "-t", f"{root}/tasks", "-e", f"{root}/rr-reply", "-W", "10",
                            "-m", '{"id": "rr-t1", "kind": "sum", "args": {"values": [1, 2]}}'],

@@ -5,6 +5,7 @@ messages from wildcard subscribers) and Aedes (no shared subscriptions)."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -81,3 +82,31 @@ def test_the_agent_command_exits_2_with_the_reason_for_a_refused_dispatch(aedes,
                            "--root", root, "--dispatch", "shared", "--concurrency", "1"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "does not route $share subscriptions" in done.stderr
+
+
+def test_a_rescued_session_on_rabbitmq_stops_collecting_tasks(rabbit, root):
+    # RabbitMQ ignores an UNSUBSCRIBE of a filter the resumed connection did not
+    # subscribe to itself: a decommissioned agent's queue grew for ever.
+    from fogmesh.edge_agent.session_rescue import RescueSession
+    from fogmesh.mqtt import BrokerUrl, MqttClient
+    client_id, tasks = f"fa-gone-{root[-6:]}", f"{root}/tasks"
+    gone = MqttClient(rabbit.url, client_id=client_id, clean_session=False)
+    gone.start()
+    gone.subscribe(tasks)
+    gone.stop()                                   # its session and queue stay
+    rescue = RescueSession(BrokerUrl.parse(rabbit.url), client_id=client_id, agent="gone", unsubscribe=[tasks],
+                           deliver=lambda token: token.session.ack(token), log=logging.getLogger("test"),
+                           quiet_s=0.3)
+    rescue.start()
+    rescue._thread.join(30)
+    device = MqttClient(rabbit.url)
+    device.start()
+    for n in range(5):
+        device.publish(tasks, b'{"id": "after-%d", "kind": "echo", "args": {}}' % n).wait(5)
+    device.stop()
+    got = []
+    back = MqttClient(rabbit.url, client_id=client_id, clean_session=False, on_message=got.append)
+    back.start()
+    time.sleep(1.0)                               # nothing is coming: a wait, not a race
+    back.stop()
+    assert [m.payload for m in got] == []

@@ -18,7 +18,8 @@ from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port
 from fogmesh.broker.secure import Logins, generate
 from fogmesh.devices.client import FogClient
-from fogmesh.mqtt import probe_connect
+from fogmesh.errors import ConnectError
+from fogmesh.mqtt import MqttClient, probe_connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,7 +89,9 @@ def test_the_secured_config_has_a_tls_websocket_listener(tmp_path):
 def test_the_embedded_broker_says_why_it_refuses_an_mqtt5_client(caplog):
     with caplog.at_level(logging.WARNING, logger="fogmesh.broker.embedded"):
         with EmbeddedBroker(port=free_port()) as b:
-            assert probe_connect(b.url, mqtt5=True) is not None
+            app = MqttClient(b.url, client_id="an-mqtt5-app", reconnect=False, mqtt5=True)
+            with pytest.raises(ConnectError):
+                app.start(timeout=5, fail_fast=True)
             assert probe_connect(b.url) is None
     refusals = [r.getMessage() for r in caplog.records if r.name == "fogmesh.broker.embedded"]
     assert any("MQTT 5" in m and "MQTT 3.1.1 only" in m and "-V mqttv311" in m for m in refusals), refusals
