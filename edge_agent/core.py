@@ -365,7 +365,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             self._entries[task.id] = entry
             self._claim_index[entry.claim_key] = task.id
             actions.append(Publish(self.config.topics.claims,
-                                   Claim(entry.claim_key, self.config.agent_id).encode()))
+                                   Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
             actions += self._accept(entry, now)
         return actions
 

@@ -176,7 +176,7 @@ class FailoverMixin:
             entry.claim_key = self._takeover_claim(entry.key, now)
             self._claim_index[entry.claim_key] = entry.key
             actions.append(Publish(self.config.topics.claims,
-                                   Claim(entry.claim_key, self.config.agent_id).encode()))
+                                   Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
         return actions
 
     def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
@@ -237,7 +237,7 @@ class FailoverMixin:
             if winner is not None:
                 actions += self._fence_decided(entry, winner, now)
             else:
-                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id).encode()))
+                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
         return actions
 
     def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:

@@ -285,7 +285,7 @@ def test_after_a_connection_loss_held_tasks_answer_only_if_their_reclaim_wins():
     c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
     c.on_message(T.tasks, task("k"), 1, 0.0)
     (topic, body), = published(c.on_disconnect(0.5))
-    assert body == {"task": "k#t", "agent": "a1"}
+    assert body == {"task": "k#t", "agent": "a1", "epoch": 1}     # peers contest only older claims
     assert c.on_finished("k", 0.6, result=1) == []
     released = c.on_message(T.claims, claim("k#t", "a1"), "c", 0.7)
     assert [b["id"] for t, b in published(released) if t == "t/replies/d"] == ["k"]
@@ -722,7 +722,7 @@ def test_a_holder_cut_off_twice_claims_the_round_after_the_one_it_won():
     c.on_message(T.tasks, task("k", kind="sleep"), 2, 0.4, dup=True)
     c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)             # won back: runs it
     (topic, body), = published(c.on_disconnect(0.6))
-    assert body == {"task": "k#t#t", "agent": "a1"}
+    assert body == {"task": "k#t#t", "agent": "a1", "epoch": 2}
 
 
 def test_a_peer_winning_a_later_takeover_round_ends_this_agents_copy():
