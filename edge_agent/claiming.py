@@ -1,6 +1,8 @@
 """The agent core's claim half (brokers without shared subscriptions): every
 agent sees every task, the first claim the broker orders wins, losers keep a
-copy to take over if the winner dies. Mixed into
+copy to take over if the winner dies. Takeovers go in rounds (``<id>#t``,
+``<id>#t#t``, ...): the winner of the latest round holds the task, and a copy
+held by an earlier claim gives way to it. Mixed into
 :class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
 
 from __future__ import annotations
