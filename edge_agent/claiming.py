@@ -169,14 +169,16 @@ class ClaimingMixin:
 
     def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
         """Won by a claim this agent made before its control connection
-        dropped (an older epoch, or a key it was claiming then): peers that saw
-        its will contest such wins under the takeover key, so running it
-        straight away could run it twice (the task comes back flagged DUP after
-        the reconnect, and the survivor may already have it)."""
-        if self.config.dispatch != "claim" or entry.claim_key != entry.key or self._epoch == 0:
+        dropped (an older epoch, or a task it was claiming then): peers that
+        saw its will contest such wins in the next takeover round, so running
+        it (or releasing its answer) straight away could run it twice. A fence
+        claim made when the task connection dropped first carries the old
+        epoch too."""
+        if self.config.dispatch != "claim" or self._epoch == 0:
             return False
-        stale = (self._win_epochs.get(entry.key, now) or 0) < self._epoch
-        return (stale or entry.key in self._cut_claims) and not self._alone(now)
+        stale = (self._win_epochs.get(entry.claim_key, now) or 0) < self._epoch
+        cut = entry.claim_key == entry.key and entry.key in self._cut_claims
+        return (stale or cut) and not self._alone(now)
 
     def _reclaim(self, entry: Entry, now: float) -> list[Action]:
         """Compete for ``entry`` under its takeover key, like the survivors that

@@ -241,6 +241,17 @@ class FailoverMixin:
         return actions
 
     def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
+        if winner == self.config.agent_id and self._won_across_a_cut(entry, now):
+            # won by a claim of an older epoch: peers contest the next round, so must this agent
+            self._claim_index.pop(entry.claim_key, None)
+            entry.claim_key = self._takeover_claim(entry.key, now)
+            self._claim_index[entry.claim_key] = entry.key
+            self.counters.reclaimed += 1
+            later = self._winners.get(entry.claim_key, now)
+            if later is not None:
+                return self._fence_decided(entry, later, now)
+            return [Publish(self.config.topics.claims,
+                            Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode())]
         if winner == self.config.agent_id:
             entry.fenced = False
             held, entry.pending = entry.pending, None

@@ -677,7 +677,7 @@ def test_a_task_claimed_before_a_cut_and_won_after_it_is_still_claimed_again():
     c.on_message(T.tasks, task("k", kind="echo"), 2, 0.3, dup=True)
     out = c.on_message(T.claims, Claim("k", "a1", epoch=1).encode(), "c1", 0.4)
     assert [b["task"] for t, b in published(out) if t == T.claims] == ["k#t"]
-    won = c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)
+    won = c.on_message(T.claims, Claim("k#t", "a1", epoch=1).encode(), "c2", 0.5)
     assert [a.key for a in won if isinstance(a, Run)] == ["k"]
 
 
@@ -720,7 +720,7 @@ def test_a_holder_cut_off_twice_claims_the_round_after_the_one_it_won():
     cut_while_claiming(c)
     c.on_message(T.claims, claim("k", "a1"), "c1", 0.3)
     c.on_message(T.tasks, task("k", kind="sleep"), 2, 0.4, dup=True)
-    c.on_message(T.claims, claim("k#t", "a1"), "c2", 0.5)             # won back: runs it
+    c.on_message(T.claims, Claim("k#t", "a1", epoch=1).encode(), "c2", 0.5)             # won back: runs it
     (topic, body), = published(c.on_disconnect(0.6))
     assert body == {"task": "k#t#t", "agent": "a1", "epoch": 2}
 
@@ -769,3 +769,23 @@ def test_a_resubmission_gets_the_same_answer_with_the_correlation_data_of_the_ne
     again = Task(id="r", kind="echo", reply_to="t/replies/d", args={}, correlation="AAI=").encode()
     (reply,) = [a for a in c.on_message(T.tasks, again, 2, 0.2) if isinstance(a, Publish)]
     assert reply.properties.correlation_data == b"\x00\x02"
+
+
+def test_a_fence_won_by_a_claim_from_before_the_epoch_is_claimed_again_in_the_next_round():
+    # The chaos run on mosquitto that answered twice: a1's task connection dropped
+    # first, so its fence claim k#t carried the old epoch; then its control
+    # connection dropped too. a2, seeing a1 back in epoch 1, contested k#t#t and
+    # ran k; a1 had won k#t and answered as well.
+    c = core("claim")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_message(T.tasks, task("k", kind="sleep"), 1, 0.0)
+    c.on_message(T.claims, claim("k", "a1"), 2, 0.05)                # won: runs
+    (_, fence), = published(c.on_disconnect(0.1, control=False))
+    assert fence == {"task": "k#t", "agent": "a1"}                   # epoch 0 still
+    c.on_disconnect(0.11)
+    c.on_connected(0.2)
+    assert c.on_finished("k", 0.25, result=1) == []                  # held: fenced
+    out = c.on_message(T.claims, claim("k#t", "a1"), 3, 0.3)
+    assert [b for t, b in published(out)] == [{"task": "k#t#t", "agent": "a1", "epoch": 1}]
+    dropped = c.on_message(T.claims, Claim("k#t#t", "a2", epoch=0).encode(), 4, 0.4)
+    assert [t for t, b in published(dropped)] == [] and c.held == 0
