@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter, WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import MQTTError, ProtocolHandlerError
@@ -131,6 +131,27 @@ class FogmeshBroker(Broker):
             writer.close()
             return
         await self._client_connected(listener_name, _ReadsBeforeReset(reader), StreamWriterAdapter(writer))
+
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        """As over TCP: an MQTT 5 CONNECT is refused with a reason, not left hanging."""
+        reader, writer = WebSocketsReader(websocket), WebSocketsWriter(websocket)
+        try:
+            await asyncio.wait_for(reader._feed_buffer(1), 10)      # the first frame: the CONNECT
+        except asyncio.TimeoutError:
+            pass
+        head = reader._stream.getvalue()
+        if _connect_level(head[:20])[0] == 5:
+            peer = getattr(websocket, "remote_address", None) or ("?", "?")
+            probe = _v5_client_id(head[:512]).startswith("fogmesh-probe-")
+            log.log(logging.DEBUG if probe else logging.WARNING, _REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
+            writer.write(b"\x20\x03\x00\x84\x00")
+            try:
+                await writer.drain()
+                await writer.close()
+            except Exception:               # the client went first
+                pass
+            return
+        await self._client_connected(listener_name, reader, writer)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:

@@ -206,19 +206,28 @@ def test_a_message_in_flight_when_a_connection_drops_comes_again_on_the_next_fla
 
 
 @pytest.mark.timeout(30)
-def test_an_mqtt5_client_sending_connect_properties_is_refused_not_left_hanging(amqtt_broker):
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_an_mqtt5_client_sending_connect_properties_is_refused_not_left_hanging(transport):
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
+
+    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.ports import free_port
     answered = threading.Event()
     reasons = []
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"v5-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5)
-    c.on_connect = lambda c, u, f, rc, p: (reasons.append(str(rc)), answered.set())
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 60
-    c.connect("127.0.0.1", amqtt_broker.port, properties=props)
-    c.loop_start()
-    try:
-        assert answered.wait(10), "no CONNACK: the client hangs"
-        assert reasons[0] == "Unsupported protocol version"
-    finally:
-        c.loop_stop()
+    with EmbeddedBroker(port=free_port(), ws_port=free_port()) as broker:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"v5-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5,
+                        transport=transport)
+        if transport == "websockets":
+            c.ws_set_options(path="/mqtt")
+        c.on_connect = lambda c, u, f, rc, p: (reasons.append(str(rc)), answered.set())
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 60
+        c.connect("127.0.0.1", broker.port if transport == "tcp" else broker.ws_port, properties=props)
+        c.loop_start()
+        try:
+            assert answered.wait(10), "no CONNACK: the client hangs"
+            assert reasons[0] == "Unsupported protocol version"
+        finally:
+            c.disconnect()
+            c.loop_stop()

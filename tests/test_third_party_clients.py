@@ -64,6 +64,8 @@ def test_mqttjs_v4_on_the_embedded_broker_gets_one_reply_per_task(embedded_ws, r
     assert result == {"answered": TASKS, "replies": TASKS, "ok": TASKS, "errors": []}
 
 
-def test_mqttjs_v5_on_the_embedded_broker_is_refused_with_a_reason(embedded_ws, root):
-    result = mqttjs(embedded_ws.url, 5, root)
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_mqttjs_v5_on_the_embedded_broker_is_refused_with_a_reason(embedded_ws, root, transport):
+    url = embedded_ws.url if transport == "tcp" else f"ws://127.0.0.1:{embedded_ws.ws_port}/mqtt"
+    result = mqttjs(url, 5, root)
     assert result["answered"] == 0 and any("protocol" in e.lower() for e in result["errors"]), result
