@@ -163,6 +163,7 @@ class Counters:
     order_divergences: int = 0  # claim dispatch: a peer answered a task this agent saw itself win
     fenced_dropped: int = 0
     superseded: int = 0        # claim dispatch: held copies dropped as a peer won a later takeover round
+    answers_found_out: int = 0  # withdrawn answers this agent's own echoed record reported out: not sent again
     reclaimed: int = 0         # claim dispatch: tasks won across a lost connection, competed for again
     rescues: int = 0
 

@@ -28,6 +28,8 @@ class ClaimingMixin:
             return [Ack(token)]
         actions: list[Action] = [Ack(token)]
         for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
+            if claim.agent == self.config.agent_id:
+                actions += self._answer_was_out(key, now)
             self._answered.pop(key, None)
             contested = self._contesting(key) if claim.agent != self.config.agent_id else None
             if contested is not None:      # its answer is out: nothing left to run or deliver

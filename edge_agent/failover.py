@@ -9,6 +9,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answering import MARK, sent_again
+from fogmesh.edge_agent.answers import Answer
 from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.recent import put_bounded
@@ -239,6 +240,26 @@ class FailoverMixin:
             else:
                 actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
         return actions
+
+    def _answer_was_out(self, key: str, now: float) -> list[Action]:
+        """This agent's own record, echoed back by the broker, reports its
+        answer for ``key`` out: the broker had the answer before the
+        connection dropped (the record left after it, in the same write), only
+        its PUBACK was lost. A withdrawn answer waiting on its fence is not
+        sent again (a second copy to the device), and peers, which saw the
+        same record, drop their contest."""
+        entry = self._entries.get(key)
+        if entry is None or not entry.fenced or entry.state is not EntryState.ANSWERED or entry.origin is not None:
+            return []
+        held, entry.pending = entry.pending or [], None
+        entry.fenced = False
+        answer = next((Answer(a.topic, a.payload) for a in held
+                       if isinstance(a, Publish) and a.topic != self.config.topics.claims), None)
+        self._release(entry)
+        entry.move(EntryState.DONE)
+        self._done.add(key, now, entry.answer or answer)
+        self.counters.answers_found_out += 1
+        return [a for a in held if not isinstance(a, Publish)] + [Ack(t) for t in entry.tokens]
 
     def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
         if winner == self.config.agent_id and self._won_across_a_cut(entry, now):

@@ -477,6 +477,18 @@ def test_answers_withdrawn_by_a_dropped_connection_go_out_again_only_after_winni
     assert c.held == 0
 
 
+def test_a_withdrawn_answer_that_its_own_echoed_record_reports_out_is_not_sent_again():
+    # The broker had the answer (and the "sent" record after it, same write);
+    # only the PUBACK was lost with the link. Sent again, the device got it twice.
+    c = core("claim")
+    c.on_withdrawn(withdrawn_answer(c), 0.5)
+    out = c.on_message(T.claims, Claim("", "a1", op="sent", tasks=("w",)).encode(), 3, 0.8)
+    assert published(out) == [] and c.held == 0
+    assert c.on_message(T.claims, claim("w#t", "a1"), 4, 1.0) == [Ack(4)]       # the fence: nothing left
+    resubmitted = c.on_message(T.tasks, task("w", kind="echo"), 5, 2.0)
+    assert [t for t, b in published(resubmitted)] == ["t/replies/d"]            # the same answer, kept
+
+
 def test_a_withdrawn_answer_is_dropped_when_a_survivor_won_the_takeover():
     c = core("claim")
     c.on_withdrawn(withdrawn_answer(c), 0.5)
