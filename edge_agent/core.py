@@ -81,7 +81,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._win_epochs: RecentMap[int] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._epoch = 0          # control connections lost so far (on claims and presence)
-        self._cut_claims: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)  # claimed when the link dropped
+        # tasks this agent was claiming when its control connection dropped
+        self._cut_claims: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
         # claim mode: tasks other agents won and have not answered, kept to take over
         self._foreign: OrderedDict[str, tuple[str, bytes, int | None]] = OrderedDict()  # key -> winner, task, epoch

@@ -45,14 +45,15 @@ class FailoverMixin:
         for key, (winner, payload, won) in list(self._foreign.items()):
             if winner == agent and (epoch is None or won is None or won < epoch):
                 del self._foreign[key]
-                actions += self._take_over(key, payload, [], now, gone=agent)
+                actions += self._take_over(key, payload, [], now, gone=agent, gone_epoch=epoch)
         for key, (winner, payload, answer) in list(self._answered.items()):
             if winner == agent:      # it answered; the answer may not have reached the broker
                 del self._answered[key]
-                actions += self._take_over(key, payload, [], now, recorded=answer, gone=agent)
+                actions += self._take_over(key, payload, [], now, recorded=answer, gone=agent, gone_epoch=epoch)
         return actions
 
-    def _takeover_claim(self, key: str, now: float, *, gone: str | None = None) -> str:
+    def _takeover_claim(self, key: str, now: float, *, gone: str | None = None,
+                        gone_epoch: int | None = None) -> str:
         """The claim key to compete for ``key`` under: the round after the
         latest one decided, as every contender counts them from the same
         order of claims. A round's winner may die or be cut off in turn, so
@@ -63,13 +64,16 @@ class FailoverMixin:
         n, holder = 1, None
         while (won := self._winners.get(takeover_key(key, n), now)) is not None:
             holder, n = won, n + 1
+        if holder is not None and holder == gone and gone_epoch is not None \
+                and (self._win_epochs.get(takeover_key(key, n - 1), now) or 0) >= gone_epoch:
+            return takeover_key(key, n - 1)     # ``gone`` is back and won that round since: it holds the task
         if holder is not None and holder not in (self.config.agent_id, gone) and holder not in self._dead:
             return takeover_key(key, n - 1)
         return takeover_key(key, n)
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
                    recorded: Publish | None = None, device: str | None = None,
-                   gone: str | None = None) -> list[Action]:
+                   gone: str | None = None, gone_epoch: int | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
         if self._done.knows(key, now) and recorded is None:
@@ -86,10 +90,10 @@ class FailoverMixin:
         if held is not None:
             held.tokens.extend(tokens)
             return []
+        round_key = self._takeover_claim(key, now, gone=gone, gone_epoch=gone_epoch)
         if recorded is not None and not payload:     # its "done" came before the task message
             return self._compete(Entry(key=key, received=now, tokens=list(tokens),
-                                       claim_key=self._takeover_claim(key, now, gone=gone), claim_at=now,
-                                       recorded=recorded), now)
+                                       claim_key=round_key, claim_at=now, recorded=recorded), now)
         try:
             task = parse_task(payload, limits=self.config.limits)
         except InvalidMessage:
@@ -102,7 +106,7 @@ class FailoverMixin:
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
         return self._compete(Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                                   kind=self.registry.get(task.kind), claim_key=self._takeover_claim(key, now, gone=gone),
+                                   kind=self.registry.get(task.kind), claim_key=round_key,
                                    claim_at=now, recorded=recorded), now)
 
     def _compete(self, entry: Entry, now: float) -> list[Action]:
@@ -238,7 +242,8 @@ class FailoverMixin:
             if winner is not None:
                 actions += self._fence_decided(entry, winner, now)
             else:
-                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
+                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id,
+                                                     epoch=self._epoch or None).encode()))
         return actions
 
     def _answer_was_out(self, key: str, now: float) -> list[Action]:

@@ -801,3 +801,18 @@ def test_a_fence_won_by_a_claim_from_before_the_epoch_is_claimed_again_in_the_ne
     assert [b for t, b in published(out)] == [{"task": "k#t#t", "agent": "a1", "epoch": 1}]
     dropped = c.on_message(T.claims, Claim("k#t#t", "a2", epoch=0).encode(), 4, 0.4)
     assert [t for t, b in published(dropped)] == [] and c.held == 0
+
+
+def test_a_peer_back_that_won_its_answers_takeover_in_its_new_epoch_is_not_contested_again():
+    # a2 answered w (its "done" record came), was cut, and fenced the answer
+    # with w#t in epoch 1; a1, seeing it back, contested w#t#t and re-delivered
+    # the recorded answer while a2 released it: the device got it twice.
+    c = core("claim", takeover_grace_s=2.0)
+    c.on_message(T.tasks, task("w", kind="echo"), 1, 0.0)
+    c.on_message(T.claims, claim("w", "a2"), 2, 0.0)
+    done = Claim("w", "a2", op="done", reply_to="t/replies/d", reply=b'{"id":"w","status":"ok"}').encode()
+    c.on_message(T.claims, done, 3, 0.1)
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 0.2)
+    c.on_message(T.claims, Claim("w#t", "a2", epoch=1).encode(), 4, 0.3)
+    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.4, epoch=1).encode(), None, 0.4)
+    assert [b["task"] for t, b in published(back + c.on_tick(0.5)) if t == T.claims] == []
