@@ -95,7 +95,7 @@ class FogmeshBroker(Broker):
                 log.warning(_REFUSED_V5, remote_address, remote_port, level,
                             {"5": "MQTT 5", "3": "MQTT 3.1"}.get(level, "unknown"))
             raise
-        _no_resends_of_shared(handler, session)
+        _no_resends_of_shared(handler, session, self._launch)
         _keeps_in_flight(handler)
         return handler, session
 
@@ -119,16 +119,8 @@ class FogmeshBroker(Broker):
         if await _protocol_level(reader) == 5:
             # amqtt would parse an MQTT 5 CONNECT with properties as 3.1.1 and
             # wait for bytes that never come: the client hung without a word.
-            peer = writer.get_extra_info("peername") or ("?", "?")
-            probe = _v5_client_id(bytes(reader._buffer[:512])).startswith("fogmesh-probe-")
-            # agents on --mqtt auto ask once at start: expected, not worth a warning
-            log.log(logging.DEBUG if probe else logging.WARNING, _REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
-            writer.write(b"\x20\x03\x00\x84\x00")      # CONNACK, 0x84: unsupported protocol version
-            try:
-                await writer.drain()
-            except OSError:
-                pass
-            writer.close()
+            await _refuse_mqtt5(StreamWriterAdapter(writer), writer.get_extra_info("peername"),
+                                bytes(reader._buffer[:512]))
             return
         await self._client_connected(listener_name, _ReadsBeforeReset(reader), StreamWriterAdapter(writer))
 
@@ -141,15 +133,7 @@ class FogmeshBroker(Broker):
             pass
         head = reader._stream.getvalue()
         if _connect_level(head[:20])[0] == 5:
-            peer = getattr(websocket, "remote_address", None) or ("?", "?")
-            probe = _v5_client_id(head[:512]).startswith("fogmesh-probe-")
-            log.log(logging.DEBUG if probe else logging.WARNING, _REFUSED_V5, peer[0], peer[1], 5, "MQTT 5")
-            writer.write(b"\x20\x03\x00\x84\x00")
-            try:
-                await writer.drain()
-                await writer.close()
-            except Exception:               # the client went first
-                pass
+            await _refuse_mqtt5(writer, getattr(websocket, "remote_address", None), head[:512])
             return
         await self._client_connected(listener_name, reader, writer)
 
@@ -273,6 +257,21 @@ _REFUSED_V5 = ("refused the client at %s:%s: it speaks MQTT protocol level %s (%
                "paho MQTTv311), or run mosquitto for MQTT 5")
 
 
+async def _refuse_mqtt5(writer: Any, peer: Any, connect: bytes) -> None:
+    """Say why on the log and to the client (CONNACK 0x84, unsupported
+    protocol version), then close. The agents' own start-up probe
+    (``--mqtt auto``) is expected: logged at DEBUG."""
+    host, port = peer[:2] if peer else ("?", "?")
+    probe = _v5_client_id(connect).startswith("fogmesh-probe-")
+    log.log(logging.DEBUG if probe else logging.WARNING, _REFUSED_V5, host, port, 5, "MQTT 5")
+    writer.write(b"\x20\x03\x00\x84\x00")
+    for step in (writer.drain, writer.close):
+        try:
+            await step()
+        except Exception:               # the client went first
+            pass
+
+
 async def _protocol_level(reader: asyncio.StreamReader, *, timeout: float = 10.0) -> int | None:
     """The protocol level of the CONNECT a new connection starts with, read
     from the reader's buffer without consuming it (None: not a CONNECT, or
@@ -366,7 +365,7 @@ class _SharedOutgoing(OutgoingApplicationMessage):
     again down the member's next connection (:func:`_no_resends_of_shared`)."""
 
 
-def _no_resends_of_shared(handler: Any, session: Session) -> None:
+def _no_resends_of_shared(handler: Any, session: Session, launch: Callable[[Any], None]) -> None:
     """amqtt's resend of a session's unacknowledged messages on a new
     connection (MQTT-4.4.0-1), without the shared deliveries.
 
@@ -375,16 +374,12 @@ def _no_resends_of_shared(handler: Any, session: Session) -> None:
     dead one, the agent answered it, and the group also gave that task (never
     acknowledged on the old connection) to another member, which ran it again.
     """
-    resending: set[asyncio.Task[Any]] = set()
-
     async def resend() -> None:
         """Started, not awaited: amqtt read nothing from the client until
         every resent message was acknowledged (or 10 s passed)."""
         for m in itertools.chain(session.inflight_in.values(), session.inflight_out.values()):
             if not isinstance(m, _SharedOutgoing):
-                task = asyncio.ensure_future(handler._handle_message_flow(m))
-                resending.add(task)
-                task.add_done_callback(resending.discard)
+                launch(handler._handle_message_flow(m))
 
     handler._retry_deliveries = resend
 

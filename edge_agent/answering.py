@@ -16,20 +16,25 @@ from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Task, Timing, excerpt
-from fogmesh.properties import reply_properties
+from fogmesh.properties import MessageProperties, reply_properties
 
 MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent
 
+
+def properties_for(task: Task | None, topic: str) -> MessageProperties | None:
+    """The MQTT 5 properties of a reply on ``topic`` to ``task`` (None: none):
+    MQTT 5 requesters match replies by Correlation Data (fogmesh.properties)."""
+    if task is None or topic != task.reply_to:
+        return None
+    return reply_properties(task.correlation, task.user_properties)
 
 
 def sent_again(answer: Answer, task: Task | None) -> Publish:
     """``answer`` going out again, with the MQTT 5 properties of the request
     it answers this time: a requester resubmitting with new Correlation Data
     matches the reply by the new one."""
-    props = None
-    if task is not None and answer.topic == task.reply_to:
-        props = reply_properties(task.correlation, task.user_properties)
-    return Publish(answer.topic, answer.payload, properties=props)
+    return Publish(answer.topic, answer.payload, properties=properties_for(task, answer.topic))
+
 
 class AnsweringMixin:
     def _timing(self, entry: Entry, now: float) -> Timing:
@@ -87,10 +92,9 @@ class AnsweringMixin:
 
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         task = entry.task
-        if task is not None and entry.origin is None and (task.correlation is not None or task.user_properties) \
-                and publish.topic == task.reply_to:
-            # MQTT 5 requesters match replies by Correlation Data (fogmesh.properties)
-            publish = replace(publish, properties=reply_properties(task.correlation, task.user_properties))
+        props = properties_for(task, publish.topic) if entry.origin is None else None
+        if props is not None:
+            publish = replace(publish, properties=props)
         # What a resubmission of the id gets again (a device's own reply, not a
         # result sent back to an origin agent).
         answer = Answer(publish.topic, publish.payload) if entry.origin is None else None

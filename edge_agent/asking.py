@@ -139,9 +139,8 @@ class AskingMixin:
                                       f"task id {entry.key!r} was answered within the dedup window and its "
                                       "answer is no longer kept; submit it with a new id", now)
         entry.move(EntryState.CLAIMING)
-        entry.claim_key = self._takeover_claim(entry.key, now)
+        self._to_next_round(entry, now)
         entry.claim_at = now
-        self._claim_index[entry.claim_key] = entry.key
         winner = self._winners.get(entry.claim_key, now)
         if winner is not None:
             return self._decided(entry, winner, now)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish, Rescue, StopTaking
-from fogmesh.claims import Claim, taken_over, takeover_key
+from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
+from fogmesh.claims import Claim, taken_over
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.edge_agent.recent import put_bounded
@@ -151,23 +151,17 @@ class ClaimingMixin:
                 or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
             return []
         self.counters.superseded += 1
-        actions = self._stop_local(entry)
-        self._clear_offer(entry)
-        self._release(entry)
         if entry.task is not None:      # to take over should the round's winner die
             put_bounded(self._foreign, key, (self._winners.get(round_key, now) or "", entry.payload,
                                              self._win_epochs.get(round_key, now)), self.config.dedup_items)
-        forget: list[Action] = [Forget(key)] if entry.remembered else []
-        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+        return self._let_go(entry, now)
 
     def _later_round_winner(self, entry: Entry, now: float) -> str | None:
         """A peer that won a takeover round of ``entry`` later than the claim
         this agent holds it by (see :meth:`_superseded`)."""
         mine = taken_over(entry.claim_key)
-        n, holder = (mine[1] if mine else 0) + 1, None
-        while (won := self._winners.get(takeover_key(entry.key, n), now)) is not None:
-            holder, n = won, n + 1
-        return holder if holder != self.config.agent_id else None
+        later = self._round_winners(entry.key, now)[mine[1] if mine else 0:]
+        return later[-1] if later and later[-1] != self.config.agent_id else None
 
     def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
         """Won by a claim this agent made before its control connection
@@ -188,9 +182,7 @@ class ClaimingMixin:
         if entry.state is EntryState.CLAIMED:
             entry.move(EntryState.CLAIMING)
         self.counters.reclaimed += 1
-        self._claim_index.pop(entry.claim_key, None)
-        entry.claim_key = self._takeover_claim(entry.key, now)
-        self._claim_index[entry.claim_key] = entry.key
+        self._to_next_round(entry, now)
         entry.claim_at = now
         winner = self._winners.get(entry.claim_key, now)
         if winner is not None:
@@ -207,12 +199,7 @@ class ClaimingMixin:
 
     def _won_a_round(self, key: str, agent: str, now: float) -> bool:
         """Did ``agent`` win a takeover round of ``key``?"""
-        n = 1
-        while (won := self._winners.get(takeover_key(key, n), now)) is not None:
-            if won == agent:
-                return True
-            n += 1
-        return False
+        return agent in self._round_winners(key, now)
 
     def _drop_taken_over(self, key: str, now: float) -> list[Action]:
         """A task this agent won back from a peer that looked dead, whose answer
@@ -239,6 +226,5 @@ class ClaimingMixin:
                 entry.move(EntryState.CLAIMED)
                 entry.claim_at = None
                 self._claimed += 1
-                claim = Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None)
-                actions.append(Publish(self.config.topics.claims, claim.encode()))
+                actions.append(self._my_claim(entry.claim_key))
         return actions

@@ -323,12 +323,23 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
     def _drop_held(self, entry: Entry, now: float) -> list[Action]:
         """Stop holding ``entry`` without answering it: another agent's answer
         is the device's one answer. A copy arriving later is a duplicate."""
+        self._done.add(entry.key, now)
+        return self._let_go(entry, now)
+
+    def _let_go(self, entry: Entry, now: float) -> list[Action]:
+        """Stop holding ``entry``, unanswered here: out of the queue or its run
+        stopped, its offer and journal line dropped, its messages acknowledged."""
         actions = self._stop_local(entry)
         self._clear_offer(entry)
         self._release(entry)
-        self._done.add(entry.key, now)
         forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
         return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
+
+    def _my_claim(self, claim_key: str) -> Publish:
+        """This agent's claim on ``claim_key``, carrying its epoch (peers
+        contest only what it won in an older one)."""
+        return Publish(self.config.topics.claims,
+                       Claim(claim_key, self.config.agent_id, epoch=self._epoch or None).encode())
 
     def _release(self, entry: Entry) -> None:
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
@@ -365,8 +376,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                            claim_key=self._takeover_claim(task.id, now), fenced=True)
             self._entries[task.id] = entry
             self._claim_index[entry.claim_key] = task.id
-            actions.append(Publish(self.config.topics.claims,
-                                   Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
+            actions.append(self._my_claim(entry.claim_key))
             actions += self._accept(entry, now)
         return actions
 

@@ -61,15 +61,27 @@ class FailoverMixin:
         contested) or a peer dead or away since may have won it; a live peer
         that won the latest round holds the task: its round is returned, and
         competing in a decided round loses at once."""
-        n, holder = 1, None
-        while (won := self._winners.get(takeover_key(key, n), now)) is not None:
-            holder, n = won, n + 1
+        rounds = self._round_winners(key, now)
+        n, holder = len(rounds) + 1, (rounds[-1] if rounds else None)
         if holder is not None and holder == gone and gone_epoch is not None \
                 and (self._win_epochs.get(takeover_key(key, n - 1), now) or 0) >= gone_epoch:
             return takeover_key(key, n - 1)     # ``gone`` is back and won that round since: it holds the task
         if holder is not None and holder not in (self.config.agent_id, gone) and holder not in self._dead:
             return takeover_key(key, n - 1)
         return takeover_key(key, n)
+
+    def _round_winners(self, key: str, now: float) -> list[str]:
+        """Who won each decided takeover round of ``key``, in order."""
+        winners: list[str] = []
+        while (won := self._winners.get(takeover_key(key, len(winners) + 1), now)) is not None:
+            winners.append(won)
+        return winners
+
+    def _to_next_round(self, entry: Entry, now: float) -> None:
+        """Compete for ``entry`` in the takeover round to claim now (:meth:`_takeover_claim`)."""
+        self._claim_index.pop(entry.claim_key, None)
+        entry.claim_key = self._takeover_claim(entry.key, now)
+        self._claim_index[entry.claim_key] = entry.key
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
                    recorded: Publish | None = None, device: str | None = None,
@@ -171,17 +183,13 @@ class FailoverMixin:
                 # peers that saw this agent's will contest it (``_won_across_a_cut``).
                 if not alone and entry.claim_key == entry.key:
                     self._cut_claims.add(entry.key, True, now)
-                actions.append(Publish(self.config.topics.claims, Claim(
-                    entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
+                actions.append(self._my_claim(entry.claim_key))
                 continue
             if alone or entry.fenced or entry.origin is not None:
                 continue
             entry.fenced = True
-            self._claim_index.pop(entry.claim_key, None)
-            entry.claim_key = self._takeover_claim(entry.key, now)
-            self._claim_index[entry.claim_key] = entry.key
-            actions.append(Publish(self.config.topics.claims,
-                                   Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode()))
+            self._to_next_round(entry, now)
+            actions.append(self._my_claim(entry.claim_key))
         return actions
 
     def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
@@ -242,8 +250,7 @@ class FailoverMixin:
             if winner is not None:
                 actions += self._fence_decided(entry, winner, now)
             else:
-                actions.append(Publish(claims, Claim(entry.claim_key, self.config.agent_id,
-                                                     epoch=self._epoch or None).encode()))
+                actions.append(self._my_claim(entry.claim_key))
         return actions
 
     def _answer_was_out(self, key: str, now: float) -> list[Action]:
@@ -269,15 +276,12 @@ class FailoverMixin:
     def _fence_decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
         if winner == self.config.agent_id and self._won_across_a_cut(entry, now):
             # won by a claim of an older epoch: peers contest the next round, so must this agent
-            self._claim_index.pop(entry.claim_key, None)
-            entry.claim_key = self._takeover_claim(entry.key, now)
-            self._claim_index[entry.claim_key] = entry.key
+            self._to_next_round(entry, now)
             self.counters.reclaimed += 1
             later = self._winners.get(entry.claim_key, now)
             if later is not None:
                 return self._fence_decided(entry, later, now)
-            return [Publish(self.config.topics.claims,
-                            Claim(entry.claim_key, self.config.agent_id, epoch=self._epoch or None).encode())]
+            return [self._my_claim(entry.claim_key)]
         if winner == self.config.agent_id:
             entry.fenced = False
             held, entry.pending = entry.pending, None
