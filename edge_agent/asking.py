@@ -140,11 +140,7 @@ class AskingMixin:
                                       "answer is no longer kept; submit it with a new id", now)
         entry.move(EntryState.CLAIMING)
         self._to_next_round(entry, now)
-        entry.claim_at = now
-        winner = self._winners.get(entry.claim_key, now)
-        if winner is not None:
-            return self._decided(entry, winner, now)
-        return self._fire_claims(now)
+        return self._claim_now(entry, now)
 
     def _asked_peer_gone(self, peer: str, now: float) -> list[Action]:
         actions: list[Action] = []

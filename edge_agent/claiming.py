@@ -183,11 +183,7 @@ class ClaimingMixin:
             entry.move(EntryState.CLAIMING)
         self.counters.reclaimed += 1
         self._to_next_round(entry, now)
-        entry.claim_at = now
-        winner = self._winners.get(entry.claim_key, now)
-        if winner is not None:
-            return self._decided(entry, winner, now)
-        return self._fire_claims(now)
+        return self._claim_now(entry, now)
 
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""

@@ -126,6 +126,12 @@ class FailoverMixin:
         self._entries[key] = entry
         self._claim_index[entry.claim_key] = key
         self.counters.taken_over += 1
+        return self._claim_now(entry, now)
+
+    def _claim_now(self, entry: Entry, now: float) -> list[Action]:
+        """Claim ``entry.claim_key`` at once, unless the broker's order already
+        decided it (a claim seen before this agent competed)."""
+        entry.claim_at = now
         winner = self._winners.get(entry.claim_key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
