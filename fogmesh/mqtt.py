@@ -464,7 +464,9 @@ class MqttClient:
         failed = getattr(reason_code, "is_failure", False)
         if failed:
             self.refused = str(reason_code)
-            log.warning("%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
+            # A fail-fast start (a probe) hands the reason to its caller, which says what it means.
+            log.log(logging.DEBUG if self._fail_fast else logging.WARNING,
+                    "%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
             self._first_result.set()
             return
         with self._lock:
