@@ -114,9 +114,8 @@ def decode_inbox(payload: bytes) -> InboxMessage:
         state = d.get("state")
         if state not in HAVE_STATES:
             raise InvalidMessage("bad_field", f"have: state must be one of {HAVE_STATES}")
-        reply_to, reply = d.get("reply_to"), d.get("reply")
-        if not (isinstance(reply_to, str) and isinstance(reply, dict)):
-            reply_to, reply = None, None
-        return Have(_str(d, "task"), _str(d, "agent"), state, reply_to,
-                    codec.encode(reply) if reply is not None else None)
+        sent_to, sent = d.get("reply_to"), d.get("reply")
+        if isinstance(sent_to, str) and isinstance(sent, dict):
+            return Have(_str(d, "task"), _str(d, "agent"), state, sent_to, codec.encode(sent))
+        return Have(_str(d, "task"), _str(d, "agent"), state)
     raise InvalidMessage("bad_field", f"inbox message: unknown op {op!r}")

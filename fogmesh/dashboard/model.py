@@ -33,7 +33,7 @@ def agent_state(row: dict[str, Any], now_age_s: float) -> str:
     the broker notices; an agent that is merely silent is ``stale`` after one
     and a half periods and ``offline`` after three (what its peers use to
     stop placing work on it), so a frozen host is not shown online."""
-    state = row["state"]
+    state = str(row["state"])
     if state == "offline":
         return state
     period = row.get("period") or DEFAULT_PERIOD_S
@@ -146,7 +146,8 @@ class DashboardModel:
         body = self._decode(payload)
         if body is None:
             return
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error = body.get("error")
+        err: dict[str, Any] = error if isinstance(error, dict) else {}
         self._event(now, "dead letter", code=err.get("code"), message=err.get("message"),
                     task=body.get("id"), agent=body.get("agent"), excerpt=body.get("excerpt"))
 

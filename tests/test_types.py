@@ -1,0 +1,53 @@
+"""Tier 1: the sans-IO core type-checks under ``mypy --strict``.
+
+mypy cannot follow the editable install's import hook, so the installed
+layout (the repository's folders as ``fogmesh.broker``, ``fogmesh.edge_agent``,
+...) is rebuilt from symlinks in a temporary directory and checked there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_sans_io import PURE_MODULES
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+# The installed layout: these folders install as fogmesh.<name> (pyproject's package-dir).
+SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy", "scenarios"]
+# The agent core's mixins share one bag of state that none of them declares, so
+# strict typing cannot see their attributes; they join when the core is split
+# into components that own their state (issue #15).
+NOT_YET = {"edge_agent/core.py", "edge_agent/claiming.py", "edge_agent/answering.py", "edge_agent/failover.py",
+           "edge_agent/offloading.py", "edge_agent/asking.py", "edge_agent/ordering.py"}
+
+
+def module_name(path: str) -> str:
+    top, rest = path.split("/", 1)
+    name = rest.removesuffix(".py").replace("/", ".")
+    return f"fogmesh.{name}" if top == "fogmesh" else f"fogmesh.{top}.{name}"
+
+
+def installed_layout(into: Path) -> Path:
+    package = into / "fogmesh"
+    package.mkdir(parents=True)
+    for entry in (ROOT / "fogmesh").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for sub in SUBPACKAGES:
+        (package / sub).symlink_to(ROOT / sub)
+    return into
+
+
+def test_the_pure_core_type_checks_strictly(tmp_path):
+    pytest.importorskip("mypy")
+    where = installed_layout(tmp_path / "layout")
+    modules = [module_name(p) for p in PURE_MODULES if p not in NOT_YET]
+    done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+                           "--cache-dir", str(tmp_path / "cache"), *(a for m in modules for a in ("-m", m))],
+                          cwd=where, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout + done.stderr
