@@ -42,6 +42,7 @@ class ActuatorDevice:
         self.log = logging.getLogger("fogmesh.actuator")
         self._lock = threading.Lock()
         self._timers: dict[str, threading.Timer] = {}
+        self._stopped = False
         tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         # A clean session on purpose: a command sent while the actuator was away is
         # not carried out late (a deterrent pulse an hour after the bird left).
@@ -59,6 +60,7 @@ class ActuatorDevice:
 
     def stop(self) -> None:
         with self._lock:
+            self._stopped = True
             for t in self._timers.values():
                 t.cancel()
             self.actuators.safe()
@@ -121,7 +123,7 @@ class ActuatorDevice:
                 old.cancel()
             state = self.actuators.apply(cmd)
             if cmd.op == "pulse":      # announce "off" when the pulse ends
-                t = threading.Timer(cmd.ms / 1000 + 0.02, self._publish_state, args=(cmd.actuator,))
+                t = threading.Timer(cmd.ms / 1000 + 0.02, self._pulse_ended, args=(cmd.actuator,))
                 t.daemon = True
                 self._timers[cmd.actuator] = t
                 t.start()
@@ -138,6 +140,15 @@ class ActuatorDevice:
             letter = DeadLetter(agent=self.device, ts=self.clock(), error=ErrorInfo(exc.code, exc.message),
                                 topic=m.topic, id=exc.task_id, excerpt=excerpt(m.payload))
             self.client.publish(self.topics.errors, letter.encode())
+
+    def _pulse_ended(self, name: str) -> None:
+        """A pulse's timer (its own thread): announce "off", unless the device
+        stopped meanwhile (its pins are closed; stop() announced the states)."""
+        with self._lock:
+            if self._stopped:
+                return
+            state = self.actuators.state(name)
+        self._publish_state(name, state)
 
     def _publish_state(self, name: str, state: str | None = None) -> None:
         state = state or self.actuators.state(name)
