@@ -98,10 +98,12 @@ def run_cloud_worker(args: argparse.Namespace) -> int:
     import os
     import socket
     from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.placement import LocalPolicy
     from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
-    agent = Agent(worker_id, args.cloud, root=args.cloud_root, concurrency=args.concurrency,
-                  dispatch="auto", policy=LocalPolicy(), notifier=ServiceNotifier.from_env())
+    agent = Agent(worker_id, args.cloud, AgentOptions(root=args.cloud_root, concurrency=args.concurrency,
+                                                      dispatch="auto", policy=LocalPolicy(),
+                                                      notifier=ServiceNotifier.from_env()))
     return run_until_signal(agent)

@@ -12,39 +12,34 @@ import hashlib
 import logging
 import queue
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
                                         describe, Rescue, Run, StopTaking)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.core import AgentCore
-from fogmesh.edge_agent.placement import PlacementPolicy
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
-from fogmesh.edge_agent.pipelines import PipelineSpec
-from fogmesh.edge_agent.triggers import TriggerSpec
 from fogmesh.edge_agent.journal import Journal, default_state_dir
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.unique import check_id_free, in_use_error
 from fogmesh.edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
 from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError, UnsupportedBroker
-from fogmesh.messages import DEFAULT_LIMITS, ErrorInfo, Limits, Presence
+from fogmesh.messages import ErrorInfo, Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried, probe_connect
 from fogmesh.properties import with_mqtt5_properties
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+from fogmesh.topics import Topics, validate_segment
 
 log = logging.getLogger(__name__)
 
-DISPATCH_CHOICES = ("auto", "shared", "claim")
-MQTT_CHOICES = ("auto", "5", "3.1.1")
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
 
@@ -89,47 +84,33 @@ def _as_task(message: Message) -> Message:
 class Agent:
     """One fog agent. ``start()`` returns once it is connected and subscribed."""
 
-    def __init__(self, agent_id: str, broker: BrokerUrl | str, *, root: str = DEFAULT_ROOT,
-                 concurrency: int = 2, max_queue: int = 1000, dispatch: str = "auto",
-                 registry: Registry | None = None, presence_period: float = 5.0,
-                 limits: Limits = DEFAULT_LIMITS, monitor: HostMonitor | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time,
-                 state_dir: str | Path | None = None, journal: bool = True,
-                 policy: PlacementPolicy | None = None, offer_lease_s: float = 1.0,
-                 takeover_grace_s: float = 2.0, pipelines: list[PipelineSpec] | None = None,
-                 device_rate: float = 0.0, metrics_port: int | None = None,
-                 triggers: list[TriggerSpec] | None = None,
-                 metrics_addr: str = "127.0.0.1", notifier: ServiceNotifier | None = None,
-                 mqtt: str = "auto") -> None:
+    def __init__(self, agent_id: str, broker: BrokerUrl | str, options: AgentOptions = AgentOptions()) -> None:
         validate_segment(agent_id, what="agent id")
-        if mqtt not in MQTT_CHOICES:
-            raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
-        self.mqtt = mqtt
-        if dispatch not in DISPATCH_CHOICES:
-            raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
+        o = self.options = options
+        root, concurrency, presence_period, wall_clock = o.root, o.concurrency, o.presence_period, o.wall_clock
+        self.mqtt = o.mqtt
         self.agent_id = agent_id
         self.topics = Topics(root)
-        self.registry = registry or Registry.from_entry_points()
+        self.registry = o.registry or Registry.from_entry_points()
         self.concurrency = concurrency
-        self.max_queue = max_queue
-        self.requested_dispatch = dispatch
-        self.dispatch = dispatch
+        self.max_queue = o.max_queue
+        self.requested_dispatch = o.dispatch
+        self.dispatch = o.dispatch
         self.presence_period = presence_period
-        self.policy = policy
-        self.offer_lease_s = offer_lease_s
-        self.takeover_grace_s = takeover_grace_s
-        self.device_rate = device_rate
-        self.metrics_port = metrics_port
-        self.metrics_addr = metrics_addr
+        self.policy = o.policy
+        self.offer_lease_s = o.offer_lease_s
+        self.takeover_grace_s = o.takeover_grace_s
+        self.device_rate = o.device_rate
+        self.metrics_port = o.metrics_port
+        self.metrics_addr = o.metrics_addr
         self._metrics: Any = None
-        self.limits = limits
-        self.monitor = monitor or HostMonitor()
-        self.clock = clock
+        self.limits = o.limits
+        self.monitor = o.monitor or HostMonitor()
+        self.clock = o.clock
         self.wall_clock = wall_clock
         self.log = _AgentLog(log, {"agent": agent_id})
         # systemd (Type=notify): readiness, status and the watchdog fed by _loop.
-        self.notifier = notifier or ServiceNotifier(None)
+        self.notifier = o.notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._probe_token = uuid.uuid4().hex[:12]
@@ -152,8 +133,8 @@ class Agent:
         self._rescues: list[RescueSession] = []
         self._root_tag = root_tag = hashlib.sha1(root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
-        if journal:
-            directory = Path(state_dir) if state_dir else default_state_dir()
+        if o.journal:
+            directory = Path(o.state_dir) if o.state_dir else default_state_dir()
             self.journal = Journal(directory / f"agent-{agent_id}-{root_tag}.journal",
                                    done_ttl_s=AgentConfig.dedup_ttl_s, wall_clock=wall_clock)
         # Two connections: task intake (its session holds the tasks a rescue can
@@ -161,18 +142,18 @@ class Agent:
         # window fills up under load), and control (presence and its will, claims,
         # the offload inbox), which must never wait behind that window.
         self._broker = broker
-        self.client, self.ctl = self._make_clients(mqtt5=mqtt == "5")
+        self.client, self.ctl = self._make_clients(mqtt5=o.mqtt == "5")
         self._ctl_prefixes = (self.topics.claims, self.topics.presence_prefix, self.topics.agents_prefix)
         self._own_presence = self.topics.presence(agent_id)
         self.pool = WorkerPool(concurrency, self.registry, self._on_worker_done, name=agent_id)
         self.pipelines: PipelineRunner | None = None
-        if pipelines or triggers:
-            missing = sorted({p.kind for p in pipelines or []} - set(self.registry.names()))
+        if o.pipelines or o.triggers:
+            missing = sorted({p.kind for p in o.pipelines or []} - set(self.registry.names()))
             if missing:
                 raise ValueError(f"pipelines use kinds this agent does not have: {', '.join(missing)}")
-            self.pipelines = PipelineRunner(broker, agent_id=agent_id, specs=pipelines or [], root=root,
+            self.pipelines = PipelineRunner(broker, agent_id=agent_id, specs=list(o.pipelines or []), root=root,
                                             wall_clock=wall_clock, task_topic=self._pipeline_target,
-                                            triggers=triggers)
+                                            triggers=list(o.triggers) if o.triggers else None)
 
     # -- lifecycle -------------------------------------------------------
     def start(self, *, timeout: float = 10.0, wait_for_broker: bool = False) -> Agent:

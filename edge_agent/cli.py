@@ -73,6 +73,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.battery import BatteryModel, parse_battery_spec
     from fogmesh.edge_agent.host_monitor import HostMonitor
     from fogmesh.edge_agent.pipelines import load_pipelines
@@ -99,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipelines = load_pipelines(args.pipelines) if args.pipelines else None
         triggers = load_triggers(args.pipelines) if args.pipelines else None
-        agent = Agent(args.id, args.broker, root=args.root, concurrency=args.concurrency,
-                      max_queue=args.max_queue, dispatch=args.dispatch, registry=registry,
-                      presence_period=args.presence_period, policy=policy,
-                      monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
-                      takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
-                      device_rate=args.device_rate, metrics_port=args.metrics_port,
-                      metrics_addr=args.metrics_addr, notifier=ServiceNotifier.from_env(), mqtt=args.mqtt)
+        agent = Agent(args.id, args.broker, AgentOptions(
+            root=args.root, concurrency=args.concurrency, max_queue=args.max_queue, dispatch=args.dispatch,
+            registry=registry, presence_period=args.presence_period, policy=policy,
+            monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
+            takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
+            device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt))
     except ValueError as exc:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.broker.processes import stop_processes
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 
 
 @dataclass
@@ -95,7 +96,7 @@ def agents() -> Iterator[Callable[..., Agent]]:
     def start(agent_id: str, url: str, root: str, **options: object) -> Agent:
         options.setdefault("concurrency", 2)
         options.setdefault("presence_period", 1.0)
-        agent = Agent(agent_id, url, root=root, **options).start()  # type: ignore[arg-type]
+        agent = Agent(agent_id, url, AgentOptions(root=root, **options)).start()  # type: ignore[arg-type]
         started.append(agent)
         return agent
 

@@ -6,6 +6,7 @@ import orjson
 
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
@@ -120,7 +121,7 @@ def test_a_peer_that_accepts_and_never_answers_costs_a_lease_not_a_task(broker, 
 
 
 def test_a_drained_agent_finishes_its_work_announces_draining_and_leaves(broker, root, agents):
-    leaving = Agent("leaving", broker.url, root=root, concurrency=1, presence_period=0.3).start()
+    leaving = Agent("leaving", broker.url, AgentOptions(root=root, concurrency=1, presence_period=0.3)).start()
     agents("staying", broker.url, root, concurrency=1, presence_period=0.3)
     states = []
     watcher = MqttClient(broker.url, on_message=lambda m: states.append(orjson.loads(m.payload)["state"])

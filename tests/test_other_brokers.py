@@ -18,6 +18,7 @@ from fogmesh.broker.rabbitmq import RabbitMQ
 from fogmesh.cloud_bridge.bridge import Bridge
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.errors import UnsupportedBroker
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +40,7 @@ def aedes() -> Iterator[Aedes]:
 
 
 def test_an_agent_id_rabbitmq_would_rewrite_is_refused_at_start_with_the_safe_characters(rabbit, root):
-    agent = Agent("pi.kitchen", rabbit.url, root=root, concurrency=1)
+    agent = Agent("pi.kitchen", rabbit.url, AgentOptions(root=root, concurrency=1))
     with pytest.raises(UnsupportedBroker, match="letters, digits, '-' and '_'"):
         agent.start(timeout=10)
 
@@ -72,7 +73,7 @@ def test_monitor_once_shows_agents_on_rabbitmq_though_it_keeps_retained_presence
 
 
 def test_forced_shared_dispatch_on_a_broker_without_shared_subscriptions_is_refused(aedes, root):
-    agent = Agent("ae-1", aedes.url, root=root, concurrency=1, dispatch="shared")
+    agent = Agent("ae-1", aedes.url, AgentOptions(root=root, concurrency=1, dispatch="shared"))
     with pytest.raises(UnsupportedBroker, match="--dispatch auto"):
         agent.start(timeout=10)
 

@@ -12,6 +12,7 @@ import pytest
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 
@@ -56,7 +57,7 @@ def test_presence_is_retained_for_late_subscribers(broker, root, agents):
 
 def test_a_clean_stop_announces_offline(broker, root):
     watcher = PresenceWatcher(broker.url, root)
-    agent = Agent("p2", broker.url, root=root).start()
+    agent = Agent("p2", broker.url, AgentOptions(root=root)).start()
     watcher.wait_state("p2", "online")
     agent.stop()
     watcher.wait_state("p2", "offline")
@@ -82,7 +83,7 @@ def test_agents_and_clients_recover_after_the_broker_restarts(root, tmp_path):
     """A broker restart must not leave anyone stuck until restarted by hand."""
     broker = Mosquitto(workdir=tmp_path / "mq").start()
     try:
-        agent = Agent("r1", broker.url, root=root).start()
+        agent = Agent("r1", broker.url, AgentOptions(root=root)).start()
         with FogClient(broker.url, root=root) as client:
             assert client.submit("echo", {"n": 1}).ok
             broker.stop()

@@ -8,15 +8,16 @@ import time
 
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 
 
 def test_tasks_sent_while_the_agent_is_down_run_after_its_restart(broker, root):
-    Agent("a1", broker.url, root=root, concurrency=2).start().stop()
+    Agent("a1", broker.url, AgentOptions(root=root, concurrency=2)).start().stop()
     with FogClient(broker.url, root=root) as client:
         futures = [client.send("echo", {"n": n}) for n in range(20)]
         time.sleep(0.3)
         assert not any(f.done() for f in futures)
-        agent = Agent("a1", broker.url, root=root, concurrency=2).start()
+        agent = Agent("a1", broker.url, AgentOptions(root=root, concurrency=2)).start()
         try:
             results = [f.result(timeout=30) for f in futures]
             time.sleep(0.3)

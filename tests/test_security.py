@@ -15,6 +15,7 @@ from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.secure import Logins, acl_text, generate
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
@@ -117,7 +118,7 @@ def test_nobody_can_forge_an_agents_presence(site, clients):
 
 
 def test_the_stack_works_end_to_end_over_tls_with_logins(site, clients):
-    agent = Agent("pi-1", url(site, "pi-1"), root=ROOT, concurrency=1, presence_period=1.0).start()
+    agent = Agent("pi-1", url(site, "pi-1"), AgentOptions(root=ROOT, concurrency=1, presence_period=1.0)).start()
     try:
         ops = Listener(url(site, "ops"), T.errors)
         clients.append(ops)
@@ -142,8 +143,8 @@ def test_a_bridge_under_its_own_role_carries_a_heavy_task_to_the_cloud(site, cli
     from tests.waiting import wait_until
     cloud = Mosquitto(workdir=tmp_path / "cloud").start()
     cloud_root = f"cloud/{uuid.uuid4().hex[:6]}"
-    agent = Agent("pi-1", url(site, "pi-1"), root=ROOT, concurrency=1, presence_period=0.3).start()
-    worker = Agent("cloud-1", cloud.url, root=cloud_root, concurrency=1, policy=LocalPolicy()).start()
+    agent = Agent("pi-1", url(site, "pi-1"), AgentOptions(root=ROOT, concurrency=1, presence_period=0.3)).start()
+    worker = Agent("cloud-1", cloud.url, AgentOptions(root=cloud_root, concurrency=1, policy=LocalPolicy())).start()
     bridge = Bridge(site="farm", edge=url(site, "bridge-farm"), cloud=cloud.url, root=ROOT,
                     cloud_root=cloud_root, store_path=tmp_path / "outbox.db", health_period=0.3).start()
     try:
@@ -164,7 +165,7 @@ def test_fogmesh_submit_works_as_a_device_login_over_tls(site):
     import subprocess
     import sys
     out, broker = site
-    agent = Agent("pi-2", url(site, "pi-2"), root=ROOT, concurrency=1, presence_period=1.0).start()
+    agent = Agent("pi-2", url(site, "pi-2"), AgentOptions(root=ROOT, concurrency=1, presence_period=1.0)).start()
     try:
         env = {**os.environ, "FOGMESH_PASSWORD_FILE": str(out / "credentials" / "sensor-8.password")}
         done = subprocess.run([sys.executable, "-m", "fogmesh", "submit", "sum", "--args", '{"values": [2, 3]}',

@@ -67,6 +67,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
     from fogmesh.broker.ports import free_port
     from fogmesh.devices.client import FogClient
     from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.placement import LeastLoadedPolicy
 
     port = port or free_port()
@@ -79,9 +80,9 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
         broker.start()
         print(f"broker   embedded amqtt on {broker.url}", file=out, flush=True)
         for i in range(agents):
-            agent = Agent(f"agent-{i + 1}", broker.url, root=root, concurrency=2,
-                          presence_period=2.0, policy=LeastLoadedPolicy(),
-                          pipelines=[_demo_pipeline()] if i == 0 else None, state_dir=state.name)
+            agent = Agent(f"agent-{i + 1}", broker.url, AgentOptions(
+                root=root, concurrency=2, presence_period=2.0, policy=LeastLoadedPolicy(),
+                pipelines=[_demo_pipeline()] if i == 0 else None, state_dir=state.name))
             agent.start()
             started.append(agent)
             print(f"agent    {agent.agent_id} online (dispatch: {agent.dispatch})", file=out, flush=True)

@@ -1,0 +1,61 @@
+"""How an agent runs: one frozen value instead of two dozen keyword arguments.
+
+Every field defaults to what ``fogmesh agent`` uses without flags, so
+``AgentOptions(root=..., concurrency=1)`` says only what differs. Checked
+when made, so a bad value fails where it was written, not at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fogmesh.edge_agent.host_monitor import HostMonitor
+from fogmesh.edge_agent.pipelines import PipelineSpec
+from fogmesh.edge_agent.placement import PlacementPolicy
+from fogmesh.edge_agent.triggers import TriggerSpec
+from fogmesh.messages import DEFAULT_LIMITS, Limits
+from fogmesh.registry import Registry
+from fogmesh.service_notify import ServiceNotifier
+from fogmesh.topics import DEFAULT_ROOT
+
+DISPATCH_CHOICES = ("auto", "shared", "claim")
+MQTT_CHOICES = ("auto", "5", "3.1.1")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """``registry``, ``monitor``, ``notifier``: None means the default one
+    (entry-point kinds, psutil, no systemd). ``clock`` and ``wall_clock`` are
+    injected for tests; ``journal=False`` keeps nothing on disk."""
+
+    root: str = DEFAULT_ROOT
+    concurrency: int = 2
+    max_queue: int = 1000
+    dispatch: str = "auto"                  # auto | shared | claim
+    mqtt: str = "auto"                      # auto | 5 | 3.1.1
+    registry: Registry | None = None
+    presence_period: float = 5.0
+    limits: Limits = DEFAULT_LIMITS
+    monitor: HostMonitor | None = None
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    state_dir: str | Path | None = None
+    journal: bool = True
+    policy: PlacementPolicy | None = None
+    offer_lease_s: float = 1.0
+    takeover_grace_s: float = 2.0
+    pipelines: Sequence[PipelineSpec] | None = None
+    triggers: Sequence[TriggerSpec] | None = None
+    device_rate: float = 0.0
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    notifier: ServiceNotifier | None = None
+
+    def __post_init__(self) -> None:
+        if self.mqtt not in MQTT_CHOICES:
+            raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
+        if self.dispatch not in DISPATCH_CHOICES:
+            raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
