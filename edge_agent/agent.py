@@ -97,12 +97,6 @@ class Agent:
         self.requested_dispatch = o.dispatch
         self.dispatch = o.dispatch
         self.presence_period = presence_period
-        self.policy = o.policy
-        self.offer_lease_s = o.offer_lease_s
-        self.takeover_grace_s = o.takeover_grace_s
-        self.device_rate = o.device_rate
-        self.metrics_port = o.metrics_port
-        self.metrics_addr = o.metrics_addr
         self._metrics: Any = None
         self.limits = o.limits
         self.monitor = o.monitor or HostMonitor()
@@ -189,11 +183,11 @@ class Agent:
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
                                               concurrency=self.concurrency, max_queue=self.max_queue,
                                               dispatch=self.dispatch, limits=self.limits,
-                                              offer_lease_s=self.offer_lease_s,
-                                              takeover_grace_s=self.takeover_grace_s,
-                                              device_rate=self.device_rate,
+                                              offer_lease_s=self.options.offer_lease_s,
+                                              takeover_grace_s=self.options.takeover_grace_s,
+                                              device_rate=self.options.device_rate,
                                               presence_stale_s=3 * self.presence_period),
-                                  self.registry, policy=self.policy)
+                                  self.registry, policy=self.options.policy)
             self.announcer.dispatch = self.dispatch
             self.announcer.read_host(self.clock(), self.core)
             if self.journal and (self.journal.unfinished or self.journal.done):
@@ -223,10 +217,10 @@ class Agent:
             raise
         if self.pipelines:
             self.pipelines.start(timeout=timeout)
-        if self.metrics_port is not None:
+        if self.options.metrics_port is not None:
             from fogmesh.edge_agent.metrics import serve
-            self._metrics = serve(self, port=self.metrics_port, addr=self.metrics_addr)
-            self.log.info("metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
+            self._metrics = serve(self, port=self.options.metrics_port, addr=self.options.metrics_addr)
+            self.log.info("metrics on http://%s:%d/metrics", self.options.metrics_addr, self.options.metrics_port)
         self.log.info("online at %s (MQTT %s), root %s, dispatch %s, %d workers, kinds: %s",
                       self.client.url, "5" if self.client.mqtt5 else "3.1.1", self.topics.root, self.dispatch,
                       self.concurrency, ", ".join(self.registry.names()))
