@@ -24,10 +24,12 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from fogmesh import codec
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.broker.processes import stop_processes
 from fogmesh.percentiles import percentile
+from fogmesh.properties import MessageProperties
 
 PAYLOAD = "x" * 100
 
@@ -146,7 +148,6 @@ class PairRequester:
         if self.mqtt5:
             corr = m.properties.correlation_data if m.properties else None
         else:
-            from fogmesh import codec
             task_id = codec.decode(m.payload).get("id")
             corr = bytes.fromhex(task_id) if isinstance(task_id, str) else None
         with self._lock:
@@ -155,8 +156,6 @@ class PairRequester:
             done()
 
     def send(self, done: Callable[[], None]) -> None:
-        from fogmesh import codec
-        from fogmesh.properties import MessageProperties
         corr = uuid.uuid4().bytes
         with self._lock:
             self._pending[corr] = done
@@ -234,10 +233,9 @@ def paired_mqtt5(stack: ExitStack, url: str, args: argparse.Namespace) -> dict[s
             else:
                 lat5.append(v5.request())
                 lat311.append(v311.request())
-        ratio = percentile(lat5, 0.5) / percentile(lat311, 0.5)
-        progress(f"mosquitto MQTT 5 vs 3.1.1 paired, round {k}: p50 {percentile(lat5, 0.5):.3f} / "
-                 f"{percentile(lat311, 0.5):.3f} ms = {ratio:.2f}x")
-        per_round.append(ratio)
+        p5, p311 = percentile(lat5, 0.5), percentile(lat311, 0.5)
+        progress(f"mosquitto MQTT 5 vs 3.1.1 paired, round {k}: p50 {p5:.3f} / {p311:.3f} ms = {p5 / p311:.2f}x")
+        per_round.append(p5 / p311)
         all5 += lat5
         all311 += lat311
     return {"mqtt5_p50_ms": percentile(all5, 0.5), "v311_p50_ms": percentile(all311, 0.5),
