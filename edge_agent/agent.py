@@ -88,17 +88,14 @@ class Agent:
         validate_segment(agent_id, what="agent id")
         o = self.options = options
         root, concurrency, presence_period, wall_clock = o.root, o.concurrency, o.presence_period, o.wall_clock
-        self.mqtt = o.mqtt
         self.agent_id = agent_id
         self.topics = Topics(root)
         self.registry = o.registry or Registry.from_entry_points()
         self.concurrency = concurrency
-        self.max_queue = o.max_queue
         self.requested_dispatch = o.dispatch
         self.dispatch = o.dispatch
         self.presence_period = presence_period
         self._metrics: Any = None
-        self.limits = o.limits
         self.monitor = o.monitor or HostMonitor()
         self.clock = o.clock
         self.wall_clock = wall_clock
@@ -181,8 +178,8 @@ class Agent:
                         "shared subscriptions (mosquitto, EMQX, HiveMQ, the embedded one)")
                 self.dispatch = "shared" if shared else "claim"
             self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
-                                              concurrency=self.concurrency, max_queue=self.max_queue,
-                                              dispatch=self.dispatch, limits=self.limits,
+                                              concurrency=self.concurrency, max_queue=self.options.max_queue,
+                                              dispatch=self.dispatch, limits=self.options.limits,
                                               offer_lease_s=self.options.offer_lease_s,
                                               takeover_grace_s=self.options.takeover_grace_s,
                                               device_rate=self.options.device_rate,
@@ -299,7 +296,7 @@ class Agent:
         """``mqtt="auto"`` (the default): MQTT 5 where the broker accepts it (its
         request/response properties map onto tasks: fogmesh.properties), else
         3.1.1. One CONNECT tells (the embedded broker refuses it at once)."""
-        if self.mqtt != "auto":
+        if self.options.mqtt != "auto":
             return
         problem = probe_connect(self.ctl.url, mqtt5=True, timeout=min(timeout, 3.0))
         if problem is None:
