@@ -10,7 +10,6 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answers import Answer
-from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Result
@@ -73,7 +72,7 @@ class AnsweringMixin:
                                  tier="local", ms=self._timing(entry, now))
             return self._deliver(entry, reply, reply_to, now)
         self.counters.dead_letters += 1
-        letter = DeadLetter(agent=self.config.agent_id, ts=now + self._wall_offset, error=ErrorInfo(code, message),
+        letter = DeadLetter(agent=self.config.agent_id, ts=now + self.wall_offset, error=ErrorInfo(code, message),
                             topic=self.config.topics.tasks, id=task_id,
                             excerpt=excerpt(entry.payload))
         return self._finish(entry, Publish(self.config.topics.errors, letter.encode()), now)
@@ -83,7 +82,7 @@ class AnsweringMixin:
         confirmations collected so far: only for a record that goes out now) and
         the answer itself, in claim dispatch. The IO shell hands both back if
         the connection drops before the broker has them (``on_withdrawn``)."""
-        sent = self._take_sent() if carry else ()
+        sent = self.confirms.take_all() if carry else ()
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
                              reply=answer.payload, tasks=sent).encode(), fence_key=key)
@@ -101,7 +100,7 @@ class AnsweringMixin:
         forget: list[Action] = [Forget(entry.key, answer)] if entry.remembered else []
         done: list[Action] = []
         if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
-                and self._winners.get(entry.key, now) is not None:   # peers hold a copy to forget
+                and self.claims.winner(entry.key, now) is not None:   # peers hold a copy to forget
             # The record goes first and carries the answer: peers never re-run a
             # task whose answer may be out (see ``Claim``).
             # It also carries the confirmations collected so far (no extra message
@@ -119,7 +118,7 @@ class AnsweringMixin:
         self._release(entry)
         entry.move(EntryState.DONE)
         entry.timeout_at = None
-        self._done.add(entry.key, now, answer)
+        self.answers.add(entry.key, now, answer)
         if done:
             self._emitting(entry.key)
         if entry.origin is None:
@@ -132,47 +131,29 @@ class AnsweringMixin:
         on the connection the answers left on, after them, so a peer that sees
         the record knows the broker had the answer: it drops its copy, and would
         never re-deliver it (a duplicate) if this agent died."""
-        self._emitted.append(key)
+        self.confirms.emitting(key)
 
     def take_marks(self) -> list[Action]:
         """A "sent" record for the answers emitted since the last record, if any.
         The shell asks for it after each step, so an agent that dies right
         after answering has (almost always) said so: the answers and the record
         leave back to back."""
-        keys = self._take_emitted()
+        keys = self.confirms.take_emitted()
         if not keys:
             return []
         return [Publish(self.config.topics.claims, Claim("", self.config.agent_id, op="sent", tasks=keys).encode(),
                         fence_key=MARK)]
 
-    def _take_emitted(self) -> tuple[str, ...]:
-        keys, self._emitted = tuple(self._emitted), []
-        for k in keys:
-            put_bounded(self._marked, k, True, self.config.dedup_items)
-        return keys
-
     def on_sent(self, keys: list[str], now: float) -> list[Action]:
         """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
-        the next "done" record, or after 0.1 s alone), unless a record published
+        the next "done" record, or after a moment alone), unless a record published
         after the answer already did (``take_marks``)."""
         if self.config.dispatch != "claim":
             return []
-        keys = [k for k in keys if self._marked.pop(k, None) is None]
-        self._sent_keys += keys
-        if len(self._sent_keys) >= 64:
-            return self._flush_sent()
-        if self._sent_keys and self._sent_flush_at is None:
-            self._sent_flush_at = now + 0.1
-        return []
-
-    def _take_sent(self) -> tuple[str, ...]:
-        """The confirmations not yet reported (by PUBACK, or emitted before the
-        record that will carry them); they go out with the caller's record."""
-        keys, self._sent_keys, self._sent_flush_at = tuple(self._sent_keys), [], None
-        return keys + self._take_emitted()
+        return self._flush_sent() if self.confirms.confirmed(keys, now) else []
 
     def _flush_sent(self) -> list[Action]:
-        keys = self._take_sent()
+        keys = self.confirms.take_all()
         if not keys:
             return []
         return [Publish(self.config.topics.claims,

@@ -80,12 +80,12 @@ class AskingMixin:
     def _ask(self, entry: Entry, now: float) -> list[Action] | None:
         """A resubmitted task through a shared subscription, not known here:
         ask the peers (None: there is nobody to ask)."""
-        peers = {p.agent for p in self.peers.present(now)} | self._dead.watched()
+        peers = {p.agent for p in self.peers.present(now)} | self.deaths.watched()
         peers.discard(self.config.agent_id)
         if not peers:
             return None
         entry.move(EntryState.ASKING)
-        self._asks.open(entry.key, peers)
+        self.asks.open(entry.key, peers)
         self.counters.asked += 1
         return [Publish(self.config.topics.claims, Claim(entry.key, self.config.agent_id, op="ask").encode())]
 
@@ -98,32 +98,32 @@ class AskingMixin:
         reply_to = reply = None
         if entry is not None and not (entry.state is EntryState.ASKING and me > asker):
             state = "held"
-        elif entry is None and self._done.knows(key, now):
+        elif entry is None and self.answers.knows(key, now):
             state = "answered"
-            answer = self._done.answer(key, now)
+            answer = self.answers.answer(key, now)
             if answer is not None:
                 reply_to, reply = answer.topic, answer.payload
         else:                 # never seen it, or both asking and the asker keeps it
             state = "none"
-            self._asks.asked_by.add(key, asker, now)
+            self.asks.asked_by.add(key, asker, now)
         return [Publish(self.config.topics.agent_inbox(asker), Have(key, me, state, reply_to, reply).encode())]
 
     def _on_have(self, have: Have, now: float) -> list[Action]:
         entry = self._entries.get(have.task_id)
-        if entry is None or entry.state is not EntryState.ASKING or have.task_id not in self._asks.waiting:
+        if entry is None or entry.state is not EntryState.ASKING or have.task_id not in self.asks.waiting:
             return []
         if have.state == "held":                    # its holder answers the device
-            self._asks.close(entry.key)
+            self.asks.close(entry.key)
             self._release(entry)
             return [Ack(t) for t in entry.tokens]
         if have.state == "answered" and have.reply_to is not None and have.reply is not None:
-            self._asks.close(entry.key)
+            self.asks.close(entry.key)
             entry.move(EntryState.PLACING)
             entry.recorded = Publish(have.reply_to, have.reply)
             return self._accept(entry, now)
         if have.state == "answered":        # answered, answer not kept: another peer may have it
-            self._asks.unkept.add(entry.key)
-        if self._asks.answered_by(entry.key, have.agent):
+            self.asks.unkept.add(entry.key)
+        if self.asks.answered_by(entry.key, have.agent):
             return self._settle_ask(entry, now)
         return []
 
@@ -131,9 +131,9 @@ class AskingMixin:
         """Nobody holds it: compete for it under its takeover key, with any
         copy that a rescued session or a restored journal may hold (or, if
         some peer answered it without keeping the answer, say so)."""
-        self._asks.close(entry.key)
-        if entry.key in self._asks.unkept:
-            self._asks.unkept.discard(entry.key)
+        self.asks.close(entry.key)
+        if entry.key in self.asks.unkept:
+            self.asks.unkept.discard(entry.key)
             entry.move(EntryState.PLACING)
             return self._answer_error(entry, "duplicate_id",
                                       f"task id {entry.key!r} was answered within the dedup window and its "
@@ -144,7 +144,7 @@ class AskingMixin:
 
     def _asked_peer_gone(self, peer: str, now: float) -> list[Action]:
         actions: list[Action] = []
-        for key in self._asks.gone(peer):
+        for key in self.asks.gone(peer):
             entry = self._entries.get(key)
             if entry is not None and entry.state is EntryState.ASKING:
                 actions += self._settle_ask(entry, now)
@@ -153,19 +153,19 @@ class AskingMixin:
     def _ask_again(self, peer: str) -> list[Action]:
         """``peer`` came back after its will: it missed the questions it was asked."""
         return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
-                for key in self._asks.awaiting(peer)]
+                for key in self.asks.awaiting(peer)]
 
     def _expire_silent_askees(self, now: float) -> list[Action]:
         """Peers whose presence went stale are no longer waited for."""
-        if not self._asks.waiting:
+        if not self.asks.waiting:
             return []
-        present = {p.agent for p in self.peers.present(now)} | self._dead.watched()
+        present = {p.agent for p in self.peers.present(now)} | self.deaths.watched()
         actions: list[Action] = []
-        for peer in {p for left in self._asks.waiting.values() for p in left} - present:
+        for peer in {p for left in self.asks.waiting.values() for p in left} - present:
             actions += self._asked_peer_gone(peer, now)
         return actions
 
     def _asked_elsewhere(self, key: str, now: float) -> Any:
         """The peer resolving a resubmission of ``key``, if one asked about it."""
-        asked = self._asks.asked_by
+        asked = self.asks.asked_by
         return asked.get(key, now) if len(asked) else None

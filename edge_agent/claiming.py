@@ -13,14 +13,13 @@ from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, taken_over
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
-from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 
 
 class ClaimingMixin:
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
         if is_probe_record(payload):
-            return [Ack(token)] + self._on_probe_record(payload, now)
+            return [Ack(token)] + self.order.on_record(payload, now, wall_offset=self.wall_offset)
         try:
             claim = Claim.decode(payload)
         except InvalidMessage:
@@ -30,7 +29,7 @@ class ClaimingMixin:
         for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
             if claim.agent == self.config.agent_id:
                 actions += self._answer_was_out(key, now)
-            self._answered.pop(key, None)
+            self.claims.answer_confirmed(key)
             contested = self._contesting(key) if claim.agent != self.config.agent_id else None
             if contested is not None:      # its answer is out: nothing left to run or deliver
                 actions += self._give_up_claim(contested)
@@ -39,21 +38,20 @@ class ClaimingMixin:
         if claim.op == "ask":
             return actions + self._on_ask(claim.task, claim.agent, now)
         if claim.op == "done":
-            held = self._foreign.pop(claim.task, None)
+            held = self.claims.drop_copy(claim.task)
             if claim.agent == self.config.agent_id:
                 return actions
-            first = self._winners.get(claim.task, now)
-            if first is not None and first != claim.agent and not self._won_a_round(claim.task, claim.agent, now):
+            first = self.claims.winner(claim.task, now)
+            if first is not None and first != claim.agent and not self.claims.won_a_round(claim.task, claim.agent, now):
                 actions += self._claims_diverged(claim.task, first, claim.agent)
             # The task message itself may still be on its way here (it comes on the
             # task connection, whose window can be full): when it arrives it is a
             # duplicate, not a copy to take over later.
-            self._done.add(claim.task, now)
+            self.answers.add(claim.task, now)
             answer = None
             if claim.reply_to is not None and claim.reply is not None:
                 answer = Publish(claim.reply_to, claim.reply)
-                payload = held[1] if held is not None else b""
-                put_bounded(self._answered, claim.task, (claim.agent, payload, answer), self.config.dedup_items)
+                self.claims.keep_answer(claim.task, claim.agent, held.payload if held is not None else b"", answer)
             contested = self._contesting(claim.task)
             if contested is not None:
                 # Contesting it (its winner looked dead), and it was answered after
@@ -67,30 +65,24 @@ class ClaimingMixin:
             return actions
         round_of = taken_over(claim.task)
         if claim.agent != self.config.agent_id and round_of is not None \
-                and self._unsent.pop(round_of[0], None) is not None:
+                and self.confirms.take_withdrawn(round_of[0]):
             # The broker gave a task whose answer was cut off here to a peer, which
             # competes for it: that peer answers, this agent's answer is void.
-            self._done.drop_answer(round_of[0])
-        decides = claim.task not in self._winners
-        winner = self._winners.add(claim.task, claim.agent, now)
-        if winner == claim.agent and claim.epoch is not None:
-            self._win_epochs.add(claim.task, claim.epoch, now)     # the first such claim's
-        if decides and round_of is not None and round_of[0] in self._foreign:
+            self.answers.drop_answer(round_of[0])
+        winner, decides = self.claims.record(claim.task, claim.agent, claim.epoch, now)
+        if decides and round_of is not None:
             # A takeover round decided: its winner holds the task now, and is
             # the one to take it from should it die in turn.
-            _, payload, _ = self._foreign[round_of[0]]
-            self._foreign[round_of[0]] = (winner, payload, self._win_epochs.get(claim.task, now))
-        if decides and round_of is not None and winner != self.config.agent_id:
-            actions += self._superseded(round_of[0], claim.task, now)
-        if claim.agent != self.config.agent_id:
-            self._claimers.add(claim.agent, True, now)
-        rescued = self._rescue_claims.pop(claim.task, None)
+            self.claims.round_decided(round_of[0], winner, self.claims.won_epoch(claim.task, now))
+            if winner != self.config.agent_id:
+                actions += self._superseded(round_of[0], claim.task, now)
+        rescued = self.claims.rescue_of(claim.task)
         if rescued is not None:
             if winner == self.config.agent_id:
                 self.counters.rescues += 1
                 actions.append(Rescue(rescued))
             return actions
-        entry = self._entries.get(self._claim_index.get(claim.task, claim.task))
+        entry = self._entries.get(self.claims.entry_key(claim.task))
         if entry is None or entry.claim_key != claim.task:
             return actions
         if entry.state in (EntryState.CLAIMING, EntryState.CLAIMED):
@@ -106,7 +98,7 @@ class ClaimingMixin:
         taking tasks for good, so the pair cannot run a task twice again."""
         self.counters.order_divergences += 1
         me = self.config.agent_id
-        if key in self._cut_claims:
+        if self.claims.was_cut(key):
             return []       # claimed across this agent's lost connection: a claim missed then, not the broker's order
         if self.degraded or me not in (first, answerer) or me != max(first, answerer):
             return []
@@ -118,7 +110,7 @@ class ClaimingMixin:
 
     def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
         if entry.state is EntryState.CLAIMED:
-            self._claimed -= 1
+            self.claims.claim_settled()
         if winner == self.config.agent_id:
             winner = self._later_round_winner(entry, now) or winner
         if winner == self.config.agent_id:
@@ -131,13 +123,12 @@ class ClaimingMixin:
         acks: list[Action] = [Ack(tok) for tok in entry.tokens]
         if self.config.dispatch != "claim" or entry.task is None or entry.recorded is not None:
             return acks
-        if self._dead.declared(winner):
+        if self.deaths.declared(winner):
             # It won, then died (or this agent learnt of its win late): its death
             # was handled before this copy was its, so take it over now.
             return acks + self._take_over(entry.key, entry.payload, [], now, gone=winner)
         # to take over if it dies
-        put_bounded(self._foreign, entry.key, (winner, entry.payload, self._win_epochs.get(entry.claim_key, now)),
-                    self.config.dedup_items)
+        self.claims.keep_copy(entry.key, winner, entry.payload, self.claims.won_epoch(entry.claim_key, now))
         return acks
 
     def _superseded(self, key: str, round_key: str, now: float) -> list[Action]:
@@ -152,15 +143,15 @@ class ClaimingMixin:
             return []
         self.counters.superseded += 1
         if entry.task is not None:      # to take over should the round's winner die
-            put_bounded(self._foreign, key, (self._winners.get(round_key, now) or "", entry.payload,
-                                             self._win_epochs.get(round_key, now)), self.config.dedup_items)
+            self.claims.keep_copy(key, self.claims.winner(round_key, now) or "", entry.payload,
+                                  self.claims.won_epoch(round_key, now))
         return self._let_go(entry, now)
 
     def _later_round_winner(self, entry: Entry, now: float) -> str | None:
         """A peer that won a takeover round of ``entry`` later than the claim
         this agent holds it by (see :meth:`_superseded`)."""
         mine = taken_over(entry.claim_key)
-        later = self._round_winners(entry.key, now)[mine[1] if mine else 0:]
+        later = self.claims.round_winners(entry.key, now)[mine[1] if mine else 0:]
         return later[-1] if later and later[-1] != self.config.agent_id else None
 
     def _won_across_a_cut(self, entry: Entry, now: float) -> bool:
@@ -170,10 +161,10 @@ class ClaimingMixin:
         it (or releasing its answer) straight away could run it twice. A fence
         claim made when the task connection dropped first carries the old
         epoch too."""
-        if self.config.dispatch != "claim" or self._epoch == 0:
+        if self.config.dispatch != "claim" or self.claims.epoch == 0:
             return False
-        stale = (self._win_epochs.get(entry.claim_key, now) or 0) < self._epoch
-        cut = entry.claim_key == entry.key and entry.key in self._cut_claims
+        stale = (self.claims.won_epoch(entry.claim_key, now) or 0) < self.claims.epoch
+        cut = entry.claim_key == entry.key and self.claims.was_cut(entry.key)
         return (stale or cut) and not self._alone(now)
 
     def _reclaim(self, entry: Entry, now: float) -> list[Action]:
@@ -193,10 +184,6 @@ class ClaimingMixin:
             return None
         return entry
 
-    def _won_a_round(self, key: str, agent: str, now: float) -> bool:
-        """Did ``agent`` win a takeover round of ``key``?"""
-        return agent in self._round_winners(key, now)
-
     def _drop_taken_over(self, key: str, now: float) -> list[Action]:
         """A task this agent won back from a peer that looked dead, whose answer
         that peer now reports out (it was only cut off, and answered): drop it,
@@ -211,7 +198,7 @@ class ClaimingMixin:
         """Stop competing for ``entry`` (claiming or claimed). A claim already
         sent is harmless: a win for an entry not held is ignored."""
         if entry.state is EntryState.CLAIMED:
-            self._claimed -= 1
+            self.claims.claim_settled()
         self._release(entry)
         return [Ack(t) for t in entry.tokens]
 
@@ -221,6 +208,6 @@ class ClaimingMixin:
             if entry.state is EntryState.CLAIMING and entry.claim_at is not None and entry.claim_at <= now:
                 entry.move(EntryState.CLAIMED)
                 entry.claim_at = None
-                self._claimed += 1
+                self.claims.claim_sent()
                 actions.append(self._my_claim(entry.claim_key))
         return actions

@@ -23,26 +23,28 @@ Guarantees it implements:
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from typing import Any
 
-from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, LatencyHistogram,
-                                        Forget, Publish, Remember, Run)
+from fogmesh import codec
+from fogmesh.claims import Claim, claim_delay, claim_key, tie_break
+from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget, LatencyHistogram,
+                                        Publish, Remember, Run)
 from fogmesh.edge_agent.answering import AnsweringMixin, sent_again
 from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.asking import AskBook, AskingMixin
-from fogmesh.edge_agent.ordering import OrderingMixin, OrderProbe
-from fogmesh.claims import Claim, claim_delay, claim_key, tie_break
+from fogmesh.edge_agent.claim_book import ClaimBook
+from fogmesh.edge_agent.claiming import ClaimingMixin
+from fogmesh.edge_agent.confirmations import Confirmations
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry, EntryState
-from fogmesh.edge_agent.claiming import ClaimingMixin
 from fogmesh.edge_agent.failover import FailoverMixin
+from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.offloading import OffloadingMixin
+from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import PeerRegistry
 from fogmesh.edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
 from fogmesh.edge_agent.ratelimit import RateLimiter
-from fogmesh.edge_agent.recent import RecentMap
-from fogmesh import codec
+from fogmesh.edge_agent.runner import LocalRunner
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import BridgeHealth, ErrorInfo, Presence, Task, confine_to_device, parse_task
 from fogmesh.registry import Registry
@@ -52,71 +54,57 @@ __all__ = ["AgentCore", "AgentConfig"]
 
 
 
-class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin, OrderingMixin):
+class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin):
+    """The core composes parts that own their state (see
+    :class:`fogmesh.edge_agent.core_parts.CoreParts`); its halves (the mixins)
+    decide with them, each on one concern."""
+
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
         self.config = config
         self.registry = registry
-        self.policy: PlacementPolicy = policy or LocalPolicy()
+        self.policy = policy or LocalPolicy()
         self.accepting = True
         self.draining = False
-        self.degraded: str | None = None     # why this agent takes no new work (its journal failed)
-        self.battery: float | None = None
+        self.degraded = None         # why this agent takes no new work (its journal failed)
+        self.battery = None
         self.counters = Counters()
-        self.peers = PeerRegistry(me=config.agent_id, stale_after=config.presence_stale_s)
+        self.latency = LatencyHistogram()
+        self.wall_offset = 0.0       # Unix time minus ``now``: dead letters carry Unix time
         me = config.agent_id
         t = config.topics
         self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
         self._bridge_prefix = t.bridge_prefix
-        self._entries: dict[str, Entry] = {}
-        self._queue: deque[str] = deque()
-        self._running = 0
-        self._claimed = 0          # claims published, not yet decided
-        self._run_ms: dict[str, float] = {}
-        self._outstanding: dict[str, int] = {}    # peer -> my offers it holds (presence lags)
-        self._busy_until: dict[str, float] = {}   # peer -> no offers before (it said busy)
-        self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)  # peers seen claiming
-        self._done = AnswerBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self._wall_offset = 0.0      # Unix time minus ``now``: dead letters carry Unix time
-        self._winners: RecentMap[str] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self._win_epochs: RecentMap[int] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self._epoch = 0          # control connections lost so far (on claims and presence)
-        # tasks this agent was claiming when its control connection dropped
-        self._cut_claims: RecentMap[bool] = RecentMap(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self._claim_index: dict[str, str] = {}      # takeover claim key -> entry key
-        # claim mode: tasks other agents won and have not answered, kept to take over
-        self._foreign: OrderedDict[str, tuple[str, bytes, int | None]] = OrderedDict()  # key -> winner, task, epoch
-        # ... and tasks they answered (reported "done" with the answer) whose answer
-        # the broker has not yet confirmed ("sent"): re-delivered if they die
-        self._answered: OrderedDict[str, tuple[str, bytes, Publish]] = OrderedDict()
-        self._sent_keys: list[str] = []            # my answers the broker confirmed, to report
-        self._emitted: list[str] = []              # my answers just sent, to report by order
-        self._marked: OrderedDict[str, bool] = OrderedDict()   # ... reported so (no PUBACK report needed)
-        # shared dispatch: answers cut off with their connection, sent again if the task comes back
-        self._unsent: OrderedDict[str, bool] = OrderedDict()
-        self._sent_flush_at: float | None = None
-        self.latency = LatencyHistogram()
-        self._limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
-        self._dead = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
-        self._asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self._probes: dict[str, OrderProbe] = {}     # claim-order probes this agent takes part in
-        self._order_verdict: str | None = "ok"
-        self._rescue_claims: dict[str, str] = {}     # rescue claim key -> agent
-        self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}  # bridge id -> (kinds, seen)
-        self._bridge_ids: set[str] = set()   # every bridge ever announced, online or not
+        self._entries = {}
+        self.peers = PeerRegistry(me=me, stale_after=config.presence_stale_s)
+        self.runner = LocalRunner(concurrency=config.concurrency, max_queue=config.max_queue,
+                                  default_run_ms=config.default_run_ms)
+        self.claims = ClaimBook(me=me, max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self.offers = OfferBook(bridge_fresh_s=max(10.0, config.presence_stale_s))  # a bridge's will says when it is gone
+        self.answers = AnswerBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self.confirms = Confirmations(max_items=config.dedup_items)
+        self.deaths = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
+        self.asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
+        self.order = OrderCheck(me=me, topics=t)
+        self.limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
 
     # -- views ---------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self.runner.queued
 
     @property
     def running(self) -> int:
-        return self._running
+        return self.runner.running
 
     @property
     def epoch(self) -> int:
-        return self._epoch
+        return self.claims.epoch
+
+    @property
+    def order_verdict(self) -> str | None:
+        """None while a claim-order probe runs; "ok"; or why claim dispatch is unsafe here."""
+        return self.order.verdict
 
     @property
     def held(self) -> int:
@@ -124,32 +112,38 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         return len(self._entries)
 
     def self_state(self) -> SelfState:
-        return SelfState(agent=self.config.agent_id, queued=len(self._queue), running=self._running,
+        return SelfState(agent=self.config.agent_id, queued=self.runner.queued, running=self.runner.running,
                          capacity=self.config.concurrency, battery=self.battery)
 
     def next_deadline(self) -> float | None:
         times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
         times += [e.received + e.task.deadline_ms / 1000 for e in self._entries.values()
                   if e.state is EntryState.QUEUED and e.task and e.task.deadline_ms]
-        death = self._dead.next_deadline()
+        death = self.deaths.next_deadline()
         if death is not None:
             times.append(death)
-        probe = self._probe_deadline()
+        probe = self.order.deadline()
         if probe is not None:
             times.append(probe)
-        for peer in {p for left in self._asks.waiting.values() for p in left}:
+        for peer in {p for left in self.asks.waiting.values() for p in left}:
             seen = self.peers.get(peer)
             if seen is not None:                 # no longer waited for once its presence is stale
                 times.append(seen.seen_at + self.peers.stale_after)
-        if self._sent_flush_at is not None:
-            times.append(self._sent_flush_at)
+        if self.confirms.flush_at is not None:
+            times.append(self.confirms.flush_at)
         return min(times, default=None)
 
     # -- inputs ----------------------------------------------------------------
+    def start_order_probe(self, token: str, now: float) -> list[Action]:
+        """Claim dispatch among peers: check that they see claims in this
+        agent's order before it takes tasks (:attr:`order_verdict` says)."""
+        peers = [p.agent for p in self.peers.present(now)] if self.config.dispatch == "claim" else []
+        return self.order.start(token, peers, now, wall_offset=self.wall_offset)
+
     def on_clock(self, *, wall: float, now: float) -> None:
         """The wall clock (Unix time) at ``now``: the core keeps time by ``now``
         (monotonic), but what it publishes for people carries Unix time."""
-        self._wall_offset = wall - now
+        self.wall_offset = wall - now
 
     def on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
                    dup: bool = False) -> list[Action]:
@@ -224,11 +218,11 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         if self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
             self.counters.duplicates += 1    # a peer took on a resubmission of it: it answers
             return [Ack(token)]
-        if self._done.knows(key, now):   # answered already
+        if self.answers.knows(key, now):   # answered already
             self.counters.duplicates += 1
-            answer = None if dup and self._unsent.pop(key, None) is None else self._done.answer(key, now)
+            withdrawn = self.confirms.take_withdrawn(key)
+            answer = None if dup and not withdrawn else self.answers.answer(key, now)
             if answer is not None:       # submitted again, or its answer was cut off: the same answer
-                self._unsent.pop(key, None)
                 self.counters.answered_again += 1
                 return [sent_again(answer, task), Ack(token)]
             return [Ack(token)]
@@ -251,14 +245,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                 return asked
         if direct or self.config.dispatch == "shared":
             return self._accept(entry, now)
-        winner = self._winners.get(key, now)
+        winner = self.claims.winner(key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
         # Load = what this agent has won or may win; undecided tasks every agent
         # holds alike do not count, or every agent would wait the same.
-        entry.claim_at = now + claim_delay(queued=len(self._queue) + self._claimed,
-                                           running=self._running, capacity=self.config.concurrency)
-        if len(self._claimers) > 0:
+        entry.claim_at = now + claim_delay(queued=self.runner.queued + self.claims.pending,
+                                           running=self.runner.running, capacity=self.config.concurrency)
+        if self.claims.others_claim():
             entry.claim_at += tie_break(key, self.config.agent_id)
         return self._fire_claims(now) if entry.claim_at <= now else []
 
@@ -271,9 +265,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
-        if self._limiter is not None and entry.origin is None:
+        if self.limiter is not None and entry.origin is None:
             device = entry.task.device or entry.task.reply_to
-            if not self._limiter.allow(device, now):
+            if not self.limiter.allow(device, now):
                 self.counters.busy += 1
                 self.counters.rate_limited += 1
                 return self._answer_error(entry, "busy", f"device {device} is over its limit of "
@@ -284,14 +278,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             target = self._placement(entry, now, with_cloud=True)
             if target is not None:
                 return self._remember(entry) + self._offer(entry, target, now)
-        if entry.kind.inline and not self._queue:
+        if entry.kind.inline and not self.runner.queued:
             return self._start(entry, now)   # answered within this step: nothing to journal
-        if len(self._queue) + self._running >= self.config.concurrency + self.config.max_queue:
+        if self.runner.is_full():
             self.counters.busy += 1
             return self._answer_error(entry, "busy", f"agent {self.config.agent_id} has "
-                                      f"{len(self._queue)} tasks queued; retry later", now)
+                                      f"{self.runner.queued} tasks queued; retry later", now)
         entry.move(EntryState.QUEUED)
-        self._queue.append(entry.key)
+        self.runner.enqueue(entry.key)
         return self._remember(entry) + self._start_queued(now)
 
     def _placement(self, entry: Entry, now: float, *, with_cloud: bool) -> str | None:
@@ -302,7 +296,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         decision = place_task(self.policy, kind=entry.task.kind,
                               weight=entry.task.weight or entry.kind.weight,
                               me=self.self_state(), peers=self._peer_views(now),
-                              run_ms=self._run_ms.get(entry.task.kind, self.config.default_run_ms),
+                              run_ms=self.runner.run_ms(entry.task.kind),
                               exclude=frozenset(entry.tried), cloud=bridge is not None)
         if isinstance(decision, Offload):
             return decision.peer
@@ -314,16 +308,16 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         """Take ``entry`` out of this agent's queue, or stop its run (first
         answer wins elsewhere)."""
         if entry.state is EntryState.QUEUED:
-            self._queue.remove(entry.key)
+            self.runner.dequeue(entry.key)
         elif entry.state is EntryState.RUNNING and entry.kind is not None and not entry.kind.inline:
-            self._running -= 1
+            self.runner.stopped()
             return [Cancel(entry.key)]
         return []
 
     def _drop_held(self, entry: Entry, now: float) -> list[Action]:
         """Stop holding ``entry`` without answering it: another agent's answer
         is the device's one answer. A copy arriving later is a duplicate."""
-        self._done.add(entry.key, now)
+        self.answers.add(entry.key, now)
         return self._let_go(entry, now)
 
     def _let_go(self, entry: Entry, now: float) -> list[Action]:
@@ -339,13 +333,13 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         """This agent's claim on ``claim_key``, carrying its epoch (peers
         contest only what it won in an older one)."""
         return Publish(self.config.topics.claims,
-                       Claim(claim_key, self.config.agent_id, epoch=self._epoch or None).encode())
+                       Claim(claim_key, self.config.agent_id, epoch=self.claims.epoch or None).encode())
 
     def _release(self, entry: Entry) -> None:
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
         self._entries.pop(entry.key, None)
-        self._claim_index.pop(entry.claim_key, None)
-        self._asks.close(entry.key)
+        self.claims.unindex(entry.claim_key)
+        self.asks.close(entry.key)
 
     def _remember(self, entry: Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
@@ -360,14 +354,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         but not answered (placed again, in order)."""
         answers = answers or {}
         for key in done:
-            self._done.add(key, now, answers.get(key))
+            self.answers.add(key, now, answers.get(key))
         actions: list[Action] = []
         for payload in unfinished:
             try:
                 task = parse_task(payload, limits=self.config.limits)
             except InvalidMessage:
                 continue
-            if task.id in self._entries or self._done.knows(task.id, now) or task.kind not in self.registry:
+            if task.id in self._entries or self.answers.knows(task.id, now) or task.kind not in self.registry:
                 continue
             # A survivor may have taken it over while this agent was down:
             # run it, but answer only after winning its takeover claim.
@@ -375,7 +369,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                            kind=self.registry.get(task.kind), remembered=True,
                            claim_key=self._takeover_claim(task.id, now), fenced=True)
             self._entries[task.id] = entry
-            self._claim_index[entry.claim_key] = task.id
+            self.claims.index(entry.claim_key, task.id)
             actions.append(self._my_claim(entry.claim_key))
             actions += self._accept(entry, now)
         return actions
@@ -394,15 +388,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         entry.move(EntryState.RUNNING)
         entry.started = now
         if not entry.kind.inline:
-            self._running += 1
+            self.runner.started()
             entry.timeout_at = now + timeout
         return [Run(entry.key, entry.task, entry.kind, timeout)]
 
     def _start_queued(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        while self._queue and self._running < self.config.concurrency:
-            entry = self._entries[self._queue.popleft()]
-            actions += self._start(entry, now)
+        while (key := self.runner.next_to_start()) is not None:
+            actions += self._start(self._entries[key], now)
         return actions
 
     def on_finished(self, key: str, now: float, *, result: Any = None,
@@ -413,11 +406,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return []
         assert entry.kind is not None and entry.task is not None
         if not entry.kind.inline:
-            self._running -= 1
+            self.runner.stopped()
         if entry.started is not None and error is None:
-            ms = 1000 * (now - entry.started)
-            old = self._run_ms.get(entry.task.kind)
-            self._run_ms[entry.task.kind] = ms if old is None else 0.7 * old + 0.3 * ms
+            self.runner.observe(entry.task.kind, 1000 * (now - entry.started))
         if error is not None:
             actions = self._answer_error(entry, error.code, error.message, now)
         else:
@@ -426,21 +417,21 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
 
     def on_tick(self, now: float) -> list[Action]:
         actions = self._handle_deaths(now) + self._fire_claims(now) + self._expire_silent_askees(now)
-        if self._probes:
-            actions += self._probe_tick(now)
-        if self._sent_flush_at is not None and now >= self._sent_flush_at:
+        if self.order.active:
+            actions += self.order.tick(now)
+        if self.confirms.flush_at is not None and now >= self.confirms.flush_at:
             actions += self._flush_sent()
         for entry in list(self._entries.values()):
             if entry.timeout_at is None or now < entry.timeout_at:
                 if entry.state is EntryState.QUEUED and entry.task and entry.task.deadline_ms \
                         and now >= entry.received + entry.task.deadline_ms / 1000:
-                    self._queue.remove(entry.key)
+                    self.runner.dequeue(entry.key)
                     actions += self._answer_error(
                         entry, "deadline_exceeded",
                         f"still queued after deadline_ms={entry.task.deadline_ms}", now)
                 continue
             if entry.state is EntryState.RUNNING:
-                self._running -= 1
+                self.runner.stopped()
                 self.counters.timeouts += 1
                 assert entry.task is not None
                 actions.append(Cancel(entry.key))
@@ -465,9 +456,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         if presence.agent != agent:
             return []                                 # forged: the topic says who it is
         self.peers.update(presence, now)
-        self._busy_until.pop(agent, None)
+        self.offers.heard_from(agent)
         if presence.state == "online":
-            if self._dead.back(agent):
+            if self.deaths.back(agent):
                 # Back after its will: it gave up the claims it had made (their
                 # outcome may be lost: amqtt drops messages in flight), so what it
                 # won with them is contested now. Not what it won with claims of
@@ -476,7 +467,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                     self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline":
-            self._dead.will(agent, presence.ts, now)
+            self.deaths.will(agent, presence.ts, now)
         # Its will, or it drains: offers it has not accepted go elsewhere now.
         # What it accepted stays with it until it is dead (``_handle_deaths``): a
         # will also comes from a broker that shuts down, with the peer alive.
@@ -495,30 +486,21 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return []
         if h is None:
             return []
-        bridge = h.agent
-        self._bridge_ids.add(bridge)
         if h.state == "degraded":     # alive, delivering what it holds, taking nothing new
-            self._bridges.pop(bridge, None)
-            self._dead.back(bridge)
-            return []
-        if h.state == "online":
-            self._bridges[bridge] = (h.kinds, now)
-            self._dead.back(bridge)
-            return []
-        if bridge in self._bridges:
-            self._dead.will(bridge, h.ts, now)   # re-placed after the grace
-        self._bridges.pop(bridge, None)
+            self.offers.bridge_away(h.agent)
+            self.deaths.back(h.agent)
+        elif h.state == "online":
+            self.offers.bridge_online(h.agent, h.kinds, now)
+            self.deaths.back(h.agent)
+        elif self.offers.bridge_away(h.agent):
+            self.deaths.will(h.agent, h.ts, now)   # re-placed after the grace
         return []
 
     def _cloud_for(self, kind: str, now: float, *, exclude: set[str]) -> str | None:
-        for bridge, (kinds, seen) in sorted(self._bridges.items()):
-            fresh = max(10.0, self.config.presence_stale_s)   # its last will says when it is gone
-            if kind in kinds and bridge not in exclude and now - seen <= fresh:
-                return bridge
-        return None
+        return self.offers.cloud_for(kind, now, exclude=exclude)
 
     def is_bridge(self, agent: str) -> bool:
-        return agent in self._bridge_ids
+        return self.offers.is_bridge(agent)
 
     def _on_control(self, payload: bytes) -> list[Action]:
         try:

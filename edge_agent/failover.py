@@ -10,9 +10,8 @@ from typing import Any
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answering import MARK, sent_again
 from fogmesh.edge_agent.answers import Answer
-from fogmesh.claims import Claim, claim_key, rescue_key, takeover_key
+from fogmesh.claims import Claim, claim_key, rescue_key
 from fogmesh.edge_agent.entry import Entry, EntryState
-from fogmesh.edge_agent.recent import put_bounded
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Task, confine_to_device, parse_task
 
@@ -24,7 +23,7 @@ class FailoverMixin:
         this agent, take over the tasks they won (claim mode) and elect one
         survivor to rescue their MQTT session."""
         actions: list[Action] = []
-        for agent, will_ts in self._dead.due(now):
+        for agent, will_ts in self.deaths.due(now):
             actions += self._asked_peer_gone(agent, now)
             for entry in list(self._entries.values()):
                 if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent:
@@ -33,8 +32,8 @@ class FailoverMixin:
                 continue
             actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
-            if self.accepting and not self.draining and self._winners.get(rkey, now) is None:
-                self._rescue_claims[rkey] = agent
+            if self.accepting and not self.draining and self.claims.winner(rkey, now) is None:
+                self.claims.rescuing(rkey, agent)
                 actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
         return actions
 
@@ -42,54 +41,30 @@ class FailoverMixin:
         """Compete for every task ``agent`` won (with a claim older than its
         ``epoch``, when it says) and has not reported done."""
         actions: list[Action] = []
-        for key, (winner, payload, won) in list(self._foreign.items()):
-            if winner == agent and (epoch is None or won is None or won < epoch):
-                del self._foreign[key]
-                actions += self._take_over(key, payload, [], now, gone=agent, gone_epoch=epoch)
-        for key, (winner, payload, answer) in list(self._answered.items()):
-            if winner == agent:      # it answered; the answer may not have reached the broker
-                del self._answered[key]
-                actions += self._take_over(key, payload, [], now, recorded=answer, gone=agent, gone_epoch=epoch)
+        for key, payload in self.claims.copies_held_by(agent, won_before=epoch):
+            actions += self._take_over(key, payload, [], now, gone=agent, gone_epoch=epoch)
+        for key, said in self.claims.answers_by(agent):   # it answered; the answer may not have reached the broker
+            actions += self._take_over(key, said.payload, [], now, recorded=said.answer, gone=agent, gone_epoch=epoch)
         return actions
 
     def _takeover_claim(self, key: str, now: float, *, gone: str | None = None,
                         gone_epoch: int | None = None) -> str:
-        """The claim key to compete for ``key`` under: the round after the
-        latest one decided, as every contender counts them from the same
-        order of claims. A round's winner may die or be cut off in turn, so
-        this agent (back from a cut), ``gone`` (the peer whose tasks are
-        contested) or a peer dead or away since may have won it; a live peer
-        that won the latest round holds the task: its round is returned, and
-        competing in a decided round loses at once."""
-        rounds = self._round_winners(key, now)
-        n, holder = len(rounds) + 1, (rounds[-1] if rounds else None)
-        if holder is not None and holder == gone and gone_epoch is not None \
-                and (self._win_epochs.get(takeover_key(key, n - 1), now) or 0) >= gone_epoch:
-            return takeover_key(key, n - 1)     # ``gone`` is back and won that round since: it holds the task
-        if holder is not None and holder not in (self.config.agent_id, gone) and holder not in self._dead:
-            return takeover_key(key, n - 1)
-        return takeover_key(key, n)
-
-    def _round_winners(self, key: str, now: float) -> list[str]:
-        """Who won each decided takeover round of ``key``, in order."""
-        winners: list[str] = []
-        while (won := self._winners.get(takeover_key(key, len(winners) + 1), now)) is not None:
-            winners.append(won)
-        return winners
+        """The claim key to compete for ``key`` under (:meth:`ClaimBook.takeover_claim`)."""
+        return self.claims.takeover_claim(key, now, dead=self.deaths, gone=gone, gone_epoch=gone_epoch)
 
     def _to_next_round(self, entry: Entry, now: float) -> None:
         """Compete for ``entry`` in the takeover round to claim now (:meth:`_takeover_claim`)."""
-        self._claim_index.pop(entry.claim_key, None)
+        self.claims.unindex(entry.claim_key)
         entry.claim_key = self._takeover_claim(entry.key, now)
-        self._claim_index[entry.claim_key] = entry.key
+        self.claims.index(entry.claim_key, entry.key)
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
                    recorded: Publish | None = None, device: str | None = None,
                    gone: str | None = None, gone_epoch: int | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
-        if self._done.knows(key, now) and recorded is None:
-            answer = self._done.answer(key, now) if self._unsent.pop(key, None) else None
+        if self.answers.knows(key, now) and recorded is None:
+            answer = self.answers.answer(key, now) if self.confirms.take_withdrawn(key) else None
             if answer is not None:     # its answer was cut off with the connection: send it now
                 self.counters.answered_again += 1
                 try:
@@ -124,7 +99,7 @@ class FailoverMixin:
     def _compete(self, entry: Entry, now: float) -> list[Action]:
         key = entry.key
         self._entries[key] = entry
-        self._claim_index[entry.claim_key] = key
+        self.claims.index(entry.claim_key, key)
         self.counters.taken_over += 1
         return self._claim_now(entry, now)
 
@@ -132,7 +107,7 @@ class FailoverMixin:
         """Claim ``entry.claim_key`` at once, unless the broker's order already
         decided it (a claim seen before this agent competed)."""
         entry.claim_at = now
-        winner = self._winners.get(entry.claim_key, now)
+        winner = self.claims.winner(entry.claim_key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
         return self._fire_claims(now)
@@ -155,9 +130,9 @@ class FailoverMixin:
         except InvalidMessage as exc:
             task_id = exc.task_id
         key = claim_key(task_id, payload)
-        winner = self._winners.get(key, now)
+        winner = self.claims.winner(key, now)
         if winner is not None and winner not in (holder, self.config.agent_id) \
-                and winner not in self._dead and key not in self._entries:
+                and winner not in self.deaths and key not in self._entries:
             return [Ack(token)]                    # decided for a live agent: it answers
         return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder)
 
@@ -172,11 +147,9 @@ class FailoverMixin:
         alone = self._alone(now)
         actions: list[Action] = []
         if control:
-            self._epoch += 1
-            self._dead.lost_connection()
-            # answers sent on the lost connection are reported again (PUBACK) or withdrawn
-            self._emitted.clear()
-            self._marked.clear()
+            self.claims.lost_connection()
+            self.deaths.lost_connection()
+            self.confirms.connection_lost()
         for entry in list(self._entries.values()):
             if entry.state is EntryState.ASKING:       # asked again once the connection is back
                 continue
@@ -188,7 +161,7 @@ class FailoverMixin:
                 # and a win by it is claimed again under the takeover key, as
                 # peers that saw this agent's will contest it (``_won_across_a_cut``).
                 if not alone and entry.claim_key == entry.key:
-                    self._cut_claims.add(entry.key, True, now)
+                    self.claims.cut(entry.key, now)
                 actions.append(self._my_claim(entry.claim_key))
                 continue
             if alone or entry.fenced or entry.origin is not None:
@@ -203,14 +176,14 @@ class FailoverMixin:
         return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`)."""
         if not control:
             return []
-        self._dead.reconnected(now)
+        self.deaths.reconnected(now)
         # The answers to questions asked before the drop may be lost: ask again.
         return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
-                for key in self._asks.waiting]
+                for key in self.asks.waiting]
 
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming: nothing to fence against."""
-        return not self.peers.live(now) and len(self._claimers) == 0
+        return not self.peers.live(now) and not self.claims.others_claim()
 
     def on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
         """Answers (and their records) a dropped connection handed back before
@@ -231,7 +204,7 @@ class FailoverMixin:
         answers = {p.fence_key: p for p in messages if p.fence_key and p.topic != claims}
         if self.config.dispatch == "shared":
             for key in answers:
-                put_bounded(self._unsent, key, True, self.config.dedup_items)
+                self.confirms.withdraw(key)
                 self.counters.withdrawn += 1
             return []
         # A record whose answer the broker has (confirmed): the answer is out,
@@ -250,9 +223,9 @@ class FailoverMixin:
             entry = Entry(key=key, received=now, tokens=[], state=EntryState.ANSWERED, fenced=True,
                           claim_key=self._takeover_claim(key, now), pending=done + [again])
             self._entries[key] = entry
-            self._claim_index[entry.claim_key] = key
+            self.claims.index(entry.claim_key, key)
             self.counters.withdrawn += 1
-            winner = self._winners.get(entry.claim_key, now)
+            winner = self.claims.winner(entry.claim_key, now)
             if winner is not None:
                 actions += self._fence_decided(entry, winner, now)
             else:
@@ -275,7 +248,7 @@ class FailoverMixin:
                        if isinstance(a, Publish) and a.topic != self.config.topics.claims), None)
         self._release(entry)
         entry.move(EntryState.DONE)
-        self._done.add(key, now, entry.answer or answer)
+        self.answers.add(key, now, entry.answer or answer)
         self.counters.answers_found_out += 1
         return [a for a in held if not isinstance(a, Publish)] + [Ack(t) for t in entry.tokens]
 
@@ -284,7 +257,7 @@ class FailoverMixin:
             # won by a claim of an older epoch: peers contest the next round, so must this agent
             self._to_next_round(entry, now)
             self.counters.reclaimed += 1
-            later = self._winners.get(entry.claim_key, now)
+            later = self.claims.winner(entry.claim_key, now)
             if later is not None:
                 return self._fence_decided(entry, later, now)
             return [self._my_claim(entry.claim_key)]
@@ -293,11 +266,11 @@ class FailoverMixin:
             held, entry.pending = entry.pending, None
             if held is not None:                    # answered meanwhile: release it now
                 self._release(entry)
-                self._done.add(entry.key, now, entry.answer)
+                self.answers.add(entry.key, now, entry.answer)
                 if any(isinstance(a, Publish) and a.topic == self.config.topics.claims for a in held):
                     self._emitting(entry.key)       # its done record goes out: claim dispatch
                 return held + [Ack(t) for t in entry.tokens]
             return []
         self.counters.fenced_dropped += 1           # a survivor answers it
-        self._done.drop_answer(entry.key)           # ours, if made, never counts (nor is sent again)
+        self.answers.drop_answer(entry.key)           # ours, if made, never counts (nor is sent again)
         return self._drop_held(entry, now)

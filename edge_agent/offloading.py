@@ -7,7 +7,7 @@ from __future__ import annotations
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
 from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
-from fogmesh.edge_agent.peers import Peer, with_outstanding
+from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
@@ -19,10 +19,10 @@ class OffloadingMixin:
         """Offer tasks waiting in the local queue (newest first: they would wait
         longest) while the policy prefers a peer. Placement at arrival sees a
         burst as one moment; this runs again whenever a peer frees up."""
-        if not self._queue or isinstance(self.policy, LocalPolicy):
+        if not self.runner.queued or isinstance(self.policy, LocalPolicy):
             return []
         actions: list[Action] = []
-        for key in reversed(list(self._queue)[self.config.concurrency:]):
+        for key in reversed(self.runner.waiting_for_later()):
             entry = self._entries[key]
             if entry.origin is not None or entry.task is None or entry.kind is None:
                 continue
@@ -31,7 +31,7 @@ class OffloadingMixin:
                 if (entry.task.weight or entry.kind.weight) != "light":
                     break
                 continue
-            self._queue.remove(key)
+            self.runner.dequeue(key)
             actions += self._offer(entry, peer, now)
             limit -= 1
             if limit == 0:
@@ -42,12 +42,7 @@ class OffloadingMixin:
         """Live peers as placement should see them: their presence plus the
         offers this agent has sent them since (presence lags a burst), minus
         peers that just said they are busy."""
-        views = []
-        for p in self.peers.live(now):
-            if self._busy_until.get(p.agent, 0.0) > now:
-                continue
-            views.append(with_outstanding(p, self._outstanding.get(p.agent, 0)))
-        return views
+        return self.offers.views(self.peers.live(now), now)
 
 
     # -- offloading ----------------------------------------------------------------------
@@ -57,7 +52,7 @@ class OffloadingMixin:
         offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
         entry.offer_ids.add(offer_id)
         entry.offer = OfferState(peer, offer_id, now)
-        self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
+        self.offers.sent(peer)
         entry.move(EntryState.OFFERED)
         # A bridge commits each offer to disk before it accepts: give it longer.
         entry.timeout_at = now + self.config.offer_lease_s * (5 if self.is_bridge(peer) else 1)
@@ -77,8 +72,7 @@ class OffloadingMixin:
 
     def _clear_offer(self, entry: Entry) -> None:
         if entry.offer is not None:
-            peer = entry.offer.peer
-            self._outstanding[peer] = max(0, self._outstanding.get(peer, 0) - 1)
+            self.offers.settled(entry.offer.peer)
             entry.offer = None
 
     def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
@@ -87,7 +81,7 @@ class OffloadingMixin:
                 view = codec.decode(payload)
             except InvalidMessage:
                 return []
-            return self._on_order_view(view, now) if isinstance(view, dict) else []
+            return self.order.on_view(view, now) if isinstance(view, dict) else []
         try:
             msg = decode_inbox(payload)
         except InvalidMessage:
@@ -110,8 +104,8 @@ class OffloadingMixin:
                 entry.timeout_at = now + hold + self.config.offer_lease_s
                 return []
             self.counters.offers_rejected += 1
-            if msg.reason == "busy":    # until its next presence, or 200 ms
-                self._busy_until[msg.agent] = now + 0.2
+            if msg.reason == "busy":    # until its next presence, or a moment
+                self.offers.busy(msg.agent, now)
             return self._replace(entry, now)
         return self._on_result(msg, now)
 
@@ -120,7 +114,7 @@ class OffloadingMixin:
         key = f"{offer.origin}/{offer.task.id}"
         if key in self._entries:                       # a repeated offer: confirm again
             return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
-        if self._done.knows(key, now):
+        if self.answers.knows(key, now):
             return []
         reason = ""
         if not self.accepting or self.draining:
@@ -131,7 +125,7 @@ class OffloadingMixin:
             reason = "unknown_kind"
         elif not self.policy.accepts(self.self_state()):
             reason = "battery"
-        elif peer_is_full(len(self._queue), self.config.concurrency):
+        elif peer_is_full(self.runner.queued, self.config.concurrency):
             reason = "busy"
         if reason:
             return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]

@@ -18,18 +18,21 @@ so hosts' clocks should agree within a few ms, as NTP keeps them) and go out
 in chunks for a fifth of a second, so they cross on the way (also when one
 agent is late) and reordering between nodes shows.
 
-:class:`OrderProbe` holds one probe's state; :class:`OrderingMixin` drives it
-in the core. Pure: ``now`` comes in, records go out as actions.
+:class:`OrderProbe` holds one probe's state; :class:`OrderCheck` owns the
+probes this agent takes part in and its verdict. Pure: ``now`` comes in,
+records go out as actions.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh import codec
+from fogmesh.topics import Topics
 
 BURST = 200            # records per agent and probe...
 CHUNK = 20             # ... published CHUNK at once...
@@ -66,8 +69,39 @@ def is_probe_record(payload: bytes) -> bool:
     return b'"op":"order"' in payload or b'"op":"probe"' in payload
 
 
-class OrderingMixin:
-    def _on_probe_record(self, payload: bytes, now: float) -> list[Action]:
+class OrderCheck:
+    """The claim-order probes this agent takes part in, and its verdict."""
+
+    def __init__(self, *, me: str, topics: Topics) -> None:
+        self.me = me
+        self.topics = topics
+        self._probes: dict[str, OrderProbe] = {}
+        self._verdict: str | None = "ok"
+
+    @property
+    def verdict(self) -> str | None:
+        """None while a probe runs; "ok"; or why claim dispatch is unsafe here."""
+        return self._verdict
+
+    @property
+    def active(self) -> bool:
+        return bool(self._probes)
+
+    def start(self, token: str, peers: Iterable[str], now: float, *, wall_offset: float) -> list[Action]:
+        """Check that ``peers`` see claims in this agent's order before it
+        takes tasks (none: nothing to check)."""
+        waiting = set(peers) - {self.me}
+        if not waiting:
+            self._verdict = "ok"
+            return []
+        self._probes[token] = OrderProbe(token, self.me, now, next_at=now + START_IN_S, waiting=waiting)
+        self._verdict = None
+        return [Publish(self.topics.claims, codec.encode(
+            {"task": "", "agent": self.me, "op": "probe", "probe": token,
+             "at": round(now + START_IN_S + wall_offset, 4)}))]
+
+    def on_record(self, payload: bytes, now: float, *, wall_offset: float) -> list[Action]:
+        """A probe or order record on the claims topic."""
         try:
             d = codec.decode(payload)
         except Exception:
@@ -79,72 +113,49 @@ class OrderingMixin:
             return []
         if d.get("op") == "probe":
             at = d.get("at")
-            start = now if not isinstance(at, (int, float)) else min(now + 1.0, max(now, at - self._wall_offset))
-            return [] if agent == self.config.agent_id else self._on_probe(token, agent, start, now)
+            start = now if not isinstance(at, (int, float)) else min(now + 1.0, max(now, at - wall_offset))
+            return [] if agent == self.me else self._join(token, agent, start, now)
         seq = d.get("seq")
         if isinstance(seq, int):
-            self._on_order((token, agent, seq), now)
+            probe = self._probes.get(token)
+            if probe is not None:
+                probe.seen.append((agent, seq))
+                probe.last_seen = now
         return []
 
-
-    def start_order_probe(self, token: str, now: float) -> list[Action]:
-        """Claim dispatch among peers: check that they see claims in this
-        agent's order before it takes tasks (``order_verdict`` says)."""
-        peers = {p.agent for p in self.peers.present(now)} - {self.config.agent_id}
-        if self.config.dispatch != "claim" or not peers:
-            self._order_verdict = "ok"
-            return []
-        probe = OrderProbe(token, self.config.agent_id, now, next_at=now + START_IN_S, waiting=peers)
-        self._probes[token] = probe
-        self._order_verdict = None
-        return [Publish(self.config.topics.claims, codec.encode(
-            {"task": "", "agent": self.config.agent_id, "op": "probe", "probe": token,
-             "at": round(now + START_IN_S + self._wall_offset, 4)}))]
-
-    @property
-    def order_verdict(self) -> str | None:
-        """None while a probe runs; "ok"; or why claim dispatch is unsafe here."""
-        return self._order_verdict
-
-    def _on_probe(self, token: str, initiator: str, start: float, now: float) -> list[Action]:
+    def _join(self, token: str, initiator: str, start: float, now: float) -> list[Action]:
         if token not in self._probes:
             self._probes[token] = OrderProbe(token, initiator, now, next_at=start)
-        return self._probe_tick(now)
+        return self.tick(now)
 
-    def _on_order(self, record: tuple[str, str, int], now: float) -> None:
-        token, agent, seq = record
-        probe = self._probes.get(token)
-        if probe is not None:
-            probe.seen.append((agent, seq))
-            probe.last_seen = now
-
-    def _on_order_view(self, d: dict[str, Any], now: float) -> list[Action]:
+    def on_view(self, d: dict[str, Any], now: float) -> list[Action]:
+        """A peer's digest of a probe this agent started (its inbox)."""
         probe = self._probes.get(str(d.get("probe")))
         agent, digest, count = d.get("agent"), d.get("digest"), d.get("count")
-        if probe is None or probe.initiator != self.config.agent_id or not isinstance(agent, str) \
+        if probe is None or probe.initiator != self.me or not isinstance(agent, str) \
                 or not isinstance(digest, str) or not isinstance(count, int):
             return []
         probe.views[agent] = (digest, count)
         probe.waiting.discard(agent)
-        return self._probe_tick(now)
+        return self.tick(now)
 
-    def _probe_deadline(self) -> float | None:
+    def deadline(self) -> float | None:
         times = []
         for p in self._probes.values():
             if p.sent < BURST:
                 times.append(p.next_at)
             elif not p.reported:
                 times.append(max(p.last_seen, p.next_at) + SETTLE_S)
-            if p.initiator == self.config.agent_id and self._order_verdict is None:
+            if p.initiator == self.me and self._verdict is None:
                 times.append(p.started + PROBE_TIMEOUT_S)
         return min(times, default=None)
 
-    def _probe_tick(self, now: float) -> list[Action]:
+    def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        me = self.config.agent_id
+        me = self.me
         for token, p in list(self._probes.items()):
             while p.sent < BURST and now >= p.next_at:
-                actions += [Publish(self.config.topics.claims, order_record(token, me, n))
+                actions += [Publish(self.topics.claims, order_record(token, me, n))
                             for n in range(p.sent, min(BURST, p.sent + CHUNK))]
                 p.sent = min(BURST, p.sent + CHUNK)
                 p.next_at += CHUNK_GAP_S
@@ -153,27 +164,27 @@ class OrderingMixin:
             p.reported = True
             digest, count = p.digest()
             if p.initiator != me:
-                actions.append(Publish(self.config.topics.agent_inbox(p.initiator), codec.encode(
+                actions.append(Publish(self.topics.agent_inbox(p.initiator), codec.encode(
                     {"op": "order-view", "probe": token, "agent": me, "digest": digest, "count": count})))
                 del self._probes[token]
-        return actions + self._probe_decide(now)
+        self._decide(now)
+        return actions
 
-    def _probe_decide(self, now: float) -> list[Action]:
-        me = self.config.agent_id
+    def _decide(self, now: float) -> None:
+        me = self.me
         for token, p in list(self._probes.items()):
-            if p.initiator != me or self._order_verdict is not None or not p.reported:
+            if p.initiator != me or self._verdict is not None or not p.reported:
                 continue
             if p.waiting and now < p.started + PROBE_TIMEOUT_S:
                 continue
             mine = p.digest()
             differ = sorted(a for a, (digest, count) in p.views.items() if count == mine[1] and digest != mine[0])
             if differ:
-                self._order_verdict = (
+                self._verdict = (
                     f"agents see the claims topic in different orders here ({me} and {', '.join(differ)} "
                     "saw the same records in another order: a broker cluster?), so claim dispatch could "
                     "run tasks twice. Connect every agent to the same broker node, or use a broker with "
                     "shared subscriptions (mosquitto, EMQX, HiveMQ, `fogmesh broker`) and --dispatch shared")
             else:
-                self._order_verdict = "ok"
+                self._verdict = "ok"
             del self._probes[token]
-        return []
