@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answers import Answer
 from fogmesh.claims import Claim
@@ -35,7 +36,7 @@ def sent_again(answer: Answer, task: Task | None) -> Publish:
     return Publish(answer.topic, answer.payload, properties=properties_for(task, answer.topic))
 
 
-class AnsweringMixin:
+class AnsweringMixin(CoreParts):
     def _timing(self, entry: Entry, now: float) -> Timing:
         started = entry.started if entry.started is not None else now
         return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),

@@ -25,58 +25,22 @@ at once: the one with the smaller id keeps it. Answers are waited for without
 a timeout (a timeout cannot tell a slow peer from a dead one); a peer that
 dies or whose presence goes stale is no longer waited for.
 
-:class:`AskBook` holds this state; the core's :class:`AskingMixin` drives it.
-Pure like the rest of the core.
+:class:`fogmesh.edge_agent.ask_book.AskBook` holds this state; the core's
+:class:`AskingMixin` drives it. Pure like the rest of the core.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Have
-from fogmesh.edge_agent.recent import RecentMap
 
 
-class AskBook:
-    """Open questions this agent asked, and the ones peers asked it."""
-
-    def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0) -> None:
-        self.waiting: dict[str, set[str]] = {}     # task -> peers whose answer is awaited
-        self.unkept: set[str] = set()               # ... of which one answered it, answer not kept
-        self.asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
-
-    def open(self, key: str, peers: set[str]) -> None:
-        self.waiting[key] = set(peers)
-
-    def close(self, key: str) -> None:
-        self.waiting.pop(key, None)
-
-    def answered_by(self, key: str, peer: str) -> bool:
-        """``peer`` said it never saw ``key``: True once nobody is left to hear from."""
-        left = self.waiting.get(key)
-        if left is None:
-            return False
-        left.discard(peer)
-        return not left
-
-    def gone(self, peer: str) -> list[str]:
-        """``peer`` died or fell silent: the questions it was the last to answer."""
-        done = []
-        for key, left in self.waiting.items():
-            if peer in left:
-                left.discard(peer)
-                if not left:
-                    done.append(key)
-        return done
-
-    def awaiting(self, peer: str) -> list[str]:
-        return [key for key, left in self.waiting.items() if peer in left]
-
-
-class AskingMixin:
+class AskingMixin(CoreParts):
     def _ask(self, entry: Entry, now: float) -> list[Action] | None:
         """A resubmitted task through a shared subscription, not known here:
         ask the peers (None: there is nobody to ask)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, taken_over
 from fogmesh.edge_agent.entry import Entry, EntryState
@@ -16,7 +17,7 @@ from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.errors import InvalidMessage
 
 
-class ClaimingMixin:
+class ClaimingMixin(CoreParts):
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
         if is_probe_record(payload):
             return [Ack(token)] + self.order.on_record(payload, now, wall_offset=self.wall_offset)

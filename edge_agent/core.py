@@ -31,7 +31,8 @@ from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counte
                                         Publish, Remember, Run)
 from fogmesh.edge_agent.answering import AnsweringMixin, sent_again
 from fogmesh.edge_agent.answers import Answer, AnswerBook
-from fogmesh.edge_agent.asking import AskBook, AskingMixin
+from fogmesh.edge_agent.ask_book import AskBook
+from fogmesh.edge_agent.asking import AskingMixin
 from fogmesh.edge_agent.claim_book import ClaimBook
 from fogmesh.edge_agent.claiming import ClaimingMixin
 from fogmesh.edge_agent.confirmations import Confirmations

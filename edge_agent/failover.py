@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answering import MARK, sent_again
 from fogmesh.edge_agent.answers import Answer
@@ -16,7 +17,7 @@ from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Task, confine_to_device, parse_task
 
 
-class FailoverMixin:
+class FailoverMixin(CoreParts):
     # -- failures: takeover, rescue, fencing -------------------------------------------------
     def _handle_deaths(self, now: float) -> list[Action]:
         """Peers offline for the grace period: re-place what they accepted from
@@ -28,7 +29,7 @@ class FailoverMixin:
             for entry in list(self._entries.values()):
                 if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent:
                     actions += self._replace(entry, now)
-            if self.is_bridge(agent):        # a bridge stayed down: its tasks went back to the fog
+            if self.offers.is_bridge(agent):        # a bridge stayed down: its tasks went back to the fog
                 continue
             actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
@@ -71,7 +72,8 @@ class FailoverMixin:
                     task: Task | None = parse_task(payload, limits=self.config.limits)
                 except InvalidMessage:
                     task = None
-                return [sent_again(answer, task)] + [Ack(t) for t in tokens]
+                again: list[Action] = [sent_again(answer, task)]
+                return again + [Ack(t) for t in tokens]
             return [Ack(t) for t in tokens]
         held = self._entries.get(key)
         if held is not None:

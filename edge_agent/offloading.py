@@ -4,6 +4,7 @@ results, and moving queued work to peers that free up. Mixed into
 
 from __future__ import annotations
 
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
 from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
@@ -14,7 +15,7 @@ from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
 
 
-class OffloadingMixin:
+class OffloadingMixin(CoreParts):
     def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
         """Offer tasks waiting in the local queue (newest first: they would wait
         longest) while the policy prefers a peer. Placement at arrival sees a
@@ -55,7 +56,7 @@ class OffloadingMixin:
         self.offers.sent(peer)
         entry.move(EntryState.OFFERED)
         # A bridge commits each offer to disk before it accepts: give it longer.
-        entry.timeout_at = now + self.config.offer_lease_s * (5 if self.is_bridge(peer) else 1)
+        entry.timeout_at = now + self.config.offer_lease_s * (5 if self.offers.is_bridge(peer) else 1)
         self.counters.offers_sent += 1
         lease_ms = int(1000 * self.config.offer_lease_s)
         return [Publish(self.config.topics.agent_inbox(peer),
@@ -100,7 +101,7 @@ class OffloadingMixin:
                 assert entry.kind is not None
                 entry.offer.accepted = True
                 self.counters.offers_accepted += 1
-                hold = self.config.cloud_lease_s if self.is_bridge(msg.agent) else entry.kind.timeout_s
+                hold = self.config.cloud_lease_s if self.offers.is_bridge(msg.agent) else entry.kind.timeout_s
                 entry.timeout_at = now + hold + self.config.offer_lease_s
                 return []
             self.counters.offers_rejected += 1
@@ -153,7 +154,7 @@ class OffloadingMixin:
         self._clear_offer(entry)
         actions += self._stop_local(entry)                   # re-placed here meanwhile: first answer wins
         r = msg.reply
-        tier = "cloud" if self.is_bridge(msg.agent) else "fog"
+        tier = "cloud" if self.offers.is_bridge(msg.agent) else "fog"
         reply = Reply(id=entry.task.id, status=r.status, worker=r.worker or msg.agent, tier=tier,
                       result=r.result, error=r.error,
                       ms=Timing(queue=r.ms.queue, run=r.ms.run, total=1000 * (now - entry.received)))

@@ -22,6 +22,8 @@ PURE_MODULES = [
     "edge_agent/answers.py", "edge_agent/asking.py", "edge_agent/deaths.py", "broker/shared.py",
     "edge_agent/ordering.py", "deploy/units.py", "deploy/report.py",
     "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/publish_properties.py", "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
+    "edge_agent/runner.py", "edge_agent/claim_book.py", "edge_agent/offer_book.py", "edge_agent/confirmations.py",
+    "edge_agent/ask_book.py", "edge_agent/core_parts.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

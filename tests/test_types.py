@@ -20,11 +20,6 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
 # The installed layout: these folders install as fogmesh.<name> (pyproject's package-dir).
 SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy", "scenarios"]
-# The agent core's mixins share one bag of state that none of them declares, so
-# strict typing cannot see their attributes; they join when the core is split
-# into components that own their state (issue #15).
-NOT_YET = {"edge_agent/core.py", "edge_agent/claiming.py", "edge_agent/answering.py", "edge_agent/failover.py",
-           "edge_agent/offloading.py", "edge_agent/asking.py", "edge_agent/ordering.py"}
 
 
 # Typed shell modules checked as strictly (what the others are configured with).
@@ -50,7 +45,7 @@ def installed_layout(into: Path) -> Path:
 def test_the_pure_core_and_the_agent_options_type_check_strictly(tmp_path):
     pytest.importorskip("mypy")
     where = installed_layout(tmp_path / "layout")
-    modules = [module_name(p) for p in [*PURE_MODULES, *TYPED_SHELL] if p not in NOT_YET]
+    modules = [module_name(p) for p in [*PURE_MODULES, *TYPED_SHELL]]
     done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
                            "--cache-dir", str(tmp_path / "cache"), *(a for m in modules for a in ("-m", m))],
                           cwd=where, capture_output=True, text=True, timeout=110)
