@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
 from fogmesh.offers import Answer, Offer, Result, decode_inbox
@@ -82,7 +83,7 @@ class Bridge:
         self.health_topic = self.topics.bridge_health(site)
         self.counters = {"accepted": 0, "rejected": 0, "fallback_errors": 0, "forwarded": 0,
                          "results": 0, "duplicate_results": 0, "commands_down": 0}
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[BridgeInput] = queue.SimpleQueue()
         self._inflight: dict[str, Delivery] = {}     # key -> sent, not yet confirmed by the cloud broker
         self._link_up = False
         self._health_at = -1e9
@@ -153,34 +154,33 @@ class Bridge:
 
     # -- inputs (network threads) ------------------------------------------------
     def _on_edge(self, m: Message) -> None:
-        self._events.put(("edge", m))
+        self._events.put(FromEdge(m))
 
     def _on_cloud(self, m: Message) -> None:
-        self._events.put(("cloud", m))
+        self._events.put(FromCloud(m))
 
     def _on_cloud_link(self, up: bool) -> None:
-        self._events.put(("link", up))
+        self._events.put(UplinkChanged(up))
 
     # -- the dispatcher thread ---------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
+            event: BridgeInput | None
             try:
                 event = self._events.get(timeout=0.05)
             except queue.Empty:
                 event = None
             self.notifier.beat(time.monotonic(), self.status_line)   # only this loop feeds the watchdog
             try:
-                if event is not None:
-                    kind = event[0]
-                    if kind == "edge":
-                        self._edge_message(event[1])
-                    elif kind == "cloud":
-                        self._cloud_message(event[1])
-                    elif kind == "link":
-                        self._link(event[1])
+                if isinstance(event, FromEdge):
+                    self._edge_message(event.message)
+                elif isinstance(event, FromCloud):
+                    self._cloud_message(event.message)
+                elif isinstance(event, UplinkChanged):
+                    self._link(event.up)
                 self._tick()
             except Exception:       # one bad message must not stop the bridge
-                self.log.exception("error while handling %s", event[0] if event else "tick")
+                self.log.exception("error while handling %s", type(event).__name__ if event else "tick")
 
     def _link(self, up: bool) -> None:
         self._link_up = up

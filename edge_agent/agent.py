@@ -14,12 +14,14 @@ import queue
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
                                         describe, Rescue, Run, StopTaking)
+from fogmesh.edge_agent.inputs import (Confirmed, Delivery, DrainAsked, Finished, IdConflict, Input, LinkChanged,
+                                       Received, Rescued, StopAsked, Wake, Withdrawn, describe_input)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
@@ -42,14 +44,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
-
-
-@dataclass(frozen=True)
-class _Token:
-    """Which connection a message came on, to acknowledge it there."""
-
-    client: MqttClient
-    message: Message
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -103,7 +97,7 @@ class Agent:
         # systemd (Type=notify): readiness, status and the watchdog fed by _loop.
         self.notifier = o.notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Input] = queue.SimpleQueue()
         self._probe_token = uuid.uuid4().hex[:12]
         self._probe_seen = threading.Event()
         self._probe_topic = self.topics.probe(self._probe_token)
@@ -234,7 +228,7 @@ class Agent:
         if self._metrics is not None:
             self._metrics.shutdown()
         if self._thread and self._thread.is_alive():
-            self._events.put(("stop", self.clock() + timeout))
+            self._events.put(StopAsked(self.clock() + timeout))
             self._thread.join(timeout + 5)
         self._leave()
 
@@ -260,7 +254,7 @@ class Agent:
         broker gives everyone the claims in one order (edge_agent/ordering.py).
         Peers announce themselves when they see this agent's first presence."""
         self._probe_at = self.clock() + CLAIM_PROBE_WAIT_S
-        self._events.put(("wake",))
+        self._events.put(Wake())
         if not self._order_checked.wait(CLAIM_PROBE_WAIT_S + 10.0):
             self.log.warning("the claim-order check did not finish; going on")
             return
@@ -282,13 +276,13 @@ class Agent:
         client = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
             on_message=lambda m: self._on_mqtt_message(self.client, m),
-            on_connection=lambda up: self._events.put(("conn", "tasks", up)), mqtt5=mqtt5)
+            on_connection=lambda up: self._events.put(LinkChanged(control=False, up=up)), mqtt5=mqtt5)
         ctl = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
             will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
             on_message=lambda m: self._on_mqtt_message(self.ctl, m),
-            on_connection=lambda up: self._events.put(("conn", "ctl", up)),
-            on_withdrawn=lambda tags: self._events.put(("withdrawn", tags)),
+            on_connection=lambda up: self._events.put(LinkChanged(control=True, up=up)),
+            on_withdrawn=lambda tags: self._events.put(Withdrawn(tags)),
             on_confirmed=self._on_confirmed, mqtt5=mqtt5)
         return client, ctl
 
@@ -318,7 +312,7 @@ class Agent:
                                              self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
                                              self.topics.claims),
                                 deliver=lambda token: self._events.put(
-                                    ("rescued", replace(token, message=_as_task(token.message)))),
+                                    Rescued(replace(token, message=_as_task(token.message)))),
                                 log=self.log, mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()
@@ -326,7 +320,7 @@ class Agent:
     def drain(self) -> None:
         """Stop taking work, finish what is held, announce ``draining`` then
         ``offline``, and leave (as a ``{"op": "drain"}`` control message does)."""
-        self._events.put(("drain",))
+        self._events.put(DrainAsked())
 
     def _begin_drain(self) -> None:
         """Runs on the dispatcher thread. Unsubscribing first stops the broker
@@ -449,16 +443,16 @@ class Agent:
             except InvalidMessage:
                 other = None
             if other is not None and other.instance not in (None, self.instance) and other.state != "offline":
-                self._events.put(("conflict", other))
-        self._events.put(("msg", _Token(client, message)))
+                self._events.put(IdConflict(other))
+        self._events.put(Received(Delivery(client, message)))
 
     def _on_confirmed(self, action: Publish) -> None:
         """The broker has an answer the core asked to hear about (``sent_key``)."""
         if action.sent_key is not None:
-            self._events.put(("sent", action.sent_key))
+            self._events.put(Confirmed(action.sent_key))
 
     def _on_worker_done(self, task_id: str, result: Any, error: ErrorInfo | None, run_ms: float) -> None:
-        self._events.put(("done", task_id, result, error))
+        self._events.put(Finished(task_id, result, error))
 
     # -- the dispatcher thread -------------------------------------------------
     def _loop(self) -> None:
@@ -496,6 +490,7 @@ class Agent:
                 wake = min(wake, due)
             if stop_by is not None:
                 wake = min(wake, now + 0.05)
+            event: Input | None
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))
             except queue.Empty:
@@ -505,46 +500,45 @@ class Agent:
             self.notifier.beat(now, self.status_line)      # only this loop feeds the watchdog
             actions: list[Action] = []
             if event is not None:
-                kind = event[0]
-                if self.log.isEnabledFor(logging.DEBUG) and kind != "msg":
-                    self.log.debug("event %s", " ".join(str(e)[:120] for e in event if e is not None))
-                if kind == "msg":
-                    tok: _Token = event[1]
-                    msg: Message = tok.message
+                if self.log.isEnabledFor(logging.DEBUG) and not isinstance(event, Received):
+                    self.log.debug("event %s", describe_input(event))
+                if isinstance(event, Received):
+                    delivery = event.delivery
+                    msg = delivery.message
                     if self.log.isEnabledFor(logging.DEBUG):
                         self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
                     peer = self.topics.agent_of_presence(msg.topic)
                     new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
-                    actions = core.on_message(msg.topic, msg.payload, tok, now, dup=msg.dup)
+                    actions = core.on_message(msg.topic, msg.payload, delivery, now, dup=msg.dup)
                     if new_peer and core.peers.get(peer) is not None:
                         self.announcer.again()   # a newcomer learns about this agent at once
-                elif kind == "rescued":
-                    token: RescueToken = event[1]
+                elif isinstance(event, Rescued):
+                    token = event.token
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,
                                               holder=token.session.agent)
-                elif kind == "done":
-                    actions = core.on_finished(event[1], now, result=event[2], error=event[3])
-                elif kind == "sent":
-                    actions = core.on_sent([event[1]], now)
-                elif kind == "withdrawn":
+                elif isinstance(event, Finished):
+                    actions = core.on_finished(event.key, now, result=event.result, error=event.error)
+                elif isinstance(event, Confirmed):
+                    actions = core.on_sent([event.key], now)
+                elif isinstance(event, Withdrawn):
                     self.log.warning("connection dropped with %d answer message(s) unconfirmed: "
                                      "they go out again only if this agent wins their takeover "
                                      "(claim dispatch) or the task comes back (shared dispatch)",
-                                     len(event[1]))
-                    actions = core.on_withdrawn(event[1], now)
-                elif kind == "conn" and event[2]:
-                    actions = core.on_connected(now, control=event[1] == "ctl")
-                    if event[1] == "ctl":
+                                     len(event.messages))
+                    actions = core.on_withdrawn(event.messages, now)
+                elif isinstance(event, LinkChanged) and event.up:
+                    actions = core.on_connected(now, control=event.control)
+                    if event.control:
                         self.announcer.again()   # re-announce after every reconnect
-                elif kind == "conn":
-                    actions = core.on_disconnect(now, control=event[1] == "ctl")
-                elif kind == "drain" and not self._drain_requested:
+                elif isinstance(event, LinkChanged):
+                    actions = core.on_disconnect(now, control=event.control)
+                elif isinstance(event, DrainAsked) and not self._drain_requested:
                     self._begin_drain()
-                elif kind == "conflict":
-                    if self._second_with_this_id(event[1], now):
+                elif isinstance(event, IdConflict):
+                    if self._second_with_this_id(event.other, now):
                         return
-                elif kind == "stop":
-                    stop_by = event[1]
+                elif isinstance(event, StopAsked):
+                    stop_by = event.by
                     core.stop_accepting()
                     self.log.info("stopping: finishing %d held task(s)", core.held)
             due = core.next_deadline()
@@ -611,7 +605,7 @@ class Agent:
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)
-                elif isinstance(action.token, _Token):   # None: restored from the journal
+                elif isinstance(action.token, Delivery):   # None: restored from the journal
                     action.token.client.ack(action.token.message)
             elif isinstance(action, Remember):
                 if self.journal:

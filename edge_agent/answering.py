@@ -1,7 +1,8 @@
 """The agent core's answering half: replies and dead letters, the "done"
 records that carry them in claim dispatch, the confirmations that let peers
-forget them, and the journal/ack bookkeeping of a finished task. Mixed into
-:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+forget them, and the journal/ack bookkeeping of a finished task. A half of
+:class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
+the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
 from __future__ import annotations
 
@@ -116,10 +117,7 @@ class AnsweringMixin(CoreParts):
             entry.timeout_at = None
             entry.pending = done + [publish] + forget     # acks are added on release
             return []
-        self._release(entry)
-        entry.move(EntryState.DONE)
-        entry.timeout_at = None
-        self.answers.add(entry.key, now, answer)
+        self._settle(entry, now, answer)
         if done:
             self._emitting(entry.key)
         if entry.origin is None:

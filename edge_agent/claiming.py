@@ -2,8 +2,9 @@
 agent sees every task, the first claim the broker orders wins, losers keep a
 copy to take over if the winner dies. Takeovers go in rounds (``<id>#t``,
 ``<id>#t#t``, ...): the winner of the latest round holds the task, and a copy
-held by an earlier claim gives way to it. Mixed into
-:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+held by an earlier claim gives way to it. A half of
+:class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
+the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
 from __future__ import annotations
 

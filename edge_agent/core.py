@@ -221,9 +221,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return [Ack(token)]
         if self.answers.knows(key, now):   # answered already
             self.counters.duplicates += 1
-            withdrawn = self.confirms.take_withdrawn(key)
-            answer = None if dup and not withdrawn else self.answers.answer(key, now)
+            if dup:                      # redelivered: answered again only if its answer was cut off
+                answer = self.answers.answer(key, now) if self.confirms.take_withdrawn(key) else None
+            else:
+                answer = self.answers.answer(key, now)
             if answer is not None:       # submitted again, or its answer was cut off: the same answer
+                self.confirms.take_withdrawn(key)
                 self.counters.answered_again += 1
                 return [sent_again(answer, task), Ack(token)]
             return [Ack(token)]
@@ -342,6 +345,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self.claims.unindex(entry.claim_key)
         self.asks.close(entry.key)
 
+    def _settle(self, entry: Entry, now: float, answer: Answer | None) -> None:
+        """``entry`` is answered (``answer``: this agent's own answer, sent now or
+        found out): no longer held; its id, and the answer, kept for the dedup window."""
+        self._release(entry)
+        entry.move(EntryState.DONE)
+        entry.timeout_at = None
+        self.answers.add(entry.key, now, answer)
+
     def _remember(self, entry: Entry) -> list[Action]:
         if entry.remembered or entry.origin is not None:
             return []
@@ -432,10 +443,9 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                         f"still queued after deadline_ms={entry.task.deadline_ms}", now)
                 continue
             if entry.state is EntryState.RUNNING:
-                self.runner.stopped()
                 self.counters.timeouts += 1
                 assert entry.task is not None
-                actions.append(Cancel(entry.key))
+                actions += self._stop_local(entry)
                 actions += self._answer_error(
                     entry, "timeout", f"kind {entry.task.kind!r} ran past its timeout of "
                     f"{now - (entry.started or now):.1f} s", now)

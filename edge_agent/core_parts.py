@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from fogmesh.edge_agent.actions import Action, AgentConfig, Counters, LatencyHistogram, Publish
-from fogmesh.edge_agent.answers import AnswerBook
+from fogmesh.edge_agent.answers import Answer, AnswerBook
 from fogmesh.edge_agent.ask_book import AskBook
 from fogmesh.edge_agent.claim_book import ClaimBook
 from fogmesh.edge_agent.confirmations import Confirmations
@@ -90,6 +90,10 @@ class CoreParts(ABC):
     @abstractmethod
     def _release(self, entry: Entry) -> None:
         """Forget ``entry`` (answered, dropped, or decided for another agent)."""
+
+    @abstractmethod
+    def _settle(self, entry: Entry, now: float, answer: Answer | None) -> None:
+        """``entry`` is answered: no longer held; its id and answer kept."""
 
     @abstractmethod
     def _my_claim(self, claim_key: str) -> Publish:

@@ -1,7 +1,8 @@
 """The agent core's failure half: taking over what a dead peer held, electing
 who rescues its MQTT session, and fencing what this agent held across a lost
-connection, so that exactly one contender answers each task. Mixed into
-:class:`fogmesh.edge_agent.core.AgentCore`; pure like it."""
+connection, so that exactly one contender answers each task. A half of
+:class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
+the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
 from __future__ import annotations
 
@@ -248,9 +249,7 @@ class FailoverMixin(CoreParts):
         entry.fenced = False
         answer = next((Answer(a.topic, a.payload) for a in held
                        if isinstance(a, Publish) and a.topic != self.config.topics.claims), None)
-        self._release(entry)
-        entry.move(EntryState.DONE)
-        self.answers.add(key, now, entry.answer or answer)
+        self._settle(entry, now, entry.answer or answer)
         self.counters.answers_found_out += 1
         return [a for a in held if not isinstance(a, Publish)] + [Ack(t) for t in entry.tokens]
 
@@ -267,8 +266,7 @@ class FailoverMixin(CoreParts):
             entry.fenced = False
             held, entry.pending = entry.pending, None
             if held is not None:                    # answered meanwhile: release it now
-                self._release(entry)
-                self.answers.add(entry.key, now, entry.answer)
+                self._settle(entry, now, entry.answer)
                 if any(isinstance(a, Publish) and a.topic == self.config.topics.claims for a in held):
                     self._emitting(entry.key)       # its done record goes out: claim dispatch
                 return held + [Ack(t) for t in entry.tokens]

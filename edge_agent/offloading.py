@@ -1,6 +1,7 @@
 """The agent core's offloading half: offers to peers, their answers and
-results, and moving queued work to peers that free up. Mixed into
-:class:`fogmesh.edge_agent.core.AgentCore`, whose state it shares; pure like it."""
+results, and moving queued work to peers that free up. A half of
+:class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
+the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""What the agent's dispatcher thread is fed: one frozen event for each thing
+that happened on another thread (a message on a connection, a worker's
+result, a connection up or down, an operator's request).
+
+Why events and not calls: the dispatcher owns the core, so every change to
+the core happens on that one thread, in the order things happened; the
+network, worker and signal threads only put these on its queue. The shell
+changes the core only through them (and the core's ``on_*`` inputs they
+map to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from fogmesh.edge_agent.actions import Publish
+from fogmesh.edge_agent.session_rescue import RescueToken
+from fogmesh.messages import ErrorInfo, Presence
+from fogmesh.mqtt import Message, MqttClient
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message and the connection it came on, to acknowledge it there
+    (the core's opaque ack token)."""
+
+    client: MqttClient
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message on one of the agent's own connections."""
+
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    """A message taken from a dead peer's MQTT session."""
+
+    token: RescueToken
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A worker finished the run of ``key`` (``error``: it failed)."""
+
+    key: str
+    result: Any
+    error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """The broker acknowledged the answer of ``key``."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """A dropped connection handed back messages the broker never confirmed."""
+
+    messages: list[Publish]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """A connection went up or down (``control``: the one claims and presence use)."""
+
+    control: bool
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DrainAsked:
+    """The operator asked the agent to finish its work and leave."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdConflict:
+    """Another live agent announced itself under this agent's id."""
+
+    other: Presence
+
+
+@dataclass(frozen=True, slots=True)
+class StopAsked:
+    """Stop taking tasks; leave once the held ones finish, or at ``by``."""
+
+    by: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Nothing happened: look at the deadlines again (one changed)."""
+
+
+Input = Union[Received, Rescued, Finished, Confirmed, Withdrawn, LinkChanged, DrainAsked, IdConflict,
+              StopAsked, Wake]
+
+
+def describe_input(event: Input, *, limit: int = 160) -> str:
+    """One log line's worth of ``event``."""
+    text = repr(event)
+    return text if len(text) <= limit else text[:limit] + "..."
