@@ -20,7 +20,7 @@ from typing import Any
 
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain, Forget, Publish, Remember,
                                         describe, Rescue, Run, StopTaking)
-from fogmesh.edge_agent.inputs import (Confirmed, Delivery, DrainAsked, Finished, IdConflict, Input, LinkChanged,
+from fogmesh.edge_agent.inputs import (Confirmed, DrainAsked, Finished, IdConflict, Incoming, Input, LinkChanged,
                                        Received, Rescued, StopAsked, Wake, Withdrawn, describe_input)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.core import AgentCore
@@ -444,7 +444,7 @@ class Agent:
                 other = None
             if other is not None and other.instance not in (None, self.instance) and other.state != "offline":
                 self._events.put(IdConflict(other))
-        self._events.put(Received(Delivery(client, message)))
+        self._events.put(Received(Incoming(client, message)))
 
     def _on_confirmed(self, action: Publish) -> None:
         """The broker has an answer the core asked to hear about (``sent_key``)."""
@@ -503,13 +503,13 @@ class Agent:
                 if self.log.isEnabledFor(logging.DEBUG) and not isinstance(event, Received):
                     self.log.debug("event %s", describe_input(event))
                 if isinstance(event, Received):
-                    delivery = event.delivery
-                    msg = delivery.message
+                    incoming = event.incoming
+                    msg = incoming.message
                     if self.log.isEnabledFor(logging.DEBUG):
                         self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
                     peer = self.topics.agent_of_presence(msg.topic)
                     new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
-                    actions = core.on_message(msg.topic, msg.payload, delivery, now, dup=msg.dup)
+                    actions = core.on_message(msg.topic, msg.payload, incoming, now, dup=msg.dup)
                     if new_peer and core.peers.get(peer) is not None:
                         self.announcer.again()   # a newcomer learns about this agent at once
                 elif isinstance(event, Rescued):
@@ -605,7 +605,7 @@ class Agent:
             elif isinstance(action, Ack):
                 if isinstance(action.token, RescueToken):
                     action.token.session.ack(action.token)
-                elif isinstance(action.token, Delivery):   # None: restored from the journal
+                elif isinstance(action.token, Incoming):   # None: restored from the journal
                     action.token.client.ack(action.token.message)
             elif isinstance(action, Remember):
                 if self.journal:

@@ -21,7 +21,7 @@ from fogmesh.mqtt import Message, MqttClient
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class Incoming:
     """A message and the connection it came on, to acknowledge it there
     (the core's opaque ack token)."""
 
@@ -33,7 +33,7 @@ class Delivery:
 class Received:
     """A message on one of the agent's own connections."""
 
-    delivery: Delivery
+    incoming: Incoming
 
 
 @dataclass(frozen=True, slots=True)
