@@ -73,6 +73,21 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--idle-s", type=float, default=30.0, metavar="S",
                    help="seconds of idling to measure CPU over (default: 30)")
     json_arg(b)
+    b = bsub.add_parser("fleet", help="what a site costs as it grows: N agents, M devices, one mosquitto",
+                        description="For each N in --agents: starts N `fogmesh agent --concurrency 1` processes "
+                                    "and --devices simulated devices on one mosquitto on this machine, then "
+                                    "measures idle and under --rate tasks/s: broker messages/s and CPU, agent "
+                                    "CPU and memory, presence bytes/s each agent publishes and receives, the "
+                                    "presence period, task p50/p99. Target: presence received per agent flat "
+                                    "(within 2x) from the smallest N to the largest. N = 200 needs about "
+                                    "10 GB of memory and several minutes.")
+    b.add_argument("--agents", default="10,50,100,200", help="fleet sizes (default: 10,50,100,200)")
+    b.add_argument("--devices", type=int, default=1000, help="simulated devices (default: 1000)")
+    b.add_argument("--rate", type=float, default=200.0, help="tasks per second under load (default: 200)")
+    b.add_argument("--seconds", type=float, default=30.0, metavar="S", help="each measuring window (default: 30)")
+    b.add_argument("--settle-s", type=float, default=10.0, metavar="S",
+                   help="after the agents are up, before measuring (default: 10)")
+    json_arg(b)
     b = bsub.add_parser("dashboard", help="the web dashboard with a big site: responsiveness and memory over time",
                         description="Runs `fogmesh dashboard` on a mosquitto carrying a generated site "
                                     "(--agents agents' presence, --rate tasks/s with replies, dead letters, "
@@ -104,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "rtt":
         from fogmesh.bench.rtt import main as rtt_main
         return rtt_main(args)
+    if args.bench == "fleet":
+        from fogmesh.bench.fleet import main as fleet_main
+        return fleet_main(args)
     if args.bench == "footprint":
         from fogmesh.bench.footprint import main as footprint_main
         return footprint_main(args)

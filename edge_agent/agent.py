@@ -511,7 +511,7 @@ class Agent:
                     new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
                     actions = core.on_message(msg.topic, msg.payload, incoming, now, dup=msg.dup)
                     if new_peer and core.peers.get(peer) is not None:
-                        self.announcer.again()   # a newcomer learns about this agent at once
+                        self.announcer.newcomer()   # a newcomer learns about this agent soon
                 elif isinstance(event, Rescued):
                     token = event.token
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,

@@ -1,14 +1,16 @@
 """The agent shell's presence: its bid for work, announced retained on
 ``{root}/presence/{agent}`` at start, every period and on significant change
-(:func:`fogmesh.edge_agent.presence.presence_due`), with the host read (psutil, battery)
-at most once a period because psutil is not free on a Pi."""
+(:func:`fogmesh.edge_agent.presence.presence_due`), at a pace that slows as the
+site grows (:func:`fogmesh.edge_agent.presence.presence_pace`, judged once a
+second from the peers the core knows), with the host read (psutil, battery)
+at most once a ``--presence-period`` because psutil is not free on a Pi."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from fogmesh.edge_agent.host_monitor import HostMonitor
-from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
+from fogmesh.edge_agent.presence import HostStats, PresencePace, build_presence, presence_due, presence_pace
 from fogmesh.messages import Presence
 
 
@@ -22,7 +24,9 @@ class Announcer:
         self.monitor = monitor
         self.capacity = capacity
         self.kinds = kinds
-        self.period = period
+        self.base_period = period
+        self.pace: PresencePace = presence_pace(base_period=period, site=1)
+        self.paced_at = -1e9
         self.wall_clock = wall_clock
         self.send = send
         self.dispatch = ""
@@ -31,21 +35,45 @@ class Announcer:
         self.last: Presence | None = None
         self.host = HostStats()
         self.host_read_at = -1e9
+        self.newcomer_seen = False
+
+    @property
+    def period(self) -> float:
+        """The period announced now (``--presence-period``, longer at a large site)."""
+        return self.pace.period
 
     @property
     def due_at(self) -> float:
-        return self.sent_at + self.period
+        # Peers judge staleness by the period last announced: never wait longer
+        # than that, even when the pace has just slowed (the next presence says so).
+        announced = self.last.period if self.last is not None and self.last.period else self.pace.period
+        due = self.sent_at + min(self.pace.period, announced)
+        return min(due, self.sent_at + self.pace.min_gap) if self.newcomer_seen else due
+
+    def repace(self, now: float, core: Any) -> None:
+        """Judge the pace from the site's size (once a second: it walks the peers)."""
+        if now - self.paced_at < 1.0:
+            return
+        self.paced_at = now
+        self.pace = presence_pace(base_period=self.base_period, site=len(core.peers.present(now)) + 1)
 
     def again(self) -> None:
         """Announce at the next chance (after a reconnect: the broker may have lost it)."""
         self.sent_at = -1e9
+
+    def newcomer(self) -> None:
+        """A peer appeared: announce again within the change gap, so it learns
+        of this agent even where the broker keeps no retained presence for it.
+        Paced like a change, or a site's start-up would have every agent
+        re-announce for every newcomer (the square of the site)."""
+        self.newcomer_seen = True
 
     def offline_payload(self) -> bytes:
         """The last will: what peers see if this agent vanishes."""
         return build_presence(agent=self.agent_id, state="offline", now=self.wall_clock(), host=HostStats(),
                               queued=0, running=0, capacity=self.capacity, kinds=self.kinds,
                               dispatch=self.dispatch, instance=self.instance, since=self.since,
-                              period=self.period).encode()
+                              period=self.base_period).encode()
 
     def read_host(self, now: float, core: Any) -> None:
         self.host = self.monitor.read(running=core.running)
@@ -53,7 +81,7 @@ class Announcer:
         core.on_battery(self.host.battery.percent if self.host.battery else None)
 
     def build(self, now: float, core: Any, state: str) -> Presence:
-        if now - self.host_read_at >= self.period:
+        if now - self.host_read_at >= self.base_period:
             self.read_host(now, core)
         c = core.counters
         return build_presence(agent=self.agent_id, state=state, now=self.wall_clock(), host=self.host,
@@ -64,16 +92,21 @@ class Announcer:
                               instance=self.instance, since=self.since, period=self.period)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
-        if now - self.sent_at < 0.2 and now - self.sent_at < self.period:
+        since = now - self.sent_at
+        if since < self.pace.min_gap and now < self.due_at:
             return  # cheap early exit on the hot path
+        self.repace(now, core)
         p = self.build(now, core, state)
-        if presence_due(self.last, p, last_sent=self.sent_at, now=now, period=self.period):
+        if self.newcomer_seen and since >= self.pace.min_gap or \
+                presence_due(self.last, p, last_sent=self.sent_at, now=now, period=self.due_at - self.sent_at,
+                             min_gap=self.pace.min_gap):
             self._send(p, now)
 
     def announce(self, now: float, core: Any, state: str) -> None:
         self._send(self.build(now, core, state), now)
 
     def _send(self, p: Presence, now: float) -> None:
+        self.newcomer_seen = False
         self.send(p.encode())
         self.last = p
         self.sent_at = now

@@ -129,7 +129,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         for peer in {p for left in self.asks.waiting.values() for p in left}:
             seen = self.peers.get(peer)
             if seen is not None:                 # no longer waited for once its presence is stale
-                times.append(seen.seen_at + self.peers.stale_after)
+                times.append(self.peers.stale_at(seen))
         if self.confirms.flush_at is not None:
             times.append(self.confirms.flush_at)
         return min(times, default=None)

@@ -2,8 +2,10 @@
 how charged, and how well offloading to them went before.
 
 Pure: presence and outcomes come in with ``now``. A peer is dead when its
-last will (state offline) arrives or when its presence is older than
-``stale_after`` (default 3 presence periods). Past performance is an EWMA of
+last will (state offline) arrives or when its presence is older than three of
+the periods it announces (its ``period``, which grows with the site: see
+:func:`fogmesh.edge_agent.presence.presence_pace`), and never sooner than
+``stale_after``. Past performance is an EWMA of
 offload round trips and of failures (reject, lease expiry, lost result).
 """
 
@@ -55,9 +57,15 @@ class PeerRegistry:
     def get(self, agent: str) -> Peer | None:
         return self._peers.get(agent)
 
+    def stale_at(self, peer: Peer) -> float:
+        """When ``peer``'s presence goes stale if nothing new comes: three of
+        the periods it announced, and not before ``stale_after``."""
+        period = peer.presence.period
+        return peer.seen_at + (self.stale_after if period is None else max(self.stale_after, 3 * period))
+
     def is_live(self, agent: str, now: float) -> bool:
         p = self._peers.get(agent)
-        return p is not None and p.presence.state == "online" and now - p.seen_at <= self.stale_after
+        return p is not None and p.presence.state == "online" and now <= self.stale_at(p)
 
     def live(self, now: float) -> list[Peer]:
         """Online peers with fresh presence, in a stable order (by agent id)."""
@@ -67,7 +75,7 @@ class PeerRegistry:
         """Peers with fresh presence in any state but offline (draining and
         degraded agents still hold and answer tasks)."""
         return [p for _, p in sorted(self._peers.items())
-                if p.presence.state != "offline" and now - p.seen_at <= self.stale_after]
+                if p.presence.state != "offline" and now <= self.stale_at(p)]
 
     def record(self, agent: str, *, ok: bool, rtt_ms: float | None = None) -> None:
         p = self._peers.get(agent)

@@ -3,6 +3,15 @@
 Pure: host figures come in as a :class:`HostStats` from the monitor, time as
 ``now``. Announcing on significant change (not only on a timer) lets peers see
 a queue fill up within one message, while the period bounds the traffic.
+
+Why the pace grows with the site: presence is a broadcast, every agent
+receives every other agent's, so at a fixed period each agent's share grows
+with the number of agents and the site's total with its square. The pace
+(:func:`presence_pace`) holds the site's presence to a budget instead, so
+what each agent receives stays flat as the site grows; the price is slower
+staleness detection at large sites (peers go stale after three announced
+periods). A crash, a lost connection or a stop still shows at once: the
+broker publishes the agent's will, whatever the period.
 """
 
 from __future__ import annotations
@@ -51,8 +60,31 @@ def significant_change(last: Presence | None, new: Presence) -> bool:
     return False
 
 
+SITE_HEARTBEATS_PER_S = 3.0   # periodic presence of a whole site, all agents together, at most...
+SITE_CHANGES_PER_S = 50.0     # ... and presence on significant change
+MIN_GAP_S = 0.2               # one agent's presence on change, at most this often
+
+
+@dataclass(frozen=True)
+class PresencePace:
+    period: float      # at least this often (the heartbeat; peers take 3 periods of silence for gone)
+    min_gap: float     # on significant change, at most this often
+
+
+def presence_pace(*, base_period: float, site: int) -> PresencePace:
+    """How often an agent of a ``site`` of agents (itself included, as its
+    presence registry counts them) announces: every ``base_period`` (the
+    ``--presence-period``) while the site is small (up to 15 agents at the
+    default 5 s), then less often, so the site's heartbeats stay within
+    :data:`SITE_HEARTBEATS_PER_S` and its change-driven presence within
+    :data:`SITE_CHANGES_PER_S`."""
+    site = max(1, site)
+    return PresencePace(period=max(base_period, site / SITE_HEARTBEATS_PER_S),
+                        min_gap=max(MIN_GAP_S, site / SITE_CHANGES_PER_S))
+
+
 def presence_due(last: Presence | None, new: Presence, *, last_sent: float, now: float,
-                 period: float, min_gap: float = 0.2) -> bool:
+                 period: float, min_gap: float = MIN_GAP_S) -> bool:
     """Publish at least every ``period`` s, and on significant change at most
     every ``min_gap`` s (a burst of tasks must not become a burst of presence)."""
     if last is None or now - last_sent >= period:

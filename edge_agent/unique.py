@@ -57,7 +57,8 @@ def check_id_free(url: BrokerUrl | str, topics: Topics, agent_id: str, *, instan
         retained = _next(got, 5.0, until=marker)
         if retained is None or retained.state == "offline":
             return
-        deadline = time.monotonic() + wait_s
+        # A live agent announces within its period, which grows with a large site.
+        deadline = time.monotonic() + max(wait_s, 1.5 * (retained.period or 0.0) + 1.0)
         while (left := deadline - time.monotonic()) > 0:
             fresh = _next(got, left)
             if fresh is None or fresh.state == "offline":

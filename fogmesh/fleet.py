@@ -60,7 +60,8 @@ class FleetView:
     def rows(self, now: float, *, stale_after: float = 15.0) -> dict[str, list[dict[str, Any]]]:
         agents = []
         for name, p in sorted(self.agents.items()):
-            state = p.state if p.state != "online" or now - p.ts <= stale_after else "stale"
+            limit = stale_after if p.period is None else max(stale_after, 3 * p.period)  # its pace, at a large site
+            state = p.state if p.state != "online" or now - p.ts <= limit else "stale"
             agents.append({"agent": name, "state": state, "cpu": p.cpu, "mem": p.mem,
                            "queue": p.queue, "running": p.running, "capacity": p.capacity,
                            "battery": p.battery.percent if p.battery else None,

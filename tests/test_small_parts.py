@@ -3,7 +3,12 @@
 import pytest
 
 from fogmesh.claims import claim_delay
-from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due
+from fogmesh import codec
+from fogmesh.edge_agent.actions import Counters
+from fogmesh.edge_agent.announcer import Announcer
+from fogmesh.edge_agent.peers import PeerRegistry
+from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due, presence_pace
+from fogmesh.messages import Presence
 from fogmesh.edge_agent.recent import RecentMap
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.registry import Registry, TaskKind
@@ -50,6 +55,72 @@ def test_presence_is_sent_first_and_then_periodically():
 def test_presence_is_sent_early_on_significant_change_but_not_in_a_burst():
     assert presence_due(presence(0), presence(3), last_sent=0, now=0.5, period=5)
     assert not presence_due(presence(0), presence(3), last_sent=0, now=0.1, period=5)
+
+
+def test_a_small_site_announces_at_the_configured_period():
+    pace = presence_pace(base_period=5.0, site=15)
+    assert (pace.period, pace.min_gap) == (5.0, pytest.approx(0.3))
+    assert presence_pace(base_period=5.0, site=3).min_gap == 0.2
+
+
+@pytest.mark.parametrize("site", [10, 50, 100, 200, 1000])
+def test_what_each_agent_receives_stays_flat_as_the_site_grows(site):
+    pace = presence_pace(base_period=5.0, site=site)
+    assert site / pace.period <= 3.0          # heartbeats per second, from the whole site
+    assert site / pace.min_gap <= 50.0        # change-driven presence per second, at most
+
+
+def test_a_peer_announcing_a_long_period_is_live_for_three_of_them():
+    peers = PeerRegistry(me="me", stale_after=15.0)
+    peers.update(Presence(agent="p", state="online", ts=0.0, period=50.0), now=0.0)
+    assert peers.is_live("p", 149.0) and not peers.is_live("p", 151.0)
+    peers.update(Presence(agent="q", state="online", ts=0.0), now=0.0)       # says no period
+    assert not peers.is_live("q", 16.0)
+
+
+class _Site:
+    """What the announcer reads of the core: its counters, load and peers."""
+
+    def __init__(self, peers: PeerRegistry) -> None:
+        self.peers, self.counters, self.queued, self.running, self.epoch = peers, Counters(), 0, 0, 0
+
+    def on_battery(self, percent: float | None) -> None:
+        pass
+
+
+class _Host:
+    def read(self, *, running: int) -> HostStats:
+        return HostStats()
+
+
+def test_an_agent_at_a_growing_site_announces_its_longer_period_before_keeping_it():
+    sent: list[Presence] = []
+    peers = PeerRegistry(me="a", stale_after=15.0)
+    ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
+                    wall_clock=lambda: 0.0, send=lambda b: sent.append(Presence.from_dict(codec.decode(b))))
+    site = _Site(peers)
+    ann.maybe(0.0, site, "online")
+    assert sent[-1].period == 5.0
+    for n in range(199):
+        peers.update(Presence(agent=f"p{n}", state="online", ts=0.0), now=0.0)
+    assert ann.due_at == 5.0                 # peers expect the next one within the period they were told
+    ann.maybe(5.0, site, "online")
+    assert sent[-1].period == pytest.approx(200 / 3) and ann.due_at == pytest.approx(5 + 200 / 3)
+
+
+def test_newcomers_make_an_agent_announce_again_once_per_change_gap_not_once_each():
+    sent: list[bytes] = []
+    peers = PeerRegistry(me="a", stale_after=15.0)
+    ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
+                    wall_clock=lambda: 0.0, send=sent.append)
+    site = _Site(peers)
+    ann.maybe(0.0, site, "online")
+    for t in (0.05, 0.1, 0.15):             # three newcomers within the gap
+        ann.newcomer()
+        ann.maybe(t, site, "online")
+    assert len(sent) == 1 and ann.due_at == pytest.approx(0.2)
+    ann.maybe(0.2, site, "online")
+    assert len(sent) == 2 and ann.due_at == pytest.approx(5.2)
 
 
 @pytest.mark.parametrize("url,expected", [
