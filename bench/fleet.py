@@ -42,7 +42,7 @@ from fogmesh.percentiles import percentile
 from fogmesh.topics import Topics
 
 FLAT_WITHIN = 2.0     # presence received per agent, largest N over smallest N, at most
-WAVE = 10             # agents started at once
+WAVE = 5              # agents started at once (the next wave once they are online)
 
 
 @dataclass
@@ -56,6 +56,7 @@ class FleetRow:
     broker_cpu_pct: float           # % of one core
     agent_cpu_pct: float            # per agent, its process tree, % of one core
     agent_uss_mb: float             # per agent, its process tree: unique memory (shared libraries not counted)
+    agent_rss_mb: float             # per agent, the agent process alone: resident memory
     presence_out_bps: float         # presence bytes/s one agent publishes (mean)
     presence_in_bps: float          # presence bytes/s one agent receives (all its peers')
     presence_msgs_in_per_s: float
@@ -193,6 +194,16 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
 def _uss_mb(procs: list[psutil.Process]) -> float:
     total = 0
     for p in procs:
@@ -246,7 +257,7 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
         agents=n, devices=devices, phase=phase, seconds=round(elapsed, 1),
         broker_in_per_s=sys_rate("received"), broker_out_per_s=sys_rate("sent"),
         broker_cpu_pct=100 * (bcpu1 - bcpu0) / elapsed, agent_cpu_pct=100 * (cpu1 - cpu0) / elapsed / n,
-        agent_uss_mb=_uss_mb(procs) / n,
+        agent_uss_mb=_uss_mb(procs) / n, agent_rss_mb=_rss_mb(pids) / n,
         presence_out_bps=site_in / elapsed / n, presence_in_bps=site_in / elapsed,
         presence_msgs_in_per_s=(msgs1 - msgs0) / elapsed,
         period_s=statistics.median(periods) if periods else 0.0,
@@ -313,16 +324,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     head = (f"{'agents':>6} {'phase':<5} {'broker in/s':>11} {'out/s':>7} {'broker CPU':>10} "
-            f"{'agent CPU':>9} {'agent MB':>8} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
+            f"{'agent CPU':>9} {'USS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
             f"{'tasks/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5}")
     lines = ["fogmesh bench fleet: N `fogmesh agent --concurrency 1` on one mosquitto, devices on one "
-             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; MB: unique memory)",
+             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; USS: unique memory of the tree; RSS: the agent process)",
              "", head, "-" * len(head)]
     for r in report["rows"]:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
         lines.append(f"{r['agents']:>6} {r['phase']:<5} {r['broker_in_per_s']:>11.0f} {r['broker_out_per_s']:>7.0f} "
-                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>8.1f} "
+                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} {r['agent_rss_mb']:>6.1f} "
                      f"{r['presence_out_bps']:>12.1f} {r['presence_in_bps']:>11.0f} {r['period_s']:>8.1f} "
                      f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5}")
     ratio = report["presence_in_ratio_largest_to_smallest"]

@@ -191,13 +191,20 @@ def check_acl(target: BrokerTarget) -> Check:
 def check_shared(target: BrokerTarget) -> Check:
     from fogmesh.edge_agent.agent import detect_shared_subscriptions
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
-    seen = threading.Event()
-    probe_topic = target.probe_topic(token)
+    seen, marked = threading.Event(), threading.Event()
+    probe_topic, marker_topic = target.probe_topic(token), target.probe_topic(f"{token}-marker")
+    events = {probe_topic: seen, marker_topic: marked}
+
+    def on_message(m: Message) -> None:
+        if m.topic in events:
+            events[m.topic].set()
+
     client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", reconnect=False,
-                        on_message=lambda m: seen.set() if m.topic == probe_topic else None)
+                        on_message=on_message)
     try:
         client.start(timeout=target.timeout)
-        shared = detect_shared_subscriptions(client, probe_topic, seen, token, timeout=min(target.timeout, 2.0))
+        shared = detect_shared_subscriptions(client, probe_topic, seen, marker_topic, marked, token,
+                                             timeout=target.timeout)
     except ConnectError as exc:
         return Check("shared subs", "skip", f"not checked: {exc}")
     finally:

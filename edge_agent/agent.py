@@ -32,7 +32,8 @@ from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.unique import check_id_free, in_use_error
 from fogmesh.edge_agent.workers import WorkerPool, run_handler
 from fogmesh import codec
-from fogmesh.errors import ClaimOrderError, ConnectError, InvalidMessage, StorageError, UnsupportedBroker
+from fogmesh.errors import (ClaimOrderError, ConnectError, InvalidMessage, StorageError, SubscriptionRefused,
+                            UnsupportedBroker)
 from fogmesh.messages import ErrorInfo, Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried, probe_connect
 from fogmesh.properties import with_mqtt5_properties
@@ -52,18 +53,33 @@ class _AgentLog(logging.LoggerAdapter):
 
 
 def detect_shared_subscriptions(client: MqttClient, probe_topic: str, probe_event: threading.Event,
-                                token: str, *, timeout: float = 1.0) -> bool:
+                                marker_topic: str, marker_event: threading.Event, token: str, *,
+                                timeout: float = 30.0) -> bool:
     """Does this broker route ``$share/...`` subscriptions? Ask it, don't guess:
     subscribe to a shared filter on ``probe_topic``, publish one probe there,
-    see whether it arrives (the caller's handler sets ``probe_event``)."""
+    see whether it arrives (the caller's handler sets the events).
+
+    A broker that is merely slow (under load) must not pass for one without
+    shared subscriptions: an agent on claims among agents on a shared
+    subscription would run tasks twice. So the answer waits for a marker
+    published after the probe, through a plain subscription: the broker
+    routes them in order, so once the marker is back and the probe is not (a
+    moment later), it did not route the probe. No marker within ``timeout``:
+    :class:`ConnectError`, rather than a guess."""
     shared_filter = f"$share/fogmesh-probe-{token}/{probe_topic}"
     try:
         client.subscribe(shared_filter, 1, timeout=timeout)
-    except ConnectError:
+    except SubscriptionRefused:
         return False
+    client.subscribe(marker_topic, 1, timeout=timeout)
     client.publish(probe_topic, b"{}", qos=1)
-    ok = probe_event.wait(timeout)
+    client.publish(marker_topic, b"{}", qos=1)
+    if not marker_event.wait(timeout):
+        raise ConnectError(f"the broker at {client.url} did not route a probe back within {timeout:g} s, "
+                           "so whether it has shared subscriptions is unknown; is it overloaded?")
+    ok = probe_event.is_set() or probe_event.wait(1.0)
     client.unsubscribe(shared_filter)
+    client.unsubscribe(marker_topic)
     return ok
 
 
@@ -101,6 +117,8 @@ class Agent:
         self._probe_token = uuid.uuid4().hex[:12]
         self._probe_seen = threading.Event()
         self._probe_topic = self.topics.probe(self._probe_token)
+        self._marker_seen = threading.Event()
+        self._marker_topic = self.topics.probe(f"{self._probe_token}-marker")
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.instance = uuid.uuid4().hex[:12]     # this run; another host with our id has another
@@ -163,7 +181,8 @@ class Agent:
             ensure_id_carried(self.ctl.url, self.topics, what="agent id", name=self.agent_id, timeout=timeout)
             if self.requested_dispatch in ("auto", "shared"):
                 shared = detect_shared_subscriptions(self.ctl, self._probe_topic, self._probe_seen,
-                                                     self._probe_token)
+                                                     self._marker_topic, self._marker_seen, self._probe_token,
+                                                     timeout=max(timeout, 30.0))
                 if self.requested_dispatch == "shared" and not shared:
                     raise UnsupportedBroker(
                         f"--dispatch shared: the broker at {self.ctl.url} does not route $share "
@@ -434,6 +453,9 @@ class Agent:
     def _on_mqtt_message(self, client: MqttClient, message: Message) -> None:
         if message.topic == self._probe_topic:
             self._probe_seen.set()
+            return
+        if message.topic == self._marker_topic:
+            self._marker_seen.set()
             return
         if client is self.client:
             message = _as_task(message)

@@ -61,7 +61,7 @@ def significant_change(last: Presence | None, new: Presence) -> bool:
 
 
 SITE_HEARTBEATS_PER_S = 3.0   # periodic presence of a whole site, all agents together, at most...
-SITE_CHANGES_PER_S = 50.0     # ... and presence on significant change
+SITE_CHANGES_PER_S = 25.0     # ... and presence on significant change
 MIN_GAP_S = 0.2               # one agent's presence on change, at most this often
 
 

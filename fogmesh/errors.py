@@ -9,6 +9,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── InvalidMessage (ValueError)      input that breaks the wire contract
     ├── TopicError (ValueError)          a topic MQTT would refuse
     ├── ConnectError (ConnectionError)   broker unreachable / refused us
+    │   └── SubscriptionRefused          the broker answered a subscription with a failure code
     ├── SubmitTimeout (TimeoutError)     no reply before the deadline
     ├── TaskFailed                       the reply said status "error"
     ├── UnknownKind (LookupError)        no handler registered for a kind
@@ -59,6 +60,10 @@ class TopicError(FogmeshError, ValueError):
 
 class ConnectError(FogmeshError, ConnectionError):
     """The broker could not be reached or refused the connection."""
+
+
+class SubscriptionRefused(ConnectError):
+    """The broker answered a SUBSCRIBE with a failure code (not: no answer yet)."""
 
 
 class SubmitTimeout(FogmeshError, TimeoutError):

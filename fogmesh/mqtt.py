@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fogmesh import publish_properties
 from fogmesh.broker_url import BrokerUrl, resolve_password
-from fogmesh.errors import ConnectError, PublishError, UnsupportedBroker
+from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused, UnsupportedBroker
 from fogmesh.properties import MessageProperties
 from fogmesh.topics import Topics, is_safe_id
 
@@ -375,7 +375,7 @@ class MqttClient:
         if not done.wait(timeout):
             raise ConnectError(f"no SUBACK for {topic_filter!r} within {timeout:g} s")
         if granted and granted[0] >= 0x80:
-            raise ConnectError(f"broker refused the subscription to {topic_filter!r}")
+            raise SubscriptionRefused(f"broker refused the subscription to {topic_filter!r}")
         return granted[0] if granted else qos
 
     def unsubscribe(self, topic_filter: str) -> None:

@@ -23,6 +23,11 @@ def add_parser(sub: Any, *, json_arg: Callable) -> None:
     p.add_argument("--trace", metavar="CSV",
                    help="replay arrivals from a CSV trace (time,device,kind[,size_kb]) instead of "
                         "the scenario's Poisson workload")
+    p.add_argument("--site-size", type=int, metavar="N",
+                   help="nodes per edge broker (peers are the same site's), instead of the scenario's")
+    p.add_argument("--fixed-presence", action="store_true",
+                   help="every node announces every presence period whatever its site's size (live "
+                        "agents slow down at a large site; this shows what that pace costs placement)")
     p.add_argument("--plots", metavar="DIR",
                    help="also write PNG plots (battery per node, latency CDFs) into DIR")
     json_arg(p)
@@ -46,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         path = Path(str(shipped))
     try:
         sc = scenario.load(path, scale=args.scale)
+        if args.site_size is not None:
+            sc = replace(sc, network=replace(sc.network, site_size=args.site_size))
+        if args.fixed_presence:
+            sc = replace(sc, presence_paced=False)
         if args.trace:
             sc = replace(sc, workload=replace(sc.workload, trace=str(Path(args.trace).resolve())))
         runs = []

@@ -3,8 +3,9 @@
 Each node runs the *same* policy objects as a live agent
 (:func:`fogmesh.edge_agent.placement.place_task` over :mod:`fogmesh.edge_agent.policy_registry`), fed
 with what a live agent would see: its own state, and its site's peers'
-presence as last announced (every presence period, so the staleness is the
-real one). Batteries are the agents' :class:`~fogmesh.edge_agent.battery.BatteryModel`.
+presence as last announced (at the pace a live agent keeps at that site's
+size, :func:`fogmesh.edge_agent.presence.presence_pace`, so the staleness is
+the real one). Batteries are the agents' :class:`~fogmesh.edge_agent.battery.BatteryModel`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Result:
     first_flat_min: float | None = None
     node_minutes: float = 0.0
     events: int = 0
+    presence_every_s: float = 0.0        # how often each node announced (the pace at its site's size)
+    presence_in_per_node_s: float = 0.0  # presence messages each node received per second
     battery_traces: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     # (t, node, "offload" | "take-back", battery %) whenever a policy that
     # switches (energy) changes its mind: the case study's story
@@ -53,6 +56,8 @@ class Result:
                 "bytes_to_cloud": int(self.bytes_to_cloud), "energy_wh": round(self.energy_wh, 3),
                 "first_battery_flat_min": self.first_flat_min, "node_minutes": round(self.node_minutes, 1),
                 "events": self.events, "finished": self.completed + self.missed,
+                "presence_every_s": round(self.presence_every_s, 2),
+                "presence_in_per_node_s": round(self.presence_in_per_node_s, 2),
                 "switches": [list(s) for s in self.switches]}
 
 
@@ -90,6 +95,9 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
         push(first.created, "arrive", first)
     horizon = float(wl.tasks) / wl.rate_per_s if wl.tasks else wl.duration_s
     site_of = _sites(names, net.site_size)
+    site = 1 + max((len(peers) for peers in site_of.values()), default=0)
+    presence_every = scenario.presence_every_s(site)
+    res.presence_every_s, res.presence_in_per_node_s = presence_every, (site - 1) / presence_every
     seen: dict[str, Peer] = {name: node.peer(0.0) for name, node in nodes.items()}
     switching = {name: node.policy for name, node in nodes.items() if hasattr(node.policy, "offloading")}
     push(0.0, "presence", None)
@@ -143,7 +151,7 @@ def simulate(scenario: Scenario, policy_name: str, *, seed: int | None = None,
             if progress:
                 progress(min(1.0, now / horizon) if horizon else 1.0)
             if arrivals_open or any(nd.running or nd.queue for nd in nodes.values() if nd.alive):
-                push(now + scenario.presence_period_s, "presence", None)
+                push(now + presence_every, "presence", None)
         elif kind == "arrive":
             task: SimTask = data
             res.generated += 1

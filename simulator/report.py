@@ -26,6 +26,9 @@ def render(name: str, rows: list[dict[str, Any]], seconds: float, *, nodes: int 
                               for t, node, what, pct in r["switches"][:8])
             more = f" (+{len(r['switches']) - 8} more)" if len(r["switches"]) > 8 else ""
             out.append(f"{r['policy']}: {story}{more}")
+    if rows and rows[0].get("presence_every_s"):
+        out.append(f"presence: each node announces every {rows[0]['presence_every_s']:g} s and receives "
+                   f"{rows[0]['presence_in_per_node_s']:g} messages/s from its site")
     events = sum(r["events"] for r in rows)
     out += ["", f"simulated {events:,} events in {seconds:.2f} s ({events / max(seconds, 1e-9):,.0f} events/s)"]
     return "\n".join(out)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fogmesh.edge_agent.presence import presence_pace
 from fogmesh.edge_agent.battery import BatteryModel, SolarProfile
 
 
@@ -65,6 +66,13 @@ class Scenario:
     presence_period_s: float = 5.0
     seed: int = 1
     policies: tuple[str, ...] = ("local", "round-robin", "random", "least-loaded", "energy")
+    presence_paced: bool = True         # the agents' pace (slower at a large site); False: every period
+
+    def presence_every_s(self, site: int) -> float:
+        """How often a node of a ``site`` of nodes announces (what live agents do)."""
+        if not self.presence_paced:
+            return self.presence_period_s
+        return presence_pace(base_period=self.presence_period_s, site=site).period
 
 
 def _battery(d: dict[str, Any] | None) -> BatteryModel | None:

@@ -138,3 +138,13 @@ def test_plots_are_written_as_png(tmp_path):
     cdf = plots.latency_cdf_plot(runs, tmp_path / "c.png", title="small", deadline_ms=2000)
     for path in (battery, cdf):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nodes_of_a_large_site_announce_at_the_agents_pace_and_receive_a_flat_rate():
+    many = tuple(NodeSpec(f"n{i:03d}", capacity=1) for i in range(60))
+    sc = Scenario(name="big-site", nodes=many, workload=Workload(rate_per_s=5.0, duration_s=30.0),
+                  presence_period_s=5.0, seed=3)
+    paced = engine.simulate(sc, "least-loaded").summary()
+    fixed = engine.simulate(replace(sc, presence_paced=False), "least-loaded").summary()
+    assert paced["presence_every_s"] == 20.0 and paced["presence_in_per_node_s"] < 3.0
+    assert fixed["presence_every_s"] == 5.0 and fixed["presence_in_per_node_s"] > 11.0
