@@ -9,7 +9,6 @@ cloud workers answer on a second mosquitto. Both brokers are real mosquittos.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -127,9 +126,3 @@ def render(r: dict[str, Any]) -> str:
         f"{'backlog bytes on disk (payloads)':<44} {r['backlog_bytes']:>10}",
         f"{'replay of the backlog after the outage':<44} {r['replay_tasks_per_s']:>9.0f}/s",
     ])
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import queue
 import subprocess
@@ -198,9 +197,3 @@ def render(r: dict[str, Any]) -> str:
             x = f[name]
             lines.append(f"{f['size']:>9} {name:>7} {x['bytes']:>8} {x['codec_us']:>9.0f} {x['frames_per_s']:>9.0f}")
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

@@ -21,7 +21,6 @@ run within 20% + 2 MB, and 50 nodes, of the first sample after the window filled
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 import psutil
 
+from fogmesh.bench import targets_line
 from fogmesh.bench.browser import chromium
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
@@ -247,12 +247,5 @@ def render(report: dict[str, Any]) -> str:
               f"busy at most {report['load_busy_ms']:.0f} ms; the samples are of the open page",
               "render: one update drawn; round trip: a call into the page from the bench (Playwright "
               "included); busy max: the longest the page's main thread was busy since the last sample "
-              "(what a click can wait); all in ms", "targets: " + ", ".join(
-        f"{k}: {'met' if v else 'not met'}" for k, v in report["targets"].items())]
+              "(what a click can wait); all in ms", targets_line(report["targets"])]
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

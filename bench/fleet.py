@@ -19,7 +19,6 @@ the smallest N to the largest (the presence pace slows with the site:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from fogmesh.bench import targets_line
 from fogmesh import codec
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
@@ -339,11 +339,5 @@ def render(report: dict[str, Any]) -> str:
     ratio = report["presence_in_ratio_largest_to_smallest"]
     lines += ["", f"presence received per agent, largest fleet over smallest (idle): "
                   f"{'-' if ratio is None else f'{ratio:.2f}x'}",
-              "targets: " + ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in report["targets"].items())]
+              targets_line(report["targets"])]
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

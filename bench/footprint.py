@@ -12,7 +12,6 @@ in total is met.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from fogmesh.bench import targets_line
 from fogmesh.broker.processes import stop_processes
 
 TARGET_USS_MB = 35.0
@@ -128,11 +128,5 @@ def render(report: dict[str, Any]) -> str:
     lines += ["-" * 44, f"{'total':<18} {'':>7} {fp['uss_mb']:>8.1f} {fp['rss_mb']:>8.1f}", "",
               f"idle CPU: {fp['idle_cpu_pct']:.2f}% of one core; start-up to the first answered task: "
               f"{fp['start_to_first_answer_s']:.2f} s", "",
-              "targets: " + ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in report["targets"].items())]
+              targets_line(report["targets"])]
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

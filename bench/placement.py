@@ -10,7 +10,6 @@ round-robin run whose replies say which tasks went to the peer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -156,9 +155,3 @@ def render(report: dict[str, Any]) -> str:
                    f"offloaded p50 {h['fog_p50_ms']:.3f} ms, added {h['added_p50_ms']:.3f} ms "
                    f"(target < 2 ms on mosquitto)")
     return "\n".join(out)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0

@@ -10,7 +10,6 @@ with N in flight. Prints a table, or the same figures with --json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from fogmesh.bench import targets_line
 from fogmesh import codec
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port, wait_port
@@ -450,12 +450,5 @@ def render(report: dict[str, Any]) -> str:
                      f"protocol, alternating request by request): p50 {paired['mqtt5_p50_ms']:.3f} / "
                      f"{paired['v311_p50_ms']:.3f} ms = {paired['ratio']:.2f}x (per round {rounds})")
     if report["targets"]:
-        lines += ["", "targets: " + ", ".join(f"{k}: {'met' if v else 'not met'}"
-                                              for k, v in report["targets"].items())]
+        lines += ["", targets_line(report["targets"])]
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
