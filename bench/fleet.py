@@ -36,6 +36,7 @@ from fogmesh.bench import targets_line
 from fogmesh import codec
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
+from fogmesh.edge_agent.presence import presence_pace
 from fogmesh.messages import Presence
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.percentiles import percentile
@@ -43,6 +44,7 @@ from fogmesh.topics import Topics
 
 FLAT_WITHIN = 2.0     # presence received per agent, largest N over smallest N, at most
 WAVE = 5              # agents started at once (the next wave once they are online)
+REPLY_WAIT_S = 60.0   # after the load window, how long replies may still come
 
 
 @dataclass
@@ -64,7 +66,7 @@ class FleetRow:
     tasks_per_s: float
     p50_ms: float | None
     p99_ms: float | None
-    lost: int                       # tasks sent in the window without a reply by its end (+5 s)
+    lost: int                       # tasks sent in the window without a reply within REPLY_WAIT_S after it
 
 
 def _say(msg: str) -> None:
@@ -234,7 +236,12 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
     p50 = p99 = None
     lost, done = 0, 0
     if load is not None:
-        time.sleep(min(5.0, seconds))           # replies still on their way
+        deadline = time.monotonic() + REPLY_WAIT_S      # replies still on their way
+        while time.monotonic() < deadline:
+            with obs.lock:
+                if all(task_id in obs.replies for task_id in load.sent):
+                    break
+            time.sleep(0.2)
         rtts = []
         with obs.lock:
             for task_id, sent in load.sent.items():
@@ -288,7 +295,9 @@ def run_size(url: str, broker: psutil.Process, *, n: int, devices: int, rate: fl
                 time.sleep(0.2)
         _say(f"{n} agents online after {time.monotonic() - started:.0f} s; settling {settle_s:g} s")
         time.sleep(settle_s)
-        rows = [_measure(n=n, devices=devices, phase="idle", seconds=seconds, broker=broker, agents=agents,
+        # Idle: at least two presence periods, so every agent's heartbeat is counted twice.
+        idle_s = max(seconds, 2 * presence_pace(base_period=5.0, site=n).period)
+        rows = [_measure(n=n, devices=devices, phase="idle", seconds=idle_s, broker=broker, agents=agents,
                          obs=obs, load=None, rate=rate)]
         _say(f"{n} agents idle: {rows[-1].presence_in_bps:.0f} B/s of presence in per agent")
         load = Devices(url, root, devices=devices)

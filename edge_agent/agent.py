@@ -118,6 +118,7 @@ class Agent:
         self._probe_seen = threading.Event()
         self._probe_topic = self.topics.probe(self._probe_token)
         self._marker_seen = threading.Event()
+        self._retained_presence_works = False    # seen a peer's retained presence through presence/+
         self._marker_topic = self.topics.probe(f"{self._probe_token}-marker")
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -531,9 +532,13 @@ class Agent:
                         self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
                     peer = self.topics.agent_of_presence(msg.topic)
                     new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
+                    if new_peer and msg.retain:
+                        # The broker hands retained presence to wildcard subscribers, so a
+                        # newcomer gets this agent's too: no need to announce for each one.
+                        self._retained_presence_works = True
                     actions = core.on_message(msg.topic, msg.payload, incoming, now, dup=msg.dup)
-                    if new_peer and core.peers.get(peer) is not None:
-                        self.announcer.newcomer()   # a newcomer learns about this agent soon
+                    if new_peer and core.peers.get(peer) is not None and not self._retained_presence_works:
+                        self.announcer.newcomer()   # it may not get our retained presence (RabbitMQ)
                 elif isinstance(event, Rescued):
                     token = event.token
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,

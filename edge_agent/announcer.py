@@ -7,6 +7,7 @@ at most once a ``--presence-period`` because psutil is not free on a Pi."""
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
 from fogmesh.edge_agent.host_monitor import HostMonitor
@@ -17,7 +18,9 @@ from fogmesh.messages import Presence
 class Announcer:
     def __init__(self, *, agent_id: str, monitor: HostMonitor, capacity: int, kinds: tuple[str, ...],
                  period: float, wall_clock: Callable[[], float],
-                 send: Callable[[bytes], None], instance: str | None = None) -> None:
+                 send: Callable[[bytes], None], instance: str | None = None,
+                 rng: random.Random | None = None) -> None:
+        """``rng`` draws each heartbeat's jitter (seed it for a repeatable run)."""
         self.agent_id = agent_id
         self.instance = instance
         self.since = wall_clock()
@@ -36,6 +39,8 @@ class Announcer:
         self.host = HostStats()
         self.host_read_at = -1e9
         self.newcomer_seen = False
+        self.rng = rng or random.Random()
+        self.jitter = 1.0          # this period's share of the full period (0.85..1)
 
     @property
     def period(self) -> float:
@@ -47,7 +52,7 @@ class Announcer:
         # Peers judge staleness by the period last announced: never wait longer
         # than that, even when the pace has just slowed (the next presence says so).
         announced = self.last.period if self.last is not None and self.last.period else self.pace.period
-        due = self.sent_at + min(self.pace.period, announced)
+        due = self.sent_at + self.jitter * min(self.pace.period, announced)
         return min(due, self.sent_at + self.pace.min_gap) if self.newcomer_seen else due
 
     def repace(self, now: float, core: Any) -> None:
@@ -107,6 +112,9 @@ class Announcer:
 
     def _send(self, p: Presence, now: float) -> None:
         self.newcomer_seen = False
+        # A little early, by a random share: agents that announced together (a
+        # newcomer, a broker restart) drift apart instead of announcing in bursts.
+        self.jitter = self.rng.uniform(0.85, 1.0)
         self.send(p.encode())
         self.last = p
         self.sent_at = now

@@ -1,5 +1,7 @@
 """Tier 1 (pure): bounded memory, claim delays, presence timing, broker URLs, registry."""
 
+import random
+
 import pytest
 
 from fogmesh.claims import claim_delay
@@ -88,6 +90,11 @@ class _Site:
         pass
 
 
+class _NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 class _Host:
     def read(self, *, running: int) -> HostStats:
         return HostStats()
@@ -97,7 +104,8 @@ def test_an_agent_at_a_growing_site_announces_its_longer_period_before_keeping_i
     sent: list[Presence] = []
     peers = PeerRegistry(me="a", stale_after=15.0)
     ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
-                    wall_clock=lambda: 0.0, send=lambda b: sent.append(Presence.from_dict(codec.decode(b))))
+                    wall_clock=lambda: 0.0, send=lambda b: sent.append(Presence.from_dict(codec.decode(b))),
+                    rng=_NoJitter())
     site = _Site(peers)
     ann.maybe(0.0, site, "online")
     assert sent[-1].period == 5.0
@@ -112,7 +120,7 @@ def test_newcomers_make_an_agent_announce_again_once_per_change_gap_not_once_eac
     sent: list[bytes] = []
     peers = PeerRegistry(me="a", stale_after=15.0)
     ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
-                    wall_clock=lambda: 0.0, send=sent.append)
+                    wall_clock=lambda: 0.0, send=sent.append, rng=_NoJitter())
     site = _Site(peers)
     ann.maybe(0.0, site, "online")
     for t in (0.05, 0.1, 0.15):             # three newcomers within the gap
@@ -121,6 +129,17 @@ def test_newcomers_make_an_agent_announce_again_once_per_change_gap_not_once_eac
     assert len(sent) == 1 and ann.due_at == pytest.approx(0.2)
     ann.maybe(0.2, site, "online")
     assert len(sent) == 2 and ann.due_at == pytest.approx(5.2)
+
+
+def test_heartbeats_come_a_random_share_early_never_late():
+    ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
+                    wall_clock=lambda: 0.0, send=lambda b: None, rng=random.Random(7))
+    site = _Site(PeerRegistry(me="a", stale_after=15.0))
+    dues = []
+    for _ in range(20):
+        ann.announce(0.0, site, "online")
+        dues.append(ann.due_at)
+    assert all(0.85 * 5.0 <= d <= 5.0 for d in dues) and len(set(dues)) > 1
 
 
 @pytest.mark.parametrize("url,expected", [
