@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
@@ -38,7 +38,7 @@ from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
 from fogmesh.edge_agent.presence import presence_pace
 from fogmesh.messages import Presence
-from fogmesh.mqtt import Message, MqttClient
+from fogmesh.mqtt import Delivery, Message, MqttClient
 from fogmesh.percentiles import percentile
 from fogmesh.topics import Topics
 
@@ -66,7 +66,9 @@ class FleetRow:
     tasks_per_s: float
     p50_ms: float | None
     p99_ms: float | None
-    lost: int                       # tasks sent in the window without a reply within REPLY_WAIT_S after it
+    lost: int                       # tasks the broker acknowledged without a reply within REPLY_WAIT_S after it
+    unsent: int = 0                 # tasks the broker never acknowledged (the device's side, not fogmesh's)
+    lost_ids: list[str] = field(default_factory=list)   # the first few lost, to follow up in the agents' logs
 
 
 def _say(msg: str) -> None:
@@ -145,6 +147,8 @@ class Devices:
         self.sent: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last: Delivery | None = None
+        self.deliveries: dict[str, Delivery | None] = {}     # the broker's PUBACK of each task
 
     def start(self, rate: float) -> None:
         self.client.start()
@@ -164,13 +168,16 @@ class Devices:
             payload = codec.encode({"id": task_id, "kind": "echo", "args": {"n": n}, "device": device,
                                     "reply_to": self.topics.replies(device)})
             self.sent[task_id] = time.monotonic()
-            self.client.publish(self.topics.tasks, payload, qos=1)
+            self._last = self.deliveries[task_id] = self.client.publish(self.topics.tasks, payload, qos=1)
             n += 1
 
     def stop(self) -> None:
+        """Stop submitting; the last tasks are in the broker before the connection goes."""
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+        if self._last is not None:
+            self._last.wait(10.0)        # PUBACKs come in order: the last one confirms them all
         self.client.stop()
 
 
@@ -234,7 +241,7 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
     bytes1, msgs1, sys1 = obs.snapshot()
     elapsed = t1 - t0
     p50 = p99 = None
-    lost, done = 0, 0
+    lost, done, unsent, lost_ids = 0, 0, 0, []
     if load is not None:
         deadline = time.monotonic() + REPLY_WAIT_S      # replies still on their way
         while time.monotonic() < deadline:
@@ -246,8 +253,12 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
         with obs.lock:
             for task_id, sent in load.sent.items():
                 got = obs.replies.get(task_id)
-                if got is None:
+                delivery = load.deliveries.get(task_id)
+                if got is None and (delivery is None or not delivery.confirmed()):
+                    unsent += 1
+                elif got is None:
                     lost += 1
+                    lost_ids += [task_id] if len(lost_ids) < 20 else []
                 else:
                     rtts.append(1000 * (got - sent))
         done = len(rtts)
@@ -268,7 +279,7 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
         presence_out_bps=site_in / elapsed / n, presence_in_bps=site_in / elapsed,
         presence_msgs_in_per_s=(msgs1 - msgs0) / elapsed,
         period_s=statistics.median(periods) if periods else 0.0,
-        tasks_per_s=done / elapsed, p50_ms=p50, p99_ms=p99, lost=lost)
+        tasks_per_s=done / elapsed, p50_ms=p50, p99_ms=p99, lost=lost, unsent=unsent, lost_ids=lost_ids)
 
 
 def run_size(url: str, broker: psutil.Process, *, n: int, devices: int, rate: float, seconds: float,
@@ -334,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     head = (f"{'agents':>6} {'phase':<5} {'broker in/s':>11} {'out/s':>7} {'broker CPU':>10} "
             f"{'agent CPU':>9} {'USS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
-            f"{'tasks/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5}")
+            f"{'tasks/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'unsent':>6}")
     lines = ["fogmesh bench fleet: N `fogmesh agent --concurrency 1` on one mosquitto, devices on one "
              "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; USS: unique memory of the tree; RSS: the agent process)",
              "", head, "-" * len(head)]
@@ -344,7 +355,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{r['agents']:>6} {r['phase']:<5} {r['broker_in_per_s']:>11.0f} {r['broker_out_per_s']:>7.0f} "
                      f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} {r['agent_rss_mb']:>6.1f} "
                      f"{r['presence_out_bps']:>12.1f} {r['presence_in_bps']:>11.0f} {r['period_s']:>8.1f} "
-                     f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5}")
+                     f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5} {r.get('unsent', 0):>6}")
     ratio = report["presence_in_ratio_largest_to_smallest"]
     lines += ["", f"presence received per agent, largest fleet over smallest (idle): "
                   f"{'-' if ratio is None else f'{ratio:.2f}x'}",
