@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 import socket
 import ssl
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -189,22 +188,14 @@ def check_acl(target: BrokerTarget) -> Check:
 
 
 def check_shared(target: BrokerTarget) -> Check:
-    from fogmesh.edge_agent.agent import detect_shared_subscriptions
+    from fogmesh.edge_agent.agent import SharedSubscriptionProbe
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
-    seen, marked = threading.Event(), threading.Event()
-    probe_topic, marker_topic = target.probe_topic(token), target.probe_topic(f"{token}-marker")
-    events = {probe_topic: seen, marker_topic: marked}
-
-    def on_message(m: Message) -> None:
-        if m.topic in events:
-            events[m.topic].set()
-
+    probe = SharedSubscriptionProbe(target.probe_topic(token), group=token)
     client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", reconnect=False,
-                        on_message=on_message)
+                        on_message=lambda m: probe.take(m.topic))
     try:
         client.start(timeout=target.timeout)
-        shared = detect_shared_subscriptions(client, probe_topic, seen, marker_topic, marked, token,
-                                             timeout=target.timeout)
+        shared = probe.run(client, timeout=target.timeout)
     except ConnectError as exc:
         return Check("shared subs", "skip", f"not checked: {exc}")
     finally:

@@ -52,35 +52,50 @@ class _AgentLog(logging.LoggerAdapter):
         return f"[{self.extra['agent']}] {msg}", kwargs  # type: ignore[index]
 
 
-def detect_shared_subscriptions(client: MqttClient, probe_topic: str, probe_event: threading.Event,
-                                marker_topic: str, marker_event: threading.Event, token: str, *,
-                                timeout: float = 30.0) -> bool:
-    """Does this broker route ``$share/...`` subscriptions? Ask it, don't guess:
-    subscribe to a shared filter on ``probe_topic``, publish one probe there,
-    see whether it arrives (the caller's handler sets the events).
+class SharedSubscriptionProbe:
+    """Does this broker route ``$share/...`` subscriptions? Ask it, don't
+    guess: subscribe to a shared filter on ``topic``, publish one probe
+    there, see whether it arrives. The client's message handler feeds every
+    topic to :meth:`take`, which keeps the probe's own messages.
 
     A broker that is merely slow (under load) must not pass for one without
     shared subscriptions: an agent on claims among agents on a shared
     subscription would run tasks twice. So the answer waits for a marker
-    published after the probe, through a plain subscription: the broker
-    routes them in order, so once the marker is back and the probe is not (a
-    moment later), it did not route the probe. No marker within ``timeout``:
-    :class:`ConnectError`, rather than a guess."""
-    shared_filter = f"$share/fogmesh-probe-{token}/{probe_topic}"
-    try:
-        client.subscribe(shared_filter, 1, timeout=timeout)
-    except SubscriptionRefused:
-        return False
-    client.subscribe(marker_topic, 1, timeout=timeout)
-    client.publish(probe_topic, b"{}", qos=1)
-    client.publish(marker_topic, b"{}", qos=1)
-    if not marker_event.wait(timeout):
-        raise ConnectError(f"the broker at {client.url} did not route a probe back within {timeout:g} s, "
-                           "so whether it has shared subscriptions is unknown; is it overloaded?")
-    ok = probe_event.is_set() or probe_event.wait(1.0)
-    client.unsubscribe(shared_filter)
-    client.unsubscribe(marker_topic)
-    return ok
+    (``{topic}-marker``) published after the probe, through a plain
+    subscription: the broker routes them in order, so once the marker is
+    back and the probe is not (a moment later), it did not route the probe.
+    No marker within the timeout: :class:`ConnectError`, rather than a guess."""
+
+    def __init__(self, topic: str, *, group: str) -> None:
+        self.topic, self.marker = topic, f"{topic}-marker"
+        self.shared_filter = f"$share/fogmesh-probe-{group}/{topic}"
+        self._probe, self._marked = threading.Event(), threading.Event()
+
+    def take(self, topic: str) -> bool:
+        """True (and noted) if a message on ``topic`` is this probe's."""
+        if topic == self.topic:
+            self._probe.set()
+        elif topic == self.marker:
+            self._marked.set()
+        else:
+            return False
+        return True
+
+    def run(self, client: MqttClient, *, timeout: float = 30.0) -> bool:
+        try:
+            client.subscribe(self.shared_filter, 1, timeout=timeout)
+        except SubscriptionRefused:
+            return False
+        client.subscribe(self.marker, 1, timeout=timeout)
+        client.publish(self.topic, b"{}", qos=1)
+        client.publish(self.marker, b"{}", qos=1)
+        if not self._marked.wait(timeout):
+            raise ConnectError(f"the broker at {client.url} did not route a probe back within {timeout:g} s, "
+                               "so whether it has shared subscriptions is unknown; is it overloaded?")
+        ok = self._probe.is_set() or self._probe.wait(1.0)
+        client.unsubscribe(self.shared_filter)
+        client.unsubscribe(self.marker)
+        return ok
 
 
 def _as_task(message: Message) -> Message:
@@ -114,12 +129,9 @@ class Agent:
         self.notifier = o.notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
         self._events: queue.SimpleQueue[Input] = queue.SimpleQueue()
-        self._probe_token = uuid.uuid4().hex[:12]
-        self._probe_seen = threading.Event()
-        self._probe_topic = self.topics.probe(self._probe_token)
-        self._marker_seen = threading.Event()
+        token = uuid.uuid4().hex[:12]
+        self._shared_probe = SharedSubscriptionProbe(self.topics.probe(token), group=token)
         self._retained_presence_works = False    # seen a peer's retained presence through presence/+
-        self._marker_topic = self.topics.probe(f"{self._probe_token}-marker")
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.instance = uuid.uuid4().hex[:12]     # this run; another host with our id has another
@@ -181,9 +193,7 @@ class Agent:
             self.client.start(timeout=max(timeout, 30.0))
             ensure_id_carried(self.ctl.url, self.topics, what="agent id", name=self.agent_id, timeout=timeout)
             if self.requested_dispatch in ("auto", "shared"):
-                shared = detect_shared_subscriptions(self.ctl, self._probe_topic, self._probe_seen,
-                                                     self._marker_topic, self._marker_seen, self._probe_token,
-                                                     timeout=max(timeout, 30.0))
+                shared = self._shared_probe.run(self.ctl, timeout=max(timeout, 30.0))
                 if self.requested_dispatch == "shared" and not shared:
                     raise UnsupportedBroker(
                         f"--dispatch shared: the broker at {self.ctl.url} does not route $share "
@@ -452,11 +462,7 @@ class Agent:
 
     # -- inputs from other threads ------------------------------------------
     def _on_mqtt_message(self, client: MqttClient, message: Message) -> None:
-        if message.topic == self._probe_topic:
-            self._probe_seen.set()
-            return
-        if message.topic == self._marker_topic:
-            self._marker_seen.set()
+        if self._shared_probe.take(message.topic):
             return
         if client is self.client:
             message = _as_task(message)

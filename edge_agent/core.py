@@ -221,8 +221,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return [Ack(token)]
         if self.answers.knows(key, now):   # answered already
             self.counters.duplicates += 1
-            if dup:                      # redelivered: answered again only if its answer was cut off
-                answer = self.answers.answer(key, now) if self.confirms.take_withdrawn(key) else None
+            if dup and not self.confirms.take_withdrawn(key):
+                answer = None            # redelivered: answered again only if its answer was cut off
             else:
                 answer = self.answers.answer(key, now)
             if answer is not None:       # submitted again, or its answer was cut off: the same answer
@@ -509,9 +509,6 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
 
     def _cloud_for(self, kind: str, now: float, *, exclude: set[str]) -> str | None:
         return self.offers.cloud_for(kind, now, exclude=exclude)
-
-    def is_bridge(self, agent: str) -> bool:
-        return self.offers.is_bridge(agent)
 
     def _on_control(self, payload: bytes) -> list[Action]:
         try:

@@ -60,8 +60,7 @@ class PeerRegistry:
     def stale_at(self, peer: Peer) -> float:
         """When ``peer``'s presence goes stale if nothing new comes: three of
         the periods it announced, and not before ``stale_after``."""
-        period = peer.presence.period
-        return peer.seen_at + (self.stale_after if period is None else max(self.stale_after, 3 * period))
+        return peer.seen_at + peer.presence.silence_limit(self.stale_after)
 
     def is_live(self, agent: str, now: float) -> bool:
         p = self._peers.get(agent)

@@ -60,8 +60,7 @@ class FleetView:
     def rows(self, now: float, *, stale_after: float = 15.0) -> dict[str, list[dict[str, Any]]]:
         agents = []
         for name, p in sorted(self.agents.items()):
-            limit = stale_after if p.period is None else max(stale_after, 3 * p.period)  # its pace, at a large site
-            state = p.state if p.state != "online" or now - p.ts <= limit else "stale"
+            state = p.state if p.state != "online" or now - p.ts <= p.silence_limit(stale_after) else "stale"
             agents.append({"agent": name, "state": state, "cpu": p.cpu, "mem": p.mem,
                            "queue": p.queue, "running": p.running, "capacity": p.capacity,
                            "battery": p.battery.percent if p.battery else None,

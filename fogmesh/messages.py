@@ -354,6 +354,12 @@ class Presence:
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
 
+    def silence_limit(self, floor: float) -> float:
+        """How long the agent may stay silent before it counts as gone: three
+        of the periods it announces (longer at a large site), never less
+        than ``floor``, the observer's own rule for agents that say none."""
+        return floor if self.period is None else max(floor, 3 * self.period)
+
     @classmethod
     def from_dict(cls, d: Any) -> Presence:
         if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
