@@ -1,12 +1,19 @@
 """``fogmesh bench footprint``: what an agent costs a small box, started as
 README says (``fogmesh agent --id X --broker URL``, default flags).
 
-Measures, for the agent process and its children (worker processes,
-multiprocessing's resource tracker): unique (USS) and resident (RSS) memory
-once idle, CPU used while idle, and the start-up time from spawning the
-command to the first answered task. Prints a table (``--json`` for the same
-figures) and whether the target of an idle agent under 35 MB unique memory
-in total is met.
+Measures, for the agent process and its children (the zygote its workers
+are forked from and the workers; where the agent could not use one,
+multiprocessing's fork server and resource tracker): unique (USS),
+proportional (PSS) and resident (RSS) memory once idle, CPU used while idle,
+and the start-up time from spawning the command to the first answered task.
+Prints a table (``--json`` for the same figures) and whether the target of an
+idle agent under 35 MB in total is met.
+
+Why PSS too: processes forked from one another share pages until one writes
+to them, and a page shared by two processes is in neither one's USS. The sum
+of USS then undercounts what the tree holds; the sum of PSS (each shared page
+split among the processes that map it) does not, so the target is judged on
+both.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class ProcessRow:
     role: str
     pid: int
     uss_mb: float
+    pss_mb: float
     rss_mb: float
 
 
@@ -50,6 +58,10 @@ class Footprint:
         return sum(p.uss_mb for p in self.processes)
 
     @property
+    def pss_mb(self) -> float:
+        return sum(p.pss_mb for p in self.processes)
+
+    @property
     def rss_mb(self) -> float:
         return sum(p.rss_mb for p in self.processes)
 
@@ -58,6 +70,8 @@ def _role(proc: psutil.Process, agent_pid: int) -> str:
     if proc.pid == agent_pid:
         return "agent"
     cmd = " ".join(proc.cmdline())
+    if cmd == " ".join(psutil.Process(agent_pid).cmdline()):     # forked, not spawned
+        return "zygote" if proc.ppid() == agent_pid else "worker"
     if "resource_tracker" in cmd:
         return "resource tracker"
     if "forkserver" in cmd:            # the server is the agent's child; workers are its children
@@ -100,7 +114,8 @@ def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | Non
         rows = []
         for p in procs:
             mem = p.memory_full_info()
-            rows.append(ProcessRow(_role(p, agent.pid), p.pid, mem.uss / 2**20, mem.rss / 2**20))
+            rows.append(ProcessRow(_role(p, agent.pid), p.pid, mem.uss / 2**20, mem.pss / 2**20,
+                                   mem.rss / 2**20))
         return Footprint(broker=broker, start_to_first_answer_s=first_answer,
                          idle_cpu_pct=100 * max(0.0, cpu_after - cpu_before) / idle_s, idle_s=idle_s,
                          processes=rows)
@@ -114,18 +129,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("[bench footprint] embedded broker; agent with default flags", file=sys.stderr, flush=True)
     with EmbeddedBroker(port=free_port()) as broker:
         fp = measure(broker.url, "embedded", idle_s=args.idle_s)
-    return {"footprint": {**asdict(fp), "uss_mb": fp.uss_mb, "rss_mb": fp.rss_mb},
-            "targets": {f"idle_agent_uss_at_most_{TARGET_USS_MB:g}_mb": fp.uss_mb <= TARGET_USS_MB}}
+    return {"footprint": {**asdict(fp), "uss_mb": fp.uss_mb, "pss_mb": fp.pss_mb, "rss_mb": fp.rss_mb},
+            "targets": {f"idle_agent_uss_at_most_{TARGET_USS_MB:g}_mb": fp.uss_mb <= TARGET_USS_MB,
+                        f"idle_agent_pss_at_most_{TARGET_USS_MB:g}_mb": fp.pss_mb <= TARGET_USS_MB}}
 
 
 def render(report: dict[str, Any]) -> str:
     fp = report["footprint"]
     lines = [f"fogmesh bench footprint: `fogmesh agent` with default flags on the {fp['broker']} broker, "
              f"idle for {fp['idle_s']:g} s", "",
-             f"{'process':<18} {'pid':>7} {'USS MB':>8} {'RSS MB':>8}", "-" * 44]
+             f"{'process':<18} {'pid':>7} {'USS MB':>8} {'PSS MB':>8} {'RSS MB':>8}", "-" * 53]
     for p in fp["processes"]:
-        lines.append(f"{p['role']:<18} {p['pid']:>7} {p['uss_mb']:>8.1f} {p['rss_mb']:>8.1f}")
-    lines += ["-" * 44, f"{'total':<18} {'':>7} {fp['uss_mb']:>8.1f} {fp['rss_mb']:>8.1f}", "",
+        lines.append(f"{p['role']:<18} {p['pid']:>7} {p['uss_mb']:>8.1f} {p['pss_mb']:>8.1f} {p['rss_mb']:>8.1f}")
+    lines += ["-" * 53, f"{'total':<18} {'':>7} {fp['uss_mb']:>8.1f} {fp['pss_mb']:>8.1f} {fp['rss_mb']:>8.1f}", "",
               f"idle CPU: {fp['idle_cpu_pct']:.2f}% of one core; start-up to the first answered task: "
               f"{fp['start_to_first_answer_s']:.2f} s", "",
               targets_line(report["targets"])]

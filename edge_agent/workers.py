@@ -6,7 +6,12 @@ can never be stopped. A process can be killed when its task times out and is
 replaced, so one bad handler costs one task, not the agent.
 
 Each worker owns one pipe; the pool hands a task only to an idle worker (the
-agent core never starts more runs than the pool has workers).
+agent core never starts more runs than the pool has workers). Workers come
+from a zygote (:mod:`.zygote`: a copy of the agent forked before its first
+thread, so workers share its pages) when the pool starts in a process with
+one thread, as ``fogmesh agent`` does; otherwise (an agent inside a program
+that already runs threads, such as the tests or ``fogmesh up``) from
+multiprocessing's fork server, or spawned.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping
 
+from fogmesh.edge_agent import zygote
 from fogmesh.messages import ErrorInfo
 from fogmesh.registry import BadArgs, Registry
 
@@ -95,21 +101,36 @@ class WorkerPool:
         self.on_done = on_done
         self.name = name
         self._ctx = _context()
+        self._zygote: zygote.Zygote | None = None
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._pending: deque[tuple[str, str, dict[str, Any]]] = deque()
         self._closing = False
 
     def start(self) -> None:
+        if self.size and zygote.usable():
+            registry = self.registry
+            self._zygote = zygote.Zygote(lambda conn: _worker_main(conn, registry))
+            self._zygote.start()
         with self._lock:
             self._workers = [self._spawn() for _ in range(self.size)]
 
-    def _spawn(self) -> _Worker:
+    def _launch(self) -> tuple[Any, Connection]:
+        if self._zygote is not None:
+            try:
+                return self._zygote.launch()
+            except zygote.ZygoteGone as exc:
+                log.warning("%s: %s; workers are started by multiprocessing from now on", self.name, exc)
+                self._zygote = None
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=_worker_main, args=(child, self.registry),
                                  name=f"fogmesh-worker-{self.name}", daemon=True)
         proc.start()
         child.close()
+        return proc, parent
+
+    def _spawn(self) -> _Worker:
+        proc, parent = self._launch()
         worker = _Worker(proc=proc, conn=parent)
         worker.reader = threading.Thread(target=self._read, args=(worker,), daemon=True,
                                          name=f"worker-reader-{proc.pid}")
@@ -197,3 +218,5 @@ class WorkerPool:
                 w.conn.close()
             except OSError:
                 pass
+        if self._zygote is not None:
+            self._zygote.stop()

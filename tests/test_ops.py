@@ -97,4 +97,5 @@ def test_bench_footprint_reports_memory_per_process_and_start_up_time_as_json():
     roles = [p["role"] for p in fp["processes"]]
     assert roles[0] == "agent" and roles.count("worker") == 2          # default flags: two workers
     assert fp["uss_mb"] == pytest.approx(sum(p["uss_mb"] for p in fp["processes"]))
+    assert fp["pss_mb"] >= fp["uss_mb"]                 # shared pages split, not dropped
     assert fp["start_to_first_answer_s"] > 0

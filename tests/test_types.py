@@ -23,7 +23,7 @@ SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simu
 
 
 # Typed shell modules checked as strictly (what the others are configured with).
-TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/inputs.py"]
+TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/inputs.py", "edge_agent/zygote.py"]
 
 
 def module_name(path: str) -> str:
