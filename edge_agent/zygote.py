@@ -105,6 +105,10 @@ class Zygote:
         self.pid: int | None = None
 
     def start(self) -> None:
+        # Objects that exist now are shared with the zygote and its workers:
+        # out of the collector's reach, whose passes would write to every
+        # one of them and so copy the pages they share.
+        gc.freeze()
         ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:                      # the zygote
