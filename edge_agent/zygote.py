@@ -197,9 +197,11 @@ def _serve(sock: socket.socket, main: WorkerMain) -> None:
     os.closerange(3, keep)
     os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
     children: set[int] = set()
+    exited: dict[int, int] = {}        # reaped, exit code not asked for yet
     try:
         while True:
             op, pid = _REQUEST.unpack(_recv_exact(sock, _REQUEST.size))
+            _reap_exited(children, exited)     # no zombies pile up, however many kills
             if op == b"S":
                 child = _fork_worker(sock, main)
                 if child is None:
@@ -213,15 +215,28 @@ def _serve(sock: socket.socket, main: WorkerMain) -> None:
                     _kill(pid)
                 sock.sendall(_PID.pack(0))
             elif op == b"W":
-                code = _reap(pid) if pid in children else -signal.SIGKILL
-                if code != _STILL_RUNNING:
-                    children.discard(pid)
+                code = exited.pop(pid, _STILL_RUNNING if pid in children else -signal.SIGKILL)
                 sock.sendall(_PID.pack(code))
     except OSError:
         pass                                           # the agent is gone (or stopped us)
     for pid in children:
         _kill(pid)
-        _reap(pid, block=True)
+    for pid in children:
+        _reap(pid)
+
+
+def _reap_exited(children: set[int], exited: dict[int, int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        exited[pid] = os.waitstatus_to_exitcode(status)
+        if len(exited) > 1000:                         # codes nobody asked for
+            del exited[next(iter(exited))]
 
 
 def _fork_worker(sock: socket.socket, main: WorkerMain) -> tuple[int, socket.socket] | None:
@@ -250,11 +265,8 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _reap(pid: int, *, block: bool = False) -> int:
+def _reap(pid: int) -> None:
     try:
-        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        os.waitpid(pid, 0)
     except ChildProcessError:
-        return -signal.SIGKILL
-    if done == 0:
-        return _STILL_RUNNING
-    return os.waitstatus_to_exitcode(status)
+        pass

@@ -166,9 +166,26 @@ def test_a_pool_replaces_a_cancelled_worker_with_another_from_its_zygote():
         ready.wait(10)
         import psutil
         direct = psutil.Process().children()
-        say(done=done, direct=len(direct), workers=[c.ppid() for c in direct[0].children()],
-            zygote=direct[0].pid)
+        running = [c for c in direct[0].children() if c.status() != psutil.STATUS_ZOMBIE]
+        say(done=done, direct=len(direct), workers=[c.ppid() for c in running], zygote=direct[0].pid)
         pool.stop()
     """))
     assert seen["done"] == [["next", None]]
     assert seen["direct"] == 1 and seen["workers"] == [seen["zygote"]]
+
+
+def test_workers_that_exited_are_reaped_so_kills_leave_no_zombies_behind():
+    (seen,) = lines(scenario("""
+        import psutil
+        z = Zygote(echo); z.start()
+        for _ in range(5):
+            worker, conn = z.launch()
+            worker.kill()
+            conn.close()
+        time.sleep(0.5)                  # the kills land
+        last, conn = z.launch()          # any request reaps what has exited
+        kids = psutil.Process(z.pid).children()
+        say(kids=[k.pid for k in kids], last=last.pid)
+        z.stop()
+    """))
+    assert seen["kids"] == [seen["last"]]
