@@ -109,3 +109,41 @@ def test_messages_published_together_leave_in_one_write(broker, root):
         sender.stop()
         watch.stop()
         link.close()
+
+
+def test_messages_written_on_the_callers_thread_leave_in_one_write_in_order(broker, root):
+    """``write_here``: the caller's thread writes what it queued (no wake-up
+    of the network thread), with the same one-write promise."""
+    link = CuttableLink(broker.host, broker.port)
+    sender = MqttClient(link.url)
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        for n in range(50):
+            with sender.together(write_here=True):
+                sender.publish(f"{root}/answer", b"answer-%d" % n)
+                sender.publish(f"{root}/record", b"record-%d" % n)
+        expected = [p for n in range(50) for p in (b"answer-%d" % n, b"record-%d" % n)]
+        assert [got.get(timeout=10) for _ in expected] == expected
+        carrying = [w for w in link.writes if b"answer-7" in w or b"record-7" in w]
+        assert len(carrying) == 1 and b"record-7" in carrying[0]
+    finally:
+        sender.stop()
+        watch.stop()
+        link.close()
+
+
+def test_a_message_written_on_the_callers_thread_into_a_cut_connection_goes_out_after_the_reconnect(broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    sender = MqttClient(link.url, client_id=f"{root}-sender", clean_session=False)
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        link.cut()                       # the sender's network thread may not know yet
+        with sender.together(write_here=True):
+            sender.publish(f"{root}/plain", b"after-the-cut")
+        assert got.get(timeout=20) == b"after-the-cut"
+    finally:
+        sender.stop()
+        watch.stop()
+        link.close()
