@@ -513,7 +513,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = min(self.announcer.due_at, self._retry_journal_at, self._probe_at,
+            wake = min(self.announcer.wake_at, self._retry_journal_at, self._probe_at,
                        self.notifier.next_beat_at)
             if due is not None:
                 wake = min(wake, due)
@@ -574,7 +574,8 @@ class Agent:
                     stop_by = event.by
                     core.stop_accepting()
                     self.log.info("stopping: finishing %d held task(s)", core.held)
-            due = core.next_deadline()
+            # The deadline read before the wait: one the step just set that is
+            # already due is found by the next loop, which then does not wait.
             if due is not None and due <= now:
                 actions += core.on_tick(now)
             # What a step publishes leaves in one write per connection, so an

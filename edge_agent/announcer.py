@@ -35,6 +35,8 @@ class Announcer:
         self.dispatch = ""
         self.reason: str | None = None     # why the state is not online (degraded)
         self.sent_at = -1e9
+        self.checked_at = -1e9     # when maybe() last built a presence to compare
+        self.recheck_at = float("inf")
         self.last: Presence | None = None
         self.host = HostStats()
         self.host_read_at = -1e9
@@ -54,6 +56,12 @@ class Announcer:
         announced = self.last.period if self.last is not None and self.last.period else self.pace.period
         due = self.sent_at + self.jitter * min(self.pace.period, announced)
         return min(due, self.sent_at + self.pace.min_gap) if self.newcomer_seen else due
+
+    @property
+    def wake_at(self) -> float:
+        """When the dispatcher must next call :meth:`maybe`: the heartbeat, or
+        a look at a change it skipped during a burst."""
+        return min(self.due_at, self.recheck_at)
 
     def repace(self, now: float, core: Any) -> None:
         """Judge the pace from the site's size (once a second: it walks the peers)."""
@@ -97,9 +105,16 @@ class Announcer:
                               instance=self.instance, since=self.since, period=self.period)
 
     def maybe(self, now: float, core: Any, state: str) -> None:
+        """Announce if due or changed. Called after every step: a change is
+        looked for at most once per change gap (building a presence costs more
+        than a small task's step), and a step skipped while one may be pending
+        asks the dispatcher to look again when the gap is over."""
         since = now - self.sent_at
-        if since < self.pace.min_gap and now < self.due_at:
+        gap = self.pace.min_gap
+        if now < self.due_at and (since < gap or now - self.checked_at < gap):
+            self.recheck_at = min(self.recheck_at, max(self.sent_at, self.checked_at) + gap)
             return  # cheap early exit on the hot path
+        self.checked_at, self.recheck_at = now, float("inf")
         self.repace(now, core)
         p = self.build(now, core, state)
         if self.newcomer_seen and since >= self.pace.min_gap or \

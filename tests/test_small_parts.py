@@ -131,6 +131,22 @@ def test_newcomers_make_an_agent_announce_again_once_per_change_gap_not_once_eac
     assert len(sent) == 2 and ann.due_at == pytest.approx(5.2)
 
 
+def test_a_change_during_a_burst_is_looked_for_once_per_gap_and_a_skipped_look_is_scheduled():
+    sent: list[Presence] = []
+    ann = Announcer(agent_id="a", monitor=_Host(), capacity=4, kinds=("echo",), period=5.0,
+                    wall_clock=lambda: 0.0, send=lambda b: sent.append(Presence.from_dict(codec.decode(b))),
+                    rng=_NoJitter())
+    site = _Site(PeerRegistry(me="a", stale_after=15.0))
+    ann.maybe(0.0, site, "online")
+    looked = ann.checked_at
+    for step in range(1, 40):                # a burst of steps, 5 ms apart, nothing changed yet
+        ann.maybe(step * 0.005, site, "online")
+    assert ann.checked_at == looked and ann.wake_at == pytest.approx(0.2)
+    site.queued = 3                          # the burst left work queued
+    ann.maybe(0.21, site, "online")          # the scheduled look finds it
+    assert len(sent) == 2 and sent[-1].queue == 3 and ann.wake_at == pytest.approx(5.21)
+
+
 def test_heartbeats_come_a_random_share_early_never_late():
     ann = Announcer(agent_id="a", monitor=_Host(), capacity=1, kinds=("echo",), period=5.0,
                     wall_clock=lambda: 0.0, send=lambda b: None, rng=random.Random(7))
