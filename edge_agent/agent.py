@@ -35,7 +35,7 @@ from fogmesh import codec
 from fogmesh.errors import (ClaimOrderError, ConnectError, InvalidMessage, StorageError, SubscriptionRefused,
                             UnsupportedBroker)
 from fogmesh.messages import ErrorInfo, Presence
-from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried, probe_connect
+from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried, probe_connect
 from fogmesh.properties import with_mqtt5_properties
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
@@ -141,6 +141,7 @@ class Agent:
                                    kinds=self.registry.names(), period=presence_period,
                                    wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
         self._drain_requested = False
+        self._last_presence: Delivery | None = None
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
         self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
         self._probing = False
@@ -260,6 +261,10 @@ class Agent:
         if self._thread and self._thread.is_alive():
             self._events.put(StopAsked(self.clock() + timeout))
             self._thread.join(timeout + 5)
+        if self._last_presence is not None:
+            # Leave only once the broker holds the "offline": an agent started
+            # again with this id at once must not read the "online" before it.
+            self._last_presence.wait(2.0)
         self._leave()
 
     def _check_id_free(self, timeout: float, wait_for_broker: bool) -> None:
@@ -327,7 +332,7 @@ class Agent:
             self.client, self.ctl = self._make_clients(mqtt5=True)
 
     def _send_presence(self, payload: bytes) -> None:
-        self.ctl.publish(self._own_presence, payload, qos=1, retain=True)
+        self._last_presence = self.ctl.publish(self._own_presence, payload, qos=1, retain=True)
 
     def _pipeline_target(self) -> str:
         """Where pipeline tasks go: this agent (its policy places them), or,

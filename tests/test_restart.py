@@ -63,3 +63,25 @@ def test_an_agent_killed_with_sigkill_gets_its_tasks_back_on_restart(broker, roo
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_once_stop_returns_the_broker_holds_the_agents_offline_presence(broker, root):
+    """An agent started again with the same id at once reads the retained
+    presence first: it must say offline, or the newcomer sees its own id
+    online and refuses to start."""
+    import queue
+
+    from fogmesh import codec
+    from fogmesh.mqtt import MqttClient
+    from fogmesh.topics import Topics
+
+    for _ in range(3):
+        Agent("a1", broker.url, AgentOptions(root=root, concurrency=1)).start().stop()
+        seen: queue.Queue = queue.Queue()
+        reader = MqttClient(broker.url, on_message=lambda m: seen.put(codec.decode(m.payload)))
+        reader.start()
+        try:
+            reader.subscribe(Topics(root).presence("a1"), timeout=10)
+            assert seen.get(timeout=10)["state"] == "offline"
+        finally:
+            reader.stop()
