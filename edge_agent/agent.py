@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
+PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection after a drop
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -142,6 +143,12 @@ class Agent:
                                    wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
         self._drain_requested = False
         self._last_presence: Delivery | None = None
+        # Shared dispatch: after the task connection drops, presence waits until
+        # it has its subscriptions back (at most PRESENCE_HOLD_S). A broker
+        # restarted without its sessions would otherwise hear "online" on the
+        # control connection before the $share subscription exists, and a
+        # bridge that sends work on that word has it dropped (no member).
+        self._hold_presence_until = 0.0
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
         self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
         self._probing = False
@@ -522,7 +529,7 @@ class Agent:
                        self.notifier.next_beat_at)
             if due is not None:
                 wake = min(wake, due)
-            if stop_by is not None:
+            if stop_by is not None or self._hold_presence_until:
                 wake = min(wake, now + 0.05)
             event: Input | None
             try:
@@ -570,6 +577,8 @@ class Agent:
                         self.announcer.again()   # re-announce after every reconnect
                 elif isinstance(event, LinkChanged):
                     actions = core.on_disconnect(now, control=event.control)
+                    if not event.control and self.dispatch == "shared":
+                        self._hold_presence_until = now + PRESENCE_HOLD_S
                 elif isinstance(event, DrainAsked) and not self._drain_requested:
                     self._begin_drain()
                 elif isinstance(event, IdConflict):
@@ -621,6 +630,11 @@ class Agent:
                 if self._drain_requested:
                     threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
                 return
+            if now < self._hold_presence_until and not self.client.resubscribed.is_set():
+                continue                 # see _hold_presence_until
+            if self._hold_presence_until:
+                self._hold_presence_until = 0.0
+                self.announcer.again()
             self.announcer.maybe(now, core, self.state)
 
     def _execute(self, actions: list[Action], core: AgentCore) -> None:

@@ -301,6 +301,10 @@ class MqttClient:
         self._first_result = threading.Event()
         self.refused: str | None = None      # why the broker (or the network) refused us, if it did
         self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
+        #: Set once the broker acknowledged this connection's subscriptions
+        #: (those renewed at a reconnect, or none to renew); cleared on a drop.
+        #: A broker that lost its sessions routes nothing here before it.
+        self.resubscribed = threading.Event()
         self._manual_ack = manual_ack
         self._stopping = False
         self._fail_fast = False
@@ -526,8 +530,11 @@ class MqttClient:
         with self._lock:
             self._generation += 1
             subs = list(self._subscriptions.items())
-            if subs:
-                client.subscribe(subs)
+            rc, mid = client.subscribe(subs) if subs else (MQTTErrorCode.MQTT_ERR_SUCCESS, None)
+            if mid is not None and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._suback[mid] = (self.resubscribed, [])
+            else:
+                self.resubscribed.set()
         self.connected.set()
         self._first_result.set()
         log.debug("%s: connected to %s (generation %d)", self.client_id, self.url, self._generation)
@@ -544,6 +551,7 @@ class MqttClient:
         with self._fence_lock:
             was = self.connected.is_set()
             self.connected.clear()
+            self.resubscribed.clear()
             withdrawn = self._withdraw_fenced()
         if withdrawn and self._on_withdrawn:
             self._on_withdrawn(withdrawn)

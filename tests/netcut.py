@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+from typing import Callable
 
 from fogmesh.broker.ports import free_port
 
 
 class CuttableLink:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *,
+                 delay: Callable[[bytes], float] | None = None) -> None:
+        """``delay(first_bytes)``: seconds to hold a new connection's first
+        bytes (its CONNECT) before the broker gets them, as a slow path to the
+        broker does for one connection and not another."""
         self.target = (target_host, target_port)
+        self._delay = delay
         self.port = free_port()
         self._server = socket.create_server(("127.0.0.1", self.port))
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -30,22 +37,30 @@ class CuttableLink:
         while not self._closed:
             try:
                 client, _ = self._server.accept()
-                upstream = socket.create_connection(self.target)
             except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:           # the broker is down: so is the client's connection
+                client.close()
                 continue
             for s in (client, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes),
-                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes,
+                                                      self._delay), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, None, None), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None,
-              record: list[bytes] | None) -> None:
+              record: list[bytes] | None, delay: Callable[[bytes], float] | None = None) -> None:
+        first = True
         try:
             while data := src.recv(65536):
+                if first and delay is not None:
+                    time.sleep(delay(data))
+                first = False
                 if record is not None:
                     record.append(data)
                 if holding is None or not holding.is_set():

@@ -147,3 +147,22 @@ def test_a_message_written_on_the_callers_thread_into_a_cut_connection_goes_out_
         sender.stop()
         watch.stop()
         link.close()
+
+
+def test_resubscribed_is_cleared_by_a_drop_and_set_once_the_broker_acknowledges_the_renewed_subscriptions(
+        broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    at_drop: list[bool] = []
+    client = MqttClient(link.url, on_connection=lambda up: None if up else at_drop.append(
+        client.resubscribed.is_set()))
+    try:
+        client.start()
+        assert client.resubscribed.is_set()          # nothing to renew on a first connection
+        client.subscribe(f"{root}/x")
+        link.cut()
+        wait_until(lambda: at_drop, timeout=10)
+        assert at_drop == [False]
+        assert client.resubscribed.wait(15) and client.connected.is_set()
+    finally:
+        client.stop()
+        link.close()

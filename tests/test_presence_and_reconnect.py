@@ -127,3 +127,50 @@ def test_an_agent_that_sees_a_later_instance_of_its_id_stays_and_speaks_up(broke
     with watcher.changed:
         assert watcher.changed.wait_for(lambda: watcher.latest["twin"].get("instance") == agent.instance, 10)
     assert not agent.wait(0.5) and agent.fatal is None
+
+
+@pytest.mark.timeout(90)
+def test_a_task_sent_the_moment_an_agent_announces_itself_after_a_sessionless_broker_restart_is_answered(
+        root, tmp_path):
+    """A broker restarted without its sessions (no persistence) has no $share
+    subscription until the agent renews it. What a bridge does on hearing a
+    cloud worker "online": send it the work it kept. So the agent must not
+    say "online" on its control connection before its task connection (here
+    2 s slower to reach the broker) has its subscriptions back."""
+    from tests.netcut import CuttableLink
+
+    topics = Topics(root)
+    reply_to = f"{root}/replies/watcher"
+    broker = Mosquitto(workdir=tmp_path / "mq", persistence=False).start()
+    restarted = threading.Event()
+    link = CuttableLink(broker.host, broker.port,
+                        delay=lambda connect: 2.0 if restarted.is_set() and b"-ctl" not in connect else 0.0)
+    answered = threading.Event()
+    heard_online = threading.Event()
+
+    def on_message(m):
+        if m.topic == reply_to:
+            answered.set()
+        elif restarted.is_set() and not heard_online.is_set() and m.payload \
+                and orjson.loads(m.payload).get("state") == "online":
+            heard_online.set()
+            watcher.publish(topics.tasks, orjson.dumps({"id": "after-restart", "kind": "echo",
+                                                        "args": {}, "reply_to": reply_to}))
+
+    watcher = MqttClient(broker.url, on_message=on_message)
+    agent = Agent("w1", link.url, AgentOptions(root=root, concurrency=1))
+    try:
+        agent.start()
+        watcher.start()
+        watcher.subscribe(topics.presence("w1"))
+        watcher.subscribe(reply_to)
+        restarted.set()
+        broker.stop()
+        broker.start()
+        assert heard_online.wait(30), "the agent never announced itself after the restart"
+        assert answered.wait(10), "the task sent on its announcement was dropped"
+    finally:
+        agent.stop()
+        watcher.stop()
+        link.close()
+        broker.cleanup()
