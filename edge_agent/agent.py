@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
-PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection after a drop
+PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection (see _presence_held)
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -143,12 +143,8 @@ class Agent:
                                    wall_clock=wall_clock, send=self._send_presence, instance=self.instance)
         self._drain_requested = False
         self._last_presence: Delivery | None = None
-        # Shared dispatch: after the task connection drops, presence waits until
-        # it has its subscriptions back (at most PRESENCE_HOLD_S). A broker
-        # restarted without its sessions would otherwise hear "online" on the
-        # control connection before the $share subscription exists, and a
-        # bridge that sends work on that word has it dropped (no member).
-        self._hold_presence_until = 0.0
+        self._task_link_lost = False             # see _presence_held
+        self._ctl_up_at = float("-inf")          # as this thread last heard; inf while down
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
         self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
         self._probing = False
@@ -529,8 +525,10 @@ class Agent:
                        self.notifier.next_beat_at)
             if due is not None:
                 wake = min(wake, due)
-            if stop_by is not None or self._hold_presence_until:
+            if stop_by is not None:
                 wake = min(wake, now + 0.05)
+            if self._task_link_lost:
+                wake = min(wake, now + 0.1)      # to see the subscriptions come back
             event: Input | None
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))
@@ -574,11 +572,14 @@ class Agent:
                 elif isinstance(event, LinkChanged) and event.up:
                     actions = core.on_connected(now, control=event.control)
                     if event.control:
+                        self._ctl_up_at = now
                         self.announcer.again()   # re-announce after every reconnect
                 elif isinstance(event, LinkChanged):
                     actions = core.on_disconnect(now, control=event.control)
                     if not event.control and self.dispatch == "shared":
-                        self._hold_presence_until = now + PRESENCE_HOLD_S
+                        self._task_link_lost = True
+                    if event.control:
+                        self._ctl_up_at = float("inf")
                 elif isinstance(event, DrainAsked) and not self._drain_requested:
                     self._begin_drain()
                 elif isinstance(event, IdConflict):
@@ -630,12 +631,26 @@ class Agent:
                 if self._drain_requested:
                     threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
                 return
-            if now < self._hold_presence_until and not self.client.resubscribed.is_set():
-                continue                 # see _hold_presence_until
-            if self._hold_presence_until:
-                self._hold_presence_until = 0.0
-                self.announcer.again()
+            if self._presence_held(now):
+                continue
             self.announcer.maybe(now, core, self.state)
+
+    def _presence_held(self, now: float) -> bool:
+        """Shared dispatch, after the task connection dropped: say nothing on
+        the presence topic until that connection is back with its
+        subscriptions acknowledged, or PRESENCE_HOLD_S after the control
+        connection came back (peers judge an agent dead after 3 silent
+        periods, 15 s by default). A broker restarted without its sessions
+        has no $share subscription until the agent renews it, and whoever
+        sends work on hearing "online" (a site bridge replaying its outbox to
+        the cloud workers) would have it dropped (no member)."""
+        if not self._task_link_lost:
+            return False
+        if self.client.resubscribed.is_set() or now >= self._ctl_up_at + PRESENCE_HOLD_S:
+            self._task_link_lost = False
+            self.announcer.again()
+            return False
+        return True
 
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)

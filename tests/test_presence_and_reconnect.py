@@ -130,8 +130,9 @@ def test_an_agent_that_sees_a_later_instance_of_its_id_stays_and_speaks_up(broke
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("down_s", [0.0, 12.0], ids=["quick", "longer-than-the-hold"])
 def test_a_task_sent_the_moment_an_agent_announces_itself_after_a_sessionless_broker_restart_is_answered(
-        root, tmp_path):
+        root, tmp_path, down_s):
     """A broker restarted without its sessions (no persistence) has no $share
     subscription until the agent renews it. What a bridge does on hearing a
     cloud worker "online": send it the work it kept. So the agent must not
@@ -166,6 +167,7 @@ def test_a_task_sent_the_moment_an_agent_announces_itself_after_a_sessionless_br
         watcher.subscribe(reply_to)
         restarted.set()
         broker.stop()
+        time.sleep(down_s)
         broker.start()
         assert heard_online.wait(30), "the agent never announced itself after the restart"
         assert answered.wait(10), "the task sent on its announcement was dropped"
