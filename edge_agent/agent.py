@@ -527,8 +527,10 @@ class Agent:
                 wake = min(wake, due)
             if stop_by is not None:
                 wake = min(wake, now + 0.05)
-            if self._task_link_lost:
-                wake = min(wake, now + 0.1)      # to see the subscriptions come back
+            if self._task_link_lost and self._ctl_up_at != float("inf"):
+                # Polled only while the hold runs: with the control connection
+                # down nothing could be announced, and its return is an event.
+                wake = min(wake, now + 0.1)
             event: Input | None
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))

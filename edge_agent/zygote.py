@@ -186,11 +186,10 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 def _serve(sock: socket.socket, main: WorkerMain) -> None:
     """The zygote's loop. Everything the agent had at the fork stays as it
-    was: frozen out of the garbage collector (a collected copy of an agent
-    object could close a descriptor that is something else here), and every
-    descriptor but this socket and stdio closed (the journal, the state
-    directory's lock)."""
-    gc.freeze()
+    was: out of the garbage collector's reach (``Zygote.start`` froze it
+    before the fork: a collected copy of an agent object could close a
+    descriptor that is something else here), and every descriptor but this
+    socket and stdio closed (the journal, the state directory's lock)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the agent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     keep = sock.fileno()

@@ -140,13 +140,12 @@ class _Client(paho.Client):
             return
         run: list[Any] = []
         for packet in list(self._out_packet):
-            command = packet["command"] & 0xF0
-            if command == paho.DISCONNECT or (command == paho.PUBLISH and packet["qos"] == 0):
+            if not _mergeable(packet):
                 break
             run.append(packet)
         if not run:
             return
-        data = b"".join(bytes(p["packet"][p["pos"]:]) for p in run)
+        data = _unsent(run)
         try:
             sent = sock.send(data)
         except OSError:
@@ -188,13 +187,12 @@ class _Client(paho.Client):
         run: list[Any] = []
         while queue:
             packet = queue.popleft()
-            command = packet["command"] & 0xF0
-            if command == paho.DISCONNECT or (command == paho.PUBLISH and packet["qos"] == 0):
+            if not _mergeable(packet):
                 queue.appendleft(packet)
                 break
             run.append(packet)
         if len(run) > 1:
-            data = b"".join(bytes(p["packet"][p["pos"]:]) for p in run)
+            data = _unsent(run)
             queue.appendleft({"command": run[0]["command"], "mid": run[0]["mid"], "qos": 1, "pos": 0,
                               "to_process": len(data), "packet": data, "info": None})
         elif run:
@@ -243,6 +241,18 @@ class _Client(paho.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, self._puback_success, self._no_properties)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def _mergeable(packet: Any) -> bool:
+    """Whether a queued packet may share a write with those around it: not a
+    QoS 0 PUBLISH or a DISCONNECT, whose completion paho handles on write."""
+    command = packet["command"] & 0xF0
+    return not (command == paho.DISCONNECT or (command == paho.PUBLISH and packet["qos"] == 0))
+
+
+def _unsent(run: list[Any]) -> bytes:
+    """What is left to write of a run of queued packets, as one buffer."""
+    return b"".join(bytes(p["packet"][p["pos"]:]) for p in run)
 
 
 class _PackedProperties:

@@ -6,6 +6,7 @@ instead, because resending them blindly could make a second answer."""
 import queue
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +23,22 @@ def receiver(url, topic):
     c.start()
     c.subscribe(topic)
     return c, got
+
+
+@contextmanager
+def sender_through_link(broker, root, **client_options):
+    """A sender reaching the broker through a CuttableLink (which records its
+    writes), and what a plain subscriber to ``{root}/#`` receives."""
+    link = CuttableLink(broker.host, broker.port)
+    sender = MqttClient(link.url, **client_options)
+    watch, got = receiver(broker.url, f"{root}/#")
+    try:
+        sender.start()
+        yield link, sender, got
+    finally:
+        sender.stop()
+        watch.stop()
+        link.close()
 
 
 def test_unconfirmed_tagged_messages_are_handed_back_and_untagged_ones_resent(broker, root):
@@ -93,11 +110,7 @@ def test_the_brokers_confirmation_of_a_tagged_message_is_reported(broker, root):
 def test_messages_published_together_leave_in_one_write(broker, root):
     """An agent's answer and its "sent" record must reach the broker both or
     neither: a process killed between two writes sent only the first."""
-    link = CuttableLink(broker.host, broker.port)
-    sender = MqttClient(link.url)
-    watch, got = receiver(broker.url, f"{root}/#")
-    try:
-        sender.start()
+    with sender_through_link(broker, root) as (link, sender, got):
         with sender.together():
             sender.publish(f"{root}/answer", b"first-of-two")
             time.sleep(0.2)              # long enough for the network thread to have written it alone
@@ -105,20 +118,12 @@ def test_messages_published_together_leave_in_one_write(broker, root):
         assert [got.get(timeout=10), got.get(timeout=10)] == [b"first-of-two", b"second-of-two"]
         carrying = [w for w in link.writes if b"first-of-two" in w or b"second-of-two" in w]
         assert len(carrying) == 1 and b"second-of-two" in carrying[0]
-    finally:
-        sender.stop()
-        watch.stop()
-        link.close()
 
 
 def test_messages_written_on_the_callers_thread_leave_in_one_write_in_order(broker, root):
     """``write_here``: the caller's thread writes what it queued (no wake-up
     of the network thread), with the same one-write promise."""
-    link = CuttableLink(broker.host, broker.port)
-    sender = MqttClient(link.url)
-    watch, got = receiver(broker.url, f"{root}/#")
-    try:
-        sender.start()
+    with sender_through_link(broker, root) as (link, sender, got):
         for n in range(50):
             with sender.together(write_here=True):
                 sender.publish(f"{root}/answer", b"answer-%d" % n)
@@ -127,26 +132,14 @@ def test_messages_written_on_the_callers_thread_leave_in_one_write_in_order(brok
         assert [got.get(timeout=10) for _ in expected] == expected
         carrying = [w for w in link.writes if b"answer-7" in w or b"record-7" in w]
         assert len(carrying) == 1 and b"record-7" in carrying[0]
-    finally:
-        sender.stop()
-        watch.stop()
-        link.close()
 
 
 def test_a_message_written_on_the_callers_thread_into_a_cut_connection_goes_out_after_the_reconnect(broker, root):
-    link = CuttableLink(broker.host, broker.port)
-    sender = MqttClient(link.url, client_id=f"{root}-sender", clean_session=False)
-    watch, got = receiver(broker.url, f"{root}/#")
-    try:
-        sender.start()
+    with sender_through_link(broker, root, client_id=f"{root}-sender", clean_session=False) as (link, sender, got):
         link.cut()                       # the sender's network thread may not know yet
         with sender.together(write_here=True):
             sender.publish(f"{root}/plain", b"after-the-cut")
         assert got.get(timeout=20) == b"after-the-cut"
-    finally:
-        sender.stop()
-        watch.stop()
-        link.close()
 
 
 def test_resubscribed_is_cleared_by_a_drop_and_set_once_the_broker_acknowledges_the_renewed_subscriptions(
