@@ -466,6 +466,12 @@ class MqttClient:
                 info = self._paho.publish(topic, payload, qos=qos, retain=retain,
                                           properties=_PackedProperties(properties)  # type: ignore[arg-type]
                                           if self.mqtt5 and properties else None)
+                if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
+                    # Queued: paho sends it after the reconnect and marks it
+                    # published at its PUBACK, but its is_published() raises
+                    # for good on this code. paho's own word for a queued
+                    # message (one over max_inflight) is success.
+                    info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
                 if tag is not None and qos > 0:
                     self._fenced[info.mid] = (tag, withdraw)
                     if info.is_published():          # its PUBACK beat us here

@@ -159,3 +159,23 @@ def test_resubscribed_is_cleared_by_a_drop_and_set_once_the_broker_acknowledges_
     finally:
         client.stop()
         link.close()
+
+
+def test_a_message_published_before_the_first_connection_is_confirmed_once_the_broker_has_it(tmp_path, root):
+    """Published while no connection exists (or as one drops: the dispatcher
+    once crashed on it), a QoS 1 message waits in paho's queue; its delivery
+    must report the broker's PUBACK after the connection comes, not raise."""
+    from fogmesh.broker.mosquitto import Mosquitto
+    from fogmesh.broker.ports import free_port
+
+    broker = Mosquitto(port=free_port(), workdir=tmp_path / "mq", persistence=False)
+    sender = MqttClient(f"mqtt://127.0.0.1:{broker.port}")
+    try:
+        sender.start(timeout=None)
+        delivery = sender.publish(f"{root}/early", b"before-the-broker")
+        assert delivery is not None and not delivery.confirmed()
+        broker.start()
+        assert delivery.wait(15) and delivery.confirmed()
+    finally:
+        sender.stop()
+        broker.cleanup()
