@@ -104,18 +104,21 @@ class _Client(paho.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch = threading.Lock()
+        self._batch_holder: int | None = None     # thread id inside together()
         # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
         self._puback_success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)
 
     def hold(self) -> None:
         self._batch.acquire()
+        self._batch_holder = threading.get_ident()
 
     def release(self, *, write_here: bool = False) -> None:
         try:
             if write_here and self._out_packet and threading.current_thread() is not self._thread:
                 self._write_here()
         finally:
+            self._batch_holder = None
             self._batch.release()
         wake = self._sockpairW                  # the network thread may have slept through it
         if wake is not None and self._out_packet:
@@ -164,6 +167,20 @@ class _Client(paho.Client):
                 pass
         with self._msgtime_mutex:
             self._last_msg_out = paho.time_func()
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        """Inside :meth:`together` a packet is only queued: paho would also
+        wake the network thread for each one, which could write nothing
+        before :meth:`release` (it wakes the thread once, if anything is left
+        to write), and whose wake-ups took the interpreter lock from the
+        caller in the middle of its batch: a few tens of us per answer on the
+        critical path of a round trip."""
+        if self._batch_holder != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def want_write(self) -> bool:
         return not self._batch.locked() and super().want_write()
