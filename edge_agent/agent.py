@@ -1,9 +1,12 @@
 """The agent's IO shell: MQTT, worker processes, clock and host monitor around
 the sans-IO :class:`~fogmesh.edge_agent.core.AgentCore`.
 
-Threads: paho's network thread only enqueues; worker reader threads only
-enqueue; one dispatcher thread owns the core and carries out its actions. So
-the core needs no locks, and a slow handler never delays an acknowledgement.
+Threads: one dispatcher thread owns the core and carries out its actions;
+paho's network threads and the worker reader threads enqueue events for it.
+So the core needs no locks, and a slow handler never delays an
+acknowledgement. One exception: a task arriving on an idle agent is stepped
+on the task connection's network thread, taking the dispatcher's turn
+(:mod:`fogmesh.edge_agent.turns`), which saves it a thread hand-off.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Drain,
 from fogmesh.edge_agent.inputs import (Confirmed, DrainAsked, Finished, IdConflict, Incoming, Input, LinkChanged,
                                        Received, Rescued, StopAsked, Wake, Withdrawn, describe_input)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
+from fogmesh.edge_agent.turns import Turns
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.journal import Journal, default_state_dir
@@ -130,6 +134,8 @@ class Agent:
         self.notifier = o.notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
         self._events: queue.SimpleQueue[Input] = queue.SimpleQueue()
+        self._turns = Turns()
+        self._sleep_until = float("inf")          # when the dispatcher wakes next, as it planned
         token = uuid.uuid4().hex[:12]
         self._shared_probe = SharedSubscriptionProbe(self.topics.probe(token), group=token)
         self._retained_presence_works = False    # seen a peer's retained presence through presence/+
@@ -314,7 +320,8 @@ class Agent:
         client = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
             on_message=lambda m: self._on_mqtt_message(self.client, m),
-            on_connection=lambda up: self._events.put(LinkChanged(control=False, up=up)), mqtt5=mqtt5)
+            on_connection=lambda up: self._queue_from_task_link(LinkChanged(control=False, up=up)),
+            mqtt5=mqtt5)
         ctl = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
             will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
@@ -481,7 +488,56 @@ class Agent:
                 other = None
             if other is not None and other.instance not in (None, self.instance) and other.state != "offline":
                 self._events.put(IdConflict(other))
-        self._events.put(Received(Incoming(client, message)))
+        event = Received(Incoming(client, message))
+        if client is not self.client:
+            self._events.put(event)
+        elif not client.more_to_read() and self._turns.begin_arrival():
+            failure = None
+            try:
+                self._step_arrival(event)
+            except Exception as exc:     # a bug in the core: the dispatcher reports it
+                failure = exc
+            finally:
+                self._turns.end(failure)
+            if failure is not None:
+                self._events.put(Wake())
+        else:
+            self._queue_from_task_link(event)
+
+    def _queue_from_task_link(self, event: Input) -> None:
+        self._turns.queued()
+        self._events.put(event)
+
+    def _step_arrival(self, event: Received) -> None:
+        """A task stepped on the network thread it arrived on, as the dispatcher
+        would have stepped it (:mod:`fogmesh.edge_agent.turns`)."""
+        core = self.core
+        assert core is not None
+        now = self.clock()
+        core.on_clock(wall=self.wall_clock(), now=now)
+        actions = self._on_received(event.incoming, core, now)
+        with self.client.together(write_here=True), self.ctl.together(write_here=True):
+            self._execute(actions, core)
+        if not self._presence_held(now):
+            self.announcer.maybe(now, core, self.state)
+        due = core.next_deadline()
+        if min(self.announcer.wake_at, due if due is not None else float("inf")) < self._sleep_until:
+            self._events.put(Wake())     # the dispatcher sleeps past a deadline this step set
+
+    def _on_received(self, incoming: Incoming, core: AgentCore, now: float) -> list[Action]:
+        msg = incoming.message
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
+        peer = self.topics.agent_of_presence(msg.topic)
+        new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
+        if new_peer and msg.retain:
+            # The broker hands retained presence to wildcard subscribers, so a
+            # newcomer gets this agent's too: no need to announce for each one.
+            self._retained_presence_works = True
+        actions = core.on_message(msg.topic, msg.payload, incoming, now, dup=msg.dup)
+        if new_peer and core.peers.get(peer) is not None and not self._retained_presence_works:
+            self.announcer.newcomer()   # it may not get our retained presence (RabbitMQ)
+        return actions
 
     def _on_confirmed(self, action: Publish) -> None:
         """The broker has an answer the core asked to hear about (``sent_key``)."""
@@ -514,6 +570,16 @@ class Agent:
             threading.Thread(target=self._leave, name="agent-crashed", daemon=True).start()
 
     def _dispatch(self) -> None:
+        self._turns.lock.acquire()
+        try:
+            self._dispatch_turns()
+        finally:
+            self._turns.open = False
+            self._turns.lock.release()
+
+    def _dispatch_turns(self) -> None:
+        """The dispatcher's loop; it holds the turn (``self._turns.lock``) but
+        while it waits for events."""
         core = self.core
         assert core is not None
         stop_by: float | None = None
@@ -532,10 +598,18 @@ class Agent:
                 # down nothing could be announced, and its return is an event.
                 wake = min(wake, now + 0.1)
             event: Input | None
+            self._sleep_until = wake
+            self._turns.open = self.dispatch == "shared" and stop_by is None and not self._drain_requested
+            self._turns.lock.release()
             try:
                 event = self._events.get(timeout=max(0.0, wake - now))
             except queue.Empty:
                 event = None
+            self._turns.lock.acquire()
+            self._turns.check()
+            if (isinstance(event, Received) and event.incoming.client is self.client) or \
+                    (isinstance(event, LinkChanged) and not event.control):
+                self._turns.stepped()
             now = self.clock()
             core.on_clock(wall=self.wall_clock(), now=now)
             self.notifier.beat(now, self.status_line)      # only this loop feeds the watchdog
@@ -544,19 +618,7 @@ class Agent:
                 if self.log.isEnabledFor(logging.DEBUG) and not isinstance(event, Received):
                     self.log.debug("event %s", describe_input(event))
                 if isinstance(event, Received):
-                    incoming = event.incoming
-                    msg = incoming.message
-                    if self.log.isEnabledFor(logging.DEBUG):
-                        self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
-                    peer = self.topics.agent_of_presence(msg.topic)
-                    new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
-                    if new_peer and msg.retain:
-                        # The broker hands retained presence to wildcard subscribers, so a
-                        # newcomer gets this agent's too: no need to announce for each one.
-                        self._retained_presence_works = True
-                    actions = core.on_message(msg.topic, msg.payload, incoming, now, dup=msg.dup)
-                    if new_peer and core.peers.get(peer) is not None and not self._retained_presence_works:
-                        self.announcer.newcomer()   # it may not get our retained presence (RabbitMQ)
+                    actions = self._on_received(event.incoming, core, now)
                 elif isinstance(event, Rescued):
                     token = event.token
                     actions = core.on_rescued(token.message.topic, token.message.payload, token, now,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -115,7 +116,7 @@ class _Client(paho.Client):
 
     def release(self, *, write_here: bool = False) -> None:
         try:
-            if write_here and self._out_packet and threading.current_thread() is not self._thread:
+            if write_here and self._out_packet:
                 self._write_here()
         finally:
             self._batch_holder = None
@@ -137,7 +138,9 @@ class _Client(paho.Client):
         pops and puts back: ``reconnect()`` on the network thread may clear the
         queue meanwhile, and a packet put back after that would leave on the
         next connection before its CONNECT. A send that fails leaves the
-        packets to the network thread, which finds the connection's fate."""
+        packets to the network thread, which finds the connection's fate.
+        On the network thread itself (a task stepped where it arrived) it
+        writes now instead of on the thread's next loop turn."""
         sock = self._sock
         if type(sock) is not socket.socket or self._state != paho._ConnectionState.MQTT_CS_CONNECTED:
             return
@@ -181,6 +184,17 @@ class _Client(paho.Client):
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                  "to_process": len(packet), "packet": packet, "info": info})
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def more_to_read(self) -> bool:
+        """Whether bytes wait on the socket (True when it cannot tell: not
+        plain TCP, or no socket)."""
+        sock = self._sock
+        if type(sock) is not socket.socket:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def want_write(self) -> bool:
         return not self._batch.locked() and super().want_write()
@@ -518,6 +532,12 @@ class MqttClient:
             yield
         finally:
             self._paho.release(write_here=write_here)
+
+    def more_to_read(self) -> bool:
+        """Whether more bytes wait on the connection right now (True when it
+        cannot tell): a caller on the network thread with more to read next
+        hands its work on instead of doing it there."""
+        return self._paho.more_to_read()
 
     def _withdraw_fenced(self) -> list[Any]:
         """On a drop: take the unconfirmed messages tagged for withdrawal out of
