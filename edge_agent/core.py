@@ -43,7 +43,8 @@ from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.offloading import OffloadingMixin
 from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import PeerRegistry
-from fogmesh.edge_agent.placement import Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task
+from fogmesh.edge_agent.placement import (Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task,
+                                          stays_local)
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
 from fogmesh.errors import InvalidMessage
@@ -296,9 +297,11 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         """Where the policy sends ``entry``: a peer, a cloud bridge (``with_cloud``),
         or None for here."""
         assert entry.task is not None and entry.kind is not None
+        weight = entry.task.weight or entry.kind.weight
+        if stays_local(weight):      # nothing to weigh (place_task would say so)
+            return None
         bridge = self._cloud_for(entry.task.kind, now, exclude=entry.tried) if with_cloud else None
-        decision = place_task(self.policy, kind=entry.task.kind,
-                              weight=entry.task.weight or entry.kind.weight,
+        decision = place_task(self.policy, kind=entry.task.kind, weight=weight,
                               me=self.self_state(), peers=self._peer_views(now),
                               run_ms=self.runner.run_ms(entry.task.kind),
                               exclude=frozenset(entry.tried), cloud=bridge is not None)

@@ -80,12 +80,18 @@ def expected_ms(queued: int, running: int, capacity: int, run_ms: float, transfe
     return ahead / capacity * run_ms + run_ms + transfer_ms
 
 
+def stays_local(weight: str) -> bool:
+    """Light tasks run where they arrive, whatever the policy: moving one costs
+    more than running it (the core does not weigh them)."""
+    return weight == "light"
+
+
 def place_task(policy: PlacementPolicy, *, kind: str, weight: str, me: SelfState,
                peers: Sequence[Peer], run_ms: float, exclude: frozenset[str] = frozenset(),
                cloud: bool = False) -> Decision:
     """The shared frame around a policy: light stays local, heavy goes to the
     cloud when there is one, and whatever the policy says is checked."""
-    if weight == "light":
+    if stays_local(weight):
         return Local()
     if weight == "heavy" and cloud:
         return Cloud()

@@ -121,15 +121,17 @@ class Task:
         if not isinstance(d, dict):
             raise InvalidMessage("not_object", f"a task must be a JSON object, got {type(d).__name__}")
         task_id, reply_to = salvage_ids(d, limits=limits)
-        # Re-check with precise errors now that we know where to answer.
-        task_id = _str_field(d, "id", max_len=limits.max_id, required=True,
-                             task_id=task_id, reply_to=reply_to)
-        raw_reply = _str_field(d, "reply_to", max_len=limits.max_reply_to, required=True,
-                               task_id=task_id, reply_to=reply_to)
-        try:
-            validate_publish_topic(raw_reply)  # type: ignore[arg-type]
-        except TopicError as exc:
-            raise InvalidMessage("bad_field", f"reply_to: {exc}", task_id=task_id) from exc
+        raw_reply = reply_to     # both usable: salvage_ids checked them as below would
+        if task_id is None or reply_to is None:
+            # Re-check with precise errors now that we know where to answer.
+            task_id = _str_field(d, "id", max_len=limits.max_id, required=True,
+                                 task_id=task_id, reply_to=reply_to)
+            raw_reply = _str_field(d, "reply_to", max_len=limits.max_reply_to, required=True,
+                                   task_id=task_id, reply_to=reply_to)
+            try:
+                validate_publish_topic(raw_reply)  # type: ignore[arg-type]
+            except TopicError as exc:
+                raise InvalidMessage("bad_field", f"reply_to: {exc}", task_id=task_id) from exc
         kind = _str_field(d, "kind", max_len=limits.max_kind, required=True,
                           task_id=task_id, reply_to=reply_to)
         args = d.get("args")
