@@ -159,12 +159,13 @@ class FogClient:
                     device=self.device)
         future: Future[Result] = Future()
         topic = self.topics.agent_tasks(agent) if agent else self.task_topic
+        payload = task.encode()
         now = time.perf_counter()
         with self._lock:
             if task.id in self._pending:
                 raise ValueError(f"task id {task.id!r} is already in flight")
             self._pending[task.id] = _Pending(future, now, topic, task, now)
-        self._mqtt.publish(topic, task.encode(), qos=1)
+        self._mqtt.publish(topic, payload, qos=1)
         return future
 
     def attempts(self, task_id: str) -> int:

@@ -27,9 +27,8 @@ import ssl
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -106,6 +105,7 @@ class _Client(paho.Client):
         super().__init__(*args, **kwargs)
         self._batch = threading.Lock()
         self._batch_holder: int | None = None     # thread id inside together()
+        self._filtered_callbacks = False
         # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
         self._puback_success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)
@@ -184,6 +184,26 @@ class _Client(paho.Client):
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                  "to_process": len(packet), "packet": packet, "info": info})
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        """Straight to ``on_message``: fogmesh's adapter adds no per-filter
+        callbacks, so paho's search for them (a trie walk per message, the
+        topic decoded three times) would only cost time on every task."""
+        on_message = self.on_message
+        if self._filtered_callbacks or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
 
     def more_to_read(self) -> bool:
         """Whether bytes wait on the socket (True when it cannot tell: not
@@ -272,6 +292,22 @@ class _Client(paho.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, self._puback_success, self._no_properties)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class _Together:
+    """:meth:`MqttClient.together`'s context (a class: it is entered on every
+    task, and a generator-based one costs several times more)."""
+
+    __slots__ = ("_client", "_write_here")
+
+    def __init__(self, client: _Client, write_here: bool) -> None:
+        self._client, self._write_here = client, write_here
+
+    def __enter__(self) -> None:
+        self._client.hold()
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.release(write_here=self._write_here)
 
 
 def _mergeable(packet: Any) -> bool:
@@ -517,8 +553,7 @@ class MqttClient:
             raise PublishError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         return Delivery(info)
 
-    @contextmanager
-    def together(self, *, write_here: bool = False) -> Iterator[None]:
+    def together(self, *, write_here: bool = False) -> _Together:
         """Publishes made inside leave in one write, after it: a process
         killed meanwhile has sent all of them or none (see :class:`_Client`).
         Keep it short: the connection writes nothing else meanwhile.
@@ -527,11 +562,7 @@ class MqttClient:
         of the network thread, when the caller has nothing else to do next;
         a caller with more work queued leaves them to the network thread, which
         runs beside it and merges many such batches into one write."""
-        self._paho.hold()
-        try:
-            yield
-        finally:
-            self._paho.release(write_here=write_here)
+        return _Together(self._paho, write_here)
 
     def more_to_read(self) -> bool:
         """Whether more bytes wait on the connection right now (True when it
