@@ -47,6 +47,7 @@ class ClaimBook:
         self._winners: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
         self._win_epochs: RecentMap[int] = RecentMap(max_items=max_items, ttl_s=ttl_s)
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)   # peers seen claiming
+        self._peer_epochs: OrderedDict[str, int] = OrderedDict()   # the newest epoch each peer claimed in
         self._cut: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
         self._index: dict[str, str] = {}          # takeover claim key -> entry key
         self._copies: OrderedDict[str, HeldCopy] = OrderedDict()
@@ -65,7 +66,14 @@ class ClaimBook:
             self._win_epochs.add(key, epoch, now)      # the first such claim's
         if agent != self.me:
             self._claimers.add(agent, True, now)
+            if epoch and epoch > self._peer_epochs.get(agent, 0):
+                put_bounded(self._peer_epochs, agent, epoch, 1000)
         return winner, decides
+
+    def peer_epoch(self, agent: str) -> int:
+        """The newest epoch ``agent`` made a claim in that this agent has seen
+        (0: none said): it was on that connection or a later one by then."""
+        return self._peer_epochs.get(agent, 0)
 
     def winner(self, key: str, now: float) -> str | None:
         return self._winners.get(key, now)

@@ -477,7 +477,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                 # outcome may be lost: amqtt drops messages in flight), so what it
                 # won with them is contested now. Not what it won with claims of
                 # its new epoch: it holds those, and would not compete for them.
-                return self._contest(agent, now, epoch=presence.epoch) + self._ask_again(agent) + \
+                # Its epoch is the newest it said, in this presence or in a claim:
+                # a presence it sent before the drop can arrive after the will
+                # (a broker behind on this agent's messages), after claims of
+                # its new connection, and taking it at its word would contest them.
+                epoch = max(presence.epoch or 0, self.claims.peer_epoch(agent)) or None
+                return self._contest(agent, now, epoch=epoch) + self._ask_again(agent) + \
                     self._rebalance(now)
             return self._rebalance(now)
         if presence.state == "offline":

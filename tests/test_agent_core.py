@@ -371,8 +371,9 @@ def test_a_done_record_that_overtakes_its_task_message_makes_that_message_a_dupl
     assert ("t/replies/d", {"id": "w", "status": "ok", "worker": "a2"}) in published(out)
 
 
-def back_after_its_will(*claims):
-    """a1 sees a2's will, then ``claims`` (key, epoch) by a2, then a2 online in epoch 1."""
+def back_after_its_will(*claims, presence_epoch=1):
+    """a1 sees a2's will, then ``claims`` (key, epoch) by a2, then a2 online
+    (in epoch 1, or the ``presence_epoch`` that presence says)."""
     c = core("claim", takeover_grace_s=2.0)
     c.on_message(T.tasks, task("old", kind="echo"), 1, 0.0)
     c.on_message(T.claims, claim("old", "a2"), 2, 0.0)
@@ -380,8 +381,8 @@ def back_after_its_will(*claims):
     for i, (key, epoch) in enumerate(claims):
         c.on_message(T.tasks, task(key, kind="echo"), f"t{i}", 1.1)
         c.on_message(T.claims, Claim(key, "a2", epoch=epoch).encode(), f"c{i}", 1.2)
-    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=1.3, epoch=1).encode(),
-                        None, 1.3)
+    back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=1.3,
+                                                   epoch=presence_epoch).encode(), None, 1.3)
     return [b["task"] for t, b in published(back + c.on_tick(1.3)) if t == T.claims]
 
 
@@ -391,6 +392,18 @@ def test_a_peer_back_after_its_will_keeps_what_it_won_in_its_new_epoch():
     # the will, that win, then a2 online again. Contesting "new" (a2 holds it and
     # does not compete for it) would run it twice.
     assert back_after_its_will(("new", 1)) == ["old#t"]
+
+
+def test_a_presence_sent_before_the_cut_but_seen_after_the_will_keeps_new_epoch_wins():
+    # The chaos run that doubled chaos-298 (embedded broker, claims): a2's link is
+    # cut, a2 reconnects at once and wins "new" in epoch 1; a1, behind on its
+    # messages, sees the will, that win, then a presence a2 had sent *before*
+    # the cut (epoch 0, so none said). Taken at its word, it contested "new".
+    assert back_after_its_will(("new", 1), presence_epoch=None) == ["old#t"]
+
+
+def test_a_peer_back_after_its_will_without_an_epoch_has_everything_contested():
+    assert back_after_its_will(("resent", None), presence_epoch=None) == ["old#t", "resent#t"]
 
 
 def test_a_peer_back_after_its_will_has_its_resent_old_claims_contested():
