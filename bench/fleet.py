@@ -59,6 +59,7 @@ class FleetRow:
     broker_cpu_pct: float           # % of one core
     agent_cpu_pct: float            # per agent, its process tree, % of one core
     agent_uss_mb: float             # per agent, its process tree: unique memory (shared libraries not counted)
+    agent_pss_mb: float             # per agent, its process tree: proportional memory (what it shares, split)
     agent_rss_mb: float             # per agent, the agent process alone: resident memory
     presence_out_bps: float         # presence bytes/s one agent publishes (mean)
     presence_in_bps: float          # presence bytes/s one agent receives (all its peers')
@@ -214,14 +215,19 @@ def _rss_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
-def _uss_mb(procs: list[psutil.Process]) -> float:
-    total = 0
+def _uss_pss_mb(procs: list[psutil.Process]) -> tuple[float, float]:
+    """The trees' unique and proportional memory. Both: an agent's workers
+    are forked from a copy of it (edge_agent/zygote.py), and the pages they
+    share are in nobody's USS; PSS counts each page split among its sharers."""
+    uss = pss = 0
     for p in procs:
         try:
-            total += p.memory_full_info().uss
+            info = p.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total / 2**20
+        uss += info.uss
+        pss += info.pss
+    return uss / 2**20, pss / 2**20
 
 
 def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil.Process,
@@ -272,11 +278,12 @@ def _measure(*, n: int, devices: int, phase: str, seconds: float, broker: psutil
     def sys_rate(key: str) -> float:
         return max(0.0, sys1.get(key, 0.0) - sys0.get(key, 0.0)) / elapsed
 
+    uss, pss = _uss_pss_mb(procs)
     return FleetRow(
         agents=n, devices=devices, phase=phase, seconds=round(elapsed, 1),
         broker_in_per_s=sys_rate("received"), broker_out_per_s=sys_rate("sent"),
         broker_cpu_pct=100 * (bcpu1 - bcpu0) / elapsed, agent_cpu_pct=100 * (cpu1 - cpu0) / elapsed / n,
-        agent_uss_mb=_uss_mb(procs) / n, agent_rss_mb=_rss_mb(pids) / n,
+        agent_uss_mb=uss / n, agent_pss_mb=pss / n, agent_rss_mb=_rss_mb(pids) / n,
         presence_out_bps=site_in / elapsed / n, presence_in_bps=site_in / elapsed,
         presence_msgs_in_per_s=(msgs1 - msgs0) / elapsed,
         period_s=statistics.median(periods) if periods else 0.0,
@@ -346,16 +353,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     head = (f"{'agents':>6} {'phase':<5} {'broker in/s':>11} {'out/s':>7} {'broker CPU':>10} "
-            f"{'agent CPU':>9} {'USS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
+            f"{'agent CPU':>9} {'USS MB':>6} {'PSS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
             f"{'tasks/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'unsent':>6}")
     lines = ["fogmesh bench fleet: N `fogmesh agent --concurrency 1` on one mosquitto, devices on one "
-             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; USS: unique memory of the tree; RSS: the agent process)",
+             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; USS, PSS: unique and proportional memory of the tree; RSS: the agent process)",
              "", head, "-" * len(head)]
     for r in report["rows"]:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
         lines.append(f"{r['agents']:>6} {r['phase']:<5} {r['broker_in_per_s']:>11.0f} {r['broker_out_per_s']:>7.0f} "
-                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} {r['agent_rss_mb']:>6.1f} "
+                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} {r.get('agent_pss_mb', 0.0):>6.1f} {r['agent_rss_mb']:>6.1f} "
                      f"{r['presence_out_bps']:>12.1f} {r['presence_in_bps']:>11.0f} {r['period_s']:>8.1f} "
                      f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5} {r.get('unsent', 0):>6}")
     ratio = report["presence_in_ratio_largest_to_smallest"]
