@@ -520,9 +520,14 @@ class Agent:
             self._execute(actions, core)
         if not self._presence_held(now):
             self.announcer.maybe(now, core, self.state)
-        due = core.next_deadline()
-        if min(self.announcer.wake_at, due if due is not None else float("inf")) < self._sleep_until:
+        if self._wake_at(core.next_deadline()) < self._sleep_until:
             self._events.put(Wake())     # the dispatcher sleeps past a deadline this step set
+
+    def _wake_at(self, due: float | None) -> float:
+        """When the dispatcher must look next: the core's deadline ``due``,
+        presence, the journal retry, the order probe, the watchdog."""
+        wake = min(self.announcer.wake_at, self._retry_journal_at, self._probe_at, self.notifier.next_beat_at)
+        return wake if due is None else min(wake, due)
 
     def _on_received(self, incoming: Incoming, core: AgentCore, now: float) -> list[Action]:
         msg = incoming.message
@@ -587,10 +592,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = min(self.announcer.wake_at, self._retry_journal_at, self._probe_at,
-                       self.notifier.next_beat_at)
-            if due is not None:
-                wake = min(wake, due)
+            wake = self._wake_at(due)
             if stop_by is not None:
                 wake = min(wake, now + 0.05)
             if self._task_link_lost and self._ctl_up_at != float("inf"):
