@@ -254,9 +254,8 @@ def paired_mqtt5(stack: ExitStack, url: str, args: argparse.Namespace) -> dict[s
 def taking_turns(raw: System, fog: System, broker: str, args: argparse.Namespace) -> dict[str, Any]:
     """Raw paho and the default agent asked in turn, request by request (the
     order swapped every pair): each is idle while the other answers, as an
-    agent is between a device's sporadic requests. Not judged (the targets
-    are for back-to-back rounds); shown because it differs: an idle agent's
-    caches and CPU state go cold, and it runs more Python per task."""
+    agent is between a device's sporadic requests, and the machine's drift
+    falls on both alike (see :func:`summarize`)."""
     per_round, all_fog, all_raw = in_turns(fog.one, raw.one, args, f"{broker} fogmesh and raw taking turns")
     return {"fogmesh_p50_ms": percentile(all_fog, 0.5), "raw_p50_ms": percentile(all_raw, 0.5),
             "ratio": percentile(all_fog, 0.5) / percentile(all_raw, 0.5), "per_round": per_round}
@@ -391,12 +390,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_celery:
         progress("celery+redis")
         rows.append(bench_celery(args))
-    report = summarize(rows, args, paired)
-    report["taking_turns"] = turns
-    return report
+    return summarize(rows, args, paired, turns)
 
 
-def summarize(rows: list[Row], args: argparse.Namespace, paired: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize(rows: list[Row], args: argparse.Namespace, paired: dict[str, Any] | None = None,
+              turns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ratios and targets. The p50 target is judged on the paired rounds
+    (fogmesh and raw taking turns) when there are any: a back-to-back round's
+    ratio divides two blocks measured seconds apart, and on a shared machine
+    raw paho's own p50 drifts more than that between blocks (0.54-1.25 ms in
+    one run here); the MQTT 5 target is judged paired for the same reason.
+    Both are shown."""
     by = {(r.broker, r.system): r for r in rows}
     celery = by.get(("redis", "celery+redis"))
     ratios: dict[str, dict[str, Any]] = {}
@@ -416,8 +420,15 @@ def summarize(rows: list[Row], args: argparse.Namespace, paired: dict[str, Any] 
             entry["throughput_vs_celery"] = (fog.tasks_per_s or 0) / (celery.tasks_per_s or 1)
             targets[f"faster_than_celery_redis_on_{broker}"] = entry["p50_vs_celery"] < 1.0
         ratios[broker] = entry
+        pairs = (turns or {}).get(broker)
+        if pairs:
+            entry["paired_p50_vs_raw"] = pairs["ratio"]
+            entry["paired_p50_vs_raw_per_round"] = pairs["per_round"]
         t = TARGETS.get(broker, {})
-        if "p50" in t:
+        if "p50" in t and pairs:
+            targets[f"p50_at_most_{t['p50']}x_raw_in_every_paired_round_on_{broker}"] = \
+                max(pairs["per_round"]) <= t["p50"]
+        elif "p50" in t:
             targets[f"p50_at_most_{t['p50']}x_raw_in_every_round_on_{broker}"] = max(per_round) <= t["p50"]
         if "p99" in t:
             targets[f"p99_at_most_{t['p99']}x_raw_on_{broker}"] = entry["p99_vs_raw"] <= t["p99"]
@@ -433,7 +444,7 @@ def summarize(rows: list[Row], args: argparse.Namespace, paired: dict[str, Any] 
                        "inflight": args.inflight, "payload_bytes": len(PAYLOAD), "qos": 1,
                        "python": sys.version.split()[0]},
             "results": [asdict(r) for r in rows], "ratios": ratios, "mqtt5_paired": paired,
-            "targets": targets}
+            "taking_turns": turns or {}, "targets": targets}
 
 
 def _f(v: float | None, fmt: str) -> str:
@@ -460,13 +471,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{r['broker']:<10} {r['system']:<29} {_f(r['p50_ms'], '.3f'):>7} "
                      f"{_spread(r['rounds'], 'p50_ms', '.3f'):>13} {_f(r['p99_ms'], '.3f'):>7} "
                      f"{_f(r['tasks_per_s'], '.0f'):>8} {_spread(r['rounds'], 'tasks_per_s', '.0f'):>11}  {r['note']}")
-    lines += ["", f"fogmesh (default flags) {'p50 / raw':>10} {'per round':>30} {'p99 / raw':>10} "
-                  f"{'tput / raw':>11} {'p50 / celery':>13}"]
+    lines += ["", f"fogmesh (default flags) {'p50 / raw':>10} {'per round, back to back':>30} "
+                  f"{'paired':>7} {'per round, paired':>30} {'p99 / raw':>10} {'tput / raw':>11} {'p50 / celery':>13}"]
     for broker, r in sorted(report["ratios"].items()):
         rounds = " ".join(f"{x:.2f}" for x in r["p50_vs_raw_per_round"])
+        paired_rounds = " ".join(f"{x:.2f}" for x in r.get("paired_p50_vs_raw_per_round", []))
+        paired_p50 = f"{r['paired_p50_vs_raw']:.2f}x" if "paired_p50_vs_raw" in r else "-"
         vs_celery = f"{r['p50_vs_celery']:.2f}x" if "p50_vs_celery" in r else "-"
-        lines.append(f"{broker:<23} {r['p50_vs_raw']:>9.2f}x {rounds:>30} {r['p99_vs_raw']:>9.2f}x "
-                     f"{100 * r['throughput_vs_raw']:>10.0f}% {vs_celery:>13}")
+        lines.append(f"{broker:<23} {r['p50_vs_raw']:>9.2f}x {rounds:>30} {paired_p50:>7} {paired_rounds:>30} "
+                     f"{r['p99_vs_raw']:>9.2f}x {100 * r['throughput_vs_raw']:>10.0f}% {vs_celery:>13}")
     paired = report.get("mqtt5_paired")
     if paired:
         rounds = " ".join(f"{x:.2f}" for x in paired["per_round"])
@@ -474,10 +487,9 @@ def render(report: dict[str, Any]) -> str:
                      f"protocol, alternating request by request): p50 {paired['mqtt5_p50_ms']:.3f} / "
                      f"{paired['v311_p50_ms']:.3f} ms = {paired['ratio']:.2f}x (per round {rounds})")
     for broker, t in sorted(report.get("taking_turns", {}).items()):
-        rounds = " ".join(f"{x:.2f}" for x in t["per_round"])
-        lines.append(f"{broker}: fogmesh (default flags) and raw paho taking turns request by request (each idle "
-                     f"while the other answers, as between sporadic requests; not a target): p50 "
-                     f"{t['fogmesh_p50_ms']:.3f} / {t['raw_p50_ms']:.3f} ms = {t['ratio']:.2f}x (per round {rounds})")
+        lines.append(f"{broker}: paired = fogmesh (default flags) and raw paho taking turns, request by request, "
+                     f"the order swapped every pair: p50 {t['fogmesh_p50_ms']:.3f} / {t['raw_p50_ms']:.3f} ms; "
+                     f"the p50 target is judged on these rounds")
     if report["targets"]:
         lines += ["", targets_line(report["targets"])]
     return "\n".join(lines)
