@@ -515,7 +515,10 @@ class Agent:
         assert core is not None
         now = self.clock()
         core.on_clock(wall=self.wall_clock(), now=now)
-        actions = self._on_received(event.incoming, core, now)
+        msg = event.incoming.message
+        self._log_got(msg)
+        # Tasks only: presence, whose newcomers _on_received looks for, comes on the control connection.
+        actions = core.on_message(msg.topic, msg.payload, event.incoming, now, dup=msg.dup)
         with self.client.together(write_here=True), self.ctl.together(write_here=True):
             self._execute(actions, core)
         if not self._presence_held(now):
@@ -529,10 +532,13 @@ class Agent:
         wake = min(self.announcer.wake_at, self._retry_journal_at, self._probe_at, self.notifier.next_beat_at)
         return wake if due is None else min(wake, due)
 
-    def _on_received(self, incoming: Incoming, core: AgentCore, now: float) -> list[Action]:
-        msg = incoming.message
+    def _log_got(self, msg: Message) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
+
+    def _on_received(self, incoming: Incoming, core: AgentCore, now: float) -> list[Action]:
+        msg = incoming.message
+        self._log_got(msg)
         peer = self.topics.agent_of_presence(msg.topic)
         new_peer = peer not in (None, self.agent_id) and core.peers.get(peer) is None
         if new_peer and msg.retain:

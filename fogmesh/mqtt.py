@@ -25,7 +25,6 @@ import select
 import socket
 import ssl
 import threading
-import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -106,6 +105,8 @@ class _Client(paho.Client):
         self._batch = threading.Lock()
         self._batch_holder: int | None = None     # thread id inside together()
         self._filtered_callbacks = False
+        # (topic, payload, qos, retain, mid, dup, properties) -> None: set by MqttClient
+        self.deliver: Callable[[str, bytes, int, bool, int, bool, MessageProperties | None], None] | None = None
         # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
         self._puback_success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)
@@ -250,31 +251,38 @@ class _Client(paho.Client):
             queue.appendleft(run[0])
 
     def _handle_publish(self) -> MQTTErrorCode:
-        """An MQTT 5 PUBLISH read with fogmesh's property decoder
-        (:mod:`fogmesh.publish_properties`: paho's cost more than a 3.1.1
-        round trip); ``message.properties`` is then a MessageProperties or
-        None. QoS 2, topic aliases and malformed blocks stay paho's."""
+        """A PUBLISH read by fogmesh and handed to ``deliver`` as plain
+        values: paho's reading built two objects per message (a message and
+        its info, with a condition variable), and in MQTT 5 decoded the
+        properties at more than a 3.1.1 round trip's cost
+        (:mod:`fogmesh.publish_properties` does it here). QoS 2, topic
+        aliases, topics that are not UTF-8, malformed blocks and clients with
+        per-filter callbacks stay paho's (then ``on_message`` gets them)."""
         header, packet = self._in_packet["command"], self._in_packet["packet"]
         qos = (header & 0x06) >> 1
-        if self._protocol != paho.MQTTv5 or qos == 2 or len(packet) < 2:
+        deliver = self.deliver
+        if deliver is None or qos == 2 or len(packet) < 2 or self._filtered_callbacks:
             return super()._handle_publish()
         at = 2 + int.from_bytes(packet[0:2], "big")
-        topic = bytes(packet[2:at])
+        try:
+            topic = bytes(packet[2:at]).decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
         mid = 0
         if qos:
             mid, at = int.from_bytes(packet[at:at + 2], "big"), at + 2
-        try:
-            props, at, present = publish_properties.decode(packet, at)
-        except ValueError:
+        props = None
+        if self._protocol == paho.MQTTv5:
+            try:
+                props, at, present = publish_properties.decode(packet, at)
+            except ValueError:
+                return super()._handle_publish()
+            if publish_properties.TOPIC_ALIAS in present:
+                return super()._handle_publish()
+        if not topic:
             return super()._handle_publish()
-        if publish_properties.TOPIC_ALIAS in present or not topic:
-            return super()._handle_publish()
-        message = paho.MQTTMessage(mid=mid, topic=topic)
-        message.dup, message.qos, message.retain = bool(header & 0x08), qos, bool(header & 0x01)
-        message.properties = props
-        message.payload = bytes(packet[at:])
-        message.timestamp = time.monotonic()
-        self._handle_on_message(message)
+        with self._in_callback_mutex:
+            deliver(topic, bytes(packet[at:]), qos, bool(header & 0x01), mid, bool(header & 0x08), props)
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -399,6 +407,7 @@ class MqttClient:
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
+        c.deliver = self._deliver
         c.on_subscribe = self._handle_subscribe
         c.on_publish = self._handle_publish
         c.on_connect_fail = self._handle_connect_fail
@@ -663,15 +672,20 @@ class MqttClient:
             done.set()
 
     def _handle_message(self, _client: paho.Client, _ud: object, msg: paho.MQTTMessage) -> None:
+        """What paho read itself (see ``_Client._handle_publish``)."""
+        self._deliver(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, bool(msg.dup),
+                      _properties(msg.properties) if self.mqtt5 else None)
+
+    def _deliver(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int, dup: bool,
+                 properties: MessageProperties | None) -> None:
         if self._on_message is None:
             return
-        message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos,
-                          retain=bool(msg.retain), mid=msg.mid, generation=self._generation,
-                          dup=bool(msg.dup), properties=_properties(msg.properties) if self.mqtt5 else None)
+        message = Message(topic=topic, payload=payload, qos=qos, retain=retain, mid=mid,
+                          generation=self._generation, dup=dup, properties=properties)
         try:
             self._on_message(message)
         except Exception:  # a bug in a handler must not kill paho's network thread
-            log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
+            log.exception("%s: message handler failed on %s", self.client_id, topic)
 
 
 def _properties(p: Any) -> MessageProperties | None:
