@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
 PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection (see _presence_held)
+MAX_SLEEP_S = 3600.0       # the dispatcher's longest wait (a queue refuses an infinite timeout)
+ID_CONFLICT_WAIT_S = 1.0   # another instance of this id "online": judged this long after (see _rival_heard)
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -153,6 +155,8 @@ class Agent:
         self._drain_requested = False
         self._last_presence: Delivery | None = None
         self._task_link_lost = False             # see _presence_held
+        self._tasks_subscribed = threading.Event()   # start-up's task subscriptions acknowledged
+        self._rivals: dict[str, tuple[Presence, float]] = {}   # other instances of this id: judged at
         self._ctl_up_at = float("-inf")          # as this thread last heard; inf while down
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
         self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
@@ -242,6 +246,8 @@ class Agent:
                 self._check_claim_order(timeout)
             for topic in self._task_filters():
                 self.client.subscribe(topic, 1, timeout=timeout)
+            self._tasks_subscribed.set()
+            self._events.put(Wake())           # presence may go out now (_presence_waits)
         except BaseException:
             self.pool.stop()
             self.client.stop()
@@ -441,6 +447,28 @@ class Agent:
         self.announcer.reason = None
         self.announcer.announce(now, core, self.state)
 
+    def _rival_heard(self, other: Presence, now: float) -> None:
+        """Another instance of this agent's id said something. Judged
+        ID_CONFLICT_WAIT_S later, unless it says "offline" meanwhile: this
+        agent's control session may hand it, on resuming, what a previous
+        instance of it (stopped or killed just before) published last and
+        never read, its "online" and then its "offline" (or its will): taken
+        at once, the "online" made a restarted agent leave."""
+        instance = other.instance or ""
+        if other.state == "offline":
+            self._rivals.pop(instance, None)
+        else:       # judged at its first word, by its latest
+            self._rivals[instance] = (other, self._rivals.get(instance, (other, now + ID_CONFLICT_WAIT_S))[1])
+
+    def _rival_decided(self, now: float) -> bool:
+        """Whether this agent leaves: a rival still online when it is judged."""
+        for instance, (other, at) in list(self._rivals.items()):
+            if now >= at:
+                del self._rivals[instance]
+                if self._second_with_this_id(other, now):
+                    return True
+        return False
+
     def _second_with_this_id(self, other: Presence, now: float) -> bool:
         """Another process announced itself under this agent's id. The one that
         started later leaves, at once and without a word on the presence topic
@@ -489,8 +517,8 @@ class Agent:
                 other = Presence.from_dict(codec.decode(message.payload))
             except InvalidMessage:
                 other = None
-            if other is not None and other.instance not in (None, self.instance) and other.state != "offline":
-                self._events.put(IdConflict(other))
+            if other is not None and other.instance not in (None, self.instance):
+                self._events.put(IdConflict(other))     # its "offline" too: see _rival_heard
         event = Received(Incoming(client, message))
         if client is not self.client:
             self._events.put(event)
@@ -526,13 +554,18 @@ class Agent:
             self._execute(actions, core)
         if not self._presence_held(now):
             self.announcer.maybe(now, core, self.state)
-        if self._wake_at(core.next_deadline()) < self._sleep_until:
+        if self._wake_at(core.next_deadline(), now) < self._sleep_until:
             self._events.put(Wake())     # the dispatcher sleeps past a deadline this step set
 
-    def _wake_at(self, due: float | None) -> float:
+    def _wake_at(self, due: float | None, now: float) -> float:
         """When the dispatcher must look next: the core's deadline ``due``,
-        presence, the journal retry, the order probe, the watchdog."""
-        wake = min(self.announcer.wake_at, self._retry_journal_at, self._probe_at, self.notifier.next_beat_at)
+        presence (unless it is held: an announcement due meanwhile would
+        have the dispatcher spin), the journal retry, the order probe, the
+        watchdog, a rival instance of this id to judge."""
+        wake = min([self._retry_journal_at, self._probe_at, self.notifier.next_beat_at]
+                   + [at for _, at in self._rivals.values()])
+        if not self._presence_waits(now):
+            wake = min(wake, self.announcer.wake_at)
         return wake if due is None else min(wake, due)
 
     def _log_got(self, msg: Message) -> None:
@@ -601,7 +634,7 @@ class Agent:
         while True:
             now = self.clock()
             due = core.next_deadline()
-            wake = self._wake_at(due)
+            wake = self._wake_at(due, now)
             if stop_by is not None:
                 wake = min(wake, now + 0.05)
             if self._task_link_lost and self._ctl_up_at != float("inf"):
@@ -613,10 +646,11 @@ class Agent:
             self._turns.open = self.dispatch == "shared" and stop_by is None and not self._drain_requested
             self._turns.lock.release()
             try:
-                event = self._events.get(timeout=max(0.0, wake - now))
+                event = self._events.get(timeout=min(max(0.0, wake - now), MAX_SLEEP_S))
             except queue.Empty:
                 event = None
-            self._turns.lock.acquire()
+            finally:
+                self._turns.lock.acquire()
             self._turns.check()
             if (isinstance(event, Received) and event.incoming.client is self.client) or \
                     (isinstance(event, LinkChanged) and not event.control):
@@ -658,12 +692,13 @@ class Agent:
                 elif isinstance(event, DrainAsked) and not self._drain_requested:
                     self._begin_drain()
                 elif isinstance(event, IdConflict):
-                    if self._second_with_this_id(event.other, now):
-                        return
+                    self._rival_heard(event.other, now)
                 elif isinstance(event, StopAsked):
                     stop_by = event.by
                     core.stop_accepting()
                     self.log.info("stopping: finishing %d held task(s)", core.held)
+            if self._rival_decided(now):
+                return
             # The deadline read before the wait: one the step just set that is
             # already due is found by the next loop, which then does not wait.
             if due is not None and due <= now:
@@ -711,21 +746,35 @@ class Agent:
             self.announcer.maybe(now, core, self.state)
 
     def _presence_held(self, now: float) -> bool:
-        """Shared dispatch, after the task connection dropped: say nothing on
-        the presence topic until that connection is back with its
-        subscriptions acknowledged, or PRESENCE_HOLD_S after the control
-        connection came back (peers judge an agent dead after 3 silent
-        periods, 15 s by default). A broker restarted without its sessions
-        has no $share subscription until the agent renews it, and whoever
-        sends work on hearing "online" (a site bridge replaying its outbox to
-        the cloud workers) would have it dropped (no member)."""
-        if not self._task_link_lost:
-            return False
-        if self.client.resubscribed.is_set() or now >= self._ctl_up_at + PRESENCE_HOLD_S:
+        """Whether to say nothing on the presence topic now (see
+        :meth:`_presence_waits`); a hold that ends announces at once."""
+        if self._presence_waits(now):
+            return True
+        if self._task_link_lost:
             self._task_link_lost = False
             self.announcer.again()
+        return False
+
+    def _presence_waits(self, now: float) -> bool:
+        """Shared dispatch: "online" means tasks reach this agent. Whoever
+        sends work on hearing it (a site bridge replaying its outbox to the
+        cloud workers) would have it dropped by a broker with no member in
+        the $share group yet. So presence waits for the task subscriptions at
+        start-up, and after the task connection dropped, until that
+        connection is back with its subscriptions acknowledged (a broker
+        restarted without its sessions has none), or PRESENCE_HOLD_S after
+        the control connection came back (peers judge an agent dead after 3
+        silent periods, 15 s by default). And while another instance of this
+        id waits to be judged (:meth:`_rival_heard`): if this one is to leave,
+        its word would hide the one that stays."""
+        if self._rivals:
+            return True
+        if self.dispatch != "shared":
             return False
-        return True
+        if not self._tasks_subscribed.is_set():
+            return True
+        return self._task_link_lost and not (self.client.resubscribed.is_set()
+                                             or now >= self._ctl_up_at + PRESENCE_HOLD_S)
 
     def _execute(self, actions: list[Action], core: AgentCore) -> None:
         todo = deque(actions)

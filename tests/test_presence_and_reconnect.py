@@ -47,6 +47,36 @@ def test_an_agent_announces_itself_online_with_the_contract_fields(broker, root,
     watcher.client.stop()
 
 
+@pytest.mark.timeout(60)
+def test_a_task_sent_the_moment_an_agent_first_announces_itself_is_answered(broker, root, agents):
+    """A bridge replays its outbox to a cloud worker the moment it hears it
+    "online"; the agent used to announce before its $share subscription was
+    acknowledged, and the broker dropped such a task (no member yet)."""
+    topics = Topics(root)
+    reply_to = f"{root}/replies/watcher"
+    answered = threading.Event()
+    heard_online = threading.Event()
+
+    def on_message(m):
+        if m.topic == reply_to:
+            answered.set()
+        elif not heard_online.is_set() and m.payload and orjson.loads(m.payload).get("state") == "online":
+            heard_online.set()
+            watcher.publish(topics.tasks, orjson.dumps({"id": "first", "kind": "echo", "args": {},
+                                                        "reply_to": reply_to}))
+
+    watcher = MqttClient(broker.url, on_message=on_message)
+    watcher.start()
+    try:
+        watcher.subscribe(topics.presence("p1"))
+        watcher.subscribe(reply_to)
+        agents("p1", broker.url, root)
+        assert heard_online.wait(15), "the agent never announced itself"
+        assert answered.wait(10), "the task sent on its first announcement was dropped"
+    finally:
+        watcher.stop()
+
+
 def test_presence_is_retained_for_late_subscribers(broker, root, agents):
     agents("p1", broker.url, root)
     time.sleep(0.3)
