@@ -457,8 +457,10 @@ class Agent:
         instance = other.instance or ""
         if other.state == "offline":
             self._rivals.pop(instance, None)
-        else:       # judged at its first word, by its latest
-            self._rivals[instance] = (other, self._rivals.get(instance, (other, now + ID_CONFLICT_WAIT_S))[1])
+            return
+        # Judged by its latest word, at the time its first one set.
+        judge_at = self._rivals[instance][1] if instance in self._rivals else now + ID_CONFLICT_WAIT_S
+        self._rivals[instance] = (other, judge_at)
 
     def _rival_decided(self, now: float) -> bool:
         """Whether this agent leaves: a rival still online when it is judged."""

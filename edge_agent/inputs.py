@@ -81,7 +81,8 @@ class DrainAsked:
 
 @dataclass(frozen=True, slots=True)
 class IdConflict:
-    """Another live agent announced itself under this agent's id."""
+    """Another instance of this agent's id said something on its presence
+    topic (online, or offline: the dispatcher judges it a moment later)."""
 
     other: Presence
 

@@ -190,22 +190,6 @@ class _Client(paho.Client):
         self._filtered_callbacks = True
         super().message_callback_add(sub, callback)
 
-    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        """Straight to ``on_message``: fogmesh's adapter adds no per-filter
-        callbacks, so paho's search for them (a trie walk per message, the
-        topic decoded three times) would only cost time on every task."""
-        on_message = self.on_message
-        if self._filtered_callbacks or on_message is None:
-            super()._handle_on_message(message)
-            return
-        with self._in_callback_mutex:
-            try:
-                on_message(self, self._userdata, message)
-            except Exception as err:
-                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
-                if not self.suppress_exceptions:
-                    raise
-
     def more_to_read(self) -> bool:
         """Whether bytes wait on the socket (True when it cannot tell: not
         plain TCP, or no socket)."""
