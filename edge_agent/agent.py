@@ -27,6 +27,7 @@ from fogmesh.edge_agent.inputs import (Confirmed, DrainAsked, Finished, IdConfli
                                        Received, Rescued, StopAsked, Wake, Withdrawn, describe_input)
 from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
 from fogmesh.edge_agent.turns import Turns
+from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.journal import Journal, default_state_dir
@@ -140,6 +141,9 @@ class Agent:
         self.core: AgentCore | None = None
         self._events: queue.SimpleQueue[Input] = queue.SimpleQueue()
         self._turns = Turns()
+        # Flow control: tasks not taken in while too many answers wait for the broker (edge_agent/intake.py)
+        self._intake = IntakeGate(high=o.max_unconfirmed, low=o.max_unconfirmed // 2)
+        self._parked: deque[Received] = deque()   # tasks not taken in yet, in arrival order
         self._sleep_until = float("inf")          # when the dispatcher wakes next, as it planned
         token = uuid.uuid4().hex[:12]
         self._shared_probe = SharedSubscriptionProbe(self.topics.probe(token), group=token)
@@ -546,6 +550,8 @@ class Agent:
         would have stepped it (:mod:`fogmesh.edge_agent.turns`)."""
         core = self.core
         assert core is not None
+        if self._parks(event):
+            return
         now = self.clock()
         core.on_clock(wall=self.wall_clock(), now=now)
         msg = event.incoming.message
@@ -558,6 +564,27 @@ class Agent:
             self.announcer.maybe(now, core, self.state)
         if self._wake_at(core.next_deadline(), now) < self._sleep_until:
             self._events.put(Wake())     # the dispatcher sleeps past a deadline this step set
+
+    def _answers_via(self) -> MqttClient:
+        """The connection that carries answers (see :meth:`_execute`)."""
+        return self.ctl if self.dispatch == "claim" else self.client
+
+    def _intake_open(self) -> bool:
+        return self._intake.admits(self._answers_via().unconfirmed())
+
+    def _parks(self, event: Received) -> bool:
+        """Whether a task from the task connection waits instead of being taken
+        in (edge_agent/intake.py): too many answers unconfirmed, or earlier
+        tasks wait already (they go first). Unacknowledged, it holds the
+        broker's in-flight window, so the broker stops sending more."""
+        if not self._parked and self._intake_open():
+            return False
+        if not self._parked:
+            self.log.info("%d answers wait for the broker's confirmation; taking no new tasks until %d do",
+                          self._answers_via().unconfirmed(), self._intake.reopens_at)
+        self._parked.append(event)
+        self._answers_via().watch_unconfirmed(self._intake.reopens_at, lambda: self._events.put(Wake()))
+        return True
 
     def _wake_at(self, due: float | None, now: float) -> float:
         """When the dispatcher must look next: the core's deadline ``due``,
@@ -644,19 +671,25 @@ class Agent:
                 # down nothing could be announced, and its return is an event.
                 wake = min(wake, now + 0.1)
             event: Input | None
-            self._sleep_until = wake
-            self._turns.open = self.dispatch == "shared" and stop_by is None and not self._drain_requested
-            self._turns.lock.release()
-            try:
-                event = self._events.get(timeout=min(max(0.0, wake - now), MAX_SLEEP_S))
-            except queue.Empty:
-                event = None
-            finally:
-                self._turns.lock.acquire()
-            self._turns.check()
-            if (isinstance(event, Received) and event.incoming.client is self.client) or \
-                    (isinstance(event, LinkChanged) and not event.control):
-                self._turns.stepped()
+            if self._parked and self._intake_open():
+                event = self._parked.popleft()     # taken in now, before anything that came later
+            else:
+                self._sleep_until = wake
+                self._turns.open = self.dispatch == "shared" and stop_by is None and not self._drain_requested
+                self._turns.lock.release()
+                try:
+                    event = self._events.get(timeout=min(max(0.0, wake - now), MAX_SLEEP_S))
+                except queue.Empty:
+                    event = None
+                finally:
+                    self._turns.lock.acquire()
+                self._turns.check()
+                if isinstance(event, Received) and event.incoming.client is self.client:
+                    self._turns.stepped()
+                    if self._parks(event):
+                        event = None
+                elif isinstance(event, LinkChanged) and not event.control:
+                    self._turns.stepped()
             now = self.clock()
             core.on_clock(wall=self.wall_clock(), now=now)
             self.notifier.beat(now, self.status_line)      # only this loop feeds the watchdog
@@ -713,7 +746,7 @@ class Agent:
             # out (claims).
             # With nothing else queued this thread writes it itself (a round
             # trip saved); under load the network threads merge the writes.
-            idle = self._events.empty()
+            idle = self._events.empty() and not self._parked
             with self.client.together(write_here=idle), self.ctl.together(write_here=idle):
                 self._execute(actions, core)
                 if self.dispatch == "claim":

@@ -26,6 +26,10 @@ def add_parser(sub: Any) -> None:
                    help="worker processes, i.e. tasks run at once (default: 2)")
     p.add_argument("--max-queue", type=int, default=1000,
                    help="tasks waiting beyond the running ones before 'busy' errors (default: 1000)")
+    p.add_argument("--max-unconfirmed", type=int, default=500, metavar="N",
+                   help="flow control: stop taking tasks while N answers wait for the broker's "
+                        "acknowledgement, take them again at N/2; untaken tasks wait at the broker, so "
+                        "memory stays bounded however slowly replies are read (default: 500)")
     p.add_argument("--device-rate", type=float, default=0.0, metavar="N",
                    help="tasks/s one device may submit to this agent (bursts of 2 s); beyond it, "
                         "'busy' errors (default: 0 = no limit)")
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         pipelines = load_pipelines(args.pipelines) if args.pipelines else None
         triggers = load_triggers(args.pipelines) if args.pipelines else None
         agent = Agent(args.id, args.broker, AgentOptions(
-            root=args.root, concurrency=args.concurrency, max_queue=args.max_queue, dispatch=args.dispatch,
+            root=args.root, concurrency=args.concurrency, max_queue=args.max_queue,
+            max_unconfirmed=args.max_unconfirmed, dispatch=args.dispatch,
             registry=registry, presence_period=args.presence_period, policy=policy,
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,

@@ -34,6 +34,7 @@ class AgentOptions:
     root: str = DEFAULT_ROOT
     concurrency: int = 2
     max_queue: int = 1000
+    max_unconfirmed: int = 500              # answers awaiting the broker's PUBACK at which intake stops
     dispatch: str = "auto"                  # auto | shared | claim
     mqtt: str = "auto"                      # auto | 5 | 3.1.1
     registry: Registry | None = None
@@ -55,6 +56,8 @@ class AgentOptions:
     notifier: ServiceNotifier | None = None
 
     def __post_init__(self) -> None:
+        if self.max_unconfirmed < 2:
+            raise ValueError("max_unconfirmed must be at least 2")
         if self.mqtt not in MQTT_CHOICES:
             raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
         if self.dispatch not in DISPATCH_CHOICES:

@@ -360,6 +360,8 @@ class MqttClient:
         self._on_confirmed = on_confirmed
         # mid -> (tag, withdraw on a drop?) of a tagged publish the broker has not confirmed
         self._fenced: dict[int, tuple[Any, bool]] = {}
+        # (at most, then): one call of ``then`` once unconfirmed messages are down to that many
+        self._unconfirmed_watch: tuple[int, Callable[[], None]] | None = None
         # Lock order: _fence_lock, then paho's own. paho calls on_publish holding its
         # out-message lock, so that callback only pops (atomic), never locks.
         self._fence_lock = threading.Lock()
@@ -546,6 +548,20 @@ class MqttClient:
             raise PublishError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         return Delivery(info)
 
+    def unconfirmed(self) -> int:
+        """QoS 1 messages published here that the broker has not acknowledged
+        yet (sent or waiting to be): what this client holds to send again."""
+        return len(self._paho._out_messages)
+
+    def watch_unconfirmed(self, at_most: int, then: Callable[[], None]) -> None:
+        """Call ``then`` once (on the network thread) when at most ``at_most``
+        messages are unconfirmed; at once if that holds already. A later
+        call replaces an earlier watch."""
+        self._unconfirmed_watch = (at_most, then)
+        if self.unconfirmed() <= at_most and self._unconfirmed_watch is not None:
+            self._unconfirmed_watch = None
+            then()
+
     def together(self, *, write_here: bool = False) -> _Together:
         """Publishes made inside leave in one write, after it: a process
         killed meanwhile has sent all of them or none (see :class:`_Client`).
@@ -645,6 +661,11 @@ class MqttClient:
         held = self._fenced.pop(mid, None)      # atomic: paho holds its own lock here
         if held is not None and self._on_confirmed:
             self._on_confirmed(held[0])
+        watch = self._unconfirmed_watch
+        # paho drops the message from its store after this callback: hence the - 1
+        if watch is not None and len(self._paho._out_messages) - 1 <= watch[0]:
+            self._unconfirmed_watch = None
+            watch[1]()
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
                           reason_codes: list, _props: object) -> None:

@@ -22,3 +22,13 @@ def test_without_root_it_stops_at_once_with_the_one_command_to_run(monkeypatch, 
     err = capsys.readouterr().err
     assert "sudo apt-get install -y mosquitto mosquitto-clients" in err
     assert "then run the test command again" in err
+
+
+def test_ci_runs_exactly_readmes_test_command_in_a_fresh_venv():
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    ci = (repo / ".ci" / "run").read_text().strip().splitlines()
+    command = ci[-1]
+    assert f"```sh\n{command}\n```" in readme          # the command README shows, word for word
+    assert any(line.startswith("python -m venv") for line in ci) and any("/bin/activate" in line for line in ci)

@@ -1,13 +1,25 @@
 """fogmesh as a user gets it from a wheel, not from this checkout: built,
 installed into a fresh virtual environment, run from a directory that holds
-no source. The venv sees the already-installed dependencies (so nothing is
-downloaded), but not this repository: what the CLI needs must be in the wheel."""
+no source. The venv sees the dependencies installed for the interpreter that
+runs the tests (so nothing is downloaded), but not this repository: what the
+CLI needs must be in the wheel.
+
+Whether the tests run in a virtual environment of their own (as most users
+run them, and CI) or on the system interpreter, the new venv is pointed at
+*that* interpreter's site-packages with a ``.pth`` file, not made with
+``--system-site-packages``: from inside a venv that flag reaches the base
+interpreter's packages, which lack the dependencies. Directories named in a
+``.pth`` file are only added to ``sys.path``: the ``.pth`` files inside them
+(this checkout's editable install among them) are not run, and the venv's
+own site-packages, holding the wheel, comes first."""
 
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -35,10 +47,29 @@ def wheel(tmp_path_factory):
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory):
     where = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(where)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
+    purelib = subprocess.run([str(where / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(purelib) / "_fogmesh_test_deps.pth").write_text("\n".join(dependency_dirs()) + "\n")
     subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                     str(wheel)], check=True, capture_output=True, timeout=120)
     return where
+
+
+def dependency_dirs() -> list[str]:
+    """Where this interpreter (a venv's or the system's) finds fogmesh's dependencies."""
+    paths = sysconfig.get_paths()
+    dirs = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return list(dict.fromkeys(d for d in dirs if Path(d).is_dir()))
+
+
+def test_the_venv_sees_the_dependencies_but_not_this_checkout(venv, tmp_path):
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", "import paho.mqtt, amqtt, fogmesh; print(fogmesh.__file__)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert str(venv) in done.stdout and str(REPO) not in done.stdout
 
 
 def run(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
