@@ -334,6 +334,9 @@ class Agent:
             self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
             on_message=lambda m: self._on_mqtt_message(self.client, m),
             on_connection=lambda up: self._queue_from_task_link(LinkChanged(control=False, up=up)),
+            # Shared dispatch answers on this connection: those cut off unconfirmed go out
+            # again when their task comes back (core.on_withdrawn), so the core must hear of them.
+            on_withdrawn=lambda tags: self._queue_from_task_link(Withdrawn(tags, control=False)),
             mqtt5=mqtt5)
         ctl = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
@@ -688,7 +691,7 @@ class Agent:
                     self._turns.stepped()
                     if self._parks(event):
                         event = None
-                elif isinstance(event, LinkChanged) and not event.control:
+                elif isinstance(event, (LinkChanged, Withdrawn)) and not event.control:
                     self._turns.stepped()
             now = self.clock()
             core.on_clock(wall=self.wall_clock(), now=now)

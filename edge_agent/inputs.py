@@ -61,9 +61,12 @@ class Confirmed:
 
 @dataclass(frozen=True, slots=True)
 class Withdrawn:
-    """A dropped connection handed back messages the broker never confirmed."""
+    """A dropped connection handed back messages the broker never confirmed
+    (``control``: the control connection's; else the task connection's, whose
+    events keep their order with the tasks it delivers after the reconnect)."""
 
     messages: list[Publish]
+    control: bool = True
 
 
 @dataclass(frozen=True, slots=True)

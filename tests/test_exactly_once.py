@@ -2,7 +2,10 @@
 
 import time
 
+import pytest
+
 from fogmesh.devices.client import FogClient
+from tests.waiting import wait_until
 
 
 def test_three_agents_answer_300_tasks_exactly_once(broker, root, agents):
@@ -27,3 +30,29 @@ def test_the_reply_says_who_ran_it_and_how_long_it_took(broker, root, agents):
         r = client.submit("sum", {"values": [1, 2, 3]})
     assert (r.value, r.worker, r.tier) == (6, "solo", "local")
     assert r.ms.total >= r.ms.run >= 0 and r.latency_ms > 0
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_lost_with_its_connection_goes_out_when_the_broker_gives_the_task_back(broker, root, agents):
+    """Shared dispatch: the broker never got the write holding an answer and
+    its task's acknowledgement (the link died under it, as in a broker's
+    shutdown), so it gives the task back (DUP) after the reconnect: the
+    stored answer goes out then, once, and the task is not run again."""
+    from tests.netcut import CuttableLink
+    link = CuttableLink(broker.host, broker.port)
+    try:
+        agent = agents("w1", link.url, root, dispatch="shared")
+        with FogClient(broker.url, root=root, retry_s=None) as device:   # fire and forget: no resubmission
+            assert device.send("echo", {"warm": 1}).result(timeout=10).ok
+            completed = agent.core.counters.completed
+            link.hold()                              # what the agent writes from now on never arrives
+            future = device.send("sum", {"values": [1, 2]})
+            wait_until(lambda: agent.core.counters.completed > completed, timeout=10, what="the agent's answer")
+            link.cut()
+            reply = future.result(timeout=20)
+            assert reply.ok and reply.value == 3
+            wait_until(lambda: agent.core.counters.answered_again == 1, timeout=10, what="the answer sent again")
+        assert device.duplicates == 0
+        assert agent.core.counters.completed == completed + 1        # run once
+    finally:
+        link.close()
