@@ -133,7 +133,9 @@ class BrokerProcess:
 
 # -- agents ----------------------------------------------------------------------------
 class Agents:
-    """``fogmesh agent`` processes, each with its own state directory and log."""
+    """``fogmesh agent`` processes, each with its own state directory and log
+    (at INFO; ``FOGMESH_BENCH_LOG_LEVEL=DEBUG`` logs every event and action,
+    to follow one task through a failure)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -150,7 +152,8 @@ class Agents:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fogmesh", "agent", "--id", agent_id, "--broker", url, "--root", root,
-                 "--presence-period", "0.5", "--log-level", "INFO", *extra],
+                 "--presence-period", "0.5", "--log-level", os.environ.get("FOGMESH_BENCH_LOG_LEVEL", "INFO"),
+                 *extra],
                 env={**os.environ, "FOGMESH_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"},
                 stdout=subprocess.DEVNULL, stderr=out)
         self.procs[name] = proc
@@ -197,11 +200,13 @@ class ReplyCounter:
 
     def __init__(self, host: str, port: int, root: str) -> None:
         self.replies: dict[str, list[bytes]] = defaultdict(list)
+        self.redelivered: dict[str, int] = defaultdict(int)    # replies the broker sent again, flagged DUP
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.root = root
         self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"counter-{os.getpid()}-{free_port()}",
                               clean_session=False)
+        self._c.reconnect_delay_set(min_delay=0.1, max_delay=0.5)   # a watcher back as soon as its broker is
         self._c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/replies/#", 1)
         self._c.on_subscribe = lambda *a: self._subscribed.set()
         self._c.on_message = self._on_message
@@ -218,6 +223,8 @@ class ReplyCounter:
             return
         with self._lock:
             self.replies[str(task_id)].append(bytes(m.payload))
+            if m.dup:
+                self.redelivered[str(task_id)] += 1
 
     def count(self, run: FaultRun, sends: dict[str, int]) -> FaultRun:
         """Fill ``run`` from what came for the submitted ids (``sends``: id ->
@@ -235,6 +242,12 @@ class ReplyCounter:
         if extra:
             run.details["duplicate_replies"] = {tid: [r.decode(errors="replace")[:160] for r in got[tid]]
                                                 for tid in extra[:5]}
+            # The broker's own QoS 1 resend to this subscriber (its PUBACK was
+            # not taken before a restart): same bytes, flagged DUP; not an agent's.
+            with self._lock:
+                run.details["broker_redeliveries"] = sum(
+                    min(self.redelivered.get(tid, 0), len(got[tid]) - sends[tid]) for tid in extra
+                    if len(set(got[tid])) == 1)
         if missing:
             run.details["missing"] = missing[:20]
         if twice:
@@ -244,6 +257,75 @@ class ReplyCounter:
     def close(self) -> None:
         self._c.loop_stop()
         self._c.disconnect()
+
+
+class FirmwareDevice:
+    """A device as most firmware is: each task published once at QoS 1, and
+    never submitted again by the application (paho's own resend of a publish
+    left unacknowledged by a dropped connection stays on: that is QoS 1).
+    ``accepted``: the ids whose PUBACK came, i.e. the tasks the broker took."""
+
+    def __init__(self, host: str, port: int, root: str, *, device: str = "fw",
+                 reconnect_s: tuple[float, float] = (1.0, 5.0)) -> None:
+        self.root = root
+        self.reply_to = f"{root}/replies/{device}"
+        self.accepted: set[str] = set()
+        self.published: list[str] = []
+        self._by_mid: dict[int, str] = {}
+        self._early: set[int] = set()
+        self._lock = threading.Lock()
+        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{device}-{os.getpid()}-{free_port()}")
+        self._c.max_inflight_messages_set(100)
+        self._c.reconnect_delay_set(min_delay=reconnect_s[0], max_delay=reconnect_s[1])   # type: ignore[arg-type]
+        self._c.on_publish = self._on_publish
+        self._connected = threading.Event()
+        self._c.on_connect = lambda *a: self._connected.set()
+        self._c.connect(host, port)
+        self._c.loop_start()
+        if not self._connected.wait(10):
+            raise RuntimeError("the firmware device could not connect")
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self._lock:
+            task_id = self._by_mid.pop(mid, None)
+            if task_id is not None:
+                self.accepted.add(task_id)
+            else:
+                self._early.add(mid)         # before send() learnt the mid
+
+    def send(self, task_id: str, kind: str, args: dict[str, Any], *, weight: str | None = None) -> None:
+        import orjson
+        body: dict[str, Any] = {"id": task_id, "kind": kind, "args": args, "reply_to": self.reply_to}
+        if weight:
+            body["weight"] = weight
+        # Not under self._lock: paho calls on_publish holding its own lock.
+        info = self._c.publish(f"{self.root}/tasks", orjson.dumps(body), qos=1)
+        with self._lock:
+            self.published.append(task_id)
+            if info.mid in self._early:      # its PUBACK came before publish() returned
+                self._early.discard(info.mid)
+                self.accepted.add(task_id)
+            else:
+                self._by_mid[info.mid] = task_id
+
+    def close(self) -> None:
+        self._c.loop_stop()
+        self._c.disconnect()
+
+
+def answered_in_journals(workdir: Path) -> set[str]:
+    """The task ids the agents of ``workdir`` (stopped) wrote down as answered."""
+    from fogmesh.edge_agent.journal import Journal
+    ids: set[str] = set()
+    for path in workdir.glob("state-*/agent-*.journal"):
+        journal = Journal(path, done_ttl_s=1e9)
+        try:
+            journal.open()
+        except Exception:          # locked or unreadable: nothing to add
+            continue
+        ids.update(key for key in journal.done)
+        journal.close()
+    return ids
 
 
 # -- disks that fill up ------------------------------------------------------------------

@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fogmesh.bench.faultkit import (AgentSilent, Agents, BrokerProcess, FaultRun, ReplyCounter, fill, mounted_tmpfs,
-                                    progress, wait_answering)
+from fogmesh.bench.faultkit import (AgentSilent, Agents, BrokerProcess, FaultRun, FirmwareDevice, ReplyCounter,
+                                    answered_in_journals, fill, mounted_tmpfs, progress, wait_answering)
 from fogmesh.broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
@@ -156,6 +156,77 @@ def broker_restart(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 
             settle(futures, 120)
             tally(run, counter, client, futures)
         counter.close()
+    return run
+
+
+def tally_once(run: FaultRun, counter: ReplyCounter, device: FirmwareDevice, *, workdir: Path | None = None,
+               quiet_s: float = 3.0, timeout: float = 120.0) -> FaultRun:
+    """For a device that sends each task once: every task the broker took
+    (its PUBACK came) must get one answer. ``lost``: taken and never
+    answered. With ``workdir``, the agents' journals (the agents stopped)
+    tell which of the lost ones an agent had answered (``answered_and_lost``:
+    an answer that never reached the device, fogmesh's own loss); the rest
+    the broker dropped."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:          # until no new answer for quiet_s
+        n = sum(1 for tid in device.accepted if counter.replies.get(tid))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s or n == len(device.accepted):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)                             # room for a late second answer
+    counter.count(run, {tid: 1 for tid in device.accepted})
+    run.details["published"] = len(device.published)
+    run.details["accepted_by_broker"] = len(device.accepted)
+    return run
+
+
+def journals_say(run: FaultRun, workdir: Path) -> None:
+    """Which of ``run``'s lost tasks an agent had answered (read once the agents stopped)."""
+    missing = set(run.details.get("all_missing", ()))
+    answered = answered_in_journals(workdir)
+    run.details["answered_and_lost"] = len(missing & answered)
+    if missing & answered:
+        run.details["answered_and_lost_ids"] = sorted(missing & answered)[:20]
+    run.details["dropped_by_broker"] = len(missing - answered)
+
+
+def broker_restart_once(broker_name: str, workdir: Path, *, kill: bool, tasks: int = 1000,
+                        down_s: float = 2.0, device_reconnect_s: tuple[float, float] = (1.0, 5.0)) -> FaultRun:
+    """As :func:`broker_restart`, the device firmware that publishes each task
+    once and never again: the broker's own losses show here."""
+    how = "SIGKILL" if kill else "SIGTERM"
+    run = FaultRun(f"broker restarted ({how}, back after {down_s:g} s), each task sent once", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root):
+        ids = ["f0", "f1", "f2"]
+        for a in ids:
+            agents.start(a, broker.url, root, "--concurrency", "2")
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with ready_client(broker, root, ids):
+            pass
+        device = FirmwareDevice(broker.host, broker.port, root, reconnect_s=device_reconnect_s)
+        try:
+            for n in range(tasks):
+                device.send(f"f-{n}", "sha256", MEDIUM, weight="medium")
+                if n == tasks // 3:
+                    broker.kill() if kill else broker.stop()
+                    progress(f"{broker_name}: broker {how}ed; back in {down_s:g} s")
+                    time.sleep(down_s)
+                    broker.start()
+                time.sleep(0.003)
+            tally_once(run, counter, device)
+        finally:
+            device.close()
+            counter.close()
+        run.details["all_missing"] = [tid for tid in device.accepted if not counter.replies.get(tid)]
+        agents.close()
+        journals_say(run, workdir)
+        run.details.pop("all_missing")
+        run.note = (f"{run.details['accepted_by_broker']} of {run.details['published']} taken by the broker; "
+                    f"of the lost, {run.details['answered_and_lost']} answered by an agent, "
+                    f"{run.details['dropped_by_broker']} dropped by the broker")
     return run
 
 
@@ -464,6 +535,8 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "agent-kill": (agent_sigkill, ("mosquitto", "amqtt", "aedes"), {}),
     "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
     "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
+    "broker-term-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": False}),
+    "broker-kill-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
     "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
     "bridge-full": (bridge_disk_full, ("mosquitto", "amqtt"), {}),

@@ -31,6 +31,7 @@ from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 3.0
+DRAIN_S = 1.0             # a graceful stop: how long what was taken in may take to reach subscribers
 READER_GRACE_S = 0.5      # how long a closing connection's reader may finish the packets it holds
 
 
@@ -81,6 +82,28 @@ class FogmeshBroker(Broker):
         self.shared = shared or SharedGroups()
         self._jobs: set[asyncio.Task[Any]] = set()     # deliveries under way, kept from the GC
         self._pump_pending = False
+        self._closing: asyncio.Event | None = None     # set when a graceful shutdown begins
+
+    async def shutdown(self) -> None:
+        """A graceful stop that loses no message it acknowledged to a client
+        still connected: first it reads nothing more from any client (so it
+        acknowledges nothing more: an agent's answer it has not taken stays
+        unconfirmed, and the agent sends it again after the restart), then it
+        lets what it took in reach the connected subscribers (up to
+        :data:`DRAIN_S`), then amqtt closes everything. amqtt alone closed the
+        sessions one by one while still taking the others' publishes, so an
+        agent's answer could be acknowledged after its subscriber was gone."""
+        self._closing_event().set()
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while not self._broadcast_queue.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)         # the deliveries the broadcast loop started write their packets
+        await super().shutdown()
+
+    def _closing_event(self) -> asyncio.Event:
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        return self._closing
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
                                          remote_port: int) -> Any:
@@ -122,7 +145,8 @@ class FogmeshBroker(Broker):
             await _refuse_mqtt5(StreamWriterAdapter(writer), writer.get_extra_info("peername"),
                                 bytes(reader._buffer[:512]))
             return
-        await self._client_connected(listener_name, _ReadsBeforeReset(reader), StreamWriterAdapter(writer))
+        await self._client_connected(listener_name, _ReadsBeforeReset(reader, self._closing_event()),
+                                     StreamWriterAdapter(writer))
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
         """As over TCP: an MQTT 5 CONNECT is refused with a reason, not left hanging."""
@@ -344,7 +368,18 @@ class _ReadsBeforeReset(StreamReaderAdapter):
 
     after_reset = False        # set for shared-subscription members (``_reads_to_the_end``)
 
+    def __init__(self, reader: asyncio.StreamReader, closing: asyncio.Event) -> None:
+        super().__init__(reader)
+        self._closing = closing    # the broker is shutting down: read nothing more
+
+    @property
+    def closing(self) -> bool:
+        """The broker is shutting down: this connection reads no more."""
+        return self._closing.is_set()
+
     async def read(self, n: int = -1) -> bytes:
+        if self._closing.is_set():
+            await asyncio.Future()        # until the shutdown cancels this connection's reader
         reader = self._reader
         buffered = reader._buffer
         if self.after_reset and reader.exception() is not None:
@@ -470,7 +505,8 @@ def _reads_to_the_end(handler: Any) -> None:
 
     async def stop() -> None:
         reader = handler._reader_task
-        if reader is not None and reader is not asyncio.current_task() and not reader.done():
+        closing = isinstance(handler.reader, _ReadsBeforeReset) and handler.reader.closing
+        if reader is not None and reader is not asyncio.current_task() and not reader.done() and not closing:
             await asyncio.wait({reader}, timeout=READER_GRACE_S)
         await queued_stop()
 

@@ -21,12 +21,12 @@ CONF_TEMPLATE = """\
 {listener}
 set_tcp_nodelay true
 persistence {persistence}
-persistence_location {workdir}/
+persistence_location {datadir}/
 autosave_interval 1
 max_inflight_messages 100
 max_queued_messages 0
 max_queued_bytes 268435456
-log_dest file {workdir}/mosquitto.log
+log_dest file {datadir}/mosquitto.log
 log_type error
 log_type warning
 log_type notice
@@ -41,6 +41,23 @@ def mosquitto_binary() -> str:
             return candidate
     raise BrokerError("mosquitto is not installed; on Debian/Ubuntu run: "
                       "sudo apt-get install mosquitto mosquitto-clients")
+
+
+def _let_mosquitto_write(directory: Path) -> None:
+    """mosquitto started as root drops to the ``mosquitto`` user before it
+    opens its log and persistence file: in a directory that user cannot
+    reach or write (``mkdtemp`` makes them 0700, and pytest's temp tree is
+    0700 all the way down) it silently runs with neither, so a "restart
+    with persistence" was a broker that forgot everything. Give the
+    directory to that user, as Debian gives it /var/lib/mosquitto."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    os.chown(directory, user.pw_uid, user.pw_gid)
 
 
 class Mosquitto:
@@ -62,6 +79,7 @@ class Mosquitto:
         self.ws_port = ws_port
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fogmesh-mosquitto-"))
+        self._datadir: Path | None = None
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.secure_dir = Path(secure_dir).resolve() if secure_dir else None
@@ -85,6 +103,17 @@ class Mosquitto:
         return listener_conf(self.secure_dir, port=self.port, bind=self.host, ws_port=self.ws_port)
 
     @property
+    def datadir(self) -> Path:
+        """Where mosquitto keeps its persistence file and log, the same across
+        restarts of this broker: a directory of its own in the system's temp
+        directory, which the ``mosquitto`` user can reach (see
+        :func:`_let_mosquitto_write`), whatever ``workdir`` is under."""
+        if self._datadir is None:
+            self._datadir = Path(tempfile.mkdtemp(prefix="fogmesh-mosquitto-data-"))
+            _let_mosquitto_write(self._datadir)
+        return self._datadir
+
+    @property
     def conf_path(self) -> Path:
         return self.workdir / "mosquitto.conf"
 
@@ -92,7 +121,7 @@ class Mosquitto:
         binary = mosquitto_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(CONF_TEMPLATE.format(
-            listener=self._listener(), workdir=self.workdir,
+            listener=self._listener(), datadir=self.datadir,
             persistence="true" if self.persistence else "false", extra=self.extra_conf))
         self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -101,7 +130,7 @@ class Mosquitto:
             err = self._drain_stderr()
             self.kill()
             raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within "
-                              f"{timeout:g} s: {err or 'see ' + str(self.workdir / 'mosquitto.log')}")
+                              f"{timeout:g} s: {err or 'see ' + str(self.datadir / 'mosquitto.log')}")
         return self
 
     def _drain_stderr(self) -> str:
@@ -129,6 +158,8 @@ class Mosquitto:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._datadir is not None:
+            shutil.rmtree(self._datadir, ignore_errors=True)
 
     def __enter__(self) -> Mosquitto:
         return self.start()

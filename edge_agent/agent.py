@@ -53,6 +53,10 @@ CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselv
 PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection (see _presence_held)
 MAX_SLEEP_S = 3600.0       # the dispatcher's longest wait (a queue refuses an infinite timeout)
 ID_CONFLICT_WAIT_S = 1.0   # another instance of this id "online": judged this long after (see _rival_heard)
+# Longest wait between reconnect attempts. A broker back from a restart has no $share
+# subscription until agents renew theirs (mosquitto 2.0 does not restore them), and it
+# drops what devices publish meanwhile: agents must be back before devices are.
+RECONNECT_MAX_S = 0.5
 
 
 class _AgentLog(logging.LoggerAdapter):
@@ -332,17 +336,20 @@ class Agent:
         agent_id, root_tag = self.agent_id, self._root_tag
         client = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
-            on_message=lambda m: self._on_mqtt_message(self.client, m),
-            on_connection=lambda up: self._queue_from_task_link(LinkChanged(control=False, up=up)),
+            reconnect_max=RECONNECT_MAX_S, on_message=lambda m: self._on_mqtt_message(self.client, m),
+            on_connection=lambda up: self._queue_from_task_link(
+                LinkChanged(control=False, up=up, session_kept=self.client.session_present)),
             # Shared dispatch answers on this connection: those cut off unconfirmed go out
             # again when their task comes back (core.on_withdrawn), so the core must hear of them.
             on_withdrawn=lambda tags: self._queue_from_task_link(Withdrawn(tags, control=False)),
             mqtt5=mqtt5)
         ctl = MqttClient(
             self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
+            reconnect_max=RECONNECT_MAX_S,
             will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
             on_message=lambda m: self._on_mqtt_message(self.ctl, m),
-            on_connection=lambda up: self._events.put(LinkChanged(control=True, up=up)),
+            on_connection=lambda up: self._events.put(
+                LinkChanged(control=True, up=up, session_kept=self.ctl.session_present)),
             on_withdrawn=lambda tags: self._events.put(Withdrawn(tags)),
             on_confirmed=self._on_confirmed, mqtt5=mqtt5)
         return client, ctl
@@ -717,7 +724,7 @@ class Agent:
                                      len(event.messages))
                     actions = core.on_withdrawn(event.messages, now)
                 elif isinstance(event, LinkChanged) and event.up:
-                    actions = core.on_connected(now, control=event.control)
+                    actions = core.on_connected(now, control=event.control, session_kept=event.session_kept)
                     if event.control:
                         self._ctl_up_at = now
                         self.announcer.again()   # re-announce after every reconnect

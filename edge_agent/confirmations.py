@@ -75,6 +75,12 @@ class Confirmations:
         """The answer of ``key`` was cut off with its connection, unconfirmed."""
         put_bounded(self._withdrawn, key, True, self.max_items)
 
+    def take_all_withdrawn(self) -> list[str]:
+        """Every answer withdrawn and not yet sent again (taken out)."""
+        keys = list(self._withdrawn)
+        self._withdrawn.clear()
+        return keys
+
     def take_withdrawn(self, key: str) -> bool:
         """Was the answer of ``key`` withdrawn? (Taken out: sent again once.)"""
         return self._withdrawn.pop(key, None) is not None

@@ -174,11 +174,27 @@ class FailoverMixin(CoreParts):
             actions.append(self._my_claim(entry.claim_key))
         return actions
 
-    def on_connected(self, now: float, *, control: bool = True) -> list[Action]:
+    def on_connected(self, now: float, *, control: bool = True, session_kept: bool = True) -> list[Action]:
         """A broker connection is (back) up. After the control connection's
-        return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`)."""
+        return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`).
+
+        Shared dispatch: answers cut off with the task connection wait for
+        their task to come back (``on_withdrawn``). A broker that kept no
+        session (``session_kept`` False: restarted without persistence, as
+        the embedded broker is) gives nothing back, so they go out now:
+        lost otherwise, and no peer can hold their task (the broker forgot
+        it). One may reach the device twice, the same bytes: the broker may
+        have had it before it went, with only its PUBACK lost."""
         if not control:
-            return []
+            if session_kept or self.config.dispatch != "shared":
+                return []
+            again: list[Action] = []
+            for key in self.confirms.take_all_withdrawn():
+                answer = self.answers.answer(key, now)
+                if answer is not None:
+                    self.counters.answered_again += 1
+                    again.append(Publish(answer.topic, answer.payload, fence_key=key))
+            return again
         self.deaths.reconnected(now)
         # The answers to questions asked before the drop may be lost: ask again.
         return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())

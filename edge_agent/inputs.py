@@ -71,10 +71,13 @@ class Withdrawn:
 
 @dataclass(frozen=True, slots=True)
 class LinkChanged:
-    """A connection went up or down (``control``: the one claims and presence use)."""
+    """A connection went up or down (``control``: the one claims and presence
+    use). ``session_kept``, on the way up: the broker still had the
+    connection's session, so what it had not seen acknowledged comes again."""
 
     control: bool
     up: bool
+    session_kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,6 +376,10 @@ class MqttClient:
         #: (those renewed at a reconnect, or none to renew); cleared on a drop.
         #: A broker that lost its sessions routes nothing here before it.
         self.resubscribed = threading.Event()
+        #: The broker's word in the last CONNACK: it still had this client's
+        #: session (its unacknowledged messages come again, flagged DUP). False
+        #: after a broker restart that kept nothing, or with a clean session.
+        self.session_present = False
         self._manual_ack = manual_ack
         self._stopping = False
         self._fail_fast = False
@@ -620,6 +624,7 @@ class MqttClient:
                     "%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
             self._first_result.set()
             return
+        self.session_present = bool(getattr(_flags, "session_present", False))
         with self._lock:
             self._generation += 1
             subs = list(self._subscriptions.items())

@@ -528,6 +528,26 @@ def test_in_shared_dispatch_a_withdrawn_answer_waits_for_its_task_to_come_back()
     assert [a for a in again if isinstance(a, Publish)] == [Publish(reply.topic, reply.payload)]
 
 
+def test_in_shared_dispatch_a_withdrawn_answer_goes_out_again_when_the_broker_kept_no_session():
+    # A broker restarted without its sessions (the embedded broker) never gives the task back.
+    c = core("shared")
+    c.on_message(T.tasks, task("s", kind="echo"), 1, 0.0)
+    (reply,) = [a for a in c.on_finished("s", 0.001, result={}) if isinstance(a, Publish)]
+    c.on_withdrawn([reply], 0.5)
+    assert c.on_connected(1.0, control=True, session_kept=False) == []       # the task connection's business
+    again = c.on_connected(1.0, control=False, session_kept=False)
+    assert again == [Publish(reply.topic, reply.payload, fence_key="s")]      # withdrawn again if cut again
+    assert c.on_connected(2.0, control=False, session_kept=False) == []      # once
+
+
+def test_in_shared_dispatch_a_withdrawn_answer_is_not_sent_blindly_when_the_broker_kept_the_session():
+    c = core("shared")
+    c.on_message(T.tasks, task("s", kind="echo"), 1, 0.0)
+    (reply,) = [a for a in c.on_finished("s", 0.001, result={}) if isinstance(a, Publish)]
+    c.on_withdrawn([reply], 0.5)
+    assert c.on_connected(1.0, control=False, session_kept=True) == []       # the broker gives the task back
+
+
 def test_a_record_whose_answer_got_through_is_sent_again_for_peers():
     c = core("claim")
     done, reply = withdrawn_answer(c)
