@@ -264,6 +264,62 @@ def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> F
     return run
 
 
+def lone_agent_disk_full_once(broker_name: str, workdir: Path, *, tasks: int = 200) -> FaultRun:
+    """One agent alone; its journal disk fills up while a device that sends
+    each task once keeps sending: every task the broker took gets one reply
+    (its result, or a ``degraded`` error that says why), and once the disk
+    has room again the agent is back ``online`` by itself and runs tasks."""
+    run = FaultRun("a lone agent's journal disk fills up, each task sent once", broker_name)
+    with site(broker_name, workdir) as (broker, agents, root), \
+            mounted_tmpfs(workdir / "l0-disk", size_kb=256) as disk:
+        agents.start("l0", broker.url, root, "--concurrency", "2", state_dir=disk)
+        counter = ReplyCounter(broker.host, broker.port, root)
+        with ready_client(broker, root, ["l0"]):
+            pass
+        device = FirmwareDevice(broker.host, broker.port, root)
+        try:
+            filler = fill(disk, leave_bytes=4096)
+            for n in range(tasks):
+                device.send(f"l-{n}", "sha256", MEDIUM, weight="medium")
+                time.sleep(0.01)
+            tally_once(run, counter, device)
+            presence = _retained(broker, f"{root}/presence/l0")
+            run.details["presence"] = {k: presence.get(k) for k in ("state", "reason")} if presence else None
+            codes: dict[str, int] = {}
+            for tid in device.accepted:
+                for body in counter.replies.get(tid, [])[:1]:
+                    reply = json.loads(body)
+                    code = reply["status"] if reply["status"] == "ok" else reply["error"]["code"]
+                    codes[code] = codes.get(code, 0) + 1
+            run.details["replies"] = codes
+            filler.unlink()
+            freed = time.monotonic()
+            back = _wait_retained(broker, f"{root}/presence/l0", lambda p: p.get("state") == "online", 20)
+            if back is not None:
+                run.recover_s = round(time.monotonic() - freed, 1)
+            after = FaultRun("after", broker_name)
+            for n in range(20):
+                device.send(f"l-after-{n}", "sha256", MEDIUM, weight="medium")
+            time.sleep(0.5)
+            after_ids = {f"l-after-{n}" for n in range(20)}
+            ok_after = 0
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                ok_after = sum(1 for tid in after_ids for body in counter.replies.get(tid, [])[:1]
+                               if json.loads(body)["status"] == "ok")
+                if ok_after == len(after_ids):
+                    break
+                time.sleep(0.1)
+            run.details["ok_after_freed"] = ok_after
+            del after
+        finally:
+            device.close()
+            counter.close()
+        run.note = (f"replies {run.details['replies']}; said {run.details['presence']}; "
+                    f"{run.details['ok_after_freed']}/20 ok after the disk was freed")
+    return run
+
+
 def duplicate_agent_id(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
     """A second host starts an agent with the id of a running one while tasks flow."""
     from fogmesh.devices.client import FogClient
@@ -538,6 +594,7 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "broker-term-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": False}),
     "broker-kill-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
+    "lone-journal-full-once": (lone_agent_disk_full_once, ("mosquitto", "amqtt"), {}),
     "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
     "bridge-full": (bridge_disk_full, ("mosquitto", "amqtt"), {}),
     "cluster": (claims_on_a_cluster, ("rabbitmq",), {}),

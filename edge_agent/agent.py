@@ -48,7 +48,7 @@ from fogmesh.topics import Topics, validate_segment
 
 log = logging.getLogger(__name__)
 
-JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again
+JOURNAL_RETRY_S = 5.0      # how often a degraded agent tries its journal again, at most
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
 PRESENCE_HOLD_S = 10.0     # shared dispatch: longest presence waits for the task connection (see _presence_held)
 MAX_SLEEP_S = 3600.0       # the dispatcher's longest wait (a queue refuses an infinite timeout)
@@ -167,6 +167,9 @@ class Agent:
         self._rivals: dict[str, tuple[Presence, float]] = {}   # other instances of this id: judged at
         self._ctl_up_at = float("-inf")          # as this thread last heard; inf while down
         self._degraded: str | None = None       # why this agent takes no new tasks (journal)
+        self._subscribed_to_tasks = True         # see _task_subscriptions
+        # A degraded agent tries its journal again this often: back within a presence period.
+        self._journal_retry_s = min(JOURNAL_RETRY_S, presence_period)
         self._probe_at = float("inf")           # claim dispatch: when to check the claims' order
         self._probing = False
         self._order_checked = threading.Event()
@@ -399,6 +402,7 @@ class Agent:
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
         for topic in self._task_filters():
             self.client.unsubscribe(topic)
+        self._subscribed_to_tasks = False
         self.announcer.announce(self.clock(), core, "draining")
         self._drain_requested = True
 
@@ -434,30 +438,48 @@ class Agent:
         self._degraded = reason
         core.on_degraded(reason)
         if retry_journal:
-            self._retry_journal_at = now + JOURNAL_RETRY_S
+            self._retry_journal_at = now + self._journal_retry_s
             self.log.error("%s; taking no new tasks until it works again (free space in %s); "
                            "finishing the %d held", reason, self.journal.path.parent if self.journal else "?",
                            core.held)
         else:
             self.log.error("%s; finishing the %d held", reason, core.held)
-        for topic in self._task_filters():
-            self.client.unsubscribe(topic)
+        self._task_subscriptions(now)
         self.announcer.reason = reason
         self.announcer.announce(now, core, self.state)
+
+    def _task_subscriptions(self, now: float) -> None:
+        """Hold the task subscriptions exactly while this agent should get
+        tasks: not draining, and either not degraded or the last agent able
+        to answer them (:meth:`AgentCore.last_to_answer`: it answers them with
+        a ``degraded`` error rather than let the broker drop them)."""
+        core = self.core
+        assert core is not None
+        want = not self._drain_requested and (self._degraded is None or core.last_to_answer(now))
+        if want == self._subscribed_to_tasks:
+            return
+        self._subscribed_to_tasks = want
+        if not want:
+            for topic in self._task_filters():
+                self.client.unsubscribe(topic)
+            return
+        if self._degraded is not None:
+            self.log.warning("no other agent is online: answering tasks with a 'degraded' error (%s)",
+                             self._degraded)
+        for topic in self._task_filters():
+            self.client.subscribe(topic, 1, timeout=None)
 
     def _retry_journal(self, now: float) -> None:
         core = self.core
         assert core is not None and self.journal is not None
         if not self.journal.retry():
-            self._retry_journal_at = now + JOURNAL_RETRY_S
+            self._retry_journal_at = now + self._journal_retry_s
             return
         self.log.warning("the journal %s can be written again; taking tasks", self.journal.path)
         self._degraded = None
         self._retry_journal_at = float("inf")
         core.on_degraded(None)
-        if not self._drain_requested:
-            for topic in self._task_filters():
-                self.client.subscribe(topic, 1, timeout=None)
+        self._task_subscriptions(now)
         self.announcer.reason = None
         self.announcer.announce(now, core, self.state)
 
@@ -770,6 +792,8 @@ class Agent:
                 self._order_checked.set()
             if now >= self._retry_journal_at:
                 self._retry_journal(now)
+            if self._degraded is not None:
+                self._task_subscriptions(now)      # a peer came or went: who answers the tasks
             if self._drain_requested and stop_by is None:
                 # Finish everything held, including tasks the broker routed here
                 # before the unsubscribe took effect (a quiet half second), then leave.

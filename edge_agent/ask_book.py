@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from fogmesh.edge_agent.recent import RecentMap
 
+#: After its task connection comes back, an agent asks about every task for
+#: this long, not only resubmissions (see :meth:`AskBook.asks_about`).
+ASK_AFTER_RECONNECT_S = 10.0
+
 
 class AskBook:
     """Open questions this agent asked, and the ones peers asked it."""
@@ -15,6 +19,27 @@ class AskBook:
         self.waiting: dict[str, set[str]] = {}     # task -> peers whose answer is awaited
         self.unkept: set[str] = set()               # ... of which one answered it, answer not kept
         self.asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
+        self._was_up = False                        # the task connection was up before
+        self._ask_all_until = float("-inf")
+
+    def task_link_up(self, now: float) -> None:
+        """The task connection is (back) up; after a drop (not the first
+        connection), every task is asked about for :data:`ASK_AFTER_RECONNECT_S`."""
+        if self._was_up:
+            self._ask_all_until = now + ASK_AFTER_RECONNECT_S
+        self._was_up = True
+
+    def asks_about(self, attempt: int | None, now: float) -> bool:
+        """Whether a task that is new here is asked about before it runs: a
+        resubmission (``attempt`` 2, 3, ...), or any task soon after this
+        agent's task connection came back. Why the latter: a device whose
+        connection went with the broker (a restart) sends again, at the MQTT
+        level, a task whose PUBACK it never got, with no ``attempt``; the
+        broker takes the copy as new and may hand it to another agent than
+        the one that ran the first. Every agent reconnects in a restart, so
+        the one that gets the copy asks, and the first one's answer goes
+        out again instead of a second run."""
+        return (attempt or 1) > 1 or now < self._ask_all_until
 
     def open(self, key: str, peers: set[str]) -> None:
         self.waiting[key] = set(peers)

@@ -190,6 +190,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         degraded, offers from peers are rejected; tasks already delivered still run."""
         self.degraded = reason
 
+    def last_to_answer(self, now: float) -> bool:
+        """Degraded, with no live peer to take tasks instead: then this agent
+        keeps its task subscriptions and answers each new task with a
+        ``degraded`` error, since a broker drops what reaches no subscriber
+        and the device would hear nothing. With a live peer it leaves the
+        tasks to it (the shell unsubscribes)."""
+        return self.degraded is not None and not self.peers.live(now)
+
     def stop_accepting(self) -> None:
         """New task messages are left unacknowledged (the broker redelivers them
         to this session later); held tasks still finish."""
@@ -244,7 +252,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self._entries[key] = entry
 
         if not direct and self.config.dispatch == "shared" and entry.error is None \
-                and task is not None and (task.attempt or 1) > 1:
+                and task is not None and self.asks.asks_about(task.attempt, now):
             asked = self._ask(entry, now)    # the first copy may be on a peer: ask first
             if asked is not None:
                 return asked
@@ -270,6 +278,10 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
+        if self.degraded is not None and entry.origin is None and self.last_to_answer(now):
+            self.counters.busy += 1
+            return self._answer_error(entry, "degraded", f"agent {self.config.agent_id} cannot take tasks "
+                                      f"({self.degraded}) and no other agent is online; retry later", now)
         if self.limiter is not None and entry.origin is None:
             device = entry.task.device or entry.task.reply_to
             if not self.limiter.allow(device, now):

@@ -186,7 +186,10 @@ class FailoverMixin(CoreParts):
         it). One may reach the device twice, the same bytes: the broker may
         have had it before it went, with only its PUBACK lost."""
         if not control:
-            if session_kept or self.config.dispatch != "shared":
+            if self.config.dispatch != "shared":
+                return []
+            self.asks.task_link_up(now)
+            if session_kept:
                 return []
             again: list[Action] = []
             for key in self.confirms.take_all_withdrawn():

@@ -42,6 +42,7 @@ ERROR_CODES = (
     "unknown_actuator",    # a command for an actuator the device does not have
     "bad_command",         # an actuator command with a bad op or value
     "duplicate_id",        # the id was answered within the dedup window; its answer is no longer kept
+    "degraded",            # the last agent able to answer cannot take tasks (its journal fails): retry later
 )
 
 

@@ -849,3 +849,37 @@ def test_a_peer_back_that_won_its_answers_takeover_in_its_new_epoch_is_not_conte
     c.on_message(T.claims, Claim("w#t", "a2", epoch=1).encode(), 4, 0.3)
     back = c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.4, epoch=1).encode(), None, 0.4)
     assert [b["task"] for t, b in published(back + c.on_tick(0.5)) if t == T.claims] == []
+
+
+def test_a_degraded_agent_with_no_live_peer_answers_new_tasks_with_a_degraded_error():
+    c = core("shared")
+    c.on_degraded("cannot write the journal: disk full")
+    assert c.last_to_answer(0.0)
+    out = c.on_message(T.tasks, task("d1", kind="echo"), 1, 0.0)
+    ((topic, body),) = published(out)
+    assert topic == "t/replies/d" and body["status"] == "error" and body["error"]["code"] == "degraded"
+    assert "disk full" in body["error"]["message"] and Ack(1) in out
+    assert not any(isinstance(a, Run) for a in out)
+
+
+def test_a_degraded_agent_leaves_new_tasks_to_a_live_peer():
+    c = core("shared")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_degraded("cannot write the journal: disk full")
+    assert not c.last_to_answer(0.1)              # the shell unsubscribes; what still comes runs
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="offline", ts=0.0).encode(), None, 0.2)
+    assert c.last_to_answer(0.3)                  # its peer went: it answers again, with the error
+
+
+def test_soon_after_its_task_connection_comes_back_an_agent_asks_its_peers_about_every_task():
+    # A device's own QoS 1 resend after a broker restart carries no attempt; the first copy may have run on a peer.
+    c = core("shared")
+    c.on_message(T.presence("a2"), Presence(agent="a2", state="online", ts=0.0).encode(), None, 0.0)
+    c.on_connected(0.0, control=False)                 # the first connection: nothing to ask about
+    first = c.on_message(T.tasks, task("n1", kind="echo"), 1, 0.1)
+    assert [b for t, b in published(first) if t == T.claims] == []
+    c.on_connected(5.0, control=False)                 # back after a drop
+    asked = c.on_message(T.tasks, task("n2", kind="echo"), 2, 5.1)
+    assert published(asked) == [(T.claims, {"task": "n2", "agent": "a1", "op": "ask"})]
+    later = c.on_message(T.tasks, task("n3", kind="echo"), 3, 5.0 + 10.5)
+    assert [b for t, b in published(later) if t == T.claims] == []

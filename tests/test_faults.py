@@ -101,3 +101,37 @@ def test_on_a_cluster_that_reorders_claims_the_second_agent_refuses_and_nothing_
     assert_clean(run)
     assert run.details["exit_code"] == 2
     assert "different orders" in run.details["said"] and "shared subscriptions" in run.details["said"]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_a_broker_restart_loses_no_answer_of_a_device_that_sends_each_task_once(broker_name, kill, tmp_path):
+    """Firmware that publishes each task once (QoS 1) and never again: every
+    task an agent ran has its answer delivered, and nothing runs twice.
+    What the broker itself drops (a task published before any agent is
+    subscribed again) is counted apart; topics.md names those cases."""
+    run = faults.broker_restart_once(broker_name, tmp_path, kill=kill, tasks=600)
+    print(f"\n{faults.table([run])}\n{run.note}\n{run.details}")
+    assert run.run_twice == 0, run.details
+    if kill:
+        # A killed broker loses what it held in memory (mosquitto: since its last
+        # autosave; the embedded broker: everything), answers it had taken
+        # included: topics.md gives the figures. What it had not taken, the
+        # agents send again.
+        return
+    assert run.details["answered_and_lost"] == 0, run.details
+    assert run.lost == run.details["dropped_by_broker"]
+    # A graceful stop: the broker may resend a reply itself (QoS 1, DUP), and an
+    # agent may send again an answer whose PUBACK the stop cut off: the same bytes.
+    assert run.duplicate_replies <= 2, run.details
+
+
+@pytest.mark.timeout(180)
+def test_a_lone_agent_whose_journal_disk_fills_answers_every_task_and_comes_back_by_itself(broker_name, tmp_path):
+    run = faults.lone_agent_disk_full_once(broker_name, tmp_path, tasks=150)
+    print(f"\n{faults.table([run])}\n{run.note}")
+    assert_clean(run)
+    assert run.details["presence"]["state"] == "degraded" and "journal" in run.details["presence"]["reason"]
+    assert run.details["replies"].get("degraded", 0) > 0                # said why, to the device
+    assert run.recover_s is not None and run.recover_s <= 0.5 + 0.5    # within a presence period (0.5 s) and a step
+    assert run.details["ok_after_freed"] == 20
