@@ -35,6 +35,11 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
                    help="also an agent with --concurrency 1 --log-level WARNING, labelled (tuned)")
     b.add_argument("--no-mqtt5", dest="mqtt5", action="store_false",
                    help="skip the MQTT 5 request/response row on mosquitto")
+    b.add_argument("--against", metavar="PYTHON",
+                   help="A/B: also run an agent of another fogmesh version, the one installed for this "
+                        "interpreter (e.g. git worktree add /tmp/old REV; python -m venv /tmp/oldv; "
+                        "/tmp/oldv/bin/pip install -e /tmp/old; then --against /tmp/oldv/bin/python), and "
+                        "ask it and this version's agent in turn, request by request")
     json_arg(b)
     b = bsub.add_parser("placement", help="placement policies side by side on skewed load",
                         description="Four agents, every task submitted to one hot agent: p50/p99 "
@@ -107,6 +112,17 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
                         "once it has filled (default: 120)")
     b.add_argument("--sample-s", type=float, default=30.0, metavar="S", help="seconds between samples (default: 30)")
     json_arg(b)
+    b = bsub.add_parser("flood", help="an agent's memory under a flood, with replies read fast, slowly or never",
+                        description="One agent (default flags) on mosquitto; a device process publishes N echo "
+                                    "tasks at QoS 1 as fast as the broker takes them; its replies are read as they "
+                                    "come, at 1,000/s, or never. Prints the agent's RSS at rest, its peak and the "
+                                    "growth per N and reader: flat means bounded by configuration, not by N.")
+    b.add_argument("--tasks", default="20000,200000", help="flood sizes (default: 20000,200000)")
+    b.add_argument("--readers", default="fast,slow,none", help="how replies are read (default: fast,slow,none)")
+    b.add_argument("--flat-mb", type=float, default=10.0, metavar="MB",
+                   help="'flat': the largest N's growth within this of the smallest's (default: 10)")
+    b.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per row (default: 600)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -121,7 +137,7 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 
 # Each has run(args) -> report and render(report) -> table; faults has its own
 # main (its exit status says whether a row lost or doubled a task).
-REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement")
+REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood")
 
 
 def run(args: argparse.Namespace) -> int:

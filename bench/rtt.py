@@ -109,11 +109,13 @@ def raw_system(stack: ExitStack, host: str, port: int) -> System:
     return System("raw paho MQTT", req.request, req.send)
 
 
-def agent_system(stack: ExitStack, url: str, name: str, flags: list[str], *, note: str = "") -> System:
+def agent_system(stack: ExitStack, url: str, name: str, flags: list[str], *, note: str = "",
+                 python: str = sys.executable) -> System:
     """An agent started as README says (``fogmesh agent --id X --broker URL``,
-    plus a root of its own and ``flags``), asked by a FogClient."""
+    plus a root of its own and ``flags``; by ``python``, whose environment
+    has the fogmesh it runs), asked by a FogClient."""
     from fogmesh.devices.client import FogClient
-    client = stack.enter_context(FogClient(url, root=_start_agent(stack, url, flags)))
+    client = stack.enter_context(FogClient(url, root=_start_agent(stack, url, flags, python=python)))
 
     def request(timeout: float = 10.0) -> float:
         return client.submit("echo", {"p": PAYLOAD}, timeout=timeout).latency_ms
@@ -176,12 +178,15 @@ class PairRequester:
         return 1000 * (time.perf_counter() - start)
 
 
-def _start_agent(stack: ExitStack, url: str, flags: list[str]) -> str:
+def _start_agent(stack: ExitStack, url: str, flags: list[str], *, python: str = sys.executable) -> str:
     """An agent started as README says (``fogmesh agent --id X --broker URL``),
-    with a root of its own and ``flags``; returns the root."""
+    with a root of its own and ``flags``; returns the root. Started from the
+    system's temp directory, so that ``python`` imports its own fogmesh,
+    not a checkout in the current directory."""
     root = f"bench/{uuid.uuid4().hex[:8]}"
-    agent = _proc([sys.executable, "-m", "fogmesh", "agent", "--id", f"bench-{uuid.uuid4().hex[:6]}",
-                   "--broker", url, "--root", root, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = _proc([python, "-m", "fogmesh", "agent", "--id", f"bench-{uuid.uuid4().hex[:6]}",
+                   "--broker", url, "--root", root, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  cwd=tempfile.gettempdir())
     stack.callback(_stop, agent)
     return root
 
@@ -259,6 +264,20 @@ def taking_turns(raw: System, fog: System, broker: str, args: argparse.Namespace
     per_round, all_fog, all_raw = in_turns(fog.one, raw.one, args, f"{broker} fogmesh and raw taking turns")
     return {"fogmesh_p50_ms": percentile(all_fog, 0.5), "raw_p50_ms": percentile(all_raw, 0.5),
             "ratio": percentile(all_fog, 0.5) / percentile(all_raw, 0.5), "per_round": per_round}
+
+
+def against(stack: ExitStack, url: str, broker: str, args: argparse.Namespace) -> dict[str, Any]:
+    """This fogmesh against another (``--against PYTHON``: an interpreter
+    whose environment has the other version), both agents with default
+    flags, asked in turn request by request: the A/B a change to the hot
+    path is judged on (a back-to-back comparison of two runs divides
+    figures measured minutes apart on a shared machine)."""
+    this = agent_system(stack, url, "this fogmesh", [])
+    other = agent_system(stack, url, "--against", [], python=args.against)
+    per_round, all_this, all_other = in_turns(this.one, other.one, args, f"{broker} this vs --against")
+    return {"this_p50_ms": percentile(all_this, 0.5), "against_p50_ms": percentile(all_other, 0.5),
+            "ratio": percentile(all_this, 0.5) / percentile(all_other, 0.5), "per_round": per_round,
+            "against": args.against}
 
 
 def pipelined(start_one: Callable[[Callable[[], None]], None], total: int, inflight: int, *,
@@ -356,6 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[Row] = []
     paired: dict[str, Any] | None = None
     turns: dict[str, Any] = {}
+    ab: dict[str, Any] = {}
     brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
     for name in brokers:
         with ExitStack() as stack:
@@ -386,11 +406,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if name == "mosquitto" and args.mqtt5:
                 paired = paired_mqtt5(stack, url, args)
             turns[name] = taking_turns(systems[0], systems[1], name, args)
+            if args.against:
+                ab[name] = against(stack, url, name, args)
             rows += [Row.of(name, s.name, s.rounds, s.note) for s in systems]
     if not args.no_celery:
         progress("celery+redis")
         rows.append(bench_celery(args))
-    return summarize(rows, args, paired, turns)
+    report = summarize(rows, args, paired, turns)
+    if ab:
+        report["against"] = ab
+        report["targets"].update({f"p50_within_5pct_of_against_on_{b}": r["ratio"] <= 1.05 for b, r in ab.items()})
+    return report
 
 
 def summarize(rows: list[Row], args: argparse.Namespace, paired: dict[str, Any] | None = None,
@@ -490,6 +516,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{broker}: paired = fogmesh (default flags) and raw paho taking turns, request by request, "
                      f"the order swapped every pair: p50 {t['fogmesh_p50_ms']:.3f} / {t['raw_p50_ms']:.3f} ms; "
                      f"the p50 target is judged on these rounds")
+    for broker, t in sorted(report.get("against", {}).items()):
+        rounds = " ".join(f"{x:.2f}" for x in t["per_round"])
+        lines.append(f"{broker}: this code vs --against {t['against']}, taking turns request by request: "
+                     f"p50 {t['this_p50_ms']:.3f} / {t['against_p50_ms']:.3f} ms = {t['ratio']:.2f}x "
+                     f"(per round {rounds})")
     if report["targets"]:
         lines += ["", targets_line(report["targets"])]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from amqtt import __version__ as amqtt_version
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter, WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
@@ -31,6 +32,7 @@ from fogmesh.errors import BrokerError
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 3.0
+VERSION = f"fogmesh embedded broker (amqtt {amqtt_version})"
 DRAIN_S = 1.0             # a graceful stop: how long what was taken in may take to reach subscribers
 READER_GRACE_S = 0.5      # how long a closing connection's reader may finish the packets it holds
 
@@ -83,6 +85,12 @@ class FogmeshBroker(Broker):
         self._jobs: set[asyncio.Task[Any]] = set()     # deliveries under way, kept from the GC
         self._pump_pending = False
         self._closing: asyncio.Event | None = None     # set when a graceful shutdown begins
+
+    async def start(self) -> None:
+        """amqtt's start, and the broker's name retained on ``$SYS/broker/version``
+        as mosquitto has it (``fogmesh doctor`` tells brokers apart by it)."""
+        await super().start()
+        await self.retain_message(None, "$SYS/broker/version", VERSION.encode(), QOS_0)
 
     async def shutdown(self) -> None:
         """A graceful stop that loses no message it acknowledged to a client

@@ -25,6 +25,9 @@ CLOCK_WARN_S = 2.0
 CERT_WARN_DAYS = 30
 
 
+SYS_VERSION = "$SYS/broker/version"
+
+
 @dataclass(frozen=True)
 class BrokerTarget:
     """Whom the doctor asks, and as what: ``role`` and ``ident`` (agent id,
@@ -237,3 +240,52 @@ def check_clock(target: BrokerTarget, session: Session, *, wait_s: float) -> Che
                          "(deadline_ms) and presence staleness assume clocks within a second or two")
         return Check("clock", "ok", f"within {abs(offset):.2f} s of {peer}'s")
     return Check("clock", "info", f"no peer announced itself within {wait_s:g} s: nothing to compare with")
+
+
+def broker_version(target: BrokerTarget, session: Session, *, wait_s: float = 1.0) -> str | None:
+    """The broker's ``$SYS/broker/version`` (mosquitto and the embedded broker
+    retain it); None when the login may not read it or the broker has none."""
+    try:
+        session.client.subscribe(SYS_VERSION, 0, timeout=target.timeout)
+    except ConnectError:
+        return None
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            m = session.inbox.get(timeout=left)
+        except queue.Empty:
+            break
+        if m.topic == SYS_VERSION and m.payload:
+            return m.payload.decode(errors="replace").strip()
+    return None
+
+
+def restart_losses(version: str | None, *, role: str) -> Check:
+    """What a restart of this broker drops for a device that publishes each
+    task once and never again (topics.md, Guarantees under faults: the
+    figures). Pure: the version string in, the verdict out. A warning for
+    devices (theirs are the tasks lost), a fact for every other role."""
+    fix = ("have devices re-send a task that got no answer, with \"attempt\" 2, 3, ... "
+           "(FogClient does; topics.md, Resubmitting a task)")
+    status = "warn" if role == "device" else "info"
+    if version is None:
+        return Check("restarts", "info", "broker unknown ($SYS/broker/version not readable): see topics.md, "
+                     "Guarantees under faults, for what a restart drops")
+    if version.startswith("mosquitto"):
+        detail = (f"{version}: after a restart it has no $share subscriptions until agents renew theirs "
+                  "(within about 0.5 s), and a killed mosquitto loses what it took since its last "
+                  "autosave: a device that sends each task once loses those")
+        number = version.split()[-1]
+        try:
+            old = tuple(int(x) for x in number.split(".")[:3]) < (2, 0, 13)
+        except ValueError:
+            old = False
+        if old:
+            detail += (f"; mosquitto {number} also loses its in-flight window under a backlog "
+                       "(eclipse/mosquitto#2306, fixed in 2.0.13): agents then hold the backlog in memory")
+        return Check("restarts", status, detail, fix if status == "warn" else "")
+    if version.startswith("fogmesh embedded"):
+        return Check("restarts", status, f"{version}: keeps nothing across a restart: tasks published before "
+                     "agents subscribe again, and replies to devices not yet back, are dropped", 
+                     fix if status == "warn" else "")
+    return Check("restarts", "info", f"{version}: see topics.md, Guarantees under faults, for what a restart drops")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.deploy.broker_checks import (ROLES, BrokerTarget, check_acl, check_clock, check_login, check_mqtt5,
-                                          check_reach, check_shared, check_tls, check_websockets)
+from fogmesh.deploy.broker_checks import (ROLES, BrokerTarget, broker_version, check_acl, check_clock, check_login,
+                                          check_mqtt5, check_reach, check_shared, check_tls, check_websockets,
+                                          restart_losses)
 from fogmesh.deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
 from fogmesh.deploy.report import Check, exit_status, render_json, render_table
 from fogmesh.mqtt import BrokerUrl
@@ -75,8 +76,9 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
             else:
                 add(Check("shared subs", "skip", "not checked: the probe topics are not allowed"))
             add(check_clock(target, session, wait_s=options.clock_wait_s))
+            add(restart_losses(broker_version(target, session), role=options.role))
         else:
-            for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock"):
+            for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock", "restarts"):
                 add(Check(name, "skip", "not checked: no connection"))
     finally:
         if session is not None:

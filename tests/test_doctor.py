@@ -183,3 +183,21 @@ def test_the_command_prints_json_and_exits_by_the_verdict(broker, root, tmp_path
     assert {c["name"] for c in report["checks"]} >= {"broker", "tls", "login", "acl", "clock", "state dir"}
     code, report = run(f"mqtt://127.0.0.1:{free_port()}")
     assert code == 1 and report["ok"] is False
+
+
+def test_for_a_device_a_broker_that_drops_tasks_in_a_restart_is_a_warning_with_how_to_resend(broker, root,
+                                                                                              tmp_path):
+    checks = doctor(broker.url, root, tmp_path, role="device", ident="sensor-7", clock_wait_s=0.5)
+    restarts = checks["restarts"]
+    assert restarts.status == "warn" and "attempt" in restarts.fix
+    assert ("mosquitto" if broker.name == "mosquitto" else "fogmesh embedded") in restarts.detail
+
+
+def test_what_a_restart_drops_is_named_per_broker_and_only_warned_to_devices():
+    from fogmesh.deploy.broker_checks import restart_losses
+    old = restart_losses("mosquitto version 2.0.11", role="device")
+    assert old.status == "warn" and "$share" in old.detail and "2306" in old.detail
+    assert "2306" not in restart_losses("mosquitto version 2.0.18", role="device").detail
+    assert restart_losses("mosquitto version 2.0.11", role="agent").status == "info"
+    assert restart_losses("fogmesh embedded broker (amqtt 0.12.1)", role="device").status == "warn"
+    assert restart_losses(None, role="device").status == "info"

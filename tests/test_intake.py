@@ -46,6 +46,8 @@ def test_an_agent_takes_no_task_while_its_answers_wait_for_the_brokers_confirmat
         agent = agents("gated", link.url, root, max_unconfirmed=6, concurrency=1)
         with FogClient(broker.url, root=root, retry_s=None) as device:
             assert device.send("echo", {"warm": True}).result(timeout=10).ok
+            # The device can have the warm-up answer before the agent has its PUBACK.
+            wait_until(lambda: agent.client.unconfirmed() == 0, timeout=10, what="the warm-up answer confirmed")
             link.hold()
             futures = [device.send("echo", {"n": n}) for n in range(30)]
             # Six answers go out unconfirmed; the next task waits unacknowledged at the agent.
