@@ -18,7 +18,8 @@ anonymous access off) and
   ``replies/#``, run pipelines (read sensors, command actuators).
 - **bridge** ``s``: the peer ``bridge-s``: its presence, inbox and health,
   answers, sensor uplink, commands down.
-- **operator**: read everything, control agents, sensors and actuators.
+- **operator**: read everything, control agents, sensors and actuators, and
+  publish the audit trail of what it did (``audit/+``: the dashboard's presses).
 
 Every login may also read and write ``probe/<login>/#`` (agents: all of
 ``probe/#``), where ``fogmesh doctor`` checks what the login can do.
@@ -120,7 +121,7 @@ def acl_text(logins: Logins) -> str:
         validate_segment(o, what="operator login")
         parts.append(_block(o, [("read", f"{r}/#"), ("write", f"{r}/agents/+/control"),
                                 ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
-                                ("readwrite", f"{r}/probe/{o}/#")]))
+                                ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#")]))
     return "\n".join(parts)
 
 
@@ -135,18 +136,30 @@ def _run(cmd: list[str]) -> None:
 
 def make_certs(out: Path, *, hosts: list[str], days: int = 825) -> None:
     """A private CA and a server certificate for ``hosts`` (DNS names or IPs)."""
-    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
     _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days),
           "-keyout", str(out / "ca.key"), "-out", str(out / "ca.crt"), "-subj", "/CN=fogmesh CA"])
-    _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(out / "server.key"),
-          "-out", str(out / "server.csr"), "-subj", f"/CN={hosts[0]}"])
-    ext = out / "server.ext"
+    issue_cert(out, "server", hosts=hosts, days=days)
+
+
+def issue_cert(out: Path, name: str, *, hosts: list[str], days: int = 825) -> Path:
+    """``{name}.crt`` / ``{name}.key`` for ``hosts``, signed by the CA in ``out``
+    (the broker's, or the dashboard's: one CA for the site, so a browser or
+    client that trusts ``ca.crt`` trusts both)."""
+    if not (out / "ca.key").exists():
+        raise BrokerError(f"no CA in {out} (ca.crt and ca.key): make the site's files first "
+                          "(python -m fogmesh.broker.secure --out DIR --host ... --operator ...)")
+    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
+    csr, ext = out / f"{name}.csr", out / f"{name}.ext"
+    _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(out / f"{name}.key"),
+          "-out", str(csr), "-subj", f"/CN={hosts[0]}"])
     ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
-    _run(["openssl", "x509", "-req", "-in", str(out / "server.csr"), "-CA", str(out / "ca.crt"),
+    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(out / "ca.crt"),
           "-CAkey", str(out / "ca.key"), "-CAcreateserial", "-days", str(days), "-out",
-          str(out / "server.crt"), "-extfile", str(ext)])
-    (out / "server.csr").unlink()
+          str(out / f"{name}.crt"), "-extfile", str(ext)])
+    csr.unlink()
     ext.unlink()
+    os.chmod(out / f"{name}.key", 0o600)
+    return out / f"{name}.crt"
 
 
 def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
@@ -234,17 +247,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent", action="append", default=[], help="an agent login; repeatable")
     p.add_argument("--bridge", action="append", default=[], help="a bridge site (login bridge-SITE); repeatable")
     p.add_argument("--operator", action="append", default=[], help="an operator login; repeatable")
+    p.add_argument("--dashboard", action="append", default=[], metavar="HOST",
+                   help="also issue dashboard.crt/dashboard.key from the site's CA for this host name or IP "
+                        "(repeatable), for fogmesh dashboard --tls-cert/--tls-key. Alone (no logins), with an "
+                        "--out that already has the site's CA: only that")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default: {DEFAULT_ROOT})")
     p.add_argument("--port", type=int, default=8883, help="TLS port (default: 8883)")
     p.add_argument("--ws-port", type=int, default=WS_PORT,
                    help=f"secure WebSockets port for browsers and dashboards (default: {WS_PORT}; 0: none)")
     a = p.parse_args(argv)
     logins = Logins(tuple(a.device), tuple(a.agent), tuple(a.bridge), tuple(a.operator), a.root)
+    if not logins.users() and a.dashboard:
+        try:
+            cert = issue_cert(Path(a.out), "dashboard", hosts=a.dashboard)
+        except BrokerError as exc:
+            print(f"fogmesh.broker.secure: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {cert} and dashboard.key for {', '.join(a.dashboard)}, signed by {Path(a.out) / 'ca.crt'}")
+        return 0
     if not logins.users():
-        p.error("name at least one --device, --agent, --bridge or --operator")
+        p.error("name at least one --device, --agent, --bridge or --operator (or only --dashboard HOST, "
+                "to issue the dashboard a certificate from an existing --out)")
     try:
         generate(Path(a.out), logins, hosts=a.host or ["localhost", "127.0.0.1"], port=a.port,
                  ws_port=a.ws_port or None)
+        if a.dashboard:
+            issue_cert(Path(a.out), "dashboard", hosts=a.dashboard)
     except (BrokerError, ValueError) as exc:
         print(f"fogmesh.broker.secure: {exc}", file=sys.stderr)
         return 2

@@ -235,6 +235,14 @@ class Topics:
         """Dead letters: input that could not be answered on a reply topic."""
         return f"{self.root}/errors"
 
+    def audit(self, source: str) -> str:
+        """Who did what to the site through ``source`` (the dashboard's actuator presses)."""
+        return f"{self.root}/audit/{validate_segment(source, what='audit source')}"
+
+    @property
+    def audit_filter(self) -> str:
+        return f"{self.root}/audit/+"
+
     @property
     def replies_filter(self) -> str:
         """Every reply sent below ``replies/`` (where fogmesh clients and devices get answers)."""

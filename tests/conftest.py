@@ -51,6 +51,19 @@ class AmqttProcess:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_dashboard_users_of_this_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A dashboard started by a test reads the users file the test gives it,
+    never the one of whoever runs the tests (~/.config/fogmesh/dashboard-users)."""
+    old = os.environ.get("FOGMESH_DASHBOARD_USERS")
+    os.environ["FOGMESH_DASHBOARD_USERS"] = str(tmp_path_factory.mktemp("dashboard") / "no-users")
+    yield
+    if old is None:
+        os.environ.pop("FOGMESH_DASHBOARD_USERS", None)
+    else:
+        os.environ["FOGMESH_DASHBOARD_USERS"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def agent_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Agent journals of this test session (and its subprocesses) go to a temp dir."""
     old = os.environ.get("FOGMESH_STATE_DIR")

@@ -22,6 +22,7 @@ from fogmesh.topics import Topics
 
 DEFAULT_PERIOD_S = 5.0       # an agent that does not say its presence period has the default
 EVENTS_KEPT = 50
+AUDIT_KEPT = 50
 DEVICES_KEPT = 1_000
 PENDING_KEPT = 20_000        # tasks seen and not yet answered, oldest forgotten first
 PENDING_FOR_S = 120.0
@@ -63,6 +64,7 @@ class DashboardModel:
     actuators: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     devices: OrderedDict[str, float] = field(default_factory=OrderedDict)   # least recently heard first
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    audit: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
     history: deque[dict[str, Any]] = field(init=False)
     _pending: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=50_000))
@@ -82,7 +84,7 @@ class DashboardModel:
     def filters(self) -> list[str]:
         t = self.topics
         return [*self.fleet.filters, t.tasks, t.device_tasks_filter, t.errors, t.replies_filter,
-                t.actuator_state_filter]
+                t.actuator_state_filter, t.audit_filter]
 
     # -- input -------------------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes, now: float) -> None:
@@ -97,6 +99,8 @@ class DashboardModel:
             self._on_dead_letter(payload, now)
         elif (actuator := t.actuator_of_state(topic)) is not None:
             self._on_actuator_state(actuator, payload, now)
+        elif topic.startswith(f"{t.root}/audit/"):
+            self._on_audit(payload)
         else:
             self.fleet.on_message(topic, payload)
 
@@ -151,6 +155,20 @@ class DashboardModel:
         self._event(now, "dead letter", code=err.get("code"), message=err.get("message"),
                     task=body.get("id"), agent=body.get("agent"), excerpt=body.get("excerpt"))
 
+    def _on_audit(self, payload: bytes) -> None:
+        """An actuator press, as some dashboard published it (newest first)."""
+        body = self._decode(payload)
+        if body is None:
+            return
+        result: dict[str, Any] = body["result"] if isinstance(body.get("result"), dict) else {}
+        command: dict[str, Any] = body["command"] if isinstance(body.get("command"), dict) else {}
+        self.audit.appendleft({
+            "ts": body.get("ts"), "who": str(body.get("who"))[:64], "role": str(body.get("role"))[:16],
+            "from": str(body.get("from"))[:64], "device": str(body.get("device"))[:128],
+            "actuator": str(body.get("actuator"))[:128], "op": str(command.get("op"))[:16], "ms": command.get("ms"),
+            "status": str(result.get("status"))[:32], "state": result.get("state"),
+            "message": str(result.get("message") or result.get("code") or "")[:300]})
+
     def _event(self, now: float, kind: str, **fields: Any) -> None:
         self._event_seq += 1
         clean = {k: (str(v)[:300] if v is not None else None) for k, v in fields.items()}
@@ -201,7 +219,7 @@ class DashboardModel:
                  "cloud_workers": sum(b["cloud_workers"] or 0 for b in bridges)}
         return {"point": point, "agents": rows["agents"], "bridges": bridges, "pipelines": rows["pipelines"],
                 "actuators": [self.actuators[k] for k in sorted(self.actuators)],
-                "events": list(self.events), "flows": flows}
+                "events": list(self.events), "flows": flows, "audit": list(self.audit)}
 
     def hello(self) -> dict[str, Any]:
         """What a page that just opened needs before the first tick: the window

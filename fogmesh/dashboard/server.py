@@ -1,46 +1,53 @@
 """The dashboard process: one MQTT connection in, one small HTTP server out.
 
-The page never talks MQTT. The process subscribes with the login it was
-started with (TLS, password, ACL: as every other command), and pushes each
-tick to the browsers as server-sent events; an actuator button is a POST that
-this process turns into a command. So credentials stay on the host, the page
-works behind any broker ACL the login passes, and a browser needs nothing but
-HTTP to localhost (or wherever ``--host`` binds).
+The page never talks MQTT. The process subscribes with the broker login it
+was started with (TLS, password, ACL: as every other command), and pushes
+each tick to the browsers as server-sent events; an actuator button is a
+POST that this process turns into a command. So the broker credentials stay
+on the host, and a browser needs nothing but HTTP(S) to this process.
 
-Cross-site requests cannot drive a pin: the POST must carry
-``Content-Type: application/json`` (a cross-origin page cannot send that
-without a CORS preflight, which is never granted) and, when the browser sends
-an ``Origin``, it must be this server's.
+Who may use the page is this process's business too (:mod:`.auth`): with a
+users file, everyone logs in, and only operators press buttons; without
+one, it serves this machine only (loopback). Requests for a name it does
+not serve are refused first (:mod:`.guard`: DNS rebinding). Every press is
+published on ``{root}/audit/dashboard`` with who, when, what and what came
+of it (:mod:`.presses`), and shown on the page.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
+import socket
+import ssl
 import threading
 import time
 import uuid
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fogmesh import codec
+from fogmesh.dashboard.auth import Users
+from fogmesh.dashboard.guard import ANY, is_loopback, served_names
+from fogmesh.dashboard.sessions import LoginThrottle, Session, Sessions
 from fogmesh.dashboard.model import DashboardModel
-from fogmesh.errors import ConnectError
-from fogmesh.mqtt import BrokerUrl, MqttClient, topic_round_trip
+from fogmesh.dashboard.presses import Presses
+from fogmesh.dashboard.web import MAX_STREAMS, DashboardHTTPServer, event, handler_class
+from fogmesh.errors import ConnectError, FogmeshError
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, topic_round_trip
 from fogmesh.topics import Topics, is_safe_id
 
 log = logging.getLogger("fogmesh.dashboard")
 
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 OPS = ("on", "off", "toggle", "pulse")
 MAX_PULSE_MS = 60_000
-MAX_STREAMS = 32             # browsers watching at once; more are refused, not queued
 STREAM_QUEUE = 30            # ticks a slow browser may lag before it is dropped (it reconnects)
+AUDIT_SOURCE = "dashboard"
+NO_LOGIN = ("local", "operator")     # who and what a press is without logins (loopback only)
+
+
+class DashboardRefused(FogmeshError):
+    """The dashboard will not start as asked (a LAN without logins, a bad certificate)."""
 
 
 def may_drive_actuators(url: BrokerUrl, topics: Topics, *, timeout: float = 3.0) -> tuple[bool, str]:
@@ -56,16 +63,69 @@ def may_drive_actuators(url: BrokerUrl, topics: Topics, *, timeout: float = 3.0)
     return False, f"login {url.username} may not drive every actuator (not an operator login)"
 
 
+def machine_addresses() -> tuple[list[str], str]:
+    """This machine's addresses and host name, for a dashboard bound to every
+    address: what its host name resolves to, and the address of the route
+    out (a UDP socket "connected" to a documentation address picks it and
+    sends nothing). Others are named with ``--server-name``."""
+    hostname = socket.gethostname()
+    addresses: set[str] = set()
+    try:
+        addresses.update(str(info[4][0]) for info in socket.getaddrinfo(hostname, None))
+    except OSError:
+        pass
+    for family, probe in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect(probe)
+                addresses.add(str(s.getsockname()[0]))
+        except OSError:
+            pass
+    return sorted(addresses), hostname
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise DashboardRefused(f"cannot use the certificate {cert} with the key {key}: {exc}; "
+                               "python -m fogmesh.broker.secure --out DIR --dashboard HOST issues a pair") from exc
+    return ctx
+
+
 class Dashboard:
     """Owns the MQTT client, the model and the HTTP server; ``start``/``stop``."""
 
     def __init__(self, broker: BrokerUrl | str, *, root: str, host: str = "127.0.0.1", port: int = 8080,
                  tick_s: float = 1.0, window_s: float = 600.0, controls: bool | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 users: Users | None = None, server_names: Iterable[str] = (),
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.users = users or Users({})
+        self.login_required = bool(self.users)
+        if not self.login_required and not is_loopback(host):
+            where = "every address of this machine" if host in ANY else host
+            raise DashboardRefused(
+                f"--host {host} serves the page, and its buttons, to {where}, so it needs logins, and there is "
+                "no users file. Add one: fogmesh dashboard users add NAME --role operator (viewers: --role "
+                "viewer), then start again; with --tls-cert/--tls-key passwords do not cross the LAN in clear. "
+                "Or serve this machine only (--host 127.0.0.1).")
         self.url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
         self.topics = Topics(root)
         self.model = DashboardModel(self.topics, tick_s=tick_s, window_s=window_s)
         self.clock = clock
+        self.monotonic = monotonic
+        self.sessions = Sessions(clock=monotonic)
+        self.throttle = LoginThrottle(clock=monotonic)
+        self.presses = Presses()
+        addresses, hostname = machine_addresses() if host in ANY else ([], None)
+        self.names = served_names(host, server_names, addresses=addresses, hostname=hostname)
+        self.tls = tls_cert is not None
+        if (tls_cert is None) != (tls_key is None):
+            raise DashboardRefused("give both --tls-cert and --tls-key")
+        context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
         self._lock = threading.Lock()
         self._streams: list[queue.Queue[bytes | None]] = []
         self._stop = threading.Event()
@@ -75,19 +135,49 @@ class Dashboard:
         self.controls_why = "not started"
         self.client = MqttClient(self.url, client_id=f"fogmesh-dashboard-{uuid.uuid4().hex[:8]}",
                                  on_message=self._on_message)
-        self.http = ThreadingHTTPServer((host, port), self._handler_class())
-        self.http.daemon_threads = True
+        self.http = DashboardHTTPServer((host, port), handler_class(self))
+        if context is not None:
+            self.http.socket = context.wrap_socket(self.http.socket, server_side=True,
+                                                   do_handshake_on_connect=False)
         self._threads: list[threading.Thread] = []
 
     @property
     def address(self) -> str:
         host, port = self.http.server_address[:2]
-        return f"http://{host}:{port}"
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     # -- MQTT side ---------------------------------------------------------------------
-    def _on_message(self, m: Any) -> None:
+    def _on_message(self, m: Message) -> None:
+        done: list[dict[str, Any]] = []
         with self._lock:
             self.model.on_message(m.topic, m.payload, self.clock())
+            if not m.retain:
+                done = self._settles(m)
+        for record in done:
+            self._audit(record)
+
+    def _settles(self, m: Message) -> list[dict[str, Any]]:
+        """Presses this message settles: a live actuator state, or a dead letter for a command."""
+        actuator = self.topics.actuator_of_state(m.topic)
+        if actuator is not None and len(self.presses):
+            body = self.model._decode(m.payload) or {}
+            return self.presses.on_state(actuator[0], actuator[1], str(body.get("state")))
+        if m.topic == self.topics.errors and len(self.presses):
+            body = self.model._decode(m.payload) or {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            return self.presses.on_dead_letter(body.get("id"), error.get("code"), error.get("message"))
+        return []
+
+    def _audit(self, record: dict[str, Any]) -> None:
+        """Publish one audit record (QoS 1; ``mosquitto_sub -t 'fog/v1/audit/#'`` follows them)."""
+        result = record.get("result", {})
+        log.info("dashboard audit: %s (%s) from %s: %s %s/%s -> %s", record["who"], record["role"], record["from"],
+                 record["command"].get("op"), record["device"], record["actuator"], result.get("status"))
+        try:
+            self.client.publish(self.topics.audit(AUDIT_SOURCE), codec.encode(record), qos=1)
+        except ConnectError as exc:
+            log.error("dashboard: could not publish an audit record (%s): %s", exc, record)
 
     def start(self, *, timeout: float = 10.0) -> Dashboard:
         if self._forced_controls is False:
@@ -99,14 +189,15 @@ class Dashboard:
         except BaseException:
             self.http.server_close()
             raise
-        for f in self.model.filters:
+        for f in [*self.model.filters, self.topics.audit_filter]:
             self.client.subscribe(f)
         for target, name in ((self._tick_loop, "dashboard-tick"), (self.http.serve_forever, "dashboard-http")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("dashboard on %s for %s (actuator buttons: %s)", self.address, self.url,
-                 "on" if self.controls else "off")
+        log.info("dashboard on %s for %s (actuator buttons: %s; logins: %s)", self.address, self.url,
+                 "on" if self.controls else "off",
+                 f"{len(self.users)} user(s)" if self.login_required else "none (this machine only)")
         return self
 
     def stop(self) -> None:
@@ -125,10 +216,11 @@ class Dashboard:
             next_at += self.model.tick_s
             self._stop.wait(max(0.0, next_at - self.clock()))
             with self._lock:
+                unanswered = self.presses.due(self.monotonic())
                 tick = self.model.tick(self.clock())
                 tick["connected"] = self.client.wait_connected(0)
                 self._last = codec.encode(tick)
-                data = _event("tick", self._last)
+                data = event("tick", self._last)
                 for q in list(self._streams):
                     try:
                         q.put_nowait(data)
@@ -136,14 +228,25 @@ class Dashboard:
                         self._streams.remove(q)
                         q.queue.clear()
                         q.put_nowait(None)
+            for record in unanswered:
+                self._audit(record)
 
-    def hello(self) -> dict[str, Any]:
+    def _who(self, session: Session | None) -> tuple[str, str]:
+        return (session.user, session.role) if session is not None else NO_LOGIN
+
+    def hello(self, session: Session | None = None) -> dict[str, Any]:
         with self._lock:
             hello = self.model.hello()
-        return {**hello, "broker": str(self.url), "root": self.topics.root,
-                "controls": self.controls, "controls_why": self.controls_why}
+        who, role = self._who(session)
+        controls, why = self.controls, self.controls_why
+        if controls and role != "operator":
+            controls, why = False, f"{who} is a viewer; buttons need an operator login"
+        return {**hello, "broker": str(self.url), "root": self.topics.root, "controls": controls,
+                "controls_why": why, "user": who if self.login_required else None, "role": role}
 
-    def actuate(self, device: str, actuator: str, body: Any) -> tuple[int, dict[str, Any]]:
+    def actuate(self, device: str, actuator: str, body: Any, *, session: Session | None = None,
+                address: str = "?") -> tuple[int, dict[str, Any]]:
+        who, role = self._who(session)
         if not self.controls:
             return HTTPStatus.FORBIDDEN, {"error": f"actuator buttons are off: {self.controls_why}"}
         if not (is_safe_id(device) and is_safe_id(actuator)):
@@ -156,12 +259,20 @@ class Dashboard:
             if not isinstance(ms, int) or isinstance(ms, bool) or not 1 <= ms <= MAX_PULSE_MS:
                 return HTTPStatus.BAD_REQUEST, {"error": f"pulse needs \"ms\": 1..{MAX_PULSE_MS}"}
             command["ms"] = ms
+        press = {"who": who, "role": role, "address": address, "device": device, "actuator": actuator,
+                 "command": command, "wall": self.clock()}
+        if role != "operator":
+            self._audit(Presses.finished_now(**press, result={"status": "refused", "message": "not an operator"}))
+            return HTTPStatus.FORBIDDEN, {"error": f"{who} is a viewer: buttons need an operator login"}
         topic = self.topics.actuator_set(device, actuator)
         try:
             self.client.publish(topic, codec.encode(command), qos=1)
         except ConnectError as exc:
+            self._audit(Presses.finished_now(**press, result={"status": "not sent", "message": str(exc)}))
             return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"broker unreachable: {exc}"}
-        log.info("dashboard: %s %s on %s", device, actuator, command["op"])
+        with self._lock:
+            self.presses.pressed(**press, now=self.monotonic())
+        log.info("dashboard: %s pressed %s %s on %s", who, device, actuator, command["op"])
         return HTTPStatus.ACCEPTED, {"sent": topic, "command": command}
 
     def open_stream(self) -> queue.Queue[bytes | None] | None:
@@ -180,109 +291,3 @@ class Dashboard:
     def snapshot(self) -> bytes:
         with self._lock:
             return self._last
-
-    # -- HTTP side ---------------------------------------------------------------------
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        dashboard = self
-
-        class Handler(_Handler):
-            app = dashboard
-        return Handler
-
-
-def _event(name: str, data: bytes) -> bytes:
-    """One server-sent event; ``data`` is JSON (one line: orjson writes no newlines)."""
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    app: Dashboard
-    protocol_version = "HTTP/1.1"
-    server_version = "fogmesh-dashboard"
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("http %s " + fmt, self.client_address[0], *args)
-
-    def _send(self, status: int, body: bytes, ctype: str, *, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy",
-                         "default-src 'self'; img-src 'self' data:; style-src 'self'; connect-src 'self'")
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, body: Any) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path.split("?", 1)[0]
-        if path in STATIC:
-            name, ctype = STATIC[path]
-            body = resources.files("fogmesh.dashboard").joinpath("static", name).read_bytes()
-            self._send(HTTPStatus.OK, body, ctype)
-        elif path == "/events":
-            self._stream()
-        elif path == "/api/snapshot":
-            self._send(HTTPStatus.OK, self.app.snapshot(), "application/json")
-        elif path == "/api/hello":
-            self._json(HTTPStatus.OK, self.app.hello())
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path}"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        parts = path.strip("/").split("/")
-        if len(parts) != 4 or parts[:2] != ["api", "actuators"]:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "POST /api/actuators/{device}/{actuator}"})
-            return
-        origin = self.headers.get("Origin")
-        if origin is not None and origin.split("://", 1)[-1] != self.headers.get("Host"):
-            self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
-            return
-        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
-            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send Content-Type: application/json"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 4096:
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body over 4 KiB"})
-            return
-        try:
-            body = json.loads(self.rfile.read(length) or b"null")
-        except ValueError:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
-            return
-        status, answer = self.app.actuate(parts[2], parts[3], body)
-        self._json(status, answer)
-
-    def _stream(self) -> None:
-        q = self.app.open_stream()
-        if q is None:
-            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"over {MAX_STREAMS} pages open"})
-            return
-        try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            self.wfile.write(b"retry: 1000\n" + _event("hello", codec.encode(self.app.hello())))
-            self.wfile.flush()
-            while True:
-                try:
-                    data = q.get(timeout=15)
-                except queue.Empty:
-                    data = b": keep-alive\n\n"
-                if data is None:
-                    return
-                self.wfile.write(data)
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            return                                   # the page went away
-        finally:
-            self.app.close_stream(q)

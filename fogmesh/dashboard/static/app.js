@@ -139,6 +139,20 @@
       ` task ${e.task ?? "(no id)"}` + (e.agent ? ` from ${e.agent}` : "") + ": " + (e.message || ""))));
   }
 
+  function renderAudit(audit) {
+    const list = document.getElementById("audit");
+    const sig = JSON.stringify(audit[0] || null) + audit.length;
+    if (sig === state.seenAudit) return;
+    state.seenAudit = sig;
+    if (!audit.length) { list.replaceChildren(el("li", {class: "note"}, "none yet")); return; }
+    list.replaceChildren(...audit.map(a => el("li", {"data-who": a.who, "data-status": a.status,
+                                                     "data-actuator": `${a.device}/${a.actuator}`},
+      el("span", {class: "when"}, (a.ts ? new Date(a.ts * 1000).toLocaleTimeString() : "?") + " "),
+      el("b", {}, a.who), ` (${a.role}, ${a.from}) ${a.op}${a.op === "pulse" ? " " + a.ms + " ms" : ""} `,
+      `${a.device}/${a.actuator}: `, el("span", {class: "status"}, a.status),
+      a.state ? ` (now ${a.state})` : "", a.message ? ` ${a.message}` : "")));
+  }
+
   // -- the site as a picture ---------------------------------------------------------
   function renderSite(flows, agents, bridges) {
     const s = document.getElementById("site");
@@ -257,6 +271,9 @@
     c.title = h.controls_why;
     c.className = "badge " + (h.controls ? "on" : "");
     document.getElementById("actuators-note").textContent = h.controls ? "" : `Buttons off: ${h.controls_why}.`;
+    const logout = document.getElementById("logout");
+    logout.hidden = !h.user;
+    document.getElementById("who").textContent = h.user ? `${h.user} (${h.role})` : "";
   }
 
   function onTick(t) {
@@ -273,6 +290,7 @@
     renderPipelines(t.pipelines);
     renderActuators(t.actuators);
     renderEvents(t.events);
+    renderAudit(t.audit || []);
     renderSite(t.flows, t.agents, t.bridges);
     renderCharts();
     state.renderMs.push(performance.now() - started);
@@ -282,7 +300,10 @@
   const source = new EventSource("/events");
   source.addEventListener("hello", e => onHello(JSON.parse(e.data)));
   source.addEventListener("tick", e => onTick(JSON.parse(e.data)));
-  source.onerror = () => {
+  source.onerror = async () => {
+    // A session that ran out (or a logout in another tab): back to the login page.
+    const r = await fetch("/api/hello").catch(() => null);
+    if (r && r.status === 401) { window.location.assign("/login"); return; }
     const link = document.getElementById("link");
     link.textContent = "dashboard unreachable"; link.className = "badge off";
   };
