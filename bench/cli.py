@@ -122,6 +122,9 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--flat-mb", type=float, default=10.0, metavar="MB",
                    help="'flat': the largest N's growth within this of the smallest's (default: 10)")
     b.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per row (default: 600)")
+    b.add_argument("--brokers", default="amqtt,mosquitto",
+                   help="brokers to flood (default: amqtt,mosquitto; Debian 12's mosquitto 2.0.11 does not keep "
+                        "its in-flight window under a backlog, see topics.md, Flow control)")
     json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
