@@ -89,7 +89,8 @@ class Reader:
         self._stop = threading.Event()
         self._sock = socket.create_connection((host, port))
         client_id = f"flood-rd-{uuid.uuid4().hex[:6]}".encode()
-        connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+        # Keep-alive 0: a reader that never reads never sends PINGREQ either, and must not be cut off.
+        connect = b"\x00\x04MQTT\x04\x02\x00\x00" + len(client_id).to_bytes(2, "big") + client_id
         self._sock.sendall(b"\x10" + _length(len(connect)) + connect)
         topic = f"{root}/replies/flood".encode()
         sub = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic + b"\x00"     # QoS 0: nothing to acknowledge
