@@ -26,7 +26,7 @@ from typing import Any, Callable
 from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
-from fogmesh.offers import Answer, Offer, Result, decode_inbox
+from fogmesh.offers import OfferReply, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import BridgeHealth, Reply, Task, Timing
@@ -348,7 +348,7 @@ class Bridge:
                 self._storage_failed(exc)
             else:
                 self._storage_ok()
-                self.edge.publish(inbox, Answer("accept", offer.offer, task.id, self.agent_id).encode())
+                self.edge.publish(inbox, OfferReply("accept", offer.offer, task.id, self.agent_id).encode())
                 if fresh:
                     self.counters["accepted"] += 1
                     if self._link_up and self._workers and len(self._inflight) < 1000 \
@@ -364,7 +364,7 @@ class Bridge:
         inbox = self.topics.agent_inbox(origin)
         if self.fallback == "fog" or reason == "unknown_kind":
             self.counters["rejected"] += 1
-            self.edge.publish(inbox, Answer("reject", offer, task_id, self.agent_id, reason).encode())
+            self.edge.publish(inbox, OfferReply("reject", offer, task_id, self.agent_id, reason).encode())
             return
         self.counters["fallback_errors"] += 1
         code = {"busy": "busy", "deadline": "deadline_exceeded"}.get(reason, "busy")

@@ -191,7 +191,7 @@ def check_acl(target: BrokerTarget) -> Check:
 
 
 def check_shared(target: BrokerTarget) -> Check:
-    from fogmesh.edge_agent.agent import SharedSubscriptionProbe
+    from fogmesh.edge_agent.probes import SharedSubscriptionProbe
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
     probe = SharedSubscriptionProbe(target.probe_topic(token), group=token)
     client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", reconnect=False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from fogmesh.edge_agent.answers import Answer
+from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
 from fogmesh.registry import TaskKind
 from fogmesh.topics import Topics
@@ -67,7 +67,7 @@ class Forget:
     """The journaled task is answered (with ``answer``, kept for a resubmission)."""
 
     key: str
-    answer: Answer | None = None
+    answer: StoredAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,21 @@ class Rescue:
 
 @dataclass(frozen=True)
 class StopTaking:
-    """This agent must take no new tasks, for good (``reason`` says why: claims
-    reach the agents in different orders here); it finishes what it holds."""
+    """This agent takes no new tasks (``reason`` says why); it finishes what
+    it holds. ``journal``: its journal failed, so it tries the journal again
+    and takes tasks once it works (:class:`ResumeTaking`); otherwise (claims
+    reach the agents in different orders here) for good."""
 
     reason: str
+    journal: bool = False
 
 
-Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue, StopTaking]
+@dataclass(frozen=True)
+class ResumeTaking:
+    """The journal works again: take tasks again."""
+
+
+Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue, StopTaking, ResumeTaking]
 
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+from fogmesh.edge_agent.events import BatteryRead
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.presence import HostStats, PresencePace, build_presence, presence_due, presence_pace
 from fogmesh.messages import Presence
@@ -91,7 +92,7 @@ class Announcer:
     def read_host(self, now: float, core: Any) -> None:
         self.host = self.monitor.read(running=core.running)
         self.host_read_at = now
-        core.on_battery(self.host.battery.percent if self.host.battery else None)
+        core.handle(BatteryRead(self.host.battery.percent if self.host.battery else None), now)
 
     def build(self, now: float, core: Any, state: str) -> Presence:
         if now - self.host_read_at >= self.base_period:

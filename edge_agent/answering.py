@@ -11,7 +11,7 @@ from typing import Any
 
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
-from fogmesh.edge_agent.answers import Answer
+from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.offers import Result
@@ -30,7 +30,7 @@ def properties_for(task: Task | None, topic: str) -> MessageProperties | None:
     return reply_properties(task.correlation, task.user_properties)
 
 
-def sent_again(answer: Answer, task: Task | None) -> Publish:
+def sent_again(answer: StoredAnswer, task: Task | None) -> Publish:
     """``answer`` going out again, with the MQTT 5 properties of the request
     it answers this time: a requester resubmitting with new Correlation Data
     matches the reply by the new one."""
@@ -83,7 +83,7 @@ class AnsweringMixin(CoreParts):
         """The "done" record (carrying ``answer`` and, with ``carry``, the
         confirmations collected so far: only for a record that goes out now) and
         the answer itself, in claim dispatch. The IO shell hands both back if
-        the connection drops before the broker has them (``on_withdrawn``)."""
+        the connection drops before the broker has them (``_on_withdrawn``)."""
         sent = self.confirms.take_all() if carry else ()
         done = Publish(self.config.topics.claims,
                        Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
@@ -98,7 +98,7 @@ class AnsweringMixin(CoreParts):
             publish = replace(publish, properties=props)
         # What a resubmission of the id gets again (a device's own reply, not a
         # result sent back to an origin agent).
-        answer = Answer(publish.topic, publish.payload) if entry.origin is None else None
+        answer = StoredAnswer(publish.topic, publish.payload) if entry.origin is None else None
         forget: list[Action] = [Forget(entry.key, answer)] if entry.remembered else []
         done: list[Action] = []
         if self.config.dispatch == "claim" and entry.origin is None and entry.task is not None \
@@ -106,10 +106,10 @@ class AnsweringMixin(CoreParts):
             # The record goes first and carries the answer: peers never re-run a
             # task whose answer may be out (see ``Claim``).
             # It also carries the confirmations collected so far (no extra message
-            # under load; ``on_sent`` flushes them when idle).
+            # under load; ``_on_sent`` flushes them when idle).
             done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
         elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
-            # Not sent again blindly if the connection drops first (``on_withdrawn``).
+            # Not sent again blindly if the connection drops first (``_on_withdrawn``).
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
@@ -132,7 +132,7 @@ class AnsweringMixin(CoreParts):
         never re-deliver it (a duplicate) if this agent died."""
         self.confirms.emitting(key)
 
-    def take_marks(self) -> list[Action]:
+    def _take_marks(self) -> list[Action]:
         """A "sent" record for the answers emitted since the last record, if any.
         The shell asks for it after each step, so an agent that dies right
         after answering has (almost always) said so: the answers and the record
@@ -143,10 +143,10 @@ class AnsweringMixin(CoreParts):
         return [Publish(self.config.topics.claims, Claim("", self.config.agent_id, op="sent", tasks=keys).encode(),
                         fence_key=MARK)]
 
-    def on_sent(self, keys: list[str], now: float) -> list[Action]:
+    def _on_sent(self, keys: list[str], now: float) -> list[Action]:
         """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
         the next "done" record, or after a moment alone), unless a record published
-        after the answer already did (``take_marks``)."""
+        after the answer already did (``_take_marks``)."""
         if self.config.dispatch != "claim":
             return []
         return self._flush_sent() if self.confirms.confirmed(keys, now) else []

@@ -37,7 +37,7 @@ from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.claims import Claim
 from fogmesh.edge_agent.entry import Entry, EntryState
-from fogmesh.offers import Have
+from fogmesh.asks import Have
 
 
 class AskingMixin(CoreParts):

@@ -23,14 +23,15 @@ Guarantees it implements:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from fogmesh import codec
 from fogmesh.claims import Claim, claim_delay, claim_key, tie_break
+from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget, LatencyHistogram,
-                                        Publish, Remember, Run)
+                                        Publish, Remember, ResumeTaking, Run, StopTaking)
 from fogmesh.edge_agent.answering import AnsweringMixin, sent_again
-from fogmesh.edge_agent.answers import Answer, AnswerBook
+from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
 from fogmesh.edge_agent.asking import AskingMixin
 from fogmesh.edge_agent.claim_book import ClaimBook
@@ -68,7 +69,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self.policy = policy or LocalPolicy()
         self.accepting = True
         self.draining = False
-        self.degraded = None         # why this agent takes no new work (its journal failed)
+        self.degraded = None         # why this agent takes no new work (its journal failed, claims' order)
+        self._degraded_by_journal = False
         self.battery = None
         self.counters = Counters()
         self.latency = LatencyHistogram()
@@ -135,26 +137,32 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             times.append(self.confirms.flush_at)
         return min(times, default=None)
 
+    # -- the one input surface ----------------------------------------------------
+    def handle(self, event: ev.CoreEvent, now: float) -> list[Action]:
+        """Take one event (:mod:`fogmesh.edge_agent.events` lists them all) at
+        ``now`` (monotonic seconds); return what the shell must do, in order."""
+        return _HANDLERS[type(event)](self, event, now)
+
     # -- inputs ----------------------------------------------------------------
-    def start_order_probe(self, token: str, now: float) -> list[Action]:
+    def _start_order_probe(self, token: str, now: float) -> list[Action]:
         """Claim dispatch among peers: check that they see claims in this
         agent's order before it takes tasks (:attr:`order_verdict` says)."""
         peers = [p.agent for p in self.peers.present(now)] if self.config.dispatch == "claim" else []
         return self.order.start(token, peers, now, wall_offset=self.wall_offset)
 
-    def on_clock(self, *, wall: float, now: float) -> None:
+    def _on_clock(self, *, wall: float, now: float) -> None:
         """The wall clock (Unix time) at ``now``: the core keeps time by ``now``
         (monotonic), but what it publishes for people carries Unix time."""
         self.wall_offset = wall - now
 
-    def on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
+    def _on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
                    dup: bool = False) -> list[Action]:
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
         may have taken the task over meanwhile: it is competed for, not run."""
         t = self.config.topics
         if dup and self.accepting and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
                                        or topic == self._direct):
-            return self.on_rescued(topic, payload, token, now)
+            return self._on_rescued(topic, payload, token, now)
         if topic == t.tasks:
             return self._on_task(payload, token, now, direct=False, dup=dup)
         device = t.device_of_tasks(topic)
@@ -175,20 +183,30 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]
 
-    def on_battery(self, percent: float | None) -> None:
+    def _on_battery(self, percent: float | None) -> None:
         """The host's battery as the shell last read it (None: mains); placement
         policies judge this agent's own bid by it."""
         self.battery = percent
 
-    def begin_drain(self) -> None:
+    def _begin_drain(self) -> None:
         """The operator asked this agent to leave: offers from peers are
         rejected from now on; held tasks still finish."""
         self.draining = True
 
-    def on_degraded(self, reason: str | None) -> None:
-        """The shell cannot journal (``reason``), or can again (None): while
-        degraded, offers from peers are rejected; tasks already delivered still run."""
-        self.degraded = reason
+    def _journal_failed(self, reason: str) -> list[Action]:
+        """The shell cannot journal: while degraded, offers from peers are
+        rejected, new tasks are left to live peers (or answered ``degraded``
+        when there is none); tasks already delivered still run."""
+        if self.degraded is not None:
+            return []
+        self.degraded, self._degraded_by_journal = reason, True
+        return [StopTaking(reason, journal=True)]
+
+    def _journal_works(self) -> list[Action]:
+        if self.degraded is None or not self._degraded_by_journal:
+            return []
+        self.degraded, self._degraded_by_journal = None, False
+        return [ResumeTaking()]
 
     def last_to_answer(self, now: float) -> bool:
         """Degraded, with no live peer to take tasks instead: then this agent
@@ -198,7 +216,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         tasks to it (the shell unsubscribes)."""
         return self.degraded is not None and not self.peers.live(now)
 
-    def stop_accepting(self) -> None:
+    def _stop_accepting(self) -> None:
         """New task messages are left unacknowledged (the broker redelivers them
         to this session later); held tasks still finish."""
         self.accepting = False
@@ -360,7 +378,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         self.claims.unindex(entry.claim_key)
         self.asks.close(entry.key)
 
-    def _settle(self, entry: Entry, now: float, answer: Answer | None) -> None:
+    def _settle(self, entry: Entry, now: float, answer: StoredAnswer | None) -> None:
         """``entry`` is answered (``answer``: this agent's own answer, sent now or
         found out): no longer held; its id, and the answer, kept for the dedup window."""
         self._release(entry)
@@ -374,8 +392,8 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         entry.remembered = True
         return [Remember(entry.key, entry.payload)]
 
-    def restore(self, *, done: list[str], unfinished: list[bytes], now: float,
-                answers: dict[str, Answer] | None = None) -> list[Action]:
+    def _restore(self, *, done: list[str], unfinished: list[bytes], now: float,
+                answers: dict[str, StoredAnswer] | None = None) -> list[Action]:
         """After a restart: ids answered before (so redeliveries are swallowed,
         and a resubmission gets its ``answers`` entry again), and tasks accepted
         but not answered (placed again, in order)."""
@@ -425,7 +443,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             actions += self._start(self._entries[key], now)
         return actions
 
-    def on_finished(self, key: str, now: float, *, result: Any = None,
+    def _on_finished(self, key: str, now: float, *, result: Any = None,
                     error: ErrorInfo | None = None) -> list[Action]:
         """A local run ended. Results of runs already answered are ignored."""
         entry = self._entries.get(key)
@@ -442,7 +460,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             actions = self._answer_ok(entry, result, now)
         return actions + self._start_queued(now)
 
-    def on_tick(self, now: float) -> list[Action]:
+    def _on_tick(self, now: float) -> list[Action]:
         actions = self._handle_deaths(now) + self._fire_claims(now) + self._expire_silent_askees(now)
         if self.order.active:
             actions += self.order.tick(now)
@@ -539,3 +557,49 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             self.draining = True
             return [Drain()]
         return []
+
+
+def _clock(core: AgentCore, e: ev.ClockRead, now: float) -> list[Action]:
+    core._on_clock(wall=e.wall, now=now)
+    return []
+
+
+def _battery(core: AgentCore, e: ev.BatteryRead, now: float) -> list[Action]:
+    core._on_battery(e.percent)
+    return []
+
+
+def _drain(core: AgentCore, e: ev.DrainBegun, now: float) -> list[Action]:
+    core._begin_drain()
+    return []
+
+
+def _stop(core: AgentCore, e: ev.StopAccepting, now: float) -> list[Action]:
+    core._stop_accepting()
+    return []
+
+
+def _link(core: AgentCore, e: ev.LinkChanged, now: float) -> list[Action]:
+    if e.up:
+        return core._on_connected(now, control=e.control, session_kept=e.session_kept)
+    return core._on_disconnect(now, control=e.control)
+
+
+_HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
+    ev.MessageIn: lambda c, e, now: c._on_message(e.topic, e.payload, e.token, now, dup=e.dup),
+    ev.RescuedIn: lambda c, e, now: c._on_rescued(e.topic, e.payload, e.token, now, holder=e.holder),
+    ev.Finished: lambda c, e, now: c._on_finished(e.key, now, result=e.result, error=e.error),
+    ev.Confirmed: lambda c, e, now: c._on_sent([e.key], now),
+    ev.Withdrawn: lambda c, e, now: c._on_withdrawn(e.messages, now),
+    ev.LinkChanged: _link,
+    ev.Tick: lambda c, e, now: c._on_tick(now),
+    ev.ClockRead: _clock,
+    ev.BatteryRead: _battery,
+    ev.MarksDue: lambda c, e, now: c._take_marks(),
+    ev.OrderProbe: lambda c, e, now: c._start_order_probe(e.token, now),
+    ev.DrainBegun: _drain,
+    ev.JournalFailed: lambda c, e, now: c._journal_failed(e.reason),
+    ev.JournalWorks: lambda c, e, now: c._journal_works(),
+    ev.StopAccepting: _stop,
+    ev.Restored: lambda c, e, now: c._restore(done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
+}

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from fogmesh.edge_agent.actions import Action, AgentConfig, Counters, LatencyHistogram, Publish
-from fogmesh.edge_agent.answers import Answer, AnswerBook
+from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
 from fogmesh.edge_agent.claim_book import ClaimBook
 from fogmesh.edge_agent.confirmations import Confirmations
@@ -28,7 +28,7 @@ from fogmesh.edge_agent.peers import PeerRegistry
 from fogmesh.edge_agent.placement import PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
-from fogmesh.offers import Have
+from fogmesh.asks import Have
 from fogmesh.registry import Registry
 
 
@@ -92,7 +92,7 @@ class CoreParts(ABC):
         """Forget ``entry`` (answered, dropped, or decided for another agent)."""
 
     @abstractmethod
-    def _settle(self, entry: Entry, now: float, answer: Answer | None) -> None:
+    def _settle(self, entry: Entry, now: float, answer: StoredAnswer | None) -> None:
         """``entry`` is answered: no longer held; its id and answer kept."""
 
     @abstractmethod

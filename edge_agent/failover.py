@@ -11,7 +11,7 @@ from typing import Any
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answering import MARK, sent_again
-from fogmesh.edge_agent.answers import Answer
+from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.claims import Claim, claim_key, rescue_key
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.errors import InvalidMessage
@@ -115,7 +115,7 @@ class FailoverMixin(CoreParts):
             return self._decided(entry, winner, now)
         return self._fire_claims(now)
 
-    def on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
+    def _on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
                    holder: str | None = None) -> list[Action]:
         """A task message redelivered to this agent, or taken from ``holder``'s
         rescued session: compete for it like any takeover (its holder may come
@@ -139,7 +139,7 @@ class FailoverMixin(CoreParts):
             return [Ack(token)]                    # decided for a live agent: it answers
         return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder)
 
-    def on_disconnect(self, now: float, *, control: bool = True) -> list[Action]:
+    def _on_disconnect(self, now: float, *, control: bool = True) -> list[Action]:
         """A broker connection is lost: peers may take over what this agent
         holds before it is back. Every held task is fenced at once, so no answer
         waits in the client's send queue to go out blindly on reconnect: it is
@@ -174,12 +174,12 @@ class FailoverMixin(CoreParts):
             actions.append(self._my_claim(entry.claim_key))
         return actions
 
-    def on_connected(self, now: float, *, control: bool = True, session_kept: bool = True) -> list[Action]:
+    def _on_connected(self, now: float, *, control: bool = True, session_kept: bool = True) -> list[Action]:
         """A broker connection is (back) up. After the control connection's
         return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`).
 
         Shared dispatch: answers cut off with the task connection wait for
-        their task to come back (``on_withdrawn``). A broker that kept no
+        their task to come back (``_on_withdrawn``). A broker that kept no
         session (``session_kept`` False: restarted without persistence, as
         the embedded broker is) gives nothing back, so they go out now:
         lost otherwise, and no peer can hold their task (the broker forgot
@@ -207,7 +207,7 @@ class FailoverMixin(CoreParts):
         """No live peer and nobody else claiming: nothing to fence against."""
         return not self.peers.live(now) and not self.claims.others_claim()
 
-    def on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
+    def _on_withdrawn(self, messages: list[Publish], now: float) -> list[Action]:
         """Answers (and their records) a dropped connection handed back before
         the broker confirmed them. Sent again blindly after the reconnect, an
         answer the broker did get would reach the device twice.
@@ -266,7 +266,7 @@ class FailoverMixin(CoreParts):
             return []
         held, entry.pending = entry.pending or [], None
         entry.fenced = False
-        answer = next((Answer(a.topic, a.payload) for a in held
+        answer = next((StoredAnswer(a.topic, a.payload) for a in held
                        if isinstance(a, Publish) and a.topic != self.config.topics.claims), None)
         self._settle(entry, now, entry.answer or answer)
         self.counters.answers_found_out += 1

@@ -4,20 +4,24 @@ result, a connection up or down, an operator's request).
 
 Why events and not calls: the dispatcher owns the core, so every change to
 the core happens on that one thread, in the order things happened; the
-network, worker and signal threads only put these on its queue. The shell
-changes the core only through them (and the core's ``on_*`` inputs they
-map to).
+network, worker and signal threads only put these on its queue. Events the
+core takes as they are (a worker's result, a confirmation, a withdrawal, a
+connection change) are the core's own (:mod:`fogmesh.edge_agent.events`);
+the others are the shell's and become core events in the dispatcher.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
-from fogmesh.edge_agent.actions import Publish
+from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
-from fogmesh.messages import ErrorInfo, Presence
+from fogmesh.messages import Presence
 from fogmesh.mqtt import Message, MqttClient
+
+__all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "LinkChanged", "Received",
+           "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,43 +45,6 @@ class Rescued:
     """A message taken from a dead peer's MQTT session."""
 
     token: RescueToken
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A worker finished the run of ``key`` (``error``: it failed)."""
-
-    key: str
-    result: Any
-    error: ErrorInfo | None
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmed:
-    """The broker acknowledged the answer of ``key``."""
-
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Withdrawn:
-    """A dropped connection handed back messages the broker never confirmed
-    (``control``: the control connection's; else the task connection's, whose
-    events keep their order with the tasks it delivers after the reconnect)."""
-
-    messages: list[Publish]
-    control: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LinkChanged:
-    """A connection went up or down (``control``: the one claims and presence
-    use). ``session_kept``, on the way up: the broker still had the
-    connection's session, so what it had not seen acknowledged comes again."""
-
-    control: bool
-    up: bool
-    session_kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from fogmesh.edge_agent.answers import Answer
+from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.errors import JournalLocked, StorageError
 
 __all__ = ["Journal", "JournalLocked", "StorageError", "default_state_dir"]
@@ -63,7 +63,7 @@ class Journal:
         self.wall_clock = wall_clock
         self.unfinished: OrderedDict[str, bytes] = OrderedDict()
         self.done: OrderedDict[str, float] = OrderedDict()     # answered id -> when (wall clock)
-        self.answers: dict[str, Answer] = {}                   # ... and its answer, when kept
+        self.answers: dict[str, StoredAnswer] = {}                   # ... and its answer, when kept
         self._fd = -1
         self._lock_fd = -1
         self._size = 0
@@ -127,7 +127,7 @@ class Journal:
         self.unfinished[key] = payload
         self._append(_record(b"A", key.encode(), payload))
 
-    def finished(self, key: str, answer: Answer | None = None) -> None:
+    def finished(self, key: str, answer: StoredAnswer | None = None) -> None:
         if self.unfinished.pop(key, None) is None:
             return
         now = self.wall_clock()
@@ -140,7 +140,7 @@ class Journal:
             return _record(b"T", key.encode(), _TIME.pack(at))
         return _record(b"R", key.encode(), _TIME.pack(at), answer.topic.encode(), answer.payload)
 
-    def _remember_done(self, key: str, at: float, answer: Answer | None = None) -> None:
+    def _remember_done(self, key: str, at: float, answer: StoredAnswer | None = None) -> None:
         self.done[key] = at
         self.done.move_to_end(key)
         if answer is not None:
@@ -190,7 +190,7 @@ class Journal:
             else:            # an old D record has no time: count it from now
                 self.unfinished.pop(key, None)
                 ok = tag in (b"T", b"R") and len(fields[1]) == _TIME.size
-                answer = Answer(fields[2].decode(errors="replace"), fields[3]) if tag == b"R" else None
+                answer = StoredAnswer(fields[2].decode(errors="replace"), fields[3]) if tag == b"R" else None
                 self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock(), answer)
 
     def _compact(self) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
-from fogmesh.offers import Answer, Have, Offer, Result, decode_inbox
+from fogmesh.asks import Have
+from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh import codec
@@ -93,7 +94,7 @@ class OffloadingMixin(CoreParts):
             return self._on_offer(msg, now)
         if isinstance(msg, Have):
             return self._on_have(msg, now)
-        if isinstance(msg, Answer):
+        if isinstance(msg, OfferReply):
             entry = self._entries.get(msg.task_id)
             if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
                     or entry.state is not EntryState.OFFERED or msg.agent != entry.offer.peer:
@@ -115,7 +116,7 @@ class OffloadingMixin(CoreParts):
         me, inbox = self.config.agent_id, self.config.topics.agent_inbox(offer.origin)
         key = f"{offer.origin}/{offer.task.id}"
         if key in self._entries:                       # a repeated offer: confirm again
-            return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())]
+            return [Publish(inbox, OfferReply("accept", offer.offer, offer.task.id, me).encode())]
         if self.answers.knows(key, now):
             return []
         reason = ""
@@ -130,13 +131,13 @@ class OffloadingMixin(CoreParts):
         elif peer_is_full(self.runner.queued, self.config.concurrency):
             reason = "busy"
         if reason:
-            return [Publish(inbox, Answer("reject", offer.offer, offer.task.id, me, reason).encode())]
+            return [Publish(inbox, OfferReply("reject", offer.offer, offer.task.id, me, reason).encode())]
         self.counters.offloaded_in += 1
         entry = Entry(key=key, received=now, tokens=[], task=offer.task,
                        kind=self.registry.get(offer.task.kind), origin=offer.origin,
                        origin_offer=offer.offer)
         self._entries[key] = entry
-        return [Publish(inbox, Answer("accept", offer.offer, offer.task.id, me).encode())] + \
+        return [Publish(inbox, OfferReply("accept", offer.offer, offer.task.id, me).encode())] + \
             self._accept(entry, now)
 
     def _on_result(self, msg: Result, now: float) -> list[Action]:

@@ -1,4 +1,6 @@
-"""The offload protocol between agents, as messages. Pure.
+"""The offload protocol between agents, as messages, and the decoding of
+everything an agent's inbox carries (offers, their replies and results, and
+the asking protocol's ``have``, :mod:`fogmesh.asks`). Pure.
 
 The origin (the agent a task landed on) stays responsible for the task: it
 offers it to a peer's inbox with a lease, the peer accepts or rejects, runs it
@@ -20,10 +22,10 @@ from typing import Any, Union
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
+from fogmesh.asks import Have, decode_have, text_field
 from fogmesh.messages import Reply, Task
 
 REJECT_REASONS = ("busy", "draining", "degraded", "battery", "unknown_kind", "bad_offer")
-HAVE_STATES = ("held", "answered", "none")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Offer:
 
 
 @dataclass(frozen=True)
-class Answer:
+class OfferReply:
     """accept or reject of an offer."""
 
     op: str
@@ -65,33 +67,10 @@ class Result:
                              "agent": self.agent, "reply": self.reply.to_dict()})
 
 
-@dataclass(frozen=True)
-class Have:
-    """What a peer knows of a task another agent asked about (a resubmission
-    that landed there): it holds it, answered it (``reply``: the exact bytes
-    it sent, when kept), or has never seen it. See :mod:`fogmesh.edge_agent.asking`."""
-
-    task_id: str
-    agent: str
-    state: str
-    reply_to: str | None = None
-    reply: bytes | None = None
-
-    def encode(self) -> bytes:
-        d: dict[str, Any] = {"op": "have", "task": self.task_id, "agent": self.agent, "state": self.state}
-        if self.reply_to is not None:
-            d["reply_to"] = self.reply_to
-        return codec.encode_with(d, "reply", self.reply)
+InboxMessage = Union[Offer, OfferReply, Result, Have]
 
 
-InboxMessage = Union[Offer, Answer, Result, Have]
-
-
-def _str(d: dict[str, Any], name: str) -> str:
-    v = d.get(name)
-    if not isinstance(v, str) or not v or len(v) > 300:
-        raise InvalidMessage("bad_field", f"inbox message: {name!r} must be a non-empty string")
-    return v
+_str = text_field
 
 
 def decode_inbox(payload: bytes) -> InboxMessage:
@@ -106,16 +85,10 @@ def decode_inbox(payload: bytes) -> InboxMessage:
             raise InvalidMessage("bad_field", "offer: lease_ms must be 1..3600000")
         return Offer(_str(d, "offer"), _str(d, "origin"), Task.from_dict(d.get("task")), lease)
     if op in ("accept", "reject"):
-        return Answer(op, _str(d, "offer"), _str(d, "task"), _str(d, "agent"), str(d.get("reason", ""))[:100])
+        return OfferReply(op, _str(d, "offer"), _str(d, "task"), _str(d, "agent"), str(d.get("reason", ""))[:100])
     if op == "result":
         reply = Reply.from_dict(d.get("reply"))
         return Result(_str(d, "offer"), _str(d, "task"), _str(d, "agent"), reply)
     if op == "have":
-        state = d.get("state")
-        if state not in HAVE_STATES:
-            raise InvalidMessage("bad_field", f"have: state must be one of {HAVE_STATES}")
-        sent_to, sent = d.get("reply_to"), d.get("reply")
-        if isinstance(sent_to, str) and isinstance(sent, dict):
-            return Have(_str(d, "task"), _str(d, "agent"), state, sent_to, codec.encode(sent))
-        return Have(_str(d, "task"), _str(d, "agent"), state)
+        return decode_have(d)
     raise InvalidMessage("bad_field", f"inbox message: unknown op {op!r}")

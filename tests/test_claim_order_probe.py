@@ -9,6 +9,7 @@ from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
+from tests.coreio import on_clock, on_message, on_tick, start_order_probe
 
 T = Topics("t")
 REG = Registry.from_entry_points()
@@ -16,7 +17,7 @@ REG = Registry.from_entry_points()
 
 def core(agent):
     c = AgentCore(AgentConfig(agent_id=agent, topics=T, dispatch="claim"), REG)
-    c.on_clock(wall=1000.0, now=0.0)
+    on_clock(c, wall=1000.0, now=0.0)
     return c
 
 
@@ -25,7 +26,7 @@ def run_probe(reorder_for=None):
     except that ``reorder_for`` sees the other's burst before its own."""
     a, b = core("a"), core("b")
     for me, other in ((a, "b"), (b, "a")):
-        me.on_message(T.presence(other), Presence(agent=other, state="online", ts=0.0).encode(), None, 0.0)
+        on_message(me, T.presence(other), Presence(agent=other, state="online", ts=0.0).encode(), None, 0.0)
     cores = {"a": a, "b": b}
     claims, inbox = [], []
 
@@ -36,12 +37,12 @@ def run_probe(reorder_for=None):
             elif isinstance(x, Publish) and x.topic == T.agent_inbox("b"):
                 inbox.append(x.payload)
 
-    deliver(b.start_order_probe("tok", 0.0), 0.0)
+    deliver(start_order_probe(b, "tok", 0.0), 0.0)
     for name, c in cores.items():                      # the probe record reaches both
-        deliver(c.on_message(T.claims, claims[0], None, 0.01), 0.01)
+        deliver(on_message(c, T.claims, claims[0], None, 0.01), 0.01)
     for k in range(12):                                # both bursts go out from the agreed moment
         for name, c in cores.items():
-            deliver(c.on_tick(0.31 + 0.02 * k), 0.31 + 0.02 * k)
+            deliver(on_tick(c, 0.31 + 0.02 * k), 0.31 + 0.02 * k)
     bursts = claims[1:]
     by = {n: [p for p in bursts if orjson.loads(p)["agent"] == n] for n in cores}
     for name, c in cores.items():
@@ -49,11 +50,11 @@ def run_probe(reorder_for=None):
         if name == reorder_for:
             order = by["b"] + by["a"]
         for p in order:
-            c.on_message(T.claims, p, None, 0.6)
+            on_message(c, T.claims, p, None, 0.6)
     for c in cores.values():
-        deliver(c.on_tick(1.2), 1.2)
+        deliver(on_tick(c, 1.2), 1.2)
     for p in inbox:
-        b.on_message(T.agent_inbox("b"), p, None, 1.21)
+        on_message(b, T.agent_inbox("b"), p, None, 1.21)
     return b
 
 
@@ -68,4 +69,4 @@ def test_agents_that_see_claims_in_different_orders_refuse_claim_dispatch_and_sa
 
 def test_an_agent_alone_has_nothing_to_probe():
     c = core("solo")
-    assert c.start_order_probe("tok", 0.0) == [] and c.order_verdict == "ok"
+    assert start_order_probe(c, "tok", 0.0) == [] and c.order_verdict == "ok"

@@ -7,7 +7,7 @@ import pytest
 
 from fogmesh.claims import takeover_key
 from fogmesh.edge_agent.actions import Publish
-from fogmesh.edge_agent.answers import Answer, AnswerBook
+from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
 from fogmesh.edge_agent.claim_book import ClaimBook
 from fogmesh.edge_agent.confirmations import FLUSH_AFTER_S, FLUSH_AT, Confirmations
@@ -288,22 +288,22 @@ def test_a_peer_gone_settles_the_questions_it_was_the_last_to_answer():
 # -- AnswerBook ----------------------------------------------------------------------------------
 def test_an_answered_id_is_known_with_its_answer_for_the_dedup_window():
     book = AnswerBook(ttl_s=10.0)
-    book.add("t1", 0.0, Answer("r", b"{}"))
-    assert book.knows("t1", 5.0) and book.answer("t1", 5.0) == Answer("r", b"{}")
+    book.add("t1", 0.0, StoredAnswer("r", b"{}"))
+    assert book.knows("t1", 5.0) and book.answer("t1", 5.0) == StoredAnswer("r", b"{}")
     assert not book.knows("t1", 11.0) and book.answer("t1", 11.0) is None
 
 
 def test_answers_are_kept_within_a_byte_budget_oldest_dropped_first():
     book = AnswerBook(max_bytes=9)          # each answer is 5 bytes (topic and payload)
-    book.add("t1", 0.0, Answer("r", b"1234"))
-    book.add("t2", 0.0, Answer("r", b"5678"))
+    book.add("t1", 0.0, StoredAnswer("r", b"1234"))
+    book.add("t2", 0.0, StoredAnswer("r", b"5678"))
     assert book.answer("t1", 0.0) is None and book.answer("t2", 0.0) is not None
     assert book.knows("t1", 0.0)          # the id is still remembered
 
 
 def test_an_answer_that_did_not_count_is_never_given_again_but_its_id_is_known():
     book = AnswerBook()
-    book.add("t1", 0.0, Answer("r", b"{}"))
+    book.add("t1", 0.0, StoredAnswer("r", b"{}"))
     book.drop_answer("t1")
     assert book.knows("t1", 0.0) and book.answer("t1", 0.0) is None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from fogmesh.edge_agent.events import MessageIn
 from fogmesh.errors import IllegalTransition
 from fogmesh.topics import Topics
 from tests.listener import Listener
@@ -21,9 +22,13 @@ def test_a_failing_dispatcher_takes_the_agent_offline_at_once(amqtt_broker, root
     try:
         assert orjson.loads(watch.next(t.presence("crashy")))["state"] == "online"
 
-        def broken(*_args, **_kwargs):
-            raise IllegalTransition("task 't1': done -> running is not a legal move")
-        monkeypatch.setattr(agent.core, "on_message", broken)
+        handle = agent.core.handle
+
+        def broken(event, now):
+            if isinstance(event, MessageIn) and event.topic == t.tasks:
+                raise IllegalTransition("task 't1': done -> running is not a legal move")
+            return handle(event, now)
+        monkeypatch.setattr(agent.core, "handle", broken)
         watch.publish(t.tasks, {"id": "t1", "kind": "echo", "reply_to": f"{root}/replies/x"})
         while orjson.loads(watch.next(t.presence("crashy")))["state"] != "offline":
             pass

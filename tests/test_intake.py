@@ -51,7 +51,7 @@ def test_an_agent_takes_no_task_while_its_answers_wait_for_the_brokers_confirmat
             link.hold()
             futures = [device.send("echo", {"n": n}) for n in range(30)]
             # Six answers go out unconfirmed; the next task waits unacknowledged at the agent.
-            wait_until(lambda: agent._parked, timeout=10, what="the agent to stop taking tasks")
+            wait_until(lambda: agent.dispatcher.parked, timeout=10, what="the agent to stop taking tasks")
             answered = wait_until(lambda: (n := sum(f.done() for f in futures)) >= 6 and n, timeout=10,
                                   what="the six answers")
             assert answered == 6

@@ -70,13 +70,13 @@ def test_done_records_written_without_a_time_are_still_read(tmp_path):
 
 
 def test_answers_survive_a_reopen_so_a_resubmission_gets_the_same_one(tmp_path):
-    from fogmesh.edge_agent.answers import Answer
+    from fogmesh.edge_agent.answer_book import StoredAnswer
     j = Journal(tmp_path / "a.journal").open()
     j.accepted("t1", b'{"id": "t1"}')
-    j.finished("t1", Answer("replies/d", b'{"id":"t1","status":"ok"}'))
+    j.finished("t1", StoredAnswer("replies/d", b'{"id":"t1","status":"ok"}'))
     j.close()
     again = Journal(tmp_path / "a.journal").open()
-    assert again.answers == {"t1": Answer("replies/d", b'{"id":"t1","status":"ok"}')}
+    assert again.answers == {"t1": StoredAnswer("replies/d", b'{"id":"t1","status":"ok"}')}
     again.close()
 
 

@@ -11,6 +11,7 @@ from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Battery, Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
+from tests.coreio import on_battery, on_disconnect, on_finished, on_message, on_tick
 
 T = Topics("t")
 REG = Registry.from_entry_points()
@@ -37,13 +38,13 @@ class Bus:
                 for core in self.cores.values():
                     if a.topic in (T.agent_inbox(core.config.agent_id),) or \
                             T.agent_of_presence(a.topic) is not None:
-                        self.deliver(core.on_message(a.topic, a.payload, None, now), now)
+                        self.deliver(on_message(core, a.topic, a.payload, None, now), now)
             elif isinstance(a, Run):
                 owner = next(c for c in self.cores.values() if a.key in c._entries)
                 self.runs.append((owner.config.agent_id, a.key))
 
     def finish(self, agent, key, now, result="done"):
-        self.deliver(self.cores[agent].on_finished(key, now, result=result), now)
+        self.deliver(on_finished(self.cores[agent], key, now, result=result), now)
 
     def presence(self, agent, now, *, state="online", queue=0, running=0, battery=None):
         p = Presence(agent=agent, state=state, ts=now, queue=queue, running=running, capacity=2,
@@ -58,7 +59,7 @@ def core(agent, policy=None, **cfg):
 
 def submit(bus, agent, task_id, now, kind="sleep", weight="medium"):
     payload = Task(id=task_id, kind=kind, reply_to=REPLIES, weight=weight, args={"ms": 1}).encode()
-    bus.deliver(bus.cores[agent].on_message(T.tasks, payload, f"tok-{task_id}", now), now)
+    bus.deliver(on_message(bus.cores[agent], T.tasks, payload, f"tok-{task_id}", now), now)
 
 
 def busy_origin_and_idle_peer():
@@ -93,7 +94,7 @@ def test_a_peer_that_accepts_and_never_answers_costs_a_lease_then_the_task_runs_
     bus.finish("a", "t0", 0.01)
     deadline = a.next_deadline()
     assert deadline == pytest.approx(30 + 1)     # the kind's timeout + the lease
-    bus.deliver(a.on_tick(deadline), deadline)
+    bus.deliver(on_tick(a, deadline), deadline)
     assert a.counters.leases_expired == 1
     assert ("a", "t1") in bus.runs
 
@@ -106,7 +107,7 @@ def test_a_lost_accept_expires_after_the_offer_lease():
     submit(bus, "a", "t0", 0.0)
     submit(bus, "a", "t1", 0.0)
     assert a.next_deadline() == pytest.approx(0.5)
-    bus.deliver(a.on_tick(0.5), 0.5)
+    bus.deliver(on_tick(a, 0.5), 0.5)
     assert a._entries["t1"].state in ("queued", "running")
 
 
@@ -115,14 +116,14 @@ def test_a_peers_will_takes_back_what_it_accepted_only_after_the_grace():
     bus.presence("b", 0.01, state="offline")      # b's will (or a broker shutting down)
     assert a._entries["t1"].state == "offered"
     assert a.next_deadline() == pytest.approx(2.01)
-    bus.deliver(a.on_tick(2.01), 2.01)          # still offline: a takes t1 back
+    bus.deliver(on_tick(a, 2.01), 2.01)          # still offline: a takes t1 back
     assert a._entries["t1"].state == "queued"
 
 
 def test_a_late_result_from_a_peer_presumed_dead_is_not_delivered_twice():
     bus, a, b = busy_origin_and_idle_peer()
     bus.presence("b", 0.01, state="offline")      # b's will: a takes t1 back after the grace
-    bus.deliver(a.on_tick(2.01), 2.01)
+    bus.deliver(on_tick(a, 2.01), 2.01)
     bus.finish("a", "t0", 2.02)                  # frees a's slot; t1 runs here
     bus.finish("a", "t1", 2.03)
     bus.finish("b", "a/t1", 2.04)                # b was alive after all
@@ -133,13 +134,13 @@ def test_a_late_result_from_a_peer_presumed_dead_is_not_delivered_twice():
 def test_a_result_that_beats_the_local_rerun_wins_and_cancels_it():
     bus, a, b = busy_origin_and_idle_peer()
     bus.presence("b", 0.01, state="offline")
-    bus.deliver(a.on_tick(2.01), 2.01)
+    bus.deliver(on_tick(a, 2.01), 2.01)
     bus.finish("a", "t0", 2.02)                  # t1 now running locally
-    actions = b.on_finished("a/t1", 2.03, result="from b")
+    actions = on_finished(b, "a/t1", 2.03, result="from b")
     cancels = []
     for x in actions:                             # deliver b's result to a by hand
         if isinstance(x, Publish):
-            got = a.on_message(x.topic, x.payload, None, 2.03)
+            got = on_message(a, x.topic, x.payload, None, 2.03)
             cancels += [c for c in got if isinstance(c, Cancel)]
             bus.deliver(got, 2.03)
     assert cancels == [Cancel("t1")]
@@ -151,7 +152,7 @@ def test_a_result_that_beats_the_local_rerun_wins_and_cancels_it():
 def test_a_rejecting_peer_makes_the_origin_try_elsewhere():
     a, b, c = core("a"), core("b", policy=EnergyPolicy()), core("c")
     bus = Bus(a, b, c)
-    b.on_battery(30.0)                            # energy policy: b accepts nothing
+    on_battery(b, 30.0)                            # energy policy: b accepts nothing
     bus.presence("b", 0.0)
     bus.presence("c", 0.0, queue=1)
     submit(bus, "a", "t0", 0.0)
@@ -165,14 +166,14 @@ def test_forged_and_garbled_inbox_messages_are_ignored():
     a = core("a")
     for junk in (b"{oops", b"[]", b'{"op": "result", "offer": "x", "task": "t9", "agent": "m",'
                  b' "reply": {"status": "ok"}}', b'{"op": "offer", "lease_ms": 0}'):
-        assert a.on_message(T.agent_inbox("a"), junk, "tok", 0.0) == [Ack("tok")]
+        assert on_message(a, T.agent_inbox("a"), junk, "tok", 0.0) == [Ack("tok")]
     assert a.counters.bad_inbox == 3 and a.counters.late_results == 1
 
 
 def test_forged_presence_for_another_agent_is_ignored():
     a = core("a")
     p = Presence(agent="mallory", state="online", ts=0.0, kinds=REG.names())
-    a.on_message(T.presence("b"), p.encode(), None, 0.0)
+    on_message(a, T.presence("b"), p.encode(), None, 0.0)
     assert len(a.peers) == 0
 
 
@@ -180,7 +181,7 @@ def test_a_draining_peer_rejects_offers():
     a, b = core("a"), core("b")
     bus = Bus(a, b)
     bus.presence("b", 0.0)
-    b.on_message(T.agent_control("b"), b'{"op": "drain"}', None, 0.0)
+    on_message(b, T.agent_control("b"), b'{"op": "drain"}', None, 0.0)
     submit(bus, "a", "t0", 0.0)
     submit(bus, "a", "t1", 0.0)
     assert a.counters.offers_rejected == 1
@@ -191,11 +192,11 @@ def test_a_peers_result_that_comes_twice_while_the_answer_waits_on_a_takeover_is
     the takeover claim), and the peer re-sent its result after a reconnect.
     The second copy is a late result, not a second answer (nor a crash)."""
     bus, a, b = busy_origin_and_idle_peer()
-    bus.deliver(a.on_disconnect(0.02, control=True), 0.02)
+    bus.deliver(on_disconnect(a, 0.02, control=True), 0.02)
     assert a._entries["t1"].fenced
-    results = [x for x in b.on_finished("a/t1", 0.03, result="from b") if isinstance(x, Publish)]
+    results = [x for x in on_finished(b, "a/t1", 0.03, result="from b") if isinstance(x, Publish)]
     for now in (0.03, 0.04):
         for x in results:
-            bus.deliver(a.on_message(x.topic, x.payload, None, now), now)
+            bus.deliver(on_message(a, x.topic, x.payload, None, now), now)
     assert a._entries["t1"].state == "answered"
     assert a.counters.late_results == 1

@@ -10,6 +10,7 @@ from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.messages import Presence, Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
+from tests.coreio import on_finished, on_message, on_tick
 
 T = Topics("t")
 REG = Registry.from_entry_points()
@@ -42,14 +43,14 @@ class Bus:
                     self.replies.append(orjson.loads(a.payload))
                 for agent, core in self.cores.items():
                     if a.topic in (T.claims, T.agent_inbox(agent)) or T.agent_of_presence(a.topic):
-                        self.deliver(core.on_message(a.topic, a.payload, f"{agent}-ctl", now), now, agent)
+                        self.deliver(on_message(core, a.topic, a.payload, f"{agent}-ctl", now), now, agent)
 
     def task(self, agent, task_id, now, *, attempt=None, kind="sleep"):
         payload = Task(id=task_id, kind=kind, reply_to=REPLIES, args={"ms": 1}, attempt=attempt).encode()
-        self.deliver(self.cores[agent].on_message(T.tasks, payload, f"{task_id}@{agent}", now), now, agent)
+        self.deliver(on_message(self.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now), now, agent)
 
     def finish(self, agent, key, now):
-        self.deliver(self.cores[agent].on_finished(key, now, result="done"), now, agent)
+        self.deliver(on_finished(self.cores[agent], key, now, result="done"), now, agent)
 
     def online(self, now, *agents):
         for agent in agents:
@@ -128,8 +129,8 @@ def test_a_peer_that_dies_unanswered_is_no_longer_waited_for():
     bus.held, bus.held_topics = [], set()
     will = Presence(agent="a", state="offline", ts=1.0).encode()
     b = bus.cores["b"]
-    bus.deliver(b.on_message(T.presence("a"), will, None, 5.1), 5.1, "b")
-    bus.deliver(b.on_tick(5.1 + 2.0), 7.1, "b")       # the takeover grace
+    bus.deliver(on_message(b, T.presence("a"), will, None, 5.1), 5.1, "b")
+    bus.deliver(on_tick(b, 5.1 + 2.0), 7.1, "b")       # the takeover grace
     assert [a for a, k in bus.runs if k == "t1"] == ["b"]
 
 

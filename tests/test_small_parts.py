@@ -15,6 +15,7 @@ from fogmesh.edge_agent.recent import RecentMap
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.registry import Registry, TaskKind
 from fogmesh.errors import UnknownKind
+from tests.coreio import on_battery, on_finished, on_message
 
 
 def test_recent_map_keeps_the_first_value():
@@ -86,8 +87,8 @@ class _Site:
     def __init__(self, peers: PeerRegistry) -> None:
         self.peers, self.counters, self.queued, self.running, self.epoch = peers, Counters(), 0, 0, 0
 
-    def on_battery(self, percent: float | None) -> None:
-        pass
+    def handle(self, event: object, now: float) -> list[object]:     # the battery read: nothing to do here
+        return []
 
 
 class _NoJitter(random.Random):
@@ -222,9 +223,9 @@ def test_a_device_over_its_rate_gets_busy_errors_not_runs():
     c = AgentCore(AgentConfig(agent_id="a", topics=Topics("t"), device_rate=1.0), Registry.from_entry_points())
     codes = []
     for i in range(4):
-        out = c.on_message("t/tasks", Task(id=f"k{i}", kind="echo", reply_to="t/replies/d", device="d").encode(),
+        out = on_message(c, "t/tasks", Task(id=f"k{i}", kind="echo", reply_to="t/replies/d", device="d").encode(),
                            i, 0.0)
-        out += c.on_finished(f"k{i}", 0.0, result={})
+        out += on_finished(c, f"k{i}", 0.0, result={})
         codes += [orjson.loads(a.payload).get("error", {}).get("code", "ok") for a in out
                   if isinstance(a, Publish) and a.topic == "t/replies/d"]
     assert codes == ["ok", "ok", "busy", "busy"] and c.counters.rate_limited == 2

@@ -18,7 +18,7 @@ from fogmesh.edge_agent.recent import RecentMap
 
 
 @dataclass(frozen=True)
-class Answer:
+class StoredAnswer:
     """One answer as it went out: its topic and exact bytes."""
 
     topic: str
@@ -30,10 +30,10 @@ class AnswerBook:
                  max_bytes: int = 16 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
         self._ids: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
-        self._answers: OrderedDict[str, Answer] = OrderedDict()
+        self._answers: OrderedDict[str, StoredAnswer] = OrderedDict()
         self._bytes = 0
 
-    def add(self, key: str, now: float, answer: Answer | None = None) -> None:
+    def add(self, key: str, now: float, answer: StoredAnswer | None = None) -> None:
         """``key`` is answered (by this agent, with ``answer``, or by a peer)."""
         self._ids.add(key, True, now)
         if answer is None or key in self._answers:
@@ -58,7 +58,7 @@ class AnswerBook:
         if old is not None:
             self._bytes -= len(old.payload) + len(old.topic)
 
-    def answer(self, key: str, now: float) -> Answer | None:
+    def answer(self, key: str, now: float) -> StoredAnswer | None:
         """The answer this agent sent for ``key``, while the id is remembered."""
         if self._ids.get(key, now) is None:
             self._answers.pop(key, None)

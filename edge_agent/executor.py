@@ -1,0 +1,108 @@
+"""Carrying out the agent core's actions: publish on the right connection,
+acknowledge, journal, run in a worker, cancel, rescue a peer's session.
+The IO half of a step; what to do was the core's decision.
+
+Which connection: under shared subscriptions an answer leaves on the task
+connection, before the acknowledgement of its task, so a broker that missed
+the answer gives the task back. Under claim dispatch everything shares the
+control connection, so peers see a winner's claim, its "done" record (before
+the answer), its "sent" record (after it) and its presence in the order it
+sent them (the contests of a peer back after its will depend on it).
+Claims, presence and the inbox always go on the control connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Callable
+
+from fogmesh.edge_agent.actions import (Ack, Action, Cancel, Drain, Forget, Publish, Remember, Rescue,
+                                        ResumeTaking, Run, StopTaking, describe)
+from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.events import Finished, JournalFailed
+from fogmesh.edge_agent.inputs import Incoming
+from fogmesh.edge_agent.journal import Journal
+from fogmesh.edge_agent.session_rescue import RescueToken
+from fogmesh.edge_agent.workers import WorkerPool, run_handler
+from fogmesh.errors import StorageError
+from fogmesh.mqtt import MqttClient
+from fogmesh.registry import Registry
+from fogmesh.topics import Topics
+
+
+class Executor:
+    def __init__(self, *, core: AgentCore, client: MqttClient, ctl: MqttClient, dispatch: str, topics: Topics,
+                 journal: Journal | None, pool: WorkerPool, registry: Registry, log: logging.LoggerAdapter[Any],
+                 clock: Callable[[], float], rescue: Callable[[str], None],
+                 stop_taking: Callable[[StopTaking], None], resume_taking: Callable[[], None],
+                 drain: Callable[[], None]) -> None:
+        self.core, self.client, self.ctl = core, client, ctl
+        self.claim_dispatch = dispatch == "claim"
+        self.journal, self.pool, self.registry = journal, pool, registry
+        self.log, self.clock = log, clock
+        self._rescue, self._stop_taking, self._resume_taking, self._drain = rescue, stop_taking, resume_taking, drain
+        self._ctl_prefixes = (topics.claims, topics.presence_prefix, topics.agents_prefix)
+
+    @property
+    def answers_via(self) -> MqttClient:
+        """The connection that carries answers."""
+        return self.ctl if self.claim_dispatch else self.client
+
+    def run(self, actions: list[Action]) -> None:
+        todo = deque(actions)
+        trace = self.log.isEnabledFor(logging.DEBUG)
+        while todo:
+            action = todo.popleft()
+            if trace:
+                self.log.debug("do %s", describe(action))
+            if isinstance(action, Publish):
+                self._publish(action)
+            elif isinstance(action, Ack):
+                self._ack(action.token)
+            elif isinstance(action, (Remember, Forget)):
+                todo.extend(self._journal(action))
+            elif isinstance(action, Run):
+                if action.kind.inline:
+                    result, error = run_handler(self.registry, action.task.kind, action.task.args)
+                    todo.extend(self.core.handle(Finished(action.key, result, error), self.clock()))
+                else:
+                    self.pool.submit(action.key, action.task.kind, action.task.args)
+            elif isinstance(action, Cancel):
+                self.log.warning("stopping the run of task %s (timeout, or answered elsewhere)", action.key)
+                self.pool.cancel(action.key)
+            elif isinstance(action, Drain):
+                self._drain()
+            elif isinstance(action, Rescue):
+                self._rescue(action.agent)
+            elif isinstance(action, StopTaking):
+                self._stop_taking(action)
+            elif isinstance(action, ResumeTaking):
+                self._resume_taking()
+
+    def _publish(self, action: Publish) -> None:
+        via = self.ctl if self.claim_dispatch or action.topic.startswith(self._ctl_prefixes) else self.client
+        tagged = action.fence_key is not None or action.sent_key is not None
+        via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
+                    tag=action if tagged else None, withdraw=action.fence_key is not None,
+                    properties=action.properties)
+
+    @staticmethod
+    def _ack(token: Any) -> None:
+        if isinstance(token, RescueToken):
+            token.session.ack(token)
+        elif isinstance(token, Incoming):   # None: restored from the journal
+            token.client.ack(token.message)
+
+    def _journal(self, action: Remember | Forget) -> list[Action]:
+        """A record in the journal; one it cannot write degrades the agent."""
+        if self.journal is None:
+            return []
+        try:
+            if isinstance(action, Remember):
+                self.journal.accepted(action.key, action.payload)
+            else:
+                self.journal.finished(action.key, action.answer)
+        except StorageError as exc:
+            return self.core.handle(JournalFailed(str(exc)), self.clock())
+        return []

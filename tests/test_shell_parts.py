@@ -1,0 +1,132 @@
+"""The agent shell's own decisions, pure and on a fake clock: a rival
+instance of this id, the presence hold, the journal's retries and the task
+subscriptions while degraded, stopping and draining, when to wake."""
+
+from __future__ import annotations
+
+from fogmesh.edge_agent.intake import IntakeGate
+from fogmesh.edge_agent.journal_health import JournalHealth, wants_task_subscriptions
+from fogmesh.edge_agent.presence_hold import PresenceHold
+from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
+from fogmesh.edge_agent.stop_plan import StopPlan
+from fogmesh.edge_agent.wakeup import next_wake
+from fogmesh.messages import Presence
+
+
+def rival(state: str = "online", *, since: float = 100.0, instance: str = "other") -> Presence:
+    return Presence(agent="a1", state=state, ts=since, since=since, instance=instance)
+
+
+# -- a rival instance of this id ---------------------------------------------------------
+
+def test_a_rivals_online_is_judged_a_second_later_by_its_latest_word():
+    watch = RivalWatch(wait_s=1.0)
+    watch.heard(rival(), 10.0)
+    assert watch.waiting and watch.next_at == 11.0
+    watch.heard(rival(), 10.5)                       # a later word does not push the judgement back
+    assert watch.due(10.9) == [] and watch.next_at == 11.0
+    (judged,) = watch.due(11.0)
+    assert judged.instance == "other" and not watch.waiting
+
+
+def test_a_rivals_offline_before_its_judgement_ends_it():
+    # A restarted agent resuming its control session reads its previous instance's last "online", then "offline".
+    watch = RivalWatch(wait_s=1.0)
+    watch.heard(rival(), 10.0)
+    watch.heard(rival("offline"), 10.2)
+    assert not watch.waiting and watch.due(20.0) == []
+
+
+def test_the_instance_that_started_later_leaves():
+    assert this_one_leaves(since=200.0, instance="mine", other=rival(since=100.0))
+    assert not this_one_leaves(since=50.0, instance="mine", other=rival(since=100.0))
+    assert this_one_leaves(since=100.0, instance="zz", other=rival(since=100.0, instance="aa"))
+
+
+# -- the presence hold ---------------------------------------------------------------------
+
+def test_shared_presence_waits_for_the_start_up_subscriptions():
+    hold = PresenceHold(shared=True)
+    assert hold.waits(0.0, subscribed=False, resubscribed=True, rival_waiting=False)
+    assert not hold.waits(0.0, subscribed=True, resubscribed=True, rival_waiting=False)
+    assert not PresenceHold(shared=False).waits(0.0, subscribed=False, resubscribed=False, rival_waiting=False)
+
+
+def test_after_a_task_link_drop_presence_waits_for_its_subscriptions_or_ten_seconds_of_control():
+    hold = PresenceHold(shared=True, hold_s=10.0)
+    hold.task_link_down()
+    hold.control_down()
+    assert hold.waits(100.0, subscribed=True, resubscribed=False, rival_waiting=False)
+    assert hold.poll_at(100.0) == float("inf")                 # control down: its return is an event
+    hold.control_up(101.0)
+    assert hold.poll_at(101.0) == 101.1
+    assert not hold.released(105.0, subscribed=True, resubscribed=False, rival_waiting=False)
+    assert hold.released(106.0, subscribed=True, resubscribed=True, rival_waiting=False)      # announce at once
+    assert not hold.released(107.0, subscribed=True, resubscribed=True, rival_waiting=False)  # once
+
+
+def test_a_hold_ends_ten_seconds_after_the_control_connection_came_back_anyway():
+    hold = PresenceHold(shared=True, hold_s=10.0)
+    hold.task_link_down()
+    hold.control_up(101.0)
+    assert hold.waits(110.9, subscribed=True, resubscribed=False, rival_waiting=False)
+    assert hold.released(111.0, subscribed=True, resubscribed=False, rival_waiting=False)
+
+
+def test_presence_waits_while_a_rival_is_judged():
+    assert PresenceHold(shared=False).waits(0.0, subscribed=True, resubscribed=True, rival_waiting=True)
+
+
+# -- the journal while degraded ------------------------------------------------------------
+
+def test_a_degraded_agent_tries_its_journal_every_presence_period_at_most_five_seconds():
+    health = JournalHealth(presence_period=0.5)
+    health.failed(10.0)
+    assert not health.due(10.4) and health.due(10.5)
+    health.still_failing(10.5)
+    assert health.retry_at == 11.0
+    health.works()
+    assert not health.due(1e9)
+    assert JournalHealth(presence_period=30.0).every_s == 5.0
+
+
+def test_a_degraded_agent_keeps_its_task_subscriptions_only_as_the_last_to_answer():
+    assert wants_task_subscriptions(draining=False, degraded=False, last_to_answer=False)
+    assert not wants_task_subscriptions(draining=False, degraded=True, last_to_answer=False)
+    assert wants_task_subscriptions(draining=False, degraded=True, last_to_answer=True)
+    assert not wants_task_subscriptions(draining=True, degraded=False, last_to_answer=True)
+
+
+# -- stopping and draining -------------------------------------------------------------------
+
+def test_a_stop_ends_once_nothing_is_held_or_at_its_deadline():
+    plan = StopPlan()
+    assert not plan.ends(0.0, held=0)
+    plan.asked(by=10.0)
+    assert plan.poll_at(1.0) == 1.05
+    assert not plan.ends(1.0, held=2) and plan.ends(1.0, held=0) and plan.ends(10.0, held=2)
+
+
+def test_a_drain_waits_a_quiet_half_second_then_finishes_what_is_held():
+    plan = StopPlan()
+    plan.drain(5.0)
+    plan.look(5.0)
+    assert plan.quiet(5.4) and not plan.quiet(5.5)
+    assert plan.by == 5.0 + 3600.0 and plan.ends(5.5, held=0)
+
+
+# -- flow control and waking ------------------------------------------------------------------
+
+def test_when_to_wake_is_the_earliest_deadline_but_a_held_presence():
+    kw = dict(core_due=None, journal_retry_at=float("inf"), probe_at=float("inf"), beat_at=50.0,
+              rivals_at=float("inf"), presence_at=12.0, presence_held=False, stop_poll_at=float("inf"),
+              hold_poll_at=float("inf"))
+    assert next_wake(**kw) == 12.0
+    assert next_wake(**{**kw, "presence_held": True}) == 50.0
+    assert next_wake(**{**kw, "core_due": 3.0}) == 3.0
+    assert next_wake(**{**kw, "stop_poll_at": 1.05}) == 1.05
+
+
+def test_the_intake_gate_and_the_shell_agree_on_half():
+    gate = IntakeGate(high=500, low=250)
+    assert gate.reopens_at == 250
