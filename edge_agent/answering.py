@@ -114,7 +114,7 @@ class AnsweringMixin(CoreParts):
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.move(EntryState.ANSWERED)
-            entry.timeout_at = None
+            self.entries.stop_timers(entry)
             entry.pending = done + [publish] + forget     # acks are added on release
             return []
         self._settle(entry, now, answer)

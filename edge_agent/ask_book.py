@@ -16,9 +16,9 @@ class AskBook:
     """Open questions this agent asked, and the ones peers asked it."""
 
     def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0) -> None:
-        self.waiting: dict[str, set[str]] = {}     # task -> peers whose answer is awaited
-        self.unkept: set[str] = set()               # ... of which one answered it, answer not kept
-        self.asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)
+        self._waiting: dict[str, set[str]] = {}    # task -> peers whose answer is awaited
+        self._unkept: set[str] = set()              # ... of which one answered it, answer not kept
+        self._asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)   # task -> the peer asking
         self._was_up = False                        # the task connection was up before
         self._ask_all_until = float("-inf")
 
@@ -41,15 +41,39 @@ class AskBook:
         out again instead of a second run."""
         return (attempt or 1) > 1 or now < self._ask_all_until
 
+    # -- questions this agent asked -------------------------------------------------------
     def open(self, key: str, peers: set[str]) -> None:
-        self.waiting[key] = set(peers)
+        self._waiting[key] = set(peers)
 
     def close(self, key: str) -> None:
-        self.waiting.pop(key, None)
+        self._waiting.pop(key, None)
+
+    def is_open(self, key: str) -> bool:
+        return key in self._waiting
+
+    @property
+    def open_keys(self) -> list[str]:
+        return list(self._waiting)
+
+    @property
+    def awaited_peers(self) -> set[str]:
+        """Every peer whose answer some question still awaits."""
+        return {p for left in self._waiting.values() for p in left}
+
+    def answer_not_kept(self, key: str) -> None:
+        """A peer answered ``key`` but no longer keeps the answer."""
+        self._unkept.add(key)
+
+    def take_not_kept(self, key: str) -> bool:
+        """Whether a peer said so of ``key`` (forgotten as it is told)."""
+        if key in self._unkept:
+            self._unkept.discard(key)
+            return True
+        return False
 
     def answered_by(self, key: str, peer: str) -> bool:
         """``peer`` said it never saw ``key``: True once nobody is left to hear from."""
-        left = self.waiting.get(key)
+        left = self._waiting.get(key)
         if left is None:
             return False
         left.discard(peer)
@@ -58,7 +82,7 @@ class AskBook:
     def gone(self, peer: str) -> list[str]:
         """``peer`` died or fell silent: the questions it was the last to answer."""
         done = []
-        for key, left in self.waiting.items():
+        for key, left in self._waiting.items():
             if peer in left:
                 left.discard(peer)
                 if not left:
@@ -66,4 +90,13 @@ class AskBook:
         return done
 
     def awaiting(self, peer: str) -> list[str]:
-        return [key for key, left in self.waiting.items() if peer in left]
+        return [key for key, left in self._waiting.items() if peer in left]
+
+    # -- questions peers asked this agent --------------------------------------------------
+    def asked_by_peer(self, key: str, asker: str, now: float) -> None:
+        """``asker`` asks about ``key``, which this agent never saw: a copy that reaches it later is dropped."""
+        self._asked_by.add(key, asker, now)
+
+    def asker(self, key: str, now: float) -> str | None:
+        """The peer resolving a resubmission of ``key``, if one asked about it."""
+        return self._asked_by.get(key, now) if len(self._asked_by) else None

@@ -58,7 +58,7 @@ class AskingMixin(CoreParts):
         me = self.config.agent_id
         if asker == me:
             return []
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         reply_to = reply = None
         if entry is not None and not (entry.state is EntryState.ASKING and me > asker):
             state = "held"
@@ -69,12 +69,12 @@ class AskingMixin(CoreParts):
                 reply_to, reply = answer.topic, answer.payload
         else:                 # never seen it, or both asking and the asker keeps it
             state = "none"
-            self.asks.asked_by.add(key, asker, now)
+            self.asks.asked_by_peer(key, asker, now)
         return [Publish(self.config.topics.agent_inbox(asker), Have(key, me, state, reply_to, reply).encode())]
 
     def _on_have(self, have: Have, now: float) -> list[Action]:
-        entry = self._entries.get(have.task_id)
-        if entry is None or entry.state is not EntryState.ASKING or have.task_id not in self.asks.waiting:
+        entry = self.entries.get(have.task_id)
+        if entry is None or entry.state is not EntryState.ASKING or not self.asks.is_open(have.task_id):
             return []
         if have.state == "held":                    # its holder answers the device
             self.asks.close(entry.key)
@@ -86,7 +86,7 @@ class AskingMixin(CoreParts):
             entry.recorded = Publish(have.reply_to, have.reply)
             return self._accept(entry, now)
         if have.state == "answered":        # answered, answer not kept: another peer may have it
-            self.asks.unkept.add(entry.key)
+            self.asks.answer_not_kept(entry.key)
         if self.asks.answered_by(entry.key, have.agent):
             return self._settle_ask(entry, now)
         return []
@@ -96,8 +96,7 @@ class AskingMixin(CoreParts):
         copy that a rescued session or a restored journal may hold (or, if
         some peer answered it without keeping the answer, say so)."""
         self.asks.close(entry.key)
-        if entry.key in self.asks.unkept:
-            self.asks.unkept.discard(entry.key)
+        if self.asks.take_not_kept(entry.key):
             entry.move(EntryState.PLACING)
             return self._answer_error(entry, "duplicate_id",
                                       f"task id {entry.key!r} was answered within the dedup window and its "
@@ -109,7 +108,7 @@ class AskingMixin(CoreParts):
     def _asked_peer_gone(self, peer: str, now: float) -> list[Action]:
         actions: list[Action] = []
         for key in self.asks.gone(peer):
-            entry = self._entries.get(key)
+            entry = self.entries.get(key)
             if entry is not None and entry.state is EntryState.ASKING:
                 actions += self._settle_ask(entry, now)
         return actions
@@ -121,15 +120,15 @@ class AskingMixin(CoreParts):
 
     def _expire_silent_askees(self, now: float) -> list[Action]:
         """Peers whose presence went stale are no longer waited for."""
-        if not self.asks.waiting:
+        awaited = self.asks.awaited_peers
+        if not awaited:
             return []
         present = {p.agent for p in self.peers.present(now)} | self.deaths.watched()
         actions: list[Action] = []
-        for peer in {p for left in self.asks.waiting.values() for p in left} - present:
+        for peer in awaited - present:
             actions += self._asked_peer_gone(peer, now)
         return actions
 
     def _asked_elsewhere(self, key: str, now: float) -> Any:
         """The peer resolving a resubmission of ``key``, if one asked about it."""
-        asked = self.asks.asked_by
-        return asked.get(key, now) if len(asked) else None
+        return self.asks.asker(key, now)

@@ -49,7 +49,6 @@ class ClaimBook:
         self._claimers: RecentMap[bool] = RecentMap(max_items=1000, ttl_s=60.0)   # peers seen claiming
         self._peer_epochs: OrderedDict[str, int] = OrderedDict()   # the newest epoch each peer claimed in
         self._cut: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
-        self._index: dict[str, str] = {}          # takeover claim key -> entry key
         self._copies: OrderedDict[str, HeldCopy] = OrderedDict()
         self._answers: OrderedDict[str, PeerAnswer] = OrderedDict()
         self._rescues: dict[str, str] = {}         # rescue claim key -> the dead agent
@@ -144,18 +143,7 @@ class ClaimBook:
     def was_cut(self, key: str) -> bool:
         return key in self._cut
 
-    # -- claim keys of the entries this agent holds ------------------------------------
-    def index(self, claim_key: str, key: str) -> None:
-        self._index[claim_key] = key
-
-    def unindex(self, claim_key: str) -> None:
-        self._index.pop(claim_key, None)
-
-    def entry_key(self, claim_key: str) -> str:
-        """The entry a claim key is for (itself, unless a takeover round's)."""
-        return self._index.get(claim_key, claim_key)
-
-    # -- copies of tasks peers won ---------------------------------------------------
+    # -- copies of peers' tasks --------------------------------------------------------------
     def keep_copy(self, key: str, holder: str, payload: bytes, epoch: int | None) -> None:
         put_bounded(self._copies, key, HeldCopy(holder, payload, epoch), self.max_items)
 

@@ -84,8 +84,8 @@ class ClaimingMixin(CoreParts):
                 self.counters.rescues += 1
                 actions.append(Rescue(rescued))
             return actions
-        entry = self._entries.get(self.claims.entry_key(claim.task))
-        if entry is None or entry.claim_key != claim.task:
+        entry = self.entries.by_claim(claim.task)
+        if entry is None:
             return actions
         if entry.state in (EntryState.CLAIMING, EntryState.CLAIMED):
             actions += self._decided(entry, winner, now)
@@ -139,7 +139,7 @@ class ClaimingMixin(CoreParts):
         two saw the claims that decided it in different orders (one missed a
         claim around a lost connection). The round's winner holds it now:
         drop this copy, or the task runs twice."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None or entry.claim_key == round_key or entry.origin is not None or entry.fenced \
                 or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
             return []
@@ -180,7 +180,7 @@ class ClaimingMixin(CoreParts):
 
     def _contesting(self, key: str) -> Entry | None:
         """The entry for ``key`` while this agent competes for its takeover."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None or entry.claim_key == key \
                 or entry.state not in (EntryState.CLAIMING, EntryState.CLAIMED):
             return None
@@ -190,7 +190,7 @@ class ClaimingMixin(CoreParts):
         """A task this agent won back from a peer that looked dead, whose answer
         that peer now reports out (it was only cut off, and answered): drop it,
         and stop its run if it started. Its answer is the device's one answer."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None or entry.claim_key == key or entry.origin is not None \
                 or entry.state not in (EntryState.PLACING, EntryState.QUEUED, EntryState.RUNNING):
             return []
@@ -206,10 +206,9 @@ class ClaimingMixin(CoreParts):
 
     def _fire_claims(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        for entry in self._entries.values():
-            if entry.state is EntryState.CLAIMING and entry.claim_at is not None and entry.claim_at <= now:
-                entry.move(EntryState.CLAIMED)
-                entry.claim_at = None
-                self.claims.claim_sent()
-                actions.append(self._my_claim(entry.claim_key))
+        for entry in self.entries.claims_due(now):
+            entry.move(EntryState.CLAIMED)
+            self.entries.claim_at(entry, None)
+            self.claims.claim_sent()
+            actions.append(self._my_claim(entry.claim_key))
         return actions

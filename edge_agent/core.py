@@ -39,6 +39,7 @@ from fogmesh.edge_agent.claiming import ClaimingMixin
 from fogmesh.edge_agent.confirmations import Confirmations
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry, EntryState
+from fogmesh.edge_agent.entry_table import EntryTable
 from fogmesh.edge_agent.failover import FailoverMixin
 from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.offloading import OffloadingMixin
@@ -79,7 +80,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         t = config.topics
         self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
         self._bridge_prefix = t.bridge_prefix
-        self._entries = {}
+        self.entries = EntryTable()
         self.peers = PeerRegistry(me=me, stale_after=config.presence_stale_s)
         self.runner = LocalRunner(concurrency=config.concurrency, max_queue=config.max_queue,
                                   default_run_ms=config.default_run_ms)
@@ -113,23 +114,22 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
     @property
     def held(self) -> int:
         """Tasks held in any state (not yet answered)."""
-        return len(self._entries)
+        return len(self.entries)
 
     def self_state(self) -> SelfState:
         return SelfState(agent=self.config.agent_id, queued=self.runner.queued, running=self.runner.running,
                          capacity=self.config.concurrency, battery=self.battery)
 
     def next_deadline(self) -> float | None:
-        times = [t for e in self._entries.values() for t in (e.claim_at, e.timeout_at) if t is not None]
-        times += [e.received + e.task.deadline_ms / 1000 for e in self._entries.values()
-                  if e.state is EntryState.QUEUED and e.task and e.task.deadline_ms]
+        own = self.entries.next_deadline()
+        times = [own] if own is not None else []
         death = self.deaths.next_deadline()
         if death is not None:
             times.append(death)
         probe = self.order.deadline()
         if probe is not None:
             times.append(probe)
-        for peer in {p for left in self.asks.waiting.values() for p in left}:
+        for peer in self.asks.awaited_peers:
             seen = self.peers.get(peer)
             if seen is not None:                 # no longer waited for once its presence is stale
                 times.append(self.peers.stale_at(seen))
@@ -238,7 +238,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         task_id = task.id if task else (error.task_id if error else None)
         key = claim_key(task_id, payload)
 
-        held = self._entries.get(key)
+        held = self.entries.get(key)
         if held is not None:             # redelivery of a task we hold: ack it when done
             held.tokens.append(token)
             self.counters.duplicates += 1
@@ -267,7 +267,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                                          task_id=task.id, reply_to=task.reply_to)
         elif task is not None:
             entry.kind = self.registry.get(task.kind)
-        self._entries[key] = entry
+        self.entries.add(entry)
 
         if not direct and self.config.dispatch == "shared" and entry.error is None \
                 and task is not None and self.asks.asks_about(task.attempt, now):
@@ -281,11 +281,12 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             return self._decided(entry, winner, now)
         # Load = what this agent has won or may win; undecided tasks every agent
         # holds alike do not count, or every agent would wait the same.
-        entry.claim_at = now + claim_delay(queued=self.runner.queued + self.claims.pending,
-                                           running=self.runner.running, capacity=self.config.concurrency)
+        at = now + claim_delay(queued=self.runner.queued + self.claims.pending, running=self.runner.running,
+                               capacity=self.config.concurrency)
         if self.claims.others_claim():
-            entry.claim_at += tie_break(key, self.config.agent_id)
-        return self._fire_claims(now) if entry.claim_at <= now else []
+            at += tie_break(key, self.config.agent_id)
+        self.entries.claim_at(entry, at)
+        return self._fire_claims(now) if at <= now else []
 
     # -- placement -----------------------------------------------------------------
     def _accept(self, entry: Entry, now: float) -> list[Action]:
@@ -374,8 +375,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
 
     def _release(self, entry: Entry) -> None:
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
-        self._entries.pop(entry.key, None)
-        self.claims.unindex(entry.claim_key)
+        self.entries.drop(entry)
         self.asks.close(entry.key)
 
     def _settle(self, entry: Entry, now: float, answer: StoredAnswer | None) -> None:
@@ -383,7 +383,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         found out): no longer held; its id, and the answer, kept for the dedup window."""
         self._release(entry)
         entry.move(EntryState.DONE)
-        entry.timeout_at = None
+        self.entries.stop_timers(entry)
         self.answers.add(entry.key, now, answer)
 
     def _remember(self, entry: Entry) -> list[Action]:
@@ -406,15 +406,14 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
                 task = parse_task(payload, limits=self.config.limits)
             except InvalidMessage:
                 continue
-            if task.id in self._entries or self.answers.knows(task.id, now) or task.kind not in self.registry:
+            if task.id in self.entries or self.answers.knows(task.id, now) or task.kind not in self.registry:
                 continue
             # A survivor may have taken it over while this agent was down:
             # run it, but answer only after winning its takeover claim.
             entry = Entry(key=task.id, received=now, tokens=[], task=task, payload=payload,
                            kind=self.registry.get(task.kind), remembered=True,
                            claim_key=self._takeover_claim(task.id, now), fenced=True)
-            self._entries[task.id] = entry
-            self.claims.index(entry.claim_key, task.id)
+            self.entries.add(entry)
             actions.append(self._my_claim(entry.claim_key))
             actions += self._accept(entry, now)
         return actions
@@ -434,19 +433,19 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         entry.started = now
         if not entry.kind.inline:
             self.runner.started()
-            entry.timeout_at = now + timeout
+            self.entries.run_until(entry, now + timeout)
         return [Run(entry.key, entry.task, entry.kind, timeout)]
 
     def _start_queued(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while (key := self.runner.next_to_start()) is not None:
-            actions += self._start(self._entries[key], now)
+            actions += self._start(self.entries[key], now)
         return actions
 
     def _on_finished(self, key: str, now: float, *, result: Any = None,
                     error: ErrorInfo | None = None) -> list[Action]:
         """A local run ended. Results of runs already answered are ignored."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None or entry.state is not EntryState.RUNNING:
             return []
         assert entry.kind is not None and entry.task is not None
@@ -466,23 +465,21 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
             actions += self.order.tick(now)
         if self.confirms.flush_at is not None and now >= self.confirms.flush_at:
             actions += self._flush_sent()
-        for entry in list(self._entries.values()):
-            if entry.timeout_at is None or now < entry.timeout_at:
-                if entry.state is EntryState.QUEUED and entry.task and entry.task.deadline_ms \
-                        and now >= entry.received + entry.task.deadline_ms / 1000:
-                    self.runner.dequeue(entry.key)
-                    actions += self._answer_error(
-                        entry, "deadline_exceeded",
-                        f"still queued after deadline_ms={entry.task.deadline_ms}", now)
-                continue
-            if entry.state is EntryState.RUNNING:
+        for entry in self.entries:
+            if entry.state is EntryState.QUEUED and entry.task and entry.task.deadline_ms \
+                    and now >= entry.received + entry.task.deadline_ms / 1000:
+                self.runner.dequeue(entry.key)
+                actions += self._answer_error(entry, "deadline_exceeded",
+                                              f"still queued after deadline_ms={entry.task.deadline_ms}", now)
+            elif entry.state is EntryState.RUNNING and entry.run_until is not None and now >= entry.run_until:
                 self.counters.timeouts += 1
                 assert entry.task is not None
                 actions += self._stop_local(entry)
                 actions += self._answer_error(
                     entry, "timeout", f"kind {entry.task.kind!r} ran past its timeout of "
                     f"{now - (entry.started or now):.1f} s", now)
-            elif entry.state is EntryState.OFFERED and entry.offer is not None:
+            elif entry.state is EntryState.OFFERED and entry.offer is not None and entry.lease_until is not None \
+                    and now >= entry.lease_until:
                 self.counters.leases_expired += 1
                 actions += self._replace(entry, now)
         return actions + self._start_queued(now)
@@ -521,7 +518,7 @@ class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, A
         # What it accepted stays with it until it is dead (``_handle_deaths``): a
         # will also comes from a broker that shuts down, with the peer alive.
         actions: list[Action] = []
-        for entry in list(self._entries.values()):
+        for entry in self.entries:
             if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent \
                     and not entry.offer.accepted:
                 actions += self._replace(entry, now)

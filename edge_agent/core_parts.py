@@ -22,6 +22,7 @@ from fogmesh.edge_agent.claim_book import ClaimBook
 from fogmesh.edge_agent.confirmations import Confirmations
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry
+from fogmesh.edge_agent.entry_table import EntryTable
 from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import PeerRegistry
@@ -46,7 +47,7 @@ class CoreParts(ABC):
     counters: Counters
     latency: LatencyHistogram
     # -- the parts that own its state --------------------------------------------------
-    _entries: dict[str, Entry]    # the tasks it holds, by key
+    entries: EntryTable           # the tasks it holds, by key and claim key, with their timers
     peers: PeerRegistry           # peers' presence and offload history
     runner: LocalRunner           # its queue and runs
     claims: ClaimBook             # the claims topic's verdicts, copies of peers' tasks

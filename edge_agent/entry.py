@@ -1,6 +1,7 @@
 """What the agent core holds per task: one mutable record whose state moves
-only along a transition table (:data:`TRANSITIONS`), private to the core
-and its halves (:mod:`fogmesh.edge_agent.offloading`, :mod:`fogmesh.edge_agent.failover`)."""
+only along a transition table (:data:`TRANSITIONS`). Entries are held by
+:class:`fogmesh.edge_agent.entry_table.EntryTable`, which owns them, their
+claim-key index and their timers; the core's concerns change them."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class Entry:
     state: EntryState = EntryState.CLAIMING
     claim_at: float | None = None
     started: float | None = None
-    timeout_at: float | None = None
+    run_until: float | None = None        # a local run's timeout (set through EntryTable)
+    lease_until: float | None = None      # an offer's lease (set through EntryTable)
     remembered: bool = False
     origin: str | None = None             # set when running a task offloaded to us
     origin_offer: str | None = None

@@ -27,7 +27,7 @@ class FailoverMixin(CoreParts):
         actions: list[Action] = []
         for agent, will_ts in self.deaths.due(now):
             actions += self._asked_peer_gone(agent, now)
-            for entry in list(self._entries.values()):
+            for entry in self.entries:
                 if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent:
                     actions += self._replace(entry, now)
             if self.offers.is_bridge(agent):        # a bridge stayed down: its tasks went back to the fog
@@ -56,9 +56,7 @@ class FailoverMixin(CoreParts):
 
     def _to_next_round(self, entry: Entry, now: float) -> None:
         """Compete for ``entry`` in the takeover round to claim now (:meth:`_takeover_claim`)."""
-        self.claims.unindex(entry.claim_key)
-        entry.claim_key = self._takeover_claim(entry.key, now)
-        self.claims.index(entry.claim_key, entry.key)
+        self.entries.compete_under(entry, self._takeover_claim(entry.key, now))
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
                    recorded: Publish | None = None, device: str | None = None,
@@ -76,7 +74,7 @@ class FailoverMixin(CoreParts):
                 again: list[Action] = [sent_again(answer, task)]
                 return again + [Ack(t) for t in tokens]
             return [Ack(t) for t in tokens]
-        held = self._entries.get(key)
+        held = self.entries.get(key)
         if held is not None:
             held.tokens.extend(tokens)
             return []
@@ -101,15 +99,14 @@ class FailoverMixin(CoreParts):
 
     def _compete(self, entry: Entry, now: float) -> list[Action]:
         key = entry.key
-        self._entries[key] = entry
-        self.claims.index(entry.claim_key, key)
+        self.entries.add(entry)
         self.counters.taken_over += 1
         return self._claim_now(entry, now)
 
     def _claim_now(self, entry: Entry, now: float) -> list[Action]:
         """Claim ``entry.claim_key`` at once, unless the broker's order already
         decided it (a claim seen before this agent competed)."""
-        entry.claim_at = now
+        self.entries.claim_at(entry, now)
         winner = self.claims.winner(entry.claim_key, now)
         if winner is not None:
             return self._decided(entry, winner, now)
@@ -135,7 +132,7 @@ class FailoverMixin(CoreParts):
         key = claim_key(task_id, payload)
         winner = self.claims.winner(key, now)
         if winner is not None and winner not in (holder, self.config.agent_id) \
-                and winner not in self.deaths and key not in self._entries:
+                and winner not in self.deaths and key not in self.entries:
             return [Ack(token)]                    # decided for a live agent: it answers
         return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder)
 
@@ -153,7 +150,7 @@ class FailoverMixin(CoreParts):
             self.claims.lost_connection()
             self.deaths.lost_connection()
             self.confirms.connection_lost()
-        for entry in list(self._entries.values()):
+        for entry in self.entries:
             if entry.state is EntryState.ASKING:       # asked again once the connection is back
                 continue
             if entry.state in (EntryState.CLAIMED, EntryState.CLAIMING):
@@ -201,7 +198,7 @@ class FailoverMixin(CoreParts):
         self.deaths.reconnected(now)
         # The answers to questions asked before the drop may be lost: ask again.
         return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
-                for key in self.asks.waiting]
+                for key in self.asks.open_keys]
 
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming: nothing to fence against."""
@@ -244,8 +241,7 @@ class FailoverMixin(CoreParts):
             done, again = self._answer_pair(key, answer, carry=False)
             entry = Entry(key=key, received=now, tokens=[], state=EntryState.ANSWERED, fenced=True,
                           claim_key=self._takeover_claim(key, now), pending=done + [again])
-            self._entries[key] = entry
-            self.claims.index(entry.claim_key, key)
+            self.entries.add(entry)
             self.counters.withdrawn += 1
             winner = self.claims.winner(entry.claim_key, now)
             if winner is not None:
@@ -261,7 +257,7 @@ class FailoverMixin(CoreParts):
         its PUBACK was lost. A withdrawn answer waiting on its fence is not
         sent again (a second copy to the device), and peers, which saw the
         same record, drop their contest."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None or not entry.fenced or entry.state is not EntryState.ANSWERED or entry.origin is not None:
             return []
         held, entry.pending = entry.pending or [], None

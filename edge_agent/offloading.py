@@ -26,7 +26,7 @@ class OffloadingMixin(CoreParts):
             return []
         actions: list[Action] = []
         for key in reversed(self.runner.waiting_for_later()):
-            entry = self._entries[key]
+            entry = self.entries[key]
             if entry.origin is not None or entry.task is None or entry.kind is None:
                 continue
             peer = self._placement(entry, now, with_cloud=False)
@@ -58,7 +58,7 @@ class OffloadingMixin(CoreParts):
         self.offers.sent(peer)
         entry.move(EntryState.OFFERED)
         # A bridge commits each offer to disk before it accepts: give it longer.
-        entry.timeout_at = now + self.config.offer_lease_s * (5 if self.offers.is_bridge(peer) else 1)
+        self.entries.lease_until(entry, now + self.config.offer_lease_s * (5 if self.offers.is_bridge(peer) else 1))
         self.counters.offers_sent += 1
         lease_ms = int(1000 * self.config.offer_lease_s)
         return [Publish(self.config.topics.agent_inbox(peer),
@@ -70,7 +70,7 @@ class OffloadingMixin(CoreParts):
         if entry.offer is not None:
             self.peers.record(entry.offer.peer, ok=False)
         self._clear_offer(entry)
-        entry.timeout_at = None
+        self.entries.stop_timers(entry)
         return self._accept(entry, now)
 
     def _clear_offer(self, entry: Entry) -> None:
@@ -95,7 +95,7 @@ class OffloadingMixin(CoreParts):
         if isinstance(msg, Have):
             return self._on_have(msg, now)
         if isinstance(msg, OfferReply):
-            entry = self._entries.get(msg.task_id)
+            entry = self.entries.get(msg.task_id)
             if entry is None or entry.offer is None or entry.offer.offer_id != msg.offer \
                     or entry.state is not EntryState.OFFERED or msg.agent != entry.offer.peer:
                 return []
@@ -104,7 +104,7 @@ class OffloadingMixin(CoreParts):
                 entry.offer.accepted = True
                 self.counters.offers_accepted += 1
                 hold = self.config.cloud_lease_s if self.offers.is_bridge(msg.agent) else entry.kind.timeout_s
-                entry.timeout_at = now + hold + self.config.offer_lease_s
+                self.entries.lease_until(entry, now + hold + self.config.offer_lease_s)
                 return []
             self.counters.offers_rejected += 1
             if msg.reason == "busy":    # until its next presence, or a moment
@@ -115,7 +115,7 @@ class OffloadingMixin(CoreParts):
     def _on_offer(self, offer: Offer, now: float) -> list[Action]:
         me, inbox = self.config.agent_id, self.config.topics.agent_inbox(offer.origin)
         key = f"{offer.origin}/{offer.task.id}"
-        if key in self._entries:                       # a repeated offer: confirm again
+        if key in self.entries:                       # a repeated offer: confirm again
             return [Publish(inbox, OfferReply("accept", offer.offer, offer.task.id, me).encode())]
         if self.answers.knows(key, now):
             return []
@@ -136,12 +136,12 @@ class OffloadingMixin(CoreParts):
         entry = Entry(key=key, received=now, tokens=[], task=offer.task,
                        kind=self.registry.get(offer.task.kind), origin=offer.origin,
                        origin_offer=offer.offer)
-        self._entries[key] = entry
+        self.entries.add(entry)
         return [Publish(inbox, OfferReply("accept", offer.offer, offer.task.id, me).encode())] + \
             self._accept(entry, now)
 
     def _on_result(self, msg: Result, now: float) -> list[Action]:
-        entry = self._entries.get(msg.task_id)
+        entry = self.entries.get(msg.task_id)
         if entry is None or msg.offer not in entry.offer_ids or entry.origin is not None \
                 or entry.state in (EntryState.ANSWERED, EntryState.DONE):
             # Answered already (re-placed, or this very result again: a peer's

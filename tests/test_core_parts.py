@@ -324,3 +324,55 @@ def test_with_peers_the_verdict_waits_for_the_probe():
 
 def test_illegal_moves_in_the_parts_are_fogmesh_errors():
     assert issubclass(IllegalTransition, FogmeshError)
+
+
+# -- EntryTable: entries, their claim-key index, their timers ---------------------------------
+
+def table_entry(key: str = "t1", **fields) -> "Entry":
+    from fogmesh.edge_agent.entry import Entry
+    return Entry(key=key, received=0.0, tokens=[], **fields)
+
+
+def test_an_entry_is_found_by_its_key_and_by_the_claim_key_it_competes_under():
+    from fogmesh.edge_agent.entry_table import EntryTable
+    table = EntryTable()
+    e = table.add(table_entry())
+    assert table.get("t1") is e and table.by_claim("t1") is e and "t1" in table and len(table) == 1
+    table.compete_under(e, "t1#t")
+    assert table.by_claim("t1#t") is e and table.by_claim("t1") is None and e.claim_key == "t1#t"
+    table.drop(e)
+    assert table.get("t1") is None and table.by_claim("t1#t") is None and len(table) == 0
+
+
+def test_a_dropped_entry_leaves_no_claim_key_behind_for_a_new_one():
+    from fogmesh.edge_agent.entry_table import EntryTable
+    table = EntryTable()
+    old = table.add(table_entry(claim_key="t1#t"))
+    table.drop(old)
+    new = table.add(table_entry())
+    assert table.by_claim("t1#t") is None and table.by_claim("t1") is new
+
+
+def test_each_timer_has_one_meaning_and_the_table_knows_the_earliest():
+    from fogmesh.edge_agent.entry import EntryState
+    from fogmesh.edge_agent.entry_table import EntryTable
+    table = EntryTable()
+    a, b = table.add(table_entry("a")), table.add(table_entry("b"))
+    table.run_until(a, 30.0)
+    table.lease_until(b, 12.0)
+    assert table.next_deadline() == 12.0
+    table.stop_timers(b)
+    assert table.next_deadline() == 30.0 and b.lease_until is None
+    table.claim_at(b, 5.0)
+    assert table.claims_due(4.9) == [] and table.claims_due(5.0) == [b]
+    a.state = EntryState.RUNNING
+    assert table.claims_due(100.0) == [b]
+
+
+def test_walking_the_table_is_a_snapshot_that_survives_drops():
+    from fogmesh.edge_agent.entry_table import EntryTable
+    table = EntryTable()
+    entries = [table.add(table_entry(k)) for k in "abc"]
+    for e in table:
+        table.drop(e)
+    assert len(table) == 0 and len(entries) == 3

@@ -40,7 +40,7 @@ class Bus:
                             T.agent_of_presence(a.topic) is not None:
                         self.deliver(on_message(core, a.topic, a.payload, None, now), now)
             elif isinstance(a, Run):
-                owner = next(c for c in self.cores.values() if a.key in c._entries)
+                owner = next(c for c in self.cores.values() if a.key in c.entries)
                 self.runs.append((owner.config.agent_id, a.key))
 
     def finish(self, agent, key, now, result="done"):
@@ -108,16 +108,16 @@ def test_a_lost_accept_expires_after_the_offer_lease():
     submit(bus, "a", "t1", 0.0)
     assert a.next_deadline() == pytest.approx(0.5)
     bus.deliver(on_tick(a, 0.5), 0.5)
-    assert a._entries["t1"].state in ("queued", "running")
+    assert a.entries["t1"].state in ("queued", "running")
 
 
 def test_a_peers_will_takes_back_what_it_accepted_only_after_the_grace():
     bus, a, b = busy_origin_and_idle_peer()
     bus.presence("b", 0.01, state="offline")      # b's will (or a broker shutting down)
-    assert a._entries["t1"].state == "offered"
+    assert a.entries["t1"].state == "offered"
     assert a.next_deadline() == pytest.approx(2.01)
     bus.deliver(on_tick(a, 2.01), 2.01)          # still offline: a takes t1 back
-    assert a._entries["t1"].state == "queued"
+    assert a.entries["t1"].state == "queued"
 
 
 def test_a_late_result_from_a_peer_presumed_dead_is_not_delivered_twice():
@@ -159,7 +159,7 @@ def test_a_rejecting_peer_makes_the_origin_try_elsewhere():
     submit(bus, "a", "t1", 0.0)
     assert a.counters.offers_rejected == 1
     assert any(key == "a/t1" and agent == "c" for agent, key in bus.runs) or \
-        a._entries["t1"].state in ("queued", "running")
+        a.entries["t1"].state in ("queued", "running")
 
 
 def test_forged_and_garbled_inbox_messages_are_ignored():
@@ -193,10 +193,10 @@ def test_a_peers_result_that_comes_twice_while_the_answer_waits_on_a_takeover_is
     The second copy is a late result, not a second answer (nor a crash)."""
     bus, a, b = busy_origin_and_idle_peer()
     bus.deliver(on_disconnect(a, 0.02, control=True), 0.02)
-    assert a._entries["t1"].fenced
+    assert a.entries["t1"].fenced
     results = [x for x in on_finished(b, "a/t1", 0.03, result="from b") if isinstance(x, Publish)]
     for now in (0.03, 0.04):
         for x in results:
             bus.deliver(on_message(a, x.topic, x.payload, None, now), now)
-    assert a._entries["t1"].state == "answered"
+    assert a.entries["t1"].state == "answered"
     assert a.counters.late_results == 1
