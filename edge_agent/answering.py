@@ -1,6 +1,6 @@
-"""The agent core's answering half: replies and dead letters, the "done"
+"""The agent core's answering concern: replies and dead letters, the "done"
 records that carry them in claim dispatch, the confirmations that let peers
-forget them, and the journal/ack bookkeeping of a finished task. A half of
+forget them, and the journal/ack bookkeeping of a finished task. A concern of
 :class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
 the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
@@ -37,7 +37,7 @@ def sent_again(answer: StoredAnswer, task: Task | None) -> Publish:
     return Publish(answer.topic, answer.payload, properties=properties_for(task, answer.topic))
 
 
-class AnsweringMixin(CoreParts):
+class AnsweringConcern(CoreParts):
     def _timing(self, entry: Entry, now: float) -> Timing:
         started = entry.started if entry.started is not None else now
         return Timing(queue=1000 * (started - entry.received), run=1000 * (now - started),

@@ -26,7 +26,7 @@ a timeout (a timeout cannot tell a slow peer from a dead one); a peer that
 dies or whose presence goes stale is no longer waited for.
 
 :class:`fogmesh.edge_agent.ask_book.AskBook` holds this state; the core's
-:class:`AskingMixin` drives it. Pure like the rest of the core.
+:class:`AskingConcern` drives it. Pure like the rest of the core.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.asks import Have
 
 
-class AskingMixin(CoreParts):
+class AskingConcern(CoreParts):
     def _ask(self, entry: Entry, now: float) -> list[Action] | None:
         """A resubmitted task through a shared subscription, not known here:
         ask the peers (None: there is nobody to ask)."""

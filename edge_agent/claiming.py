@@ -1,8 +1,8 @@
-"""The agent core's claim half (brokers without shared subscriptions): every
+"""The agent core's claims concern (brokers without shared subscriptions): every
 agent sees every task, the first claim the broker orders wins, losers keep a
 copy to take over if the winner dies. Takeovers go in rounds (``<id>#t``,
 ``<id>#t#t``, ...): the winner of the latest round holds the task, and a copy
-held by an earlier claim gives way to it. A half of
+held by an earlier claim gives way to it. A concern of
 :class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
 the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
@@ -18,7 +18,7 @@ from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.errors import InvalidMessage
 
 
-class ClaimingMixin(CoreParts):
+class ClaimingConcern(CoreParts):
     def _on_claim(self, payload: bytes, token: Any, now: float) -> list[Action]:
         if is_probe_record(payload):
             return [Ack(token)] + self.order.on_record(payload, now, wall_offset=self.wall_offset)

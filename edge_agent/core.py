@@ -30,19 +30,19 @@ from fogmesh.claims import Claim, claim_delay, claim_key, tie_break
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Cancel, Counters, Drain, Forget, LatencyHistogram,
                                         Publish, Remember, ResumeTaking, Run, StopTaking)
-from fogmesh.edge_agent.answering import AnsweringMixin, sent_again
+from fogmesh.edge_agent.answering import AnsweringConcern, sent_again
 from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
-from fogmesh.edge_agent.asking import AskingMixin
+from fogmesh.edge_agent.asking import AskingConcern
 from fogmesh.edge_agent.claim_book import ClaimBook
-from fogmesh.edge_agent.claiming import ClaimingMixin
+from fogmesh.edge_agent.claiming import ClaimingConcern
 from fogmesh.edge_agent.confirmations import Confirmations
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.entry_table import EntryTable
-from fogmesh.edge_agent.failover import FailoverMixin
+from fogmesh.edge_agent.failover import FailoverConcern
 from fogmesh.edge_agent.offer_book import OfferBook
-from fogmesh.edge_agent.offloading import OffloadingMixin
+from fogmesh.edge_agent.offloading import OffloadingConcern
 from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import PeerRegistry
 from fogmesh.edge_agent.placement import (Cloud, LocalPolicy, Offload, PlacementPolicy, SelfState, place_task,
@@ -58,9 +58,9 @@ __all__ = ["AgentCore", "AgentConfig"]
 
 
 
-class AgentCore(ClaimingMixin, AnsweringMixin, OffloadingMixin, FailoverMixin, AskingMixin):
+class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverConcern, AskingConcern):
     """The core composes parts that own their state (see
-    :class:`fogmesh.edge_agent.core_parts.CoreParts`); its halves (the mixins)
+    :class:`fogmesh.edge_agent.core_parts.CoreParts`); its concerns
     decide with them, each on one concern."""
 
     def __init__(self, config: AgentConfig, registry: Registry, *,

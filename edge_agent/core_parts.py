@@ -1,13 +1,13 @@
-"""What each half of the agent core sees of the whole: the parts that own
-its state, and the steps one half takes on another's behalf.
+"""What each concern of the agent core sees of the whole: the parts that own
+its state, and the steps one concern takes on another's behalf.
 
 The core (:class:`fogmesh.edge_agent.core.AgentCore`) is one object split by
-concern into halves: claims, answers, offloading, failover, asking. They
+concern: claims, answers, offloading, failover, asking. They
 decide; the state they decide with lives in parts that own it and keep its
 invariants (a running count that never goes below zero, one winner per claim
 key, offers counted per peer in pairs, ...). This base names those parts
-and declares every step a half calls in another half, so a type checker
-sees each half alone and a reader sees what crosses between them.
+and declares every step a concern calls in another, so a type checker
+sees each concern alone and a reader sees what crosses between them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The agent core's failure half: taking over what a dead peer held, electing
+"""The agent core's failure concern: taking over what a dead peer held, electing
 who rescues its MQTT session, and fencing what this agent held across a lost
-connection, so that exactly one contender answers each task. A half of
+connection, so that exactly one contender answers each task. A concern of
 :class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
 the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
@@ -18,7 +18,7 @@ from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Task, confine_to_device, parse_task
 
 
-class FailoverMixin(CoreParts):
+class FailoverConcern(CoreParts):
     # -- failures: takeover, rescue, fencing -------------------------------------------------
     def _handle_deaths(self, now: float) -> list[Action]:
         """Peers offline for the grace period: re-place what they accepted from

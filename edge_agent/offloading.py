@@ -1,5 +1,5 @@
-"""The agent core's offloading half: offers to peers, their answers and
-results, and moving queued work to peers that free up. A half of
+"""The agent core's offloading concern: offers to peers, their answers and
+results, and moving queued work to peers that free up. A concern of
 :class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
 the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
@@ -17,7 +17,7 @@ from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
 
 
-class OffloadingMixin(CoreParts):
+class OffloadingConcern(CoreParts):
     def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
         """Offer tasks waiting in the local queue (newest first: they would wait
         longest) while the policy prefers a peer. Placement at arrival sees a
