@@ -10,7 +10,7 @@ message schema (:mod:`fogmesh.messages`), the JSON codec
 (:mod:`fogmesh.codec`), the task-kind registry, errors, and the one MQTT
 client adapter (:mod:`fogmesh.mqtt`). Built on it: ``fogmesh.broker``,
 ``fogmesh.edge_agent``, ``fogmesh.cloud_bridge``, ``fogmesh.devices``,
-``fogmesh.deploy``, ``fogmesh.simulator``, ``fogmesh.bench`` (top-level
+``fogmesh.ops``, ``fogmesh.simulator``, ``fogmesh.bench`` (top-level
 folders of the repository), and the CLI.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fogmesh.deploy.units import ROLES
+from fogmesh.ops.units import ROLES
 from fogmesh.app.cli import main
 
 pytestmark = pytest.mark.timeout(60)

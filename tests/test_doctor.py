@@ -17,9 +17,9 @@ import pytest
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port
 from fogmesh.broker.secure import Logins, generate
-from fogmesh.deploy.doctor import DoctorOptions, run_checks
-from fogmesh.deploy.host_checks import check_camera, check_pins, check_state_dir
-from fogmesh.deploy.report import Check, exit_status, render_table
+from fogmesh.ops.doctor import DoctorOptions, run_checks
+from fogmesh.ops.host_checks import check_camera, check_pins, check_state_dir
+from fogmesh.ops.report import Check, exit_status, render_table
 from fogmesh.devices.vision import write_video
 from tests.tinydisk import fill, mounted_tmpfs
 
@@ -194,7 +194,7 @@ def test_for_a_device_a_broker_that_drops_tasks_in_a_restart_is_a_warning_with_h
 
 
 def test_what_a_restart_drops_is_named_per_broker_and_only_warned_to_devices():
-    from fogmesh.deploy.broker_checks import restart_losses
+    from fogmesh.ops.broker_checks import restart_losses
     old = restart_losses("mosquitto version 2.0.11", role="device")
     assert old.status == "warn" and "$share" in old.detail and "2306" in old.detail
     assert "2306" not in restart_losses("mosquitto version 2.0.18", role="device").detail

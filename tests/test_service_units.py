@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fogmesh.deploy.units import UnitSpec, quote_arg, unit_name, unit_text
+from fogmesh.ops.units import UnitSpec, quote_arg, unit_name, unit_text
 from fogmesh.app.cli import main
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,7 +28,7 @@ import pytest
 pytestmark = pytest.mark.timeout(240)
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy", "scenarios")
+OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops", "scenarios")
 
 
 @pytest.fixture(scope="module")

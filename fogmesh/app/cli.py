@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
-    from fogmesh.deploy.service_cli import add_parser as add_service_parser
-    from fogmesh.deploy.doctor import add_parser as add_doctor_parser
+    from fogmesh.ops.service_cli import add_parser as add_service_parser
+    from fogmesh.ops.doctor import add_parser as add_doctor_parser
     add_service_parser(sub)
     add_doctor_parser(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg)
 
@@ -185,12 +185,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from fogmesh.deploy.service_cli import run
+    from fogmesh.ops.service_cli import run
     return run(args, parse=build_parser().parse_args)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from fogmesh.deploy.doctor import run
+    from fogmesh.ops.doctor import run
     return run(args)
 
 

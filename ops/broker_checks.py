@@ -2,7 +2,7 @@
 breaks: can this box reach it, does TLS verify, is the login accepted, what
 does the broker offer (MQTT 5, WebSockets, shared subscriptions), does the
 ACL let this login publish and read its own topics, and is this box's clock
-close to its peers'. Each answers with a :class:`~fogmesh.deploy.report.Check`."""
+close to its peers'. Each answers with a :class:`~fogmesh.ops.report.Check`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from fogmesh.deploy.report import Check
+from fogmesh.ops.report import Check
 from fogmesh import codec
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect, topic_round_trip

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.deploy.broker_checks import (ROLES, BrokerTarget, broker_version, check_acl, check_clock, check_login,
+from fogmesh.ops.broker_checks import (ROLES, BrokerTarget, broker_version, check_acl, check_clock, check_login,
                                           check_mqtt5, check_reach, check_shared, check_tls, check_websockets,
                                           restart_losses)
-from fogmesh.deploy.host_checks import check_camera, check_pins, check_python, check_state_dir
-from fogmesh.deploy.report import Check, exit_status, render_json, render_table
+from fogmesh.ops.host_checks import check_camera, check_pins, check_python, check_state_dir
+from fogmesh.ops.report import Check, exit_status, render_json, render_table
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.topics import Topics
 

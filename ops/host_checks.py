@@ -1,6 +1,6 @@
 """``fogmesh doctor``'s questions to this box: Python and package versions,
 the state directory (journals, the bridge's outbox), the GPIO pins and the
-camera. Each answers with a :class:`~fogmesh.deploy.report.Check`."""
+camera. Each answers with a :class:`~fogmesh.ops.report.Check`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from fogmesh.deploy.report import Check
+from fogmesh.ops.report import Check
 from fogmesh.errors import DeviceError
 
 PACKAGES = ("fogmesh", "paho-mqtt", "amqtt", "gpiozero", "opencv-python-headless", "psutil")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fogmesh.errors import ServiceError
-from fogmesh.deploy.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
+from fogmesh.ops.units import NOTIFY_ROLES, ROLES, UnitSpec, option_value, unit_name, unit_text
 
 DEFAULT_GROUPS = {"device": ("gpio", "video")}
 
