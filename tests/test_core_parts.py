@@ -376,3 +376,11 @@ def test_walking_the_table_is_a_snapshot_that_survives_drops():
     for e in table:
         table.drop(e)
     assert len(table) == 0 and len(entries) == 3
+
+
+def test_answers_leave_with_their_ids_whatever_the_byte_budget_allows():
+    book = AnswerBook(max_items=3, ttl_s=900.0, max_bytes=1 << 20)
+    for n in range(10):
+        book.add(f"t{n}", 0.0, StoredAnswer("r", b"{}"))
+    assert book.answer("t9", 1.0) is not None and book.answer("t6", 1.0) is None
+    assert len(book._answers) == 3
