@@ -25,7 +25,7 @@ from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.entry_table import EntryTable
 from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.ordering import OrderCheck
-from fogmesh.edge_agent.peers import PeerRegistry
+from fogmesh.edge_agent.peers import Peer, PeerRegistry
 from fogmesh.edge_agent.placement import PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
@@ -100,6 +100,20 @@ class CoreParts(ABC):
     def _my_claim(self, claim_key: str) -> Publish:
         """This agent's claim on ``claim_key``."""
 
+    @abstractmethod
+    def last_to_answer(self, now: float) -> bool:
+        """Degraded, with no live peer to take tasks instead."""
+
+    # -- running here (running.py) -------------------------------------------------------------------
+    @abstractmethod
+    def _start(self, entry: Entry, now: float) -> list[Action]:
+        """Start ``entry`` in a worker here (or inline)."""
+
+    # -- peers (peering.py) ----------------------------------------------------------------------------
+    @abstractmethod
+    def _cloud_for(self, kind: str, now: float, *, exclude: set[str]) -> str | None:
+        """A cloud bridge that takes ``kind`` now, if any."""
+
     # -- claims (claiming.py) ------------------------------------------------------------------
     @abstractmethod
     def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:
@@ -114,6 +128,10 @@ class CoreParts(ABC):
         """Won by a claim made before this agent's connection dropped."""
 
     # -- answers (answering.py) ------------------------------------------------------------------
+    @abstractmethod
+    def _answer_ok(self, entry: Entry, result: Any, now: float) -> list[Action]:
+        """Answer ``entry`` with its result."""
+
     @abstractmethod
     def _finish(self, entry: Entry, publish: Publish, now: float) -> list[Action]:
         """Answer ``entry`` with ``publish`` (fenced: held until its claim is won)."""
@@ -131,6 +149,18 @@ class CoreParts(ABC):
         """The answer of ``key`` goes out now: the next claims record reports it."""
 
     # -- offloading (offloading.py) ----------------------------------------------------------------
+    @abstractmethod
+    def _offer(self, entry: Entry, peer: str, now: float) -> list[Action]:
+        """Offer ``entry`` to ``peer`` (or a bridge)."""
+
+    @abstractmethod
+    def _peer_views(self, now: float) -> list[Peer]:
+        """The live peers as placement sees them (offers outstanding counted in)."""
+
+    @abstractmethod
+    def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:
+        """Offer queued work again now that a peer freed up."""
+
     @abstractmethod
     def _replace(self, entry: Entry, now: float) -> list[Action]:
         """The offer of ``entry`` failed: place it again."""
@@ -162,6 +192,15 @@ class CoreParts(ABC):
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming."""
 
+    @abstractmethod
+    def _contest(self, agent: str, now: float, *, epoch: int | None = None) -> list[Action]:
+        """Compete for every task ``agent`` won and has not reported done."""
+
+    @abstractmethod
+    def _takeover_claim(self, key: str, now: float, *, gone: str | None = None,
+                        gone_epoch: int | None = None) -> str:
+        """The claim key to compete for ``key`` under."""
+
     # -- resubmissions (asking.py) -------------------------------------------------------------------
     @abstractmethod
     def _on_ask(self, key: str, asker: str, now: float) -> list[Action]:
@@ -174,3 +213,15 @@ class CoreParts(ABC):
     @abstractmethod
     def _asked_peer_gone(self, peer: str, now: float) -> list[Action]:
         """``peer`` died or fell silent while this agent awaited its answer."""
+
+    @abstractmethod
+    def _ask(self, entry: Entry, now: float) -> list[Action] | None:
+        """Ask the peers about ``entry`` (None: nobody to ask)."""
+
+    @abstractmethod
+    def _ask_again(self, peer: str) -> list[Action]:
+        """``peer`` came back: ask it again what it missed."""
+
+    @abstractmethod
+    def _asked_elsewhere(self, key: str, now: float) -> Any:
+        """The peer resolving a resubmission of ``key``, if one asked about it."""

@@ -27,6 +27,7 @@ PURE_MODULES = [
     "fogmesh/dashboard/guard.py", "fogmesh/dashboard/sessions.py", "fogmesh/dashboard/presses.py",
     "edge_agent/events.py", "edge_agent/rival_watch.py", "edge_agent/presence_hold.py", "edge_agent/journal_health.py",
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
+    "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

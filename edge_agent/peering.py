@@ -1,0 +1,86 @@
+"""The agent core's peers concern: what peers say of themselves (presence:
+their bid for work, their will), what cloud bridges say (health), and what
+operators ask on the control topic. A concern of
+:class:`fogmesh.edge_agent.core.AgentCore`: it owns no state, and decides with
+the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
+
+from __future__ import annotations
+
+from fogmesh import codec
+from fogmesh.edge_agent.actions import Action, Drain
+from fogmesh.edge_agent.core_parts import CoreParts
+from fogmesh.edge_agent.entry import EntryState
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import BridgeHealth, Presence
+
+
+class PeeringConcern(CoreParts):
+    def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
+        if agent == self.config.agent_id or not payload:
+            if not payload:
+                self.peers.forget(agent)
+            return []
+        try:
+            presence = Presence.from_dict(codec.decode(payload))
+        except InvalidMessage:
+            return []
+        if presence.agent != agent:
+            return []                                 # forged: the topic says who it is
+        self.peers.update(presence, now)
+        self.offers.heard_from(agent)
+        if presence.state == "online":
+            if self.deaths.back(agent):
+                # Back after its will: it gave up the claims it had made (their
+                # outcome may be lost: amqtt drops messages in flight), so what it
+                # won with them is contested now. Not what it won with claims of
+                # its new epoch: it holds those, and would not compete for them.
+                # Its epoch is the newest it said, in this presence or in a claim:
+                # a presence it sent before the drop can arrive after the will
+                # (a broker behind on this agent's messages), after claims of
+                # its new connection, and taking it at its word would contest them.
+                epoch = max(presence.epoch or 0, self.claims.peer_epoch(agent)) or None
+                return self._contest(agent, now, epoch=epoch) + self._ask_again(agent) + \
+                    self._rebalance(now)
+            return self._rebalance(now)
+        if presence.state == "offline":
+            self.deaths.will(agent, presence.ts, now)
+        # Its will, or it drains: offers it has not accepted go elsewhere now.
+        # What it accepted stays with it until it is dead (``_handle_deaths``): a
+        # will also comes from a broker that shuts down, with the peer alive.
+        actions: list[Action] = []
+        for entry in self.entries:
+            if entry.state is EntryState.OFFERED and entry.offer and entry.offer.peer == agent \
+                    and not entry.offer.accepted:
+                actions += self._replace(entry, now)
+        return actions
+
+    def _on_bridge(self, payload: bytes, now: float) -> list[Action]:
+        """A cloud bridge's health: it takes heavy tasks while online."""
+        try:
+            h = BridgeHealth.decode(payload) if payload else None
+        except InvalidMessage:
+            return []
+        if h is None:
+            return []
+        if h.state == "degraded":     # alive, delivering what it holds, taking nothing new
+            self.offers.bridge_away(h.agent)
+            self.deaths.back(h.agent)
+        elif h.state == "online":
+            self.offers.bridge_online(h.agent, h.kinds, now)
+            self.deaths.back(h.agent)
+        elif self.offers.bridge_away(h.agent):
+            self.deaths.will(h.agent, h.ts, now)   # re-placed after the grace
+        return []
+
+    def _cloud_for(self, kind: str, now: float, *, exclude: set[str]) -> str | None:
+        return self.offers.cloud_for(kind, now, exclude=exclude)
+
+    def _on_control(self, payload: bytes) -> list[Action]:
+        try:
+            op = codec.decode(payload).get("op")
+        except (InvalidMessage, AttributeError):
+            return []
+        if op == "drain" and not self.draining:
+            self.draining = True
+            return [Drain()]
+        return []
