@@ -1,0 +1,275 @@
+"""fogmesh's paho client: paho's, with one change to how it writes (every
+packet queued goes out in one ``send()``, and nothing while a caller holds
+:meth:`_Client.hold`) and the per-message paths read without paho's objects
+(an incoming PUBLISH handed on as plain values, a plain PUBACK). Only this
+package imports paho; this module relies on paho's private names, which is
+why ``pyproject.toml`` pins paho-mqtt's minor version
+(``tests/test_pins.py`` says what to check before widening it)."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from typing import Any, Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fogmesh import publish_properties
+from fogmesh.properties import MessageProperties
+
+log = logging.getLogger("fogmesh.mqtt")
+
+
+class _Client(paho.Client):
+    """paho's client with one change to how it writes: everything queued goes
+    out in one ``send()``, and nothing while a caller holds :meth:`together`.
+
+    Why: a process killed between two writes has sent the first message and
+    not the second. An agent's answer and the record that tells its peers the
+    answer is out ("sent", claim dispatch) must reach the broker both or
+    neither, or a peer re-delivers an answer the device already has. One
+    syscall is as close to atomic as a socket gets. It also saves a syscall
+    per message under load. Packets whose completion paho handles on write
+    (QoS 0 publishes, DISCONNECT) are written on their own, as paho does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch = threading.Lock()
+        self._batch_holder: int | None = None     # thread id inside together()
+        self._filtered_callbacks = False
+        # (topic, payload, qos, retain, mid, dup, properties) -> None: set by MqttClient
+        self.deliver: Callable[[str, bytes, int, bool, int, bool, MessageProperties | None], None] | None = None
+        # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
+        self._puback_success = ReasonCode(PacketTypes.PUBACK)
+        self._no_properties = Properties(PacketTypes.PUBACK)
+
+    def hold(self) -> None:
+        self._batch.acquire()
+        self._batch_holder = threading.get_ident()
+
+    def release(self, *, write_here: bool = False) -> None:
+        try:
+            if write_here and self._out_packet:
+                self._write_here()
+        finally:
+            self._batch_holder = None
+            self._batch.release()
+        wake = self._sockpairW                  # the network thread may have slept through it
+        if wake is not None and self._out_packet:
+            try:
+                wake.send(b"0")
+            except (BlockingIOError, OSError):
+                pass
+
+    def _write_here(self) -> None:
+        """Write what :meth:`together` queued on the caller's thread (holding
+        ``_batch``), instead of waking the network thread to do it: on a small
+        machine a thread hand-off costs ~100 us, a good part of a task's round
+        trip. Plain TCP only (an SSL or WebSocket stream must not be written
+        while the network thread reads it), and only the run of packets the
+        network thread would merge. It peeks and removes by identity, never
+        pops and puts back: ``reconnect()`` on the network thread may clear the
+        queue meanwhile, and a packet put back after that would leave on the
+        next connection before its CONNECT. A send that fails leaves the
+        packets to the network thread, which finds the connection's fate.
+        On the network thread itself (a task stepped where it arrived) it
+        writes now instead of on the thread's next loop turn."""
+        sock = self._sock
+        if type(sock) is not socket.socket or self._state != paho._ConnectionState.MQTT_CS_CONNECTED:
+            return
+        run: list[Any] = []
+        for packet in list(self._out_packet):
+            if not _mergeable(packet):
+                break
+            run.append(packet)
+        if not run:
+            return
+        data = _unsent(run)
+        try:
+            sent = sock.send(data)
+        except OSError:
+            return
+        for packet in run:
+            if sent < packet["to_process"]:
+                packet["pos"] += sent
+                packet["to_process"] -= sent
+                break
+            sent -= packet["to_process"]
+            packet["pos"] += packet["to_process"]
+            packet["to_process"] = 0
+            try:
+                self._out_packet.remove(packet)
+            except ValueError:          # the queue was cleared for a reconnect
+                pass
+        with self._msgtime_mutex:
+            self._last_msg_out = paho.time_func()
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        """Inside :meth:`together` a packet is only queued: paho would also
+        wake the network thread for each one, which could write nothing
+        before :meth:`release` (it wakes the thread once, if anything is left
+        to write), and whose wake-ups took the interpreter lock from the
+        caller in the middle of its batch: a few tens of us per answer on the
+        critical path of a round trip."""
+        if self._batch_holder != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def more_to_read(self) -> bool:
+        """Whether bytes wait on the socket (True when it cannot tell: not
+        plain TCP, or no socket)."""
+        sock = self._sock
+        if type(sock) is not socket.socket:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def want_write(self) -> bool:
+        return not self._batch.locked() and super().want_write()
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # Never blocks: paho calls this holding its own locks, which a holder of
+        # ``_batch`` may be waiting for.
+        if not self._batch.acquire(blocking=False):
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            self._coalesce()
+            return super()._packet_write()
+        finally:
+            self._batch.release()
+
+    def _coalesce(self) -> None:
+        """Merge the run of plain packets at the head of the queue into one.
+        Only this (network) thread takes from the head; others append at the
+        tail, so putting the merged packet back at the head keeps the order."""
+        queue = self._out_packet
+        run: list[Any] = []
+        while queue:
+            packet = queue.popleft()
+            if not _mergeable(packet):
+                queue.appendleft(packet)
+                break
+            run.append(packet)
+        if len(run) > 1:
+            data = _unsent(run)
+            queue.appendleft({"command": run[0]["command"], "mid": run[0]["mid"], "qos": 1, "pos": 0,
+                              "to_process": len(data), "packet": data, "info": None})
+        elif run:
+            queue.appendleft(run[0])
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """A PUBLISH read by fogmesh and handed to ``deliver`` as plain
+        values: paho's reading built two objects per message (a message and
+        its info, with a condition variable), and in MQTT 5 decoded the
+        properties at more than a 3.1.1 round trip's cost
+        (:mod:`fogmesh.publish_properties` does it here). QoS 2, topic
+        aliases, topics that are not UTF-8, malformed blocks and clients with
+        per-filter callbacks stay paho's (then ``on_message`` gets them)."""
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        deliver = self.deliver
+        if deliver is None or qos == 2 or len(packet) < 2 or self._filtered_callbacks:
+            return super()._handle_publish()
+        at = 2 + int.from_bytes(packet[0:2], "big")
+        try:
+            topic = bytes(packet[2:at]).decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        mid = 0
+        if qos:
+            mid, at = int.from_bytes(packet[at:at + 2], "big"), at + 2
+        props = None
+        if self._protocol == paho.MQTTv5:
+            try:
+                props, at, present = publish_properties.decode(packet, at)
+            except ValueError:
+                return super()._handle_publish()
+            if publish_properties.TOPIC_ALIAS in present:
+                return super()._handle_publish()
+        if not topic:
+            return super()._handle_publish()
+        with self._in_callback_mutex:
+            deliver(topic, bytes(packet[at:]), qos, bool(header & 0x01), mid, bool(header & 0x08), props)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        """A plain PUBACK (packet id only: success, no properties) without
+        paho's decoder, which builds a ReasonCode and a Properties object for
+        every acknowledgement, in 3.1.1 too: about 25 us, one per QoS 1
+        publish. Anything longer (an MQTT 5 reason code) stays paho's."""
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, self._puback_success, self._no_properties)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+class _Together:
+    """:meth:`MqttClient.together`'s context (a class: it is entered on every
+    task, and a generator-based one costs several times more)."""
+
+    __slots__ = ("_client", "_write_here")
+
+    def __init__(self, client: _Client, write_here: bool) -> None:
+        self._client, self._write_here = client, write_here
+
+    def __enter__(self) -> None:
+        self._client.hold()
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.release(write_here=self._write_here)
+
+
+def _mergeable(packet: Any) -> bool:
+    """Whether a queued packet may share a write with those around it: not a
+    QoS 0 PUBLISH or a DISCONNECT, whose completion paho handles on write."""
+    command = packet["command"] & 0xF0
+    return not (command == paho.DISCONNECT or (command == paho.PUBLISH and packet["qos"] == 0))
+
+
+def _unsent(run: list[Any]) -> bytes:
+    """What is left to write of a run of queued packets, as one buffer."""
+    return b"".join(bytes(p["packet"][p["pos"]:]) for p in run)
+
+
+class _PackedProperties:
+    """A PUBLISH property block already encoded: paho asks only for ``pack()``."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, props: MessageProperties) -> None:
+        self.block = publish_properties.encode(props)
+
+    def pack(self) -> bytes:
+        return self.block
+
+    def __str__(self) -> str:
+        return f"[{len(self.block)} bytes of properties]"
+
+
+def _nodelay(_client: paho.Client, _userdata: object, sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (e.g. websockets/unix)
+        pass
