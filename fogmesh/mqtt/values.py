@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 RECEIVE_MAXIMUM = 100       # as max_inflight_messages in the shipped mosquitto configs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One received application message."""
 
