@@ -39,7 +39,7 @@ from fogmesh.bench.browser import chromium
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
 from fogmesh import codec
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 

@@ -38,7 +38,7 @@ from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.presence import presence_pace
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.mqtt import Delivery, Message, MqttClient
 from fogmesh.percentiles import percentile
 from fogmesh.topics import Topics

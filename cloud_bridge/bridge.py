@@ -29,7 +29,8 @@ from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
 from fogmesh.offers import OfferReply, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
-from fogmesh.messages import BridgeHealth, Reply, Task, Timing
+from fogmesh.messages import Reply, Task, Timing
+from fogmesh.announcements import BridgeHealth
 from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from fogmesh.edge_agent.events import BatteryRead
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.presence import HostStats, PresencePace, build_presence, presence_due, presence_pace
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 
 
 class Announcer:

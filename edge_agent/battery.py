@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from fogmesh.messages import Battery
+from fogmesh.announcements import Battery
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from fogmesh.edge_agent.standing import Standing
 from fogmesh.edge_agent.turns import Turns
 from fogmesh.edge_agent.wakeup import MAX_SLEEP_S, next_wake
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import ErrorInfo, Presence
+from fogmesh.messages import ErrorInfo
+from fogmesh.announcements import Presence
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.properties import with_mqtt5_properties
 from fogmesh.service_notify import ServiceNotifier

@@ -16,7 +16,7 @@ import psutil
 
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.presence import HostStats
-from fogmesh.messages import Battery
+from fogmesh.announcements import Battery
 
 
 class HostMonitor:

@@ -17,7 +17,7 @@ from typing import Union
 
 from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.mqtt import Message, MqttClient
 
 __all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "LinkChanged", "Received",

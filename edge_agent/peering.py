@@ -11,7 +11,7 @@ from fogmesh.edge_agent.actions import Action, Drain
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import EntryState
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import BridgeHealth, Presence
+from fogmesh.announcements import BridgeHealth, Presence
 
 
 class PeeringConcern(CoreParts):

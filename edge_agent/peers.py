@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 
 
 @dataclass(frozen=True)

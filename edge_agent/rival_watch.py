@@ -13,7 +13,7 @@ The one that started later leaves, without a word on the presence topic
 
 from __future__ import annotations
 
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 
 ID_CONFLICT_WAIT_S = 1.0
 

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from fogmesh import codec
 from fogmesh.errors import AgentIdInUse, InvalidMessage
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
 from fogmesh.topics import Topics
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import BridgeHealth, Presence
+from fogmesh.announcements import BridgeHealth, Presence
 from fogmesh.topics import Topics
 
 

@@ -18,7 +18,7 @@ origin re-placed the task) is simply dropped by the origin: one reply per task.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage

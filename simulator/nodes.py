@@ -10,7 +10,7 @@ from typing import Any
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import SelfState
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 from fogmesh.simulator.scenario import NodeSpec
 
 KIND = "work"

@@ -6,7 +6,7 @@ import orjson
 
 from fogmesh.edge_agent.actions import AgentConfig, Publish
 from fogmesh.edge_agent.core import AgentCore
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 from tests.coreio import on_clock, on_message, on_tick, start_order_probe

@@ -10,7 +10,7 @@ from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 from fogmesh.mqtt import MqttClient
 from waiting import wait_until
 from fogmesh.registry import Registry

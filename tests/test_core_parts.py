@@ -16,7 +16,7 @@ from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.runner import LocalRunner
 from fogmesh.errors import FogmeshError, IllegalTransition
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.topics import Topics
 
 pytestmark = pytest.mark.timeout(10)
@@ -328,7 +328,7 @@ def test_illegal_moves_in_the_parts_are_fogmesh_errors():
 
 # -- EntryTable: entries, their claim-key index, their timers ---------------------------------
 
-def table_entry(key: str = "t1", **fields) -> "Entry":
+def table_entry(key: str = "t1", **fields):  # noqa: ANN201
     from fogmesh.edge_agent.entry import Entry
     return Entry(key=key, received=0.0, tokens=[], **fields)
 

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from fogmesh.dashboard.model import EVENTS_KEPT, DashboardModel, agent_state
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 from fogmesh.topics import Topics
 
 pytestmark = pytest.mark.timeout(10)

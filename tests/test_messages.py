@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fogmesh.errors import InvalidMessage
-from fogmesh.messages import Limits, Presence, Reply, Task, Timing, parse_task
+from fogmesh.messages import Limits, Reply, Task, Timing, parse_task
+from fogmesh.announcements import Presence
 
 
 def payload(**fields):
@@ -122,7 +123,7 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_message(data):
 
 
 def test_bridge_health_round_trips_and_its_will_carries_no_figures():
-    from fogmesh.messages import BridgeHealth
+    from fogmesh.announcements import BridgeHealth
     h = BridgeHealth(site="farm", agent="bridge-farm", state="online", ts=5.0, link="up", kinds=("sha256",),
                      backlog=3, backlog_bytes=300, oldest_age_s=1.5, cloud_workers=2, bytes_in=10, bytes_up=4)
     assert BridgeHealth.decode(h.encode()) == h
@@ -133,6 +134,6 @@ def test_bridge_health_round_trips_and_its_will_carries_no_figures():
 @pytest.mark.parametrize("body", [{"site": "farm", "state": "online"}, {"site": "farm", "agent": "b", "state": "on"},
                                   {"site": "farm", "agent": "b", "state": "online", "backlog": "many"}, [1]])
 def test_malformed_bridge_health_is_refused(body):
-    from fogmesh.messages import BridgeHealth
+    from fogmesh.announcements import BridgeHealth
     with pytest.raises(InvalidMessage):
         BridgeHealth.from_dict(body)

@@ -11,7 +11,7 @@ import pytest
 from fogmesh.broker.ports import free_port
 from fogmesh.devices.client import FogClient
 from fogmesh.fleet import FleetView
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 from fogmesh.topics import Topics
 
 T = Topics("t")

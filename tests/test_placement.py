@@ -8,7 +8,7 @@ from fogmesh.edge_agent.peers import Peer, PeerRegistry
 from fogmesh.edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy, Offload,
                                           RandomPolicy, RoundRobinPolicy, SelfState, place_task)
 from fogmesh.edge_agent.policy_registry import make_policy
-from fogmesh.messages import Battery, Presence
+from fogmesh.announcements import Battery, Presence
 
 
 def peer(agent, *, queue=0, running=0, capacity=2, battery=None, state="online", kinds=("sha256",),
@@ -177,7 +177,7 @@ def test_battery_spec_parses():
 
 # -- consolidate --------------------------------------------------------------------------
 def _peer(agent, queue=0, running=0, capacity=1):
-    from fogmesh.messages import Presence
+    from fogmesh.announcements import Presence
     from fogmesh.edge_agent.peers import Peer
     return Peer(Presence(agent=agent, state="online", ts=0.0, queue=queue, running=running,
                          capacity=capacity, kinds=("k",)), seen_at=0.0)

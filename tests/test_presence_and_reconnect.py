@@ -134,7 +134,7 @@ def test_an_agent_that_sees_an_earlier_instance_of_its_id_leaves_without_a_word(
     """Two agents with one id started at the same moment both pass the start-up
     check; the later one leaves once it sees the other's presence, and does
     not announce offline (that would hide the one that stays)."""
-    from fogmesh.messages import Presence
+    from fogmesh.announcements import Presence
     agent = agents("twin", broker.url, root)
     watcher = PresenceWatcher(broker.url, root)
     watcher.wait_state("twin", "online")
@@ -147,7 +147,7 @@ def test_an_agent_that_sees_an_earlier_instance_of_its_id_leaves_without_a_word(
 
 
 def test_an_agent_that_sees_a_later_instance_of_its_id_stays_and_speaks_up(broker, root, agents):
-    from fogmesh.messages import Presence
+    from fogmesh.announcements import Presence
     agent = agents("twin", broker.url, root)
     watcher = PresenceWatcher(broker.url, root)
     watcher.wait_state("twin", "online")

@@ -10,7 +10,7 @@ from fogmesh.edge_agent.presence_hold import PresenceHold
 from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.wakeup import next_wake
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 
 
 def rival(state: str = "online", *, since: float = 100.0, instance: str = "other") -> Presence:

@@ -10,12 +10,12 @@ from fogmesh.edge_agent.actions import Counters
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.peers import PeerRegistry
 from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due, presence_pace
-from fogmesh.messages import Presence
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.recent import RecentMap
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.registry import Registry, TaskKind
 from fogmesh.errors import UnknownKind
-from tests.coreio import on_battery, on_finished, on_message
+from tests.coreio import on_finished, on_message
 
 
 def test_recent_map_keeps_the_first_value():
