@@ -25,11 +25,14 @@ from typing import Any, Callable
 
 from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
 from fogmesh.cloud_bridge.aggregate import Aggregator
+from fogmesh.cloud_bridge.bookkeeping import Bookkeeping
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
+from fogmesh.cloud_bridge.translate import (cloud_task, fallback_error, key_of_result, outbox_key, refusal,
+                                            result_for_fog, task_of, uplink_topic)
 from fogmesh.offers import OfferReply, Offer, Result, decode_inbox
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, StorageError
-from fogmesh.messages import Reply, Task, Timing
+from fogmesh.messages import Reply
 from fogmesh.announcements import BridgeHealth
 from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.service_notify import ServiceNotifier
@@ -37,16 +40,6 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
-
-
-def outbox_key(origin: str, task_id: str) -> str:
-    """A task's key in the outbox: task ids are unique per origin agent only."""
-    return f"{origin}/{task_id}"
-
-
-def task_of(key: str) -> str:
-    """The task id back from an outbox key (agent ids hold no '/')."""
-    return key.split("/", 1)[1]
 
 
 class _BridgeLog(logging.LoggerAdapter):
@@ -94,12 +87,7 @@ class Bridge:
         self._workers: set[str] = set()                      # cloud workers online
         self._forwarding: list[tuple[Delivery, Message, str]] = []  # results on their way to the fog
         self._forwarding_keys: set[str] = set()
-        # When the outbox's disk refuses a write: why (health says "degraded"), and
-        # the bookkeeping still to write, retried every second.
-        self.storage_problem: str | None = None
-        self._unmarked: set[str] = set()          # the cloud has them; not yet recorded as sent
-        self._unremoved: set[str] = set()         # answered; their rows not yet deleted
-        self._storage_retry_at = -1e9
+        self.books = Bookkeeping(self.outbox, log=self.log, say_health=self._health_now)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
@@ -139,9 +127,9 @@ class Bridge:
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: "online, uplink down, backlog 12"."""
-        state = "degraded" if self.storage_problem else "online"
+        state = "degraded" if self.books.problem else "online"
         line = f"{state}, uplink {'up' if self._link_up else 'down'}, backlog {self.outbox.rows}"
-        return f"{line}: {self.storage_problem}" if self.storage_problem else line
+        return f"{line}: {self.books.problem}" if self.books.problem else line
 
     def stop(self) -> None:
         self.notifier.stopping(f"stopping, backlog {self.outbox.rows}")
@@ -201,13 +189,13 @@ class Bridge:
         if not self._backlogged or budget < limit // 2 or not self._link_up or not self._workers:
             return
         try:
-            rows = self.outbox.queued(limit=budget + len(self._inflight) + len(self._unmarked))
+            rows = self.outbox.queued(limit=budget + len(self._inflight) + len(self.books.unmarked))
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.books.failed(exc)
             return
         sent_all = True
         for row in rows:
-            if row.task_id in self._inflight or row.task_id in self._unmarked:
+            if row.task_id in self._inflight or row.task_id in self.books.unmarked:
                 continue
             if budget <= 0:
                 sent_all = False
@@ -230,23 +218,18 @@ class Bridge:
                 if delivery.confirmed():
                     self.cloud.ack(message)
                     self._forwarding_keys.discard(key)
-                    self._remove(key)
+                    self.books.remove(key)
                 else:
                     still.append((delivery, message, key))
             self._forwarding = still
         acked = [k for k, delivery in self._inflight.items() if delivery.confirmed()]
+        now = self.now()
         if acked:
             for k in acked:
                 del self._inflight[k]
-            self._unmarked.update(acked)
-            self._mark_sent()
+            self.books.sent(acked, now)
             self._replay()
-        now = self.now()
-        if (self._unmarked or self._unremoved) and self.storage_problem and now >= self._storage_retry_at:
-            self._storage_retry_at = now + 1.0
-            self._mark_sent()
-            for key in list(self._unremoved):
-                self._remove(key)
+        self.books.retry(now)
         for summary in self.aggregator.flush(now):
             self._uplink_summary(summary)
         if not self._link_up and now - self._deadlines_at >= 0.5:
@@ -257,49 +240,13 @@ class Bridge:
             try:
                 stale = self.outbox.requeue_stale(now - self.resend_after_s)
             except StorageError as exc:
-                self._storage_failed(exc)
+                self.books.failed(exc)
                 stale = 0
             if stale:
                 self._backlogged = True
                 self._replay()
         if now - self._health_at >= self.health_period:
             self._publish_health()
-
-    # -- the outbox's disk ----------------------------------------------------------------
-    def _storage_failed(self, exc: StorageError) -> None:
-        if self.storage_problem is None:
-            self.log.error("%s; refusing new tasks (the fog runs them) and still delivering the %d "
-                           "stored; free space on that disk", exc, self.outbox.rows)
-            self._health_at = -1e9                  # say so now
-        self.storage_problem = str(exc)
-
-    def _storage_ok(self) -> None:
-        if self.storage_problem is not None and not self._unmarked and not self._unremoved:
-            self.log.warning("the outbox can be written again; taking tasks")
-            self.storage_problem = None
-            self._health_at = -1e9
-
-    def _mark_sent(self) -> None:
-        if not self._unmarked:
-            return
-        keys = sorted(self._unmarked)
-        try:
-            self.outbox.mark_sent(keys, self.now())
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return
-        self._unmarked.difference_update(keys)
-        self._storage_ok()
-
-    def _remove(self, key: str) -> None:
-        try:
-            self.outbox.remove(key)
-        except StorageError as exc:
-            self._unremoved.add(key)
-            self._storage_failed(exc)
-            return
-        self._unremoved.discard(key)
-        self._storage_ok()
 
     # -- fog side: offers ------------------------------------------------------------
     def _edge_message(self, m: Message) -> None:
@@ -324,37 +271,31 @@ class Bridge:
         task = offer.task
         inbox = self.topics.agent_inbox(offer.origin)
         key = outbox_key(offer.origin, task.id)
-        reason = ""
-        if task.kind not in self.kinds:
-            reason = "unknown_kind"
-        elif task.deadline_ms is not None and not self._link_up:
-            reason = "deadline"          # the uplink is down: a deadline cannot be promised
+        reason = refusal(task, kinds=self.kinds, link_up=self._link_up)
         if not reason:
             now = self.now()
-            cloud_task = Task(id=f"{self.site}/{key}", kind=task.kind, args=task.args,
-                              reply_to=self.results_topic, weight=task.weight,
-                              deadline_ms=task.deadline_ms, device=task.device)
+            up = cloud_task(task, site=self.site, key=key, results_topic=self.results_topic)
             deadline = now + task.deadline_ms / 1000 if task.deadline_ms else None
             try:
                 fresh = self.outbox.add(task_id=key, origin=offer.origin, offer=offer.offer,
-                                        payload=cloud_task.encode(), created=now, deadline=deadline)
+                                        payload=up.encode(), created=now, deadline=deadline)
             except DiskLow as exc:
                 reason = "busy"
-                self._storage_failed(exc)
+                self.books.failed(exc)
             except StoreFull as exc:
                 reason = "busy"
                 self.log.warning("%s; task %s goes back to the fog", exc, task.id)
             except StorageError as exc:     # the disk refused the write (full, read-only)
                 reason = "busy"
-                self._storage_failed(exc)
+                self.books.failed(exc)
             else:
-                self._storage_ok()
+                self.books.ok()
                 self.edge.publish(inbox, OfferReply("accept", offer.offer, task.id, self.agent_id).encode())
                 if fresh:
                     self.counters["accepted"] += 1
                     if self._link_up and self._workers and len(self._inflight) < 1000 \
                             and not self._backlogged:
-                        self._send(key, cloud_task.encode())
+                        self._send(key, up.encode())
                     else:
                         self._backlogged = True
                 return
@@ -368,22 +309,18 @@ class Bridge:
             self.edge.publish(inbox, OfferReply("reject", offer, task_id, self.agent_id, reason).encode())
             return
         self.counters["fallback_errors"] += 1
-        code = {"busy": "busy", "deadline": "deadline_exceeded"}.get(reason, "busy")
-        message = {"busy": "the cloud bridge's backlog is full; retry later",
-                   "deadline": "the uplink to the cloud is down and the task's deadline cannot be met"
-                   }.get(reason, reason)
-        reply = Reply.failed(task_id, code, message, worker=self.agent_id, tier="cloud")
+        reply = fallback_error(task_id, reason, worker=self.agent_id)
         self.edge.publish(inbox, Result(offer, task_id, self.agent_id, reply).encode())
 
     def _expire_deadlines(self, now: float) -> None:
         try:
             rows = self.outbox.queued(limit=10_000)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.books.failed(exc)
             return
         for row in rows:
-            if row.deadline is not None and now >= row.deadline and row.task_id not in self._unremoved:
-                self._remove(row.task_id)
+            if row.deadline is not None and now >= row.deadline and row.task_id not in self.books.unremoved:
+                self.books.remove(row.task_id)
                 self._give_back(row.origin, row.offer, task_of(row.task_id), "deadline")
 
     # -- cloud side: results and commands ----------------------------------------------
@@ -393,25 +330,23 @@ class Bridge:
                 reply = Reply.decode(m.payload)
             except InvalidMessage:
                 reply = None
-            if reply is not None and reply.id and reply.id.startswith(self.site + "/"):
-                key = reply.id[len(self.site) + 1:]
+            key = key_of_result(reply.id, self.site) if reply is not None else None
+            if reply is not None and key is not None:
                 try:
                     row = self.outbox.get(key)
                 except StorageError as exc:       # unreadable now: the cloud redelivers it
-                    self._storage_failed(exc)
+                    self.books.failed(exc)
                     return
                 self._inflight.pop(key, None)
-                if row is None or key in self._forwarding_keys or key in self._unremoved:
+                if row is None or key in self._forwarding_keys or key in self.books.unremoved:
                     self.counters["duplicate_results"] += 1
                 else:
                     task_id = task_of(key)
-                    back = Reply(id=task_id, status=reply.status, worker=reply.worker, tier="cloud",
-                                 result=reply.result, error=reply.error,
-                                 ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))
+                    back = result_for_fog(reply, key)
                     try:
                         self.outbox.mark_answered(key)
                     except StorageError as exc:   # kept 'sent': a resend's result is a duplicate
-                        self._storage_failed(exc)
+                        self.books.failed(exc)
                     delivery = self.edge.publish(self.topics.agent_inbox(row.origin),
                                                  Result(row.offer, task_id, self.agent_id, back).encode())
                     assert delivery is not None      # untagged publishes are never withdrawn
@@ -442,9 +377,8 @@ class Bridge:
 
     def _uplink_summary(self, summary: dict[str, Any]) -> None:
         payload = codec.encode(summary)
-        rel = summary["topic"][len(self.topics.root) + 1:] if summary["topic"].startswith(
-            self.topics.root + "/") else summary["topic"]
-        self.cloud.publish(self.cloud_topics.site_prefix(self.site) + rel, payload, qos=1)
+        topic = uplink_topic(summary["topic"], root=self.topics.root, site_prefix=self.cloud_topics.site_prefix(self.site))
+        self.cloud.publish(topic, payload, qos=1)
         self.aggregator.sent(len(payload))
 
     # -- health ------------------------------------------------------------------------
@@ -453,15 +387,24 @@ class Bridge:
             oldest = self.outbox.oldest_created()
         except StorageError:
             oldest = None
-        if state == "online" and self.storage_problem:
+        if state == "online" and self.books.problem:
             state = "degraded"
         return BridgeHealth(site=self.site, agent=self.agent_id, state=state,
-                            reason=self.storage_problem if state == "degraded" else None,
+                            reason=self.books.problem if state == "degraded" else None,
                             link="up" if self._link_up else "down", backlog=self.outbox.rows,
                             backlog_bytes=self.outbox.bytes,
                             oldest_age_s=round(self.now() - oldest, 3) if oldest else 0.0,
                             kinds=tuple(self.kinds), ts=self.now(), cloud_workers=len(self._workers),
                             bytes_in=self.aggregator.bytes_in, bytes_up=self.aggregator.bytes_up)
+
+    @property
+    def storage_problem(self) -> str | None:
+        """Why the outbox's disk refuses writes (None: it does not)."""
+        return self.books.problem
+
+    def _health_now(self) -> None:
+        """Announce health at the next look (a change to say at once)."""
+        self._health_at = -1e9
 
     def _publish_health(self, state: str = "online") -> None:
         self.edge.publish(self.health_topic, self.health(state).encode(), qos=1, retain=True)

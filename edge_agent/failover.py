@@ -98,7 +98,6 @@ class FailoverConcern(CoreParts):
                                    claim_at=now, recorded=recorded), now)
 
     def _compete(self, entry: Entry, now: float) -> list[Action]:
-        key = entry.key
         self.entries.add(entry)
         self.counters.taken_over += 1
         return self._claim_now(entry, now)

@@ -1,0 +1,61 @@
+"""What the cloud bridge makes of what crosses it, pure: a fog task as the
+cloud's task, a cloud result as the fog's, why an offer is refused, the
+error a refused task gets with ``--fallback error``, where a sensor summary
+goes up. The bridge (:mod:`fogmesh.cloud_bridge.bridge`) does the IO."""
+
+from __future__ import annotations
+
+from fogmesh.messages import Reply, Task, Timing
+
+
+def outbox_key(origin: str, task_id: str) -> str:
+    """A task's key in the outbox: task ids are unique per origin agent only."""
+    return f"{origin}/{task_id}"
+
+
+def task_of(key: str) -> str:
+    """The task id back from an outbox key (agent ids hold no '/')."""
+    return key.split("/", 1)[1]
+
+
+def refusal(task: Task, *, kinds: set[str] | frozenset[str] | list[str], link_up: bool) -> str:
+    """Why an offer is refused before anything is stored ("": it is not)."""
+    if task.kind not in kinds:
+        return "unknown_kind"
+    if task.deadline_ms is not None and not link_up:
+        return "deadline"          # the uplink is down: a deadline cannot be promised
+    return ""
+
+
+def cloud_task(task: Task, *, site: str, key: str, results_topic: str) -> Task:
+    """The task as the cloud workers get it: its id names the site and the
+    origin (unique across sites), and its reply goes to the site's results."""
+    return Task(id=f"{site}/{key}", kind=task.kind, args=task.args, reply_to=results_topic, weight=task.weight,
+                deadline_ms=task.deadline_ms, device=task.device)
+
+
+def key_of_result(reply_id: str | None, site: str) -> str | None:
+    """The outbox key a cloud result answers (None: not this site's)."""
+    if reply_id and reply_id.startswith(site + "/"):
+        return reply_id[len(site) + 1:]
+    return None
+
+
+def result_for_fog(reply: Reply, key: str) -> Reply:
+    """The cloud's reply as the origin agent gets it: its own task id, tier cloud."""
+    return Reply(id=task_of(key), status=reply.status, worker=reply.worker, tier="cloud", result=reply.result,
+                 error=reply.error, ms=Timing(queue=reply.ms.queue, run=reply.ms.run, total=reply.ms.total))
+
+
+def fallback_error(task_id: str | None, reason: str, *, worker: str) -> Reply:
+    """``--fallback error``: the refusal as an error reply."""
+    code = {"busy": "busy", "deadline": "deadline_exceeded"}.get(reason, "busy")
+    message = {"busy": "the cloud bridge's backlog is full; retry later",
+               "deadline": "the uplink to the cloud is down and the task's deadline cannot be met"}.get(reason, reason)
+    return Reply.failed(task_id, code, message, worker=worker, tier="cloud")
+
+
+def uplink_topic(topic: str, *, root: str, site_prefix: str) -> str:
+    """Where a sensor summary of ``topic`` goes on the cloud broker."""
+    rel = topic[len(root) + 1:] if topic.startswith(root + "/") else topic
+    return site_prefix + rel
