@@ -59,7 +59,7 @@ class CuttableLink:
         try:
             while data := src.recv(65536):
                 if first and delay is not None:
-                    time.sleep(delay(data))
+                    time.sleep(delay(data))      # the slow path this link models, not a wait
                 first = False
                 if record is not None:
                     record.append(data)

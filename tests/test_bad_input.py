@@ -19,7 +19,7 @@ def raises(args):
 
 def hangs(args):
     import time
-    time.sleep(3600)
+    time.sleep(3600)          # the hung handler itself
 
 
 def crashes(args):

@@ -10,6 +10,7 @@ from fogmesh.cloud_bridge.bridge import Bridge
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.mqtt import MqttClient
+from listener import Listener
 from waiting import wait_until
 
 HEAVY = {"data": "frame", "rounds": 200}
@@ -51,6 +52,23 @@ def stack(edge, cloud, root, tmp_path, agents):
         b.stop()
 
 
+def bridge_health(url: str, root: str) -> dict:
+    """The bridge's retained health, as a fresh subscriber reads it."""
+    listener = Listener(url, f"{root}/bridge/farm")
+    try:
+        return orjson.loads(listener.next(f"{root}/bridge/farm", timeout=5))
+    finally:
+        listener.client.stop()
+
+
+def bridge_link_up(url: str, root: str) -> bool:
+    return bridge_health(url, root).get("link") == "up"
+
+
+def bridge_backlog(url: str, root: str) -> int:
+    return int(bridge_health(url, root).get("backlog") or 0)
+
+
 def sees_bridge(agent):
     return lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None
 
@@ -73,7 +91,7 @@ def test_two_cloud_workers_share_400_tasks_each_once(edge, root, stack):
     with FogClient(edge.url, root=root) as client:
         futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(400)]
         results = [f.result(timeout=60) for f in futures]
-        time.sleep(0.5)
+        time.sleep(0.5)        # room for a late duplicate: an absence cannot be awaited
         assert client.duplicates == 0
     import collections
     assert all(r.ok and r.tier == "cloud" for r in results), (collections.Counter(
@@ -94,11 +112,11 @@ def test_300_tasks_wait_out_a_cloud_outage_and_none_is_doubled(edge, cloud, root
         # the agent holds as many as the edge broker's in-flight window lets it
         # (it acknowledges a task only once answered); the rest wait at the broker
         wait_until(lambda: b.outbox.rows >= 50, what="tasks in the outbox")
-        time.sleep(0.5)
+        time.sleep(0.5)        # room for an answer that must not come while the cloud is down
         assert not any(f.done() for f in futures)
         cloud.start()
         results = [f.result(timeout=60) for f in futures]
-        time.sleep(0.5)
+        time.sleep(0.5)        # room for a late duplicate: an absence cannot be awaited
         assert client.duplicates == 0
     assert len({r.reply.id for r in results}) == 300 and all(r.tier == "cloud" for r in results)
     assert b.outbox.rows == 0
@@ -186,7 +204,7 @@ def test_actuation_commands_come_down_from_the_cloud(edge, cloud, root, stack):
     sender = MqttClient(cloud.url)
     sender.start()
     wait_until(lambda: sender.connected.is_set())
-    time.sleep(0.3)
+    wait_until(lambda: bridge_link_up(edge.url, root), what="the bridge's uplink")
     sender.publish(f"{cloud_root}/sites/farm/down/actuators/gate-1/relay/set", b'{"value": "on"}')
     wait_until(lambda: got, what="the command at the edge")
     assert got == [(f"{root}/actuators/gate-1/relay/set", b'{"value": "on"}')]
@@ -215,11 +233,11 @@ def test_a_bridge_killed_mid_replay_and_restarted_still_answers_each_task_once(
     try:
         wait_until(sees_bridge(agent), what="the bridge's health")
         cloud.stop()
-        time.sleep(1.0)
+        wait_until(lambda: not bridge_link_up(edge.url, root), what="the bridge's uplink down")
         with FogClient(edge.url, root=root) as client:
             futures = [client.send("sha256", {"data": "f", "rounds": 20000}, weight="heavy")
                        for _ in range(300)]
-            time.sleep(2.0)
+            wait_until(lambda: bridge_backlog(edge.url, root) >= 50, timeout=30, what="a backlog in the outbox")
             cloud.start()
             wait_until(lambda: sum(f.done() for f in futures) >= 5, timeout=30, what="replay to start")
             proc.send_signal(signal.SIGKILL)          # mid-replay
@@ -227,7 +245,7 @@ def test_a_bridge_killed_mid_replay_and_restarted_still_answers_each_task_once(
             done_at_kill = sum(f.done() for f in futures)
             proc = bridge_process(edge, cloud, root, tmp_path / "outbox.db")
             results = [f.result(timeout=90) for f in futures]
-            time.sleep(1.0)
+            time.sleep(1.0)    # room for a late duplicate: an absence cannot be awaited
             assert client.duplicates == 0
         assert done_at_kill < 300
         assert len({r.reply.id for r in results}) == 300 and all(r.ok for r in results)

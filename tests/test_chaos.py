@@ -57,7 +57,7 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, dispatch
                     procs[0].send_signal(signal.SIGKILL)   # c0 dies, mid-run, for good
                 if n == 400:
                     link.cut()                             # c2 loses its broker connection
-                time.sleep(0.004)
+                time.sleep(0.004)   # paces the load: a task every 4 ms, not a wait
             wait(futures.values(), timeout=90)
             missing = sorted((tid for tid, f in futures.items() if not f.done()), key=lambda t: int(t[6:]))
             assert not missing, f"{len(missing)} task(s) got no reply: {missing[:30]}"

@@ -141,7 +141,7 @@ def test_a_hundred_tasks_move_the_rate_chart_and_the_counts(fleet, page):
             heavy = i % 10 == 9
             futures.append(client.send("sha256" if heavy else "sum", {"size": 1000} if heavy else {"values": [i, 1]},
                                        weight="heavy" if heavy else None))
-            time.sleep(0.05)
+            time.sleep(0.05)     # paces the tasks over about 5 s, not a wait
         replies = [f.result(timeout=60) for f in futures]
     assert all(r.ok for r in replies), [r.error for r in replies if not r.ok]
     page.wait_for_function("() => fogmeshDashboard.stats().lastTick.agents"

@@ -79,8 +79,8 @@ def test_a_task_sent_the_moment_an_agent_first_announces_itself_is_answered(brok
 
 def test_presence_is_retained_for_late_subscribers(broker, root, agents):
     agents("p1", broker.url, root)
-    time.sleep(0.3)
-    watcher = PresenceWatcher(broker.url, root)
+    PresenceWatcher(broker.url, root).wait_state("p1", "online")     # it has announced itself...
+    watcher = PresenceWatcher(broker.url, root)                      # ...before this one subscribes
     assert watcher.wait_state("p1", "online")["_retain"] is True
     watcher.client.stop()
 
@@ -142,7 +142,7 @@ def test_an_agent_that_sees_an_earlier_instance_of_its_id_leaves_without_a_word(
                        since=agent.announcer.since - 60)
     watcher.client.publish(Topics(root).presence("twin"), earlier.encode(), retain=True)
     assert agent.wait(10) and agent.fatal and "already online" in agent.fatal
-    time.sleep(0.5)
+    time.sleep(0.5)        # room for a word it must not say: an absence cannot be awaited
     assert watcher.latest["twin"].get("instance") == "other-host"     # nothing said after it
 
 
@@ -197,7 +197,7 @@ def test_a_task_sent_the_moment_an_agent_announces_itself_after_a_sessionless_br
         watcher.subscribe(reply_to)
         restarted.set()
         broker.stop()
-        time.sleep(down_s)
+        time.sleep(down_s)     # the outage itself
         broker.start()
         assert heard_online.wait(30), "the agent never announced itself after the restart"
         assert answered.wait(10), "the task sent on its announcement was dropped"

@@ -12,7 +12,9 @@ from fogmesh.broker.processes import stop_processes
 
 pytestmark = pytest.mark.timeout(30)
 
-IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+# Children that stay up (time.sleep: they are what is waited on, not a wait).
+IGNORES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                "time.sleep(60)")  # a child that stays up
 
 
 def _child(code: str) -> subprocess.Popen:
@@ -22,7 +24,7 @@ def _child(code: str) -> subprocess.Popen:
 
 
 def test_a_process_that_honours_sigterm_exits_with_it() -> None:
-    proc = _child("import time; print('ready', flush=True); time.sleep(60)")
+    proc = _child("import time; print('ready', flush=True); time.sleep(60)")  # a child that stays up
     stop_processes([proc], timeout=5)
     assert proc.returncode == -15
 

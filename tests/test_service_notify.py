@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.waiting import wait_until
+
 from fogmesh.cloud_bridge.bridge import Bridge
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.service_notify import ServiceNotifier
@@ -56,7 +58,7 @@ class NotifySocket:
             found = self.with_key(key, since)
             if found:
                 return found[0][1]
-            time.sleep(0.02)
+            time.sleep(0.02)   # polled: the socket's reader thread appends what comes
         raise AssertionError(f"no {key} within {timeout} s; got {self.messages}")
 
     def close(self) -> None:
@@ -132,10 +134,8 @@ def test_pings_come_every_half_period_and_the_status_only_when_it_changes(notify
     for now, status in ((0.0, "a"), (1.0, "a"), (4.9, "a"), (5.0, "a"), (6.5, "b")):
         n.beat(now, lambda s=status: s)
     notify_socket.wait_for("STATUS")
-    deadline = time.monotonic() + 5
-    while (len(notify_socket.with_key("WATCHDOG")) < 2 or len(notify_socket.with_key("STATUS")) < 2) \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(notify_socket.with_key("WATCHDOG")) >= 2 and len(notify_socket.with_key("STATUS")) >= 2,
+               timeout=5, what="both datagrams")
     assert len(notify_socket.with_key("WATCHDOG")) == 2           # at 0 and at 5
     assert [m["STATUS"] for _, m in notify_socket.with_key("STATUS")] == ["a", "b"]
     n.close()
@@ -155,9 +155,8 @@ def test_an_agent_is_ready_once_online_and_its_loop_feeds_the_watchdog(notify_so
     ready = notify_socket.wait_for("READY")
     assert ready["STATUS"].startswith("online, 0 queued, 0/2 running")
     started = time.monotonic()
-    time.sleep(1.5)
-    pings = notify_socket.with_key("WATCHDOG", since=started)
-    assert len(pings) >= 3, pings
+    wait_until(lambda: len(notify_socket.with_key("WATCHDOG", since=started)) >= 3, timeout=1.5,
+               what="three pings in 1.5 s (one per half of watchdog_s)")
     agent.stop(timeout=5)
     assert notify_socket.wait_for("STOPPING")["STOPPING"] == "1"
 
@@ -185,8 +184,8 @@ def test_a_bridge_is_ready_with_its_uplink_state_and_feeds_the_watchdog(notify_s
     try:
         assert notify_socket.wait_for("READY")["STATUS"] == "online, uplink down, backlog 0"
         started = time.monotonic()
-        time.sleep(1.0)
-        assert len(notify_socket.with_key("WATCHDOG", since=started)) >= 2
+        wait_until(lambda: len(notify_socket.with_key("WATCHDOG", since=started)) >= 2, timeout=1.0,
+                   what="two pings in a second")
     finally:
         bridge.stop()
 

@@ -32,7 +32,7 @@ def echo(conn):
         except EOFError:
             return
         if job == "hang":
-            time.sleep(3600)
+            time.sleep(3600)           # the hung job itself
         conn.send(("done", job, os.getpid()))
 
 def say(**what):
@@ -88,7 +88,7 @@ def test_the_zygote_kills_its_workers_and_leaves_when_its_owner_is_killed():
         z = Zygote(echo); z.start()
         workers = [z.launch() for _ in range(2)]
         say(zygote=z.pid, workers=[w.pid for w, _ in workers])
-        time.sleep(3600)
+        time.sleep(3600)               # the owner stays until it is killed
     """)
     assert proc.stdout is not None
     seen = json.loads(proc.stdout.readline())
@@ -160,7 +160,7 @@ def test_a_pool_replaces_a_cancelled_worker_with_another_from_its_zygote():
         pool = WorkerPool(1, Registry.from_entry_points(), on_done, name="t")
         pool.start()
         pool.submit("hung", "sleep", {"ms": 600000})
-        time.sleep(0.3)
+        time.sleep(0.3)                # the run starts in its worker, which reports nothing until it ends
         pool.cancel("hung")
         pool.submit("next", "sleep", {"ms": 1})
         ready.wait(10)

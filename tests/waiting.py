@@ -9,5 +9,5 @@ def wait_until(predicate, timeout=15, what="condition"):
     while time.monotonic() < deadline:
         if value := predicate():
             return value
-        time.sleep(0.02)
+        time.sleep(0.02)      # the poll between two looks at the condition
     raise AssertionError(f"timed out waiting for {what}")
