@@ -18,9 +18,9 @@ from typing import Any
 
 from fogmesh.bench.rtt import _stop
 from fogmesh.broker.mosquitto import Mosquitto
-from fogmesh.offers import Offer, decode_inbox
 from fogmesh.messages import Task
 from fogmesh.mqtt import MqttClient
+from fogmesh.offers import Offer, decode_inbox
 from fogmesh.topics import Topics
 
 
@@ -69,6 +69,7 @@ class Origin:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
+
     from fogmesh.cloud_bridge.bridge import Bridge
     root, cloud_root = f"bench/{uuid.uuid4().hex[:6]}", f"cloud/{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="fogmesh-bench-bridge-") as tmp, \

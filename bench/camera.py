@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from fogmesh.bench.rtt import _stop
-from fogmesh.percentiles import percentile
 from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.percentiles import percentile
 
 PIPELINE = """[[pipeline]]
 name = "deter"

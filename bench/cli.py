@@ -73,7 +73,6 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--in-flight", type=int, default=4, help="pipeline tasks in flight (default: 4)")
     json_arg(b)
 
-
     b = bsub.add_parser("footprint", help="memory and idle CPU of an agent, and its start-up time",
                         description="Starts `fogmesh agent` with default flags on the embedded broker, "
                                     "waits for its first answer (start-up time), lets it idle, and "

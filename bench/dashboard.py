@@ -34,12 +34,12 @@ from typing import Any
 
 import psutil
 
+from fogmesh import codec
+from fogmesh.announcements import Battery, Presence
 from fogmesh.bench import targets_line
 from fogmesh.bench.browser import chromium
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
-from fogmesh import codec
-from fogmesh.announcements import Battery, Presence
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 
@@ -237,12 +237,14 @@ def render(report: dict[str, Any]) -> str:
              f"({report['tasks_sent']} sent), chart window {report['window_s']:g} s, page open "
              f"{report['minutes']:g} min in headless Chromium", "",
              f"{'at s':>6} {'JS heap MB':>10} {'DOM nodes':>9} {'listeners':>9} {'render p50':>10} "
-             f"{'render max':>10} {'round trip':>10} {'busy max':>8} {'behind':>6} {'dash CPU %':>10} {'dash RSS MB':>11}",
+             f"{'render max':>10} {'round trip':>10} {'busy max':>8} {'behind':>6} "
+             f"{'dash CPU %':>10} {'dash RSS MB':>11}",
              "-" * 109]
     for s in report["samples"]:
         lines.append(f"{s['at_s']:>6.0f} {s['heap_mb']:>10.2f} {s['dom_nodes']:>9} {s['listeners']:>9} "
                      f"{s['render_p50_ms']:>10.1f} {s['render_max_ms']:>10.1f} {s['round_trip_ms']:>10.1f} "
-                     f"{s['longest_task_ms']:>8.1f} {s['behind']:>6} {s['dashboard_cpu_pct']:>10.1f} {s['dashboard_rss_mb']:>11.1f}")
+                     f"{s['longest_task_ms']:>8.1f} {s['behind']:>6} {s['dashboard_cpu_pct']:>10.1f} "
+                     f"{s['dashboard_rss_mb']:>11.1f}")
     lines += ["", f"opening the page: first update drawn in {report['first_render_ms']:.0f} ms, main thread "
               f"busy at most {report['load_busy_ms']:.0f} ms; the samples are of the open page",
               "render: one update drawn; round trip: a call into the page from the bench (Playwright "

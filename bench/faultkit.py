@@ -22,9 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fogmesh.broker.aedes import Aedes
 from fogmesh.broker.mosquitto import Mosquitto
-from fogmesh.broker.rabbitmq import RabbitMQ
 from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.broker.processes import stop_processes
+from fogmesh.broker.rabbitmq import RabbitMQ
 
 
 @dataclass

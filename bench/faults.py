@@ -22,8 +22,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fogmesh.bench.faultkit import (AgentSilent, Agents, BrokerProcess, FaultRun, FirmwareDevice, ReplyCounter,
-                                    answered_in_journals, fill, mounted_tmpfs, progress, wait_answering)
+from fogmesh.bench.faultkit import (
+    Agents,
+    AgentSilent,
+    BrokerProcess,
+    FaultRun,
+    FirmwareDevice,
+    ReplyCounter,
+    answered_in_journals,
+    fill,
+    mounted_tmpfs,
+    progress,
+    wait_answering,
+)
 from fogmesh.broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
@@ -232,8 +243,8 @@ def broker_restart_once(broker_name: str, workdir: Path, *, kill: bool, tasks: i
 
 def journal_disk_full(broker_name: str, workdir: Path, *, tasks: int = 300) -> FaultRun:
     """Agent j0's journal is on a disk that fills up under load; j1 is fine."""
-    from fogmesh.devices.client import FogClient
     from fogmesh import codec
+    from fogmesh.devices.client import FogClient
     run = FaultRun("an agent's journal disk fills up", broker_name)
     with site(broker_name, workdir) as (broker, agents, root), \
             mounted_tmpfs(workdir / "j0-disk", size_kb=256) as disk:
@@ -454,6 +465,7 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
     import os
     import subprocess
     import sys
+
     from fogmesh.devices.client import FogClient
     run = FaultRun("the bridge's outbox disk fills while the cloud is down", broker_name)
     cloud = BrokerProcess("mosquitto", workdir / "cloud")

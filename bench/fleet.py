@@ -32,13 +32,13 @@ from typing import Any
 
 import psutil
 
-from fogmesh.bench import targets_line
 from fogmesh import codec
+from fogmesh.announcements import Presence
+from fogmesh.bench import targets_line
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.presence import presence_pace
-from fogmesh.announcements import Presence
 from fogmesh.mqtt import Delivery, Message, MqttClient
 from fogmesh.percentiles import percentile
 from fogmesh.topics import Topics
@@ -353,18 +353,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     head = (f"{'agents':>6} {'phase':<5} {'broker in/s':>11} {'out/s':>7} {'broker CPU':>10} "
-            f"{'agent CPU':>9} {'USS MB':>6} {'PSS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} {'period s':>8} "
+            f"{'agent CPU':>9} {'USS MB':>6} {'PSS MB':>6} {'RSS MB':>6} {'pres out B/s':>12} {'pres in B/s':>11} "
+            f"{'period s':>8} "
             f"{'tasks/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'unsent':>6}")
     lines = ["fogmesh bench fleet: N `fogmesh agent --concurrency 1` on one mosquitto, devices on one "
-             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; USS, PSS: unique and proportional memory of the tree; RSS: the agent process)",
+             "connection; broker: MQTT packets/s; per agent: its process tree (CPU: % of one core; "
+             "USS, PSS: unique and proportional memory of the tree; RSS: the agent process)",
              "", head, "-" * len(head)]
     for r in report["rows"]:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
         lines.append(f"{r['agents']:>6} {r['phase']:<5} {r['broker_in_per_s']:>11.0f} {r['broker_out_per_s']:>7.0f} "
-                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} {r.get('agent_pss_mb', 0.0):>6.1f} {r['agent_rss_mb']:>6.1f} "
+                     f"{r['broker_cpu_pct']:>9.1f}% {r['agent_cpu_pct']:>8.2f}% {r['agent_uss_mb']:>6.1f} "
+                     f"{r.get('agent_pss_mb', 0.0):>6.1f} {r['agent_rss_mb']:>6.1f} "
                      f"{r['presence_out_bps']:>12.1f} {r['presence_in_bps']:>11.0f} {r['period_s']:>8.1f} "
-                     f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5} {r.get('unsent', 0):>6}")
+                     f"{r['tasks_per_s']:>7.0f} {ms(r['p50_ms']):>7} {ms(r['p99_ms']):>7} {r['lost']:>5} "
+                     f"{r.get('unsent', 0):>6}")
     ratio = report["presence_in_ratio_largest_to_smallest"]
     lines += ["", f"presence received per agent, largest fleet over smallest (idle): "
                   f"{'-' if ratio is None else f'{ratio:.2f}x'}",

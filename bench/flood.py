@@ -194,8 +194,8 @@ def one(tasks: int, mode: str, broker_name: str, *, timeout_s: float) -> FloodRo
     procs: list[Any] = [agent]
     reader = None
     try:
-        from fogmesh.devices.client import FogClient
         from fogmesh.bench.faultkit import wait_answering
+        from fogmesh.devices.client import FogClient
         with FogClient(broker.url, root=root) as client:
             wait_answering(client, [agent_id])
             for _ in range(200):
@@ -282,7 +282,8 @@ def render(report: dict[str, Any]) -> str:
              f"{'agent MB at rest':>17} {'peak':>7} {'growth':>7} {'broker peak MB':>15}", "-" * 107]
     for r in report["rows"]:
         read = "-" if r["answered"] is None else str(r["answered"])
-        lines.append(f"{r['broker']:<10} {r['tasks']:>8} {r['reader']:<6} {r['seconds']:>8.1f} {r['done']:>9} {read:>9} "
+        lines.append(f"{r['broker']:<10} {r['tasks']:>8} {r['reader']:<6} {r['seconds']:>8.1f} {r['done']:>9} "
+                     f"{read:>9} "
                      f"{r['rest_mb']:>17.1f} {r['peak_mb']:>7.1f} {r['growth_mb']:>7.1f} {r['broker_peak_mb']:>15.1f}")
     lines += ["", f"flat: the growth at the largest N within {c['flat_mb']:g} MB of the smallest's",
               targets_line(report["targets"])]

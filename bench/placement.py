@@ -19,8 +19,8 @@ from contextlib import ExitStack
 from typing import Any
 
 from fogmesh.bench.rtt import _stop, start_amqtt
-from fogmesh.percentiles import percentile
 from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.percentiles import percentile
 
 POLICIES = ("local", "round-robin", "random", "least-loaded", "energy")
 WORK = {"data": "fogmesh", "rounds": 5000}    # ~2.5 ms of CPU in a worker

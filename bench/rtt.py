@@ -12,19 +12,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import statistics
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from fogmesh.bench import targets_line
 from fogmesh import codec
+from fogmesh.bench import targets_line
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port, wait_port
 from fogmesh.broker.processes import stop_processes

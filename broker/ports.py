@@ -7,7 +7,6 @@ import socket
 import time
 from pathlib import Path
 
-
 PICK_FROM = 20000          # the low end of the ports free_port chooses from
 
 

@@ -23,18 +23,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
+from fogmesh import codec
+from fogmesh.announcements import BridgeHealth
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.bookkeeping import Bookkeeping
+from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
-from fogmesh.cloud_bridge.translate import (cloud_task, fallback_error, key_of_result, outbox_key, refusal,
-                                            result_for_fog, task_of, uplink_topic)
-from fogmesh.offers import OfferReply, Offer, Result, decode_inbox
-from fogmesh import codec
+from fogmesh.cloud_bridge.translate import (
+    cloud_task,
+    fallback_error,
+    key_of_result,
+    outbox_key,
+    refusal,
+    result_for_fog,
+    task_of,
+    uplink_topic,
+)
 from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply
-from fogmesh.announcements import BridgeHealth
 from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
+from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
@@ -377,7 +385,8 @@ class Bridge:
 
     def _uplink_summary(self, summary: dict[str, Any]) -> None:
         payload = codec.encode(summary)
-        topic = uplink_topic(summary["topic"], root=self.topics.root, site_prefix=self.cloud_topics.site_prefix(self.site))
+        site_prefix = self.cloud_topics.site_prefix(self.site)
+        topic = uplink_topic(summary["topic"], root=self.topics.root, site_prefix=site_prefix)
         self.cloud.publish(topic, payload, qos=1)
         self.aggregator.sent(len(payload))
 

@@ -7,8 +7,15 @@ import argparse
 import sys
 from typing import Any
 
-from fogmesh.cli_args import (DEFAULT_BROKER, broker_url, log_arg, root_arg, run_until_signal,
-                              setup_logging, wait_for_signal)
+from fogmesh.cli_args import (
+    DEFAULT_BROKER,
+    broker_url,
+    log_arg,
+    root_arg,
+    run_until_signal,
+    setup_logging,
+    wait_for_signal,
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -97,6 +104,7 @@ def run_bridge(args: argparse.Namespace) -> int:
 def run_cloud_worker(args: argparse.Namespace) -> int:
     import os
     import socket
+
     from fogmesh.edge_agent.agent import Agent
     from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.placement import LocalPolicy

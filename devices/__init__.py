@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FogClient", "Result", "submit", "submit_async"]
+__all__ = ["FogClient", "Result", "submit", "submit_async"]  # noqa: F822 (resolved by __getattr__)
 
 
 def __getattr__(name: str) -> Any:

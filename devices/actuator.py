@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from fogmesh import codec
 from fogmesh.devices.commands import Command, command_ids, parse_command
 from fogmesh.devices.gpio import Actuators, ActuatorSpec
-from fogmesh import codec
 from fogmesh.errors import DeviceError, InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, excerpt
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient

@@ -21,8 +21,8 @@ import asyncio
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from collections import OrderedDict, deque
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 

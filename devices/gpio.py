@@ -12,9 +12,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from fogmesh.devices.commands import DEFAULT_MAX_PULSE_MS, Command
 from fogmesh.errors import DeviceError
 from fogmesh.topics import validate_segment
-from fogmesh.devices.commands import DEFAULT_MAX_PULSE_MS, Command
 
 log = logging.getLogger("fogmesh.gpio")
 

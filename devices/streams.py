@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from fogmesh import codec
 from fogmesh.devices.scenes import FrameSource
 from fogmesh.devices.sensors import Reading, SensorModel
-from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import FrameHeader, encode_frame
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient

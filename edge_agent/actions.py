@@ -8,9 +8,9 @@ from typing import Any, Union
 
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.messages import DEFAULT_LIMITS, Limits, Task
+from fogmesh.properties import MessageProperties
 from fogmesh.registry import TaskKind
 from fogmesh.topics import Topics
-from fogmesh.properties import MessageProperties
 
 DISPATCH_MODES = ("shared", "claim")
 
@@ -103,7 +103,6 @@ class ResumeTaking:
 Action = Union[Publish, Ack, Run, Cancel, Remember, Forget, Drain, Rescue, StopTaking, ResumeTaking]
 
 
-
 def describe(action: Action) -> str:
     """One short line per action for ``--log-level DEBUG`` traces (which agent
     published, ran or cancelled what, in order): enough to follow one task id
@@ -117,6 +116,7 @@ def describe(action: Action) -> str:
         return "ack"
     fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if k != "payload")
     return f"{type(action).__name__.lower()} {fields}"
+
 
 @dataclass(frozen=True)
 class AgentConfig:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fogmesh.broker_url import BrokerUrl
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import AgentConfig
 from fogmesh.edge_agent.announcer import Announcer
@@ -35,7 +36,6 @@ from fogmesh.edge_agent.session_rescue import RescueSession
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
 from fogmesh.errors import ClaimOrderError, ConnectError, UnsupportedBroker
-from fogmesh.broker_url import BrokerUrl
 from fogmesh.mqtt import Delivery, Message, MqttClient, Will, ensure_id_carried, probe_connect
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier

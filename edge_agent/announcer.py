@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.events import BatteryRead
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.presence import HostStats, PresencePace, build_presence, presence_due, presence_pace
-from fogmesh.announcements import Presence
 
 
 class Announcer:

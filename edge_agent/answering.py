@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fogmesh.edge_agent.core_parts import CoreParts
+from fogmesh.claims import Claim
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
-from fogmesh.claims import Claim
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import Entry, EntryState
-from fogmesh.offers import Result
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Task, Timing, excerpt
+from fogmesh.offers import Result
 from fogmesh.properties import MessageProperties, reply_properties
 
 MARK = "#mark"     # fence key of "sent" records made by order: withdrawn with their connection, not resent

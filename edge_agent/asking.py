@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.actions import Ack, Action, Publish
-from fogmesh.claims import Claim
-from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.asks import Have
+from fogmesh.claims import Claim
+from fogmesh.edge_agent.actions import Ack, Action, Publish
+from fogmesh.edge_agent.core_parts import CoreParts
+from fogmesh.edge_agent.entry import Entry, EntryState
 
 
 class AskingConcern(CoreParts):

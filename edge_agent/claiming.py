@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.claims import Claim, taken_over
+from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.errors import InvalidMessage

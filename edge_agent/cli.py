@@ -8,8 +8,7 @@ import sys
 import threading
 from typing import Any
 
-from fogmesh.cli_args import (broker_arg, log_arg, option_pair, root_arg, run_until_signal, setup_logging,
-                              timeout_pair)
+from fogmesh.cli_args import broker_arg, log_arg, option_pair, root_arg, run_until_signal, setup_logging, timeout_pair
 
 
 def add_parser(sub: Any) -> None:
@@ -77,12 +76,12 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fogmesh.edge_agent.agent import Agent
-    from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.battery import BatteryModel, parse_battery_spec
     from fogmesh.edge_agent.host_monitor import HostMonitor
+    from fogmesh.edge_agent.options import AgentOptions
     from fogmesh.edge_agent.pipelines import load_pipelines
-    from fogmesh.edge_agent.triggers import load_triggers
     from fogmesh.edge_agent.policy_registry import make_policy
+    from fogmesh.edge_agent.triggers import load_triggers
     from fogmesh.registry import Registry
     from fogmesh.service_notify import ServiceNotifier
     setup_logging(args.log_level)

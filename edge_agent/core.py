@@ -27,10 +27,19 @@ from typing import Any, Callable
 
 from fogmesh.claims import Claim
 from fogmesh.edge_agent import events as ev
-from fogmesh.edge_agent.actions import (Ack, Action, AgentConfig, Counters, Forget, LatencyHistogram,
-                                        Publish, ResumeTaking, StopTaking)
-from fogmesh.edge_agent.answering import AnsweringConcern
+from fogmesh.edge_agent.actions import (
+    Ack,
+    Action,
+    AgentConfig,
+    Counters,
+    Forget,
+    LatencyHistogram,
+    Publish,
+    ResumeTaking,
+    StopTaking,
+)
 from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
+from fogmesh.edge_agent.answering import AnsweringConcern
 from fogmesh.edge_agent.ask_book import AskBook
 from fogmesh.edge_agent.asking import AskingConcern
 from fogmesh.edge_agent.claim_book import ClaimBook
@@ -40,21 +49,19 @@ from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.entry_table import EntryTable
 from fogmesh.edge_agent.failover import FailoverConcern
-from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.landing import LandingConcern
+from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.offloading import OffloadingConcern
-from fogmesh.edge_agent.peering import PeeringConcern
-from fogmesh.edge_agent.running import RunningConcern
 from fogmesh.edge_agent.ordering import OrderCheck
+from fogmesh.edge_agent.peering import PeeringConcern
 from fogmesh.edge_agent.peers import PeerRegistry
-from fogmesh.edge_agent.placement import (LocalPolicy, PlacementPolicy, SelfState)
+from fogmesh.edge_agent.placement import LocalPolicy, PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
+from fogmesh.edge_agent.running import RunningConcern
 from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
-
-
 
 
 class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverConcern, AskingConcern,
@@ -85,7 +92,8 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         self.runner = LocalRunner(concurrency=config.concurrency, max_queue=config.max_queue,
                                   default_run_ms=config.default_run_ms)
         self.claims = ClaimBook(me=me, max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self.offers = OfferBook(bridge_fresh_s=max(10.0, config.presence_stale_s))  # a bridge's will says when it is gone
+        # A bridge's will says when it is gone; its heartbeat only needs to be roughly fresh.
+        self.offers = OfferBook(bridge_fresh_s=max(10.0, config.presence_stale_s))
         self.answers = AnswerBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self.confirms = Confirmations(max_items=config.dedup_items)
         self.deaths = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
@@ -263,7 +271,6 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
             actions += self._flush_sent()
         actions += self._expire_held(now)
         return actions + self._start_queued(now)
-
 
 
 def _clock(core: AgentCore, e: ev.ClockRead, now: float) -> list[Action]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from fogmesh.asks import Have
 from fogmesh.edge_agent.actions import Action, AgentConfig, Counters, LatencyHistogram, Publish
 from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
@@ -29,7 +30,6 @@ from fogmesh.edge_agent.peers import Peer, PeerRegistry
 from fogmesh.edge_agent.placement import PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
-from fogmesh.asks import Have
 from fogmesh.registry import Registry
 
 

@@ -20,13 +20,27 @@ from collections import deque
 from typing import Any, Callable
 
 from fogmesh import codec
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.executor import Executor
-from fogmesh.edge_agent.inputs import (Confirmed, DrainAsked, Finished, IdConflict, Incoming, Input, LinkChanged,
-                                       Received, Rescued, StopAsked, Wake, Withdrawn, describe_input)
+from fogmesh.edge_agent.inputs import (
+    Confirmed,
+    DrainAsked,
+    Finished,
+    IdConflict,
+    Incoming,
+    Input,
+    LinkChanged,
+    Received,
+    Rescued,
+    StopAsked,
+    Wake,
+    Withdrawn,
+    describe_input,
+)
 from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.journal import Journal
 from fogmesh.edge_agent.standing import Standing
@@ -34,7 +48,6 @@ from fogmesh.edge_agent.turns import Turns
 from fogmesh.edge_agent.wakeup import MAX_SLEEP_S, next_wake
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import ErrorInfo
-from fogmesh.announcements import Presence
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.properties import with_mqtt5_properties
 from fogmesh.service_notify import ServiceNotifier

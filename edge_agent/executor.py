@@ -17,8 +17,20 @@ import logging
 from collections import deque
 from typing import Any, Callable
 
-from fogmesh.edge_agent.actions import (Ack, Action, Cancel, Drain, Forget, Publish, Remember, Rescue,
-                                        ResumeTaking, Run, StopTaking, describe)
+from fogmesh.edge_agent.actions import (
+    Ack,
+    Action,
+    Cancel,
+    Drain,
+    Forget,
+    Publish,
+    Remember,
+    Rescue,
+    ResumeTaking,
+    Run,
+    StopTaking,
+    describe,
+)
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.events import Finished, JournalFailed
 from fogmesh.edge_agent.inputs import Incoming

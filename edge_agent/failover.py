@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.actions import Ack, Action, Publish
-from fogmesh.edge_agent.answering import MARK, sent_again
-from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.claims import Claim, claim_key, rescue_key
+from fogmesh.edge_agent.actions import Ack, Action, Publish
+from fogmesh.edge_agent.answer_book import StoredAnswer
+from fogmesh.edge_agent.answering import MARK, sent_again
+from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Task, confine_to_device, parse_task

@@ -14,9 +14,9 @@ from typing import Callable
 
 import psutil
 
+from fogmesh.announcements import Battery
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.presence import HostStats
-from fogmesh.announcements import Battery
 
 
 class HostMonitor:

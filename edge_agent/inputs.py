@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
-from fogmesh.announcements import Presence
 from fogmesh.mqtt import Message, MqttClient
 
 __all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "LinkChanged", "Received",

@@ -12,9 +12,9 @@ Format: append-only records, ``A`` (accepted: key, raw task payload), ``R``
 bytes) and ``T`` (answered: key, time), each ``tag`` then its fields as
 ``u32 len + bytes``. The answer is kept so that a device that submits the id
 again after a restart gets the same answer; ``T`` (no answer kept) and ``D``
-(no time either) come from older versions and are still read. Answered ids are kept for ``done_ttl_s`` (the dedup window), not
-for ever: a device may reuse an id after that, restart or not. One
-``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
+(no time either) come from older versions and are still read. Answered ids are
+kept for ``done_ttl_s`` (the dedup window), not for ever: a device may reuse an
+id after that, restart or not. One ``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
 leaves at most a torn last record, which loading ignores. No fsync: surviving
 a process crash is the goal; a power cut is the broker's and the device's
 retry's job. The file is rewritten (compacted) at start and whenever it passes

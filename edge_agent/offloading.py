@@ -5,16 +5,16 @@ the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 
 from __future__ import annotations
 
-from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.actions import Action, Publish
-from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
+from fogmesh import codec
 from fogmesh.asks import Have
-from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
+from fogmesh.edge_agent.actions import Action, Publish
+from fogmesh.edge_agent.core_parts import CoreParts
+from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
-from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Timing
+from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
 
 
 class OffloadingConcern(CoreParts):
@@ -46,7 +46,6 @@ class OffloadingConcern(CoreParts):
         offers this agent has sent them since (presence lags a burst), minus
         peers that just said they are busy."""
         return self.offers.views(self.peers.live(now), now)
-
 
     # -- offloading ----------------------------------------------------------------------
     def _offer(self, entry: Entry, peer: str, now: float) -> list[Action]:

@@ -26,12 +26,12 @@ records go out as actions.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh import codec
+from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.topics import Topics
 
 BURST = 200            # records per agent and probe...

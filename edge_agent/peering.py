@@ -7,11 +7,11 @@ the parts :class:`fogmesh.edge_agent.core_parts.CoreParts` names. Pure."""
 from __future__ import annotations
 
 from fogmesh import codec
+from fogmesh.announcements import BridgeHealth, Presence
 from fogmesh.edge_agent.actions import Action, Drain
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import EntryState
 from fogmesh.errors import InvalidMessage
-from fogmesh.announcements import BridgeHealth, Presence
 
 
 class PeeringConcern(CoreParts):

@@ -16,9 +16,9 @@ import time
 import uuid
 from typing import Callable
 
+from fogmesh import codec
 from fogmesh.edge_agent.pipelines import PipelineCore, PipelineSpec, parse_reply
 from fogmesh.edge_agent.triggers import TriggerCore, TriggerSpec
-from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import decode_frame
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from fogmesh.edge_agent.placement import (ConsolidatePolicy, EnergyPolicy, LeastLoadedPolicy, LocalPolicy,
-                                          PlacementPolicy, RandomPolicy, RoundRobinPolicy)
+from fogmesh.edge_agent.placement import (
+    ConsolidatePolicy,
+    EnergyPolicy,
+    LeastLoadedPolicy,
+    LocalPolicy,
+    PlacementPolicy,
+    RandomPolicy,
+    RoundRobinPolicy,
+)
 
 POLICY_ENTRY_POINT_GROUP = "fogmesh.policies"
 

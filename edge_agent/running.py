@@ -65,7 +65,6 @@ class RunningConcern(CoreParts):
             return [Cancel(entry.key)]
         return []
 
-
     def _expire_held(self, now: float) -> list[Action]:
         """Timers of the tasks held here that ran out: a queued task past its
         ``deadline_ms``, a run past its kind's timeout, an offer past its lease."""

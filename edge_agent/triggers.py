@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from fogmesh.edge_agent.pipelines import Rule
 from fogmesh import codec
+from fogmesh.edge_agent.pipelines import Rule
 from fogmesh.errors import InvalidMessage
 from fogmesh.topics import Topics, validate_segment
 

@@ -23,8 +23,8 @@ import time
 from datetime import datetime, timezone
 
 from fogmesh import codec
-from fogmesh.errors import AgentIdInUse, InvalidMessage
 from fogmesh.announcements import Presence
+from fogmesh.errors import AgentIdInUse, InvalidMessage
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
 from fogmesh.topics import Topics
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["FogClient", "submit", "__version__"]
+__all__ = ["FogClient", "submit", "__version__"]  # noqa: F822 (resolved by __getattr__)
 
 
 def __getattr__(name: str) -> Any:

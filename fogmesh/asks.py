@@ -42,8 +42,6 @@ class Have:
         return codec.encode_with(d, "reply", self.reply)
 
 
-
-
 def decode_have(d: dict[str, Any]) -> Have:
     state = d.get("state")
     if state not in HAVE_STATES:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fogmesh import codec
-from fogmesh.errors import InvalidMessage
 from fogmesh.announcements import BridgeHealth, Presence
+from fogmesh.errors import InvalidMessage
 from fogmesh.topics import Topics
 
 

@@ -87,6 +87,7 @@ PRESENCE_PERIOD_S = 5.0      # agents' default --presence-period
 def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
         stop: Callable[[float], bool]) -> int:
     import json
+
     from rich.console import Console
     from rich.live import Live
     mon = Monitor(broker, root=root).start()

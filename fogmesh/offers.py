@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from fogmesh import codec
-from fogmesh.errors import InvalidMessage
 from fogmesh.asks import Have, decode_have, text_field
+from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Task
 
 REJECT_REASONS = ("busy", "draining", "degraded", "battery", "unknown_kind", "bad_offer")

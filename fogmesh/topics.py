@@ -163,7 +163,8 @@ class Topics:
     def agent_topic(self, agent_id: str, name: str) -> str:
         """Another topic in one agent's own space (``agents/{id}/{name}``; e.g.
         ``doctor``, which only ``fogmesh doctor`` uses)."""
-        return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/{validate_segment(name, what='topic name')}"
+        agent = validate_segment(agent_id, what="agent id")
+        return f"{self.root}/agents/{agent}/{validate_segment(name, what='topic name')}"
 
     def below_root(self, relative: str) -> str:
         """``relative`` (e.g. ``actuators/farm-relay/lamp/set``, as the cloud sends

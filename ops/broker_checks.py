@@ -13,10 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from fogmesh.ops.report import Check
 from fogmesh import codec
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect, topic_round_trip
+from fogmesh.ops.report import Check
 from fogmesh.topics import Topics
 
 ROLES = ("agent", "bridge", "device", "operator")
@@ -286,6 +286,6 @@ def restart_losses(version: str | None, *, role: str) -> Check:
         return Check("restarts", status, detail, fix if status == "warn" else "")
     if version.startswith("fogmesh embedded"):
         return Check("restarts", status, f"{version}: keeps nothing across a restart: tasks published before "
-                     "agents subscribe again, and replies to devices not yet back, are dropped", 
+                     "agents subscribe again, and replies to devices not yet back, are dropped",
                      fix if status == "warn" else "")
     return Check("restarts", "info", f"{version}: see topics.md, Guarantees under faults, for what a restart drops")

@@ -15,12 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fogmesh.ops.broker_checks import (ROLES, BrokerTarget, broker_version, check_acl, check_clock, check_login,
-                                          check_mqtt5, check_reach, check_shared, check_tls, check_websockets,
-                                          restart_losses)
+from fogmesh.mqtt import BrokerUrl
+from fogmesh.ops.broker_checks import (
+    ROLES,
+    BrokerTarget,
+    broker_version,
+    check_acl,
+    check_clock,
+    check_login,
+    check_mqtt5,
+    check_reach,
+    check_shared,
+    check_tls,
+    check_websockets,
+    restart_losses,
+)
 from fogmesh.ops.host_checks import check_camera, check_pins, check_python, check_state_dir
 from fogmesh.ops.report import Check, exit_status, render_json, render_table
-from fogmesh.mqtt import BrokerUrl
 from fogmesh.topics import Topics
 
 WS_PORTS = (9001, 8080, 8083)

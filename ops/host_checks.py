@@ -12,8 +12,8 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from fogmesh.ops.report import Check
 from fogmesh.errors import DeviceError
+from fogmesh.ops.report import Check
 
 PACKAGES = ("fogmesh", "paho-mqtt", "amqtt", "gpiozero", "opencv-python-headless", "psutil")
 STATE_FAIL_BYTES = 64 * 1024 * 1024       # the bridge's reserve; a journal needs headroom too
@@ -31,7 +31,8 @@ def check_python() -> Check:
     if sys.version_info < (3, 11):
         return Check("python", "fail", detail, "fogmesh needs Python 3.11 or newer")
     if any(v.endswith("missing") for v in versions[:2]):
-        return Check("python", "fail", detail, "install fogmesh into the interpreter the services run (docs/raspberry-pi.md, step 1)")
+        return Check("python", "fail", detail,
+                     "install fogmesh into the interpreter the services run (docs/raspberry-pi.md, step 1)")
     return Check("python", "ok", detail)
 
 
@@ -84,7 +85,8 @@ def check_pins(spec: str | None, *, factory_kind: str = "auto") -> Check:
     try:
         specs = parse_pins(spec)
     except ValueError as exc:
-        return Check("gpio", "fail", f"--pins: {exc}", "write NAME=KIND:PIN,... as `fogmesh device actuator --help` shows")
+        return Check("gpio", "fail", f"--pins: {exc}",
+                     "write NAME=KIND:PIN,... as `fogmesh device actuator --help` shows")
     try:
         Actuators(specs, pin_factory=factory).close()
     except DeviceError as exc:

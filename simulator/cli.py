@@ -36,9 +36,10 @@ def add_parser(sub: Any, *, json_arg: Callable) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
-    from pathlib import Path
-    from fogmesh.simulator import engine, report, scenario
     from importlib import resources
+    from pathlib import Path
+
+    from fogmesh.simulator import engine, report, scenario
     path = Path(args.scenario)
     if not path.exists():
         shipped = resources.files("fogmesh.scenarios").joinpath(f"{args.scenario}.toml")

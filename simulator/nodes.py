@@ -7,10 +7,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fogmesh.announcements import Battery, Presence
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import SelfState
-from fogmesh.announcements import Battery, Presence
 from fogmesh.simulator.scenario import NodeSpec
 
 KIND = "work"

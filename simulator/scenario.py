@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fogmesh.edge_agent.presence import presence_pace
 from fogmesh.edge_agent.battery import BatteryModel, SolarProfile
+from fogmesh.edge_agent.presence import presence_pace
 
 
 @dataclass(frozen=True)

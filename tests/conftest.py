@@ -123,7 +123,6 @@ def unique_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def broker_name(request: pytest.FixtureRequest) -> str:
     """For tests that start (and restart) their own broker process of each kind."""

@@ -6,14 +6,27 @@ No broker, no threads: messages and ticks in, actions out.
 import orjson
 import pytest
 
+from fogmesh.announcements import Presence
 from fogmesh.claims import Claim, claim_key
 from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Forget, Publish, Remember, Rescue, Run, StopTaking
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo, Limits, Task
-from fogmesh.announcements import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
-from tests.coreio import journal_failed, on_clock, on_connected, on_disconnect, on_finished, on_message, on_sent, on_tick, on_withdrawn, restore, stop_accepting, take_marks
+from tests.coreio import (
+    journal_failed,
+    on_clock,
+    on_connected,
+    on_disconnect,
+    on_finished,
+    on_message,
+    on_sent,
+    on_tick,
+    on_withdrawn,
+    restore,
+    stop_accepting,
+    take_marks,
+)
 
 T = Topics("t")
 REGISTRY = Registry.from_entry_points()

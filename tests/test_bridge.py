@@ -4,14 +4,14 @@ import time
 
 import orjson
 import pytest
+from listener import Listener
+from waiting import wait_until
 
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.cloud_bridge.bridge import Bridge
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.mqtt import MqttClient
-from listener import Listener
-from waiting import wait_until
 
 HEAVY = {"data": "frame", "rounds": 200}
 

@@ -12,9 +12,9 @@ import time
 from concurrent.futures import wait
 
 import pytest
+from netcut import CuttableLink
 
 from fogmesh.devices.client import FogClient
-from netcut import CuttableLink
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
        ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]

@@ -4,9 +4,9 @@ claims delivered to each in an order the test chooses."""
 
 import orjson
 
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.actions import AgentConfig, Publish
 from fogmesh.edge_agent.core import AgentCore
-from fogmesh.announcements import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 from tests.coreio import on_clock, on_message, on_tick, start_order_probe

@@ -2,11 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import signal
 import textwrap
-import time
 
 import pytest
 

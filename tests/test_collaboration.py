@@ -3,16 +3,16 @@
 import time
 
 import orjson
+from waiting import wait_until
 
+from fogmesh.announcements import Battery, Presence
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.agent import Agent
-from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.battery import BatteryModel
 from fogmesh.edge_agent.host_monitor import HostMonitor
+from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
-from fogmesh.announcements import Battery, Presence
 from fogmesh.mqtt import MqttClient
-from waiting import wait_until
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from fogmesh.announcements import Presence
 from fogmesh.claims import takeover_key
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
@@ -16,7 +17,6 @@ from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.runner import LocalRunner
 from fogmesh.errors import FogmeshError, IllegalTransition
-from fogmesh.announcements import Presence
 from fogmesh.topics import Topics
 
 pytestmark = pytest.mark.timeout(10)

@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from fogmesh.dashboard.auth import Users, UsersFileError, check_password, hash_password
-from fogmesh.dashboard.sessions import LoginThrottle, Sessions
 from fogmesh.dashboard.guard import host_allowed, host_of, is_loopback, same_origin, served_names
 from fogmesh.dashboard.presses import Presses
+from fogmesh.dashboard.sessions import LoginThrottle, Sessions
 
 
 class Clock:

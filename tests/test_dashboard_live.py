@@ -13,30 +13,29 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from pathlib import Path
-
-import socket
 import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 
 import orjson
 import pytest
 
+from fogmesh.bench.browser import chromium
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
 from fogmesh.broker.secure import Logins, generate
+from fogmesh.dashboard.server import Dashboard, may_drive_actuators
 from fogmesh.devices.actuator import ActuatorDevice
 from fogmesh.devices.client import FogClient
 from fogmesh.devices.gpio import make_pin_factory, parse_pins
-from fogmesh.dashboard.server import Dashboard, may_drive_actuators
 from fogmesh.mqtt import BrokerUrl, MqttClient
 from fogmesh.topics import Topics
-from fogmesh.bench.browser import chromium
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

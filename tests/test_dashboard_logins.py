@@ -7,6 +7,7 @@ TLS with a certificate from `broker.secure`."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
 import ssl
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import http.client
 import urllib.error
 import urllib.request
 import uuid

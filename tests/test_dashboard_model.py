@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from fogmesh.dashboard.model import EVENTS_KEPT, DashboardModel, agent_state
 from fogmesh.announcements import Battery, Presence
+from fogmesh.dashboard.model import EVENTS_KEPT, DashboardModel, agent_state
 from fogmesh.topics import Topics
 
 pytestmark = pytest.mark.timeout(10)

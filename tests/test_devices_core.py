@@ -10,7 +10,7 @@ from fogmesh.devices.commands import parse_command
 from fogmesh.devices.gpio import parse_pins
 from fogmesh.devices.sensors import Motion, Temperature, make_models
 from fogmesh.devices.streams import parse_rate
-from fogmesh.edge_agent.pipelines import PipelineCore, PipelineSpec, Actuation, Rule, load_pipelines
+from fogmesh.edge_agent.pipelines import Actuation, PipelineCore, PipelineSpec, Rule, load_pipelines
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import FrameHeader, decode_frame, encode_frame
 from fogmesh.messages import Reply

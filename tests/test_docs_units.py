@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fogmesh.ops.units import ROLES
 from fogmesh.app.cli import main
+from fogmesh.ops.units import ROLES
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,10 +17,10 @@ import pytest
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port
 from fogmesh.broker.secure import Logins, generate
+from fogmesh.devices.vision import write_video
 from fogmesh.ops.doctor import DoctorOptions, run_checks
 from fogmesh.ops.host_checks import check_camera, check_pins, check_state_dir
 from fogmesh.ops.report import Check, exit_status, render_table
-from fogmesh.devices.vision import write_video
 from tests.tinydisk import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(90)

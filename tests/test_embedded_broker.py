@@ -12,9 +12,8 @@ import uuid
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 from netcut import CuttableLink
+from paho.mqtt.enums import CallbackAPIVersion
 from waiting import wait_until
 
 MEMBER = textwrap.dedent("""

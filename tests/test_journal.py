@@ -81,16 +81,18 @@ def test_answers_survive_a_reopen_so_a_resubmission_gets_the_same_one(tmp_path):
 
 
 def test_a_journal_in_a_read_only_directory_says_which_and_what_to_do(tmp_path):
-    from fogmesh.errors import StorageError
     from tinydisk import mounted_tmpfs
+
+    from fogmesh.errors import StorageError
     with mounted_tmpfs(tmp_path / "ro", size_kb=64, read_only=True) as ro:
         with pytest.raises(StorageError, match=f"{ro}.*writable"):
             Journal(ro / "a.journal").open()
 
 
 def test_a_full_disk_fails_one_write_keeps_memory_current_and_recovers_once_freed(tmp_path):
-    from fogmesh.errors import StorageError
     from tinydisk import fill, mounted_tmpfs
+
+    from fogmesh.errors import StorageError
     with mounted_tmpfs(tmp_path / "disk", size_kb=256) as disk:
         j = Journal(disk / "a.journal").open()
         filler = fill(disk, leave_bytes=2048)

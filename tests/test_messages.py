@@ -2,11 +2,12 @@
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fogmesh.announcements import Presence
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Limits, Reply, Task, Timing, parse_task
-from fogmesh.announcements import Presence
 
 
 def payload(**fields):
@@ -94,13 +95,13 @@ def test_presence_carries_the_contract_fields():
     assert Presence.from_dict(d).agent == "a1"
 
 
-
 def test_presence_and_claims_carry_the_epoch_only_once_there_is_one():
     from fogmesh.claims import Claim
     assert "epoch" not in orjson.loads(Presence(agent="a1", state="online", ts=1.0).encode())
     assert Presence.from_dict(orjson.loads(Presence(agent="a1", state="online", ts=1.0, epoch=2).encode())).epoch == 2
     assert Claim.decode(Claim("k", "a1", epoch=3).encode()).epoch == 3
     assert Claim.decode(b'{"task": "k", "agent": "a1", "epoch": "x"}').epoch is None     # ignored, not refused
+
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
                            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),

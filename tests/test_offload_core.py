@@ -5,11 +5,11 @@ test needs (a lost accept, a late result, a forged message) is written out."""
 import orjson
 import pytest
 
+from fogmesh.announcements import Battery, Presence
 from fogmesh.edge_agent.actions import Ack, AgentConfig, Cancel, Publish, Run
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.placement import EnergyPolicy, LeastLoadedPolicy
 from fogmesh.messages import Task
-from fogmesh.announcements import Battery, Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 from tests.coreio import on_battery, on_disconnect, on_finished, on_message, on_tick

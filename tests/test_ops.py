@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
+from fogmesh.announcements import Battery, Presence
 from fogmesh.broker.ports import free_port
 from fogmesh.devices.client import FogClient
 from fogmesh.fleet import FleetView
-from fogmesh.announcements import Battery, Presence
 from fogmesh.topics import Topics
 
 T = Topics("t")

@@ -1,14 +1,25 @@
 """Tier 1 (pure): placement policies, their shared rules, and the peer registry."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fogmesh.announcements import Battery, Presence
 from fogmesh.edge_agent.battery import BatteryModel, SolarProfile, parse_battery_spec
 from fogmesh.edge_agent.peers import Peer, PeerRegistry
-from fogmesh.edge_agent.placement import (Cloud, EnergyPolicy, LeastLoadedPolicy, Local, LocalPolicy, Offload,
-                                          RandomPolicy, RoundRobinPolicy, SelfState, place_task)
+from fogmesh.edge_agent.placement import (
+    Cloud,
+    EnergyPolicy,
+    LeastLoadedPolicy,
+    Local,
+    LocalPolicy,
+    Offload,
+    RandomPolicy,
+    RoundRobinPolicy,
+    SelfState,
+    place_task,
+)
 from fogmesh.edge_agent.policy_registry import make_policy
-from fogmesh.announcements import Battery, Presence
 
 
 def peer(agent, *, queue=0, running=0, capacity=2, battery=None, state="online", kinds=("sha256",),
@@ -106,7 +117,8 @@ policies = st.sampled_from(["local", "round-robin", "random", "least-loaded", "e
 
 
 @given(policy_name=policies, peers=peers_strategy, battery=st.none() | st.floats(0, 100),
-       weight=st.sampled_from(["light", "medium", "heavy"]), exclude=st.sets(st.sampled_from([f"p{i}" for i in range(51)])))
+       weight=st.sampled_from(["light", "medium", "heavy"]),
+       exclude=st.sets(st.sampled_from([f"p{i}" for i in range(51)])))
 def test_a_policy_never_picks_a_dead_draining_incapable_or_tried_peer(policy_name, peers, battery, weight, exclude):
     policy = make_policy(policy_name)
     me = SelfState(agent="me", queued=3, running=2, capacity=2, battery=battery)
@@ -187,7 +199,8 @@ def test_consolidate_packs_onto_the_busiest_node_that_still_meets_the_deadline()
     from fogmesh.edge_agent.placement import ConsolidatePolicy, Local, Offload, SelfState
     policy = ConsolidatePolicy(slack=3.0)
     me = SelfState("me", capacity=2)
-    peers = [_peer("idle", capacity=2), _peer("busy", running=2, capacity=2), _peer("full", queue=9, running=2, capacity=2)]
+    peers = [_peer("idle", capacity=2), _peer("busy", running=2, capacity=2),
+             _peer("full", queue=9, running=2, capacity=2)]
     assert policy.place("k", "medium", me, peers, run_ms=100) == Offload("busy")
     assert policy.place("k", "medium", SelfState("me", running=2, capacity=2), peers[:1], run_ms=100) == Local()
 

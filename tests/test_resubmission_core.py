@@ -4,11 +4,11 @@ another agent than the first copy; whoever has it answers, exactly once
 
 import orjson
 
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.actions import Ack, AgentConfig, Publish, Run
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.messages import Task
-from fogmesh.announcements import Presence
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 from tests.coreio import on_finished, on_message, on_tick

@@ -15,11 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.waiting import wait_until
-
 from fogmesh.cloud_bridge.bridge import Bridge
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.service_notify import ServiceNotifier
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fogmesh.ops.units import UnitSpec, quote_arg, unit_name, unit_text
 from fogmesh.app.cli import main
+from fogmesh.ops.units import UnitSpec, quote_arg, unit_name, unit_text
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fogmesh.broker.shared import ShareFilter, SharedGroups, valid_filter
+from fogmesh.broker.shared import SharedGroups, ShareFilter, valid_filter
 from fogmesh.topics import topic_matches
 
 SHARE = ShareFilter("agents", "fog/v1/tasks")

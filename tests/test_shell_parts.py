@@ -4,13 +4,13 @@ subscriptions while degraded, stopping and draining, when to wake."""
 
 from __future__ import annotations
 
+from fogmesh.announcements import Presence
 from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.journal_health import JournalHealth, wants_task_subscriptions
 from fogmesh.edge_agent.presence_hold import PresenceHold
 from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.wakeup import next_wake
-from fogmesh.announcements import Presence
 
 
 def rival(state: str = "online", *, since: float = 100.0, instance: str = "other") -> Presence:

@@ -4,17 +4,17 @@ import random
 
 import pytest
 
-from fogmesh.claims import claim_delay
 from fogmesh import codec
+from fogmesh.announcements import Presence
+from fogmesh.claims import claim_delay
 from fogmesh.edge_agent.actions import Counters
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.peers import PeerRegistry
 from fogmesh.edge_agent.presence import HostStats, build_presence, presence_due, presence_pace
-from fogmesh.announcements import Presence
 from fogmesh.edge_agent.recent import RecentMap
+from fogmesh.errors import UnknownKind
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.registry import Registry, TaskKind
-from fogmesh.errors import UnknownKind
 from tests.coreio import on_finished, on_message
 
 
@@ -214,12 +214,13 @@ def test_the_rate_limiter_forgets_old_devices_so_made_up_ids_cannot_grow_it():
 
 
 def test_a_device_over_its_rate_gets_busy_errors_not_runs():
+    import orjson
+
     from fogmesh.edge_agent.actions import AgentConfig, Publish
     from fogmesh.edge_agent.core import AgentCore
     from fogmesh.messages import Task
     from fogmesh.registry import Registry
     from fogmesh.topics import Topics
-    import orjson
     c = AgentCore(AgentConfig(agent_id="a", topics=Topics("t"), device_rate=1.0), Registry.from_entry_points())
     codes = []
     for i in range(4):

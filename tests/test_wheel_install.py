@@ -48,7 +48,8 @@ def wheel(tmp_path_factory):
 def venv(wheel, tmp_path_factory):
     where = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
-    purelib = subprocess.run([str(where / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = subprocess.run([str(where / "bin" / "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
     (Path(purelib) / "_fogmesh_test_deps.pth").write_text("\n".join(dependency_dirs()) + "\n")
     subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
@@ -68,7 +69,8 @@ def dependency_dirs() -> list[str]:
 
 
 def test_the_venv_sees_the_dependencies_but_not_this_checkout(venv, tmp_path):
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", "import paho.mqtt, amqtt, fogmesh; print(fogmesh.__file__)"],
+    done = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import paho.mqtt, amqtt, fogmesh; print(fogmesh.__file__)"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert str(venv) in done.stdout and str(REPO) not in done.stdout
@@ -90,7 +92,8 @@ def test_the_wheel_installs_one_top_level_package(wheel):
 
 def test_the_installed_package_is_the_wheel_not_this_checkout(venv, tmp_path):
     done = subprocess.run([str(venv / "bin" / "python"), "-c",
-                           "import fogmesh, fogmesh.edge_agent.agent as a, fogmesh.scenarios as s, fogmesh.broker as b; "
+                           "import fogmesh, fogmesh.edge_agent.agent as a, fogmesh.scenarios as s, "
+                           "fogmesh.broker as b; "
                            "print(fogmesh.__file__, a.__file__, s.__file__, b.__file__)"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
     for line in done.stdout.split():

@@ -17,7 +17,6 @@ from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
-
 log = logging.getLogger("fogmesh.broker.embedded")
 
 READER_GRACE_S = 0.5      # how long a closing connection's reader may finish the packets it holds

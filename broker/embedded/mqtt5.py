@@ -7,8 +7,6 @@ import asyncio
 import logging
 from typing import Any
 
-
-
 log = logging.getLogger("fogmesh.broker.embedded")
 
 

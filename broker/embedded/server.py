@@ -19,11 +19,16 @@ from amqtt.mqtt.constants import QOS_0
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-from fogmesh.broker.shared import Delivery, ShareFilter, SharedGroups, valid_filter
-
-from fogmesh.broker.embedded.connections import (ReadsBeforeReset, SharedOutgoing, alive, keeps_in_flight,
-                                                  no_resends_of_shared, reads_to_the_end)
+from fogmesh.broker.embedded.connections import (
+    ReadsBeforeReset,
+    SharedOutgoing,
+    alive,
+    keeps_in_flight,
+    no_resends_of_shared,
+    reads_to_the_end,
+)
 from fogmesh.broker.embedded.mqtt5 import REFUSED_V5, connect_level, protocol_level, refuse_mqtt5
+from fogmesh.broker.shared import Delivery, SharedGroups, ShareFilter, valid_filter
 
 log = logging.getLogger("fogmesh.broker.embedded")
 

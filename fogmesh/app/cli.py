@@ -12,8 +12,17 @@ import sys
 from typing import Any, Sequence
 
 from fogmesh import __version__
-from fogmesh.cli_args import (DEFAULT_BROKER, broker_arg, brokers_arg, broker_url, json_arg, log_arg,
-                              root_arg, setup_logging, wait_for_signal)
+from fogmesh.cli_args import (
+    DEFAULT_BROKER,
+    broker_arg,
+    broker_url,
+    brokers_arg,
+    json_arg,
+    log_arg,
+    root_arg,
+    setup_logging,
+    wait_for_signal,
+)
 from fogmesh.errors import FogmeshError
 
 __all__ = ["DEFAULT_BROKER", "broker_url", "build_parser", "main", "COMMANDS"]
@@ -94,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
-    from fogmesh.ops.service_cli import add_parser as add_service_parser
     from fogmesh.ops.doctor import add_parser as add_doctor_parser
+    from fogmesh.ops.service_cli import add_parser as add_service_parser
     add_service_parser(sub)
     add_doctor_parser(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg)
 

@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterable
 from fogmesh import codec
 from fogmesh.dashboard.auth import Users
 from fogmesh.dashboard.guard import ANY, is_loopback, served_names
-from fogmesh.dashboard.sessions import LoginThrottle, Session, Sessions
 from fogmesh.dashboard.model import DashboardModel
 from fogmesh.dashboard.presses import Presses
+from fogmesh.dashboard.sessions import LoginThrottle, Session, Sessions
 from fogmesh.dashboard.web import MAX_STREAMS, DashboardHTTPServer, event, handler_class
 from fogmesh.errors import ConnectError, FogmeshError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, topic_round_trip

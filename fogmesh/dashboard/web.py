@@ -24,8 +24,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fogmesh import codec
-from fogmesh.dashboard.sessions import Session
 from fogmesh.dashboard.guard import SECURITY_HEADERS, host_allowed, host_of, same_origin
+from fogmesh.dashboard.sessions import Session
 
 if TYPE_CHECKING:
     from fogmesh.dashboard.server import Dashboard

@@ -8,12 +8,11 @@ import threading
 import uuid
 from dataclasses import replace
 
-
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.errors import ConnectError, UnsupportedBroker
+from fogmesh.mqtt.client import MqttClient
 from fogmesh.topics import Topics, is_safe_id
 
-from fogmesh.mqtt.client import MqttClient
 
 def probe_connect(url: BrokerUrl | str, *, mqtt5: bool = False, websocket_port: int | None = None,
                   timeout: float = 3.0) -> str | None:

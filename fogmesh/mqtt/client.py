@@ -17,12 +17,12 @@ from paho.mqtt.properties import Properties
 
 from fogmesh.broker_url import BrokerUrl, resolve_password
 from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused
-from fogmesh.properties import MessageProperties
-
 from fogmesh.mqtt.values import RECEIVE_MAXIMUM, Delivery, Message, Will
 from fogmesh.mqtt.wire import _Client, _nodelay, _PackedProperties, _Together
+from fogmesh.properties import MessageProperties
 
 log = logging.getLogger("fogmesh.mqtt")
+
 
 class MqttClient:
     """A reconnecting MQTT 3.1.1 client (MQTT 5 with ``mqtt5``) with QoS 1 defaults.
