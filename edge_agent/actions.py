@@ -39,7 +39,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Run:
-    """Start ``task`` with ``kind``; report back through ``on_finished(key, ...)``."""
+    """Start ``task`` with ``kind``; the shell reports back with a ``Finished`` event (:mod:`.events`)."""
 
     key: str
     task: Task

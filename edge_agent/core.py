@@ -1,10 +1,11 @@
 """The agent's brain, sans-IO: messages and clock ticks in, actions out.
 
 No sockets, threads, clocks or processes here (h11's lesson): the IO shell
-(:mod:`fogmesh.edge_agent.agent`) feeds :meth:`AgentCore.on_message`,
-:meth:`AgentCore.on_finished` and :meth:`AgentCore.on_tick` with ``now`` and
-carries out the returned actions (:mod:`fogmesh.edge_agent.actions`) in order. The same
-core can be driven by a test or a simulator with a fake clock.
+(:mod:`fogmesh.edge_agent.dispatcher`) hands every event
+(:mod:`fogmesh.edge_agent.events`) to :meth:`AgentCore.handle` with ``now``
+and carries out the returned actions (:mod:`fogmesh.edge_agent.actions`) in
+order. The same core is driven by the tests and the simulator with a fake
+clock.
 
 Guarantees it implements:
 

@@ -2,10 +2,11 @@
 its state, and the steps one concern takes on another's behalf.
 
 The core (:class:`fogmesh.edge_agent.core.AgentCore`) is one object split by
-concern: claims, answers, offloading, failover, asking. They
-decide; the state they decide with lives in parts that own it and keep its
-invariants (a running count that never goes below zero, one winner per claim
-key, offers counted per peer in pairs, ...). This base names those parts
+concern: landing, running, peering, claims, answers, offloading, failover,
+asking. They decide; the state they decide with lives in parts that own it
+and keep its invariants (a running count that never goes below zero, one
+winner per claim key, offers counted per peer in pairs, ...). This base
+names those parts
 and declares every step a concern calls in another, so a type checker
 sees each concern alone and a reader sees what crosses between them.
 """
