@@ -194,11 +194,17 @@ class Journal:
                 self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock(), answer)
 
     def _compact(self) -> None:
-        body = b"".join([self._done_record(k, at) for k, at in self.done.items()] +
-                        [_record(b"A", k.encode(), p) for k, p in self.unfinished.items()])
+        """Written record by record through a buffer, never as one body in
+        memory: a journal of 20,000 answers would have cost its size twice
+        over, at every compaction, in an agent under load."""
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        size = 0
         try:
-            tmp.write_bytes(body)
+            with open(tmp, "wb", buffering=1 << 16) as f:
+                for k, at in self.done.items():
+                    size += f.write(self._done_record(k, at))
+                for k, payload in self.unfinished.items():
+                    size += f.write(_record(b"A", k.encode(), payload))
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
@@ -206,4 +212,4 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._size = len(body)
+        self._size = size

@@ -62,6 +62,8 @@ def dependency_dirs() -> list[str]:
     dirs = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
     if site.ENABLE_USER_SITE:
         dirs.append(site.getusersitepackages())
+    # and any other site directory on the path (one named in a .pth file, say)
+    dirs += [d for d in sys.path if Path(d).name in ("site-packages", "dist-packages")]
     return list(dict.fromkeys(d for d in dirs if Path(d).is_dir()))
 
 
