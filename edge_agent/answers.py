@@ -29,6 +29,7 @@ class AnswerBook:
     def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0,
                  max_bytes: int = 16 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
+        self.max_items = max_items
         self._ids: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
         self._answers: OrderedDict[str, Answer] = OrderedDict()
         self._bytes = 0
@@ -43,7 +44,9 @@ class AnswerBook:
             return
         self._answers[key] = answer
         self._bytes += size
-        while self._bytes > self.max_bytes:
+        # Within the byte budget, and never more answers than ids the window keeps:
+        # an answer whose id left the window can never be sent again (answer()).
+        while self._bytes > self.max_bytes or len(self._answers) > self.max_items:
             _, old = self._answers.popitem(last=False)
             self._bytes -= len(old.payload) + len(old.topic)
 

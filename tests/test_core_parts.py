@@ -324,3 +324,11 @@ def test_with_peers_the_verdict_waits_for_the_probe():
 
 def test_illegal_moves_in_the_parts_are_fogmesh_errors():
     assert issubclass(IllegalTransition, FogmeshError)
+
+
+def test_answers_leave_with_their_ids_whatever_the_byte_budget_allows():
+    book = AnswerBook(max_items=3, ttl_s=900.0, max_bytes=1 << 20)
+    for n in range(10):
+        book.add(f"t{n}", 0.0, Answer("r", b"{}"))
+    assert book.answer("t9", 1.0) is not None and book.answer("t6", 1.0) is None
+    assert len(book._answers) == 3
