@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 RECEIVE_MAXIMUM = 100       # as max_inflight_messages in the shipped mosquitto configs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One received application message."""
 
