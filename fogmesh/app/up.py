@@ -9,8 +9,10 @@ Ctrl-C tears all of it down.
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -31,7 +33,43 @@ def _demo_pipeline() -> Any:
                         args={"min_area": 200}, cooldown_ms=1000)
 
 
-def demo_loop(url: str, root: str, agent: Any, out: Any, *, timeout: float = 20.0) -> bool:
+class Interrupts:
+    """Ctrl-C noted by a handler that only sets a flag, and raised as
+    KeyboardInterrupt where the demo looks (between answers): Python's default
+    raises it wherever the main thread happens to be, and a run interrupted
+    inside a library's lock handling once finished as if nothing happened."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda *_: self.asked.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def check(self) -> None:
+        if self.asked.is_set():
+            raise KeyboardInterrupt
+
+    def result(self, future: Any, timeout: float) -> Any:
+        """``future.result(timeout)``, looking for Ctrl-C ten times a second."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            try:
+                return future.result(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+
+
+def demo_loop(url: str, root: str, agent: Any, out: Any, *, timeout: float = 20.0,
+              interrupts: Interrupts | None = None) -> bool:
     """Camera frames -> ``motion`` -> a relay pulse, printed as it happens."""
     from fogmesh.devices.actuator import ActuatorDevice
     from fogmesh.devices.gpio import make_pin_factory, parse_pins
@@ -47,6 +85,8 @@ def demo_loop(url: str, root: str, agent: Any, out: Any, *, timeout: float = 20.
     try:
         deadline = time.monotonic() + timeout
         while relay.commands == 0 and time.monotonic() < deadline:
+            if interrupts is not None:
+                interrupts.check()
             time.sleep(0.05)
         stats = agent.pipelines.cores["deterrent"].stats
         if relay.commands == 0:
@@ -76,6 +116,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
     # and a journal's memory of "demo-4 answered" would swallow the next run's.
     state = tempfile.TemporaryDirectory(prefix="fogmesh-up-")
     broker = EmbeddedBroker(port=port)
+    interrupts = Interrupts().__enter__()
     try:
         broker.start()
         print(f"broker   embedded amqtt on {broker.url}", file=out, flush=True)
@@ -93,11 +134,12 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
             for n in range(tasks):
                 kind, args = DEMO_WORKLOAD[n % len(DEMO_WORKLOAD)]
                 futures.append((f"demo-{n + 1}", kind, client.send(kind, args, task_id=f"demo-{n + 1}")))
+                interrupts.check()
             print(f"{'task':<9} {'kind':<7} {'status':<7} {'worker':<9} {'tier':<6} "
                   f"{'queue ms':>9} {'run ms':>9} {'round trip ms':>14}", file=out)
             ok = 0
             for task_id, kind, fut in futures:
-                r = fut.result(timeout=30)
+                r = interrupts.result(fut, 30)
                 ok += r.ok
                 print(f"{task_id:<9} {kind:<7} {r.reply.status:<7} {r.worker:<9} {r.tier:<6} "
                       f"{r.ms.queue:>9.1f} {r.ms.run:>9.1f} {r.latency_ms:>14.1f}", file=out, flush=True)
@@ -107,7 +149,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
                 by_worker[w] = by_worker.get(w, 0) + 1
             spread = ", ".join(f"{w}: {n}" for w, n in sorted(by_worker.items()))
             print(f"\n{ok}/{tasks} ok; tasks per agent: {spread}", file=out)
-        loop_ok = demo_loop(broker.url, root, started[0], out) if started else True
+        loop_ok = demo_loop(broker.url, root, started[0], out, interrupts=interrupts) if started else True
         print("\ntry it by hand: fogmesh broker, fogmesh agent --id a1, fogmesh submit echo "
               "--args '{\"hi\": 1}'", file=out)
         return 0 if ok == tasks and loop_ok else 1
@@ -115,6 +157,7 @@ def run_demo(*, agents: int = 3, tasks: int = 12, port: int = 0, root: str = "fo
         print("\ninterrupted; shutting down", file=out)
         return 130
     finally:
+        interrupts.__exit__()
         for agent in started:
             agent.stop(timeout=5)
         broker.stop()
