@@ -14,10 +14,10 @@ bytes) and ``T`` (answered: key, time), each ``tag`` then its fields as
 again after a restart gets the same answer; ``T`` (no answer kept) and ``D``
 (no time either) come from older versions and are still read. Answered ids are
 kept for ``done_ttl_s`` (the dedup window), not for ever: a device may reuse an
-id after that, restart or not. One ``os.write`` per record on an ``O_APPEND`` file: a process killed at any point
-leaves at most a torn last record, which loading ignores. No fsync: surviving
-a process crash is the goal; a power cut is the broker's and the device's
-retry's job. The file is rewritten (compacted) at start and whenever it passes
+id after that, restart or not. One ``os.write`` per record on an ``O_APPEND``
+file: a process killed at any point leaves at most a torn last record, which
+loading ignores. No fsync: surviving a process crash is the goal; a power cut
+is the broker's and the device's retry's job. The file is rewritten (compacted) at start and whenever it passes
 ``max_bytes``, so it stays bounded by what the agent holds.
 """
 
@@ -63,7 +63,7 @@ class Journal:
         self.wall_clock = wall_clock
         self.unfinished: OrderedDict[str, bytes] = OrderedDict()
         self.done: OrderedDict[str, float] = OrderedDict()     # answered id -> when (wall clock)
-        self.answers: dict[str, StoredAnswer] = {}                   # ... and its answer, when kept
+        self.answers: dict[str, StoredAnswer] = {}             # ... and its answer, when kept
         self._fd = -1
         self._lock_fd = -1
         self._size = 0
@@ -194,11 +194,17 @@ class Journal:
                 self._remember_done(key, _TIME.unpack(fields[1])[0] if ok else self.wall_clock(), answer)
 
     def _compact(self) -> None:
-        body = b"".join([self._done_record(k, at) for k, at in self.done.items()] +
-                        [_record(b"A", k.encode(), p) for k, p in self.unfinished.items()])
+        """Written record by record through a buffer, never as one body in
+        memory: a journal of 20,000 answers would have cost its size twice
+        over, at every compaction, in an agent under load."""
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        size = 0
         try:
-            tmp.write_bytes(body)
+            with open(tmp, "wb", buffering=1 << 16) as f:
+                for k, at in self.done.items():
+                    size += f.write(self._done_record(k, at))
+                for k, payload in self.unfinished.items():
+                    size += f.write(_record(b"A", k.encode(), payload))
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
@@ -206,4 +212,4 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._size = len(body)
+        self._size = size
