@@ -631,12 +631,13 @@ def run_all(names: list[str], brokers: list[str]) -> list[FaultRun]:
 
 
 def table(rows: list[FaultRun]) -> str:
-    head = f"{'fault':54} {'broker':9} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
+    wide = max([54, *(len(r.fault) for r in rows)])      # the longest fault's name sets the column
+    head = f"{'fault':{wide}} {'broker':9} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
            f"{'dup replies':>11} {'recover s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         rec = "-" if r.recover_s is None else f"{r.recover_s:.1f}"
-        lines.append(f"{r.fault:54} {r.broker:9} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
+        lines.append(f"{r.fault:{wide}} {r.broker:9} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
                      f"{r.run_twice:9d} {r.duplicate_replies:11d} {rec:>9}")
     return "\n".join(lines)
 
