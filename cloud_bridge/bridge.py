@@ -27,6 +27,7 @@ from fogmesh import codec
 from fogmesh.announcements import BridgeHealth
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.bookkeeping import Bookkeeping
+from fogmesh.cloud_bridge.forwarding import Forwarding
 from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, UplinkChanged
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
 from fogmesh.cloud_bridge.translate import (
@@ -93,8 +94,7 @@ class Bridge:
         self._resend_at = -1e9
         self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
         self._workers: set[str] = set()                      # cloud workers online
-        self._forwarding: list[tuple[Delivery, Message, str]] = []  # results on their way to the fog
-        self._forwarding_keys: set[str] = set()
+        self.forwarding: Forwarding[Message] = Forwarding()    # results on their way to the fog
         self.books = Bookkeeping(self.outbox, log=self.log, say_health=self._health_now)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -220,16 +220,9 @@ class Bridge:
         self.counters["forwarded"] += 1
 
     def _tick(self) -> None:
-        if self._forwarding:
-            still = []
-            for delivery, message, key in self._forwarding:
-                if delivery.confirmed():
-                    self.cloud.ack(message)
-                    self._forwarding_keys.discard(key)
-                    self.books.remove(key)
-                else:
-                    still.append((delivery, message, key))
-            self._forwarding = still
+        for message, key in self.forwarding.arrived():
+            self.cloud.ack(message)
+            self.books.remove(key)
         acked = [k for k, delivery in self._inflight.items() if delivery.confirmed()]
         now = self.now()
         if acked:
@@ -346,7 +339,7 @@ class Bridge:
                     self.books.failed(exc)
                     return
                 self._inflight.pop(key, None)
-                if row is None or key in self._forwarding_keys or key in self.books.unremoved:
+                if row is None or key in self.forwarding or key in self.books.unremoved:
                     self.counters["duplicate_results"] += 1
                 else:
                     task_id = task_of(key)
@@ -358,11 +351,7 @@ class Bridge:
                     delivery = self.edge.publish(self.topics.agent_inbox(row.origin),
                                                  Result(row.offer, task_id, self.agent_id, back).encode())
                     assert delivery is not None      # untagged publishes are never withdrawn
-                    # The cloud's result is acknowledged, and the row dropped, only
-                    # once the edge broker has the result: a crash in between
-                    # makes the cloud redeliver it, never lose it.
-                    self._forwarding.append((delivery, m, key))
-                    self._forwarding_keys.add(key)
+                    self.forwarding.add(delivery, m, key)   # acknowledged once the edge broker has it
                     self.counters["results"] += 1
                     return
         elif self.cloud_topics.agent_of_presence(m.topic) is not None:

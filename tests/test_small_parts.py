@@ -230,3 +230,26 @@ def test_a_device_over_its_rate_gets_busy_errors_not_runs():
         codes += [orjson.loads(a.payload).get("error", {}).get("code", "ok") for a in out
                   if isinstance(a, Publish) and a.topic == "t/replies/d"]
     assert codes == ["ok", "ok", "busy", "busy"] and c.counters.rate_limited == 2
+
+
+class _Sent:
+    """A publish's delivery as the bridge sees it: confirmed or not yet."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def confirmed(self) -> bool:
+        return self.done
+
+
+def test_a_cloud_result_is_acknowledged_only_once_the_edge_broker_has_it():
+    from fogmesh.cloud_bridge.forwarding import Forwarding
+    forwarding, first, second = Forwarding(), _Sent(), _Sent()
+    forwarding.add(first, "cloud-msg-1", "k1")      # type: ignore[arg-type]
+    forwarding.add(second, "cloud-msg-2", "k2")     # type: ignore[arg-type]
+    assert forwarding.arrived() == [] and "k1" in forwarding
+    second.done = True
+    assert forwarding.arrived() == [("cloud-msg-2", "k2")]
+    assert "k2" not in forwarding and "k1" in forwarding    # a redelivered k1 is still a duplicate
+    first.done = True
+    assert forwarding.arrived() == [("cloud-msg-1", "k1")] and forwarding.arrived() == []
