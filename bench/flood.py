@@ -33,6 +33,7 @@ import psutil
 from fogmesh.bench import targets_line
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.processes import stop_processes
+from fogmesh.mqtt_framing import split_packets
 
 READERS = ("fast", "slow", "none")
 SLOW_PER_S = 1000.0
@@ -111,22 +112,7 @@ class Reader:
             if not data:
                 return
             buffer += data
-            while len(buffer) >= 2:
-                length, at, multiplier = 0, 1, 1
-                while at < len(buffer):
-                    byte = buffer[at]
-                    length += (byte & 0x7F) * multiplier
-                    multiplier *= 128
-                    at += 1
-                    if not byte & 0x80:
-                        break
-                else:
-                    break
-                if len(buffer) < at + length:
-                    break
-                if buffer[0] & 0xF0 == 0x30:
-                    self.count += 1
-                del buffer[:at + length]
+            self.count += sum(1 for packet in split_packets(buffer) if packet[0] & 0xF0 == 0x30)
             if pace:
                 ahead = started + self.count * pace - time.monotonic()
                 if ahead > 0:

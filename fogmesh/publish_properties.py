@@ -11,6 +11,8 @@ pairs.
 
 from __future__ import annotations
 
+from fogmesh.mqtt_framing import encode_varint as _vbi
+from fogmesh.mqtt_framing import read_varint as _read_vbi
 from fogmesh.properties import MessageProperties
 
 _BYTE, _U16, _U32, _VBI, _BIN, _STR, _PAIR = range(7)
@@ -89,29 +91,6 @@ def _string(text: str) -> bytes:
     if len(data) > 0xFFFF:
         raise ValueError("an MQTT string is at most 65535 bytes")
     return len(data).to_bytes(2, "big") + data
-
-
-def _vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_vbi(buf: bytes | bytearray, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    for _ in range(4):
-        if i >= len(buf):
-            raise ValueError("truncated variable byte integer")
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
-    raise ValueError("variable byte integer longer than 4 bytes")
 
 
 def _read_bytes(buf: bytes | bytearray, i: int) -> tuple[bytes, int]:

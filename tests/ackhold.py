@@ -9,30 +9,9 @@ import socket
 import threading
 
 from fogmesh.broker.ports import free_port
+from fogmesh.mqtt_framing import split_packets
 
 PUBACK = 0x40
-
-
-def split_packets(buffer: bytearray) -> list[bytes]:
-    """Take the whole MQTT packets off the front of ``buffer``."""
-    packets = []
-    while len(buffer) >= 2:
-        length, multiplier, at = 0, 1, 1
-        while True:
-            if at >= len(buffer):
-                return packets
-            byte = buffer[at]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            at += 1
-            if not byte & 0x80:
-                break
-        end = at + length
-        if end > len(buffer):
-            return packets
-        packets.append(bytes(buffer[:end]))
-        del buffer[:end]
-    return packets
 
 
 class AckHoldingLink:

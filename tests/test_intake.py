@@ -7,7 +7,8 @@ import pytest
 
 from fogmesh.devices.client import FogClient
 from fogmesh.edge_agent.intake import IntakeGate
-from tests.ackhold import AckHoldingLink, split_packets
+from fogmesh.mqtt_framing import split_packets
+from tests.ackhold import AckHoldingLink
 from tests.waiting import wait_until
 
 

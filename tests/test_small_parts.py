@@ -253,3 +253,22 @@ def test_a_cloud_result_is_acknowledged_only_once_the_edge_broker_has_it():
     assert "k2" not in forwarding and "k1" in forwarding    # a redelivered k1 is still a duplicate
     first.done = True
     assert forwarding.arrived() == [("cloud-msg-1", "k1")] and forwarding.arrived() == []
+
+
+def test_variable_byte_integers_round_trip_at_every_width():
+    from fogmesh.mqtt_framing import encode_varint, read_varint
+    for n in (0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455):
+        data = encode_varint(n)
+        assert read_varint(b"x" + data, 1) == (n, 1 + len(data))
+    with pytest.raises(ValueError):
+        read_varint(b"\x80\x80", 0)
+
+
+def test_a_stream_gives_up_its_whole_packets_and_keeps_the_start_of_the_next():
+    from fogmesh.mqtt_framing import encode_varint, split_packets
+    big = b"\x30" + encode_varint(200) + b"p" * 200
+    stream = bytearray(b"\x40\x02\x00\x01" + big + b"\x40\x02\x00")
+    assert split_packets(stream) == [b"\x40\x02\x00\x01", big]
+    assert stream == b"\x40\x02\x00"
+    stream += b"\x02"
+    assert split_packets(stream) == [b"\x40\x02\x00\x02"] and stream == b""

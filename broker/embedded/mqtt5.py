@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Any
 
+from fogmesh.mqtt_framing import read_varint
+
 log = logging.getLogger("fogmesh.broker.embedded")
 
 
@@ -74,16 +76,9 @@ def v5_client_id(connect: bytes) -> str:
         while connect[i] & 0x80:
             i += 1
         i += 1 + 2 + 4 + 1 + 1 + 2          # name length, "MQTT", level, flags, keep-alive
-        length, shift = 0, 0
-        while True:                          # the properties' length
-            byte = connect[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        length, i = read_varint(connect, i)  # the properties' length
         i += length
         n = int.from_bytes(connect[i:i + 2], "big")
         return connect[i + 2:i + 2 + n].decode(errors="replace") if i + 2 + n <= len(connect) else ""
-    except IndexError:
+    except (IndexError, ValueError):
         return ""
