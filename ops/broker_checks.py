@@ -12,6 +12,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Iterator
 
 from fogmesh import codec
 from fogmesh.errors import ConnectError
@@ -131,6 +132,15 @@ class Session:
         self.client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}",
                                  on_message=self.inbox.put, reconnect=False)
 
+    def received(self, wait_s: float) -> Iterator[Message]:
+        """The messages that arrive within ``wait_s`` from now, as they come."""
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                yield self.inbox.get(timeout=left)
+            except queue.Empty:
+                return
+
     def close(self) -> None:
         self.client.stop()
 
@@ -217,12 +227,7 @@ def check_clock(target: BrokerTarget, session: Session, *, wait_s: float) -> Che
             session.client.subscribe(f, 0, timeout=target.timeout)
         except ConnectError:
             pass
-    deadline = time.monotonic() + wait_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            m = session.inbox.get(timeout=left)
-        except queue.Empty:
-            break
+    for m in session.received(wait_s):
         if m.retain or not m.payload:
             continue
         try:
@@ -249,12 +254,7 @@ def broker_version(target: BrokerTarget, session: Session, *, wait_s: float = 1.
         session.client.subscribe(SYS_VERSION, 0, timeout=target.timeout)
     except ConnectError:
         return None
-    deadline = time.monotonic() + wait_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            m = session.inbox.get(timeout=left)
-        except queue.Empty:
-            break
+    for m in session.received(wait_s):
         if m.topic == SYS_VERSION and m.payload:
             return m.payload.decode(errors="replace").strip()
     return None
