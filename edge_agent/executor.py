@@ -79,7 +79,8 @@ class Executor:
                     result, error = run_handler(self.registry, action.task.kind, action.task.args)
                     todo.extend(self.core.handle(Finished(action.key, result, error), self.clock()))
                 else:
-                    self.pool.submit(action.key, action.task.kind, action.task.args)
+                    self.pool.submit(action.key, action.task.kind, action.task.args,
+                                     shipped=action.kind.handler if action.kind.ships_handler else None)
             elif isinstance(action, Cancel):
                 self.log.warning("stopping the run of task %s (timeout, or answered elsewhere)", action.key)
                 self.pool.cancel(action.key)

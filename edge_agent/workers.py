@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 DoneCallback = Callable[[str, Any, "ErrorInfo | None", float], None]
 
 
-def run_handler(registry: Registry, kind: str, args: Mapping[str, Any]) -> tuple[Any, ErrorInfo | None]:
+def run_handler(registry: Registry, kind: str, args: Mapping[str, Any], *, shipped: Any = None,
+                cache: dict[Any, Any] | None = None) -> tuple[Any, ErrorInfo | None]:
     """Run one handler and map its failure to a wire error. Shared by inline
-    runs and worker processes so both answer the same way."""
+    runs and worker processes so both answer the same way. ``shipped``: a
+    deployed kind's loader, sent with the job (``TaskKind.ships_handler``);
+    ``cache``: where it keeps what it loaded in this worker."""
     try:
+        if shipped is not None:
+            return shipped(args, cache), None
         return registry.get(kind).handler(args), None
     except BadArgs as exc:
         return None, ErrorInfo("bad_args", str(exc))
@@ -51,6 +56,7 @@ def _worker_main(conn: Connection, registry: Registry) -> None:
     """Entry point of a worker process: receive (id, kind, args), send results."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    loaded: dict[Any, Any] = {}     # deployed kinds this worker has loaded
     while True:
         try:
             job = conn.recv()
@@ -58,9 +64,9 @@ def _worker_main(conn: Connection, registry: Registry) -> None:
             return
         if job is None:     # the pool is stopping
             return
-        task_id, kind, args = job
+        task_id, kind, args, shipped = job
         t0 = time.perf_counter()
-        result, error = run_handler(registry, kind, args)
+        result, error = run_handler(registry, kind, args, shipped=shipped, cache=loaded)
         run_ms = 1000 * (time.perf_counter() - t0)
         try:
             conn.send((task_id, result, error, run_ms))
@@ -78,6 +84,7 @@ class _Worker:
     task_id: str | None = None
     reader: threading.Thread | None = None
     dead: bool = False
+    retired: bool = False     # replace once idle (it may hold an older version of a deployed kind)
 
 
 def _context() -> Any:
@@ -104,7 +111,7 @@ class WorkerPool:
         self._zygote: zygote.Zygote | None = None
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
-        self._pending: deque[tuple[str, str, dict[str, Any]]] = deque()
+        self._pending: deque[tuple[str, str, dict[str, Any], Any]] = deque()
         self._closing = False
 
     def start(self) -> None:
@@ -145,7 +152,10 @@ class WorkerPool:
                 break
             with self._lock:
                 worker.task_id = None
+                retire = worker.retired
             self.on_done(task_id, result, error, run_ms)
+            if retire:
+                self._replace_retired(worker)
             self._dispatch_pending()
         # The worker is gone: killed on purpose by cancel(), or it crashed.
         with self._lock:
@@ -154,6 +164,8 @@ class WorkerPool:
             replace = not self._closing and worker in self._workers
             if replace:
                 self._workers.remove(worker)
+        if not replace:
+            worker.proc.join(2.0)     # retired or stopping: reap it
         if replace:
             code = worker.proc.exitcode
             log.warning("%s: worker pid %s exited (code %s); starting a new one",
@@ -169,7 +181,7 @@ class WorkerPool:
     def _dispatch_pending(self) -> None:
         while True:
             with self._lock:
-                idle = next((w for w in self._workers if w.task_id is None and not w.dead), None)
+                idle = next((w for w in self._workers if w.task_id is None and not w.dead and not w.retired), None)
                 if idle is None or not self._pending:
                     return
                 job = self._pending.popleft()
@@ -182,12 +194,40 @@ class WorkerPool:
                     idle.task_id = None
                     self._pending.appendleft(job)
 
-    def submit(self, task_id: str, kind: str, args: Mapping[str, Any]) -> None:
+    def submit(self, task_id: str, kind: str, args: Mapping[str, Any], *, shipped: Any = None) -> None:
         """Run on an idle worker, or as soon as one is idle (a killed worker
-        is being replaced)."""
+        is being replaced). ``shipped``: a deployed kind's handler."""
         with self._lock:
-            self._pending.append((task_id, kind, dict(args)))
+            self._pending.append((task_id, kind, dict(args), shipped))
         self._dispatch_pending()
+
+    def renew(self) -> None:
+        """Replace every worker, each once it is idle: after a deployed kind
+        changed version, no worker that imported the old one runs the new
+        (a module stays imported for a process's life). Runs under way
+        finish where they are (that kind's drain)."""
+        with self._lock:
+            if self._closing:
+                return
+            for w in self._workers:
+                w.retired = True
+            idle = [w for w in self._workers if w.task_id is None]
+        for w in idle:
+            self._replace_retired(w)
+        self._dispatch_pending()
+
+    def _replace_retired(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._closing or worker not in self._workers or worker.task_id is not None:
+                return
+            self._workers.remove(worker)
+        try:
+            worker.conn.send(None)          # leave: its reader sees the pipe close and does not replace it
+        except OSError:
+            pass
+        new = self._spawn()
+        with self._lock:
+            self._workers.append(new)
 
     def cancel(self, task_id: str) -> None:
         """Kill the worker running ``task_id``; its reader thread replaces it."""

@@ -44,3 +44,12 @@ def encode_with(obj: dict[str, Any], key: str, raw: bytes | None) -> bytes:
     if raw is None:
         return out
     return out[:-1] + (b',"' if obj else b'"') + key.encode() + b'":' + raw + b"}"
+
+
+def canonical(obj: Any) -> bytes:
+    """The one byte form of ``obj`` that signatures and digests cover: keys
+    sorted, compact. Anyone re-encoding a signed document gets these bytes."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise InvalidMessage("bad_json", f"value is not JSON-serializable: {exc}") from exc

@@ -22,6 +22,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── PublishError (OSError)           paho refused to queue a publish
     ├── ServiceError (ValueError)        a service unit cannot be made as asked
     ├── IllegalTransition (RuntimeError) the agent core moved a task to a state it may not reach
+    ├── DeployRefused (ValueError)       a bundle or desired state not applied (``code``: why)
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         ├── JournalLocked                another agent with the same id holds the journal
         └── StoreFull                    the bridge's outbox is at its bound (back-pressure)
@@ -140,3 +141,15 @@ class DiskLow(StoreFull):
 class IllegalTransition(FogmeshError, RuntimeError):
     """The agent core tried to move a task between two states its transition
     table does not link: a bug, refused before it could answer a task twice."""
+
+
+class DeployRefused(FogmeshError, ValueError):
+    """A bundle or desired-state document is not applied; ``code`` is the
+    reason reported on the agent's deployment state (``bad_signature``,
+    ``unknown_key``, ``digest_mismatch``, ``stale_serial``, ``downgrade``,
+    ``incompatible``, ``too_large``, ``bad_bundle``, ...), the message says
+    what to do about it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

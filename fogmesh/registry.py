@@ -40,6 +40,9 @@ class TaskKind:
     timeout_s: float = 30.0
     inline: bool = False
     description: str = ""
+    # A deployed kind (fogmesh.deploy.kinds): its handler is a small picklable
+    # loader sent with each job, since the workers started before it existed.
+    ships_handler: bool = False
 
     def __post_init__(self) -> None:
         if self.weight not in WEIGHTS:

@@ -175,6 +175,44 @@ class Topics:
         """Operator commands to one agent (``{"op": "drain"}``)."""
         return f"{self.root}/agents/{validate_segment(agent_id, what='agent id')}/control"
 
+    # -- fleet deployment (fogmesh deploy; topics.md "Deployment") ----------------
+    def deploy_desired(self, target: str) -> str:
+        """The retained, signed desired state of one target (``all``,
+        ``agent:ID``, ``site:NAME``, ``label:L`` -> ``.../agent/ID``)."""
+        if target == "all":
+            return f"{self.root}/deploy/desired/all"
+        kind, _, name = target.partition(":")
+        return f"{self.root}/deploy/desired/{validate_segment(kind, what='target kind')}/" \
+               f"{validate_segment(name, what='target name')}"
+
+    @property
+    def deploy_desired_filter(self) -> str:
+        return f"{self.root}/deploy/desired/#"
+
+    def deploy_bundle(self, digest: str) -> str:
+        """A bundle's signed manifest (retained)."""
+        return f"{self.root}/deploy/bundles/{validate_segment(digest, what='bundle digest')}"
+
+    def deploy_chunk(self, digest: str, index: int) -> str:
+        """One chunk of a bundle's payload (retained; agents subscribe to the ones they lack)."""
+        return f"{self.root}/deploy/chunks/{validate_segment(digest, what='bundle digest')}/{int(index)}"
+
+    def deploy_reported(self, agent_id: str) -> str:
+        """An agent's deployment state (retained)."""
+        return f"{self.root}/deploy/reported/{validate_segment(agent_id, what='agent id')}"
+
+    @property
+    def deploy_reported_filter(self) -> str:
+        return f"{self.root}/deploy/reported/+"
+
+    def deploy_history(self, serial: int) -> str:
+        """One deployment's record (retained), for ``fogmesh deploy history``."""
+        return f"{self.root}/deploy/history/{int(serial)}"
+
+    @property
+    def deploy_history_filter(self) -> str:
+        return f"{self.root}/deploy/history/+"
+
     # -- devices: sensors, cameras, actuators (the devices issue) ------------------
     def sensor(self, device: str, sensor: str) -> str:
         """Readings of one sensor (push mode), JSON ``{"value": n, "ts": s, ...}``."""
