@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from fogmesh.broker_url import BrokerUrl
+from fogmesh.deploy.receiver import DeployReceiver
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import AgentConfig
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.deploying import make_receiver, switch_kinds
 from fogmesh.edge_agent.dispatcher import Dispatcher, as_task
 from fogmesh.edge_agent.executor import Executor
 from fogmesh.edge_agent.host_monitor import HostMonitor
@@ -64,12 +66,19 @@ class Agent:
         self.agent_id = agent_id
         self.topics = Topics(o.root)
         self.registry = o.registry or Registry.from_entry_points()
+        self._root_tag = root_tag = hashlib.sha1(o.root.encode()).hexdigest()[:8]
+        self.log = _AgentLog(log, {"agent": agent_id})
+        self.receiver: DeployReceiver | None = None   # fleet deployment: only with a trusted key
+        if o.trust_keys:
+            self.receiver = make_receiver(agent_id=agent_id, broker=broker, options=o, topics=self.topics,
+                                          base=self.registry, root_tag=root_tag, switch=self._switch_kinds,
+                                          log=self.log)
+            self.registry = self.receiver.load()
         self.concurrency = o.concurrency
         self.requested_dispatch = self.dispatch = o.dispatch
         self.presence_period = o.presence_period
         self.monitor = o.monitor or HostMonitor()
         self.clock, self.wall_clock = o.clock, o.wall_clock
-        self.log = _AgentLog(log, {"agent": agent_id})
         # systemd (Type=notify): readiness, status and the watchdog fed by the dispatcher.
         self.notifier = o.notifier or ServiceNotifier(None)
         self.core: AgentCore | None = None
@@ -91,7 +100,6 @@ class Agent:
                                      on_fatal=self._fatal, on_drained=self._drained)
         self._last_presence: Delivery | None = None
         self._rescues: list[RescueSession] = []
-        self._root_tag = root_tag = hashlib.sha1(o.root.encode()).hexdigest()[:8]
         self.journal: Journal | None = None
         if o.journal:
             directory = Path(o.state_dir) if o.state_dir else default_state_dir()
@@ -147,6 +155,8 @@ class Agent:
             raise
         if self.pipelines:
             self.pipelines.start(timeout=timeout)
+        if self.receiver:
+            self.receiver.start(timeout=timeout)
         if self.options.metrics_port is not None:
             from fogmesh.edge_agent.metrics import serve
             self._metrics = serve(self, port=self.options.metrics_port, addr=self.options.metrics_addr)
@@ -211,6 +221,8 @@ class Agent:
         self.notifier.stopping(f"stopping: finishing {self.core.held if self.core else 0} held task(s)")
         if self.pipelines:
             self.pipelines.stop()
+        if self.receiver:
+            self.receiver.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
         if self._thread and self._thread.is_alive():
@@ -254,6 +266,11 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _switch_kinds(self, registry: Registry) -> None:
+        """A deployment's new kinds (the receiver's thread): see edge_agent/deploying.py."""
+        switch_kinds(registry, events=self.dispatcher.events, pool=self.pool)
+        self.registry = registry
 
     # -- what it says ------------------------------------------------------
     @property

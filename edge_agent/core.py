@@ -300,6 +300,11 @@ def _link(core: AgentCore, e: ev.LinkChanged, now: float) -> list[Action]:
     return core._on_disconnect(now, control=e.control)
 
 
+def _kinds(core: AgentCore, event: ev.KindsChanged, now: float) -> list[Action]:
+    core.registry = event.registry
+    return []
+
+
 _HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
     ev.MessageIn: lambda c, e, now: c._on_message(e.topic, e.payload, e.token, now, dup=e.dup),
     ev.RescuedIn: lambda c, e, now: c._on_rescued(e.topic, e.payload, e.token, now, holder=e.holder),
@@ -317,4 +322,5 @@ _HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
     ev.JournalWorks: lambda c, e, now: c._journal_works(),
     ev.StopAccepting: _stop,
     ev.Restored: lambda c, e, now: c._restore(done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
+    ev.KindsChanged: _kinds,
 }

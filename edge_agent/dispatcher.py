@@ -33,6 +33,7 @@ from fogmesh.edge_agent.inputs import (
     IdConflict,
     Incoming,
     Input,
+    KindsReplaced,
     LinkChanged,
     Received,
     Rescued,
@@ -207,6 +208,13 @@ class Dispatcher:
             self.standing.begin_drain(now)
         elif isinstance(event, IdConflict):
             self.standing.rivals.heard(event.other, now)
+        elif isinstance(event, KindsReplaced):
+            core.handle(ev.KindsChanged(event.registry), now)
+            assert self.executor is not None
+            self.executor.registry = event.registry
+            self.announcer.kinds = event.registry.names()
+            self.announcer.again()        # presence lists the kinds now
+            event.then()
         elif isinstance(event, StopAsked):
             self.standing.stop.asked(event.by)
             core.handle(ev.StopAccepting(), now)

@@ -18,6 +18,7 @@ from typing import Any, Union
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.messages import ErrorInfo
+from fogmesh.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,15 @@ class Restored:
     answers: dict[str, StoredAnswer] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class KindsChanged:
+    """A deployment switched the kinds this agent runs (fogmesh.deploy): tasks
+    landing from now on are judged by ``registry``; those held keep the kind
+    they landed with."""
+
+    registry: Registry
+
+
 CoreEvent = Union[MessageIn, RescuedIn, Finished, Confirmed, Withdrawn, LinkChanged, Tick, ClockRead,
                   BatteryRead, MarksDue, OrderProbe, DrainBegun, JournalFailed, JournalWorks, StopAccepting,
-                  Restored]
+                  Restored, KindsChanged]

@@ -13,15 +13,16 @@ the others are the shell's and become core events in the dispatcher.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 from fogmesh.announcements import Presence
 from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
 from fogmesh.mqtt import Message, MqttClient
+from fogmesh.registry import Registry
 
-__all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "LinkChanged", "Received",
-           "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
+__all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "KindsReplaced", "LinkChanged",
+           "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,17 @@ class Wake:
     """Nothing happened: look at the deadlines again (one changed)."""
 
 
+@dataclass(frozen=True, slots=True)
+class KindsReplaced:
+    """A deployment switches the kinds this agent runs (the core's and
+    presence's); ``then`` is called on the dispatcher once it has."""
+
+    registry: Registry
+    then: Callable[[], None]
+
+
 Input = Union[Received, Rescued, Finished, Confirmed, Withdrawn, LinkChanged, DrainAsked, IdConflict,
-              StopAsked, Wake]
+              StopAsked, Wake, KindsReplaced]
 
 
 def describe_input(event: Input, *, limit: int = 160) -> str:

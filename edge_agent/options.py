@@ -54,6 +54,12 @@ class AgentOptions:
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     notifier: ServiceNotifier | None = None
+    # Fleet deployment (fogmesh.deploy): what deployments address this agent by,
+    # and the keys whose signatures it takes (none: it takes no deployment).
+    site: str = "default"
+    labels: Sequence[str] = ()
+    trust_keys: Sequence[str] = ()
+    max_bundle_mb: float = 100.0
 
     def __post_init__(self) -> None:
         if self.max_unconfirmed < 2:
@@ -62,3 +68,5 @@ class AgentOptions:
             raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
         if self.dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
+        if self.max_bundle_mb <= 0:
+            raise ValueError("max_bundle_mb must be positive")

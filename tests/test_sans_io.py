@@ -30,6 +30,8 @@ PURE_MODULES = [
     "edge_agent/events.py", "edge_agent/rival_watch.py", "edge_agent/presence_hold.py", "edge_agent/journal_health.py",
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
+    "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
+    "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
@@ -54,11 +56,13 @@ def test_each_io_library_is_imported_by_exactly_one_module():
         for name in imported_names(path):
             top = name.split(".")[0]
             if top in ("paho", "amqtt", "psutil", "gpiozero", "cv2", "prometheus_client", "rich",
-                       "matplotlib"):
+                       "matplotlib", "cryptography", "installer", "packaging"):
                 # A package that wraps one library owns it as a whole.
                 where = path.parent if path.parent.name in WRAPPING_PACKAGES else path
                 owners.setdefault(top, set()).add(str(where.relative_to(ROOT)))
     assert owners == {"paho": {"fogmesh/mqtt"}, "amqtt": {"broker/embedded"},
                       "psutil": {"edge_agent/host_monitor.py"}, "gpiozero": {"devices/gpio.py"},
                       "cv2": {"devices/vision.py"}, "prometheus_client": {"edge_agent/metrics.py"},
-                      "rich": {"fogmesh/monitor.py"}, "matplotlib": {"simulator/plots.py"}}
+                      "rich": {"fogmesh/monitor.py"}, "matplotlib": {"simulator/plots.py"},
+                      "cryptography": {"fogmesh/deploy/signing.py"}, "installer": {"fogmesh/deploy/install.py"},
+                      "packaging": {"fogmesh/deploy/compat.py"}}

@@ -25,7 +25,10 @@ SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simu
 # Typed shell modules checked as strictly (what the others are configured with).
 TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/inputs.py", "edge_agent/zygote.py",
                "edge_agent/agent.py", "edge_agent/dispatcher.py", "edge_agent/standing.py", "edge_agent/executor.py",
-               "edge_agent/probes.py"]
+               "edge_agent/probes.py", "edge_agent/deploying.py", "fogmesh/deploy/signing.py",
+               "fogmesh/deploy/compat.py", "fogmesh/deploy/bundle_file.py", "fogmesh/deploy/install.py",
+               "fogmesh/deploy/kinds.py", "fogmesh/deploy/probe.py", "fogmesh/deploy/env_store.py",
+               "fogmesh/deploy/receiver.py"]
 
 
 def module_name(path: str) -> str:

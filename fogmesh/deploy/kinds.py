@@ -34,7 +34,7 @@ def load_entry_point(lib: str, kind: str) -> Callable[[Mapping[str, Any]], Any]:
         for ep in dist.entry_points:
             if ep.group == ENTRY_POINT_GROUP and ep.name == kind:
                 obj = ep.load()
-                return obj.handler if isinstance(obj, TaskKind) else obj   # type: ignore[no-any-return]
+                return obj.handler if isinstance(obj, TaskKind) else obj
     raise LookupError(f"no {ENTRY_POINT_GROUP} entry point {kind!r} in {lib}")
 
 

@@ -70,9 +70,9 @@ def _main(argv: Sequence[str]) -> int:
             for ep in dist.entry_points:
                 if ep.group == ENTRY_POINT_GROUP:
                     obj = ep.load()
-                    kind = obj if isinstance(obj, TaskKind) else TaskKind(name=ep.name, handler=obj)
-                    out[ep.name] = {"weight": kind.weight, "timeout_s": kind.timeout_s,
-                                    "description": kind.description}
+                    spec = obj if isinstance(obj, TaskKind) else TaskKind(name=ep.name, handler=obj)
+                    out[ep.name] = {"weight": spec.weight, "timeout_s": spec.timeout_s,
+                                    "description": spec.description}
         print(json.dumps(out))
         return 0
     kind, args = argv[2], json.loads(argv[3])
