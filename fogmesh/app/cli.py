@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fogmesh.edge_agent.cli import add_parser as add_agent_parser
     add_agent_parser(sub)
+    from fogmesh.deploy.cli import add_parsers as add_deploy_parsers
+    add_deploy_parsers(sub)
 
     p = sub.add_parser("submit", help="submit a task and print its reply",
                        description="Publish one task and print the JSON reply. Exit status: 0 ok, "
@@ -203,10 +205,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from fogmesh.deploy.cli import run_bundle
+    return run_bundle(args)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from fogmesh.deploy.cli import run_deploy
+    setup_logging("WARNING")
+    return run_deploy(args)
+
+
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
             "device": cmd_device, "monitor": cmd_monitor, "dashboard": cmd_dashboard, "bench": cmd_bench,
-            "service": cmd_service, "doctor": cmd_doctor}
+            "service": cmd_service, "doctor": cmd_doctor, "bundle": cmd_bundle, "deploy": cmd_deploy}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,6 +58,7 @@ class BundleRef:
     version: str | None = None
     digest: str | None = None
     size: int = 0
+    kinds: tuple[str, ...] = ()       # what it registers (for `deploy remove KIND` and status)
 
     @property
     def absent(self) -> bool:
@@ -66,13 +67,15 @@ class BundleRef:
     def to_dict(self) -> dict[str, Any]:
         if self.absent:
             return {"name": self.name, "absent": True}
-        return {"name": self.name, "version": self.version, "bundle": self.digest, "size": self.size}
+        return {"name": self.name, "version": self.version, "bundle": self.digest, "size": self.size,
+                "kinds": list(self.kinds)}
 
     @classmethod
     def from_dict(cls, d: Any) -> BundleRef:
         if d.get("absent"):
             return cls(name=str(d["name"]))
-        return cls(name=str(d["name"]), version=str(d["version"]), digest=str(d["bundle"]), size=int(d.get("size", 0)))
+        return cls(name=str(d["name"]), version=str(d["version"]), digest=str(d["bundle"]), size=int(d.get("size", 0)),
+                   kinds=tuple(str(k) for k in d.get("kinds", ())))
 
 
 @dataclass(frozen=True)

@@ -124,27 +124,33 @@ class DeployReceiver:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            retry = min(self._failed.values(), default=None)
-            wait = None if retry is None else max(0.0, retry - self.clock())
             try:
-                msg = self._inbox.get(timeout=wait)
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                self._take(msg)
-            if self._stopping.is_set():
-                return
-            now = self.clock()
-            due = [k for k, at in self._failed.items() if at <= now]
-            for k in due:
-                del self._failed[k]
-            if self._dirty or due:
-                try:
-                    self._converge()
-                except FogmeshError as exc:      # a step's error not mapped to a report: keep serving
-                    self.log.warning("deployment: %s", exc)
-                except Exception:
-                    self.log.exception("deployment: unexpected failure; the kinds that ran keep running")
+                self._turn()
+            except Exception:      # never let the thread die: the kinds that run keep running
+                self.log.exception("deployment: unexpected failure; the kinds that ran keep running")
+                self._stopping.wait(1.0)
+
+    def _turn(self) -> None:
+        """Wait for a message or a retry, take it, converge if something changed."""
+        retry = min((at for at in self._failed.values() if at != float("inf")), default=None)
+        wait = None if retry is None else max(0.0, retry - self.clock())
+        try:
+            msg = self._inbox.get(timeout=wait)
+        except queue.Empty:
+            msg = None
+        if msg is not None:
+            self._take(msg)
+        if self._stopping.is_set():
+            return
+        now = self.clock()
+        due = [k for k, at in self._failed.items() if at <= now]
+        for k in due:
+            del self._failed[k]
+        if self._dirty or due:
+            try:
+                self._converge()
+            except FogmeshError as exc:      # a step's error not mapped to a report: keep serving
+                self.log.warning("deployment: %s", exc)
 
     # -- messages -----------------------------------------------------------------------
     def _take(self, msg: Message) -> None:

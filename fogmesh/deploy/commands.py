@@ -1,0 +1,198 @@
+"""What ``fogmesh deploy`` does: push, roll out through canaries, roll back,
+remove a kind, show status and history. The command holds the rollout:
+it publishes the canaries' desired states, judges their reports
+(:mod:`fogmesh.deploy.rollout`), and either points the whole target at
+the new version or rolls the canaries back with a signed rollback."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fogmesh.deploy.bundle_file import Bundle
+from fogmesh.deploy.desired import BundleRef, Desired
+from fogmesh.deploy.operator import Operator
+from fogmesh.deploy.reported import count_fleet
+from fogmesh.deploy.rollout import choose_canaries, judge_canaries
+from fogmesh.errors import DeployRefused
+
+__all__ = ["RolloutOptions", "deploy", "history", "remove", "rollback", "status"]
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    canaries: int = 0
+    soak_s: float = 30.0
+    max_failures_pct: float = 0.0      # canaries failing at this share or more roll back (0: any failure)
+    deadline_s: float = 300.0          # a canary silent this long counts as failed
+    wait: bool = True
+    timeout_s: float = 600.0           # how long to follow the fleet after the push
+
+
+def _ref_line(ref: BundleRef) -> str:
+    return f"{ref.name} absent" if ref.absent else f"{ref.name} {ref.version} ({', '.join(ref.kinds)})"
+
+
+def _entry(serial: int, target: str, action: str, bundles: tuple[BundleRef, ...], previous: tuple[BundleRef, ...],
+           **more: Any) -> dict[str, Any]:
+    return {"serial": serial, "target": target, "action": action, "at": round(time.time(), 3),
+            "bundles": [b.to_dict() for b in bundles], "previous": [b.to_dict() for b in previous], **more}
+
+
+def _follow(op: Operator, target: str, serial: int, timeout_s: float, say: Say) -> int:
+    """Print the fleet counters as they change until none is in progress; 0 if none failed."""
+    last = [""]
+
+    def settled() -> bool:
+        counts = count_fleet(op.reports.values(), target=target, serial=serial)
+        line = counts.line()
+        if line != last[0]:
+            last[0] = line
+            say(f"  {line}")
+        return counts.targeted > 0 and counts.in_progress == 0
+
+    if not op.wait_until(settled, timeout_s):
+        say(f"still in progress after {timeout_s:.0f} s (agents keep going on their own; `fogmesh deploy status`)")
+        return 1
+    counts = count_fleet(op.reports.values(), target=target, serial=serial)
+    for r in sorted(op.reports.values(), key=lambda r: r.agent):
+        if r.identity.matches(target) and r.applied_serial < serial and r.reason:
+            say(f"  {r.agent}: {r.state}: {r.reason}: {r.detail}")
+    return 0 if counts.failed == 0 else 1
+
+
+def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Say) -> int:
+    m = bundle.manifest
+    say(f"putting {m.label} ({m.payload_size / 1e6:.2f} MB, {len(m.chunks)} chunks) on the broker")
+    ref = op.put_bundle(bundle)
+    op.watch()
+    prev = op.docs.get(target)
+    before = prev.bundles if prev else ()
+    bundles = prev.with_bundle(ref) if prev else (ref,)
+    if o.canaries > 0:
+        online = [a for a, r in op.reports.items() if r.identity.matches(target) and op.presence.get(a) == "online"]
+        canaries = choose_canaries(online, o.canaries)
+        if not canaries:
+            raise DeployRefused("no_canary", f"no online agent of {target} takes deployments (agents need "
+                                "--trust-key); deploy without --canaries, or start them")
+        if not _canaries_pass(op, ref, target, canaries, before, o, say):
+            return 1
+    serial = op.serial()
+    op.put_desired(Desired(target, serial, bundles, issued=round(time.time(), 3), note=f"deploy {m.label}"))
+    op.record(_entry(serial, target, "deploy", bundles, before))
+    say(f"desired state of {target} is serial {serial}: {'; '.join(_ref_line(b) for b in bundles)}")
+    if not o.wait:
+        return 0
+    code = _follow(op, target, serial, o.timeout_s, say)
+    counts = count_fleet(op.reports.values(), target=target, serial=serial)
+    if counts.failed and 100.0 * counts.failed / max(1, counts.targeted) >= o.max_failures_pct:
+        say(f"{counts.failed} of {counts.targeted} agents failed: rolling {target} back")
+        rollback(op, target, o, say)
+        return 1
+    return code
+
+
+def _canaries_pass(op: Operator, ref: BundleRef, target: str, canaries: list[str], before: tuple[BundleRef, ...],
+                   o: RolloutOptions, say: Say) -> bool:
+    serial = op.serial()
+    say(f"canaries: {', '.join(canaries)} (soak {o.soak_s:.0f} s, roll back at {o.max_failures_pct:g}% failed)")
+    for c in canaries:
+        op.put_desired(Desired(f"agent:{c}", serial, (ref,), issued=round(time.time(), 3),
+                               note=f"canary of {target}"))
+    op.record(_entry(serial, target, "canary", (ref,), before, canaries=canaries))
+    started = time.monotonic()
+    shown = [""]
+    verdict = judge_canaries({}, serial=serial, started=started, now=started, soak_s=o.soak_s,
+                             deadline_s=o.deadline_s, max_failures_pct=o.max_failures_pct)
+
+    def decided() -> bool:
+        nonlocal verdict
+        verdict = judge_canaries({c: op.reports.get(c) for c in canaries}, serial=serial, started=started,
+                                 now=time.monotonic(), soak_s=o.soak_s, deadline_s=o.deadline_s,
+                                 max_failures_pct=o.max_failures_pct)
+        if verdict.why != shown[0]:
+            shown[0] = verdict.why
+            say(f"  {verdict.action}: {verdict.why}")
+        return verdict.action != "wait"
+
+    op.wait_until(decided, o.deadline_s + o.soak_s + 5.0)
+    if verdict.action == "proceed":
+        return True
+    back = next((b for b in before if b.name == ref.name), BundleRef(ref.name))
+    serial2 = op.serial()
+    for c in canaries:
+        op.put_desired(Desired(f"agent:{c}", serial2, (back,), rollback=True, issued=round(time.time(), 3),
+                               note=f"canaries of {target} failed"))
+    op.record(_entry(serial2, target, "rollback", (back,), (ref,), canaries=canaries, why=verdict.why))
+    say(f"rolled back: the canaries return to {_ref_line(back)}; the rest of {target} never installed "
+        f"{ref.name} {ref.version}")
+    return False
+
+
+def rollback(op: Operator, target: str, o: RolloutOptions, say: Say) -> int:
+    """Point ``target`` at what it ran before its newest deployment (signed as a rollback)."""
+    op.watch()
+    doc = op.docs.get(target)
+    entry = op.history.get(doc.serial) if doc else None
+    if doc is None or entry is None:
+        raise DeployRefused("no_history", f"no deployment to {target} is on record to roll back")
+    previous = {b["name"]: BundleRef.from_dict(b) for b in entry.get("previous", [])}   # type: ignore[attr-defined]
+    bundles = tuple(previous.get(b.name, BundleRef(b.name)) for b in doc.bundles)
+    serial = op.serial()
+    op.put_desired(Desired(target, serial, bundles, rollback=True, issued=round(time.time(), 3),
+                           note=f"rollback of serial {doc.serial}"))
+    op.record(_entry(serial, target, "rollback", bundles, doc.bundles))
+    say(f"desired state of {target} is serial {serial} (rollback): {'; '.join(_ref_line(b) for b in bundles)}")
+    return _follow(op, target, serial, o.timeout_s, say) if o.wait else 0
+
+
+def remove(op: Operator, kind: str, target: str, o: RolloutOptions, say: Say) -> int:
+    """Take the bundle that registers ``kind`` off ``target``: its tasks get ``unknown_kind``."""
+    op.watch()
+    doc = op.docs.get(target)
+    ref = next((b for b in (doc.bundles if doc else ()) if kind in b.kinds and not b.absent), None)
+    if doc is None or ref is None:
+        raise DeployRefused("no_such_kind", f"no bundle deployed to {target} registers {kind!r}")
+    bundles = doc.with_bundle(BundleRef(ref.name))
+    serial = op.serial()
+    op.put_desired(Desired(target, serial, bundles, issued=round(time.time(), 3), note=f"remove {kind}"))
+    op.record(_entry(serial, target, "remove", bundles, doc.bundles))
+    say(f"desired state of {target} is serial {serial}: {ref.name} removed (kinds {', '.join(ref.kinds)})")
+    return _follow(op, target, serial, o.timeout_s, say) if o.wait else 0
+
+
+def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
+    op.watch()
+    docs = [d for t, d in sorted(op.docs.items()) if target in (None, t)]
+    for d in docs:
+        counts = count_fleet(op.reports.values(), target=d.target, serial=d.serial)
+        say(f"{d.target}: serial {d.serial}{' (rollback)' if d.rollback else ''}: "
+            f"{'; '.join(_ref_line(b) for b in d.bundles)}")
+        say(f"  {counts.line()}")
+    say(f"{'agent':<16} {'presence':<9} {'state':<12} {'desired':>14} {'applied':>14}  bundles / reason")
+    for r in sorted(op.reports.values(), key=lambda r: r.agent):
+        if target is not None and not r.identity.matches(target):
+            continue
+        bundles = ", ".join(f"{k} {v.get('version')}" for k, v in sorted(r.bundles.items())) or "-"
+        why = f"  [{r.reason}: {r.detail}]" if r.reason else ""
+        progress = f" {100 * r.progress:.0f}%" if r.progress is not None and r.state == "downloading" else ""
+        say(f"{r.agent:<16} {op.presence.get(r.agent, '?'):<9} {r.state + progress:<12} {r.desired_serial:>14} "
+            f"{r.applied_serial:>14}  {bundles}{why}")
+    quiet = sorted(a for a, s in op.presence.items() if s != "offline" and a not in op.reports)
+    if quiet:
+        say(f"online without deployments (no --trust-key): {', '.join(quiet)}")
+    return {"desired": [d.to_dict() for d in docs], "reports": {a: r.to_dict() for a, r in op.reports.items()}}
+
+
+def history(op: Operator, target: str | None, say: Say) -> list[dict[str, Any]]:
+    op.watch()
+    entries = [e for s, e in sorted(op.history.items()) if target in (None, e.get("target"))]
+    for e in entries:
+        names = "; ".join(_ref_line(BundleRef.from_dict(b)) for b in e.get("bundles", []))   # type: ignore[attr-defined]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e.get("at", 0))))   # type: ignore[arg-type]
+        extra = f" canaries {', '.join(e['canaries'])}" if e.get("canaries") else ""   # type: ignore[arg-type]
+        say(f"{e['serial']}  {stamp}  {e.get('target')}  {e.get('action')}{extra}: {names}")
+    return entries

@@ -1,0 +1,166 @@
+"""The operator's side of a deployment over MQTT: put a bundle on the broker
+(its signed manifest and its chunks, retained), publish a target's signed
+desired state, read what agents report, keep a history.
+
+Everything is retained, so nothing has to keep running for a deployment to
+reach an agent that is down today or joins next month: the broker holds
+the newest desired state of every target and the bundles it names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterable, Mapping
+
+from fogmesh import codec
+from fogmesh.broker_url import BrokerUrl
+from fogmesh.deploy.bundle_file import Bundle
+from fogmesh.deploy.desired import BundleRef, Desired
+from fogmesh.deploy.manifest import Signed
+from fogmesh.deploy.reported import Report
+from fogmesh.deploy.signing import SigningKey
+from fogmesh.errors import ConnectError, DeployRefused, InvalidMessage
+from fogmesh.mqtt import Delivery, Message, MqttClient
+from fogmesh.topics import Topics
+
+__all__ = ["Operator", "next_serial"]
+
+
+def next_serial(known: Iterable[int], now_ms: int) -> int:
+    """Serials only grow: the clock in milliseconds, or one past the newest known."""
+    return max([now_ms, *(s + 1 for s in known)])
+
+
+class Operator:
+    """One MQTT connection of ``fogmesh deploy``; ``watch()`` keeps the
+    retained reports, desired states and history current as they change."""
+
+    def __init__(self, broker: BrokerUrl | str, *, root: str, key: SigningKey | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.topics = Topics(root)
+        self.key = key
+        self.wall_clock = wall_clock
+        self.reports: dict[str, Report] = {}
+        self.docs: dict[str, Desired] = {}
+        self.history: dict[int, dict[str, object]] = {}
+        self.presence: dict[str, str] = {}           # agent -> state
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        self.client = MqttClient(broker, on_message=self._on_message)
+
+    def __enter__(self) -> Operator:
+        self.client.start(fail_fast=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.stop()
+
+    # -- reading --------------------------------------------------------------------
+    def watch(self, *, settle_s: float = 0.5) -> None:
+        """Subscribe to reports, desired states, history and presence; return once
+        the retained ones have come (quiet for ``settle_s``)."""
+        t = self.topics
+        for f in (t.deploy_reported_filter, t.deploy_desired_filter, t.deploy_history_filter, t.presence_filter):
+            self.client.subscribe(f, 1)
+        last = -1
+        while True:
+            with self._lock:
+                seen = len(self.reports) + len(self.docs) + len(self.history) + len(self.presence)
+                if seen == last:
+                    return
+                last = seen
+                self.changed.wait(settle_s)
+
+    def _on_message(self, m: Message) -> None:
+        t = self.topics
+        with self._lock:
+            try:
+                self._take(m, t)
+            except (InvalidMessage, DeployRefused, KeyError, TypeError, ValueError, AttributeError):
+                pass       # not ours to judge: an agent refuses what does not verify
+            self.changed.notify_all()
+
+    def _take(self, m: Message, t: Topics) -> None:
+        if m.topic.startswith(f"{t.root}/deploy/reported/"):
+            if m.payload:
+                r = Report.from_dict(codec.decode(m.payload))
+                self.reports[r.agent] = r
+        elif m.topic.startswith(f"{t.root}/deploy/desired/"):
+            if m.payload:
+                doc = Desired.from_dict(Signed.decode(m.payload, what=m.topic).document)
+                self.docs[doc.target] = doc
+            else:
+                for target in [k for k in self.docs if t.deploy_desired(k) == m.topic]:
+                    del self.docs[target]
+        elif m.topic.startswith(f"{t.root}/deploy/history/"):
+            if m.payload:
+                entry = codec.decode(m.payload)
+                self.history[int(entry["serial"])] = entry
+        else:
+            agent = t.agent_of_presence(m.topic)
+            if agent is not None and m.payload:
+                self.presence[agent] = str(codec.decode(m.payload).get("state", "offline"))
+
+    def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Until ``done()`` (called under the lock on every change) holds, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 1.0))
+            return True
+
+    def serial(self) -> int:
+        with self._lock:
+            known = [d.serial for d in self.docs.values()] + list(self.history)
+        return next_serial(known, int(self.wall_clock() * 1000))
+
+    # -- writing --------------------------------------------------------------------
+    def _signed(self, document: Mapping[str, object]) -> bytes:
+        if self.key is None:
+            raise DeployRefused("bad_key", "this needs the signing key: give --key FILE (`fogmesh bundle keygen`)")
+        return Signed(document).signed_with(self.key.sign).encode()
+
+    def _confirm(self, deliveries: list[Delivery | None], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for d in deliveries:
+            if d is None or not d.wait(max(0.1, deadline - time.monotonic())):
+                raise ConnectError(f"the broker did not confirm {what} within {timeout:.0f} s")
+
+    def put_bundle(self, bundle: Bundle, *, progress: Callable[[int, int], None] | None = None) -> BundleRef:
+        """The bundle's manifest and chunks, retained (what agents fetch)."""
+        m = bundle.manifest
+        t = self.topics
+        pending: list[Delivery | None] = []
+        for i in range(len(m.chunks)):
+            start, end = m.chunk_span(i)
+            pending.append(self.client.publish(t.deploy_chunk(m.digest, i), bundle.payload[start:end], qos=1,
+                                               retain=True))
+            if len(pending) >= 64:
+                self._confirm(pending, f"the chunks of {m.label}")
+                pending = []
+            if progress:
+                progress(i + 1, len(m.chunks))
+        pending.append(self.client.publish(t.deploy_bundle(m.digest), bundle.signed.encode(), qos=1, retain=True))
+        self._confirm(pending, f"the chunks of {m.label}")
+        return BundleRef(name=m.name, version=m.version, digest=m.digest, size=m.payload_size,
+                         kinds=tuple(sorted(m.kinds)))
+
+    def put_desired(self, doc: Desired) -> None:
+        self._confirm([self.client.publish(self.topics.deploy_desired(doc.target), self._signed(doc.to_dict()),
+                                           qos=1, retain=True)], f"the desired state of {doc.target}")
+
+    def record(self, entry: Mapping[str, object]) -> None:
+        serial = int(entry["serial"])     # type: ignore[call-overload]
+        self._confirm([self.client.publish(self.topics.deploy_history(serial), codec.encode(dict(entry)), qos=1,
+                                           retain=True)], "the history entry")
+
+    def drop_bundle(self, digest: str, chunks: int) -> None:
+        """Clear a bundle no desired state names any more (the broker frees it)."""
+        t = self.topics
+        pending = [self.client.publish(t.deploy_chunk(digest, i), b"", qos=1, retain=True) for i in range(chunks)]
+        pending.append(self.client.publish(t.deploy_bundle(digest), b"", qos=1, retain=True))
+        self._confirm(pending, "clearing an old bundle")
