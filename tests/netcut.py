@@ -27,6 +27,7 @@ class CuttableLink:
         self._holding = threading.Event()
         self.cuts = 0
         self.writes: list[bytes] = []      # what clients sent, one item per read: how they wrote it
+        self.delivered: list[int] = []     # sizes of what the broker sent clients, one item per read
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -50,14 +51,18 @@ class CuttableLink:
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes,
                                                       self._delay), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None, None, None, self.delivered),
+                             daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None,
-              record: list[bytes] | None, delay: Callable[[bytes], float] | None = None) -> None:
+              record: list[bytes] | None, delay: Callable[[bytes], float] | None = None,
+              sizes: list[int] | None = None) -> None:
         first = True
         try:
             while data := src.recv(65536):
+                if sizes is not None:
+                    sizes.append(len(data))
                 if first and delay is not None:
                     time.sleep(delay(data))      # the slow path this link models, not a wait
                 first = False

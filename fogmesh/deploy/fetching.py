@@ -6,7 +6,8 @@ window of chunks at a time (never the whole bundle: a session queue or an
 in-flight window would overflow), and for only the ones it lacks, so a
 download cut by a link drop or a restart resumes where it was; what comes
 twice is at most the window that was under way. A chunk whose digest does
-not match is asked for again; a download with no chunk for ``stall_s`` asks
+not match is asked for again, up to ``tries`` times (then the bundle on
+the broker is corrupt: ``digest_mismatch``); a download with no chunk for ``stall_s`` asks
 again for its window, and fails with ``download_stalled`` after ``give_up_s``.
 """
 
@@ -27,7 +28,8 @@ class ChunkFetch:
     asked: set[int] = field(default_factory=set)
     last_progress: float = 0.0
     last_asked: float = 0.0      # the window was last asked for again (a stall)
-    bad: int = 0                 # chunks that arrived with a wrong digest
+    tries: int = 3
+    bad: dict[int, int] = field(default_factory=dict)    # chunk -> arrivals with a wrong digest
 
     @classmethod
     def resuming(cls, count: int, have: set[int], now: float, **options: float) -> ChunkFetch:
@@ -59,11 +61,15 @@ class ChunkFetch:
         if index not in self.missing:
             return False
         if not ok:
-            self.bad += 1
+            self.bad[index] = self.bad.get(index, 0) + 1
             return False
         self.missing.discard(index)
         self.last_progress = now
         return True
+
+    def corrupt(self) -> int | None:
+        """A chunk that came with a wrong digest ``tries`` times, if any."""
+        return next((i for i, n in sorted(self.bad.items()) if n >= self.tries), None)
 
     def stalled(self, now: float) -> bool:
         """No new chunk for ``stall_s``: the caller asks for its window again."""

@@ -202,13 +202,15 @@ class DeployReceiver:
         except (ValueError, IndexError):
             return
         ok = sha256(msg.payload) == want
-        self.client.unsubscribe(msg.topic)
         if fetch.got(index, ok=ok, now=self.clock()):
+            self.client.unsubscribe(msg.topic)
             f.seek(index * manifest.chunk_size)
             f.write(msg.payload)
         elif not ok:
             self.log.warning("deployment: chunk %d of %s does not match its digest; asking again", index,
                              manifest.label)
+            if fetch.corrupt() is None:
+                self.client.subscribe(msg.topic, 1, timeout=None)    # the retained copy again
 
     def _pump(self, until: float) -> None:
         """Take messages until ``until``; a newer desired state pre-empts."""
@@ -346,6 +348,10 @@ class DeployReceiver:
                     for i in fetch.to_ask():
                         self.client.subscribe(self.topics.deploy_chunk(manifest.digest, i), 1, timeout=None)
                     now = self.clock()
+                    bad = fetch.corrupt()
+                    if bad is not None:
+                        raise DeployRefused("digest_mismatch", f"{manifest.label}: chunk {bad} on the broker does "
+                                            f"not match its digest ({fetch.tries} tries); push the bundle again")
                     if fetch.given_up(now):
                         raise DeployRefused("download_stalled", f"{manifest.label}: no chunk for "
                                             f"{o.give_up_s:.0f} s ({len(fetch.missing)} of {fetch.count} missing); "
