@@ -13,12 +13,14 @@ from fogmesh.broker.ports import free_port
 
 class CuttableLink:
     def __init__(self, target_host: str, target_port: int, *,
-                 delay: Callable[[bytes], float] | None = None) -> None:
+                 delay: Callable[[bytes], float] | None = None, rate: float | None = None) -> None:
         """``delay(first_bytes)``: seconds to hold a new connection's first
         bytes (its CONNECT) before the broker gets them, as a slow path to the
-        broker does for one connection and not another."""
+        broker does for one connection and not another. ``rate``: bytes per
+        second from the broker to each client at most (a slow link)."""
         self.target = (target_host, target_port)
         self._delay = delay
+        self._rate = rate
         self.port = free_port()
         self._server = socket.create_server(("127.0.0.1", self.port))
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -51,18 +53,20 @@ class CuttableLink:
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes,
                                                       self._delay), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None, None, None, self.delivered),
-                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None, None, None, self.delivered,
+                                                      self._rate), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None,
               record: list[bytes] | None, delay: Callable[[bytes], float] | None = None,
-              sizes: list[int] | None = None) -> None:
+              sizes: list[int] | None = None, rate: float | None = None) -> None:
         first = True
         try:
-            while data := src.recv(65536):
+            while data := src.recv(16384 if rate else 65536):
                 if sizes is not None:
                     sizes.append(len(data))
+                if rate:
+                    time.sleep(len(data) / rate)     # the slow link this models, not a wait
                 if first and delay is not None:
                     time.sleep(delay(data))      # the slow path this link models, not a wait
                 first = False

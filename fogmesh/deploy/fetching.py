@@ -21,7 +21,7 @@ __all__ = ["ChunkFetch"]
 @dataclass
 class ChunkFetch:
     count: int
-    window: int = 8
+    window: int = 4
     stall_s: float = 10.0
     give_up_s: float = 120.0
     missing: set[int] = field(default_factory=set)

@@ -53,7 +53,7 @@ class ReceiverOptions:
     max_bundle_bytes: int = 100 * 1024 * 1024
     manifest_timeout_s: float = 30.0
     health_timeout_s: float = 10.0
-    window: int = 8
+    window: int = 4          # chunks asked for at once: what a cut link may make come twice
     stall_s: float = 10.0
     give_up_s: float = 120.0
     mqtt5: bool = False
