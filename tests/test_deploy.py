@@ -235,3 +235,63 @@ def test_tampered_chunks_on_the_broker_are_a_digest_mismatch(fleet: Fleet, repor
     refused = reports.wait_seen(lambda r: r["reason"] == "digest_mismatch")
     assert refused["bundles"]["plantcare"]["version"] == "1.0"
     assert fleet.agents["f1"].staged() == []
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"], indirect=True)
+def test_tasks_of_the_kind_at_10_per_second_during_an_update_are_each_answered_once(
+        fleet: Fleet, reports: Reports, keys, bundles) -> None:
+    """A device that publishes each task once (most firmware) and a plain
+    subscriber counting replies per id, while the kind goes from 1.0 to 1.1."""
+    import json
+    import threading
+    import time
+    from collections import Counter
+
+    from fogmesh.mqtt import MqttClient
+    for a in ("f1", "f2"):
+        fleet.start(a, "--site", "farm")
+    reports.wait(lambda r: {"f1", "f2"} <= set(r))
+    assert fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0]).returncode == 0
+    replies: Counter[str] = Counter()
+    versions: dict[str, str] = {}
+    errors: list[dict] = []
+    lock = threading.Lock()
+
+    def on_reply(m) -> None:
+        r = json.loads(m.payload)
+        with lock:
+            replies[r["id"]] += 1
+            if r.get("status") == "ok":
+                versions[r["id"]] = r["result"]["version"]
+            else:
+                errors.append(r)
+
+    device = MqttClient(fleet.url, on_message=on_reply)
+    device.start()
+    device.subscribe(f"{fleet.root}/replies/dev1")
+    sent: list[str] = []
+    try:
+        deploying = threading.Thread(target=lambda: fleet.deploy(str(bundles["1.1"]), "--to", "site:farm",
+                                                                 key=keys[0]))
+        started = time.monotonic()
+        for n in range(100):                      # 10 s at 10 tasks/s
+            if n == 20:
+                deploying.start()
+            task_id = f"t{n:03d}"
+            device.publish(f"{fleet.root}/tasks", json.dumps(
+                {"id": task_id, "kind": "plant", "args": {"moisture": 1},
+                 "reply_to": f"{fleet.root}/replies/dev1"}).encode(), qos=1)
+            sent.append(task_id)
+            time.sleep(max(0.0, started + (n + 1) / 10 - time.monotonic()))   # the device's pace, not a wait
+        deploying.join(120)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(replies) < len(sent):
+            time.sleep(0.1)                       # replies still on their way
+        time.sleep(1.0)                           # room for a late duplicate: an absence cannot be awaited
+    finally:
+        device.stop()
+    lost = [t for t in sent if replies[t] == 0]
+    doubled = [t for t in sent if replies[t] > 1]
+    assert (lost, doubled, errors) == ([], [], [])
+    seen = [versions[t] for t in sent]
+    assert seen[0] == "1.0" and seen[-1] == "1.1" and set(seen) == {"1.0", "1.1"}
