@@ -125,6 +125,15 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
                    help="brokers to flood (default: amqtt,mosquitto; Debian 12's mosquitto 2.0.11 does not keep "
                         "its in-flight window under a backlog, see topics.md, Flow control)")
     json_arg(b)
+    b = bsub.add_parser("deploy", help="a bundle pushed to 1, 10 and 50 agents: time, bytes per agent, memory",
+                        description="N fogmesh agent processes on one mosquitto; a signed bundle of --size-mb "
+                                    "pushed as fogmesh deploy does; seconds until all report it running, the chunk "
+                                    "bytes each took in (goal: at most 1.1x the bundle), the largest RSS growth "
+                                    "of an agent, and raw MQTT subscribers fetching the same chunks.")
+    b.add_argument("--agents", default="1,10,50", help="fleet sizes (default: 1,10,50)")
+    b.add_argument("--size-mb", type=float, default=5.0, metavar="MB", help="bundle size (default: 5)")
+    b.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per row (default: 300)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -139,7 +148,7 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 
 # Each has run(args) -> report and render(report) -> table; faults has its own
 # main (its exit status says whether a row lost or doubled a task).
-REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood")
+REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy")
 
 
 def run(args: argparse.Namespace) -> int:

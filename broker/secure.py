@@ -18,8 +18,10 @@ anonymous access off) and
   ``replies/#``, run pipelines (read sensors, command actuators).
 - **bridge** ``s``: the peer ``bridge-s``: its presence, inbox and health,
   answers, sensor uplink, commands down.
-- **operator**: read everything, control agents, sensors and actuators, and
-  publish the audit trail of what it did (``audit/+``: the dashboard's presses).
+- **operator**: read everything, control agents, sensors and actuators,
+  publish the audit trail of what it did (``audit/+``: the dashboard's presses),
+  and deploy (``deploy/desired``, ``bundles``, ``chunks``, ``history``: only
+  operators; agents read those and write their own ``deploy/reported/a``).
 
 Every login may also read and write ``probe/<login>/#`` (agents: all of
 ``probe/#``), where ``fogmesh doctor`` checks what the login can do.
@@ -107,7 +109,10 @@ def acl_text(logins: Logins) -> str:
             ("readwrite", f"{r}/claims"), ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{a}"),
             ("readwrite", f"{r}/probe/#"), ("read", f"{r}/bridge/+"), ("write", f"{r}/replies/#"),
             ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"), ("write", f"{r}/actuators/+/+/set"),
-            ("readwrite", f"{r}/pipelines/{a}/#")]))
+            ("readwrite", f"{r}/pipelines/{a}/#"),
+            # fleet deployment: read desired states and bundles, report its own state
+            ("read", f"{r}/deploy/desired/#"), ("read", f"{r}/deploy/bundles/+"), ("read", f"{r}/deploy/chunks/#"),
+            ("readwrite", f"{r}/deploy/reported/{a}")]))
     for s in logins.bridges:
         validate_segment(s, what="site")
         b = f"bridge-{s}"
@@ -121,7 +126,10 @@ def acl_text(logins: Logins) -> str:
         validate_segment(o, what="operator login")
         parts.append(_block(o, [("read", f"{r}/#"), ("write", f"{r}/agents/+/control"),
                                 ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
-                                ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#")]))
+                                ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#"),
+                                # fleet deployment: only operators publish desired states and bundles
+                                ("write", f"{r}/deploy/desired/#"), ("write", f"{r}/deploy/bundles/+"),
+                                ("write", f"{r}/deploy/chunks/#"), ("write", f"{r}/deploy/history/+")]))
     return "\n".join(parts)
 
 

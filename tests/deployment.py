@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fogmesh.bench.wheels import plant_wheels
 from fogmesh.mqtt import MqttClient
-from tests.wheels import plant_wheels
 
 FOGMESH = [sys.executable, "-m", "fogmesh"]
 

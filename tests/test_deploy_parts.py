@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fogmesh.bench.wheels import plant_wheels
 from fogmesh.deploy.bundle_file import Bundle, build_bundle
 from fogmesh.deploy.compat import check_runs_here, is_older
 from fogmesh.deploy.desired import (
@@ -28,7 +29,6 @@ from fogmesh.deploy.reported import Report, count_fleet
 from fogmesh.deploy.rollout import choose_canaries, judge_canaries
 from fogmesh.deploy.signing import PublicKey, SigningKey, TrustStore
 from fogmesh.errors import DeployRefused
-from tests.wheels import plant_wheels
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -185,3 +185,25 @@ def test_the_acl_gives_each_role_only_its_own_topics():
     assert "presence" not in d1 and "claims" not in d1
     assert "topic write fog/v1/presence/a1" in acl and "topic write fog/v1/presence/+" not in acl
     assert "user bridge-farm" in acl
+
+
+def test_only_an_operator_can_publish_a_desired_state_or_a_bundle(site, clients):
+    watcher = Listener(url(site, "ops"), f"{ROOT}/deploy/#")
+    clients.append(watcher)
+    for login in ("sensor-7", "pi-1"):
+        c = connect(site, login, clients)
+        c.publish(T.deploy_desired("site:farm"), b'{"signed": {}}', retain=True)
+        c.publish(T.deploy_chunk("d" * 64, 0), b"payload", retain=True)
+    ops = connect(site, "ops", clients)
+    mark = T.deploy_desired("agent:marker")
+    seen = watcher.topics_until(mark, lambda: ops.publish(mark, b'{"signed": {}}'))
+    assert seen == [mark]
+
+
+def test_an_agent_reports_only_its_own_deployment_state(site, clients):
+    watcher = Listener(url(site, "ops"), T.deploy_reported_filter)
+    clients.append(watcher)
+    connect(site, "pi-2", clients).publish(T.deploy_reported("pi-1"), b'{"agent": "pi-1"}')
+    pi1 = connect(site, "pi-1", clients)
+    own = T.deploy_reported("pi-1")
+    assert watcher.topics_until(own, lambda: pi1.publish(own, b'{"agent": "pi-1"}')) == [own]

@@ -83,6 +83,7 @@ class DeployReceiver:
         self.report = Report(agent=identity.agent, site=identity.site, labels=tuple(sorted(identity.labels)))
         self._fetch: tuple[Manifest, ChunkFetch, Any] | None = None
         self._manifest_wait: tuple[str, list[bytes]] | None = None
+        self._received = 0          # chunk bytes of the download under way (the report's ``received``)
 
     # -- the kinds that run -------------------------------------------------------------
     def load(self) -> Registry:
@@ -202,6 +203,7 @@ class DeployReceiver:
         except (ValueError, IndexError):
             return
         ok = sha256(msg.payload) == want
+        self._received += len(msg.payload)
         if fetch.got(index, ok=ok, now=self.clock()):
             self.client.unsubscribe(msg.topic)
             f.seek(index * manifest.chunk_size)
@@ -264,7 +266,8 @@ class DeployReceiver:
             return
         assert ref.digest is not None and ref.version is not None
         desired.check_downgrade(change, self.applied)
-        self._say(state="downloading", bundle=change.name, version=ref.version, reason=None, detail="", progress=0.0)
+        self._say(state="downloading", bundle=change.name, version=ref.version, reason=None, detail="", progress=0.0,
+                  received=0)
         if ref.size > self.o.max_bundle_bytes:
             raise DeployRefused("too_large", f"{change.name} {ref.version} is {ref.size / 1e6:.1f} MB, over this "
                                 f"agent's --max-bundle-mb {self.o.max_bundle_bytes / 1e6:g}")
@@ -278,7 +281,7 @@ class DeployReceiver:
         compat.check_runs_here(manifest.label, [(w.file, w.tags, w.requires_python) for w in manifest.wheels],
                                manifest.requires_python)
         payload = self._download(manifest)
-        self._say(state="installing", progress=None)
+        self._say(state="installing", progress=None, received=self._received)
         wheels = self.store.wheels_from(manifest, payload)
         env = install_env(self.store.env_of(manifest.name, manifest.version, manifest.digest), wheels)
         (env / "manifest.json").write_bytes(codec.canonical(manifest.to_dict()))
@@ -341,6 +344,7 @@ class DeployReceiver:
         if have:
             self.log.info("deployment: resuming %s at %d of %d chunks", manifest.label, len(have), fetch.count)
         reported = -1.0
+        self._received = 0
         with open(payload, "r+b") as f:
             self._fetch = (manifest, fetch, f)
             try:
@@ -362,7 +366,7 @@ class DeployReceiver:
                     self._pump(now + min(1.0, o.stall_s))
                     if fetch.progress - reported >= 0.1 or fetch.done:
                         reported = fetch.progress
-                        self._say(progress=fetch.progress)
+                        self._say(progress=fetch.progress, received=self._received)
             finally:
                 self._fetch = None
                 for i in fetch.asked:

@@ -3,7 +3,8 @@
 reports. Pure.
 
 States of the step under way: ``idle`` (nothing to do), ``downloading``
-(with ``progress``), ``installing``, ``health-check``, ``running`` (done),
+(with ``progress``, and ``received``: the chunk bytes taken in so far,
+repeats after a cut link included), ``installing``, ``health-check``, ``running`` (done),
 ``failed``, ``rolled_back`` (the new version failed its health check; the
 old one serves), ``refused`` (not applied: ``reason`` says why).
 """
@@ -34,6 +35,7 @@ class Report:
     reason: str | None = None
     detail: str = ""
     progress: float | None = None
+    received: int = 0                   # chunk bytes this download took in, repeats included
     bundles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # name -> version, kinds, restarts
     at: float = 0.0
 
@@ -51,6 +53,8 @@ class Report:
              "bundles": {k: dict(v) for k, v in self.bundles.items()}, "at": self.at}
         if self.progress is not None:
             d["progress"] = round(self.progress, 3)
+        if self.received:
+            d["received"] = self.received
         return d
 
     @classmethod
@@ -59,6 +63,7 @@ class Report:
                    desired_serial=int(d.get("desired_serial", 0)), applied_serial=int(d.get("applied_serial", 0)),
                    state=str(d.get("state", "idle")), bundle=d.get("bundle"), version=d.get("version"),
                    reason=d.get("reason"), detail=str(d.get("detail", "")), progress=d.get("progress"),
+                   received=int(d.get("received", 0)),
                    bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)))
 
 

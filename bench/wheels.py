@@ -1,11 +1,13 @@
-"""Small real wheels for the deployment tests, written the way any build
-backend writes them (METADATA, WHEEL, entry_points.txt, a RECORD with
-hashes), in milliseconds and without a build backend or an index."""
+"""Small real wheels for ``fogmesh bench deploy`` and the deployment tests,
+written the way any build backend writes them (METADATA, WHEEL,
+entry_points.txt, a RECORD with hashes), in milliseconds and without a
+build backend or an index."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -64,7 +66,6 @@ def plant_wheels(out_dir: Path, version: str, *, broken: bool = False, padding: 
     body = 'raise RuntimeError("calibration table missing")' if broken else "pass"
     files = {"plantcare/__init__.py": PLANT_SOURCE.format(version=version, body=body)}
     if padding:
-        import os
         files["plantcare/blob.txt"] = base64.b64encode(os.urandom(padding * 3 // 4)).decode()
     dep = out_dir / "plantdep-1.0-py3-none-any.whl"
     if not dep.exists():
