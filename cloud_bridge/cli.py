@@ -10,6 +10,8 @@ from typing import Any
 from fogmesh.cli_args import (
     DEFAULT_BROKER,
     broker_url,
+    deploy_args,
+    deploy_options,
     log_arg,
     root_arg,
     run_until_signal,
@@ -60,6 +62,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--id", default=None, help="worker id (default: cloud-<host>-<pid>)")
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
+    deploy_args(p)
     log_arg(p)
 
 
@@ -113,5 +116,5 @@ def run_cloud_worker(args: argparse.Namespace) -> int:
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
     agent = Agent(worker_id, args.cloud, AgentOptions(root=args.cloud_root, concurrency=args.concurrency,
                                                       dispatch="auto", policy=LocalPolicy(),
-                                                      notifier=ServiceNotifier.from_env()))
+                                                      notifier=ServiceNotifier.from_env(), **deploy_options(args)))
     return run_until_signal(agent)

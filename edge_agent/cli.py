@@ -8,7 +8,17 @@ import sys
 import threading
 from typing import Any
 
-from fogmesh.cli_args import broker_arg, log_arg, option_pair, root_arg, run_until_signal, setup_logging, timeout_pair
+from fogmesh.cli_args import (
+    broker_arg,
+    deploy_args,
+    deploy_options,
+    log_arg,
+    option_pair,
+    root_arg,
+    run_until_signal,
+    setup_logging,
+    timeout_pair,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -68,16 +78,7 @@ def add_parser(sub: Any) -> None:
                    help="serve Prometheus metrics (counters, queue, battery, latency histogram) on "
                         "http://ADDR:PORT/metrics (default: off)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (default: 127.0.0.1)")
-    d = p.add_argument_group("fleet deployment (fogmesh deploy; README: Deployment)")
-    d.add_argument("--trust-key", action="append", default=[], metavar="FILE",
-                   help="take deployments signed by this key (the .pub file `fogmesh bundle keygen` wrote, or "
-                        "its line); repeat for rotation. Without one the agent takes no deployment")
-    d.add_argument("--site", default="default", help="the site deployments name it by (deploy --to site:NAME; "
-                   "default: default)")
-    d.add_argument("--label", action="append", default=[], metavar="L",
-                   help="a label deployments can target (deploy --to label:L); repeatable")
-    d.add_argument("--max-bundle-mb", type=float, default=100.0, metavar="MB",
-                   help="refuse bundles larger than this (default: 100)")
+    deploy_args(p)
     p.add_argument("--pipelines", metavar="FILE",
                    help="run the pipelines (camera frame -> task -> actuator command) and triggers "
                         "(sensor reading -> camera rate) in this TOML file; see examples/pipelines.toml")
@@ -120,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
             device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, site=args.site, labels=tuple(args.label),
-            trust_keys=tuple(args.trust_key), max_bundle_mb=args.max_bundle_mb))
+            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, **deploy_options(args)))
     except ValueError as exc:     # DeployRefused too: a trust key that cannot be read
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

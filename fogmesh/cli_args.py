@@ -110,3 +110,23 @@ def run_until_signal(agent: Any) -> int:
         print(f"fogmesh: {fatal}", file=sys.stderr)
         return int(getattr(agent, "fatal_status", 2))
     return 0
+
+
+def deploy_args(p: argparse.ArgumentParser) -> None:
+    """Fleet deployment's options, for ``fogmesh agent`` and ``fogmesh cloud-worker``."""
+    d = p.add_argument_group("fleet deployment (fogmesh deploy; topics.md: Deployment)")
+    d.add_argument("--trust-key", action="append", default=[], metavar="FILE",
+                   help="take deployments signed by this key (the .pub file `fogmesh bundle keygen` wrote, or "
+                        "its line); repeat for rotation. Without one the agent takes no deployment")
+    d.add_argument("--site", default="default", help="the site deployments name it by (deploy --to site:NAME; "
+                   "default: default)")
+    d.add_argument("--label", action="append", default=[], metavar="L",
+                   help="a label deployments can target (deploy --to label:L); repeatable")
+    d.add_argument("--max-bundle-mb", type=float, default=100.0, metavar="MB",
+                   help="refuse bundles larger than this (default: 100)")
+
+
+def deploy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`AgentOptions` fields :func:`deploy_args` sets."""
+    return {"site": args.site, "labels": tuple(args.label), "trust_keys": tuple(args.trust_key),
+            "max_bundle_mb": args.max_bundle_mb}

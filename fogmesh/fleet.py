@@ -1,5 +1,5 @@
 """What ``fogmesh monitor`` shows, computed from the retained announcements:
-agent presence, bridge health, pipeline counters. Pure: messages and ``now``
+agent presence, bridge health, pipeline counters, deployment reports. Pure: messages and ``now``
 come in, rows go out (the table and ``--json`` are the same rows)."""
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ class FleetView:
     agents: dict[str, Presence] = field(default_factory=dict)
     bridges: dict[str, BridgeHealth] = field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)    # agent -> its deployment report
     _rates: dict[str, _Rate] = field(default_factory=dict)
 
     @property
     def filters(self) -> list[str]:
         t = self.topics
-        return [t.presence_filter, t.bridge_filter, t.pipelines_filter]
+        return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter]
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Take one announcement; anything malformed is ignored (it is not ours to judge)."""
@@ -46,7 +47,10 @@ class FleetView:
                 self.bridges[site] = BridgeHealth.decode(payload, site=site)
             elif topic.startswith(self.topics.pipelines_prefix):
                 self.pipelines["/".join(topic.rsplit("/", 2)[1:])] = dict(codec.decode(payload))
-        except (InvalidMessage, TypeError, ValueError):
+            elif topic.startswith(f"{self.topics.root}/deploy/reported/"):
+                report = dict(codec.decode(payload))
+                self.deployments[str(report["agent"])] = report
+        except (InvalidMessage, TypeError, ValueError, KeyError):
             return
 
     def _presence(self, p: Presence) -> None:
@@ -75,4 +79,10 @@ class FleetView:
                                                                   "last_latency_ms", "last_decision",
                                                                   "last_decision_ms", "agent")}}
                      for name, v in sorted(self.pipelines.items())]
-        return {"agents": agents, "bridges": bridges, "pipelines": pipelines}
+        deployments = [{"agent": name, "state": r.get("state"), "desired_serial": r.get("desired_serial"),
+                        "applied_serial": r.get("applied_serial"), "progress": r.get("progress"),
+                        "bundles": ", ".join(f"{k} {v.get('version')}" for k, v in sorted(
+                            (r.get("bundles") or {}).items())),
+                        "reason": r.get("reason"), "detail": r.get("detail")}
+                       for name, r in sorted(self.deployments.items())]
+        return {"agents": agents, "bridges": bridges, "pipelines": pipelines, "deployments": deployments}

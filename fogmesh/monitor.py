@@ -51,6 +51,16 @@ def render(rows: dict[str, list[dict[str, Any]]], *, title: str) -> Any:
             pipes.add_row(p["pipeline"], *(_fmt(p[k]) for k in ("frames", "processed", "skipped", "actuations")),
                           _fmt(p["last_latency_ms"], ".0f"))
         parts.append(pipes)
+    if rows.get("deployments"):
+        deploys = Table(title="deployments", title_justify="left")
+        for col in ("agent", "state", "desired", "applied", "bundles", "reason"):
+            deploys.add_column(col)
+        for d in rows["deployments"]:
+            state = str(d["state"]) + (f" {100 * d['progress']:.0f}%" if d["state"] == "downloading"
+                                       and d.get("progress") is not None else "")
+            deploys.add_row(d["agent"], state, _fmt(d["desired_serial"]), _fmt(d["applied_serial"]),
+                            d["bundles"] or "-", _fmt(d["reason"]))
+        parts.append(deploys)
     return Group(*parts)
 
 

@@ -30,7 +30,7 @@ from fogmesh.ops.broker_checks import (
     check_websockets,
     restart_losses,
 )
-from fogmesh.ops.host_checks import check_camera, check_pins, check_python, check_state_dir
+from fogmesh.ops.host_checks import check_camera, check_pins, check_python, check_state_dir, check_trust_keys
 from fogmesh.ops.report import Check, exit_status, render_json, render_table
 from fogmesh.topics import Topics
 
@@ -50,6 +50,7 @@ class DoctorOptions:
     ws_ports: tuple[int, ...] = WS_PORTS
     clock_wait_s: float = 6.0
     timeout: float = 5.0
+    trust_keys: tuple[str, ...] = ()
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -102,6 +103,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_state_dir(state_dir))
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
+    add(check_trust_keys(options.trust_keys, role=options.role))
     return checks
 
 
@@ -130,6 +132,8 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     p.add_argument("--clock-wait", type=float, default=6.0, metavar="S",
                    help="seconds to wait for a peer's presence to compare clocks with (default: 6)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per network check (default: 5)")
+    p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
+                   help="the agent's --trust-key files, to check (fleet deployment)")
     json_arg(p)
 
 
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     options = DoctorOptions(broker=args.broker, root=args.root, role=args.role, ident=args.id,
                             state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
                             camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
-                            clock_wait_s=args.clock_wait, timeout=args.timeout)
+                            clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key))
     title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
     interactive = sys.stderr.isatty() and not args.json
 

@@ -115,3 +115,26 @@ def check_camera(source: str | None) -> Check:
         return Check("camera", "fail", f"{source} gave no frame", "check the camera or file")
     height, width = frame.shape[:2]
     return Check("camera", "ok", f"{source}: a {width}x{height} frame")
+
+
+def check_trust_keys(keys: tuple[str, ...], *, role: str) -> Check:
+    """The keys an agent takes deployments signed by (``--trust-key``): each
+    must read as a key, and a file anyone else can write lets them swap it."""
+    from fogmesh.deploy.signing import PublicKey
+    from fogmesh.errors import DeployRefused
+    if not keys:
+        if role != "agent":
+            return Check("trust keys", "skip", "only agents take deployments")
+        return Check("trust keys", "info", "no --trust-key given: an agent started like this takes no deployment",
+                     "to take `fogmesh deploy`, start the agent (and this check) with --trust-key FILE.pub")
+    ids = []
+    for key in keys:
+        try:
+            ids.append(PublicKey.parse(key).key_id)
+        except DeployRefused as exc:
+            return Check("trust keys", "fail", str(exc), "give the .pub file `fogmesh bundle keygen` wrote")
+        path = Path(key)
+        if path.exists() and path.stat().st_mode & 0o022:
+            return Check("trust keys", "warn", f"{path} can be written by others than its owner",
+                         f"chmod go-w {path}: whoever can replace it can deploy code to this box")
+    return Check("trust keys", "ok", f"deployments signed by {', '.join(ids)} are taken")

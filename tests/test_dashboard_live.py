@@ -162,6 +162,20 @@ def test_a_malformed_task_appears_in_the_dead_letter_list(fleet, page):
     page.wait_for_selector('#events li[data-kind="dead letter"][data-code="bad_json"]', timeout=10_000)
 
 
+def test_an_agents_deployment_report_appears_in_the_deployments_table(fleet, page):
+    a1 = MqttClient(fleet["site"].url("a1"))
+    a1.start()
+    try:
+        report = {"agent": "a1", "state": "rolled_back", "desired_serial": 9, "applied_serial": 8,
+                  "reason": "health_check_failed", "bundles": {"plantcare": {"version": "1.1"}}}
+        a1.publish(T.deploy_reported("a1"), orjson.dumps(report), retain=True).wait(5)
+    finally:
+        a1.stop()
+    row = page.wait_for_selector('#deployments tr[data-agent="a1"]', timeout=10_000)
+    text = row.inner_text()
+    assert "plantcare 1.1" in text and "health_check_failed" in text and "rolled_back" in text
+
+
 def test_clicking_an_actuator_button_drives_the_pin_and_shows_its_new_state(fleet, page):
     row = '#actuators tr[data-actuator="relay-dev/lamp"]'
     page.wait_for_selector(f"{row} .state .badge:text-is('off')", timeout=10_000)

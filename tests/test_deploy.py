@@ -295,3 +295,24 @@ def test_tasks_of_the_kind_at_10_per_second_during_an_update_are_each_answered_o
     assert (lost, doubled, errors) == ([], [], [])
     seen = [versions[t] for t in sent]
     assert seen[0] == "1.0" and seen[-1] == "1.1" and set(seen) == {"1.0", "1.1"}
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_cloud_worker_takes_a_deployment_on_the_cloud_broker(fleet: Fleet, reports: Reports, keys, bundles) -> None:
+    import os
+    import subprocess
+    import sys
+    log = fleet.tmp / "cw.log"
+    worker = subprocess.Popen([sys.executable, "-m", "fogmesh", "cloud-worker", "--cloud", fleet.url, "--cloud-root",
+                               fleet.root, "--id", "cw-1", "--concurrency", "1", "--trust-key", str(fleet.pub),
+                               "--site", "cloud"], stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+                              env={**os.environ, "FOGMESH_STATE_DIR": str(fleet.tmp / "cw-state")})
+    try:
+        reports.wait(lambda r: "cw-1" in r)
+        done = fleet.deploy(str(bundles["1.0"]), "--to", "site:cloud", key=keys[0])
+        assert done.returncode == 0, done.stdout + done.stderr
+        with FogClient(fleet.url, root=fleet.root) as client:
+            assert plant(client, "cw-1").value["version"] == "1.0"
+    finally:
+        worker.terminate()
+        worker.wait(20)

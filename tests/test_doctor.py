@@ -201,3 +201,26 @@ def test_what_a_restart_drops_is_named_per_broker_and_only_warned_to_devices():
     assert restart_losses("mosquitto version 2.0.11", role="agent").status == "info"
     assert restart_losses("fogmesh embedded broker (amqtt 0.12.1)", role="device").status == "warn"
     assert restart_losses(None, role="device").status == "info"
+
+
+def test_an_agent_without_trust_keys_is_told_it_takes_no_deployment_and_a_good_key_is_named(tmp_path):
+    from fogmesh.deploy.signing import SigningKey
+    from fogmesh.ops.host_checks import check_trust_keys
+    none = check_trust_keys((), role="agent")
+    assert none.status == "info" and "--trust-key" in none.fix
+    key = SigningKey.generate()
+    pub = key.save(tmp_path / "ops.key")
+    good = check_trust_keys((str(pub),), role="agent")
+    assert good.status == "ok" and key.public.key_id in good.detail
+
+
+def test_an_unreadable_or_world_writable_trust_key_is_a_failure_or_a_warning(tmp_path):
+    from fogmesh.deploy.signing import SigningKey
+    from fogmesh.ops.host_checks import check_trust_keys
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key\n")
+    assert check_trust_keys((str(bad),), role="agent").status == "fail"
+    pub = SigningKey.generate().save(tmp_path / "ops.key")
+    pub.chmod(0o666)
+    loose = check_trust_keys((str(pub),), role="agent")
+    assert loose.status == "warn" and "chmod go-w" in loose.fix

@@ -272,3 +272,16 @@ def test_a_stream_gives_up_its_whole_packets_and_keeps_the_start_of_the_next():
     assert stream == b"\x40\x02\x00"
     stream += b"\x02"
     assert split_packets(stream) == [b"\x40\x02\x00\x02"] and stream == b""
+
+
+def test_the_fleet_view_lists_each_agents_deployment_report():
+    from fogmesh.fleet import FleetView
+    from fogmesh.topics import Topics
+    view = FleetView(Topics("fog/v1"))
+    assert "fog/v1/deploy/reported/+" in view.filters
+    view.on_message("fog/v1/deploy/reported/pi-1", b'{"agent": "pi-1", "state": "downloading", "progress": 0.5, '
+                    b'"desired_serial": 9, "applied_serial": 8, "bundles": {"plantcare": {"version": "1.0"}}}')
+    view.on_message("fog/v1/deploy/reported/pi-2", b'{"no agent": 1}')
+    rows = view.rows(0.0)["deployments"]
+    assert [(d["agent"], d["state"], d["bundles"], d["progress"]) for d in rows] == [
+        ("pi-1", "downloading", "plantcare 1.0", 0.5)]

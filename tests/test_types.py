@@ -28,7 +28,8 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "edge_agent/probes.py", "edge_agent/deploying.py", "fogmesh/deploy/signing.py",
                "fogmesh/deploy/compat.py", "fogmesh/deploy/bundle_file.py", "fogmesh/deploy/install.py",
                "fogmesh/deploy/kinds.py", "fogmesh/deploy/probe.py", "fogmesh/deploy/env_store.py",
-               "fogmesh/deploy/receiver.py"]
+               "fogmesh/deploy/receiver.py", "fogmesh/deploy/operator.py", "fogmesh/deploy/commands.py",
+               "fogmesh/deploy/cli.py"]
 
 
 def module_name(path: str) -> str:

@@ -218,6 +218,7 @@ class DashboardModel:
                  "backlog": point["backlog"],
                  "cloud_workers": sum(b["cloud_workers"] or 0 for b in bridges)}
         return {"point": point, "agents": rows["agents"], "bridges": bridges, "pipelines": rows["pipelines"],
+                "deployments": rows["deployments"],
                 "actuators": [self.actuators[k] for k in sorted(self.actuators)],
                 "events": list(self.events), "flows": flows, "audit": list(self.audit)}
 

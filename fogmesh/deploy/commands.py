@@ -45,6 +45,10 @@ def _entry(serial: int, target: str, action: str, bundles: tuple[BundleRef, ...]
 def _follow(op: Operator, target: str, serial: int, timeout_s: float, say: Say) -> int:
     """Print the fleet counters as they change until none is in progress; 0 if none failed."""
     last = [""]
+    if count_fleet(op.reports.values(), target=target, serial=serial).targeted == 0:
+        say(f"  no agent of {target} takes deployments yet (agents need --trust-key); the desired state stays "
+            "retained for those that start later")
+        return 0
 
     def settled() -> bool:
         counts = count_fleet(op.reports.values(), target=target, serial=serial)

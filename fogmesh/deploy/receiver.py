@@ -44,6 +44,15 @@ __all__ = ["DeployReceiver", "ReceiverOptions"]
 RETRY_S = 30.0            # a failed download is tried again after this (a newer serial: at once)
 
 
+def _claimed_serial(payload: bytes) -> int:
+    """The serial a refused document claims, for the report only (so the fleet
+    counters count this agent as failed for it); never taken as applied."""
+    try:
+        return int(codec.decode(payload)["signed"]["serial"])
+    except Exception:
+        return 0
+
+
 class Preempted(Exception):
     """A newer desired state arrived: the step under way is dropped."""
 
@@ -94,7 +103,7 @@ class DeployReceiver:
             info = self.extras.setdefault(name, {})
             info["restarts"] = int(info.get("restarts", 0)) + 1
         envs = {self._env(a) for a in self.applied.values()}
-        self.store.keep_only(envs)
+        self.store.keep_only(envs, (p.name for p in self.store.staging.iterdir()))   # downloads resume
         self.store.save(self.applied, self.taken, self.extras)
         return self.compose(self.applied)
 
@@ -183,7 +192,8 @@ class DeployReceiver:
             desired.check_serial(doc, self.taken)
         except DeployRefused as exc:
             self.log.warning("deployment refused: %s", exc)
-            self._say(state="refused", reason=exc.code, detail=str(exc), bundle=None, version=None, progress=None)
+            self._say(state="refused", reason=exc.code, detail=str(exc), bundle=None, version=None, progress=None,
+                      desired_serial=max(self.report.desired_serial, _claimed_serial(msg.payload)))
             return
         known = self.docs.get(doc.target)
         if known is None or known.serial != doc.serial:
@@ -232,7 +242,11 @@ class DeployReceiver:
         wanted = desired.effective(self.docs.values(), self.me)
         self.report = self.report.but(desired_serial=max(self.report.desired_serial, wanted.serial))
         failed = False
-        for change in desired.changes(wanted, self.applied):
+        todo = desired.changes(wanted, self.applied)
+        # A download no change wants any more (pre-empted by a newer state) is dropped.
+        self.store.keep_only({self._env(a) for a in self.applied.values()},
+                             {c.want.digest for c in todo if c.want.digest})
+        for change in todo:
             key = (change.name, change.want.digest, change.serial)
             if key in self._failed:
                 failed = True
@@ -310,7 +324,7 @@ class DeployReceiver:
         self.applied = applied
         self.store.save(self.applied, self.taken, self.extras)
         self.store.keep_only({self._env(a) for a in applied.values()},
-                             {p.name for p in self.store.staging.iterdir()})
+                             (p.name for p in self.store.staging.iterdir()))
         self.log.info("deployment: %s", f"{name} {new.version} runs" if new else f"{name} removed")
 
     def _fetch_manifest(self, digest: str) -> Manifest:

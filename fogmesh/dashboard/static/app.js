@@ -90,6 +90,17 @@
         el("td", {}, fmt(b.oldest_s, 1)), el("td", {}, fmt(b.cloud_workers))));
   }
 
+  function renderDeployments(deployments) {
+    syncRows(document.querySelector("#deployments tbody"), deployments, d => d.agent, d =>
+      el("tr", {"data-agent": d.agent},
+        el("td", {class: "text"}, d.agent),
+        el("td", {class: "text"}, badge(d.state || "?"),
+           d.state === "downloading" && d.progress != null ? ` ${Math.round(100 * d.progress)}%` : ""),
+        el("td", {}, fmt(d.desired_serial)), el("td", {}, fmt(d.applied_serial)),
+        el("td", {class: "text"}, d.bundles || "-"),
+        el("td", {class: "text", title: d.detail || ""}, d.reason || "")));
+  }
+
   function renderPipelines(pipes) {
     syncRows(document.querySelector("#pipelines tbody"), pipes, p => p.pipeline, p =>
       el("tr", {"data-pipeline": p.pipeline},
@@ -288,6 +299,7 @@
     renderAgents(t.agents);
     renderBridges(t.bridges);
     renderPipelines(t.pipelines);
+    renderDeployments(t.deployments || []);
     renderActuators(t.actuators);
     renderEvents(t.events);
     renderAudit(t.audit || []);
