@@ -17,16 +17,16 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def make_wheel(out_dir: Path, name: str, version: str, files: Mapping[str, str], *,
+def make_wheel(out_dir: Path, name: str, version: str, files: Mapping[str, str | bytes], *,
                requires: tuple[str, ...] = (), kinds: Mapping[str, str] | None = None,
                tag: str = "py3-none-any", requires_python: str | None = None) -> Path:
-    """A wheel of ``files`` (path -> source); ``kinds``: fogmesh.tasks entry points."""
+    """A wheel of ``files`` (path -> text or bytes); ``kinds``: fogmesh.tasks entry points."""
     dist = f"{name.replace('-', '_')}-{version}.dist-info"
     meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     if requires_python:
         meta.append(f"Requires-Python: {requires_python}")
-    contents = {path: src.encode() for path, src in files.items()}
+    contents = {path: src.encode() if isinstance(src, str) else src for path, src in files.items()}
     contents[f"{dist}/METADATA"] = ("\n".join(meta) + "\n").encode()
     contents[f"{dist}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
     if kinds:
@@ -64,9 +64,9 @@ def plant_wheels(out_dir: Path, version: str, *, broken: bool = False, padding: 
     ``padding`` bytes of incompressible data make the bundle that much larger."""
     out_dir.mkdir(parents=True, exist_ok=True)
     body = 'raise RuntimeError("calibration table missing")' if broken else "pass"
-    files = {"plantcare/__init__.py": PLANT_SOURCE.format(version=version, body=body)}
+    files: dict[str, str | bytes] = {"plantcare/__init__.py": PLANT_SOURCE.format(version=version, body=body)}
     if padding:
-        files["plantcare/blob.txt"] = base64.b64encode(os.urandom(padding * 3 // 4)).decode()
+        files["plantcare/blob.bin"] = os.urandom(padding)      # incompressible: the wheel grows by as much
     dep = out_dir / "plantdep-1.0-py3-none-any.whl"
     if not dep.exists():
         make_wheel(out_dir, "plantdep", "1.0", {"plantdep/__init__.py": "def scale(x):\n    return 10 * x\n"})

@@ -316,3 +316,14 @@ def test_a_cloud_worker_takes_a_deployment_on_the_cloud_broker(fleet: Fleet, rep
     finally:
         worker.terminate()
         worker.wait(20)
+
+
+def test_bench_deploy_prints_its_row_for_a_small_bundle() -> None:
+    import json
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "deploy", "--agents", "1", "--size-mb", "0.2",
+                           "--json"], capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)["rows"][0]
+    assert row["all_running"] and row["agents"] == 1 and 1.0 <= row["wire_ratio_max"] <= 1.1
