@@ -327,3 +327,26 @@ def test_bench_deploy_prints_its_row_for_a_small_bundle() -> None:
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)["rows"][0]
     assert row["all_running"] and row["agents"] == 1 and 1.0 <= row["wire_ratio_max"] <= 1.1
+
+
+def test_a_desired_state_changed_after_signing_is_refused_as_a_bad_signature(
+        fleet: Fleet, reports: Reports, keys, bundles) -> None:
+    from fogmesh.deploy.bundle_file import Bundle
+    from fogmesh.deploy.desired import Desired
+    from fogmesh.deploy.manifest import Signed
+    from fogmesh.deploy.operator import Operator
+    from fogmesh.deploy.signing import SigningKey
+    agent = fleet.start("f1", "--site", "farm")
+    reports.wait(lambda r: "f1" in r)
+    assert fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0]).returncode == 0
+    key = SigningKey.load(keys[0])
+    with Operator(fleet.url, root=fleet.root, key=key) as op:
+        ref = op.put_bundle(Bundle.read(bundles["1.1"]))
+        honest = Signed(Desired("site:farm", op.serial(), ()).to_dict()).signed_with(key.sign)
+        forged = Signed(Desired("site:farm", op.serial(), (ref,)).to_dict(), honest.signatures)
+        op.client.publish(f"{fleet.root}/deploy/desired/site/farm", forged.encode(), retain=True).wait(5)
+    refused = reports.wait_seen(lambda r: r["reason"] == "bad_signature")
+    assert refused["state"] == "refused" and refused["bundles"]["plantcare"]["version"] == "1.0"
+    with FogClient(fleet.url, root=fleet.root) as client:
+        assert plant(client, "f1").value["version"] == "1.0"
+    assert agent.staged() == []
