@@ -94,7 +94,7 @@ def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Sa
     counts = count_fleet(op.reports.values(), target=target, serial=serial)
     if counts.failed and 100.0 * counts.failed / max(1, counts.targeted) >= o.max_failures_pct:
         say(f"{counts.failed} of {counts.targeted} agents failed: rolling {target} back")
-        rollback(op, target, o, say)
+        _publish_rollback(op, target, serial, bundles, before, o, say)
         return 1
     return code
 
@@ -143,12 +143,19 @@ def rollback(op: Operator, target: str, o: RolloutOptions, say: Say) -> int:
     entry = op.history.get(doc.serial) if doc else None
     if doc is None or entry is None:
         raise DeployRefused("no_history", f"no deployment to {target} is on record to roll back")
-    previous = {b["name"]: BundleRef.from_dict(b) for b in entry.get("previous", [])}   # type: ignore[attr-defined]
-    bundles = tuple(previous.get(b.name, BundleRef(b.name)) for b in doc.bundles)
+    previous = tuple(BundleRef.from_dict(b) for b in entry.get("previous", []))   # type: ignore[attr-defined]
+    return _publish_rollback(op, target, doc.serial, doc.bundles, previous, o, say)
+
+
+def _publish_rollback(op: Operator, target: str, of_serial: int, current: tuple[BundleRef, ...],
+                      previous: tuple[BundleRef, ...], o: RolloutOptions, say: Say) -> int:
+    """The target's desired state back to ``previous`` (names it lacks: absent), signed as a rollback."""
+    before = {b.name: b for b in previous}
+    bundles = tuple(before.get(b.name, BundleRef(b.name)) for b in current)
     serial = op.serial()
     op.put_desired(Desired(target, serial, bundles, rollback=True, issued=round(time.time(), 3),
-                           note=f"rollback of serial {doc.serial}"))
-    op.record(_entry(serial, target, "rollback", bundles, doc.bundles))
+                           note=f"rollback of serial {of_serial}"))
+    op.record(_entry(serial, target, "rollback", bundles, current))
     say(f"desired state of {target} is serial {serial} (rollback): {'; '.join(_ref_line(b) for b in bundles)}")
     return _follow(op, target, serial, o.timeout_s, say) if o.wait else 0
 

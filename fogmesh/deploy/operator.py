@@ -45,6 +45,7 @@ class Operator:
         self.docs: dict[str, Desired] = {}
         self.history: dict[int, dict[str, object]] = {}
         self.presence: dict[str, str] = {}           # agent -> state
+        self._issued = 0                              # the last serial handed out
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self.client = MqttClient(broker, on_message=self._on_message)
@@ -114,9 +115,11 @@ class Operator:
             return True
 
     def serial(self) -> int:
+        """A serial newer than any this connection has seen or issued."""
         with self._lock:
-            known = [d.serial for d in self.docs.values()] + list(self.history)
-        return next_serial(known, int(self.wall_clock() * 1000))
+            known = [d.serial for d in self.docs.values()] + list(self.history) + [self._issued]
+            self._issued = next_serial(known, int(self.wall_clock() * 1000))
+            return self._issued
 
     # -- writing --------------------------------------------------------------------
     def _signed(self, document: Mapping[str, object]) -> bytes:
