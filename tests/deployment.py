@@ -126,12 +126,13 @@ class Reports:
                 self._cond.wait(left)
             return dict(self.latest)
 
-    def wait_seen(self, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
-        """The first report ever seen (not only the latest) for which ``check`` holds."""
+    def wait_seen(self, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0, *,
+                  since: int = 0) -> dict[str, Any]:
+        """The first report seen (not only the latest; from the ``since``-th on) for which ``check`` holds."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                hit = next((r for r in self.seen if check(r)), None)
+                hit = next((r for r in self.seen[since:] if check(r)), None)
                 if hit is not None:
                     return hit
                 left = deadline - time.monotonic()

@@ -350,3 +350,20 @@ def test_a_desired_state_changed_after_signing_is_refused_as_a_bad_signature(
     with FogClient(fleet.url, root=fleet.root) as client:
         assert plant(client, "f1").value["version"] == "1.0"
     assert agent.staged() == []
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+def test_an_environment_removed_by_hand_is_installed_again_at_the_next_start(
+        fleet: Fleet, reports: Reports, keys, bundles) -> None:
+    import shutil
+    agent = fleet.start("f1", "--site", "farm")
+    reports.wait(lambda r: "f1" in r)
+    assert fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0]).returncode == 0
+    fleet.stop("f1")
+    for env in agent.state_dir.glob("deploy-*/envs/*"):
+        shutil.rmtree(env)
+    since = len(reports.seen)
+    fleet.start("f1", "--site", "farm")
+    reports.wait_seen(lambda r: running("1.0")(r) and r["state"] == "running", since=since)
+    with FogClient(fleet.url, root=fleet.root) as client:
+        assert plant(client, "f1", timeout=30).value["version"] == "1.0"

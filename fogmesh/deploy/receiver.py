@@ -99,6 +99,13 @@ class DeployReceiver:
         """At start, before the agent takes tasks: the kinds of what was applied."""
         self.store.open()
         self.applied, self.taken, self.extras = self.store.load()
+        for name, a in list(self.applied.items()):
+            try:
+                self.store.manifest_of(self._env(a))
+            except (OSError, ValueError, DeployRefused) as exc:   # removed by hand, or a disk fault
+                self.log.warning("deployment: %s %s is not installed whole (%s); installing it again", name,
+                                 a.version, exc)
+                del self.applied[name]
         for name in self.applied:
             info = self.extras.setdefault(name, {})
             info["restarts"] = int(info.get("restarts", 0)) + 1
