@@ -57,13 +57,23 @@ PLANT = TaskKind(name="plant", handler=_plant, weight="light", timeout_s=5.0)
 '''
 
 
-def plant_wheels(out_dir: Path, version: str, *, broken: bool = False, padding: int = 0,
+BROKEN = {
+    False: "pass",
+    True: 'raise RuntimeError("calibration table missing")',
+    # passes the health check in its own process, fails in an agent's workers
+    "in_workers": 'if not __import__("sys").argv[0].endswith("probe.py"): raise RuntimeError("no GPIO here")',
+}
+
+
+def plant_wheels(out_dir: Path, version: str, *, broken: bool | str = False, padding: int = 0,
                  tag: str = "py3-none-any") -> list[Path]:
     """``plantcare`` (kind ``plant``) and its dependency ``plantdep``. A
-    ``broken`` version fails every task, so its health check fails too;
-    ``padding`` bytes of incompressible data make the bundle that much larger."""
+    ``broken`` version fails every task, so its health check fails too
+    (``"in_workers"``: only where an agent runs it, not in the check before
+    the switch); ``padding`` bytes of incompressible data make the bundle that
+    much larger."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    body = 'raise RuntimeError("calibration table missing")' if broken else "pass"
+    body = BROKEN[broken]
     files: dict[str, str | bytes] = {"plantcare/__init__.py": PLANT_SOURCE.format(version=version, body=body)}
     if padding:
         files["plantcare/blob.bin"] = os.urandom(padding)      # incompressible: the wheel grows by as much

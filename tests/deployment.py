@@ -32,7 +32,7 @@ def make_key(where: Path, name: str = "ops.key") -> tuple[Path, Path]:
     return key, where / f"{name}.pub"
 
 
-def make_bundle(where: Path, version: str, *, key: Path | None, broken: bool = False, padding: int = 0,
+def make_bundle(where: Path, version: str, *, key: Path | None, broken: bool | str = False, padding: int = 0,
                 tag: str = "py3-none-any", chunk_kb: int = 64) -> Path:
     wheels = plant_wheels(where / f"wheels-{version}", version, broken=broken, padding=padding, tag=tag)
     out = where / f"plantcare-{version}.fogbundle"

@@ -367,3 +367,23 @@ def test_an_environment_removed_by_hand_is_installed_again_at_the_next_start(
     reports.wait_seen(lambda r: running("1.0")(r) and r["state"] == "running", since=since)
     with FogClient(fleet.url, root=fleet.root) as client:
         assert plant(client, "f1", timeout=30).value["version"] == "1.0"
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_version_that_fails_only_in_the_agents_workers_is_switched_back_within_10_s(
+        fleet: Fleet, reports: Reports, keys, bundles, tmp_path: Path) -> None:
+    bad = make_bundle(tmp_path, "1.2", key=keys[0], broken="in_workers")
+    fleet.start("f1", "--site", "farm")
+    reports.wait(lambda r: "f1" in r)
+    assert fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0]).returncode == 0
+    since = len(reports.seen)
+    done = fleet.deploy(str(bad), "--to", "site:farm", "--no-wait", key=keys[0])
+    assert done.returncode == 0, done.stderr
+    switching = reports.wait_seen(lambda r: r["state"] == "health-check", since=since)
+    back = reports.wait_seen(lambda r: r["state"] == "rolled_back", since=since)
+    assert "switched back to 1.0" in back["detail"] and "no GPIO here" in back["detail"]
+    assert back["at"] - switching["at"] <= 10.0 + 1.0
+    assert back["bundles"]["plantcare"]["version"] == "1.0"
+    with FogClient(fleet.url, root=fleet.root) as client:
+        assert plant(client, "f1").value["version"] == "1.0"
+    assert [e.split("-")[1] for e in fleet.agents["f1"].envs()] == ["1.0"]

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from fogmesh import codec
 from fogmesh.broker_url import BrokerUrl
@@ -70,12 +70,13 @@ class ReceiverOptions:
 
 class DeployReceiver:
     def __init__(self, *, broker: BrokerUrl | str, identity: Identity, topics: Topics, store: EnvStore,
-                 trust: TrustStore, base: Registry, switch: Callable[[Registry], None],
+                 trust: TrustStore, base: Registry, switch: Callable[[Registry], None], live_check: bool = True,
                  log: logging.LoggerAdapter[Any] | logging.Logger = log,
                  options: ReceiverOptions = ReceiverOptions(),
                  wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
         self.me, self.topics, self.store, self.trust, self.base = identity, topics, store, trust, base
         self._switch, self.log, self.o = switch, log, options
+        self.live_check = live_check        # after the switch, send the box its own health tasks
         self.wall_clock, self.clock = wall_clock, clock
         self._inbox: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.client = MqttClient(broker, client_id=f"fd-{identity.agent}-{sha256(topics.root.encode())[:8]}",
@@ -93,6 +94,9 @@ class DeployReceiver:
         self._fetch: tuple[Manifest, ChunkFetch, Any] | None = None
         self._manifest_wait: tuple[str, list[bytes]] | None = None
         self._received = 0          # chunk bytes of the download under way (the report's ``received``)
+        self._health_topic = topics.agent_topic(identity.agent, "deploy-health")
+        self._health_replies: list[bytes] = []
+        self._health_n = 0
 
     # -- the kinds that run -------------------------------------------------------------
     def load(self) -> Registry:
@@ -128,6 +132,8 @@ class DeployReceiver:
     def start(self, *, timeout: float = 10.0) -> None:
         self.client.start(timeout=timeout)
         self.client.subscribe(self.topics.deploy_desired_filter, 1, timeout=timeout)
+        if self.live_check:
+            self.client.subscribe(self._health_topic, 1, timeout=timeout)
         self._publish_report()
         self._thread = threading.Thread(target=self._run, name=f"deploy-{self.me.agent}", daemon=True)
         self._thread.start()
@@ -180,6 +186,8 @@ class DeployReceiver:
                 self._manifest_wait[1].append(msg.payload)
         elif self._fetch is not None and msg.topic.startswith(f"{t.root}/deploy/chunks/"):
             self._take_chunk(msg)
+        elif msg.topic == self._health_topic and msg.payload:
+            self._health_replies.append(msg.payload)
 
     def _take_desired(self, msg: Message) -> None:
         if not msg.payload:
@@ -283,7 +291,7 @@ class DeployReceiver:
     def _apply(self, change: Change) -> None:
         ref = change.want
         if ref.absent:
-            self._switch_to(change.name, None, change.serial)
+            self._switch_to(change.name, None)
             return
         assert ref.digest is not None and ref.version is not None
         desired.check_downgrade(change, self.applied)
@@ -314,25 +322,62 @@ class DeployReceiver:
                 self.store.drop_env(env)
                 raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble}; the version that ran "
                                     "before keeps serving")
+        before, before_extras = self.applied.get(change.name), dict(self.extras.get(change.name, {}))
+        keep = {self._env(before)} if before else set()     # until the new one has answered here
         self._switch_to(change.name, Applied(change.name, manifest.version, manifest.digest, change.serial),
-                      change.serial, kinds=sorted(manifest.kinds))
+                        extras={"kinds": sorted(manifest.kinds), "restarts": 0}, keep=keep)
         self.store.drop_staging(manifest.digest)
+        trouble = self._check_live(manifest) if self.live_check else None
+        if trouble is not None:
+            self._switch_to(change.name, before, extras=before_extras)
+            raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble} after the switch; switched "
+                                f"back to {before.version if before else 'not having it'}")
+        self._switch_to(change.name, self.applied[change.name], extras=self.extras[change.name])   # drop the old
 
-    def _switch_to(self, name: str, new: Applied | None, serial: int, kinds: list[str] | None = None) -> None:
-        """Switch: the kinds of ``applied`` with ``name`` replaced (or removed)."""
+    def _check_live(self, manifest: Manifest) -> str | None:
+        """Each kind's health task sent to this agent itself, once switched:
+        the whole path (the core, a renewed worker loading the environment).
+        A handler's failure is the verdict; a busy, degraded or slow agent
+        says nothing about the version (the check before the switch passed)."""
+        for kind, spec in sorted(manifest.kinds.items()):
+            self._health_n += 1
+            task_id = f"deploy-health-{manifest.digest[:8]}-{kind}-{self._health_n}-{self.me.agent}"
+            self._health_replies.clear()
+            self.client.publish(self.topics.agent_tasks(self.me.agent), codec.encode(
+                {"id": task_id, "kind": kind, "args": dict(spec.health_args), "weight": "light",
+                 "reply_to": self._health_topic}), qos=1)
+            deadline = self.clock() + self.o.health_timeout_s
+            while self.clock() < deadline:
+                reply = next((codec.decode(r) for r in self._health_replies if codec.decode(r).get("id") == task_id),
+                             None)
+                if reply is not None:
+                    error = reply.get("error") or {}
+                    if reply.get("status") == "ok" or error.get("code") in ("busy", "degraded", "draining",
+                                                                             "deadline", "timeout"):
+                        break
+                    return f"its health-check task of {kind} failed on this agent: {error.get('code')}: " \
+                           f"{error.get('message')}"
+                self._pump(deadline)
+        return None
+
+    def _switch_to(self, name: str, new: Applied | None, *, extras: Mapping[str, Any] | None = None,
+                   keep: Iterable[Path] = ()) -> None:
+        """Switch: the kinds of ``applied`` with ``name`` replaced (or removed);
+        environments no longer named go, but for ``keep``."""
         applied = dict(self.applied)
         if new is None:
             applied.pop(name, None)
             self.extras.pop(name, None)
         else:
             applied[name] = new
-            self.extras[name] = {"kinds": kinds or [], "restarts": 0}
-        self._switch(self.compose(applied))
+            self.extras[name] = dict(extras or {})
+        if applied != self.applied:
+            self._switch(self.compose(applied))
+            self.log.info("deployment: %s", f"{name} {new.version} runs" if new else f"{name} removed")
         self.applied = applied
         self.store.save(self.applied, self.taken, self.extras)
-        self.store.keep_only({self._env(a) for a in applied.values()},
+        self.store.keep_only({self._env(a) for a in applied.values()} | set(keep),
                              (p.name for p in self.store.staging.iterdir()))
-        self.log.info("deployment: %s", f"{name} {new.version} runs" if new else f"{name} removed")
 
     def _fetch_manifest(self, digest: str) -> Manifest:
         topic = self.topics.deploy_bundle(digest)
