@@ -34,7 +34,10 @@ from fogmesh.edge_agent.journal import Journal, default_state_dir
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.probes import SharedSubscriptionProbe
+from fogmesh.edge_agent.queue_intake import QueueIntake
+from fogmesh.edge_agent.refusal import leave_no_session
 from fogmesh.edge_agent.session_rescue import RescueSession
+from fogmesh.edge_agent.standing import task_filters
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
 from fogmesh.errors import ClaimOrderError, ConnectError, UnsupportedBroker
@@ -112,6 +115,10 @@ class Agent:
         self._broker = broker
         self.client, self.ctl = self._make_clients(mqtt5=o.mqtt == "5")
         self.pool = WorkerPool(o.concurrency, self.registry, self.dispatcher.worker_done, name=agent_id)
+        self.queue_intake = QueueIntake(o.amqp, root=o.root, events=self.dispatcher.events,
+                                        prefetch=max(8, 4 * o.concurrency), log=self.log) if o.amqp else None
+        if self.queue_intake is not None:
+            self.dispatcher.standing.queue_taking = self.queue_intake.taking
         self.pipelines: PipelineRunner | None = None
         if o.pipelines or o.triggers:
             missing = sorted({p.kind for p in o.pipelines or []} - set(self.registry.names()))
@@ -144,10 +151,15 @@ class Agent:
                 self._check_claim_order(timeout)
             for topic in self._task_filters():
                 self.client.subscribe(topic, 1, timeout=timeout)
+            if self.queue_intake is not None:
+                self.queue_intake.start(timeout=max(timeout, 30.0))
             self.dispatcher.standing.tasks_subscribed.set()
             self.dispatcher.events.put(Wake())           # presence may go out now (presence_hold)
-        except BaseException:
+        except BaseException as exc:
             self.pool.stop()
+            if isinstance(exc, ClaimOrderError):      # peers saw it: say offline, leave no session
+                leave_no_session(ctl=self.ctl, client=self.client, presence_topic=self.topics.presence(self.agent_id),
+                                 offline=self.announcer.offline_payload(), log=self.log)
             self.client.stop()
             self.ctl.stop()
             if self.journal:
@@ -176,7 +188,9 @@ class Agent:
             self.ctl.start(timeout=timeout)
         self.client.start(timeout=max(timeout, 30.0))
         ensure_id_carried(self.ctl.url, self.topics, what="agent id", name=self.agent_id, timeout=timeout)
-        if self.requested_dispatch in ("auto", "shared"):
+        if self.options.amqp and self.requested_dispatch in ("auto", "amqp"):
+            self.dispatch = "amqp"           # RabbitMQ: tasks from its quorum queue (edge_agent/queue_intake.py)
+        elif self.requested_dispatch in ("auto", "shared"):
             shared = self._shared_probe.run(self.ctl, timeout=max(timeout, 30.0))
             if self.requested_dispatch == "shared" and not shared:
                 raise UnsupportedBroker(
@@ -191,17 +205,17 @@ class Agent:
         o = self.options
         core = self.core = AgentCore(AgentConfig(agent_id=self.agent_id, topics=self.topics,
                                                  concurrency=self.concurrency, max_queue=o.max_queue,
-                                                 dispatch=self.dispatch, limits=o.limits,
+                                                 dispatch=self.core_dispatch, limits=o.limits,
                                                  offer_lease_s=o.offer_lease_s, takeover_grace_s=o.takeover_grace_s,
                                                  device_rate=o.device_rate, presence_stale_s=3 * self.presence_period),
                                      self.registry, policy=o.policy)
         d = self.dispatcher
-        executor = Executor(core=core, client=self.client, ctl=self.ctl, dispatch=self.dispatch, topics=self.topics,
-                            journal=self.journal, pool=self.pool, registry=self.registry, log=self.log,
-                            clock=self.clock, rescue=self._start_rescue, stop_taking=d.standing.stop_taking,
-                            resume_taking=d.standing.resume_taking,
+        executor = Executor(core=core, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
+                            topics=self.topics, journal=self.journal, pool=self.pool, registry=self.registry,
+                            log=self.log, clock=self.clock, rescue=self._start_rescue,
+                            stop_taking=d.standing.stop_taking, resume_taking=d.standing.resume_taking,
                             drain=lambda: d.standing.begin_drain(self.clock()))
-        d.attach(core=core, executor=executor, client=self.client, ctl=self.ctl, dispatch=self.dispatch,
+        d.attach(core=core, executor=executor, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
                  journal=self.journal)
         self.announcer.dispatch = self.dispatch
         self.announcer.read_host(self.clock(), core)
@@ -249,6 +263,8 @@ class Agent:
 
     def _leave(self) -> None:
         """Stop without the offline announcement (for an agent that must not speak for its id)."""
+        if self.queue_intake is not None:
+            self.queue_intake.stop()        # what it held unacknowledged goes back to the queue
         for session in self._rescues:
             session.stop()
         self.client.stop()
@@ -271,6 +287,12 @@ class Agent:
         """A deployment's new kinds (the receiver's thread): see edge_agent/deploying.py."""
         switch_kinds(registry, events=self.dispatcher.events, pool=self.pool)
         self.registry = registry
+
+    @property
+    def core_dispatch(self) -> str:
+        """What the core reasons by: a RabbitMQ quorum queue gives each task to one
+        consumer and takes back what a lost one held, as shared subscriptions do."""
+        return "shared" if self.dispatch == "amqp" else self.dispatch
 
     # -- what it says ------------------------------------------------------
     @property
@@ -310,20 +332,16 @@ class Agent:
         self.dispatcher.probe_at = self.clock() + CLAIM_PROBE_WAIT_S
         self.dispatcher.events.put(Wake())
         if not self.dispatcher.order_checked.wait(CLAIM_PROBE_WAIT_S + 10.0):
-            self.log.warning("the claim-order check did not finish; going on")
-            return
+            raise ClaimOrderError("the claim-order check did not finish within 11 s (peers' views never came "
+                                  "back): claim dispatch cannot be trusted here. On RabbitMQ use --amqp (a quorum "
+                                  "queue); else a broker with shared subscriptions")
         assert self.core is not None
         verdict = self.core.order_verdict
         if verdict not in (None, "ok"):
             raise ClaimOrderError(verdict)
 
     def _task_filters(self) -> tuple[str, ...]:
-        """Where tasks come from: this agent's direct topic, and the shared task
-        topics (in a shared-subscription group, or each one whole for claims)."""
-        t = self.topics
-        if self.dispatch == "shared":
-            return (t.agent_tasks(self.agent_id), t.shared_tasks(), t.shared_device_tasks())
-        return (t.agent_tasks(self.agent_id), t.tasks, t.device_tasks_filter)
+        return task_filters(self.topics, self.agent_id, self.dispatch)
 
     # -- connections -----------------------------------------------------------
     def _make_clients(self, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:

@@ -42,9 +42,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device-rate", type=float, default=0.0, metavar="N",
                    help="tasks/s one device may submit to this agent (bursts of 2 s); beyond it, "
                         "'busy' errors (default: 0 = no limit)")
-    p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim"],
+    p.add_argument("--dispatch", default="auto", choices=["auto", "shared", "claim", "amqp"],
                    help="how agents split tasks: MQTT shared subscriptions, claims on "
-                        "{root}/claims, or auto-detect (default: auto)")
+                        "{root}/claims, a RabbitMQ quorum queue (amqp, with --amqp), or auto-detect "
+                        "(default: auto: amqp when --amqp is given)")
+    p.add_argument("--amqp", action="append", default=[], metavar="URL",
+                   help="RabbitMQ: take tasks from a quorum queue over AMQP at this node "
+                        "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes (failover)")
     p.add_argument("--mqtt", default="auto", choices=["auto", "5", "3.1.1"],
                    help="protocol version. auto: MQTT 5 where the broker accepts it (mosquitto, EMQX), "
                         "so MQTT 5 requesters (mosquitto_rr) are answered on their Response Topic with "
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
             device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, **deploy_options(args)))
+            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, amqp=tuple(args.amqp), **deploy_options(args)))
     except ValueError as exc:     # DeployRefused too: a trust key that cannot be read
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2

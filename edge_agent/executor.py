@@ -33,12 +33,12 @@ from fogmesh.edge_agent.actions import (
 )
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.events import Finished, JournalFailed
-from fogmesh.edge_agent.inputs import Incoming
+from fogmesh.edge_agent.inputs import Incoming, Queued
 from fogmesh.edge_agent.journal import Journal
 from fogmesh.edge_agent.session_rescue import RescueToken
 from fogmesh.edge_agent.workers import WorkerPool, run_handler
 from fogmesh.errors import StorageError
-from fogmesh.mqtt import MqttClient
+from fogmesh.mqtt import Delivery, MqttClient
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 
@@ -55,6 +55,7 @@ class Executor:
         self.log, self.clock = log, clock
         self._rescue, self._stop_taking, self._resume_taking, self._drain = rescue, stop_taking, resume_taking, drain
         self._ctl_prefixes = (topics.claims, topics.presence_prefix, topics.agents_prefix)
+        self._last_answer: tuple[Delivery | None, MqttClient, int] | None = None   # this step's, on the task link
 
     @property
     def answers_via(self) -> MqttClient:
@@ -62,6 +63,7 @@ class Executor:
         return self.ctl if self.claim_dispatch else self.client
 
     def run(self, actions: list[Action]) -> None:
+        self._last_answer = None
         todo = deque(actions)
         trace = self.log.isEnabledFor(logging.DEBUG)
         while todo:
@@ -96,13 +98,22 @@ class Executor:
     def _publish(self, action: Publish) -> None:
         via = self.ctl if self.claim_dispatch or action.topic.startswith(self._ctl_prefixes) else self.client
         tagged = action.fence_key is not None or action.sent_key is not None
-        via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
-                    tag=action if tagged else None, withdraw=action.fence_key is not None,
-                    properties=action.properties)
+        delivery = via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
+                               tag=action if tagged else None, withdraw=action.fence_key is not None,
+                               properties=action.properties)
+        if via is self.client and action.qos > 0:
+            self._last_answer = (delivery, via, via.generation())
 
-    @staticmethod
-    def _ack(token: Any) -> None:
-        if isinstance(token, RescueToken):
+    def _ack(self, token: Any) -> None:
+        if isinstance(token, Queued):
+            # amqp dispatch: the queue (another connection) must not let go of the task
+            # before the broker has the answer this step published, or a crash loses both.
+            last = self._last_answer
+            if last is None:
+                token.queue.ack(token.task)
+            else:
+                token.queue.ack_after(token.task, _confirmed(*last))
+        elif isinstance(token, RescueToken):
             token.session.ack(token)
         elif isinstance(token, Incoming):   # None: restored from the journal
             token.client.ack(token.message)
@@ -119,3 +130,15 @@ class Executor:
         except StorageError as exc:
             return self.core.handle(JournalFailed(str(exc)), self.clock())
         return []
+
+
+def _confirmed(delivery: Delivery | None, client: MqttClient, generation: int) -> Callable[[], bool | None]:
+    """True once the broker confirmed ``delivery``; False if it never will
+    (withdrawn, or its connection dropped first); None meanwhile."""
+    def outcome() -> bool | None:
+        if delivery is None:
+            return False
+        if delivery.confirmed():
+            return True
+        return False if client.generation() != generation else None
+    return outcome

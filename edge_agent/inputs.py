@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Union
 
+from fogmesh.amqp_queue import QueuedTask, TaskQueue
 from fogmesh.announcements import Presence
 from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
@@ -22,7 +23,7 @@ from fogmesh.mqtt import Message, MqttClient
 from fogmesh.registry import Registry
 
 __all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "KindsReplaced", "LinkChanged",
-           "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
+           "Queued", "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,26 @@ class Incoming:
 
 
 @dataclass(frozen=True, slots=True)
-class Received:
-    """A message on one of the agent's own connections."""
+class Queued:
+    """A task taken from the AMQP task queue (``amqp`` dispatch, RabbitMQ),
+    as a message: acknowledged there once its answer is confirmed."""
 
-    incoming: Incoming
+    queue: TaskQueue
+    task: QueuedTask
+    message: Message
+    client: None = None          # not from an MQTT connection
+
+    @classmethod
+    def of(cls, queue: TaskQueue, task: QueuedTask) -> Queued:
+        return cls(queue, task, Message(topic=task.topic, payload=task.payload, qos=1, retain=False, mid=0,
+                                        generation=task.connection, dup=task.redelivered))
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message on one of the agent's own connections (or its task queue)."""
+
+    incoming: Incoming | Queued
 
 
 @dataclass(frozen=True, slots=True)

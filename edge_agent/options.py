@@ -21,7 +21,7 @@ from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import DEFAULT_ROOT
 
-DISPATCH_CHOICES = ("auto", "shared", "claim")
+DISPATCH_CHOICES = ("auto", "shared", "claim", "amqp")
 MQTT_CHOICES = ("auto", "5", "3.1.1")
 
 
@@ -60,6 +60,9 @@ class AgentOptions:
     labels: Sequence[str] = ()
     trust_keys: Sequence[str] = ()
     max_bundle_mb: float = 100.0
+    # RabbitMQ: take tasks from a quorum queue over AMQP at these nodes (a failover
+    # list); presence, replies and the rest stay MQTT (fogmesh.amqp_queue).
+    amqp: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.max_unconfirmed < 2:
@@ -68,5 +71,7 @@ class AgentOptions:
             raise ValueError(f"mqtt must be one of {MQTT_CHOICES}")
         if self.dispatch not in DISPATCH_CHOICES:
             raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}")
+        if self.dispatch == "amqp" and not self.amqp:
+            raise ValueError("dispatch amqp needs the RabbitMQ nodes' AMQP URLs (--amqp amqp://HOST:5672)")
         if self.max_bundle_mb <= 0:
             raise ValueError("max_bundle_mb must be positive")

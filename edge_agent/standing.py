@@ -24,6 +24,7 @@ from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.unique import in_use_error
 from fogmesh.mqtt import MqttClient
+from fogmesh.topics import Topics
 
 
 class Standing:
@@ -38,6 +39,7 @@ class Standing:
         self.hold = PresenceHold(shared=False)
         self.tasks_subscribed = threading.Event()    # start-up's task subscriptions acknowledged
         self._subscribed_to_tasks = True
+        self.queue_taking: Callable[[bool], None] | None = None    # amqp dispatch: consume or not
         self.core: AgentCore | None = None
         self.client: MqttClient | None = None
         self.journal: Journal | None = None
@@ -155,6 +157,8 @@ class Standing:
         if want == self._subscribed_to_tasks:
             return
         self._subscribed_to_tasks = want
+        if self.queue_taking is not None:      # amqp dispatch: the task queue's consumer too
+            self.queue_taking(want)
         if not want:
             for topic in self._task_filters():
                 client.unsubscribe(topic)
@@ -175,3 +179,14 @@ class Standing:
         self.stop.drain(now)
         self.task_subscriptions(now)
         self.announcer.announce(now, core, "draining")
+
+
+def task_filters(t: Topics, agent_id: str, dispatch: str) -> tuple[str, ...]:
+    """Where an agent's tasks come from over MQTT: its direct topic, and the
+    shared task topics (in a shared-subscription group, or each one whole for
+    claims; with ``amqp`` dispatch they come from the RabbitMQ queue instead)."""
+    if dispatch == "amqp":
+        return (t.agent_tasks(agent_id),)
+    if dispatch == "shared":
+        return (t.agent_tasks(agent_id), t.shared_tasks(), t.shared_device_tasks())
+    return (t.agent_tasks(agent_id), t.tasks, t.device_tasks_filter)

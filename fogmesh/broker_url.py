@@ -6,7 +6,7 @@ with it before anything connects; :mod:`fogmesh.mqtt` connects to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -38,9 +38,26 @@ class BrokerUrl:
     password_file: str | None = None
     websocket: bool = False
     path: str = "/mqtt"
+    #: Other nodes of a cluster, tried in turn when the one in use goes (a failover
+    #: list: ``mqtt://node1:1883,node2:1883,node3:1883``; same scheme, login, options).
+    alternates: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        return ((self.host, self.port), *self.alternates)
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
+        if "," in url:
+            first, *rest = (u.strip() for u in url.split(","))
+            primary = cls.parse(first)
+            others = []
+            for u in rest:
+                node = cls.parse(u if "://" in u else f"{primary.scheme}://{u}")
+                if (node.scheme, node.username) != (primary.scheme, primary.username):
+                    raise ValueError(f"broker URL {url!r}: the nodes of a failover list share scheme and login")
+                others.append((node.host, node.port))
+            return replace(primary, alternates=tuple(others))
         if "://" not in url:
             url = "mqtt://" + url
         parts = urlsplit(url)
@@ -72,7 +89,8 @@ class BrokerUrl:
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
         path = self.path if self.websocket and self.path != "/mqtt" else ""
-        return f"{self.scheme}://{user}{self.host}:{self.port}{path}"
+        more = "".join(f",{h}:{p}" for h, p in self.alternates)
+        return f"{self.scheme}://{user}{self.host}:{self.port}{path}{more}"
 
 
 def resolve_password(url: BrokerUrl, env: Mapping[str, str]) -> str | None:

@@ -56,7 +56,7 @@ def test_each_io_library_is_imported_by_exactly_one_module():
         for name in imported_names(path):
             top = name.split(".")[0]
             if top in ("paho", "amqtt", "psutil", "gpiozero", "cv2", "prometheus_client", "rich",
-                       "matplotlib", "cryptography", "installer", "packaging"):
+                       "matplotlib", "cryptography", "installer", "packaging", "pika"):
                 # A package that wraps one library owns it as a whole.
                 where = path.parent if path.parent.name in WRAPPING_PACKAGES else path
                 owners.setdefault(top, set()).add(str(where.relative_to(ROOT)))
@@ -65,4 +65,4 @@ def test_each_io_library_is_imported_by_exactly_one_module():
                       "cv2": {"devices/vision.py"}, "prometheus_client": {"edge_agent/metrics.py"},
                       "rich": {"fogmesh/monitor.py"}, "matplotlib": {"simulator/plots.py"},
                       "cryptography": {"fogmesh/deploy/signing.py"}, "installer": {"fogmesh/deploy/install.py"},
-                      "packaging": {"fogmesh/deploy/compat.py"}}
+                      "packaging": {"fogmesh/deploy/compat.py"}, "pika": {"fogmesh/amqp_queue.py"}}

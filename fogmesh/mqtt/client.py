@@ -102,6 +102,7 @@ class MqttClient:
                 raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
         self._keepalive = keepalive
         self._paho = c
+        self._node = 0                       # which of ``url.nodes`` is in use (a failover list)
 
     # -- lifecycle -------------------------------------------------------
     def start(self, *, timeout: float | None = 10.0, fail_fast: bool = False) -> None:
@@ -328,9 +329,23 @@ class MqttClient:
             self._on_connection(True)
 
     def _handle_connect_fail(self, _client: paho.Client, _ud: object) -> None:
-        if self._fail_fast and not self._first_result.is_set():
+        if self._fail_fast and not self._first_result.is_set() and self._node == len(self.url.nodes) - 1:
             self.refused = "connection refused"
             self._first_result.set()
+        self._next_node()
+
+    def _next_node(self) -> None:
+        """A failover list: the next attempt goes to the next node."""
+        nodes = self.url.nodes
+        if len(nodes) > 1 and not self._stopping:
+            self._node = (self._node + 1) % len(nodes)
+            self._paho.retarget(*nodes[self._node])
+
+    @property
+    def node(self) -> str:
+        """``host:port`` of the node in use (or tried next)."""
+        host, port = self.url.nodes[self._node]
+        return f"{host}:{port}"
 
     def _handle_disconnect(self, _client: paho.Client, _ud: object, _flags: object,
                            reason_code: object, _props: object) -> None:
@@ -345,7 +360,10 @@ class MqttClient:
             self._stopping = True          # one connection only: do not come back
             self._paho.disconnect()
         if was and not self._stopping:
-            log.info("%s: disconnected from %s (%s); reconnecting", self.client_id, self.url, reason_code)
+            lost = self.node
+            self._next_node()
+            log.info("%s: disconnected from %s (%s); reconnecting%s", self.client_id, lost, reason_code,
+                     f" to {self.node}" if len(self.url.nodes) > 1 else "")
             if self._on_connection:
                 self._on_connection(False)
 

@@ -39,6 +39,12 @@ class _Client(paho.Client):
     (QoS 0 publishes, DISCONNECT) are written on their own, as paho does.
     """
 
+    def retarget(self, host: str, port: int) -> None:
+        """Reconnect to another node of a cluster from the next attempt on (a
+        failover list). paho's ``host``/``port`` setters refuse while a lost
+        connection is being re-opened, which is exactly when this is needed."""
+        self._host, self._port = host, port
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch = threading.Lock()

@@ -1,0 +1,40 @@
+"""``amqp`` dispatch (RabbitMQ): the agent's shared tasks come from a quorum
+queue over AMQP (:mod:`fogmesh.amqp_queue`) instead of an MQTT shared
+subscription; everything else (direct tasks, presence, answers, offloads)
+stays MQTT. Each task is put on the dispatcher's queue as a message with its
+own ack token (:class:`~fogmesh.edge_agent.inputs.Queued`); the executor
+acknowledges it once its answer is confirmed."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from fogmesh.amqp_queue import QueuedTask, TaskQueue
+from fogmesh.edge_agent.inputs import Queued, Received
+
+
+class QueueIntake:
+    def __init__(self, urls: Sequence[str], *, root: str, events: Any, prefetch: int, log: Any) -> None:
+        self.log = log
+        self._events = events
+        self.queue = TaskQueue(urls, root=root, on_task=self._take, prefetch=prefetch,
+                               on_connection=self._connection)
+
+    def _take(self, task: QueuedTask) -> None:
+        self._events.put(Received(Queued.of(self.queue, task)))
+
+    def _connection(self, up: bool) -> None:
+        if up:
+            self.log.info("taking tasks from RabbitMQ queue %s at %s", self.queue.queue, self.queue.url)
+        else:
+            self.log.warning("lost the task queue at %s; what this agent held unanswered goes back to it",
+                             self.queue.url)
+
+    def start(self, *, timeout: float) -> None:
+        self.queue.start(timeout=timeout)
+
+    def taking(self, want: bool) -> None:
+        self.queue.taking(want)
+
+    def stop(self) -> None:
+        self.queue.stop()
