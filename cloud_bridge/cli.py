@@ -62,6 +62,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--id", default=None, help="worker id (default: cloud-<host>-<pid>)")
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--amqp", action="append", default=[], metavar="URL",
+                   help="a RabbitMQ cloud: take tasks from its quorum queue over AMQP at this node "
+                        "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes")
     deploy_args(p)
     log_arg(p)
 
@@ -116,5 +119,6 @@ def run_cloud_worker(args: argparse.Namespace) -> int:
     worker_id = args.id or f"cloud-{socket.gethostname().split('.')[0]}-{os.getpid()}"
     agent = Agent(worker_id, args.cloud, AgentOptions(root=args.cloud_root, concurrency=args.concurrency,
                                                       dispatch="auto", policy=LocalPolicy(),
-                                                      notifier=ServiceNotifier.from_env(), **deploy_options(args)))
+                                                      notifier=ServiceNotifier.from_env(), amqp=tuple(args.amqp),
+                                                      **deploy_options(args)))
     return run_until_signal(agent)

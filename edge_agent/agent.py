@@ -214,7 +214,7 @@ class Agent:
                             topics=self.topics, journal=self.journal, pool=self.pool, registry=self.registry,
                             log=self.log, clock=self.clock, rescue=self._start_rescue,
                             stop_taking=d.standing.stop_taking, resume_taking=d.standing.resume_taking,
-                            drain=lambda: d.standing.begin_drain(self.clock()))
+                            drain=lambda: d.standing.begin_drain(self.clock()), queue=self.queue_intake)
         d.attach(core=core, executor=executor, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
                  journal=self.journal)
         self.announcer.dispatch = self.dispatch
@@ -346,15 +346,18 @@ class Agent:
     # -- connections -----------------------------------------------------------
     def _make_clients(self, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
         agent_id, root_tag, d = self.agent_id, self._root_tag, self.dispatcher
+        # RabbitMQ (amqp dispatch): a persistent MQTT session is a queue on one node, and a client
+        # back on another node while that one is down cannot resume it: sessions are clean there.
+        keep = not self.options.amqp
         client = MqttClient(
-            self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=False, manual_ack=True,
+            self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=not keep, manual_ack=True,
             reconnect_max=RECONNECT_MAX_S, on_message=lambda m: self._arrived(self.client, m, task_link=True),
             on_connection=lambda up: d.link_changed(control=False, up=up, session_kept=self.client.session_present),
             # Shared dispatch answers on this connection: those cut off unconfirmed go out
             # again when their task comes back (or at once: no session), so the core must hear of them.
             on_withdrawn=lambda tags: d.withdrawn(tags, control=False), mqtt5=mqtt5)
         ctl = MqttClient(
-            self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=False, manual_ack=True,
+            self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=not keep, manual_ack=True,
             reconnect_max=RECONNECT_MAX_S, will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
             on_message=lambda m: self._arrived(self.ctl, m, task_link=False),
             on_connection=lambda up: d.link_changed(control=True, up=up, session_kept=self.ctl.session_present),

@@ -35,10 +35,11 @@ from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.events import Finished, JournalFailed
 from fogmesh.edge_agent.inputs import Incoming, Queued
 from fogmesh.edge_agent.journal import Journal
+from fogmesh.edge_agent.queue_intake import QueueIntake
 from fogmesh.edge_agent.session_rescue import RescueToken
 from fogmesh.edge_agent.workers import WorkerPool, run_handler
 from fogmesh.errors import StorageError
-from fogmesh.mqtt import Delivery, MqttClient
+from fogmesh.mqtt import MqttClient
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
 
@@ -48,14 +49,17 @@ class Executor:
                  journal: Journal | None, pool: WorkerPool, registry: Registry, log: logging.LoggerAdapter[Any],
                  clock: Callable[[], float], rescue: Callable[[str], None],
                  stop_taking: Callable[[StopTaking], None], resume_taking: Callable[[], None],
-                 drain: Callable[[], None]) -> None:
+                 drain: Callable[[], None], queue: QueueIntake | None = None) -> None:
         self.core, self.client, self.ctl = core, client, ctl
         self.claim_dispatch = dispatch == "claim"
         self.journal, self.pool, self.registry = journal, pool, registry
         self.log, self.clock = log, clock
         self._rescue, self._stop_taking, self._resume_taking, self._drain = rescue, stop_taking, resume_taking, drain
         self._ctl_prefixes = (topics.claims, topics.presence_prefix, topics.agents_prefix)
-        self._last_answer: tuple[Delivery | None, MqttClient, int] | None = None   # this step's, on the task link
+        # amqp dispatch: what a step publishes on the task link waits for the ack that follows
+        # it: a queued task's answer goes with that ack in one AMQP transaction (queue_intake.py).
+        self.queue = queue
+        self._held: list[Publish] = []
 
     @property
     def answers_via(self) -> MqttClient:
@@ -63,7 +67,6 @@ class Executor:
         return self.ctl if self.claim_dispatch else self.client
 
     def run(self, actions: list[Action]) -> None:
-        self._last_answer = None
         todo = deque(actions)
         trace = self.log.isEnabledFor(logging.DEBUG)
         while todo:
@@ -94,26 +97,36 @@ class Executor:
                 self._stop_taking(action)
             elif isinstance(action, ResumeTaking):
                 self._resume_taking()
+        self._flush_held()
 
     def _publish(self, action: Publish) -> None:
         via = self.ctl if self.claim_dispatch or action.topic.startswith(self._ctl_prefixes) else self.client
+        if self.queue is not None and via is self.client:
+            self._held.append(action)
+            return
+        self._send(via, action)
+
+    @staticmethod
+    def _send(via: MqttClient, action: Publish) -> None:
         tagged = action.fence_key is not None or action.sent_key is not None
-        delivery = via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
-                               tag=action if tagged else None, withdraw=action.fence_key is not None,
-                               properties=action.properties)
-        if via is self.client and action.qos > 0:
-            self._last_answer = (delivery, via, via.generation())
+        via.publish(action.topic, action.payload, qos=action.qos, retain=action.retain,
+                    tag=action if tagged else None, withdraw=action.fence_key is not None,
+                    properties=action.properties)
+
+    def _flush_held(self) -> None:
+        """Held publishes no queued task's ack took: out over MQTT, as elsewhere."""
+        held, self._held = self._held, []
+        for action in held:
+            self._send(self.client, action)
 
     def _ack(self, token: Any) -> None:
         if isinstance(token, Queued):
-            # amqp dispatch: the queue (another connection) must not let go of the task
-            # before the broker has the answer this step published, or a crash loses both.
-            last = self._last_answer
-            if last is None:
-                token.queue.ack(token.task)
-            else:
-                token.queue.ack_after(token.task, _confirmed(*last))
-        elif isinstance(token, RescueToken):
+            assert self.queue is not None
+            held, self._held = self._held, []
+            self.queue.settle(token, held)
+            return
+        self._flush_held()
+        if isinstance(token, RescueToken):
             token.session.ack(token)
         elif isinstance(token, Incoming):   # None: restored from the journal
             token.client.ack(token.message)
@@ -131,14 +144,3 @@ class Executor:
             return self.core.handle(JournalFailed(str(exc)), self.clock())
         return []
 
-
-def _confirmed(delivery: Delivery | None, client: MqttClient, generation: int) -> Callable[[], bool | None]:
-    """True once the broker confirmed ``delivery``; False if it never will
-    (withdrawn, or its connection dropped first); None meanwhile."""
-    def outcome() -> bool | None:
-        if delivery is None:
-            return False
-        if delivery.confirmed():
-            return True
-        return False if client.generation() != generation else None
-    return outcome

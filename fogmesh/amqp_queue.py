@@ -32,7 +32,10 @@ from fogmesh.errors import ConnectError
 
 log = logging.getLogger("fogmesh.amqp")
 
-__all__ = ["QueuedTask", "TaskQueue", "queue_name", "routing_keys"]
+__all__ = ["QueuedTask", "Settled", "TaskQueue", "queue_name", "routing_keys"]
+
+#: Told whether a settle was committed (True) or lost with its connection (False).
+Settled = Callable[[bool], None]
 
 
 def routing_keys(root: str) -> tuple[str, str]:
@@ -63,16 +66,15 @@ class TaskQueue:
                  retry_s: float = 0.5) -> None:
         if not urls:
             raise ValueError("TaskQueue needs at least one amqp:// URL")
+        logging.getLogger("pika").setLevel(logging.WARNING)    # its INFO is a line per socket state
         self.urls = list(urls)
         self.root = root
         self.queue = queue_name(root)
         self.keys = routing_keys(root)
         self._on_task, self._on_connection = on_task, on_connection
         self.prefetch, self.retry_s = prefetch, retry_s
-        self._todo: deque[tuple[str, int, int]] = deque()    # ("ack" | "nack", connection, tag)
-        # acks waiting on a condition: () -> True (ack), False (give back), None (not yet)
-        self._waiting: list[tuple[QueuedTask, Callable[[], bool | None]]] = []
-        self._lock = threading.Lock()
+        # ("ack" | "nack" | "settle", connection, tag, publishes, done)
+        self._todo: deque[tuple[str, int, int, Sequence[tuple[str, bytes]], Settled | None]] = deque()
         self._taking = True
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -97,32 +99,24 @@ class TaskQueue:
             self._thread.join(10.0)
 
     def ack(self, task: QueuedTask) -> None:
-        self._todo.append(("ack", task.connection, task.tag))
+        self._todo.append(("ack", task.connection, task.tag, (), None))
 
     def nack(self, task: QueuedTask) -> None:
         """Give it back to the queue (another consumer, or this one, gets it again, redelivered)."""
-        self._todo.append(("nack", task.connection, task.tag))
+        self._todo.append(("nack", task.connection, task.tag, (), None))
 
-    def ack_after(self, task: QueuedTask, outcome: Callable[[], bool | None]) -> None:
-        """Acknowledge once ``outcome()`` says True (its answer is confirmed),
-        give it back if False (the answer was lost with its connection)."""
-        with self._lock:
-            self._waiting.append((task, outcome))
+    def settle(self, task: QueuedTask, publishes: Sequence[tuple[str, bytes]], done: Settled) -> None:
+        """Publish ``publishes`` (MQTT topic, payload: the task's answer, through
+        ``amq.topic``, so MQTT subscribers get it) and acknowledge the task in
+        one transaction: the broker takes both or neither, so an agent killed
+        in between leaves the task in the queue and no answer out, and another
+        agent answers it once. ``done(True)`` once committed, ``done(False)``
+        if the connection went first (the task comes back, redelivered)."""
+        self._todo.append(("settle", task.connection, task.tag, publishes, done))
 
     def taking(self, want: bool) -> None:
         """Consume from the queue or not (a degraded or draining agent stops)."""
         self._taking = want
-
-    def _settle(self) -> None:
-        with self._lock:
-            still = []
-            for task, outcome in self._waiting:
-                verdict = outcome()
-                if verdict is None:
-                    still.append((task, outcome))
-                else:
-                    self._todo.append(("ack" if verdict else "nack", task.connection, task.tag))
-            self._waiting = still
 
     @property
     def connected(self) -> bool:
@@ -141,14 +135,41 @@ class TaskQueue:
                     self._first_error = f"{type(exc).__name__}: {exc}"
                 if self._ready.is_set():
                     log.warning("AMQP task queue: lost %s (%s); trying the next node", url, type(exc).__name__)
-            if self._ready.is_set() and self._on_connection is not None:
+            if self._ready.is_set() and self._on_connection is not None and not self._stop.is_set():
                 self._on_connection(False)
             self._ready.clear()
-            self._todo.clear()           # the broker gives back what the lost connection held
-            with self._lock:
-                self._waiting.clear()
+            while self._todo:            # the broker gives back what the lost connection held
+                done = self._todo.popleft()[4]
+                if done is not None:
+                    done(False)
             if not self._stop.is_set():
                 time.sleep(self.retry_s if i % len(self.urls) == 0 else 0.05)   # between rounds of the nodes
+
+    def _commit(self, ch: Any, number: int) -> None:
+        """Everything queued so far, in one transaction; then the ``done`` calls."""
+        batch = []
+        while self._todo:
+            batch.append(self._todo.popleft())
+        try:
+            for op, no, tag, publishes, done in batch:
+                if no != number:
+                    continue              # a tag of a closed connection: already given back
+                for topic, payload in publishes:
+                    ch.basic_publish("amq.topic", topic.replace("/", "."), payload,
+                                     pika.BasicProperties(delivery_mode=2))
+                if op == "nack":
+                    ch.basic_nack(tag, requeue=True)
+                else:
+                    ch.basic_ack(tag)
+            ch.tx_commit()
+        except BaseException:
+            for entry in batch:
+                if entry[4] is not None:
+                    entry[4](False)
+            raise
+        for op, no, _tag, _publishes, done in batch:
+            if done is not None:
+                done(no == number)
 
     def _serve(self, url: str) -> None:
         params = pika.URLParameters(url)
@@ -158,6 +179,7 @@ class TaskQueue:
         conn = pika.BlockingConnection(params)
         try:
             ch = conn.channel()
+            ch.tx_select()            # an answer and its task's ack: both or neither (settle)
             ch.basic_qos(prefetch_count=self.prefetch)
             ch.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
             for key in self.keys:
@@ -182,16 +204,8 @@ class TaskQueue:
                     else:
                         ch.basic_cancel(consumer)
                         consumer = None
-                if self._waiting:
-                    self._settle()
-                while self._todo:
-                    op, no, tag = self._todo.popleft()
-                    if no != number:
-                        continue              # a tag of a closed connection: already given back
-                    if op == "ack":
-                        ch.basic_ack(tag)
-                    else:
-                        ch.basic_nack(tag, requeue=True)
+                if self._todo:
+                    self._commit(ch, number)
         finally:
             try:
                 conn.close()

@@ -1,0 +1,173 @@
+"""A 3-node RabbitMQ cluster on this machine (its own ports, directories and
+Erlang cookie; one for the whole module): agents take tasks from a quorum
+queue over AMQP (``--amqp``), everything else MQTT, each with a failover list
+of the nodes. A fire-and-forget device (each task published once at QoS 1)
+and a plain subscriber counting replies per id, while agents are killed and
+nodes stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
+from fogmesh.mqtt import MqttClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
+              pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RabbitCluster]:
+    c = RabbitCluster(3).start()
+    yield c
+    c.cleanup()
+
+
+class Device:
+    """Publishes each task once (most firmware) and counts replies per id."""
+
+    def __init__(self, url: str, root: str) -> None:
+        self.root = root
+        self.replies: Counter[str] = Counter()
+        self.answers: dict[str, list[bytes]] = {}
+        self.lock = threading.Lock()
+        self.sub = MqttClient(url, client_id=f"dev-replies-{uuid.uuid4().hex[:8]}", clean_session=False,
+                              on_message=self._reply)
+        self.sub.start(timeout=30)
+        self.sub.subscribe(f"{root}/replies/dev")
+        self.pub = MqttClient(url)
+        self.pub.start(timeout=30)
+        self.sent: list[str] = []
+
+    def _reply(self, m) -> None:
+        r = json.loads(m.payload)
+        with self.lock:
+            self.replies[r["id"]] += 1
+            self.answers.setdefault(r["id"], []).append(json.dumps(r.get("result"), sort_keys=True).encode())
+
+    def send(self, n: int, *, ms: int = 20, per_s: float = 200.0) -> None:
+        started = time.monotonic()
+        for i in range(n):
+            task_id = f"t{len(self.sent):05d}"
+            self.pub.publish(f"{self.root}/tasks", json.dumps(
+                {"id": task_id, "kind": "sleep", "args": {"ms": ms}, "weight": "medium",
+                 "reply_to": f"{self.root}/replies/dev"}).encode(), qos=1)
+            self.sent.append(task_id)
+            time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))   # the device's pace, not a wait
+
+    def settle(self, timeout: float = 90.0) -> tuple[list[str], list[str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.replies) < len(self.sent):
+            time.sleep(0.2)                    # replies still on their way
+        time.sleep(1.0)                        # room for a late duplicate: an absence cannot be awaited
+        with self.lock:
+            lost = [t for t in self.sent if self.replies[t] == 0]
+            doubled = [t for t in self.sent if self.replies[t] > 1]
+            differing = [t for t in doubled if len(set(self.answers[t])) > 1]
+        assert differing == [], f"duplicate answers that differ: {differing[:5]}"
+        return lost, doubled
+
+    def close(self) -> None:
+        self.sub.stop()
+        self.pub.stop()
+
+
+def start_agent(cluster: RabbitCluster, root: str, i: int, state: Path, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "fogmesh", "agent", "--id", f"r{i}", "--broker", cluster.url_from(i % 3),
+            "--root", root, "--presence-period", "1", "--log-level", "INFO"]
+    for url in cluster.amqp_from(i % 3):
+        args += ["--amqp", url]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+                            env={**os.environ, "FOGMESH_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture
+def fleet(cluster: RabbitCluster, tmp_path: Path) -> Iterator[dict]:
+    root = f"cl/{uuid.uuid4().hex[:8]}"
+    procs = {i: start_agent(cluster, root, i, tmp_path / "state", tmp_path / f"r{i}.log") for i in range(3)}
+    device = Device(cluster.url_from(0), root)
+    watcher = MqttClient(cluster.url_from(0))
+    online: set[str] = set()
+    ready = threading.Event()
+
+    def presence(m) -> None:
+        if m.payload and json.loads(m.payload).get("state") == "online":
+            online.add(m.topic.rsplit("/", 1)[1])
+            if len(online) >= 3:
+                ready.set()
+
+    watcher = MqttClient(cluster.url_from(0), on_message=presence)
+    watcher.start(timeout=30)
+    watcher.subscribe(f"{root}/presence/+")
+    assert ready.wait(60), f"agents online: {online}"
+    yield {"root": root, "procs": procs, "device": device, "tmp": tmp_path}
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    device.close()
+    watcher.stop()
+
+
+def logs(fleet: dict) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(Path(fleet["tmp"]).glob("r*.log")))
+
+
+def test_three_agents_on_three_nodes_answer_each_of_1000_tasks_once(fleet: dict) -> None:
+    fleet["device"].send(1000)
+    lost, doubled = fleet["device"].settle()
+    assert (len(lost), len(doubled)) == (0, 0), logs(fleet)
+
+
+def test_an_agent_killed_under_load_loses_nothing_and_doubles_nothing(fleet: dict, cluster: RabbitCluster) -> None:
+    device = fleet["device"]
+    sending = threading.Thread(target=device.send, args=(600,))
+    sending.start()
+    time.sleep(1.0)                                      # under load: the kill lands mid-stream
+    fleet["procs"][1].send_signal(signal.SIGKILL)
+    sending.join()
+    lost, doubled = device.settle()
+    assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], logs(fleet))
+
+
+def test_a_node_stopped_and_started_under_load_loses_nothing_and_its_agent_moves_within_10_s(
+        fleet: dict, cluster: RabbitCluster) -> None:
+    device = fleet["device"]
+    seen: list[float] = []
+    watcher = MqttClient(cluster.url_from(0), on_message=lambda m: seen.append(time.monotonic())
+                         if m.payload and json.loads(m.payload).get("state") == "online" else None)
+    watcher.start(timeout=30)
+    watcher.subscribe(f"{fleet['root']}/presence/r2")          # r2 starts on node 2
+    sending = threading.Thread(target=device.send, args=(1200,), kwargs={"per_s": 150.0})
+    sending.start()
+    try:
+        time.sleep(1.5)                                        # under load: the stop lands mid-stream
+        stopped = time.monotonic()
+        cluster.stop_app(2)
+        time.sleep(3.0)                                        # a while without the node, still under load
+        cluster.start_app(2)
+        sending.join()
+        lost, doubled = device.settle()
+    finally:
+        watcher.stop()
+        if sending.is_alive():
+            sending.join()
+    assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], logs(fleet))
+    back = [t - stopped for t in seen if t > stopped]
+    assert back and back[0] <= 10.0, f"r2 announced itself again {back[:1]} s after its node stopped"
