@@ -134,6 +134,13 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--size-mb", type=float, default=5.0, metavar="MB", help="bundle size (default: 5)")
     b.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per row (default: 300)")
     json_arg(b)
+    b = bsub.add_parser("cluster", help="agents on a 3-node RabbitMQ cluster vs one mosquitto, and a node's loss",
+                        description="Tasks/s of a 50 ms sleep kind with 1, 2, 4 and 8 agents (one worker each) on "
+                                    "a 3-node RabbitMQ cluster (quorum queue over AMQP) and on one mosquitto, and "
+                                    "the time to recover from a node stopped under load. Needs rabbitmq-server.")
+    b.add_argument("--agents", default="1,2,4,8", help="fleet sizes (default: 1,2,4,8)")
+    b.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per row (default: 120)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -148,7 +155,7 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 
 # Each has run(args) -> report and render(report) -> table; faults has its own
 # main (its exit status says whether a row lost or doubled a task).
-REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy")
+REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy", "cluster")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from fogmesh.edge_agent.inputs import (
     Input,
     KindsReplaced,
     LinkChanged,
+    Queued,
     Received,
     Rescued,
     StopAsked,
@@ -221,7 +222,7 @@ class Dispatcher:
             self.log.info("stopping: finishing %d held task(s)", core.held)
         return []
 
-    def _received(self, incoming: Incoming, core: AgentCore, now: float) -> list[Action]:
+    def _received(self, incoming: Incoming | Queued, core: AgentCore, now: float) -> list[Action]:
         msg = incoming.message
         self._log_got(msg)
         peer = self.topics.agent_of_presence(msg.topic)

@@ -111,7 +111,10 @@ class TaskQueue:
         one transaction: the broker takes both or neither, so an agent killed
         in between leaves the task in the queue and no answer out, and another
         agent answers it once. ``done(True)`` once committed, ``done(False)``
-        if the connection went first (the task comes back, redelivered)."""
+        if the connection went first (the task comes back, redelivered; so for
+        a task taken on a connection since lost: its answer is not sent).
+        RabbitMQ does not make a transaction atomic across queues: a node
+        stopping mid-commit can take the answer and lose the ack (topics.md)."""
         self._todo.append(("settle", task.connection, task.tag, publishes, done))
 
     def taking(self, want: bool) -> None:
@@ -153,7 +156,9 @@ class TaskQueue:
         try:
             for op, no, tag, publishes, done in batch:
                 if no != number:
-                    continue              # a tag of a closed connection: already given back
+                    # A tag of a closed connection: the broker gave that task back, and
+                    # another agent (or this one, redelivered) answers it. Not this copy.
+                    continue
                 for topic, payload in publishes:
                     ch.basic_publish("amq.topic", topic.replace("/", "."), payload,
                                      pika.BasicProperties(delivery_mode=2))
@@ -167,7 +172,7 @@ class TaskQueue:
                 if entry[4] is not None:
                     entry[4](False)
             raise
-        for op, no, _tag, _publishes, done in batch:
+        for _op, no, _tag, _publishes, done in batch:
             if done is not None:
                 done(no == number)
 
@@ -211,3 +216,28 @@ class TaskQueue:
                 conn.close()
             except (pika.exceptions.AMQPError, OSError):
                 pass
+
+
+def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]:
+    """(messages waiting, consumers) of the task queue at one node, declaring
+    it as agents do; :class:`ConnectError` saying why not (for ``fogmesh doctor``)."""
+    params = pika.URLParameters(url)
+    params.socket_timeout = timeout
+    params.blocked_connection_timeout = timeout
+    try:
+        conn = pika.BlockingConnection(params)
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise ConnectError(f"cannot open AMQP at {url}: {type(exc).__name__}: {exc}") from exc
+    try:
+        ch = conn.channel()
+        ok = ch.queue_declare(queue_name(root), durable=True, arguments={"x-queue-type": "quorum"})
+        for key in routing_keys(root):
+            ch.queue_bind(queue_name(root), "amq.topic", routing_key=key)
+        return int(ok.method.message_count), int(ok.method.consumer_count)
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise ConnectError(f"AMQP at {url} refused the task queue: {type(exc).__name__}: {exc}") from exc
+    finally:
+        try:
+            conn.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass

@@ -289,3 +289,25 @@ def restart_losses(version: str | None, *, role: str) -> Check:
                      "agents subscribe again, and replies to devices not yet back, are dropped",
                      fix if status == "warn" else "")
     return Check("restarts", "info", f"{version}: see topics.md, Guarantees under faults, for what a restart drops")
+
+
+def check_amqp(urls: tuple[str, ...], *, root: str, timeout: float) -> Check:
+    """``amqp`` dispatch (RabbitMQ): can each node given with ``--amqp`` hold the
+    task queue? What agents started with these URLs will do."""
+    from fogmesh.amqp_queue import probe_queue, queue_name
+    if not urls:
+        return Check("amqp queue", "skip", "no --amqp given (RabbitMQ: agents take tasks from a quorum queue "
+                     "with --amqp; without it they fall back to claims)")
+    seen, failed = [], []
+    for url in urls:
+        try:
+            waiting, consumers = probe_queue(url, root=root, timeout=timeout)
+            seen.append(f"{url.split('@')[-1]}: {waiting} waiting, {consumers} consumer(s)")
+        except ConnectError as exc:
+            failed.append(str(exc))
+    if failed and not seen:
+        return Check("amqp queue", "fail", "; ".join(failed), "check the AMQP port and login of each node "
+                     "(amqp://USER:PASS@HOST:5672/)")
+    status = "warn" if failed else "ok"
+    detail = f"dispatch amqp: quorum queue {queue_name(root)}: " + "; ".join(seen + failed)
+    return Check("amqp queue", status, detail, "a node in the failover list does not answer" if failed else "")

@@ -21,6 +21,7 @@ from fogmesh.ops.broker_checks import (
     BrokerTarget,
     broker_version,
     check_acl,
+    check_amqp,
     check_clock,
     check_login,
     check_mqtt5,
@@ -51,6 +52,7 @@ class DoctorOptions:
     clock_wait_s: float = 6.0
     timeout: float = 5.0
     trust_keys: tuple[str, ...] = ()
+    amqp: tuple[str, ...] = ()
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -88,6 +90,8 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
             else:
                 add(Check("shared subs", "skip", "not checked: the probe topics are not allowed"))
             add(check_clock(target, session, wait_s=options.clock_wait_s))
+            if options.amqp:
+                add(check_amqp(options.amqp, root=options.root, timeout=options.timeout))
             add(restart_losses(broker_version(target, session), role=options.role))
         else:
             for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock", "restarts"):
@@ -132,6 +136,8 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     p.add_argument("--clock-wait", type=float, default=6.0, metavar="S",
                    help="seconds to wait for a peer's presence to compare clocks with (default: 6)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per network check (default: 5)")
+    p.add_argument("--amqp", action="append", default=[], metavar="URL",
+                   help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
     p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="the agent's --trust-key files, to check (fleet deployment)")
     json_arg(p)
@@ -143,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     options = DoctorOptions(broker=args.broker, root=args.root, role=args.role, ident=args.id,
                             state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
                             camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
-                            clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key))
+                            clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key),
+                            amqp=tuple(args.amqp))
     title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
     interactive = sys.stderr.isatty() and not args.json
 

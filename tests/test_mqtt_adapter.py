@@ -179,3 +179,59 @@ def test_a_message_published_before_the_first_connection_is_confirmed_once_the_b
     finally:
         sender.stop()
         broker.cleanup()
+
+
+def test_a_failover_list_connects_to_the_next_node_when_the_first_is_down(broker, root):
+    from fogmesh.broker.ports import free_port
+    c = MqttClient(f"mqtt://127.0.0.1:{free_port()},127.0.0.1:{broker.port}", reconnect_min=0.05,
+                   reconnect_max=0.2)
+    c.start(timeout=10)
+    try:
+        assert c.connected.is_set() and c.node == f"127.0.0.1:{broker.port}"
+    finally:
+        c.stop()
+
+
+def test_a_client_whose_node_goes_moves_to_the_next_one_in_its_list(broker, root):
+    link = CuttableLink(broker.host, broker.port)
+    got: queue.Queue = queue.Queue()
+    c = MqttClient(f"mqtt://127.0.0.1:{link.port},127.0.0.1:{broker.port}", on_message=lambda m: got.put(m.topic),
+                   reconnect_min=0.05, reconnect_max=0.2)
+    c.start(timeout=10)
+    try:
+        c.subscribe(f"{root}/x")
+        assert c.node == f"127.0.0.1:{link.port}"
+        link.close()                                   # the first node goes for good
+        wait_until(lambda: c.connected.is_set() and c.node == f"127.0.0.1:{broker.port}", timeout=10,
+                   what="the client on the second node")
+        wait_until(lambda: c.resubscribed.is_set(), timeout=10, what="its subscription renewed")
+        c.publish(f"{root}/x", b"1").wait(5)
+        assert got.get(timeout=5) == f"{root}/x"
+    finally:
+        c.stop()
+
+
+def test_an_agent_that_refuses_leaves_no_session_collecting_messages(broker, root):
+    import logging
+
+    from fogmesh.edge_agent.refusal import leave_no_session
+    kept = MqttClient(broker.url, client_id=f"kept-{root[-8:]}", clean_session=False)
+    ctl = MqttClient(broker.url, client_id=f"kept-{root[-8:]}-ctl", clean_session=False)
+    for c in (kept, ctl):
+        c.start(timeout=10)
+        c.subscribe(f"{root}/claims")
+    presence: queue.Queue = queue.Queue()
+    watcher = MqttClient(broker.url, on_message=lambda m: presence.put(m.payload))
+    watcher.start(timeout=10)
+    watcher.subscribe(f"{root}/presence/a1")
+    leave_no_session(ctl=ctl, client=kept, presence_topic=f"{root}/presence/a1", offline=b'{"state": "offline"}',
+                     log=logging.LoggerAdapter(logging.getLogger("test"), {}))
+    assert presence.get(timeout=5) == b'{"state": "offline"}'
+    watcher.publish(f"{root}/claims", b"queued for nobody?").wait(5)
+    again = MqttClient(broker.url, client_id=f"kept-{root[-8:]}", clean_session=False)
+    again.start(timeout=10)
+    try:
+        assert again.session_present is False
+    finally:
+        again.stop()
+        watcher.stop()

@@ -285,3 +285,13 @@ def test_the_fleet_view_lists_each_agents_deployment_report():
     rows = view.rows(0.0)["deployments"]
     assert [(d["agent"], d["state"], d["bundles"], d["progress"]) for d in rows] == [
         ("pi-1", "downloading", "plantcare 1.0", 0.5)]
+
+
+def test_a_broker_url_may_list_the_nodes_of_a_cluster():
+    from fogmesh.broker_url import BrokerUrl
+    u = BrokerUrl.parse("mqtts://pi-1@node1:8883,node2:8884,mqtts://pi-1@node3?ca=/ca.crt")
+    assert u.nodes == (("node1", 8883), ("node2", 8884), ("node3", 8883)) and u.username == "pi-1" and u.tls
+    assert str(BrokerUrl.parse("mqtt://a:1,b:2")) == "mqtt://a:1,b:2"
+    import pytest
+    with pytest.raises(ValueError):
+        BrokerUrl.parse("mqtt://a:1,mqtts://b:2")
