@@ -300,6 +300,15 @@ def _link(core: AgentCore, e: ev.LinkChanged, now: float) -> list[Action]:
     return core._on_disconnect(now, control=e.control)
 
 
+def _tokens_lost(core: AgentCore, event: ev.TokensLost, now: float) -> list[Action]:
+    actions: list[Action] = []
+    gone = [e for e in core.entries if e.origin is None and e.tokens and all(event.lost(t) for t in e.tokens)]
+    # The waiting ones first: a run stopped must not start one that is about to go too.
+    for entry in sorted(gone, key=lambda e: e.state is EntryState.RUNNING):
+        actions += core._let_go(entry, now)
+    return actions
+
+
 def _kinds(core: AgentCore, event: ev.KindsChanged, now: float) -> list[Action]:
     core.registry = event.registry
     return []
@@ -323,4 +332,5 @@ _HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
     ev.StopAccepting: _stop,
     ev.Restored: lambda c, e, now: c._restore(done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
     ev.KindsChanged: _kinds,
+    ev.TokensLost: _tokens_lost,
 }

@@ -36,6 +36,7 @@ from fogmesh.edge_agent.inputs import (
     KindsReplaced,
     LinkChanged,
     Queued,
+    QueueLost,
     Received,
     Rescued,
     StopAsked,
@@ -205,6 +206,9 @@ class Dispatcher:
             return core.handle(event, now)
         if isinstance(event, (Finished, Confirmed)):
             return core.handle(event, now)
+        if isinstance(event, QueueLost):
+            lost = event.connection
+            return core.handle(ev.TokensLost(lambda t: isinstance(t, Queued) and t.task.connection == lost), now)
         if isinstance(event, DrainAsked) and not self.standing.stop.draining:
             self.standing.begin_drain(now)
         elif isinstance(event, IdConflict):

@@ -13,7 +13,7 @@ every input there is. Pure: no IO, tokens are opaque.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
@@ -156,6 +156,17 @@ class KindsChanged:
     registry: Registry
 
 
+@dataclass(frozen=True, slots=True)
+class TokensLost:
+    """The messages whose ack tokens ``lost`` accepts are no longer this
+    agent's: the broker gave them back to be taken by another (a RabbitMQ
+    task queue's connection closed). Tasks held only through such messages
+    are let go unanswered, their runs stopped: the queue's next taker owns
+    them, and an answer from here would be a second one."""
+
+    lost: Callable[[Any], bool]
+
+
 CoreEvent = Union[MessageIn, RescuedIn, Finished, Confirmed, Withdrawn, LinkChanged, Tick, ClockRead,
                   BatteryRead, MarksDue, OrderProbe, DrainBegun, JournalFailed, JournalWorks, StopAccepting,
-                  Restored, KindsChanged]
+                  Restored, KindsChanged, TokensLost]

@@ -23,7 +23,7 @@ from fogmesh.mqtt import Message, MqttClient
 from fogmesh.registry import Registry
 
 __all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "KindsReplaced", "LinkChanged",
-           "Queued", "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
+           "Queued", "QueueLost", "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +99,16 @@ class KindsReplaced:
     then: Callable[[], None]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueLost:
+    """The task queue's connection ``connection`` closed (amqp dispatch): the
+    broker gave back what it held unacknowledged."""
+
+    connection: int
+
+
 Input = Union[Received, Rescued, Finished, Confirmed, Withdrawn, LinkChanged, DrainAsked, IdConflict,
-              StopAsked, Wake, KindsReplaced]
+              StopAsked, Wake, KindsReplaced, QueueLost]
 
 
 def describe_input(event: Input, *, limit: int = 160) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from fogmesh.amqp_queue import QueuedTask, TaskQueue
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.events import Confirmed, Withdrawn
-from fogmesh.edge_agent.inputs import Queued, Received
+from fogmesh.edge_agent.inputs import Queued, QueueLost, Received
 
 
 class QueueIntake:
@@ -31,8 +31,9 @@ class QueueIntake:
         if up:
             self.log.info("taking tasks from RabbitMQ queue %s at %s", self.queue.queue, self.queue.url)
         else:
-            self.log.warning("lost the task queue at %s; what this agent held unanswered goes back to it",
-                             self.queue.url)
+            self.log.warning("lost the task queue at %s; what this agent held unanswered goes back to it, "
+                             "and is let go here", self.queue.url)
+            self._events.put(QueueLost(self.queue.connection_no))
 
     def start(self, *, timeout: float) -> None:
         self.queue.start(timeout=timeout)

@@ -74,3 +74,8 @@ def restore(c: AgentCore, *, done: list[str], unfinished: list[bytes], now: floa
 
 def on_battery(c: AgentCore, percent: float | None, now: float = 0.0) -> list[Action]:
     return c.handle(ev.BatteryRead(percent), now)
+
+
+def on_tokens_lost(c: AgentCore, lost: Any, now: float) -> list[Action]:
+    """The broker took back the messages whose tokens ``lost(token)`` accepts."""
+    return c.handle(ev.TokensLost(lost), now)
