@@ -53,9 +53,14 @@ class BrokerUrl:
             primary = cls.parse(first)
             others = []
             for u in rest:
-                node = cls.parse(u if "://" in u else f"{primary.scheme}://{u}")
-                if (node.scheme, node.username) != (primary.scheme, primary.username):
-                    raise ValueError(f"broker URL {url!r}: the nodes of a failover list share scheme and login")
+                if "://" not in u:            # host[:port]: the first node's scheme and login
+                    u = f"{primary.scheme}://{u}"
+                    node = cls.parse(u)
+                else:
+                    node = cls.parse(u)
+                    if (node.scheme, node.username) != (primary.scheme, primary.username):
+                        raise ValueError(f"broker URL {url!r}: the nodes of a failover list share scheme and "
+                                         "login")
                 others.append((node.host, node.port))
             return replace(primary, alternates=tuple(others))
         if "://" not in url:

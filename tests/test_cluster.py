@@ -215,7 +215,7 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
         device.kind, device.weight = "sha256", "heavy"
         sending = threading.Thread(target=device.send, args=(900,), kwargs={"per_s": 150.0})
         sending.start()
-        time.sleep(1.5)
+        time.sleep(1.5)                    # under load: the kill lands mid-stream
         procs["cw1"].send_signal(signal.SIGKILL)
         sending.join()
         lost, doubled = device.settle(timeout=120)
