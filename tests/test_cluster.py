@@ -153,35 +153,6 @@ def test_an_agent_killed_under_load_loses_nothing_and_doubles_nothing(fleet: dic
     assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], logs(fleet))
 
 
-def test_a_node_stopped_and_started_under_load_loses_nothing_and_its_agent_moves_within_10_s(
-        fleet: dict, cluster: RabbitCluster) -> None:
-    device = fleet["device"]
-    seen: list[float] = []
-    watcher = MqttClient(cluster.url_from(0), on_message=lambda m: seen.append(time.monotonic())
-                         if m.payload and json.loads(m.payload).get("state") == "online" else None)
-    watcher.start(timeout=30)
-    watcher.subscribe(f"{fleet['root']}/presence/r2")          # r2 starts on node 2
-    sending = threading.Thread(target=device.send, args=(1200,), kwargs={"per_s": 150.0})
-    sending.start()
-    try:
-        time.sleep(1.5)                                        # under load: the stop lands mid-stream
-        stopped = time.monotonic()
-        cluster.stop_app(2)
-        time.sleep(3.0)                                        # a while without the node, still under load
-        cluster.start_app(2)
-        sending.join()
-        lost, doubled = device.settle()
-    finally:
-        watcher.stop()
-        if sending.is_alive():
-            sending.join()
-    # doubled: the same answer twice at most (settle() fails on a second run): a node stopping
-    # mid-commit may take an answer and lose its ack (topics.md, RabbitMQ's limits)
-    assert lost == [], (lost[:5], doubled[:5], logs(fleet))
-    back = [t - stopped for t in seen if t > stopped]
-    assert back and back[0] <= 10.0, f"r2 announced itself again {back[:1]} s after its node stopped"
-
-
 def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_when_one_is_killed(
         cluster: RabbitCluster, mosquitto_broker, tmp_path: Path) -> None:
     """Heavy tasks from a fire-and-forget device on the edge (mosquitto), one
