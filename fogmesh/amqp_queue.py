@@ -213,7 +213,8 @@ class TaskQueue:
                     self._commit(ch, number)
         finally:
             try:
-                conn.close()
+                if conn.is_open:
+                    conn.close()
             except (pika.exceptions.AMQPError, OSError):
                 pass
 
@@ -238,6 +239,7 @@ def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]
         raise ConnectError(f"AMQP at {url} refused the task queue: {type(exc).__name__}: {exc}") from exc
     finally:
         try:
-            conn.close()
+            if conn.is_open:
+                conn.close()
         except (pika.exceptions.AMQPError, OSError):
             pass
