@@ -212,11 +212,7 @@ class TaskQueue:
                 if self._todo:
                     self._commit(ch, number)
         finally:
-            try:
-                if conn.is_open:
-                    conn.close()
-            except (pika.exceptions.AMQPError, OSError):
-                pass
+            _close(conn)
 
 
 def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]:
@@ -238,8 +234,13 @@ def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise ConnectError(f"AMQP at {url} refused the task queue: {type(exc).__name__}: {exc}") from exc
     finally:
-        try:
-            if conn.is_open:
-                conn.close()
-        except (pika.exceptions.AMQPError, OSError):
-            pass
+        _close(conn)
+
+
+def _close(conn: Any) -> None:
+    """Close an AMQP connection if it is still open (pika logs closing a closed one as an error)."""
+    try:
+        if conn.is_open:
+            conn.close()
+    except (pika.exceptions.AMQPError, OSError):
+        pass

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import pytest
 
+from fogmesh.broker.processes import stop_processes
 from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
 from fogmesh.mqtt import MqttClient
 
@@ -120,14 +121,7 @@ def fleet(cluster: RabbitCluster, tmp_path: Path) -> Iterator[dict]:
     watcher.subscribe(f"{root}/presence/+")
     assert ready.wait(60), f"agents online: {online}"
     yield {"root": root, "procs": procs, "device": device, "tmp": tmp_path}
-    for p in procs.values():
-        if p.poll() is None:
-            p.terminate()
-    for p in procs.values():
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop_processes(list(procs.values()), timeout=20)
     device.close()
     watcher.stop()
 
@@ -191,14 +185,7 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
         sending.join()
         lost, doubled = device.settle(timeout=120)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(list(procs.values()), timeout=20)
         device.close()
     tails = "\n".join(f.read_text(errors="replace")[-1500:] for f in sorted(tmp_path.glob("*.log")))
     assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], tails)
