@@ -197,9 +197,14 @@ class Dispatcher:
             return core.handle(ev.RescuedIn(token.message.topic, token.message.payload, token,
                                             token.session.agent), now)
         if isinstance(event, Withdrawn):
-            self.log.warning("connection dropped with %d answer message(s) unconfirmed: they go out again "
-                             "only if this agent wins their takeover (claim dispatch) or the task comes back "
-                             "or the broker kept no session (shared dispatch)", len(event.messages))
+            if self.standing.queue_taking is not None:      # amqp dispatch
+                self.log.warning("the task queue's connection closed with %d answer(s) not committed: their "
+                                 "tasks went back to the queue, and are answered once when they come back",
+                                 len(event.messages))
+            else:
+                self.log.warning("connection dropped with %d answer message(s) unconfirmed: they go out again "
+                                 "only if this agent wins their takeover (claim dispatch) or the task comes back "
+                                 "or the broker kept no session (shared dispatch)", len(event.messages))
             return core.handle(event, now)
         if isinstance(event, LinkChanged):
             self.standing.link_seen(event, now)
