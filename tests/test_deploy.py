@@ -387,3 +387,23 @@ def test_a_version_that_fails_only_in_the_agents_workers_is_switched_back_within
     with FogClient(fleet.url, root=fleet.root) as client:
         assert plant(client, "f1").value["version"] == "1.0"
     assert [e.split("-")[1] for e in fleet.agents["f1"].envs()] == ["1.0"]
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_prune_clears_the_bundles_no_desired_state_names_and_no_rollback_needs(
+        fleet: Fleet, reports: Reports, keys, bundles, tmp_path: Path) -> None:
+    from fogmesh.deploy.bundle_file import Bundle
+    from fogmesh.deploy.operator import Operator
+    v12 = make_bundle(tmp_path, "1.2", key=keys[0])
+    fleet.start("f1", "--site", "farm")
+    reports.wait(lambda r: "f1" in r)
+    for b in (bundles["1.0"], bundles["1.1"], v12):
+        assert fleet.deploy(str(b), "--to", "site:farm", key=keys[0]).returncode == 0
+    done = fleet.deploy("prune")
+    assert done.returncode == 0 and "cleared plantcare 1.0" in done.stdout, done.stdout + done.stderr
+    with Operator(fleet.url, root=fleet.root) as op:
+        on_broker = {v: op.retained(op.topics.deploy_bundle(Bundle.read(b).manifest.digest)) is not None
+                     for v, b in (("1.0", bundles["1.0"]), ("1.1", bundles["1.1"]), ("1.2", v12))}
+        first_chunk = op.retained(op.topics.deploy_chunk(Bundle.read(bundles["1.0"]).manifest.digest, 0))
+    assert on_broker == {"1.0": False, "1.1": True, "1.2": True} and first_chunk is None
+    assert "nothing to clear" in fleet.deploy("prune").stdout

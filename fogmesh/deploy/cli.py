@@ -14,7 +14,7 @@ from typing import Any
 
 from fogmesh.cli_args import broker_arg, json_arg, root_arg
 
-DEPLOY_ACTIONS = ("status", "rollback", "remove", "history")
+DEPLOY_ACTIONS = ("status", "rollback", "remove", "history", "prune")
 
 BUNDLE_EPILOG = """\
 The operator's path:
@@ -64,9 +64,10 @@ def add_parsers(sub: Any) -> None:
                                    "(retained chunks) and publish the target's signed desired state; agents that "
                                    "trust the key fetch, verify, install, health-check and switch, and report on "
                                    "{root}/deploy/reported/ID. Also: `deploy status`, `deploy rollback --to T`, "
-                                   "`deploy remove KIND --to T`, `deploy history`. Exit: 0 all succeeded, 1 a "
+                                   "`deploy remove KIND --to T`, `deploy history`, `deploy prune` (clear bundles "
+                                   "no desired state names and no rollback needs). Exit: 0 all succeeded, 1 a "
                                    "failure or rollback, 2 bad usage.")
-    d.add_argument("what", nargs="+", metavar="BUNDLE | status | rollback | remove KIND | history")
+    d.add_argument("what", nargs="+", metavar="BUNDLE | status | rollback | remove KIND | history | prune")
     d.add_argument("--to", metavar="TARGET", help="agent:ID, site:NAME, label:L or all")
     d.add_argument("--key", metavar="KEY", help="the signing key (needed to push, roll back or remove)")
     d.add_argument("--canaries", type=int, default=0, metavar="N", help="first deploy to N agents of the target "
@@ -165,20 +166,23 @@ def run_deploy(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fogmesh deploy: {exc}", file=sys.stderr)
         return 2
-    need_target = action not in ("status", "history")
+    need_target = action not in ("status", "history", "prune")
     if need_target and target is None:
         print("fogmesh deploy: say where with --to agent:ID | site:NAME | label:L | all", file=sys.stderr)
         return 2
     if (action == "remove") != bool(rest) or (action != "remove" and len(args.what) > 1):
-        print("fogmesh deploy: usage: deploy BUNDLE | status | rollback | remove KIND | history", file=sys.stderr)
+        print("fogmesh deploy: usage: deploy BUNDLE | status | rollback | remove KIND | history | prune",
+              file=sys.stderr)
         return 2
     key = SigningKey.load(args.key) if args.key else None
     options = commands.RolloutOptions(canaries=args.canaries, soak_s=args.soak, max_failures_pct=args.max_failures,
                                       deadline_s=args.deadline, wait=not args.no_wait, timeout_s=args.timeout)
     say = (lambda _t: None) if args.json else _say
     with Operator(args.broker, root=args.root, key=key) as op:
-        if action == "status":
-            out: Any = commands.status(op, target, say)
+        if action == "prune":
+            out: Any = commands.prune(op, say)
+        elif action == "status":
+            out = commands.status(op, target, say)
         elif action == "history":
             out = commands.history(op, target, say)
         else:

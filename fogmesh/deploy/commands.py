@@ -207,3 +207,33 @@ def history(op: Operator, target: str | None, say: Say) -> list[dict[str, Any]]:
         extra = f" canaries {', '.join(e['canaries'])}" if e.get("canaries") else ""   # type: ignore[arg-type]
         say(f"{e['serial']}  {stamp}  {e.get('target')}  {e.get('action')}{extra}: {names}")
     return entries
+
+
+def prune(op: Operator, say: Say, *, timeout_s: float = 10.0) -> list[str]:
+    """Clear from the broker the bundles no desired state names and no
+    rollback would need (the ``previous`` of each target's newest deployment):
+    retained bundles are held in the broker's memory until cleared."""
+    from fogmesh.deploy.manifest import Manifest, Signed
+    op.watch()
+    keep = {b.digest for d in op.docs.values() for b in d.bundles if b.digest}
+    newest: dict[str, int] = {}
+    for serial, entry in op.history.items():
+        target = str(entry.get("target"))
+        newest[target] = max(newest.get(target, 0), serial)
+    for target, serial in newest.items():
+        keep |= {str(b["bundle"]) for b in op.history[serial].get("previous", [])   # type: ignore[attr-defined]
+                 if b.get("bundle")}
+    known = {str(b["bundle"]) for e in op.history.values()
+             for b in [*e.get("bundles", []), *e.get("previous", [])] if b.get("bundle")}   # type: ignore[misc]
+    dropped = []
+    for digest in sorted(known - keep):
+        payload = op.retained(op.topics.deploy_bundle(digest), timeout_s=timeout_s)
+        if payload is None:
+            continue                      # cleared already
+        manifest = Manifest.from_dict(Signed.decode(payload, what=f"bundle {digest[:12]}").document)
+        op.drop_bundle(digest, len(manifest.chunks))
+        dropped.append(digest)
+        say(f"cleared {manifest.label} ({manifest.payload_size / 1e6:.2f} MB, bundle {digest[:12]})")
+    if not dropped:
+        say("nothing to clear: every bundle on the broker is named by a desired state or kept for a rollback")
+    return dropped

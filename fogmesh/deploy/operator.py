@@ -103,6 +103,27 @@ class Operator:
             if agent is not None and m.payload:
                 self.presence[agent] = str(codec.decode(m.payload).get("state", "offline"))
 
+    def retained(self, topic: str, *, timeout_s: float = 5.0, wait_s: float = 1.0) -> bytes | None:
+        """The message retained on ``topic``, or None: a broker sends a new
+        subscription its retained message right after the SUBACK, so ``wait_s``
+        of silence after it means there is none."""
+        got: list[bytes] = []
+        arrived = threading.Event()
+
+        def take(m: Message) -> None:
+            if m.topic == topic and m.payload:
+                got.append(m.payload)
+                arrived.set()
+
+        reader = MqttClient(self.client.url, on_message=take)
+        reader.start(timeout=timeout_s)
+        try:
+            reader.subscribe(topic, 1, timeout=timeout_s)
+            arrived.wait(wait_s)
+        finally:
+            reader.stop()
+        return got[0] if got else None
+
     def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Until ``done()`` (called under the lock on every change) holds, or ``timeout``."""
         deadline = time.monotonic() + timeout
