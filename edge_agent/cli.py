@@ -59,6 +59,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=timeout_pair, action="append", default=[], metavar="KIND=S",
                    help="override a kind's timeout in seconds; repeatable (e.g. --timeout sleep=2)")
     p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
+    p.add_argument("--image-kind", action="append", default=[], metavar="NAME=IMAGE",
+                   help="a kind run in a fresh container of IMAGE per task (podman or docker): the task's args "
+                        "as JSON on its stdin, its result as JSON on stdout, exit 2 for bad args; repeatable. "
+                        "Its timeout: --timeout NAME=S (default 30)")
     p.add_argument("--policy", default="least-loaded",
                    help="placement of medium/heavy tasks: local, round-robin, random, least-loaded, "
                         "energy, consolidate, or one from the fogmesh.policies entry points (default: least-loaded)")
@@ -113,8 +117,15 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry.from_entry_points()
     if args.kinds:
         registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
+    if args.image_kind:
+        try:
+            registry = registry.with_kinds(*_image_kinds(args.image_kind, dict(args.timeout)))
+        except ValueError as exc:
+            print(f"fogmesh agent: {exc}", file=sys.stderr)
+            return 2
     if args.timeout:
-        registry = registry.with_timeouts(dict(args.timeout))
+        registry = registry.with_timeouts({k: v for k, v in dict(args.timeout).items()
+                                           if k not in {i.partition("=")[0] for i in args.image_kind}})
     try:
         pipelines = load_pipelines(args.pipelines) if args.pipelines else None
         triggers = load_triggers(args.pipelines) if args.pipelines else None
@@ -130,6 +141,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2
     return run_until_signal(agent)
+
+
+def _image_kinds(specs: list[str], timeouts: dict[str, float]) -> list[Any]:
+    """``--image-kind NAME=IMAGE``: kinds run in containers, if this box has an engine."""
+    from fogmesh.containers import Engine, image_kind
+    engine = Engine.detect()
+    if engine is None:
+        raise ValueError("--image-kind needs a container engine (podman or docker) on this box; install one "
+                         "(Debian: apt-get install podman runc) or drop the option")
+    kinds = []
+    for spec in specs:
+        name, sep, image = spec.partition("=")
+        if not sep or not name or not image:
+            raise ValueError(f"--image-kind {spec!r}: use NAME=IMAGE")
+        kinds.append(image_kind(name, image, engine=engine, timeout_s=timeouts.get(name, 30.0)))
+    return kinds
 
 
 def _drain_agent(args: argparse.Namespace) -> int:

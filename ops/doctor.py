@@ -31,7 +31,14 @@ from fogmesh.ops.broker_checks import (
     check_websockets,
     restart_losses,
 )
-from fogmesh.ops.host_checks import check_camera, check_pins, check_python, check_state_dir, check_trust_keys
+from fogmesh.ops.host_checks import (
+    check_camera,
+    check_container_engine,
+    check_pins,
+    check_python,
+    check_state_dir,
+    check_trust_keys,
+)
 from fogmesh.ops.report import Check, exit_status, render_json, render_table
 from fogmesh.topics import Topics
 
@@ -108,6 +115,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
     add(check_trust_keys(options.trust_keys, role=options.role))
+    add(check_container_engine())
     return checks
 
 

@@ -138,3 +138,13 @@ def check_trust_keys(keys: tuple[str, ...], *, role: str) -> Check:
             return Check("trust keys", "warn", f"{path} can be written by others than its owner",
                          f"chmod go-w {path}: whoever can replace it can deploy code to this box")
     return Check("trust keys", "ok", f"deployments signed by {', '.join(ids)} are taken")
+
+
+def check_container_engine() -> Check:
+    """Container kinds (``--image-kind``) need podman or docker on the box."""
+    from fogmesh.containers import Engine
+    engine = Engine.detect()
+    if engine is None:
+        return Check("containers", "info", "no container engine: agents here offer no container kinds",
+                     "for --image-kind, install podman (Debian: apt-get install podman runc) or docker")
+    return Check("containers", "ok", f"{engine.name} at {engine.path}: container kinds (--image-kind) can run here")

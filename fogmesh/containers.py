@@ -1,0 +1,109 @@
+"""Task kinds backed by a container image, run once per task (the one module
+that drives a container engine: podman or docker, through their CLI).
+
+A task's args go to the container as JSON on stdin; its result is the JSON
+the container prints on stdout. The container is started with ``--rm -i``,
+a name of its own, and the kind's memory and CPU limits, and killed at the
+kind's timeout; a crash, a hang or output that is not JSON becomes a clear
+error for the task, never for the agent (Con-Pi's dockerStart/dockerStop,
+one task at a time).
+
+Why the CLI and not an API: podman and docker take the same ``run``
+arguments, the CLI is what every box with an engine has, and it needs no
+socket or daemon permission set up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from fogmesh.errors import BadArgs, FogmeshError
+from fogmesh.registry import TaskKind
+
+__all__ = ["ContainerError", "Engine", "ImageHandler", "image_kind"]
+
+
+class ContainerError(FogmeshError, RuntimeError):
+    """A container kind's container failed: it crashed, hung or printed no JSON."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A container engine on this box."""
+
+    name: str        # podman | docker
+    path: str
+
+    @classmethod
+    def detect(cls, env: Mapping[str, str] | None = None) -> Engine | None:
+        """podman, else docker, if one runs here (``FOGMESH_CONTAINER_ENGINE`` picks one)."""
+        env = os.environ if env is None else env
+        wanted = env.get("FOGMESH_CONTAINER_ENGINE")
+        for name in ([wanted] if wanted else ["podman", "docker"]):
+            path = shutil.which(name)
+            if path is None:
+                continue
+            try:
+                ok = subprocess.run([path, "version"], capture_output=True, timeout=10, check=False).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return cls(name, path)
+        return None
+
+
+@dataclass(frozen=True)
+class ImageHandler:
+    """Runs one task in a fresh container of ``image`` (picklable: it travels
+    to the agent's worker with each job, ``TaskKind.ships_handler``)."""
+
+    engine: str
+    image: str
+    command: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+    memory: str | None = None        # e.g. "256m"
+    cpus: str | None = None          # e.g. "0.5"
+
+    def __call__(self, args: Mapping[str, Any], cache: dict[Any, Any] | None = None) -> Any:
+        name = f"fogmesh-task-{uuid.uuid4().hex[:12]}"
+        argv = [self.engine, "run", "--rm", "-i", "--name", name, "--network", "none"]
+        if self.memory:
+            argv += ["--memory", self.memory]
+        if self.cpus:
+            argv += ["--cpus", self.cpus]
+        argv += [self.image, *self.command]
+        try:
+            done = subprocess.run(argv, input=json.dumps(dict(args)).encode(), capture_output=True,
+                                  timeout=self.timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            subprocess.run([self.engine, "kill", name], capture_output=True, timeout=30, check=False)
+            raise ContainerError(f"container of {self.image} did not answer within {self.timeout_s:g} s; "
+                                 "killed") from None
+        except OSError as exc:
+            raise ContainerError(f"cannot start a container of {self.image}: {exc}") from exc
+        if done.returncode == 2:
+            raise BadArgs(done.stderr.decode(errors="replace").strip()[-300:] or "the container refused the args")
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise ContainerError(f"container of {self.image} exited with {done.returncode}: {tail[0][:300]}")
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            raise ContainerError(f"container of {self.image} printed no JSON on stdout: "
+                                 f"{done.stdout[:120]!r}") from None
+
+
+def image_kind(name: str, image: str, *, engine: Engine, command: Sequence[str] = (), weight: str = "medium",
+               timeout_s: float = 30.0, memory: str | None = None, cpus: str | None = None) -> TaskKind:
+    """A kind whose handler runs ``image`` once per task. The run's own
+    timeout is the kind's plus the engine's start-up (the worker pool kills
+    the worker at the kind's timeout; the handler kills the container)."""
+    return TaskKind(name=name, handler=ImageHandler(engine.path, image, tuple(command), timeout_s, memory, cpus),
+                    weight=weight, timeout_s=timeout_s + 10.0, description=f"container {image}",
+                    ships_handler=True)

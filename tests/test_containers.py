@@ -1,0 +1,120 @@
+"""Container kinds, run once per task, on this box's podman (runc; images
+built from Debian packages with mmdebstrap, since no registry is reachable).
+Skipped where podman or mmdebstrap is missing."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fogmesh.containers import Engine, image_kind
+from fogmesh.devices.client import FogClient
+from fogmesh.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
+              pytest.mark.skipif(not (shutil.which("podman") and shutil.which("mmdebstrap")),
+                                 reason="podman and mmdebstrap are not installed")]
+
+IMAGE = "localhost/fogmesh-test-python:bookworm"
+SUM_IMAGE = "localhost/fogmesh-test-sum:bookworm"
+CONF = "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n"
+SUM = ["python3", "-c", "import sys, json; a = json.load(sys.stdin); print(json.dumps({'sum': sum(a['values'])}))"]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    conf = tmp_path_factory.mktemp("podman") / "containers.conf"
+    conf.write_text(CONF)
+    old = os.environ.get("CONTAINERS_CONF")
+    os.environ["CONTAINERS_CONF"] = str(conf)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fogmesh-test-images"
+    cache.mkdir(parents=True, exist_ok=True)
+    lock = open(cache / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)         # the other test worker may be building it right now
+    try:
+        if subprocess.run(["podman", "image", "exists", SUM_IMAGE], check=False).returncode != 0:
+            tar = cache / "python-bookworm.tar"
+            if not tar.exists():
+                subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", "--include=python3", "bookworm",
+                                str(tar)], check=True, timeout=240)
+            subprocess.run(["podman", "import", str(tar), IMAGE], check=True, capture_output=True, timeout=120)
+            # the same with a default command, as a real image of a kind has
+            subprocess.run(["podman", "import", "--change", "CMD " + json.dumps(SUM), str(tar), SUM_IMAGE],
+                           check=True, capture_output=True, timeout=120)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        found = Engine.detect()
+        assert found is not None and found.name == "podman"
+        yield found
+    finally:
+        lock.close()
+        if old is None:
+            os.environ.pop("CONTAINERS_CONF", None)
+        else:
+            os.environ["CONTAINERS_CONF"] = old
+
+
+@pytest.fixture
+def agent(engine: Engine, agents, broker, root):
+    kinds = [image_kind("csum", IMAGE, engine=engine, command=SUM, timeout_s=20),
+             image_kind("crash", IMAGE, engine=engine, command=["python3", "-c", "import sys; sys.exit(3)"]),
+             image_kind("garbage", IMAGE, engine=engine, command=["python3", "-c", "print('not json')"]),
+             image_kind("hang", IMAGE, engine=engine, command=["sleep", "60"], timeout_s=2)]
+    return agents("c1", broker.url, root, registry=Registry.from_entry_points().with_kinds(*kinds))
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_container_kind_runs_each_task_in_a_fresh_container(agent, broker, root) -> None:
+    with FogClient(broker.url, root=root) as client:
+        r = client.submit("csum", {"values": [1, 2, 3]}, timeout=60)
+    assert r.ok and r.value == {"sum": 6}
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+@pytest.mark.parametrize("kind, says", [("crash", "exited with 3"), ("garbage", "no JSON"),
+                                        ("hang", "did not answer within 2 s")])
+def test_a_container_that_crashes_prints_garbage_or_hangs_gets_a_clear_error_and_the_agent_goes_on(
+        agent, broker, root, kind: str, says: str) -> None:
+    with FogClient(broker.url, root=root) as client:
+        bad = client.submit(kind, {}, timeout=60)
+        good = client.submit("csum", {"values": [2]}, timeout=60)
+    assert bad.error is not None and says in bad.error.message, bad.error
+    assert good.ok and good.value == {"sum": 2}
+    left = subprocess.run(["podman", "ps", "-q", "--filter", "name=fogmesh-task-"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_an_agent_started_with_image_kind_answers_it_from_the_images_own_command(engine, broker, root,
+                                                                                  tmp_path) -> None:
+    agent = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "c2", "--broker", broker.url,
+                              "--root", root, "--image-kind", f"csum={SUM_IMAGE}", "--timeout", "csum=20",
+                              "--log-level", "WARNING"], env={**os.environ, "FOGMESH_STATE_DIR": str(tmp_path)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with FogClient(broker.url, root=root) as client:
+            deadline_tries = 0
+            while True:
+                try:
+                    r = client.submit("csum", {"values": [4, 5]}, timeout=10)
+                    break
+                except TimeoutError:
+                    deadline_tries += 1
+                    assert deadline_tries < 6, "the agent never answered"
+        assert r.ok and r.value == {"sum": 9} and r.worker == "c2"
+    finally:
+        agent.terminate()
+        agent.wait(20)
+
+
+def test_doctor_names_the_engine(engine) -> None:
+    from fogmesh.ops.host_checks import check_container_engine
+    check = check_container_engine()
+    assert check.status == "ok" and "podman" in check.detail
