@@ -69,6 +69,9 @@ class ImageHandler:
     timeout_s: float = 30.0
     memory: str | None = None        # e.g. "256m"
     cpus: str | None = None          # e.g. "0.5"
+    # The engine's configuration file as the agent saw it at start ($CONTAINERS_CONF):
+    # worker processes may come from a fork server started before it was set.
+    conf: str | None = None
 
     def __call__(self, args: Mapping[str, Any], cache: dict[Any, Any] | None = None) -> Any:
         name = f"fogmesh-task-{uuid.uuid4().hex[:12]}"
@@ -78,11 +81,12 @@ class ImageHandler:
         if self.cpus:
             argv += ["--cpus", self.cpus]
         argv += [self.image, *self.command]
+        env = {**os.environ, "CONTAINERS_CONF": self.conf} if self.conf else None
         try:
             done = subprocess.run(argv, input=json.dumps(dict(args)).encode(), capture_output=True,
-                                  timeout=self.timeout_s, check=False)
+                                  timeout=self.timeout_s, check=False, env=env)
         except subprocess.TimeoutExpired:
-            subprocess.run([self.engine, "kill", name], capture_output=True, timeout=30, check=False)
+            subprocess.run([self.engine, "kill", name], capture_output=True, timeout=30, check=False, env=env)
             raise ContainerError(f"container of {self.image} did not answer within {self.timeout_s:g} s; "
                                  "killed") from None
         except OSError as exc:
@@ -104,6 +108,8 @@ def image_kind(name: str, image: str, *, engine: Engine, command: Sequence[str] 
     """A kind whose handler runs ``image`` once per task. The run's own
     timeout is the kind's plus the engine's start-up (the worker pool kills
     the worker at the kind's timeout; the handler kills the container)."""
-    return TaskKind(name=name, handler=ImageHandler(engine.path, image, tuple(command), timeout_s, memory, cpus),
+    handler = ImageHandler(engine.path, image, tuple(command), timeout_s, memory, cpus,
+                           conf=os.environ.get("CONTAINERS_CONF"))
+    return TaskKind(name=name, handler=handler,
                     weight=weight, timeout_s=timeout_s + 10.0, description=f"container {image}",
                     ships_handler=True)
