@@ -9,6 +9,7 @@ from typing import Any
 
 from fogmesh.cli_args import (
     DEFAULT_BROKER,
+    amqp_arg,
     broker_url,
     deploy_args,
     deploy_options,
@@ -62,9 +63,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--id", default=None, help="worker id (default: cloud-<host>-<pid>)")
     p.add_argument("--cloud-root", default="fogmesh/v1", help="topic root on the cloud broker (default: fogmesh/v1)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (default: 2)")
-    p.add_argument("--amqp", action="append", default=[], metavar="URL",
-                   help="a RabbitMQ cloud: take tasks from its quorum queue over AMQP at this node "
-                        "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes")
+    amqp_arg(p, help="a RabbitMQ cloud: take tasks from its quorum queue over AMQP at this node "
+                     "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes")
     deploy_args(p)
     log_arg(p)
 

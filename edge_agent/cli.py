@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from fogmesh.cli_args import (
+    amqp_arg,
     broker_arg,
     deploy_args,
     deploy_options,
@@ -46,9 +47,8 @@ def add_parser(sub: Any) -> None:
                    help="how agents split tasks: MQTT shared subscriptions, claims on "
                         "{root}/claims, a RabbitMQ quorum queue (amqp, with --amqp), or auto-detect "
                         "(default: auto: amqp when --amqp is given)")
-    p.add_argument("--amqp", action="append", default=[], metavar="URL",
-                   help="RabbitMQ: take tasks from a quorum queue over AMQP at this node "
-                        "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes (failover)")
+    amqp_arg(p, help="RabbitMQ: take tasks from a quorum queue over AMQP at this node "
+                     "(amqp://USER:PASS@HOST:5672/); repeat for the cluster's other nodes (failover)")
     p.add_argument("--mqtt", default="auto", choices=["auto", "5", "3.1.1"],
                    help="protocol version. auto: MQTT 5 where the broker accepts it (mosquitto, EMQX), "
                         "so MQTT 5 requesters (mosquitto_rr) are answered on their Response Topic with "

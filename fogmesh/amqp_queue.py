@@ -186,9 +186,7 @@ class TaskQueue:
             ch = conn.channel()
             ch.tx_select()            # an answer and its task's ack: both or neither (settle)
             ch.basic_qos(prefetch_count=self.prefetch)
-            ch.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
-            for key in self.keys:
-                ch.queue_bind(self.queue, "amq.topic", routing_key=key)
+            _declare(ch, self.root)
             self.connection_no += 1
             number = self.connection_no
 
@@ -227,14 +225,21 @@ def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]
         raise ConnectError(f"cannot open AMQP at {url}: {type(exc).__name__}: {exc}") from exc
     try:
         ch = conn.channel()
-        ok = ch.queue_declare(queue_name(root), durable=True, arguments={"x-queue-type": "quorum"})
-        for key in routing_keys(root):
-            ch.queue_bind(queue_name(root), "amq.topic", routing_key=key)
+        ok = _declare(ch, root)
         return int(ok.method.message_count), int(ok.method.consumer_count)
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise ConnectError(f"AMQP at {url} refused the task queue: {type(exc).__name__}: {exc}") from exc
     finally:
         _close(conn)
+
+
+def _declare(ch: Any, root: str) -> Any:
+    """The task queue of ``root``, as agents and doctor declare it: quorum,
+    bound to ``amq.topic`` for the task topics. Returns the declare's answer."""
+    ok = ch.queue_declare(queue_name(root), durable=True, arguments={"x-queue-type": "quorum"})
+    for key in routing_keys(root):
+        ch.queue_bind(queue_name(root), "amq.topic", routing_key=key)
+    return ok
 
 
 def _close(conn: Any) -> None:

@@ -130,3 +130,8 @@ def deploy_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`AgentOptions` fields :func:`deploy_args` sets."""
     return {"site": args.site, "labels": tuple(args.label), "trust_keys": tuple(args.trust_key),
             "max_bundle_mb": args.max_bundle_mb}
+
+
+def amqp_arg(p: argparse.ArgumentParser, *, help: str) -> None:
+    """``--amqp URL`` (repeatable: the cluster's nodes), for the agent, cloud workers and doctor."""
+    p.add_argument("--amqp", action="append", default=[], metavar="URL", help=help)

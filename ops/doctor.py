@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fogmesh.cli_args import amqp_arg
 from fogmesh.mqtt import BrokerUrl
 from fogmesh.ops.broker_checks import (
     ROLES,
@@ -144,8 +145,7 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     p.add_argument("--clock-wait", type=float, default=6.0, metavar="S",
                    help="seconds to wait for a peer's presence to compare clocks with (default: 6)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per network check (default: 5)")
-    p.add_argument("--amqp", action="append", default=[], metavar="URL",
-                   help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
+    amqp_arg(p, help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
     p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="the agent's --trust-key files, to check (fleet deployment)")
     json_arg(p)

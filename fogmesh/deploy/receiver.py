@@ -332,7 +332,8 @@ class DeployReceiver:
             self._switch_to(change.name, before, extras=before_extras)
             raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble} after the switch; switched "
                                 f"back to {before.version if before else 'not having it'}")
-        self._switch_to(change.name, self.applied[change.name], extras=self.extras[change.name])   # drop the old
+        self.store.keep_only({self._env(a) for a in self.applied.values()},      # it answered here: the old goes
+                             (p.name for p in self.store.staging.iterdir()))
 
     def _check_live(self, manifest: Manifest) -> str | None:
         """Each kind's health task sent to this agent itself, once switched:
@@ -348,8 +349,7 @@ class DeployReceiver:
                  "reply_to": self._health_topic}), qos=1)
             deadline = self.clock() + self.o.health_timeout_s
             while self.clock() < deadline:
-                reply = next((codec.decode(r) for r in self._health_replies if codec.decode(r).get("id") == task_id),
-                             None)
+                reply = next((r for r in map(codec.decode, self._health_replies) if r.get("id") == task_id), None)
                 if reply is not None:
                     error = reply.get("error") or {}
                     if reply.get("status") == "ok" or error.get("code") in ("busy", "degraded", "draining",
