@@ -135,6 +135,10 @@ class AgentConfig:
     takeover_grace_s: float = 2.0   # a peer offline this long has its tasks taken over
     rejoin_grace_s: float = 8.0     # ... this long after this agent's own reconnect (peers back off too)
     cloud_lease_s: float = 600.0    # how long a cloud bridge may hold an accepted task
+    # Tasks come from a queue (RabbitMQ, amqp dispatch) that gives back what a lost consumer
+    # held: a redelivered copy's first holder may have answered it (a node stopping mid-commit
+    # can deliver the answer and lose the ack), so it is asked about before it runs.
+    task_queue: bool = False
 
     def __post_init__(self) -> None:
         if self.dispatch not in DISPATCH_MODES:

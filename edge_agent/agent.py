@@ -207,7 +207,8 @@ class Agent:
                                                  concurrency=self.concurrency, max_queue=o.max_queue,
                                                  dispatch=self.core_dispatch, limits=o.limits,
                                                  offer_lease_s=o.offer_lease_s, takeover_grace_s=o.takeover_grace_s,
-                                                 device_rate=o.device_rate, presence_stale_s=3 * self.presence_period),
+                                                 device_rate=o.device_rate, presence_stale_s=3 * self.presence_period,
+                                                 task_queue=self.dispatch == "amqp"),
                                      self.registry, policy=o.policy)
         d = self.dispatcher
         executor = Executor(core=core, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,

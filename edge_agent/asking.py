@@ -23,7 +23,15 @@ that might be someone else's does (a rescued session, a journal restored
 after a restart), and runs it if it wins. Two agents asking about the same id
 at once: the one with the smaller id keeps it. Answers are waited for without
 a timeout (a timeout cannot tell a slow peer from a dead one); a peer that
-dies or whose presence goes stale is no longer waited for.
+dies or whose presence goes stale is no longer waited for, and one that has
+not answered by its next presence is asked again (its connection may have
+dropped and come back without a will, the question lost on the way).
+
+From a task queue (RabbitMQ), a copy the queue gave back (redelivered) is
+always asked about: its first holder's connection closed, perhaps after
+the answer went out and before the broker recorded the ack (a node stopping
+mid-commit). A peer saying ``held`` about such a copy has not yet noticed
+that its connection closed; it is asked again at its next presence.
 
 :class:`fogmesh.edge_agent.ask_book.AskBook` holds this state; the core's
 :class:`AskingConcern` drives it. Pure like the rest of the core.
@@ -75,6 +83,10 @@ class AskingConcern(CoreParts):
     def _on_have(self, have: Have, now: float) -> list[Action]:
         entry = self.entries.get(have.task_id)
         if entry is None or entry.state is not EntryState.ASKING or not self.asks.is_open(have.task_id):
+            return []
+        if have.state == "held" and entry.requeued:
+            # The queue gave this copy back because that peer's connection to it closed:
+            # its hold is void and it lets go once it notices. Asked again at its next presence.
             return []
         if have.state == "held":                    # its holder answers the device
             self.asks.close(entry.key)

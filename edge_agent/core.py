@@ -167,16 +167,19 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
     def _on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
                    dup: bool = False) -> list[Action]:
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
-        may have taken the task over meanwhile: it is competed for, not run."""
+        may have taken the task over meanwhile: it is competed for, not run.
+        From a task queue (``requeued``): its first holder's connection closed,
+        maybe after its answer went out, so the peers are asked first."""
         t = self.config.topics
-        if dup and self.accepting and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
-                                       or topic == self._direct):
+        requeued = dup and self.config.task_queue and t.is_task_topic(topic)
+        if dup and self.accepting and not requeued and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
+                                                         or topic == self._direct):
             return self._on_rescued(topic, payload, token, now)
         if topic == t.tasks:
-            return self._on_task(payload, token, now, direct=False, dup=dup)
+            return self._on_task(payload, token, now, direct=False, dup=dup, requeued=requeued)
         device = t.device_of_tasks(topic)
         if device is not None:
-            return self._on_task(payload, token, now, direct=False, device=device, dup=dup)
+            return self._on_task(payload, token, now, direct=False, device=device, dup=dup, requeued=requeued)
         if topic == self._direct:
             return self._on_task(payload, token, now, direct=True, dup=dup)
         if topic == self._inbox:

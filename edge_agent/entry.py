@@ -87,6 +87,7 @@ class Entry:
     pending: list[Any] | None = None      # the answer, held while fenced
     recorded: Any = None                  # a dead peer's answer (Publish): deliver, do not run
     answer: Any = None                    # the device's answer once made (answers.Answer)
+    requeued: bool = False                # a task queue gave it back (AgentConfig.task_queue)
 
     def __post_init__(self) -> None:
         if not self.claim_key:

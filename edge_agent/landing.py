@@ -23,7 +23,7 @@ from fogmesh.messages import Task, confine_to_device, parse_task
 
 class LandingConcern(CoreParts):
     def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool,
-                 device: str | None = None, dup: bool = False) -> list[Action]:
+                 device: str | None = None, dup: bool = False, requeued: bool = False) -> list[Action]:
         if not self.accepting:
             return []
         self.counters.received += 1
@@ -44,7 +44,8 @@ class LandingConcern(CoreParts):
             held.tokens.append(token)
             self.counters.duplicates += 1
             return []
-        if self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
+        if not requeued and self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
+            # (A requeued copy is the asker's own, given back as its connection closed: not dropped.)
             self.counters.duplicates += 1    # a peer took on a resubmission of it: it answers
             return [Ack(token)]
         if self.answers.knows(key, now):   # answered already
@@ -60,7 +61,7 @@ class LandingConcern(CoreParts):
             return [Ack(token)]
 
         entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,
-                       payload=payload)
+                       payload=payload, requeued=requeued)
         if task is not None and task.kind not in self.registry:
             entry.error = InvalidMessage("unknown_kind",
                                          f"unknown kind {task.kind!r}; agents here run: "
@@ -71,7 +72,7 @@ class LandingConcern(CoreParts):
         self.entries.add(entry)
 
         if not direct and self.config.dispatch == "shared" and entry.error is None \
-                and task is not None and self.asks.asks_about(task.attempt, now):
+                and task is not None and (requeued or self.asks.asks_about(task.attempt, now)):
             asked = self._ask(entry, now)    # the first copy may be on a peer: ask first
             if asked is not None:
                 return asked

@@ -41,7 +41,9 @@ class PeeringConcern(CoreParts):
                 epoch = max(presence.epoch or 0, self.claims.peer_epoch(agent)) or None
                 return self._contest(agent, now, epoch=epoch) + self._ask_again(agent) + \
                     self._rebalance(now)
-            return self._rebalance(now)
+            # Not answered by its next presence: it may have missed the question (a
+            # reconnect without a will, or a hold it has since let go of).
+            return self._ask_again(agent) + self._rebalance(now)
         if presence.state == "offline":
             self.deaths.will(agent, presence.ts, now)
         # Its will, or it drains: offers it has not accepted go elsewhere now.

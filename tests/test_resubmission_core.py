@@ -139,3 +139,62 @@ def test_alone_a_resubmission_just_runs():
     bus = fabric("solo")
     bus.task("solo", "t1", 0.0, attempt=2)
     assert bus.runs == [("solo", "t1")]
+
+
+# -- a task queue (RabbitMQ, amqp dispatch) gives back what a lost consumer held -------------
+
+def queue_fabric(*ids):
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, task_queue=True), REG,
+                       policy=LocalPolicy()) for i in ids]
+    bus = Bus(*cores)
+    bus.online(0.0, *ids)
+    return bus
+
+
+def requeued(bus, agent, task_id, now):
+    """The queue hands ``agent`` a copy another consumer took (redelivered)."""
+    payload = Task(id=task_id, kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    bus.deliver(on_message(bus.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now, dup=True), now, agent)
+
+
+def test_a_requeued_task_whose_answer_went_out_is_answered_again_not_run_again():
+    bus = queue_fabric("a", "b")
+    bus.task("a", "t1", 0.0)
+    bus.finish("a", "t1", 0.1)             # answered; the broker lost the ack as its node stopped
+    requeued(bus, "b", "t1", 0.2)
+    assert bus.runs == [("a", "t1")]
+    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # the same bytes again
+
+
+def test_a_requeued_task_waits_for_its_reconnecting_holder_and_is_not_run_twice():
+    bus = queue_fabric("a", "b")
+    bus.task("a", "t1", 0.0)
+    bus.finish("a", "t1", 0.1)
+    bus.held_topics = {T.claims}           # a is reconnecting: b's question never reaches it
+    requeued(bus, "b", "t1", 0.2)
+    bus.held, bus.held_topics = [], set()
+    assert bus.runs == [("a", "t1")]       # b waits for a (presence still fresh)
+    bus.online(1.0, "a")                   # a is back, on another node: asked again
+    assert bus.runs == [("a", "t1")]
+    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]
+
+
+def test_a_requeued_task_its_holder_still_says_it_holds_runs_once_that_holder_lets_go():
+    from fogmesh.edge_agent import events as ev
+    bus = queue_fabric("a", "b")
+    bus.task("a", "t1", 0.0)               # running on a, whose queue connection just closed
+    requeued(bus, "b", "t1", 0.2)          # a has not noticed yet: "held"
+    assert [a for a, k in bus.runs if k == "t1"] == ["a"]
+    assert ("b", "t1@b") not in bus.acks   # b keeps its copy: a's hold is void
+    bus.deliver(bus.cores["a"].handle(ev.TokensLost(lambda t: True), 0.3), 0.3, "a")   # a lets go
+    bus.online(1.0, "a")                   # a's next presence: asked again, says "never seen it"
+    assert [a for a, k in bus.runs if k == "t1"] == ["a", "b"]
+    bus.finish("a", "t1", 1.1)             # a's run, stopped, finishing late, answers nothing
+    bus.finish("b", "t1", 1.2)
+    assert [r["id"] for r in bus.replies] == ["t1"]
+
+
+def test_a_requeued_task_nobody_answered_runs_once():
+    bus = queue_fabric("a", "b", "c")
+    requeued(bus, "b", "t1", 0.2)          # its first holder was killed before answering
+    assert [a for a, k in bus.runs if k == "t1"] == ["b"]
