@@ -163,7 +163,10 @@ class FailoverConcern(CoreParts):
                     self.claims.cut(entry.key, now)
                 actions.append(self._my_claim(entry.claim_key))
                 continue
-            if alone or entry.fenced or entry.origin is not None:
+            if alone or entry.fenced or entry.origin is not None or self.config.task_queue:
+                # (From a task queue the answer goes with the ack over AMQP whatever MQTT
+                # does, and the queue, not a claim, says who holds a task: a takeover claim
+                # here would outlive a hold the queue takes back and void the next taker's.)
                 continue
             entry.fenced = True
             self._to_next_round(entry, now)

@@ -11,7 +11,7 @@ from fogmesh.edge_agent.placement import LocalPolicy
 from fogmesh.messages import Task
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics
-from tests.coreio import on_finished, on_message, on_tick
+from tests.coreio import on_disconnect, on_finished, on_message, on_tick
 
 T = Topics("t")
 REG = Registry.from_entry_points()
@@ -198,3 +198,17 @@ def test_a_requeued_task_nobody_answered_runs_once():
     bus = queue_fabric("a", "b", "c")
     requeued(bus, "b", "t1", 0.2)          # its first holder was killed before answering
     assert [a for a, k in bus.runs if k == "t1"] == ["b"]
+
+
+def test_a_task_queue_agent_losing_its_mqtt_link_claims_nothing_a_later_taker_would_lose_to():
+    from fogmesh.edge_agent import events as ev
+    bus = queue_fabric("a", "b")
+    bus.task("a", "t1", 0.0)                              # running on a
+    a = bus.cores["a"]
+    dropped = on_disconnect(a, 0.1)                       # a's node stops: MQTT and the queue go
+    assert [p for p in dropped if isinstance(p, Publish) and p.topic == T.claims] == []
+    bus.deliver(a.handle(ev.TokensLost(lambda t: True), 0.1), 0.1, "a")
+    requeued(bus, "b", "t1", 0.2)                         # the queue gives it to b
+    assert [x for x, k in bus.runs if k == "t1"] == ["a", "b"]
+    bus.finish("b", "t1", 0.3)
+    assert [r["id"] for r in bus.replies] == ["t1"]
