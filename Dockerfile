@@ -1,9 +1,10 @@
 # fogmesh: one image for every fogmesh process of the testbed (agents, bridge,
 # cloud workers, devices). Brokers use the eclipse-mosquitto image.
+# Nothing but pip runs at build time (no apt-get): operators watch with the
+# broker's own mosquitto_sub (docker compose exec edge-broker ...), and a build
+# that only installs wheels also builds offline against a wheelhouse (the tests
+# build it from base images that carry one: tests/standin_images.py).
 FROM python:3.11-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends mosquitto-clients \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md topics.md ./
 COPY fogmesh fogmesh
@@ -13,7 +14,7 @@ COPY cloud_bridge cloud_bridge
 COPY devices devices
 COPY simulator simulator
 COPY bench bench
-COPY deploy deploy
+COPY ops ops
 COPY scenarios scenarios
 COPY examples examples
 RUN pip install --no-cache-dir .

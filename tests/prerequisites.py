@@ -50,8 +50,9 @@ NEEDS = (
     Need(("systemd",), "systemd-analyze verify of the generated service units", _have("systemd-analyze")),
     Need(("rabbitmq-server",), "a broker without shared subscriptions (claim dispatch)", rabbitmq_available),
     Need(("nodejs", "npm"), "the Aedes broker runs on Node.js", _have("node", "npm")),
-    Need(("podman", "runc", "mmdebstrap"), "container kinds run on podman (with runc); test images are built "
-         "from Debian packages", _have("podman", "runc", "mmdebstrap", also=("/usr/sbin",))),
+    Need(("podman", "runc", "mmdebstrap", "podman-compose"), "container kinds and the compose testbed run on "
+         "podman (with runc); test images are built from Debian packages",
+         _have("podman", "runc", "mmdebstrap", "podman-compose", also=("/usr/sbin",))),
     Need(("chromium",), "the dashboard's browser tests (driven by Playwright)",
          _have("chromium") if not shutil.which("chromium-browser") else _have("chromium-browser")),
 )
