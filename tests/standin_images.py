@@ -134,6 +134,15 @@ def _build(image: str, containerfile: str, key: str, context: Path, files: dict[
     _run(["podman", "build", "-q", "-t", image, str(context)], timeout=600)
 
 
+def rootfs() -> str:
+    """The Debian rootfs image (Python, mosquitto), imported unless present: its name."""
+    cache = cache_dir()
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _rootfs(cache)
+    return ROOTFS
+
+
 def ensure(work: Path) -> None:
     """The stand-in base images, built unless present (``work``: a scratch dir).
     Needs podman and mmdebstrap, and CONTAINERS_CONF set (:func:`containers_conf`)."""

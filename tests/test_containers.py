@@ -4,13 +4,11 @@ Skipped where podman or mmdebstrap is missing."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -18,43 +16,33 @@ import pytest
 from fogmesh.containers import Engine, image_kind
 from fogmesh.devices.client import FogClient
 from fogmesh.registry import Registry
+from tests import standin_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not (shutil.which("podman") and shutil.which("mmdebstrap")),
                                  reason="podman and mmdebstrap are not installed")]
 
-IMAGE = "localhost/fogmesh-test-python:bookworm"
+IMAGE = standin_images.ROOTFS
 SUM_IMAGE = "localhost/fogmesh-test-sum:bookworm"
-CONF = "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n"
 SUM = ["python3", "-c", "import sys, json; a = json.load(sys.stdin); print(json.dumps({'sum': sum(a['values'])}))"]
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    conf = tmp_path_factory.mktemp("podman") / "containers.conf"
-    conf.write_text(CONF)
+    work = tmp_path_factory.mktemp("podman")
     old = os.environ.get("CONTAINERS_CONF")
-    os.environ["CONTAINERS_CONF"] = str(conf)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fogmesh-test-images"
-    cache.mkdir(parents=True, exist_ok=True)
-    lock = open(cache / ".lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)         # the other test worker may be building it right now
+    os.environ["CONTAINERS_CONF"] = str(standin_images.containers_conf(work))
     try:
+        standin_images.rootfs()
         if subprocess.run(["podman", "image", "exists", SUM_IMAGE], check=False).returncode != 0:
-            tar = cache / "python-bookworm.tar"
-            if not tar.exists():
-                subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", "--include=python3", "bookworm",
-                                str(tar)], check=True, timeout=240)
-            subprocess.run(["podman", "import", str(tar), IMAGE], check=True, capture_output=True, timeout=120)
             # the same with a default command, as a real image of a kind has
-            subprocess.run(["podman", "import", "--change", "CMD " + json.dumps(SUM), str(tar), SUM_IMAGE],
-                           check=True, capture_output=True, timeout=120)
-        fcntl.flock(lock, fcntl.LOCK_UN)
+            (work / "Containerfile").write_text(f"FROM {IMAGE}\nCMD {json.dumps(SUM)}\n")
+            subprocess.run(["podman", "build", "-q", "-t", SUM_IMAGE, str(work)], check=True, capture_output=True,
+                           timeout=120)
         found = Engine.detect()
         assert found is not None and found.name == "podman"
         yield found
     finally:
-        lock.close()
         if old is None:
             os.environ.pop("CONTAINERS_CONF", None)
         else:
