@@ -31,6 +31,7 @@ from fogmesh.edge_agent.executor import Executor
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.inputs import DrainAsked, Rescued, StopAsked, Wake
 from fogmesh.edge_agent.journal import Journal, default_state_dir
+from fogmesh.edge_agent.links import make_clients
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.probes import SharedSubscriptionProbe
@@ -41,7 +42,7 @@ from fogmesh.edge_agent.standing import task_filters
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
 from fogmesh.errors import ClaimOrderError, ConnectError, UnsupportedBroker
-from fogmesh.mqtt import Delivery, Message, MqttClient, Will, ensure_id_carried, probe_connect
+from fogmesh.mqtt import Delivery, Message, MqttClient, ensure_id_carried, probe_connect
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import Topics, validate_segment
@@ -49,10 +50,6 @@ from fogmesh.topics import Topics, validate_segment
 log = logging.getLogger(__name__)
 
 CLAIM_PROBE_WAIT_S = 1.0   # claim dispatch: time for peers to announce themselves before the order probe
-# Longest wait between reconnect attempts. A broker back from a restart has no $share
-# subscription until agents renew theirs (mosquitto 2.0 does not restore them), and it
-# drops what devices publish meanwhile: agents must be back before devices are.
-RECONNECT_MAX_S = 0.5
 
 
 class _AgentLog(logging.LoggerAdapter[logging.Logger]):
@@ -141,6 +138,8 @@ class Agent:
                 self.journal.close()
             raise
         self.pool.start()
+        for companion in self.options.companions:
+            companion.start()
         try:
             self._connect(timeout, wait_for_broker)
             self._begin()
@@ -157,6 +156,8 @@ class Agent:
             self.dispatcher.events.put(Wake())           # presence may go out now (presence_hold)
         except BaseException as exc:
             self.pool.stop()
+            for companion in self.options.companions:
+                companion.stop()
             if isinstance(exc, ClaimOrderError):      # peers saw it: say offline, leave no session
                 leave_no_session(ctl=self.ctl, client=self.client, presence_topic=self.topics.presence(self.agent_id),
                                  offline=self.announcer.offline_payload(), log=self.log)
@@ -271,6 +272,8 @@ class Agent:
         self.client.stop()
         self.ctl.stop()
         self.pool.stop()
+        for companion in self.options.companions:
+            companion.stop()
         if self.journal:
             self.journal.close()
         self._stopped.set()
@@ -346,24 +349,7 @@ class Agent:
 
     # -- connections -----------------------------------------------------------
     def _make_clients(self, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
-        agent_id, root_tag, d = self.agent_id, self._root_tag, self.dispatcher
-        # RabbitMQ (amqp dispatch): a persistent MQTT session is a queue on one node, and a client
-        # back on another node while that one is down cannot resume it: sessions are clean there.
-        keep = not self.options.amqp
-        client = MqttClient(
-            self._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=not keep, manual_ack=True,
-            reconnect_max=RECONNECT_MAX_S, on_message=lambda m: self._arrived(self.client, m, task_link=True),
-            on_connection=lambda up: d.link_changed(control=False, up=up, session_kept=self.client.session_present),
-            # Shared dispatch answers on this connection: those cut off unconfirmed go out
-            # again when their task comes back (or at once: no session), so the core must hear of them.
-            on_withdrawn=lambda tags: d.withdrawn(tags, control=False), mqtt5=mqtt5)
-        ctl = MqttClient(
-            self._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=not keep, manual_ack=True,
-            reconnect_max=RECONNECT_MAX_S, will=Will(self.topics.presence(agent_id), self.announcer.offline_payload()),
-            on_message=lambda m: self._arrived(self.ctl, m, task_link=False),
-            on_connection=lambda up: d.link_changed(control=True, up=up, session_kept=self.ctl.session_present),
-            on_withdrawn=lambda tags: d.withdrawn(tags, control=True), on_confirmed=d.confirmed, mqtt5=mqtt5)
-        return client, ctl
+        return make_clients(self, mqtt5=mqtt5)
 
     def _arrived(self, client: MqttClient, message: Message, *, task_link: bool) -> None:
         if not self._shared_probe.take(message.topic):

@@ -59,10 +59,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=timeout_pair, action="append", default=[], metavar="KIND=S",
                    help="override a kind's timeout in seconds; repeatable (e.g. --timeout sleep=2)")
     p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
-    p.add_argument("--image-kind", action="append", default=[], metavar="NAME=IMAGE",
+    p.add_argument("--image-kind", action="append", default=[], metavar="NAME=IMAGE[,OPTION...]",
                    help="a kind run in a fresh container of IMAGE per task (podman or docker): the task's args "
                         "as JSON on its stdin, its result as JSON on stdout, exit 2 for bad args; repeatable. "
-                        "Its timeout: --timeout NAME=S (default 30)")
+                        "Options: memory=256m, cpus=0.5 (the container's limits), service (one long-running "
+                        "container, started on the first task and stopped after --service-idle; tasks go to it "
+                        "over the Unix socket $FOGMESH_SOCKET, a line of JSON each way: topics.md, Container "
+                        "kinds). Its timeout: --timeout NAME=S (default 30)")
+    p.add_argument("--service-idle", type=float, default=60.0, metavar="S",
+                   help="stop a service container after S seconds without a task (default: 60)")
     p.add_argument("--policy", default="least-loaded",
                    help="placement of medium/heavy tasks: local, round-robin, random, least-loaded, "
                         "energy, consolidate, or one from the fogmesh.policies entry points (default: least-loaded)")
@@ -117,9 +122,12 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry.from_entry_points()
     if args.kinds:
         registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
+    keepers: tuple[Any, ...] = ()
     if args.image_kind:
         try:
-            registry = registry.with_kinds(*_image_kinds(args.image_kind, dict(args.timeout)))
+            kinds, keepers = _image_kinds(args.image_kind, dict(args.timeout), agent=args.id,
+                                          idle_s=args.service_idle)
+            registry = registry.with_kinds(*kinds)
         except ValueError as exc:
             print(f"fogmesh agent: {exc}", file=sys.stderr)
             return 2
@@ -136,27 +144,36 @@ def run(args: argparse.Namespace) -> int:
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
             device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, amqp=tuple(args.amqp), **deploy_options(args)))
+            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, amqp=tuple(args.amqp), companions=keepers,
+            **deploy_options(args)))
     except ValueError as exc:     # DeployRefused too: a trust key that cannot be read
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2
     return run_until_signal(agent)
 
 
-def _image_kinds(specs: list[str], timeouts: dict[str, float]) -> list[Any]:
-    """``--image-kind NAME=IMAGE``: kinds run in containers, if this box has an engine."""
-    from fogmesh.containers import Engine, image_kind
+def _image_kinds(specs: list[str], timeouts: dict[str, float], *, agent: str,
+                 idle_s: float) -> tuple[list[Any], tuple[Any, ...]]:
+    """``--image-kind NAME=IMAGE[,...]``: kinds run in containers, if this box
+    has an engine; and the keeper of the service ones, if any."""
+    from fogmesh.container_services import ServiceHandler, ServiceKeeper, service_kind
+    from fogmesh.containers import Engine, image_kind, parse_image_kind
+    from fogmesh.edge_agent.journal import default_state_dir
+    parsed = [parse_image_kind(spec) for spec in specs]
     engine = Engine.detect()
     if engine is None:
         raise ValueError("--image-kind needs a container engine (podman or docker) on this box; install one "
                          "(Debian: apt-get install podman runc) or drop the option")
     kinds = []
-    for spec in specs:
-        name, sep, image = spec.partition("=")
-        if not sep or not name or not image:
-            raise ValueError(f"--image-kind {spec!r}: use NAME=IMAGE")
-        kinds.append(image_kind(name, image, engine=engine, timeout_s=timeouts.get(name, 30.0)))
-    return kinds
+    for k in parsed:
+        timeout = timeouts.get(k.name, 30.0)
+        if k.service:
+            kinds.append(service_kind(k.name, k.image, engine=engine, agent=agent, state_dir=default_state_dir(),
+                                      timeout_s=timeout, memory=k.memory, cpus=k.cpus))
+        else:
+            kinds.append(image_kind(k.name, k.image, engine=engine, timeout_s=timeout, memory=k.memory, cpus=k.cpus))
+    services = [kind.handler for kind in kinds if isinstance(kind.handler, ServiceHandler)]
+    return kinds, ((ServiceKeeper(services, idle_s=idle_s),) if services else ())
 
 
 def _drain_agent(args: argparse.Namespace) -> int:

@@ -21,12 +21,13 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
-__all__ = ["ContainerError", "Engine", "ImageHandler", "image_kind"]
+__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "parse_image_kind"]
 
 
 class ContainerError(FogmeshError, RuntimeError):
@@ -56,6 +57,24 @@ class Engine:
             if ok:
                 return cls(name, path)
         return None
+
+
+def engine_run(engine: str, args: Sequence[str], *, conf: str | None = None, timeout: float = 60.0,
+               stderr_too: bool = False) -> str:
+    """One engine command (``engine`` is its path); its stdout, or
+    :class:`ContainerError` saying what failed."""
+    env = {**os.environ, "CONTAINERS_CONF": conf} if conf else None
+    try:
+        done = subprocess.run([engine, *args], capture_output=True, timeout=timeout, check=False, env=env)
+    except subprocess.TimeoutExpired:
+        raise ContainerError(f"{Path(engine).name} {args[0]} did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise ContainerError(f"cannot run {engine}: {exc}") from exc
+    out = done.stdout.decode(errors="replace") + (done.stderr.decode(errors="replace") if stderr_too else "")
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise ContainerError(f"{Path(engine).name} {args[0]} failed ({done.returncode}): {err[0][:300]}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,9 @@ class ImageHandler:
             raise ContainerError(f"cannot start a container of {self.image}: {exc}") from exc
         if done.returncode == 2:
             raise BadArgs(done.stderr.decode(errors="replace").strip()[-300:] or "the container refused the args")
+        if done.returncode == 137 and self.memory:
+            raise ContainerError(f"container of {self.image} was killed (exit 137): out of memory? the kind's "
+                                 f"limit is {self.memory}")
         if done.returncode != 0:
             tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise ContainerError(f"container of {self.image} exited with {done.returncode}: {tail[0][:300]}")
@@ -113,3 +135,32 @@ def image_kind(name: str, image: str, *, engine: Engine, command: Sequence[str] 
     return TaskKind(name=name, handler=handler,
                     weight=weight, timeout_s=timeout_s + 10.0, description=f"container {image}",
                     ships_handler=True)
+
+
+@dataclass(frozen=True)
+class ImageKindSpec:
+    """``--image-kind NAME=IMAGE[,memory=256m][,cpus=0.5][,service]``."""
+
+    name: str
+    image: str
+    memory: str | None = None
+    cpus: str | None = None
+    service: bool = False
+
+
+def parse_image_kind(spec: str) -> ImageKindSpec:
+    """Read one ``--image-kind``; ValueError saying what is wrong."""
+    name, sep, rest = spec.partition("=")
+    image, *options = rest.split(",")
+    if not sep or not name or not image:
+        raise ValueError(f"--image-kind {spec!r}: use NAME=IMAGE[,memory=256m][,cpus=0.5][,service]")
+    found: dict[str, Any] = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if key == "service" and not eq:
+            found["service"] = True
+        elif key in ("memory", "cpus") and eq and value:
+            found[key] = value
+        else:
+            raise ValueError(f"--image-kind {spec!r}: unknown option {option!r} (memory=SIZE, cpus=N, service)")
+    return ImageKindSpec(name, image, **found)

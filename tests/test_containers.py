@@ -17,6 +17,7 @@ from fogmesh.containers import Engine, image_kind
 from fogmesh.devices.client import FogClient
 from fogmesh.registry import Registry
 from tests import standin_images
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not (shutil.which("podman") and shutil.which("mmdebstrap")),
@@ -106,3 +107,109 @@ def test_doctor_names_the_engine(engine) -> None:
     from fogmesh.ops.host_checks import check_container_engine
     check = check_container_engine()
     assert check.status == "ok" and "podman" in check.detail
+
+
+# -- service containers: one long-running container per kind, tasks over a Unix socket -------
+
+SERVICE_CODE = """
+import json, os, socketserver, time
+class Task(socketserver.StreamRequestHandler):
+    def handle(self):
+        args = json.loads(self.rfile.readline())
+        if args.get("crash"):
+            os._exit(3)
+        if args.get("hang"):
+            time.sleep(600)
+        if args.get("garbage"):
+            self.wfile.write(b"not json\\n")
+            return
+        if "values" not in args:
+            self.wfile.write(json.dumps({"error": "values missing", "code": "bad_args"}).encode() + b"\\n")
+            return
+        self.wfile.write(json.dumps({"result": {"sum": sum(args["values"]), "pid": os.getpid(),
+                                                "started": STARTED}}).encode() + b"\\n")
+STARTED = time.time()
+path = os.environ["FOGMESH_SOCKET"]
+if os.path.exists(path):
+    os.unlink(path)
+socketserver.ThreadingUnixStreamServer(path, Task).serve_forever()
+"""
+
+
+def container_exists(name: str) -> bool:
+    return subprocess.run(["podman", "container", "exists", name], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def service(engine: Engine, agents, broker, root, tmp_path):
+    from fogmesh.container_services import ServiceKeeper, service_kind
+    kind = service_kind("ssum", IMAGE, engine=engine, agent=f"c3{root[-4:]}", state_dir=tmp_path,
+                        command=["python3", "-c", SERVICE_CODE], timeout_s=3)
+    keeper = ServiceKeeper([kind.handler], idle_s=2.0, every_s=0.2)
+    agent = agents("c3", broker.url, root, registry=Registry.from_entry_points().with_kinds(kind),
+                   companions=(keeper,))
+    return agent, kind.handler
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_service_kind_starts_its_container_on_the_first_task_and_serves_the_next_ones_from_it(
+        service, broker, root) -> None:
+    _agent, handler = service
+    assert not container_exists(handler.name)
+    with FogClient(broker.url, root=root) as client:
+        first = client.submit("ssum", {"values": [1, 2]}, timeout=60)
+        second = client.submit("ssum", {"values": [3]}, timeout=60)
+    assert first.ok and second.ok and first.value["sum"] == 3 and second.value["sum"] == 3
+    assert first.value["started"] == second.value["started"]       # one container, started once
+    assert container_exists(handler.name)
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_an_idle_service_container_is_stopped_and_the_next_task_starts_it_again(service, broker, root) -> None:
+    _agent, handler = service
+    with FogClient(broker.url, root=root) as client:
+        first = client.submit("ssum", {"values": [1]}, timeout=60)
+        wait_until(lambda: not container_exists(handler.name), timeout=30, what="the idle service stopped")
+        again = client.submit("ssum", {"values": [1]}, timeout=60)
+    assert first.ok and again.ok and again.value["started"] > first.value["started"]
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_no_service_container_is_left_running_after_the_agent_stops(service, broker, root) -> None:
+    agent, handler = service
+    with FogClient(broker.url, root=root) as client:
+        assert client.submit("ssum", {"values": [1]}, timeout=60).ok
+    agent.stop(timeout=5)
+    assert not container_exists(handler.name)
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+@pytest.mark.parametrize("args, code, says", [({"crash": 1}, "handler_error", "without an answer (it exited with 3)"),
+                                              ({"garbage": 1}, "handler_error", "no JSON"),
+                                              ({"hang": 1}, "handler_error", "did not answer within 3 s"),
+                                              ({}, "bad_args", "values missing")])
+def test_a_service_that_crashes_hangs_prints_garbage_or_refuses_gets_a_clear_error_and_serves_again(
+        service, broker, root, args, code, says) -> None:
+    with FogClient(broker.url, root=root) as client:
+        bad = client.submit("ssum", args, timeout=60)
+        good = client.submit("ssum", {"values": [2]}, timeout=60)
+    assert bad.error is not None and bad.error.code == code and says in bad.error.message, bad.error
+    assert good.ok and good.value["sum"] == 2
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_container_over_its_memory_limit_gets_a_clear_error(engine, agents, broker, root) -> None:
+    hog = image_kind("hog", IMAGE, engine=engine, memory="64m",
+                     command=["python3", "-c", "x = bytearray(300 * 1024 * 1024); print('{}')"])
+    agents("c4", broker.url, root, registry=Registry.from_entry_points().with_kinds(hog))
+    with FogClient(broker.url, root=root) as client:
+        r = client.submit("hog", {}, timeout=60)
+    assert r.error is not None and "out of memory" in r.error.message and "64m" in r.error.message, r.error
+
+
+def test_image_kind_options_are_read_and_bad_ones_refused() -> None:
+    from fogmesh.containers import ImageKindSpec, parse_image_kind
+    assert parse_image_kind("resize=localhost/resize:1,memory=256m,cpus=0.5,service") == ImageKindSpec(
+        "resize", "localhost/resize:1", memory="256m", cpus="0.5", service=True)
+    with pytest.raises(ValueError, match="unknown option"):
+        parse_image_kind("resize=localhost/resize:1,gpu=1")

@@ -29,7 +29,8 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/deploy/compat.py", "fogmesh/deploy/bundle_file.py", "fogmesh/deploy/install.py",
                "fogmesh/deploy/kinds.py", "fogmesh/deploy/probe.py", "fogmesh/deploy/env_store.py",
                "fogmesh/deploy/receiver.py", "fogmesh/deploy/operator.py", "fogmesh/deploy/commands.py",
-               "fogmesh/deploy/cli.py", "fogmesh/containers.py"]
+               "fogmesh/deploy/cli.py", "fogmesh/containers.py",
+               "fogmesh/container_services.py", "edge_agent/links.py", "edge_agent/cli.py"]
 
 
 def module_name(path: str) -> str:

@@ -1,0 +1,268 @@
+"""Task kinds backed by a long-running service container (Con-Pi's
+dockerStart/dockerStop on the chosen node): started when the agent is sent
+work of the kind, stopped when it has been idle a while, when the agent
+stops, and (left over from an agent killed outright) when it starts again.
+
+Why a service and not a container per task: a model or a connection pool
+loads once, and a task costs a round trip on a local socket instead of a
+container start (``fogmesh bench containers`` shows both).
+
+The protocol, for whoever writes the image: listen on the Unix socket named
+by ``$FOGMESH_SOCKET`` (a directory the agent mounts at ``/run/fogmesh``),
+take any number of connections at once; on each, one line of JSON (the
+task's args) in, one line of JSON out: ``{"result": ...}``, or
+``{"error": "...", "code": "bad_args"}`` for args it refuses (``code``
+optional: other errors are the kind's failure). A reply that is not that, a
+connection closed without one, or none within the kind's timeout is the
+task's error (and a hung service is removed; the next task starts a fresh one).
+
+Several worker processes share one container: they coordinate through lock
+files in the socket's directory (a shared lock while a task talks to the
+service, an exclusive one to start it; the keeper stops an idle service only
+when it can take the exclusive one, so never under a running task). The
+engine's CLI runs through :func:`fogmesh.containers.engine_run`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from fogmesh.containers import ContainerError, Engine, engine_run
+from fogmesh.errors import BadArgs
+from fogmesh.registry import TaskKind
+
+__all__ = ["ServiceHandler", "ServiceKeeper", "service_kind"]
+
+log = logging.getLogger(__name__)
+
+SOCKET = "service.sock"
+MOUNT = "/run/fogmesh"
+LABEL = "fogmesh.service-of"
+
+
+@contextmanager
+def _flock(path: Path, mode: int) -> Iterator[bool]:
+    """Hold ``path``'s lock in ``mode``; yields False if LOCK_NB was asked and it is taken."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, mode)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class ServiceHandler:
+    """Sends one task to the kind's service container, starting it if needed
+    (picklable: it travels to the agent's workers with each job)."""
+
+    engine: str
+    image: str
+    name: str                       # the container's name: fogmesh-svc-{agent}-{kind}
+    directory: str                  # mounted at /run/fogmesh: the socket and the lock files
+    agent: str
+    command: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+    memory: str | None = None
+    cpus: str | None = None
+    conf: str | None = None         # $CONTAINERS_CONF as the agent saw it
+    start_timeout_s: float = 60.0
+
+    @property
+    def _dir(self) -> Path:
+        return Path(self.directory)
+
+    def __call__(self, args: Mapping[str, Any], cache: dict[Any, Any] | None = None) -> Any:
+        with _flock(self._dir / "busy", fcntl.LOCK_SH):
+            (self._dir / "used").touch()
+            try:
+                conn = self._connect()
+            except OSError:
+                self._start()
+                conn = self._connect()
+            with conn:
+                return self._talk(conn, args)
+
+    # -- in the worker -----------------------------------------------------------------
+    def _connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout_s)
+        try:
+            s.connect(str(self._dir / SOCKET))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def _start(self) -> None:
+        with _flock(self._dir / "start", fcntl.LOCK_EX):
+            try:
+                self._connect().close()
+                return                                  # another worker started it meanwhile
+            except OSError:
+                pass
+            self.remove()
+            argv = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.agent}", "--network", "none",
+                    "-v", f"{self.directory}:{MOUNT}", "-e", f"FOGMESH_SOCKET={MOUNT}/{SOCKET}"]
+            if self.memory:
+                argv += ["--memory", self.memory]
+            if self.cpus:
+                argv += ["--cpus", self.cpus]
+            engine_run(self.engine, [*argv, self.image, *self.command], conf=self.conf, timeout=self.start_timeout_s)
+            deadline = time.monotonic() + self.start_timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    self._connect().close()
+                    return
+                except OSError:
+                    if not self._running():
+                        break
+                    time.sleep(0.05)                    # the service is starting; nothing to await but a poll
+            tail = self._logs()
+            self.remove()
+            raise ContainerError(f"service container of {self.image} did not listen on $FOGMESH_SOCKET within "
+                                 f"{self.start_timeout_s:g} s{': ' + tail if tail else ''}")
+
+    def _talk(self, conn: socket.socket, args: Mapping[str, Any]) -> Any:
+        try:
+            conn.sendall(json.dumps(dict(args)).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            self.remove()                               # hung: the next task starts a fresh one
+            raise ContainerError(f"service container of {self.image} did not answer within {self.timeout_s:g} s; "
+                                 "removed") from None
+        except OSError as exc:
+            raise ContainerError(f"service container of {self.image} dropped the task: {exc}") from exc
+        if not data.strip():
+            raise ContainerError(f"service container of {self.image} closed the connection without an answer"
+                                 + self._exit_note())
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise ContainerError(f"service container of {self.image} answered no JSON: {data[:120]!r}") from None
+        if isinstance(reply, dict) and "result" in reply:
+            return reply["result"]
+        if isinstance(reply, dict) and "error" in reply:
+            if reply.get("code") == "bad_args":
+                raise BadArgs(str(reply["error"])[:300])
+            raise ContainerError(f"service container of {self.image}: {str(reply['error'])[:300]}")
+        raise ContainerError(f"service container of {self.image} answered neither result nor error: {data[:120]!r}")
+
+    # -- in the agent (and the worker) ----------------------------------------------------
+    def _running(self) -> bool:
+        try:
+            out = engine_run(self.engine, ["inspect", "--format", "{{.State.Running}}", self.name],
+                             conf=self.conf, timeout=30)
+        except ContainerError:
+            return False
+        return out.strip() == "true"
+
+    def _exit_note(self) -> str:
+        """`` (it exited with N)`` for a container that is no longer running."""
+        try:
+            out = engine_run(self.engine, ["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}",
+                                           self.name], conf=self.conf, timeout=30).split()
+        except ContainerError:
+            return ""
+        return f" (it exited with {out[1]})" if len(out) == 2 and out[0] == "false" else ""
+
+    def _logs(self) -> str:
+        try:
+            return engine_run(self.engine, ["logs", "--tail", "3", self.name], conf=self.conf, timeout=30,
+                              stderr_too=True).strip().replace("\n", " | ")[-300:]
+        except ContainerError:
+            return ""
+
+    def remove(self) -> None:
+        """Remove the container (running or not) and its socket."""
+        try:
+            engine_run(self.engine, ["rm", "-f", "-t", "2", self.name], conf=self.conf, timeout=60)
+        except ContainerError:
+            pass
+        (self._dir / SOCKET).unlink(missing_ok=True)
+
+    def stop_if_idle(self, idle_s: float, now: float | None = None) -> bool:
+        """Stop the service if no task used it for ``idle_s`` and none runs now."""
+        used = self._dir / "used"
+        if not (self._dir / SOCKET).exists() or not used.exists():
+            return False
+        if (now if now is not None else time.time()) - used.stat().st_mtime < idle_s:
+            return False
+        with _flock(self._dir / "busy", fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
+            if not free:
+                return False
+            self.remove()
+            return True
+
+
+class ServiceKeeper:
+    """The agent's side of its service kinds: removes what an agent killed
+    outright left, stops services idle for ``idle_s``, and every one at stop."""
+
+    def __init__(self, handlers: Sequence[ServiceHandler], *, idle_s: float = 60.0, every_s: float = 1.0) -> None:
+        self.handlers, self.idle_s, self.every_s = list(handlers), idle_s, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for h in self.handlers:
+            h.remove()                    # left by an agent killed outright
+        self._thread = threading.Thread(target=self._run, name="service-keeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for h in self.handlers:
+                if h.stop_if_idle(self.idle_s):
+                    log.info("stopped the service container %s: idle for %g s", h.name, self.idle_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        for h in self.handlers:
+            h.remove()
+
+
+def service_kind(name: str, image: str, *, engine: Engine, agent: str, state_dir: str | Path | None = None,
+                 command: Sequence[str] = (), weight: str = "medium", timeout_s: float = 30.0,
+                 memory: str | None = None, cpus: str | None = None) -> TaskKind:
+    """A kind whose tasks go to a service container of ``image`` (started on
+    demand; a :class:`ServiceKeeper` over the kinds' handlers stops it)."""
+    directory = _socket_dir(state_dir, agent, name)
+    handler = ServiceHandler(engine.path, image, name=f"fogmesh-svc-{agent}-{name}", directory=str(directory),
+                             agent=agent, command=tuple(command), timeout_s=timeout_s, memory=memory, cpus=cpus,
+                             conf=os.environ.get("CONTAINERS_CONF"))
+    return TaskKind(name=name, handler=handler, weight=weight, timeout_s=timeout_s + handler.start_timeout_s,
+                    description=f"service container {image}", ships_handler=True)
+
+
+def _socket_dir(state_dir: str | Path | None, agent: str, kind: str) -> Path:
+    """Where the service's socket lives: under the state directory, unless
+    that path is too long for a Unix socket (108 bytes)."""
+    base = Path(state_dir) if state_dir else Path(tempfile.gettempdir())
+    directory = base / "services" / f"{agent}-{kind}"
+    if len(str(directory / SOCKET)) > 100:
+        directory = Path(tempfile.gettempdir()) / f"fogmesh-svc-{agent}-{kind}"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
