@@ -141,6 +141,17 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--agents", default="1,2,4,8", help="fleet sizes (default: 1,2,4,8)")
     b.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per row (default: 120)")
     json_arg(b)
+    b = bsub.add_parser("containers", help="a kind in a worker process, a service container, a container per task",
+                        description="The same function (a sum) as a worker-process kind, a service container kind "
+                                    "and a per-task container kind on one agent, and raw MQTT request/reply: "
+                                    "sequential round trips, p50/p95/mean, ratios to raw MQTT and to the worker "
+                                    "kind; the service's first task (its container's start). Needs podman or docker.")
+    b.add_argument("--image", default="python:3.11-slim",
+                   help="an image with python3 (default: python:3.11-slim)")
+    b.add_argument("--tasks", type=int, default=200, help="round trips per system (default: 200)")
+    b.add_argument("--container-tasks", type=int, default=30,
+                   help="round trips of the per-task container kind (default: 30)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -155,7 +166,8 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 
 # Each has run(args) -> report and render(report) -> table; faults has its own
 # main (its exit status says whether a row lost or doubled a task).
-REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy", "cluster")
+REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy", "cluster",
+             "containers")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -213,3 +213,13 @@ def test_image_kind_options_are_read_and_bad_ones_refused() -> None:
         "resize", "localhost/resize:1", memory="256m", cpus="0.5", service=True)
     with pytest.raises(ValueError, match="unknown option"):
         parse_image_kind("resize=localhost/resize:1,gpu=1")
+
+
+def test_bench_containers_prints_the_three_ways_against_raw_mqtt(engine) -> None:
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "containers", "--json", "--image", IMAGE,
+                           "--tasks", "5", "--container-tasks", "2"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert [r["system"] for r in report["rows"]] == ["raw MQTT request/reply", "worker-process kind",
+                                                     "service container kind", "container per task"]
+    assert all(r["vs_raw"] > 0 for r in report["rows"]) and report["service_first_task_ms"] > 0
