@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.builtin_kinds import total
-from fogmesh.container_services import ServiceKeeper, service_kind
+from fogmesh.container_services import service_kind
 from fogmesh.containers import Engine, image_kind
 from fogmesh.devices.client import FogClient
 from fogmesh.registry import Registry, TaskKind
@@ -90,9 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         per_task = image_kind("csum", args.image, engine=engine, command=PER_TASK, timeout_s=60)
         service = service_kind("ssum", args.image, engine=engine, agent="bench-c", state_dir=Path(t),
                                command=SERVICE, timeout_s=30)
-        keeper = ServiceKeeper([service.handler], idle_s=3600)       # type: ignore[list-item]
         agent = Agent("bench-c", broker.url, AgentOptions(
-            root=root, concurrency=2, presence_period=1.0, journal=False, companions=(keeper,),
+            root=root, concurrency=2, presence_period=1.0, journal=False, service_idle_s=3600,
             registry=Registry.from_entry_points().with_kinds(worker, per_task, service)))
         agent.start(timeout=30)
         responder = subprocess.Popen([sys.executable, "-m", "fogmesh.bench.raw_mqtt", "127.0.0.1",

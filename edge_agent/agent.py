@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fogmesh.broker_url import BrokerUrl
+from fogmesh.container_services import ServiceKeeper
 from fogmesh.deploy.receiver import DeployReceiver
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import AgentConfig
@@ -112,6 +113,7 @@ class Agent:
         self._broker = broker
         self.client, self.ctl = self._make_clients(mqtt5=o.mqtt == "5")
         self.pool = WorkerPool(o.concurrency, self.registry, self.dispatcher.worker_done, name=agent_id)
+        self.services = ServiceKeeper(self.registry, idle_s=o.service_idle_s)    # service container kinds
         self.queue_intake = QueueIntake(o.amqp, root=o.root, events=self.dispatcher.events,
                                         prefetch=max(8, 4 * o.concurrency), log=self.log) if o.amqp else None
         if self.queue_intake is not None:
@@ -138,8 +140,7 @@ class Agent:
                 self.journal.close()
             raise
         self.pool.start()
-        for companion in self.options.companions:
-            companion.start()
+        self.services.start()
         try:
             self._connect(timeout, wait_for_broker)
             self._begin()
@@ -156,8 +157,7 @@ class Agent:
             self.dispatcher.events.put(Wake())           # presence may go out now (presence_hold)
         except BaseException as exc:
             self.pool.stop()
-            for companion in self.options.companions:
-                companion.stop()
+            self.services.stop()
             if isinstance(exc, ClaimOrderError):      # peers saw it: say offline, leave no session
                 leave_no_session(ctl=self.ctl, client=self.client, presence_topic=self.topics.presence(self.agent_id),
                                  offline=self.announcer.offline_payload(), log=self.log)
@@ -272,8 +272,7 @@ class Agent:
         self.client.stop()
         self.ctl.stop()
         self.pool.stop()
-        for companion in self.options.companions:
-            companion.stop()
+        self.services.stop()
         if self.journal:
             self.journal.close()
         self._stopped.set()
@@ -290,6 +289,7 @@ class Agent:
     def _switch_kinds(self, registry: Registry) -> None:
         """A deployment's new kinds (the receiver's thread): see edge_agent/deploying.py."""
         switch_kinds(registry, events=self.dispatcher.events, pool=self.pool)
+        self.services.track(registry)
         self.registry = registry
 
     @property

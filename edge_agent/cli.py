@@ -122,12 +122,9 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry.from_entry_points()
     if args.kinds:
         registry = registry.only(k.strip() for k in args.kinds.split(",") if k.strip())
-    keepers: tuple[Any, ...] = ()
     if args.image_kind:
         try:
-            kinds, keepers = _image_kinds(args.image_kind, dict(args.timeout), agent=args.id,
-                                          idle_s=args.service_idle)
-            registry = registry.with_kinds(*kinds)
+            registry = registry.with_kinds(*_image_kinds(args.image_kind, dict(args.timeout), agent=args.id))
         except ValueError as exc:
             print(f"fogmesh agent: {exc}", file=sys.stderr)
             return 2
@@ -144,19 +141,17 @@ def run(args: argparse.Namespace) -> int:
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
             device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, amqp=tuple(args.amqp), companions=keepers,
-            **deploy_options(args)))
+            notifier=ServiceNotifier.from_env(), mqtt=args.mqtt, amqp=tuple(args.amqp),
+            service_idle_s=args.service_idle, **deploy_options(args)))
     except ValueError as exc:     # DeployRefused too: a trust key that cannot be read
         print(f"fogmesh agent: {exc}", file=sys.stderr)
         return 2
     return run_until_signal(agent)
 
 
-def _image_kinds(specs: list[str], timeouts: dict[str, float], *, agent: str,
-                 idle_s: float) -> tuple[list[Any], tuple[Any, ...]]:
-    """``--image-kind NAME=IMAGE[,...]``: kinds run in containers, if this box
-    has an engine; and the keeper of the service ones, if any."""
-    from fogmesh.container_services import ServiceHandler, ServiceKeeper, service_kind
+def _image_kinds(specs: list[str], timeouts: dict[str, float], *, agent: str) -> list[Any]:
+    """``--image-kind NAME=IMAGE[,...]``: kinds run in containers, if this box has an engine."""
+    from fogmesh.container_services import service_kind
     from fogmesh.containers import Engine, image_kind, parse_image_kind
     from fogmesh.edge_agent.journal import default_state_dir
     parsed = [parse_image_kind(spec) for spec in specs]
@@ -172,8 +167,7 @@ def _image_kinds(specs: list[str], timeouts: dict[str, float], *, agent: str,
                                       timeout_s=timeout, memory=k.memory, cpus=k.cpus))
         else:
             kinds.append(image_kind(k.name, k.image, engine=engine, timeout_s=timeout, memory=k.memory, cpus=k.cpus))
-    services = [kind.handler for kind in kinds if isinstance(kind.handler, ServiceHandler)]
-    return kinds, ((ServiceKeeper(services, idle_s=idle_s),) if services else ())
+    return kinds
 
 
 def _drain_agent(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.pipelines import PipelineSpec
@@ -23,11 +23,6 @@ from fogmesh.topics import DEFAULT_ROOT
 
 DISPATCH_CHOICES = ("auto", "shared", "claim", "amqp")
 MQTT_CHOICES = ("auto", "5", "3.1.1")
-
-
-class Companion(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,9 +63,8 @@ class AgentOptions:
     # RabbitMQ: take tasks from a quorum queue over AMQP at these nodes (a failover
     # list); presence, replies and the rest stay MQTT (fogmesh.amqp_queue).
     amqp: Sequence[str] = ()
-    # Parts that live and die with the agent (start() after its workers, stop() when it
-    # leaves): the keeper of service containers (fogmesh.container_services).
-    companions: Sequence[Companion] = ()
+    # Service container kinds (fogmesh.container_services): stopped after this long idle.
+    service_idle_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_unconfirmed < 2:

@@ -40,7 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from fogmesh.containers import ContainerError, Engine, engine_run
 from fogmesh.errors import BadArgs
-from fogmesh.registry import TaskKind
+from fogmesh.registry import Registry, TaskKind
 
 __all__ = ["ServiceHandler", "ServiceKeeper", "service_kind"]
 
@@ -216,11 +216,15 @@ class ServiceHandler:
 
 
 class ServiceKeeper:
-    """The agent's side of its service kinds: removes what an agent killed
-    outright left, stops services idle for ``idle_s``, and every one at stop."""
+    """The agent's side of its service kinds (those of its registry): removes
+    what an agent killed outright left, stops a service idle for ``idle_s``,
+    one whose kind is gone (a deployment removed or replaced it), and every
+    one when the agent stops."""
 
-    def __init__(self, handlers: Sequence[ServiceHandler], *, idle_s: float = 60.0, every_s: float = 1.0) -> None:
-        self.handlers, self.idle_s, self.every_s = list(handlers), idle_s, every_s
+    def __init__(self, registry: Registry, *, idle_s: float = 60.0, every_s: float = 1.0) -> None:
+        self.idle_s, self.every_s = idle_s, every_s
+        self.handlers = _services_of(registry)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -230,9 +234,19 @@ class ServiceKeeper:
         self._thread = threading.Thread(target=self._run, name="service-keeper", daemon=True)
         self._thread.start()
 
+    def track(self, registry: Registry) -> None:
+        """The agent's kinds changed: services of kinds that are gone stop now."""
+        new = _services_of(registry)
+        with self._lock:
+            gone, self.handlers = [h for h in self.handlers if h not in new], new
+        for h in gone:
+            h.remove()
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            for h in self.handlers:
+            with self._lock:
+                handlers = list(self.handlers)
+            for h in handlers:
                 if h.stop_if_idle(self.idle_s):
                     log.info("stopped the service container %s: idle for %g s", h.name, self.idle_s)
 
@@ -244,11 +258,15 @@ class ServiceKeeper:
             h.remove()
 
 
+def _services_of(registry: Registry) -> list[ServiceHandler]:
+    return [k.handler for k in registry.kinds.values() if isinstance(k.handler, ServiceHandler)]
+
+
 def service_kind(name: str, image: str, *, engine: Engine, agent: str, state_dir: str | Path | None = None,
                  command: Sequence[str] = (), weight: str = "medium", timeout_s: float = 30.0,
                  memory: str | None = None, cpus: str | None = None) -> TaskKind:
     """A kind whose tasks go to a service container of ``image`` (started on
-    demand; a :class:`ServiceKeeper` over the kinds' handlers stops it)."""
+    demand; the agent's :class:`ServiceKeeper` stops it)."""
     directory = _socket_dir(state_dir, agent, name)
     handler = ServiceHandler(engine.path, image, name=f"fogmesh-svc-{agent}-{name}", directory=str(directory),
                              agent=agent, command=tuple(command), timeout_s=timeout_s, memory=memory, cpus=cpus,

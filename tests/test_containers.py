@@ -142,12 +142,11 @@ def container_exists(name: str) -> bool:
 
 @pytest.fixture
 def service(engine: Engine, agents, broker, root, tmp_path):
-    from fogmesh.container_services import ServiceKeeper, service_kind
+    from fogmesh.container_services import service_kind
     kind = service_kind("ssum", IMAGE, engine=engine, agent=f"c3{root[-4:]}", state_dir=tmp_path,
                         command=["python3", "-c", SERVICE_CODE], timeout_s=3)
-    keeper = ServiceKeeper([kind.handler], idle_s=2.0, every_s=0.2)
     agent = agents("c3", broker.url, root, registry=Registry.from_entry_points().with_kinds(kind),
-                   companions=(keeper,))
+                   service_idle_s=2.0)
     return agent, kind.handler
 
 
