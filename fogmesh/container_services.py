@@ -264,23 +264,25 @@ def _services_of(registry: Registry) -> list[ServiceHandler]:
 
 def service_kind(name: str, image: str, *, engine: Engine, agent: str, state_dir: str | Path | None = None,
                  command: Sequence[str] = (), weight: str = "medium", timeout_s: float = 30.0,
-                 memory: str | None = None, cpus: str | None = None) -> TaskKind:
+                 memory: str | None = None, cpus: str | None = None, instance: str | None = None) -> TaskKind:
     """A kind whose tasks go to a service container of ``image`` (started on
-    demand; the agent's :class:`ServiceKeeper` stops it)."""
-    directory = _socket_dir(state_dir, agent, name)
-    handler = ServiceHandler(engine.path, image, name=f"fogmesh-svc-{agent}-{name}", directory=str(directory),
+    demand; the agent's :class:`ServiceKeeper` stops it). ``instance`` tells
+    apart the containers of two versions of the kind (a deployment's digest)."""
+    tag = f"{agent}-{name}" + (f"-{instance}" if instance else "")
+    directory = _socket_dir(state_dir, tag)
+    handler = ServiceHandler(engine.path, image, name=f"fogmesh-svc-{tag}", directory=str(directory),
                              agent=agent, command=tuple(command), timeout_s=timeout_s, memory=memory, cpus=cpus,
                              conf=os.environ.get("CONTAINERS_CONF"))
     return TaskKind(name=name, handler=handler, weight=weight, timeout_s=timeout_s + handler.start_timeout_s,
                     description=f"service container {image}", ships_handler=True)
 
 
-def _socket_dir(state_dir: str | Path | None, agent: str, kind: str) -> Path:
+def _socket_dir(state_dir: str | Path | None, tag: str) -> Path:
     """Where the service's socket lives: under the state directory, unless
     that path is too long for a Unix socket (108 bytes)."""
     base = Path(state_dir) if state_dir else Path(tempfile.gettempdir())
-    directory = base / "services" / f"{agent}-{kind}"
+    directory = base / "services" / tag
     if len(str(directory / SOCKET)) > 100:
-        directory = Path(tempfile.gettempdir()) / f"fogmesh-svc-{agent}-{kind}"
+        directory = Path(tempfile.gettempdir()) / f"fogmesh-svc-{tag}"
     directory.mkdir(parents=True, exist_ok=True)
     return directory

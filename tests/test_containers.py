@@ -119,7 +119,7 @@ class Task(socketserver.StreamRequestHandler):
         if args.get("crash"):
             os._exit(3)
         if args.get("hang"):
-            time.sleep(600)
+            time.sleep(600)        # a service that hangs
         if args.get("garbage"):
             self.wfile.write(b"not json\\n")
             return

@@ -47,6 +47,14 @@ def add_parsers(sub: Any) -> None:
                    "`pip wheel` on this machine (it needs the project's index; the agents never do)")
     b.add_argument("--health", action="append", default=[], metavar="KIND=ARGS",
                    help="the health-check task of a kind: its args as JSON (default: {}); repeatable")
+    b.add_argument("--image-kind", action="append", default=[], metavar="NAME=IMAGE[,OPTION...]",
+                   help="a kind backed by a container image instead of wheels (repeatable; options service, "
+                        "memory=256m, cpus=0.5 as for fogmesh agent --image-kind). IMAGE is pinned by digest in "
+                        "the bundle (REPOSITORY@sha256:...; a tag is pulled here and pinned); agents pull it "
+                        "from its registry. Needs --name and --version")
+    b.add_argument("--name", help="the bundle's name (image kinds; wheels carry their own)")
+    b.add_argument("--version", help="the bundle's version (image kinds)")
+    b.add_argument("--timeout", type=float, default=30.0, metavar="S", help="image kinds' timeout (default: 30)")
     b.add_argument("--chunk-kb", type=int, default=64, help="chunk size on the wire (default: 64)")
     b.add_argument("--sign", metavar="KEY", help="sign it with this key as well")
     b.add_argument("--out", required=True, metavar="FILE", help="the bundle file to write (*.fogbundle)")
@@ -103,9 +111,12 @@ def run_bundle(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"fogmesh bundle build: --health {item}: not JSON ({exc})", file=sys.stderr)
                 return 2
-        with tempfile.TemporaryDirectory(prefix="fogmesh-wheels-") as tmp:
-            wheels = _wheels(args.wheels, args.project, Path(tmp))
-            bundle = build_bundle(wheels, health=health, probe=probe_kinds, chunk_size=args.chunk_kb * 1024)
+        if args.image_kind:
+            bundle = _image_bundle(args, health)
+        else:
+            with tempfile.TemporaryDirectory(prefix="fogmesh-wheels-") as tmp:
+                wheels = _wheels(args.wheels, args.project, Path(tmp))
+                bundle = build_bundle(wheels, health=health, probe=probe_kinds, chunk_size=args.chunk_kb * 1024)
         if args.sign:
             bundle = Bundle(bundle.signed.signed_with(SigningKey.load(args.sign).sign), bundle.payload)
         bundle.write(args.out)
@@ -125,6 +136,30 @@ def run_bundle(args: argparse.Namespace) -> int:
         _say(f"digests: good; signed by {', '.join(s.get('key', '?') for s in bundle.signed.signatures) or 'nobody'}"
              " (give --trust-key to check the signature)")
     return 0
+
+
+def _image_bundle(args: argparse.Namespace, health: dict[str, Any]) -> Any:
+    """``bundle build --image-kind``: a bundle of image kinds (no wheels)."""
+    from fogmesh.containers import Engine, parse_image_kind
+    from fogmesh.deploy.images import image_bundle, pin
+    from fogmesh.deploy.manifest import ImageSpec, pinned
+    from fogmesh.errors import DeployRefused
+    if args.wheels or args.project or not args.name or not args.version:
+        raise DeployRefused("bad_bundle", "--image-kind builds a bundle of image kinds: give --name and --version, "
+                            "and no wheels or --project")
+    try:
+        specs = [parse_image_kind(item) for item in args.image_kind]
+    except ValueError as exc:
+        raise DeployRefused("bad_bundle", str(exc)) from exc
+    engine = None if all(pinned(k.image) for k in specs) else Engine.detect()
+    images = {}
+    for k in specs:
+        if engine is None and not pinned(k.image):
+            raise DeployRefused("bad_bundle", f"{k.image} is not pinned by digest and there is no container engine "
+                                "here to pin it: give REPOSITORY@sha256:... (podman push --digestfile tells)")
+        ref = k.image if engine is None else pin(k.image, engine)
+        images[k.name] = ImageSpec(ref=ref, service=k.service, memory=k.memory, cpus=k.cpus)
+    return image_bundle(args.name, args.version, images, health=health, timeout_s=args.timeout)
 
 
 def _wheels(given: list[str], project: str | None, tmp: Path) -> list[Path]:

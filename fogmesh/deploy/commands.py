@@ -70,7 +70,11 @@ def _follow(op: Operator, target: str, serial: int, timeout_s: float, say: Say) 
 
 def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Say) -> int:
     m = bundle.manifest
-    say(f"putting {m.label} ({m.payload_size / 1e6:.2f} MB, {len(m.chunks)} chunks) on the broker")
+    if m.payload_size:
+        say(f"putting {m.label} ({m.payload_size / 1e6:.2f} MB, {len(m.chunks)} chunks) on the broker")
+    else:
+        say(f"putting {m.label} on the broker (image kinds: agents pull "
+            f"{', '.join(sorted(s.image.ref for s in m.kinds.values() if s.image))} from its registry)")
     ref = op.put_bundle(bundle)
     op.watch()
     prev = op.docs.get(target)

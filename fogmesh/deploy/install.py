@@ -35,6 +35,7 @@ def install_env(env: Path, wheels: Sequence[Path]) -> Path:
     A wheel whose RECORD does not match its files is refused."""
     tmp = env.with_name(env.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "lib").mkdir(parents=True)            # (a bundle of image kinds installs no wheel)
     scheme = {"purelib": str(tmp / "lib"), "platlib": str(tmp / "lib"), "headers": str(tmp / "include"),
               "scripts": str(tmp / "bin"), "data": str(tmp / "data")}
     destination = SchemeDictionaryDestination(scheme, interpreter=sys.executable, script_kind="posix")

@@ -55,8 +55,9 @@ class BundleHandler:
 
 
 def bundle_kinds(manifest: Manifest, lib: Path) -> Registry:
-    """The kinds of an installed bundle, as the agent registers them."""
+    """The kinds of an installed bundle that run from its wheels, as the agent
+    registers them (image kinds: :mod:`fogmesh.deploy.images`)."""
     return Registry({name: TaskKind(name=name, handler=BundleHandler(str(lib), name), weight=spec.weight,
                                     timeout_s=spec.timeout_s, description=spec.description or manifest.label,
                                     ships_handler=True)
-                     for name, spec in manifest.kinds.items()})
+                     for name, spec in manifest.kinds.items() if spec.image is None})

@@ -2,7 +2,8 @@
 
 A bundle is a payload (the wheels, one after another) and a manifest: the
 package's name and version, the kinds it registers (weight, timeout, a
-health-check task each), every wheel's tags, Requires-Python and SHA-256, and
+health-check task each; or, for a kind backed by a container image, the
+image pinned by digest, and then the payload may be empty), every wheel's tags, Requires-Python and SHA-256, and
 the payload cut in chunks with a SHA-256 each, so an agent checks every
 chunk as it arrives and resumes a download at the first one it lacks. The
 manifest's own digest (over its canonical bytes) names the bundle on the
@@ -22,7 +23,8 @@ from fogmesh.messages import WEIGHTS
 FORMAT = "fogmesh-bundle/1"
 DEFAULT_CHUNK = 64 * 1024
 
-__all__ = ["DEFAULT_CHUNK", "FORMAT", "KindSpec", "Manifest", "Signed", "Verifier", "WheelEntry", "chunk_digests"]
+__all__ = ["DEFAULT_CHUNK", "FORMAT", "ImageSpec", "KindSpec", "Manifest", "Signed", "Verifier", "WheelEntry",
+           "chunk_digests", "pinned"]
 
 
 def sha256(data: bytes) -> str:
@@ -34,6 +36,34 @@ def chunk_digests(payload: bytes, chunk_size: int) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """A kind backed by a container image (:mod:`fogmesh.deploy.images`),
+    pinned by digest: the engine checks what it pulls against it."""
+
+    ref: str                      # REPOSITORY@sha256:HEX
+    service: bool = False         # one long-running container (fogmesh.container_services)
+    memory: str | None = None
+    cpus: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "service": self.service, "memory": self.memory, "cpus": self.cpus}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ImageSpec:
+        if not isinstance(d, dict) or not pinned(str(d.get("ref", ""))):
+            raise ValueError("an image kind needs a ref pinned by digest (REPOSITORY@sha256:...)")
+        return cls(ref=str(d["ref"]), service=bool(d.get("service", False)),
+                   memory=None if d.get("memory") is None else str(d["memory"]),
+                   cpus=None if d.get("cpus") is None else str(d["cpus"]))
+
+
+def pinned(ref: str) -> bool:
+    """``ref`` names an image by its manifest's digest."""
+    repo, sep, digest = ref.partition("@sha256:")
+    return bool(repo) and bool(sep) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+@dataclass(frozen=True)
 class KindSpec:
     """A kind the bundle registers; the agent builds its :class:`TaskKind`
     from this, never by importing the bundle into its own process."""
@@ -42,10 +72,14 @@ class KindSpec:
     timeout_s: float = 30.0
     description: str = ""
     health_args: Mapping[str, Any] = field(default_factory=dict)
+    image: ImageSpec | None = None        # run in a container of this image, not from the wheels
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "timeout_s": self.timeout_s, "description": self.description,
-                "health": {"args": dict(self.health_args)}}
+        d: dict[str, Any] = {"weight": self.weight, "timeout_s": self.timeout_s, "description": self.description,
+                             "health": {"args": dict(self.health_args)}}
+        if self.image is not None:
+            d["image"] = self.image.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> KindSpec:
@@ -56,7 +90,8 @@ class KindSpec:
         if not isinstance(args, dict):
             raise ValueError("a kind's health.args must be an object")
         return cls(weight=d.get("weight", "light"), timeout_s=float(d.get("timeout_s", 30.0)),
-                   description=str(d.get("description", "")), health_args=args)
+                   description=str(d.get("description", "")), health_args=args,
+                   image=ImageSpec.from_dict(d["image"]) if d.get("image") is not None else None)
 
 
 @dataclass(frozen=True)

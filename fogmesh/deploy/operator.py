@@ -159,7 +159,7 @@ class Operator:
         m = bundle.manifest
         t = self.topics
         pending: list[Delivery | None] = []
-        for i in range(len(m.chunks)):
+        for i in range(len(m.chunks) if m.payload_size else 0):      # image kinds only: no payload
             start, end = m.chunk_span(i)
             pending.append(self.client.publish(t.deploy_chunk(m.digest, i), bundle.payload[start:end], qos=1,
                                                retain=True))

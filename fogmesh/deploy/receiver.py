@@ -17,12 +17,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from fogmesh import codec
 from fogmesh.broker_url import BrokerUrl
-from fogmesh.deploy import compat, desired
+from fogmesh.containers import Engine
+from fogmesh.deploy import compat, desired, images
 from fogmesh.deploy.desired import Applied, Change, Desired, Identity
 from fogmesh.deploy.env_store import EnvStore
 from fogmesh.deploy.fetching import ChunkFetch
@@ -34,7 +36,7 @@ from fogmesh.deploy.reported import Report
 from fogmesh.deploy.signing import TrustStore
 from fogmesh.errors import DeployRefused, FogmeshError
 from fogmesh.mqtt import Message, MqttClient
-from fogmesh.registry import Registry
+from fogmesh.registry import Registry, TaskKind
 from fogmesh.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,24 @@ class DeployReceiver:
         registry = self.base
         for a in applied.values():
             env = self._env(a)
-            registry = registry.with_kinds(*bundle_kinds(self.store.manifest_of(env), env_lib(env)).kinds.values())
+            manifest = self.store.manifest_of(env)
+            registry = registry.with_kinds(*bundle_kinds(manifest, env_lib(env)).kinds.values(),
+                                           *self._image_kinds(manifest).values())
         return registry
+
+    @cached_property
+    def engine(self) -> Engine | None:
+        """This box's container engine (image kinds), looked for once."""
+        return Engine.detect()
+
+    def _image_kinds(self, manifest: Manifest) -> dict[str, TaskKind]:
+        if not images.images_of(manifest):
+            return {}
+        if self.engine is None:
+            raise DeployRefused("incompatible", f"{manifest.label} runs kinds in containers and this agent has "
+                                "no container engine; install podman or docker")
+        return {k.name: k for k in images.image_kinds(manifest, engine=self.engine, agent=self.me.agent,
+                                                      state_dir=self.store.root)}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, *, timeout: float = 10.0) -> None:
@@ -273,7 +291,7 @@ class DeployReceiver:
                 return
             except DeployRefused as exc:
                 failed = True
-                retry = exc.code in ("download_stalled", "manifest_missing", "no_space")
+                retry = exc.code in ("download_stalled", "manifest_missing", "no_space", "image_pull_failed")
                 self._failed[key] = self.clock() + RETRY_S if retry else float("inf")
                 state = "rolled_back" if exc.code == "health_check_failed" else \
                     "failed" if retry or exc.code == "install_failed" else "refused"
@@ -309,17 +327,22 @@ class DeployReceiver:
                                 f"this agent's --max-bundle-mb {self.o.max_bundle_bytes / 1e6:g}")
         compat.check_runs_here(manifest.label, [(w.file, w.tags, w.requires_python) for w in manifest.wheels],
                                manifest.requires_python)
+        images.pull_images(manifest, self.engine)        # image kinds: by digest, from their registry
         payload = self._download(manifest)
         self._say(state="installing", progress=None, received=self._received)
         wheels = self.store.wheels_from(manifest, payload)
         env = install_env(self.store.env_of(manifest.name, manifest.version, manifest.digest), wheels)
         (env / "manifest.json").write_bytes(codec.canonical(manifest.to_dict()))
         self._say(state="health-check")
+        in_containers = self._image_kinds(manifest)
         for kind, spec in sorted(manifest.kinds.items()):
-            trouble = health_check(env_lib(env), kind, spec.health_args,
-                                   timeout_s=min(spec.timeout_s, self.o.health_timeout_s))
+            trouble = images.image_health(in_containers[kind], spec.health_args) if kind in in_containers else \
+                health_check(env_lib(env), kind, spec.health_args, timeout_s=min(spec.timeout_s,
+                                                                                  self.o.health_timeout_s))
             if trouble is not None:
                 self.store.drop_env(env)
+                for k in in_containers.values():
+                    getattr(k.handler, "remove", lambda: None)()     # a service container it started
                 raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble}; the version that ran "
                                     "before keeps serving")
         before, before_extras = self.applied.get(change.name), dict(self.extras.get(change.name, {}))
@@ -404,6 +427,8 @@ class DeployReceiver:
 
     def _download(self, manifest: Manifest) -> Path:
         payload, have = self.store.staged(manifest)
+        if manifest.payload_size == 0:
+            return payload                    # image kinds only: nothing travels over MQTT
         o = self.o
         fetch = ChunkFetch.resuming(len(manifest.chunks), have, self.clock(), window=o.window, stall_s=o.stall_s,
                                     give_up_s=o.give_up_s)
