@@ -222,3 +222,20 @@ def test_bench_containers_prints_the_three_ways_against_raw_mqtt(engine) -> None
     assert [r["system"] for r in report["rows"]] == ["raw MQTT request/reply", "worker-process kind",
                                                      "service container kind", "container per task"]
     assert all(r["vs_raw"] > 0 for r in report["rows"]) and report["service_first_task_ms"] > 0
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_the_example_service_container_builds_from_its_dockerfile_and_serves(engine, agents, broker, root,
+                                                                             tmp_path) -> None:
+    from fogmesh.container_services import service_kind
+    example = standin_images.REPO / "examples" / "container-service"
+    image = "localhost/fogmesh-test-stats-service:1"
+    standin_images.ensure(tmp_path)                  # the Dockerfile's base: python:3.11-slim
+    subprocess.run(["podman", "build", "-q", "-t", image, str(example)], check=True, capture_output=True, timeout=300)
+    kind = service_kind("cstats", image, engine=engine, agent=f"c5{root[-4:]}", state_dir=tmp_path)
+    agents("c5", broker.url, root, registry=Registry.from_entry_points().with_kinds(kind))
+    with FogClient(broker.url, root=root) as client:
+        good = client.submit("cstats", {"values": [1, 2, 3]}, timeout=60)
+        bad = client.submit("cstats", {"values": []}, timeout=60)
+    assert good.ok and good.value == {"n": 3, "mean": 2.0, "min": 1, "max": 3}
+    assert bad.error is not None and bad.error.code == "bad_args"
