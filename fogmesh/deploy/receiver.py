@@ -33,6 +33,7 @@ from fogmesh.deploy.kinds import bundle_kinds
 from fogmesh.deploy.manifest import Manifest, Signed, sha256
 from fogmesh.deploy.probe import health_check
 from fogmesh.deploy.reported import Report
+from fogmesh.deploy.self_check import SelfCheck
 from fogmesh.deploy.signing import TrustStore
 from fogmesh.errors import DeployRefused, FogmeshError
 from fogmesh.mqtt import Message, MqttClient
@@ -96,9 +97,7 @@ class DeployReceiver:
         self._fetch: tuple[Manifest, ChunkFetch, Any] | None = None
         self._manifest_wait: tuple[str, list[bytes]] | None = None
         self._received = 0          # chunk bytes of the download under way (the report's ``received``)
-        self._health_topic = topics.agent_topic(identity.agent, "deploy-health")
-        self._health_replies: list[bytes] = []
-        self._health_n = 0
+        self.self_check = SelfCheck(agent=identity.agent, topics=topics, timeout_s=options.health_timeout_s)
 
     # -- the kinds that run -------------------------------------------------------------
     def load(self) -> Registry:
@@ -151,7 +150,7 @@ class DeployReceiver:
         self.client.start(timeout=timeout)
         self.client.subscribe(self.topics.deploy_desired_filter, 1, timeout=timeout)
         if self.live_check:
-            self.client.subscribe(self._health_topic, 1, timeout=timeout)
+            self.client.subscribe(self.self_check.topic, 1, timeout=timeout)
         self._publish_report()
         self._thread = threading.Thread(target=self._run, name=f"deploy-{self.me.agent}", daemon=True)
         self._thread.start()
@@ -204,8 +203,8 @@ class DeployReceiver:
                 self._manifest_wait[1].append(msg.payload)
         elif self._fetch is not None and msg.topic.startswith(f"{t.root}/deploy/chunks/"):
             self._take_chunk(msg)
-        elif msg.topic == self._health_topic and msg.payload:
-            self._health_replies.append(msg.payload)
+        elif msg.topic == self.self_check.topic and msg.payload:
+            self.self_check.take(msg.payload)
 
     def _take_desired(self, msg: Message) -> None:
         if not msg.payload:
@@ -350,38 +349,14 @@ class DeployReceiver:
         self._switch_to(change.name, Applied(change.name, manifest.version, manifest.digest, change.serial),
                         extras={"kinds": sorted(manifest.kinds), "restarts": 0}, keep=keep)
         self.store.drop_staging(manifest.digest)
-        trouble = self._check_live(manifest) if self.live_check else None
+        trouble = self.self_check.run(manifest, publish=lambda t, p: self.client.publish(t, p, qos=1),
+                                      pump=self._pump, clock=self.clock) if self.live_check else None
         if trouble is not None:
             self._switch_to(change.name, before, extras=before_extras)
             raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble} after the switch; switched "
                                 f"back to {before.version if before else 'not having it'}")
         self.store.keep_only({self._env(a) for a in self.applied.values()},      # it answered here: the old goes
                              (p.name for p in self.store.staging.iterdir()))
-
-    def _check_live(self, manifest: Manifest) -> str | None:
-        """Each kind's health task sent to this agent itself, once switched:
-        the whole path (the core, a renewed worker loading the environment).
-        A handler's failure is the verdict; a busy, degraded or slow agent
-        says nothing about the version (the check before the switch passed)."""
-        for kind, spec in sorted(manifest.kinds.items()):
-            self._health_n += 1
-            task_id = f"deploy-health-{manifest.digest[:8]}-{kind}-{self._health_n}-{self.me.agent}"
-            self._health_replies.clear()
-            self.client.publish(self.topics.agent_tasks(self.me.agent), codec.encode(
-                {"id": task_id, "kind": kind, "args": dict(spec.health_args), "weight": "light",
-                 "reply_to": self._health_topic}), qos=1)
-            deadline = self.clock() + self.o.health_timeout_s
-            while self.clock() < deadline:
-                reply = next((r for r in map(codec.decode, self._health_replies) if r.get("id") == task_id), None)
-                if reply is not None:
-                    error = reply.get("error") or {}
-                    if reply.get("status") == "ok" or error.get("code") in ("busy", "degraded", "draining",
-                                                                             "deadline", "timeout"):
-                        break
-                    return f"its health-check task of {kind} failed on this agent: {error.get('code')}: " \
-                           f"{error.get('message')}"
-                self._pump(deadline)
-        return None
 
     def _switch_to(self, name: str, new: Applied | None, *, extras: Mapping[str, Any] | None = None,
                    keep: Iterable[Path] = ()) -> None:
