@@ -120,10 +120,12 @@ def test_a_node_stopped_and_started_under_load_loses_nothing_and_its_agent_moves
     assert back and back[0] <= 10.0, f"r2 announced itself again {back[:1]} s after its node stopped"
 
 
-def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_when_one_is_killed(
-        cluster: RabbitCluster, mosquitto_broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["worker killed", "node stopped"])
+def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_when_one_is_killed_or_its_node_stops(
+        cluster: RabbitCluster, mosquitto_broker, tmp_path: Path, fault: str) -> None:
     """Heavy tasks from a fire-and-forget device on the edge (mosquitto), one
-    edge agent, the bridge, three cloud workers on the cluster's quorum queue."""
+    edge agent, the bridge (on node 0), three cloud workers on the cluster's
+    quorum queue; cw1 (on node 1) SIGKILLed, or node 1 stopped and started."""
     root, cloud_root = f"edge/{uuid.uuid4().hex[:8]}", f"cloud/{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "FOGMESH_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -153,15 +155,24 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
         device.kind, device.weight = "sha256", "heavy"
         sending = threading.Thread(target=device.send, args=(900,), kwargs={"per_s": 150.0})
         sending.start()
-        time.sleep(1.5)                    # under load: the kill lands mid-stream
-        procs["cw1"].send_signal(signal.SIGKILL)
+        time.sleep(1.5)                    # under load: the fault lands mid-stream
+        if fault == "worker killed":
+            procs["cw1"].send_signal(signal.SIGKILL)
+        else:
+            cluster.stop_app(1)
+            time.sleep(3.0)                # a while without the node, still under load
+            cluster.start_app(1)
         sending.join()
-        lost, doubled = device.settle(timeout=120)
+        lost, doubled = device.settle(timeout=120)      # settle() fails on a second run
     finally:
         stop_processes(list(procs.values()), timeout=20)
         device.close()
     tails = "\n".join(f.read_text(errors="replace")[-1500:] for f in sorted(tmp_path.glob("*.log")))
-    assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], tails)
+    assert lost == [], (lost[:5], doubled[:5], tails)
+    if fault == "worker killed":
+        assert doubled == [], (doubled[:5], tails)
+    # (A node stopping mid-commit may deliver an answer and lose its ack: the same answer
+    # again, never a second run; topics.md, RabbitMQ's limits.)
 
 
 def test_doctor_reports_the_quorum_queue_on_each_node(cluster: RabbitCluster, tmp_path: Path) -> None:
