@@ -53,6 +53,7 @@ NEEDS = (
     Need(("podman", "runc", "mmdebstrap", "podman-compose"), "container kinds and the compose testbed run on "
          "podman (with runc); test images are built from Debian packages",
          _have("podman", "runc", "mmdebstrap", "podman-compose", also=("/usr/sbin",))),
+    Need(("docker-registry",), "image kinds deployed from a registry on loopback", _have("docker-registry")),
     Need(("chromium",), "the dashboard's browser tests (driven by Playwright)",
          _have("chromium") if not shutil.which("chromium-browser") else _have("chromium-browser")),
 )
