@@ -166,7 +166,8 @@ def _image_kinds(specs: list[str], timeouts: dict[str, float], *, agent: str) ->
             kinds.append(service_kind(k.name, k.image, engine=engine, agent=agent, state_dir=default_state_dir(),
                                       timeout_s=timeout, memory=k.memory, cpus=k.cpus))
         else:
-            kinds.append(image_kind(k.name, k.image, engine=engine, timeout_s=timeout, memory=k.memory, cpus=k.cpus))
+            kinds.append(image_kind(k.name, k.image, engine=engine, timeout_s=timeout, memory=k.memory, cpus=k.cpus,
+                                    owner=agent))
     return kinds
 
 

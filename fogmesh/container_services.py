@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from fogmesh.containers import ContainerError, Engine, engine_run
+from fogmesh.containers import ContainerError, Engine, ImageHandler, engine_run, remove_task_containers
 from fogmesh.errors import BadArgs
 from fogmesh.registry import Registry, TaskKind
 
@@ -216,21 +216,22 @@ class ServiceHandler:
 
 
 class ServiceKeeper:
-    """The agent's side of its service kinds (those of its registry): removes
-    what an agent killed outright left, stops a service idle for ``idle_s``,
-    one whose kind is gone (a deployment removed or replaced it), and every
-    one when the agent stops."""
+    """The agent's side of its container kinds (those of its registry):
+    removes what an agent killed outright left, stops a service idle for
+    ``idle_s``, one whose kind is gone (a deployment removed or replaced it),
+    and, when the agent stops, every service and every per-task container
+    still running (a worker stopped with the agent leaves its ``run`` behind)."""
 
     def __init__(self, registry: Registry, *, idle_s: float = 60.0, every_s: float = 1.0) -> None:
         self.idle_s, self.every_s = idle_s, every_s
         self.handlers = _services_of(registry)
+        self.owners = _task_owners_of(registry)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        for h in self.handlers:
-            h.remove()                    # left by an agent killed outright
+        self._remove_all()                # left by an agent killed outright
         self._thread = threading.Thread(target=self._run, name="service-keeper", daemon=True)
         self._thread.start()
 
@@ -239,8 +240,17 @@ class ServiceKeeper:
         new = _services_of(registry)
         with self._lock:
             gone, self.handlers = [h for h in self.handlers if h not in new], new
+            self.owners |= _task_owners_of(registry)
         for h in gone:
             h.remove()
+
+    def _remove_all(self) -> None:
+        """Every service container, and every per-task container of this agent
+        still running (its ``run`` died with a worker the pool stopped)."""
+        for h in self.handlers:
+            h.remove()
+        for engine, owner, conf in self.owners:
+            remove_task_containers(engine, owner, conf=conf)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -254,12 +264,17 @@ class ServiceKeeper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10.0)
-        for h in self.handlers:
-            h.remove()
+        self._remove_all()
 
 
 def _services_of(registry: Registry) -> list[ServiceHandler]:
     return [k.handler for k in registry.kinds.values() if isinstance(k.handler, ServiceHandler)]
+
+
+def _task_owners_of(registry: Registry) -> set[tuple[str, str, str | None]]:
+    """(engine, agent, conf) of the registry's per-task container kinds that label their containers."""
+    return {(k.handler.engine, k.handler.owner, k.handler.conf) for k in registry.kinds.values()
+            if isinstance(k.handler, ImageHandler) and k.handler.owner}
 
 
 def service_kind(name: str, image: str, *, engine: Engine, agent: str, state_dir: str | Path | None = None,

@@ -27,7 +27,11 @@ from typing import Any, Mapping, Sequence
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
-__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "parse_image_kind"]
+__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "parse_image_kind",
+           "remove_task_containers"]
+
+
+TASK_LABEL = "fogmesh.task-of"
 
 
 class ContainerError(FogmeshError, RuntimeError):
@@ -91,10 +95,13 @@ class ImageHandler:
     # The engine's configuration file as the agent saw it at start ($CONTAINERS_CONF):
     # worker processes may come from a fork server started before it was set.
     conf: str | None = None
+    owner: str | None = None         # the agent: its containers carry the label fogmesh.task-of=owner
 
     def __call__(self, args: Mapping[str, Any], cache: dict[Any, Any] | None = None) -> Any:
         name = f"fogmesh-task-{uuid.uuid4().hex[:12]}"
         argv = [self.engine, "run", "--rm", "-i", "--name", name, "--network", "none"]
+        if self.owner:
+            argv += ["--label", f"{TASK_LABEL}={self.owner}"]
         if self.memory:
             argv += ["--memory", self.memory]
         if self.cpus:
@@ -125,13 +132,28 @@ class ImageHandler:
                                  f"{done.stdout[:120]!r}") from None
 
 
+def remove_task_containers(engine: str, owner: str, *, conf: str | None = None) -> int:
+    """Remove the per-task containers ``owner`` (an agent) left running: its
+    workers are gone (stopped, or the agent was killed), and a container
+    whose ``run`` lost its parent would run on. How many."""
+    try:
+        found = engine_run(engine, ["ps", "-q", "--filter", f"label={TASK_LABEL}={owner}"], conf=conf, timeout=60)
+        ids = found.split()
+        if ids:
+            engine_run(engine, ["rm", "-f", "-t", "1", *ids], conf=conf, timeout=120)
+    except ContainerError:
+        return 0
+    return len(ids)
+
+
 def image_kind(name: str, image: str, *, engine: Engine, command: Sequence[str] = (), weight: str = "medium",
-               timeout_s: float = 30.0, memory: str | None = None, cpus: str | None = None) -> TaskKind:
+               timeout_s: float = 30.0, memory: str | None = None, cpus: str | None = None,
+               owner: str | None = None) -> TaskKind:
     """A kind whose handler runs ``image`` once per task. The run's own
     timeout is the kind's plus the engine's start-up (the worker pool kills
     the worker at the kind's timeout; the handler kills the container)."""
     handler = ImageHandler(engine.path, image, tuple(command), timeout_s, memory, cpus,
-                           conf=os.environ.get("CONTAINERS_CONF"))
+                           conf=os.environ.get("CONTAINERS_CONF"), owner=owner)
     return TaskKind(name=name, handler=handler,
                     weight=weight, timeout_s=timeout_s + 10.0, description=f"container {image}",
                     ships_handler=True)

@@ -239,3 +239,17 @@ def test_the_example_service_container_builds_from_its_dockerfile_and_serves(eng
         bad = client.submit("cstats", {"values": []}, timeout=60)
     assert good.ok and good.value == {"n": 3, "mean": 2.0, "min": 1, "max": 3}
     assert bad.error is not None and bad.error.code == "bad_args"
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_no_per_task_container_is_left_running_after_the_agent_stops_mid_task(engine, agents, broker, root) -> None:
+    owner = f"c6-{root[-6:]}"
+    long = image_kind("long", IMAGE, engine=engine, command=["sleep", "60"], timeout_s=120, owner=owner)
+    agent = agents(owner, broker.url, root, registry=Registry.from_entry_points().with_kinds(long))
+    running = ["podman", "ps", "-q", "--filter", f"label=fogmesh.task-of={owner}"]
+    with FogClient(broker.url, root=root) as client:
+        client.send("long", {})
+        wait_until(lambda: subprocess.run(running, capture_output=True, text=True).stdout.strip() != "",
+                   timeout=60, what="the task's container running")
+        agent.stop(timeout=1)
+    assert subprocess.run(running, capture_output=True, text=True).stdout.strip() == ""

@@ -101,7 +101,7 @@ def image_kinds(manifest: Manifest, *, engine: Engine, agent: str, state_dir: Pa
                                       instance=manifest.digest[:8], weight=k.weight))
         else:
             kinds.append(image_kind(kind, spec.ref, engine=engine, timeout_s=k.timeout_s, memory=spec.memory,
-                                    cpus=spec.cpus, weight=k.weight))
+                                    cpus=spec.cpus, weight=k.weight, owner=agent))
     return kinds
 
 
