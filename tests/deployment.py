@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fogmesh.bench.wheels import plant_wheels
 from fogmesh.mqtt import MqttClient
@@ -150,3 +150,17 @@ class Reports:
 def running(version: str) -> Callable[[dict[str, Any]], bool]:
     """A report says ``version`` of plantcare runs."""
     return lambda r: r.get("bundles", {}).get("plantcare", {}).get("version") == version and r["state"] == "running"
+
+
+def fleet_of(broker: Any, root: str, tmp_path: Path, keys: tuple[Path, Path]) -> Iterator[Fleet]:
+    """The body of each deployment module's ``fleet`` fixture."""
+    f = Fleet(broker.url, root, tmp_path, keys[1])
+    yield f
+    f.stop_all()
+
+
+def reports_of(broker: Any, root: str) -> Iterator[Reports]:
+    """The body of each deployment module's ``reports`` fixture."""
+    r = Reports(broker.url, root)
+    yield r
+    r.close()

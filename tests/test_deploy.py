@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from fogmesh.devices.client import FogClient
-from tests.deployment import Fleet, Reports, make_bundle, make_key, running
+from tests.deployment import Fleet, Reports, fleet_of, make_bundle, make_key, reports_of, running
 from tests.netcut import CuttableLink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -22,26 +22,22 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_key(tmp_path_factory.mktemp("keys"))
 
 
+@pytest.fixture
+def fleet(broker, root: str, tmp_path: Path, keys: tuple[Path, Path]) -> Iterator[Fleet]:
+    yield from fleet_of(broker, root, tmp_path, keys)
+
+
+@pytest.fixture
+def reports(broker, root: str) -> Iterator[Reports]:
+    yield from reports_of(broker, root)
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> dict[str, Path]:
     where = tmp_path_factory.mktemp("bundles")
     key = keys[0]
     return {"1.0": make_bundle(where, "1.0", key=key), "1.1": make_bundle(where, "1.1", key=key),
             "2.0-broken": make_bundle(where, "2.0", key=key, broken=True)}
-
-
-@pytest.fixture
-def fleet(broker, root: str, tmp_path: Path, keys: tuple[Path, Path]) -> Iterator[Fleet]:
-    f = Fleet(broker.url, root, tmp_path, keys[1])
-    yield f
-    f.stop_all()
-
-
-@pytest.fixture
-def reports(broker, root: str) -> Iterator[Reports]:
-    r = Reports(broker.url, root)
-    yield r
-    r.close()
 
 
 def plant(client: FogClient, agent: str, timeout: float = 20.0):

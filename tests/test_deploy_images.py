@@ -21,7 +21,7 @@ import pytest
 from fogmesh.broker.ports import free_port
 from fogmesh.devices.client import FogClient
 from tests import standin_images
-from tests.deployment import Fleet, Reports, cli, make_key
+from tests.deployment import Fleet, Reports, cli, fleet_of, make_key, reports_of
 from tests.test_containers import SERVICE_CODE, SUM
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
@@ -98,17 +98,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def fleet(broker, root: str, tmp_path: Path, keys: tuple[Path, Path], images) -> Iterator[Fleet]:
-    f = Fleet(broker.url, root, tmp_path, keys[1])
-    yield f
-    f.stop_all()
+def fleet(broker, root: str, tmp_path: Path, keys: tuple[Path, Path]) -> Iterator[Fleet]:
+    yield from fleet_of(broker, root, tmp_path, keys)
 
 
 @pytest.fixture
 def reports(broker, root: str) -> Iterator[Reports]:
-    r = Reports(broker.url, root)
-    yield r
-    r.close()
+    yield from reports_of(broker, root)
 
 
 def image_bundle(where: Path, key: Path, version: str, *kinds: str) -> Path:
