@@ -26,8 +26,8 @@ from fogmesh.broker_url import BrokerUrl
 from fogmesh.containers import Engine
 from fogmesh.deploy import compat, desired, images
 from fogmesh.deploy.desired import Applied, Change, Desired, Identity
+from fogmesh.deploy.downloading import RETRY_S, Download
 from fogmesh.deploy.env_store import EnvStore
-from fogmesh.deploy.fetching import ChunkFetch
 from fogmesh.deploy.install import env_lib, install_env
 from fogmesh.deploy.kinds import bundle_kinds
 from fogmesh.deploy.manifest import Manifest, Signed, sha256
@@ -43,8 +43,6 @@ from fogmesh.topics import Topics
 log = logging.getLogger(__name__)
 
 __all__ = ["DeployReceiver", "ReceiverOptions"]
-
-RETRY_S = 30.0            # a failed download is tried again after this (a newer serial: at once)
 
 
 def _claimed_serial(payload: bytes) -> int:
@@ -94,7 +92,7 @@ class DeployReceiver:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.report = Report(agent=identity.agent, site=identity.site, labels=tuple(sorted(identity.labels)))
-        self._fetch: tuple[Manifest, ChunkFetch, Any] | None = None
+        self._fetch: Download | None = None
         self._manifest_wait: tuple[str, list[bytes]] | None = None
         self._received = 0          # chunk bytes of the download under way (the report's ``received``)
         self.self_check = SelfCheck(agent=identity.agent, topics=topics, timeout_s=options.health_timeout_s)
@@ -202,7 +200,7 @@ class DeployReceiver:
             if msg.payload:
                 self._manifest_wait[1].append(msg.payload)
         elif self._fetch is not None and msg.topic.startswith(f"{t.root}/deploy/chunks/"):
-            self._take_chunk(msg)
+            self._fetch.take(msg)
         elif msg.topic == self.self_check.topic and msg.payload:
             self.self_check.take(msg.payload)
 
@@ -232,29 +230,6 @@ class DeployReceiver:
             self.docs[doc.target] = doc
             self.taken[doc.target] = doc.serial
             self._dirty = True
-
-    def _take_chunk(self, msg: Message) -> None:
-        assert self._fetch is not None
-        manifest, fetch, f = self._fetch
-        prefix = f"{self.topics.root}/deploy/chunks/{manifest.digest}/"
-        if not msg.topic.startswith(prefix) or not msg.payload:
-            return
-        try:
-            index = int(msg.topic[len(prefix):])
-            want = manifest.chunks[index]
-        except (ValueError, IndexError):
-            return
-        ok = sha256(msg.payload) == want
-        self._received += len(msg.payload)
-        if fetch.got(index, ok=ok, now=self.clock()):
-            self.client.unsubscribe(msg.topic)
-            f.seek(index * manifest.chunk_size)
-            f.write(msg.payload)
-        elif not ok:
-            self.log.warning("deployment: chunk %d of %s does not match its digest; asking again", index,
-                             manifest.label)
-            if fetch.corrupt() is None:
-                self.client.subscribe(msg.topic, 1, timeout=None)    # the retained copy again
 
     def _pump(self, until: float) -> None:
         """Take messages until ``until``; a newer desired state pre-empts."""
@@ -404,40 +379,13 @@ class DeployReceiver:
         payload, have = self.store.staged(manifest)
         if manifest.payload_size == 0:
             return payload                    # image kinds only: nothing travels over MQTT
-        o = self.o
-        fetch = ChunkFetch.resuming(len(manifest.chunks), have, self.clock(), window=o.window, stall_s=o.stall_s,
-                                    give_up_s=o.give_up_s)
-        if have:
-            self.log.info("deployment: resuming %s at %d of %d chunks", manifest.label, len(have), fetch.count)
-        reported = -1.0
-        self._received = 0
         with open(payload, "r+b") as f:
-            self._fetch = (manifest, fetch, f)
+            download = self._fetch = Download(manifest, have, f, client=self.client, topics=self.topics,
+                                              clock=self.clock, options=self.o, log=self.log)
             try:
-                while not fetch.done:
-                    for i in fetch.to_ask():
-                        self.client.subscribe(self.topics.deploy_chunk(manifest.digest, i), 1, timeout=None)
-                    now = self.clock()
-                    bad = fetch.corrupt()
-                    if bad is not None:
-                        raise DeployRefused("digest_mismatch", f"{manifest.label}: chunk {bad} on the broker does "
-                                            f"not match its digest ({fetch.tries} tries); push the bundle again")
-                    if fetch.given_up(now):
-                        raise DeployRefused("download_stalled", f"{manifest.label}: no chunk for "
-                                            f"{o.give_up_s:.0f} s ({len(fetch.missing)} of {fetch.count} missing); "
-                                            f"trying again in {RETRY_S:.0f} s")
-                    if fetch.stalled(now):
-                        for i in fetch.again(now):
-                            self.client.subscribe(self.topics.deploy_chunk(manifest.digest, i), 1, timeout=None)
-                    self._pump(now + min(1.0, o.stall_s))
-                    if fetch.progress - reported >= 0.1 or fetch.done:
-                        reported = fetch.progress
-                        self._say(progress=fetch.progress, received=self._received)
+                download.run(pump=self._pump, say=self._say)
             finally:
-                self._fetch = None
-                for i in fetch.asked:
-                    self.client.unsubscribe(self.topics.deploy_chunk(manifest.digest, i))
-            f.flush()
+                self._received, self._fetch = download.received, None
         return payload
 
     # -- reporting ----------------------------------------------------------------------
