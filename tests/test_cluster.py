@@ -152,6 +152,11 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
                                                       for h in health):
             time.sleep(0.2)                # the bridge's health comes every few seconds
         watcher.stop()
+        seen: list[float] = []          # cw1's "online" announcements (it starts on node 1)
+        cw1 = MqttClient(cluster.url_from(0), on_message=lambda m: seen.append(time.monotonic())
+                         if m.payload and json.loads(m.payload).get("state") == "online" else None)
+        cw1.start(timeout=30)
+        cw1.subscribe(f"{cloud_root}/presence/cw1")
         device.kind, device.weight = "sha256", "heavy"
         sending = threading.Thread(target=device.send, args=(900,), kwargs={"per_s": 150.0})
         sending.start()
@@ -159,11 +164,16 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
         if fault == "worker killed":
             procs["cw1"].send_signal(signal.SIGKILL)
         else:
+            stopped = time.monotonic()
             cluster.stop_app(1)
             time.sleep(3.0)                # a while without the node, still under load
             cluster.start_app(1)
         sending.join()
         lost, doubled = device.settle(timeout=120)      # settle() fails on a second run
+        cw1.stop()
+        if fault == "node stopped":
+            back = [t - stopped for t in seen if t > stopped]
+            assert back and back[0] <= 10.0, f"cw1 announced itself again {back[:1]} s after its node stopped"
     finally:
         stop_processes(list(procs.values()), timeout=20)
         device.close()
