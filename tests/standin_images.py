@@ -102,7 +102,7 @@ def _rootfs(cache: Path) -> str:
     if _label(ROOTFS) != key:
         tar = cache / f"standin-{key}.tar"
         if not tar.exists():
-            part = tar.with_suffix(".part")
+            part = tar.with_name(tar.stem + ".part.tar")     # mmdebstrap picks its output format by the suffix
             _run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}", "bookworm",
                   str(part)], timeout=400)
             part.rename(tar)
