@@ -25,7 +25,7 @@ from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
 from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device
 
-pytestmark = [pytest.mark.xdist_group("test_cluster"), pytest.mark.integration, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")]
 
 

@@ -19,7 +19,7 @@ from fogmesh.registry import Registry
 from tests import standin_images
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.xdist_group("test_containers"), pytest.mark.integration, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not (shutil.which("podman") and shutil.which("mmdebstrap")),
                                  reason="podman and mmdebstrap are not installed")]
 

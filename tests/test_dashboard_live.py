@@ -38,7 +38,7 @@ from fogmesh.mqtt import BrokerUrl, MqttClient
 from fogmesh.topics import Topics
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.xdist_group("test_dashboard_live"), pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ROOT = f"dash/{uuid.uuid4().hex[:8]}"
 T = Topics(ROOT)

@@ -33,7 +33,7 @@ from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.xdist_group("test_dashboard_logins"), pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ROOT = f"dashsec/{uuid.uuid4().hex[:8]}"
 T = Topics(ROOT)

@@ -14,7 +14,7 @@ from fogmesh.devices.client import FogClient
 from tests.deployment import Fleet, Reports, fleet_of, make_bundle, make_key, reports_of, running
 from tests.netcut import CuttableLink
 
-pytestmark = [pytest.mark.xdist_group("test_deploy"), pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")

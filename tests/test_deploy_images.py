@@ -24,7 +24,7 @@ from tests import standin_images
 from tests.deployment import Fleet, Reports, cli, fleet_of, make_key, reports_of
 from tests.test_containers import SERVICE_CODE, SUM
 
-pytestmark = [pytest.mark.xdist_group("test_deploy_images"), pytest.mark.integration, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not all(shutil.which(t) for t in ("podman", "mmdebstrap", "docker-registry")),
                                  reason="podman, mmdebstrap and docker-registry are not installed")]
 

@@ -23,7 +23,7 @@ from fogmesh.ops.host_checks import check_camera, check_pins, check_state_dir
 from fogmesh.ops.report import Check, exit_status, render_table
 from tests.tinydisk import fill, mounted_tmpfs
 
-pytestmark = [pytest.mark.xdist_group("test_doctor"), pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 NO_WS = (free_port(),)     # a closed port: the WebSocket probe answers at once
 

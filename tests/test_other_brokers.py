@@ -21,7 +21,7 @@ from fogmesh.edge_agent.agent import Agent
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.errors import UnsupportedBroker
 
-pytestmark = [pytest.mark.xdist_group("test_other_brokers"), pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")

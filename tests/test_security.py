@@ -21,7 +21,7 @@ from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
 from tests.listener import Listener
 
-pytestmark = [pytest.mark.xdist_group("test_security"), pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 ROOT = f"sec/{uuid.uuid4().hex[:8]}"
 T = Topics(ROOT)

@@ -18,7 +18,7 @@ from fogmesh.broker.embedded import EmbeddedBroker
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.broker.ports import free_port
 
-pytestmark = [pytest.mark.xdist_group("test_third_party_clients"), pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 SCRIPT = Path(__file__).with_name("mqttjs_submit.js")
 TASKS = 20

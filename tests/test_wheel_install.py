@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.xdist_group("test_wheel_install"), pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops", "scenarios")
