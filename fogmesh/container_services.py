@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from fogmesh.containers import ContainerError, Engine, ImageHandler, engine_run, remove_task_containers
+from fogmesh.containers import ContainerError, Engine, ImageHandler, engine_run, limit_args, remove_task_containers
 from fogmesh.errors import BadArgs
 from fogmesh.registry import Registry, TaskKind
 
@@ -118,11 +118,8 @@ class ServiceHandler:
                 pass
             self.remove()
             argv = ["run", "-d", "--name", self.name, "--label", f"{LABEL}={self.agent}", "--network", "none",
-                    "-v", f"{self.directory}:{MOUNT}", "-e", f"FOGMESH_SOCKET={MOUNT}/{SOCKET}"]
-            if self.memory:
-                argv += ["--memory", self.memory]
-            if self.cpus:
-                argv += ["--cpus", self.cpus]
+                    "-v", f"{self.directory}:{MOUNT}", "-e", f"FOGMESH_SOCKET={MOUNT}/{SOCKET}",
+                    *limit_args(memory=self.memory, cpus=self.cpus)]
             engine_run(self.engine, [*argv, self.image, *self.command], conf=self.conf, timeout=self.start_timeout_s)
             deadline = time.monotonic() + self.start_timeout_s
             while time.monotonic() < deadline:
@@ -169,22 +166,23 @@ class ServiceHandler:
         raise ContainerError(f"service container of {self.image} answered neither result nor error: {data[:120]!r}")
 
     # -- in the agent (and the worker) ----------------------------------------------------
-    def _running(self) -> bool:
-        try:
-            out = engine_run(self.engine, ["inspect", "--format", "{{.State.Running}}", self.name],
-                             conf=self.conf, timeout=30)
-        except ContainerError:
-            return False
-        return out.strip() == "true"
-
-    def _exit_note(self) -> str:
-        """`` (it exited with N)`` for a container that is no longer running."""
+    def _state(self) -> tuple[bool, str] | None:
+        """(running, exit code) of the container; None if there is none."""
         try:
             out = engine_run(self.engine, ["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}",
                                            self.name], conf=self.conf, timeout=30).split()
         except ContainerError:
-            return ""
-        return f" (it exited with {out[1]})" if len(out) == 2 and out[0] == "false" else ""
+            return None
+        return (out[0] == "true", out[1]) if len(out) == 2 else None
+
+    def _running(self) -> bool:
+        state = self._state()
+        return state is not None and state[0]
+
+    def _exit_note(self) -> str:
+        """`` (it exited with N)`` for a container that is no longer running."""
+        state = self._state()
+        return f" (it exited with {state[1]})" if state is not None and not state[0] else ""
 
     def _logs(self) -> str:
         try:

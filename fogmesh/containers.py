@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
-__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "parse_image_kind",
-           "remove_task_containers"]
+__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "limit_args",
+           "parse_image_kind", "remove_task_containers"]
 
 
 TASK_LABEL = "fogmesh.task-of"
@@ -81,6 +81,11 @@ def engine_run(engine: str, args: Sequence[str], *, conf: str | None = None, tim
     return out
 
 
+def limit_args(*, memory: str | None, cpus: str | None) -> list[str]:
+    """A kind's limits as ``run`` options (per-task and service containers alike)."""
+    return (["--memory", memory] if memory else []) + (["--cpus", cpus] if cpus else [])
+
+
 @dataclass(frozen=True)
 class ImageHandler:
     """Runs one task in a fresh container of ``image`` (picklable: it travels
@@ -102,10 +107,7 @@ class ImageHandler:
         argv = [self.engine, "run", "--rm", "-i", "--name", name, "--network", "none"]
         if self.owner:
             argv += ["--label", f"{TASK_LABEL}={self.owner}"]
-        if self.memory:
-            argv += ["--memory", self.memory]
-        if self.cpus:
-            argv += ["--cpus", self.cpus]
+        argv += limit_args(memory=self.memory, cpus=self.cpus)
         argv += [self.image, *self.command]
         env = {**os.environ, "CONTAINERS_CONF": self.conf} if self.conf else None
         try:
