@@ -74,7 +74,7 @@ def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Sa
         say(f"putting {m.label} ({m.payload_size / 1e6:.2f} MB, {len(m.chunks)} chunks) on the broker")
     else:
         say(f"putting {m.label} on the broker (image kinds: agents pull "
-            f"{', '.join(sorted(s.image.ref for s in m.kinds.values() if s.image))} from its registry)")
+            f"{', '.join(sorted(spec.ref for spec in m.images.values()))} from its registry)")
     ref = op.put_bundle(bundle)
     op.watch()
     prev = op.docs.get(target)

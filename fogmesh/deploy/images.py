@@ -69,14 +69,10 @@ def image_bundle(name: str, version: str, images: Mapping[str, ImageSpec], *,
     return Bundle(Signed(manifest.to_dict()), b"")
 
 
-def images_of(manifest: Manifest) -> dict[str, ImageSpec]:
-    return {k: s.image for k, s in manifest.kinds.items() if s.image is not None}
-
-
 def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float = 600.0) -> None:
     """Every image of ``manifest`` on this box, pulled by digest; or
     :class:`DeployRefused` (``incompatible`` without an engine, else ``image_pull_failed``)."""
-    images = images_of(manifest)
+    images = manifest.images
     if not images:
         return
     if engine is None:
@@ -93,7 +89,7 @@ def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float =
 def image_kinds(manifest: Manifest, *, engine: Engine, agent: str, state_dir: Path) -> list[TaskKind]:
     """The kinds of ``manifest`` backed by images, as the agent registers them."""
     kinds = []
-    for kind, spec in sorted(images_of(manifest).items()):
+    for kind, spec in sorted(manifest.images.items()):
         k = manifest.kinds[kind]
         if spec.service:
             kinds.append(service_kind(kind, spec.ref, engine=engine, agent=agent, state_dir=state_dir,

@@ -147,6 +147,11 @@ class Manifest:
     def label(self) -> str:
         return f"{self.name} {self.version}"
 
+    @property
+    def images(self) -> dict[str, ImageSpec]:
+        """The kinds backed by container images, and their images."""
+        return {k: s.image for k, s in self.kinds.items() if s.image is not None}
+
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
         try:

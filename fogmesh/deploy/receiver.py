@@ -135,7 +135,7 @@ class DeployReceiver:
         return Engine.detect()
 
     def _image_kinds(self, manifest: Manifest) -> dict[str, TaskKind]:
-        if not images.images_of(manifest):
+        if not manifest.images:
             return {}
         if self.engine is None:
             raise DeployRefused("incompatible", f"{manifest.label} runs kinds in containers and this agent has "
