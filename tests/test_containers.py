@@ -52,10 +52,12 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 @pytest.fixture
 def agent(engine: Engine, agents, broker, root):
-    kinds = [image_kind("csum", IMAGE, engine=engine, command=SUM, timeout_s=20),
-             image_kind("crash", IMAGE, engine=engine, command=["python3", "-c", "import sys; sys.exit(3)"]),
-             image_kind("garbage", IMAGE, engine=engine, command=["python3", "-c", "print('not json')"]),
-             image_kind("hang", IMAGE, engine=engine, command=["sleep", "60"], timeout_s=2)]
+    owner = f"c1-{root[-6:]}"          # its containers' label: other tests' containers run meanwhile
+    kinds = [image_kind("csum", IMAGE, engine=engine, command=SUM, timeout_s=20, owner=owner),
+             image_kind("crash", IMAGE, engine=engine, command=["python3", "-c", "import sys; sys.exit(3)"],
+                        owner=owner),
+             image_kind("garbage", IMAGE, engine=engine, command=["python3", "-c", "print('not json')"], owner=owner),
+             image_kind("hang", IMAGE, engine=engine, command=["sleep", "60"], timeout_s=2, owner=owner)]
     return agents("c1", broker.url, root, registry=Registry.from_entry_points().with_kinds(*kinds))
 
 
@@ -76,7 +78,8 @@ def test_a_container_that_crashes_prints_garbage_or_hangs_gets_a_clear_error_and
         good = client.submit("csum", {"values": [2]}, timeout=60)
     assert bad.error is not None and says in bad.error.message, bad.error
     assert good.ok and good.value == {"sum": 2}
-    left = subprocess.run(["podman", "ps", "-q", "--filter", "name=fogmesh-task-"], capture_output=True, text=True)
+    left = subprocess.run(["podman", "ps", "-q", "--filter", f"label=fogmesh.task-of=c1-{root[-6:]}"],
+                          capture_output=True, text=True)
     assert left.stdout.strip() == ""
 
 
