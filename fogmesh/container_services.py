@@ -226,12 +226,19 @@ class ServiceKeeper:
         self.owners = _task_owners_of(registry)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._started = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._remove_all()                # left by an agent killed outright
-        self._thread = threading.Thread(target=self._run, name="service-keeper", daemon=True)
-        self._thread.start()
+        self._started = True
+        self._watch()
+
+    def _watch(self) -> None:
+        """The idle watch, once the agent has a service kind (most agents never do)."""
+        if self._started and self.handlers and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="service-keeper", daemon=True)
+            self._thread.start()
 
     def track(self, registry: Registry) -> None:
         """The agent's kinds changed: services of kinds that are gone stop now."""
@@ -241,6 +248,7 @@ class ServiceKeeper:
             self.owners |= _task_owners_of(registry)
         for h in gone:
             h.remove()
+        self._watch()
 
     def _remove_all(self) -> None:
         """Every service container, and every per-task container of this agent
