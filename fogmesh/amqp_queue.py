@@ -70,7 +70,6 @@ class TaskQueue:
         self.urls = list(urls)
         self.root = root
         self.queue = queue_name(root)
-        self.keys = routing_keys(root)
         self._on_task, self._on_connection = on_task, on_connection
         self.prefetch, self.retry_s = prefetch, retry_s
         # ("ack" | "nack" | "settle", connection, tag, publishes, done)
