@@ -9,8 +9,8 @@ consumer took but did not acknowledge goes back to the queue (``redelivered``)
 when that consumer's connection closes. That is what shared subscriptions
 give agents elsewhere, so devices stay plain MQTT and agents compete here.
 
-One thread owns the connection (pika's is not thread-safe); ``ack`` and
-``nack`` from other threads are queued to it. It connects to the first URL
+One thread owns the connection (pika's is not thread-safe); ``settle``
+calls from other threads are queued to it. It connects to the first URL
 that answers, and to the next one when its node goes; a delivery tag belongs
 to one connection, so an ack for a tag of a closed one is dropped (the broker
 gave that message back already).
@@ -72,8 +72,8 @@ class TaskQueue:
         self.queue = queue_name(root)
         self._on_task, self._on_connection = on_task, on_connection
         self.prefetch, self.retry_s = prefetch, retry_s
-        # ("ack" | "nack" | "settle", connection, tag, publishes, done)
-        self._todo: deque[tuple[str, int, int, Sequence[tuple[str, bytes]], Settled | None]] = deque()
+        # settles to commit: (connection, tag, publishes, done)
+        self._todo: deque[tuple[int, int, Sequence[tuple[str, bytes]], Settled]] = deque()
         self._taking = True
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -97,13 +97,6 @@ class TaskQueue:
         if self._thread is not None:
             self._thread.join(10.0)
 
-    def ack(self, task: QueuedTask) -> None:
-        self._todo.append(("ack", task.connection, task.tag, (), None))
-
-    def nack(self, task: QueuedTask) -> None:
-        """Give it back to the queue (another consumer, or this one, gets it again, redelivered)."""
-        self._todo.append(("nack", task.connection, task.tag, (), None))
-
     def settle(self, task: QueuedTask, publishes: Sequence[tuple[str, bytes]], done: Settled) -> None:
         """Publish ``publishes`` (MQTT topic, payload: the task's answer, through
         ``amq.topic``, so MQTT subscribers get it) and acknowledge the task in
@@ -114,7 +107,7 @@ class TaskQueue:
         a task taken on a connection since lost: its answer is not sent).
         RabbitMQ does not make a transaction atomic across queues: a node
         stopping mid-commit can take the answer and lose the ack (topics.md)."""
-        self._todo.append(("settle", task.connection, task.tag, publishes, done))
+        self._todo.append((task.connection, task.tag, publishes, done))
 
     def taking(self, want: bool) -> None:
         """Consume from the queue or not (a degraded or draining agent stops)."""
@@ -141,9 +134,7 @@ class TaskQueue:
                 self._on_connection(False)
             self._ready.clear()
             while self._todo:            # the broker gives back what the lost connection held
-                done = self._todo.popleft()[4]
-                if done is not None:
-                    done(False)
+                self._todo.popleft()[3](False)
             if not self._stop.is_set():
                 time.sleep(self.retry_s if i % len(self.urls) == 0 else 0.05)   # between rounds of the nodes
 
@@ -153,7 +144,7 @@ class TaskQueue:
         while self._todo:
             batch.append(self._todo.popleft())
         try:
-            for op, no, tag, publishes, done in batch:
+            for no, tag, publishes, _done in batch:
                 if no != number:
                     # A tag of a closed connection: the broker gave that task back, and
                     # another agent (or this one, redelivered) answers it. Not this copy.
@@ -161,19 +152,14 @@ class TaskQueue:
                 for topic, payload in publishes:
                     ch.basic_publish("amq.topic", topic.replace("/", "."), payload,
                                      pika.BasicProperties(delivery_mode=2))
-                if op == "nack":
-                    ch.basic_nack(tag, requeue=True)
-                else:
-                    ch.basic_ack(tag)
+                ch.basic_ack(tag)
             ch.tx_commit()
         except BaseException:
             for entry in batch:
-                if entry[4] is not None:
-                    entry[4](False)
+                entry[3](False)
             raise
-        for _op, no, _tag, _publishes, done in batch:
-            if done is not None:
-                done(no == number)
+        for no, _tag, _publishes, done in batch:
+            done(no == number)
 
     def _serve(self, url: str) -> None:
         params = pika.URLParameters(url)
