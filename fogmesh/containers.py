@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,10 @@ def engine_run(engine: str, args: Sequence[str], *, conf: str | None = None, tim
     :class:`ContainerError` saying what failed."""
     env = {**os.environ, "CONTAINERS_CONF": conf} if conf else None
     try:
-        done = subprocess.run([engine, *args], capture_output=True, timeout=timeout, check=False, env=env)
+        # Not the caller's working directory: conmon writes "oom" there for a container killed
+        # for memory (a service container's conmon outlives this call: a lasting directory).
+        done = subprocess.run([engine, *args], capture_output=True, timeout=timeout, check=False, env=env,
+                              cwd=tempfile.gettempdir())
     except subprocess.TimeoutExpired:
         raise ContainerError(f"{Path(engine).name} {args[0]} did not finish within {timeout:g} s") from None
     except OSError as exc:
@@ -111,8 +115,11 @@ class ImageHandler:
         argv += [self.image, *self.command]
         env = {**os.environ, "CONTAINERS_CONF": self.conf} if self.conf else None
         try:
-            done = subprocess.run(argv, input=json.dumps(dict(args)).encode(), capture_output=True,
-                                  timeout=self.timeout_s, check=False, env=env)
+            # A scratch working directory: conmon writes a file "oom" into the engine's
+            # working directory when the kernel kills the container for memory.
+            with tempfile.TemporaryDirectory(prefix="fogmesh-run-") as scratch:
+                done = subprocess.run(argv, input=json.dumps(dict(args)).encode(), capture_output=True,
+                                      timeout=self.timeout_s, check=False, env=env, cwd=scratch)
         except subprocess.TimeoutExpired:
             subprocess.run([self.engine, "kill", name], capture_output=True, timeout=30, check=False, env=env)
             raise ContainerError(f"container of {self.image} did not answer within {self.timeout_s:g} s; "

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -204,9 +205,12 @@ def test_a_container_over_its_memory_limit_gets_a_clear_error(engine, agents, br
     hog = image_kind("hog", IMAGE, engine=engine, memory="64m",
                      command=["python3", "-c", "x = bytearray(300 * 1024 * 1024); print('{}')"])
     agents("c4", broker.url, root, registry=Registry.from_entry_points().with_kinds(hog))
+    stray = Path.cwd() / "oom"                        # conmon's mark of an OOM kill, in the engine's cwd
+    there_before = stray.exists()
     with FogClient(broker.url, root=root) as client:
         r = client.submit("hog", {}, timeout=60)
     assert r.error is not None and "out of memory" in r.error.message and "64m" in r.error.message, r.error
+    assert there_before or not stray.exists(), "the engine left a file 'oom' in the agent's working directory"
 
 
 def test_image_kind_options_are_read_and_bad_ones_refused() -> None:
