@@ -192,7 +192,8 @@ class Agent:
         if self.options.amqp and self.requested_dispatch in ("auto", "amqp"):
             self.dispatch = "amqp"           # RabbitMQ: tasks from its quorum queue (edge_agent/queue_intake.py)
         elif self.requested_dispatch in ("auto", "shared"):
-            shared = self._shared_probe.run(self.ctl, timeout=max(timeout, 30.0))
+            shared = self._shared_probe.run(self.ctl.url, client_id=f"fogmesh-probe-{self.instance}",
+                                            mqtt5=self.ctl.mqtt5, timeout=max(timeout, 30.0))
             if self.requested_dispatch == "shared" and not shared:
                 raise UnsupportedBroker(
                     f"--dispatch shared: the broker at {self.ctl.url} does not route $share "
@@ -352,8 +353,7 @@ class Agent:
         return make_clients(self, mqtt5=mqtt5)
 
     def _arrived(self, client: MqttClient, message: Message, *, task_link: bool) -> None:
-        if not self._shared_probe.take(message.topic):
-            self.dispatcher.arrived(message, client=client, task_link=task_link)
+        self.dispatcher.arrived(message, client=client, task_link=task_link)
 
     def _choose_protocol(self, timeout: float) -> None:
         """``mqtt="auto"`` (the default): MQTT 5 where the broker accepts it (its

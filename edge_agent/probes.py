@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 
+from fogmesh.broker_url import BrokerUrl
 from fogmesh.errors import ConnectError, SubscriptionRefused
-from fogmesh.mqtt import MqttClient
+from fogmesh.mqtt import Message, MqttClient
 
 
 class SharedSubscriptionProbe:
@@ -22,7 +23,12 @@ class SharedSubscriptionProbe:
     (``{topic}-marker``) published after the probe, through a plain
     subscription: the broker routes them in order, so once the marker is
     back and the probe is not (a moment later), it did not route the probe.
-    No marker within the timeout: :class:`ConnectError`, rather than a guess."""
+    No marker within the timeout: :class:`ConnectError`, rather than a guess.
+
+    It asks on a connection of its own, with a clean session: the agent's
+    own sessions may hold thousands of messages queued while it was away
+    (a box back after a power cut), and a probe queued behind them, or behind
+    a full in-flight window, would time out on the agent's own backlog."""
 
     def __init__(self, topic: str, *, group: str) -> None:
         self.topic, self.marker = topic, f"{topic}-marker"
@@ -39,18 +45,25 @@ class SharedSubscriptionProbe:
             return False
         return True
 
-    def run(self, client: MqttClient, *, timeout: float = 30.0) -> bool:
+    def run(self, url: BrokerUrl, *, client_id: str, mqtt5: bool, timeout: float = 30.0) -> bool:
+        """Ask the broker at ``url`` on a throwaway clean-session connection."""
+        client = MqttClient(url, client_id=client_id, clean_session=True, mqtt5=mqtt5, reconnect=False,
+                            on_message=self._arrived)
+        client.start(timeout=timeout)
         try:
-            client.subscribe(self.shared_filter, 1, timeout=timeout)
-        except SubscriptionRefused:
-            return False
-        client.subscribe(self.marker, 1, timeout=timeout)
-        client.publish(self.topic, b"{}", qos=1)
-        client.publish(self.marker, b"{}", qos=1)
-        if not self._marked.wait(timeout):
-            raise ConnectError(f"the broker at {client.url} did not route a probe back within {timeout:g} s, "
-                               "so whether it has shared subscriptions is unknown; is it overloaded?")
-        ok = self._probe.is_set() or self._probe.wait(1.0)
-        client.unsubscribe(self.shared_filter)
-        client.unsubscribe(self.marker)
-        return ok
+            try:
+                client.subscribe(self.shared_filter, 1, timeout=timeout)
+            except SubscriptionRefused:
+                return False
+            client.subscribe(self.marker, 1, timeout=timeout)
+            client.publish(self.topic, b"{}", qos=1)
+            client.publish(self.marker, b"{}", qos=1)
+            if not self._marked.wait(timeout):
+                raise ConnectError(f"the broker at {client.url} did not route a probe back within {timeout:g} s, "
+                                   "so whether it has shared subscriptions is unknown; is it overloaded?")
+            return self._probe.is_set() or self._probe.wait(1.0)
+        finally:
+            client.stop()
+
+    def _arrived(self, message: Message) -> None:
+        self.take(message.topic)

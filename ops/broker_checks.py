@@ -204,15 +204,11 @@ def check_shared(target: BrokerTarget) -> Check:
     from fogmesh.edge_agent.probes import SharedSubscriptionProbe
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
     probe = SharedSubscriptionProbe(target.probe_topic(token), group=token)
-    client = MqttClient(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", reconnect=False,
-                        on_message=lambda m: probe.take(m.topic))
     try:
-        client.start(timeout=target.timeout)
-        shared = probe.run(client, timeout=target.timeout)
+        shared = probe.run(target.url, client_id=f"fogmesh-doctor-{uuid.uuid4().hex[:8]}", mqtt5=False,
+                           timeout=target.timeout)
     except ConnectError as exc:
         return Check("shared subs", "skip", f"not checked: {exc}")
-    finally:
-        client.stop()
     if shared:
         return Check("shared subs", "ok", "$share subscriptions work: agents split tasks with shared dispatch")
     return Check("shared subs", "info", "no $share subscriptions: agents use claim dispatch "
