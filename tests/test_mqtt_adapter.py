@@ -236,3 +236,25 @@ def test_an_agent_that_refuses_leaves_no_session_collecting_messages(broker, roo
     finally:
         again.stop()
         watcher.stop()
+
+
+def test_a_one_connection_client_taken_over_by_its_id_does_not_come_back(broker, root):
+    """A rescue connection (edge_agent/session_rescue.py) speaks for a dead
+    agent's session once: when the agent boots and takes its client id back,
+    the rescue must not reconnect and kick it off again (they took turns
+    every 100 ms, logging a line each time)."""
+    client_id = f"taken-{root[-8:]}"
+    once = MqttClient(broker.url, client_id=client_id, clean_session=False, reconnect=False,
+                      reconnect_min=0.05, reconnect_max=0.1)
+    once.start(timeout=10)
+    drops: list[bool] = []
+    owner = MqttClient(broker.url, client_id=client_id, clean_session=False, reconnect_min=0.05,
+                       reconnect_max=0.1, on_connection=lambda up: drops.append(up) if not up else None)
+    try:
+        owner.start(timeout=10)
+        wait_until(lambda: not once.connected.is_set(), timeout=10, what="the one-connection client taken over")
+        time.sleep(1.5)          # an absence cannot be awaited: time for a reconnect that must not come
+        assert owner.connected.is_set() and owner.generation == 1 and drops == []
+    finally:
+        once.stop()
+        owner.stop()

@@ -78,7 +78,11 @@ class MqttClient:
         c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=None if mqtt5 else clean_session,
                         protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-                        manual_ack=manual_ack, transport="websockets" if self.url.websocket else "tcp")
+                        manual_ack=manual_ack, transport="websockets" if self.url.websocket else "tcp",
+                        # One connection only (a rescue): paho must not reconnect by itself either.
+                        # Its network loop overrides a disconnect() made in on_disconnect after a
+                        # lost connection, and came back, kicking off the client that took the id.
+                        reconnect_on_failure=reconnect)
         if self.url.websocket:
             c.ws_set_options(path=self.url.path)
         c.on_socket_open = _nodelay
