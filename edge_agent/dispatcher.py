@@ -330,13 +330,19 @@ class Dispatcher:
                 continue
             if self.standing.stop.ends(now, held=core.held):
                 if core.held:
-                    self.log.warning("stopping with %d task(s) unfinished; the broker redelivers them to this "
-                                     "agent's session", core.held)
+                    self.log.warning("stopping with %d task(s) unfinished; %s", core.held, self._unfinished_go())
                 self.announcer.announce(now, core, "offline")
                 if self.standing.stop.draining:
                     self._on_drained()
                 return
             self.standing.say_presence(now)
+
+    def _unfinished_go(self) -> str:
+        """Where the tasks a stopping agent did not finish go, for the dispatch in use."""
+        if self.standing.queue_taking is not None:
+            return ("those from the task queue go back to it for any agent, the others are resumed from "
+                    "this agent's journal when it starts again")
+        return "the broker redelivers them to this agent's session, and its journal resumes them at its next start"
 
     def _next_event(self, wake: float, now: float) -> Input | None:
         """A parked task once flow control lets it in, else the next event (or none by ``wake``)."""

@@ -88,6 +88,7 @@ class Entry:
     recorded: Any = None                  # a dead peer's answer (Publish): deliver, do not run
     answer: Any = None                    # the device's answer once made (answers.Answer)
     requeued: bool = False                # a task queue gave it back (AgentConfig.task_queue)
+    queue_held: bool = False              # from a task queue, which gives it back if unacknowledged
 
     def __post_init__(self) -> None:
         if not self.claim_key:

@@ -61,7 +61,7 @@ class LandingConcern(CoreParts):
             return [Ack(token)]
 
         entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,
-                       payload=payload, requeued=requeued)
+                       payload=payload, requeued=requeued, queue_held=self.config.task_queue and not direct)
         if task is not None and task.kind not in self.registry:
             entry.error = InvalidMessage("unknown_kind",
                                          f"unknown kind {task.kind!r}; agents here run: "
@@ -144,7 +144,11 @@ class LandingConcern(CoreParts):
         return None
 
     def _remember(self, entry: Entry) -> list[Action]:
-        if entry.remembered or entry.origin is not None:
+        """Journal a task this agent is now responsible for; not one a task
+        queue holds (amqp dispatch): the queue gives it back if this agent dies
+        unanswered, to whichever agent, and a journal copy resumed after a
+        restart would run again what a peer answered meanwhile."""
+        if entry.remembered or entry.origin is not None or entry.queue_held:
             return []
         entry.remembered = True
         return [Remember(entry.key, entry.payload)]

@@ -80,15 +80,28 @@ def test_three_agents_on_three_nodes_answer_each_of_1000_tasks_once(fleet: dict)
     assert (len(lost), len(doubled)) == (0, 0), logs(fleet)
 
 
-def test_an_agent_killed_under_load_loses_nothing_and_doubles_nothing(fleet: dict, cluster: RabbitCluster) -> None:
+def test_an_agent_killed_under_load_and_restarted_loses_nothing_and_runs_nothing_again(
+        fleet: dict, cluster: RabbitCluster) -> None:
+    """What the killed agent held went back to the queue and was answered by
+    its peers; restarted, it must not resume those from its journal (it did,
+    and ran them again: its clean MQTT session never showed it the peers'
+    claims)."""
     device = fleet["device"]
     sending = threading.Thread(target=device.send, args=(600,))
     sending.start()
     time.sleep(1.0)                                      # under load: the kill lands mid-stream
     fleet["procs"][1].send_signal(signal.SIGKILL)
+    fleet["procs"][1].wait()
+    time.sleep(1.0)                                      # its peers take over meanwhile
+    log = fleet["tmp"] / "r1.log"
+    before = log.read_text(errors="replace").count("online at")
+    fleet["procs"][1] = start_agent(cluster, fleet["root"], 1, fleet["tmp"] / "state", log)
     sending.join()
     lost, doubled = device.settle()
     assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], logs(fleet))
+    after = log.read_text(errors="replace")
+    assert after.count("online at") == before + 1, logs(fleet)
+    assert "resuming" not in after, logs(fleet)
 
 
 def test_a_node_stopped_and_started_under_load_loses_nothing_and_its_agent_moves_within_10_s(

@@ -212,3 +212,29 @@ def test_a_task_queue_agent_losing_its_mqtt_link_claims_nothing_a_later_taker_wo
     assert [x for x, k in bus.runs if k == "t1"] == ["a", "b"]
     bus.finish("b", "t1", 0.3)
     assert [r["id"] for r in bus.replies] == ["t1"]
+
+
+def test_a_task_from_the_queue_is_not_journaled_the_queue_gives_it_back_if_its_taker_dies():
+    """The queue holds what a consumer has not acknowledged: a journal copy
+    resumed after a restart ran tasks its peers had already answered (the
+    agent's clean MQTT session never showed it their claims)."""
+    from fogmesh.edge_agent.actions import Remember
+    bus = queue_fabric("a", "b")
+    payload = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    actions = on_message(bus.cores["a"], T.tasks, payload, "t1@a", 0.0)
+    assert [x for x in actions if isinstance(x, Remember)] == []
+    direct = Task(id="t2", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    actions = on_message(bus.cores["a"], T.agent_tasks("a"), direct, "t2@a", 0.0)
+    assert [x.key for x in actions if isinstance(x, Remember)] == ["t2"]     # MQTT forgets it: the journal keeps it
+
+
+def test_a_queue_agent_restarted_resumes_only_its_own_direct_tasks_and_remembers_what_it_answered():
+    from fogmesh.edge_agent import events as ev
+    bus = queue_fabric("a", "b")
+    a = bus.cores["a"]
+    answered = Task(id="t0", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    direct = Task(id="t2", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    bus.deliver(a.handle(ev.Restored(["t0"], [direct], {}), 0.0), 0.0, "a")
+    assert [k for x, k in bus.runs if x == "a"] == ["t2"]
+    bus.deliver(on_message(a, T.tasks, answered, "t0@a", 0.1, dup=True), 0.1, "a")
+    assert ("a", "t0") not in bus.runs
