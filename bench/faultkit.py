@@ -59,7 +59,9 @@ class BrokerProcess:
     """A broker that can be stopped (SIGTERM), killed (SIGKILL) and started
     again on the same port (mosquitto: with its persistence file)."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, *, autosave_s: int | None = None) -> None:
+        """``autosave_s``: mosquitto saves its persistence file this often (the
+        shipped config: 30 s; default here 1 s), so a SIGKILL loses what came since."""
         self.name = name
         self.workdir = workdir
         self._mosquitto: Mosquitto | None = None
@@ -69,7 +71,8 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.port = free_port()
         if name == "mosquitto":
-            self._mosquitto = Mosquitto(port=self.port, workdir=workdir / "mosquitto")
+            self._mosquitto = Mosquitto(port=self.port, workdir=workdir / "mosquitto",
+                                        extra_conf=f"autosave_interval {autosave_s}" if autosave_s else "")
         elif name == "aedes":
             self._aedes = Aedes(port=self.port)
         elif name == "rabbitmq":

@@ -139,6 +139,7 @@ class AgentConfig:
     # held: a redelivered copy's first holder may have answered it (a node stopping mid-commit
     # can deliver the answer and lose the ack), so it is asked about before it runs.
     task_queue: bool = False
+    instance: str = ""              # this run of the agent (its presence's): named in its claims
 
     def __post_init__(self) -> None:
         if self.dispatch not in DISPATCH_MODES:

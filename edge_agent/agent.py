@@ -210,7 +210,7 @@ class Agent:
                                                  dispatch=self.core_dispatch, limits=o.limits,
                                                  offer_lease_s=o.offer_lease_s, takeover_grace_s=o.takeover_grace_s,
                                                  device_rate=o.device_rate, presence_stale_s=3 * self.presence_period,
-                                                 task_queue=self.dispatch == "amqp"),
+                                                 task_queue=self.dispatch == "amqp", instance=self.instance),
                                      self.registry, policy=o.policy)
         d = self.dispatcher
         executor = Executor(core=core, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,

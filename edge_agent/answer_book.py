@@ -33,6 +33,9 @@ class AnswerBook:
         self._ids: RecentMap[bool] = RecentMap(max_items=max_items, ttl_s=ttl_s)
         self._answers: OrderedDict[str, StoredAnswer] = OrderedDict()
         self._bytes = 0
+        # Answers read back from the journal after a restart: whether the broker
+        # confirmed them died with the process that sent them.
+        self._unconfirmed: OrderedDict[str, bool] = OrderedDict()
 
     def add(self, key: str, now: float, answer: StoredAnswer | None = None) -> None:
         """``key`` is answered (by this agent, with ``answer``, or by a peer)."""
@@ -49,6 +52,22 @@ class AnswerBook:
         while self._bytes > self.max_bytes or len(self._answers) > self.max_items:
             _, old = self._answers.popitem(last=False)
             self._bytes -= len(old.payload) + len(old.topic)
+
+    def restored(self, key: str, now: float, answer: StoredAnswer | None) -> None:
+        """``key`` was answered before a restart (the journal says, with
+        ``answer`` when kept); whether the broker had that answer is unknown."""
+        self.add(key, now, answer)
+        if answer is not None:
+            self._unconfirmed[key] = True
+            while len(self._unconfirmed) > self.max_items:
+                self._unconfirmed.popitem(last=False)
+
+    def take_unconfirmed(self, key: str) -> bool:
+        """Was ``key``'s answer restored from the journal, not known to have
+        reached the broker? (Taken out: sent again once.) A broker that gives
+        its task back after the restart missed the task's acknowledgement,
+        which left with the answer (shared subscriptions)."""
+        return self._unconfirmed.pop(key, None) is not None
 
     def knows(self, key: str, now: float) -> bool:
         """Was ``key`` answered within the dedup window?"""

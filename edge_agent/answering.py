@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fogmesh.claims import Claim
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.edge_agent.core_parts import CoreParts
@@ -86,8 +85,8 @@ class AnsweringConcern(CoreParts):
         the connection drops before the broker has them (``_on_withdrawn``)."""
         sent = self.confirms.take_all() if carry else ()
         done = Publish(self.config.topics.claims,
-                       Claim(key, self.config.agent_id, op="done", reply_to=answer.topic,
-                             reply=answer.payload, tasks=sent).encode(), fence_key=key)
+                       self._claim_record(key, op="done", reply_to=answer.topic, reply=answer.payload,
+                                          tasks=sent), fence_key=key)
         return [done], Publish(answer.topic, answer.payload, answer.qos, answer.retain,
                                sent_key=key, fence_key=key, properties=answer.properties)
 
@@ -108,9 +107,19 @@ class AnsweringConcern(CoreParts):
             # It also carries the confirmations collected so far (no extra message
             # under load; ``_on_sent`` flushes them when idle).
             done, publish = self._answer_pair(entry.key, publish, carry=not entry.fenced)
-        elif self.config.dispatch == "shared" and entry.origin is None and entry.tokens:
-            # Not sent again blindly if the connection drops first (``_on_withdrawn``).
-            publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
+        elif self.config.dispatch == "shared" and entry.origin is None:
+            if entry.tokens:
+                # Not sent again blindly if the connection drops first (``_on_withdrawn``).
+                publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
+            if entry.claim_key != entry.key and entry.task is not None:
+                # Won in a takeover round: the peers that competed keep a copy, to
+                # take over should this agent die holding it. A "done" record (with
+                # the answer) tells them it is answered; without it they contested
+                # the task again when this agent came back after a will (a broker
+                # restart) and, it holding nothing, won and ran it a second time.
+                done = [Publish(self.config.topics.claims,
+                                self._claim_record(entry.key, op="done", reply_to=publish.topic,
+                                                   reply=publish.payload), fence_key=entry.key)]
         entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
             entry.move(EntryState.ANSWERED)
@@ -118,7 +127,7 @@ class AnsweringConcern(CoreParts):
             entry.pending = done + [publish] + forget     # acks are added on release
             return []
         self._settle(entry, now, answer)
-        if done:
+        if done and self.config.dispatch == "claim":
             self._emitting(entry.key)
         if entry.origin is None:
             self.latency.observe(1000 * (now - entry.received))
@@ -140,7 +149,7 @@ class AnsweringConcern(CoreParts):
         keys = self.confirms.take_emitted()
         if not keys:
             return []
-        return [Publish(self.config.topics.claims, Claim("", self.config.agent_id, op="sent", tasks=keys).encode(),
+        return [Publish(self.config.topics.claims, self._claim_record("", op="sent", tasks=keys),
                         fence_key=MARK)]
 
     def _on_sent(self, keys: list[str], now: float) -> list[Action]:
@@ -156,4 +165,4 @@ class AnsweringConcern(CoreParts):
         if not keys:
             return []
         return [Publish(self.config.topics.claims,
-                        Claim("", self.config.agent_id, op="sent", tasks=keys).encode())]
+                        self._claim_record("", op="sent", tasks=keys))]

@@ -42,7 +42,6 @@ from __future__ import annotations
 from typing import Any
 
 from fogmesh.asks import Have
-from fogmesh.claims import Claim
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import Entry, EntryState
@@ -59,7 +58,7 @@ class AskingConcern(CoreParts):
         entry.move(EntryState.ASKING)
         self.asks.open(entry.key, peers)
         self.counters.asked += 1
-        return [Publish(self.config.topics.claims, Claim(entry.key, self.config.agent_id, op="ask").encode())]
+        return [Publish(self.config.topics.claims, self._claim_record(entry.key, op="ask"))]
 
     def _on_ask(self, key: str, asker: str, now: float) -> list[Action]:
         """A peer asks whether this agent holds or answered ``key``."""
@@ -127,7 +126,7 @@ class AskingConcern(CoreParts):
 
     def _ask_again(self, peer: str) -> list[Action]:
         """``peer`` came back after its will: it missed the questions it was asked."""
-        return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
+        return [Publish(self.config.topics.claims, self._claim_record(key, op="ask"))
                 for key in self.asks.awaiting(peer)]
 
     def _expire_silent_askees(self, now: float) -> list[Action]:

@@ -28,6 +28,10 @@ class ClaimingConcern(CoreParts):
             self.counters.bad_claims += 1
             return [Ack(token)]
         actions: list[Action] = [Ack(token)]
+        if claim.agent != self.config.agent_id \
+                and self.deaths.revived(claim.agent, instance=claim.instance, epoch=claim.epoch):
+            self.deaths.back(claim.agent)       # alive: a later run or epoch than its will's
+            actions += self._peer_back(claim.agent, now, epoch=claim.epoch)
         for key in claim.tasks:      # answers the broker confirmed ("sent", or riding on a "done")
             if claim.agent == self.config.agent_id:
                 actions += self._answer_was_out(key, now)
@@ -53,7 +57,13 @@ class ClaimingConcern(CoreParts):
             answer = None
             if claim.reply_to is not None and claim.reply is not None:
                 answer = Publish(claim.reply_to, claim.reply)
-                self.claims.keep_answer(claim.task, claim.agent, held.payload if held is not None else b"", answer)
+                if self.config.dispatch == "claim":
+                    # Delivered by a peer should its maker die before saying it is out
+                    # ("sent"). Not under shared subscriptions (a takeover winner's
+                    # "done"): its answer leaves with the task's ack, so a broker that
+                    # missed the answer gives the task back to its session.
+                    self.claims.keep_answer(claim.task, claim.agent, held.payload if held is not None else b"",
+                                            answer)
             contested = self._contesting(claim.task)
             if contested is not None:
                 # Contesting it (its winner looked dead), and it was answered after

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fogmesh.claims import Claim
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import (
     Ack,
@@ -252,7 +251,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         """This agent's claim on ``claim_key``, carrying its epoch (peers
         contest only what it won in an older one)."""
         return Publish(self.config.topics.claims,
-                       Claim(claim_key, self.config.agent_id, epoch=self.claims.epoch or None).encode())
+                       self._claim_record(claim_key, epoch=self.claims.epoch or None))
 
     def _release(self, entry: Entry) -> None:
         """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from fogmesh.asks import Have
+from fogmesh.claims import Claim
 from fogmesh.edge_agent.actions import Action, AgentConfig, Counters, LatencyHistogram, Publish
 from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
 from fogmesh.edge_agent.ask_book import AskBook
@@ -59,6 +60,12 @@ class CoreParts(ABC):
     asks: AskBook                 # questions about resubmissions
     order: OrderCheck             # the claim-order probe
     limiter: RateLimiter | None   # per-device rate (None: no limit)
+
+    def _claim_record(self, task: str, **fields: Any) -> bytes:
+        """One of this agent's records on the claims topic, naming its run
+        (``instance``): a record from a run or epoch later than a will shows the
+        agent alive again, before its presence says so."""
+        return Claim(task, self.config.agent_id, instance=self.config.instance or None, **fields).encode()
 
     # -- steps of the core itself (core.py) -------------------------------------------------
     @abstractmethod
@@ -157,6 +164,10 @@ class CoreParts(ABC):
     @abstractmethod
     def _peer_views(self, now: float) -> list[Peer]:
         """The live peers as placement sees them (offers outstanding counted in)."""
+
+    @abstractmethod
+    def _peer_back(self, agent: str, now: float, *, epoch: int | None) -> list[Action]:
+        """``agent`` is back after its will: contest what it won before, ask it again."""
 
     @abstractmethod
     def _rebalance(self, now: float, *, limit: int = 8) -> list[Action]:

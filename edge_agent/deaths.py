@@ -14,7 +14,13 @@ while that peer is alive and about to come back: tasks run twice. So:
   ``rejoin_grace_s`` (peers reconnect with backoff too), and so does every
   will seen within that grace after the reconnect (retained, stale ones);
 * each death is handled once; a peer that comes back online is watched
-  afresh when its next will arrives.
+  afresh when its next will arrives;
+* a peer is back when its presence says online, or when it makes a claim as
+  a later run (``instance``) or in a later epoch than the one whose will came
+  (:meth:`revived`): an agent starting again holds its presence back until its
+  task subscriptions are in, and may claim what its session gives back
+  before; taken for dead still, its win of a takeover round was contested,
+  and the task ran twice.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class _Will:
     ts: float             # the will's own ts: the same for every observer
     due: float
     handled: bool = False
+    instance: str | None = None     # the run whose will this is
+    epoch: int = 0                  # the newest epoch it was known in when the will came
 
 
 class DeathWatch:
@@ -39,11 +47,23 @@ class DeathWatch:
         self._back_at = -1e18
 
     # -- inputs -----------------------------------------------------------------
-    def will(self, agent: str, ts: float, now: float) -> None:
-        """``agent``'s offline presence arrived (its will, or a retained copy)."""
+    def will(self, agent: str, ts: float, now: float, *, instance: str | None = None, epoch: int = 0) -> None:
+        """``agent``'s offline presence arrived (its will, or a retained copy),
+        from its run ``instance``, last known in ``epoch``."""
         if agent in self._wills:
             return
-        self._wills[agent] = _Will(since=now, ts=ts, due=self._due_from(now))
+        self._wills[agent] = _Will(since=now, ts=ts, due=self._due_from(now), instance=instance, epoch=epoch)
+
+    def revived(self, agent: str, *, instance: str | None, epoch: int | None) -> bool:
+        """Whether a claim ``agent`` made (as run ``instance``, in ``epoch``)
+        shows it alive after its will: made by another run, or in a later epoch
+        (claims of the will's epoch may be resent after it by its client)."""
+        w = self._wills.get(agent)
+        if w is None:
+            return False
+        if instance is not None and w.instance is not None and instance != w.instance:
+            return True
+        return (epoch or 0) > w.epoch
 
     def back(self, agent: str) -> bool:
         """``agent`` announced itself online: True if it was watched (it came

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.claims import Claim, claim_key, rescue_key
+from fogmesh.claims import claim_key, rescue_key
 from fogmesh.edge_agent.actions import Ack, Action, Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.edge_agent.answering import MARK, sent_again
@@ -36,7 +36,7 @@ class FailoverConcern(CoreParts):
             rkey = rescue_key(agent, will_ts)
             if self.accepting and not self.draining and self.claims.winner(rkey, now) is None:
                 self.claims.rescuing(rkey, agent)
-                actions.append(Publish(self.config.topics.claims, Claim(rkey, self.config.agent_id).encode()))
+                actions.append(Publish(self.config.topics.claims, self._claim_record(rkey)))
         return actions
 
     def _contest(self, agent: str, now: float, *, epoch: int | None = None) -> list[Action]:
@@ -64,7 +64,8 @@ class FailoverConcern(CoreParts):
         """Compete for a task some other agent held, under its takeover key
         (with ``recorded``: only to deliver the answer it already made)."""
         if self.answers.knows(key, now) and recorded is None:
-            answer = self.answers.answer(key, now) if self.confirms.take_withdrawn(key) else None
+            answer = self.answers.answer(key, now) \
+                if self.confirms.take_withdrawn(key) or self.answers.take_unconfirmed(key) else None
             if answer is not None:     # its answer was cut off with the connection: send it now
                 self.counters.answered_again += 1
                 try:
@@ -199,7 +200,7 @@ class FailoverConcern(CoreParts):
             return again
         self.deaths.reconnected(now)
         # The answers to questions asked before the drop may be lost: ask again.
-        return [Publish(self.config.topics.claims, Claim(key, self.config.agent_id, op="ask").encode())
+        return [Publish(self.config.topics.claims, self._claim_record(key, op="ask"))
                 for key in self.asks.open_keys]
 
     def _alone(self, now: float) -> bool:
@@ -223,16 +224,18 @@ class FailoverConcern(CoreParts):
         Alone, it is simply sent again."""
         claims = self.config.topics.claims
         answers = {p.fence_key: p for p in messages if p.fence_key and p.topic != claims}
-        if self.config.dispatch == "shared":
-            for key in answers:
-                self.confirms.withdraw(key)
-                self.counters.withdrawn += 1
-            return []
         # A record whose answer the broker has (confirmed): the answer is out,
         # peers must hear of it. "sent" marks go with their connection.
         records = [p for p in messages if p.fence_key and p.topic == claims
                    and p.fence_key not in answers and p.fence_key != MARK]
         actions: list[Action] = [Publish(p.topic, p.payload) for p in records]
+        if self.config.dispatch == "shared":
+            # (Records here are a takeover winner's "done": it carries the answer, so
+            # peers that believe it deliver that answer, never run the task again.)
+            for key in answers:
+                self.confirms.withdraw(key)
+                self.counters.withdrawn += 1
+            return actions
         alone = self._alone(now)
         for key, answer in answers.items():
             if alone:

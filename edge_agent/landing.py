@@ -50,12 +50,13 @@ class LandingConcern(CoreParts):
             return [Ack(token)]
         if self.answers.knows(key, now):   # answered already
             self.counters.duplicates += 1
-            if dup and not self.confirms.take_withdrawn(key):
+            if dup and not (self.confirms.take_withdrawn(key) or self.answers.take_unconfirmed(key)):
                 answer = None            # redelivered: answered again only if its answer was cut off
             else:
                 answer = self.answers.answer(key, now)
             if answer is not None:       # submitted again, or its answer was cut off: the same answer
                 self.confirms.take_withdrawn(key)
+                self.answers.take_unconfirmed(key)
                 self.counters.answered_again += 1
                 return [sent_again(answer, task), Ack(token)]
             return [Ack(token)]
@@ -160,7 +161,7 @@ class LandingConcern(CoreParts):
         but not answered (placed again, in order)."""
         answers = answers or {}
         for key in done:
-            self.answers.add(key, now, answers.get(key))
+            self.answers.restored(key, now, answers.get(key))
         actions: list[Action] = []
         for payload in unfinished:
             try:

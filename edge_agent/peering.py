@@ -26,26 +26,20 @@ class PeeringConcern(CoreParts):
             return []
         if presence.agent != agent:
             return []                                 # forged: the topic says who it is
+        before = self.peers.get(agent)
         self.peers.update(presence, now)
         self.offers.heard_from(agent)
         if presence.state == "online":
             if self.deaths.back(agent):
-                # Back after its will: it gave up the claims it had made (their
-                # outcome may be lost: amqtt drops messages in flight), so what it
-                # won with them is contested now. Not what it won with claims of
-                # its new epoch: it holds those, and would not compete for them.
-                # Its epoch is the newest it said, in this presence or in a claim:
-                # a presence it sent before the drop can arrive after the will
-                # (a broker behind on this agent's messages), after claims of
-                # its new connection, and taking it at its word would contest them.
-                epoch = max(presence.epoch or 0, self.claims.peer_epoch(agent)) or None
-                return self._contest(agent, now, epoch=epoch) + self._ask_again(agent) + \
-                    self._rebalance(now)
+                return self._peer_back(agent, now, epoch=presence.epoch)
             # Not answered by its next presence: it may have missed the question (a
             # reconnect without a will, or a hold it has since let go of).
             return self._ask_again(agent) + self._rebalance(now)
         if presence.state == "offline":
-            self.deaths.will(agent, presence.ts, now)
+            known = before.presence.epoch if before is not None and before.presence.instance == presence.instance \
+                else None
+            self.deaths.will(agent, presence.ts, now, instance=presence.instance,
+                             epoch=max(known or 0, self.claims.peer_epoch(agent)))
         # Its will, or it drains: offers it has not accepted go elsewhere now.
         # What it accepted stays with it until it is dead (``_handle_deaths``): a
         # will also comes from a broker that shuts down, with the peer alive.
@@ -55,6 +49,19 @@ class PeeringConcern(CoreParts):
                     and not entry.offer.accepted:
                 actions += self._replace(entry, now)
         return actions
+
+    def _peer_back(self, agent: str, now: float, *, epoch: int | None) -> list[Action]:
+        """``agent`` is back after its will (its presence, or a claim of a later
+        run or epoch says so): it gave up the claims it had made (their
+        outcome may be lost: amqtt drops messages in flight), so what it won
+        with them is contested now. Not what it won with claims of its new
+        epoch: it holds those, and would not compete for them. Its epoch is the
+        newest it said, in a presence or in a claim: a presence it sent before
+        the drop can arrive after the will (a broker behind on this agent's
+        messages), after claims of its new connection, and taking it at its
+        word would contest them."""
+        newest = max(epoch or 0, self.claims.peer_epoch(agent)) or None
+        return self._contest(agent, now, epoch=newest) + self._ask_again(agent) + self._rebalance(now)
 
     def _on_bridge(self, payload: bytes, now: float) -> list[Action]:
         """A cloud bridge's health: it takes heavy tasks while online."""

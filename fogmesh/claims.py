@@ -40,6 +40,11 @@ class Claim:
     peers contest only what it won with an older one. Those claims may reach
     peers after the will (the client resends them on reconnect), and the agent
     gave them up when its connection dropped; what it won since, it holds.
+
+    ``instance``: the claimer's run (its presence's ``instance``). A record
+    from a run other than the one whose will came, or of a later epoch, shows
+    that agent alive again, though its presence has not said so yet (it holds
+    it back at start-up until its task subscriptions are in).
     """
 
     task: str
@@ -49,6 +54,7 @@ class Claim:
     reply: bytes | None = None
     tasks: tuple[str, ...] = ()
     epoch: int | None = None
+    instance: str | None = None
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {"task": self.task, "agent": self.agent}
@@ -56,6 +62,8 @@ class Claim:
             d["op"] = self.op
         if self.epoch is not None:
             d["epoch"] = self.epoch
+        if self.instance is not None:
+            d["instance"] = self.instance
         if self.tasks:
             d["tasks"] = list(self.tasks)
         if self.reply_to is not None:
@@ -80,8 +88,12 @@ class Claim:
         epoch = d.get("epoch")
         if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
             epoch = None
+        instance = d.get("instance")
+        if not (isinstance(instance, str) and 0 < len(instance) <= 64):
+            instance = None
         return cls(d["task"], d["agent"], d.get("op", "claim"), reply_to=reply_to,
-                   reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks), epoch=epoch)
+                   reply=codec.encode(reply) if reply is not None else None, tasks=tuple(tasks), epoch=epoch,
+                   instance=instance)
 
 
 def takeover_key(key: str, n: int = 1) -> str:

@@ -388,17 +388,19 @@ def test_a_done_record_that_overtakes_its_task_message_makes_that_message_a_dupl
 
 def back_after_its_will(*claims, presence_epoch=1):
     """a1 sees a2's will, then ``claims`` (key, epoch) by a2, then a2 online
-    (in epoch 1, or the ``presence_epoch`` that presence says)."""
+    (in epoch 1, or the ``presence_epoch`` that presence says). What a1
+    claims from then on (a claim of a later epoch shows a2 back at once)."""
     c = core("claim", takeover_grace_s=2.0)
     on_message(c, T.tasks, task("old", kind="echo"), 1, 0.0)
     on_message(c, T.claims, claim("old", "a2"), 2, 0.0)
     on_message(c, T.presence("a2"), Presence(agent="a2", state="offline", ts=1.0).encode(), None, 1.0)
+    after = []
     for i, (key, epoch) in enumerate(claims):
-        on_message(c, T.tasks, task(key, kind="echo"), f"t{i}", 1.1)
-        on_message(c, T.claims, Claim(key, "a2", epoch=epoch).encode(), f"c{i}", 1.2)
-    back = on_message(c, T.presence("a2"), Presence(agent="a2", state="online", ts=1.3,
-                                                   epoch=presence_epoch).encode(), None, 1.3)
-    return [b["task"] for t, b in published(back + on_tick(c, 1.3)) if t == T.claims]
+        after += on_message(c, T.tasks, task(key, kind="echo"), f"t{i}", 1.1)
+        after += on_message(c, T.claims, Claim(key, "a2", epoch=epoch).encode(), f"c{i}", 1.2)
+    after += on_message(c, T.presence("a2"), Presence(agent="a2", state="online", ts=1.3,
+                                                     epoch=presence_epoch).encode(), None, 1.3)
+    return [b["task"] for t, b in published(after + on_tick(c, 1.3)) if t == T.claims and b["task"].endswith("#t")]
 
 
 def test_a_peer_back_after_its_will_keeps_what_it_won_in_its_new_epoch():

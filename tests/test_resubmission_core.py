@@ -238,3 +238,80 @@ def test_a_queue_agent_restarted_resumes_only_its_own_direct_tasks_and_remembers
     assert [k for x, k in bus.runs if x == "a"] == ["t2"]
     bus.deliver(on_message(a, T.tasks, answered, "t0@a", 0.1, dup=True), 0.1, "a")
     assert ("a", "t0") not in bus.runs
+
+
+# -- a takeover round's winner answers; the losers keep a copy until they hear of it -------------
+
+def test_a_takeover_won_and_answered_is_not_contested_when_its_winner_comes_back_after_a_will():
+    """Seed 2 of the random schedules: a task redelivered to two agents (DUP)
+    is competed for under its takeover key; a wins and answers; b keeps a
+    copy. The broker then stops (SIGTERM: every will published) and comes
+    back; when a says online again in a new epoch, b contested what a had won
+    in the old one, won the next round uncontested (a had answered and held
+    nothing) and ran the task a second time."""
+    bus = fabric("a", "b")
+    payload = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    bus.task("b", "busy", 0.0)                                   # b's one worker is busy: t1 waits there
+    bus.deliver(on_message(bus.cores["b"], T.tasks, payload, "t1@b", 0.0), 0.0, "b")
+    bus.deliver(on_message(bus.cores["a"], T.tasks, payload, "t1@a", 0.01, dup=True), 0.01, "a")
+    assert [k for _, k in bus.runs] == ["busy", "t1"] and ("a", "t1") in bus.runs
+    bus.finish("a", "t1", 0.1)
+    assert [r["id"] for r in bus.replies] == ["t1"]
+    will = Presence(agent="a", state="offline", ts=1.0, capacity=1, kinds=REG.names())
+    bus.deliver(on_message(bus.cores["b"], T.presence("a"), will.encode(), "will", 1.0), 1.0, "b")
+    back = Presence(agent="a", state="online", ts=5.0, capacity=1, kinds=REG.names(), epoch=1)
+    bus.deliver(on_message(bus.cores["b"], T.presence("a"), back.encode(), "back", 5.0), 5.0, "b")
+    bus.deliver(on_tick(bus.cores["b"], 10.0), 10.0, "b")
+    bus.finish("b", "busy", 10.0)
+    assert [k for x, k in bus.runs if x == "b"] == ["busy"]
+    assert [r["id"] for r in bus.replies] == ["t1", "busy"]
+
+
+def test_a_claim_from_a_peer_restarted_after_its_will_shows_it_alive_and_its_round_is_not_contested():
+    """Seed 1 of the random schedules: b stopped (its will came, its death was
+    handled), started again and, before its presence said online (held until
+    its task subscriptions are in), won t1's takeover round with a copy its
+    session gave back. a, which got t1 from a rescued session, took b for
+    dead still, claimed the next round uncontested and ran t1 a second time."""
+    from fogmesh.claims import Claim
+    a = AgentCore(AgentConfig(agent_id="a", topics=T, concurrency=1, instance="ia"), REG, policy=LocalPolicy())
+    on_message(a, T.presence("b"), Presence(agent="b", state="online", ts=0.0, capacity=1, kinds=REG.names(),
+                                             instance="ib1").encode(), "p", 0.0)
+    on_message(a, T.presence("b"), Presence(agent="b", state="offline", ts=1.0, capacity=1, kinds=REG.names(),
+                                             instance="ib1").encode(), "will", 1.0)
+    on_tick(a, 10.0)                                       # b's death is handled
+    on_message(a, T.claims, Claim("t1#t", "b", instance="ib2").encode(), "c", 11.0)   # b's new run wins t1
+    payload = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    actions = on_message(a, T.tasks, payload, "t1@a", 11.1, dup=True)
+    assert not [x for x in actions if isinstance(x, (Run, Publish))], actions
+
+
+def test_a_claim_resent_after_its_makers_will_does_not_show_it_alive():
+    """A claim made before a drop, resent by its client after the will (the
+    same run, the same epoch), says nothing about the agent being back."""
+    from fogmesh.claims import Claim
+    from fogmesh.edge_agent.deaths import DeathWatch
+    deaths = DeathWatch()
+    deaths.will("b", 1.0, 1.0, instance="ib1", epoch=2)
+    assert not deaths.revived("b", instance="ib1", epoch=2)
+    assert not deaths.revived("b", instance=None, epoch=None)
+    assert deaths.revived("b", instance="ib1", epoch=3)
+    assert deaths.revived("b", instance="ib2", epoch=None)
+    assert Claim.decode(Claim("t1#t", "b", instance="ib2").encode()).instance == "ib2"
+
+
+def test_a_task_given_back_after_a_restart_gets_the_answer_the_journal_kept():
+    """Seed 1 of the random schedules: the broker stopped as a's answer left
+    (withdrawn, unconfirmed), then a was stopped too. Restarted, its journal
+    said the task was answered, its session gave the task back (the ack, in
+    the answer's write, never reached the broker), and a acknowledged it
+    without answering: lost."""
+    from fogmesh.edge_agent import events as ev
+    from fogmesh.edge_agent.answer_book import StoredAnswer
+    a = AgentCore(AgentConfig(agent_id="a", topics=T, concurrency=1), REG, policy=LocalPolicy())
+    reply = b'{"id":"t1","status":"ok","result":1,"worker":"a","tier":"local"}'
+    a.handle(ev.Restored(["t1"], [], {"t1": StoredAnswer(REPLIES, reply)}), 0.0)
+    payload = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    again = on_message(a, T.tasks, payload, "t1@a", 0.1, dup=True)
+    assert [x.payload for x in again if isinstance(x, Publish)] == [reply]
+    assert [x for x in on_message(a, T.tasks, payload, "t1@a2", 0.2, dup=True) if isinstance(x, Publish)] == []
