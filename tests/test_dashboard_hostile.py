@@ -36,7 +36,8 @@ ROOT = f"dashhostile/{uuid.uuid4().hex[:8]}"
 PASSWORDS = {"alice": "alice-operator-pw", "bob": "bob-viewer-pw", "op-1": "op-1-operator-pw",
              "op-2": "op-2-operator-pw", "carol": "carol-viewer-pw"}
 ROLES = {"alice": "operator", "bob": "viewer", "op-1": "operator", "op-2": "operator"}
-GROWTH_MB = 100      # what the dashboard's memory may grow by while it is flooded with logins
+GROWTH_MB = 100      # what the dashboard's memory may grow by while it is flooded with logins (2 hashes: 64 MiB)
+PROXY = "127.0.0.9"  # the fixture's dashboard believes this address about the clients it relays
 
 
 def users_cli(path: Path, *args: str, password: str | None = None) -> None:
@@ -74,7 +75,7 @@ def site():
     for name, role in ROLES.items():
         add_user(users, name, role)
     log = directory / "dashboard.log"
-    proc, address = start_dashboard(ops, "--users", str(users), log=log)
+    proc, address = start_dashboard(ops, "--users", str(users), "--trusted-proxy", PROXY, log=log)
     try:
         yield {"dir": directory, "ops": ops, "users": users, "factory": factory, "proc": proc,
                "address": address, "log": log}
@@ -103,10 +104,11 @@ def request(address: str, path: str, *, method: str = "GET", body: bytes | None 
         conn.close()
 
 
-def log_in(site: dict, user: str, password: str | None = None, *, source: str = "127.0.0.1") -> tuple[int, dict]:
+def log_in(site: dict, user: str, password: str | None = None, *, source: str = "127.0.0.1",
+           headers: dict[str, str] | None = None) -> tuple[int, dict]:
     form = f"user={user}&password={password or PASSWORDS[user]}".encode()
     status, headers, _ = request(site["address"], "/login", method="POST", body=form, source=source,
-                                 ctype="application/x-www-form-urlencoded")
+                                 ctype="application/x-www-form-urlencoded", headers=headers)
     return status, headers
 
 
@@ -210,6 +212,18 @@ def test_an_attackers_failed_logins_do_not_lock_out_the_user_elsewhere(site):
     assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]           # the attacker's address waits
     assert log_in(site, "alice", source="127.0.0.5")[0] == 303                # alice, from hers, does not
     assert log_in(site, "bob", source="127.0.0.6")[0] == 303
+
+
+def test_behind_a_trusted_proxy_logins_count_by_the_client_it_names(site):
+    attacker, alice = {"X-Forwarded-For": "198.51.100.7"}, {"X-Forwarded-For": "198.51.100.8"}
+    codes = [log_in(site, "alice", "not-her-password", source=PROXY, headers=attacker)[0] for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    assert log_in(site, "alice", source=PROXY, headers=alice)[0] == 303
+    assert "failed login for 'alice' from 198.51.100.7" in site["log"].read_text()
+    # Another peer's forwarding headers are not believed: it is counted as itself.
+    codes = [log_in(site, "bob", "wrong", source="127.0.0.10", headers={"X-Forwarded-For": f"198.51.100.{20 + i}"})[0]
+             for i in range(4)]
+    assert codes == [401, 401, 401, 429]
 
 
 # -- the users file, changed while the dashboard runs ------------------------------------------------

@@ -11,7 +11,14 @@ import pytest
 
 from fogmesh.dashboard.attempts import Attempt, LoginGate, Refused, source_of
 from fogmesh.dashboard.auth import User
-from fogmesh.dashboard.exposure import INSECURE_FLAG, buttons_refused, insecure_warning, refusal, relayed
+from fogmesh.dashboard.exposure import (
+    INSECURE_FLAG,
+    buttons_refused,
+    client_address,
+    insecure_warning,
+    refusal,
+    relayed,
+)
 from fogmesh.dashboard.sessions import Sessions
 from fogmesh.dashboard.streams import StreamQuota
 from fogmesh.dashboard.users_watch import FileStamp, UsersWatch, changes
@@ -200,3 +207,12 @@ def test_behind_a_proxy_buttons_need_logins():
 def test_a_relayed_request_is_told_by_its_forwarding_headers():
     assert relayed(["Host", "X-Forwarded-For"]) and relayed(["forwarded"]) and relayed({"X-Real-IP": "1.2.3.4"})
     assert not relayed(["Host", "Content-Type", "Cookie"])
+
+
+def test_a_trusted_proxy_is_believed_about_its_client_and_no_one_else_is():
+    proxy = frozenset({"127.0.0.1"})
+    assert client_address("127.0.0.1", {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}, proxy) == "198.51.100.7"
+    assert client_address("127.0.0.1", {"X-Real-IP": "198.51.100.8"}, proxy) == "198.51.100.8"
+    assert client_address("127.0.0.1", {}, proxy) == "127.0.0.1"
+    assert client_address("127.0.0.1", {"X-Forwarded-For": "not an address"}, proxy) == "127.0.0.1"
+    assert client_address("192.168.1.31", {"X-Forwarded-For": "198.51.100.7"}, proxy) == "192.168.1.31"

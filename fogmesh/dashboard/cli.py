@@ -45,6 +45,11 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
                         "cannot use the buttons). Repeatable. --host's address, this machine's addresses (for "
                         "0.0.0.0) and localhost are always served. Without a users file, a dashboard with a "
                         "--server-name has no buttons (behind a proxy, buttons need logins)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                   help="the address a reverse proxy connects from (e.g. 127.0.0.1); its requests are counted by "
+                        "the client it names in X-Forwarded-For (the last entry) or X-Real-IP, so that one "
+                        "client's failed logins do not slow everyone behind the proxy. Only for a proxy that "
+                        "sets that header itself. Repeatable")
     p.add_argument("--users", type=Path, default=None, metavar="FILE",
                    help=f"the users file (default: $FOGMESH_DASHBOARD_USERS or {default_users_file()}, if it "
                         "exists); with users, everyone logs in and only operators press buttons")
@@ -98,7 +103,8 @@ def main(args: argparse.Namespace) -> int:
         dash = Dashboard(args.broker, root=args.root, host=args.host, port=args.port, window_s=args.window,
                          controls=False if args.read_only else None, users=users,
                          server_names=args.server_name, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                         insecure_http_logins=args.insecure_http_logins).start()
+                         insecure_http_logins=args.insecure_http_logins,
+                         trusted_proxies=args.trusted_proxy).start()
     except OSError as exc:
         if isinstance(exc, FogmeshError):
             raise

@@ -14,10 +14,16 @@ its logins, TLS, and the names it is reached under. Pure.
   other name than this machine's) and no users file, and none for a request
   a proxy relayed (it carries ``Forwarded``, ``X-Forwarded-For`` or
   ``X-Real-IP``). It used to take such presses as ``local (operator)``.
+- Behind a proxy every request comes from the proxy's address, and failed
+  logins are counted by address (:mod:`.attempts`): one client's failures
+  would slow everyone behind it. A proxy named with ``--trusted-proxy`` is
+  believed about the client it relays (:func:`client_address`); any other
+  peer's forwarding headers are not (anyone may send them).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Collection, Mapping
 
 from fogmesh.dashboard.guard import ANY, is_loopback
@@ -55,6 +61,23 @@ def insecure_warning(*, host: str, logins: bool, tls: bool) -> str | None:
 def relayed(headers: Mapping[str, str] | Collection[str]) -> bool:
     """Did a proxy relay this request (any of its forwarding headers)?"""
     return any(str(h).lower() in FORWARDING_HEADERS for h in headers)
+
+
+def client_address(peer: str, headers: Mapping[str, str], trusted_proxies: Collection[str]) -> str:
+    """Where a request comes from: the peer's address, or, from a trusted
+    proxy, the client it names: the last ``X-Forwarded-For`` entry (the one
+    that proxy appended), else ``X-Real-IP``; a malformed one is not
+    believed."""
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = headers.get("X-Forwarded-For")
+    named = forwarded.split(",")[-1] if forwarded else headers.get("X-Real-IP")
+    if not named:
+        return peer
+    try:
+        return str(ipaddress.ip_address(named.strip()))
+    except ValueError:
+        return peer
 
 
 def buttons_refused(*, logins: bool, server_names: Collection[str], relayed_request: bool = False) -> str | None:

@@ -111,6 +111,7 @@ class Dashboard:
                  tick_s: float = 1.0, window_s: float = 600.0, controls: bool | None = None,
                  users: Users | None = None, server_names: Iterable[str] = (),
                  tls_cert: str | None = None, tls_key: str | None = None, insecure_http_logins: bool = False,
+                 trusted_proxies: Iterable[str] = (),
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.users = users or Users({})
         self.login_required = bool(self.users)
@@ -131,6 +132,7 @@ class Dashboard:
         self._users_watch = UsersWatch()
         self._users_watch.read(self._stamp(), monotonic())
         self.server_names = tuple(server_names)
+        self.trusted_proxies = frozenset(trusted_proxies)
         addresses, hostname = machine_addresses() if host in ANY else ([], None)
         self.names = served_names(host, self.server_names, addresses=addresses, hostname=hostname)
         self.tls = tls_cert is not None

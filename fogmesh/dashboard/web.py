@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from fogmesh import codec
 from fogmesh.dashboard.attempts import Refused
-from fogmesh.dashboard.exposure import relayed
+from fogmesh.dashboard.exposure import client_address, relayed
 from fogmesh.dashboard.guard import SECURITY_HEADERS, host_allowed, host_of, same_origin
 from fogmesh.dashboard.sessions import Session
 
@@ -129,6 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _relayed(self) -> bool:
         return relayed(self.headers.keys())
 
+    def _client(self) -> str:
+        """The client's address: the peer's, or the one a ``--trusted-proxy`` names."""
+        return client_address(self.client_address[0], self.headers, self.dashboard.trusted_proxies)
+
     def _path(self) -> str:
         return self.path.split("?", 1)[0]
 
@@ -209,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
             return
         status, answer = self.dashboard.actuate(parts[2], parts[3], parsed, session=session,
-                                                address=self.client_address[0], relayed=self._relayed())
+                                                address=self._client(), relayed=self._relayed())
         self._json(status, answer)
 
     def _body(self, limit: int = 4096) -> bytes | None:
@@ -242,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(body.decode(errors="replace"), max_num_fields=4)
         name = (form.get("user") or [""])[0][:64]
         password = (form.get("password") or [""])[0][:1024]
-        address = self.client_address[0]
+        address = self._client()
         attempt = dash.admit_login(address, name)          # before any hash: see attempts.py
         if isinstance(attempt, Refused):
             log.warning("dashboard: login for %r from %s not tried: %s", name, address, attempt.message)
