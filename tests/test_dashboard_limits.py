@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fogmesh.dashboard.attempts import Attempt, LoginGate, Refused, source_of
-from fogmesh.dashboard.auth import User
+from fogmesh.dashboard.auth import User, Users, UsersFileError
 from fogmesh.dashboard.exposure import (
     INSECURE_FLAG,
     buttons_refused,
@@ -180,6 +180,25 @@ def test_the_sessions_of_a_removed_or_changed_user_end_and_the_others_stay():
     ended = sessions.keep_only({"bob": User("bob", "operator", "scrypt$b")})       # a viewer made an operator
     assert [s.token for s in ended] == [bob.token]
     assert sessions.keep_only({}) == [] and len(sessions) == 0
+
+
+def test_a_users_logins_are_bounded_and_a_new_one_ends_the_oldest():
+    clock = Clock()
+    sessions = Sessions(clock=clock, per_user=3)
+    opened = []
+    for _ in range(5):
+        clock.now += 1
+        opened.append(sessions.open(ALICE))
+    bob = sessions.open(BOB)
+    assert [sessions.get(s.token) is not None for s in opened] == [False, False, True, True, True]
+    assert sessions.get(bob.token) is bob and len(sessions) == 4
+
+
+def test_a_users_file_that_is_not_text_is_a_users_file_error(tmp_path):
+    path = tmp_path / "users"
+    path.write_bytes(b"alice:operator:\xff\xfe")
+    with pytest.raises(UsersFileError, match="not text"):
+        Users.load(path)
 
 
 # -- how it may be exposed -------------------------------------------------------------------------------

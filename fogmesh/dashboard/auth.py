@@ -92,6 +92,8 @@ class Users:
             return cls({}, path)
         except OSError as exc:
             raise UsersFileError(f"cannot read the users file {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsersFileError(f"the users file {path} is not text ({exc.reason} at byte {exc.start})") from exc
         users: dict[str, User] = {}
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.startswith("#"):

@@ -16,6 +16,7 @@ from fogmesh.dashboard.auth import User
 
 SESSION_IDLE_S = 8 * 3600          # a session unused this long is over
 SESSION_MAX_S = 24 * 3600          # ... and any session after this long
+SESSIONS_PER_USER = 32             # a user's logins kept at once; a new one ends the oldest
 
 
 @dataclass
@@ -32,16 +33,21 @@ class Sessions:
     """Login sessions by cookie token, in memory (a restart logs everyone out)."""
 
     def __init__(self, *, clock: Callable[[], float], idle_s: float = SESSION_IDLE_S,
-                 max_s: float = SESSION_MAX_S) -> None:
+                 max_s: float = SESSION_MAX_S, per_user: int = SESSIONS_PER_USER) -> None:
         self.clock = clock
-        self.idle_s, self.max_s = idle_s, max_s
+        self.idle_s, self.max_s, self.per_user = idle_s, max_s, per_user
         self._sessions: dict[str, Session] = {}
 
     def open(self, user: User) -> Session:
+        """A new session; the user's oldest ends if they have ``per_user``
+        already (memory stays bounded however often one login logs in)."""
         now = self.clock()
+        self._expire(now)
+        theirs = sorted((s for s in self._sessions.values() if s.user == user.name), key=lambda s: s.created)
+        for old in theirs[:max(0, len(theirs) - self.per_user + 1)]:
+            self._sessions.pop(old.token, None)
         session = Session(secrets.token_urlsafe(32), user.name, user.role, now, now, user)
         self._sessions[session.token] = session
-        self._expire(now)
         return session
 
     def get(self, token: str | None) -> Session | None:
