@@ -1,5 +1,6 @@
 """The dashboard's gatekeeping, pure (fake clocks, no sockets): names it
-serves, logins and their sessions, failed logins slowed, the audit of presses."""
+serves, logins and their sessions, the audit of presses. Failed logins and
+the other limits: tests/test_dashboard_limits.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from fogmesh.dashboard.auth import Users, UsersFileError, check_password, hash_password
 from fogmesh.dashboard.guard import host_allowed, host_of, is_loopback, same_origin, served_names
 from fogmesh.dashboard.presses import Presses
-from fogmesh.dashboard.sessions import LoginThrottle, Sessions
+from fogmesh.dashboard.sessions import Sessions
 
 
 class Clock:
@@ -92,7 +93,7 @@ def test_a_damaged_users_file_says_which_line(tmp_path):
         Users.load(path)
 
 
-# -- sessions and the throttle ---------------------------------------------------------------
+# -- sessions ----------------------------------------------------------------------------------
 
 def test_a_session_lasts_while_used_and_ends_when_idle_or_too_old_or_closed():
     clock = Clock()
@@ -111,23 +112,6 @@ def test_a_session_lasts_while_used_and_ends_when_idle_or_too_old_or_closed():
     u = sessions.open(alice)
     sessions.close(u.token)
     assert sessions.get(u.token) is None and sessions.get("forged") is None and sessions.get(None) is None
-
-
-def test_failed_logins_are_slowed_per_address_and_per_name_and_a_success_clears_them():
-    clock = Clock()
-    throttle = LoginThrottle(clock=clock, free=3)
-    for _ in range(3):
-        assert throttle.wait_s("10.0.0.9", "alice") == 0
-        throttle.failed("10.0.0.9", "alice")
-    assert throttle.wait_s("10.0.0.9", "alice") == pytest.approx(2.0)
-    assert throttle.wait_s("10.0.0.10", "alice") == pytest.approx(2.0)       # the name is under attack too
-    assert throttle.wait_s("10.0.0.9", "bob") == pytest.approx(2.0)          # and so is the address
-    clock.now += 2
-    throttle.failed("10.0.0.9", "alice")
-    assert throttle.wait_s("10.0.0.9", "alice") == pytest.approx(4.0)        # doubling
-    clock.now += 4
-    throttle.succeeded("10.0.0.9", "alice")
-    assert throttle.wait_s("10.0.0.9", "alice") == 0
 
 
 # -- the audit of presses ----------------------------------------------------------------------

@@ -27,6 +27,8 @@ PURE_MODULES = [
     "edge_agent/ask_book.py", "edge_agent/core_parts.py", "edge_agent/intake.py", "cloud_bridge/forwarding.py",
     "fogmesh/mqtt_framing.py",
     "fogmesh/dashboard/guard.py", "fogmesh/dashboard/sessions.py", "fogmesh/dashboard/presses.py",
+    "fogmesh/dashboard/attempts.py", "fogmesh/dashboard/streams.py", "fogmesh/dashboard/users_watch.py",
+    "fogmesh/dashboard/exposure.py",
     "edge_agent/events.py", "edge_agent/rival_watch.py", "edge_agent/presence_hold.py", "edge_agent/journal_health.py",
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",

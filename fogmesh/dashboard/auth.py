@@ -7,7 +7,8 @@ on that LAN. The broker login stays in the dashboard process; these logins
 are the people in front of the page. Two roles: ``viewer`` (sees everything)
 and ``operator`` (also presses buttons).
 
-Sessions and the slowing of failed logins live in :mod:`.sessions` (pure).
+Sessions live in :mod:`.sessions`, the limits on login attempts in
+:mod:`.attempts` (both pure).
 
 The users file is one line per user, ``name:role:hash``, readable only by its
 owner (0600), where ``hash`` is ``scrypt$N$r$p$salt$key`` (stdlib scrypt:
@@ -76,7 +77,8 @@ class User:
 
 
 class Users:
-    """The users file, read once (the dashboard reads it again at start)."""
+    """One reading of the users file (a running dashboard reads it again as
+    soon as it changes: :mod:`.users_watch`)."""
 
     def __init__(self, users: dict[str, User], path: Path | None = None) -> None:
         self.users = users
@@ -90,6 +92,8 @@ class Users:
             return cls({}, path)
         except OSError as exc:
             raise UsersFileError(f"cannot read the users file {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsersFileError(f"the users file {path} is not text ({exc.reason} at byte {exc.start})") from exc
         users: dict[str, User] = {}
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.startswith("#"):

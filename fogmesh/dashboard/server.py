@@ -8,8 +8,12 @@ on the host, and a browser needs nothing but HTTP(S) to this process.
 
 Who may use the page is this process's business too (:mod:`.auth`): with a
 users file, everyone logs in, and only operators press buttons; without
-one, it serves this machine only (loopback). Requests for a name it does
-not serve are refused first (:mod:`.guard`: DNS rebinding). Every press is
+one, it serves this machine only (loopback), and how it may be exposed is
+:mod:`.exposure`'s. Requests for a name it does not serve are refused first
+(:mod:`.guard`: DNS rebinding). Logins are limited before their password is
+hashed (:mod:`.attempts`), open pages per user (:mod:`.streams`), and the
+users file is read again as soon as it changes (:mod:`.users_watch`): a
+removed user's sessions end at once. Every press is
 published on ``{root}/audit/dashboard`` with who, when, what and what came
 of it (:mod:`.presses`), and shown on the page.
 """
@@ -17,6 +21,7 @@ of it (:mod:`.presses`), and shown on the page.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -27,12 +32,16 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
 from fogmesh import codec
-from fogmesh.dashboard.auth import Users
-from fogmesh.dashboard.guard import ANY, is_loopback, served_names
+from fogmesh.dashboard.attempts import Attempt, LoginGate, Refused
+from fogmesh.dashboard.auth import User, Users, UsersFileError
+from fogmesh.dashboard.exposure import buttons_refused, refusal
+from fogmesh.dashboard.guard import ANY, served_names
 from fogmesh.dashboard.model import DashboardModel
 from fogmesh.dashboard.presses import Presses
-from fogmesh.dashboard.sessions import LoginThrottle, Session, Sessions
-from fogmesh.dashboard.web import MAX_STREAMS, DashboardHTTPServer, event, handler_class
+from fogmesh.dashboard.sessions import Session, Sessions
+from fogmesh.dashboard.streams import StreamQuota
+from fogmesh.dashboard.users_watch import FileStamp, UsersWatch, changes
+from fogmesh.dashboard.web import DashboardHTTPServer, event, handler_class
 from fogmesh.errors import ConnectError, FogmeshError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, topic_round_trip
 from fogmesh.topics import Topics, is_safe_id
@@ -101,27 +110,31 @@ class Dashboard:
     def __init__(self, broker: BrokerUrl | str, *, root: str, host: str = "127.0.0.1", port: int = 8080,
                  tick_s: float = 1.0, window_s: float = 600.0, controls: bool | None = None,
                  users: Users | None = None, server_names: Iterable[str] = (),
-                 tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, insecure_http_logins: bool = False,
+                 trusted_proxies: Iterable[str] = (),
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.users = users or Users({})
         self.login_required = bool(self.users)
-        if not self.login_required and not is_loopback(host):
-            where = "every address of this machine" if host in ANY else host
-            raise DashboardRefused(
-                f"--host {host} serves the page, and its buttons, to {where}, so it needs logins, and there is "
-                "no users file. Add one: fogmesh dashboard users add NAME --role operator (viewers: --role "
-                "viewer), then start again; with --tls-cert/--tls-key passwords do not cross the LAN in clear. "
-                "Or serve this machine only (--host 127.0.0.1).")
+        why_not = refusal(host=host, logins=self.login_required, tls=tls_cert is not None,
+                          insecure_http_logins=insecure_http_logins)
+        if why_not:
+            raise DashboardRefused(why_not)
         self.url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
         self.topics = Topics(root)
         self.model = DashboardModel(self.topics, tick_s=tick_s, window_s=window_s)
         self.clock = clock
         self.monotonic = monotonic
         self.sessions = Sessions(clock=monotonic)
-        self.throttle = LoginThrottle(clock=monotonic)
+        self.gate = LoginGate(clock=monotonic)
+        self.quota = StreamQuota()
         self.presses = Presses()
+        self._users_lock = threading.Lock()       # the users, the sessions, the gate and the quota
+        self._users_watch = UsersWatch()
+        self._users_watch.read(self._stamp(), monotonic())
+        self.server_names = tuple(server_names)
+        self.trusted_proxies = frozenset(trusted_proxies)
         addresses, hostname = machine_addresses() if host in ANY else ([], None)
-        self.names = served_names(host, server_names, addresses=addresses, hostname=hostname)
+        self.names = served_names(host, self.server_names, addresses=addresses, hostname=hostname)
         self.tls = tls_cert is not None
         if (tls_cert is None) != (tls_key is None):
             raise DashboardRefused("give both --tls-cert and --tls-key")
@@ -215,6 +228,7 @@ class Dashboard:
         while not self._stop.is_set():
             next_at += self.model.tick_s
             self._stop.wait(max(0.0, next_at - self.clock()))
+            self.refresh_users()                # a removed user's open pages end within a tick
             with self._lock:
                 unanswered = self.presses.due(self.monotonic())
                 tick = self.model.tick(self.clock())
@@ -231,24 +245,95 @@ class Dashboard:
             for record in unanswered:
                 self._audit(record)
 
+    # -- the users file, logins, open pages ----------------------------------------------
+    def _stamp(self) -> FileStamp | None:
+        if self.users.path is None:
+            return None
+        try:
+            st = os.stat(self.users.path)
+        except OSError:
+            return None
+        return FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def refresh_users(self) -> None:
+        """Read the users file again if it changed (every request and tick
+        asks: one stat); end the sessions of users it removed or changed. A
+        file that cannot be read lets nobody in until it is fixed, as it
+        would not let the dashboard start."""
+        path = self.users.path
+        if path is None:
+            return
+        stamp = self._stamp()
+        with self._users_lock:
+            now = self.monotonic()
+            if not self._users_watch.reload(stamp, now):
+                return
+            self._users_watch.read(stamp, now)
+            try:
+                users = Users.load(path)
+            except UsersFileError as exc:
+                log.error("dashboard: %s; nobody logs in until the users file is fixed", exc)
+                users = Users({}, path)
+            changed = changes(self.users.users, users.users)
+            self.users = users
+            ended = self.sessions.keep_only(users.users)
+            if users and not self.login_required:
+                self.login_required = True
+                changed.append("logins are on from now")
+        for line in changed:
+            log.warning("dashboard: users file %s: %s", path, line)
+        for session in ended:
+            log.warning("dashboard: ended a session of %s (%s): the users file changed", session.user, session.role)
+
+    def session(self, token: str | None) -> Session | None:
+        with self._users_lock:
+            return self.sessions.get(token)
+
+    def admit_login(self, address: str, name: str) -> Attempt | Refused:
+        with self._users_lock:
+            return self.gate.admit(address, name)
+
+    def settle_login(self, attempt: Attempt, *, ok: bool) -> int:
+        """The outcome of an admitted login; returns the failures in a row (its name, its source)."""
+        with self._users_lock:
+            return self.gate.settle(attempt, ok=ok)
+
+    def open_session(self, user: User) -> Session:
+        with self._users_lock:
+            return self.sessions.open(user)
+
+    def close_session(self, token: str | None) -> None:
+        with self._users_lock:
+            self.sessions.close(token)
+
+    def exposure_refusal(self, *, relayed: bool = False) -> str | None:
+        """Why buttons are off for how this dashboard is exposed (behind a proxy without logins), or None."""
+        return buttons_refused(logins=self.login_required, server_names=self.server_names, relayed_request=relayed)
+
     def _who(self, session: Session | None) -> tuple[str, str]:
         return (session.user, session.role) if session is not None else NO_LOGIN
 
-    def hello(self, session: Session | None = None) -> dict[str, Any]:
+    def hello(self, session: Session | None = None, *, relayed: bool = False) -> dict[str, Any]:
         with self._lock:
             hello = self.model.hello()
         who, role = self._who(session)
         controls, why = self.controls, self.controls_why
+        exposed = self.exposure_refusal(relayed=relayed)
+        if controls and exposed:
+            controls, why = False, exposed
         if controls and role != "operator":
             controls, why = False, f"{who} is a viewer; buttons need an operator login"
         return {**hello, "broker": str(self.url), "root": self.topics.root, "controls": controls,
                 "controls_why": why, "user": who if self.login_required else None, "role": role}
 
     def actuate(self, device: str, actuator: str, body: Any, *, session: Session | None = None,
-                address: str = "?") -> tuple[int, dict[str, Any]]:
+                address: str = "?", relayed: bool = False) -> tuple[int, dict[str, Any]]:
         who, role = self._who(session)
         if not self.controls:
             return HTTPStatus.FORBIDDEN, {"error": f"actuator buttons are off: {self.controls_why}"}
+        exposed = self.exposure_refusal(relayed=relayed)
+        if exposed:
+            return HTTPStatus.FORBIDDEN, {"error": f"actuator buttons are off: {exposed}"}
         if not (is_safe_id(device) and is_safe_id(actuator)):
             return HTTPStatus.BAD_REQUEST, {"error": "device and actuator: letters, digits, '-' and '_'"}
         if not isinstance(body, dict) or body.get("op") not in OPS:
@@ -275,18 +360,25 @@ class Dashboard:
         log.info("dashboard: %s pressed %s %s on %s", who, device, actuator, command["op"])
         return HTTPStatus.ACCEPTED, {"sent": topic, "command": command}
 
-    def open_stream(self) -> queue.Queue[bytes | None] | None:
+    def open_stream(self, user: str | None) -> queue.Queue[bytes | None] | str:
+        """A queue of ticks for one open page of ``user`` (None: no logins),
+        or why not: ``user`` (that user's pages are at their quota) or ``total``."""
+        with self._users_lock:
+            refused = self.quota.open(user)
+        if refused:
+            return refused
         q: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
         with self._lock:
-            if len(self._streams) >= MAX_STREAMS:
-                return None
             self._streams.append(q)
         return q
 
-    def close_stream(self, q: queue.Queue[bytes | None]) -> None:
+    def close_stream(self, q: queue.Queue[bytes | None], user: str | None) -> None:
+        """Once for each queue :meth:`open_stream` gave."""
         with self._lock:
             if q in self._streams:
                 self._streams.remove(q)
+        with self._users_lock:
+            self.quota.close(user)
 
     def snapshot(self) -> bytes:
         with self._lock:

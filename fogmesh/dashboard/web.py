@@ -2,10 +2,14 @@
 passes before anything else (the served names, the session, the origin).
 
 Order, for every request: the ``Host`` header must be a name this dashboard
-serves (:mod:`fogmesh.dashboard.guard`: DNS rebinding), then, where logins
-are on, a live session cookie (else the login page, or 401 for the API and
-the event stream), then for a POST the same origin and a JSON body, then
-for a button the operator role. Every answer carries the security headers.
+serves (:mod:`fogmesh.dashboard.guard`: DNS rebinding), then the users file
+is looked at (read again if it changed), then, where logins are on, a live
+session cookie (else the login page, or 401 for the API and the event
+stream), then for a POST the same origin and a JSON body, then for a button
+how the dashboard is exposed (:mod:`.exposure`) and the operator role. A
+login is let through to its password hash only if :mod:`.attempts` admits
+it; an event stream only within :mod:`.streams`' quota. Every answer
+carries the security headers.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import queue
 import ssl
 import time
@@ -24,6 +29,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fogmesh import codec
+from fogmesh.dashboard.attempts import Refused
+from fogmesh.dashboard.exposure import client_address, relayed
 from fogmesh.dashboard.guard import SECURITY_HEADERS, host_allowed, host_of, same_origin
 from fogmesh.dashboard.sessions import Session
 
@@ -38,11 +45,11 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 PUBLIC = ("/login", "/static/style.css")     # served without a session
 FAILED_LOGIN_DELAY_S = 1.0                   # every wrong password waits this long before its answer
-MAX_STREAMS = 32             # browsers watching at once; more are refused, not queued
 
 
 class DashboardHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128     # connections waiting for accept(): a burst is answered (429), not reset
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away, or spoke plain HTTP to the TLS port: a debug line, not a traceback."""
@@ -117,7 +124,14 @@ class _Handler(BaseHTTPRequestHandler):
         return morsel.value if morsel is not None else None
 
     def _session(self) -> Session | None:
-        return self.dashboard.sessions.get(self._token())
+        return self.dashboard.session(self._token())
+
+    def _relayed(self) -> bool:
+        return relayed(self.headers.keys())
+
+    def _client(self) -> str:
+        """The client's address: the peer's, or the one a ``--trusted-proxy`` names."""
+        return client_address(self.client_address[0], self.headers, self.dashboard.trusted_proxies)
 
     def _path(self) -> str:
         return self.path.split("?", 1)[0]
@@ -129,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         if not self._host_ok():
             return
+        self.dashboard.refresh_users()
         path = self._path()
         session = self._session()
         if path == "/login":
@@ -152,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/snapshot":
             self._send(HTTPStatus.OK, self.dashboard.snapshot(), "application/json")
         elif path == "/api/hello":
-            self._json(HTTPStatus.OK, self.dashboard.hello(session))
+            self._json(HTTPStatus.OK, self.dashboard.hello(session, relayed=self._relayed()))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path}"})
 
@@ -169,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None or not self._host_ok():
             return
+        self.dashboard.refresh_users()
         if not same_origin(self.headers.get("Origin"), self.headers.get("Host"), tls=self.dashboard.tls):
             self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
             return
@@ -177,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._login(body)
             return
         if path == "/logout":
-            self.dashboard.sessions.close(self._token())
+            self.dashboard.close_session(self._token())
             self._redirect("/login", extra={"Set-Cookie": self._cookie("", max_age=0)})
             return
         parts = path.strip("/").split("/")
@@ -197,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
             return
         status, answer = self.dashboard.actuate(parts[2], parts[3], parsed, session=session,
-                                                address=self.client_address[0])
+                                                address=self._client(), relayed=self._relayed())
         self._json(status, answer)
 
     def _body(self, limit: int = 4096) -> bytes | None:
@@ -230,32 +246,41 @@ class _Handler(BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(body.decode(errors="replace"), max_num_fields=4)
         name = (form.get("user") or [""])[0][:64]
         password = (form.get("password") or [""])[0][:1024]
-        address = self.client_address[0]
-        wait = dash.throttle.wait_s(address, name)
-        if wait > 0:
-            log.warning("dashboard: login for %r from %s refused: %.0f s to wait after failed logins",
-                        name, address, wait)
-            self._login_page(HTTPStatus.TOO_MANY_REQUESTS, f"too many failed logins: try again in {wait:.0f} s",
-                             extra={"Retry-After": str(max(1, round(wait)))})
+        address = self._client()
+        attempt = dash.admit_login(address, name)          # before any hash: see attempts.py
+        if isinstance(attempt, Refused):
+            log.warning("dashboard: login for %r from %s not tried: %s", name, address, attempt.message)
+            status = HTTPStatus.SERVICE_UNAVAILABLE if attempt.reason == "busy" else HTTPStatus.TOO_MANY_REQUESTS
+            self._login_page(status, attempt.message,
+                             extra={"Retry-After": str(max(1, math.ceil(attempt.retry_after_s)))})
             return
-        user = dash.users.verify(name, password)
+        user = None
+        try:
+            user = dash.users.verify(name, password)
+        finally:
+            failures = dash.settle_login(attempt, ok=user is not None)
         if user is None:
-            failures = dash.throttle.failed(address, name)
             log.warning("dashboard: failed login for %r from %s (%d in a row)", name, address, failures)
             time.sleep(FAILED_LOGIN_DELAY_S)
             self._login_page(HTTPStatus.UNAUTHORIZED, "wrong user name or password")
             return
-        dash.throttle.succeeded(address, name)
-        session = dash.sessions.open(user)
+        session = dash.open_session(user)
         log.info("dashboard: %s (%s) logged in from %s", user.name, user.role, address)
         self._redirect("/", extra={"Set-Cookie": self._cookie(session.token)})
 
     # -- the event stream ----------------------------------------------------------------
     def _stream(self, session: Session | None) -> None:
         dash = self.dashboard
-        q = dash.open_stream()
-        if q is None:
-            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"over {MAX_STREAMS} pages open"})
+        who = session.user if session is not None else None
+        q = dash.open_stream(who)
+        if isinstance(q, str) and q == "user":
+            log.warning("dashboard: %s opened more pages than %d at once; refused one", who, dash.quota.per_user)
+            self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": f"{who} has {dash.quota.per_user} pages open: "
+                                                      "close one"}, extra={"Retry-After": "5"})
+            return
+        if isinstance(q, str):
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"{dash.quota.total} pages open: try again later"},
+                       extra={"Retry-After": "5"})
             return
         token = session.token if session is not None else None
         try:
@@ -266,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
-            self.wfile.write(b"retry: 1000\n" + event("hello", codec.encode(dash.hello(session))))
+            self.wfile.write(b"retry: 1000\n" + event("hello", codec.encode(dash.hello(session,
+                                                                                     relayed=self._relayed()))))
             self.wfile.flush()
             while True:
                 try:
@@ -275,11 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
                     data = b": keep-alive\n\n"
                 if data is None:
                     return
-                if dash.login_required and dash.sessions.get(token) is None:
+                if dash.login_required and dash.session(token) is None:
                     return                            # logged out, or the session ran out
                 self.wfile.write(data)
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError):
             return                                   # the page went away
         finally:
-            dash.close_stream(q)
+            dash.close_stream(q, who)
