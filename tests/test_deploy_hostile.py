@@ -12,6 +12,7 @@ with the rights to publish (``mosquitto_pub -r``) but not the signing key.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -66,10 +67,22 @@ class Retained:
 
     def __init__(self, url: str, topic: str) -> None:
         self.got: list[bytes] = []
-        self.client = MqttClient(url, on_message=lambda m: self.got.append(m.payload) if m.payload else None)
+        self.arrived = threading.Condition()
+        self.client = MqttClient(url, on_message=self._take)
         self.client.start()
         self.client.subscribe(topic)
         self.topic = topic
+
+    def _take(self, m) -> None:
+        if m.payload:
+            with self.arrived:
+                self.got.append(m.payload)
+                self.arrived.notify_all()
+
+    def last(self, timeout: float = 10.0) -> bytes:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: self.got, timeout), f"nothing retained on {self.topic}"
+            return self.got[-1]
 
     def replay(self, payload: bytes) -> None:
         assert self.client.publish(self.topic, payload, retain=True).wait(5)
@@ -92,7 +105,7 @@ def test_a_replayed_old_desired_state_is_not_installed_by_an_agent_that_joins_af
     desired = Retained(fleet.url, f"{fleet.root}/deploy/desired/site/farm")
     try:
         assert fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0]).returncode == 0
-        old = desired.got[-1]
+        old = desired.last()
         assert fleet.deploy(str(bundles["1.1"]), "--to", "site:farm", key=keys[0]).returncode == 0
         desired.replay(old)                     # mosquitto_pub -r of the signed 1.0 state
         reports.wait_seen(lambda r: r["agent"] == "f1" and r["reason"] == "stale_serial")
@@ -124,7 +137,7 @@ def test_an_agent_joining_after_the_timestamp_expired_waits_and_installs_once_it
     stamp = Retained(fleet.url, f"{fleet.root}/deploy/timestamp")
     try:
         reports.wait(lambda r: running("1.0")(r["f1"]))
-        expires = json.loads(stamp.got[-1])["signed"]["expires"]
+        expires = json.loads(stamp.last())["signed"]["expires"]
     finally:
         stamp.close()
     time.sleep(max(0.0, expires - time.time()) + 0.2)     # an expiry is a time on the clock, not an event

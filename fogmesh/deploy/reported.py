@@ -38,6 +38,7 @@ class Report:
     received: int = 0                   # chunk bytes this download took in, repeats included
     bundles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # name -> version, kinds, restarts
     at: float = 0.0
+    trust: tuple[str, ...] = ()         # ids of the keys it takes deployments signed by (an addition)
 
     def but(self, **changes: Any) -> Report:
         return replace(self, **changes)
@@ -50,7 +51,7 @@ class Report:
         d = {"agent": self.agent, "site": self.site, "labels": list(self.labels),
              "desired_serial": self.desired_serial, "applied_serial": self.applied_serial, "state": self.state,
              "bundle": self.bundle, "version": self.version, "reason": self.reason, "detail": self.detail,
-             "bundles": {k: dict(v) for k, v in self.bundles.items()}, "at": self.at}
+             "bundles": {k: dict(v) for k, v in self.bundles.items()}, "at": self.at, "trust": list(self.trust)}
         if self.progress is not None:
             d["progress"] = round(self.progress, 3)
         if self.received:
@@ -64,7 +65,8 @@ class Report:
                    state=str(d.get("state", "idle")), bundle=d.get("bundle"), version=d.get("version"),
                    reason=d.get("reason"), detail=str(d.get("detail", "")), progress=d.get("progress"),
                    received=int(d.get("received", 0)),
-                   bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)))
+                   bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)),
+                   trust=tuple(str(k) for k in d.get("trust") or ()))
 
 
 @dataclass(frozen=True)
