@@ -161,7 +161,7 @@ def test_a_report_says_which_keys_its_agent_trusts_and_an_older_one_says_nothing
 
 # -- fogmesh deploy's checks before it publishes ------------------------------------------
 OPS, STRANGER = SigningKey.generate(), SigningKey.generate()
-AGENTS_TRUST = TrustStore([OPS.public], who="the agents (--trust-key)")
+AGENTS_TRUST = TrustStore([OPS.public], who="the agents trust (--trust-key)")
 DOC = Signed({"format": "fogmesh-bundle/1", "name": "plantcare"})
 
 
@@ -199,8 +199,8 @@ def test_a_target_no_agent_answers_to_is_refused_unless_waiting_for_agents() -> 
 
 
 def test_agents_that_report_other_keys_are_named_and_older_agents_are_not_judged() -> None:
-    seen = [farm("f1", OPS), farm("f2", STRANGER), farm("f3")]       # f3: a report without a trust list
-    with pytest.raises(DeployRefused, match="f2 \\(trusts") as info:
+    seen = [farm("pi-ok", OPS), farm("pi-other", STRANGER), farm("pi-old")]    # pi-old: a report without trust
+    with pytest.raises(DeployRefused, match="pi-other \\(trusts") as info:
         check_target("site:farm", seen, key_ids=[OPS.public.key_id], wait_for_agents=False)
-    assert info.value.code == "unknown_key" and "f1" not in str(info.value)
+    assert info.value.code == "unknown_key" and "pi-ok" not in str(info.value)
     assert len(check_target("site:farm", seen[::2], key_ids=[OPS.public.key_id], wait_for_agents=False)) == 2

@@ -244,10 +244,10 @@ def _deploy(args: argparse.Namespace, action: str, rest: list[str], target: str 
     from fogmesh.deploy.signing import PublicKey, SigningKey, TrustStore
     key = SigningKey.load(args.key) if args.key else None
     given = [PublicKey.parse(k) for k in args.trust_key]
-    trust = TrustStore(given or ([key.public] if key else []), who="the agents (--trust-key)")
+    trust = TrustStore(given or ([key.public] if key else []), who="the agents trust (--trust-key)")
     stamp_trust = TrustStore([*trust.keys.values(), *([key.public] if key else []),
                               *(PublicKey.parse(k) for k in args.timestamp_key)],
-                             who="the agents (--trust-key, --timestamp-key)")
+                             who="the agents trust for timestamps")
     options = commands.RolloutOptions(canaries=args.canaries, soak_s=args.soak, max_failures_pct=args.max_failures,
                                       deadline_s=args.deadline, wait=not args.no_wait, timeout_s=args.timeout,
                                       wait_for_agents=args.wait_for_agents)

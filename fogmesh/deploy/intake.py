@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from fogmesh import codec
 from fogmesh.deploy.desired import Desired, Identity
-from fogmesh.deploy.freshness import DesiredBook, Timestamp
+from fogmesh.deploy.freshness import WAITING, DesiredBook, Timestamp
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.signing import TrustStore
 from fogmesh.errors import DeployRefused
@@ -30,6 +30,12 @@ def _claimed_serial(payload: bytes) -> int:
         return int(codec.decode(payload)["signed"]["serial"])
     except Exception:
         return 0
+
+
+def _failed_for(exc: DeployRefused, serial: int) -> int:
+    """The serial the report counts this agent failed for: none for a document
+    that waits for a newer timestamp (the counters count it in progress)."""
+    return 0 if exc.code in WAITING else serial
 
 
 class Intake:
@@ -58,7 +64,7 @@ class Intake:
                 return False, []
             return self.book.offer(doc, now=self.wall_clock()), []
         except DeployRefused as exc:
-            return False, [(exc, _claimed_serial(msg.payload))]
+            return False, [(exc, _failed_for(exc, _claimed_serial(msg.payload)))]
 
     def _stamp(self, msg: Message) -> Taken:
         """The fleet's timestamp: desired states waiting for it are offered again."""
@@ -80,5 +86,5 @@ class Intake:
             if refusal is None:
                 changed = True
             else:
-                refusals.append((refusal, doc.serial))
+                refusals.append((refusal, _failed_for(refusal, doc.serial)))
         return changed, refusals

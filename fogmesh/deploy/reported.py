@@ -6,7 +6,9 @@ States of the step under way: ``idle`` (nothing to do), ``downloading``
 (with ``progress``, and ``received``: the chunk bytes taken in so far,
 repeats after a cut link included), ``installing``, ``health-check``, ``running`` (done),
 ``failed``, ``rolled_back`` (the new version failed its health check; the
-old one serves), ``refused`` (not applied: ``reason`` says why).
+old one serves), ``refused`` (not applied: ``reason`` says why). ``trust``
+(an addition): the ids of the keys the agent trusts, for ``fogmesh deploy``
+to check its key against.
 """
 
 from __future__ import annotations
