@@ -204,3 +204,32 @@ def test_agents_that_report_other_keys_are_named_and_older_agents_are_not_judged
         check_target("site:farm", seen, key_ids=[OPS.public.key_id], wait_for_agents=False)
     assert info.value.code == "unknown_key" and "pi-ok" not in str(info.value)
     assert len(check_target("site:farm", seen[::2], key_ids=[OPS.public.key_id], wait_for_agents=False)) == 2
+
+
+# -- the agent's intake: a key trusted for timestamps only ------------------------------------
+def test_a_timestamp_key_vouches_for_timestamps_and_signs_nothing_else() -> None:
+    import logging
+
+    from fogmesh.deploy.desired import Identity
+    from fogmesh.deploy.intake import Intake
+    from fogmesh.mqtt import Message
+    from fogmesh.topics import Topics
+
+    renewer = SigningKey.generate()
+    topics = Topics("fog/v1")
+    book = DesiredBook()
+    intake = Intake(me=Identity("pi-1", "farm"), topics=topics, trust=TrustStore([OPS.public]),
+                    stamp_trust=TrustStore([OPS.public, renewer.public]), book=book, wall_clock=lambda: 1000.0,
+                    log=logging.getLogger("test"))
+
+    def message(topic: str, document: dict, key: SigningKey) -> Message:
+        return Message(topic, Signed(document).signed_with(key.sign).encode(), 1, True, 0, 0)
+
+    desired = topics.deploy_desired("site:farm")
+    changed, refusals = intake.take(message(desired, NEW.to_dict(), renewer))
+    assert (changed, [e.code for e, _ in refusals]) == (False, ["unknown_key"])
+    changed, refusals = intake.take(message(desired, NEW.to_dict(), OPS))
+    assert not changed and [(e.code, serial) for e, serial in refusals] == [("no_timestamp", 0)]   # waits
+    changed, refusals = intake.take(message(topics.deploy_timestamp, stamp(1).to_dict(), renewer))
+    assert changed and refusals == [] and book.taken == {"site:farm": 200}
+    assert intake.take(message(desired, OLD.to_dict(), OPS))[1][0][0].code == "stale_serial"

@@ -121,16 +121,27 @@ def test_a_replayed_old_desired_state_is_not_installed_by_an_agent_that_joins_af
     assert plant_version(fleet, "n1") == "unknown_kind"
     assert plant_version(fleet, "f1") == "1.1"
     # The operator publishes the current state again: the newcomer takes it, the old one runs nowhere.
-    assert fleet.deploy(str(bundles["1.1"]), "--to", "site:farm", key=keys[0]).returncode == 0
+    again = fleet.deploy(str(bundles["1.1"]), "--to", "site:farm", key=keys[0])
+    assert again.returncode == 0 and "a replayed document" in again.stdout, again.stdout + again.stderr
     reports.wait(lambda r: running("1.1")(r["n1"]) and running("1.1")(r["f1"]))
     assert all(r.get("bundles", {}).get("plantcare", {}).get("version") != "1.0"
                for r in reports.seen[since:] if r["agent"] == "n1")
 
 
 @pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+@pytest.mark.parametrize("renewer", ["operator_key", "timestamp_key"])
 def test_an_agent_joining_after_the_timestamp_expired_waits_and_installs_once_it_is_renewed(
-        fleet: Fleet, reports: Reports, keys, bundles) -> None:
-    fleet.start("f1", "--site", "farm")
+        fleet: Fleet, reports: Reports, keys, bundles, renewer: str, tmp_path: Path) -> None:
+    """The renewal by the operator's key, or by a key the agents take for timestamps only
+    (a renewer on a box that is always on, while the operator's laptop is off)."""
+    if renewer == "operator_key":
+        agent_args, renew_args = ["--site", "farm"], ["renew"]
+        renew_key = keys[0]
+    else:
+        renew_key, ts_pub = make_key(tmp_path, "ts.key")
+        agent_args = ["--site", "farm", "--timestamp-key", str(ts_pub)]
+        renew_args = ["renew", "--trust-key", str(keys[1])]
+    fleet.start("f1", *agent_args)
     reports.wait(lambda r: "f1" in r)
     done = fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", "--timestamp-ttl", "2", key=keys[0])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -142,10 +153,10 @@ def test_an_agent_joining_after_the_timestamp_expired_waits_and_installs_once_it
         stamp.close()
     time.sleep(max(0.0, expires - time.time()) + 0.2)     # an expiry is a time on the clock, not an event
     since = len(reports.seen)
-    fleet.start("n1", "--site", "farm")
+    fleet.start("n1", *agent_args)
     waiting = reports.wait_seen(lambda r: r["agent"] == "n1" and r["state"] == "refused", since=since)
     assert waiting["reason"] == "expired_timestamp" and "fogmesh deploy renew" in waiting["detail"], waiting
-    renewed = fleet.deploy("renew", key=keys[0])
+    renewed = fleet.deploy(*renew_args, key=renew_key)
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     reports.wait(lambda r: running("1.0")(r["n1"]))
     assert plant_version(fleet, "f1") == "1.0"
