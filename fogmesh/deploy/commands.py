@@ -89,12 +89,13 @@ def _current(op: Operator, target: str, say: Say) -> Desired | None:
     if doc is None or doc.serial >= floor:
         return doc
     entry = op.history.get(floor)
+    basis = f"building on the history of serial {floor}" if entry else "no history of it here: building on it"
     say(f"the retained desired state of {target} (serial {doc.serial}) is older than serial {floor} the fleet's "
-        f"timestamp names: a replayed document; this push replaces it"
-        f"{', building on the history of serial %d' % floor if entry else ''}")
+        f"timestamp names: a replayed document; this push replaces it ({basis})")
     if entry is None:
         return doc
-    return Desired(target, floor, tuple(BundleRef.from_dict(b) for b in entry.get("bundles", [])))  # type: ignore[attr-defined]
+    bundles: Any = entry.get("bundles", [])
+    return Desired(target, floor, tuple(BundleRef.from_dict(b) for b in bundles))
 
 
 def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Say) -> int:
@@ -108,7 +109,6 @@ def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Sa
         say(f"putting {m.label} on the broker (image kinds: agents pull "
             f"{', '.join(sorted(spec.ref for spec in m.images.values()))} from its registry)")
     ref = op.put_bundle(bundle)
-    op.watch()
     prev = _current(op, target, say)
     before = prev.bundles if prev else ()
     bundles = prev.with_bundle(ref) if prev else (ref,)

@@ -88,7 +88,7 @@ class Operator:
         while True:
             with self._lock:
                 seen = len(self.reports) + len(self.docs) + len(self.history) + len(self.presence) + \
-                    (self.stamp.serial if self.stamp else 0)
+                    (self.stamp_seen.serial if self.stamp_seen else 0)
                 if seen == last:
                     return
                 last = seen
