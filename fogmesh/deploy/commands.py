@@ -18,7 +18,7 @@ from fogmesh.deploy.desired import BundleRef, Desired
 from fogmesh.deploy.operator import Operator
 from fogmesh.deploy.reported import count_fleet
 from fogmesh.deploy.rollout import choose_canaries, judge_canaries
-from fogmesh.errors import DeployRefused
+from fogmesh.errors import ConnectError, DeployRefused
 
 __all__ = ["RolloutOptions", "deploy", "history", "remove", "renew", "rollback", "status"]
 
@@ -220,8 +220,14 @@ def renew(op: Operator, say: Say, *, every_s: float | None = None, stop: threadi
     op.watch()
     while True:
         if op.floors:
-            stamp = op.put_stamp()
-            say(f"timestamp serial {stamp.serial}: {len(stamp.desired)} target(s), valid until {_at(stamp.expires)}")
+            try:
+                stamp = op.put_stamp()
+                say(f"timestamp serial {stamp.serial}: {len(stamp.desired)} target(s), valid until "
+                    f"{_at(stamp.expires)}")
+            except ConnectError as exc:
+                if every_s is None:
+                    raise
+                say(f"not renewed this time ({exc}); again in {every_s:g} s")
         elif every_s is None:
             raise DeployRefused("nothing_to_renew", "no timestamp or desired state signed by a trusted key is "
                                 "retained: nothing to renew (give --trust-key for the key that signs the desired "
