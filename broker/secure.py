@@ -20,8 +20,9 @@ anonymous access off) and
   answers, sensor uplink, commands down.
 - **operator**: read everything, control agents, sensors and actuators,
   publish the audit trail of what it did (``audit/+``: the dashboard's presses),
-  and deploy (``deploy/desired``, ``bundles``, ``chunks``, ``history``: only
-  operators; agents read those and write their own ``deploy/reported/a``).
+  and deploy (``deploy/desired``, ``timestamp``, ``bundles``, ``chunks``,
+  ``history``: only operators; agents read those and write their own
+  ``deploy/reported/a``).
 
 Every login may also read and write ``probe/<login>/#`` (agents: all of
 ``probe/#``), where ``fogmesh doctor`` checks what the login can do.
@@ -111,8 +112,8 @@ def acl_text(logins: Logins) -> str:
             ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"), ("write", f"{r}/actuators/+/+/set"),
             ("readwrite", f"{r}/pipelines/{a}/#"),
             # fleet deployment: read desired states and bundles, report its own state
-            ("read", f"{r}/deploy/desired/#"), ("read", f"{r}/deploy/bundles/+"), ("read", f"{r}/deploy/chunks/#"),
-            ("readwrite", f"{r}/deploy/reported/{a}")]))
+            ("read", f"{r}/deploy/desired/#"), ("read", f"{r}/deploy/timestamp"), ("read", f"{r}/deploy/bundles/+"),
+            ("read", f"{r}/deploy/chunks/#"), ("readwrite", f"{r}/deploy/reported/{a}")]))
     for s in logins.bridges:
         validate_segment(s, what="site")
         b = f"bridge-{s}"
@@ -128,7 +129,8 @@ def acl_text(logins: Logins) -> str:
                                 ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
                                 ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#"),
                                 # fleet deployment: only operators publish desired states and bundles
-                                ("write", f"{r}/deploy/desired/#"), ("write", f"{r}/deploy/bundles/+"),
+                                ("write", f"{r}/deploy/desired/#"), ("write", f"{r}/deploy/timestamp"),
+                                ("write", f"{r}/deploy/bundles/+"),
                                 ("write", f"{r}/deploy/chunks/#"), ("write", f"{r}/deploy/history/+")]))
     return "\n".join(parts)
 

@@ -29,10 +29,11 @@ def make_receiver(*, agent_id: str, broker: BrokerUrl | str, options: AgentOptio
                   root_tag: str, switch: Callable[[Registry], None], log: Any) -> DeployReceiver:
     o = options
     trust = TrustStore(PublicKey.parse(k) for k in o.trust_keys)
+    stamp_trust = TrustStore(PublicKey.parse(k) for k in (*o.trust_keys, *o.timestamp_keys))
     state = Path(o.state_dir) if o.state_dir else default_state_dir()
     return DeployReceiver(broker=broker, identity=Identity(agent_id, o.site, frozenset(o.labels)), topics=topics,
                           store=EnvStore(state / f"deploy-{agent_id}-{root_tag}"), trust=trust, base=base,
-                          switch=switch, log=log, wall_clock=o.wall_clock,
+                          switch=switch, log=log, wall_clock=o.wall_clock, stamp_trust=stamp_trust,
                           options=ReceiverOptions(max_bundle_bytes=int(o.max_bundle_mb * 1e6)))
 
 

@@ -59,6 +59,7 @@ class AgentOptions:
     site: str = "default"
     labels: Sequence[str] = ()
     trust_keys: Sequence[str] = ()
+    timestamp_keys: Sequence[str] = ()      # trusted for the fleet's timestamp only (a renewer's key)
     max_bundle_mb: float = 100.0
     # RabbitMQ: take tasks from a quorum queue over AMQP at these nodes (a failover
     # list); presence, replies and the rest stay MQTT (fogmesh.amqp_queue).

@@ -118,6 +118,10 @@ def deploy_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="take deployments signed by this key (the .pub file `fogmesh bundle keygen` wrote, or "
                         "its line); repeat for rotation. Without one the agent takes no deployment")
+    d.add_argument("--timestamp-key", action="append", default=[], metavar="FILE",
+                   help="also take the fleet's signed timestamp (deploy/timestamp) signed by this key, and "
+                        "nothing else it signs: the key of a renewer (`fogmesh deploy renew --every`) on a box "
+                        "that is always on; repeatable")
     d.add_argument("--site", default="default", help="the site deployments name it by (deploy --to site:NAME; "
                    "default: default)")
     d.add_argument("--label", action="append", default=[], metavar="L",
@@ -129,6 +133,7 @@ def deploy_args(p: argparse.ArgumentParser) -> None:
 def deploy_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`AgentOptions` fields :func:`deploy_args` sets."""
     return {"site": args.site, "labels": tuple(args.label), "trust_keys": tuple(args.trust_key),
+            "timestamp_keys": tuple(args.timestamp_key),
             "max_bundle_mb": args.max_bundle_mb}
 
 

@@ -189,6 +189,12 @@ class Topics:
     def deploy_desired_filter(self) -> str:
         return f"{self.root}/deploy/desired/#"
 
+    @property
+    def deploy_timestamp(self) -> str:
+        """The fleet's signed timestamp (retained): every target's current
+        serial, and until when that holds (:mod:`fogmesh.deploy.freshness`)."""
+        return f"{self.root}/deploy/timestamp"
+
     def deploy_bundle(self, digest: str) -> str:
         """A bundle's signed manifest (retained)."""
         return f"{self.root}/deploy/bundles/{validate_segment(digest, what='bundle digest')}"

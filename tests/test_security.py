@@ -185,6 +185,9 @@ def test_the_acl_gives_each_role_only_its_own_topics():
     assert "presence" not in d1 and "claims" not in d1
     assert "topic write fog/v1/presence/a1" in acl and "topic write fog/v1/presence/+" not in acl
     assert "user bridge-farm" in acl
+    a1 = acl.split("user a1\n")[1].split("\n\n")[0]
+    ops = acl.split("user ops\n")[1].split("\n\n")[0]
+    assert "topic read fog/v1/deploy/timestamp" in a1 and "topic write fog/v1/deploy/timestamp" in ops
 
 
 def test_only_an_operator_can_publish_a_desired_state_or_a_bundle(site, clients):
@@ -193,6 +196,7 @@ def test_only_an_operator_can_publish_a_desired_state_or_a_bundle(site, clients)
     for login in ("sensor-7", "pi-1"):
         c = connect(site, login, clients)
         c.publish(T.deploy_desired("site:farm"), b'{"signed": {}}', retain=True)
+        c.publish(T.deploy_timestamp, b'{"signed": {}}', retain=True)
         c.publish(T.deploy_chunk("d" * 64, 0), b"payload", retain=True)
     ops = connect(site, "ops", clients)
     mark = T.deploy_desired("agent:marker")

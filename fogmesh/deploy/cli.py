@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fogmesh.cli_args import broker_arg, json_arg, root_arg
+from fogmesh.deploy.freshness import DEFAULT_TTL_S
 
-DEPLOY_ACTIONS = ("status", "rollback", "remove", "history", "prune")
+DEPLOY_ACTIONS = ("status", "rollback", "remove", "history", "prune", "renew")
 
 BUNDLE_EPILOG = """\
 The operator's path:
@@ -23,6 +24,7 @@ The operator's path:
   fogmesh bundle sign plantcare.fogbundle --key ops.key
   fogmesh deploy plantcare.fogbundle --to site:farm --key ops.key --canaries 1 --soak 60
   fogmesh deploy status
+  fogmesh deploy renew --key ops.key                         # within a week of the last push (--timestamp-ttl)
 """
 
 
@@ -73,11 +75,30 @@ def add_parsers(sub: Any) -> None:
                                    "trust the key fetch, verify, install, health-check and switch, and report on "
                                    "{root}/deploy/reported/ID. Also: `deploy status`, `deploy rollback --to T`, "
                                    "`deploy remove KIND --to T`, `deploy history`, `deploy prune` (clear bundles "
-                                   "no desired state names and no rollback needs). Exit: 0 all succeeded, 1 a "
-                                   "failure or rollback, 2 bad usage.")
-    d.add_argument("what", nargs="+", metavar="BUNDLE | status | rollback | remove KIND | history | prune")
+                                   "no desired state names and no rollback needs), `deploy renew` (the fleet's "
+                                   "signed timestamp, which agents that join later need; --every S to keep "
+                                   "renewing it). Before it publishes anything it checks the bundle's signature "
+                                   "and key against the keys the agents trust, and that the target names an "
+                                   "agent. Exit: 0 all succeeded, 1 a failure or rollback, 2 refused before "
+                                   "publishing anything, or bad usage.")
+    d.add_argument("what", nargs="+", metavar="BUNDLE | status | rollback | remove KIND | history | prune | renew")
     d.add_argument("--to", metavar="TARGET", help="agent:ID, site:NAME, label:L or all")
-    d.add_argument("--key", metavar="KEY", help="the signing key (needed to push, roll back or remove)")
+    d.add_argument("--key", metavar="KEY", help="the signing key (needed to push, roll back, remove or renew; "
+                   "for renew it may be a timestamp key the agents take with --timestamp-key)")
+    d.add_argument("--trust-key", action="append", default=[], metavar="PUB",
+                   help="a key the agents trust (their --trust-key); repeatable. The bundle's signature and --key "
+                        "must be one of them (default: the public half of --key alone)")
+    d.add_argument("--timestamp-key", action="append", default=[], metavar="PUB",
+                   help="a key the agents trust for the timestamp only (their --timestamp-key): the timestamps "
+                        "it signed are built on; repeatable")
+    d.add_argument("--wait-for-agents", action="store_true",
+                   help="publish even if no agent seen answers to --to (for agents that start later)")
+    d.add_argument("--timestamp-ttl", type=float, default=DEFAULT_TTL_S, metavar="S",
+                   help=f"how long the fleet's signed timestamp published with this push (or renew) holds: "
+                        f"agents that join later take desired states only while it does (default: "
+                        f"{DEFAULT_TTL_S:.0f}, a week)")
+    d.add_argument("--every", type=float, metavar="S",
+                   help="renew: keep running and renew the timestamp every S seconds (well under --timestamp-ttl)")
     d.add_argument("--canaries", type=int, default=0, metavar="N", help="first deploy to N agents of the target "
                    "and roll them back if they fail (default: 0, all at once)")
     d.add_argument("--soak", type=float, default=30.0, metavar="S",
@@ -190,30 +211,54 @@ def _describe(bundle: Any, path: str) -> None:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from fogmesh.deploy import commands
-    from fogmesh.deploy.bundle_file import Bundle
     from fogmesh.deploy.desired import parse_target
-    from fogmesh.deploy.operator import Operator
-    from fogmesh.deploy.signing import SigningKey
+    from fogmesh.errors import DeployRefused
     action, rest = args.what[0], args.what[1:]
     try:
         target = parse_target(args.to) if args.to else None
     except ValueError as exc:
         print(f"fogmesh deploy: {exc}", file=sys.stderr)
         return 2
-    need_target = action not in ("status", "history", "prune")
+    need_target = action not in ("status", "history", "prune", "renew")
     if need_target and target is None:
         print("fogmesh deploy: say where with --to agent:ID | site:NAME | label:L | all", file=sys.stderr)
         return 2
     if (action == "remove") != bool(rest) or (action != "remove" and len(args.what) > 1):
-        print("fogmesh deploy: usage: deploy BUNDLE | status | rollback | remove KIND | history | prune",
+        print("fogmesh deploy: usage: deploy BUNDLE | status | rollback | remove KIND | history | prune | renew",
               file=sys.stderr)
         return 2
+    if args.timestamp_ttl <= 0 or (args.every is not None and not 0 < args.every < args.timestamp_ttl):
+        print("fogmesh deploy: --timestamp-ttl must be positive, --every between 0 and it", file=sys.stderr)
+        return 2
+    try:
+        return _deploy(args, action, rest, target)
+    except DeployRefused as exc:
+        print(f"fogmesh deploy: refused ({exc.code}): {exc}", file=sys.stderr)
+        return 2
+
+
+def _deploy(args: argparse.Namespace, action: str, rest: list[str], target: str | None) -> int:
+    from fogmesh.deploy import commands
+    from fogmesh.deploy.bundle_file import Bundle
+    from fogmesh.deploy.operator import Operator
+    from fogmesh.deploy.signing import PublicKey, SigningKey, TrustStore
     key = SigningKey.load(args.key) if args.key else None
+    given = [PublicKey.parse(k) for k in args.trust_key]
+    trust = TrustStore(given or ([key.public] if key else []), who="the agents trust (--trust-key)")
+    stamp_trust = TrustStore([*trust.keys.values(), *([key.public] if key else []),
+                              *(PublicKey.parse(k) for k in args.timestamp_key)],
+                             who="the agents trust for timestamps")
     options = commands.RolloutOptions(canaries=args.canaries, soak_s=args.soak, max_failures_pct=args.max_failures,
-                                      deadline_s=args.deadline, wait=not args.no_wait, timeout_s=args.timeout)
+                                      deadline_s=args.deadline, wait=not args.no_wait, timeout_s=args.timeout,
+                                      wait_for_agents=args.wait_for_agents)
     say = (lambda _t: None) if args.json else _say
-    with Operator(args.broker, root=args.root, key=key) as op:
+    with Operator(args.broker, root=args.root, key=key, trust=trust, stamp_trust=stamp_trust,
+                  stamp_ttl_s=args.timestamp_ttl) as op:
+        if action == "renew":
+            if key is None:
+                print("fogmesh deploy: renew needs the signing key (or a timestamp key): --key FILE", file=sys.stderr)
+                return 2
+            return commands.renew(op, _say, every_s=args.every)
         if action == "prune":
             out: Any = commands.prune(op, say)
         elif action == "status":

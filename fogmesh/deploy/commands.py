@@ -1,23 +1,26 @@
 """What ``fogmesh deploy`` does: push, roll out through canaries, roll back,
-remove a kind, show status and history. The command holds the rollout:
-it publishes the canaries' desired states, judges their reports
-(:mod:`fogmesh.deploy.rollout`), and either points the whole target at
-the new version or rolls the canaries back with a signed rollback."""
+remove a kind, renew the fleet's timestamp, show status and history. The
+command checks before it publishes anything (:mod:`fogmesh.deploy.preflight`)
+and holds the rollout: it publishes the canaries' desired states, judges
+their reports (:mod:`fogmesh.deploy.rollout`), and either points the whole
+target at the new version or rolls the canaries back with a signed rollback."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fogmesh.deploy import preflight
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.desired import BundleRef, Desired
 from fogmesh.deploy.operator import Operator
 from fogmesh.deploy.reported import count_fleet
 from fogmesh.deploy.rollout import choose_canaries, judge_canaries
-from fogmesh.errors import DeployRefused
+from fogmesh.errors import ConnectError, DeployRefused
 
-__all__ = ["RolloutOptions", "deploy", "history", "remove", "rollback", "status"]
+__all__ = ["RolloutOptions", "deploy", "history", "remove", "renew", "rollback", "status"]
 
 Say = Callable[[str], None]
 
@@ -30,6 +33,7 @@ class RolloutOptions:
     deadline_s: float = 300.0          # a canary silent this long counts as failed
     wait: bool = True
     timeout_s: float = 600.0           # how long to follow the fleet after the push
+    wait_for_agents: bool = False      # publish for a target no agent seen answers to (agents that start later)
 
 
 def _ref_line(ref: BundleRef) -> str:
@@ -68,16 +72,44 @@ def _follow(op: Operator, target: str, serial: int, timeout_s: float, say: Say) 
     return 0 if counts.failed == 0 else 1
 
 
+def _check_key(op: Operator, target: str, *, also: tuple[str, ...] = (), wait_for_agents: bool = True) -> None:
+    """The signing key (and ``also``) are trusted by the agents, as far as
+    the operator knows (``--trust-key``, the targeted agents' reports)."""
+    if op.key is None:
+        raise DeployRefused("bad_key", "this needs the signing key: give --key FILE (`fogmesh bundle keygen`)")
+    key_id = op.key.public.key_id
+    preflight.check_key(key_id, op.trust.keys)
+    preflight.check_target(target, op.reports.values(), key_ids=(*also, key_id), wait_for_agents=wait_for_agents)
+
+
+def _current(op: Operator, target: str, say: Say) -> Desired | None:
+    """The target's current desired state: the retained one, unless it is
+    older than the timestamp names (a replay), then the history's record."""
+    doc, floor = op.docs.get(target), op.floors.get(target, 0)
+    if doc is None or doc.serial >= floor:
+        return doc
+    entry = op.history.get(floor)
+    basis = f"building on the history of serial {floor}" if entry else "no history of it here: building on it"
+    say(f"the retained desired state of {target} (serial {doc.serial}) is older than serial {floor} the fleet's "
+        f"timestamp names: a replayed document; this push replaces it ({basis})")
+    if entry is None:
+        return doc
+    bundles: Any = entry.get("bundles", [])
+    return Desired(target, floor, tuple(BundleRef.from_dict(b) for b in bundles))
+
+
 def deploy(op: Operator, bundle: Bundle, target: str, o: RolloutOptions, say: Say) -> int:
     m = bundle.manifest
+    op.watch()
+    signer = preflight.check_bundle(bundle.signed, op.trust, what=f"bundle {m.label}")
+    _check_key(op, target, also=(signer,), wait_for_agents=o.wait_for_agents)
     if m.payload_size:
         say(f"putting {m.label} ({m.payload_size / 1e6:.2f} MB, {len(m.chunks)} chunks) on the broker")
     else:
         say(f"putting {m.label} on the broker (image kinds: agents pull "
             f"{', '.join(sorted(spec.ref for spec in m.images.values()))} from its registry)")
     ref = op.put_bundle(bundle)
-    op.watch()
-    prev = op.docs.get(target)
+    prev = _current(op, target, say)
     before = prev.bundles if prev else ()
     bundles = prev.with_bundle(ref) if prev else (ref,)
     if o.canaries > 0:
@@ -107,9 +139,8 @@ def _canaries_pass(op: Operator, ref: BundleRef, target: str, canaries: list[str
                    o: RolloutOptions, say: Say) -> bool:
     serial = op.serial()
     say(f"canaries: {', '.join(canaries)} (soak {o.soak_s:.0f} s, roll back at {o.max_failures_pct:g}% failed)")
-    for c in canaries:
-        op.put_desired(Desired(f"agent:{c}", serial, (ref,), issued=round(time.time(), 3),
-                               note=f"canary of {target}"))
+    op.put_desired(*(Desired(f"agent:{c}", serial, (ref,), issued=round(time.time(), 3), note=f"canary of {target}")
+                     for c in canaries))
     op.record(_entry(serial, target, "canary", (ref,), before, canaries=canaries))
     started = time.monotonic()
     shown = [""]
@@ -131,9 +162,8 @@ def _canaries_pass(op: Operator, ref: BundleRef, target: str, canaries: list[str
         return True
     back = next((b for b in before if b.name == ref.name), BundleRef(ref.name))
     serial2 = op.serial()
-    for c in canaries:
-        op.put_desired(Desired(f"agent:{c}", serial2, (back,), rollback=True, issued=round(time.time(), 3),
-                               note=f"canaries of {target} failed"))
+    op.put_desired(*(Desired(f"agent:{c}", serial2, (back,), rollback=True, issued=round(time.time(), 3),
+                             note=f"canaries of {target} failed") for c in canaries))
     op.record(_entry(serial2, target, "rollback", (back,), (ref,), canaries=canaries, why=verdict.why))
     say(f"rolled back: the canaries return to {_ref_line(back)}; the rest of {target} never installed "
         f"{ref.name} {ref.version}")
@@ -143,7 +173,8 @@ def _canaries_pass(op: Operator, ref: BundleRef, target: str, canaries: list[str
 def rollback(op: Operator, target: str, o: RolloutOptions, say: Say) -> int:
     """Point ``target`` at what it ran before its newest deployment (signed as a rollback)."""
     op.watch()
-    doc = op.docs.get(target)
+    _check_key(op, target)
+    doc = _current(op, target, say)
     entry = op.history.get(doc.serial) if doc else None
     if doc is None or entry is None:
         raise DeployRefused("no_history", f"no deployment to {target} is on record to roll back")
@@ -167,7 +198,8 @@ def _publish_rollback(op: Operator, target: str, of_serial: int, current: tuple[
 def remove(op: Operator, kind: str, target: str, o: RolloutOptions, say: Say) -> int:
     """Take the bundle that registers ``kind`` off ``target``: its tasks get ``unknown_kind``."""
     op.watch()
-    doc = op.docs.get(target)
+    _check_key(op, target)
+    doc = _current(op, target, say)
     ref = next((b for b in (doc.bundles if doc else ()) if kind in b.kinds and not b.absent), None)
     if doc is None or ref is None:
         raise DeployRefused("no_such_kind", f"no bundle deployed to {target} registers {kind!r}")
@@ -179,13 +211,60 @@ def remove(op: Operator, kind: str, target: str, o: RolloutOptions, say: Say) ->
     return _follow(op, target, serial, o.timeout_s, say) if o.wait else 0
 
 
+def renew(op: Operator, say: Say, *, every_s: float | None = None, stop: threading.Event | None = None) -> int:
+    """A new timestamp naming each target's newest serial seen signed by a
+    trusted key (the retained timestamp's and desired states'), valid for
+    the operator's ``stamp_ttl_s``; with ``every_s``, again every
+    ``every_s`` seconds until ``stop`` (a renewer on a box that is always on)."""
+    stop = stop or threading.Event()
+    op.watch()
+    while True:
+        if op.floors:
+            try:
+                stamp = op.put_stamp()
+                say(f"timestamp serial {stamp.serial}: {len(stamp.desired)} target(s), valid until "
+                    f"{_at(stamp.expires)}")
+            except ConnectError as exc:
+                if every_s is None:
+                    raise
+                say(f"not renewed this time ({exc}); again in {every_s:g} s")
+        elif every_s is None:
+            raise DeployRefused("nothing_to_renew", "no timestamp or desired state signed by a trusted key is "
+                                "retained: nothing to renew (give --trust-key for the key that signs the desired "
+                                "states when --key is a timestamp key)")
+        else:
+            say("nothing to renew yet: no timestamp or desired state signed by a trusted key is retained")
+        if every_s is None or stop.wait(every_s):
+            return 0
+
+
+def _at(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _stamp_line(op: Operator) -> str:
+    stamp = op.stamp or op.stamp_seen
+    if stamp is None:
+        return ("timestamp: none retained (agents take no new desired state without one: "
+                "`fogmesh deploy renew --key KEY`)")
+    state = "EXPIRED at" if stamp.expired(time.time()) else "valid until"
+    check = "" if op.stamp is not None else " (signature not checked: give --key or --trust-key)"
+    fix = "; renew it: `fogmesh deploy renew --key KEY`" if stamp.expired(time.time()) else ""
+    return f"timestamp: serial {stamp.serial}, {len(stamp.desired)} target(s), {state} {_at(stamp.expires)}{check}{fix}"
+
+
 def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
     op.watch()
     docs = [d for t, d in sorted(op.docs.items()) if target in (None, t)]
+    say(_stamp_line(op))
+    shown = op.stamp or op.stamp_seen
+    floors = shown.desired if shown is not None else {}
     for d in docs:
         counts = count_fleet(op.reports.values(), target=d.target, serial=d.serial)
+        stale = f" [older than serial {floors[d.target]} the timestamp names: replayed?]" \
+            if d.serial < floors.get(d.target, 0) else ""
         say(f"{d.target}: serial {d.serial}{' (rollback)' if d.rollback else ''}: "
-            f"{'; '.join(_ref_line(b) for b in d.bundles)}")
+            f"{'; '.join(_ref_line(b) for b in d.bundles)}{stale}")
         say(f"  {counts.line()}")
     say(f"{'agent':<16} {'presence':<9} {'state':<12} {'desired':>14} {'applied':>14}  bundles / reason")
     for r in sorted(op.reports.values(), key=lambda r: r.agent):
@@ -199,7 +278,8 @@ def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
     quiet = sorted(a for a, s in op.presence.items() if s != "offline" and a not in op.reports)
     if quiet:
         say(f"online without deployments (no --trust-key): {', '.join(quiet)}")
-    return {"desired": [d.to_dict() for d in docs], "reports": {a: r.to_dict() for a, r in op.reports.items()}}
+    return {"desired": [d.to_dict() for d in docs], "reports": {a: r.to_dict() for a, r in op.reports.items()},
+            "timestamp": shown.to_dict() if shown is not None else None}
 
 
 def history(op: Operator, target: str | None, say: Say) -> list[dict[str, Any]]:

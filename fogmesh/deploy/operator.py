@@ -4,7 +4,10 @@ desired state, read what agents report, keep a history.
 
 Everything is retained, so nothing has to keep running for a deployment to
 reach an agent that is down today or joins next month: the broker holds
-the newest desired state of every target and the bundles it names.
+the newest desired state of every target and the bundles it names, and the
+fleet's signed timestamp (:mod:`fogmesh.deploy.freshness`) naming each
+target's current serial, so that an agent that joins later refuses an old
+desired state someone re-published.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from fogmesh import codec
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.desired import BundleRef, Desired
+from fogmesh.deploy.freshness import DEFAULT_TTL_S, Timestamp, merge_floors
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.reported import Report
-from fogmesh.deploy.signing import SigningKey
+from fogmesh.deploy.signing import SigningKey, TrustStore
 from fogmesh.errors import ConnectError, DeployRefused, InvalidMessage
 from fogmesh.mqtt import Delivery, Message, MqttClient
 from fogmesh.topics import Topics
@@ -34,15 +38,29 @@ def next_serial(known: Iterable[int], now_ms: int) -> int:
 
 class Operator:
     """One MQTT connection of ``fogmesh deploy``; ``watch()`` keeps the
-    retained reports, desired states and history current as they change."""
+    retained reports, desired states, timestamp and history current as they
+    change.
+
+    ``trust``: the keys the agents trust (default: the public half of
+    ``key``); ``stamp_trust``: those and the keys they trust for timestamps
+    only. Only documents signed by them raise ``floors`` (each target's
+    newest serial seen, for the next timestamp): never an unsigned one."""
 
     def __init__(self, broker: BrokerUrl | str, *, root: str, key: SigningKey | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 trust: TrustStore | None = None, stamp_trust: TrustStore | None = None,
+                 stamp_ttl_s: float = DEFAULT_TTL_S, wall_clock: Callable[[], float] = time.time) -> None:
         self.topics = Topics(root)
         self.key = key
+        self.trust = trust if trust is not None else TrustStore([key.public] if key else [])
+        self.stamp_trust = stamp_trust if stamp_trust is not None else self.trust
+        self.stamp_ttl_s = stamp_ttl_s
         self.wall_clock = wall_clock
         self.reports: dict[str, Report] = {}
         self.docs: dict[str, Desired] = {}
+        self.stamp: Timestamp | None = None              # the newest timestamp seen signed by a trusted key
+        self.stamp_seen: Timestamp | None = None         # the newest seen, verified or not (status shows it)
+        self.floors: dict[str, int] = {}                 # target -> newest signed serial seen
+        self._watching = False
         self.history: dict[int, dict[str, object]] = {}
         self.presence: dict[str, str] = {}           # agent -> state
         self._issued = 0                              # the last serial handed out
@@ -62,12 +80,15 @@ class Operator:
         """Subscribe to reports, desired states, history and presence; return once
         the retained ones have come (quiet for ``settle_s``)."""
         t = self.topics
-        for f in (t.deploy_reported_filter, t.deploy_desired_filter, t.deploy_history_filter, t.presence_filter):
+        for f in (t.deploy_timestamp, t.deploy_reported_filter, t.deploy_desired_filter, t.deploy_history_filter,
+                  t.presence_filter):
             self.client.subscribe(f, 1)
+        self._watching = True
         last = -1
         while True:
             with self._lock:
-                seen = len(self.reports) + len(self.docs) + len(self.history) + len(self.presence)
+                seen = len(self.reports) + len(self.docs) + len(self.history) + len(self.presence) + \
+                    (self.stamp_seen.serial if self.stamp_seen else 0)
                 if seen == last:
                     return
                 last = seen
@@ -87,10 +108,23 @@ class Operator:
             if m.payload:
                 r = Report.from_dict(codec.decode(m.payload))
                 self.reports[r.agent] = r
+        elif m.topic == t.deploy_timestamp:
+            if m.payload:
+                signed = Signed.decode(m.payload, what=m.topic)
+                stamp = Timestamp.from_dict(signed.document)
+                if self.stamp_seen is None or stamp.serial > self.stamp_seen.serial:
+                    self.stamp_seen = stamp
+                signed.verified(self.stamp_trust, what="the fleet's timestamp")
+                if self.stamp is None or stamp.serial > self.stamp.serial:
+                    self.stamp = stamp
+                self.floors = merge_floors(self.floors, stamp.desired)
         elif m.topic.startswith(f"{t.root}/deploy/desired/"):
             if m.payload:
-                doc = Desired.from_dict(Signed.decode(m.payload, what=m.topic).document)
+                signed = Signed.decode(m.payload, what=m.topic)
+                doc = Desired.from_dict(signed.document)
                 self.docs[doc.target] = doc
+                signed.verified(self.trust, what=m.topic)
+                self.floors = merge_floors(self.floors, {doc.target: doc.serial})
             else:
                 for target in [k for k in self.docs if t.deploy_desired(k) == m.topic]:
                     del self.docs[target]
@@ -138,7 +172,8 @@ class Operator:
     def serial(self) -> int:
         """A serial newer than any this connection has seen or issued."""
         with self._lock:
-            known = [d.serial for d in self.docs.values()] + list(self.history) + [self._issued]
+            known = [d.serial for d in self.docs.values()] + list(self.history) + [self._issued] + \
+                list(self.floors.values())
             self._issued = next_serial(known, int(self.wall_clock() * 1000))
             return self._issued
 
@@ -173,9 +208,27 @@ class Operator:
         return BundleRef(name=m.name, version=m.version, digest=m.digest, size=m.payload_size,
                          kinds=tuple(sorted(m.kinds)))
 
-    def put_desired(self, doc: Desired) -> None:
+    def put_desired(self, *docs: Desired) -> None:
+        """The fleet's timestamp naming ``docs``, then ``docs`` (so an agent
+        has the timestamp that vouches for a document before it)."""
+        self.put_stamp({d.target: d.serial for d in docs})
         self._confirm([self.client.publish(self.topics.deploy_desired(doc.target), self._signed(doc.to_dict()),
-                                           qos=1, retain=True)], f"the desired state of {doc.target}")
+                                           qos=1, retain=True) for doc in docs],
+                      f"the desired state of {', '.join(d.target for d in docs)}")
+
+    def put_stamp(self, new: Mapping[str, int] | None = None) -> Timestamp:
+        """A new timestamp: the floors seen (the retained ones read first) and
+        ``new``, valid for ``stamp_ttl_s`` from now."""
+        if not self._watching:
+            self.watch()
+        with self._lock:
+            floors = merge_floors(self.floors, new or {})
+            serial = next_serial([self.stamp.serial if self.stamp else 0], int(self.wall_clock() * 1000))
+            stamp = Timestamp.issue(floors, serial=serial, now=self.wall_clock(), ttl_s=self.stamp_ttl_s)
+            self.stamp, self.floors = stamp, floors
+        self._confirm([self.client.publish(self.topics.deploy_timestamp, self._signed(stamp.to_dict()), qos=1,
+                                           retain=True)], "the fleet's timestamp")
+        return stamp
 
     def record(self, entry: Mapping[str, object]) -> None:
         serial = int(entry["serial"])     # type: ignore[call-overload]

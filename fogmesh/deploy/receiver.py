@@ -25,10 +25,12 @@ from fogmesh import codec
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.containers import Engine
 from fogmesh.deploy import compat, desired, images
-from fogmesh.deploy.desired import Applied, Change, Desired, Identity
+from fogmesh.deploy.desired import Applied, Change, Identity
 from fogmesh.deploy.downloading import RETRY_S, Download
 from fogmesh.deploy.env_store import EnvStore
+from fogmesh.deploy.freshness import DesiredBook
 from fogmesh.deploy.install import env_lib, install_env
+from fogmesh.deploy.intake import Intake
 from fogmesh.deploy.kinds import bundle_kinds
 from fogmesh.deploy.manifest import Manifest, Signed, sha256
 from fogmesh.deploy.probe import health_check
@@ -43,15 +45,6 @@ from fogmesh.topics import Topics
 log = logging.getLogger(__name__)
 
 __all__ = ["DeployReceiver", "ReceiverOptions"]
-
-
-def _claimed_serial(payload: bytes) -> int:
-    """The serial a refused document claims, for the report only (so the fleet
-    counters count this agent as failed for it); never taken as applied."""
-    try:
-        return int(codec.decode(payload)["signed"]["serial"])
-    except Exception:
-        return 0
 
 
 class Preempted(Exception):
@@ -72,6 +65,7 @@ class ReceiverOptions:
 class DeployReceiver:
     def __init__(self, *, broker: BrokerUrl | str, identity: Identity, topics: Topics, store: EnvStore,
                  trust: TrustStore, base: Registry, switch: Callable[[Registry], None], live_check: bool = True,
+                 stamp_trust: TrustStore | None = None,
                  log: logging.LoggerAdapter[Any] | logging.Logger = log,
                  options: ReceiverOptions = ReceiverOptions(),
                  wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
@@ -83,15 +77,17 @@ class DeployReceiver:
         self.client = MqttClient(broker, client_id=f"fd-{identity.agent}-{sha256(topics.root.encode())[:8]}",
                                  clean_session=True, on_message=self._inbox.put, mqtt5=options.mqtt5,
                                  reconnect_max=2.0)
-        self.docs: dict[str, Desired] = {}
+        self.book = DesiredBook()           # the desired states taken, waiting, and the fleet's timestamp
+        self.intake = Intake(me=identity, topics=topics, trust=trust, book=self.book, wall_clock=wall_clock, log=log,
+                             stamp_trust=stamp_trust if stamp_trust is not None else trust)
         self.applied: dict[str, Applied] = {}
-        self.taken: dict[str, int] = {}
         self.extras: dict[str, Any] = {}
         self._failed: dict[tuple[str, str | None, int], float] = {}   # change -> when to try again
         self._dirty = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.report = Report(agent=identity.agent, site=identity.site, labels=tuple(sorted(identity.labels)))
+        self.report = Report(agent=identity.agent, site=identity.site, labels=tuple(sorted(identity.labels)),
+                             trust=tuple(sorted(trust.keys)))
         self._fetch: Download | None = None
         self._manifest_wait: tuple[str, list[bytes]] | None = None
         self._received = 0          # chunk bytes of the download under way (the report's ``received``)
@@ -101,7 +97,7 @@ class DeployReceiver:
     def load(self) -> Registry:
         """At start, before the agent takes tasks: the kinds of what was applied."""
         self.store.open()
-        self.applied, self.taken, self.extras = self.store.load()
+        self.applied, self.book.taken, self.extras = self.store.load()
         for name, a in list(self.applied.items()):
             try:
                 self.store.manifest_of(self._env(a))
@@ -114,7 +110,7 @@ class DeployReceiver:
             info["restarts"] = int(info.get("restarts", 0)) + 1
         envs = {self._env(a) for a in self.applied.values()}
         self.store.keep_only(envs, (p.name for p in self.store.staging.iterdir()))   # downloads resume
-        self.store.save(self.applied, self.taken, self.extras)
+        self.store.save(self.applied, self.book.taken, self.extras)
         return self.compose(self.applied)
 
     def _env(self, a: Applied) -> Path:
@@ -146,6 +142,8 @@ class DeployReceiver:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, *, timeout: float = 10.0) -> None:
         self.client.start(timeout=timeout)
+        # The timestamp first: its retained copy arrives before the desired states it vouches for.
+        self.client.subscribe(self.topics.deploy_timestamp, 1, timeout=timeout)
         self.client.subscribe(self.topics.deploy_desired_filter, 1, timeout=timeout)
         if self.live_check:
             self.client.subscribe(self.self_check.topic, 1, timeout=timeout)
@@ -194,8 +192,11 @@ class DeployReceiver:
     def _take(self, msg: Message) -> None:
         """Route one message: a desired state, a manifest awaited, a chunk awaited."""
         t = self.topics
-        if msg.topic.startswith(f"{t.root}/deploy/desired/"):
-            self._take_desired(msg)
+        if msg.topic.startswith(f"{t.root}/deploy/desired/") or msg.topic == t.deploy_timestamp:
+            changed, refusals = self.intake.take(msg)
+            self._dirty = changed or self._dirty
+            for exc, serial in refusals:
+                self._refused(exc, serial)
         elif self._manifest_wait is not None and msg.topic == t.deploy_bundle(self._manifest_wait[0]):
             if msg.payload:
                 self._manifest_wait[1].append(msg.payload)
@@ -204,32 +205,11 @@ class DeployReceiver:
         elif msg.topic == self.self_check.topic and msg.payload:
             self.self_check.take(msg.payload)
 
-    def _take_desired(self, msg: Message) -> None:
-        if not msg.payload:
-            gone = next((k for k in self.docs if self.topics.deploy_desired(k) == msg.topic), None)
-            if gone is not None:
-                del self.docs[gone]
-                self._dirty = True
-            return
-        try:
-            signed = Signed.decode(msg.payload, what=f"the desired state on {msg.topic}")
-            signed.verified(self.trust, what=f"the desired state on {msg.topic}")
-            doc = Desired.from_dict(signed.document)
-            if self.topics.deploy_desired(doc.target) != msg.topic:
-                raise DeployRefused("bad_document", f"a desired state for {doc.target} was published on {msg.topic}")
-            if not self.me.matches(doc.target):
-                return
-            desired.check_serial(doc, self.taken)
-        except DeployRefused as exc:
-            self.log.warning("deployment refused: %s", exc)
-            self._say(state="refused", reason=exc.code, detail=str(exc), bundle=None, version=None, progress=None,
-                      desired_serial=max(self.report.desired_serial, _claimed_serial(msg.payload)))
-            return
-        known = self.docs.get(doc.target)
-        if known is None or known.serial != doc.serial:
-            self.docs[doc.target] = doc
-            self.taken[doc.target] = doc.serial
-            self._dirty = True
+    def _refused(self, exc: DeployRefused, serial: int) -> None:
+        """A desired state not taken: say why (the fleet counters count this agent failed for ``serial``)."""
+        self.log.warning("deployment refused: %s", exc)
+        self._say(state="refused", reason=exc.code, detail=str(exc), bundle=None, version=None, progress=None,
+                  desired_serial=max(self.report.desired_serial, serial))
 
     def _pump(self, until: float) -> None:
         """Take messages until ``until``; a newer desired state pre-empts."""
@@ -246,7 +226,7 @@ class DeployReceiver:
     # -- converging -------------------------------------------------------------------
     def _converge(self) -> None:
         self._dirty = False
-        wanted = desired.effective(self.docs.values(), self.me)
+        wanted = desired.effective(self.book.docs.values(), self.me)
         self.report = self.report.but(desired_serial=max(self.report.desired_serial, wanted.serial))
         failed = False
         todo = desired.changes(wanted, self.applied)
@@ -275,7 +255,7 @@ class DeployReceiver:
                     self.store.drop_staging(change.want.digest or "")
                 self._say(state=state, reason=exc.code, detail=str(exc), bundle=change.name,
                           version=change.want.version, progress=None)
-        self.store.save(self.applied, self.taken, self.extras)
+        self.store.save(self.applied, self.book.taken, self.extras)
         if not failed:
             self._say(state="running" if self.applied else "idle", reason=None, detail="", bundle=None,
                       version=None, progress=None, applied_serial=wanted.serial)
@@ -348,7 +328,7 @@ class DeployReceiver:
             self._switch(self.compose(applied))
             self.log.info("deployment: %s", f"{name} {new.version} runs" if new else f"{name} removed")
         self.applied = applied
-        self.store.save(self.applied, self.taken, self.extras)
+        self.store.save(self.applied, self.book.taken, self.extras)
         self.store.keep_only({self._env(a) for a in applied.values()} | set(keep),
                              (p.name for p in self.store.staging.iterdir()))
 

@@ -6,7 +6,9 @@ States of the step under way: ``idle`` (nothing to do), ``downloading``
 (with ``progress``, and ``received``: the chunk bytes taken in so far,
 repeats after a cut link included), ``installing``, ``health-check``, ``running`` (done),
 ``failed``, ``rolled_back`` (the new version failed its health check; the
-old one serves), ``refused`` (not applied: ``reason`` says why).
+old one serves), ``refused`` (not applied: ``reason`` says why). ``trust``
+(an addition): the ids of the keys the agent trusts, for ``fogmesh deploy``
+to check its key against.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Report:
     received: int = 0                   # chunk bytes this download took in, repeats included
     bundles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # name -> version, kinds, restarts
     at: float = 0.0
+    trust: tuple[str, ...] = ()         # ids of the keys it takes deployments signed by (an addition)
 
     def but(self, **changes: Any) -> Report:
         return replace(self, **changes)
@@ -50,7 +53,7 @@ class Report:
         d = {"agent": self.agent, "site": self.site, "labels": list(self.labels),
              "desired_serial": self.desired_serial, "applied_serial": self.applied_serial, "state": self.state,
              "bundle": self.bundle, "version": self.version, "reason": self.reason, "detail": self.detail,
-             "bundles": {k: dict(v) for k, v in self.bundles.items()}, "at": self.at}
+             "bundles": {k: dict(v) for k, v in self.bundles.items()}, "at": self.at, "trust": list(self.trust)}
         if self.progress is not None:
             d["progress"] = round(self.progress, 3)
         if self.received:
@@ -64,7 +67,8 @@ class Report:
                    state=str(d.get("state", "idle")), bundle=d.get("bundle"), version=d.get("version"),
                    reason=d.get("reason"), detail=str(d.get("detail", "")), progress=d.get("progress"),
                    received=int(d.get("received", 0)),
-                   bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)))
+                   bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)),
+                   trust=tuple(str(k) for k in d.get("trust") or ()))
 
 
 @dataclass(frozen=True)

@@ -117,10 +117,13 @@ class SigningKey:
 
 
 class TrustStore:
-    """The keys an agent trusts (``--trust-key``, several for rotation)."""
+    """The keys an agent trusts (``--trust-key``, several for rotation);
+    ``who`` says who trusts them in refusals (``fogmesh deploy`` checks as
+    the agents will)."""
 
-    def __init__(self, keys: Iterable[PublicKey] = ()) -> None:
+    def __init__(self, keys: Iterable[PublicKey] = (), *, who: str = "this agent trusts") -> None:
         self.keys: Mapping[str, PublicKey] = {k.key_id: k for k in keys}
+        self.who = who
 
     def __bool__(self) -> bool:
         return bool(self.keys)
@@ -129,7 +132,7 @@ class TrustStore:
         """The id of a trusted key whose signature over ``data`` holds, or
         :class:`DeployRefused` saying why none does."""
         if not self.keys:
-            raise DeployRefused("no_trust_key", f"{what}: this agent trusts no deployment key; start it with "
+            raise DeployRefused("no_trust_key", f"{what}: {self.who} no deployment key; give "
                                 "--trust-key FILE.pub (the key `fogmesh bundle keygen` made)")
         if not signatures:
             raise DeployRefused("unsigned", f"{what} is not signed; sign it with `fogmesh bundle sign`")
@@ -150,4 +153,5 @@ class TrustStore:
             raise DeployRefused("bad_signature", f"{what}: the signature by key {key.key_id} does not match "
                                 "its contents (changed after signing, or signed by another key with that id)")
         raise DeployRefused("unknown_key", f"{what} is signed by key(s) {', '.join(named) or 'none'}, none of which "
-                            f"this agent trusts ({', '.join(self.keys)}); add the key with --trust-key")
+                            f"{self.who} ({', '.join(self.keys)}); sign it with a trusted key "
+                            "(`fogmesh bundle sign --key`) or add its key with --trust-key")
