@@ -20,7 +20,7 @@ PURE_MODULES = [
     "fogmesh/frames.py", "devices/commands.py", "devices/sensors.py", "fogmesh/fleet.py",
     "edge_agent/ratelimit.py", "edge_agent/claiming.py", "edge_agent/answering.py",
     "edge_agent/asking.py", "edge_agent/deaths.py", "broker/shared.py",
-    "edge_agent/ordering.py", "ops/units.py", "ops/report.py",
+    "edge_agent/ordering.py", "ops/units.py", "ops/report.py", "ops/failover.py",
     "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/publish_properties.py",
     "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
     "edge_agent/runner.py", "edge_agent/claim_book.py", "edge_agent/offer_book.py", "edge_agent/confirmations.py",
