@@ -76,17 +76,21 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
 
     url = BrokerUrl.parse(options.broker)
     ident = options.ident or url.username or f"doctor-{socket.gethostname().split('.')[0]}"
-    target = BrokerTarget(url=url, topics=Topics(options.root), role=options.role, ident=ident,
-                          timeout=options.timeout)
     add(check_python())
-    reached = add(check_reach(target)).status == "ok"
+    reach, live = check_reach(BrokerTarget(url=url, topics=Topics(options.root), timeout=options.timeout))
+    for check in reach:
+        add(check)
+    reached = live is not None
+    # the later checks ask the first node that answers (a failover list: the next ones after it)
+    target = BrokerTarget(url=live or url, topics=Topics(options.root), role=options.role, ident=ident,
+                          timeout=options.timeout)
     tls_ok = reached and add(check_tls(target)).status != "fail"
     session = None
     if tls_ok:
         login, session = check_login(target)
         add(login)
     else:
-        add(Check("login", "skip", "not tried: the broker cannot be reached" if not reached
+        add(Check("login", "skip", "not tried: no node of the broker can be reached" if not reached
                   else "not tried: TLS does not verify"))
     try:
         if session is not None:
@@ -94,12 +98,10 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
             add(check_websockets(target, options.ws_ports))
             acl = add(check_acl(target))
             if acl.status == "ok":
-                add(check_shared(target))
+                add(check_shared(target, amqp=bool(options.amqp)))
             else:
                 add(Check("shared subs", "skip", "not checked: the probe topics are not allowed"))
             add(check_clock(target, session, wait_s=options.clock_wait_s))
-            if options.amqp:
-                add(check_amqp(options.amqp, root=options.root, timeout=options.timeout))
             add(restart_losses(broker_version(target, session), role=options.role))
         else:
             for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock", "restarts"):
@@ -107,6 +109,9 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     finally:
         if session is not None:
             session.close()
+    if options.amqp:                     # AMQP is its own connection: checked whatever MQTT said
+        for check in check_amqp(options.amqp, root=options.root, timeout=options.timeout):
+            add(check)
     if options.state_dir is not None:
         state_dir = options.state_dir
     else:
