@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
-__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "limit_args",
-           "parse_image_kind", "remove_task_containers"]
+__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "limit_args", "local_images",
+           "parse_image_kind", "remove_task_containers", "try_start"]
 
 
 TASK_LABEL = "fogmesh.task-of"
@@ -83,6 +83,36 @@ def engine_run(engine: str, args: Sequence[str], *, conf: str | None = None, tim
         err = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise ContainerError(f"{Path(engine).name} {args[0]} failed ({done.returncode}): {err[0][:300]}")
     return out
+
+
+def try_start(engine: Engine, image: str, *, limits: bool = False, timeout: float = 60.0) -> str | None:
+    """Start one container of ``image`` (its ``true``, no network, never a
+    pull) and remove it, as a kind's container starts: None if it ran, else
+    the engine's error output (for :func:`fogmesh.container_diagnosis.diagnose`).
+    ``limits``: with a memory and CPU limit, as a kind with ``memory=``/``cpus=``."""
+    name = f"fogmesh-doctor-{uuid.uuid4().hex[:8]}"
+    argv = [engine.path, "run", "--rm", "--name", name, "--network", "none", "--pull", "never",
+            *(limit_args(memory="64m", cpus="0.5") if limits else []), "--entrypoint", "true", image]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        subprocess.run([engine.path, "rm", "-f", name], capture_output=True, timeout=60, check=False)
+        return f"Error: no container started within {timeout:g} s"
+    except OSError as exc:
+        return f"Error: cannot run {engine.path}: {exc}"
+    if done.returncode == 0:
+        return None
+    return (done.stderr.decode(errors="replace") or done.stdout.decode(errors="replace")
+            or f"Error: exit status {done.returncode}")
+
+
+def local_images(engine: Engine) -> list[tuple[str, str]]:
+    """The images on this box as ``(REPOSITORY:TAG, size)``; [] when the engine cannot list them."""
+    try:
+        out = engine_run(engine.path, ["images", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}"], timeout=60)
+    except ContainerError:
+        return []
+    return [(name, size) for name, _, size in (line.partition("\t") for line in out.splitlines()) if name]
 
 
 def limit_args(*, memory: str | None, cpus: str | None) -> list[str]:

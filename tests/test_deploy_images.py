@@ -125,15 +125,18 @@ def test_a_tag_is_pinned_to_the_digest_the_registry_serves_and_agents_pull_it(
     (tmp_path / "ctx" / "Containerfile").write_text(f"FROM {standin_images.ROOTFS}\nCMD {json.dumps(SUM)}\n"
                                                     f"LABEL test={tmp_path.name}\n")
     podman("build", "-q", "-t", tagged, str(tmp_path / "ctx"))
-    podman("push", "-q", "--tls-verify=false", "--digestfile", str(tmp_path / "digest"), tagged)
-    served = (tmp_path / "digest").read_text().strip()
-    local = podman("image", "inspect", "--format", "{{.Digest}}", tagged).strip()
-    assert local != served                                # what made the old pin wrong
-    fleet.start("i4")
-    reports.wait(lambda r: "i4" in r)
-    bundle = image_bundle(tmp_path, keys[0], "1.0", f"dsum={tagged}")
+    try:
+        podman("push", "-q", "--tls-verify=false", "--digestfile", str(tmp_path / "digest"), tagged)
+        served = (tmp_path / "digest").read_text().strip()
+        local = podman("image", "inspect", "--format", "{{.Digest}}", tagged).strip()
+        assert local != served                            # what made the old pin wrong
+        bundle = image_bundle(tmp_path, keys[0], "1.0", f"dsum={tagged}")     # the local copy is there
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tagged], capture_output=True, timeout=60)   # its registry goes too
     manifest = bundle.read_bytes().split(b"\n", 1)[0].decode()
     assert f"{registry}/dtag@{served}" in manifest and local not in manifest
+    fleet.start("i4")
+    reports.wait(lambda r: "i4" in r)
     done = fleet.deploy(str(bundle), "--to", "all", key=keys[0])
     assert done.returncode == 0, done.stdout + done.stderr
     reports.wait(lambda r: runs("1.0")(r.get("i4", {"state": ""})))
