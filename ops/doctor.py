@@ -61,6 +61,7 @@ class DoctorOptions:
     timeout: float = 5.0
     trust_keys: tuple[str, ...] = ()
     amqp: tuple[str, ...] = ()
+    container_image: str | None = None
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -121,7 +122,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
     add(check_trust_keys(options.trust_keys, role=options.role))
-    add(check_container_engine())
+    add(check_container_engine(options.container_image))
     return checks
 
 
@@ -153,6 +154,9 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     amqp_arg(p, help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
     p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="the agent's --trust-key files, to check (fleet deployment)")
+    p.add_argument("--container-image", metavar="IMAGE",
+                   help="an image on this box to start a container from, to check the container engine (default: "
+                        "the smallest one it has; nothing is pulled)")
     json_arg(p)
 
 
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                             state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
                             camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
                             clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key),
-                            amqp=tuple(args.amqp))
+                            amqp=tuple(args.amqp), container_image=args.container_image)
     title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
     interactive = sys.stderr.isatty() and not args.json
 

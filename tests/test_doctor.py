@@ -28,6 +28,13 @@ pytestmark = pytest.mark.timeout(90)
 NO_WS = (free_port(),)     # a closed port: the WebSocket probe answers at once
 
 
+@pytest.fixture(autouse=True)
+def no_container_engine(monkeypatch) -> None:
+    """These checks are the broker's and the box's other parts: the container
+    engine's (a container started for real) is checked in tests/test_containers.py."""
+    monkeypatch.setenv("FOGMESH_CONTAINER_ENGINE", "none")
+
+
 def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
 
