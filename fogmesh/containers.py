@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fogmesh.container_diagnosis import diagnose
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
@@ -33,6 +34,8 @@ __all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind
 
 
 TASK_LABEL = "fogmesh.task-of"
+#: ``run``'s own exit statuses: the engine failed (125), the command could not be started (126, 127).
+ENGINE_FAILED = (125, 126, 127)
 
 
 class ContainerError(FogmeshError, RuntimeError):
@@ -162,7 +165,13 @@ class ImageHandler:
             raise ContainerError(f"container of {self.image} was killed (exit 137): out of memory? the kind's "
                                  f"limit is {self.memory}")
         if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            stderr = done.stderr.decode(errors="replace")
+            tail = stderr.strip().splitlines()[-1:] or [""]
+            # the engine's own failure (its "Error: ..." line), not the kind's exit status?
+            if done.returncode in ENGINE_FAILED and tail[0].startswith(("Error", "docker:")):
+                d = diagnose(Path(self.engine).name, stderr)
+                if d.cause not in ("other", "no-command"):
+                    raise ContainerError(f"no container of {self.image} could start: {d.reason}; {d.fix}")
             raise ContainerError(f"container of {self.image} exited with {done.returncode}: {tail[0][:300]}")
         try:
             return json.loads(done.stdout)

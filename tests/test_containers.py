@@ -259,6 +259,22 @@ def test_a_container_over_its_memory_limit_gets_a_clear_error(engine, agents, br
     assert list(tmp_path.iterdir()) == [], "the engine wrote into the agent's working directory"
 
 
+def test_a_task_whose_container_cannot_start_says_why_and_what_to_set(engine, tmp_path, monkeypatch) -> None:
+    """The engine fails before the kind's command runs (here: a ulimit no box
+    may raise): the task's error names the cause and the fix, not only the
+    engine's last line."""
+    from fogmesh.containers import ContainerError
+    (tmp_path / "containers.conf").write_text('[containers]\ndefault_ulimits = ["nofile=2000000000:2000000000"]\n'
+                                              '[engine]\nruntime = "runc"\n')
+    monkeypatch.setenv("CONTAINERS_CONF", str(tmp_path / "containers.conf"))
+    kind = image_kind("csum", IMAGE, engine=engine, command=SUM, timeout_s=20)
+    with pytest.raises(ContainerError) as caught:
+        kind.handler({"values": [1]})
+    said = str(caught.value)
+    assert f"no container of {IMAGE} could start" in said and "rlimits" in said, said
+    assert "default_ulimits = []" in said, said
+
+
 def test_bench_containers_prints_the_three_ways_against_raw_mqtt(engine) -> None:
     done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "containers", "--json", "--image", IMAGE,
                            "--tasks", "5", "--container-tasks", "2"], capture_output=True, text=True, timeout=240)
