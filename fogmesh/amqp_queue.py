@@ -19,6 +19,8 @@ gave that message back already).
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -27,12 +29,23 @@ from typing import Any, Callable, Sequence
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import (
+    AMQPConnectionWorkflowFailed,
+    AMQPConnectorException,
+    AMQPConnectorPhaseErrorBase,
+    AMQPConnectorStackTimeout,
+)
 
 from fogmesh.errors import ConnectError
 
 log = logging.getLogger("fogmesh.amqp")
 
-__all__ = ["QueuedTask", "Settled", "TaskQueue", "queue_name", "routing_keys"]
+__all__ = ["QueuedTask", "Settled", "TaskQueue", "amqp_reason", "probe_queue", "queue_name", "routing_keys"]
+
+#: What opening an AMQP connection raises: pika's errors, socket errors, and
+#: the connection workflow's own (a handshake timeout is none of the others).
+CONNECT_ERRORS = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
+
 
 #: Told whether a settle was committed (True) or lost with its connection (False).
 Settled = Callable[[bool], None]
@@ -63,7 +76,7 @@ class QueuedTask:
 class TaskQueue:
     def __init__(self, urls: Sequence[str], *, root: str, on_task: Callable[[QueuedTask], None],
                  on_connection: Callable[[bool], None] | None = None, prefetch: int = 100,
-                 retry_s: float = 0.5) -> None:
+                 retry_s: float = 0.5, connect_timeout_s: float = 5.0) -> None:
         if not urls:
             raise ValueError("TaskQueue needs at least one amqp:// URL")
         logging.getLogger("pika").setLevel(logging.WARNING)    # its INFO is a line per socket state
@@ -72,6 +85,9 @@ class TaskQueue:
         self.queue = queue_name(root)
         self._on_task, self._on_connection = on_task, on_connection
         self.prefetch, self.retry_s = prefetch, retry_s
+        # a node that takes TCP and never completes the handshake (one still starting) is
+        # given up on after this, for the next one in the list (pika's own default: 15 s)
+        self.connect_timeout_s = connect_timeout_s
         # settles to commit: (connection, tag, publishes, done)
         self._todo: deque[tuple[int, int, Sequence[tuple[str, bytes]], Settled]] = deque()
         self._taking = True
@@ -88,7 +104,8 @@ class TaskQueue:
         self._thread.start()
         if not self._ready.wait(timeout):
             self.stop()
-            raise ConnectError(f"no AMQP node of {', '.join(self.urls)} took the task queue within {timeout:g} s"
+            nodes = ", ".join(_where(u) for u in self.urls)        # not the URLs: they hold the password
+            raise ConnectError(f"no AMQP node of {nodes} took the task queue within {timeout:g} s"
                                + (f" ({self._first_error})" if self._first_error else ""))
         return self
 
@@ -125,11 +142,12 @@ class TaskQueue:
             i += 1
             try:
                 self._serve(url)
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except CONNECT_ERRORS as exc:         # a handshake timeout too: the thread goes on
                 if self._first_error is None:
-                    self._first_error = f"{type(exc).__name__}: {exc}"
+                    self._first_error = f"{_where(url)}: {amqp_reason(exc, timeout=self.connect_timeout_s)}"
                 if self._ready.is_set():
-                    log.warning("AMQP task queue: lost %s (%s); trying the next node", url, type(exc).__name__)
+                    log.warning("AMQP task queue: lost %s (%s); trying the next node", _where(url),
+                                amqp_reason(exc))
             if self._ready.is_set() and self._on_connection is not None and not self._stop.is_set():
                 self._on_connection(False)
             self._ready.clear()
@@ -165,7 +183,8 @@ class TaskQueue:
         params = pika.URLParameters(url)
         params.heartbeat = 10
         params.blocked_connection_timeout = 30
-        params.socket_timeout = 5
+        params.socket_timeout = self.connect_timeout_s
+        params.stack_timeout = self.connect_timeout_s
         conn = pika.BlockingConnection(params)
         try:
             ch = conn.channel()
@@ -200,22 +219,97 @@ class TaskQueue:
 
 def probe_queue(url: str, *, root: str, timeout: float = 5.0) -> tuple[int, int]:
     """(messages waiting, consumers) of the task queue at one node, declaring
-    it as agents do; :class:`ConnectError` saying why not (for ``fogmesh doctor``)."""
-    params = pika.URLParameters(url)
+    it as agents do; :class:`ConnectError` saying why not in words (for
+    ``fogmesh doctor``: :func:`amqp_reason`; pika's own error log, tracebacks
+    and all, is held back meanwhile: the reason says it)."""
+    try:
+        params = pika.URLParameters(url)
+    except (ValueError, TypeError) as exc:
+        raise ConnectError(f"not an AMQP URL ({exc}): write amqp://USER:PASS@HOST:5672/") from exc
     params.socket_timeout = timeout
+    params.stack_timeout = timeout
     params.blocked_connection_timeout = timeout
+    pika_log = logging.getLogger("pika")
+    level = pika_log.level
+    pika_log.setLevel(logging.CRITICAL + 1)
     try:
-        conn = pika.BlockingConnection(params)
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        raise ConnectError(f"cannot open AMQP at {url}: {type(exc).__name__}: {exc}") from exc
-    try:
-        ch = conn.channel()
-        ok = _declare(ch, root)
-        return int(ok.method.message_count), int(ok.method.consumer_count)
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        raise ConnectError(f"AMQP at {url} refused the task queue: {type(exc).__name__}: {exc}") from exc
+        try:
+            conn = pika.BlockingConnection(params)
+        except CONNECT_ERRORS as exc:
+            raise ConnectError(amqp_reason(exc, timeout=timeout)) from exc
+        try:
+            ch = conn.channel()
+            ok = _declare(ch, root)
+            return int(ok.method.message_count), int(ok.method.consumer_count)
+        except CONNECT_ERRORS as exc:
+            raise ConnectError(f"the task queue: {amqp_reason(exc, timeout=timeout)}") from exc
+        finally:
+            _close(conn)
     finally:
-        _close(conn)
+        pika_log.setLevel(level)
+
+
+def amqp_reason(exc: BaseException, *, timeout: float | None = None) -> str:
+    """Why an AMQP connection or declare failed, in words: pika wraps the
+    cause in layers (a connection error holding the workflow's failure
+    holding the connector's holding the socket's), often with an empty
+    message; this finds the cause and names it."""
+    while True:
+        inner: BaseException | None = None
+        if isinstance(exc, AMQPConnectionWorkflowFailed) and exc.exceptions:
+            inner = exc.exceptions[-1]
+        elif isinstance(exc, AMQPConnectorPhaseErrorBase):
+            inner = exc.exception
+        elif type(exc) is pika.exceptions.AMQPConnectionError and exc.args \
+                and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if inner is None:
+            break
+        exc = inner
+    within = f" within {timeout:g} s" if timeout is not None else ""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that port (is the node running? is it the AMQP port, 5672?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout, AMQPConnectorStackTimeout)):
+        if isinstance(exc, AMQPConnectorStackTimeout) and "handshake" in str(exc):
+            return (f"the port took the connection but no AMQP handshake came{within} "
+                    "(a node still starting, overloaded, or not an AMQP port)")
+        return f"no answer{within} (is the host up? does a firewall drop the port?)"
+    if isinstance(exc, ssl.SSLError):
+        return (f"TLS failed: {exc.reason or exc} (amqps:// needs the node's TLS port, usually 5671; "
+                "amqp:// the plain one)")
+    if isinstance(exc, ConnectionResetError):
+        return "the node reset the connection"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}"
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return f"login refused ({_broker_words(exc)}): check the user and password in the URL"
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return f"virtual host refused ({_broker_words(exc)}): check the path of the URL (/ is the default vhost)"
+    if isinstance(exc, pika.exceptions.IncompatibleProtocolError):
+        return "not an AMQP 0-9-1 server: it closed the connection at the protocol header (the MQTT port?)"
+    if isinstance(exc, (pika.exceptions.ConnectionClosedByBroker, pika.exceptions.ChannelClosedByBroker)):
+        return f"the node refused: {exc.reply_code} {exc.reply_text}"
+    if isinstance(exc, pika.exceptions.StreamLostError):
+        return "the connection was lost mid-handshake"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """``host:port`` of an AMQP URL, without its login (for logs and reasons)."""
+    rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+def _broker_words(exc: BaseException) -> str:
+    """The broker's own words inside pika's 'probable' errors: ``ACCESS_REFUSED - ...``."""
+    text = " ".join(str(a) for a in exc.args)
+    for code in ("ACCESS_REFUSED", "NOT_ALLOWED"):
+        if code in text:
+            return code + text.split(code, 1)[1].split("'", 1)[0].split(". For details", 1)[0]
+    return text or type(exc).__name__
 
 
 def _declare(ch: Any, root: str) -> Any:

@@ -25,14 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fogmesh.container_diagnosis import diagnose
 from fogmesh.errors import BadArgs, FogmeshError
 from fogmesh.registry import TaskKind
 
-__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "limit_args",
-           "parse_image_kind", "remove_task_containers"]
+__all__ = ["ContainerError", "Engine", "ImageHandler", "engine_run", "image_kind", "limit_args", "local_images",
+           "parse_image_kind", "remove_task_containers", "try_start"]
 
 
 TASK_LABEL = "fogmesh.task-of"
+#: ``run``'s own exit statuses: the engine failed (125), the command could not be started (126, 127).
+ENGINE_FAILED = (125, 126, 127)
 
 
 class ContainerError(FogmeshError, RuntimeError):
@@ -85,6 +88,36 @@ def engine_run(engine: str, args: Sequence[str], *, conf: str | None = None, tim
     return out
 
 
+def try_start(engine: Engine, image: str, *, limits: bool = False, timeout: float = 60.0) -> str | None:
+    """Start one container of ``image`` (its ``true``, no network, never a
+    pull) and remove it, as a kind's container starts: None if it ran, else
+    the engine's error output (for :func:`fogmesh.container_diagnosis.diagnose`).
+    ``limits``: with a memory and CPU limit, as a kind with ``memory=``/``cpus=``."""
+    name = f"fogmesh-doctor-{uuid.uuid4().hex[:8]}"
+    argv = [engine.path, "run", "--rm", "--name", name, "--network", "none", "--pull", "never",
+            *(limit_args(memory="64m", cpus="0.5") if limits else []), "--entrypoint", "true", image]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        subprocess.run([engine.path, "rm", "-f", name], capture_output=True, timeout=60, check=False)
+        return f"Error: no container started within {timeout:g} s"
+    except OSError as exc:
+        return f"Error: cannot run {engine.path}: {exc}"
+    if done.returncode == 0:
+        return None
+    return (done.stderr.decode(errors="replace") or done.stdout.decode(errors="replace")
+            or f"Error: exit status {done.returncode}")
+
+
+def local_images(engine: Engine) -> list[tuple[str, str]]:
+    """The images on this box as ``(REPOSITORY:TAG, size)``; [] when the engine cannot list them."""
+    try:
+        out = engine_run(engine.path, ["images", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}"], timeout=60)
+    except ContainerError:
+        return []
+    return [(name, size) for name, _, size in (line.partition("\t") for line in out.splitlines()) if name]
+
+
 def limit_args(*, memory: str | None, cpus: str | None) -> list[str]:
     """A kind's limits as ``run`` options (per-task and service containers alike)."""
     return (["--memory", memory] if memory else []) + (["--cpus", cpus] if cpus else [])
@@ -132,7 +165,13 @@ class ImageHandler:
             raise ContainerError(f"container of {self.image} was killed (exit 137): out of memory? the kind's "
                                  f"limit is {self.memory}")
         if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            stderr = done.stderr.decode(errors="replace")
+            tail = stderr.strip().splitlines()[-1:] or [""]
+            # the engine's own failure (its "Error: ..." line), not the kind's exit status?
+            if done.returncode in ENGINE_FAILED and tail[0].startswith(("Error", "docker:")):
+                d = diagnose(Path(self.engine).name, stderr)
+                if d.cause not in ("other", "no-command"):
+                    raise ContainerError(f"no container of {self.image} could start: {d.reason}; {d.fix}")
             raise ContainerError(f"container of {self.image} exited with {done.returncode}: {tail[0][:300]}")
         try:
             return json.loads(done.stdout)

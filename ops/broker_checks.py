@@ -11,12 +11,13 @@ import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from fogmesh import codec
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, probe_connect, topic_round_trip
+from fogmesh.ops.failover import NodeAnswer, first_up, node_checks
 from fogmesh.ops.report import Check
 from fogmesh.topics import Topics
 
@@ -27,6 +28,8 @@ CERT_WARN_DAYS = 30
 
 
 SYS_VERSION = "$SYS/broker/version"
+START_BROKER = ("start the broker (`fogmesh broker`, `sudo systemctl start mosquitto` or "
+                "`sudo systemctl start rabbitmq-server` on that node) or correct the port in --broker")
 
 
 @dataclass(frozen=True)
@@ -60,24 +63,39 @@ class BrokerTarget:
         return self.topics.login_probe(self.login, token)
 
 
-def check_reach(target: BrokerTarget) -> Check:
-    url = target.url
+def reach_node(host: str, port: int, *, timeout: float) -> NodeAnswer:
+    """Does ``host:port`` take a TCP connection? Why not, in words, with what to do."""
+    where = f"{host}:{port}"
     started = time.monotonic()
     try:
-        with socket.create_connection((url.host, url.port), timeout=target.timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except socket.gaierror as exc:
-        return Check("broker", "fail", f"cannot resolve {url.host}: {exc.strerror}",
-                     "check the host name in --broker (and /etc/hosts or DNS)")
+        return NodeAnswer(where, False, f"cannot resolve {host}: {exc.strerror}",
+                          "check the host name in --broker (and /etc/hosts or DNS)")
     except (TimeoutError, socket.timeout):
-        return Check("broker", "fail", f"no answer from {url.host}:{url.port} within {target.timeout:g} s",
-                     "is the host up, and does a firewall let the port through?")
+        return NodeAnswer(where, False, f"no answer within {timeout:g} s",
+                          "is the host up, and does a firewall let the port through?")
+    except ConnectionRefusedError:
+        return NodeAnswer(where, False, "connection refused (nothing listens on the port)",
+                          START_BROKER)
     except OSError as exc:
-        return Check("broker", "fail", f"cannot reach {url.host}:{url.port}: {exc.strerror or exc}",
-                     "start the broker (`fogmesh broker`, or `sudo systemctl start mosquitto`) "
-                     "or correct the port in --broker")
+        return NodeAnswer(where, False, f"cannot reach it: {exc.strerror or exc}", START_BROKER)
     ms = 1000 * (time.monotonic() - started)
-    return Check("broker", "ok", f"{url.host}:{url.port} accepts TCP connections ({ms:.1f} ms)")
+    return NodeAnswer(where, True, f"accepts TCP connections ({ms:.1f} ms)")
+
+
+def check_reach(target: BrokerTarget) -> tuple[list[Check], BrokerUrl | None]:
+    """Each node of ``--broker`` (one, or a cluster's failover list), and the URL
+    the later checks use: the list from its first node that answers (None: none does)."""
+    url = target.url
+    answers = [reach_node(host, port, timeout=target.timeout) for host, port in url.nodes]
+    checks = node_checks("broker", answers, label="mqtt node")
+    i = first_up(answers)
+    if i is None:
+        return checks, None
+    host, port = url.nodes[i]
+    return checks, replace(url, host=host, port=port, alternates=url.nodes[i + 1:] + url.nodes[:i])
 
 
 def check_tls(target: BrokerTarget) -> Check:
@@ -200,7 +218,9 @@ def check_acl(target: BrokerTarget) -> Check:
     return Check("acl", "ok", f"{target.login} publishes and reads its own topic {topic}")
 
 
-def check_shared(target: BrokerTarget) -> Check:
+def check_shared(target: BrokerTarget, *, amqp: bool = False) -> Check:
+    """Shared subscriptions, and so how agents started like this split tasks:
+    ``amqp`` (``--amqp`` given): from RabbitMQ's quorum queue, whatever this says."""
     from fogmesh.edge_agent.probes import SharedSubscriptionProbe
     token = f"doctor-shared-{uuid.uuid4().hex[:8]}"
     probe = SharedSubscriptionProbe(target.probe_topic(token), group=token)
@@ -209,6 +229,9 @@ def check_shared(target: BrokerTarget) -> Check:
                            timeout=target.timeout)
     except ConnectError as exc:
         return Check("shared subs", "skip", f"not checked: {exc}")
+    if amqp:
+        return Check("shared subs", "info", f"{'$share subscriptions work' if shared else 'no $share subscriptions'}"
+                     "; agents started with --amqp use amqp dispatch (tasks from the quorum queue)")
     if shared:
         return Check("shared subs", "ok", "$share subscriptions work: agents split tasks with shared dispatch")
     return Check("shared subs", "info", "no $share subscriptions: agents use claim dispatch "
@@ -287,23 +310,36 @@ def restart_losses(version: str | None, *, role: str) -> Check:
     return Check("restarts", "info", f"{version}: see topics.md, Guarantees under faults, for what a restart drops")
 
 
-def check_amqp(urls: tuple[str, ...], *, root: str, timeout: float) -> Check:
+def check_amqp(urls: tuple[str, ...], *, root: str, timeout: float) -> list[Check]:
     """``amqp`` dispatch (RabbitMQ): can each node given with ``--amqp`` hold the
-    task queue? What agents started with these URLs will do."""
+    task queue? What agents started with these URLs will do: a line per node,
+    and the verdict (they move to the next node when theirs goes)."""
     from fogmesh.amqp_queue import probe_queue, queue_name
     if not urls:
-        return Check("amqp queue", "skip", "no --amqp given (RabbitMQ: agents take tasks from a quorum queue "
-                     "with --amqp; without it they fall back to claims)")
-    seen, failed = [], []
+        return [Check("amqp queue", "skip", "no --amqp given (RabbitMQ: agents take tasks from a quorum queue "
+                      "with --amqp; without it they fall back to claims)")]
+    answers = []
     for url in urls:
+        where = url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]     # not the password
         try:
             waiting, consumers = probe_queue(url, root=root, timeout=timeout)
-            seen.append(f"{url.split('@')[-1]}: {waiting} waiting, {consumers} consumer(s)")
         except ConnectError as exc:
-            failed.append(str(exc))
-    if failed and not seen:
-        return Check("amqp queue", "fail", "; ".join(failed), "check the AMQP port and login of each node "
-                     "(amqp://USER:PASS@HOST:5672/)")
-    status = "warn" if failed else "ok"
-    detail = f"dispatch amqp: quorum queue {queue_name(root)}: " + "; ".join(seen + failed)
-    return Check("amqp queue", status, detail, "a node in the failover list does not answer" if failed else "")
+            answers.append(NodeAnswer(where, False, str(exc), amqp_fix(str(exc))))
+        else:
+            answers.append(NodeAnswer(where, True, f"{waiting} waiting, {consumers} consumer(s)"))
+    return node_checks("amqp queue", answers, label="amqp node",
+                       prefix=f"dispatch amqp: quorum queue {queue_name(root)}: ")
+
+
+def amqp_fix(reason: str) -> str:
+    """What to do about an AMQP node, by why it did not answer (amqp_queue.amqp_reason's words)."""
+    if reason.startswith(("connection refused", "no answer", "the port took the connection")):
+        return ("start RabbitMQ on that node (`sudo systemctl start rabbitmq-server`; a node still starting "
+                "answers within a minute) or correct the host and port of its --amqp URL")
+    if reason.startswith(("login refused", "virtual host refused")):
+        return ("give --amqp the login agents use (amqp://USER:PASS@HOST:5672/VHOST; `rabbitmqctl list_users` "
+                "and `rabbitmqctl list_permissions` on a node show what exists)")
+    if reason.startswith("the task queue"):
+        return ("let that login configure, write and read the task queue and amq.topic "
+                "(`rabbitmqctl set_permissions`), or delete a queue of that name made with other arguments")
+    return "correct that --amqp URL (amqp://USER:PASS@HOST:5672/)"

@@ -61,6 +61,7 @@ class DoctorOptions:
     timeout: float = 5.0
     trust_keys: tuple[str, ...] = ()
     amqp: tuple[str, ...] = ()
+    container_image: str | None = None
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -76,17 +77,21 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
 
     url = BrokerUrl.parse(options.broker)
     ident = options.ident or url.username or f"doctor-{socket.gethostname().split('.')[0]}"
-    target = BrokerTarget(url=url, topics=Topics(options.root), role=options.role, ident=ident,
-                          timeout=options.timeout)
     add(check_python())
-    reached = add(check_reach(target)).status == "ok"
+    reach, live = check_reach(BrokerTarget(url=url, topics=Topics(options.root), timeout=options.timeout))
+    for check in reach:
+        add(check)
+    reached = live is not None
+    # the later checks ask the first node that answers (a failover list: the next ones after it)
+    target = BrokerTarget(url=live or url, topics=Topics(options.root), role=options.role, ident=ident,
+                          timeout=options.timeout)
     tls_ok = reached and add(check_tls(target)).status != "fail"
     session = None
     if tls_ok:
         login, session = check_login(target)
         add(login)
     else:
-        add(Check("login", "skip", "not tried: the broker cannot be reached" if not reached
+        add(Check("login", "skip", "not tried: no node of the broker can be reached" if not reached
                   else "not tried: TLS does not verify"))
     try:
         if session is not None:
@@ -94,12 +99,10 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
             add(check_websockets(target, options.ws_ports))
             acl = add(check_acl(target))
             if acl.status == "ok":
-                add(check_shared(target))
+                add(check_shared(target, amqp=bool(options.amqp)))
             else:
                 add(Check("shared subs", "skip", "not checked: the probe topics are not allowed"))
             add(check_clock(target, session, wait_s=options.clock_wait_s))
-            if options.amqp:
-                add(check_amqp(options.amqp, root=options.root, timeout=options.timeout))
             add(restart_losses(broker_version(target, session), role=options.role))
         else:
             for name in ("mqtt 5", "websockets", "acl", "shared subs", "clock", "restarts"):
@@ -107,6 +110,9 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     finally:
         if session is not None:
             session.close()
+    if options.amqp:                     # AMQP is its own connection: checked whatever MQTT said
+        for check in check_amqp(options.amqp, root=options.root, timeout=options.timeout):
+            add(check)
     if options.state_dir is not None:
         state_dir = options.state_dir
     else:
@@ -116,7 +122,7 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
     add(check_trust_keys(options.trust_keys, role=options.role))
-    add(check_container_engine())
+    add(check_container_engine(options.container_image))
     return checks
 
 
@@ -148,6 +154,9 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     amqp_arg(p, help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
     p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="the agent's --trust-key files, to check (fleet deployment)")
+    p.add_argument("--container-image", metavar="IMAGE",
+                   help="an image on this box to start a container from, to check the container engine (default: "
+                        "the smallest one it has; nothing is pulled)")
     json_arg(p)
 
 
@@ -158,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                             state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
                             camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
                             clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key),
-                            amqp=tuple(args.amqp))
+                            amqp=tuple(args.amqp), container_image=args.container_image)
     title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
     interactive = sys.stderr.isatty() and not args.json
 

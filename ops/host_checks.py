@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -140,11 +141,51 @@ def check_trust_keys(keys: tuple[str, ...], *, role: str) -> Check:
     return Check("trust keys", "ok", f"deployments signed by {', '.join(ids)} are taken")
 
 
-def check_container_engine() -> Check:
-    """Container kinds (``--image-kind``) need podman or docker on the box."""
-    from fogmesh.containers import Engine
+def check_container_engine(image: str | None = None) -> Check:
+    """Container kinds (``--image-kind``) need podman or docker on the box, and
+    a container must start there: one is started for real, from ``image`` or
+    the smallest image on the box (never pulled), then with a memory and CPU
+    limit as kinds with ``memory=``/``cpus=`` are. What the engine says when
+    it cannot is read into a cause and its fix."""
+    from fogmesh.container_diagnosis import diagnose, smallest_image
+    from fogmesh.containers import ContainerError, Engine, engine_run, local_images, try_start
     engine = Engine.detect()
     if engine is None:
+        wanted = os.environ.get("FOGMESH_CONTAINER_ENGINE")
+        for name in [wanted] if wanted else ["podman", "docker"]:
+            path = shutil.which(name)
+            if path is None:
+                continue
+            try:
+                engine_run(path, ["version"], timeout=30)
+            except ContainerError as exc:       # installed, and not answering
+                d = diagnose(name, str(exc))
+                return Check("containers", "fail", f"{name} at {path} does not answer: {d.reason}", d.fix)
         return Check("containers", "info", "no container engine: agents here offer no container kinds",
                      "for --image-kind, install podman (Debian: apt-get install podman runc) or docker")
-    return Check("containers", "ok", f"{engine.name} at {engine.path}: container kinds (--image-kind) can run here")
+    where = f"{engine.name} at {engine.path}"
+    chosen = image or smallest_image(local_images(engine))
+    if chosen is None:
+        return Check("containers", "warn", f"{where} answers, but there is no image on this box to start a "
+                     "container from: whether one can start is not checked",
+                     f"put a small image here once (`{engine.name} pull docker.io/library/busybox` where a registry "
+                     f"is reachable, or `{engine.name} import ROOTFS.tar NAME`), then run the doctor again; or "
+                     "name one with --container-image")
+    started = time.monotonic()
+    problem = try_start(engine, chosen)
+    ms = 1000 * (time.monotonic() - started)
+    if problem is not None:
+        d = diagnose(engine.name, problem)
+        if d.cause == "no-command":
+            return Check("containers", "ok", f"{where}: a container of {chosen} started ({d.reason}): container "
+                         "kinds (--image-kind) can run here")
+        if d.cause == "image":
+            return Check("containers", "fail", f"{where}: {chosen} is not on this box (nothing is pulled)", d.fix)
+        return Check("containers", "fail", f"{where}: no container can start here: {d.reason}", d.fix)
+    limited = try_start(engine, chosen, limits=True)
+    if limited is not None:
+        d = diagnose(engine.name, limited)
+        return Check("containers", "warn", f"{where}: a container starts, but not with a memory or CPU limit: "
+                     f"{d.reason}", f"{d.fix}; meanwhile kinds without memory= or cpus= run")
+    return Check("containers", "ok", f"{where}: started and removed a container of {chosen} ({ms:.0f} ms), and one "
+                 "with a memory and CPU limit: container kinds (--image-kind) can run here")

@@ -198,12 +198,35 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
     # again, never a second run; topics.md, RabbitMQ's limits.)
 
 
-def test_doctor_reports_the_quorum_queue_on_each_node(cluster: RabbitCluster, tmp_path: Path) -> None:
+def doctor(cluster: RabbitCluster, tmp_path: Path) -> tuple[int, dict, str]:
     args = [sys.executable, "-m", "fogmesh", "doctor", "--broker", cluster.url, "--root", f"doc/{uuid.uuid4().hex[:6]}",
             "--json", "--clock-wait", "0.5", "--timeout", "5", "--state-dir", str(tmp_path)]
     for url in cluster.amqp_from(0):
         args += ["--amqp", url]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
-    assert checks["amqp queue"]["status"] == "ok", checks["amqp queue"]
-    assert checks["amqp queue"]["detail"].count("consumer(s)") == 3
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FOGMESH_CONTAINER_ENGINE": "none"})   # the box's engine: not here
+    return done.returncode, {c["name"]: c for c in json.loads(done.stdout)["checks"]}, done.stderr
+
+
+def test_doctor_reports_each_node_and_with_the_first_one_stopped_warns_and_checks_through_the_others(
+        cluster: RabbitCluster, tmp_path: Path) -> None:
+    code, checks, _ = doctor(cluster, tmp_path)
+    assert code == 0 and checks["amqp queue"]["status"] == checks["broker"]["status"] == "ok", checks
+    assert all(checks[f"amqp node {i}"]["detail"].endswith("consumer(s)") for i in (1, 2, 3))
+    cluster.stop_app(0)                                   # the first node of every list
+    try:
+        code, checks, stderr = doctor(cluster, tmp_path)
+    finally:
+        cluster.start_app(0)
+    first = cluster.nodes[0]
+    assert code == 0, checks                              # a warning: the fleet runs on nodes 2 and 3
+    assert checks["broker"]["status"] == "warn" and f"{first.host}:{first.port}" in checks["broker"]["detail"]
+    assert [checks[f"mqtt node {i}"]["status"] for i in (1, 2, 3)] == ["fail", "ok", "ok"]
+    assert "connection refused" in checks["mqtt node 1"]["detail"]
+    assert checks["amqp queue"]["status"] == "warn", checks["amqp queue"]
+    assert [checks[f"amqp node {i}"]["status"] for i in (1, 2, 3)] == ["fail", "ok", "ok"]
+    assert checks["amqp node 1"]["detail"] == f"{first.host}:{first.amqp_port}: connection refused: nothing " \
+        "listens on that port (is the node running? is it the AMQP port, 5672?)"
+    assert checks["login"]["status"] == checks["acl"]["status"] == "ok"   # asked of the next node
+    assert "amqp dispatch" in checks["shared subs"]["detail"]
+    assert "Traceback" not in stderr and "AMQPConnectionError" not in stderr, stderr

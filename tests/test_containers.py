@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -27,6 +26,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
 IMAGE = standin_images.ROOTFS
 SUM_IMAGE = "localhost/fogmesh-test-sum:bookworm"
 SUM = ["python3", "-c", "import sys, json; a = json.load(sys.stdin); print(json.dumps({'sum': sum(a['values'])}))"]
+
+
+def podman(*args: str) -> str:
+    """A podman command that must succeed (a failing podman must not pass for "nothing there"): its stdout."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"podman {' '.join(args[:3])} failed ({done.returncode}): {done.stderr[-1500:]}"
+    return done.stdout
+
+
+def running_of(owner: str) -> str:
+    """The ids of the per-task containers ``owner`` (an agent) runs."""
+    return podman("ps", "-q", "--filter", f"label=fogmesh.task-of={owner}").strip()
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +90,7 @@ def test_a_container_that_crashes_prints_garbage_or_hangs_gets_a_clear_error_and
         good = client.submit("csum", {"values": [2]}, timeout=60)
     assert bad.error is not None and says in bad.error.message, bad.error
     assert good.ok and good.value == {"sum": 2}
-    left = subprocess.run(["podman", "ps", "-q", "--filter", f"label=fogmesh.task-of=c1-{root[-6:]}"],
-                          capture_output=True, text=True)
-    assert left.stdout.strip() == ""
+    assert running_of(f"c1-{root[-6:]}") == ""
 
 
 @pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
@@ -107,10 +116,43 @@ def test_an_agent_started_with_image_kind_answers_it_from_the_images_own_command
         agent.wait(20)
 
 
-def test_doctor_names_the_engine(engine) -> None:
+def test_doctor_starts_a_container_for_real_with_and_without_limits(engine) -> None:
     from fogmesh.ops.host_checks import check_container_engine
+    check = check_container_engine(IMAGE)
+    assert check.status == "ok", check
+    assert f"podman at {engine.path}: started and removed a container of {IMAGE}" in check.detail
+    assert "with a memory and CPU limit" in check.detail
+
+
+@pytest.mark.parametrize("conf, says, fix", [
+    # a limit no box may raise (above fs.nr_open): runc fails as it does where rlimits cannot be raised at all
+    ('[containers]\ndefault_ulimits = ["nofile=2000000000:2000000000"]\n[engine]\nruntime = "runc"\n',
+     "resource limits (rlimits)", "`default_ulimits = []` under [containers]"),
+    ('[containers]\ndefault_ulimits = []\n[engine]\nruntime = "no-such-runtime"\n',
+     "OCI runtime it is set to use is not installed", '`runtime = "runc"` under [engine]'),
+])
+def test_doctor_says_why_no_container_can_start_and_what_to_set(engine, tmp_path, monkeypatch, conf, says,
+                                                                 fix) -> None:
+    from fogmesh.ops.host_checks import check_container_engine
+    (tmp_path / "containers.conf").write_text(conf)
+    monkeypatch.setenv("CONTAINERS_CONF", str(tmp_path / "containers.conf"))
+    check = check_container_engine(IMAGE)
+    assert check.status == "fail" and says in check.detail and fix in check.fix, check
+
+
+def test_doctor_on_a_box_with_no_image_says_how_to_get_one_and_pulls_nothing(engine, tmp_path, monkeypatch) -> None:
+    from fogmesh.ops.host_checks import check_container_engine
+    store = tmp_path / "store"                       # an engine storage of its own, empty
+    (tmp_path / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\nrunroot = "{store}/run"\n'
+                                           f'graphroot = "{store}/graph"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(tmp_path / "storage.conf"))
     check = check_container_engine()
-    assert check.status == "ok" and "podman" in check.detail
+    assert check.status == "warn" and "no image on this box" in check.detail, check
+    assert "podman pull" in check.fix and "--container-image" in check.fix
+    assert podman("images", "-q").strip() == ""       # nothing was pulled into it
+    absent = check_container_engine("localhost/fogmesh-no-such-image:1")
+    assert absent.status == "fail" and "is not on this box (nothing is pulled)" in absent.detail
+    assert podman("images", "-q").strip() == ""
 
 
 # -- service containers: one long-running container per kind, tasks over a Unix socket -------
@@ -141,7 +183,10 @@ socketserver.ThreadingUnixStreamServer(path, Task).serve_forever()
 
 
 def container_exists(name: str) -> bool:
-    return subprocess.run(["podman", "container", "exists", name], capture_output=True).returncode == 0
+    """``podman container exists``: 0 yes, 1 no; anything else is podman failing, not an answer."""
+    done = subprocess.run(["podman", "container", "exists", name], capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), f"podman container exists failed ({done.returncode}): {done.stderr[-1500:]}"
+    return done.returncode == 0
 
 
 @pytest.fixture
@@ -201,24 +246,33 @@ def test_a_service_that_crashes_hangs_prints_garbage_or_refuses_gets_a_clear_err
 
 
 @pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
-def test_a_container_over_its_memory_limit_gets_a_clear_error(engine, agents, broker, root) -> None:
+def test_a_container_over_its_memory_limit_gets_a_clear_error(engine, agents, broker, root, tmp_path,
+                                                              monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)                       # the agent's (and its workers') working directory: a fresh one
     hog = image_kind("hog", IMAGE, engine=engine, memory="64m",
                      command=["python3", "-c", "x = bytearray(300 * 1024 * 1024); print('{}')"])
     agents("c4", broker.url, root, registry=Registry.from_entry_points().with_kinds(hog))
-    stray = Path.cwd() / "oom"                        # conmon's mark of an OOM kill, in the engine's cwd
-    there_before = stray.exists()
     with FogClient(broker.url, root=root) as client:
         r = client.submit("hog", {}, timeout=60)
     assert r.error is not None and "out of memory" in r.error.message and "64m" in r.error.message, r.error
-    assert there_before or not stray.exists(), "the engine left a file 'oom' in the agent's working directory"
+    # conmon's mark of an OOM kill lands in the engine's working directory: not the agent's
+    assert list(tmp_path.iterdir()) == [], "the engine wrote into the agent's working directory"
 
 
-def test_image_kind_options_are_read_and_bad_ones_refused() -> None:
-    from fogmesh.containers import ImageKindSpec, parse_image_kind
-    assert parse_image_kind("resize=localhost/resize:1,memory=256m,cpus=0.5,service") == ImageKindSpec(
-        "resize", "localhost/resize:1", memory="256m", cpus="0.5", service=True)
-    with pytest.raises(ValueError, match="unknown option"):
-        parse_image_kind("resize=localhost/resize:1,gpu=1")
+def test_a_task_whose_container_cannot_start_says_why_and_what_to_set(engine, tmp_path, monkeypatch) -> None:
+    """The engine fails before the kind's command runs (here: a ulimit no box
+    may raise): the task's error names the cause and the fix, not only the
+    engine's last line."""
+    from fogmesh.containers import ContainerError
+    (tmp_path / "containers.conf").write_text('[containers]\ndefault_ulimits = ["nofile=2000000000:2000000000"]\n'
+                                              '[engine]\nruntime = "runc"\n')
+    monkeypatch.setenv("CONTAINERS_CONF", str(tmp_path / "containers.conf"))
+    kind = image_kind("csum", IMAGE, engine=engine, command=SUM, timeout_s=20)
+    with pytest.raises(ContainerError) as caught:
+        kind.handler({"values": [1]})
+    said = str(caught.value)
+    assert f"no container of {IMAGE} could start" in said and "rlimits" in said, said
+    assert "default_ulimits = []" in said, said
 
 
 def test_bench_containers_prints_the_three_ways_against_raw_mqtt(engine) -> None:
@@ -253,10 +307,8 @@ def test_no_per_task_container_is_left_running_after_the_agent_stops_mid_task(en
     owner = f"c6-{root[-6:]}"
     long = image_kind("long", IMAGE, engine=engine, command=["sleep", "60"], timeout_s=120, owner=owner)
     agent = agents(owner, broker.url, root, registry=Registry.from_entry_points().with_kinds(long))
-    running = ["podman", "ps", "-q", "--filter", f"label=fogmesh.task-of={owner}"]
     with FogClient(broker.url, root=root) as client:
         client.send("long", {})
-        wait_until(lambda: subprocess.run(running, capture_output=True, text=True).stdout.strip() != "",
-                   timeout=60, what="the task's container running")
+        wait_until(lambda: running_of(owner) != "", timeout=60, what="the task's container running")
         agent.stop(timeout=1)
-    assert subprocess.run(running, capture_output=True, text=True).stdout.strip() == ""
+    assert running_of(owner) == ""

@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from fogmesh.broker.ports import free_port
 from fogmesh.devices.client import FogClient
 from tests import standin_images
 from tests.deployment import Fleet, Reports, cli, fleet_of, make_key, reports_of
+from tests.loopback_registry import LoopbackRegistry
 from tests.test_containers import SERVICE_CODE, SUM
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
@@ -29,38 +27,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
                                  reason="podman, mmdebstrap and docker-registry are not installed")]
 
 
-class LoopbackRegistry:
-    """Debian's docker-registry (distribution 2.8) on a free loopback port, plain HTTP."""
-
-    def __init__(self, where: Path) -> None:
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        conf = where / "registry.yml"
-        conf.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {where / 'data'}\n"
-                        f"http:\n  addr: {self.host}\n")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(where / "registry.log", "ab"))
-        self.registries_conf = where / "registries.conf"
-        self.registries_conf.write_text(f'[[registry]]\nlocation = "{self.host}"\ninsecure = true\n')
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "docker-registry did not start"
-                time.sleep(0.1)                              # starting; it has no readiness signal but its port
-
-    def push(self, image: str, name: str, where: Path) -> str:
-        """Push ``image`` as ``name``; its reference pinned by the registry's digest."""
-        digest_file = where / f"{name.replace(':', '-')}.digest"
-        subprocess.run(["podman", "push", "-q", "--tls-verify=false", "--digestfile", str(digest_file), image,
-                        f"docker://{self.host}/{name}"], check=True, capture_output=True, timeout=120)
-        return f"{self.host}/{name.split(':')[0]}@{digest_file.read_text().strip()}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def podman(*args: str) -> str:
+    """A podman command that must succeed: its stdout."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"podman {' '.join(args[:3])} failed ({done.returncode}): {done.stderr[-1500:]}"
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +39,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     work = tmp_path_factory.mktemp("registry")
     old = {k: os.environ.get(k) for k in ("CONTAINERS_CONF", "CONTAINERS_REGISTRIES_CONF")}
     os.environ["CONTAINERS_CONF"] = str(standin_images.containers_conf(work))
-    registry = LoopbackRegistry(work)
+    registry = LoopbackRegistry(work / "registry")
     os.environ["CONTAINERS_REGISTRIES_CONF"] = str(registry.registries_conf)
     try:
         base = standin_images.rootfs()
@@ -77,8 +48,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             (work / name).mkdir()
             (work / name / "Containerfile").write_text(f"FROM {base}\nCMD {json.dumps(command)}\n")
             local = f"localhost/fogmesh-test-{name}:{work.name}"
-            subprocess.run(["podman", "build", "-q", "-t", local, str(work / name)], check=True, capture_output=True,
-                           timeout=120)
+            podman("build", "-q", "-t", local, str(work / name))
             refs[name] = registry.push(local, f"{name}:1", work)
             subprocess.run(["podman", "rmi", "-f", local], capture_output=True, timeout=60)
         refs["missing"] = refs["dsum"].rsplit("@sha256:", 1)[0] + "@sha256:" + "0" * 64
@@ -136,9 +106,43 @@ def test_an_image_bundle_is_pulled_by_digest_and_runs_per_task_and_as_a_service(
         service = client.send("dsvc", {"values": [4, 5]}, agent="i1").result(timeout=60)
     assert per_task.ok and per_task.value == {"sum": 9}, per_task
     assert service.ok and service.value["sum"] == 9, service
+    service_containers = ("ps", "-q", "--filter", "name=fogmesh-svc-i1")
+    assert podman(*service_containers).strip() != ""       # the filter finds it while it runs...
     fleet.stop("i1")
-    left = subprocess.run(["podman", "ps", "-q", "--filter", "name=fogmesh-svc-i1"], capture_output=True, text=True)
-    assert left.stdout.strip() == ""                      # the agent stopped its service container
+    assert podman(*service_containers).strip() == ""       # ...and the agent stopped it
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_tag_is_pinned_to_the_digest_the_registry_serves_and_agents_pull_it(
+        fleet: Fleet, reports: Reports, keys, images, tmp_path: Path) -> None:
+    """The operator builds an image here, pushes it by its tag and builds the
+    bundle from the tag: the copy on this box has a digest of its own (podman
+    makes the registry's manifest at push time), and the bundle must name the
+    registry's, or no agent can pull it."""
+    registry = images["dsum"].split("/", 1)[0]
+    tagged = f"{registry}/dtag:{tmp_path.name[-12:]}"
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Containerfile").write_text(f"FROM {standin_images.ROOTFS}\nCMD {json.dumps(SUM)}\n"
+                                                    f"LABEL test={tmp_path.name}\n")
+    podman("build", "-q", "-t", tagged, str(tmp_path / "ctx"))
+    try:
+        podman("push", "-q", "--tls-verify=false", "--digestfile", str(tmp_path / "digest"), tagged)
+        served = (tmp_path / "digest").read_text().strip()
+        local = podman("image", "inspect", "--format", "{{.Digest}}", tagged).strip()
+        assert local != served                            # what made the old pin wrong
+        bundle = image_bundle(tmp_path, keys[0], "1.0", f"dsum={tagged}")     # the local copy is there
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tagged], capture_output=True, timeout=60)   # its registry goes too
+    manifest = bundle.read_bytes().split(b"\n", 1)[0].decode()
+    assert f"{registry}/dtag@{served}" in manifest and local not in manifest
+    fleet.start("i4")
+    reports.wait(lambda r: "i4" in r)
+    done = fleet.deploy(str(bundle), "--to", "all", key=keys[0])
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports.wait(lambda r: runs("1.0")(r.get("i4", {"state": ""})))
+    with FogClient(fleet.url, root=fleet.root) as client:
+        answer = client.send("dsum", {"values": [2, 3]}, agent="i4").result(timeout=60)
+    assert answer.ok and answer.value == {"sum": 5}, answer
 
 
 @pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)

@@ -28,6 +28,13 @@ pytestmark = pytest.mark.timeout(90)
 NO_WS = (free_port(),)     # a closed port: the WebSocket probe answers at once
 
 
+@pytest.fixture(autouse=True)
+def no_container_engine(monkeypatch) -> None:
+    """These checks are the broker's and the box's other parts: the container
+    engine's (a container started for real) is checked in tests/test_containers.py."""
+    monkeypatch.setenv("FOGMESH_CONTAINER_ENGINE", "none")
+
+
 def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
 
@@ -224,3 +231,74 @@ def test_an_unreadable_or_world_writable_trust_key_is_a_failure_or_a_warning(tmp
     pub.chmod(0o666)
     loose = check_trust_keys((str(pub),), role="agent")
     assert loose.status == "warn" and "chmod go-w" in loose.fix
+
+
+# -- a failover list (a cluster's nodes) and --amqp URLs, some nodes down ------------------
+# (RabbitMQ itself, with a node stopped: tests/test_cluster.py)
+
+def test_the_verdict_over_a_failover_list_is_ok_warn_when_some_answer_and_fail_when_none_does():
+    from fogmesh.ops.failover import NodeAnswer, node_checks
+    up, down = NodeAnswer("a:1", True, "accepts"), NodeAnswer("b:2", False, "connection refused", "start it")
+    one = node_checks("broker", [down], label="mqtt node")
+    assert [(c.name, c.status) for c in one] == [("broker", "fail")] and one[0].fix == "start it"
+    assert "b:2: connection refused" in one[0].detail
+    every = node_checks("broker", [up, up], label="mqtt node")
+    assert [c.status for c in every] == ["ok", "ok", "ok"] and "all 2 nodes answer" in every[0].detail
+    some = node_checks("broker", [down, up], label="mqtt node")
+    assert [(c.name, c.status) for c in some] == [("broker", "warn"), ("mqtt node 1", "fail"),
+                                                  ("mqtt node 2", "ok")]
+    assert "1 of 2 nodes answer; not b:2" in some[0].detail
+    assert some[0].fix.startswith("start it") and some[1].detail == "b:2: connection refused"
+    assert exit_status(some) == 0 and "  mqtt node 1" in render_table(some, title="t")    # a node's line counts not
+    none = node_checks("broker", [down, down], label="mqtt node")
+    assert none[0].status == "fail" and none[0].fix == "start it" and exit_status(none) == 1
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_a_failover_list_whose_first_node_is_down_warns_and_checks_the_broker_through_the_next(
+        broker, root, agents, tmp_path):
+    agents("peer-1", broker.url, root, presence_period=0.5)
+    dead = free_port()
+    live = broker.url.split("://", 1)[1]
+    checks = doctor(f"mqtt://127.0.0.1:{dead},{live}", root, tmp_path)
+    assert checks["broker"].status == "warn", checks["broker"]
+    assert f"1 of 2 nodes answer; not 127.0.0.1:{dead}" in checks["broker"].detail
+    assert "fogmesh broker" in checks["broker"].fix
+    assert checks["mqtt node 1"].status == "fail" and "connection refused" in checks["mqtt node 1"].detail
+    assert checks["mqtt node 2"].status == "ok"
+    # the rest is asked of the node that answers
+    assert checks["login"].status == checks["acl"].status == checks["shared subs"].status == "ok"
+    assert checks["clock"].status == "ok" and exit_status(list(checks.values())) == 0
+
+
+def test_a_failover_list_with_no_node_up_fails_with_a_reason_for_each(root, tmp_path):
+    ports = free_port(), free_port()
+    checks = doctor(f"mqtt://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", root, tmp_path)
+    assert checks["broker"].status == "fail" and "none of the 2 nodes answers" in checks["broker"].detail
+    assert all("connection refused" in checks[f"mqtt node {i}"].detail for i in (1, 2))
+    assert checks["login"].status == "skip"
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_amqp_urls_that_do_not_answer_each_get_a_reason_and_the_dispatch_line_says_amqp(broker, root, tmp_path):
+    mqtt_port = broker.url.rsplit(":", 1)[1]
+    nothing = free_port()
+    urls = (f"amqp://fog:secret@127.0.0.1:{nothing}/", f"amqp://fog:secret@127.0.0.1:{mqtt_port}/")
+    checks = doctor(broker.url, root, tmp_path, amqp=urls)
+    amqp = checks["amqp queue"]
+    assert amqp.status == "fail" and "none of the 2 nodes answers" in amqp.detail and "secret" not in amqp.detail
+    assert checks["amqp node 1"].detail.startswith(f"127.0.0.1:{nothing}: connection refused")
+    assert "not an AMQP 0-9-1 server" in checks["amqp node 2"].detail
+    assert "rabbitmq-server" in amqp.fix
+    assert "amqp dispatch" in checks["shared subs"].detail and "claim" not in checks["shared subs"].detail
+
+
+def test_the_command_with_dead_amqp_urls_prints_reasons_and_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "doctor", "--broker", f"mqtt://127.0.0.1:{free_port()}",
+                           "--amqp", f"amqp://guest:guest@127.0.0.1:{free_port()}/", "--clock-wait", "0.5",
+                           "--timeout", "2", "--ws-port", str(NO_WS[0]), "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+    amqp = next(line for line in done.stdout.splitlines() if "amqp queue" in line)
+    assert "fail" in amqp and "connection refused" in amqp

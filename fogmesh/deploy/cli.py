@@ -161,9 +161,9 @@ def run_bundle(args: argparse.Namespace) -> int:
 
 def _image_bundle(args: argparse.Namespace, health: dict[str, Any]) -> Any:
     """``bundle build --image-kind``: a bundle of image kinds (no wheels)."""
-    from fogmesh.containers import Engine, parse_image_kind
+    from fogmesh.containers import parse_image_kind
     from fogmesh.deploy.images import image_bundle, pin
-    from fogmesh.deploy.manifest import ImageSpec, pinned
+    from fogmesh.deploy.manifest import ImageSpec
     from fogmesh.errors import DeployRefused
     if args.wheels or args.project or not args.name or not args.version:
         raise DeployRefused("bad_bundle", "--image-kind builds a bundle of image kinds: give --name and --version, "
@@ -172,13 +172,9 @@ def _image_bundle(args: argparse.Namespace, health: dict[str, Any]) -> Any:
         specs = [parse_image_kind(item) for item in args.image_kind]
     except ValueError as exc:
         raise DeployRefused("bad_bundle", str(exc)) from exc
-    engine = None if all(pinned(k.image) for k in specs) else Engine.detect()
     images = {}
     for k in specs:
-        if engine is None and not pinned(k.image):
-            raise DeployRefused("bad_bundle", f"{k.image} is not pinned by digest and there is no container engine "
-                                "here to pin it: give REPOSITORY@sha256:... (podman push --digestfile tells)")
-        ref = k.image if engine is None else pin(k.image, engine)
+        ref = pin(k.image)          # a tag: the digest its registry serves (no engine needed)
         images[k.name] = ImageSpec(ref=ref, service=k.service, memory=k.memory, cpus=k.cpus)
     return image_bundle(args.name, args.version, images, health=health, timeout_s=args.timeout)
 

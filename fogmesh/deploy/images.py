@@ -23,30 +23,27 @@ from typing import Any, Callable, Mapping
 from fogmesh.container_services import service_kind
 from fogmesh.containers import ContainerError, Engine, engine_run, image_kind
 from fogmesh.deploy.bundle_file import Bundle
+from fogmesh.deploy.image_ref import parse_ref
 from fogmesh.deploy.manifest import DEFAULT_CHUNK, ImageSpec, KindSpec, Manifest, Signed, chunk_digests, pinned, sha256
+from fogmesh.deploy.registry import RegistryError, served_digest
 from fogmesh.errors import DeployRefused
 from fogmesh.registry import TaskKind
 
 __all__ = ["image_bundle", "image_health", "image_kinds", "pin", "pull_images"]
 
 
-def pin(ref: str, engine: Engine) -> str:
-    """``ref`` pinned by digest: as given if it is, else pulled (from its
-    registry) and named by the digest the engine reports for it."""
+def pin(ref: str, *, timeout: float = 30.0) -> str:
+    """``ref`` pinned by digest: as given if it is, else named by the digest
+    its registry serves for the tag (what agents will pull; never this box's
+    copy's, which for an image built here differs until it is pushed, and
+    for a multi-platform image the index's, so each agent pulls its own)."""
     if pinned(ref):
         return ref
     try:
-        engine_run(engine.path, ["pull", "-q", ref], timeout=600)
-        digest = engine_run(engine.path, ["image", "inspect", "--format", "{{.Digest}}", ref], timeout=60).strip()
-    except ContainerError as exc:
+        image = parse_ref(ref)
+        return image.pinned(served_digest(image, timeout=timeout))
+    except (ValueError, RegistryError) as exc:
         raise DeployRefused("bad_bundle", f"cannot pin {ref} to a digest: {exc}") from exc
-    name = ref.rsplit("@", 1)[0]
-    if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]                  # the tag goes: the digest names it
-    if not pinned(f"{name}@{digest}"):
-        raise DeployRefused("bad_bundle", f"{engine.name} reports no digest for {ref} ({digest!r}); push it to a "
-                            "registry and give REPOSITORY@sha256:...")
-    return f"{name}@{digest}"
 
 
 def image_bundle(name: str, version: str, images: Mapping[str, ImageSpec], *,
