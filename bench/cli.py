@@ -160,6 +160,16 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
                                     "time to recover. Disk faults mount a small tmpfs (root). Exit "
                                     "status 1 if any row lost or doubled a task.")
     b.add_argument("--faults", default="", help="comma list of faults (default: all)")
+    b.add_argument("--random", type=int, default=0, metavar="N",
+                   help="run N seeded random fault schedules instead (agents SIGKILLed, SIGTERMed or "
+                        "SIGSTOPped, the broker SIGKILLed or SIGTERMed; mosquitto with autosave 30 s); "
+                        "each row names its seed")
+    b.add_argument("--seed", type=int, action="append", default=[], metavar="S",
+                   help="replay the random schedule of seed S (repeatable)")
+    b.add_argument("--first-seed", type=int, default=1, help="--random N runs seeds from this one (default: 1)")
+    b.add_argument("--duration", type=float, default=90.0, help="seconds per random schedule (default: 90)")
+    b.add_argument("--down-minutes", type=float, default=1.0,
+                   help="how long the box is off in the power-cut fault (default: 1)")
     brokers_arg(b)
     json_arg(b)
 

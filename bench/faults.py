@@ -35,6 +35,7 @@ from fogmesh.bench.faultkit import (
     progress,
     wait_answering,
 )
+from fogmesh.bench.outages import power_cut
 from fogmesh.broker.processes import stop_processes
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
@@ -613,13 +614,16 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "read-only-state": (read_only_state_dir, ("mosquitto",), {}),
     "reused-id": (reused_task_id, ("mosquitto", "amqtt"), {}),
     "dead-letter": (dead_letter_time, ("mosquitto", "amqtt"), {}),
+    "power-cut": (power_cut, ("mosquitto", "amqtt"), {}),
 }
 
 
-def run_all(names: list[str], brokers: list[str]) -> list[FaultRun]:
+def run_all(names: list[str], brokers: list[str],
+            overrides: dict[str, dict[str, Any]] | None = None) -> list[FaultRun]:
     rows = []
     for name in names:
         fn, supported, options = SCENARIOS[name]
+        options = {**options, **(overrides or {}).get(name, {})}
         for b in supported:
             if b not in brokers:
                 continue
@@ -642,14 +646,38 @@ def table(rows: list[FaultRun]) -> str:
     return "\n".join(lines)
 
 
+def random_rows(args: argparse.Namespace) -> list[FaultRun]:
+    """``--random N`` / ``--seed S``: seeded random schedules on mosquitto (as shipped)."""
+    from fogmesh.bench.random_faults import random_schedule_run
+    seeds = list(args.seed) + list(range(args.first_seed, args.first_seed + args.random))
+    rows = []
+    for seed in seeds:
+        progress(f"random schedule, seed {seed}")
+        with tempfile.TemporaryDirectory(prefix="fogmesh-faults-") as tmp:
+            rows.append(random_schedule_run("mosquitto", Path(tmp), seed=seed, duration_s=args.duration))
+        progress(f"  {table([rows[-1]]).splitlines()[-1]}")
+        if not rows[-1].ok:
+            progress(f"  seed {seed} FAILED; replay with: fogmesh bench faults --seed {seed} --duration "
+                     f"{args.duration:g}")
+    return rows
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "random", 0) or getattr(args, "seed", []):
+        rows = random_rows(args)
+        print(json.dumps([asdict(r) for r in rows], indent=2) if args.json else table(rows))
+        failed = [r.details["seed"] for r in rows if not r.ok]
+        if failed and not args.json:
+            print(f"failed seeds: {', '.join(map(str, failed))} (replay: fogmesh bench faults --seed S)")
+        return 1 if failed else 0
     names = [n.strip() for n in args.faults.split(",") if n.strip()] if args.faults else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         print(f"fogmesh bench faults: unknown fault(s) {', '.join(sorted(unknown))}; "
               f"known: {', '.join(SCENARIOS)}")
         return 2
-    rows = run_all(names, [b.strip() for b in args.brokers.split(",")])
+    rows = run_all(names, [b.strip() for b in args.brokers.split(",")],
+                   {"power-cut": {"down_s": 60.0 * getattr(args, "down_minutes", 1.0)}})
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:

@@ -82,11 +82,11 @@ def _play(site: _Site, schedule: list[Fault], started: float, stop: threading.Ev
 
 
 def random_schedule_run(broker_name: str, workdir: Path, *, seed: int, duration_s: float = 90.0,
-                        rate: float = 20.0, autosave_s: int = 30) -> FaultRun:
+                        rate: float = 20.0, autosave_s: int = 30, mean_gap_s: float = 6.0) -> FaultRun:
     """One seeded schedule of ``duration_s`` under ``rate`` tasks a second."""
     from fogmesh.devices.client import FogClient
 
-    schedule = random_schedule(seed, duration_s=duration_s, agents=AGENTS)
+    schedule = random_schedule(seed, duration_s=duration_s, agents=AGENTS, mean_gap_s=mean_gap_s)
     run = FaultRun(f"random schedule, seed {seed} ({len(schedule)} faults in {duration_s:g} s)", broker_name)
     run.details["seed"] = seed
     run.details["schedule"] = [f.describe() for f in schedule]

@@ -12,6 +12,7 @@ everything back up.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -53,13 +54,14 @@ def random_schedule(seed: int, *, duration_s: float, agents: Sequence[str], brok
         target = rng.choice(targets)
         actions = BROKER_ACTIONS if target == "broker" else AGENT_ACTIONS
         action = rng.choice(actions)
+        at = round(at, 1)
         down = round(rng.uniform(0.5, max_down_s if target != "broker" else max_down_s / 3), 1)
-        down = min(down, last_back - at)
+        down = min(down, math.floor((last_back - at) * 10) / 10)
         free = busy_until[target] <= at
         if target == "broker":        # the broker falls while every agent is up, or briefly down
             free = free and all(busy_until[a] <= at + 1.0 for a in agents)
         if free and down >= 0.5:
-            faults.append(Fault(at=round(at, 1), target=target, action=action, down_s=down))
+            faults.append(Fault(at=at, target=target, action=action, down_s=down))
             busy_until[target] = at + down + 1.0
         at += rng.expovariate(1.0 / mean_gap_s)
     return faults
