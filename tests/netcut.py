@@ -1,9 +1,12 @@
 """A TCP proxy in front of a broker that can cut every connection through it,
-as a flaky Wi-Fi link or a rebooting switch does. Clients reconnect through it."""
+as a flaky Wi-Fi link or a rebooting switch does. Clients reconnect through it.
+It can also reset connections right after the broker's CONNACK, as a broker
+node that dies (or drops a session it cannot resume) just after accepting one."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import Callable
@@ -28,6 +31,8 @@ class CuttableLink:
         self._closed = False
         self._holding = threading.Event()
         self.cuts = 0
+        self._to_reset = 0                 # connections still to reset after their CONNACK
+        self.resets = 0                    # connections reset so far
         self.writes: list[bytes] = []      # what clients sent, one item per read: how they wrote it
         self.delivered: list[int] = []     # sizes of what the broker sent clients, one item per read
         threading.Thread(target=self._accept, daemon=True).start()
@@ -51,15 +56,18 @@ class CuttableLink:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._pairs.append((client, upstream))
+                reset, self._to_reset = self._to_reset > 0, max(0, self._to_reset - 1)
             threading.Thread(target=self._pump, args=(client, upstream, self._holding, self.writes,
                                                       self._delay), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, None, None, None, self.delivered,
-                                                      self._rate), daemon=True).start()
+                                                      self._rate, self._reset if reset else None),
+                             daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, holding: threading.Event | None,
               record: list[bytes] | None, delay: Callable[[bytes], float] | None = None,
-              sizes: list[int] | None = None, rate: float | None = None) -> None:
+              sizes: list[int] | None = None, rate: float | None = None,
+              after_first: Callable[[socket.socket, socket.socket], None] | None = None) -> None:
         first = True
         try:
             while data := src.recv(16384 if rate else 65536):
@@ -74,6 +82,9 @@ class CuttableLink:
                     record.append(data)
                 if holding is None or not holding.is_set():
                     dst.sendall(data)
+                if after_first is not None:
+                    after_first(src, dst)
+                    return
         except OSError:
             pass
         for s in (src, dst):
@@ -81,6 +92,20 @@ class CuttableLink:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def reset_after_connack(self, connections: int) -> None:
+        """Reset each of the next ``connections`` connections right after the
+        broker's first bytes (its CONNACK) reached the client: the client's
+        next write fails (ECONNRESET) though the CONNACK is read."""
+        with self._lock:
+            self._to_reset = connections
+
+    def _reset(self, upstream: socket.socket, client: socket.socket) -> None:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()                 # with a zero linger: a RST, not a FIN
+        upstream.close()
+        with self._lock:
+            self.resets += 1
 
     def hold(self) -> None:
         """Swallow what clients send from now on (the broker never gets it), as
