@@ -124,16 +124,17 @@ def test_every_lock_of_a_client_and_of_its_paho_client_is_tracked():
 
 # -- real clients -------------------------------------------------------------------------
 
-def cuts_and_resets(link: CuttableLink, connected, *, cuts: int, resets: int) -> None:
+def cuts_and_resets(link: CuttableLink, client: MqttClient, *, cuts: int, resets: int) -> None:
     """Cut the link ``cuts`` times (awaiting the client back each time), then
     reset the next ``resets`` connections right after their CONNACK."""
     for _ in range(cuts):
+        before = client.generation
         link.cut()
-        wait_until(lambda: not connected(), timeout=10, what="the cut noticed")
-        wait_until(connected, timeout=20, what="the client back after a cut")
+        wait_until(lambda: client.generation > before and client.connected.is_set(), timeout=20,
+                   what="the client back after a cut")
     link.reset_after_connack(resets)
     link.cut()
-    wait_until(lambda: link.resets == resets and connected(), timeout=20,
+    wait_until(lambda: link.resets == resets and client.connected.is_set(), timeout=20,
                what=f"{resets} connections reset after their CONNACK, then the client back")
 
 
@@ -194,7 +195,7 @@ def test_no_lock_order_of_a_client_can_deadlock_through_storms_cuts_and_resets(b
         storm.run("subscriptions", subscriptions)
         storm.run("peer", paced(lambda: peer.publish(f"{root}/echo", b"e", qos=next(serial) % 2)))
         wait_until(lambda: storm.calls > 100, timeout=10, what="the storm going")
-        stuck, came_back = drive(storm, lambda: cuts_and_resets(link, sender.connected.is_set, cuts=3, resets=8))
+        stuck, came_back = drive(storm, lambda: cuts_and_resets(link, sender, cuts=3, resets=8))
         order.assert_no_deadlock()                         # first: why, when it locked up
         assert not stuck and came_back is None, (stuck, came_back)
         assert not storm.errors, storm.errors
@@ -225,8 +226,7 @@ def test_no_lock_order_of_a_device_client_can_deadlock_while_its_connections_are
         for n in range(3):
             storm.run(f"send-{n}", lambda: (device.send("echo", {}), storm.stopping.wait(0.001)))  # paced
         wait_until(lambda: storm.calls > 10, timeout=10, what="tasks sent")
-        stuck, came_back = drive(storm, lambda: cuts_and_resets(link, device._mqtt.connected.is_set, cuts=1,
-                                                                resets=8))
+        stuck, came_back = drive(storm, lambda: cuts_and_resets(link, device._mqtt, cuts=1, resets=8))
         order.assert_no_deadlock()
         assert not stuck and came_back is None, (stuck, came_back)
         assert not storm.errors, storm.errors

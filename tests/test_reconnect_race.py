@@ -100,7 +100,9 @@ def test_tagged_publishers_racing_a_reconnect_whose_first_write_fails_all_return
         outcome = Counter(withdrawn) + Counter(confirmed)
         assert set(outcome) == set(tags) and set(outcome.values()) == {1}, \
             [t for t in tags if outcome[t] != 1][:10]
-        assert withdrawn and confirmed               # both outcomes did happen in this race
+        assert withdrawn                             # the race did cut tagged messages off
+        delivery = sender.publish(f"{root}/answer", b"after", tag="after")
+        assert delivery is not None and delivery.wait(10) and confirmed[-1] == "after"
     finally:
         if stuck:
             finishes(sender.stop, within=2)          # its network thread is locked up: stop() would join it
@@ -128,10 +130,46 @@ def test_a_device_clients_send_returns_while_its_connections_are_reset_after_the
         assert not stuck, f"send() blocked for good: {stuck}\n{stacks(stuck)}"
         assert not storm.errors, storm.errors
         assert link.resets == RESETS and device._mqtt.wait_connected(10), "the device did not come back"
+        # Each connection opened with its CONNECT: a task published while paho reconnected
+        # once went out first, and the broker closed that connection at once.
+        assert len(link.openings) >= RESETS + 2 and set(link.openings) == {b"\x10"}, Counter(link.openings)
         assert device.send("echo", {"n": 2}) is not None
     finally:
         if stuck:
             finishes(device.close, within=2)
         else:
             device.close()
+        link.close()
+
+
+def test_every_connection_opens_with_its_connect_while_threads_publish_through_reconnects(broker, root):
+    """paho clears its queue, opens the next socket and only then queues the
+    CONNECT: a PUBLISH queued in between went out first, and the broker
+    closed that connection at once (another reconnect, under load again)."""
+    link = CuttableLink(broker.host, broker.port)
+    sender = MqttClient(link.url, reconnect_min=0.01, reconnect_max=0.05)
+    storm = Storm()
+    stuck: list[str] = []
+
+    def publish() -> None:
+        sender.publish(f"{root}/reading", b"r", qos=0)   # QoS 0: nothing piles up while disconnected
+        storm.stopping.wait(0.0002)                       # paced: the broker need not take a flood
+
+    try:
+        sender.start()
+        for n in range(3):
+            storm.run(f"publish-{n}", publish)
+        for _ in range(40):
+            before = sender.generation
+            link.cut()
+            wait_until(lambda: sender.generation > before and sender.connected.is_set(), timeout=20,
+                       what="the client back after a cut")
+        stuck = storm.end(within=10)
+        assert not stuck and not storm.errors, (stuck, storm.errors)
+        assert len(link.openings) >= 41 and set(link.openings) == {b"\x10"}, Counter(link.openings)
+    finally:
+        if stuck:
+            finishes(sender.stop, within=2)
+        else:
+            sender.stop()
         link.close()

@@ -31,7 +31,7 @@ PURE_MODULES = [
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
-    "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py",
+    "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/log_limit.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

@@ -55,6 +55,8 @@ class _Client(paho.Client):
         # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
         self._puback_success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)
+        self._resending: int | None = None        # the thread inside paho's CONNACK handling
+        self._after_resend: list[Callable[[], None]] = []
 
     def hold(self) -> None:
         self._batch.acquire()
@@ -215,6 +217,52 @@ class _Client(paho.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def reconnect(self) -> MQTTErrorCode:
+        """paho's, after telling publishers (under the lock they hold while
+        they queue a PUBLISH) that the connection is going: paho's clears its
+        queue and opens the next socket before it queues the CONNECT, and a
+        PUBLISH queued in between went out first on the new connection,
+        which the broker closed at once (under a publish storm, again and
+        again)."""
+        with self._out_message_mutex:
+            self._state = paho._ConnectionState.MQTT_CS_CONNECTING
+        return super().reconnect()
+
+    def _send_publish(self, *args: Any, **kwargs: Any) -> MQTTErrorCode:
+        """Not while connecting (see :meth:`reconnect`): the message waits in
+        paho's queue, which resends it after the CONNACK (paho's word for
+        that is "no connection")."""
+        if self._state != paho._ConnectionState.MQTT_CS_CONNECTED:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        return super()._send_publish(*args, **kwargs)
+
+    def _handle_connack(self) -> MQTTErrorCode:
+        """paho's, noting that the network thread is inside it. After a
+        CONNACK paho resends its queue looping over ``_out_messages`` while
+        it holds ``_out_message_mutex``, and writes from inside that loop: a
+        write that fails there (a connection reset right after its CONNACK)
+        calls ``on_disconnect`` in the middle of the loop. Whatever that
+        callback did to the queue (withdraw, publish) would end paho's loop
+        with a RuntimeError, and its network thread with it; whatever it
+        called would run holding paho's lock. So it hands its work to
+        :meth:`after_resend`, which runs it once paho is out, holding none
+        of paho's locks."""
+        self._resending = threading.get_ident()
+        try:
+            return super()._handle_connack()
+        finally:
+            self._resending = None
+            while self._after_resend:
+                self._after_resend.pop(0)()
+
+    def after_resend(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` when paho's CONNACK handling returns, if the calling
+        thread is inside it (True); else nothing (False: call it now)."""
+        if self._resending != threading.get_ident():
+            return False
+        self._after_resend.append(call)
+        return True
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         """A plain PUBACK (packet id only: success, no properties) without
