@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 PAHO_PRIVATE = ("_out_packet", "_out_messages", "_sock", "_sockpairW", "_state", "_in_packet", "_protocol",
                 "_manual_ack", "_in_callback_mutex", "_out_message_mutex", "_msgtime_mutex", "_last_msg_out",
                 "_packet_queue", "_packet_write", "_handle_publish", "_handle_pubackcomp", "_do_on_publish",
-                "_send_puback", "_handle_connack", "_send_publish", "_callback_mutex", "_in_message_mutex",
+                "_send_puback", "_handle_connack", "_callback_mutex", "_in_message_mutex",
                 "_mid_generate_mutex", "_reconnect_delay_mutex")
 # broker/embedded/: amqtt's sessions, handlers and retained messages.
 AMQTT_PRIVATE = ("_initialize_client_session", "_publish_session_retained_messages", "_client_connected",

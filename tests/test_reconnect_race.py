@@ -159,14 +159,14 @@ def test_every_connection_opens_with_its_connect_while_threads_publish_through_r
         sender.start()
         for n in range(3):
             storm.run(f"publish-{n}", publish)
-        for _ in range(40):
+        for _ in range(60):
             before = sender.generation
             link.cut()
             wait_until(lambda: sender.generation > before and sender.connected.is_set(), timeout=20,
                        what="the client back after a cut")
         stuck = storm.end(within=10)
         assert not stuck and not storm.errors, (stuck, storm.errors)
-        assert len(link.openings) >= 41 and set(link.openings) == {b"\x10"}, Counter(link.openings)
+        assert len(link.openings) >= 61 and set(link.openings) == {b"\x10"}, Counter(link.openings)
     finally:
         if stuck:
             finishes(sender.stop, within=2)

@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 from fogmesh.broker_url import BrokerUrl, resolve_password
 from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused
 from fogmesh.log_limit import LogLimit
+from fogmesh.mqtt.fence import Fence
 from fogmesh.mqtt.values import RECEIVE_MAXIMUM, Delivery, Message, Will
 from fogmesh.mqtt.wire import _Client, _nodelay, _PackedProperties, _Together
 from fogmesh.properties import MessageProperties
@@ -41,31 +42,11 @@ class MqttClient:
     together, subscribe): the network thread would wait for that thread, which
     waits for the network thread. The agent's only put events on a queue.
 
-    Locks, and the one order every thread takes them in (a lock is only waited
-    for while holding those above it; ``tests/test_lock_order.py`` checks it):
-
-    1. ``_Client._batch``, held by a caller inside :meth:`together`. paho's
-       network thread only tries it (it writes nothing meanwhile).
-    2. paho's ``_out_message_mutex`` (reentrant), which is also this client's
-       *fence* (:attr:`_fence`): :meth:`publish` holds it from its look at
-       ``connected`` until a message is in paho's queue and tracked, and a
-       drop holds it to withdraw the tracked ones, so a tagged message is
-       either sent on a live connection and tracked, or withdrawn and
-       reported, never both and never neither. paho holds it while it
-       reports a PUBACK (``on_confirmed`` and the watch run under it) and
-       while it resends its queue after a CONNACK (a drop in there is handled
-       once paho is out: ``_Client.after_resend``).
-    3. This client's ``_lock`` (subscriptions) and paho's short ones
-       (``_mid_generate_mutex``, ``_callback_mutex``, ``_msgtime_mutex``): a
-       thread holding one of them waits for no lock above.
-
-    paho's ``_in_callback_mutex`` (held around every callback),
-    ``_in_message_mutex`` and ``_reconnect_delay_mutex`` stand outside the
-    order: only the network thread waits for them (others only try
-    ``_in_callback_mutex``), and a thread cannot wait for itself. Before,
-    :meth:`publish` took a lock of its own and then paho's, and a drop inside
-    paho's resend after a CONNACK held paho's and waited for that one: both
-    threads locked up for good (issue #36).
+    Locks, in one order (:mod:`fogmesh.mqtt.fence` says why, and which
+    stand outside it): ``_Client._batch`` (:meth:`together`), then paho's
+    ``_out_message_mutex``, which is also the fence that keeps a tagged
+    publish and a drop apart, then this client's ``_lock`` and paho's short
+    ones. paho calls ``on_confirmed`` and the watch holding the fence.
 
     A connection that keeps dropping is logged once, then at most once every
     ``LOG_EVERY_S`` seconds with the number of drops left out.
@@ -86,11 +67,6 @@ class MqttClient:
         self._on_connection = on_connection
         self._on_withdrawn = on_withdrawn
         self._on_confirmed = on_confirmed
-        # mid -> (tag, withdraw on a drop?) of a tagged publish the broker has not
-        # confirmed (under the fence, as is the watch)
-        self._fenced: dict[int, tuple[Any, bool]] = {}
-        # (at most, then): one call of ``then`` once unconfirmed messages are down to that many
-        self._unconfirmed_watch: tuple[int, Callable[[], None]] | None = None
         self._drop_lines = LogLimit(every_s=LOG_EVERY_S)
         self._refusal_lines = LogLimit(every_s=LOG_EVERY_S)
         self._subscriptions: dict[str, int] = {}
@@ -142,6 +118,7 @@ class MqttClient:
                 raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
         self._keepalive = keepalive
         self._paho = c
+        self._fence = Fence(c, mqtt5=mqtt5)
         self._node = 0                       # which of ``url.nodes`` is in use (a failover list)
 
     # -- lifecycle -------------------------------------------------------
@@ -252,7 +229,7 @@ class MqttClient:
         at once. Either way ``on_confirmed(tag)`` reports the broker's PUBACK;
         ``withdraw=False`` asks for that report only.
         """
-        with self._fence:
+        with self._fence.lock:
             if tag is not None and withdraw and not self.connected.is_set():
                 withdrawn = True
             else:
@@ -267,8 +244,7 @@ class MqttClient:
                     # message (one over max_inflight) is success.
                     info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
                 if tag is not None and qos > 0:
-                    # Its PUBACK cannot come before this: paho reports one holding the fence.
-                    self._fenced[info.mid] = (tag, withdraw)
+                    self._fence.track(info.mid, tag, withdraw)
         if withdrawn:
             if self._on_withdrawn:
                 self._on_withdrawn([tag])
@@ -277,25 +253,16 @@ class MqttClient:
             raise PublishError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         return Delivery(info)
 
-    @property
-    def _fence(self) -> Any:
-        """The lock that keeps a tagged publish and a drop apart: paho's
-        out-message lock (see the class docstring), looked up each time."""
-        return self._paho._out_message_mutex
-
     def unconfirmed(self) -> int:
         """QoS 1 messages published here that the broker has not acknowledged
         yet (sent or waiting to be): what this client holds to send again."""
-        return len(self._paho._out_messages)
+        return self._fence.unconfirmed()
 
     def watch_unconfirmed(self, at_most: int, then: Callable[[], None]) -> None:
         """Call ``then`` once (on the network thread) when at most ``at_most``
         messages are unconfirmed; at once if that holds already. A later
         call replaces an earlier watch."""
-        with self._fence:
-            now = self.unconfirmed() <= at_most
-            self._unconfirmed_watch = None if now else (at_most, then)
-        if now:
+        if self._fence.watch(at_most, then):
             then()
 
     def together(self, *, write_here: bool = False) -> _Together:
@@ -314,24 +281,6 @@ class MqttClient:
         cannot tell): a caller on the network thread with more to read next
         hands its work on instead of doing it there."""
         return self._paho.more_to_read()
-
-    def _withdraw_fenced(self) -> list[Any]:
-        """On a drop: take the unconfirmed messages tagged for withdrawal out of
-        paho's resend queue (the others are queued again, in order, and their
-        confirmation is no longer reported). Holds the fence; never runs
-        inside paho's resend loop (it changes the queue that loop reads)."""
-        if not any(withdraw for _, withdraw in self._fenced.values()):
-            return []      # paho resends the rest with the same ids: their reports still come
-        withdrawn: list[Any] = []
-        for m in self._paho.drop_out_messages():
-            tag, withdraw = self._fenced.pop(m.mid, (None, False))
-            if withdraw:
-                withdrawn.append(tag)
-            else:
-                self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain,
-                                   properties=getattr(m, "properties", None) if self.mqtt5 else None)
-        self._fenced.clear()
-        return withdrawn
 
     def ack(self, message: Message) -> bool:
         """PUBACK ``message`` if it arrived on the current connection.
@@ -406,8 +355,7 @@ class MqttClient:
 
     def _dropped(self, was: bool, reason_code: object) -> None:
         """A drop, handled: never inside paho's resend loop (see ``_Client.after_resend``)."""
-        with self._fence:
-            withdrawn = self._withdraw_fenced()
+        withdrawn = self._fence.withdraw()
         if withdrawn and self._on_withdrawn:
             self._on_withdrawn(withdrawn)
         if not self._reconnect and not self._stopping:
@@ -425,20 +373,11 @@ class MqttClient:
 
     def _handle_publish(self, _client: paho.Client, _ud: object, mid: int,
                         _reason: object, _props: object) -> None:
-        # paho holds the fence already for a PUBACK (it is reentrant), not for a QoS 0 write.
-        with self._fence:
-            held = self._fenced.pop(mid, None)
-            watch = self._unconfirmed_watch
-            # paho drops a QoS 1 message from its store after this callback
-            out = self._paho._out_messages
-            if watch is not None and len(out) - (mid in out) <= watch[0]:
-                self._unconfirmed_watch = None
-            else:
-                watch = None
-        if held is not None and self._on_confirmed:
-            self._on_confirmed(held[0])
-        if watch is not None:
-            watch[1]()
+        tag, then = self._fence.confirmed(mid)
+        if tag is not None and self._on_confirmed:
+            self._on_confirmed(tag)
+        if then is not None:
+            then()
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
                           reason_codes: list, _props: object) -> None:

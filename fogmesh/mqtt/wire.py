@@ -126,7 +126,15 @@ class _Client(paho.Client):
         before :meth:`release` (it wakes the thread once, if anything is left
         to write), and whose wake-ups took the interpreter lock from the
         caller in the middle of its batch: a few tens of us per answer on the
-        critical path of a round trip."""
+        critical path of a round trip.
+
+        While connecting, nothing goes before the CONNECT (see
+        :meth:`reconnect`): paho's word for that is "no connection", and a
+        QoS 1 message waits in its queue, resent after the CONNACK (a
+        subscription is renewed then, an acknowledgement is the old
+        connection's and is not due on the new one)."""
+        if command != paho.CONNECT and self._state == paho._ConnectionState.MQTT_CS_CONNECTING:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
         if self._batch_holder != threading.get_ident():
             return super()._packet_queue(command, packet, mid, qos, info)
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
@@ -219,23 +227,15 @@ class _Client(paho.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reconnect(self) -> MQTTErrorCode:
-        """paho's, after telling publishers (under the lock they hold while
-        they queue a PUBLISH) that the connection is going: paho's clears its
-        queue and opens the next socket before it queues the CONNECT, and a
-        PUBLISH queued in between went out first on the new connection,
-        which the broker closed at once (under a publish storm, again and
-        again)."""
+        """paho's, after saying the connection is being made, under the lock
+        publishers hold while they queue a PUBLISH: paho's clears its queue
+        and opens the next socket before it queues the CONNECT, and a
+        PUBLISH queued in between went out first on the new connection, which
+        the broker closed at once (under a publish storm, again and again).
+        :meth:`_packet_queue` queues nothing but the CONNECT meanwhile."""
         with self._out_message_mutex:
             self._state = paho._ConnectionState.MQTT_CS_CONNECTING
         return super().reconnect()
-
-    def _send_publish(self, *args: Any, **kwargs: Any) -> MQTTErrorCode:
-        """Not while connecting (see :meth:`reconnect`): the message waits in
-        paho's queue, which resends it after the CONNACK (paho's word for
-        that is "no connection")."""
-        if self._state != paho._ConnectionState.MQTT_CS_CONNECTED:
-            return MQTTErrorCode.MQTT_ERR_NO_CONN
-        return super()._send_publish(*args, **kwargs)
 
     def _handle_connack(self) -> MQTTErrorCode:
         """paho's, noting that the network thread is inside it. After a
