@@ -237,3 +237,44 @@ def test_no_lock_order_of_a_device_client_can_deadlock_while_its_connections_are
         else:
             device.close()
         link.close()
+
+
+def test_no_lock_order_of_an_agent_can_deadlock_while_its_connections_are_cut_and_reset(broker, root):
+    """Issue #36 as it was seen: agents on a node killed under load stopped
+    answering for good. An agent reaching the broker through the link (both
+    its connections, their callbacks into its dispatcher, the dispatcher's
+    turn and the steps on the network thread), tasks from a device meanwhile."""
+    from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.options import AgentOptions
+
+    order = LockOrder()
+    link = CuttableLink(broker.host, broker.port)
+    # The protocol said: "auto" asks the broker, then makes its clients again (not the ones tracked here).
+    agent = Agent(f"a-{root.rsplit('/', 1)[-1]}", link.url,
+                  AgentOptions(root=root, concurrency=2, presence_period=1.0,
+                               mqtt="5" if broker.name == "mosquitto" else "3.1.1"))
+    order.instrument_client(agent.client, "task")
+    order.instrument_client(agent.ctl, "control")
+    order.instrument(agent.dispatcher.turns, "turns")
+    device = FogClient(broker.url, root=root, retry_s=1.0)
+    storm = Storm()
+    futures: list = []
+    stuck: list[str] = []
+    try:
+        agent.start()
+        device.connect()
+        storm.run("device", lambda: (futures.append(device.send("echo", {"n": len(futures)})),
+                                     storm.stopping.wait(0.005)))                      # paced: ~200 tasks/s
+        wait_until(lambda: sum(f.done() for f in futures) > 20, timeout=20, what="tasks answered")
+        stuck, came_back = drive(storm, lambda: cuts_and_resets(link, agent.client, cuts=2, resets=6))
+        order.assert_no_deadlock()
+        assert not stuck and came_back is None, (stuck, came_back)
+        wait_until(lambda: all(f.done() for f in futures), timeout=60, what="every task answered")
+        assert all(f.result().ok for f in futures) and device.duplicates == 0
+        assert ("task.paho._batch", "control.paho._batch") in order.edges()     # a step: both, in one order
+    finally:
+        device.close()
+        if not finishes(agent.stop, within=30):
+            stuck.append("agent.stop")
+        link.close()
+    assert "agent.stop" not in stuck, f"the agent did not stop\n{order.report()}"
