@@ -1,10 +1,12 @@
 """fogmesh's paho client: paho's, with one change to how it writes (every
 packet queued goes out in one ``send()``, and nothing while a caller holds
 :meth:`_Client.hold`) and the per-message paths read without paho's objects
-(an incoming PUBLISH handed on as plain values, a plain PUBACK). Only this
-package imports paho; this module relies on paho's private names, which is
-why ``pyproject.toml`` pins paho-mqtt's minor version
-(``tests/test_pins.py`` says what to check before widening it)."""
+(an incoming PUBLISH handed on as plain values, a plain PUBACK); and two
+fixes to its reconnects (nothing queued before the CONNECT; a drop inside its
+resend after a CONNACK handled once it is out). Only this package imports
+paho; this module relies on paho's private names, which is why
+``pyproject.toml`` pins paho-mqtt's minor version (``tests/test_pins.py``
+says what to check before widening it)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ class _Client(paho.Client):
     syscall is as close to atomic as a socket gets. It also saves a syscall
     per message under load. Packets whose completion paho handles on write
     (QoS 0 publishes, DISCONNECT) are written on their own, as paho does.
+
+    And around a reconnect: nothing is queued before the CONNECT
+    (:meth:`reconnect`), and a drop paho reports in the middle of its resend
+    after a CONNACK is handled once it is out of it (:meth:`after_resend`).
     """
 
     def retarget(self, host: str, port: int) -> None:
@@ -227,11 +233,11 @@ class _Client(paho.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def reconnect(self) -> MQTTErrorCode:
-        """paho's, after saying the connection is being made, under the lock
-        publishers hold while they queue a PUBLISH: paho's clears its queue
-        and opens the next socket before it queues the CONNECT, and a
-        PUBLISH queued in between went out first on the new connection, which
-        the broker closed at once (under a publish storm, again and again).
+        """paho's, once the state says "connecting" under the lock that
+        publishers hold while they queue a PUBLISH. paho's clears the queue
+        and opens the next socket before it queues the CONNECT: a PUBLISH
+        queued in between went out first on the new connection, which the
+        broker closed at once (under a publish storm, again and again).
         :meth:`_packet_queue` queues nothing but the CONNECT meanwhile."""
         with self._out_message_mutex:
             self._state = paho._ConnectionState.MQTT_CS_CONNECTING
