@@ -258,3 +258,27 @@ def test_a_one_connection_client_taken_over_by_its_id_does_not_come_back(broker,
     finally:
         once.stop()
         owner.stop()
+
+
+def test_a_connection_that_keeps_dropping_is_logged_once_then_with_a_count(broker, root, caplog):
+    """A node that accepts connections and drops them (issue #36: about 200
+    "disconnected ... reconnecting" lines in 12 s) is logged once, then at
+    most once every LOG_EVERY_S seconds with the number of drops left out."""
+    import logging
+
+    from fogmesh.mqtt.client import LOG_EVERY_S
+    link = CuttableLink(broker.host, broker.port)
+    client = MqttClient(link.url, reconnect_min=0.01, reconnect_max=0.05)
+    caplog.set_level(logging.INFO, logger="fogmesh.mqtt")
+    try:
+        client.start()
+        link.reset_after_connack(10)
+        link.cut()
+        wait_until(lambda: link.resets == 10 and client.connected.is_set(), timeout=20,
+                   what="ten drops right after the CONNACK, then the client back")
+        lines = [r.getMessage() for r in caplog.records if "disconnected from" in r.getMessage()]
+        assert LOG_EVERY_S >= 5 and len(lines) == 1, lines        # 11 drops within a second or two
+        assert "not logged" not in lines[0]
+    finally:
+        client.stop()
+        link.close()

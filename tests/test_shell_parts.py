@@ -11,6 +11,7 @@ from fogmesh.edge_agent.presence_hold import PresenceHold
 from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.wakeup import next_wake
+from fogmesh.log_limit import LogLimit
 
 
 def rival(state: str = "online", *, since: float = 100.0, instance: str = "other") -> Presence:
@@ -130,3 +131,20 @@ def test_when_to_wake_is_the_earliest_deadline_but_a_held_presence():
 def test_the_intake_gate_and_the_shell_agree_on_half():
     gate = IntakeGate(high=500, low=250)
     assert gate.reopens_at == 250
+
+
+def test_a_repeating_log_line_is_written_first_then_once_per_period_with_what_was_left_out():
+    lines = LogLimit(every_s=10.0)
+    assert lines.take(100.0) == 0                     # the first, at once
+    assert [lines.take(100.0 + t) for t in (0.05, 0.1, 5.0, 9.99)] == [None] * 4
+    assert lines.take(110.0) == 4                     # ten seconds on: it says what was left out
+    assert lines.take(110.5) is None
+    assert lines.take(200.0) == 1                     # a quiet spell: the next one at once
+    assert lines.take(200.1) is None and lines.left_out == 1
+
+
+def test_two_hundred_drops_in_twelve_seconds_make_two_lines():
+    lines = LogLimit(every_s=10.0)
+    written = [n for n in (lines.take(i * 0.06) for i in range(200)) if n is not None]
+    assert written == [0, 166]
+

@@ -7,6 +7,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 import uuid
 from typing import Any, Callable
 
@@ -17,18 +18,38 @@ from paho.mqtt.properties import Properties
 
 from fogmesh.broker_url import BrokerUrl, resolve_password
 from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused
+from fogmesh.log_limit import LogLimit
+from fogmesh.mqtt.fence import Fence
 from fogmesh.mqtt.values import RECEIVE_MAXIMUM, Delivery, Message, Will
 from fogmesh.mqtt.wire import _Client, _nodelay, _PackedProperties, _Together
 from fogmesh.properties import MessageProperties
 
 log = logging.getLogger("fogmesh.mqtt")
 
+# A connection that drops as soon as it is made (a cluster node that is down
+# behind a load balancer, a session the next node cannot resume) comes back
+# 20 times a second: its "disconnected" line at most this often, with a count.
+LOG_EVERY_S = 10.0
+
 
 class MqttClient:
     """A reconnecting MQTT 3.1.1 client (MQTT 5 with ``mqtt5``) with QoS 1 defaults.
 
-    Callbacks (``on_message``, ``on_connection``) run on paho's network thread:
-    keep them short and hand work to your own thread.
+    Callbacks (``on_message``, ``on_connection``, ``on_withdrawn``,
+    ``on_confirmed``, a :meth:`watch_unconfirmed`'s) run on paho's network
+    thread: keep them short and hand work to your own thread. None of them may
+    wait for a lock that a thread holds while it calls this client (publish,
+    together, subscribe): the network thread would wait for that thread, which
+    waits for the network thread. The agent's only put events on a queue.
+
+    Locks, in one order (:mod:`fogmesh.mqtt.fence` says why, and which
+    stand outside it): ``_Client._batch`` (:meth:`together`), then paho's
+    ``_out_message_mutex``, which is also the fence that keeps a tagged
+    publish and a drop apart, then this client's ``_lock`` and paho's short
+    ones. paho calls ``on_confirmed`` and the watch holding the fence.
+
+    A connection that keeps dropping is logged once, then at most once every
+    ``LOG_EVERY_S`` seconds with the number of drops left out.
     """
 
     def __init__(self, url: BrokerUrl | str, *, client_id: str | None = None,
@@ -46,13 +67,8 @@ class MqttClient:
         self._on_connection = on_connection
         self._on_withdrawn = on_withdrawn
         self._on_confirmed = on_confirmed
-        # mid -> (tag, withdraw on a drop?) of a tagged publish the broker has not confirmed
-        self._fenced: dict[int, tuple[Any, bool]] = {}
-        # (at most, then): one call of ``then`` once unconfirmed messages are down to that many
-        self._unconfirmed_watch: tuple[int, Callable[[], None]] | None = None
-        # Lock order: _fence_lock, then paho's own. paho calls on_publish holding its
-        # out-message lock, so that callback only pops (atomic), never locks.
-        self._fence_lock = threading.Lock()
+        self._drop_lines = LogLimit(every_s=LOG_EVERY_S)
+        self._refusal_lines = LogLimit(every_s=LOG_EVERY_S)
         self._subscriptions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -106,6 +122,7 @@ class MqttClient:
                 raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
         self._keepalive = keepalive
         self._paho = c
+        self._fence = Fence(c, mqtt5=mqtt5)
         self._node = 0                       # which of ``url.nodes`` is in use (a failover list)
 
     # -- lifecycle -------------------------------------------------------
@@ -216,8 +233,7 @@ class MqttClient:
         at once. Either way ``on_confirmed(tag)`` reports the broker's PUBACK;
         ``withdraw=False`` asks for that report only.
         """
-        confirmed = False
-        with self._fence_lock:
+        with self._fence.lock:
             if tag is not None and withdraw and not self.connected.is_set():
                 withdrawn = True
             else:
@@ -232,11 +248,7 @@ class MqttClient:
                     # message (one over max_inflight) is success.
                     info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
                 if tag is not None and qos > 0:
-                    self._fenced[info.mid] = (tag, withdraw)
-                    if info.is_published():          # its PUBACK beat us here
-                        confirmed = self._fenced.pop(info.mid, None) is not None
-        if confirmed and self._on_confirmed:
-            self._on_confirmed(tag)
+                    self._fence.track(info.mid, tag, withdraw)
         if withdrawn:
             if self._on_withdrawn:
                 self._on_withdrawn([tag])
@@ -248,15 +260,13 @@ class MqttClient:
     def unconfirmed(self) -> int:
         """QoS 1 messages published here that the broker has not acknowledged
         yet (sent or waiting to be): what this client holds to send again."""
-        return len(self._paho._out_messages)
+        return self._fence.unconfirmed()
 
     def watch_unconfirmed(self, at_most: int, then: Callable[[], None]) -> None:
         """Call ``then`` once (on the network thread) when at most ``at_most``
         messages are unconfirmed; at once if that holds already. A later
         call replaces an earlier watch."""
-        self._unconfirmed_watch = (at_most, then)
-        if self.unconfirmed() <= at_most and self._unconfirmed_watch is not None:
-            self._unconfirmed_watch = None
+        if self._fence.watch(at_most, then):
             then()
 
     def together(self, *, write_here: bool = False) -> _Together:
@@ -275,23 +285,6 @@ class MqttClient:
         cannot tell): a caller on the network thread with more to read next
         hands its work on instead of doing it there."""
         return self._paho.more_to_read()
-
-    def _withdraw_fenced(self) -> list[Any]:
-        """On a drop: take the unconfirmed messages tagged for withdrawal out of
-        paho's resend queue (the others are queued again, in order, and their
-        confirmation is no longer reported). Holds ``_fence_lock``."""
-        if not any(withdraw for _, withdraw in self._fenced.values()):
-            return []      # paho resends the rest with the same ids: their reports still come
-        withdrawn: list[Any] = []
-        for m in self._paho.drop_out_messages():
-            tag, withdraw = self._fenced.pop(m.mid, (None, False))
-            if withdraw:
-                withdrawn.append(tag)
-            else:
-                self._paho.publish(m.topic, m.payload, qos=m.qos, retain=m.retain,
-                                   properties=getattr(m, "properties", None) if self.mqtt5 else None)
-        self._fenced.clear()
-        return withdrawn
 
     def ack(self, message: Message) -> bool:
         """PUBACK ``message`` if it arrived on the current connection.
@@ -313,8 +306,11 @@ class MqttClient:
         if failed:
             self.refused = str(reason_code)
             # A fail-fast start (a probe) hands the reason to its caller, which says what it means.
-            log.log(logging.DEBUG if self._fail_fast else logging.WARNING,
-                    "%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
+            left_out = self._refusal_lines.take(time.monotonic())
+            if left_out is not None:
+                log.log(logging.DEBUG if self._fail_fast else logging.WARNING,
+                        "%s: broker %s refused the connection: %s%s", self.client_id, self.url, reason_code,
+                        _more(left_out, "refusals"))
             self._first_result.set()
             return
         self.session_present = bool(getattr(_flags, "session_present", False))
@@ -353,11 +349,17 @@ class MqttClient:
 
     def _handle_disconnect(self, _client: paho.Client, _ud: object, _flags: object,
                            reason_code: object, _props: object) -> None:
-        with self._fence_lock:
-            was = self.connected.is_set()
-            self.connected.clear()
-            self.resubscribed.clear()
-            withdrawn = self._withdraw_fenced()
+        # Publishes from now on see the drop (a tagged one is withdrawn at once);
+        # those tracked before it are withdrawn under the fence by _dropped.
+        was = self.connected.is_set()
+        self.connected.clear()
+        self.resubscribed.clear()
+        if not self._paho.after_resend(lambda: self._dropped(was, reason_code)):
+            self._dropped(was, reason_code)
+
+    def _dropped(self, was: bool, reason_code: object) -> None:
+        """A drop, handled: never inside paho's resend loop (see ``_Client.after_resend``)."""
+        withdrawn = self._fence.withdraw()
         if withdrawn and self._on_withdrawn:
             self._on_withdrawn(withdrawn)
         if not self._reconnect and not self._stopping:
@@ -366,21 +368,20 @@ class MqttClient:
         if was and not self._stopping:
             lost = self.node
             self._next_node()
-            log.info("%s: disconnected from %s (%s); reconnecting%s", self.client_id, lost, reason_code,
-                     f" to {self.node}" if len(self.url.nodes) > 1 else "")
+            left_out = self._drop_lines.take(time.monotonic())
+            if left_out is not None:
+                log.info("%s: disconnected from %s (%s); reconnecting%s%s", self.client_id, lost, reason_code,
+                         f" to {self.node}" if len(self.url.nodes) > 1 else "", _more(left_out, "drops"))
             if self._on_connection:
                 self._on_connection(False)
 
     def _handle_publish(self, _client: paho.Client, _ud: object, mid: int,
                         _reason: object, _props: object) -> None:
-        held = self._fenced.pop(mid, None)      # atomic: paho holds its own lock here
-        if held is not None and self._on_confirmed:
-            self._on_confirmed(held[0])
-        watch = self._unconfirmed_watch
-        # paho drops the message from its store after this callback: hence the - 1
-        if watch is not None and len(self._paho._out_messages) - 1 <= watch[0]:
-            self._unconfirmed_watch = None
-            watch[1]()
+        tag, then = self._fence.confirmed(mid)
+        if tag is not None and self._on_confirmed:
+            self._on_confirmed(tag)
+        if then is not None:
+            then()
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
                           reason_codes: list, _props: object) -> None:
@@ -406,6 +407,11 @@ class MqttClient:
             self._on_message(message)
         except Exception:  # a bug in a handler must not kill paho's network thread
             log.exception("%s: message handler failed on %s", self.client_id, topic)
+
+
+def _more(left_out: int, what: str) -> str:
+    """What a rate-limited line says of the lines left out before it."""
+    return f" ({left_out} more {what} not logged since the last such line)" if left_out else ""
 
 
 def _properties(p: Any) -> MessageProperties | None:

@@ -1,10 +1,12 @@
 """fogmesh's paho client: paho's, with one change to how it writes (every
 packet queued goes out in one ``send()``, and nothing while a caller holds
 :meth:`_Client.hold`) and the per-message paths read without paho's objects
-(an incoming PUBLISH handed on as plain values, a plain PUBACK). Only this
-package imports paho; this module relies on paho's private names, which is
-why ``pyproject.toml`` pins paho-mqtt's minor version
-(``tests/test_pins.py`` says what to check before widening it)."""
+(an incoming PUBLISH handed on as plain values, a plain PUBACK); and two
+fixes to its reconnects (nothing queued before the CONNECT; a drop inside its
+resend after a CONNACK handled once it is out). Only this package imports
+paho; this module relies on paho's private names, which is why
+``pyproject.toml`` pins paho-mqtt's minor version (``tests/test_pins.py``
+says what to check before widening it)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ class _Client(paho.Client):
     syscall is as close to atomic as a socket gets. It also saves a syscall
     per message under load. Packets whose completion paho handles on write
     (QoS 0 publishes, DISCONNECT) are written on their own, as paho does.
+
+    And around a reconnect: nothing is queued before the CONNECT
+    (:meth:`reconnect`), and a drop paho reports in the middle of its resend
+    after a CONNACK is handled once it is out of it (:meth:`after_resend`).
     """
 
     def retarget(self, host: str, port: int) -> None:
@@ -55,6 +61,8 @@ class _Client(paho.Client):
         # What paho's on_publish gets for a plain PUBACK (fogmesh's ignores both).
         self._puback_success = ReasonCode(PacketTypes.PUBACK)
         self._no_properties = Properties(PacketTypes.PUBACK)
+        self._resending: int | None = None        # the thread inside paho's CONNACK handling
+        self._after_resend: list[Callable[[], None]] = []
 
     def hold(self) -> None:
         self._batch.acquire()
@@ -124,7 +132,15 @@ class _Client(paho.Client):
         before :meth:`release` (it wakes the thread once, if anything is left
         to write), and whose wake-ups took the interpreter lock from the
         caller in the middle of its batch: a few tens of us per answer on the
-        critical path of a round trip."""
+        critical path of a round trip.
+
+        While connecting, nothing goes before the CONNECT (see
+        :meth:`reconnect`): paho's word for that is "no connection", and a
+        QoS 1 message waits in its queue, resent after the CONNACK (a
+        subscription is renewed then, an acknowledgement is the old
+        connection's and is not due on the new one)."""
+        if command != paho.CONNECT and self._state == paho._ConnectionState.MQTT_CS_CONNECTING:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
         if self._batch_holder != threading.get_ident():
             return super()._packet_queue(command, packet, mid, qos, info)
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
@@ -215,6 +231,44 @@ class _Client(paho.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def reconnect(self) -> MQTTErrorCode:
+        """paho's, once the state says "connecting" under the lock that
+        publishers hold while they queue a PUBLISH. paho's clears the queue
+        and opens the next socket before it queues the CONNECT: a PUBLISH
+        queued in between went out first on the new connection, which the
+        broker closed at once (under a publish storm, again and again).
+        :meth:`_packet_queue` queues nothing but the CONNECT meanwhile."""
+        with self._out_message_mutex:
+            self._state = paho._ConnectionState.MQTT_CS_CONNECTING
+        return super().reconnect()
+
+    def _handle_connack(self) -> MQTTErrorCode:
+        """paho's, noting that the network thread is inside it. After a
+        CONNACK paho resends its queue looping over ``_out_messages`` while
+        it holds ``_out_message_mutex``, and writes from inside that loop: a
+        write that fails there (a connection reset right after its CONNACK)
+        calls ``on_disconnect`` in the middle of the loop. Whatever that
+        callback did to the queue (withdraw, publish) would end paho's loop
+        with a RuntimeError, and its network thread with it; whatever it
+        called would run holding paho's lock. So it hands its work to
+        :meth:`after_resend`, which runs it once paho is out, holding none
+        of paho's locks."""
+        self._resending = threading.get_ident()
+        try:
+            return super()._handle_connack()
+        finally:
+            self._resending = None
+            while self._after_resend:
+                self._after_resend.pop(0)()
+
+    def after_resend(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` when paho's CONNACK handling returns, if the calling
+        thread is inside it (True); else nothing (False: call it now)."""
+        if self._resending != threading.get_ident():
+            return False
+        self._after_resend.append(call)
+        return True
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         """A plain PUBACK (packet id only: success, no properties) without
