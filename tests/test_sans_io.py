@@ -32,6 +32,7 @@ PURE_MODULES = [
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py",
+    "fogmesh/fields.py", "fogmesh/refusals.py", "fogmesh/announcements.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
