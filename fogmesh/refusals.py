@@ -30,6 +30,11 @@ class Refusals:
         self._unsaid += 1
         self._latest = f"{kind} on {short(topic, 100)}: {short(reason, 200)}"
 
+    def summary(self) -> str:
+        """All refused so far, by kind, and the latest: for a command's one-off report."""
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind.items()))
+        return f"refused {self.total} malformed or forged message(s) ({kinds}); the latest: {self._latest}"
+
     def due(self, now: float) -> str | None:
         """The line to log now, if any: the first refusal at once, then at
         most one line per ``every_s`` while more come."""
