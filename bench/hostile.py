@@ -40,7 +40,7 @@ ODD_IDS = ("pi.k", "sp ace", "\u00fcn\u00efcode", "$sys", "", "a:b", "tab\there"
            "y" * 129, "z" * 1000)
 
 
-def examples(root: str, *, agent: str = "a1", device: str = "dev") -> dict[str, Any]:
+def examples(root: str, *, agent: str = "a1", device: str = "dev", site: str = "farm") -> dict[str, Any]:
     """A well-formed document of each kind (what the mutations start from)."""
     reply_to = f"{root}/replies/hostile"
     task = {"id": "h-1", "kind": "echo", "args": {"x": 1}, "reply_to": reply_to}
@@ -59,7 +59,7 @@ def examples(root: str, *, agent: str = "a1", device: str = "dev") -> dict[str, 
         "control": {"op": "noop"},
         "claim": {"task": "h-1", "agent": agent, "op": "done", "reply_to": reply_to, "reply": reply,
                   "tasks": ["h-0"], "epoch": 1},
-        "bridge": {"site": "farm", "agent": "bridge-farm", "state": "online", "link": "up", "backlog": 0,
+        "bridge": {"site": site, "agent": f"bridge-{site}", "state": "online", "link": "up", "backlog": 0,
                    "backlog_bytes": 0, "oldest_age_s": 0.0, "kinds": ["echo"], "ts": 1795000000.0,
                    "bytes_in": 0, "bytes_up": 0, "cloud_workers": 1},
         "reading": {"value": 21.4, "unit": "C", "ts": 1795000000.0, "seq": 17},

@@ -18,6 +18,10 @@ from fogmesh import codec
 from fogmesh.errors import InvalidMessage
 from fogmesh.topics import is_segment
 
+#: The largest whole number a field may hold: what JSON readers keep exact
+#: (JavaScript's 2**53, the dashboard's page) and orjson writes again.
+MAX_COUNT = 2 ** 53
+
 #: An announcement is small (a presence is ~400 bytes); anything much larger is refused unread.
 MAX_ANNOUNCEMENT = 64 * 1024
 MAX_NAMES = 256              # kinds in a presence or a bridge's health, labels in a report
@@ -92,12 +96,13 @@ class Fields:
         return value  # type: ignore[no-any-return]
 
     def count(self, name: str, default: Any = 0) -> Any:
-        """A whole number >= 0 (an integral float such as ``3.0`` counts too)."""
+        """A whole number from 0 to :data:`MAX_COUNT` (an integral float such
+        as ``3.0`` counts too)."""
         value = self.d.get(name)
         if value is None:
             return default
-        if not _is_number(value) or value < 0 or value != int(value):
-            raise self.bad(name, "a whole number >= 0")
+        if not _is_number(value) or not 0 <= value <= MAX_COUNT or value != int(value):
+            raise self.bad(name, f"a whole number from 0 to {MAX_COUNT}")
         return int(value)
 
     def text(self, name: str, limit: int) -> str | None:

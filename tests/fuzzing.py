@@ -20,8 +20,9 @@ from fogmesh.bench.hostile import LONG_ID, ODD_IDS, TEMPLATES, deep_bytes, dumps
 ROOT = "fog/v1"
 VALID = examples(ROOT, agent="a2", device="dev")
 
-FUZZ = settings(max_examples=int(os.environ.get("FOGMESH_FUZZ_EXAMPLES", "60")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=int(os.environ.get("FOGMESH_FUZZ_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
 
 leaves = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2 ** 64), max_value=2 ** 64),
@@ -29,7 +30,7 @@ leaves = st.one_of(
     st.sampled_from([*ODD_IDS, "on", "online", "offline", "s" * 300]))
 json_values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)
-BIG = [nested(130), nested(300), "x" * 70_000, {str(i): i for i in range(3000)}, [1.5] * 5000,
+BIG = [nested(130), nested(300), "x" * 70_000, {str(i): i for i in range(1000)}, [1.5] * 2000,
        {"items": 1, "get": 2, "keys": []}]
 hostile_values = st.one_of(json_values, st.sampled_from(BIG))
 
@@ -119,13 +120,14 @@ def replaced(doc: Any, path: tuple[str, ...], value: Any) -> Any:
     return {**doc, path[0]: replaced(doc[path[0]], path[1:], value)}
 
 
-def catalogue(root: str = ROOT, *, names: tuple[str, ...] = ("a1", "a2", "dev", LONG_ID, "", "$x", "sp ace"),
-              agent: str = "a2") -> list[tuple[str, bytes]]:
+def catalogue(root: str = ROOT, *, names: tuple[str, ...] = ("a2", "a1", "dev", LONG_ID, "", "$x", "sp ace")
+              ) -> list[tuple[str, bytes]]:
     """Every topic of topics.md with each id level in ``names``, and each
-    document with each of :data:`WRONG` in each of its fields (one level
-    down too), plus the odd payloads: deterministic, so the classes of
-    hostile input a fuzzer may take long to draw are always tried."""
-    valid = examples(root, agent=agent, device="dev")
+    document (speaking for ``names[0]``, on its topics) with each of
+    :data:`WRONG` in each of its fields (nested ones too), plus the odd
+    payloads: deterministic, so the classes of hostile input a fuzzer may
+    take long to draw are always tried."""
+    valid = examples(root, agent=names[0], device=names[0], site=names[0])
     bodies: dict[str, list[bytes]] = {}
     for kind, doc in valid.items():
         out = [dumps(doc), b"", b"\xff", b"null", b"[]", deep_bytes(300), deep_bytes(2000)]

@@ -87,7 +87,7 @@ def test_the_catalogue_of_hostile_input_on_every_topic_never_raises_nor_publishe
     c = core(dispatch)
     peer_online(c, "a2", 0.0)
     now = 0.0
-    for i, (topic, payload) in enumerate(catalogue(agent="a2")):
+    for i, (topic, payload) in enumerate(catalogue()):
         now += 0.01
         token = ("hostile", i)
         actions = run_out(c, c.handle(ev.MessageIn(topic, payload, token, False), now), now)

@@ -128,9 +128,10 @@ def test_a_cleared_retained_announcement_removes_its_row():
 def test_the_catalogue_of_hostile_input_never_raises_out_of_the_dashboard_or_the_fleet_rows():
     model = DashboardModel(T)
     model.on_message(T.presence("pi-1"), presence("pi-1", ts=0.0), 0.0)
+    announcements = ("/presence/", "/bridge/", "/pipelines/", "/deploy/reported/", "/actuators/", "/audit/")
     for i, (topic, payload) in enumerate(catalogue()):
         model.on_message(topic, payload, i * 0.001)
-        if i % 500 == 0:
+        if any(a in topic for a in announcements):      # what the page gets, after each of them
             orjson.dumps(model.tick(i * 0.001))
     tick = model.tick(10.0)
     render(model.fleet.rows(10.0), title="t")
