@@ -1,245 +1,240 @@
-"""Hostile input on every topic of topics.md, as anyone who can publish on an
-open broker (or a login on its own topics) could send it: bytes that are not
-JSON, JSON that is not an object, documents with wrong-typed fields, nesting
-deeper than anything re-encodes, values and ids far over their limits,
-topics whose id levels are over-long or odd, and documents that speak for
-another box (presence on ``presence/pi-1`` saying ``"agent": "pi-2"``, made-up
-names by the thousand).
+"""``fogmesh bench hostile``: agents under a stream of hostile messages on
+every topic of topics.md (:mod:`fogmesh.bench.hostile_stream`), some retained, while
+a fire-and-forget device sends valid tasks. What it shows: every process
+alive, every valid task answered once, ``fogmesh monitor --once`` working,
+every bad message answered (a dead letter or an error reply) or counted as
+refused by each agent that got it, and the agents' logs not flooded.
 
-:class:`HostileStream` yields ``(topic, payload, retain)`` from a seed, so a
-run can be repeated. It sends *malformed* messages only: a well-formed
-protocol message (a claim, an offer, a drain) is the broker ACL's business
-(``broker.secure``), not the parser's. The test suite's fuzzing tier
-(``tests/fuzzing.py``) draws from the same topic templates and examples;
-``fogmesh bench hostile`` runs the stream against agents for as long as you
-like."""
+:class:`HostileSite` is the set-up (a mosquitto, agents as ``fogmesh agent``
+processes with metrics, a subscriber that counts what answers bad tasks) and
+its expectations, worked out from the same decoders the agents use, message
+by message as the stream is published; ``tests/test_hostile.py`` runs it with
+``tests/fire_and_forget.py``'s device, :func:`run` with the bench's own."""
 
 from __future__ import annotations
 
 import json
-import random
-from typing import Any, Iterator
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-#: Every topic of topics.md under the root, with the name of its document.
-TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("tasks", "task"), ("tasks/{device}", "task"), ("replies/{device}", "reply"),
-    ("presence/{agent}", "presence"), ("errors", "dead_letter"), ("agents/{agent}/tasks", "task"),
-    ("agents/{agent}/inbox", "inbox"), ("agents/{agent}/control", "control"), ("claims", "claim"),
-    ("bridge/{site}", "bridge"), ("sensors/{device}/{sensor}", "reading"),
-    ("sensors/{device}/{sensor}/get", "pull"), ("sensors/{device}/control", "rate"),
-    ("sensors/{device}/{sensor}/frame", "frame"), ("actuators/{device}/{actuator}/set", "command"),
-    ("actuators/{device}/{actuator}/state", "state"), ("pipelines/{agent}/{pipeline}", "pipeline"),
-    ("audit/dashboard", "audit"), ("deploy/desired/all", "desired"), ("deploy/desired/agent/{agent}", "desired"),
-    ("deploy/bundles/{digest}", "manifest"), ("deploy/chunks/{digest}/{n}", "chunk"),
-    ("deploy/reported/{agent}", "report"), ("deploy/history/{serial}", "history"),
-    ("agents/{agent}/deploy-health", "reply"), ("probe/{token}", "probe"), ("agents/{agent}/doctor", "probe"),
-)
-
-LONG_ID = "x" * 200           # over every id limit (128)
-ODD_IDS = ("pi.k", "sp ace", "\u00fcn\u00efcode", "$sys", "", "a:b", "tab\there", "\u202eevil", LONG_ID,
-           "y" * 129, "z" * 1000)
-
-
-def examples(root: str, *, agent: str = "a1", device: str = "dev", site: str = "farm") -> dict[str, Any]:
-    """A well-formed document of each kind (what the mutations start from)."""
-    reply_to = f"{root}/replies/hostile"
-    task = {"id": "h-1", "kind": "echo", "args": {"x": 1}, "reply_to": reply_to}
-    reply = {"id": "h-1", "status": "ok", "result": 1, "worker": agent, "tier": "local",
-             "ms": {"queue": 0.1, "run": 0.2, "total": 0.3}}
-    return {
-        "task": task,
-        "reply": reply,
-        "presence": {"agent": agent, "state": "online", "ts": 1795000000.0, "cpu": 1.0, "mem": 2.0, "load": 0.1,
-                     "queue": 0, "running": 0, "capacity": 2, "kinds": ["echo", "sum"],
-                     "battery": {"percent": 80.0, "plugged": False}, "dispatch": "shared", "done": 3,
-                     "offloaded": 1, "epoch": 1, "instance": "abc", "since": 1795000000.0, "period": 5.0},
-        "dead_letter": {"agent": agent, "ts": 1795000000.5, "error": {"code": "bad_json", "message": "m"},
-                        "topic": f"{root}/tasks", "id": None, "excerpt": "{"},
-        "inbox": {"op": "result", "offer": f"{agent}:h-1:1", "task": "h-1", "agent": agent, "reply": reply},
-        "control": {"op": "noop"},
-        "claim": {"task": "h-1", "agent": agent, "op": "done", "reply_to": reply_to, "reply": reply,
-                  "tasks": ["h-0"], "epoch": 1},
-        "bridge": {"site": site, "agent": f"bridge-{site}", "state": "online", "link": "up", "backlog": 0,
-                   "backlog_bytes": 0, "oldest_age_s": 0.0, "kinds": ["echo"], "ts": 1795000000.0,
-                   "bytes_in": 0, "bytes_up": 0, "cloud_workers": 1},
-        "reading": {"value": 21.4, "unit": "C", "ts": 1795000000.0, "seq": 17},
-        "pull": {"reply_to": reply_to, "id": "q1"},
-        "rate": {"op": "rate", "hz": 2},
-        "frame": {"device": device, "camera": "camera", "seq": 1, "ts": 1795000000.0, "width": 2, "height": 2,
-                  "format": "jpeg"},
-        "command": {"op": "pulse", "ms": 10, "id": "h-cmd", "reply_to": reply_to},
-        "state": {"state": "on", "device": device, "actuator": "lamp", "ts": 1795000000.0},
-        "pipeline": {"frames": 1, "submitted": 1, "processed": 1, "skipped": 0, "failed": 0, "actuations": 0,
-                     "last_latency_ms": 10.0, "last_decision": "no action", "last_decision_ms": 9.0,
-                     "in_flight": 0, "agent": agent},
-        "audit": {"ts": 1795000000.0, "who": "alice", "role": "operator", "from": "10.0.0.1", "device": device,
-                  "actuator": "lamp", "command": {"op": "on", "id": "dashboard-1"},
-                  "result": {"status": "done", "state": "on"}},
-        "desired": {"signed": {"format": "fogmesh-desired/1", "target": "all", "serial": 1, "rollback": False,
-                               "issued": 1.0, "note": "", "bundles": [{"name": "b", "version": "1.0",
-                                                                       "bundle": "ab" * 32, "size": 1,
-                                                                       "kinds": ["k"]}]},
-                    "signatures": [{"key": "0123456789abcdef", "sig": "AAAA"}]},
-        "manifest": {"signed": {"format": "fogmesh-bundle/1", "name": "b", "version": "1.0", "kinds": {},
-                                "wheels": [], "payload": {"size": 0, "sha256": "", "chunk_size": 65536,
-                                                          "chunks": []}, "created": 1.0},
-                     "signatures": []},
-        "chunk": {"not": "a chunk"},
-        "report": {"agent": agent, "site": "farm", "labels": ["camera"], "desired_serial": 2, "applied_serial": 1,
-                   "state": "running", "bundle": "b", "version": "1.0", "reason": None, "detail": "",
-                   "progress": 1.0, "bundles": {"b": {"version": "1.0", "serial": 1, "kinds": ["k"],
-                                                      "restarts": 0}}, "at": 1795000000.0},
-        "history": {"serial": 1, "target": "all", "action": "deploy", "bundles": [], "previous": [], "at": 1.0},
-        "probe": {"doctor": "token"},
-    }
+from fogmesh import codec
+from fogmesh.announcements import BridgeHealth, Presence
+from fogmesh.bench.faultkit import Agents, FirmwareDevice, ReplyCounter, wait_answering
+from fogmesh.bench.hostile_stream import HostileStream
+from fogmesh.broker.mosquitto import Mosquitto
+from fogmesh.broker.ports import free_port
+from fogmesh.claims import Claim
+from fogmesh.devices.client import FogClient
+from fogmesh.errors import InvalidMessage
+from fogmesh.mqtt import Message, MqttClient
+from fogmesh.offers import decode_inbox
+from fogmesh.topics import Topics
 
 
-def hostile_values(rng: random.Random) -> Any:
-    """One value a field should never hold."""
-    pick = rng.randrange(14)
-    if pick == 0:
-        return None
-    if pick == 1:
-        return rng.choice([True, False])
-    if pick == 2:
-        return rng.choice([-1, 0, 2 ** 63 - 1, -(2 ** 63), 1e308, -1e308, 0.5, 1e-300])
-    if pick == 3:
-        return "s" * rng.choice([0, 1, 129, 300, 5000, 70_000])
-    if pick == 4:
-        return rng.choice(ODD_IDS)
-    if pick == 5:
-        return [rng.random() for _ in range(rng.randrange(5))]
-    if pick == 6:
-        return {"k": rng.random(), "items": "not-a-method"}
-    if pick == 7:
-        return nested(rng.choice([50, 200, 300]))
-    if pick == 8:
-        return [None] * rng.randrange(1, 4)
-    if pick == 9:
-        return rng.random() * 1e6
-    if pick == 10:
-        return {str(i): i for i in range(rng.randrange(1, 2000))}
-    if pick == 11:
-        return ["x" * 200] * 3
-    if pick == 12:
-        return "on"
-    return {"version": 1, "kinds": "k", "serial": "s", "restarts": None}
+@dataclass
+class Expected:
+    """What the agents must make of the stream so far."""
+
+    answers: int = 0                                               # bad or odd tasks: one reply or dead letter each
+    refused: Counter[str] = field(default_factory=Counter)         # agent -> presence, bridge, control refused
+    bad_inbox: Counter[str] = field(default_factory=Counter)
+    bad_claims: int = 0                                            # each agent
 
 
-def dumps(value: Any) -> bytes:
-    """JSON bytes of anything, nesting deeper than orjson writes included."""
-    return json.dumps(value).encode()
+class HostileSite:
+    def __init__(self, workdir: Path, *, agents: tuple[str, ...] = ("h1", "h2"), seed: int = 37,
+                 device: str = "dev") -> None:
+        self.workdir, self.ids, self.device = workdir, agents, device
+        self.root = f"hostile/{uuid.uuid4().hex[:6]}"
+        self.topics = Topics(self.root)
+        self.broker = Mosquitto(workdir=workdir / "mosquitto").start()
+        self.url = self.broker.url
+        self.agents = Agents(workdir)
+        self.ports = {a: free_port() for a in agents}
+        for a in agents:
+            self.agents.start(a, self.url, self.root, "--metrics-port", str(self.ports[a]), "--concurrency", "2")
+        self.stream = HostileStream(self.root, seed=seed, targets=agents)
+        self.expected = Expected()
+        self._mine: Counter[tuple[str, bytes]] = Counter()        # published by the stream: not an answer
+        self.answers = 0
+        self._lock = threading.Lock()
+        with FogClient(self.url, root=self.root) as client:
+            wait_answering(client, list(agents), timeout=60)
+        self.watcher = MqttClient(self.url, on_message=self._seen)     # after those answers: only the stream's
+        self.watcher.start(timeout=10)
+        self.watcher.subscribe("#", 1)
+        self.hostile = MqttClient(self.url)
+        self.hostile.start(timeout=10)
+
+    # -- what answers the bad tasks -------------------------------------------------------
+    def _seen(self, m: Message) -> None:
+        with self._lock:
+            if self._mine[(m.topic, m.payload)] > 0:
+                self._mine[(m.topic, m.payload)] -= 1
+                return
+        try:
+            doc = codec.decode(m.payload)
+        except InvalidMessage:
+            return
+        if not isinstance(doc, dict) or m.topic == self.topics.replies(self.device):
+            return
+        dead_letter = m.topic == self.topics.errors and doc.get("agent") in self.ids
+        reply = doc.get("worker") in self.ids and doc.get("status") in ("ok", "error")
+        if dead_letter or reply:
+            with self._lock:
+                self.answers += 1
+
+    # -- the stream, and what it must cause ---------------------------------------------------
+    def flood(self, seconds: float, *, rate: float = 60.0) -> int:
+        """Publish the stream at ``rate`` messages/s for ``seconds``; returns how many."""
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < seconds:
+            topic, payload, retain = next(self.stream)
+            self._expect(topic, payload)
+            with self._lock:
+                self._mine[(topic, payload)] += 1
+            self.hostile.publish(topic, payload, qos=1, retain=retain)
+            sent += 1
+            time.sleep(max(0.0, started + sent / rate - time.monotonic()))   # the stream's pace, not a wait
+        return sent
+
+    def _expect(self, topic: str, payload: bytes) -> None:
+        t, e = self.topics, self.expected
+        if t.is_task_topic(topic) or topic in (t.agent_tasks(a) for a in self.ids):
+            e.answers += 1
+            return
+        agent = t.agent_of_presence(topic)
+        if agent is not None and payload:
+            if not _decodes(lambda: Presence.decode(payload, agent=agent)):
+                for a in self.ids:
+                    e.refused[a] += 1
+        elif topic.startswith(t.bridge_prefix) and "/" not in topic[len(t.bridge_prefix):] and payload:
+            site = topic[len(t.bridge_prefix):]
+            if not _decodes(lambda: BridgeHealth.decode(payload, site=site)):
+                for a in self.ids:
+                    e.refused[a] += 1
+        elif topic == t.claims and not _decodes(lambda: Claim.decode(payload)):
+            e.bad_claims += 1
+        for a in self.ids:
+            if topic == t.agent_control(a) and payload.replace(b" ", b"") != b'{"op":"drain"}':
+                e.refused[a] += 1
+            elif topic == t.agent_inbox(a) and b'"op":"order-view"' not in payload \
+                    and not _decodes(lambda: decode_inbox(payload)):
+                e.bad_inbox[a] += 1
+
+    # -- what the agents say -------------------------------------------------------------------
+    def metrics(self, agent: str) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.ports[agent]}/metrics", timeout=10).read().decode()
+        return {m.group(1): float(m.group(2)) for m in re.finditer(r"^fogmesh_agent_(\w+)_total\{[^}]*\} (\S+)$",
+                                                                  text, re.M)}
+
+    def counted(self) -> dict[str, Any]:
+        """What was counted against what was expected, per agent and in all."""
+        e = self.expected
+        got = {a: self.metrics(a) for a in self.ids}
+        with self._lock:
+            answers = self.answers
+        return {"answers": (answers, e.answers),
+                **{f"{a} refused": (int(got[a].get("refused", -1)), e.refused[a]) for a in self.ids},
+                **{f"{a} bad_inbox": (int(got[a].get("bad_inbox", -1)), e.bad_inbox[a]) for a in self.ids},
+                **{f"{a} bad_claims": (int(got[a].get("bad_claims", -1)), e.bad_claims) for a in self.ids}}
+
+    def settled(self, timeout: float = 60.0) -> dict[str, Any]:
+        """:meth:`counted` once every count meets its expectation (or at ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.counted()
+            if all(got == want for got, want in counts.values()) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.5)                   # counts still coming in: polled, nothing to await
+
+    def alive(self) -> dict[str, bool]:
+        return {a: self.agents.procs[a].poll() is None for a in self.ids}
+
+    def refusal_lines(self, agent: str) -> list[str]:
+        return [line for line in self.agents.log(agent).splitlines() if "refused" in line]
+
+    def log_lines(self, agent: str) -> int:
+        return len(self.agents.log(agent).splitlines())
+
+    def monitor(self) -> tuple[int, dict[str, Any], str]:
+        """``fogmesh monitor --once --json``: its exit status, rows and stderr."""
+        out = subprocess.run([sys.executable, "-m", "fogmesh", "monitor", "--broker", self.url, "--root", self.root,
+                              "--once", "--json", "--wait", "1.5"], capture_output=True, text=True, timeout=60)
+        try:
+            rows = json.loads(out.stdout)
+        except ValueError:
+            rows = {}
+        return out.returncode, rows, out.stderr
+
+    def close(self) -> None:
+        self.hostile.stop()
+        self.watcher.stop()
+        self.agents.close()
+        self.broker.cleanup()
 
 
-def nested(depth: int) -> Any:
-    """An object ``depth`` levels deep (lists and objects in turn)."""
-    value: Any = 1
-    for i in range(depth - 1):
-        value = [value] if i % 2 else {"a": value}
-    return {"deep": value}
+def _decodes(decode: Any) -> bool:
+    try:
+        decode()
+    except InvalidMessage:
+        return False
+    return True
 
 
-def deep_bytes(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
+# -- fogmesh bench hostile --------------------------------------------------------------------------
+def run(args: Any) -> dict[str, Any]:
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fogmesh-hostile-") as tmp:
+        site = HostileSite(Path(tmp), seed=args.seed)
+        try:
+            counter = ReplyCounter(site.broker.host, site.broker.port, site.root)
+            device = FirmwareDevice(site.broker.host, site.broker.port, site.root, device=site.device)
+            ids = [f"t{i:06d}" for i in range(int(args.seconds * args.task_rate))]
+
+            def send() -> None:
+                started = time.monotonic()
+                for i, task_id in enumerate(ids):
+                    device.send(task_id, "sleep", {"ms": 20}, weight="medium")
+                    time.sleep(max(0.0, started + (i + 1) / args.task_rate - time.monotonic()))
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            hostile = site.flood(args.seconds, rate=args.rate)
+            sender.join()
+            monitor_rc, rows, _ = site.monitor()
+            counts = site.settled()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum(1 for t in ids if counter.replies.get(t)) < len(ids):
+                time.sleep(0.2)                     # replies still on their way
+            answered = sum(1 for t in ids if counter.replies.get(t))
+            twice = sum(1 for t in ids if len(counter.replies.get(t, ())) > 1)
+            return {"seconds": args.seconds, "hostile_sent": hostile, "by_kind": dict(site.stream.by_kind),
+                    "tasks": len(ids), "answered": answered, "answered_twice": twice, "alive": site.alive(),
+                    "monitor_exit": monitor_rc, "monitor_agents": sorted(a["agent"] for a in rows.get("agents", [])),
+                    "counts": {k: list(v) for k, v in counts.items()},
+                    "refusal_log_lines": {a: len(site.refusal_lines(a)) for a in site.ids},
+                    "log_lines": {a: site.log_lines(a) for a in site.ids}}
+        finally:
+            site.close()
 
 
-def mutate(doc: Any, rng: random.Random) -> Any:
-    """``doc`` with some fields wrong: replaced by a hostile value, removed, or
-    a nested object's field wrong in turn."""
-    if not isinstance(doc, dict) or not doc:
-        return hostile_values(rng)
-    out = dict(doc)
-    for _ in range(rng.randrange(1, 4)):
-        key = rng.choice(list(out))
-        roll = rng.random()
-        if roll < 0.15:
-            out.pop(key, None)
-            if not out:
-                return out
-        elif roll < 0.4 and isinstance(out[key], dict):
-            out[key] = mutate(out[key], rng)
-        else:
-            out[key] = hostile_values(rng)
-    if rng.random() < 0.1:
-        out["extra"] = hostile_values(rng)
-    return out
-
-
-def segment(rng: random.Random, targets: tuple[str, ...]) -> str:
-    roll = rng.random()
-    if roll < 0.3 and targets:
-        return rng.choice(targets)
-    if roll < 0.75:
-        return rng.choice(ODD_IDS)
-    return f"made-up-{rng.randrange(100_000)}"
-
-
-def fill(template: str, rng: random.Random, targets: tuple[str, ...]) -> str:
-    parts = []
-    for level in template.split("/"):
-        if level.startswith("{"):
-            level = segment(rng, targets) if level not in ("{n}", "{serial}") else \
-                rng.choice(["0", "-1", "99999999999999999999", "x", LONG_ID])
-        parts.append(level)
-    return "/".join(parts)
-
-
-def payload_for(kind: str, valid: dict[str, Any], rng: random.Random, *, max_payload: int = 256 * 1024) -> bytes:
-    """One malformed payload for a topic whose document is ``kind``."""
-    roll = rng.randrange(10)
-    if roll == 0:
-        return rng.randbytes(rng.randrange(0, 300))
-    if roll == 1:
-        return dumps(rng.choice([None, 1, "text", [1, 2], 1.5, True]))
-    if roll == 2:
-        return deep_bytes(rng.choice([100, 300, 1100, 5000]))
-    if roll == 3:
-        return b'{"id": "' + b"h" * (max_payload + 10) + b'"}'
-    if roll == 4 and kind == "frame":
-        return b"not json\n\xff\xd8"
-    return dumps(mutate(valid.get(kind, {}), rng))
-
-
-class HostileStream:
-    """Malformed messages on every topic of topics.md, drawn from ``seed``.
-    ``targets``: the ids of the boxes under attack (their own topics come up
-    often, as an attacker's would); ``forgeries`` of presence speak for
-    another box or for a made-up one."""
-
-    def __init__(self, root: str, *, seed: int = 37, targets: tuple[str, ...] = ("a1", "a2"),
-                 device: str = "dev", retain_share: float = 0.2) -> None:
-        self.root = root
-        self.rng = random.Random(seed)
-        self.targets = targets
-        self.valid = examples(root, agent=targets[0] if targets else "a1", device=device)
-        self.retain_share = retain_share
-        self.sent = 0
-        self.by_kind: dict[str, int] = {}
-
-    def forgery(self) -> tuple[str, bytes]:
-        """A well-formed presence (or report) that speaks for another box than its topic names."""
-        rng = self.rng
-        speaker = rng.choice(self.targets) if self.targets else "a1"
-        claims = rng.choice([f"made-up-{rng.randrange(1000)}", *[t for t in self.targets if t != speaker]])
-        if rng.random() < 0.5:
-            doc = dict(self.valid["presence"], agent=claims)
-            return f"{self.root}/presence/{speaker}", dumps(doc)
-        doc = dict(self.valid["report"], agent=claims)
-        return f"{self.root}/deploy/reported/{speaker}", dumps(doc)
-
-    def __iter__(self) -> Iterator[tuple[str, bytes, bool]]:
-        return self
-
-    def __next__(self) -> tuple[str, bytes, bool]:
-        rng = self.rng
-        self.sent += 1
-        if rng.random() < 0.08:
-            topic, payload = self.forgery()
-            kind = "forgery"
-        else:
-            template, kind = rng.choice(TEMPLATES)
-            topic = f"{self.root}/{fill(template, rng, self.targets)}"
-            payload = payload_for(kind, self.valid, rng)
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
-        retain = rng.random() < self.retain_share and kind not in ("task", "inbox", "claim", "control")
-        return topic, payload, retain
+def render(r: dict[str, Any]) -> str:
+    lines = [f"fogmesh bench hostile: {r['hostile_sent']} hostile messages in {r['seconds']:g} s on every topic, "
+             f"{r['tasks']} valid tasks from a fire-and-forget device",
+             f"  valid tasks answered: {r['answered']} of {r['tasks']} ({r['answered_twice']} twice)",
+             f"  agents alive: {', '.join(f'{a} {ok}' for a, ok in r['alive'].items())}; "
+             f"fogmesh monitor --once: exit {r['monitor_exit']}, rows {', '.join(r['monitor_agents'])}",
+             "  counted / expected:"]
+    lines += [f"    {name:<16} {got:>7} / {want}" for name, (got, want) in r["counts"].items()]
+    logs = ", ".join(f"{a} {n} ({r['refusal_log_lines'][a]})" for a, n in r["log_lines"].items())
+    lines.append(f"  log lines (of them refusal lines): {logs}")
+    return "\n".join(lines)

@@ -22,9 +22,8 @@ class PeeringConcern(CoreParts):
         return []
 
     def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
-        if agent == self.config.agent_id or not payload:
-            if not payload:
-                self.peers.forget(agent)
+        if not payload:
+            self.peers.forget(agent)
             return []
         topic = self.config.topics.presence_prefix + agent
         if not is_segment(agent):
@@ -33,6 +32,8 @@ class PeeringConcern(CoreParts):
             presence = Presence.decode(payload, agent=agent)
         except InvalidMessage as exc:
             return self._refuse("presence", topic, exc.message)
+        if agent == self.config.agent_id:
+            return []                    # its own (the shell watches it for a rival instance)
         self.peers.update(presence, now)
         self.offers.heard_from(agent)
         if presence.state == "online":
@@ -89,9 +90,11 @@ class PeeringConcern(CoreParts):
         try:
             op = codec.decode(payload).get("op")
         except (InvalidMessage, AttributeError):
+            op = None
+        if op != "drain":
             return self._refuse("control", self.config.topics.agent_control(self.config.agent_id),
                                 'a control message is {"op": "drain"}')
-        if op == "drain" and not self.draining:
+        if not self.draining:
             self.draining = True
             return [Drain()]
         return []

@@ -161,10 +161,13 @@ class Topics:
         return f"{self.root}/agents/"
 
     def agent_of_presence(self, topic: str) -> str | None:
+        """The agent level of a ``presence/{agent}`` topic (which ``presence/+``
+        matches: possibly empty or otherwise no valid id, see
+        :func:`is_segment`), or None for any other topic."""
         prefix = f"{self.root}/presence/"
         if topic.startswith(prefix):
             rest = topic[len(prefix):]
-            if rest and "/" not in rest:
+            if "/" not in rest:
                 return rest
         return None
 

@@ -1,6 +1,6 @@
 """The fuzzing tier's strategies: hostile payloads and topics for every topic
 of topics.md (the templates and well-formed examples are
-:mod:`fogmesh.bench.hostile`'s, which ``fogmesh bench hostile`` sends to live
+:mod:`fogmesh.bench.hostile_stream`'s, which ``fogmesh bench hostile`` sends to live
 agents). Each ``test_fuzz_*.py`` feeds them to a decoder or a consumer's
 handler and checks that nothing raises out of it, and what it decides.
 
@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from fogmesh.bench.hostile import LONG_ID, ODD_IDS, TEMPLATES, deep_bytes, dumps, examples, nested
+from fogmesh.bench.hostile_stream import LONG_ID, ODD_IDS, TEMPLATES, deep_bytes, dumps, examples, nested
 
 ROOT = "fog/v1"
 VALID = examples(ROOT, agent="a2", device="dev")
