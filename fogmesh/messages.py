@@ -61,6 +61,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+MAX_MESSAGE = 1 << 20        # characters of an error message a reply is read with (bounded by its payload anyway)
 
 
 def _str_field(d: Mapping[str, Any], name: str, *, max_len: int, required: bool,
@@ -295,7 +296,7 @@ class Reply:
             if not isinstance(e, dict):
                 raise InvalidMessage("missing_field", "an error reply needs an 'error' object")
             ef = Fields(e, "reply 'error'")
-            err = ErrorInfo(ef.text("code", 64) or "", ef.text("message", 2000) or "")
+            err = ErrorInfo(ef.text("code", 64) or "", ef.text("message", MAX_MESSAGE) or "")
         mf = Fields(f.mapping("ms"), "reply 'ms'")
         timing = Timing(*(mf.number(k, 0.0) for k in ("queue", "run", "total")))
         task_id = d.get("id")

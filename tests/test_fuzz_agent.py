@@ -141,6 +141,19 @@ def test_the_peers_an_agent_tracks_are_bounded_and_the_stalest_make_room():
     assert c.peers.get("a2") is not None and len(c.peers) == cap
 
 
+def test_wills_and_bridges_of_made_up_names_cost_a_bounded_table():
+    c = core()
+    for i in range(1500):
+        c.handle(ev.MessageIn(T.presence(f"gone-{i}"), orjson.dumps(dict(VALID["presence"], agent=f"gone-{i}",
+                                                                          state="offline")), "p", False), i * 0.01)
+        c.handle(ev.MessageIn(T.bridge_health(f"site-{i}"), orjson.dumps(dict(VALID["bridge"], site=f"site-{i}",
+                                                                               agent=f"bridge-site-{i}")),
+                              "b", False), i * 0.01)
+        c.handle(ev.Tick(), i * 0.01)
+    assert len(c.deaths._wills) <= 1000 and len(c.offers._bridges) <= 1000 and len(c.offers._bridge_ids) <= 1000
+    assert len(c.peers) <= c.peers.max_peers
+
+
 @FUZZ
 @given(st.lists(messages(only=("inbox", "claim", "presence", "bridge", "control")), max_size=8))
 def test_protocol_messages_with_odd_ids_never_make_the_core_publish_on_an_invalid_topic(sequence):
