@@ -15,7 +15,10 @@ import threading
 import pytest
 
 from fogmesh.bench.hostile import HostileSite
+from fogmesh.devices.client import FogClient
+from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device
+from tests.fuzzing import catalogue
 
 SECONDS = 20.0
 
@@ -50,3 +53,22 @@ def test_hostile_messages_on_every_topic_take_no_process_down_and_every_valid_ta
     finally:
         device.close()
         site.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_catalogue_through_a_live_agents_dispatcher_leaves_it_answering(mosquitto_broker, root, agents):
+    """Each wrong value in each field of each document, on every topic, with
+    odd and over-long id levels, through the real shell (paho, the
+    dispatcher, the core, the announcer) of an in-process agent."""
+    agent = agents("a1", mosquitto_broker.url, root)
+    sender = MqttClient(mosquitto_broker.url)
+    sender.start()
+    try:
+        sent = [sender.publish(topic, payload, qos=1) for topic, payload in
+                catalogue(root, names=("a1", "a2", "dev", "x" * 200, "", "$x", "sp ace"))]
+        assert all(d is not None and d.wait(30) for d in sent)
+        with FogClient(mosquitto_broker.url, root=root) as client:
+            assert client.submit("echo", {"still": "here"}, timeout=30).value == {"still": "here"}
+        assert agent.fatal is None and agent.core is not None and agent.core.counters.refused > 100
+    finally:
+        sender.stop()
