@@ -154,7 +154,7 @@ class BridgeHealth:
                                      "a bridge announces only itself (the topic names it)")
         f = Fields(d, "bridge health")
         return cls(site=f.box_id("site"), agent=f.box_id("agent"), state=f.choice("state", BRIDGE_STATES),
-                   ts=f.number("ts", 0.0), link="up" if f.get("link") == "up" else "down",
+                   ts=f.number("ts", 0.0), link=f.choice("link", ("up", "down")) if "link" in f.d else "down",
                    kinds=f.names("kinds"), backlog=f.count("backlog", None),
                    backlog_bytes=f.count("backlog_bytes", None), oldest_age_s=f.number("oldest_age_s", None),
                    cloud_workers=f.count("cloud_workers", None), bytes_in=f.count("bytes_in", None),

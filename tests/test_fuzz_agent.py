@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import Ack, AgentConfig, Publish, Run
 from fogmesh.edge_agent.core import AgentCore
-from fogmesh.edge_agent.placement import LeastLoadedPolicy
+from fogmesh.edge_agent.placement import LeastLoadedPolicy, LocalPolicy
 from fogmesh.registry import Registry
 from fogmesh.topics import Topics, is_segment, validate_publish_topic
 from tests.fuzzing import FUZZ, ROOT, VALID, catalogue, device_tasks, forged_presence, messages, payloads, segments
@@ -96,6 +96,17 @@ def test_the_catalogue_of_hostile_input_on_every_topic_never_raises_nor_publishe
             if isinstance(a, Publish):
                 validate_publish_topic(a.topic)
     run_out(c, c.handle(ev.Tick(), now + 60.0), now + 60.0)
+    assert c.refusals.total > 0
+
+
+def test_a_cloud_worker_takes_the_catalogue_on_the_cloud_root_without_raising():
+    """A cloud worker is an agent on the cloud broker (LocalPolicy, root fogmesh/v1)."""
+    cloud = Topics("fogmesh/v1")
+    c = AgentCore(AgentConfig(agent_id="cloud-w1", topics=cloud), REGISTRY, policy=LocalPolicy())
+    for i, (topic, payload) in enumerate(catalogue("fogmesh/v1", names=("cloud-w2", "cloud-w1", "farm", "x" * 200))):
+        for a in run_out(c, c.handle(ev.MessageIn(topic, payload, i, False), i * 0.01), i * 0.01):
+            if isinstance(a, Publish):
+                validate_publish_topic(a.topic)
     assert c.refusals.total > 0
 
 

@@ -80,9 +80,11 @@ class Report:
         if len(bundles) > MAX_NAMES:
             raise f.bad("bundles", f"at most {MAX_NAMES} bundles")
         progress = f.number("progress", None)
+        if progress is not None and not 0.0 <= progress <= 1.0:
+            raise f.bad("progress", "a number from 0 to 1")
         return cls(agent=name, site=f.text("site", MAX_NAME) or "default", labels=f.names("labels"),
                    desired_serial=f.count("desired_serial"), applied_serial=f.count("applied_serial"),
-                   state=f.text("state", 32) or "idle", bundle=f.text("bundle", MAX_NAME),
+                   state=f.choice("state", STATES) if "state" in f.d else "idle", bundle=f.text("bundle", MAX_NAME),
                    version=f.text("version", MAX_NAME), reason=f.text("reason", 64),
                    detail=f.text("detail", 2000) or "", progress=progress, received=f.count("received"),
                    bundles=bundles, at=f.number("at", 0.0))
