@@ -152,6 +152,18 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--container-tasks", type=int, default=30,
                    help="round trips of the per-task container kind (default: 30)")
     json_arg(b)
+    b = bsub.add_parser("hostile", help="agents under hostile messages on every topic: none dies, nothing lost",
+                        description="Two `fogmesh agent` processes on a mosquitto started here, a "
+                                    "fire-and-forget device sending valid tasks, and a stream of malformed "
+                                    "messages on every topic of topics.md (some retained; wrong types, deep "
+                                    "nesting, over-long ids and values, presences speaking for another box). "
+                                    "Prints valid tasks answered, agents alive, `fogmesh monitor --once`, "
+                                    "each bad message counted against what was expected, and the log lines.")
+    b.add_argument("--seconds", type=float, default=60.0, help="how long the stream runs (default: 60)")
+    b.add_argument("--rate", type=float, default=60.0, help="hostile messages per second (default: 60)")
+    b.add_argument("--task-rate", type=float, default=30.0, help="valid tasks per second (default: 30)")
+    b.add_argument("--seed", type=int, default=37, help="the stream's seed, to repeat a run (default: 37)")
+    json_arg(b)
     b = bsub.add_parser("faults", help="nothing lost, nothing doubled: one table over every fault",
                         description="Runs the system as an operator would (CLI processes, kill -9, "
                                     "a restarted broker, a full disk) with a FogClient device and a "
@@ -177,7 +189,7 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
 # Each has run(args) -> report and render(report) -> table; faults has its own
 # main (its exit status says whether a row lost or doubled a task).
 REPORTING = ("rtt", "fleet", "footprint", "bridge", "camera", "dashboard", "placement", "flood", "deploy", "cluster",
-             "containers")
+             "containers", "hostile")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fogmesh import codec
-from fogmesh.announcements import BridgeHealth
+from fogmesh.announcements import BridgeHealth, Presence
 from fogmesh.cloud_bridge.aggregate import Aggregator
 from fogmesh.cloud_bridge.bookkeeping import Bookkeeping
 from fogmesh.cloud_bridge.forwarding import Forwarding
@@ -40,15 +40,17 @@ from fogmesh.cloud_bridge.translate import (
     task_of,
     uplink_topic,
 )
-from fogmesh.errors import InvalidMessage, StorageError
+from fogmesh.errors import InvalidMessage, StorageError, TopicError
 from fogmesh.messages import Reply
 from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
+from fogmesh.refusals import Refusals
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_publish_topic, validate_segment
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
+MAX_WORKERS = 1000        # cloud workers it counts online (their presence topics name them)
 
 
 class _BridgeLog(logging.LoggerAdapter):
@@ -86,6 +88,7 @@ class Bridge:
         self.health_topic = self.topics.bridge_health(site)
         self.counters = {"accepted": 0, "rejected": 0, "fallback_errors": 0, "forwarded": 0,
                          "results": 0, "duplicate_results": 0, "commands_down": 0}
+        self.refusals = Refusals()
         self._events: queue.SimpleQueue[BridgeInput] = queue.SimpleQueue()
         self._inflight: dict[str, Delivery] = {}     # key -> sent, not yet confirmed by the cloud broker
         self._link_up = False
@@ -254,8 +257,9 @@ class Bridge:
         if m.topic == self.topics.agent_inbox(self.agent_id):
             try:
                 msg = decode_inbox(m.payload)
-            except InvalidMessage:
+            except InvalidMessage as exc:
                 msg = None
+                self._refuse("inbox", m.topic, exc.message)
             if isinstance(msg, Offer):
                 self._on_offer(msg)
             self.edge.ack(m)
@@ -272,7 +276,7 @@ class Bridge:
         task = offer.task
         inbox = self.topics.agent_inbox(offer.origin)
         key = outbox_key(offer.origin, task.id)
-        reason = refusal(task, kinds=self.kinds, link_up=self._link_up)
+        reason = refusal(task, kinds=self.kinds, link_up=self._link_up, cloud_id=f"{self.site}/{key}")
         if not reason:
             now = self.now()
             up = cloud_task(task, site=self.site, key=key, results_topic=self.results_topic)
@@ -305,7 +309,7 @@ class Bridge:
     def _give_back(self, origin: str, offer: str, task_id: str, reason: str) -> None:
         """Fallback: back to the fog (a reject, the origin re-places it) or an error reply."""
         inbox = self.topics.agent_inbox(origin)
-        if self.fallback == "fog" or reason == "unknown_kind":
+        if self.fallback == "fog" or reason in ("unknown_kind", "bad_offer"):
             self.counters["rejected"] += 1
             self.edge.publish(inbox, OfferReply("reject", offer, task_id, self.agent_id, reason).encode())
             return
@@ -354,23 +358,35 @@ class Bridge:
                     self.forwarding.add(delivery, m, key)   # acknowledged once the edge broker has it
                     self.counters["results"] += 1
                     return
-        elif self.cloud_topics.agent_of_presence(m.topic) is not None:
-            worker = self.cloud_topics.agent_of_presence(m.topic)
-            try:
-                state = codec.decode(m.payload).get("state") if m.payload else None
-            except (InvalidMessage, AttributeError):
+        elif (worker := self.cloud_topics.agent_of_presence(m.topic)) is not None:
+            try:      # who it is: the topic, never the payload
+                state = Presence.decode(m.payload, agent=worker).state if m.payload else None
+            except InvalidMessage as exc:
                 state = None
-            if state == "online" and worker not in self._workers:
+                self._refuse("presence", m.topic, exc.message)
+            if state == "online" and worker not in self._workers and len(self._workers) < MAX_WORKERS:
                 self._workers.add(worker)
                 self._replay()
             elif state != "online":
                 self._workers.discard(worker)
         elif m.topic.startswith(self.down_prefix):
             rest = m.topic[len(self.down_prefix):]
-            if rest:
-                self.edge.publish(self.topics.below_root(rest), m.payload, qos=1)
+            try:
+                down = validate_publish_topic(self.topics.below_root(rest)) if rest else None
+            except TopicError as exc:
+                down = None
+                self._refuse("command down", m.topic, str(exc))
+            if down is not None:
+                self.edge.publish(down, m.payload, qos=1)
                 self.counters["commands_down"] += 1
         self.cloud.ack(m)
+
+    def _refuse(self, kind: str, topic: str, reason: str) -> None:
+        """Malformed or forged input: counted, logged at most once a minute."""
+        self.refusals.refuse(kind, topic, reason)
+        said = self.refusals.due(time.monotonic())
+        if said is not None:
+            self.log.warning("%s", said)
 
     def _uplink_summary(self, summary: dict[str, Any]) -> None:
         payload = codec.encode(summary)

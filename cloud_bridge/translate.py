@@ -5,7 +5,7 @@ goes up. The bridge (:mod:`fogmesh.cloud_bridge.bridge`) does the IO."""
 
 from __future__ import annotations
 
-from fogmesh.messages import Reply, Task, Timing
+from fogmesh.messages import DEFAULT_LIMITS, Reply, Task, Timing
 
 
 def outbox_key(origin: str, task_id: str) -> str:
@@ -18,10 +18,16 @@ def task_of(key: str) -> str:
     return key.split("/", 1)[1]
 
 
-def refusal(task: Task, *, kinds: set[str] | frozenset[str] | list[str], link_up: bool) -> str:
-    """Why an offer is refused before anything is stored ("": it is not)."""
+def refusal(task: Task, *, kinds: set[str] | frozenset[str] | list[str], link_up: bool,
+            cloud_id: str = "") -> str:
+    """Why an offer is refused before anything is stored ("": it is not).
+    ``cloud_id``: the id the task would carry up (``{site}/{origin}/{id}``):
+    over the id limit, no cloud worker would take it (its answer could not be
+    matched, and the task would be sent up again and again): the fog runs it."""
     if task.kind not in kinds:
         return "unknown_kind"
+    if len(cloud_id) > DEFAULT_LIMITS.max_id:
+        return "bad_offer"
     if task.deadline_ms is not None and not link_up:
         return "deadline"          # the uplink is down: a deadline cannot be promised
     return ""

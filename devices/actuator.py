@@ -22,6 +22,7 @@ from fogmesh.devices.gpio import Actuators, ActuatorSpec
 from fogmesh.errors import DeviceError, InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, excerpt
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
+from fogmesh.refusals import Refusals
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 
@@ -39,6 +40,7 @@ class ActuatorDevice:
         self.ha_prefix = ha_prefix
         self.commands = 0
         self.rejected = 0
+        self.refusals = Refusals()
         self.log = logging.getLogger("fogmesh.actuator")
         self._lock = threading.Lock()
         self._timers: dict[str, threading.Timer] = {}
@@ -132,7 +134,10 @@ class ActuatorDevice:
 
     def _reject(self, m: Message, exc: InvalidMessage) -> None:
         self.rejected += 1
-        self.log.warning("%s: rejected command on %s: %s", self.device, m.topic, exc.message)
+        self.refusals.refuse("command", m.topic, exc.message)        # logged at most once a minute
+        said = self.refusals.due(time.monotonic())
+        if said is not None:
+            self.log.warning("%s: %s", self.device, said)
         if exc.reply_to:
             self.client.publish(exc.reply_to, Reply.failed(exc.task_id, exc.code, exc.message,
                                                            worker=self.device, tier="device").encode())

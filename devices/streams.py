@@ -22,6 +22,7 @@ from fogmesh.devices.sensors import Reading, SensorModel
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import FrameHeader, encode_frame
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
+from fogmesh.refusals import Refusals
 from fogmesh.topics import DEFAULT_ROOT, Topics, validate_publish_topic, validate_segment
 
 MAX_HZ = 100.0
@@ -57,6 +58,7 @@ class StreamingDevice:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.refusals = Refusals()
 
     def subscriptions(self) -> list[str]:
         return [self.topics.sensor_control(self.device)]
@@ -125,12 +127,19 @@ class StreamingDevice:
             try:
                 self.set_rate(parse_rate(m.payload))
             except InvalidMessage as exc:
-                self.log.warning("%s: ignored control message: %s", self.device, exc.message)
+                self.refuse("control", m.topic, exc.message)
             return
         self.on_other(m)
 
     def on_other(self, m: Message) -> None:
         pass
+
+    def refuse(self, kind: str, topic: str, reason: str) -> None:
+        """A malformed control message or pull request: counted, logged at most once a minute."""
+        self.refusals.refuse(kind, topic, reason)
+        said = self.refusals.due(time.monotonic())
+        if said is not None:
+            self.log.warning("%s: %s", self.device, said)
 
 
 class SensorDevice(StreamingDevice):
@@ -177,11 +186,11 @@ class SensorDevice(StreamingDevice):
                     req = codec.decode(m.payload)
                     reply_to = validate_publish_topic(req.get("reply_to") if isinstance(req, dict) else None)
                 except (InvalidMessage, ValueError):
-                    self.log.warning("%s: a pull request needs {\"reply_to\": topic}", self.device)
+                    self.refuse("pull", m.topic, 'a pull request needs {"reply_to": topic}')
                     return
                 body: dict[str, Any] = self.read(name).to_dict()
                 body["sensor"], body["device"] = name, self.device
-                if isinstance(req.get("id"), str):
+                if isinstance(req.get("id"), str) and len(req["id"]) <= 128:
                     body["id"] = req["id"]
                 self.client.publish(reply_to, codec.encode(body))
                 return

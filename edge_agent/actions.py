@@ -179,6 +179,8 @@ class Counters:
     answers_found_out: int = 0  # withdrawn answers this agent's own echoed record reported out: not sent again
     reclaimed: int = 0         # claim dispatch: tasks won across a lost connection, competed for again
     rescues: int = 0
+    refused: int = 0           # presence, bridge health and control messages refused: malformed, or
+                               # speaking for another box than the topic names (topics.md, "Refused input")
 
 
 LATENCY_BOUNDS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

@@ -59,6 +59,7 @@ from fogmesh.edge_agent.placement import LocalPolicy, PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
 from fogmesh.edge_agent.running import RunningConcern
+from fogmesh.refusals import Refusals
 from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
@@ -81,6 +82,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         self._degraded_by_journal = False
         self.battery = None
         self.counters = Counters()
+        self.refusals = Refusals()
         self.latency = LatencyHistogram()
         self.wall_offset = 0.0       # Unix time minus ``now``: dead letters carry Unix time
         me = config.agent_id
@@ -189,7 +191,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         if agent is not None:
             return [Ack(token)] + self._on_presence(agent, payload, now)
         if topic.startswith(self._bridge_prefix):
-            return [Ack(token)] + self._on_bridge(payload, now)
+            return [Ack(token)] + self._on_bridge(topic[len(self._bridge_prefix):], payload, now)
         if topic == self._control:
             return [Ack(token)] + self._on_control(payload)
         return [Ack(token)]

@@ -32,6 +32,7 @@ from fogmesh.edge_agent.peers import Peer, PeerRegistry
 from fogmesh.edge_agent.placement import PlacementPolicy, SelfState
 from fogmesh.edge_agent.ratelimit import RateLimiter
 from fogmesh.edge_agent.runner import LocalRunner
+from fogmesh.refusals import Refusals
 from fogmesh.registry import Registry
 
 
@@ -48,6 +49,7 @@ class CoreParts(ABC):
     # -- what it counts ------------------------------------------------------------
     counters: Counters
     latency: LatencyHistogram
+    refusals: Refusals            # what it refused at the boundary, for the shell's rate-limited log line
     # -- the parts that own its state --------------------------------------------------
     entries: EntryTable           # the tasks it holds, by key and claim key, with their timers
     peers: PeerRegistry           # peers' presence and offload history

@@ -38,6 +38,9 @@ class _Will:
     epoch: int = 0                  # the newest epoch it was known in when the will came
 
 
+MAX_WILLS = 1000
+
+
 class DeathWatch:
     def __init__(self, *, grace_s: float = 2.0, rejoin_grace_s: float = 8.0) -> None:
         self.grace_s = grace_s
@@ -49,9 +52,14 @@ class DeathWatch:
     # -- inputs -----------------------------------------------------------------
     def will(self, agent: str, ts: float, now: float, *, instance: str | None = None, epoch: int = 0) -> None:
         """``agent``'s offline presence arrived (its will, or a retained copy),
-        from its run ``instance``, last known in ``epoch``."""
+        from its run ``instance``, last known in ``epoch``. At most
+        :data:`MAX_WILLS` are kept: past that, the oldest whose death was
+        handled goes (made-up names cost a bounded table)."""
         if agent in self._wills:
             return
+        if len(self._wills) >= MAX_WILLS:
+            old = next((a for a, w in self._wills.items() if w.handled), next(iter(self._wills)))
+            del self._wills[old]
         self._wills[agent] = _Will(since=now, ts=ts, due=self._due_from(now), instance=instance, epoch=epoch)
 
     def revived(self, agent: str, *, instance: str | None, epoch: int | None) -> bool:

@@ -19,7 +19,6 @@ import threading
 from collections import deque
 from typing import Any, Callable
 
-from fogmesh import codec
 from fogmesh.announcements import Presence
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import Action, Publish
@@ -113,7 +112,7 @@ class Dispatcher:
             message = as_task(message)
         if message.topic == self._own_presence and message.payload:
             try:
-                other = Presence.from_dict(codec.decode(message.payload))
+                other = Presence.decode(message.payload, agent=self.agent_id)
             except InvalidMessage:
                 other = None
             if other is not None and other.instance not in (None, self.instance):
@@ -184,6 +183,9 @@ class Dispatcher:
             executor.run(actions)
             if not self.shared:
                 executor.run(core.handle(ev.MarksDue(), now))
+        said = core.refusals.due(now)      # malformed or forged input: one line a minute at most
+        if said is not None:
+            self.log.warning("%s", said)
         return False
 
     def _core_actions(self, event: Input, core: AgentCore, now: float) -> list[Action]:

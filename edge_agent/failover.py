@@ -88,7 +88,7 @@ class FailoverConcern(CoreParts):
         except InvalidMessage:
             return [Ack(t) for t in tokens]
         if device is not None:
-            confined, _ = confine_to_device(task, None, device, self.config.topics.replies(device))
+            confined, _ = confine_to_device(task, None, device, self.config.topics.own_replies(device))
             if confined is None:
                 return [Ack(t) for t in tokens]
             task, payload = confined, confined.encode()

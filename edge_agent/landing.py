@@ -33,9 +33,12 @@ class LandingConcern(CoreParts):
         except InvalidMessage as exc:
             task, error = None, exc
         if device is not None:
-            task, error = confine_to_device(task, error, device, self.config.topics.replies(device))
+            task, error = confine_to_device(task, error, device, self.config.topics.own_replies(device))
             if task is not None:      # what peers, journals and takeovers see: the confined task
                 payload = task.encode()
+        if error is not None:        # malformed: answered below (an error reply or a dead letter), and said
+            where = self.config.topics.tasks if device is None else f"{self.config.topics.tasks}/{device}"
+            self.refusals.refuse("task", where, f"{error.code}: {error.message}")
         task_id = task.id if task else (error.task_id if error else None)
         key = claim_key(task_id, payload)
 

@@ -12,11 +12,13 @@ this book holds only the per-peer counts, which :meth:`OfferBook.sent` and
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from fogmesh.edge_agent.peers import Peer, with_outstanding
 
 BUSY_S = 0.2   # a peer that rejected an offer as busy gets none for this long (or until its next presence)
+MAX_BRIDGES = 1000   # bridges remembered (each site's health names one): the oldest heard go first
 
 
 class OfferBook:
@@ -24,8 +26,8 @@ class OfferBook:
         self.bridge_fresh_s = bridge_fresh_s
         self._outstanding: dict[str, int] = {}               # peer -> my offers it holds
         self._busy_until: dict[str, float] = {}              # peer -> no offers before
-        self._bridges: dict[str, tuple[tuple[str, ...], float]] = {}   # bridge -> (kinds, seen)
-        self._bridge_ids: set[str] = set()                   # every bridge ever announced
+        self._bridges: OrderedDict[str, tuple[tuple[str, ...], float]] = OrderedDict()   # bridge -> (kinds, seen)
+        self._bridge_ids: OrderedDict[str, None] = OrderedDict()   # every bridge announced (the newest 1,000)
 
     # -- offers ----------------------------------------------------------------
     def sent(self, peer: str) -> None:
@@ -54,13 +56,22 @@ class OfferBook:
 
     # -- bridges -----------------------------------------------------------------
     def bridge_online(self, bridge: str, kinds: tuple[str, ...], now: float) -> None:
-        self._bridge_ids.add(bridge)
+        self._known(bridge)
         self._bridges[bridge] = (kinds, now)
+        self._bridges.move_to_end(bridge)
+        while len(self._bridges) > MAX_BRIDGES:
+            self._bridges.popitem(last=False)
 
     def bridge_away(self, bridge: str) -> bool:
         """``bridge`` takes nothing new (degraded or offline); True if it took work until now."""
-        self._bridge_ids.add(bridge)
+        self._known(bridge)
         return self._bridges.pop(bridge, None) is not None
+
+    def _known(self, bridge: str) -> None:
+        self._bridge_ids[bridge] = None
+        self._bridge_ids.move_to_end(bridge)
+        while len(self._bridge_ids) > MAX_BRIDGES:
+            self._bridge_ids.popitem(last=False)
 
     def cloud_for(self, kind: str, now: float, *, exclude: Iterable[str]) -> str | None:
         """An online bridge taking ``kind`` (the first by id), not in ``exclude``."""

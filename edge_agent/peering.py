@@ -12,20 +12,28 @@ from fogmesh.edge_agent.actions import Action, Drain
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import EntryState
 from fogmesh.errors import InvalidMessage
+from fogmesh.topics import is_segment
 
 
 class PeeringConcern(CoreParts):
+    def _refuse(self, kind: str, topic: str, reason: str) -> list[Action]:
+        self.counters.refused += 1
+        self.refusals.refuse(kind, topic, reason)
+        return []
+
     def _on_presence(self, agent: str, payload: bytes, now: float) -> list[Action]:
-        if agent == self.config.agent_id or not payload:
-            if not payload:
-                self.peers.forget(agent)
+        if not payload:
+            self.peers.forget(agent)
             return []
-        try:
-            presence = Presence.from_dict(codec.decode(payload))
-        except InvalidMessage:
-            return []
-        if presence.agent != agent:
-            return []                                 # forged: the topic says who it is
+        topic = self.config.topics.presence_prefix + agent
+        if not is_segment(agent):
+            return self._refuse("presence", topic, "the topic's agent id is not a valid id")
+        try:      # identity from the topic (the broker's ACL binds it to the login), never the payload
+            presence = Presence.decode(payload, agent=agent)
+        except InvalidMessage as exc:
+            return self._refuse("presence", topic, exc.message)
+        if agent == self.config.agent_id:
+            return []                    # its own (the shell watches it for a rival instance)
         before = self.peers.get(agent)
         self.peers.update(presence, now)
         self.offers.heard_from(agent)
@@ -63,14 +71,15 @@ class PeeringConcern(CoreParts):
         newest = max(epoch or 0, self.claims.peer_epoch(agent)) or None
         return self._contest(agent, now, epoch=newest) + self._ask_again(agent) + self._rebalance(now)
 
-    def _on_bridge(self, payload: bytes, now: float) -> list[Action]:
-        """A cloud bridge's health: it takes heavy tasks while online."""
+    def _on_bridge(self, site: str, payload: bytes, now: float) -> list[Action]:
+        """A cloud bridge's health (``bridge/{site}``): it takes heavy tasks while
+        online. Who it is comes from the topic: ``bridge-{site}``."""
+        if not payload:
+            return []
         try:
-            h = BridgeHealth.decode(payload) if payload else None
-        except InvalidMessage:
-            return []
-        if h is None:
-            return []
+            h = BridgeHealth.decode(payload, site=site)
+        except InvalidMessage as exc:
+            return self._refuse("bridge", self.config.topics.bridge_prefix + site, exc.message)
         if h.state == "degraded":     # alive, delivering what it holds, taking nothing new
             self.offers.bridge_away(h.agent)
             self.deaths.back(h.agent)
@@ -88,8 +97,11 @@ class PeeringConcern(CoreParts):
         try:
             op = codec.decode(payload).get("op")
         except (InvalidMessage, AttributeError):
-            return []
-        if op == "drain" and not self.draining:
+            op = None
+        if op != "drain":
+            return self._refuse("control", self.config.topics.agent_control(self.config.agent_id),
+                                'a control message is {"op": "drain"}')
+        if not self.draining:
             self.draining = True
             return [Drain()]
         return []

@@ -43,11 +43,16 @@ class PeerRegistry:
         self._peers: dict[str, Peer] = {}
 
     def update(self, presence: Presence, now: float) -> None:
+        """A peer's presence. At most ``max_peers`` are kept: a newcomer past
+        that makes room by dropping the peer heard from longest ago among the
+        offline ones, else among all (made-up names cannot lock a real peer out)."""
         if presence.agent == self.me:
             return
         old = self._peers.get(presence.agent)
         if old is None and len(self._peers) >= self.max_peers:
-            return
+            offline = [p for p in self._peers.values() if p.presence.state == "offline"]
+            stalest = min(offline or self._peers.values(), key=lambda p: p.seen_at)
+            del self._peers[stalest.agent]
         self._peers[presence.agent] = Peer(presence, now) if old is None else \
             replace(old, presence=presence, seen_at=now)
 

@@ -22,6 +22,7 @@ from fogmesh.edge_agent.triggers import TriggerCore, TriggerSpec
 from fogmesh.errors import InvalidMessage
 from fogmesh.frames import decode_frame
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
+from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics
 
 
@@ -49,6 +50,7 @@ class PipelineRunner:
         for trig in self.triggers:
             self._by_reading.setdefault(self.topics.sensor(trig.spec.device, trig.spec.sensor), []).append(trig)
         self._lock = threading.Lock()
+        self.refusals = Refusals()
         self._stop = threading.Event()
         self.log = logging.getLogger("fogmesh.pipeline")
         tag = hashlib.sha1(root.encode()).hexdigest()[:8]
@@ -88,7 +90,10 @@ class PipelineRunner:
             try:
                 header, image = decode_frame(m.payload)
             except InvalidMessage as exc:
-                self.log.warning("%s: ignored a bad frame on %s: %s", self.agent_id, m.topic, exc.message)
+                self.refusals.refuse("frame", m.topic, exc.message)     # logged at most once a minute
+                said = self.refusals.due(time.monotonic())
+                if said is not None:
+                    self.log.warning("%s: pipelines: %s", self.agent_id, said)
                 return
             for watcher in watchers:
                 with self._lock:

@@ -21,6 +21,7 @@ returns the tasks to submit and the commands to send; the agent's IO shell
 from __future__ import annotations
 
 import base64
+import math
 import tomllib
 from collections import deque
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ class PipelineCore:
         self.stats.frames += 1
         age_ms = (now - ts) * 1000
         self._window.append([image, None])
-        if age_ms > s.max_age_ms or len(self._in_flight) >= s.max_in_flight:
+        if not math.isfinite(age_ms) or age_ms > s.max_age_ms or len(self._in_flight) >= s.max_in_flight:
             self.stats.skipped += 1
             return []
         if len(self._window) < s.window:

@@ -9,6 +9,9 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
+from fogmesh.fields import Fields, decode_announcement
+from fogmesh.fields import short as _short
+from fogmesh.topics import is_segment
 
 PRESENCE_STATES = ("online", "offline", "draining", "degraded")
 BRIDGE_STATES = ("online", "offline", "degraded")
@@ -70,28 +73,36 @@ class Presence:
         return floor if self.period is None else max(floor, 3 * self.period)
 
     @classmethod
-    def from_dict(cls, d: Any) -> Presence:
-        if not isinstance(d, dict) or not isinstance(d.get("agent"), str):
-            raise InvalidMessage("bad_field", "presence must be an object with an 'agent' string")
-        if d.get("state") not in PRESENCE_STATES:
-            raise InvalidMessage("bad_field", f"presence 'state' must be one of {PRESENCE_STATES}")
-        b = d.get("battery")
-        battery = Battery(float(b["percent"]), b.get("plugged")) if isinstance(b, dict) else None
-        try:
-            return cls(agent=d["agent"], state=d["state"], ts=float(d.get("ts", 0.0)),
-                       cpu=float(d.get("cpu", 0.0)), mem=float(d.get("mem", 0.0)),
-                       load=float(d.get("load", 0.0)), queue=int(d.get("queue", 0)),
-                       running=int(d.get("running", 0)), capacity=int(d.get("capacity", 0)),
-                       kinds=tuple(str(k) for k in d.get("kinds", ())), battery=battery,
-                       dispatch=str(d.get("dispatch", "")), done=int(d.get("done", 0)),
-                       offloaded=int(d.get("offloaded", 0)),
-                       epoch=int(d["epoch"]) if d.get("epoch") is not None else None,
-                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None,
-                       instance=str(d["instance"])[:64] if d.get("instance") is not None else None,
-                       since=float(d["since"]) if d.get("since") is not None else None,
-                       period=float(d["period"]) if d.get("period") is not None else None)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessage("bad_field", f"presence field has the wrong type: {exc}") from exc
+    def from_dict(cls, d: Any, *, agent: str | None = None) -> Presence:
+        """Strict: every field present has its documented type (topics.md,
+        "Presence"), or :class:`InvalidMessage`. ``agent``: the one the topic
+        names (``presence/{agent}``); a document that says another is refused."""
+        f = Fields(d, "presence")
+        name = f.box_id("agent")
+        if agent is not None and name != agent:
+            raise InvalidMessage("bad_field", f"a presence on presence/{_short(agent)} speaks for "
+                                 f"{_short(name)!r}: a box announces only itself (the topic names it)")
+        state = f.choice("state", PRESENCE_STATES)
+        b = f.get("battery")
+        battery = None
+        if b is not None:
+            bf = Fields(b, "presence 'battery'")
+            plugged = bf.get("plugged")
+            if plugged is not None and not isinstance(plugged, bool):
+                raise InvalidMessage("bad_field", "presence 'battery.plugged' must be true, false or null")
+            battery = Battery(bf.number("percent"), plugged)
+        return cls(agent=name, state=state, ts=f.number("ts", 0.0), cpu=f.number("cpu", 0.0),
+                   mem=f.number("mem", 0.0), load=f.number("load", 0.0), queue=f.count("queue"),
+                   running=f.count("running"), capacity=f.count("capacity"), kinds=f.names("kinds"),
+                   battery=battery, dispatch=f.text("dispatch", 32) or "", done=f.count("done"),
+                   offloaded=f.count("offloaded"), epoch=f.count("epoch", None), reason=f.text("reason", 500),
+                   instance=f.text("instance", 64), since=f.number("since", None),
+                   period=f.positive("period"))
+
+    @classmethod
+    def decode(cls, payload: bytes, *, agent: str) -> Presence:
+        """The presence retained on ``presence/{agent}``, checked against its topic."""
+        return cls.from_dict(decode_announcement(payload, "presence"), agent=agent)
 
 
 @dataclass(frozen=True)
@@ -130,29 +141,72 @@ class BridgeHealth:
 
     @classmethod
     def from_dict(cls, d: Any, *, site: str | None = None) -> BridgeHealth:
-        """``site``: the one its topic names, for an announcement that omits
-        it (then its agent is ``bridge-{site}``)."""
+        """Strict, as :meth:`Presence.from_dict`. ``site``: the one its topic
+        names (``bridge/{site}``): the document may omit it (then its agent is
+        ``bridge-{site}``), and one that names another site or agent is refused."""
         if isinstance(d, dict) and site is not None:
-            d = {"site": site, "agent": f"bridge-{d.get('site', site)}", **d}
-        if not isinstance(d, dict) or not isinstance(d.get("agent"), str) or not isinstance(d.get("site"), str):
-            raise InvalidMessage("bad_field", "bridge health must be an object with 'site' and 'agent' strings")
-        if d.get("state") not in BRIDGE_STATES:
-            raise InvalidMessage("bad_field", f"bridge health 'state' must be one of {BRIDGE_STATES}")
-
-        def number(name: str, kind: type) -> Any:
-            value = d.get(name)
-            return None if value is None else kind(value)
-        try:
-            return cls(site=d["site"], agent=d["agent"], state=d["state"], ts=float(d.get("ts") or 0.0),
-                       link="up" if d.get("link") == "up" else "down",
-                       kinds=tuple(k for k in d.get("kinds", ()) if isinstance(k, str)),
-                       backlog=number("backlog", int), backlog_bytes=number("backlog_bytes", int),
-                       oldest_age_s=number("oldest_age_s", float), cloud_workers=number("cloud_workers", int),
-                       bytes_in=number("bytes_in", int), bytes_up=number("bytes_up", int),
-                       reason=str(d["reason"])[:500] if d.get("reason") is not None else None)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessage("bad_field", f"bridge health field has the wrong type: {exc}") from exc
+            if not is_segment(site):
+                raise InvalidMessage("bad_field", f"bridge health on bridge/{_short(site)}: not a valid site id")
+            d = {"site": site, "agent": f"bridge-{site}", **d}
+            if d["site"] != site or d["agent"] != f"bridge-{site}":
+                raise InvalidMessage("bad_field", f"bridge health on bridge/{site} speaks for "
+                                     f"{_short(str(d['agent']))!r} of site {_short(str(d['site']))!r}: "
+                                     "a bridge announces only itself (the topic names it)")
+        f = Fields(d, "bridge health")
+        return cls(site=f.box_id("site"), agent=f.box_id("agent"), state=f.choice("state", BRIDGE_STATES),
+                   ts=f.number("ts", 0.0), link=f.choice("link", ("up", "down")) if "link" in f.d else "down",
+                   kinds=f.names("kinds"), backlog=f.count("backlog", None),
+                   backlog_bytes=f.count("backlog_bytes", None), oldest_age_s=f.number("oldest_age_s", None),
+                   cloud_workers=f.count("cloud_workers", None), bytes_in=f.count("bytes_in", None),
+                   bytes_up=f.count("bytes_up", None), reason=f.text("reason", 500))
 
     @classmethod
     def decode(cls, payload: bytes, *, site: str | None = None) -> BridgeHealth:
-        return cls.from_dict(codec.decode(payload), site=site)
+        return cls.from_dict(decode_announcement(payload, "bridge health"), site=site)
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """A pipeline's counters, retained on ``{root}/pipelines/{agent}/{name}``
+    by the agent that runs it (topics.md, "Pipelines")."""
+
+    agent: str
+    name: str
+    frames: int = 0
+    submitted: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    actuations: int = 0
+    in_flight: int = 0
+    last_latency_ms: float | None = None
+    last_decision: str | None = None
+    last_decision_ms: float | None = None
+
+    COUNTERS = ("frames", "submitted", "processed", "skipped", "failed", "actuations", "in_flight")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {k: getattr(self, k) for k in self.COUNTERS}
+        d.update(last_latency_ms=self.last_latency_ms, last_decision=self.last_decision,
+                 last_decision_ms=self.last_decision_ms, agent=self.agent)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, *, agent: str, name: str) -> PipelineStatus:
+        """``agent`` and ``name``: what the topic names; a document whose
+        ``agent`` says another is refused."""
+        f = Fields(d, "pipeline counters")
+        if not (is_segment(agent) and is_segment(name)):
+            raise InvalidMessage("bad_field", f"pipeline counters on pipelines/{_short(agent)}/{_short(name)}: "
+                                 "not valid ids")
+        said = f.get("agent")
+        if said is not None and said != agent:
+            raise InvalidMessage("bad_field", f"pipeline counters on pipelines/{agent}/{name} speak for "
+                                 f"{_short(str(said))!r}: an agent announces only its own pipelines")
+        counts = {k: f.count(k) for k in cls.COUNTERS}
+        return cls(agent=agent, name=name, **counts, last_latency_ms=f.number("last_latency_ms", None),
+                   last_decision=f.text("last_decision", 64), last_decision_ms=f.number("last_decision_ms", None))
+
+    @classmethod
+    def decode(cls, payload: bytes, *, agent: str, name: str) -> PipelineStatus:
+        return cls.from_dict(decode_announcement(payload, "pipeline counters"), agent=agent, name=name)

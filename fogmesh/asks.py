@@ -11,6 +11,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
+from fogmesh.topics import is_segment
 
 HAVE_STATES = ("held", "answered", "none")
 
@@ -21,6 +22,17 @@ def text_field(d: dict[str, Any], name: str) -> str:
     if not isinstance(v, str) or not v or len(v) > 300:
         raise InvalidMessage("bad_field", f"inbox message: {name!r} must be a non-empty string")
     return v
+
+
+def box_field(d: dict[str, Any], name: str) -> str:
+    """A required agent id of an inbox message: one topic level (the agent's
+    own inbox is built from it), so over 128 characters or with ``/``, ``+``,
+    ``#`` or a leading ``$`` it is refused."""
+    v = d.get(name)
+    if not is_segment(v):
+        raise InvalidMessage("bad_field", f"inbox message: {name!r} must be an agent id (1-128 characters, "
+                             "no '/', '+', '#', not starting with '$')")
+    return str(v)
 
 
 @dataclass(frozen=True)
@@ -48,5 +60,5 @@ def decode_have(d: dict[str, Any]) -> Have:
         raise InvalidMessage("bad_field", f"have: state must be one of {HAVE_STATES}")
     sent_to, sent = d.get("reply_to"), d.get("reply")
     if isinstance(sent_to, str) and isinstance(sent, dict):
-        return Have(text_field(d, "task"), text_field(d, "agent"), state, sent_to, codec.encode(sent))
-    return Have(text_field(d, "task"), text_field(d, "agent"), state)
+        return Have(text_field(d, "task"), box_field(d, "agent"), state, sent_to, codec.encode(sent))
+    return Have(text_field(d, "task"), box_field(d, "agent"), state)

@@ -17,6 +17,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
+from fogmesh.topics import is_segment
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Claim:
     def decode(cls, payload: bytes) -> Claim:
         d: Any = codec.decode(payload)
         if not (isinstance(d, dict) and isinstance(d.get("task"), str)
-                and isinstance(d.get("agent"), str) and d["agent"]
+                and is_segment(d.get("agent"))
                 and d.get("op", "claim") in ("claim", "done", "sent", "ask")
                 and (d["task"] or d.get("op") == "sent")):
             raise InvalidMessage("bad_field", "a claim is {\"task\": str, \"agent\": str"

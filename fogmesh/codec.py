@@ -28,12 +28,46 @@ def encode(obj: Any) -> bytes:
         raise InvalidMessage("bad_result", f"value is not JSON-serializable: {exc}") from exc
 
 
+#: JSON nested deeper than this is refused on the way in (``bad_json``):
+#: orjson reads 1,024 levels but writes only 254, so a document nested in
+#: between would parse, and then fail wherever it is written again (a task
+#: confined to its device, an offer, a journal line, a "done" record).
+MAX_DEPTH = 128
+
+
 def decode(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON; any parse failure becomes ``InvalidMessage(code="bad_json")``."""
+    """Parse JSON; any parse failure becomes ``InvalidMessage(code="bad_json")``,
+    and so does nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage("bad_json", f"payload is not valid UTF-8 JSON: {exc}") from exc
+    if isinstance(value, (dict, list)) and _brackets(data) > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise InvalidMessage("bad_json", f"payload nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _brackets(data: bytes | bytearray | memoryview | str) -> int:
+    """An upper bound of the nesting (C-speed counts: the walk below is
+    needed only for the few payloads with that many brackets)."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_DEPTH:
+                return deepest
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def encode_with(obj: dict[str, Any], key: str, raw: bytes | None) -> bytes:

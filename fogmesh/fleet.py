@@ -1,16 +1,33 @@
 """What ``fogmesh monitor`` shows, computed from the retained announcements:
 agent presence, bridge health, pipeline counters, deployment reports. Pure: messages and ``now``
-come in, rows go out (the table and ``--json`` are the same rows)."""
+come in, rows go out (the table and ``--json`` are the same rows).
+
+Each announcement is decoded once, here, by its topic's schema
+(:mod:`fogmesh.announcements`, :mod:`fogmesh.deploy.reported`), and who it
+is about comes from the topic (``presence/{agent}``, ``bridge/{site}``,
+``pipelines/{agent}/{name}``, ``deploy/reported/{agent}``: the broker's ACL
+binds those to the box's login), never from the payload: a document that
+says another box is refused, as is a malformed one (counted in
+:attr:`FleetView.refusals`). At most :data:`MAX_BOXES` of each are kept: a
+newcomer past that drops the one heard from longest ago (an offline agent
+first), so made-up names cost a bounded table, and never lock a real box out."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from fogmesh import codec
-from fogmesh.announcements import BridgeHealth, Presence
+from fogmesh.announcements import BridgeHealth, PipelineStatus, Presence
+from fogmesh.deploy.reported import Report
 from fogmesh.errors import InvalidMessage
+from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics
+
+MAX_BOXES = 1000        # agents, bridges, pipelines, deployment reports: each table at most this many rows
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass
@@ -20,13 +37,30 @@ class _Rate:
     per_s: float | None = None
 
 
+def keep(table: OrderedDict[K, V], key: K, value: V, *, cap: int,
+         gone: Callable[[V], bool] = lambda v: False) -> K | None:
+    """``table[key] = value``, the table ordered by when each was last heard
+    and at most ``cap`` long: a new key past the cap drops the least
+    recently heard entry for which ``gone`` holds, else the least recently
+    heard. Returns the key dropped, if any."""
+    dropped: K | None = None
+    if key not in table and len(table) >= cap:
+        dropped = next((k for k, v in table.items() if gone(v)), next(iter(table)))
+        del table[dropped]
+    table[key] = value
+    table.move_to_end(key)
+    return dropped
+
+
 @dataclass
 class FleetView:
     topics: Topics
-    agents: dict[str, Presence] = field(default_factory=dict)
-    bridges: dict[str, BridgeHealth] = field(default_factory=dict)
-    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)    # agent -> its deployment report
+    max_boxes: int = MAX_BOXES
+    agents: OrderedDict[str, Presence] = field(default_factory=OrderedDict)
+    bridges: OrderedDict[str, BridgeHealth] = field(default_factory=OrderedDict)
+    pipelines: OrderedDict[str, PipelineStatus] = field(default_factory=OrderedDict)
+    deployments: OrderedDict[str, Report] = field(default_factory=OrderedDict)    # agent -> its deployment report
+    refusals: Refusals = field(default_factory=Refusals)
     _rates: dict[str, _Rate] = field(default_factory=dict)
 
     @property
@@ -35,26 +69,59 @@ class FleetView:
         return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter]
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Take one announcement; anything malformed is ignored (it is not ours to judge)."""
-        if not payload:
+        """Take one announcement; a malformed or forged one is refused (and
+        counted), never raised; an empty one (a cleared retained message)
+        removes its box."""
+        t = self.topics
+        kind, names = self._kind(topic)
+        if kind is None:
             return
-        agent = self.topics.agent_of_presence(topic)
         try:
-            if agent is not None:
-                self._presence(Presence.from_dict(codec.decode(payload)))
-            elif topic.startswith(self.topics.bridge_prefix):
-                site = topic.rsplit("/", 1)[1]
-                self.bridges[site] = BridgeHealth.decode(payload, site=site)
-            elif topic.startswith(self.topics.pipelines_prefix):
-                self.pipelines["/".join(topic.rsplit("/", 2)[1:])] = dict(codec.decode(payload))
-            elif topic.startswith(f"{self.topics.root}/deploy/reported/"):
-                report = dict(codec.decode(payload))
-                self.deployments[str(report["agent"])] = report
-        except (InvalidMessage, TypeError, ValueError, KeyError):
-            return
+            if kind == "presence":
+                agent = names[0]
+                if not payload:
+                    self.agents.pop(agent, None)
+                    self._rates.pop(agent, None)
+                else:
+                    self._presence(Presence.decode(payload, agent=agent))
+            elif kind == "bridge":
+                if not payload:
+                    self.bridges.pop(names[0], None)
+                else:
+                    keep(self.bridges, names[0], BridgeHealth.decode(payload, site=names[0]), cap=self.max_boxes,
+                         gone=lambda h: h.state == "offline")
+            elif kind == "pipeline":
+                key = "/".join(names)
+                if not payload:
+                    self.pipelines.pop(key, None)
+                else:
+                    keep(self.pipelines, key, PipelineStatus.decode(payload, agent=names[0], name=names[1]),
+                         cap=self.max_boxes)
+            elif kind == "report":
+                if not payload:
+                    self.deployments.pop(names[0], None)
+                else:
+                    keep(self.deployments, names[0], Report.decode(payload, agent=names[0]), cap=self.max_boxes)
+        except InvalidMessage as exc:
+            self.refusals.refuse(kind, topic if len(topic) < 300 else t.root + "/...", exc.message)
+
+    def _kind(self, topic: str) -> tuple[str | None, list[str]]:
+        """Which announcement ``topic`` carries, and the names its levels give."""
+        t = self.topics
+        agent = t.agent_of_presence(topic)
+        if agent is not None:
+            return "presence", [agent]
+        for kind, prefix, levels in (("bridge", t.bridge_prefix, 1), ("pipeline", t.pipelines_prefix, 2),
+                                     ("report", f"{t.root}/deploy/reported/", 1)):
+            if topic.startswith(prefix):
+                names = topic[len(prefix):].split("/")
+                return (kind, names) if len(names) == levels else (None, [])
+        return None, []
 
     def _presence(self, p: Presence) -> None:
-        self.agents[p.agent] = p
+        dropped = keep(self.agents, p.agent, p, cap=self.max_boxes, gone=lambda q: q.state == "offline")
+        if dropped is not None:
+            self._rates.pop(dropped, None)
         r = self._rates.get(p.agent)
         if r is None or p.done < r.done:
             self._rates[p.agent] = _Rate(p.done, p.ts)
@@ -75,14 +142,13 @@ class FleetView:
         bridges = [{"site": site, "state": h.state, "link": h.link, "backlog": h.backlog,
                     "oldest_s": h.oldest_age_s, "cloud_workers": h.cloud_workers, "reason": h.reason}
                    for site, h in sorted(self.bridges.items())]
-        pipelines = [{"pipeline": name, **{k: v.get(k) for k in ("frames", "processed", "skipped", "actuations",
-                                                                  "last_latency_ms", "last_decision",
-                                                                  "last_decision_ms", "agent")}}
-                     for name, v in sorted(self.pipelines.items())]
-        deployments = [{"agent": name, "state": r.get("state"), "desired_serial": r.get("desired_serial"),
-                        "applied_serial": r.get("applied_serial"), "progress": r.get("progress"),
-                        "bundles": ", ".join(f"{k} {v.get('version')}" for k, v in sorted(
-                            (r.get("bundles") or {}).items())),
-                        "reason": r.get("reason"), "detail": r.get("detail")}
+        pipelines = [{"pipeline": name, "frames": s.frames, "processed": s.processed, "skipped": s.skipped,
+                      "actuations": s.actuations, "last_latency_ms": s.last_latency_ms,
+                      "last_decision": s.last_decision, "last_decision_ms": s.last_decision_ms, "agent": s.agent}
+                     for name, s in sorted(self.pipelines.items())]
+        deployments = [{"agent": name, "state": r.state, "desired_serial": r.desired_serial,
+                        "applied_serial": r.applied_serial, "progress": r.progress,
+                        "bundles": ", ".join(f"{k} {v.get('version')}" for k, v in sorted(r.bundles.items())),
+                        "reason": r.reason, "detail": r.detail}
                        for name, r in sorted(self.deployments.items())]
         return {"agents": agents, "bridges": bridges, "pipelines": pipelines, "deployments": deployments}

@@ -16,6 +16,7 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
+from fogmesh.fields import Fields
 
 MAX_HEADER = 4096
 
@@ -47,11 +48,14 @@ def decode_frame(payload: bytes) -> tuple[FrameHeader, bytes]:
     cut = payload.find(b"\n", 0, MAX_HEADER)
     if cut < 0:
         raise InvalidMessage("bad_frame", "a frame is a JSON header line, '\\n', then the image bytes")
-    d = codec.decode(payload[:cut])
     try:
-        header = FrameHeader(device=str(d["device"]), camera=str(d["camera"]), seq=int(d["seq"]),
-                             ts=float(d["ts"]), width=int(d["width"]), height=int(d["height"]),
-                             format=str(d.get("format", "jpeg")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidMessage("bad_frame", f"frame header is missing or has a bad field: {exc}") from exc
+        f = Fields(codec.decode(payload[:cut]), "frame header")
+        # Strict: a "ts" of "inf" (a string float() takes) made the pipeline's deadline overflow.
+        header = FrameHeader(device=f.text("device", 128) or "", camera=f.text("camera", 128) or "",
+                             seq=f.count("seq", None), ts=f.number("ts"), width=f.count("width", None),
+                             height=f.count("height", None), format=f.text("format", 16) or "jpeg")
+    except InvalidMessage as exc:
+        raise InvalidMessage("bad_frame", f"frame header is missing or has a bad field: {exc.message}") from exc
+    if None in (header.seq, header.width, header.height) or not (header.device and header.camera):
+        raise InvalidMessage("bad_frame", "frame header needs device, camera, seq, ts, width and height")
     return header, payload[cut + 1:]

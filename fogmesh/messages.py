@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage, TopicError
+from fogmesh.fields import Fields
 from fogmesh.properties import decode_correlation
 from fogmesh.topics import validate_publish_topic
 
@@ -60,6 +61,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+MAX_MESSAGE = 1 << 20        # characters of an error message a reply is read with (bounded by its payload anyway)
 
 
 def _str_field(d: Mapping[str, Any], name: str, *, max_len: int, required: bool,
@@ -287,18 +289,19 @@ class Reply:
         status = d.get("status")
         if status not in STATUSES:
             raise InvalidMessage("bad_field", "reply 'status' must be 'ok' or 'error'")
+        f = Fields(d, "reply")
         err = None
         if status == "error":
             e = d.get("error")
             if not isinstance(e, dict):
                 raise InvalidMessage("missing_field", "an error reply needs an 'error' object")
-            err = ErrorInfo(str(e.get("code", "")), str(e.get("message", "")))
-        ms = d.get("ms") or {}
-        timing = Timing(*(float(ms.get(k, 0.0)) for k in ("queue", "run", "total"))) \
-            if isinstance(ms, dict) else Timing()
+            ef = Fields(e, "reply 'error'")
+            err = ErrorInfo(ef.text("code", 64) or "", ef.text("message", MAX_MESSAGE) or "")
+        mf = Fields(f.mapping("ms"), "reply 'ms'")
+        timing = Timing(*(mf.number(k, 0.0) for k in ("queue", "run", "total")))
         task_id = d.get("id")
         return cls(id=task_id if isinstance(task_id, str) else None, status=status,
-                   worker=str(d.get("worker", "")), tier=str(d.get("tier", "local")),
+                   worker=f.text("worker", 300) or "", tier=f.text("tier", 16) or "local",
                    result=d.get("result"), error=err, ms=timing)
 
     @classmethod
@@ -331,12 +334,21 @@ def excerpt(payload: bytes, limit: int = 200) -> str:
 
 
 def confine_to_device(task: Task | None, error: InvalidMessage | None, device: str,
-                      own_replies: str) -> tuple[Task | None, InvalidMessage | None]:
+                      own_replies: str | None) -> tuple[Task | None, InvalidMessage | None]:
     """A task that came on ``tasks/{device}`` (a topic the broker's ACL ties to
     the device's login) may only be answered on ``own_replies`` or below it:
     otherwise any device could make agents publish into another device's reply
     topic. Such a task becomes a dead letter, not a reply. ``device`` is set
-    from the topic, whatever the payload claims."""
+    from the topic, whatever the payload claims. ``own_replies`` None: the
+    topic's device level is no valid id (over 128 characters, say), so no
+    reply topic is the device's: a dead letter too."""
+    if own_replies is None:
+        salvaged = task.id if task is not None else (error.task_id if error is not None else None)
+        shown = device if len(device) <= 40 else f"{device[:40]}...({len(device)} characters)"
+        return None, InvalidMessage("bad_field", f"the device id of the topic tasks/{shown} is not a valid id "
+                                    "(1-128 characters, no '/', '+', '#', not starting with '$')",
+                                    task_id=salvaged)
+
     def allowed(topic: str | None) -> bool:
         return topic is not None and (topic == own_replies or topic.startswith(own_replies + "/"))
 

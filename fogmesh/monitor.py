@@ -118,10 +118,14 @@ def run(broker: str, *, root: str, once: bool, as_json: bool, wait: float,
                 print(json.dumps(rows, indent=2))
             else:
                 console.print(render(rows, title=title))
+            if mon.view.refusals.total:            # said, not shown as rows: a forged box never gets one
+                print(f"fogmesh monitor: {mon.view.refusals.summary()}", file=sys.stderr)
             return 0
         with Live(render(mon.rows(), title=title), console=console, refresh_per_second=2) as live:
             while not stop(1.0):
-                live.update(render(mon.rows(), title=title + "  (Ctrl-C to quit)"))
+                refused = mon.view.refusals.total
+                note = f"  ({refused} malformed or forged announcement(s) refused)" if refused else ""
+                live.update(render(mon.rows(), title=title + note + "  (Ctrl-C to quit)"))
         return 0
     finally:
         mon.stop()

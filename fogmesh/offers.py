@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from fogmesh import codec
-from fogmesh.asks import Have, decode_have, text_field
+from fogmesh.asks import Have, box_field, decode_have, text_field
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Task
 
@@ -83,12 +83,13 @@ def decode_inbox(payload: bytes) -> InboxMessage:
         lease = d.get("lease_ms")
         if isinstance(lease, bool) or not isinstance(lease, int) or not 1 <= lease <= 3_600_000:
             raise InvalidMessage("bad_field", "offer: lease_ms must be 1..3600000")
-        return Offer(_str(d, "offer"), _str(d, "origin"), Task.from_dict(d.get("task")), lease)
+        return Offer(_str(d, "offer"), box_field(d, "origin"), Task.from_dict(d.get("task")), lease)
     if op in ("accept", "reject"):
-        return OfferReply(op, _str(d, "offer"), _str(d, "task"), _str(d, "agent"), str(d.get("reason", ""))[:100])
+        return OfferReply(op, _str(d, "offer"), _str(d, "task"), box_field(d, "agent"),
+                          str(d.get("reason", ""))[:100])
     if op == "result":
         reply = Reply.from_dict(d.get("reply"))
-        return Result(_str(d, "offer"), _str(d, "task"), _str(d, "agent"), reply)
+        return Result(_str(d, "offer"), _str(d, "task"), box_field(d, "agent"), reply)
     if op == "have":
         return decode_have(d)
     raise InvalidMessage("bad_field", f"inbox message: unknown op {op!r}")

@@ -72,6 +72,14 @@ def validate_segment(name: str, *, what: str) -> str:
     return name
 
 
+def is_segment(name: object) -> bool:
+    """Whether ``name`` is an id that can be one topic level (what
+    :func:`validate_segment` accepts): where a topic names a box, a level that
+    is not one names none."""
+    return isinstance(name, str) and 0 < len(name) <= 128 and not name.startswith("$") \
+        and not any(c in name for c in "/+#\x00")
+
+
 @dataclass(frozen=True)
 class Topics:
     """Builds and parses every topic of one fogmesh root.
@@ -111,13 +119,21 @@ class Topics:
         return f"$share/{group}/{self.root}/tasks/+"
 
     def device_of_tasks(self, topic: str) -> str | None:
-        """The device of a ``tasks/{device}`` topic, or None."""
+        """The device level of a ``tasks/{device}`` topic (which ``tasks/+``
+        matches: possibly empty, over-long or otherwise no valid id; see
+        :meth:`own_replies`), or None for any other topic."""
         prefix = f"{self.root}/tasks/"
         if topic.startswith(prefix):
             rest = topic[len(prefix):]
-            if rest and "/" not in rest:
+            if "/" not in rest:
                 return rest
         return None
+
+    def own_replies(self, device: str) -> str | None:
+        """``replies/{device}``, where a task from ``tasks/{device}`` may be
+        answered; None when ``device`` is no valid id (such a task is a dead
+        letter): never an exception, whatever the topic's level holds."""
+        return self.replies(device) if is_segment(device) else None
 
     def is_task_topic(self, topic: str) -> bool:
         """``tasks`` or ``tasks/{device}``: where devices submit."""
@@ -145,10 +161,13 @@ class Topics:
         return f"{self.root}/agents/"
 
     def agent_of_presence(self, topic: str) -> str | None:
+        """The agent level of a ``presence/{agent}`` topic (which ``presence/+``
+        matches: possibly empty or otherwise no valid id, see
+        :func:`is_segment`), or None for any other topic."""
         prefix = f"{self.root}/presence/"
         if topic.startswith(prefix):
             rest = topic[len(prefix):]
-            if rest and "/" not in rest:
+            if "/" not in rest:
                 return rest
         return None
 

@@ -35,6 +35,7 @@ PURE_MODULES = [
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/deploy/freshness.py",
     "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py", "fogmesh/log_limit.py",
+    "fogmesh/fields.py", "fogmesh/refusals.py", "fogmesh/announcements.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

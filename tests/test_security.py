@@ -204,6 +204,43 @@ def test_only_an_operator_can_publish_a_desired_state_or_a_bundle(site, clients)
     assert seen == [mark]
 
 
+def test_every_per_box_topic_is_written_only_by_that_boxs_login(site, clients):
+    """Issue #37: a box's identity comes from its topic, so each per-box topic
+    (presence, deployment report, pipeline counters, deploy health, a bridge's
+    health, an actuator's state) must be writable by that box's login only."""
+    owners = {T.presence("pi-1"): "pi-1", T.deploy_reported("pi-1"): "pi-1",
+              T.pipeline_status("pi-1", "deter"): "pi-1", T.agent_topic("pi-1", "deploy-health"): "pi-1",
+              T.bridge_health("farm"): "bridge-farm", T.actuator_state("sensor-7", "relay"): "sensor-7"}
+    logins = ("sensor-7", "sensor-8", "pi-1", "pi-2", "bridge-farm", "ops")
+    watcher = Listener(url(site, "ops"), *owners)
+    clients.append(watcher)
+    forgers = {login: connect(site, login, clients) for login in logins}
+    for topic, owner in owners.items():
+        sent = [c.publish(topic, b'{"forged": true}', retain=True) for login, c in forgers.items() if login != owner]
+        # The broker routes (or drops) a QoS 1 publish before it acknowledges it: once acknowledged,
+        # a forgery that got through is ahead of the owner's marker below.
+        assert all(d is not None and d.wait(10) for d in sent)
+    for topic, owner in owners.items():
+        forgers[owner].publish(topic, b'{"own": true}', retain=True)
+    for topic in owners:          # what came on each topic up to its owner's marker (an earlier test's
+        got = [watcher.next(topic)]    # agents may still say something there): no forgery
+        while got[-1] != b'{"own": true}':
+            got.append(watcher.next(topic))
+        assert b'{"forged": true}' not in got, topic
+    late = Listener(url(site, "ops"), *owners)        # what the broker keeps is each owner's own
+    clients.append(late)
+    assert sorted(orjson.loads(late.next()) == {"own": True} for _ in owners) == [True] * len(owners)
+
+
+def test_a_login_has_one_role():
+    """Two roles under one login would merge their ACL blocks (an agent named
+    like a device, or like a site's bridge, could write both's topics)."""
+    for logins in (Logins(devices=("pi-1",), agents=("pi-1",)), Logins(agents=("bridge-farm",), bridges=("farm",)),
+                   Logins(agents=("pi-1", "pi-1"))):
+        with pytest.raises(ValueError, match="one login"):
+            acl_text(logins)
+
+
 def test_an_agent_reports_only_its_own_deployment_state(site, clients):
     watcher = Listener(url(site, "ops"), T.deploy_reported_filter)
     clients.append(watcher)

@@ -15,18 +15,21 @@ from typing import Any
 
 from fogmesh import codec
 from fogmesh.errors import InvalidMessage
-from fogmesh.fleet import FleetView
+from fogmesh.fleet import FleetView, keep
 from fogmesh.messages import Reply
 from fogmesh.percentiles import percentile
-from fogmesh.topics import Topics
+from fogmesh.refusals import Refusals
+from fogmesh.topics import Topics, is_segment
 
 DEFAULT_PERIOD_S = 5.0       # an agent that does not say its presence period has the default
 EVENTS_KEPT = 50
 AUDIT_KEPT = 50
 DEVICES_KEPT = 1_000
+ACTUATORS_KEPT = 500         # the least recently heard make room past it
 PENDING_KEPT = 20_000        # tasks seen and not yet answered, oldest forgotten first
 PENDING_FOR_S = 120.0
 LATENCY_WINDOW_S = 5.0       # p50/p99 over the replies of the last seconds
+MAX_READ = 1024 * 1024       # a message larger than this is counted where it belongs, never parsed
 
 
 def agent_state(row: dict[str, Any], now_age_s: float) -> str:
@@ -61,7 +64,7 @@ class DashboardModel:
     window_s: float = 600.0
     pending_kept: int = PENDING_KEPT
     fleet: FleetView = field(init=False)
-    actuators: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    actuators: OrderedDict[tuple[str, str], dict[str, Any]] = field(default_factory=OrderedDict)
     devices: OrderedDict[str, float] = field(default_factory=OrderedDict)   # least recently heard first
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     audit: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
@@ -75,6 +78,12 @@ class DashboardModel:
     def __post_init__(self) -> None:
         self.fleet = FleetView(self.topics)
         self.history = deque(maxlen=self.points)
+
+    @property
+    def refusals(self) -> Refusals:
+        """What was refused at the boundary (malformed or forged
+        announcements), for the server's rate-limited log line."""
+        return self.fleet.refusals
 
     @property
     def points(self) -> int:
@@ -91,7 +100,12 @@ class DashboardModel:
         """Take one message; what does not parse is counted where it belongs (a
         malformed task is still a task that came in) and otherwise ignored."""
         t = self.topics
-        if t.is_task_topic(topic):
+        if len(payload) > MAX_READ:
+            if t.is_task_topic(topic):
+                self._counts.tasks += 1
+            else:
+                self.refusals.refuse("oversized", topic[:300], f"{len(payload)} bytes, over {MAX_READ}")
+        elif t.is_task_topic(topic):
             self._on_task(topic, payload, now)
         elif t.is_reply_topic(topic):
             self._on_reply(payload, now)
@@ -121,7 +135,7 @@ class DashboardModel:
             while len(self.devices) > DEVICES_KEPT:
                 self.devices.popitem(last=False)
         task_id = (body or {}).get("id")
-        if isinstance(task_id, str) and task_id not in self._pending:
+        if isinstance(task_id, str) and len(task_id) <= 128 and task_id not in self._pending:
             self._pending[task_id] = now
             while len(self._pending) > self.pending_kept:
                 self._pending.popitem(last=False)
@@ -162,12 +176,19 @@ class DashboardModel:
             return
         result: dict[str, Any] = body["result"] if isinstance(body.get("result"), dict) else {}
         command: dict[str, Any] = body["command"] if isinstance(body.get("command"), dict) else {}
+
+        def number(value: Any) -> float | None:        # only what the page shows: no document passes through
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        def text(value: Any, limit: int) -> str:
+            return value[:limit] if isinstance(value, str) else ("" if value is None else str(type(value).__name__))
         self.audit.appendleft({
-            "ts": body.get("ts"), "who": str(body.get("who"))[:64], "role": str(body.get("role"))[:16],
-            "from": str(body.get("from"))[:64], "device": str(body.get("device"))[:128],
-            "actuator": str(body.get("actuator"))[:128], "op": str(command.get("op"))[:16], "ms": command.get("ms"),
-            "status": str(result.get("status"))[:32], "state": result.get("state"),
-            "message": str(result.get("message") or result.get("code") or "")[:300]})
+            "ts": number(body.get("ts")), "who": text(body.get("who"), 64), "role": text(body.get("role"), 16),
+            "from": text(body.get("from"), 64), "device": text(body.get("device"), 128),
+            "actuator": text(body.get("actuator"), 128), "op": text(command.get("op"), 16),
+            "ms": number(command.get("ms")), "status": text(result.get("status"), 32),
+            "state": text(result.get("state"), 16) if result.get("state") is not None else None,
+            "message": text(result.get("message") or result.get("code") or "", 300)})
 
     def _event(self, now: float, kind: str, **fields: Any) -> None:
         self._event_seq += 1
@@ -180,12 +201,15 @@ class DashboardModel:
             self.actuators.pop((device, name), None)
             return
         body = self._decode(payload)
-        if body is None or not isinstance(body.get("state"), str):
+        ts = (body or {}).get("ts")
+        if body is None or not isinstance(body.get("state"), str) or not (is_segment(device) and is_segment(name)) \
+                or (ts is not None and (not isinstance(ts, (int, float)) or isinstance(ts, bool))):
+            self.refusals.refuse("actuator state", f"{self.topics.root}/actuators/.../state",
+                                 'an actuator state is {"state": "on"|"off", "ts": seconds, ...} on a topic '
+                                 "naming a valid device and actuator")
             return
-        if (device, name) not in self.actuators and len(self.actuators) >= 500:
-            return
-        self.actuators[(device, name)] = {"device": device, "actuator": name, "state": body["state"][:16],
-                                          "ts": body.get("ts"), "seen": now}
+        keep(self.actuators, (device, name), {"device": device, "actuator": name, "state": body["state"][:16],
+                                              "ts": ts, "seen": now}, cap=ACTUATORS_KEPT)
 
     # -- output ------------------------------------------------------------------------
     def tick(self, now: float) -> dict[str, Any]:

@@ -232,6 +232,9 @@ class Dashboard:
             with self._lock:
                 unanswered = self.presses.due(self.monotonic())
                 tick = self.model.tick(self.clock())
+                said = self.model.refusals.due(self.clock())      # at most one line a minute
+                if said is not None:
+                    log.warning("dashboard: %s", said)
                 tick["connected"] = self.client.wait_connected(0)
                 self._last = codec.encode(tick)
                 data = event("tick", self._last)

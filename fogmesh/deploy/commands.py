@@ -278,6 +278,8 @@ def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
     quiet = sorted(a for a, s in op.presence.items() if s != "offline" and a not in op.reports)
     if quiet:
         say(f"online without deployments (no --trust-key): {', '.join(quiet)}")
+    if op.refusals.total:
+        say(op.refusals.summary())
     return {"desired": [d.to_dict() for d in docs], "reports": {a: r.to_dict() for a, r in op.reports.items()},
             "timestamp": shown.to_dict() if shown is not None else None}
 

@@ -27,9 +27,11 @@ def _claimed_serial(payload: bytes) -> int:
     """The serial a refused document claims, for the report only (so the fleet
     counters count this agent as failed for it); never taken as applied."""
     try:
-        return int(codec.decode(payload)["signed"]["serial"])
+        serial = codec.decode(payload)["signed"]["serial"]
     except Exception:
         return 0
+    # A whole number a report can carry (a hostile 1e308 would make every later report fail to encode).
+    return serial if isinstance(serial, int) and not isinstance(serial, bool) and 0 <= serial <= 2 ** 53 else 0
 
 
 def _failed_for(exc: DeployRefused, serial: int) -> int:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterable, Mapping
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
 
 from fogmesh import codec
+from fogmesh.announcements import Presence
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.desired import BundleRef, Desired
@@ -25,10 +27,38 @@ from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.reported import Report
 from fogmesh.deploy.signing import SigningKey, TrustStore
 from fogmesh.errors import ConnectError, DeployRefused, InvalidMessage
+from fogmesh.fields import Fields
+from fogmesh.fleet import MAX_BOXES, keep
 from fogmesh.mqtt import Delivery, Message, MqttClient
+from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics
 
 __all__ = ["Operator", "next_serial"]
+
+
+def history_entry(d: Any) -> dict[str, object]:
+    """A deployment's record as ``fogmesh deploy`` writes it (``history``,
+    ``prune`` and ``rollback`` read it), or :class:`InvalidMessage`."""
+    f = Fields(d, "deployment record")
+    serial = d.get("serial")
+    if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
+        raise f.bad("serial", "a whole number >= 0")
+    f.text("target", 300)
+    f.text("action", 32)
+    f.number("at", 0.0)
+    for name in ("bundles", "previous"):
+        refs = d.get(name, [])
+        if not isinstance(refs, list):
+            raise f.bad(name, "a list of bundles")
+        for ref in refs:
+            try:
+                BundleRef.from_dict(ref)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise f.bad(name, f"a list of bundles ({exc})") from exc
+    if d.get("canaries") is not None and not (isinstance(d["canaries"], list)
+                                              and all(isinstance(c, str) for c in d["canaries"])):
+        raise f.bad("canaries", "a list of agent ids")
+    return dict(d)
 
 
 def next_serial(known: Iterable[int], now_ms: int) -> int:
@@ -55,14 +85,15 @@ class Operator:
         self.stamp_trust = stamp_trust if stamp_trust is not None else self.trust
         self.stamp_ttl_s = stamp_ttl_s
         self.wall_clock = wall_clock
-        self.reports: dict[str, Report] = {}
+        self.reports: OrderedDict[str, Report] = OrderedDict()    # at most MAX_BOXES, by the topic's agent
         self.docs: dict[str, Desired] = {}
         self.stamp: Timestamp | None = None              # the newest timestamp seen signed by a trusted key
         self.stamp_seen: Timestamp | None = None         # the newest seen, verified or not (status shows it)
         self.floors: dict[str, int] = {}                 # target -> newest signed serial seen
         self._watching = False
         self.history: dict[int, dict[str, object]] = {}
-        self.presence: dict[str, str] = {}           # agent -> state
+        self.presence: OrderedDict[str, str] = OrderedDict()       # agent -> state (at most MAX_BOXES)
+        self.refusals = Refusals()                                  # malformed or forged reports, entries
         self._issued = 0                              # the last serial handed out
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
@@ -99,15 +130,19 @@ class Operator:
         with self._lock:
             try:
                 self._take(m, t)
-            except (InvalidMessage, DeployRefused, KeyError, TypeError, ValueError, AttributeError):
-                pass       # not ours to judge: an agent refuses what does not verify
+            except (InvalidMessage, DeployRefused) as exc:
+                # Refused, counted (``status`` says how many): an agent refuses what does not verify.
+                self.refusals.refuse("deploy", m.topic[:300], str(exc))
             self.changed.notify_all()
 
     def _take(self, m: Message, t: Topics) -> None:
-        if m.topic.startswith(f"{t.root}/deploy/reported/"):
-            if m.payload:
-                r = Report.from_dict(codec.decode(m.payload))
-                self.reports[r.agent] = r
+        prefix = f"{t.root}/deploy/reported/"
+        if m.topic.startswith(prefix):
+            agent = m.topic[len(prefix):]         # who reports: the topic (the ACL binds it), never the payload
+            if not m.payload:
+                self.reports.pop(agent, None)
+            else:
+                keep(self.reports, agent, Report.decode(m.payload, agent=agent), cap=MAX_BOXES)
         elif m.topic == t.deploy_timestamp:
             if m.payload:
                 signed = Signed.decode(m.payload, what=m.topic)
@@ -130,12 +165,15 @@ class Operator:
                     del self.docs[target]
         elif m.topic.startswith(f"{t.root}/deploy/history/"):
             if m.payload:
-                entry = codec.decode(m.payload)
-                self.history[int(entry["serial"])] = entry
+                entry = history_entry(codec.decode(m.payload))
+                self.history[int(entry["serial"])] = entry       # type: ignore[call-overload]
         else:
-            agent = t.agent_of_presence(m.topic)
-            if agent is not None and m.payload:
-                self.presence[agent] = str(codec.decode(m.payload).get("state", "offline"))
+            box = t.agent_of_presence(m.topic)
+            if box is not None and not m.payload:
+                self.presence.pop(box, None)
+            elif box is not None:
+                keep(self.presence, box, Presence.decode(m.payload, agent=box).state, cap=MAX_BOXES,
+                     gone=lambda state: state == "offline")
 
     def retained(self, topic: str, *, timeout_s: float = 5.0, wait_s: float = 1.0) -> bytes | None:
         """The message retained on ``topic``, or None: a broker sends a new

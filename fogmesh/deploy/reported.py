@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from fogmesh.deploy.desired import Identity
+from fogmesh.errors import InvalidMessage
+from fogmesh.fields import MAX_NAME, MAX_NAMES, Fields, decode_announcement, short
 
 STATES = ("idle", "downloading", "installing", "health-check", "running", "failed", "rolled_back", "refused")
 FAILED = ("failed", "rolled_back", "refused")
@@ -61,14 +63,39 @@ class Report:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> Report:
-        return cls(agent=str(d["agent"]), site=str(d.get("site", "default")), labels=tuple(d.get("labels") or ()),
-                   desired_serial=int(d.get("desired_serial", 0)), applied_serial=int(d.get("applied_serial", 0)),
-                   state=str(d.get("state", "idle")), bundle=d.get("bundle"), version=d.get("version"),
-                   reason=d.get("reason"), detail=str(d.get("detail", "")), progress=d.get("progress"),
-                   received=int(d.get("received", 0)),
-                   bundles=d.get("bundles") or {}, at=float(d.get("at", 0.0)),
-                   trust=tuple(str(k) for k in d.get("trust") or ()))
+    def from_dict(cls, d: Any, *, agent: str | None = None) -> Report:
+        """Strict: each field present has the type topics.md shows
+        ("Reported state"), or :class:`InvalidMessage`. ``agent``: the one the
+        topic names (``deploy/reported/{agent}``); a report that says another
+        is refused."""
+        f = Fields(d, "deployment report")
+        name = f.box_id("agent")
+        if agent is not None and name != agent:
+            raise InvalidMessage("bad_field", f"a report on deploy/reported/{short(agent)} speaks for "
+                                 f"{short(name)!r}: an agent reports only its own state (the topic names it)")
+        bundles = {}
+        for bundle, info in f.mapping("bundles").items():
+            b = Fields(info, f"deployment report bundle {short(bundle)!r}")
+            if not 0 < len(bundle) <= MAX_NAME:
+                raise f.bad("bundles", f"keyed by bundle names of 1-{MAX_NAME} characters")
+            bundles[bundle] = {"version": b.text("version", MAX_NAME), "serial": b.count("serial"),
+                               "kinds": list(b.names("kinds")), "restarts": b.count("restarts")}
+        if len(bundles) > MAX_NAMES:
+            raise f.bad("bundles", f"at most {MAX_NAMES} bundles")
+        progress = f.number("progress", None)
+        if progress is not None and not 0.0 <= progress <= 1.0:
+            raise f.bad("progress", "a number from 0 to 1")
+        return cls(agent=name, site=f.text("site", MAX_NAME) or "default", labels=f.names("labels"),
+                   desired_serial=f.count("desired_serial"), applied_serial=f.count("applied_serial"),
+                   state=f.choice("state", STATES) if "state" in f.d else "idle", bundle=f.text("bundle", MAX_NAME),
+                   version=f.text("version", MAX_NAME), reason=f.text("reason", 64),
+                   detail=f.text("detail", 2000) or "", progress=progress, received=f.count("received"),
+                   bundles=bundles, at=f.number("at", 0.0), trust=f.names("trust"))
+
+    @classmethod
+    def decode(cls, payload: bytes, *, agent: str) -> Report:
+        """The report retained on ``deploy/reported/{agent}``, checked against its topic."""
+        return cls.from_dict(decode_announcement(payload, "deployment report"), agent=agent)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,22 @@ from typing import Any, Callable
 
 from fogmesh import codec
 from fogmesh.deploy.manifest import Manifest
+from fogmesh.errors import InvalidMessage
+from fogmesh.messages import Reply
 from fogmesh.topics import Topics
 
 __all__ = ["SelfCheck"]
 
 #: Answers that say nothing about the version.
 SAYS_NOTHING = ("busy", "degraded", "draining", "deadline", "timeout")
+
+
+def _reply(payload: bytes) -> Reply | None:
+    """A reply, or None for anything else on the topic (never an exception)."""
+    try:
+        return Reply.decode(payload)
+    except InvalidMessage:
+        return None
 
 
 class SelfCheck:
@@ -44,12 +54,12 @@ class SelfCheck:
                  "reply_to": self.topic}))
             deadline = clock() + self.timeout_s
             while clock() < deadline:
-                reply = next((r for r in map(codec.decode, self._replies) if r.get("id") == task_id), None)
+                reply = next((r for r in map(_reply, self._replies) if r is not None and r.id == task_id), None)
                 if reply is not None:
-                    error = reply.get("error") or {}
-                    if reply.get("status") == "ok" or error.get("code") in SAYS_NOTHING:
+                    error = reply.error
+                    if reply.status == "ok" or (error is not None and error.code in SAYS_NOTHING):
                         break
-                    return f"its health-check task of {kind} failed on this agent: {error.get('code')}: " \
-                           f"{error.get('message')}"
+                    return f"its health-check task of {kind} failed on this agent: " \
+                           f"{error.code if error else ''}: {error.message if error else ''}"
                 pump(deadline)
         return None
