@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from fogmesh.container_engine import ContainerEngine
 from fogmesh.container_services import service_kind
-from fogmesh.containers import ContainerError, Engine, image_kind
+from fogmesh.containers import ContainerError, image_kind
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.image_ref import parse_ref
 from fogmesh.deploy.manifest import DEFAULT_CHUNK, ImageSpec, KindSpec, Manifest, Signed, chunk_digests, pinned, sha256
@@ -66,7 +67,7 @@ def image_bundle(name: str, version: str, images: Mapping[str, ImageSpec], *,
     return Bundle(Signed(manifest.to_dict()), b"")
 
 
-def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float = 600.0) -> None:
+def pull_images(manifest: Manifest, engine: ContainerEngine | None, *, timeout_s: float = 600.0) -> None:
     """Every image of ``manifest`` on this box, pulled by digest; or
     :class:`DeployRefused` (``incompatible`` without an engine, else ``image_pull_failed``)."""
     images = manifest.images
@@ -83,7 +84,7 @@ def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float =
                                 f"{exc}") from exc
 
 
-def image_kinds(manifest: Manifest, *, engine: Engine, agent: str, state_dir: Path) -> list[TaskKind]:
+def image_kinds(manifest: Manifest, *, engine: ContainerEngine, agent: str, state_dir: Path) -> list[TaskKind]:
     """The kinds of ``manifest`` backed by images, as the agent registers them."""
     kinds = []
     for kind, spec in sorted(manifest.images.items()):
