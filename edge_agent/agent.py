@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from fogmesh.broker_url import BrokerUrl
-from fogmesh.container_services import ServiceKeeper
 from fogmesh.deploy.receiver import DeployReceiver
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import AgentConfig
@@ -45,6 +44,7 @@ from fogmesh.edge_agent.workers import WorkerPool
 from fogmesh.errors import ClaimOrderError, ConnectError, UnsupportedBroker
 from fogmesh.mqtt import Delivery, Message, MqttClient, ensure_id_carried, probe_connect
 from fogmesh.registry import Registry
+from fogmesh.service_keeper import ServiceKeeper
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import Topics, validate_segment
 

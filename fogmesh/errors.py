@@ -23,6 +23,7 @@ family. Each also subclasses the built-in it behaves like, so generic code
     ├── ServiceError (ValueError)        a service unit cannot be made as asked
     ├── IllegalTransition (RuntimeError) the agent core moved a task to a state it may not reach
     ├── DeployRefused (ValueError)       a bundle or desired state not applied (``code``: why)
+    ├── ContainerError (RuntimeError)    a container kind's container crashed, hung or answered garbage
     └── StorageError (OSError)           a journal or outbox on disk cannot be used
         ├── JournalLocked                another agent with the same id holds the journal
         └── StoreFull                    the bridge's outbox is at its bound (back-pressure)
@@ -141,6 +142,11 @@ class DiskLow(StoreFull):
 class IllegalTransition(FogmeshError, RuntimeError):
     """The agent core tried to move a task between two states its transition
     table does not link: a bug, refused before it could answer a task twice."""
+
+
+class ContainerError(FogmeshError, RuntimeError):
+    """A container kind's container failed (it crashed, hung, or answered no
+    JSON), or the container engine did (the message says which, and why)."""
 
 
 class DeployRefused(FogmeshError, ValueError):

@@ -148,7 +148,7 @@ def check_container_engine(image: str | None = None) -> Check:
     limit as kinds with ``memory=``/``cpus=`` are. What the engine says when
     it cannot is read into a cause and its fix."""
     from fogmesh.container_diagnosis import diagnose, smallest_image
-    from fogmesh.containers import ContainerError, Engine, engine_run, local_images, try_start
+    from fogmesh.containers import ContainerError, Engine, local_images, try_start
     engine = Engine.detect()
     if engine is None:
         wanted = os.environ.get("FOGMESH_CONTAINER_ENGINE")
@@ -157,7 +157,7 @@ def check_container_engine(image: str | None = None) -> Check:
             if path is None:
                 continue
             try:
-                engine_run(path, ["version"], timeout=30)
+                Engine(name, path).command(["version"], timeout=30)
             except ContainerError as exc:       # installed, and not answering
                 d = diagnose(name, str(exc))
                 return Check("containers", "fail", f"{name} at {path} does not answer: {d.reason}", d.fix)

@@ -36,6 +36,8 @@ PURE_MODULES = [
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/deploy/freshness.py",
     "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py", "fogmesh/log_limit.py",
     "fogmesh/fields.py", "fogmesh/refusals.py", "fogmesh/announcements.py",
+    "fogmesh/container_engine.py", "fogmesh/container_protocol.py", "fogmesh/container_exits.py",
+    "fogmesh/service_lifecycle.py", "fogmesh/container_fake.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

@@ -30,7 +30,8 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/deploy/kinds.py", "fogmesh/deploy/probe.py", "fogmesh/deploy/env_store.py",
                "fogmesh/deploy/receiver.py", "fogmesh/deploy/operator.py", "fogmesh/deploy/commands.py",
                "fogmesh/deploy/cli.py", "fogmesh/containers.py",
-               "fogmesh/container_services.py", "edge_agent/links.py", "edge_agent/cli.py",
+               "fogmesh/container_services.py", "fogmesh/service_keeper.py", "fogmesh/engine_cli.py",
+               "fogmesh/service_socket.py", "edge_agent/links.py", "edge_agent/cli.py",
                "fogmesh/deploy/images.py", "fogmesh/deploy/self_check.py", "fogmesh/deploy/downloading.py",
                "fogmesh/deploy/registry.py",
                "bench/containers.py", "fogmesh/deploy/intake.py"]

@@ -10,7 +10,7 @@ An agent without a container engine refuses such a bundle (``incompatible``)
 and keeps what it runs. A service kind's container is named per bundle
 (``fogmesh-svc-{agent}-{kind}-{digest8}``): the version being checked never
 answers through the container of the version that serves, and the agent's
-:class:`~fogmesh.container_services.ServiceKeeper` stops the old one when
+:class:`~fogmesh.service_keeper.ServiceKeeper` stops the old one when
 the kinds switch.
 """
 
@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from fogmesh.container_engine import ContainerEngine
 from fogmesh.container_services import service_kind
-from fogmesh.containers import ContainerError, Engine, engine_run, image_kind
+from fogmesh.containers import ContainerError, image_kind
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.image_ref import parse_ref
 from fogmesh.deploy.manifest import DEFAULT_CHUNK, ImageSpec, KindSpec, Manifest, Signed, chunk_digests, pinned, sha256
@@ -66,7 +67,7 @@ def image_bundle(name: str, version: str, images: Mapping[str, ImageSpec], *,
     return Bundle(Signed(manifest.to_dict()), b"")
 
 
-def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float = 600.0) -> None:
+def pull_images(manifest: Manifest, engine: ContainerEngine | None, *, timeout_s: float = 600.0) -> None:
     """Every image of ``manifest`` on this box, pulled by digest; or
     :class:`DeployRefused` (``incompatible`` without an engine, else ``image_pull_failed``)."""
     images = manifest.images
@@ -77,13 +78,13 @@ def pull_images(manifest: Manifest, engine: Engine | None, *, timeout_s: float =
                             "container engine; install podman or docker (Debian: apt-get install podman runc)")
     for kind, spec in sorted(images.items()):
         try:
-            engine_run(engine.path, ["pull", "-q", spec.ref], timeout=timeout_s)
+            engine.pull(spec.ref, timeout_s=timeout_s)
         except ContainerError as exc:
             raise DeployRefused("image_pull_failed", f"{manifest.label}: kind {kind}: cannot pull {spec.ref}: "
                                 f"{exc}") from exc
 
 
-def image_kinds(manifest: Manifest, *, engine: Engine, agent: str, state_dir: Path) -> list[TaskKind]:
+def image_kinds(manifest: Manifest, *, engine: ContainerEngine, agent: str, state_dir: Path) -> list[TaskKind]:
     """The kinds of ``manifest`` backed by images, as the agent registers them."""
     kinds = []
     for kind, spec in sorted(manifest.images.items()):
