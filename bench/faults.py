@@ -35,6 +35,7 @@ from fogmesh.bench.faultkit import (
     progress,
     wait_answering,
 )
+from fogmesh.bench.node_kill import cluster_node_kill
 from fogmesh.bench.outages import power_cut
 from fogmesh.broker.processes import stop_processes
 
@@ -615,6 +616,7 @@ SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, A
     "reused-id": (reused_task_id, ("mosquitto", "amqtt"), {}),
     "dead-letter": (dead_letter_time, ("mosquitto", "amqtt"), {}),
     "power-cut": (power_cut, ("mosquitto", "amqtt"), {}),
+    "cluster-node-kill": (cluster_node_kill, ("rabbitmq",), {}),
 }
 
 

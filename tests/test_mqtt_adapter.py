@@ -282,3 +282,41 @@ def test_a_connection_that_keeps_dropping_is_logged_once_then_with_a_count(broke
     finally:
         client.stop()
         link.close()
+
+
+def test_a_clean_session_client_on_a_failover_list_connects_with_a_fresh_id_each_time(broker, root):
+    """RabbitMQ names a QoS 1 subscription's queue after the client id and keeps
+    it on one node: with that node down, the id was refused on every other node
+    (issue #36: a device on a killed node could not come back elsewhere)."""
+    from fogmesh.broker.ports import free_port
+    link = CuttableLink(broker.host, broker.port)
+    c = MqttClient(f"mqtt://127.0.0.1:{link.port},127.0.0.1:{free_port()}", client_id="dev-fresh",
+                   reconnect_min=0.05, reconnect_max=0.2)
+    c.start(timeout=10)
+    try:
+        first = c._paho._client_id.decode()
+        link.cut()
+        wait_until(lambda: c.connected.is_set() and c.generation == 2, timeout=20, what="the client back")
+        second = c._paho._client_id.decode()
+        assert first.startswith("dev-fresh-") and second.startswith("dev-fresh-") and first != second
+    finally:
+        c.stop()
+        link.close()
+
+
+def test_a_connection_dropped_right_after_its_connack_does_not_start_the_backoff_over(broker, root):
+    """paho resets its reconnect delay at every CONNACK: a node that accepts and
+    drops was tried again at the minimum delay, for good."""
+    link = CuttableLink(broker.host, broker.port)
+    c = MqttClient(link.url, reconnect_min=0.05, reconnect_max=0.8)
+    c.start(timeout=10)
+    try:
+        link.reset_after_connack(6)
+        started = time.monotonic()
+        link.cut()
+        wait_until(lambda: link.resets == 6 and c.connected.is_set(), timeout=30, what="six drops, then back")
+        # Doubling from 0.05 s: 0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 0.8 = 2.35 s at least; reset each time, 0.3 s.
+        assert time.monotonic() - started >= 2.0
+    finally:
+        c.stop()
+        link.close()

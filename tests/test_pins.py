@@ -12,12 +12,13 @@ import amqtt.broker
 import paho.mqtt.client as paho
 
 # fogmesh/mqtt/wire.py: paho's write queue, its reads and its PUBACK path; its CONNACK
-# handling and publishing while it reconnects (and tests/test_lock_order.py: its locks).
+# handling and publishing while it reconnects, its reconnect backoff and client id (and
+# tests/test_lock_order.py: its locks).
 PAHO_PRIVATE = ("_out_packet", "_out_messages", "_sock", "_sockpairW", "_state", "_in_packet", "_protocol",
                 "_manual_ack", "_in_callback_mutex", "_out_message_mutex", "_msgtime_mutex", "_last_msg_out",
                 "_packet_queue", "_packet_write", "_handle_publish", "_handle_pubackcomp", "_do_on_publish",
                 "_send_puback", "_handle_connack", "_callback_mutex", "_in_message_mutex",
-                "_mid_generate_mutex", "_reconnect_delay_mutex")
+                "_mid_generate_mutex", "_reconnect_delay_mutex", "_reconnect_delay", "_reconnect_wait", "_client_id")
 # broker/embedded/: amqtt's sessions, handlers and retained messages.
 AMQTT_PRIVATE = ("_initialize_client_session", "_publish_session_retained_messages", "_client_connected",
                  "_del_all_subscriptions", "_broadcast_message", "_client_message_loop", "_sessions",

@@ -60,7 +60,8 @@ class MqttClient:
                  on_connection: Callable[[bool], None] | None = None,
                  on_withdrawn: Callable[[list[Any]], None] | None = None,
                  on_confirmed: Callable[[Any], None] | None = None,
-                 max_inflight: int = 1000, reconnect: bool = True, mqtt5: bool = False) -> None:
+                 max_inflight: int = 1000, reconnect: bool = True, mqtt5: bool = False,
+                 fresh_id: bool | None = None) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
         self.client_id = client_id or f"fogmesh-{uuid.uuid4().hex[:12]}"
         self._on_message = on_message
@@ -120,6 +121,12 @@ class MqttClient:
                 c.tls_set(ca_certs=self.url.ca_file, cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError) as exc:
                 raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
+        # A clean session on a cluster (a failover list): a fresh client id per connection
+        # (``client_id`` plus a suffix). RabbitMQ keeps a QoS 1 subscription's queue on one
+        # node, named by client id, and refuses the id on every other node while that one
+        # is down: the client could not come back until the dead node did.
+        if fresh_id if fresh_id is not None else clean_session and len(self.url.nodes) > 1:
+            c.id_base = self.client_id
         self._keepalive = keepalive
         self._paho = c
         self._fence = Fence(c, mqtt5=mqtt5)

@@ -11,9 +11,11 @@ says what to check before widening it)."""
 from __future__ import annotations
 
 import logging
+import secrets
 import select
 import socket
 import threading
+import time
 from typing import Any, Callable
 
 import paho.mqtt.client as paho
@@ -26,6 +28,8 @@ from fogmesh import publish_properties
 from fogmesh.properties import MessageProperties
 
 log = logging.getLogger("fogmesh.mqtt")
+
+STABLE_S = 2.0      # a connection that lasted less than this did not end the reconnect backoff
 
 
 class _Client(paho.Client):
@@ -63,6 +67,13 @@ class _Client(paho.Client):
         self._no_properties = Properties(PacketTypes.PUBACK)
         self._resending: int | None = None        # the thread inside paho's CONNACK handling
         self._after_resend: list[Callable[[], None]] = []
+        self.id_base: str | None = None           # a fresh client id per connection: this plus a suffix
+        self._connected_at = float("-inf")        # when the last CONNACK came (monotonic)
+        self._delay_before: float | None = None   # the reconnect delay that CONNACK reset
+
+    def fresh_id(self) -> str:
+        """The client id of the next connection: ``id_base`` and a random suffix."""
+        return f"{self.id_base}-{secrets.token_hex(3)}"
 
     def hold(self) -> None:
         self._batch.acquire()
@@ -241,7 +252,22 @@ class _Client(paho.Client):
         :meth:`_packet_queue` queues nothing but the CONNECT meanwhile."""
         with self._out_message_mutex:
             self._state = paho._ConnectionState.MQTT_CS_CONNECTING
+        if self.id_base is not None:
+            self._client_id = self.fresh_id().encode()
         return super().reconnect()
+
+    def _reconnect_wait(self) -> None:
+        """paho's, but a connection that dropped within :data:`STABLE_S` of
+        its CONNACK does not start the backoff over: paho resets it at every
+        CONNACK, so a node that accepts and then drops (a RabbitMQ node whose
+        cluster lost the node holding this client's queue) was tried again
+        at the minimum delay for good, twenty times a second."""
+        with self._reconnect_delay_mutex:
+            if self._reconnect_delay is None and self._delay_before is not None \
+                    and time.monotonic() - self._connected_at < STABLE_S:
+                self._reconnect_delay = self._delay_before
+            self._delay_before = None
+        super()._reconnect_wait()
 
     def _handle_connack(self) -> MQTTErrorCode:
         """paho's, noting that the network thread is inside it. After a
@@ -255,9 +281,12 @@ class _Client(paho.Client):
         :meth:`after_resend`, which runs it once paho is out, holding none
         of paho's locks."""
         self._resending = threading.get_ident()
+        delay = self._reconnect_delay
         try:
             return super()._handle_connack()
         finally:
+            if self._reconnect_delay is None and delay is not None:       # connected: paho reset the backoff
+                self._connected_at, self._delay_before = time.monotonic(), delay
             self._resending = None
             while self._after_resend:
                 self._after_resend.pop(0)()
