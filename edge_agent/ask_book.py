@@ -29,6 +29,13 @@ class AskBook:
             self._ask_all_until = now + ASK_AFTER_RECONNECT_S
         self._was_up = True
 
+    def woke(self, now: float) -> None:
+        """This agent did nothing for a while (frozen): every task is asked
+        about for :data:`ASK_AFTER_RECONNECT_S`. What the broker sent it
+        meanwhile waited in its socket, and peers that took it for gone ran
+        the resubmissions of those tasks without asking it."""
+        self._ask_all_until = max(self._ask_all_until, now + ASK_AFTER_RECONNECT_S)
+
     def asks_about(self, attempt: int | None, now: float) -> bool:
         """Whether a task that is new here is asked about before it runs: a
         resubmission (``attempt`` 2, 3, ...), or any task soon after this

@@ -102,6 +102,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         self.asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
         self.order = OrderCheck(me=me, topics=t)
         self.limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
+        self._stepped_at = float("inf")      # ``now`` of the last step (a freeze shows as a gap)
 
     # -- views ---------------------------------------------------------------
     @property
@@ -151,6 +152,12 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
     def handle(self, event: ev.CoreEvent, now: float) -> list[Action]:
         """Take one event (:mod:`fogmesh.edge_agent.events` lists them all) at
         ``now`` (monotonic seconds); return what the shell must do, in order."""
+        if now - self._stepped_at > 2 * self.config.presence_stale_s / 3:
+            # Frozen (SIGSTOP, a stalled VM, a suspended laptop) for two presence periods:
+            # peers stopped waiting for it and may have run resubmissions of what the broker
+            # had already sent it, which it reads only now (issue #36, seed 5).
+            self.asks.woke(now)
+        self._stepped_at = now
         return _HANDLERS[type(event)](self, event, now)
 
     # -- inputs ----------------------------------------------------------------

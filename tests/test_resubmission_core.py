@@ -315,3 +315,23 @@ def test_a_task_given_back_after_a_restart_gets_the_answer_the_journal_kept():
     again = on_message(a, T.tasks, payload, "t1@a", 0.1, dup=True)
     assert [x.payload for x in again if isinstance(x, Publish)] == [reply]
     assert [x for x in on_message(a, T.tasks, payload, "t1@a2", 0.2, dup=True) if isinstance(x, Publish)] == []
+
+
+def test_an_agent_back_from_a_freeze_asks_before_running_what_waited_in_its_socket():
+    """Seed 5 of the random schedules: b was frozen (SIGSTOP) for 11 s. The
+    broker had sent it t1, which waited in its socket; the device sent t1
+    again (no reply), a ran it without asking b (stale). b, continued, ran
+    its copy too."""
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, presence_stale_s=1.5), REG,
+                       policy=LocalPolicy()) for i in ("a", "b")]
+    bus = Bus(*cores)
+    bus.online(0.0, "a", "b")
+    bus.deliver(on_tick(bus.cores["b"], 0.1), 0.1, "b")   # b's last step before the freeze
+    bus.online(8.5, "a")
+    bus.task("a", "t1", 9.0, attempt=2)            # b's presence is stale: a asks nobody and runs it
+    assert [p for p in bus.held if p.topic == T.claims] == [] and bus.runs == [("a", "t1")]
+    bus.finish("a", "t1", 9.1)
+    bus.online(11.0, "a")                          # b continued: it reads what waited for it
+    bus.task("b", "t1", 11.3)                      # the first copy, sent to it before the freeze
+    assert bus.runs == [("a", "t1")]
+    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # a's answer again, not a second run
