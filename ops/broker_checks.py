@@ -6,6 +6,7 @@ close to its peers'. Each answers with a :class:`~fogmesh.ops.report.Check`."""
 
 from __future__ import annotations
 
+import math
 import queue
 import socket
 import ssl
@@ -249,12 +250,13 @@ def check_clock(target: BrokerTarget, session: Session, *, wait_s: float) -> Che
     for m in session.received(wait_s):
         if m.retain or not m.payload:
             continue
+        peer = m.topic.rsplit("/", 1)[-1]      # who: the topic (the ACL binds it), never the payload
         try:
             body = codec.decode(m.payload)
-            ts, peer = float(body["ts"]), str(body.get("agent", m.topic))
+            ts = float(body["ts"])
         except Exception:
             continue
-        if body.get("state") == "offline":
+        if not math.isfinite(ts) or body.get("state") == "offline":
             continue
         offset = time.time() - ts
         ahead = "ahead of" if offset > 0 else "behind"
