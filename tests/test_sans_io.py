@@ -34,7 +34,8 @@ PURE_MODULES = [
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/deploy/freshness.py",
-    "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py",
+    "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py", "fogmesh/deploy/flow.py",
+    "fogmesh/deploy/flow_state.py", "fogmesh/deploy/flow_events.py", "fogmesh/deploy/self_check.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

@@ -31,7 +31,7 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/deploy/receiver.py", "fogmesh/deploy/operator.py", "fogmesh/deploy/commands.py",
                "fogmesh/deploy/cli.py", "fogmesh/containers.py",
                "fogmesh/container_services.py", "edge_agent/links.py", "edge_agent/cli.py",
-               "fogmesh/deploy/images.py", "fogmesh/deploy/self_check.py", "fogmesh/deploy/downloading.py",
+               "fogmesh/deploy/images.py", "fogmesh/deploy/downloading.py",
                "fogmesh/deploy/registry.py",
                "bench/containers.py", "fogmesh/deploy/intake.py"]
 
