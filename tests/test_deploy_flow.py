@@ -447,3 +447,13 @@ def test_events_for_another_step_are_ignored() -> None:
     for stray in (ev.Done("download"), ev.Failed("health", "health_check_failed", "x"), ev.Progress(0.5, 1),
                   ev.HealthReply({"id": "someone-else", "status": "error"})):
         assert box.feed(stray) == [] and box.stage == "install"
+
+
+def test_after_a_defect_of_its_own_the_flow_drops_the_job_and_starts_over_at_the_next_state() -> None:
+    from fogmesh.deploy.flow_state import abandoned
+    box = Box()
+    drive(box, V2, "install")
+    box.flow = abandoned(box.flow)
+    assert box.feed(ev.Done("install")) == [] and wake_at(box.flow) is None
+    box.feed(wants(3, ref(V2)))
+    assert box.stage == "manifest"

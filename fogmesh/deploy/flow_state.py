@@ -9,7 +9,7 @@ download stays. Any code not in it is :data:`REFUSED`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fogmesh.deploy.desired import Applied, Change, Desired, Identity
@@ -18,7 +18,7 @@ from fogmesh.deploy.reported import Report
 from fogmesh.topics import Topics
 
 __all__ = ["BACKOFF", "FAILURES", "NEVER", "REFUSED", "STAGES", "Flow", "FlowOptions", "Job", "Key", "Outcome",
-           "Retry", "Stage", "Tries", "reported", "start", "wake_at"]
+           "Retry", "Stage", "Tries", "abandoned", "reported", "start", "wake_at"]
 
 NEVER = float("inf")
 Key = tuple[str, str | None, int]         # a change: (bundle, digest, serial)
@@ -150,6 +150,12 @@ def reported(flow: Flow, **changes: Any) -> Report:
     bundles = {a.name: {"version": a.version, "serial": a.serial, **flow.extras.get(a.name, {})}
                for a in flow.applied.values()}
     return flow.report.but(bundles=bundles, **changes)
+
+
+def abandoned(flow: Flow) -> Flow:
+    """The flow after its own error (a defect): the job under way is dropped
+    without a verdict; the next desired state or retry starts a new pass."""
+    return replace(flow, job=None, dirty=False)
 
 
 def wake_at(flow: Flow) -> float | None:

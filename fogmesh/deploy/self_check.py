@@ -11,13 +11,11 @@ Pure: the task, and what a reply says. :mod:`fogmesh.deploy.flow` asks
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from fogmesh import codec
-from fogmesh.deploy.manifest import Manifest
-from fogmesh.topics import Topics
 
-__all__ = ["SAYS_NOTHING", "SelfCheck", "health_task", "judge", "task_id"]
+__all__ = ["SAYS_NOTHING", "health_task", "judge", "task_id"]
 
 #: Answers that say nothing about the version.
 SAYS_NOTHING = ("busy", "degraded", "draining", "deadline", "timeout")
@@ -42,38 +40,3 @@ def judge(reply: Mapping[str, Any], kind: str) -> str | None:
     if reply.get("status") == "ok" or error.get("code") in SAYS_NOTHING:
         return None
     return f"its health-check task of {kind} failed on this agent: {error.get('code')}: {error.get('message')}"
-
-
-class SelfCheck:
-    def __init__(self, *, agent: str, topics: Topics, timeout_s: float) -> None:
-        self.agent, self.topics, self.timeout_s = agent, topics, timeout_s
-        self.topic = topics.agent_topic(agent, "deploy-health")
-        self._replies: list[bytes] = []
-        self._n = 0
-
-    def take(self, payload: bytes) -> None:
-        """A reply on :attr:`topic` (the receiver's thread)."""
-        self._replies.append(payload)
-
-    def run(self, manifest: Manifest, *, publish: Callable[[str, bytes], Any], pump: Callable[[float], None],
-            clock: Callable[[], float]) -> str | None:
-        """None if every kind answered (or said nothing either way); else what failed.
-        ``pump(until)`` takes messages until then (a newer desired state pre-empts)."""
-        for kind, spec in sorted(manifest.kinds.items()):
-            self._n += 1
-            task_id = f"deploy-health-{manifest.digest[:8]}-{kind}-{self._n}-{self.agent}"
-            self._replies.clear()
-            publish(self.topics.agent_tasks(self.agent), codec.encode(
-                {"id": task_id, "kind": kind, "args": dict(spec.health_args), "weight": "light",
-                 "reply_to": self.topic}))
-            deadline = clock() + self.timeout_s
-            while clock() < deadline:
-                reply = next((r for r in map(codec.decode, self._replies) if r.get("id") == task_id), None)
-                if reply is not None:
-                    error = reply.get("error") or {}
-                    if reply.get("status") == "ok" or error.get("code") in SAYS_NOTHING:
-                        break
-                    return f"its health-check task of {kind} failed on this agent: {error.get('code')}: " \
-                           f"{error.get('message')}"
-                pump(deadline)
-        return None
