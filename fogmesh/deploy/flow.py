@@ -88,7 +88,7 @@ def _begin(flow: Flow, c: Change, now: float, out: list[Effect]) -> Flow:
     if ref.absent:
         to = {k: a for k, a in flow.applied.items() if k != c.name}
         out.append(ev.Switch(to))
-        return replace(flow, job=Job(c, "remove", to=to, to_extras={k: e for k, e in flow.extras.items()
+        return replace(flow, job=Job(c, "remove", to=to, to_extras={k: x for k, x in flow.extras.items()
                                                                     if k != c.name}))
     flow = replace(flow, job=Job(c, "manifest"))
     try:
@@ -282,7 +282,7 @@ def _on_reply(flow: Flow, e: ev.HealthReply, now: float, out: list[Effect]) -> F
         return _ask(flow, now, out)
     before = job.before
     to = {k: a for k, a in flow.applied.items() if k != job.change.name}
-    to_extras = {k: e for k, e in flow.extras.items() if k != job.change.name}
+    to_extras = {k: x for k, x in flow.extras.items() if k != job.change.name}
     if before is not None:
         to[before.name], to_extras[before.name] = before, job.before_extras
     out.append(ev.Switch(to))
