@@ -38,6 +38,8 @@ PURE_MODULES = [
     "fogmesh/fields.py", "fogmesh/refusals.py", "fogmesh/announcements.py",
     "fogmesh/container_engine.py", "fogmesh/container_protocol.py", "fogmesh/container_exits.py",
     "fogmesh/service_lifecycle.py", "fogmesh/container_fake.py",
+    "fogmesh/deploy/flow.py", "fogmesh/deploy/flow_state.py", "fogmesh/deploy/flow_events.py",
+    "fogmesh/deploy/self_check.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",

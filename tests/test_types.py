@@ -32,7 +32,7 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/deploy/cli.py", "fogmesh/containers.py",
                "fogmesh/container_services.py", "fogmesh/service_keeper.py", "fogmesh/engine_cli.py",
                "fogmesh/service_socket.py", "edge_agent/links.py", "edge_agent/cli.py",
-               "fogmesh/deploy/images.py", "fogmesh/deploy/self_check.py", "fogmesh/deploy/downloading.py",
+               "fogmesh/deploy/images.py", "fogmesh/deploy/downloading.py",
                "fogmesh/deploy/registry.py",
                "bench/containers.py", "fogmesh/deploy/intake.py"]
 

@@ -4,7 +4,9 @@ subscription is the request), each checked against its digest as it
 arrives and written in place in the staging file, so a cut link or a
 restart resumes at the first missing chunk. Which chunks to ask for next,
 and when a download has stalled or must give up, is :mod:`fogmesh.deploy.fetching`'s
-(pure); this is its shell."""
+(pure); this is its shell. The receiver calls :meth:`Download.ask` after
+each turn (a message, or ``poll_s`` without one); whether a failure is tried
+again is :mod:`fogmesh.deploy.flow`'s."""
 
 from __future__ import annotations
 
@@ -17,9 +19,7 @@ from fogmesh.errors import DeployRefused
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.topics import Topics
 
-__all__ = ["RETRY_S", "Download"]
-
-RETRY_S = 30.0            # a failed download is tried again after this (a newer serial: at once)
+__all__ = ["Download"]
 
 
 class Download:
@@ -31,39 +31,43 @@ class Download:
         self.fetch = ChunkFetch.resuming(len(manifest.chunks), have, clock(), window=options.window,
                                          stall_s=options.stall_s, give_up_s=options.give_up_s)
         self.received = 0          # chunk bytes taken in (repeats included): the report's ``received``
+        self.poll_s = min(1.0, options.stall_s)     # how often :meth:`ask` looks at the least
         self._prefix = f"{topics.root}/deploy/chunks/{manifest.digest}/"
         if have:
             log.info("deployment: resuming %s at %d of %d chunks", manifest.label, len(have), self.fetch.count)
 
-    def run(self, *, pump: Callable[[float], None], say: Callable[..., None]) -> None:
-        """Until every chunk is in (``pump(until)`` takes messages meanwhile;
-        ``say`` reports progress), or :class:`DeployRefused` saying why not."""
+    @property
+    def done(self) -> bool:
+        return self.fetch.done
+
+    @property
+    def progress(self) -> float:
+        return self.fetch.progress
+
+    def ask(self) -> DeployRefused | None:
+        """Fill the window, ask again for a stalled one; or why the download failed."""
         fetch, m, o = self.fetch, self.manifest, self.o
-        reported = -1.0
-        try:
-            while not fetch.done:
-                for i in fetch.to_ask():
-                    self.client.subscribe(self.topics.deploy_chunk(m.digest, i), 1, timeout=None)
-                now = self.clock()
-                bad = fetch.corrupt()
-                if bad is not None:
-                    raise DeployRefused("digest_mismatch", f"{m.label}: chunk {bad} on the broker does not match "
-                                        f"its digest ({fetch.tries} tries); push the bundle again")
-                if fetch.given_up(now):
-                    raise DeployRefused("download_stalled", f"{m.label}: no chunk for {o.give_up_s:.0f} s "
-                                        f"({len(fetch.missing)} of {fetch.count} missing); trying again in "
-                                        f"{RETRY_S:.0f} s")
-                if fetch.stalled(now):
-                    for i in fetch.again(now):
-                        self.client.subscribe(self.topics.deploy_chunk(m.digest, i), 1, timeout=None)
-                pump(now + min(1.0, o.stall_s))
-                if fetch.progress - reported >= 0.1 or fetch.done:
-                    reported = fetch.progress
-                    say(progress=fetch.progress, received=self.received)
-        finally:
-            for i in fetch.asked:
-                self.client.unsubscribe(self.topics.deploy_chunk(m.digest, i))
-        self.file.flush()
+        for i in fetch.to_ask():
+            self.client.subscribe(self.topics.deploy_chunk(m.digest, i), 1, timeout=None)
+        now = self.clock()
+        bad = fetch.corrupt()
+        if bad is not None:
+            return DeployRefused("digest_mismatch", f"{m.label}: chunk {bad} on the broker does not match "
+                                 f"its digest ({fetch.tries} tries); push the bundle again")
+        if fetch.given_up(now):
+            return DeployRefused("download_stalled", f"{m.label}: no chunk for {o.give_up_s:.0f} s "
+                                 f"({len(fetch.missing)} of {fetch.count} missing)")
+        if fetch.stalled(now):
+            for i in fetch.again(now):
+                self.client.subscribe(self.topics.deploy_chunk(m.digest, i), 1, timeout=None)
+        return None
+
+    def close(self) -> None:
+        """No more chunks asked for; what came is on disk."""
+        for i in self.fetch.asked:
+            self.client.unsubscribe(self.topics.deploy_chunk(self.manifest.digest, i))
+        self.fetch.asked.clear()
+        self.file.close()
 
     def take(self, msg: Message) -> None:
         """A chunk message (of this bundle or not)."""

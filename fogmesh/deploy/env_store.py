@@ -80,11 +80,14 @@ class EnvStore:
                 shutil.rmtree(d, ignore_errors=True)
 
     # -- downloads -----------------------------------------------------------------
+    def payload(self, digest: str) -> Path:
+        """Where a bundle's payload is staged."""
+        return self.staging / digest / "payload"
+
     def staged(self, manifest: Manifest) -> tuple[Path, set[int]]:
         """The staging payload file (made at its full size) and the chunks it already holds whole."""
-        d = self.staging / manifest.digest
-        d.mkdir(parents=True, exist_ok=True)
-        payload = d / "payload"
+        payload = self.payload(manifest.digest)
+        payload.parent.mkdir(parents=True, exist_ok=True)
         have: set[int] = set()
         if payload.exists() and payload.stat().st_size == manifest.payload_size:
             with open(payload, "rb") as f:

@@ -4,10 +4,12 @@ Used by the fog agent (and by anything else that runs kinds).
 
 Its own MQTT connection (clean session: everything it needs is retained)
 and its own thread: a 5 MB download never waits behind tasks, and tasks
-never wait behind it. The old version serves until the new one has passed
-every check; ``switch`` (the agent's) then replaces the kinds in one step.
-Each step has a timeout and a newer desired state pre-empts the step under
-way, so no deployment is ever stuck "in progress".
+never wait behind it. What to do, and when, is :mod:`fogmesh.deploy.flow`'s
+(pure): this shell turns messages and time into its events, carries out
+the effects it asks for (subscribe, verify, install, check, switch,
+report...) and feeds their outcomes back. The old version serves until the
+new one has passed every check; ``switch`` (the agent's) then replaces the
+kinds in one step.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from fogmesh import codec
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.containers import Engine
-from fogmesh.deploy import compat, desired, images
-from fogmesh.deploy.desired import Applied, Change, Identity
-from fogmesh.deploy.downloading import RETRY_S, Download
+from fogmesh.deploy import compat, images, self_check
+from fogmesh.deploy import flow_events as ev
+from fogmesh.deploy.desired import Applied, Identity
+from fogmesh.deploy.downloading import Download
 from fogmesh.deploy.env_store import EnvStore
+from fogmesh.deploy.flow import step
+from fogmesh.deploy.flow_state import Flow, FlowOptions, abandoned, reported, start, wake_at
 from fogmesh.deploy.freshness import DesiredBook
 from fogmesh.deploy.install import env_lib, install_env
 from fogmesh.deploy.intake import Intake
@@ -35,9 +41,9 @@ from fogmesh.deploy.kinds import bundle_kinds
 from fogmesh.deploy.manifest import Manifest, Signed, sha256
 from fogmesh.deploy.probe import health_check
 from fogmesh.deploy.reported import Report
-from fogmesh.deploy.self_check import SelfCheck
 from fogmesh.deploy.signing import TrustStore
-from fogmesh.errors import DeployRefused, FogmeshError
+from fogmesh.errors import DeployRefused, InvalidMessage
+from fogmesh.messages import Reply
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.registry import Registry, TaskKind
 from fogmesh.topics import Topics
@@ -45,10 +51,6 @@ from fogmesh.topics import Topics
 log = logging.getLogger(__name__)
 
 __all__ = ["DeployReceiver", "ReceiverOptions"]
-
-
-class Preempted(Exception):
-    """A newer desired state arrived: the step under way is dropped."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,6 @@ class DeployReceiver:
                  wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
         self.me, self.topics, self.store, self.trust, self.base = identity, topics, store, trust, base
         self._switch, self.log, self.o = switch, log, options
-        self.live_check = live_check        # after the switch, send the box its own health tasks
         self.wall_clock, self.clock = wall_clock, clock
         self._inbox: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.client = MqttClient(broker, client_id=f"fd-{identity.agent}-{sha256(topics.root.encode())[:8]}",
@@ -80,38 +81,54 @@ class DeployReceiver:
         self.book = DesiredBook()           # the desired states taken, waiting, and the fleet's timestamp
         self.intake = Intake(me=identity, topics=topics, trust=trust, book=self.book, wall_clock=wall_clock, log=log,
                              stamp_trust=stamp_trust if stamp_trust is not None else trust)
-        self.applied: dict[str, Applied] = {}
-        self.extras: dict[str, Any] = {}
-        self._failed: dict[tuple[str, str | None, int], float] = {}   # change -> when to try again
-        self._dirty = False
+        self.flow: Flow = start(FlowOptions(me=identity, topics=topics, max_bundle_bytes=options.max_bundle_bytes,
+                                            manifest_timeout_s=options.manifest_timeout_s,
+                                            health_timeout_s=options.health_timeout_s, live_check=live_check),
+                                trust=tuple(sorted(trust.keys)))
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.report = Report(agent=identity.agent, site=identity.site, labels=tuple(sorted(identity.labels)),
-                             trust=tuple(sorted(trust.keys)))
-        self._fetch: Download | None = None
-        self._manifest_wait: tuple[str, list[bytes]] | None = None
-        self._received = 0          # chunk bytes of the download under way (the report's ``received``)
-        self.self_check = SelfCheck(agent=identity.agent, topics=topics, timeout_s=options.health_timeout_s)
+        self._outcomes: deque[ev.Event] = deque()      # of the steps carried out, fed back one a turn
+        self._manifest: str | None = None               # the bundle whose manifest is awaited
+        self._download: Download | None = None
+        self._shown: tuple[float, int] | None = None    # the download's progress last fed to the flow
+        self._checked: dict[str, dict[str, TaskKind]] = {}   # image kinds a health check made, by bundle digest
+        self.health_topic = topics.agent_topic(identity.agent, "deploy-health")
+        self._do: dict[type, Callable[[Any], ev.Event | None]] = {
+            ev.Publish: self._publish, ev.Log: self._log, ev.Save: self._save, ev.Tidy: self._tidy,
+            ev.DropStaging: lambda e: self.store.drop_staging(e.digest), ev.FetchManifest: self._fetch_manifest,
+            ev.StopManifest: self._stop_manifest, ev.CheckCompat: self._check_compat, ev.PullImages: self._pull,
+            ev.StartDownload: self._start_download, ev.StopDownload: lambda e: self._stop_download(),
+            ev.Install: self._install, ev.HealthCheck: self._health_check, ev.Discard: self._discard,
+            ev.Switch: self._switch_to, ev.AskHealth: self._ask_health}
+
+    @property
+    def applied(self) -> Mapping[str, Applied]:
+        return self.flow.applied
+
+    @property
+    def report(self) -> Report:
+        return self.flow.report
 
     # -- the kinds that run -------------------------------------------------------------
     def load(self) -> Registry:
         """At start, before the agent takes tasks: the kinds of what was applied."""
         self.store.open()
-        self.applied, self.book.taken, self.extras = self.store.load()
-        for name, a in list(self.applied.items()):
+        applied, self.book.taken, extras = self.store.load()
+        for name, a in list(applied.items()):
             try:
                 self.store.manifest_of(self._env(a))
             except (OSError, ValueError, DeployRefused) as exc:   # removed by hand, or a disk fault
                 self.log.warning("deployment: %s %s is not installed whole (%s); installing it again", name,
                                  a.version, exc)
-                del self.applied[name]
-        for name in self.applied:
-            info = self.extras.setdefault(name, {})
+                del applied[name]
+        for name in applied:
+            info = extras.setdefault(name, {})
             info["restarts"] = int(info.get("restarts", 0)) + 1
-        envs = {self._env(a) for a in self.applied.values()}
+        envs = {self._env(a) for a in applied.values()}
         self.store.keep_only(envs, (p.name for p in self.store.staging.iterdir()))   # downloads resume
-        self.store.save(self.applied, self.book.taken, self.extras)
-        return self.compose(self.applied)
+        self.store.save(applied, self.book.taken, extras)
+        self.flow = replace(self.flow, applied=applied, extras=extras)
+        return self.compose(applied)
 
     def _env(self, a: Applied) -> Path:
         return self.store.env_of(a.name, a.version, a.digest)
@@ -145,9 +162,9 @@ class DeployReceiver:
         # The timestamp first: its retained copy arrives before the desired states it vouches for.
         self.client.subscribe(self.topics.deploy_timestamp, 1, timeout=timeout)
         self.client.subscribe(self.topics.deploy_desired_filter, 1, timeout=timeout)
-        if self.live_check:
-            self.client.subscribe(self.self_check.topic, 1, timeout=timeout)
-        self._publish_report()
+        if self.flow.o.live_check:
+            self.client.subscribe(self.health_topic, 1, timeout=timeout)
+        self._publish(ev.Publish(reported(self.flow)))
         self._thread = threading.Thread(target=self._run, name=f"deploy-{self.me.agent}", daemon=True)
         self._thread.start()
 
@@ -165,216 +182,193 @@ class DeployReceiver:
             except Exception:      # never let the thread die: the kinds that run keep running
                 self.log.exception("deployment: unexpected failure; the kinds that ran keep running")
                 self._stopping.wait(1.0)
+        self._stop_download()
 
     def _turn(self) -> None:
-        """Wait for a message or a retry, take it, converge if something changed."""
-        retry = min((at for at in self._failed.values() if at != float("inf")), default=None)
-        wait = None if retry is None else max(0.0, retry - self.clock())
+        """Messages first (a newer desired state before the next step of the
+        one under way), then the download, one outcome, and the time."""
         try:
-            msg = self._inbox.get(timeout=wait)
+            msg = self._inbox.get(timeout=self._wait())
+            while msg is not None:
+                self._take(msg)
+                msg = self._inbox.get_nowait()
         except queue.Empty:
-            msg = None
-        if msg is not None:
-            self._take(msg)
+            pass
         if self._stopping.is_set():
             return
-        now = self.clock()
-        due = [k for k, at in self._failed.items() if at <= now]
-        for k in due:
-            del self._failed[k]
-        if self._dirty or due:
-            try:
-                self._converge()
-            except FogmeshError as exc:      # a step's error not mapped to a report: keep serving
+        if self._download is not None:
+            self._download_turn(self._download)
+        if self._outcomes:
+            self._step(self._outcomes.popleft())
+        at = wake_at(self.flow)
+        if at is not None and at <= self.clock():
+            self._step(ev.Tick())
+
+    def _wait(self) -> float | None:
+        if self._outcomes:
+            return 0.0
+        at = wake_at(self.flow)
+        waits = [at - self.clock()] if at is not None else []
+        if self._download is not None:
+            waits.append(self._download.poll_s)
+        return max(0.0, min(waits)) if waits else None
+
+    def _step(self, event: ev.Event) -> None:
+        try:
+            self.flow, effects = step(self.flow, event, self.clock())
+        except Exception:          # a defect of the flow: never a deployment stuck "in progress"
+            self.log.exception("deployment: the flow failed on %s; the job under way is dropped", event)
+            self._manifest = None
+            self._stop_download()
+            self.flow = abandoned(self.flow)
+            return
+        for effect in effects:
+            outcome = self._carry_out(effect)
+            if outcome is not None:
+                self._outcomes.append(outcome)
+
+    def _carry_out(self, effect: ev.Effect) -> ev.Event | None:
+        """One effect; a step's error is its outcome (``Failed``), never the thread's."""
+        name = getattr(effect, "step", None)
+        try:
+            return self._do[type(effect)](effect)
+        except DeployRefused as exc:
+            if name is None:
                 self.log.warning("deployment: %s", exc)
+                return None
+            return ev.Failed(name, exc.code, str(exc))
+        except Exception as exc:
+            self.log.exception("deployment: %s failed", type(effect).__name__)
+            return None if name is None else ev.Failed(name, "unexpected", f"{type(exc).__name__}: {exc}")
 
     # -- messages -----------------------------------------------------------------------
     def _take(self, msg: Message) -> None:
-        """Route one message: a desired state, a manifest awaited, a chunk awaited."""
+        """Route one message: a desired state, a manifest awaited, a chunk, a health reply."""
         t = self.topics
         if msg.topic.startswith(f"{t.root}/deploy/desired/") or msg.topic == t.deploy_timestamp:
             changed, refusals = self.intake.take(msg)
-            self._dirty = changed or self._dirty
             for exc, serial in refusals:
-                self._refused(exc, serial)
-        elif self._manifest_wait is not None and msg.topic == t.deploy_bundle(self._manifest_wait[0]):
-            if msg.payload:
-                self._manifest_wait[1].append(msg.payload)
-        elif self._fetch is not None and msg.topic.startswith(f"{t.root}/deploy/chunks/"):
-            self._fetch.take(msg)
-        elif msg.topic == self.self_check.topic and msg.payload:
-            self.self_check.take(msg.payload)
-
-    def _refused(self, exc: DeployRefused, serial: int) -> None:
-        """A desired state not taken: say why (the fleet counters count this agent failed for ``serial``)."""
-        self.log.warning("deployment refused: %s", exc)
-        self._say(state="refused", reason=exc.code, detail=str(exc), bundle=None, version=None, progress=None,
-                  desired_serial=max(self.report.desired_serial, serial))
-
-    def _pump(self, until: float) -> None:
-        """Take messages until ``until``; a newer desired state pre-empts."""
-        try:
-            msg = self._inbox.get(timeout=max(0.0, until - self.clock()))
-        except queue.Empty:
-            return
-        if msg is None:
-            raise Preempted()
-        self._take(msg)
-        if self._dirty:
-            raise Preempted()
-
-    # -- converging -------------------------------------------------------------------
-    def _converge(self) -> None:
-        self._dirty = False
-        wanted = desired.effective(self.book.docs.values(), self.me)
-        self.report = self.report.but(desired_serial=max(self.report.desired_serial, wanted.serial))
-        failed = False
-        todo = desired.changes(wanted, self.applied)
-        # A download no change wants any more (pre-empted by a newer state) is dropped.
-        self.store.keep_only({self._env(a) for a in self.applied.values()},
-                             {c.want.digest for c in todo if c.want.digest})
-        for change in todo:
-            key = (change.name, change.want.digest, change.serial)
-            if key in self._failed:
-                failed = True
-                continue
-            try:
-                self._apply(change)
-            except Preempted:
-                self._dirty = True
+                self._step(ev.DocumentRefused(exc.code, str(exc), serial))
+            if changed:
+                self._step(ev.DesiredChanged(tuple(self.book.docs.values())))
+        elif self._manifest is not None and msg.topic == t.deploy_bundle(self._manifest) and msg.payload:
+            self._step(self._manifest_in(self._manifest, msg.payload))
+        elif self._download is not None and msg.topic.startswith(f"{t.root}/deploy/chunks/"):
+            self._download.take(msg)
+        elif msg.topic == self.health_topic and msg.payload:
+            try:      # a reply, by its schema, or nothing (anything may land on the topic)
+                reply = Reply.decode(msg.payload)
+            except InvalidMessage:
                 return
-            except DeployRefused as exc:
-                failed = True
-                retry = exc.code in ("download_stalled", "manifest_missing", "no_space", "image_pull_failed")
-                self._failed[key] = self.clock() + RETRY_S if retry else float("inf")
-                state = "rolled_back" if exc.code == "health_check_failed" else \
-                    "failed" if retry or exc.code == "install_failed" else "refused"
-                self.log.warning("deployment of %s %s: %s (%s)", change.name, change.want.version or "removal",
-                                 state, exc)
-                if not retry:
-                    self.store.drop_staging(change.want.digest or "")
-                self._say(state=state, reason=exc.code, detail=str(exc), bundle=change.name,
-                          version=change.want.version, progress=None)
-        self.store.save(self.applied, self.book.taken, self.extras)
-        if not failed:
-            self._say(state="running" if self.applied else "idle", reason=None, detail="", bundle=None,
-                      version=None, progress=None, applied_serial=wanted.serial)
+            self._step(ev.HealthReply(reply.to_dict()))
 
-    def _apply(self, change: Change) -> None:
-        ref = change.want
-        if ref.absent:
-            self._switch_to(change.name, None)
-            return
-        assert ref.digest is not None and ref.version is not None
-        desired.check_downgrade(change, self.applied)
-        self._say(state="downloading", bundle=change.name, version=ref.version, reason=None, detail="", progress=0.0,
-                  received=0)
-        if ref.size > self.o.max_bundle_bytes:
-            raise DeployRefused("too_large", f"{change.name} {ref.version} is {ref.size / 1e6:.1f} MB, over this "
-                                f"agent's --max-bundle-mb {self.o.max_bundle_bytes / 1e6:g}")
-        manifest = self._fetch_manifest(ref.digest)
-        if (manifest.name, manifest.version) != (change.name, ref.version):
-            raise DeployRefused("bad_bundle", f"bundle {ref.digest[:12]} is {manifest.label}, not the "
-                                f"{change.name} {ref.version} the desired state names")
-        if manifest.payload_size > self.o.max_bundle_bytes:
-            raise DeployRefused("too_large", f"{manifest.label} is {manifest.payload_size / 1e6:.1f} MB, over "
-                                f"this agent's --max-bundle-mb {self.o.max_bundle_bytes / 1e6:g}")
-        compat.check_runs_here(manifest.label, [(w.file, w.tags, w.requires_python) for w in manifest.wheels],
-                               manifest.requires_python)
-        images.pull_images(manifest, self.engine)        # image kinds: by digest, from their registry
-        payload = self._download(manifest)
-        self._say(state="installing", progress=None, received=self._received)
-        wheels = self.store.wheels_from(manifest, payload)
-        env = install_env(self.store.env_of(manifest.name, manifest.version, manifest.digest), wheels)
-        (env / "manifest.json").write_bytes(codec.canonical(manifest.to_dict()))
-        self._say(state="health-check")
-        in_containers = self._image_kinds(manifest)
-        for kind, spec in sorted(manifest.kinds.items()):
-            trouble = images.image_health(in_containers[kind], spec.health_args) if kind in in_containers else \
-                health_check(env_lib(env), kind, spec.health_args, timeout_s=min(spec.timeout_s,
-                                                                                  self.o.health_timeout_s))
-            if trouble is not None:
-                self.store.drop_env(env)
-                for k in in_containers.values():
-                    getattr(k.handler, "remove", lambda: None)()     # a service container it started
-                raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble}; the version that ran "
-                                    "before keeps serving")
-        before, before_extras = self.applied.get(change.name), dict(self.extras.get(change.name, {}))
-        keep = {self._env(before)} if before else set()     # until the new one has answered here
-        self._switch_to(change.name, Applied(change.name, manifest.version, manifest.digest, change.serial),
-                        extras={"kinds": sorted(manifest.kinds), "restarts": 0}, keep=keep)
-        self.store.drop_staging(manifest.digest)
-        trouble = self.self_check.run(manifest, publish=lambda t, p: self.client.publish(t, p, qos=1),
-                                      pump=self._pump, clock=self.clock) if self.live_check else None
-        if trouble is not None:
-            self._switch_to(change.name, before, extras=before_extras)
-            raise DeployRefused("health_check_failed", f"{manifest.label}: {trouble} after the switch; switched "
-                                f"back to {before.version if before else 'not having it'}")
-        self.store.keep_only({self._env(a) for a in self.applied.values()},      # it answered here: the old goes
-                             (p.name for p in self.store.staging.iterdir()))
-
-    def _switch_to(self, name: str, new: Applied | None, *, extras: Mapping[str, Any] | None = None,
-                   keep: Iterable[Path] = ()) -> None:
-        """Switch: the kinds of ``applied`` with ``name`` replaced (or removed);
-        environments no longer named go, but for ``keep``."""
-        applied = dict(self.applied)
-        if new is None:
-            applied.pop(name, None)
-            self.extras.pop(name, None)
-        else:
-            applied[name] = new
-            self.extras[name] = dict(extras or {})
-        if applied != self.applied:
-            self._switch(self.compose(applied))
-            self.log.info("deployment: %s", f"{name} {new.version} runs" if new else f"{name} removed")
-        self.applied = applied
-        self.store.save(self.applied, self.book.taken, self.extras)
-        self.store.keep_only({self._env(a) for a in applied.values()} | set(keep),
-                             (p.name for p in self.store.staging.iterdir()))
-
-    def _fetch_manifest(self, digest: str) -> Manifest:
-        topic = self.topics.deploy_bundle(digest)
-        got: list[bytes] = []
-        self._manifest_wait = (digest, got)
+    def _manifest_in(self, digest: str, payload: bytes) -> ev.Event:
+        what = f"bundle {digest[:12]}"
         try:
-            self.client.subscribe(topic, 1, timeout=None)
-            deadline = self.clock() + self.o.manifest_timeout_s
-            while not got:
-                if self.clock() >= deadline:
-                    raise DeployRefused("manifest_missing", f"bundle {digest[:12]}'s manifest did not arrive within "
-                                        f"{self.o.manifest_timeout_s:.0f} s (is it still retained on {topic}?)")
-                self._pump(deadline)
-        finally:
-            self._manifest_wait = None
-            self.client.unsubscribe(topic)
-        signed = Signed.decode(got[0], what=f"bundle {digest[:12]}")
-        signed.verified(self.trust, what=f"bundle {digest[:12]}")
-        manifest = Manifest.from_dict(signed.document)
+            signed = Signed.decode(payload, what=what)
+            signed.verified(self.trust, what=what)
+            manifest = Manifest.from_dict(signed.document)
+        except DeployRefused as exc:
+            return ev.Failed("manifest", exc.code, str(exc))
         if manifest.digest != digest:
-            raise DeployRefused("digest_mismatch", f"bundle {digest[:12]}: its manifest's digest is "
-                                f"{manifest.digest[:12]}")
-        return manifest
+            return ev.Failed("manifest", "digest_mismatch", f"{what}: its manifest's digest is {manifest.digest[:12]}")
+        return ev.ManifestArrived(manifest)
 
-    def _download(self, manifest: Manifest) -> Path:
-        payload, have = self.store.staged(manifest)
-        if manifest.payload_size == 0:
-            return payload                    # image kinds only: nothing travels over MQTT
-        with open(payload, "r+b") as f:
-            download = self._fetch = Download(manifest, have, f, client=self.client, topics=self.topics,
-                                              clock=self.clock, options=self.o, log=self.log)
-            try:
-                download.run(pump=self._pump, say=self._say)
-            finally:
-                self._received, self._fetch = download.received, None
-        return payload
+    def _download_turn(self, download: Download) -> None:
+        """The download under way: its window asked for, its progress or its end fed to the flow."""
+        failure = download.ask()
+        if failure is not None:
+            self._stop_download()
+            self._step(ev.Failed("download", failure.code, str(failure)))
+            return
+        shown = (download.progress, download.received)
+        if shown != self._shown:
+            self._shown = shown
+            self._step(ev.Progress(*shown))
+        if download.done and self._download is download:
+            self._stop_download()
+            self._step(ev.Done("download"))
 
-    # -- reporting ----------------------------------------------------------------------
-    def _say(self, **changes: Any) -> None:
-        bundles = {a.name: {"version": a.version, "serial": a.serial, **self.extras.get(a.name, {})}
-                   for a in self.applied.values()}
-        self.report = self.report.but(bundles=bundles, at=round(self.wall_clock(), 3), **changes)
-        self._publish_report()
+    # -- effects ------------------------------------------------------------------------
+    def _publish(self, e: ev.Publish) -> None:
+        report = e.report.but(at=round(self.wall_clock(), 3))
+        self.client.publish(self.topics.deploy_reported(self.me.agent), codec.encode(report.to_dict()), qos=1,
+                            retain=True)
 
-    def _publish_report(self) -> None:
-        self.client.publish(self.topics.deploy_reported(self.me.agent), codec.encode(self.report.to_dict()),
-                            qos=1, retain=True)
+    def _log(self, e: ev.Log) -> None:
+        getattr(self.log, e.level)("%s", e.text)
+
+    def _save(self, e: ev.Save) -> None:
+        self.store.save(e.applied, self.book.taken, e.extras)
+
+    def _tidy(self, e: ev.Tidy) -> None:
+        staging = e.staging if e.staging is not None else [p.name for p in self.store.staging.iterdir()]
+        self.store.keep_only({self._env(a) for a in e.envs}, staging)
+
+    def _fetch_manifest(self, e: ev.FetchManifest) -> None:
+        self._manifest = e.digest
+        self.client.subscribe(self.topics.deploy_bundle(e.digest), 1, timeout=None)
+
+    def _stop_manifest(self, e: ev.StopManifest) -> None:
+        if self._manifest == e.digest:
+            self._manifest = None
+        self.client.unsubscribe(self.topics.deploy_bundle(e.digest))
+
+    def _check_compat(self, e: ev.CheckCompat) -> ev.Event:
+        m = e.manifest
+        compat.check_runs_here(m.label, [(w.file, w.tags, w.requires_python) for w in m.wheels], m.requires_python)
+        return ev.Done(e.step)
+
+    def _pull(self, e: ev.PullImages) -> ev.Event:
+        images.pull_images(e.manifest, self.engine)        # image kinds: by digest, from their registry
+        return ev.Done(e.step)
+
+    def _start_download(self, e: ev.StartDownload) -> ev.Event | None:
+        self._stop_download()
+        payload, have = self.store.staged(e.manifest)
+        if e.manifest.payload_size == 0:
+            return ev.Done(e.step)            # image kinds only: nothing travels over MQTT
+        self._download = Download(e.manifest, have, open(payload, "r+b"), client=self.client, topics=self.topics,
+                                  clock=self.clock, options=self.o, log=self.log)
+        self._shown = None
+        self._download.ask()
+        return None
+
+    def _stop_download(self) -> None:
+        download, self._download = self._download, None
+        if download is not None:
+            download.close()
+
+    def _install(self, e: ev.Install) -> ev.Event:
+        m = e.manifest
+        wheels = self.store.wheels_from(m, self.store.payload(m.digest))
+        env = install_env(self.store.env_of(m.name, m.version, m.digest), wheels)
+        (env / "manifest.json").write_bytes(codec.canonical(m.to_dict()))
+        return ev.Done(e.step)
+
+    def _health_check(self, e: ev.HealthCheck) -> ev.Event:
+        m = e.manifest
+        lib = env_lib(self.store.env_of(m.name, m.version, m.digest))
+        in_containers = self._checked[m.digest] = self._image_kinds(m)
+        for kind, spec in sorted(m.kinds.items()):
+            trouble = images.image_health(in_containers[kind], spec.health_args) if kind in in_containers else \
+                health_check(lib, kind, spec.health_args, timeout_s=min(spec.timeout_s, self.o.health_timeout_s))
+            if trouble is not None:
+                return ev.Failed(e.step, "health_check_failed", trouble)
+        return ev.Done(e.step)
+
+    def _discard(self, e: ev.Discard) -> None:
+        m = e.manifest
+        self.store.drop_env(self.store.env_of(m.name, m.version, m.digest))
+        for k in self._checked.pop(m.digest, {}).values():
+            getattr(k.handler, "remove", lambda: None)()     # a service container its check started
+
+    def _switch_to(self, e: ev.Switch) -> ev.Event:
+        self._switch(self.compose(e.applied))
+        for a in e.applied.values():
+            self._checked.pop(a.digest, None)
+        return ev.Done(e.step)
+
+    def _ask_health(self, e: ev.AskHealth) -> None:
+        self.client.publish(self.topics.agent_tasks(self.me.agent), self_check.health_task(
+            task=e.task, kind=e.kind, args=e.args, reply_to=self.health_topic), qos=1)
