@@ -116,9 +116,10 @@ def test_an_image_bundle_is_pulled_by_digest_and_runs_per_task_and_as_a_service(
 def test_a_tag_is_pinned_to_the_digest_the_registry_serves_and_agents_pull_it(
         fleet: Fleet, reports: Reports, keys, images, tmp_path: Path) -> None:
     """The operator builds an image here, pushes it by its tag and builds the
-    bundle from the tag: the copy on this box has a digest of its own (podman
-    makes the registry's manifest at push time), and the bundle must name the
-    registry's, or no agent can pull it."""
+    bundle from the tag: the copy on this box can have a digest of its own
+    (podman makes the registry's manifest at push time; here, it was built
+    again since), and the bundle must name the registry's, or no agent can
+    pull it."""
     registry = images["dsum"].split("/", 1)[0]
     tagged = f"{registry}/dtag:{tmp_path.name[-12:]}"
     (tmp_path / "ctx").mkdir()
@@ -128,11 +129,18 @@ def test_a_tag_is_pinned_to_the_digest_the_registry_serves_and_agents_pull_it(
     try:
         podman("push", "-q", "--tls-verify=false", "--digestfile", str(tmp_path / "digest"), tagged)
         served = (tmp_path / "digest").read_text().strip()
+        # Built again under the same tag, not pushed: podman may record the pushed digest on the
+        # copy it pushed, so the copy here is made to differ for sure (what made the old pin wrong).
+        (tmp_path / "ctx" / "Containerfile").write_text(f"FROM {standin_images.ROOTFS}\nCMD {json.dumps(SUM)}\n"
+                                                        f"LABEL test={tmp_path.name} again=1\n")
+        podman("build", "-q", "-t", tagged, str(tmp_path / "ctx"))
         local = podman("image", "inspect", "--format", "{{.Digest}}", tagged).strip()
-        assert local != served                            # what made the old pin wrong
+        assert local != served
         bundle = image_bundle(tmp_path, keys[0], "1.0", f"dsum={tagged}")     # the local copy is there
     finally:
         subprocess.run(["podman", "rmi", "-f", tagged], capture_output=True, timeout=60)   # its registry goes too
+        subprocess.run(["podman", "image", "prune", "-f", "--filter", f"label=test={tmp_path.name}"],
+                       capture_output=True, timeout=60)                  # the first build, untagged since
     manifest = bundle.read_bytes().split(b"\n", 1)[0].decode()
     assert f"{registry}/dtag@{served}" in manifest and local not in manifest
     fleet.start("i4")
