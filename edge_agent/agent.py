@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fogmesh.amqp_queue import TaskQueue
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.container_services import ServiceKeeper
 from fogmesh.deploy.receiver import DeployReceiver
@@ -115,7 +116,8 @@ class Agent:
         self.pool = WorkerPool(o.concurrency, self.registry, self.dispatcher.worker_done, name=agent_id)
         self.services = ServiceKeeper(self.registry, idle_s=o.service_idle_s)    # service container kinds
         self.queue_intake = QueueIntake(o.amqp, root=o.root, events=self.dispatcher.events,
-                                        prefetch=max(8, 4 * o.concurrency), log=self.log) if o.amqp else None
+                                        prefetch=max(8, 4 * o.concurrency), log=self.log,
+                                        make=o.amqp_queue or TaskQueue) if o.amqp else None
         if self.queue_intake is not None:
             self.dispatcher.standing.queue_taking = self.queue_intake.taking
         self.pipelines: PipelineRunner | None = None

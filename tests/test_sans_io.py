@@ -35,6 +35,7 @@ PURE_MODULES = [
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/deploy/freshness.py",
     "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py",
+    "fogmesh/task_queue.py", "fogmesh/queue_plan.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
