@@ -61,8 +61,10 @@ def settled(ok: bool, answers: Sequence[Publish]) -> list[Confirmed | Withdrawn]
     is over: committed, each answer it asked about is confirmed; not committed
     (the connection went, the commit failed), the fenced ones are withdrawn:
     nothing went out, the task comes back redelivered, and is answered then
-    from the answerer's store, not run again."""
+    from the answerer's store, not run again. (``control``: not an event of
+    the MQTT task connection, whose events the dispatcher counts to keep
+    their order with the tasks that connection steps where they arrive.)"""
     if ok:
         return [Confirmed(a.sent_key) for a in answers if a.sent_key is not None]
     fenced = [a for a in answers if a.fence_key is not None]
-    return [Withdrawn(fenced, control=False)] if fenced else []
+    return [Withdrawn(fenced, control=True)] if fenced else []
