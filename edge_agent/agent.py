@@ -145,10 +145,13 @@ class Agent:
         self.services.start()
         try:
             self._connect(timeout, wait_for_broker)
-            self._begin()
+            # Subscribed before the journal's tasks are resumed (_begin): each is answered once
+            # this agent hears its own takeover claim, which a clean session (amqp dispatch)
+            # not yet subscribed never hands it. (What arrives meanwhile waits in the dispatcher's queue.)
             for topic in (self.topics.presence_filter, self.topics.claims, self.topics.bridge_filter,
                           self.topics.agent_inbox(self.agent_id), self.topics.agent_control(self.agent_id)):
                 self.ctl.subscribe(topic, 1, timeout=timeout)
+            self._begin()
             if self.dispatch == "claim":
                 self._check_claim_order(timeout)
             for topic in self._task_filters():
