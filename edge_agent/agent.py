@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fogmesh.amqp_queue import TaskQueue
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.deploy.receiver import DeployReceiver
 from fogmesh.edge_agent import events as ev
@@ -115,7 +116,8 @@ class Agent:
         self.pool = WorkerPool(o.concurrency, self.registry, self.dispatcher.worker_done, name=agent_id)
         self.services = ServiceKeeper(self.registry, idle_s=o.service_idle_s)    # service container kinds
         self.queue_intake = QueueIntake(o.amqp, root=o.root, events=self.dispatcher.events,
-                                        prefetch=max(8, 4 * o.concurrency), log=self.log) if o.amqp else None
+                                        prefetch=max(8, 4 * o.concurrency), log=self.log,
+                                        make=o.amqp_queue or TaskQueue) if o.amqp else None
         if self.queue_intake is not None:
             self.dispatcher.standing.queue_taking = self.queue_intake.taking
         self.pipelines: PipelineRunner | None = None
@@ -143,10 +145,13 @@ class Agent:
         self.services.start()
         try:
             self._connect(timeout, wait_for_broker)
-            self._begin()
+            # Subscribed before the journal's tasks are resumed (_begin): each is answered once
+            # this agent hears its own takeover claim, which a clean session (amqp dispatch)
+            # not yet subscribed never hands it. (What arrives meanwhile waits in the dispatcher's queue.)
             for topic in (self.topics.presence_filter, self.topics.claims, self.topics.bridge_filter,
                           self.topics.agent_inbox(self.agent_id), self.topics.agent_control(self.agent_id)):
                 self.ctl.subscribe(topic, 1, timeout=timeout)
+            self._begin()
             if self.dispatch == "claim":
                 self._check_claim_order(timeout)
             for topic in self._task_filters():

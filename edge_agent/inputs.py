@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from fogmesh.amqp_queue import QueuedTask, TaskQueue
 from fogmesh.announcements import Presence
 from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
 from fogmesh.edge_agent.session_rescue import RescueToken
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.registry import Registry
+from fogmesh.task_queue import QueuedTask, TaskQueue
 
 __all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "KindsReplaced", "LinkChanged",
            "Queued", "QueueLost", "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]

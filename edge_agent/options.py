@@ -19,6 +19,7 @@ from fogmesh.edge_agent.triggers import TriggerSpec
 from fogmesh.messages import DEFAULT_LIMITS, Limits
 from fogmesh.registry import Registry
 from fogmesh.service_notify import ServiceNotifier
+from fogmesh.task_queue import QueueFactory
 from fogmesh.topics import DEFAULT_ROOT
 
 DISPATCH_CHOICES = ("auto", "shared", "claim", "amqp")
@@ -64,6 +65,9 @@ class AgentOptions:
     # RabbitMQ: take tasks from a quorum queue over AMQP at these nodes (a failover
     # list); presence, replies and the rest stay MQTT (fogmesh.amqp_queue).
     amqp: Sequence[str] = ()
+    # What makes the task queue of ``amqp``'s nodes: None, pika's (fogmesh.amqp_queue);
+    # tests inject an in-memory quorum queue (tests/fake_queue.py).
+    amqp_queue: QueueFactory | None = None
     # Service container kinds (fogmesh.container_services): stopped after this long idle.
     service_idle_s: float = 60.0
 

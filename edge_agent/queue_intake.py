@@ -1,56 +1,52 @@
 """``amqp`` dispatch (RabbitMQ): the agent's shared tasks come from a quorum
-queue over AMQP (:mod:`fogmesh.amqp_queue`) instead of an MQTT shared
-subscription; everything else (direct tasks, presence, answers, offloads)
-stays MQTT. Each task is put on the dispatcher's queue as a message with its
-own ack token (:class:`~fogmesh.edge_agent.inputs.Queued`); the executor
-hands its answer and its ack to :meth:`QueueIntake.settle`: one AMQP
+queue (:class:`fogmesh.task_queue.TaskQueue`: over AMQP,
+:mod:`fogmesh.amqp_queue`, or the tests' in-memory one) instead of an MQTT
+shared subscription; everything else (direct tasks, presence, answers,
+offloads) stays MQTT. Each task is put on the dispatcher's queue as a message
+with its own ack token (:class:`~fogmesh.edge_agent.inputs.Queued`); the
+executor hands its answer and its ack to :meth:`QueueIntake.settle`: one
 transaction, so an agent killed between the two leaves neither (as one
 socket write does for an answer and its PUBACK under shared subscriptions)."""
 
 from __future__ import annotations
 
+import logging
+import queue
 from typing import Any, Sequence
 
-from fogmesh.amqp_queue import QueuedTask, TaskQueue
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.events import Confirmed, Withdrawn
-from fogmesh.edge_agent.inputs import Queued, QueueLost, Received
+from fogmesh.edge_agent.inputs import Input, Queued, QueueLost, Received
+from fogmesh.task_queue import QueuedTask, QueueFactory
 
 
 class QueueIntake:
-    def __init__(self, urls: Sequence[str], *, root: str, events: Any, prefetch: int, log: Any) -> None:
+    def __init__(self, urls: Sequence[str], *, root: str, events: queue.SimpleQueue[Input], prefetch: int,
+                 log: logging.LoggerAdapter[Any], make: QueueFactory) -> None:
         self.log = log
         self._events = events
-        self.queue = TaskQueue(urls, root=root, on_task=self._take, prefetch=prefetch,
-                               on_connection=self._connection)
+        self.queue = make(urls, root=root, on_task=self._take, on_connection=self._connection, prefetch=prefetch)
 
     def _take(self, task: QueuedTask) -> None:
         self._events.put(Received(Queued.of(self.queue, task)))
 
-    def _connection(self, up: bool) -> None:
+    def _connection(self, up: bool, connection: int) -> None:
         if up:
-            self.log.info("taking tasks from RabbitMQ queue %s at %s", self.queue.queue, self.queue.url)
+            self.log.info("taking tasks from task queue %s at %s", self.queue.name, self.queue.url)
         else:
             self.log.warning("lost the task queue at %s; what this agent held unanswered goes back to it, "
                              "and is let go here", self.queue.url)
-            self._events.put(QueueLost(self.queue.connection_no))
+            self._events.put(QueueLost(connection))
 
     def start(self, *, timeout: float) -> None:
         self.queue.start(timeout=timeout)
 
     def settle(self, token: Queued, answers: list[Publish]) -> None:
-        """The task's answer(s) and its ack in one AMQP transaction; the core
-        hears of the answers as it would from MQTT: confirmed, or withdrawn
-        (then the task comes back, redelivered, and is answered from the store)."""
+        """The task's answer(s) and its ack in one transaction; the core hears
+        of the answers as it would from MQTT (:func:`settled`)."""
         def done(ok: bool) -> None:
-            if ok:
-                for a in answers:
-                    if a.sent_key is not None:
-                        self._events.put(Confirmed(a.sent_key))
-                return
-            fenced = [a for a in answers if a.fence_key is not None]
-            if fenced:
-                self._events.put(Withdrawn(fenced, control=False))
+            for event in settled(ok, answers):
+                self._events.put(event)
         token.queue.settle(token.task, [(a.topic, a.payload) for a in answers], done)
 
     def taking(self, want: bool) -> None:
@@ -58,3 +54,17 @@ class QueueIntake:
 
     def stop(self) -> None:
         self.queue.stop()
+
+
+def settled(ok: bool, answers: Sequence[Publish]) -> list[Confirmed | Withdrawn]:
+    """What the core hears of a queued task's answers once their transaction
+    is over: committed, each answer it asked about is confirmed; not committed
+    (the connection went, the commit failed), the fenced ones are withdrawn:
+    nothing went out, the task comes back redelivered, and is answered then
+    from the answerer's store, not run again. (``control``: not an event of
+    the MQTT task connection, whose events the dispatcher counts to keep
+    their order with the tasks that connection steps where they arrive.)"""
+    if ok:
+        return [Confirmed(a.sent_key) for a in answers if a.sent_key is not None]
+    fenced = [a for a in answers if a.fence_key is not None]
+    return [Withdrawn(fenced, control=True)] if fenced else []

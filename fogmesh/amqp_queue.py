@@ -1,5 +1,5 @@
 """Tasks from a RabbitMQ quorum queue, over AMQP 0-9-1 (the one module that
-imports ``pika``).
+imports ``pika``): the real :class:`fogmesh.task_queue.TaskQueue`.
 
 Why: RabbitMQ's MQTT plugin has no shared subscriptions, but it routes every
 MQTT publish through the ``amq.topic`` exchange (``fog/v1/tasks`` becomes the
@@ -10,10 +10,12 @@ when that consumer's connection closes. That is what shared subscriptions
 give agents elsewhere, so devices stay plain MQTT and agents compete here.
 
 One thread owns the connection (pika's is not thread-safe); ``settle``
-calls from other threads are queued to it. It connects to the first URL
-that answers, and to the next one when its node goes; a delivery tag belongs
-to one connection, so an ack for a tag of a closed one is dropped (the broker
-gave that message back already).
+calls from other threads are queued to it. Which node next and when, what
+goes into a transaction and what a failed one means are
+:mod:`fogmesh.queue_plan`'s (pure, and shared with the tests' in-memory
+queue); pika's errors end here, as a lost connection or, at start, a
+:class:`~fogmesh.errors.ConnectError` with the reason in words
+(:func:`amqp_reason`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import pika
@@ -37,6 +37,8 @@ from pika.adapters.utils.connection_workflow import (
 )
 
 from fogmesh.errors import ConnectError
+from fogmesh.queue_plan import Commit, NodeCycle, Settle, Settles, consumer_move, no_node_reason, where
+from fogmesh.task_queue import OnConnection, OnTask, QueuedTask, Settled, queue_name, routing_keys
 
 log = logging.getLogger("fogmesh.amqp")
 
@@ -47,55 +49,29 @@ __all__ = ["QueuedTask", "Settled", "TaskQueue", "amqp_reason", "probe_queue", "
 CONNECT_ERRORS = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
 
 
-#: Told whether a settle was committed (True) or lost with its connection (False).
-Settled = Callable[[bool], None]
-
-
-def routing_keys(root: str) -> tuple[str, str]:
-    """The ``amq.topic`` keys of ``{root}/tasks`` and ``{root}/tasks/{device}``."""
-    base = root.replace("/", ".") + ".tasks"
-    return base, base + ".*"
-
-
-def queue_name(root: str) -> str:
-    return f"fogmesh.{root.replace('/', '.')}.tasks"
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedTask:
-    """One message from the queue: its MQTT topic, payload, whether the broker
-    gave it back after another consumer took it, and what acknowledges it."""
-
-    topic: str
-    payload: bytes
-    redelivered: bool
-    tag: int
-    connection: int                   # which connection's delivery tag ``tag`` is
-
-
 class TaskQueue:
-    def __init__(self, urls: Sequence[str], *, root: str, on_task: Callable[[QueuedTask], None],
-                 on_connection: Callable[[bool], None] | None = None, prefetch: int = 100,
-                 retry_s: float = 0.5, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, urls: Sequence[str], *, root: str, on_task: OnTask,
+                 on_connection: OnConnection | None = None, prefetch: int = 100,
+                 retry_s: float = 0.5, connect_timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not urls:
             raise ValueError("TaskQueue needs at least one amqp:// URL")
         logging.getLogger("pika").setLevel(logging.WARNING)    # its INFO is a line per socket state
         self.urls = list(urls)
         self.root = root
-        self.queue = queue_name(root)
+        self.name = queue_name(root)
         self._on_task, self._on_connection = on_task, on_connection
-        self.prefetch, self.retry_s = prefetch, retry_s
+        self.prefetch, self.retry_s, self.clock = prefetch, retry_s, clock
         # a node that takes TCP and never completes the handshake (one still starting) is
         # given up on after this, for the next one in the list (pika's own default: 15 s)
         self.connect_timeout_s = connect_timeout_s
-        # settles to commit: (connection, tag, publishes, done)
-        self._todo: deque[tuple[int, int, Sequence[tuple[str, bytes]], Settled]] = deque()
+        self._settles = Settles()
         self._taking = True
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.connection_no = 0
-        self.url: str | None = None             # the node in use
+        self.url: str | None = None             # the node in use (host:port: the URL holds the password)
         self._first_error: str | None = None
 
     # -- other threads -------------------------------------------------------------------
@@ -104,9 +80,7 @@ class TaskQueue:
         self._thread.start()
         if not self._ready.wait(timeout):
             self.stop()
-            nodes = ", ".join(_where(u) for u in self.urls)        # not the URLs: they hold the password
-            raise ConnectError(f"no AMQP node of {nodes} took the task queue within {timeout:g} s"
-                               + (f" ({self._first_error})" if self._first_error else ""))
+            raise ConnectError(no_node_reason(self.urls, timeout=timeout, first_error=self._first_error))
         return self
 
     def stop(self) -> None:
@@ -120,11 +94,10 @@ class TaskQueue:
         one transaction: the broker takes both or neither, so an agent killed
         in between leaves the task in the queue and no answer out, and another
         agent answers it once. ``done(True)`` once committed, ``done(False)``
-        if the connection went first (the task comes back, redelivered; so for
-        a task taken on a connection since lost: its answer is not sent).
-        RabbitMQ does not make a transaction atomic across queues: a node
-        stopping mid-commit can take the answer and lose the ack (topics.md)."""
-        self._todo.append((task.connection, task.tag, publishes, done))
+        if not (:meth:`fogmesh.queue_plan.Commit.outcomes`). RabbitMQ does not
+        make a transaction atomic across queues: a node stopping mid-commit
+        can take the answer and lose the ack (topics.md)."""
+        self._settles.add(Settle.of(task, publishes, done))
 
     def taking(self, want: bool) -> None:
         """Consume from the queue or not (a degraded or draining agent stops)."""
@@ -136,50 +109,46 @@ class TaskQueue:
 
     # -- the connection's thread ---------------------------------------------------------
     def _run(self) -> None:
-        i = 0
+        cycle = NodeCycle(len(self.urls), retry_s=self.retry_s)
         while not self._stop.is_set():
-            url = self.urls[i % len(self.urls)]
-            i += 1
+            index, at = cycle.next()
+            if self._stop.wait(max(0.0, at - self.clock())):
+                break
+            url = self.urls[index]
             try:
-                self._serve(url)
+                self._serve(url, cycle)
             except CONNECT_ERRORS as exc:         # a handshake timeout too: the thread goes on
                 if self._first_error is None:
-                    self._first_error = f"{_where(url)}: {amqp_reason(exc, timeout=self.connect_timeout_s)}"
+                    self._first_error = f"{where(url)}: {amqp_reason(exc, timeout=self.connect_timeout_s)}"
                 if self._ready.is_set():
-                    log.warning("AMQP task queue: lost %s (%s); trying the next node", _where(url),
-                                amqp_reason(exc))
-            if self._ready.is_set() and self._on_connection is not None and not self._stop.is_set():
-                self._on_connection(False)
+                    log.warning("AMQP task queue: lost %s (%s); trying the next node", where(url), amqp_reason(exc))
+            except Exception as exc:              # a bug (a callback's, say): the connection goes, not the thread
+                log.error("AMQP task queue: %s at %s; reconnecting", type(exc).__name__, where(url), exc_info=True)
+            up = self._ready.is_set()
             self._ready.clear()
-            while self._todo:            # the broker gives back what the lost connection held
-                self._todo.popleft()[3](False)
-            if not self._stop.is_set():
-                time.sleep(self.retry_s if i % len(self.urls) == 0 else 0.05)   # between rounds of the nodes
+            if up and self._on_connection is not None and not self._stop.is_set():
+                self._on_connection(False, self.connection_no)
+            for done, ok in self._settles.lost():     # the broker gives back what the lost connection held
+                done(ok)
+            cycle.failed(self.clock())
 
-    def _commit(self, ch: Any, number: int) -> None:
-        """Everything queued so far, in one transaction; then the ``done`` calls."""
-        batch = []
-        while self._todo:
-            batch.append(self._todo.popleft())
+    def _commit(self, ch: Any, commit: Commit) -> None:
+        """One transaction: the live settles' answers and acks; then every ``done``."""
+        committed = False
         try:
-            for no, tag, publishes, _done in batch:
-                if no != number:
-                    # A tag of a closed connection: the broker gave that task back, and
-                    # another agent (or this one, redelivered) answers it. Not this copy.
-                    continue
-                for topic, payload in publishes:
+            for s in commit.live:
+                for topic, payload in s.publishes:
                     ch.basic_publish("amq.topic", topic.replace("/", "."), payload,
                                      pika.BasicProperties(delivery_mode=2))
-                ch.basic_ack(tag)
-            ch.tx_commit()
-        except BaseException:
-            for entry in batch:
-                entry[3](False)
-            raise
-        for no, _tag, _publishes, done in batch:
-            done(no == number)
+                ch.basic_ack(s.task.tag)
+            if commit.live:
+                ch.tx_commit()
+            committed = True
+        finally:
+            for done, ok in commit.outcomes(committed):
+                done(ok)
 
-    def _serve(self, url: str) -> None:
+    def _serve(self, url: str, cycle: NodeCycle) -> None:
         params = pika.URLParameters(url)
         params.heartbeat = 10
         params.blocked_connection_timeout = 30
@@ -198,21 +167,22 @@ class TaskQueue:
                 topic = str(method.routing_key).replace(".", "/")
                 self._on_task(QueuedTask(topic, body, bool(method.redelivered), int(method.delivery_tag), number))
 
-            consumer: str | None = ch.basic_consume(self.queue, deliver) if self._taking else None
-            self.url = url
+            consumer: str | None = None
+            self.url = where(url)
+            cycle.connected()
             self._ready.set()
             if self._on_connection is not None:
-                self._on_connection(True)
+                self._on_connection(True, number)
             while not self._stop.is_set():
+                move = consumer_move(want=self._taking, consuming=consumer is not None)
+                if move == "consume":
+                    consumer = ch.basic_consume(self.name, deliver)
+                elif move == "cancel":
+                    ch.basic_cancel(consumer)
+                    consumer = None
                 conn.process_data_events(time_limit=0.02)
-                if self._taking != (consumer is not None):
-                    if consumer is None:
-                        consumer = ch.basic_consume(self.queue, deliver)
-                    else:
-                        ch.basic_cancel(consumer)
-                        consumer = None
-                if self._todo:
-                    self._commit(ch, number)
+                if self._settles:
+                    self._commit(ch, self._settles.take(number))
         finally:
             _close(conn)
 
@@ -295,12 +265,6 @@ def amqp_reason(exc: BaseException, *, timeout: float | None = None) -> str:
         return "the connection was lost mid-handshake"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _where(url: str) -> str:
-    """``host:port`` of an AMQP URL, without its login (for logs and reasons)."""
-    rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
-    return rest.split("/", 1)[0]
 
 
 def _broker_words(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ PURE_MODULES = [
     "fogmesh/service_lifecycle.py", "fogmesh/container_fake.py",
     "fogmesh/deploy/flow.py", "fogmesh/deploy/flow_state.py", "fogmesh/deploy/flow_events.py",
     "fogmesh/deploy/self_check.py",
+    "fogmesh/task_queue.py", "fogmesh/queue_plan.py",
 ]
 FORBIDDEN = {"socket", "ssl", "select", "selectors", "asyncio", "threading", "multiprocessing",
              "subprocess", "time", "random", "os", "paho", "amqtt", "psutil", "gpiozero", "cv2",
