@@ -157,6 +157,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
             # peers stopped waiting for it and may have run resubmissions of what the broker
             # had already sent it, which it reads only now (issue #36, seed 5).
             self.asks.woke(now)
+            self.peers.woke(now)          # their presence waits unread behind what it reads now
         self._stepped_at = now
         return _HANDLERS[type(event)](self, event, now)
 

@@ -56,6 +56,14 @@ class PeerRegistry:
         self._peers[presence.agent] = Peer(presence, now) if old is None else \
             replace(old, presence=presence, seen_at=now)
 
+    def woke(self, now: float) -> None:
+        """This agent was frozen until ``now``: what its peers said meanwhile
+        waits unread in its socket, so their presence is judged from now on
+        (a peer that died meanwhile has its will in that backlog too)."""
+        for agent, peer in self._peers.items():
+            if peer.seen_at < now:
+                self._peers[agent] = replace(peer, seen_at=now)
+
     def forget(self, agent: str) -> None:
         self._peers.pop(agent, None)
 

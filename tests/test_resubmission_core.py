@@ -29,6 +29,7 @@ class Bus:
         self.acks: list[tuple[str, object]] = []
         self.held_topics: set[str] = set()          # messages to these wait in ``held``
         self.held: list[Publish] = []
+        self.frozen: dict[str, list[Publish]] = {}  # agent -> what waits in its socket (SIGSTOP)
 
     def deliver(self, actions, now, source=None):
         for a in actions:
@@ -44,7 +45,15 @@ class Bus:
                     self.replies.append(orjson.loads(a.payload))
                 for agent, core in self.cores.items():
                     if a.topic in (T.claims, T.agent_inbox(agent)) or T.agent_of_presence(a.topic):
+                        if agent in self.frozen:
+                            self.frozen[agent].append(a)
+                            continue
                         self.deliver(on_message(core, a.topic, a.payload, f"{agent}-ctl", now), now, agent)
+
+    def thaw(self, agent, now):
+        """``agent`` continues: it reads what waited for it, in order."""
+        for a in self.frozen.pop(agent):
+            self.deliver(on_message(self.cores[agent], a.topic, a.payload, f"{agent}-ctl", now), now, agent)
 
     def task(self, agent, task_id, now, *, attempt=None, kind="sleep"):
         payload = Task(id=task_id, kind=kind, reply_to=REPLIES, args={"ms": 1}, attempt=attempt).encode()
@@ -326,12 +335,13 @@ def test_an_agent_back_from_a_freeze_asks_before_running_what_waited_in_its_sock
                        policy=LocalPolicy()) for i in ("a", "b")]
     bus = Bus(*cores)
     bus.online(0.0, "a", "b")
-    bus.deliver(on_tick(bus.cores["b"], 0.1), 0.1, "b")   # b's last step before the freeze
-    bus.online(8.5, "a")
+    bus.frozen["b"] = []                           # SIGSTOP: b reads nothing from now on
+    for i in range(1, 19):                         # a steps on (its presence every 0.5 s)
+        bus.online(i / 2, "a")
     bus.task("a", "t1", 9.0, attempt=2)            # b's presence is stale: a asks nobody and runs it
     assert [p for p in bus.held if p.topic == T.claims] == [] and bus.runs == [("a", "t1")]
     bus.finish("a", "t1", 9.1)
-    bus.online(11.0, "a")                          # b continued: it reads what waited for it
-    bus.task("b", "t1", 11.3)                      # the first copy, sent to it before the freeze
+    bus.task("b", "t1", 11.3)                      # SIGCONT: the first copy, sent to it before the freeze,
+    bus.thaw("b", 11.4)                            # waited in its socket before a's presence
     assert bus.runs == [("a", "t1")]
     assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # a's answer again, not a second run
