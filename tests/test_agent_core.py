@@ -898,6 +898,8 @@ def test_soon_after_its_task_connection_comes_back_an_agent_asks_its_peers_about
     on_connected(c, 5.0, control=False)                 # back after a drop
     asked = on_message(c, T.tasks, task("n2", kind="echo"), 2, 5.1)
     assert published(asked) == [(T.claims, {"task": "n2", "agent": "a1", "op": "ask"})]
+    for now in (8.0, 11.0, 14.0):                       # its dispatcher steps on meanwhile (not a freeze)
+        on_tick(c, now)
     later = on_message(c, T.tasks, task("n3", kind="echo"), 3, 5.0 + 10.5)
     assert [b for t, b in published(later) if t == T.claims] == []
 
