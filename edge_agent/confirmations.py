@@ -22,6 +22,9 @@ from fogmesh.edge_agent.recent import put_bounded
 
 FLUSH_AFTER_S = 0.1
 FLUSH_AT = 64
+#: After the task connection is back with its session, how long a withdrawn
+#: answer waits for its task to come back before it goes out anyway.
+WITHDRAWN_WAIT_S = 5.0
 
 
 class Confirmations:
@@ -32,6 +35,7 @@ class Confirmations:
         self._confirmed: list[str] = []               # confirmed by PUBACK, not yet reported
         self._flush_at: float | None = None
         self._withdrawn: OrderedDict[str, bool] = OrderedDict()
+        self._withdrawn_due: float | None = None
 
     @property
     def flush_at(self) -> float | None:
@@ -71,6 +75,25 @@ class Confirmations:
         self._marked.clear()
 
     # -- shared dispatch ---------------------------------------------------------
+    @property
+    def withdrawn_due(self) -> float | None:
+        """When the withdrawn answers whose task has not come back go out anyway."""
+        return self._withdrawn_due
+
+    def task_link_back(self, now: float) -> None:
+        """The task connection is back with its session: the broker gives back
+        what it had sent unacknowledged at once. A task it does not give back
+        was lost with the broker (a SIGKILL between two saves rolls a session
+        back), and its withdrawn answer would wait for it for ever."""
+        self._withdrawn_due = now + WITHDRAWN_WAIT_S if self._withdrawn else None
+
+    def take_overdue(self, now: float) -> list[str]:
+        """The withdrawn answers still waiting once :attr:`withdrawn_due` passed."""
+        if self._withdrawn_due is None or now < self._withdrawn_due:
+            return []
+        self._withdrawn_due = None
+        return self.take_all_withdrawn()
+
     def withdraw(self, key: str) -> None:
         """The answer of ``key`` was cut off with its connection, unconfirmed."""
         put_bounded(self._withdrawn, key, True, self.max_items)

@@ -146,6 +146,8 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
                 times.append(self.peers.stale_at(seen))
         if self.confirms.flush_at is not None:
             times.append(self.confirms.flush_at)
+        if self.confirms.withdrawn_due is not None:
+            times.append(self.confirms.withdrawn_due)
         return min(times, default=None)
 
     # -- the one input surface ----------------------------------------------------
@@ -282,6 +284,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
             actions += self.order.tick(now)
         if self.confirms.flush_at is not None and now >= self.confirms.flush_at:
             actions += self._flush_sent()
+        actions += self._send_overdue(now)
         actions += self._expire_held(now)
         return actions + self._start_queued(now)
 

@@ -168,6 +168,10 @@ class CoreParts(ABC):
         """The live peers as placement sees them (offers outstanding counted in)."""
 
     @abstractmethod
+    def _send_overdue(self, now: float) -> list[Action]:
+        """Withdrawn answers whose task did not come back after a reconnect: out now."""
+
+    @abstractmethod
     def _peer_back(self, agent: str, now: float, *, epoch: int | None) -> list[Action]:
         """``agent`` is back after its will: contest what it won before, ask it again."""
 

@@ -190,18 +190,29 @@ class FailoverConcern(CoreParts):
                 return []
             self.asks.task_link_up(now)
             if session_kept:
+                self.confirms.task_link_back(now)
                 return []
-            again: list[Action] = []
-            for key in self.confirms.take_all_withdrawn():
-                answer = self.answers.answer(key, now)
-                if answer is not None:
-                    self.counters.answered_again += 1
-                    again.append(Publish(answer.topic, answer.payload, fence_key=key))
-            return again
+            return self._send_again(self.confirms.take_all_withdrawn(), now)
         self.deaths.reconnected(now)
         # The answers to questions asked before the drop may be lost: ask again.
         return [Publish(self.config.topics.claims, self._claim_record(key, op="ask"))
                 for key in self.asks.open_keys]
+
+    def _send_again(self, keys: list[str], now: float) -> list[Action]:
+        """Withdrawn answers out again (fenced again, should the link drop once more)."""
+        again: list[Action] = []
+        for key in keys:
+            answer = self.answers.answer(key, now)
+            if answer is not None:
+                self.counters.answered_again += 1
+                again.append(Publish(answer.topic, answer.payload, fence_key=key))
+        return again
+
+    def _send_overdue(self, now: float) -> list[Action]:
+        """Withdrawn answers whose task the broker did not give back after the
+        reconnect (it lost it: a SIGKILL between two saves): out now, once.
+        The device may get one twice, the same bytes, if the broker had it."""
+        return self._send_again(self.confirms.take_overdue(now), now)
 
     def _alone(self, now: float) -> bool:
         """No live peer and nobody else claiming: nothing to fence against."""

@@ -345,3 +345,25 @@ def test_an_agent_back_from_a_freeze_asks_before_running_what_waited_in_its_sock
     bus.thaw("b", 11.4)                            # waited in its socket before a's presence
     assert bus.runs == [("a", "t1")]
     assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # a's answer again, not a second run
+
+
+def test_an_answer_cut_off_whose_task_the_broker_does_not_give_back_goes_out_anyway():
+    """Seed 8 of the random schedules: the broker was SIGKILLed as a's answer
+    left (withdrawn, unconfirmed); restarted from its last save (30 s old), it
+    had a's session but not the task, so the task never came back and the
+    answer waited for it for ever."""
+    from fogmesh.edge_agent import events as ev
+    from tests.coreio import on_connected
+    a = AgentCore(AgentConfig(agent_id="a", topics=T, concurrency=1), REG, policy=LocalPolicy())
+    on_connected(a, 0.0, control=False)
+    payload = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
+    on_message(a, T.tasks, payload, "t1@a", 0.0)
+    answer = [x for x in on_finished(a, "t1", 0.1, result="done") if isinstance(x, Publish) and x.topic == REPLIES]
+    a.handle(ev.LinkChanged(control=False, up=False), 0.2)
+    on_withdrawn_ = a.handle(ev.Withdrawn(answer, control=False), 0.2)
+    assert on_withdrawn_ == []
+    on_connected(a, 3.0, control=False, session_kept=True)   # a session, but the task is not in it
+    assert [x for x in on_tick(a, 4.0) if isinstance(x, Publish)] == []      # still waiting for it
+    again = [x for x in on_tick(a, 8.1) if isinstance(x, Publish)]
+    assert [x.payload for x in again] == [answer[0].payload]
+    assert [x for x in on_tick(a, 20.0) if isinstance(x, Publish)] == []     # once
