@@ -83,12 +83,25 @@ class Delivery:
     message: Queued
 
 
+@dataclass(frozen=True)
+class GroupState:
+    """A group as the broker keeps it across its own restart: its members
+    and every message not yet acknowledged, in arrival order (those out to
+    a member flagged ``dup``: they go to a member again after the restart)."""
+
+    share: ShareFilter
+    members: dict[str, int]
+    waiting: tuple[Queued, ...]
+    seq: int
+
+
 @dataclass
 class _Group:
     members: dict[str, int] = field(default_factory=dict)      # client id -> granted QoS
     inflight: dict[str, int] = field(default_factory=dict)     # client id -> unacknowledged
     queue: deque[Queued] = field(default_factory=deque)
     redo: list[Queued] = field(default_factory=list)         # returned, by arrival order
+    held: dict[int, Queued] = field(default_factory=dict)    # out to a member, by seq
     turn: int = 0
     seq: int = 0
 
@@ -155,6 +168,7 @@ class SharedGroups:
                 qos = group.members[client_id]
                 if qos > 0:
                     group.inflight[client_id] = group.inflight.get(client_id, 0) + 1
+                    group.held[message.seq] = message
                 out.append(Delivery(share, client_id, qos, message))
         return out
 
@@ -186,8 +200,34 @@ class SharedGroups:
         group = self._groups.get(delivery.share)
         if group is None or delivery.qos == 0:
             return
+        group.held.pop(delivery.message.seq, None)
         n = group.inflight.get(delivery.client_id, 0) - 1
         if n > 0:
             group.inflight[delivery.client_id] = n
         else:
             group.inflight.pop(delivery.client_id, None)
+
+    # -- across the broker's own restart ---------------------------------------
+    def snapshot(self, keeps: Callable[[str], bool]) -> list[GroupState]:
+        """What to keep: the groups with a member whose session outlives its
+        connection (``keeps``), those members, and what waits in the group or
+        is out to a member unacknowledged (it goes again after a restart,
+        flagged ``dup``: the member that had it may not be back)."""
+        out = []
+        for share, group in self._groups.items():
+            members = {c: q for c, q in group.members.items() if keeps(c)}
+            if not members:
+                continue
+            out_to_members = [Queued(m.topic, m.payload, m.seq, dup=True) for m in group.held.values()]
+            waiting = sorted([*out_to_members, *group.redo], key=lambda q: q.seq) + list(group.queue)
+            out.append(GroupState(share, members, tuple(waiting), group.seq))
+        return out
+
+    def restore(self, states: Iterable[GroupState]) -> None:
+        """Start from what :meth:`snapshot` kept (no member connected yet)."""
+        for state in states:
+            group = self._groups.setdefault(state.share, _Group())
+            group.members.update(state.members)
+            group.seq = max(group.seq, state.seq)
+            for m in state.waiting:
+                (group.redo if m.dup else group.queue).append(m)
