@@ -55,9 +55,14 @@ def progress(msg: str) -> None:
 
 
 # -- brokers -------------------------------------------------------------------------
+AUTOSAVE_S = 1       # the embedded broker writes its state as often as the tests' mosquitto (autosave_interval 1)
+
+
 class BrokerProcess:
     """A broker that can be stopped (SIGTERM), killed (SIGKILL) and started
-    again on the same port (mosquitto: with its persistence file)."""
+    again on the same port, with its state on disk (mosquitto: its
+    persistence file, written every second; the embedded broker: its state
+    file, as often)."""
 
     def __init__(self, name: str, workdir: Path) -> None:
         self.name = name
@@ -82,6 +87,16 @@ class BrokerProcess:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def state_file(self) -> Path | None:
+        """Where it keeps its state (mosquitto and the embedded broker)."""
+        if self._mosquitto is not None:
+            return self._mosquitto.datadir / "mosquitto.db"
+        if self.name == "amqtt":
+            from fogmesh.broker.embedded import state_path
+            return state_path(self.workdir / "amqtt", self.port)
+        return None
+
     def start(self) -> BrokerProcess:
         if self._mosquitto is not None:
             self._mosquitto.start()
@@ -93,6 +108,7 @@ class BrokerProcess:
             self._rabbit.start()
             return self
         self._proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
+                                       "--persistence", str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S),
                                        "--log-level", "WARNING"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not wait_port(self.host, self.port, 20):

@@ -28,7 +28,7 @@ from fogmesh.broker.embedded.mqtt5 import REFUSED_V5, connect_level, protocol_le
 from fogmesh.broker.embedded.persistence import StateFile, capture, restore
 from fogmesh.broker.embedded.sessions import SessionRules
 from fogmesh.broker.embedded.sharing import SharedSubscriptions
-from fogmesh.broker.session_state import encode
+from fogmesh.broker.session_state import BrokerState, encode
 from fogmesh.broker.shared import SharedGroups
 
 log = logging.getLogger("fogmesh.broker.embedded")
@@ -83,12 +83,14 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         self._state = StateFile(state_file) if state_file is not None else None
         self._autosave_s = autosave_s
         self._autosave: asyncio.Task[None] | None = None
+        self._kept: BrokerState | None = None
         self.changes = 0                               # bumped by whatever changes the kept state
 
     async def start(self) -> None:
         """amqtt's start (with the kept state put back first), and the broker's
         name retained on ``$SYS/broker/version`` as mosquitto has it
         (``fogmesh doctor`` tells brokers apart by it)."""
+        self._kept = self._state.open() if self._state is not None else None    # refused before amqtt logs
         await super().start()
         await self.retain_message(None, "$SYS/broker/version", VERSION.encode(), QOS_0)
         if self._state is not None:
@@ -96,12 +98,11 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
 
     async def _start_listeners(self) -> None:
         """After amqtt cleared its tables, before the first client: the kept state back."""
-        if self._state is not None:
-            state = self._state.open()
-            if state is not None:
-                restore(self, state)
-                log.info("embedded broker: %d session(s), %d message(s) back from %s",
-                         len(state.sessions), state.messages, self._state.path)
+        state, self._kept = self._kept, None
+        if state is not None and self._state is not None:
+            restore(self, state)
+            log.info("embedded broker: %d session(s), %d message(s) back from %s",
+                     len(state.sessions), state.messages, self._state.path)
         try:
             await super()._start_listeners()
         except BaseException:
@@ -193,10 +194,9 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             stop_watching()
             self.changes += 1
 
-    async def _broadcast_message(self, session: Session | None, topic: str | None,
-                                 data: bytes | bytearray | None, force_qos: int | None = None) -> None:
-        self.changes += 1
-        await super()._broadcast_message(session, topic, data, force_qos)
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        await super()._run_broadcast(running_tasks)
+        self.changes += 1                       # a message routed: queued or in flight
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         self.changes += 1
