@@ -25,7 +25,7 @@ PURE_MODULES = [
     "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
     "edge_agent/runner.py", "edge_agent/claim_book.py", "edge_agent/offer_book.py", "edge_agent/confirmations.py",
     "edge_agent/ask_book.py", "edge_agent/core_parts.py", "edge_agent/intake.py", "cloud_bridge/forwarding.py",
-    "fogmesh/mqtt_framing.py",
+    "fogmesh/mqtt_framing.py", "broker/keepalive.py", "broker/session_state.py",
     "fogmesh/dashboard/guard.py", "fogmesh/dashboard/sessions.py", "fogmesh/dashboard/presses.py",
     "edge_agent/events.py", "edge_agent/rival_watch.py", "edge_agent/presence_hold.py", "edge_agent/journal_health.py",
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
