@@ -107,10 +107,13 @@ class BrokerProcess:
         if self._rabbit is not None:
             self._rabbit.start()
             return self
-        self._proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
-                                       "--persistence", str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S),
-                                       "--log-level", "WARNING"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "amqtt.log", "ab") as log:       # as mosquitto's log: kept with the run
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port), "--persistence",
+                 str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S),
+                 "--log-level", os.environ.get("FOGMESH_BENCH_BROKER_LOG_LEVEL", "WARNING")],
+                stdout=subprocess.DEVNULL, stderr=log)
         if not wait_port(self.host, self.port, 20):
             self.kill()
             raise RuntimeError("the embedded broker did not start")

@@ -103,7 +103,7 @@ class BrokerState:
     @property
     def messages(self) -> int:
         """How many messages it holds (for a log line)."""
-        return (len(self.retained) + sum(len(g.waiting) for g in self.groups)
+        return (len(self.retained) + sum(len(g.waiting) + sum(map(len, g.held.values())) for g in self.groups)
                 + sum(len(s.outgoing) + len(s.incoming) + len(s.queued) for s in self.sessions))
 
 
@@ -114,6 +114,17 @@ def _b64(data: bytes) -> str:
 
 def _message(m: Message) -> list[Any]:
     return [m.topic, _b64(m.payload), m.qos, m.retain]
+
+
+def _queued(q: Queued) -> list[Any]:
+    return [q.topic, _b64(q.payload), q.seq, q.dup]
+
+
+def _read_queued(item: Any) -> Queued:
+    topic, payload, seq, dup = item
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValueError(f"bad sequence number {seq!r}")
+    return Queued(_text(topic), _unb64(payload), seq, bool(dup))
 
 
 def _inflight(e: InFlight) -> list[Any]:
@@ -131,7 +142,8 @@ def encode(state: BrokerState) -> bytes:
                      for s in state.sessions],
         "retained": [_message(m) for m in state.retained],
         "groups": [{"group": g.share.group, "filter": g.share.topic_filter, "members": g.members,
-                    "waiting": [[q.topic, _b64(q.payload), q.seq, q.dup] for q in g.waiting], "seq": g.seq}
+                    "waiting": [_queued(q) for q in g.waiting], "seq": g.seq,
+                    "held": {c: [_queued(q) for q in ms] for c, ms in g.held.items()}}
                    for g in state.groups],
     })
 
@@ -195,8 +207,8 @@ def decode(data: bytes) -> BrokerState:
                     for s in doc["sessions"]]
         retained = [_read_message(m) for m in doc["retained"]]
         groups = [GroupState(ShareFilter(_text(g["group"]), _text(g["filter"])), _qos_map(g["members"]),
-                             tuple(Queued(_text(t), _unb64(p), int(seq), bool(dup)) for t, p, seq, dup in g["waiting"]),
-                             int(g["seq"]))
+                             tuple(_read_queued(q) for q in g["waiting"]), int(g["seq"]),
+                             {_text(c): tuple(_read_queued(q) for q in ms) for c, ms in g["held"].items()})
                   for g in doc["groups"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"a broken broker state file: {exc!r}") from None

@@ -37,6 +37,9 @@ SHUTDOWN_BUDGET_S = 3.0
 VERSION = f"fogmesh embedded broker (amqtt {amqtt_version})"
 DRAIN_S = 1.0             # a graceful stop: how long what was taken in may take to reach subscribers
 AUTOSAVE_S = 5.0          # how often the state is written while it changes
+# After a restart, how long a shared-subscription member has to come back for
+# what was out to it before it goes to another member of its group.
+MEMBER_RETURN_S = 10.0
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
@@ -103,6 +106,7 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             restore(self, state)
             log.info("embedded broker: %d session(s), %d message(s) back from %s",
                      len(state.sessions), state.messages, self._state.path)
+            asyncio.get_running_loop().call_later(MEMBER_RETURN_S, self._members_not_back)
         try:
             await super()._start_listeners()
         except BaseException:
@@ -160,6 +164,13 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
                 await loop.run_in_executor(None, self._state.save, encode(state))
             except OSError as exc:
                 log.error("embedded broker: cannot write its state to %s: %s", self._state.path, exc)
+
+    def _members_not_back(self) -> None:
+        n = self.shared.release_pinned()
+        if n:
+            log.info("embedded broker: %d message(s) out to shared-subscription members not back within %g s "
+                     "go to other members", n, MEMBER_RETURN_S)
+            self._pump_shared()
 
     def _closing_event(self) -> asyncio.Event:
         if self._closing is None:
