@@ -80,8 +80,9 @@ class BrokerProcess:
         elif name == "rabbitmq":
             self._rabbit = RabbitMQ(workdir=workdir / "rabbitmq")
             self.port = self._rabbit.port
-        elif name != "amqtt":
-            raise ValueError(f"unknown broker {name!r}: mosquitto, amqtt, aedes or rabbitmq")
+        elif name not in ("amqtt", "amqtt-volatile"):
+            raise ValueError(f"unknown broker {name!r}: mosquitto, amqtt, amqtt-volatile (the embedded "
+                             "broker with --no-persistence), aedes or rabbitmq")
 
     @property
     def url(self) -> str:
@@ -109,9 +110,10 @@ class BrokerProcess:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.workdir / "amqtt.log", "ab") as log:       # as mosquitto's log: kept with the run
+            keeps = ["--persistence", str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S)] \
+                if self.name == "amqtt" else ["--no-persistence"]
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port), "--persistence",
-                 str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S),
+                [sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port), *keeps,
                  "--log-level", os.environ.get("FOGMESH_BENCH_BROKER_LOG_LEVEL", "WARNING")],
                 stdout=subprocess.DEVNULL, stderr=log)
         if not wait_port(self.host, self.port, 20):

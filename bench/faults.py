@@ -42,10 +42,12 @@ __all__ = ["SCENARIOS", "agent_sigkill", "bridge_disk_full", "broker_restart", "
 
 SCENARIOS: dict[str, tuple[Callable[..., FaultRun], tuple[str, ...], dict[str, Any]]] = {
     "agent-kill": (agent_sigkill, ("mosquitto", "amqtt", "aedes"), {}),
-    "broker-term": (broker_restart, ("mosquitto", "amqtt"), {"kill": False}),
-    "broker-kill": (broker_restart, ("mosquitto", "amqtt"), {"kill": True}),
-    "broker-term-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": False}),
-    "broker-kill-once": (broker_restart_once, ("mosquitto", "amqtt"), {"kill": True}),
+    # amqtt-volatile: the embedded broker keeping nothing across a restart (--no-persistence),
+    # for comparison; run only when named in --brokers.
+    "broker-term": (broker_restart, ("mosquitto", "amqtt", "amqtt-volatile"), {"kill": False}),
+    "broker-kill": (broker_restart, ("mosquitto", "amqtt", "amqtt-volatile"), {"kill": True}),
+    "broker-term-once": (broker_restart_once, ("mosquitto", "amqtt", "amqtt-volatile"), {"kill": False}),
+    "broker-kill-once": (broker_restart_once, ("mosquitto", "amqtt", "amqtt-volatile"), {"kill": True}),
     "journal-full": (journal_disk_full, ("mosquitto", "amqtt"), {}),
     "lone-journal-full-once": (lone_agent_disk_full_once, ("mosquitto", "amqtt"), {}),
     "duplicate-id": (duplicate_agent_id, ("mosquitto", "amqtt"), {}),
@@ -73,12 +75,12 @@ def run_all(names: list[str], brokers: list[str]) -> list[FaultRun]:
 
 def table(rows: list[FaultRun]) -> str:
     wide = max([54, *(len(r.fault) for r in rows)])      # the longest fault's name sets the column
-    head = f"{'fault':{wide}} {'broker':9} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
+    head = f"{'fault':{wide}} {'broker':14} {'submitted':>9} {'answered':>8} {'lost':>5} {'run twice':>9} " \
            f"{'dup replies':>11} {'recover s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         rec = "-" if r.recover_s is None else f"{r.recover_s:.1f}"
-        lines.append(f"{r.fault:{wide}} {r.broker:9} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
+        lines.append(f"{r.fault:{wide}} {r.broker:14} {r.submitted:9d} {r.answered:8d} {r.lost:5d} "
                      f"{r.run_twice:9d} {r.duplicate_replies:11d} {rec:>9}")
     return "\n".join(lines)
 

@@ -132,6 +132,11 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)         # the deliveries the broadcast loop started write their packets
         if self._state is not None:
+            # Every connection closes now without a DISCONNECT: the retained wills
+            # (agents' offline presence) are what a restarted broker must say.
+            for session, _ in list(self._sessions.values()):
+                if session.transitions.is_connected() and session.will_flag and session.will_retain:
+                    await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
             self._save()
         try:
             await super().shutdown()

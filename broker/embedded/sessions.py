@@ -73,6 +73,7 @@ class SessionRules:
                                      server: Any, listener_name: str) -> None:
         if client_session.transitions.is_connected():          # a take-over
             old = self._sessions.get(client_session.client_id or "", (None, None))[1]
+            log.debug("client %s connects again: its connection taken over", client_session.client_id)
             if old is not None:
                 old._fogmesh_taken_over = True
         await super()._handle_client_session(  # type: ignore[misc]
@@ -90,6 +91,9 @@ class SessionRules:
 
     async def _handle_disconnect(self, client_session: Session, handler: Any,
                                  disconnect_waiter: asyncio.Future[Any]) -> None:
+        log.debug("client %s disconnected (%s)", client_session.client_id,
+                  "taken over" if getattr(handler, "_fogmesh_taken_over", False) else "session ends"
+                  if client_session.clean_session else "session kept")
         if getattr(handler, "_fogmesh_taken_over", False):
             # The session goes on with the new connection: only the old one ends.
             if not isinstance(disconnect_waiter.result(), DisconnectPacket):
