@@ -357,8 +357,11 @@ def bench_celery(args: argparse.Namespace) -> Row:
 
 
 def start_amqtt() -> tuple[subprocess.Popen, int]:
+    """``fogmesh broker`` as it runs by default (its state kept, here in a
+    throwaway directory: nothing left in the user's state directory)."""
     port = free_port()
-    proc = _proc([sys.executable, "-m", "fogmesh", "broker", "--port", str(port),
+    state = tempfile.mkdtemp(prefix="fogmesh-rtt-broker-")
+    proc = _proc([sys.executable, "-m", "fogmesh", "broker", "--port", str(port), "--persistence", state,
                   "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait_port("127.0.0.1", port, 20):
         _stop(proc)

@@ -146,3 +146,15 @@ def test_the_embedded_broker_refuses_a_state_file_it_cannot_read_and_says_what_t
     assert done.returncode == 2
     said = done.stderr.strip().splitlines()[-1]
     assert str(state_path(tmp_path, port)) in said and "--no-persistence" in said and "Traceback" not in done.stderr
+
+
+def test_a_second_embedded_broker_on_the_same_state_file_is_refused(tmp_path):
+    from fogmesh.broker.embedded import EmbeddedBroker, state_path
+    from fogmesh.broker.ports import free_port
+    port = free_port()
+    with EmbeddedBroker(port=port, persistence=tmp_path):
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "broker", "--port", str(port), "--persistence",
+                               str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    said = done.stderr.strip().splitlines()[-1]
+    assert "another broker uses" in said and str(state_path(tmp_path, port)) in said
