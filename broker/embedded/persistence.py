@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,7 +25,7 @@ from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage
 
 from fogmesh.broker.embedded.inflight import SharedOutgoing, as_inflight
-from fogmesh.broker.session_state import BrokerState, InFlight, Message, SessionState, decode
+from fogmesh.broker.session_state import BrokerState, InFlight, Message, SessionState, decode, encode
 from fogmesh.broker.shared import ShareFilter
 from fogmesh.errors import BrokerError
 
@@ -46,6 +47,8 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock: IO[bytes] | None = None
+        self._writing = threading.Lock()     # an autosave in its thread and the stop's save
+        self._written = -1                   # the capture last written (an older one is not)
 
     def open(self) -> BrokerState | None:
         """Lock the file and read it (None: none yet)."""
@@ -73,24 +76,35 @@ class StateFile:
             raise BrokerError(f"cannot read the broker's state from {self.path}: {exc}. Move the file "
                               "away to start with nothing, or use --no-persistence") from None
 
-    def save(self, data: bytes) -> None:
-        """Write ``data`` as the new state, whole or not at all."""
+    def save(self, data: bytes, capture_no: int) -> None:
+        """Write ``data`` (the ``capture_no``-th capture) as the new state, whole
+        or not at all; not when a later capture was written first."""
         tmp = self.path.with_name(self.path.name + ".new")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        with self._writing:
+            if capture_no <= self._written:
+                return
+            self._written = capture_no
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     def close(self) -> None:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def write(store: StateFile, state: BrokerState, capture_no: int) -> None:
+    """``state`` (the ``capture_no``-th capture) encoded and saved: what an
+    autosave does off the event loop."""
+    store.save(encode(state), capture_no)
 
 
 def _message(m: Any) -> Message:

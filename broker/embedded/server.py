@@ -25,10 +25,10 @@ from fogmesh.broker.embedded.connections import ReadsBeforeReset
 from fogmesh.broker.embedded.inflight import keeps_in_flight, qos2_received_once, resends_on_reconnect
 from fogmesh.broker.embedded.liveness import watch_keepalive
 from fogmesh.broker.embedded.mqtt5 import REFUSED_V5, connect_level, protocol_level, refuse_mqtt5
-from fogmesh.broker.embedded.persistence import StateFile, capture, restore
+from fogmesh.broker.embedded.persistence import StateFile, capture, restore, write
 from fogmesh.broker.embedded.sessions import SessionRules
 from fogmesh.broker.embedded.sharing import SharedSubscriptions
-from fogmesh.broker.session_state import BrokerState, encode
+from fogmesh.broker.session_state import BrokerState
 from fogmesh.broker.shared import SharedGroups
 
 log = logging.getLogger("fogmesh.broker.embedded")
@@ -88,6 +88,7 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         self._autosave: asyncio.Task[None] | None = None
         self._kept: BrokerState | None = None
         self.changes = 0                               # bumped by whatever changes the kept state
+        self._captures = 0
 
     async def start(self) -> None:
         """amqtt's start (with the kept state put back first), and the broker's
@@ -144,10 +145,15 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             if self._state is not None:
                 self._state.close()
 
+    def _capture(self) -> tuple[BrokerState, int]:
+        self._captures += 1
+        return capture(self), self._captures
+
     def _save(self) -> None:
         assert self._state is not None
+        state, n = self._capture()
         try:
-            self._state.save(encode(capture(self)))
+            write(self._state, state, n)
         except OSError as exc:
             log.error("embedded broker: cannot write its state to %s: %s", self._state.path, exc)
 
@@ -162,11 +168,10 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             if self.changes == saved and not in_flight:
                 continue
             saved = self.changes
-            state = capture(self)
-            in_flight = any(s.outgoing or s.incoming for s in state.sessions) or \
-                any(m.dup for g in state.groups for m in g.waiting)
+            state, n = self._capture()
+            in_flight = any(s.outgoing or s.incoming for s in state.sessions) or any(g.held for g in state.groups)
             try:
-                await loop.run_in_executor(None, self._state.save, encode(state))
+                await loop.run_in_executor(None, write, self._state, state, n)      # encoded off the loop
             except OSError as exc:
                 log.error("embedded broker: cannot write its state to %s: %s", self._state.path, exc)
 
