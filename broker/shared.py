@@ -163,12 +163,12 @@ class SharedGroups:
         members with room in their window, least loaded first."""
         out: list[Delivery] = []
         for share, group in self._groups.items():
-            for client_id in [c for c in group.pinned if connected(c)]:
-                pinned = group.pinned[client_id]
-                while pinned and group.inflight.get(client_id, 0) < self.max_inflight:
-                    out.append(self._out(share, group, client_id, pinned.pop(0)))
+            for member in [c for c in group.pinned if connected(c)]:     # theirs again after a restart
+                pinned = group.pinned[member]
+                while pinned and group.inflight.get(member, 0) < self.max_inflight:
+                    out.append(self._out(share, group, member, pinned.pop(0)))
                 if not pinned:
-                    del group.pinned[client_id]
+                    del group.pinned[member]
             while group.redo or group.queue:
                 client_id = self._pick(group, connected)
                 if client_id is None:
