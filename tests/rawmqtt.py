@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from fogmesh.mqtt_framing import encode_varint, read_varint, split_packets
 
@@ -213,6 +214,32 @@ class RawClient:
             return True
         raise AssertionError(f"expected nothing, got {p!r}")
 
+    def received(self, n: int, *, ack: bool = True, timeout: float = 10) -> list[Packet]:
+        """The next ``n`` PUBLISH packets (QoS 1 acknowledged, QoS 2 received:
+        PUBREC sent, and a PUBREL met on the way completed; unless ``ack`` is False)."""
+        out: list[Packet] = []
+        while len(out) < n:
+            p = self.read(timeout)
+            if p.kind == PUBREL:                  # the second half of a QoS 2 flow
+                self.ack(PUBCOMP, p.packet_id)
+                continue
+            assert p.kind == PUBLISH, p
+            out.append(p)
+            if ack and p.qos == 1:
+                self.ack(PUBACK, p.packet_id)
+            elif ack and p.qos == 2:
+                self.ack(PUBREC, p.packet_id)
+        return out
+
+    def until_quiet(self, quiet_s: float = 0.3) -> list[Packet]:
+        """Every PUBLISH until none comes for ``quiet_s`` (acknowledged as :meth:`received` does)."""
+        out: list[Packet] = []
+        try:
+            while True:
+                out += self.received(1, timeout=quiet_s)
+        except TimeoutError:
+            return out
+
     def closed_by_broker_within(self, seconds: float) -> float:
         """Seconds until the broker closes the connection (whatever it sends first is skipped)."""
         start = time.monotonic()
@@ -230,3 +257,17 @@ class RawClient:
             self.sock.close()
             self.closed = True
 
+
+def subscriber(client: Callable[[str], RawClient], name: str, *filters: tuple[str, int],
+               clean: bool = True) -> RawClient:
+    """A connection made by ``client`` (the tests' factory), subscribed to ``filters``, each granted."""
+    c = client(name)
+    c.connect(clean=clean)
+    assert c.subscribe(*filters) == [q for _, q in filters]
+    return c
+
+
+def publisher(client: Callable[[str], RawClient]) -> RawClient:
+    p = client("pub")
+    p.connect()
+    return p

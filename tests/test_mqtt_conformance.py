@@ -6,84 +6,16 @@ OASIS standard). The clients are hand-built packets over a socket
 (``rawmqtt.py``), so a test can do what a client library hides: withhold an
 acknowledgement, go silent past its keep-alive without closing, resend a
 PUBLISH or a PUBREL by hand. A behaviour mosquitto itself lacks is marked
-so, with the reason.
+so, with the reason (the ``lacking`` fixture). Topic filters, subscriptions
+and unsubscribing: test_mqtt_conformance_topics.py.
 """
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from rawmqtt import CONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, Closed, RawClient, packet, text
+from rawmqtt import CONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, packet, publisher, subscriber, text
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def lacking(request, broker):
-    """``lacking(name, reason)``: this broker lacks the behaviour the test checks:
-    the test must fail there (strict xfail), and says why; ``strict=False``
-    where the broker has it only some of the time."""
-    def mark(name: str, reason: str, *, strict: bool = True) -> None:
-        if broker.name == name:
-            request.node.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
-    return mark
-
-
-@pytest.fixture
-def client(broker, root):
-    """``client(name)``: a raw connection (not yet CONNECTed); all closed at teardown."""
-    made: list[RawClient] = []
-    tag = uuid.uuid4().hex[:8]
-
-    def make(name: str) -> RawClient:
-        c = RawClient(broker.port, f"{name}-{tag}")
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def subscriber(client, name, *filters, clean=True):
-    c = client(name)
-    c.connect(clean=clean)
-    assert c.subscribe(*filters) == [q for _, q in filters]
-    return c
-
-
-def publisher(client):
-    p = client("pub")
-    p.connect()
-    return p
-
-
-def received(c: RawClient, n: int, *, ack: bool = True, timeout: float = 10) -> list:
-    """The next ``n`` PUBLISH packets (QoS 1 acknowledged, QoS 2 completed, unless ``ack`` is False)."""
-    out = []
-    while len(out) < n:
-        p = c.read(timeout)
-        if p.kind == PUBREL:                  # the second half of a QoS 2 flow
-            c.ack(PUBCOMP, p.packet_id)
-            continue
-        assert p.kind == PUBLISH, p
-        out.append(p)
-        if ack and p.qos == 1:
-            c.ack(PUBACK, p.packet_id)
-        elif ack and p.qos == 2:
-            c.ack(PUBREC, p.packet_id)
-    return out
-
-
-def until_quiet(c: RawClient, quiet_s: float = 0.3) -> list:
-    """Every PUBLISH until none comes for ``quiet_s`` (acknowledged as :func:`received` does)."""
-    out = []
-    try:
-        while True:
-            out += received(c, 1, timeout=quiet_s)
-    except TimeoutError:
-        return out
 
 
 # -- CONNECT, CONNACK and the session ----------------------------------------------------------
@@ -101,7 +33,7 @@ def test_a_persistent_session_is_resumed_with_its_subscriptions(client, root):
     again = client("p")
     assert again.connect(clean=False) is True
     publisher(client).publish_acked(f"{root}/t", b"still subscribed", qos=1)
-    assert received(again, 1)[0].payload == b"still subscribed"
+    assert again.received(1)[0].payload == b"still subscribed"
 
 
 def test_a_clean_session_connect_discards_the_old_session(client, root):
@@ -142,7 +74,7 @@ def test_a_second_connection_with_the_same_client_id_takes_over(client, root):
     assert second.connect(clean=False) is True
     first.closed_by_broker_within(5)
     publisher(client).publish_acked(f"{root}/t", b"to the second", qos=1)
-    assert received(second, 1)[0].payload == b"to the second"
+    assert second.received(1)[0].payload == b"to the second"
 
 
 def test_a_second_connect_on_one_connection_is_a_protocol_violation(client):
@@ -160,7 +92,7 @@ def test_the_will_is_published_when_the_connection_drops_without_a_disconnect(cl
     c = client("w")
     c.connect(will=(f"{root}/will", b"gone", 1, False))
     c.drop()
-    will = received(watch, 1)[0]
+    will = watch.received(1)[0]
     assert (will.payload, will.retain) == (b"gone", False)
 
 
@@ -179,9 +111,9 @@ def test_a_will_with_retain_set_is_retained(client, root):
     c.connect(will=(f"{root}/will", b"gone", 1, True))
     watch = subscriber(client, "watch", (f"{root}/will", 1))
     c.drop()
-    assert received(watch, 1)[0].payload == b"gone"
+    assert watch.received(1)[0].payload == b"gone"
     late = subscriber(client, "late", (f"{root}/will", 1))
-    will = received(late, 1)[0]
+    will = late.received(1)[0]
     assert (will.payload, will.retain) == (b"gone", True)
 
 
@@ -198,7 +130,7 @@ def test_a_client_silent_past_one_and_a_half_keepalives_is_disconnected_and_its_
     c.connect(keepalive=1, will=(f"{root}/will", b"frozen", 1, False))
     gone_after = c.closed_by_broker_within(1.5 + 0.5)      # the 0.5: a loaded machine's scheduling
     assert gone_after >= 1.0, gone_after
-    assert received(watch, 1)[0].payload == b"frozen"
+    assert watch.received(1)[0].payload == b"frozen"
 
 
 def test_a_client_that_keeps_its_keepalive_stays_connected(client, root):
@@ -217,7 +149,7 @@ def test_a_client_that_keeps_its_keepalive_stays_connected(client, root):
 def test_a_new_subscriber_gets_the_retained_message_flagged_retain(client, root):
     # [MQTT-3.3.1-5] stored; [MQTT-3.3.1-6] sent to a new subscription; [MQTT-3.3.1-8] RETAIN set
     publisher(client).publish_acked(f"{root}/r", b"kept", qos=1, retain=True)
-    (m,) = received(subscriber(client, "s", (f"{root}/r", 1)), 1)
+    (m,) = subscriber(client, "s", (f"{root}/r", 1)).received(1)
     assert (m.payload, m.retain, m.qos) == (b"kept", True, 1)
 
 
@@ -225,7 +157,7 @@ def test_a_message_forwarded_to_an_established_subscription_is_not_flagged_retai
     # [MQTT-3.3.1-9]
     s = subscriber(client, "s", (f"{root}/r", 1))
     publisher(client).publish_acked(f"{root}/r", b"live", qos=1, retain=True)
-    (m,) = received(s, 1)
+    (m,) = s.received(1)
     assert (m.payload, m.retain) == (b"live", False)
 
 
@@ -235,7 +167,7 @@ def test_a_retained_message_replaces_the_previous_one(client, root):
     p.publish_acked(f"{root}/r", b"first", qos=1, retain=True)
     p.publish_acked(f"{root}/r", b"second", qos=1, retain=True)
     s = subscriber(client, "s", (f"{root}/r", 1))
-    assert [m.payload for m in received(s, 1)] == [b"second"]
+    assert [m.payload for m in s.received(1)] == [b"second"]
     assert s.nothing_within(0.3)
 
 
@@ -250,7 +182,7 @@ def test_an_empty_retained_message_clears_the_topic(client, root):
 def test_a_retained_message_goes_at_the_lower_of_its_qos_and_the_subscriptions(client, root):
     # [MQTT-3.8.4-6] (the subscription's QoS is the most it gets)
     publisher(client).publish_acked(f"{root}/r", b"kept", qos=2, retain=True)
-    (m,) = received(subscriber(client, "s", (f"{root}/r", 1)), 1)
+    (m,) = subscriber(client, "s", (f"{root}/r", 1)).received(1)
     assert m.qos == 1
 
 
@@ -273,7 +205,7 @@ def test_a_qos2_publish_goes_pubrec_pubrel_pubcomp_and_is_delivered_once(client,
     assert p.expect(PUBREC).packet_id == pid
     p.ack(PUBREL, pid)
     assert p.expect(PUBCOMP).packet_id == pid
-    (m,) = received(s, 1)
+    (m,) = s.received(1)
     assert (m.payload, m.qos) == (b"exactly once", 2)
     rel = s.expect(PUBREL)
     assert rel.packet_id == m.packet_id
@@ -288,8 +220,8 @@ def test_messages_go_at_the_lower_of_the_publish_and_the_subscription_qos(client
     p = publisher(client)
     for qos in (0, 1, 2):
         p.publish_acked(f"{root}/q", bytes([qos]), qos=qos)
-    assert [(m.payload[0], m.qos) for m in received(s1, 3)] == [(0, 0), (1, 1), (2, 1)]
-    assert [(m.payload[0], m.qos) for m in received(s2, 3)] == [(0, 0), (1, 1), (2, 2)]
+    assert [(m.payload[0], m.qos) for m in s1.received(3)] == [(0, 0), (1, 1), (2, 1)]
+    assert [(m.payload[0], m.qos) for m in s2.received(3)] == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_one_publishers_messages_arrive_in_the_order_sent(client, root):
@@ -298,7 +230,7 @@ def test_one_publishers_messages_arrive_in_the_order_sent(client, root):
     p = publisher(client)
     for n in range(30):
         p.publish(f"{root}/o", str(n).encode(), qos=1)
-    assert [int(m.payload) for m in received(s, 30)] == list(range(30))
+    assert [int(m.payload) for m in s.received(30)] == list(range(30))
 
 
 # -- what is resent when a client comes back -------------------------------------------------------
@@ -306,11 +238,11 @@ def test_an_unacknowledged_qos1_message_is_sent_again_flagged_dup_on_reconnect(c
     # [MQTT-4.4.0-1] resent with its original packet id; [MQTT-3.3.1-1] DUP set
     s = subscriber(client, "s", (f"{root}/q", 1), clean=False)
     publisher(client).publish_acked(f"{root}/q", b"ack me", qos=1)
-    (first,) = received(s, 1, ack=False)
+    (first,) = s.received(1, ack=False)
     s.drop()
     back = client("s")
     assert back.connect(clean=False) is True
-    (again,) = received(back, 1)
+    (again,) = back.received(1)
     assert (again.payload, again.dup, again.packet_id) == (b"ack me", True, first.packet_id)
     assert back.nothing_within(0.3)                  # acknowledged now: not sent a third time
 
@@ -319,7 +251,7 @@ def test_an_unreceived_qos2_message_is_sent_again_flagged_dup_on_reconnect(clien
     # [MQTT-4.4.0-1] a QoS 2 PUBLISH without its PUBREC
     s = subscriber(client, "s", (f"{root}/q", 2), clean=False)
     publisher(client).publish_acked(f"{root}/q", b"receive me", qos=2)
-    (first,) = received(s, 1, ack=False)
+    (first,) = s.received(1, ack=False)
     s.drop()
     back = client("s")
     back.connect(clean=False)
@@ -335,7 +267,7 @@ def test_an_uncompleted_pubrel_is_sent_again_on_reconnect(client, root):
     # [MQTT-4.4.0-1] the PUBREL goes again, the PUBLISH does not (it was received)
     s = subscriber(client, "s", (f"{root}/q", 2), clean=False)
     publisher(client).publish_acked(f"{root}/q", b"once", qos=2)
-    (m,) = received(s, 1, ack=False)
+    (m,) = s.received(1, ack=False)
     s.ack(PUBREC, m.packet_id)
     assert s.expect(PUBREL).packet_id == m.packet_id
     s.drop()
@@ -358,7 +290,7 @@ def test_a_pubrel_sent_again_after_a_reconnect_is_completed_and_the_message_deli
     assert back.connect(clean=False) is True
     back.ack(PUBREL, pid)
     assert back.expect(PUBCOMP).packet_id == pid
-    assert [m.payload for m in until_quiet(s)] == [b"once across the drop"]
+    assert [m.payload for m in s.until_quiet()] == [b"once across the drop"]
 
 
 def test_qos1_and_qos2_messages_for_an_absent_persistent_client_wait_for_it_in_order(client, root):
@@ -370,97 +302,6 @@ def test_qos1_and_qos2_messages_for_an_absent_persistent_client_wait_for_it_in_o
         p.publish_acked(f"{root}/away", str(n).encode(), qos=1 + n % 2)
     back = client("s")
     assert back.connect(clean=False) is True
-    got = received(back, 10)
+    got = back.received(10)
     assert [(int(m.payload), m.qos) for m in got] == [(n, 1 + n % 2) for n in range(10)]
-
-
-# -- topics and subscriptions -------------------------------------------------------------------
-def test_the_single_level_wildcard_matches_exactly_one_level(client, root):
-    # [MQTT-4.7.1-3]
-    s = subscriber(client, "s", (f"{root}/+/c", 1))
-    p = publisher(client)
-    for topic in ("b/c", "b/d/c", "c", "x/c"):
-        p.publish_acked(f"{root}/{topic}", topic.encode(), qos=1)
-    assert sorted(m.payload for m in received(s, 2)) == [b"b/c", b"x/c"]
-    assert s.nothing_within(0.3)
-
-
-def test_the_multi_level_wildcard_matches_its_parent_and_every_level_below(client, root):
-    # [MQTT-4.7.1-2]
-    s = subscriber(client, "s", (f"{root}/a/#", 1))
-    p = publisher(client)
-    for topic in ("a", "a/b", "a/b/c", "ab"):
-        p.publish_acked(f"{root}/{topic}", topic.encode(), qos=1)
-    assert sorted(m.payload for m in received(s, 3)) == [b"a", b"a/b", b"a/b/c"]
-    assert s.nothing_within(0.3)
-
-
-def test_topics_starting_with_dollar_are_not_matched_by_a_leading_wildcard(client):
-    # [MQTT-4.7.2-1]: $SYS/broker/version is retained on both brokers
-    everything = subscriber(client, "all", ("#", 0), ("+/broker/version", 0))
-    seen = [m.topic for m in until_quiet(everything, 0.5)]
-    assert not [t for t in seen if t.startswith("$")]
-    sys = subscriber(client, "sys", ("$SYS/broker/version", 0))
-    assert sys.read().topic == "$SYS/broker/version"
-
-
-def test_overlapping_subscriptions_deliver_at_the_highest_qos_granted(client, root, lacking):
-    # [MQTT-3.3.5-1] (a copy per subscription is allowed; the highest QoS must be among them)
-    lacking("mosquitto", "mosquitto 2.0.11 sends one copy, at the QoS of the most specific matching "
-                         "filter (an exact level before '+' before '#'), not at the highest")
-    s = subscriber(client, "s", (f"{root}/o/#", 0), (f"{root}/o/+", 2), (f"{root}/o/x", 1))
-    publisher(client).publish_acked(f"{root}/o/x", b"x", qos=2)
-    copies = until_quiet(s)
-    assert copies and max(m.qos for m in copies) == 2
-
-
-def test_subscribing_again_to_a_filter_replaces_the_subscription(client, root):
-    # [MQTT-3.8.4-3] the new subscription replaces the old, with its QoS; retained messages again
-    publisher(client).publish_acked(f"{root}/r", b"kept", qos=1, retain=True)
-    s = subscriber(client, "s", (f"{root}/r", 0))
-    assert received(s, 1)[0].qos == 0
-    assert s.subscribe((f"{root}/r", 1)) == [1]
-    again = received(s, 1)[0]
-    assert (again.payload, again.retain) == (b"kept", True)
-    publisher(client).publish_acked(f"{root}/r", b"live", qos=1)
-    (m,) = received(s, 1)
-    assert (m.payload, m.qos) == (b"live", 1)
-    assert s.nothing_within(0.3)                     # one subscription, one copy
-
-
-def test_a_malformed_filter_is_refused(client, root):
-    # [MQTT-4.7.1-2] '#' only as the last level; [MQTT-4.7.1-3] '+' a whole level:
-    # the server refuses the subscription (0x80) or closes the connection
-    c = client("bad")
-    c.connect()
-    try:
-        assert c.subscribe((f"{root}/a#", 0)) == [0x80]
-    except Closed:
-        pass
-
-
-def test_unsubscribing_stops_delivery_and_is_acknowledged(client, root):
-    # [MQTT-3.10.4-2] delivery stops; [MQTT-3.10.4-4] UNSUBACK with the packet id;
-    # other subscriptions stay
-    s = subscriber(client, "s", (f"{root}/u", 1), (f"{root}/v", 1))
-    s.unsubscribe(f"{root}/u")
-    p = publisher(client)
-    p.publish_acked(f"{root}/u", b"u", qos=1)
-    p.publish_acked(f"{root}/v", b"v", qos=1)
-    assert [m.payload for m in received(s, 1)] == [b"v"]
-    assert s.nothing_within(0.3)
-
-
-def test_unsubscribing_a_filter_never_subscribed_is_still_acknowledged(client, root):
-    # [MQTT-3.10.4-5]
-    c = client("u")
-    c.connect()
-    c.unsubscribe(f"{root}/never")
-
-
-def test_a_pingreq_is_answered(client):
-    # [MQTT-3.12.4-1]
-    c = client("ping")
-    c.connect()
-    c.ping()
-    assert c.read().name == "PINGRESP"
+    assert not any(m.retain for m in got)             # [MQTT-3.3.1-9] they matched a subscription
