@@ -55,9 +55,14 @@ def progress(msg: str) -> None:
 
 
 # -- brokers -------------------------------------------------------------------------
+AUTOSAVE_S = 1       # the embedded broker writes its state as often as the tests' mosquitto (autosave_interval 1)
+
+
 class BrokerProcess:
     """A broker that can be stopped (SIGTERM), killed (SIGKILL) and started
-    again on the same port (mosquitto: with its persistence file)."""
+    again on the same port, with its state on disk (mosquitto: its
+    persistence file, written every second; the embedded broker: its state
+    file, as often)."""
 
     def __init__(self, name: str, workdir: Path, *, autosave_s: int | None = None) -> None:
         """``autosave_s``: mosquitto saves its persistence file this often (the
@@ -78,12 +83,23 @@ class BrokerProcess:
         elif name == "rabbitmq":
             self._rabbit = RabbitMQ(workdir=workdir / "rabbitmq")
             self.port = self._rabbit.port
-        elif name != "amqtt":
-            raise ValueError(f"unknown broker {name!r}: mosquitto, amqtt, aedes or rabbitmq")
+        elif name not in ("amqtt", "amqtt-volatile"):
+            raise ValueError(f"unknown broker {name!r}: mosquitto, amqtt, amqtt-volatile (the embedded "
+                             "broker with --no-persistence), aedes or rabbitmq")
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def state_file(self) -> Path | None:
+        """Where it keeps its state (mosquitto and the embedded broker)."""
+        if self._mosquitto is not None:
+            return self._mosquitto.datadir / "mosquitto.db"
+        if self.name == "amqtt":
+            from fogmesh.broker.embedded import state_path
+            return state_path(self.workdir / "amqtt", self.port)
+        return None
 
     def start(self) -> BrokerProcess:
         if self._mosquitto is not None:
@@ -95,9 +111,14 @@ class BrokerProcess:
         if self._rabbit is not None:
             self._rabbit.start()
             return self
-        self._proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
-                                       "--log-level", "WARNING"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "amqtt.log", "ab") as log:       # as mosquitto's log: kept with the run
+            keeps = ["--persistence", str(self.workdir / "amqtt"), "--autosave", str(AUTOSAVE_S)] \
+                if self.name == "amqtt" else ["--no-persistence"]
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port), *keeps,
+                 "--log-level", os.environ.get("FOGMESH_BENCH_BROKER_LOG_LEVEL", "WARNING")],
+                stdout=subprocess.DEVNULL, stderr=log)
         if not wait_port(self.host, self.port, 20):
             self.kill()
             raise RuntimeError("the embedded broker did not start")

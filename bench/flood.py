@@ -159,8 +159,10 @@ class _Embedded:
     def __init__(self) -> None:
         from fogmesh.broker.ports import free_port, wait_port
         self.host, self.port = "127.0.0.1", free_port()
+        # Nothing kept, as the flood's mosquitto (persistence off): memory and time are the agent's.
         self.proc = subprocess.Popen([sys.executable, "-m", "fogmesh", "broker", "--port", str(self.port),
-                                      "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--no-persistence", "--log-level", "WARNING"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not wait_port(self.host, self.port, 20):
             raise RuntimeError("the embedded broker did not start")
         self.url = f"mqtt://{self.host}:{self.port}"

@@ -357,9 +357,9 @@ def bench_celery(args: argparse.Namespace) -> Row:
 
 
 def start_amqtt() -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = _proc([sys.executable, "-m", "fogmesh", "broker", "--port", str(port),
-                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()    # as `fogmesh broker` runs by default: its state kept (in a throwaway directory)
+    proc = _proc([sys.executable, "-m", "fogmesh", "broker", "--port", str(port), "--log-level", "WARNING",
+                  "--persistence", tempfile.mkdtemp()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait_port("127.0.0.1", port, 20):
         _stop(proc)
         raise RuntimeError("embedded broker did not start")

@@ -83,12 +83,27 @@ class Delivery:
     message: Queued
 
 
+@dataclass(frozen=True)
+class GroupState:
+    """A group as the broker keeps it across its own restart: its members,
+    what waits in the group (in arrival order) and what was out to each
+    member unacknowledged (``held``)."""
+
+    share: ShareFilter
+    members: dict[str, int]
+    waiting: tuple[Queued, ...]
+    seq: int
+    held: dict[str, tuple[Queued, ...]] = field(default_factory=dict)
+
+
 @dataclass
 class _Group:
     members: dict[str, int] = field(default_factory=dict)      # client id -> granted QoS
     inflight: dict[str, int] = field(default_factory=dict)     # client id -> unacknowledged
     queue: deque[Queued] = field(default_factory=deque)
     redo: list[Queued] = field(default_factory=list)         # returned, by arrival order
+    held: dict[int, tuple[str, Queued]] = field(default_factory=dict)   # seq -> out to (member, message)
+    pinned: dict[str, list[Queued]] = field(default_factory=dict)     # kept for a member across a restart
     turn: int = 0
     seq: int = 0
 
@@ -111,6 +126,7 @@ class SharedGroups:
         if group is None:
             return
         group.members.pop(client_id, None)
+        self._unpin(group, client_id)
         if not group.members:
             del self._groups[share]     # nobody subscribed: like any topic without subscribers
 
@@ -147,16 +163,27 @@ class SharedGroups:
         members with room in their window, least loaded first."""
         out: list[Delivery] = []
         for share, group in self._groups.items():
+            for member in [c for c in group.pinned if connected(c)]:     # theirs again after a restart
+                pinned = group.pinned[member]
+                while pinned and group.inflight.get(member, 0) < self.max_inflight:
+                    out.append(self._out(share, group, member, pinned.pop(0)))
+                if not pinned:
+                    del group.pinned[member]
             while group.redo or group.queue:
                 client_id = self._pick(group, connected)
                 if client_id is None:
                     break
                 message = group.redo.pop(0) if group.redo else group.queue.popleft()
-                qos = group.members[client_id]
-                if qos > 0:
-                    group.inflight[client_id] = group.inflight.get(client_id, 0) + 1
-                out.append(Delivery(share, client_id, qos, message))
+                out.append(self._out(share, group, client_id, message))
         return out
+
+    @staticmethod
+    def _out(share: ShareFilter, group: _Group, client_id: str, message: Queued) -> Delivery:
+        qos = group.members[client_id]
+        if qos > 0:
+            group.inflight[client_id] = group.inflight.get(client_id, 0) + 1
+            group.held[message.seq] = (client_id, message)
+        return Delivery(share, client_id, qos, message)
 
     def _pick(self, group: _Group, connected: Callable[[str], bool]) -> str | None:
         ready = [c for c in group.members
@@ -186,8 +213,62 @@ class SharedGroups:
         group = self._groups.get(delivery.share)
         if group is None or delivery.qos == 0:
             return
+        group.held.pop(delivery.message.seq, None)
         n = group.inflight.get(delivery.client_id, 0) - 1
         if n > 0:
             group.inflight[delivery.client_id] = n
         else:
             group.inflight.pop(delivery.client_id, None)
+
+    # -- across the broker's own restart ---------------------------------------
+    def snapshot(self, keeps: Callable[[str], bool]) -> list[GroupState]:
+        """What to keep: the groups with a member whose session outlives its
+        connection (``keeps``), those members, what waits in the group, and
+        what is out to each of them unacknowledged."""
+        out = []
+        for share, group in self._groups.items():
+            members = {c: q for c, q in group.members.items() if keeps(c)}
+            if not members:
+                continue
+            held: dict[str, list[Queued]] = {c: list(m) for c, m in group.pinned.items() if c in members}
+            orphans = [m for c, m in group.held.values() if c not in members]
+            orphans += [m for c, ms in group.pinned.items() if c not in members for m in ms]
+            for client_id, m in group.held.values():
+                if client_id in members:
+                    held.setdefault(client_id, []).append(m)
+            redo = sorted([*group.redo, *(Queued(m.topic, m.payload, m.seq, dup=True) for m in orphans)],
+                          key=lambda q: q.seq)
+            out.append(GroupState(share, members, tuple(redo + list(group.queue)), group.seq,
+                                  {c: tuple(sorted(ms, key=lambda q: q.seq)) for c, ms in held.items()}))
+        return out
+
+    def restore(self, states: Iterable[GroupState]) -> None:
+        """Start from what :meth:`snapshot` kept (no member connected yet).
+        What was out to a member goes to that member again when it is back,
+        flagged ``dup`` (as MQTT resends a session's messages in flight: an
+        agent holds such a task, or has answered it): not to another member
+        while it may be alive, until :meth:`release_pinned`."""
+        for state in states:
+            group = self._groups.setdefault(state.share, _Group())
+            group.members.update(state.members)
+            group.seq = max(group.seq, state.seq)
+            for m in state.waiting:
+                (group.redo if m.dup else group.queue).append(m)
+            for client_id, messages in state.held.items():
+                group.pinned.setdefault(client_id, []).extend(
+                    Queued(m.topic, m.payload, m.seq, dup=True) for m in messages)
+
+    def release_pinned(self) -> int:
+        """What restored members did not come back for goes to the group (to
+        any member, flagged ``dup``, as a departed member's); returns how many."""
+        n = 0
+        for group in self._groups.values():
+            for client_id in list(group.pinned):
+                n += len(group.pinned[client_id])
+                self._unpin(group, client_id)
+        return n
+
+    @staticmethod
+    def _unpin(group: _Group, client_id: str) -> None:
+        for m in group.pinned.pop(client_id, []):
+            bisect.insort(group.redo, m, key=lambda q: q.seq)

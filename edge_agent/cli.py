@@ -56,6 +56,10 @@ def add_parser(sub: Any) -> None:
                         "(default: auto)")
     p.add_argument("--presence-period", type=float, default=5.0,
                    help="seconds between presence announcements (default: 5)")
+    p.add_argument("--keepalive", type=int, default=15, metavar="S",
+                   help="MQTT keep-alive in seconds: a frozen or cut-off agent is found out by the broker, "
+                        "its will (offline presence) sent and its tasks taken over, within 1.5x this "
+                        "(default: 15)")
     p.add_argument("--timeout", type=timeout_pair, action="append", default=[], metavar="KIND=S",
                    help="override a kind's timeout in seconds; repeatable (e.g. --timeout sleep=2)")
     p.add_argument("--kinds", help="comma-separated kinds to run (default: every installed kind)")
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(args.id, args.broker, AgentOptions(
             root=args.root, concurrency=args.concurrency, max_queue=args.max_queue,
             max_unconfirmed=args.max_unconfirmed, dispatch=args.dispatch,
-            registry=registry, presence_period=args.presence_period, policy=policy,
+            registry=registry, presence_period=args.presence_period, keepalive_s=args.keepalive, policy=policy,
             monitor=HostMonitor(battery_model=model), offer_lease_s=args.offer_lease,
             takeover_grace_s=args.takeover_grace, pipelines=pipelines, triggers=triggers,
             device_rate=args.device_rate, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,

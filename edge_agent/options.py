@@ -40,6 +40,7 @@ class AgentOptions:
     mqtt: str = "auto"                      # auto | 5 | 3.1.1
     registry: Registry | None = None
     presence_period: float = 5.0
+    keepalive_s: int = 15                   # MQTT keep-alive: a frozen agent's will goes out within 1.5x
     limits: Limits = DEFAULT_LIMITS
     monitor: HostMonitor | None = None
     clock: Callable[[], float] = time.monotonic
@@ -82,3 +83,5 @@ class AgentOptions:
             raise ValueError("dispatch amqp needs the RabbitMQ nodes' AMQP URLs (--amqp amqp://HOST:5672)")
         if self.max_bundle_mb <= 0:
             raise ValueError("max_bundle_mb must be positive")
+        if not 1 <= self.keepalive_s <= 65535:
+            raise ValueError("keepalive_s must be 1-65535 seconds")

@@ -127,3 +127,32 @@ def unique_id() -> str:
 def broker_name(request: pytest.FixtureRequest) -> str:
     """For tests that start (and restart) their own broker process of each kind."""
     return request.param
+
+
+# -- raw MQTT connections (test_mqtt_conformance*.py) ------------------------------------------
+@pytest.fixture
+def lacking(request, broker):
+    """``lacking(name, reason)``: this broker lacks the behaviour the test checks:
+    the test must fail there (strict xfail), and says why; ``strict=False``
+    where the broker has it only some of the time."""
+    def mark(name: str, reason: str, *, strict: bool = True) -> None:
+        if broker.name == name:
+            request.node.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
+    return mark
+
+
+@pytest.fixture
+def client(broker, root):
+    """``client(name)``: a raw connection (not yet CONNECTed); all closed at teardown."""
+    from rawmqtt import RawClient
+    made: list[RawClient] = []
+    tag = uuid.uuid4().hex[:8]
+
+    def make(name: str) -> RawClient:
+        c = RawClient(broker.port, f"{name}-{tag}")
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

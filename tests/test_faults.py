@@ -121,9 +121,10 @@ def test_a_broker_restart_loses_no_answer_of_a_device_that_sends_each_task_once(
         return
     assert run.details["answered_and_lost"] == 0, run.details
     assert run.lost == run.details["dropped_by_broker"]
-    # A graceful stop: the broker may resend a reply itself (QoS 1, DUP), and an
-    # agent may send again an answer whose PUBACK the stop cut off: the same bytes.
-    assert run.duplicate_replies <= 2, run.details
+    # A graceful stop: the broker resends the replies a subscriber had not
+    # acknowledged when it stopped (QoS 1, DUP: MQTT-4.4.0-1), and an agent may
+    # send again an answer whose PUBACK the stop cut off: the same bytes.
+    assert run.duplicate_replies - run.details.get("broker_redeliveries", 0) <= 2, run.details
 
 
 @pytest.mark.timeout(180)

@@ -4,10 +4,15 @@ Why amqtt: it is pure Python, so a fresh machine needs nothing but ``pip
 install`` to run the whole system. amqtt has no shared subscriptions; this
 module adds them (the decisions live in :mod:`fogmesh.broker.shared`), so agents on
 the embedded broker split tasks as they do on mosquitto, without a claim per
-task. Its other limits (MQTT 3.1.1 only, ~1 ms per hop) are why production
-sites run mosquitto or EMQX. All amqtt-specific code lives in this package:
-``server`` (the amqtt subclass), ``connections`` (what it changes per
-connection), ``mqtt5`` (an MQTT 5 client refused with a reason).
+task. It keeps MQTT 3.1.1's contract where amqtt 0.12.1 did not (sessions,
+keep-alive, QoS 2, what is resent), and with a persistence directory its
+state across a restart. Its other limits (MQTT 3.1.1 only, ~1 ms per hop)
+are why production sites run mosquitto or EMQX. All amqtt-specific code
+lives in this package: ``server`` (the amqtt subclass), ``sharing`` (shared
+subscriptions), ``sessions`` (sessions and routing), ``inflight`` (what a
+session keeps in flight), ``liveness`` (the keep-alive), ``connections``
+(what it changes per connection), ``persistence`` (its state on disk),
+``mqtt5`` (an MQTT 5 client refused with a reason).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from pathlib import Path
 from typing import Callable
 
-from fogmesh.broker.embedded.server import SHUTDOWN_BUDGET_S, FogmeshBroker, OpenAuthPlugin
+from fogmesh.broker.embedded.persistence import state_path
+from fogmesh.broker.embedded.server import AUTOSAVE_S, SHUTDOWN_BUDGET_S, FogmeshBroker, OpenAuthPlugin
 from fogmesh.errors import BrokerError
 
-__all__ = ["EmbeddedBroker", "FogmeshBroker", "OpenAuthPlugin", "broker_config", "serve"]
+__all__ = ["AUTOSAVE_S", "EmbeddedBroker", "FogmeshBroker", "OpenAuthPlugin", "broker_config", "serve",
+           "state_path"]
 
 log = logging.getLogger("fogmesh.broker.embedded")
 
@@ -41,14 +49,23 @@ def quiet_amqtt_logs() -> None:
 
 
 async def serve(host: str, port: int, stop: asyncio.Event,
-                on_ready: Callable[[], None] | None = None, *, ws_port: int | None = None) -> None:
-    """Run a broker on ``host:port`` (and WebSockets on ``ws_port``) until ``stop`` is set."""
+                on_ready: Callable[[], None] | None = None, *, ws_port: int | None = None,
+                persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S) -> None:
+    """Run a broker on ``host:port`` (and WebSockets on ``ws_port``) until ``stop``
+    is set. ``persistence``: a directory where it keeps its state across
+    restarts (:func:`state_path`; None: nothing kept), written every
+    ``autosave_s`` while it changes and when it stops."""
     quiet_amqtt_logs()
-    broker = FogmeshBroker(broker_config(host, port, ws_port))
+    state_file = state_path(persistence, port) if persistence is not None else None
+    broker = FogmeshBroker(broker_config(host, port, ws_port), state_file=state_file, autosave_s=autosave_s)
     ports = f"{port}" + (f" and {ws_port} (WebSockets)" if ws_port is not None else "")
     try:
         await broker.start()
+    except BrokerError:
+        raise                   # fogmesh's own (its state file): it says what to do
     except Exception as exc:  # amqtt raises its own BrokerError / OSError variants
+        if isinstance(exc.__cause__, BrokerError):
+            raise exc.__cause__ from None
         raise BrokerError(f"cannot start the embedded broker on {host}, port {ports}: {exc}. "
                           "Is the port already in use? Pick another with --port / --ws-port.") from exc
     log.info("embedded amqtt broker listening on %s, port %s", host, ports)
@@ -71,10 +88,13 @@ async def serve(host: str, port: int, stop: asyncio.Event,
 class EmbeddedBroker:
     """The embedded broker on a background thread (for ``fogmesh up`` and tests)."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = None,
+                 persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S) -> None:
         self.host = host
         self.port = port
         self.ws_port = ws_port
+        self.persistence = persistence
+        self.autosave_s = autosave_s
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -101,7 +121,8 @@ class EmbeddedBroker:
 
         try:
             loop.run_until_complete(serve(self.host, self.port, self._stop, self._ready.set,
-                                          ws_port=self.ws_port))
+                                          ws_port=self.ws_port, persistence=self.persistence,
+                                          autosave_s=self.autosave_s))
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()

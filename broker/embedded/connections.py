@@ -1,21 +1,19 @@
 """What the embedded broker changes in amqtt per connection: a reader that
-reads what arrived before a reset (and nothing once the broker stops), QoS 1
-messages kept in a persistent session across a lost connection, a shared
-subscription member's packets all taken in, and no resend of a shared task
-down a member's next connection. Each patch says why."""
+reads what arrived before a reset (and nothing once the broker stops), and a
+shared subscription member's packets all taken in. (What a session keeps in
+flight: :mod:`.inflight`; the keep-alive: :mod:`.liveness`.) Each patch says why."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter
 from amqtt.errors import ProtocolHandlerError
 from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.puback import PubackPacket
-from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.session import IncomingApplicationMessage
 
 log = logging.getLogger("fogmesh.broker.embedded")
 
@@ -58,74 +56,6 @@ class ReadsBeforeReset(StreamReaderAdapter):
             # what is left must not be parsed as the start of another packet.
             buffered.clear()
         return await super().read(n)
-
-
-class SharedOutgoing(OutgoingApplicationMessage):
-    """A delivery to a shared-subscription member. It sits in the session's
-    in-flight table only to reserve its packet id: if the connection goes,
-    it goes back to the group (:meth:`FogmeshBroker._deliver_shared`), never
-    again down the member's next connection (:func:`no_resends_of_shared`)."""
-
-
-def no_resends_of_shared(handler: Any, session: Session, launch: Callable[[Any], None]) -> None:
-    """amqtt's resend of a session's unacknowledged messages on a new
-    connection (MQTT-4.4.0-1), without the shared deliveries.
-
-    Why: an agent whose connection was cut reconnected before the broker had
-    noticed; amqtt sent the new connection the task it had just sent down the
-    dead one, the agent answered it, and the group also gave that task (never
-    acknowledged on the old connection) to another member, which ran it again.
-    """
-    async def resend() -> None:
-        """Started, not awaited: amqtt read nothing from the client until
-        every resent message was acknowledged (or 10 s passed)."""
-        for m in itertools.chain(session.inflight_in.values(), session.inflight_out.values()):
-            if not isinstance(m, SharedOutgoing):
-                launch(handler._handle_message_flow(m))
-
-    handler._retry_deliveries = resend
-
-
-def keeps_in_flight(handler: Any) -> None:
-    """QoS 1 to a persistent session as MQTT says (MQTT-4.4.0-1): a message
-    sent and not acknowledged when the connection goes stays in the session
-    and goes again, flagged DUP, down its next connection; and it waits for
-    its PUBACK however long the client takes.
-
-    Why: amqtt 0.12.1 drops it from the session when the connection closes
-    (it cancels the PUBACK waiter) and after 5 s without a PUBACK. A claim in
-    flight to an agent whose link was cut never reached it; the agent took
-    its own later claim for the first, and it and a peer both ran the task.
-    """
-    amqtt_flow = handler._handle_qos1_message_flow
-
-    async def flow(message: Any) -> None:
-        if message.direction != OUTGOING or isinstance(message, SharedOutgoing):
-            return await amqtt_flow(message)
-        session, packet_id = handler.session, message.packet_id
-        session.inflight_out[packet_id] = message
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        handler._puback_waiters[packet_id] = waiter
-        try:
-            packet = message.build_publish_packet(dup=message.publish_packet is not None)
-            await handler._send_packet(packet)
-            message.publish_packet = packet
-            message.puback_packet = await waiter
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise                         # the broker stops
-            return                            # the connection went: kept for the next one
-        except Exception as exc:              # a write to a dead socket
-            log.debug("delivery to %s kept for its next connection: %r", session.client_id, exc)
-            return
-        finally:
-            if handler._puback_waiters.get(packet_id) is waiter:
-                del handler._puback_waiters[packet_id]
-        if session.inflight_out.get(packet_id) is message:
-            del session.inflight_out[packet_id]
-
-    handler._handle_qos1_message_flow = flow
 
 
 def reads_to_the_end(handler: Any) -> None:

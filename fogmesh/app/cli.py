@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ws-port", type=int, metavar="PORT",
                    help="also serve MQTT over WebSockets on this port, for browsers and dashboards "
                         "(ws://HOST:PORT/mqtt; default: off)")
+    p.add_argument("--persistence", metavar="DIR",
+                   help="keep sessions, subscriptions, retained and queued messages across restarts in "
+                        "DIR/embedded-broker-PORT.state (default: $FOGMESH_STATE_DIR or "
+                        "~/.local/state/fogmesh)")
+    p.add_argument("--no-persistence", action="store_true",
+                   help="keep nothing across a restart (every client starts with no session)")
+    p.add_argument("--autosave", type=float, default=5.0, metavar="S",
+                   help="also write the state every S seconds while it changes, as mosquitto's "
+                        "autosave_interval (a SIGKILL loses what changed since; default: 5)")
     log_arg(p)
 
     from fogmesh.edge_agent.cli import add_parser as add_agent_parser
@@ -114,11 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.embedded import EmbeddedBroker, state_path
+    from fogmesh.edge_agent.journal import default_state_dir
     setup_logging(args.log_level)
-    with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port):
+    if args.autosave <= 0:
+        print("fogmesh broker: --autosave must be positive", file=sys.stderr)
+        return 2
+    persistence = None if args.no_persistence else (args.persistence or default_state_dir())
+    with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port, persistence=persistence,
+                        autosave_s=args.autosave):
         ws = f" and ws://{args.host}:{args.ws_port}/mqtt" if args.ws_port else ""
-        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws} (Ctrl-C to stop)",
+        kept = f"state kept in {state_path(persistence, args.port)}" if persistence is not None \
+            else "nothing kept across a restart"
+        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws}; {kept} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         wait_for_signal()
     return 0
