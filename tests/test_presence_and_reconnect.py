@@ -138,12 +138,31 @@ def test_an_agent_that_sees_an_earlier_instance_of_its_id_leaves_without_a_word(
     agent = agents("twin", broker.url, root)
     watcher = PresenceWatcher(broker.url, root)
     watcher.wait_state("twin", "online")
-    earlier = Presence(agent="twin", state="online", ts=time.time(), instance="other-host",
-                       since=agent.announcer.since - 60)
-    watcher.client.publish(Topics(root).presence("twin"), earlier.encode(), retain=True)
+    for ts in (time.time(), time.time() + 0.5):           # alive: it announces itself, again and again
+        earlier = Presence(agent="twin", state="online", ts=ts, instance="other-host",
+                           since=agent.announcer.since - 60)
+        watcher.client.publish(Topics(root).presence("twin"), earlier.encode(), retain=True)
     assert agent.wait(10) and agent.fatal and "already online" in agent.fatal
     time.sleep(0.5)        # room for a word it must not say: an absence cannot be awaited
     assert watcher.latest["twin"].get("instance") == "other-host"     # nothing said after it
+
+
+def test_an_agent_that_sees_a_dead_instances_online_once_stays(broker, root, agents):
+    """A broker restarted from an old persistence file brings back a dead
+    instance's retained "online", and nothing after it: the agent restarted
+    meanwhile left for good, its session collecting a third of the tasks."""
+    from fogmesh.announcements import Presence
+    agent = agents("twin", broker.url, root)
+    watcher = PresenceWatcher(broker.url, root)
+    watcher.wait_state("twin", "online")
+    stale = Presence(agent="twin", state="online", ts=time.time() - 60, instance="dead-one",
+                     since=agent.announcer.since - 120, period=1.0)
+    watcher.client.publish(Topics(root).presence("twin"), stale.encode(), retain=True)
+    with watcher.changed:
+        assert watcher.changed.wait_for(lambda: watcher.latest["twin"].get("instance") == "dead-one", 10)
+        # It stays, and speaks again once the stale word is judged (2.5 of its periods).
+        assert watcher.changed.wait_for(lambda: watcher.latest["twin"].get("instance") == agent.instance, 10)
+    assert not agent.wait(0) and agent.fatal is None
 
 
 def test_an_agent_that_sees_a_later_instance_of_its_id_stays_and_speaks_up(broker, root, agents):

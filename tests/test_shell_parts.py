@@ -14,8 +14,10 @@ from fogmesh.edge_agent.wakeup import next_wake
 from fogmesh.log_limit import LogLimit
 
 
-def rival(state: str = "online", *, since: float = 100.0, instance: str = "other") -> Presence:
-    return Presence(agent="a1", state=state, ts=since, since=since, instance=instance)
+def rival(state: str = "online", *, since: float = 100.0, instance: str = "other", ts: float | None = None,
+          period: float | None = None) -> Presence:
+    return Presence(agent="a1", state=state, ts=since if ts is None else ts, since=since, instance=instance,
+                    period=period)
 
 
 # -- a rival instance of this id ---------------------------------------------------------
@@ -24,10 +26,19 @@ def test_a_rivals_online_is_judged_a_second_later_by_its_latest_word():
     watch = RivalWatch(wait_s=1.0)
     watch.heard(rival(), 10.0)
     assert watch.waiting and watch.next_at == 11.0
-    watch.heard(rival(), 10.5)                       # a later word does not push the judgement back
+    watch.heard(rival(ts=100.5), 10.5)               # a later word does not push the judgement back
     assert watch.due(10.9) == [] and watch.next_at == 11.0
     (judged,) = watch.due(11.0)
     assert judged.instance == "other" and not watch.waiting
+
+
+def test_a_rival_that_said_online_once_and_nothing_after_is_not_alive():
+    """A broker restarted from an old persistence file brought back a dead
+    instance's retained "online": the restarted agent left for good."""
+    watch = RivalWatch(wait_s=1.0)
+    watch.heard(rival(period=0.5), 10.0)
+    assert watch.waiting and watch.next_at == 11.25             # two and a half of its periods
+    assert watch.due(11.25) == [] and not watch.waiting
 
 
 def test_a_rivals_offline_before_its_judgement_ends_it():
