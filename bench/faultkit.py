@@ -44,10 +44,11 @@ class FaultRun:
     recover_s: float | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    died: list[str] = field(default_factory=list)     # processes that ended on their own (nothing dies)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.run_twice == 0 and self.duplicate_replies == 0
+        return self.lost == 0 and self.run_twice == 0 and self.duplicate_replies == 0 and not self.died
 
 
 def progress(msg: str) -> None:

@@ -120,6 +120,10 @@ def random_schedule_run(broker_name: str, workdir: Path, *, seed: int, duration_
                 time.sleep(max(0.0, started + n / rate - time.monotonic()))   # the devices' pace
             player.join()
             _settle(counter, device, client, futures)
+            run.died = [f"{name} (exit status {proc.returncode})" for name, proc in agents.procs.items()
+                        if proc.poll() is not None]
+            for name in run.died:
+                run.details.setdefault("died_logs", {})[name] = agents.log(name.split()[0]).splitlines()[-5:]
             sends = {tid: 1 for tid in device.accepted}
             sends.update({tid: client.attempts(tid) for tid in futures})
             counter.count(run, sends)
@@ -141,7 +145,8 @@ def random_schedule_run(broker_name: str, workdir: Path, *, seed: int, duration_
     # SIGKILL before its autosave never reached an agent: the broker's loss.
     run.lost = len(run.details["fogclient_unanswered"]) + len(run.details["answered_and_lost"])
     run.note = (f"seed {seed}; {run.details['dropped_by_broker']} dropped by the broker in a SIGKILL "
-                f"(autosave {autosave_s} s)")
+                f"(autosave {autosave_s} s)" + (f"; agents that ended on their own: {', '.join(run.died)}"
+                                                 if run.died else ""))
     return run
 
 

@@ -46,3 +46,4 @@ def test_a_short_random_schedule_with_every_kind_of_fault_runs_nothing_twice_and
     assert run.submitted > 300, (replay, run)
     assert run.run_twice == 0, (replay, run)
     assert run.lost == 0, (replay, run)
+    assert run.died == [], (replay, run)
