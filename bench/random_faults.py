@@ -140,7 +140,11 @@ def random_schedule_run(broker_name: str, workdir: Path, *, seed: int, duration_
         broker.close()
     answered = answered_in_journals(workdir)
     run.details["answered_and_lost"] = sorted(set(missing) & answered)[:20]
-    run.details["dropped_by_broker"] = len(set(missing) - answered)
+    dropped = sorted(set(missing) - answered, key=lambda t: int(t.split("-")[1]))
+    run.details["dropped_by_broker"] = len(dropped)
+    if dropped:     # when they were sent: seconds into the schedule, first and last
+        run.details["dropped_sent_s"] = [round(int(dropped[0].split("-")[1]) / rate, 1),
+                                         round(int(dropped[-1].split("-")[1]) / rate, 1)]
     # Lost: what fogmesh lost. A task the broker took and then forgot in a
     # SIGKILL before its autosave never reached an agent: the broker's loss.
     run.lost = len(run.details["fogclient_unanswered"]) + len(run.details["answered_and_lost"])
