@@ -34,7 +34,7 @@ def paho_client(url: BrokerUrl, *, client_id: str, clean_session: bool, will: Wi
                 reconnect_on_failure=reconnect)
     if url.websocket:
         c.ws_set_options(path=url.path)
-    c.on_socket_open = _nodelay
+    c.on_socket_open = _nodelay  # type: ignore[assignment]   # paho types the socket loosely
     c.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
     c.max_inflight_messages_set(max_inflight)
     if will is not None:
@@ -63,7 +63,7 @@ def connect_async(c: _Client, url: BrokerUrl, *, keepalive: int, mqtt5: bool, cl
         return
     # A persistent session outlives the connection only with a Session
     # Expiry Interval (3.1.1's clean_session=0 kept it for ever).
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if not clean_session:
         props.SessionExpiryInterval = 0xFFFFFFFF
     if manual_ack:
