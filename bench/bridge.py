@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from fogmesh.bench.rtt import _stop
+from fogmesh.bench.rtt_systems import _stop
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.messages import Task
 from fogmesh.mqtt import MqttClient

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from fogmesh.bench.rtt import _stop
+from fogmesh.bench.rtt_systems import _stop
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.percentiles import percentile
 

@@ -18,7 +18,7 @@ import uuid
 from contextlib import ExitStack
 from typing import Any
 
-from fogmesh.bench.rtt import _stop, start_amqtt
+from fogmesh.bench.rtt_systems import _stop, start_amqtt
 from fogmesh.broker.mosquitto import Mosquitto
 from fogmesh.percentiles import percentile
 

@@ -40,9 +40,10 @@ from fogmesh.cloud_bridge.translate import (
     task_of,
     uplink_topic,
 )
+from fogmesh.cloud_bridge.uplink import Uplink
 from fogmesh.errors import InvalidMessage, StorageError, TopicError
 from fogmesh.messages import Reply
-from fogmesh.mqtt import BrokerUrl, Delivery, Message, MqttClient, Will, ensure_id_carried
+from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
 from fogmesh.refusals import Refusals
 from fogmesh.service_notify import ServiceNotifier
@@ -50,7 +51,6 @@ from fogmesh.topics import DEFAULT_ROOT, Topics, validate_publish_topic, validat
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
-MAX_WORKERS = 1000        # cloud workers it counts online (their presence topics name them)
 
 
 class _BridgeLog(logging.LoggerAdapter):
@@ -77,7 +77,6 @@ class Bridge:
         self.fallback = fallback
         self.kinds = tuple(sorted(kinds))
         self.health_period = health_period
-        self.resend_after_s = resend_after_s
         self.now = wall_clock
         self.log = _BridgeLog(log, {"site": site})
         self.notifier = notifier or ServiceNotifier(None)    # systemd: fed by _loop only
@@ -90,15 +89,12 @@ class Bridge:
                          "results": 0, "duplicate_results": 0, "commands_down": 0}
         self.refusals = Refusals()
         self._events: queue.SimpleQueue[BridgeInput] = queue.SimpleQueue()
-        self._inflight: dict[str, Delivery] = {}     # key -> sent, not yet confirmed by the cloud broker
-        self._link_up = False
         self._health_at = -1e9
         self._deadlines_at = -1e9
-        self._resend_at = -1e9
-        self._backlogged = self.outbox.queued_count() > 0   # unsent tasks wait in the outbox
-        self._workers: set[str] = set()                      # cloud workers online
         self.forwarding: Forwarding[Message] = Forwarding()    # results on their way to the fog
         self.books = Bookkeeping(self.outbox, log=self.log, say_health=self._health_now)
+        self.uplink = Uplink(self.outbox, self.books, counters=self.counters, resend_after_s=resend_after_s,
+                             send=lambda payload: self.cloud.publish(self.cloud_topics.tasks, payload, qos=1))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         tag = hashlib.sha1(f"{root}|{cloud_root}".encode()).hexdigest()[:8]
@@ -139,7 +135,7 @@ class Bridge:
     def status_line(self) -> str:
         """One line for ``systemctl status``: "online, uplink down, backlog 12"."""
         state = "degraded" if self.books.problem else "online"
-        line = f"{state}, uplink {'up' if self._link_up else 'down'}, backlog {self.outbox.rows}"
+        line = f"{state}, uplink {'up' if self.uplink.up else 'down'}, backlog {self.outbox.rows}"
         return f"{line}: {self.books.problem}" if self.books.problem else line
 
     def stop(self) -> None:
@@ -183,72 +179,23 @@ class Bridge:
                 self.log.exception("error while handling %s", type(event).__name__ if event else "tick")
 
     def _link(self, up: bool) -> None:
-        self._link_up = up
         self.log.info("uplink %s; backlog %d task(s)", "up" if up else "down", self.outbox.rows)
-        if up:
-            self._inflight.clear()              # unacknowledged sends are replayed below
-            self._backlogged = True
-            self._replay()
-        else:
-            self._workers.clear()
+        self.uplink.changed(up)
         self._health_at = -1e9
-
-    def _replay(self, limit: int = 1000) -> None:
-        """Send queued tasks in order; the rest follow as PUBACKs come back.
-        Reads the outbox only while some task in it has not been sent."""
-        budget = limit - len(self._inflight)
-        if not self._backlogged or budget < limit // 2 or not self._link_up or not self._workers:
-            return
-        try:
-            rows = self.outbox.queued(limit=budget + len(self._inflight) + len(self.books.unmarked))
-        except StorageError as exc:
-            self.books.failed(exc)
-            return
-        sent_all = True
-        for row in rows:
-            if row.task_id in self._inflight or row.task_id in self.books.unmarked:
-                continue
-            if budget <= 0:
-                sent_all = False
-                break
-            self._send(row.task_id, row.payload)
-            budget -= 1
-        if sent_all and len(rows) < limit:
-            self._backlogged = False
-
-    def _send(self, key: str, payload: bytes) -> None:
-        delivery = self.cloud.publish(self.cloud_topics.tasks, payload, qos=1)
-        assert delivery is not None          # untagged publishes are never withdrawn
-        self._inflight[key] = delivery
-        self.counters["forwarded"] += 1
 
     def _tick(self) -> None:
         for message, key in self.forwarding.arrived():
             self.cloud.ack(message)
             self.books.remove(key)
-        acked = [k for k, delivery in self._inflight.items() if delivery.confirmed()]
         now = self.now()
-        if acked:
-            for k in acked:
-                del self._inflight[k]
-            self.books.sent(acked, now)
-            self._replay()
+        self.uplink.confirmed(now)
         self.books.retry(now)
         for summary in self.aggregator.flush(now):
             self._uplink_summary(summary)
-        if not self._link_up and now - self._deadlines_at >= 0.5:
+        if not self.uplink.up and now - self._deadlines_at >= 0.5:
             self._deadlines_at = now
             self._expire_deadlines(now)
-        if self._link_up and self._workers and now - self._resend_at >= 1.0:
-            self._resend_at = now
-            try:
-                stale = self.outbox.requeue_stale(now - self.resend_after_s)
-            except StorageError as exc:
-                self.books.failed(exc)
-                stale = 0
-            if stale:
-                self._backlogged = True
-                self._replay()
+        self.uplink.resend_stale(now)
         if now - self._health_at >= self.health_period:
             self._publish_health()
 
@@ -276,7 +223,7 @@ class Bridge:
         task = offer.task
         inbox = self.topics.agent_inbox(offer.origin)
         key = outbox_key(offer.origin, task.id)
-        reason = refusal(task, kinds=self.kinds, link_up=self._link_up, cloud_id=f"{self.site}/{key}")
+        reason = refusal(task, kinds=self.kinds, link_up=self.uplink.up, cloud_id=f"{self.site}/{key}")
         if not reason:
             now = self.now()
             up = cloud_task(task, site=self.site, key=key, results_topic=self.results_topic)
@@ -298,11 +245,7 @@ class Bridge:
                 self.edge.publish(inbox, OfferReply("accept", offer.offer, task.id, self.agent_id).encode())
                 if fresh:
                     self.counters["accepted"] += 1
-                    if self._link_up and self._workers and len(self._inflight) < 1000 \
-                            and not self._backlogged:
-                        self._send(key, up.encode())
-                    else:
-                        self._backlogged = True
+                    self.uplink.take(key, up.encode())
                 return
         self._give_back(offer.origin, offer.offer, task.id, reason)
 
@@ -342,7 +285,7 @@ class Bridge:
                 except StorageError as exc:       # unreadable now: the cloud redelivers it
                     self.books.failed(exc)
                     return
-                self._inflight.pop(key, None)
+                self.uplink.answered(key)
                 if row is None or key in self.forwarding or key in self.books.unremoved:
                     self.counters["duplicate_results"] += 1
                 else:
@@ -364,11 +307,7 @@ class Bridge:
             except InvalidMessage as exc:
                 state = None
                 self._refuse("presence", m.topic, exc.message)
-            if state == "online" and worker not in self._workers and len(self._workers) < MAX_WORKERS:
-                self._workers.add(worker)
-                self._replay()
-            elif state != "online":
-                self._workers.discard(worker)
+            self.uplink.worker(worker, online=state == "online")
         elif m.topic.startswith(self.down_prefix):
             rest = m.topic[len(self.down_prefix):]
             try:
@@ -405,10 +344,10 @@ class Bridge:
             state = "degraded"
         return BridgeHealth(site=self.site, agent=self.agent_id, state=state,
                             reason=self.books.problem if state == "degraded" else None,
-                            link="up" if self._link_up else "down", backlog=self.outbox.rows,
+                            link="up" if self.uplink.up else "down", backlog=self.outbox.rows,
                             backlog_bytes=self.outbox.bytes,
                             oldest_age_s=round(self.now() - oldest, 3) if oldest else 0.0,
-                            kinds=tuple(self.kinds), ts=self.now(), cloud_workers=len(self._workers),
+                            kinds=tuple(self.kinds), ts=self.now(), cloud_workers=len(self.uplink.workers),
                             bytes_in=self.aggregator.bytes_in, bytes_up=self.aggregator.bytes_up)
 
     @property

@@ -130,7 +130,7 @@ class LockOrder:
         self._names[node] = name
         return tracked
 
-    def instrument(self, obj: Any, name: str) -> list[str]:
+    def instrument(self, obj: Any, name: str, *, must_find: bool = True) -> list[str]:
         """Replace every lock ``obj`` holds in an attribute by a tracked one
         (named ``name.attribute``); returns those names. Call it before any
         thread uses them."""
@@ -139,14 +139,17 @@ class LockOrder:
             if isinstance(value, (_LOCK, _RLOCK)):
                 setattr(obj, attr, self.track(value, f"{name}.{attr}"))
                 found.append(f"{name}.{attr}")
-        if not found:
+        if not found and must_find:
             raise AssertionError(f"{name}: no lock to track in {type(obj).__name__}")
         return found
 
     def instrument_client(self, client: Any, name: str) -> list[str]:
         """An :class:`~fogmesh.mqtt.MqttClient` (not started yet): its own
-        locks and its paho client's (``name.paho.*``)."""
-        return self.instrument(client, name) + self.instrument(client._paho, f"{name}.paho")
+        locks (none today), its subscription book's (``name.subscriptions.*``)
+        and its paho client's (``name.paho.*``)."""
+        return (self.instrument(client, name, must_find=False)
+                + self.instrument(client._subscriptions, f"{name}.subscriptions")
+                + self.instrument(client._paho, f"{name}.paho"))
 
     # -- recording (called by the wrappers) ----------------------------------------------
     def _held(self) -> list[list[Any]]:

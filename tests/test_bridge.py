@@ -106,7 +106,7 @@ def test_300_tasks_wait_out_a_cloud_outage_and_none_is_doubled(edge, cloud, root
     worker("w1")
     wait_until(sees_bridge(agent), what="the bridge's health")
     cloud.stop()
-    wait_until(lambda: not b._link_up, what="the bridge to see the outage")
+    wait_until(lambda: not b.uplink.up, what="the bridge to see the outage")
     with FogClient(edge.url, root=root) as client:
         futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(300)]
         # the agent holds as many as the edge broker's in-flight window lets it
@@ -127,7 +127,7 @@ def test_a_full_outbox_gives_tasks_back_to_the_fog(edge, cloud, root, stack):
     b = bridge(max_rows=5)
     wait_until(sees_bridge(agent), what="the bridge's health")
     cloud.stop()
-    wait_until(lambda: not b._link_up, what="the outage")
+    wait_until(lambda: not b.uplink.up, what="the outage")
     with FogClient(edge.url, root=root) as client:
         futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(20)]
         fog = [f.result(timeout=30) for f in futures[5:]]
@@ -139,7 +139,7 @@ def test_with_fallback_error_a_full_outbox_answers_busy(edge, cloud, root, stack
     b = bridge(max_rows=2, fallback="error")
     wait_until(sees_bridge(agent), what="the bridge's health")
     cloud.stop()
-    wait_until(lambda: not b._link_up, what="the outage")
+    wait_until(lambda: not b.uplink.up, what="the outage")
     with FogClient(edge.url, root=root) as client:
         futures = [client.send("sha256", HEAVY, weight="heavy") for _ in range(5)]
         errors = [f.result(timeout=30) for f in futures[2:]]
@@ -151,7 +151,7 @@ def test_a_deadline_the_outage_cannot_meet_runs_in_the_fog(edge, cloud, root, st
     b = bridge()
     wait_until(sees_bridge(agent), what="the bridge's health")
     cloud.stop()
-    wait_until(lambda: not b._link_up, what="the outage")
+    wait_until(lambda: not b.uplink.up, what="the outage")
     with FogClient(edge.url, root=root) as client:
         r = client.submit("sha256", HEAVY, weight="heavy", deadline_ms=5000, timeout=20)
     assert r.ok and r.tier == "local"

@@ -24,6 +24,7 @@ from fogmesh.broker.processes import stop_processes
 from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
 from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
               pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")]
@@ -159,12 +160,12 @@ def test_cloud_workers_on_the_cluster_behind_a_bridge_lose_and_double_nothing_wh
         watcher = MqttClient(mosquitto_broker.url, on_message=lambda m: health.append(json.loads(m.payload))
                              if m.payload else None)
         watcher.start()
-        watcher.subscribe(f"{root}/bridge/farm")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(h.get("link") == "up" and (h.get("cloud_workers") or 0) >= 3
-                                                      for h in health):
-            time.sleep(0.2)                # the bridge's health comes every few seconds
-        watcher.stop()
+        try:
+            watcher.subscribe(f"{root}/bridge/farm")
+            wait_until(lambda: any(h.get("link") == "up" and (h.get("cloud_workers") or 0) >= 3 for h in health),
+                       timeout=60, what="the bridge healthy: its uplink up and the 3 cloud workers online")
+        finally:
+            watcher.stop()
         seen: list[float] = []          # cw1's "online" announcements (it starts on node 1)
         cw1 = MqttClient(cluster.url_from(0), on_message=lambda m: seen.append(time.monotonic())
                          if m.payload and json.loads(m.payload).get("state") == "online" else None)

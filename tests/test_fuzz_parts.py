@@ -122,7 +122,7 @@ def test_no_hostile_message_raises_out_of_the_bridge(tmp_path_factory, edge, clo
 
 
 def test_an_offer_whose_cloud_id_would_be_over_the_limit_goes_back_to_the_fog(bridge):
-    bridge._link_up = True
+    bridge.uplink.up = True
     task = Task(id="t" * 128, kind="echo", reply_to=f"{ROOT}/replies/dev")
     offer = dumps({"op": "offer", "offer": "a1:x:1", "origin": "a" * 100, "lease_ms": 1000, "task": task.to_dict()})
     bridge._edge_message(received(T.agent_inbox("bridge-farm"), offer))
@@ -133,9 +133,9 @@ def test_an_offer_whose_cloud_id_would_be_over_the_limit_goes_back_to_the_fog(br
 
 def test_a_cloud_worker_is_known_by_its_presence_topic_not_its_payload(bridge):
     bridge._cloud_message(received("fogmesh/v1/presence/w1", forged_presence("w1", "w2")))
-    assert bridge._workers == set()
+    assert bridge.uplink.workers == set()
     bridge._cloud_message(received("fogmesh/v1/presence/w1", forged_presence("w1", "w1")))
-    assert bridge._workers == {"w1"}
+    assert bridge.uplink.workers == {"w1"}
 
 
 # -- devices ------------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_what_cannot_wait_for_ever_is_no_edge():
 def test_every_lock_of_a_client_and_of_its_paho_client_is_tracked():
     client = MqttClient("mqtt://127.0.0.1:1")
     names = LockOrder().instrument_client(client, "c")
-    assert {"c._lock", "c.paho._out_message_mutex", "c.paho._callback_mutex", "c.paho._in_callback_mutex",
+    assert {"c.subscriptions._lock", "c.paho._out_message_mutex", "c.paho._callback_mutex", "c.paho._in_callback_mutex",
             "c.paho._msgtime_mutex", "c.paho._in_message_mutex", "c.paho._mid_generate_mutex",
             "c.paho._reconnect_delay_mutex", "c.paho._batch"} <= set(names)
 

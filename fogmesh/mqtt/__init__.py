@@ -1,6 +1,9 @@
 """The one MQTT client adapter: everything fogmesh does with paho-mqtt is in
 this package (``wire``: paho's client, changed; ``client``: the reconnecting
-client the rest of fogmesh uses; ``checks``: one-shot questions to a broker).
+client the rest of fogmesh uses, with its parts ``connecting`` (how paho is
+set up), ``subscriptions`` (what it renews at every CONNACK) and ``fence``
+(what a drop withdraws, and the lock order); ``checks``: one-shot questions
+to a broker).
 
 Why one adapter: paho's surface is large and its errors are integer codes; the
 rest of fogmesh sees a small object (start, subscribe, publish, ack, stop), our

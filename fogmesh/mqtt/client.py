@@ -4,24 +4,22 @@ and the values it hands out (:class:`Message`, :class:`Delivery`)."""
 from __future__ import annotations
 
 import logging
-import os
-import ssl
 import threading
 import time
 import uuid
 from typing import Any, Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 
-from fogmesh.broker_url import BrokerUrl, resolve_password
+from fogmesh.broker_url import BrokerUrl
 from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused
 from fogmesh.log_limit import LogLimit
+from fogmesh.mqtt.connecting import connect_async, paho_client, refused_hint
 from fogmesh.mqtt.fence import Fence
-from fogmesh.mqtt.values import RECEIVE_MAXIMUM, Delivery, Message, Will
-from fogmesh.mqtt.wire import _Client, _nodelay, _PackedProperties, _Together
+from fogmesh.mqtt.subscriptions import Subscriptions
+from fogmesh.mqtt.values import Delivery, Message, Will
+from fogmesh.mqtt.wire import _PackedProperties, _Together
 from fogmesh.properties import MessageProperties
 
 log = logging.getLogger("fogmesh.mqtt")
@@ -45,7 +43,8 @@ class MqttClient:
     Locks, in one order (:mod:`fogmesh.mqtt.fence` says why, and which
     stand outside it): ``_Client._batch`` (:meth:`together`), then paho's
     ``_out_message_mutex``, which is also the fence that keeps a tagged
-    publish and a drop apart, then this client's ``_lock`` and paho's short
+    publish and a drop apart, then the ``_lock`` of this client's
+    :class:`~fogmesh.mqtt.subscriptions.Subscriptions` and paho's short
     ones. paho calls ``on_confirmed`` and the watch holding the fence.
 
     A connection that keeps dropping is logged once, then at most once every
@@ -70,13 +69,11 @@ class MqttClient:
         self._on_confirmed = on_confirmed
         self._drop_lines = LogLimit(every_s=LOG_EVERY_S)
         self._refusal_lines = LogLimit(every_s=LOG_EVERY_S)
-        self._subscriptions: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._subscriptions = Subscriptions()
         self._generation = 0
         self.connected = threading.Event()
         self._first_result = threading.Event()
         self.refused: str | None = None      # why the broker (or the network) refused us, if it did
-        self._suback: dict[int, tuple[threading.Event, list[int]]] = {}
         #: Set once the broker acknowledged this connection's subscriptions
         #: (those renewed at a reconnect, or none to renew); cleared on a drop.
         #: A broker that lost its sessions routes nothing here before it.
@@ -92,17 +89,9 @@ class MqttClient:
 
         self.mqtt5 = mqtt5
         self._clean_session = clean_session
-        c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=None if mqtt5 else clean_session,
-                        protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-                        manual_ack=manual_ack, transport="websockets" if self.url.websocket else "tcp",
-                        # One connection only (a rescue): paho must not reconnect by itself either.
-                        # Its network loop overrides a disconnect() made in on_disconnect after a
-                        # lost connection, and came back, kicking off the client that took the id.
-                        reconnect_on_failure=reconnect)
-        if self.url.websocket:
-            c.ws_set_options(path=self.url.path)
-        c.on_socket_open = _nodelay
+        c = paho_client(self.url, client_id=self.client_id, clean_session=clean_session, will=will,
+                        manual_ack=manual_ack, reconnect_min=reconnect_min, reconnect_max=reconnect_max,
+                        max_inflight=max_inflight, reconnect=reconnect, mqtt5=mqtt5, fresh_id=fresh_id)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
@@ -110,23 +99,6 @@ class MqttClient:
         c.on_subscribe = self._handle_subscribe
         c.on_publish = self._handle_publish
         c.on_connect_fail = self._handle_connect_fail
-        c.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
-        c.max_inflight_messages_set(max_inflight)
-        if will is not None:
-            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        if self.url.username:
-            c.username_pw_set(self.url.username, resolve_password(self.url, os.environ))
-        if self.url.tls:
-            try:
-                c.tls_set(ca_certs=self.url.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConnectError(f"cannot use the CA certificate {self.url.ca_file}: {exc}") from exc
-        # A clean session on a cluster (a failover list): a fresh client id per connection
-        # (``client_id`` plus a suffix). RabbitMQ keeps a QoS 1 subscription's queue on one
-        # node, named by client id, and refuses the id on every other node while that one
-        # is down: the client could not come back until the dead node did.
-        if fresh_id if fresh_id is not None else clean_session and len(self.url.nodes) > 1:
-            c.id_base = self.client_id
         self._keepalive = keepalive
         self._paho = c
         self._fence = Fence(c, mqtt5=mqtt5)
@@ -141,36 +113,15 @@ class MqttClient:
         TCP connection raises at once instead of being retried.
         """
         self._fail_fast = fail_fast
-        if self.mqtt5:
-            # A persistent session outlives the connection only with a Session
-            # Expiry Interval (3.1.1's clean_session=0 kept it for ever).
-            props = Properties(PacketTypes.CONNECT)
-            if not self._clean_session:
-                props.SessionExpiryInterval = 0xFFFFFFFF
-            if self._manual_ack:
-                # What 3.1.1 left to the broker's max_inflight_messages: without it an
-                # MQTT 5 broker may push 65,535 unacknowledged tasks at once, and
-                # tasks should wait at the broker, not in an agent's memory.
-                props.ReceiveMaximum = RECEIVE_MAXIMUM
-            # No properties where none is needed: amqtt refuses a property-less
-            # MQTT 5 CONNECT with a reason, but one with properties not at all.
-            self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
-                                     clean_start=self._clean_session,
-                                     properties=props if not self._clean_session or self._manual_ack else None)
-        else:
-            self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
+        connect_async(self._paho, self.url, keepalive=self._keepalive, mqtt5=self.mqtt5,
+                      clean_session=self._clean_session, manual_ack=self._manual_ack)
         self._paho.loop_start()
         if timeout is None:
             return
         if not self._first_result.wait(timeout) or not self.connected.is_set():
             reason = self.refused or f"no answer within {timeout:g} s"
             self.stop()
-            if self.refused and ("authori" in self.refused.lower() or "password" in self.refused.lower()):
-                hint = ("Check the login in the URL (mqtts://LOGIN@host) and its password "
-                        "($FOGMESH_PASSWORD, $FOGMESH_PASSWORD_FILE or ?password_file=PATH).")
-            else:
-                hint = "Is it running? Start one with `fogmesh broker`."
-            raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. {hint}")
+            raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. {refused_hint(self.refused)}")
 
     def start_waiting(self, on_wait: Callable[[], None], *, every_s: float = 5.0) -> None:
         """Connect however long the broker takes to come up; ``on_wait`` runs
@@ -202,17 +153,13 @@ class MqttClient:
 
         Waits for the SUBACK when connected and ``timeout`` is not None.
         """
-        with self._lock:
-            self._subscriptions[topic_filter] = qos
+        self._subscriptions.keep(topic_filter, qos)
         if not self.connected.is_set():
             return qos
-        done = threading.Event()
-        granted: list[int] = []
-        with self._lock:
-            rc, mid = self._paho.subscribe(topic_filter, qos)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-                return qos  # re-sent on the next CONNACK
-            self._suback[mid] = (done, granted)
+        awaited = self._subscriptions.send(self._paho, topic_filter, qos)
+        if awaited is None:
+            return qos  # re-sent on the next CONNACK
+        done, granted = awaited
         if timeout is None:
             return qos
         if not done.wait(timeout):
@@ -222,8 +169,7 @@ class MqttClient:
         return granted[0] if granted else qos
 
     def unsubscribe(self, topic_filter: str) -> None:
-        with self._lock:
-            self._subscriptions.pop(topic_filter, None)
+        self._subscriptions.forget(topic_filter)
         self._paho.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
@@ -321,14 +267,8 @@ class MqttClient:
             self._first_result.set()
             return
         self.session_present = bool(getattr(_flags, "session_present", False))
-        with self._lock:
-            self._generation += 1
-            subs = list(self._subscriptions.items())
-            rc, mid = client.subscribe(subs) if subs else (MQTTErrorCode.MQTT_ERR_SUCCESS, None)
-            if mid is not None and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._suback[mid] = (self.resubscribed, [])
-            else:
-                self.resubscribed.set()
+        self._generation += 1
+        self._subscriptions.renew(self._paho, self.resubscribed)
         self.connected.set()
         self._first_result.set()
         log.debug("%s: connected to %s (generation %d)", self.client_id, self.url, self._generation)
@@ -391,13 +331,8 @@ class MqttClient:
             then()
 
     def _handle_subscribe(self, _client: paho.Client, _ud: object, mid: int,
-                          reason_codes: list, _props: object) -> None:
-        with self._lock:
-            entry = self._suback.pop(mid, None)
-        if entry:
-            done, granted = entry
-            granted.extend(int(getattr(rc, "value", rc)) for rc in reason_codes)
-            done.set()
+                          reason_codes: list[Any], _props: object) -> None:
+        self._subscriptions.acknowledged(mid, reason_codes)
 
     def _handle_message(self, _client: paho.Client, _ud: object, msg: paho.MQTTMessage) -> None:
         """What paho read itself (see ``_Client._handle_publish``)."""

@@ -17,7 +17,8 @@ checks it on real clients through storms, cuts and reconnects):
    ``on_confirmed`` and the watch run under it) and while it resends its
    queue after a CONNACK (a drop in there is handled once paho is out:
    ``_Client.after_resend``).
-3. The client's ``_lock`` (subscriptions) and paho's short ones
+3. The ``_lock`` of the client's subscription book
+   (:class:`~fogmesh.mqtt.subscriptions.Subscriptions`) and paho's short ones
    (``_mid_generate_mutex``, ``_callback_mutex``, ``_msgtime_mutex``): a
    thread holding one of them waits for no lock above.
 
