@@ -272,7 +272,11 @@ def test_no_lock_order_of_an_agent_can_deadlock_while_its_connections_are_cut_an
         order.assert_no_deadlock()
         assert not stuck and came_back is None, (stuck, came_back)
         wait_until(lambda: all(f.done() for f in futures), timeout=60, what="every task answered")
-        assert all(f.result().ok for f in futures) and device.duplicates == 0
+        assert all(f.result().ok for f in futures)
+        # Never a second run (another answer); an answer cut off with the link may come again,
+        # the same one (topics.md: the PUBACK of one the broker had was lost with the link).
+        first = {f.result().reply.id: f.result().reply for f in futures}
+        assert [r for r in device.duplicate_replies if r != first[r.id]] == []
         assert ("task.paho._batch", "control.paho._batch") in order.edges()     # a step: both, in one order
     finally:
         device.close()
