@@ -12,7 +12,7 @@ from typing import Any
 from fogmesh.edge_agent.actions import Ack, Action, Forget, Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.entry import Entry, EntryState
+from fogmesh.edge_agent.entry import Entry
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import DeadLetter, ErrorInfo, Reply, Task, Timing, excerpt
 from fogmesh.offers import Result
@@ -120,11 +120,8 @@ class AnsweringConcern(CoreParts):
                 done = [Publish(self.config.topics.claims,
                                 self._claim_record(entry.key, op="done", reply_to=publish.topic,
                                                    reply=publish.payload), fence_key=entry.key)]
-        entry.answer = answer
         if entry.fenced:               # hold the answer until the takeover claim is decided
-            entry.move(EntryState.ANSWERED)
-            self.entries.stop_timers(entry)
-            entry.pending = done + [publish] + forget     # acks are added on release
+            self.entries.hold_answer(entry, answer, done + [publish] + forget)    # acks are added on release
             return []
         self._settle(entry, now, answer)
         if done and self.config.dispatch == "claim":

@@ -55,7 +55,7 @@ class AskingConcern(CoreParts):
         peers.discard(self.config.agent_id)
         if not peers:
             return None
-        entry.move(EntryState.ASKING)
+        self.entries.asking(entry)
         self.asks.open(entry.key, peers)
         self.counters.asked += 1
         return [Publish(self.config.topics.claims, self._claim_record(entry.key, op="ask"))]
@@ -93,8 +93,7 @@ class AskingConcern(CoreParts):
             return [Ack(t) for t in entry.tokens]
         if have.state == "answered" and have.reply_to is not None and have.reply is not None:
             self.asks.close(entry.key)
-            entry.move(EntryState.PLACING)
-            entry.recorded = Publish(have.reply_to, have.reply)
+            self.entries.placing(entry, recorded=Publish(have.reply_to, have.reply))
             return self._accept(entry, now)
         if have.state == "answered":        # answered, answer not kept: another peer may have it
             self.asks.answer_not_kept(entry.key)
@@ -108,11 +107,11 @@ class AskingConcern(CoreParts):
         some peer answered it without keeping the answer, say so)."""
         self.asks.close(entry.key)
         if self.asks.take_not_kept(entry.key):
-            entry.move(EntryState.PLACING)
+            self.entries.placing(entry)
             return self._answer_error(entry, "duplicate_id",
                                       f"task id {entry.key!r} was answered within the dedup window and its "
                                       "answer is no longer kept; submit it with a new id", now)
-        entry.move(EntryState.CLAIMING)
+        self.entries.claiming(entry)
         self._to_next_round(entry, now)
         return self._claim_now(entry, now)
 

@@ -71,7 +71,7 @@ class ClaimingConcern(CoreParts):
                 if answer is None:
                     actions += self._give_up_claim(contested)
                 else:
-                    contested.recorded = answer
+                    self.entries.deliver_instead(contested, answer)
             return actions
         if claim.op == "sent":
             return actions
@@ -183,7 +183,7 @@ class ClaimingConcern(CoreParts):
         """Compete for ``entry`` under its takeover key, like the survivors that
         may contest it: the broker's one order picks one of us."""
         if entry.state is EntryState.CLAIMED:
-            entry.move(EntryState.CLAIMING)
+            self.entries.claiming(entry)
         self.counters.reclaimed += 1
         self._to_next_round(entry, now)
         return self._claim_now(entry, now)
@@ -217,8 +217,7 @@ class ClaimingConcern(CoreParts):
     def _fire_claims(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for entry in self.entries.claims_due(now):
-            entry.move(EntryState.CLAIMED)
-            self.entries.claim_at(entry, None)
+            self.entries.claimed(entry)
             self.claims.claim_sent()
             actions.append(self._my_claim(entry.claim_key))
         return actions

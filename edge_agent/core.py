@@ -273,9 +273,8 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
     def _settle(self, entry: Entry, now: float, answer: StoredAnswer | None) -> None:
         """``entry`` is answered (``answer``: this agent's own answer, sent now or
         found out): no longer held; its id, and the answer, kept for the dedup window."""
-        self._release(entry)
-        entry.move(EntryState.DONE)
-        self.entries.stop_timers(entry)
+        self.entries.done(entry)
+        self.asks.close(entry.key)
         self.answers.add(entry.key, now, answer)
 
     def _on_tick(self, now: float) -> list[Action]:

@@ -1,7 +1,8 @@
 """What the agent core holds per task: one mutable record whose state moves
 only along a transition table (:data:`TRANSITIONS`). Entries are held by
 :class:`fogmesh.edge_agent.entry_table.EntryTable`, which owns them, their
-claim-key index and their timers; the core's concerns change them."""
+claim-key index and their timers, and is the only writer of their fields
+(its named transitions); the core's concerns read them."""
 
 from __future__ import annotations
 

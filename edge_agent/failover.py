@@ -77,7 +77,7 @@ class FailoverConcern(CoreParts):
             return [Ack(t) for t in tokens]
         held = self.entries.get(key)
         if held is not None:
-            held.tokens.extend(tokens)
+            self.entries.add_tokens(held, tokens)
             return []
         round_key = self._takeover_claim(key, now, gone=gone, gone_epoch=gone_epoch)
         if recorded is not None and not payload:     # its "done" came before the task message
@@ -169,8 +169,7 @@ class FailoverConcern(CoreParts):
                 # does, and the queue, not a claim, says who holds a task: a takeover claim
                 # here would outlive a hold the queue takes back and void the next taker's.)
                 continue
-            entry.fenced = True
-            self._to_next_round(entry, now)
+            self.entries.fence(entry, self._takeover_claim(entry.key, now))
             actions.append(self._my_claim(entry.claim_key))
         return actions
 
@@ -276,8 +275,7 @@ class FailoverConcern(CoreParts):
         entry = self.entries.get(key)
         if entry is None or not entry.fenced or entry.state is not EntryState.ANSWERED or entry.origin is not None:
             return []
-        held, entry.pending = entry.pending or [], None
-        entry.fenced = False
+        held = self.entries.unfence(entry) or []
         answer = next((StoredAnswer(a.topic, a.payload) for a in held
                        if isinstance(a, Publish) and a.topic != self.config.topics.claims), None)
         self._settle(entry, now, entry.answer or answer)
@@ -294,8 +292,7 @@ class FailoverConcern(CoreParts):
                 return self._fence_decided(entry, later, now)
             return [self._my_claim(entry.claim_key)]
         if winner == self.config.agent_id:
-            entry.fenced = False
-            held, entry.pending = entry.pending, None
+            held = self.entries.unfence(entry)
             if held is not None:                    # answered meanwhile: release it now
                 self._settle(entry, now, entry.answer)
                 if any(isinstance(a, Publish) and a.topic == self.config.topics.claims for a in held):

@@ -15,7 +15,7 @@ from fogmesh.edge_agent.actions import Ack, Action, Remember
 from fogmesh.edge_agent.answer_book import StoredAnswer
 from fogmesh.edge_agent.answering import sent_again
 from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.entry import Entry, EntryState
+from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.placement import Cloud, Offload, place_task, stays_local
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Task, confine_to_device, parse_task
@@ -44,7 +44,7 @@ class LandingConcern(CoreParts):
 
         held = self.entries.get(key)
         if held is not None:             # redelivery of a task we hold: ack it when done
-            held.tokens.append(token)
+            self.entries.add_tokens(held, [token])
             self.counters.duplicates += 1
             return []
         if not requeued and self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
@@ -64,16 +64,15 @@ class LandingConcern(CoreParts):
                 return [sent_again(answer, task), Ack(token)]
             return [Ack(token)]
 
-        entry = Entry(key=key, received=now, tokens=[token], task=task, error=error,
-                       payload=payload, requeued=requeued, queue_held=self.config.task_queue and not direct)
+        kind = None
         if task is not None and task.kind not in self.registry:
-            entry.error = InvalidMessage("unknown_kind",
-                                         f"unknown kind {task.kind!r}; agents here run: "
-                                         f"{', '.join(self.registry.names())}",
-                                         task_id=task.id, reply_to=task.reply_to)
+            error = InvalidMessage("unknown_kind", f"unknown kind {task.kind!r}; agents here run: "
+                                   f"{', '.join(self.registry.names())}", task_id=task.id, reply_to=task.reply_to)
         elif task is not None:
-            entry.kind = self.registry.get(task.kind)
-        self.entries.add(entry)
+            kind = self.registry.get(task.kind)
+        entry = self.entries.add(Entry(key=key, received=now, tokens=[token], task=task, kind=kind, error=error,
+                                       payload=payload, requeued=requeued,
+                                       queue_held=self.config.task_queue and not direct))
 
         if not direct and self.config.dispatch == "shared" and entry.error is None \
                 and task is not None and (requeued or self.asks.asks_about(task.attempt, now)):
@@ -114,7 +113,7 @@ class LandingConcern(CoreParts):
                 return self._answer_error(entry, "busy", f"device {device} is over its limit of "
                                           f"{self.config.device_rate:g} tasks/s on agent "
                                           f"{self.config.agent_id}; slow down and retry", now)
-        entry.move(EntryState.PLACING)
+        self.entries.placing(entry)
         if entry.origin is None:
             target = self._placement(entry, now, with_cloud=True)
             if target is not None:
@@ -125,7 +124,7 @@ class LandingConcern(CoreParts):
             self.counters.busy += 1
             return self._answer_error(entry, "busy", f"agent {self.config.agent_id} has "
                                       f"{self.runner.queued} tasks queued; retry later", now)
-        entry.move(EntryState.QUEUED)
+        self.entries.queued(entry)
         self.runner.enqueue(entry.key)
         return self._remember(entry) + self._start_queued(now)
 
@@ -154,7 +153,7 @@ class LandingConcern(CoreParts):
         restart would run again what a peer answered meanwhile."""
         if entry.remembered or entry.origin is not None or entry.queue_held:
             return []
-        entry.remembered = True
+        self.entries.remembered(entry)
         return [Remember(entry.key, entry.payload)]
 
     def _restore(self, *, done: list[str], unfinished: list[bytes], now: float,

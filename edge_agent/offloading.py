@@ -9,7 +9,7 @@ from fogmesh import codec
 from fogmesh.asks import Have
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.core_parts import CoreParts
-from fogmesh.edge_agent.entry import Entry, EntryState, OfferState
+from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.peers import Peer
 from fogmesh.edge_agent.placement import LocalPolicy, peer_is_full
 from fogmesh.errors import InvalidMessage
@@ -50,14 +50,11 @@ class OffloadingConcern(CoreParts):
     # -- offloading ----------------------------------------------------------------------
     def _offer(self, entry: Entry, peer: str, now: float) -> list[Action]:
         assert entry.task is not None
-        entry.tried.add(peer)
         offer_id = f"{self.config.agent_id}:{entry.key}:{len(entry.offer_ids) + 1}"
-        entry.offer_ids.add(offer_id)
-        entry.offer = OfferState(peer, offer_id, now)
-        self.offers.sent(peer)
-        entry.move(EntryState.OFFERED)
         # A bridge commits each offer to disk before it accepts: give it longer.
-        self.entries.lease_until(entry, now + self.config.offer_lease_s * (5 if self.offers.is_bridge(peer) else 1))
+        lease = self.config.offer_lease_s * (5 if self.offers.is_bridge(peer) else 1)
+        self.entries.offered(entry, peer, offer_id, now, lease_until=now + lease)
+        self.offers.sent(peer)
         self.counters.offers_sent += 1
         lease_ms = int(1000 * self.config.offer_lease_s)
         return [Publish(self.config.topics.agent_inbox(peer),
@@ -75,7 +72,7 @@ class OffloadingConcern(CoreParts):
     def _clear_offer(self, entry: Entry) -> None:
         if entry.offer is not None:
             self.offers.settled(entry.offer.peer)
-            entry.offer = None
+            self.entries.offer_ended(entry)
 
     def _on_inbox(self, payload: bytes, now: float) -> list[Action]:
         if b'"op":"order-view"' in payload:
@@ -100,10 +97,9 @@ class OffloadingConcern(CoreParts):
                 return []
             if msg.op == "accept":
                 assert entry.kind is not None
-                entry.offer.accepted = True
                 self.counters.offers_accepted += 1
                 hold = self.config.cloud_lease_s if self.offers.is_bridge(msg.agent) else entry.kind.timeout_s
-                self.entries.lease_until(entry, now + hold + self.config.offer_lease_s)
+                self.entries.offer_accepted(entry, lease_until=now + hold + self.config.offer_lease_s)
                 return []
             self.counters.offers_rejected += 1
             if msg.reason == "busy":    # until its next presence, or a moment

@@ -25,11 +25,10 @@ class RunningConcern(CoreParts):
                                           f"waited {1000 * (now - entry.received):.0f} ms, "
                                           f"past deadline_ms={entry.task.deadline_ms}", now)
             timeout = min(timeout, remaining)
-        entry.move(EntryState.RUNNING)
-        entry.started = now
-        if not entry.kind.inline:
+        inline = entry.kind.inline
+        self.entries.running(entry, now, until=None if inline else now + timeout)
+        if not inline:
             self.runner.started()
-            self.entries.run_until(entry, now + timeout)
         return [Run(entry.key, entry.task, entry.kind, timeout)]
 
     def _start_queued(self, now: float) -> list[Action]:

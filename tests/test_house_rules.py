@@ -33,3 +33,39 @@ def test_the_code_passes_the_house_lint():
                           capture_output=True, text=True, timeout=110)
     assert "No module named ruff" not in done.stderr, "install the test extras: pip install -e '.[test]'"
     assert done.returncode == 0, "`ruff check .` (then `ruff check . --fix` for order and blanks):\n" + done.stdout
+
+
+def test_only_the_entry_table_writes_entries():
+    """The agent core's concerns read an entry's fields and change them only
+    through :class:`fogmesh.edge_agent.entry_table.EntryTable`'s named
+    transitions (``fence``, ``offered``, ``hold_answer``, ...): no
+    ``entry.<field> = ...``, ``entry.move(...)`` or ``entry.tokens.append(...)``
+    anywhere else in edge_agent/."""
+    import ast
+    from dataclasses import fields
+
+    from fogmesh.edge_agent.entry import Entry, OfferState
+    entry_fields = {f.name for f in fields(Entry)} | {f.name for f in fields(OfferState)}
+    mutators = {"append", "extend", "add", "update", "discard", "remove", "pop", "clear", "insert"}
+    owners = {"entry.py", "entry_table.py"}
+    found = []
+    for path in sorted((TESTS.parent / "edge_agent").glob("*.py")):
+        text = path.read_text()
+        if path.name in owners or "Entry" not in text and ".entries" not in text:
+            continue        # (a module that holds no entries: its ``tokens`` are a rate limiter's)
+        for node in ast.walk(ast.parse(text)):
+            targets: list[ast.expr] = []
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                targets = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+            # ``entry.fenced = ...``, ``entry.offer.accepted = ...``; not ``self.x`` nor ``self.counters.x``
+            written = [t for t in targets if isinstance(t, ast.Attribute) and t.attr in entry_fields
+                       and (isinstance(t.value, ast.Name) and t.value.id not in ("self", "cls")
+                            or isinstance(t.value, ast.Attribute) and t.value.attr == "offer")]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                f = node.func
+                if f.attr == "move" or (f.attr in mutators and isinstance(f.value, ast.Attribute)
+                                        and f.value.attr in ("tokens", "tried", "offer_ids")):
+                    written.append(f)
+            found += [f"edge_agent/{path.name}:{t.lineno}: {ast.unparse(t)}" for t in written]
+    assert not found, "change entries through EntryTable's transitions:\n" + "\n".join(found)
