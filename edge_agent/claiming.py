@@ -14,6 +14,7 @@ from fogmesh.claims import Claim, taken_over
 from fogmesh.edge_agent.actions import Ack, Action, Publish, Rescue, StopTaking
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import Entry, EntryState
+from fogmesh.edge_agent.mode import Change
 from fogmesh.edge_agent.ordering import is_probe_record
 from fogmesh.errors import InvalidMessage
 
@@ -112,12 +113,12 @@ class ClaimingConcern(CoreParts):
         me = self.config.agent_id
         if self.claims.was_cut(key):
             return []       # claimed across this agent's lost connection: a claim missed then, not the broker's order
-        if self.degraded or me not in (first, answerer) or me != max(first, answerer):
+        if self.mode.degraded_by or me not in (first, answerer) or me != max(first, answerer):
             return []
         reason = (f"claims reached {first} and {answerer} in different orders (task {key!r} was won by "
                   f"{first} here and answered by {answerer}): this broker does not order the claims "
                   "topic, so this agent takes no more tasks; use a broker with shared subscriptions")
-        self.degraded = reason
+        self.mode.change(Change.CLAIMS_DIVERGED, reason=reason)
         return [StopTaking(reason)]
 
     def _decided(self, entry: Entry, winner: str, now: float) -> list[Action]:

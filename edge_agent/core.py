@@ -50,6 +50,7 @@ from fogmesh.edge_agent.entry import Entry, EntryState
 from fogmesh.edge_agent.entry_table import EntryTable
 from fogmesh.edge_agent.failover import FailoverConcern
 from fogmesh.edge_agent.landing import LandingConcern
+from fogmesh.edge_agent.mode import Change, ModeState
 from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.offloading import OffloadingConcern
 from fogmesh.edge_agent.ordering import OrderCheck
@@ -76,10 +77,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         self.config = config
         self.registry = registry
         self.policy = policy or LocalPolicy()
-        self.accepting = True
-        self.draining = False
-        self.degraded = None         # why this agent takes no new work (its journal failed, claims' order)
-        self._degraded_by_journal = False
+        self.mode = ModeState()
         self.battery = None
         self.counters = Counters()
         self.refusals = Refusals()
@@ -116,6 +114,11 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
     @property
     def epoch(self) -> int:
         return self.claims.epoch
+
+    @property
+    def degraded(self) -> str | None:
+        """Why this agent takes no new work (its journal failed, claims' order), or None."""
+        return self.mode.degraded
 
     @property
     def order_verdict(self) -> str | None:
@@ -183,8 +186,8 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         maybe after its answer went out, so the peers are asked first."""
         t = self.config.topics
         requeued = dup and self.config.task_queue and t.is_task_topic(topic)
-        if dup and self.accepting and not requeued and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
-                                                         or topic == self._direct):
+        if dup and self.mode.takes_tasks and not requeued \
+                and ((self.config.dispatch == "shared" and t.is_task_topic(topic)) or topic == self._direct):
             return self._on_rescued(topic, payload, token, now)
         if topic == t.tasks:
             return self._on_task(payload, token, now, direct=False, dup=dup, requeued=requeued)
@@ -214,21 +217,19 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
     def _begin_drain(self) -> None:
         """The operator asked this agent to leave: offers from peers are
         rejected from now on; held tasks still finish."""
-        self.draining = True
+        self.mode.change(Change.DRAIN)
 
     def _journal_failed(self, reason: str) -> list[Action]:
         """The shell cannot journal: while degraded, offers from peers are
         rejected, new tasks are left to live peers (or answered ``degraded``
         when there is none); tasks already delivered still run."""
-        if self.degraded is not None:
+        if not self.mode.change(Change.JOURNAL_FAILED, reason=reason):
             return []
-        self.degraded, self._degraded_by_journal = reason, True
         return [StopTaking(reason, journal=True)]
 
     def _journal_works(self) -> list[Action]:
-        if self.degraded is None or not self._degraded_by_journal:
+        if not self.mode.change(Change.JOURNAL_WORKS):
             return []
-        self.degraded, self._degraded_by_journal = None, False
         return [ResumeTaking()]
 
     def last_to_answer(self, now: float) -> bool:
@@ -237,12 +238,12 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         ``degraded`` error, since a broker drops what reaches no subscriber
         and the device would hear nothing. With a live peer it leaves the
         tasks to it (the shell unsubscribes)."""
-        return self.degraded is not None and not self.peers.live(now)
+        return self.mode.degraded_by is not None and not self.peers.live(now)
 
     def _stop_accepting(self) -> None:
         """New task messages are left unacknowledged (the broker redelivers them
         to this session later); held tasks still finish."""
-        self.accepting = False
+        self.mode.change(Change.STOP)
 
     def _drop_held(self, entry: Entry, now: float) -> list[Action]:
         """Stop holding ``entry`` without answering it: another agent's answer

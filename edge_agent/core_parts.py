@@ -26,6 +26,7 @@ from fogmesh.edge_agent.confirmations import Confirmations
 from fogmesh.edge_agent.deaths import DeathWatch
 from fogmesh.edge_agent.entry import Entry
 from fogmesh.edge_agent.entry_table import EntryTable
+from fogmesh.edge_agent.mode import ModeState
 from fogmesh.edge_agent.offer_book import OfferBook
 from fogmesh.edge_agent.ordering import OrderCheck
 from fogmesh.edge_agent.peers import Peer, PeerRegistry
@@ -41,9 +42,7 @@ class CoreParts(ABC):
     config: AgentConfig
     registry: Registry
     policy: PlacementPolicy
-    accepting: bool               # task messages taken (False: left with the broker)
-    draining: bool                # the operator asked it to leave: no offers taken
-    degraded: str | None          # why it takes no new work (journal failed, claim order unsafe)
+    mode: ModeState               # what new work it takes: online, draining, stopping, degraded...
     battery: float | None         # the host's battery (None: mains)
     wall_offset: float            # Unix time minus ``now``
     # -- what it counts ------------------------------------------------------------

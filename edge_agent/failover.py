@@ -34,7 +34,7 @@ class FailoverConcern(CoreParts):
                 continue
             actions += self._contest(agent, now)
             rkey = rescue_key(agent, will_ts)
-            if self.accepting and not self.draining and self.claims.winner(rkey, now) is None:
+            if not self.mode.leaving and self.claims.winner(rkey, now) is None:
                 self.claims.rescuing(rkey, agent)
                 actions.append(Publish(self.config.topics.claims, self._claim_record(rkey)))
         return actions

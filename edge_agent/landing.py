@@ -24,7 +24,7 @@ from fogmesh.messages import Task, confine_to_device, parse_task
 class LandingConcern(CoreParts):
     def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool,
                  device: str | None = None, dup: bool = False, requeued: bool = False) -> list[Action]:
-        if not self.accepting:
+        if not self.mode.takes_tasks:
             return []
         self.counters.received += 1
         try:
@@ -101,10 +101,10 @@ class LandingConcern(CoreParts):
         if entry.error is not None:
             return self._answer_error(entry, entry.error.code, entry.error.message, now)
         assert entry.task is not None and entry.kind is not None
-        if self.degraded is not None and entry.origin is None and self.last_to_answer(now):
+        if self.mode.degraded_by is not None and entry.origin is None and self.last_to_answer(now):
             self.counters.busy += 1
             return self._answer_error(entry, "degraded", f"agent {self.config.agent_id} cannot take tasks "
-                                      f"({self.degraded}) and no other agent is online; retry later", now)
+                                      f"({self.mode.degraded}) and no other agent is online; retry later", now)
         if self.limiter is not None and entry.origin is None:
             device = entry.task.device or entry.task.reply_to
             if not self.limiter.allow(device, now):

@@ -115,9 +115,9 @@ class OffloadingConcern(CoreParts):
         if self.answers.knows(key, now):
             return []
         reason = ""
-        if not self.accepting or self.draining:
+        if self.mode.leaving:
             reason = "draining"
-        elif self.degraded:
+        elif self.mode.degraded_by:
             reason = "degraded"
         elif offer.task.kind not in self.registry:
             reason = "unknown_kind"

@@ -11,6 +11,7 @@ from fogmesh.announcements import BridgeHealth, Presence
 from fogmesh.edge_agent.actions import Action, Drain
 from fogmesh.edge_agent.core_parts import CoreParts
 from fogmesh.edge_agent.entry import EntryState
+from fogmesh.edge_agent.mode import Change
 from fogmesh.errors import InvalidMessage
 from fogmesh.topics import is_segment
 
@@ -101,7 +102,7 @@ class PeeringConcern(CoreParts):
         if op != "drain":
             return self._refuse("control", self.config.topics.agent_control(self.config.agent_id),
                                 'a control message is {"op": "drain"}')
-        if not self.draining:
-            self.draining = True
-            return [Drain()]
-        return []
+        if self.mode.draining:
+            return []
+        self.mode.change(Change.DRAIN)       # (stopping: unchanged; the shell drains once)
+        return [Drain()]

@@ -171,9 +171,12 @@ class Standing:
 
     def begin_drain(self, now: float) -> None:
         """Unsubscribing first stops the broker from routing new tasks here;
-        held and already-queued ones finish."""
+        held and already-queued ones finish. Once: a drain asked again (the
+        operator's control message, ``Agent.drain``) changes nothing."""
         core = self.core
         assert core is not None
+        if self.stop.draining:
+            return
         core.handle(ev.DrainBegun(), now)
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
         self.stop.drain(now)

@@ -32,6 +32,7 @@ PURE_MODULES = [
     "edge_agent/events.py", "edge_agent/rival_watch.py", "edge_agent/presence_hold.py", "edge_agent/journal_health.py",
     "edge_agent/stop_plan.py", "edge_agent/wakeup.py", "fogmesh/asks.py", "edge_agent/answer_book.py",
     "edge_agent/entry_table.py", "edge_agent/landing.py", "edge_agent/running.py", "edge_agent/peering.py",
+    "edge_agent/mode.py",
     "fogmesh/deploy/manifest.py", "fogmesh/deploy/desired.py", "fogmesh/deploy/reported.py",
     "fogmesh/deploy/rollout.py", "fogmesh/deploy/fetching.py", "fogmesh/deploy/freshness.py",
     "fogmesh/deploy/preflight.py", "fogmesh/deploy/image_ref.py", "fogmesh/log_limit.py",
