@@ -179,7 +179,7 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         self.wall_offset = wall - now
 
     def _on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
-                   dup: bool = False) -> list[Action]:
+                    dup: bool = False, connection: int | None = None) -> list[Action]:
         """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
         may have taken the task over meanwhile: it is competed for, not run.
         From a task queue (``requeued``): its first holder's connection closed,
@@ -188,14 +188,15 @@ class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverCo
         requeued = dup and self.config.task_queue and t.is_task_topic(topic)
         if dup and self.mode.takes_tasks and not requeued \
                 and ((self.config.dispatch == "shared" and t.is_task_topic(topic)) or topic == self._direct):
-            return self._on_rescued(topic, payload, token, now)
+            return self._on_rescued(topic, payload, token, now, connection=connection)
         if topic == t.tasks:
-            return self._on_task(payload, token, now, direct=False, dup=dup, requeued=requeued)
+            return self._on_task(payload, token, now, direct=False, dup=dup, requeued=requeued, connection=connection)
         device = t.device_of_tasks(topic)
         if device is not None:
-            return self._on_task(payload, token, now, direct=False, device=device, dup=dup, requeued=requeued)
+            return self._on_task(payload, token, now, direct=False, device=device, dup=dup, requeued=requeued,
+                                 connection=connection)
         if topic == self._direct:
-            return self._on_task(payload, token, now, direct=True, dup=dup)
+            return self._on_task(payload, token, now, direct=True, dup=dup, connection=connection)
         if topic == self._inbox:
             return [Ack(token)] + self._on_inbox(payload, now)
         if topic == t.claims:
@@ -299,12 +300,12 @@ def _battery(core: AgentCore, e: ev.BatteryRead, now: float) -> list[Action]:
     return []
 
 
-def _drain(core: AgentCore, e: ev.DrainBegun, now: float) -> list[Action]:
+def _drain(core: AgentCore, e: ev.DrainAsked, now: float) -> list[Action]:
     core._begin_drain()
     return []
 
 
-def _stop(core: AgentCore, e: ev.StopAccepting, now: float) -> list[Action]:
+def _stop(core: AgentCore, e: ev.StopAsked, now: float) -> list[Action]:
     core._stop_accepting()
     return []
 
@@ -315,9 +316,9 @@ def _link(core: AgentCore, e: ev.LinkChanged, now: float) -> list[Action]:
     return core._on_disconnect(now, control=e.control)
 
 
-def _tokens_lost(core: AgentCore, event: ev.TokensLost, now: float) -> list[Action]:
+def _queue_lost(core: AgentCore, event: ev.QueueLost, now: float) -> list[Action]:
     actions: list[Action] = []
-    gone = [e for e in core.entries if e.origin is None and e.tokens and all(event.lost(t) for t in e.tokens)]
+    gone = core.entries.held_only_via(event.connection)
     # The waiting ones first: a run stopped must not start one that is about to go too.
     for entry in sorted(gone, key=lambda e: e.state is EntryState.RUNNING):
         actions += core._let_go(entry, now)
@@ -330,7 +331,8 @@ def _kinds(core: AgentCore, event: ev.KindsChanged, now: float) -> list[Action]:
 
 
 _HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
-    ev.MessageIn: lambda c, e, now: c._on_message(e.topic, e.payload, e.token, now, dup=e.dup),
+    ev.MessageIn: lambda c, e, now: c._on_message(e.topic, e.payload, e.token, now, dup=e.dup,
+                                                  connection=e.queue_connection),
     ev.RescuedIn: lambda c, e, now: c._on_rescued(e.topic, e.payload, e.token, now, holder=e.holder),
     ev.Finished: lambda c, e, now: c._on_finished(e.key, now, result=e.result, error=e.error),
     ev.Confirmed: lambda c, e, now: c._on_sent([e.key], now),
@@ -341,11 +343,11 @@ _HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
     ev.BatteryRead: _battery,
     ev.MarksDue: lambda c, e, now: c._take_marks(),
     ev.OrderProbe: lambda c, e, now: c._start_order_probe(e.token, now),
-    ev.DrainBegun: _drain,
+    ev.DrainAsked: _drain,
     ev.JournalFailed: lambda c, e, now: c._journal_failed(e.reason),
     ev.JournalWorks: lambda c, e, now: c._journal_works(),
-    ev.StopAccepting: _stop,
+    ev.StopAsked: _stop,
     ev.Restored: lambda c, e, now: c._restore(done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
     ev.KindsChanged: _kinds,
-    ev.TokensLost: _tokens_lost,
+    ev.QueueLost: _queue_lost,
 }

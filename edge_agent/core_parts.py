@@ -185,8 +185,8 @@ class CoreParts(ABC):
     # -- failures (failover.py) --------------------------------------------------------------------
     @abstractmethod
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
-                   recorded: Publish | None = None, device: str | None = None,
-                   gone: str | None = None, gone_epoch: int | None = None) -> list[Action]:
+                   recorded: Publish | None = None, device: str | None = None, gone: str | None = None,
+                   gone_epoch: int | None = None, connection: int | None = None) -> list[Action]:
         """Compete for a task another agent held, under its takeover key."""
 
     @abstractmethod

@@ -90,6 +90,7 @@ class Entry:
     answer: Any = None                    # the device's answer once made (answers.Answer)
     requeued: bool = False                # a task queue gave it back (AgentConfig.task_queue)
     queue_held: bool = False              # from a task queue, which gives it back if unacknowledged
+    queue_connections: set[int | None] = field(default_factory=set)   # ... the connections its tokens came on
 
     def __post_init__(self) -> None:
         if not self.claim_key:

@@ -75,9 +75,18 @@ class EntryTable:
 
     # -- transitions: the only writes to an entry ---------------------------------------------
     @staticmethod
-    def add_tokens(entry: Entry, tokens: list[Any]) -> None:
-        """More copies of its message reached this agent: each is acknowledged when it is done."""
+    def add_tokens(entry: Entry, tokens: list[Any], connection: int | None = None) -> None:
+        """More copies of its message reached this agent (from the task queue's
+        ``connection``, or None: MQTT): each is acknowledged when it is done."""
         entry.tokens.extend(tokens)
+        if tokens:
+            entry.queue_connections.add(connection)
+
+    def held_only_via(self, connection: int) -> list[Entry]:
+        """The tasks held for their devices only through messages the task
+        queue's ``connection`` delivered."""
+        return [e for e in self._by_key.values()
+                if e.origin is None and e.tokens and e.queue_connections == {connection}]
 
     @staticmethod
     def asking(entry: Entry) -> None:

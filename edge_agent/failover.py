@@ -59,10 +59,11 @@ class FailoverConcern(CoreParts):
         self.entries.compete_under(entry, self._takeover_claim(entry.key, now))
 
     def _take_over(self, key: str, payload: bytes, tokens: list[Any], now: float, *,
-                   recorded: Publish | None = None, device: str | None = None,
-                   gone: str | None = None, gone_epoch: int | None = None) -> list[Action]:
+                   recorded: Publish | None = None, device: str | None = None, gone: str | None = None,
+                   gone_epoch: int | None = None, connection: int | None = None) -> list[Action]:
         """Compete for a task some other agent held, under its takeover key
-        (with ``recorded``: only to deliver the answer it already made)."""
+        (with ``recorded``: only to deliver the answer it already made;
+        ``tokens``: its messages, from the task queue's ``connection`` or MQTT)."""
         if self.answers.knows(key, now) and recorded is None:
             answer = self.answers.answer(key, now) \
                 if self.confirms.take_withdrawn(key) or self.answers.take_unconfirmed(key) else None
@@ -77,12 +78,13 @@ class FailoverConcern(CoreParts):
             return [Ack(t) for t in tokens]
         held = self.entries.get(key)
         if held is not None:
-            self.entries.add_tokens(held, tokens)
+            self.entries.add_tokens(held, tokens, connection)
             return []
         round_key = self._takeover_claim(key, now, gone=gone, gone_epoch=gone_epoch)
         if recorded is not None and not payload:     # its "done" came before the task message
-            return self._compete(Entry(key=key, received=now, tokens=list(tokens),
-                                       claim_key=round_key, claim_at=now, recorded=recorded), now)
+            return self._compete(Entry(key=key, received=now, tokens=list(tokens), claim_key=round_key,
+                                       claim_at=now, recorded=recorded,
+                                       queue_connections={connection} if tokens else set()), now)
         try:
             task = parse_task(payload, limits=self.config.limits)
         except InvalidMessage:
@@ -95,8 +97,8 @@ class FailoverConcern(CoreParts):
         if task.kind not in self.registry:
             return [Ack(t) for t in tokens]
         return self._compete(Entry(key=key, received=now, tokens=list(tokens), task=task, payload=payload,
-                                   kind=self.registry.get(task.kind), claim_key=round_key,
-                                   claim_at=now, recorded=recorded), now)
+                                   kind=self.registry.get(task.kind), claim_key=round_key, claim_at=now,
+                                   recorded=recorded, queue_connections={connection} if tokens else set()), now)
 
     def _compete(self, entry: Entry, now: float) -> list[Action]:
         self.entries.add(entry)
@@ -113,7 +115,7 @@ class FailoverConcern(CoreParts):
         return self._fire_claims(now)
 
     def _on_rescued(self, topic: str, payload: bytes, token: Any, now: float, *,
-                   holder: str | None = None) -> list[Action]:
+                    holder: str | None = None, connection: int | None = None) -> list[Action]:
         """A task message redelivered to this agent, or taken from ``holder``'s
         rescued session: compete for it like any takeover (its holder may come
         back and reclaim it), unless a live agent is known to have won it."""
@@ -134,7 +136,8 @@ class FailoverConcern(CoreParts):
         if winner is not None and winner not in (holder, self.config.agent_id) \
                 and winner not in self.deaths and key not in self.entries:
             return [Ack(token)]                    # decided for a live agent: it answers
-        return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder)
+        return self._take_over(key, payload, [token], now, device=t.device_of_tasks(topic), gone=holder,
+                               connection=connection)
 
     def _on_disconnect(self, now: float, *, control: bool = True) -> list[Action]:
         """A broker connection is lost: peers may take over what this agent

@@ -22,8 +22,8 @@ from fogmesh.messages import Task, confine_to_device, parse_task
 
 
 class LandingConcern(CoreParts):
-    def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool,
-                 device: str | None = None, dup: bool = False, requeued: bool = False) -> list[Action]:
+    def _on_task(self, payload: bytes, token: Any, now: float, *, direct: bool, device: str | None = None,
+                 dup: bool = False, requeued: bool = False, connection: int | None = None) -> list[Action]:
         if not self.mode.takes_tasks:
             return []
         self.counters.received += 1
@@ -44,7 +44,7 @@ class LandingConcern(CoreParts):
 
         held = self.entries.get(key)
         if held is not None:             # redelivery of a task we hold: ack it when done
-            self.entries.add_tokens(held, [token])
+            self.entries.add_tokens(held, [token], connection)
             self.counters.duplicates += 1
             return []
         if not requeued and self._asked_elsewhere(key, now) not in (None, self.config.agent_id):
@@ -71,7 +71,7 @@ class LandingConcern(CoreParts):
         elif task is not None:
             kind = self.registry.get(task.kind)
         entry = self.entries.add(Entry(key=key, received=now, tokens=[token], task=task, kind=kind, error=error,
-                                       payload=payload, requeued=requeued,
+                                       payload=payload, requeued=requeued, queue_connections={connection},
                                        queue_held=self.config.task_queue and not direct))
 
         if not direct and self.config.dispatch == "shared" and entry.error is None \
