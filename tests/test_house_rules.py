@@ -69,3 +69,48 @@ def test_only_the_entry_table_writes_entries():
                     written.append(f)
             found += [f"edge_agent/{path.name}:{t.lineno}: {ast.unparse(t)}" for t in written]
     assert not found, "change entries through EntryTable's transitions:\n" + "\n".join(found)
+
+
+def test_the_agent_core_is_functions_over_one_state_not_a_stack_of_mixins():
+    """``AgentCore`` is its input surface and views over one explicit
+    ``CoreState``; its concerns are modules of functions over that state,
+    each calling the others by name (no mixin classes, no base declaring
+    what crosses between them)."""
+    import ast
+
+    from fogmesh.edge_agent.core import AgentCore
+    assert AgentCore.__mro__ == (AgentCore, object)
+    assert not (TESTS.parent / "edge_agent" / "core_parts.py").exists()
+    for name in ("landing", "running", "peering", "claiming", "answering", "offloading", "failover", "asking"):
+        tree = ast.parse((TESTS.parent / "edge_agent" / f"{name}.py").read_text())
+        assert not [n.name for n in tree.body if isinstance(n, ast.ClassDef)], f"{name}.py: functions over the state"
+
+
+def test_every_module_of_the_agent_is_under_400_lines():
+    long = [f"{p.name}: {n}" for p in sorted((TESTS.parent / "edge_agent").glob("*.py"))
+            if (n := len(p.read_text().splitlines())) >= 400]
+    assert not long, "split by job:\n" + "\n".join(long)
+
+
+def test_the_dispatcher_is_the_one_caller_of_the_core_and_events_are_plain_data():
+    """One place steps the agent core (``Dispatcher._feed``): the executor,
+    the presence, the agent's start-up hand it events instead. And no event
+    carries a function: what happened is data (a lost queue connection's
+    number, not a predicate over ack tokens)."""
+    import ast
+    import collections.abc
+    import dataclasses
+    import typing
+
+    from fogmesh.edge_agent import events, inputs
+    callers = []
+    for path in sorted((TESTS.parent / "edge_agent").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "handle":
+                callers.append(f"{path.name}:{node.lineno}")
+    assert [c.split(":")[0] for c in callers] == ["dispatcher.py"], callers
+    for module in (events, inputs):
+        for cls in vars(module).values():
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                for name, hint in typing.get_type_hints(cls).items():
+                    assert typing.get_origin(hint) is not collections.abc.Callable, f"{cls.__name__}.{name}"

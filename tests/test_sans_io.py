@@ -24,7 +24,7 @@ PURE_MODULES = [
     "devices/homeassistant.py", "fogmesh/properties.py", "fogmesh/publish_properties.py",
     "fogmesh/dashboard/model.py", "fogmesh/percentiles.py",
     "edge_agent/runner.py", "edge_agent/claim_book.py", "edge_agent/offer_book.py", "edge_agent/confirmations.py",
-    "edge_agent/ask_book.py", "edge_agent/core_parts.py", "edge_agent/intake.py", "cloud_bridge/forwarding.py",
+    "edge_agent/ask_book.py", "edge_agent/core_state.py", "edge_agent/intake.py", "cloud_bridge/forwarding.py",
     "fogmesh/mqtt_framing.py", "fogmesh/container_diagnosis.py", "broker/keepalive.py", "broker/session_state.py",
     "fogmesh/dashboard/guard.py", "fogmesh/dashboard/sessions.py", "fogmesh/dashboard/presses.py",
     "fogmesh/dashboard/attempts.py", "fogmesh/dashboard/streams.py", "fogmesh/dashboard/users_watch.py",
