@@ -61,7 +61,7 @@ def answer_ok(s: CoreState, entry: Entry, result: Any, now: float) -> list[Actio
     except InvalidMessage as exc:
         return answer_error(s, entry, "bad_result", exc.message, now)
     s.counters.completed += 1
-    if entry.origin is None:     # the hot path: encode once (``_finish`` fences it)
+    if entry.origin is None:     # the hot path: encode once (``finish`` fences it)
         return finish(s, entry, Publish(entry.task.reply_to, payload), now)
     return _deliver(s, entry, reply, entry.task.reply_to, now)
 
@@ -86,7 +86,7 @@ def answer_pair(s: CoreState, key: str, answer: Publish, *, carry: bool = True) 
     """The "done" record (carrying ``answer`` and, with ``carry``, the
     confirmations collected so far: only for a record that goes out now) and
     the answer itself, in claim dispatch. The IO shell hands both back if
-    the connection drops before the broker has them (``_on_withdrawn``)."""
+    the connection drops before the broker has them (``failover.on_withdrawn``)."""
     sent = s.confirms.take_all() if carry else ()
     done = Publish(s.config.topics.claims,
                    s.claim_record(key, op="done", reply_to=answer.topic, reply=answer.payload,
@@ -110,11 +110,11 @@ def finish(s: CoreState, entry: Entry, publish: Publish, now: float) -> list[Act
         # The record goes first and carries the answer: peers never re-run a
         # task whose answer may be out (see ``Claim``).
         # It also carries the confirmations collected so far (no extra message
-        # under load; ``_on_sent`` flushes them when idle).
+        # under load; ``on_sent`` flushes them when idle).
         done, publish = answer_pair(s, entry.key, publish, carry=not entry.fenced)
     elif s.config.dispatch == "shared" and entry.origin is None:
         if entry.tokens:
-            # Not sent again blindly if the connection drops first (``_on_withdrawn``).
+            # Not sent again blindly if the connection drops first (``failover.on_withdrawn``).
             publish = Publish(publish.topic, publish.payload, fence_key=entry.key, properties=publish.properties)
         if entry.claim_key != entry.key and entry.task is not None:
             # Won in a takeover round: the peers that competed keep a copy, to
@@ -160,7 +160,7 @@ def take_marks(s: CoreState)-> list[Action]:
 def on_sent(s: CoreState, keys: list[str], now: float) -> list[Action]:
     """The broker confirmed (PUBACK) the answers of ``keys``: tell peers (on
     the next "done" record, or after a moment alone), unless a record published
-    after the answer already did (``_take_marks``)."""
+    after the answer already did (``take_marks``)."""
     if s.config.dispatch != "claim":
         return []
     return flush_sent(s) if s.confirms.confirmed(keys, now) else []

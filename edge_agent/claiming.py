@@ -166,7 +166,7 @@ def _superseded(s: CoreState, key: str, round_key: str, now: float) -> list[Acti
 
 def _later_round_winner(s: CoreState, entry: Entry, now: float) -> str | None:
     """A peer that won a takeover round of ``entry`` later than the claim
-    this agent holds it by (see :meth:`_superseded`)."""
+    this agent holds it by (see :func:`_superseded`)."""
     mine = taken_over(entry.claim_key)
     later = s.claims.round_winners(entry.key, now)[mine[1] if mine else 0:]
     return later[-1] if later and later[-1] != s.config.agent_id else None

@@ -57,7 +57,7 @@ def takeover_claim(s: CoreState, key: str, now: float, *, gone: str | None = Non
 
 
 def to_next_round(s: CoreState, entry: Entry, now: float) -> None:
-    """Compete for ``entry`` in the takeover round to claim now (:meth:`_takeover_claim`)."""
+    """Compete for ``entry`` in the takeover round to claim now (:func:`takeover_claim`)."""
     s.entries.compete_under(entry, takeover_claim(s, entry.key, now))
 
 
@@ -130,7 +130,7 @@ def on_rescued(s: CoreState, topic: str, payload: bytes, token: Any, now: float,
         return [Ack(token)]                    # its inbox, presence, claims: not ours
     if holder is not None and t.is_task_topic(topic) and s.config.dispatch == "claim":
         # Every agent sees every task in claim dispatch: what the dead agent
-        # had won is contested from the claims (``_contest``); its session
+        # had won is contested from the claims (``contest``); its session
         # copies are redundant, and competing for them would run new tasks twice.
         return [Ack(token)]
     try:
@@ -169,7 +169,7 @@ def on_disconnect(s: CoreState, now: float, *, control: bool = True) -> list[Act
             # Still competing. Its claim may be lost with the connection, so
             # it goes again (the first of the two to reach the broker counts);
             # and a win by it is claimed again under the takeover key, as
-            # peers that saw this agent's will contest it (``_won_across_a_cut``).
+            # peers that saw this agent's will contest it (``claiming.won_across_a_cut``).
             if not alone and entry.claim_key == entry.key:
                 s.claims.cut(entry.key, now)
             actions.append(s.my_claim(entry.claim_key))
@@ -189,7 +189,7 @@ def on_connected(s: CoreState, now: float, *, control: bool = True, session_kept
     return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`).
 
     Shared dispatch: answers cut off with the task connection wait for
-    their task to come back (``_on_withdrawn``). A broker that kept no
+    their task to come back (``on_withdrawn``). A broker that kept no
     session (``session_kept`` False: restarted without persistence, as
     the embedded broker is) gives nothing back, so they go out now:
     lost otherwise, and no peer can hold their task (the broker forgot
@@ -240,8 +240,8 @@ def on_withdrawn(s: CoreState, messages: list[Publish], now: float) -> list[Acti
     Shared subscriptions: the task's acknowledgement left after its answer
     on the same connection, so a broker that missed the answer missed the
     acknowledgement too and delivers the task again (DUP); the stored
-    answer goes out then (``_take_over``), or when the device submits the
-    task again (``_on_task``), never blindly.
+    answer goes out then (``take_over``), or when the device submits the
+    task again (``landing.on_task``), never blindly.
 
     Claims: peers may take the task over meanwhile (they contest what a
     peer back after its will had won), so each answer is fenced like a

@@ -51,7 +51,7 @@ def on_presence(s: CoreState, agent: str, payload: bytes, now: float) -> list[Ac
         s.deaths.will(agent, presence.ts, now, instance=presence.instance,
                       epoch=max(known or 0, s.claims.peer_epoch(agent)))
     # Its will, or it drains: offers it has not accepted go elsewhere now.
-    # What it accepted stays with it until it is dead (``_handle_deaths``): a
+    # What it accepted stays with it until it is dead (``failover.handle_deaths``): a
     # will also comes from a broker that shuts down, with the peer alive.
     actions: list[Action] = []
     for entry in s.entries:
