@@ -21,7 +21,6 @@ import threading
 from collections import deque
 from typing import Any, Callable
 
-from fogmesh.announcements import Presence
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.announcer import Announcer
@@ -43,10 +42,10 @@ from fogmesh.edge_agent.inputs import IdConflict, Incoming, Input, Wake, core_ev
 from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.journal import Journal
 from fogmesh.edge_agent.links import as_task
+from fogmesh.edge_agent.rival_watch import rival_presence
 from fogmesh.edge_agent.standing import Standing
 from fogmesh.edge_agent.turns import Turns
 from fogmesh.edge_agent.wakeup import MAX_SLEEP_S, next_wake
-from fogmesh.errors import InvalidMessage
 from fogmesh.messages import ErrorInfo
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.service_notify import ServiceNotifier
@@ -113,11 +112,8 @@ class Dispatcher:
         if task_link:
             message = as_task(message)
         if message.topic == self._own_presence and message.payload:
-            try:
-                other = Presence.decode(message.payload, agent=self.agent_id)
-            except InvalidMessage:
-                other = None
-            if other is not None and other.instance not in (None, self.instance):
+            other = rival_presence(message.payload, agent_id=self.agent_id, instance=self.instance)
+            if other is not None:
                 self.events.put(IdConflict(other))     # its "offline" too: see rival_watch
         event = MessageIn(message.topic, message.payload, Incoming(client, message), message.dup)
         if not task_link:
@@ -191,14 +187,17 @@ class Dispatcher:
         return False
 
     def _feed(self, event: CoreEvent, now: float) -> list[Action]:
-        """The one place that steps the core. A battery read since (with the
-        host, for presence) is told first."""
+        """The one place that steps the core (a battery read since told first)."""
         core = self.core
         assert core is not None
+        self._tell_battery(now)
+        return core.handle(event, now)
+
+    def _tell_battery(self, now: float) -> None:
+        """The host's battery, read with the presence (announcer.py), as soon as it changes."""
         if self.announcer.battery != self._battery:
             self._battery = self.announcer.battery
             self._feed(ev.BatteryRead(self._battery), now)
-        return core.handle(event, now)
 
     def _take(self, event: Input, now: float) -> list[Action]:
         """What the core makes of one input (:func:`~fogmesh.edge_agent.inputs.core_event`),
@@ -262,6 +261,7 @@ class Dispatcher:
         now = self.clock()
         self.step(event, now, write_here=True)
         self.standing.say_presence(now)
+        self._tell_battery(now)
         core = self.core
         assert core is not None
         if self._wake_at(core.next_deadline(), now) < self._sleep_until:
@@ -335,19 +335,14 @@ class Dispatcher:
                 continue
             if self.standing.stop.ends(now, held=core.held):
                 if core.held:
-                    self.log.warning("stopping with %d task(s) unfinished; %s", core.held, self._unfinished_go())
+                    self.log.warning("stopping with %d task(s) unfinished; %s", core.held,
+                                     self.standing.unfinished_go())
                 self.announcer.announce(now, core, "offline")
                 if self.standing.stop.draining:
                     self._on_drained()
                 return
             self.standing.say_presence(now)
-
-    def _unfinished_go(self) -> str:
-        """Where the tasks a stopping agent did not finish go, for the dispatch in use."""
-        if self.standing.queue_taking is not None:
-            return ("those from the task queue go back to it for any agent, the others are resumed from "
-                    "this agent's journal when it starts again")
-        return "the broker redelivers them to this agent's session, and its journal resumes them at its next start"
+            self._tell_battery(now)
 
     def _next_event(self, wake: float, now: float) -> Input | None:
         """A parked task once flow control lets it in, else the next event (or none by ``wake``)."""

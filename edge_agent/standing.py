@@ -122,6 +122,13 @@ class Standing:
             self.announcer.announce(now, core, self.state)
         return False
 
+    def unfinished_go(self) -> str:
+        """Where the tasks a stopping agent did not finish go, for the dispatch in use."""
+        if self.queue_taking is not None:
+            return ("those from the task queue go back to it for any agent, the others are resumed from "
+                    "this agent's journal when it starts again")
+        return "the broker redelivers them to this agent's session, and its journal resumes them at its next start"
+
     # -- degraded, draining -----------------------------------------------------------------
     def stop_taking(self, action: StopTaking) -> None:
         """The core takes no new tasks from now on (its journal failed, or claims
