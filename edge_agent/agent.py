@@ -15,7 +15,6 @@ import hashlib
 import logging
 import threading
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,18 @@ from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.deploying import make_receiver, switch_kinds
 from fogmesh.edge_agent.dispatcher import Dispatcher
-from fogmesh.edge_agent.events import DrainAsked, RescuedIn, StopAsked
+from fogmesh.edge_agent.events import DrainAsked, StopAsked
 from fogmesh.edge_agent.executor import Executor
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.inputs import Wake
 from fogmesh.edge_agent.journal import Journal, default_state_dir
-from fogmesh.edge_agent.links import as_task, make_clients
+from fogmesh.edge_agent.links import make_clients
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.probes import SharedSubscriptionProbe
 from fogmesh.edge_agent.queue_intake import QueueIntake
 from fogmesh.edge_agent.refusal import leave_no_session
-from fogmesh.edge_agent.session_rescue import RescueSession, RescueToken
+from fogmesh.edge_agent.session_rescue import RescueSession, rescued
 from fogmesh.edge_agent.standing import task_filters
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
@@ -387,9 +386,3 @@ class Agent:
                                 log=self.log, mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()
-
-
-def rescued(token: RescueToken) -> RescuedIn:
-    """A message taken from a dead peer's session, as the core is told of it."""
-    message = as_task(token.message)
-    return RescuedIn(message.topic, message.payload, replace(token, message=message), token.session.agent)
