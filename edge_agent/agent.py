@@ -15,7 +15,6 @@ import hashlib
 import logging
 import threading
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,11 @@ from fogmesh.edge_agent.actions import AgentConfig
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
 from fogmesh.edge_agent.deploying import make_receiver, switch_kinds
-from fogmesh.edge_agent.dispatcher import Dispatcher, as_task
+from fogmesh.edge_agent.dispatcher import Dispatcher
+from fogmesh.edge_agent.events import DrainAsked, StopAsked
 from fogmesh.edge_agent.executor import Executor
 from fogmesh.edge_agent.host_monitor import HostMonitor
-from fogmesh.edge_agent.inputs import DrainAsked, Rescued, StopAsked, Wake
+from fogmesh.edge_agent.inputs import Wake
 from fogmesh.edge_agent.journal import Journal, default_state_dir
 from fogmesh.edge_agent.links import make_clients
 from fogmesh.edge_agent.options import AgentOptions
@@ -38,7 +38,7 @@ from fogmesh.edge_agent.pipeline_runner import PipelineRunner
 from fogmesh.edge_agent.probes import SharedSubscriptionProbe
 from fogmesh.edge_agent.queue_intake import QueueIntake
 from fogmesh.edge_agent.refusal import leave_no_session
-from fogmesh.edge_agent.session_rescue import RescueSession
+from fogmesh.edge_agent.session_rescue import RescueSession, rescued
 from fogmesh.edge_agent.standing import task_filters
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
@@ -218,21 +218,20 @@ class Agent:
                                                  task_queue=self.dispatch == "amqp", instance=self.instance),
                                      self.registry, policy=o.policy)
         d = self.dispatcher
-        executor = Executor(core=core, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
+        executor = Executor(client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
                             topics=self.topics, journal=self.journal, pool=self.pool, registry=self.registry,
-                            log=self.log, clock=self.clock, rescue=self._start_rescue,
-                            stop_taking=d.standing.stop_taking, resume_taking=d.standing.resume_taking,
-                            drain=lambda: d.standing.begin_drain(self.clock()), queue=self.queue_intake)
+                            log=self.log, rescue=self._start_rescue, stop_taking=d.standing.stop_taking,
+                            resume_taking=d.standing.resume_taking, queue=self.queue_intake)
         d.attach(core=core, executor=executor, client=self.client, ctl=self.ctl, dispatch=self.core_dispatch,
                  journal=self.journal)
         self.announcer.dispatch = self.dispatch
         self.announcer.read_host(self.clock(), core)
-        journal = self.journal
+        journal, restored = self.journal, None
         if journal and (journal.unfinished or journal.done):
             if journal.unfinished:
                 self.log.info("resuming %d task(s) accepted before a restart", len(journal.unfinished))
-            executor.run(core.handle(ev.Restored(list(journal.done), list(journal.unfinished.values()),
-                                                 journal.answers), self.clock()))
+            restored = ev.Restored(list(journal.done), list(journal.unfinished.values()), journal.answers)
+        d.begin(self.clock(), restored=restored)
         self._thread = threading.Thread(target=d.run, name=f"agent-{self.agent_id}", daemon=True)
         self._thread.start()
 
@@ -294,7 +293,7 @@ class Agent:
 
     def _switch_kinds(self, registry: Registry) -> None:
         """A deployment's new kinds (the receiver's thread): see edge_agent/deploying.py."""
-        switch_kinds(registry, events=self.dispatcher.events, pool=self.pool)
+        switch_kinds(registry, events=self.dispatcher.events, switch=self.dispatcher.kinds, pool=self.pool)
         self.services.track(registry)
         self.registry = registry
 
@@ -383,8 +382,7 @@ class Agent:
                                 unsubscribe=(self.topics.shared_tasks(), self.topics.tasks,
                                              self.topics.shared_device_tasks(), self.topics.device_tasks_filter,
                                              self.topics.claims),
-                                deliver=lambda token: events.put(
-                                    Rescued(replace(token, message=as_task(token.message)))),
+                                deliver=lambda token: events.put(rescued(token)),
                                 log=self.log, mqtt5=self.client.mqtt5)
         self._rescues.append(session)
         session.start()

@@ -11,7 +11,6 @@ import random
 from typing import Any, Callable
 
 from fogmesh.announcements import Presence
-from fogmesh.edge_agent.events import BatteryRead
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.presence import HostStats, PresencePace, build_presence, presence_due, presence_pace
 
@@ -90,9 +89,14 @@ class Announcer:
                               period=self.base_period).encode()
 
     def read_host(self, now: float, core: Any) -> None:
+        """The host now (the dispatcher tells the core its battery before its next step)."""
         self.host = self.monitor.read(running=core.running)
         self.host_read_at = now
-        core.handle(BatteryRead(self.host.battery.percent if self.host.battery else None), now)
+
+    @property
+    def battery(self) -> float | None:
+        """The host's battery as last read (None: mains)."""
+        return self.host.battery.percent if self.host.battery else None
 
     def build(self, now: float, core: Any, state: str) -> Presence:
         if now - self.host_read_at >= self.base_period:

@@ -26,326 +26,237 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from fogmesh.edge_agent import answering, asking, claiming, failover, landing, offloading, peering, running
 from fogmesh.edge_agent import events as ev
-from fogmesh.edge_agent.actions import (
-    Ack,
-    Action,
-    AgentConfig,
-    Counters,
-    Forget,
-    LatencyHistogram,
-    Publish,
-    ResumeTaking,
-    StopTaking,
-)
-from fogmesh.edge_agent.answer_book import AnswerBook, StoredAnswer
-from fogmesh.edge_agent.answering import AnsweringConcern
-from fogmesh.edge_agent.ask_book import AskBook
-from fogmesh.edge_agent.asking import AskingConcern
-from fogmesh.edge_agent.claim_book import ClaimBook
-from fogmesh.edge_agent.claiming import ClaimingConcern
-from fogmesh.edge_agent.confirmations import Confirmations
-from fogmesh.edge_agent.deaths import DeathWatch
-from fogmesh.edge_agent.entry import Entry, EntryState
-from fogmesh.edge_agent.entry_table import EntryTable
-from fogmesh.edge_agent.failover import FailoverConcern
-from fogmesh.edge_agent.landing import LandingConcern
-from fogmesh.edge_agent.offer_book import OfferBook
-from fogmesh.edge_agent.offloading import OffloadingConcern
-from fogmesh.edge_agent.ordering import OrderCheck
-from fogmesh.edge_agent.peering import PeeringConcern
-from fogmesh.edge_agent.peers import PeerRegistry
-from fogmesh.edge_agent.placement import LocalPolicy, PlacementPolicy, SelfState
-from fogmesh.edge_agent.ratelimit import RateLimiter
-from fogmesh.edge_agent.runner import LocalRunner
-from fogmesh.edge_agent.running import RunningConcern
-from fogmesh.refusals import Refusals
+from fogmesh.edge_agent.actions import Ack, Action, AgentConfig, ResumeTaking, StopTaking
+from fogmesh.edge_agent.core_state import CoreState
+from fogmesh.edge_agent.entry import EntryState
+from fogmesh.edge_agent.mode import Change
+from fogmesh.edge_agent.placement import PlacementPolicy, SelfState
 from fogmesh.registry import Registry
 
 __all__ = ["AgentCore", "AgentConfig"]
 
 
-class AgentCore(ClaimingConcern, AnsweringConcern, OffloadingConcern, FailoverConcern, AskingConcern,
-                RunningConcern, PeeringConcern, LandingConcern):
-    """The core composes parts that own their state (see
-    :class:`fogmesh.edge_agent.core_parts.CoreParts`); its concerns
-    decide with them, each on one concern."""
+class AgentCore:
+    """The core's one input surface (:meth:`handle`) and its read-only views,
+    over one explicit state (:class:`~fogmesh.edge_agent.core_state.CoreState`)
+    that the concerns' functions decide with."""
 
     def __init__(self, config: AgentConfig, registry: Registry, *,
                  policy: PlacementPolicy | None = None) -> None:
-        self.config = config
-        self.registry = registry
-        self.policy = policy or LocalPolicy()
-        self.accepting = True
-        self.draining = False
-        self.degraded = None         # why this agent takes no new work (its journal failed, claims' order)
-        self._degraded_by_journal = False
-        self.battery = None
-        self.counters = Counters()
-        self.refusals = Refusals()
-        self.latency = LatencyHistogram()
-        self.wall_offset = 0.0       # Unix time minus ``now``: dead letters carry Unix time
-        me = config.agent_id
-        t = config.topics
-        self._inbox, self._direct, self._control = t.agent_inbox(me), t.agent_tasks(me), t.agent_control(me)
-        self._bridge_prefix = t.bridge_prefix
-        self.entries = EntryTable()
-        self.peers = PeerRegistry(me=me, stale_after=config.presence_stale_s)
-        self.runner = LocalRunner(concurrency=config.concurrency, max_queue=config.max_queue,
-                                  default_run_ms=config.default_run_ms)
-        self.claims = ClaimBook(me=me, max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        # A bridge's will says when it is gone; its heartbeat only needs to be roughly fresh.
-        self.offers = OfferBook(bridge_fresh_s=max(10.0, config.presence_stale_s))
-        self.answers = AnswerBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self.confirms = Confirmations(max_items=config.dedup_items)
-        self.deaths = DeathWatch(grace_s=config.takeover_grace_s, rejoin_grace_s=config.rejoin_grace_s)
-        self.asks = AskBook(max_items=config.dedup_items, ttl_s=config.dedup_ttl_s)
-        self.order = OrderCheck(me=me, topics=t)
-        self.limiter = RateLimiter(config.device_rate) if config.device_rate > 0 else None
-        self._stepped_at = float("inf")      # ``now`` of the last step (a freeze shows as a gap)
+        self.state = s = CoreState(config, registry, policy=policy)
+        # What the shell and the tests read (never change): the state's parts.
+        self.config, self.counters, self.refusals, self.latency = s.config, s.counters, s.refusals, s.latency
+        self.entries, self.peers, self.offers, self.deaths = s.entries, s.peers, s.offers, s.deaths
 
     # -- views ---------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return self.runner.queued
+        return self.state.runner.queued
 
     @property
     def running(self) -> int:
-        return self.runner.running
+        return self.state.runner.running
 
     @property
     def epoch(self) -> int:
-        return self.claims.epoch
+        return self.state.claims.epoch
+
+    @property
+    def battery(self) -> float | None:
+        return self.state.battery
+
+    @property
+    def degraded(self) -> str | None:
+        """Why this agent takes no new work (its journal failed, claims' order), or None."""
+        return self.state.mode.degraded
 
     @property
     def order_verdict(self) -> str | None:
         """None while a claim-order probe runs; "ok"; or why claim dispatch is unsafe here."""
-        return self.order.verdict
+        return self.state.order.verdict
 
     @property
     def held(self) -> int:
         """Tasks held in any state (not yet answered)."""
-        return len(self.entries)
+        return len(self.state.entries)
 
     def self_state(self) -> SelfState:
-        return SelfState(agent=self.config.agent_id, queued=self.runner.queued, running=self.runner.running,
-                         capacity=self.config.concurrency, battery=self.battery)
+        return self.state.self_state()
+
+    def last_to_answer(self, now: float) -> bool:
+        return self.state.last_to_answer(now)
 
     def next_deadline(self) -> float | None:
-        own = self.entries.next_deadline()
+        s = self.state
+        own = s.entries.next_deadline()
         times = [own] if own is not None else []
-        death = self.deaths.next_deadline()
+        death = s.deaths.next_deadline()
         if death is not None:
             times.append(death)
-        probe = self.order.deadline()
+        probe = s.order.deadline()
         if probe is not None:
             times.append(probe)
-        for peer in self.asks.awaited_peers:
-            seen = self.peers.get(peer)
+        for peer in s.asks.awaited_peers:
+            seen = s.peers.get(peer)
             if seen is not None:                 # no longer waited for once its presence is stale
-                times.append(self.peers.stale_at(seen))
-        if self.confirms.flush_at is not None:
-            times.append(self.confirms.flush_at)
-        if self.confirms.withdrawn_due is not None:
-            times.append(self.confirms.withdrawn_due)
+                times.append(s.peers.stale_at(seen))
+        if s.confirms.flush_at is not None:
+            times.append(s.confirms.flush_at)
+        if s.confirms.withdrawn_due is not None:
+            times.append(s.confirms.withdrawn_due)
         return min(times, default=None)
 
     # -- the one input surface ----------------------------------------------------
     def handle(self, event: ev.CoreEvent, now: float) -> list[Action]:
         """Take one event (:mod:`fogmesh.edge_agent.events` lists them all) at
         ``now`` (monotonic seconds); return what the shell must do, in order."""
-        if now - self._stepped_at > 2 * self.config.presence_stale_s / 3:
+        s = self.state
+        if now - s.stepped_at > 2 * s.config.presence_stale_s / 3:
             # Frozen (SIGSTOP, a stalled VM, a suspended laptop) for two presence periods:
             # peers stopped waiting for it and may have run resubmissions of what the broker
             # had already sent it, which it reads only now (issue #36, seed 5).
-            self.asks.woke(now)
-            self.peers.woke(now)          # their presence waits unread behind what it reads now
-        self._stepped_at = now
-        return _HANDLERS[type(event)](self, event, now)
-
-    # -- inputs ----------------------------------------------------------------
-    def _start_order_probe(self, token: str, now: float) -> list[Action]:
-        """Claim dispatch among peers: check that they see claims in this
-        agent's order before it takes tasks (:attr:`order_verdict` says)."""
-        peers = [p.agent for p in self.peers.present(now)] if self.config.dispatch == "claim" else []
-        return self.order.start(token, peers, now, wall_offset=self.wall_offset)
-
-    def _on_clock(self, *, wall: float, now: float) -> None:
-        """The wall clock (Unix time) at ``now``: the core keeps time by ``now``
-        (monotonic), but what it publishes for people carries Unix time."""
-        self.wall_offset = wall - now
-
-    def _on_message(self, topic: str, payload: bytes, token: Any, now: float, *,
-                   dup: bool = False) -> list[Action]:
-        """``dup``: the broker redelivered it (MQTT DUP flag), so another agent
-        may have taken the task over meanwhile: it is competed for, not run.
-        From a task queue (``requeued``): its first holder's connection closed,
-        maybe after its answer went out, so the peers are asked first."""
-        t = self.config.topics
-        requeued = dup and self.config.task_queue and t.is_task_topic(topic)
-        if dup and self.accepting and not requeued and ((self.config.dispatch == "shared" and t.is_task_topic(topic))
-                                                         or topic == self._direct):
-            return self._on_rescued(topic, payload, token, now)
-        if topic == t.tasks:
-            return self._on_task(payload, token, now, direct=False, dup=dup, requeued=requeued)
-        device = t.device_of_tasks(topic)
-        if device is not None:
-            return self._on_task(payload, token, now, direct=False, device=device, dup=dup, requeued=requeued)
-        if topic == self._direct:
-            return self._on_task(payload, token, now, direct=True, dup=dup)
-        if topic == self._inbox:
-            return [Ack(token)] + self._on_inbox(payload, now)
-        if topic == t.claims:
-            return self._on_claim(payload, token, now)
-        agent = t.agent_of_presence(topic)
-        if agent is not None:
-            return [Ack(token)] + self._on_presence(agent, payload, now)
-        if topic.startswith(self._bridge_prefix):
-            return [Ack(token)] + self._on_bridge(topic[len(self._bridge_prefix):], payload, now)
-        if topic == self._control:
-            return [Ack(token)] + self._on_control(payload)
-        return [Ack(token)]
-
-    def _on_battery(self, percent: float | None) -> None:
-        """The host's battery as the shell last read it (None: mains); placement
-        policies judge this agent's own bid by it."""
-        self.battery = percent
-
-    def _begin_drain(self) -> None:
-        """The operator asked this agent to leave: offers from peers are
-        rejected from now on; held tasks still finish."""
-        self.draining = True
-
-    def _journal_failed(self, reason: str) -> list[Action]:
-        """The shell cannot journal: while degraded, offers from peers are
-        rejected, new tasks are left to live peers (or answered ``degraded``
-        when there is none); tasks already delivered still run."""
-        if self.degraded is not None:
-            return []
-        self.degraded, self._degraded_by_journal = reason, True
-        return [StopTaking(reason, journal=True)]
-
-    def _journal_works(self) -> list[Action]:
-        if self.degraded is None or not self._degraded_by_journal:
-            return []
-        self.degraded, self._degraded_by_journal = None, False
-        return [ResumeTaking()]
-
-    def last_to_answer(self, now: float) -> bool:
-        """Degraded, with no live peer to take tasks instead: then this agent
-        keeps its task subscriptions and answers each new task with a
-        ``degraded`` error, since a broker drops what reaches no subscriber
-        and the device would hear nothing. With a live peer it leaves the
-        tasks to it (the shell unsubscribes)."""
-        return self.degraded is not None and not self.peers.live(now)
-
-    def _stop_accepting(self) -> None:
-        """New task messages are left unacknowledged (the broker redelivers them
-        to this session later); held tasks still finish."""
-        self.accepting = False
-
-    def _drop_held(self, entry: Entry, now: float) -> list[Action]:
-        """Stop holding ``entry`` without answering it: another agent's answer
-        is the device's one answer. A copy arriving later is a duplicate."""
-        self.answers.add(entry.key, now)
-        return self._let_go(entry, now)
-
-    def _let_go(self, entry: Entry, now: float) -> list[Action]:
-        """Stop holding ``entry``, unanswered here: out of the queue or its run
-        stopped, its offer and journal line dropped, its messages acknowledged."""
-        actions = self._stop_local(entry)
-        self._clear_offer(entry)
-        self._release(entry)
-        forget: list[Action] = [Forget(entry.key)] if entry.remembered else []
-        return actions + forget + [Ack(t) for t in entry.tokens] + self._start_queued(now)
-
-    def _my_claim(self, claim_key: str) -> Publish:
-        """This agent's claim on ``claim_key``, carrying its epoch (peers
-        contest only what it won in an older one)."""
-        return Publish(self.config.topics.claims,
-                       self._claim_record(claim_key, epoch=self.claims.epoch or None))
-
-    def _release(self, entry: Entry) -> None:
-        """Stop holding ``entry`` (answered, dropped, or decided for another agent)."""
-        self.entries.drop(entry)
-        self.asks.close(entry.key)
-
-    def _settle(self, entry: Entry, now: float, answer: StoredAnswer | None) -> None:
-        """``entry`` is answered (``answer``: this agent's own answer, sent now or
-        found out): no longer held; its id, and the answer, kept for the dedup window."""
-        self._release(entry)
-        entry.move(EntryState.DONE)
-        self.entries.stop_timers(entry)
-        self.answers.add(entry.key, now, answer)
-
-    def _on_tick(self, now: float) -> list[Action]:
-        actions = self._handle_deaths(now) + self._fire_claims(now) + self._expire_silent_askees(now)
-        if self.order.active:
-            actions += self.order.tick(now)
-        if self.confirms.flush_at is not None and now >= self.confirms.flush_at:
-            actions += self._flush_sent()
-        actions += self._send_overdue(now)
-        actions += self._expire_held(now)
-        return actions + self._start_queued(now)
+            s.asks.woke(now)
+            s.peers.woke(now)          # their presence waits unread behind what it reads now
+        s.stepped_at = now
+        return _HANDLERS[type(event)](s, event, now)
 
 
-def _clock(core: AgentCore, e: ev.ClockRead, now: float) -> list[Action]:
-    core._on_clock(wall=e.wall, now=now)
-    return []
+# -- what each event does: one function each, over the state -----------------------------------
+def _message(s: CoreState, e: ev.MessageIn, now: float) -> list[Action]:
+    """To the concern its topic belongs to. ``dup``: the broker redelivered it
+    (MQTT DUP flag), so another agent may have taken the task over meanwhile:
+    it is competed for, not run. From a task queue (``requeued``): its first
+    holder's connection closed, maybe after its answer went out, so the peers
+    are asked first."""
+    topic, payload, token, dup, connection = e.topic, e.payload, e.token, e.dup, e.queue_connection
+    t = s.config.topics
+    requeued = dup and s.config.task_queue and t.is_task_topic(topic)
+    if dup and s.mode.takes_tasks and not requeued \
+            and ((s.config.dispatch == "shared" and t.is_task_topic(topic)) or topic == s.direct):
+        return failover.on_rescued(s, topic, payload, token, now, connection=connection)
+    if topic == t.tasks:
+        return landing.on_task(s, payload, token, now, direct=False, dup=dup, requeued=requeued,
+                               connection=connection)
+    device = t.device_of_tasks(topic)
+    if device is not None:
+        return landing.on_task(s, payload, token, now, direct=False, device=device, dup=dup, requeued=requeued,
+                               connection=connection)
+    if topic == s.direct:
+        return landing.on_task(s, payload, token, now, direct=True, dup=dup, connection=connection)
+    if topic == s.inbox:
+        return [Ack(token)] + offloading.on_inbox(s, payload, now)
+    if topic == t.claims:
+        return claiming.on_claim(s, payload, token, now)
+    agent = t.agent_of_presence(topic)
+    if agent is not None:
+        return [Ack(token)] + peering.on_presence(s, agent, payload, now)
+    if topic.startswith(s.bridge_prefix):
+        return [Ack(token)] + peering.on_bridge(s, topic[len(s.bridge_prefix):], payload, now)
+    if topic == s.control:
+        return [Ack(token)] + peering.on_control(s, payload)
+    return [Ack(token)]
 
 
-def _battery(core: AgentCore, e: ev.BatteryRead, now: float) -> list[Action]:
-    core._on_battery(e.percent)
-    return []
+def _tick(s: CoreState, e: ev.Tick, now: float) -> list[Action]:
+    actions = failover.handle_deaths(s, now) + claiming.fire_claims(s, now) + asking.expire_silent_askees(s, now)
+    if s.order.active:
+        actions += s.order.tick(now)
+    if s.confirms.flush_at is not None and now >= s.confirms.flush_at:
+        actions += answering.flush_sent(s)
+    actions += failover.send_overdue(s, now)
+    actions += running.expire_held(s, now)
+    return actions + running.start_queued(s, now)
 
 
-def _drain(core: AgentCore, e: ev.DrainBegun, now: float) -> list[Action]:
-    core._begin_drain()
-    return []
-
-
-def _stop(core: AgentCore, e: ev.StopAccepting, now: float) -> list[Action]:
-    core._stop_accepting()
-    return []
-
-
-def _link(core: AgentCore, e: ev.LinkChanged, now: float) -> list[Action]:
+def _link(s: CoreState, e: ev.LinkChanged, now: float) -> list[Action]:
     if e.up:
-        return core._on_connected(now, control=e.control, session_kept=e.session_kept)
-    return core._on_disconnect(now, control=e.control)
+        return failover.on_connected(s, now, control=e.control, session_kept=e.session_kept)
+    return failover.on_disconnect(s, now, control=e.control)
 
 
-def _tokens_lost(core: AgentCore, event: ev.TokensLost, now: float) -> list[Action]:
+def _clock(s: CoreState, e: ev.ClockRead, now: float) -> list[Action]:
+    """The wall clock (Unix time) at ``now``: the core keeps time by ``now``
+    (monotonic), but what it publishes for people carries Unix time."""
+    s.wall_offset = e.wall - now
+    return []
+
+
+def _battery(s: CoreState, e: ev.BatteryRead, now: float) -> list[Action]:
+    """The host's battery as the shell last read it (None: mains); placement
+    policies judge this agent's own bid by it."""
+    s.battery = e.percent
+    return []
+
+
+def _order_probe(s: CoreState, e: ev.OrderProbe, now: float) -> list[Action]:
+    """Claim dispatch among peers: check that they see claims in this
+    agent's order before it takes tasks (``order_verdict`` says)."""
+    peers = [p.agent for p in s.peers.present(now)] if s.config.dispatch == "claim" else []
+    return s.order.start(e.token, peers, now, wall_offset=s.wall_offset)
+
+
+def _drain(s: CoreState, e: ev.DrainAsked, now: float) -> list[Action]:
+    """The operator asked this agent to leave: offers from peers are
+    rejected from now on; held tasks still finish."""
+    s.mode.change(Change.DRAIN)
+    return []
+
+
+def _stop(s: CoreState, e: ev.StopAsked, now: float) -> list[Action]:
+    """New task messages are left unacknowledged (the broker redelivers them
+    to this session later); held tasks still finish."""
+    s.mode.change(Change.STOP)
+    return []
+
+
+def _journal_failed(s: CoreState, e: ev.JournalFailed, now: float) -> list[Action]:
+    """The shell cannot journal: while degraded, offers from peers are
+    rejected, new tasks are left to live peers (or answered ``degraded``
+    when there is none); tasks already delivered still run."""
+    if not s.mode.change(Change.JOURNAL_FAILED, reason=e.reason):
+        return []
+    return [StopTaking(e.reason, journal=True)]
+
+
+def _journal_works(s: CoreState, e: ev.JournalWorks, now: float) -> list[Action]:
+    if not s.mode.change(Change.JOURNAL_WORKS):
+        return []
+    return [ResumeTaking()]
+
+
+def _queue_lost(s: CoreState, e: ev.QueueLost, now: float) -> list[Action]:
     actions: list[Action] = []
-    gone = [e for e in core.entries if e.origin is None and e.tokens and all(event.lost(t) for t in e.tokens)]
+    gone = s.entries.held_only_via(e.connection)
     # The waiting ones first: a run stopped must not start one that is about to go too.
-    for entry in sorted(gone, key=lambda e: e.state is EntryState.RUNNING):
-        actions += core._let_go(entry, now)
+    for entry in sorted(gone, key=lambda x: x.state is EntryState.RUNNING):
+        actions += answering.let_go(s, entry, now)
     return actions
 
 
-def _kinds(core: AgentCore, event: ev.KindsChanged, now: float) -> list[Action]:
-    core.registry = event.registry
+def _kinds(s: CoreState, e: ev.KindsChanged, now: float) -> list[Action]:
+    s.registry = e.registry
     return []
 
 
-_HANDLERS: dict[type, Callable[[AgentCore, Any, float], list[Action]]] = {
-    ev.MessageIn: lambda c, e, now: c._on_message(e.topic, e.payload, e.token, now, dup=e.dup),
-    ev.RescuedIn: lambda c, e, now: c._on_rescued(e.topic, e.payload, e.token, now, holder=e.holder),
-    ev.Finished: lambda c, e, now: c._on_finished(e.key, now, result=e.result, error=e.error),
-    ev.Confirmed: lambda c, e, now: c._on_sent([e.key], now),
-    ev.Withdrawn: lambda c, e, now: c._on_withdrawn(e.messages, now),
+_HANDLERS: dict[type, Callable[[CoreState, Any, float], list[Action]]] = {
+    ev.MessageIn: _message,
+    ev.RescuedIn: lambda s, e, now: failover.on_rescued(s, e.topic, e.payload, e.token, now, holder=e.holder),
+    ev.Finished: lambda s, e, now: running.on_finished(s, e.key, now, result=e.result, error=e.error),
+    ev.Confirmed: lambda s, e, now: answering.on_sent(s, [e.key], now),
+    ev.Withdrawn: lambda s, e, now: failover.on_withdrawn(s, e.messages, now),
     ev.LinkChanged: _link,
-    ev.Tick: lambda c, e, now: c._on_tick(now),
+    ev.Tick: _tick,
     ev.ClockRead: _clock,
     ev.BatteryRead: _battery,
-    ev.MarksDue: lambda c, e, now: c._take_marks(),
-    ev.OrderProbe: lambda c, e, now: c._start_order_probe(e.token, now),
-    ev.DrainBegun: _drain,
-    ev.JournalFailed: lambda c, e, now: c._journal_failed(e.reason),
-    ev.JournalWorks: lambda c, e, now: c._journal_works(),
-    ev.StopAccepting: _stop,
-    ev.Restored: lambda c, e, now: c._restore(done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
+    ev.MarksDue: lambda s, e, now: answering.take_marks(s),
+    ev.OrderProbe: _order_probe,
+    ev.DrainAsked: _drain,
+    ev.JournalFailed: _journal_failed,
+    ev.JournalWorks: _journal_works,
+    ev.StopAsked: _stop,
+    ev.Restored: lambda s, e, now: landing.restore(s, done=e.done, unfinished=e.unfinished, now=now, answers=e.answers),
     ev.KindsChanged: _kinds,
-    ev.TokensLost: _tokens_lost,
+    ev.QueueLost: _queue_lost,
 }

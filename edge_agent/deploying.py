@@ -14,7 +14,8 @@ from fogmesh.deploy.desired import Identity
 from fogmesh.deploy.env_store import EnvStore
 from fogmesh.deploy.receiver import DeployReceiver, ReceiverOptions
 from fogmesh.deploy.signing import PublicKey, TrustStore
-from fogmesh.edge_agent.inputs import Input, KindsReplaced
+from fogmesh.edge_agent.events import KindsChanged
+from fogmesh.edge_agent.inputs import Input
 from fogmesh.edge_agent.journal import default_state_dir
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.edge_agent.workers import WorkerPool
@@ -37,13 +38,30 @@ def make_receiver(*, agent_id: str, broker: BrokerUrl | str, options: AgentOptio
                           options=ReceiverOptions(max_bundle_bytes=int(o.max_bundle_mb * 1e6)))
 
 
-def switch_kinds(registry: Registry, *, events: Any, pool: WorkerPool) -> None:
+class KindsSwitch:
+    """Which kinds a deployment switched to last: the dispatcher says when it
+    took them (:meth:`taken`), the deployment's thread waits for it."""
+
+    def __init__(self) -> None:
+        self._kinds: Registry | None = None
+        self._changed = threading.Condition()
+
+    def taken(self, registry: Registry) -> None:
+        with self._changed:
+            self._kinds = registry
+            self._changed.notify_all()
+
+    def wait(self, registry: Registry, *, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._kinds is registry, timeout)
+
+
+def switch_kinds(registry: Registry, *, events: Any, switch: KindsSwitch, pool: WorkerPool) -> None:
     """Hand the new kinds to the dispatcher and wait until it took them;
     then no worker that loaded an older version takes another task."""
-    done = threading.Event()
     put: Callable[[Input], None] = events.put
-    put(KindsReplaced(registry, done.set))
-    if not done.wait(SWITCH_WAIT_S):
+    put(KindsChanged(registry))
+    if not switch.wait(registry, timeout=SWITCH_WAIT_S):
         raise DeployRefused("switch_failed", f"the agent did not take the new kinds within {SWITCH_WAIT_S:.0f} s "
                             "(stopping?)")
     pool.renew()

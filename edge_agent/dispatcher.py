@@ -8,7 +8,9 @@ same step (:meth:`Dispatcher.step`), saving a thread hand-off.
 What to do is decided elsewhere: by the core for tasks, and by small pure
 parts for the shell's own questions (a rival instance of this id, the
 presence hold, the journal's retries, stopping, flow control, when to wake).
-This module reads events, asks them, steps, executes and waits.
+This module reads events, asks them, steps, executes and waits. It is the
+one caller of the core (:meth:`Dispatcher._feed`): the executor, the
+presence and the agent's start-up hand it events instead.
 """
 
 from __future__ import annotations
@@ -19,52 +21,35 @@ import threading
 from collections import deque
 from typing import Any, Callable
 
-from fogmesh.announcements import Presence
 from fogmesh.edge_agent import events as ev
 from fogmesh.edge_agent.actions import Action, Publish
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
-from fogmesh.edge_agent.executor import Executor
-from fogmesh.edge_agent.inputs import (
+from fogmesh.edge_agent.deploying import KindsSwitch
+from fogmesh.edge_agent.events import (
     Confirmed,
+    CoreEvent,
     DrainAsked,
     Finished,
-    IdConflict,
-    Incoming,
-    Input,
-    KindsReplaced,
+    KindsChanged,
     LinkChanged,
-    Queued,
-    QueueLost,
-    Received,
-    Rescued,
+    MessageIn,
     StopAsked,
-    Wake,
     Withdrawn,
-    describe_input,
 )
+from fogmesh.edge_agent.executor import Executor
+from fogmesh.edge_agent.inputs import IdConflict, Incoming, Input, Wake, core_event, describe_input
 from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.journal import Journal
+from fogmesh.edge_agent.links import as_task
+from fogmesh.edge_agent.rival_watch import rival_presence
 from fogmesh.edge_agent.standing import Standing
 from fogmesh.edge_agent.turns import Turns
 from fogmesh.edge_agent.wakeup import MAX_SLEEP_S, next_wake
-from fogmesh.errors import InvalidMessage
 from fogmesh.messages import ErrorInfo
 from fogmesh.mqtt import Message, MqttClient
-from fogmesh.properties import with_mqtt5_properties
 from fogmesh.service_notify import ServiceNotifier
 from fogmesh.topics import Topics
-
-
-def as_task(message: Message) -> Message:
-    """A message from the task connection with its MQTT 5 properties merged
-    into the task's JSON (fogmesh.properties); 3.1.1 messages as they are."""
-    if message.properties is None:
-        return message
-    # Built, not dataclasses.replace(): that costs as much as the merge itself, on every MQTT 5 task.
-    return Message(topic=message.topic, payload=with_mqtt5_properties(message.payload, message.properties),
-                   qos=message.qos, retain=message.retain, mid=message.mid, generation=message.generation,
-                   dup=message.dup, properties=message.properties)
 
 
 class Dispatcher:
@@ -84,7 +69,7 @@ class Dispatcher:
         self.events: queue.SimpleQueue[Input] = queue.SimpleQueue()
         self.turns = Turns()
         self.intake = IntakeGate(high=max_unconfirmed, low=max_unconfirmed // 2)
-        self.parked: deque[Received] = deque()      # tasks not taken in yet, in arrival order
+        self.parked: deque[MessageIn] = deque()     # tasks not taken in yet, in arrival order
         self.standing = Standing(agent_id=agent_id, instance=instance, announcer=announcer, log=log, clock=clock,
                                  presence_period=presence_period, task_filters=task_filters, on_fatal=on_fatal)
         self.order_checked = threading.Event()
@@ -98,6 +83,14 @@ class Dispatcher:
         self.client: MqttClient | None = None
         self.ctl: MqttClient | None = None
         self.shared = False
+        self._battery: float | None = None          # the host's battery as the core was last told
+        self.kinds = KindsSwitch()
+        # The shell's part of an input, after the core's (none: the core's alone).
+        st = self.standing
+        self._shell_part: dict[type, Callable[[Any, float], None]] = {
+            LinkChanged: st.link_seen, Withdrawn: st.withdrawn_seen, StopAsked: st.stop_asked,
+            DrainAsked: lambda e, now: st.begin_drain(now), IdConflict: lambda e, now: st.rivals.heard(e.other, now),
+            KindsChanged: self._kinds_seen}
 
     def attach(self, *, core: AgentCore, executor: Executor, client: MqttClient, ctl: MqttClient,
                dispatch: str, journal: Journal | None) -> None:
@@ -105,19 +98,24 @@ class Dispatcher:
         self.shared = dispatch == "shared"
         self.standing.attach(core=core, client=client, shared=self.shared, journal=journal)
 
+    def begin(self, now: float, *, restored: ev.Restored | None) -> None:
+        """Before the thread runs: the core is told the host's battery, then
+        what the journal held (``restored``), and its actions are carried out."""
+        self._battery = self.announcer.battery
+        self._carry_out(self._feed(ev.BatteryRead(self._battery), now))
+        if restored is not None:
+            self._carry_out(self._feed(restored, self.clock()))
+
     # -- what other threads call ----------------------------------------------------------
     def arrived(self, message: Message, *, client: MqttClient, task_link: bool) -> None:
         """A message on ``client``: the agent's task connection (``task_link``) or its control one."""
         if task_link:
             message = as_task(message)
         if message.topic == self._own_presence and message.payload:
-            try:
-                other = Presence.decode(message.payload, agent=self.agent_id)
-            except InvalidMessage:
-                other = None
-            if other is not None and other.instance not in (None, self.instance):
+            other = rival_presence(message.payload, agent_id=self.agent_id, instance=self.instance)
+            if other is not None:
                 self.events.put(IdConflict(other))     # its "offline" too: see rival_watch
-        event = Received(Incoming(client, message))
+        event = MessageIn(message.topic, message.payload, Incoming(client, message), message.dup)
         if not task_link:
             self.events.put(event)
         elif not client.more_to_read() and self.turns.begin_arrival():
@@ -171,100 +169,105 @@ class Dispatcher:
         that tells peers it is out (claims). ``write_here``: this thread writes
         it (nothing else queued); under load the network threads merge writes.
         True if this agent must leave (a rival instance of its id stays)."""
-        core, executor = self.core, self.executor
-        assert core is not None and executor is not None and self.client is not None and self.ctl is not None
-        core.handle(ev.ClockRead(self.wall_clock()), now)
-        actions = self._core_actions(event, core, now) if event is not None else []
+        core = self.core
+        assert core is not None and self.client is not None and self.ctl is not None
+        self._feed(ev.ClockRead(self.wall_clock()), now)
+        actions = self._take(event, now) if event is not None else []
         if self.standing.rival_leaves(now):
             return True
         if tick:
-            actions += core.handle(ev.Tick(), now)
+            actions += self._feed(ev.Tick(), now)
         with self.client.together(write_here=write_here), self.ctl.together(write_here=write_here):
-            executor.run(actions)
+            self._carry_out(actions)
             if not self.shared:
-                executor.run(core.handle(ev.MarksDue(), now))
+                self._carry_out(self._feed(ev.MarksDue(), now))
         said = core.refusals.due(now)      # malformed or forged input: one line a minute at most
         if said is not None:
             self.log.warning("%s", said)
         return False
 
-    def _core_actions(self, event: Input, core: AgentCore, now: float) -> list[Action]:
-        """What the core makes of one event (the shell's own events handled here)."""
-        if self.log.isEnabledFor(logging.DEBUG) and not isinstance(event, Received):
-            self.log.debug("event %s", describe_input(event))
-        if isinstance(event, Received):
-            return self._received(event.incoming, core, now)
-        if isinstance(event, Rescued):
-            token = event.token
-            return core.handle(ev.RescuedIn(token.message.topic, token.message.payload, token,
-                                            token.session.agent), now)
-        if isinstance(event, Withdrawn):
-            if self.standing.queue_taking is not None:      # amqp dispatch
-                self.log.warning("the task queue's connection closed with %d answer(s) not committed: their "
-                                 "tasks went back to the queue, and are answered once when they come back",
-                                 len(event.messages))
-            else:
-                self.log.warning("connection dropped with %d answer message(s) unconfirmed: they go out again "
-                                 "only if this agent wins their takeover (claim dispatch) or the task comes back "
-                                 "or the broker kept no session (shared dispatch)", len(event.messages))
-            return core.handle(event, now)
-        if isinstance(event, LinkChanged):
-            self.standing.link_seen(event, now)
-            return core.handle(event, now)
-        if isinstance(event, (Finished, Confirmed)):
-            return core.handle(event, now)
-        if isinstance(event, QueueLost):
-            lost = event.connection
-            return core.handle(ev.TokensLost(lambda t: isinstance(t, Queued) and t.task.connection == lost), now)
-        if isinstance(event, DrainAsked) and not self.standing.stop.draining:
-            self.standing.begin_drain(now)
-        elif isinstance(event, IdConflict):
-            self.standing.rivals.heard(event.other, now)
-        elif isinstance(event, KindsReplaced):
-            core.handle(ev.KindsChanged(event.registry), now)
-            assert self.executor is not None
-            self.executor.registry = event.registry
-            self.announcer.kinds = event.registry.names()
-            self.announcer.again()        # presence lists the kinds now
-            event.then()
-        elif isinstance(event, StopAsked):
-            self.standing.stop.asked(event.by)
-            core.handle(ev.StopAccepting(), now)
-            self.log.info("stopping: finishing %d held task(s)", core.held)
-        return []
+    def _feed(self, event: CoreEvent, now: float) -> list[Action]:
+        """The one place that steps the core (a battery read since told first)."""
+        core = self.core
+        assert core is not None
+        self._tell_battery(now)
+        return core.handle(event, now)
 
-    def _received(self, incoming: Incoming | Queued, core: AgentCore, now: float) -> list[Action]:
-        msg = incoming.message
-        self._log_got(msg)
-        peer = self.topics.agent_of_presence(msg.topic)
+    def _tell_battery(self, now: float) -> None:
+        """The host's battery, read with the presence (announcer.py), as soon as it changes."""
+        if self.announcer.battery != self._battery:
+            self._battery = self.announcer.battery
+            self._feed(ev.BatteryRead(self._battery), now)
+
+    def _take(self, event: Input, now: float) -> list[Action]:
+        """What the core makes of one input (:func:`~fogmesh.edge_agent.inputs.core_event`),
+        then the shell's part of it (:attr:`_shell_part`)."""
+        if isinstance(event, MessageIn):
+            return self._message(event, now)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("event %s", describe_input(event))
+        told = core_event(event)
+        actions = self._feed(told, now) if told is not None else []
+        shell = self._shell_part.get(type(event))
+        if shell is not None:
+            shell(event, now)
+        return actions
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        """The actions, in order; what one makes happen at once (an inline
+        run's result, a journal failing, a drain) is stepped at once, and its
+        actions carried out after the rest."""
+        executor = self.executor
+        assert executor is not None
+        todo = deque(actions)
+        while todo:
+            follow = executor.do(todo.popleft())
+            if follow is not None:
+                todo.extend(self._take(follow, self.clock()))
+        executor.flush_held()
+
+    # -- the shell's part of an input ----------------------------------------------------------
+    def _message(self, event: MessageIn, now: float) -> list[Action]:
+        core = self.core
+        assert core is not None
+        self._log_got(event)
+        peer = self.topics.agent_of_presence(event.topic)
         new_peer = peer is not None and peer != self.agent_id and core.peers.get(peer) is None
-        if new_peer and msg.retain:
+        if new_peer and isinstance(event.token, Incoming) and event.token.message.retain:
             # The broker hands retained presence to wildcard subscribers, so a
             # newcomer gets this agent's too: no need to announce for each one.
             self._retained_presence_works = True
-        actions = core.handle(ev.MessageIn(msg.topic, msg.payload, incoming, msg.dup), now)
+        actions = self._feed(event, now)
         if new_peer and peer is not None and core.peers.get(peer) is not None and not self._retained_presence_works:
             self.announcer.newcomer()   # it may not get our retained presence (RabbitMQ)
         return actions
 
-    def _log_got(self, msg: Message) -> None:
+    def _kinds_seen(self, event: KindsChanged, now: float) -> None:
+        assert self.executor is not None
+        self.executor.registry = event.registry
+        self.announcer.kinds = event.registry.names()
+        self.announcer.again()        # presence lists the kinds now
+        self.kinds.taken(event.registry)
+
+    def _log_got(self, msg: MessageIn) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("got %s%s %r", msg.topic, " (dup)" if msg.dup else "", msg.payload[:160])
 
     # -- a task stepped where it arrived ---------------------------------------------------
-    def _step_arrival(self, event: Received) -> None:
+    def _step_arrival(self, event: MessageIn) -> None:
         """As the dispatcher would step it, on the network thread it arrived on."""
         if self._parks(event):
             return
         now = self.clock()
         self.step(event, now, write_here=True)
         self.standing.say_presence(now)
+        self._tell_battery(now)
         core = self.core
         assert core is not None
         if self._wake_at(core.next_deadline(), now) < self._sleep_until:
             self.events.put(Wake())     # the dispatcher sleeps past a deadline this step set
 
-    def _parks(self, event: Received) -> bool:
+    def _parks(self, event: MessageIn) -> bool:
         """Whether a task waits instead of being taken in (flow control,
         :mod:`fogmesh.edge_agent.intake`): too many answers unconfirmed, or
         earlier tasks wait already (they go first). Unacknowledged, it holds
@@ -332,19 +335,14 @@ class Dispatcher:
                 continue
             if self.standing.stop.ends(now, held=core.held):
                 if core.held:
-                    self.log.warning("stopping with %d task(s) unfinished; %s", core.held, self._unfinished_go())
+                    self.log.warning("stopping with %d task(s) unfinished; %s", core.held,
+                                     self.standing.unfinished_go())
                 self.announcer.announce(now, core, "offline")
                 if self.standing.stop.draining:
                     self._on_drained()
                 return
             self.standing.say_presence(now)
-
-    def _unfinished_go(self) -> str:
-        """Where the tasks a stopping agent did not finish go, for the dispatch in use."""
-        if self.standing.queue_taking is not None:
-            return ("those from the task queue go back to it for any agent, the others are resumed from "
-                    "this agent's journal when it starts again")
-        return "the broker redelivers them to this agent's session, and its journal resumes them at its next start"
+            self._tell_battery(now)
 
     def _next_event(self, wake: float, now: float) -> Input | None:
         """A parked task once flow control lets it in, else the next event (or none by ``wake``)."""
@@ -360,7 +358,7 @@ class Dispatcher:
         finally:
             self.turns.lock.acquire()
         self.turns.check()
-        if isinstance(event, Received) and event.incoming.client is self.client:
+        if isinstance(event, MessageIn) and isinstance(event.token, Incoming) and event.token.client is self.client:
             self.turns.stepped()
             if self._parks(event):
                 return None
@@ -376,12 +374,12 @@ class Dispatcher:
         if now >= self.probe_at:
             self.probe_at = float("inf")
             self._probing = True
-            executor.run(core.handle(ev.OrderProbe(self.instance), now))
+            self._carry_out(self._feed(ev.OrderProbe(self.instance), now))
         if self._probing and core.order_verdict is not None:
             self._probing = False
             self.order_checked.set()
-        if self.standing.health.due(now):
-            executor.run(self.standing.retry_journal(now))
+        if self.standing.health.due(now) and self.standing.retry_journal(now):
+            self._carry_out(self._feed(ev.JournalWorks(), now))
         if core.degraded is not None:
             self.standing.task_subscriptions(now)      # a peer came or went: who answers the tasks
         self.standing.stop.look(now)

@@ -1,7 +1,8 @@
 """What the agent core holds per task: one mutable record whose state moves
 only along a transition table (:data:`TRANSITIONS`). Entries are held by
 :class:`fogmesh.edge_agent.entry_table.EntryTable`, which owns them, their
-claim-key index and their timers; the core's concerns change them."""
+claim-key index and their timers, and is the only writer of their fields
+(its named transitions); the core's concerns read them."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class Entry:
     answer: Any = None                    # the device's answer once made (answers.Answer)
     requeued: bool = False                # a task queue gave it back (AgentConfig.task_queue)
     queue_held: bool = False              # from a task queue, which gives it back if unacknowledged
+    queue_connections: set[int | None] = field(default_factory=set)   # ... the connections its tokens came on
 
     def __post_init__(self) -> None:
         if not self.claim_key:

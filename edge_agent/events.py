@@ -1,19 +1,23 @@
-"""Everything the agent core is told, one frozen event each: the core's one
-input surface (:meth:`fogmesh.edge_agent.core.AgentCore.handle`, as h11's
+"""Everything that happens to an agent, one frozen event each, in one
+vocabulary: the core's one input surface
+(:meth:`fogmesh.edge_agent.core.AgentCore.handle`, as h11's
 ``Connection.send``/``receive_data``). An event and ``now`` go in, actions
 come out (:mod:`fogmesh.edge_agent.actions`); what the core knows is read
 through its views (``held``, ``next_deadline()``, ``degraded``, ...), never
 changed through them.
 
-Why one surface: the shell (the dispatcher thread, the network thread that
-steps an arrival, the tests) drives the core in one way, and this file lists
-every input there is. Pure: no IO, tokens are opaque.
+Why one vocabulary: the shell's threads (network, workers, task queue,
+signals) put these very events on the dispatcher's queue, and the
+dispatcher hands each to the core as it is; the shell adds only two inputs
+of its own (:mod:`fogmesh.edge_agent.inputs`). So the shell, the tests and
+the simulator drive the core in one way, and this file lists every input
+there is. Plain data: no event carries a function; ack tokens are opaque.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from fogmesh.edge_agent.actions import Publish
 from fogmesh.edge_agent.answer_book import StoredAnswer
@@ -24,12 +28,15 @@ from fogmesh.registry import Registry
 @dataclass(frozen=True, slots=True)
 class MessageIn:
     """A message on one of the agent's connections (``token``: what
-    acknowledges it; ``dup``: the broker's redelivery, MQTT's DUP flag)."""
+    acknowledges it; ``dup``: the broker's redelivery, MQTT's DUP flag;
+    ``queue_connection``: the task queue's connection it came on, amqp
+    dispatch, whose loss gives it back: :class:`QueueLost`)."""
 
     topic: str
     payload: bytes
     token: Any
     dup: bool = False
+    queue_connection: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +122,9 @@ class OrderProbe:
 
 
 @dataclass(frozen=True, slots=True)
-class DrainBegun:
-    """The operator asked this agent to leave: no offers taken from now on."""
+class DrainAsked:
+    """The operator asked this agent to finish its work and leave: no offers
+    taken from now on (the shell unsubscribes from the tasks, once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +140,12 @@ class JournalWorks:
 
 
 @dataclass(frozen=True, slots=True)
-class StopAccepting:
+class StopAsked:
     """Stopping: new task messages are left unacknowledged (the broker
-    redelivers them to this session later); held tasks still finish."""
+    redelivers them to this session later); held tasks still finish. The
+    shell leaves once they have, or at ``by`` (the core does not read it)."""
+
+    by: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +168,17 @@ class KindsChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class TokensLost:
-    """The messages whose ack tokens ``lost`` accepts are no longer this
-    agent's: the broker gave them back to be taken by another (a RabbitMQ
-    task queue's connection closed). Tasks held only through such messages
-    are let go unanswered, their runs stopped: the queue's next taker owns
-    them, and an answer from here would be a second one."""
+class QueueLost:
+    """The task queue's connection ``connection`` closed (amqp dispatch,
+    RabbitMQ): the messages it delivered (:attr:`MessageIn.queue_connection`)
+    are no longer this agent's, the broker gave them back to be taken by
+    another. Tasks held only through such messages are let go unanswered,
+    their runs stopped: the queue's next taker owns them, and an answer
+    from here would be a second one."""
 
-    lost: Callable[[Any], bool]
+    connection: int
 
 
 CoreEvent = Union[MessageIn, RescuedIn, Finished, Confirmed, Withdrawn, LinkChanged, Tick, ClockRead,
-                  BatteryRead, MarksDue, OrderProbe, DrainBegun, JournalFailed, JournalWorks, StopAccepting,
-                  Restored, KindsChanged, TokensLost]
+                  BatteryRead, MarksDue, OrderProbe, DrainAsked, JournalFailed, JournalWorks, StopAsked,
+                  Restored, KindsChanged, QueueLost]

@@ -1,35 +1,35 @@
-"""What the agent's dispatcher thread is fed: one frozen event for each thing
-that happened on another thread (a message on a connection, a worker's
-result, a connection up or down, an operator's request).
+"""What the agent's dispatcher thread is fed: the events of
+:mod:`fogmesh.edge_agent.events` (one vocabulary: what happened, as plain
+data), put on its queue by the threads they happened on (a message on a
+connection, a worker's result, a connection up or down, an operator's
+request), plus the two inputs that are the shell's alone (:class:`IdConflict`,
+:class:`Wake`). :func:`core_event` says what the core is told of each.
 
 Why events and not calls: the dispatcher owns the core, so every change to
 the core happens on that one thread, in the order things happened; the
-network, worker and signal threads only put these on its queue. Events the
-core takes as they are (a worker's result, a confirmation, a withdrawal, a
-connection change) are the core's own (:mod:`fogmesh.edge_agent.events`);
-the others are the shell's and become core events in the dispatcher.
+network, worker and signal threads only put these on its queue.
+
+The ack tokens the shell gives the core with a message (opaque to it, handed
+back in its ``Ack`` actions) are defined here too: :class:`Incoming` (an MQTT
+connection's message), :class:`Queued` (the task queue's, amqp dispatch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 from fogmesh.announcements import Presence
-from fogmesh.edge_agent.events import Confirmed, Finished, LinkChanged, Withdrawn
-from fogmesh.edge_agent.session_rescue import RescueToken
+from fogmesh.edge_agent.events import CoreEvent
 from fogmesh.mqtt import Message, MqttClient
-from fogmesh.registry import Registry
 from fogmesh.task_queue import QueuedTask, TaskQueue
 
-__all__ = ["Confirmed", "DrainAsked", "Finished", "IdConflict", "Incoming", "Input", "KindsReplaced", "LinkChanged",
-           "Queued", "QueueLost", "Received", "Rescued", "StopAsked", "Wake", "Withdrawn", "describe_input"]
+__all__ = ["IdConflict", "Incoming", "Input", "Queued", "Wake", "core_event", "describe_input"]
 
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A message and the connection it came on, to acknowledge it there
-    (the core's opaque ack token)."""
+    """Ack token of a message on one of the agent's MQTT connections: acknowledged there."""
 
     client: MqttClient
     message: Message
@@ -37,37 +37,11 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """A task taken from the AMQP task queue (``amqp`` dispatch, RabbitMQ),
-    as a message: acknowledged there once its answer is confirmed."""
+    """Ack token of a task taken from the AMQP task queue (``amqp`` dispatch,
+    RabbitMQ): acknowledged there, with its answer, once that is confirmed."""
 
     queue: TaskQueue
     task: QueuedTask
-    message: Message
-    client: None = None          # not from an MQTT connection
-
-    @classmethod
-    def of(cls, queue: TaskQueue, task: QueuedTask) -> Queued:
-        return cls(queue, task, Message(topic=task.topic, payload=task.payload, qos=1, retain=False, mid=0,
-                                        generation=task.connection, dup=task.redelivered))
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A message on one of the agent's own connections (or its task queue)."""
-
-    incoming: Incoming | Queued
-
-
-@dataclass(frozen=True, slots=True)
-class Rescued:
-    """A message taken from a dead peer's MQTT session."""
-
-    token: RescueToken
-
-
-@dataclass(frozen=True, slots=True)
-class DrainAsked:
-    """The operator asked the agent to finish its work and leave."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,36 +53,17 @@ class IdConflict:
 
 
 @dataclass(frozen=True, slots=True)
-class StopAsked:
-    """Stop taking tasks; leave once the held ones finish, or at ``by``."""
-
-    by: float
-
-
-@dataclass(frozen=True, slots=True)
 class Wake:
     """Nothing happened: look at the deadlines again (one changed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class KindsReplaced:
-    """A deployment switches the kinds this agent runs (the core's and
-    presence's); ``then`` is called on the dispatcher once it has."""
-
-    registry: Registry
-    then: Callable[[], None]
+Input = Union[CoreEvent, IdConflict, Wake]
 
 
-@dataclass(frozen=True, slots=True)
-class QueueLost:
-    """The task queue's connection ``connection`` closed (amqp dispatch): the
-    broker gave back what it held unacknowledged."""
-
-    connection: int
-
-
-Input = Union[Received, Rescued, Finished, Confirmed, Withdrawn, LinkChanged, DrainAsked, IdConflict,
-              StopAsked, Wake, KindsReplaced, QueueLost]
+def core_event(event: Input) -> CoreEvent | None:
+    """What the core is told of ``event``: the event itself, or nothing for
+    the shell's own inputs."""
+    return None if isinstance(event, (IdConflict, Wake)) else event
 
 
 def describe_input(event: Input, *, limit: int = 160) -> str:

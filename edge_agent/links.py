@@ -1,13 +1,15 @@
 """The agent's two MQTT connections: task intake (its session holds the tasks
 a rescue can take over; it acknowledges a task only once answered, so its
 in-flight window fills up under load), and control (presence and its will,
-claims, the offload inbox), which must never wait behind that window."""
+claims, the offload inbox), which must never wait behind that window; and
+what a task message from them looks like to the core (:func:`as_task`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fogmesh.mqtt import MqttClient, Will
+from fogmesh.mqtt import Message, MqttClient, Will
+from fogmesh.properties import with_mqtt5_properties
 
 # Longest wait between reconnect attempts. A broker back from a restart has no $share
 # subscription until agents renew theirs (mosquitto 2.0 does not restore them), and it
@@ -39,3 +41,13 @@ def make_clients(agent: Any, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
         on_withdrawn=lambda tags: d.withdrawn(tags, control=True), on_confirmed=d.confirmed, mqtt5=mqtt5)
     return client, ctl
 
+
+def as_task(message: Message) -> Message:
+    """A message from the task connection with its MQTT 5 properties merged
+    into the task's JSON (fogmesh.properties); 3.1.1 messages as they are."""
+    if message.properties is None:
+        return message
+    # Built, not dataclasses.replace(): that costs as much as the merge itself, on every MQTT 5 task.
+    return Message(topic=message.topic, payload=with_mqtt5_properties(message.payload, message.properties),
+                   qos=message.qos, retain=message.retain, mid=message.mid, generation=message.generation,
+                   dup=message.dup, properties=message.properties)

@@ -3,7 +3,8 @@ queue (:class:`fogmesh.task_queue.TaskQueue`: over AMQP,
 :mod:`fogmesh.amqp_queue`, or the tests' in-memory one) instead of an MQTT
 shared subscription; everything else (direct tasks, presence, answers,
 offloads) stays MQTT. Each task is put on the dispatcher's queue as a message
-with its own ack token (:class:`~fogmesh.edge_agent.inputs.Queued`); the
+(naming the queue connection it came on) with its own ack token
+(:class:`~fogmesh.edge_agent.inputs.Queued`); the
 executor hands its answer and its ack to :meth:`QueueIntake.settle`: one
 transaction, so an agent killed between the two leaves neither (as one
 socket write does for an answer and its PUBACK under shared subscriptions)."""
@@ -15,8 +16,8 @@ import queue
 from typing import Any, Sequence
 
 from fogmesh.edge_agent.actions import Publish
-from fogmesh.edge_agent.events import Confirmed, Withdrawn
-from fogmesh.edge_agent.inputs import Input, Queued, QueueLost, Received
+from fogmesh.edge_agent.events import Confirmed, MessageIn, QueueLost, Withdrawn
+from fogmesh.edge_agent.inputs import Input, Queued
 from fogmesh.task_queue import QueuedTask, QueueFactory
 
 
@@ -28,7 +29,8 @@ class QueueIntake:
         self.queue = make(urls, root=root, on_task=self._take, on_connection=self._connection, prefetch=prefetch)
 
     def _take(self, task: QueuedTask) -> None:
-        self._events.put(Received(Queued.of(self.queue, task)))
+        self._events.put(MessageIn(task.topic, task.payload, Queued(self.queue, task), task.redelivered,
+                                   queue_connection=task.connection))
 
     def _connection(self, up: bool, connection: int) -> None:
         if up:

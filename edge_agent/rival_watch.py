@@ -19,8 +19,19 @@ The one that started later leaves, without a word on the presence topic
 from __future__ import annotations
 
 from fogmesh.announcements import Presence
+from fogmesh.errors import InvalidMessage
 
 ID_CONFLICT_WAIT_S = 1.0
+
+
+def rival_presence(payload: bytes, *, agent_id: str, instance: str) -> Presence | None:
+    """What a message on this agent's own presence topic says of another
+    instance of its id (None: its own word, or no valid presence)."""
+    try:
+        other = Presence.decode(payload, agent=agent_id)
+    except InvalidMessage:
+        return None
+    return other if other.instance not in (None, instance) else None
 
 
 class RivalWatch:

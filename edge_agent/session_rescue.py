@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
+from fogmesh.edge_agent.events import RescuedIn
+from fogmesh.edge_agent.links import as_task
 from fogmesh.errors import ConnectError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient
 
@@ -105,3 +107,9 @@ class RescueSession:
             self.log.info("rescued %d message(s) of %s", self._received, self.agent)
         finally:
             self.client.stop()
+
+
+def rescued(token: RescueToken) -> RescuedIn:
+    """A message taken from a dead peer's session, as the agent's core is told of it."""
+    message = as_task(token.message)
+    return RescuedIn(message.topic, message.payload, replace(token, message=message), token.session.agent)

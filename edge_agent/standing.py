@@ -13,10 +13,10 @@ import logging
 import threading
 from typing import Any, Callable
 
-from fogmesh.edge_agent import events as ev
-from fogmesh.edge_agent.actions import Action, StopTaking
+from fogmesh.edge_agent.actions import StopTaking
 from fogmesh.edge_agent.announcer import Announcer
 from fogmesh.edge_agent.core import AgentCore
+from fogmesh.edge_agent.events import LinkChanged, StopAsked, Withdrawn
 from fogmesh.edge_agent.journal import Journal
 from fogmesh.edge_agent.journal_health import JournalHealth, wants_task_subscriptions
 from fogmesh.edge_agent.presence_hold import PresenceHold
@@ -49,7 +49,7 @@ class Standing:
         self.hold = PresenceHold(shared=shared)
 
     # -- presence --------------------------------------------------------------------------
-    def link_seen(self, event: ev.LinkChanged, now: float) -> None:
+    def link_seen(self, event: LinkChanged, now: float) -> None:
         if event.up and event.control:
             self.hold.control_up(now)
             self.announcer.again()           # re-announce after every reconnect
@@ -57,6 +57,16 @@ class Standing:
             self.hold.control_down()
         elif not event.up:
             self.hold.task_link_down()
+
+    def withdrawn_seen(self, event: Withdrawn, now: float) -> None:
+        if self.queue_taking is not None:      # amqp dispatch
+            self.log.warning("the task queue's connection closed with %d answer(s) not committed: their "
+                             "tasks went back to the queue, and are answered once when they come back",
+                             len(event.messages))
+        else:
+            self.log.warning("connection dropped with %d answer message(s) unconfirmed: they go out again "
+                             "only if this agent wins their takeover (claim dispatch) or the task comes back "
+                             "or the broker kept no session (shared dispatch)", len(event.messages))
 
     def presence_waits(self, now: float) -> bool:
         return self.hold.waits(now, subscribed=self.tasks_subscribed.is_set(), resubscribed=self._resubscribed(),
@@ -89,8 +99,9 @@ class Standing:
         if core is None:
             return "starting"
         parts = [self.state, f"{core.queued} queued", f"{core.running}/{core.config.concurrency} running"]
-        if core.battery is not None:
-            parts.append(f"battery {core.battery:.0f}%")
+        battery = self.announcer.battery
+        if battery is not None:
+            parts.append(f"battery {battery:.0f}%")
         line = ", ".join(parts)
         return f"{line}: {core.degraded}" if core.degraded else line
 
@@ -110,6 +121,13 @@ class Standing:
                            other.instance)
             self.announcer.announce(now, core, self.state)
         return False
+
+    def unfinished_go(self) -> str:
+        """Where the tasks a stopping agent did not finish go, for the dispatch in use."""
+        if self.queue_taking is not None:
+            return ("those from the task queue go back to it for any agent, the others are resumed from "
+                    "this agent's journal when it starts again")
+        return "the broker redelivers them to this agent's session, and its journal resumes them at its next start"
 
     # -- degraded, draining -----------------------------------------------------------------
     def stop_taking(self, action: StopTaking) -> None:
@@ -138,14 +156,12 @@ class Standing:
         self.announcer.reason = None
         self.announcer.announce(now, core, self.state)
 
-    def retry_journal(self, now: float) -> list[Action]:
-        """A degraded journal tried again: the core's answer if it works."""
-        core = self.core
-        assert core is not None
+    def retry_journal(self, now: float) -> bool:
+        """A degraded journal tried again: True if it works (the core is told)."""
         if self.journal is None or not self.journal.retry():
             self.health.still_failing(now)
-            return []
-        return core.handle(ev.JournalWorks(), now)
+            return False
+        return True
 
     def task_subscriptions(self, now: float) -> None:
         """Hold the task subscriptions exactly while tasks should reach this
@@ -169,12 +185,21 @@ class Standing:
         for topic in self._task_filters():
             client.subscribe(topic, 1, timeout=None)
 
-    def begin_drain(self, now: float) -> None:
-        """Unsubscribing first stops the broker from routing new tasks here;
-        held and already-queued ones finish."""
+    def stop_asked(self, event: StopAsked, now: float) -> None:
         core = self.core
         assert core is not None
-        core.handle(ev.DrainBegun(), now)
+        self.stop.asked(event.by)
+        self.log.info("stopping: finishing %d held task(s)", core.held)
+
+    def begin_drain(self, now: float) -> None:
+        """Unsubscribing first stops the broker from routing new tasks here;
+        held and already-queued ones finish. Once: a drain asked again (the
+        operator's control message, ``Agent.drain``) changes nothing. (The
+        core is told by the dispatcher: ``DrainAsked``.)"""
+        core = self.core
+        assert core is not None
+        if self.stop.draining:
+            return
         self.log.info("draining: finishing %d held task(s), then leaving", core.held)
         self.stop.drain(now)
         self.task_subscriptions(now)

@@ -13,8 +13,9 @@ from fogmesh.edge_agent.core import AgentCore
 from fogmesh.messages import ErrorInfo
 
 
-def on_message(c: AgentCore, topic: str, payload: bytes, token: Any, now: float, *, dup: bool = False) -> list[Action]:
-    return c.handle(ev.MessageIn(topic, payload, token, dup), now)
+def on_message(c: AgentCore, topic: str, payload: bytes, token: Any, now: float, *, dup: bool = False,
+               queue_connection: int | None = None) -> list[Action]:
+    return c.handle(ev.MessageIn(topic, payload, token, dup, queue_connection), now)
 
 
 def on_rescued(c: AgentCore, topic: str, payload: bytes, token: Any, now: float, *, holder: str) -> list[Action]:
@@ -64,7 +65,7 @@ def journal_failed(c: AgentCore, reason: str, now: float = 0.0) -> list[Action]:
 
 
 def stop_accepting(c: AgentCore, now: float = 0.0) -> list[Action]:
-    return c.handle(ev.StopAccepting(), now)
+    return c.handle(ev.StopAsked(by=now + 10.0), now)
 
 
 def restore(c: AgentCore, *, done: list[str], unfinished: list[bytes], now: float,
@@ -76,6 +77,6 @@ def on_battery(c: AgentCore, percent: float | None, now: float = 0.0) -> list[Ac
     return c.handle(ev.BatteryRead(percent), now)
 
 
-def on_tokens_lost(c: AgentCore, lost: Any, now: float) -> list[Action]:
-    """The broker took back the messages whose tokens ``lost(token)`` accepts."""
-    return c.handle(ev.TokensLost(lost), now)
+def on_queue_lost(c: AgentCore, connection: int, now: float) -> list[Action]:
+    """The task queue's ``connection`` closed: the broker took back what it delivered."""
+    return c.handle(ev.QueueLost(connection), now)

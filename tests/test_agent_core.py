@@ -905,20 +905,20 @@ def test_soon_after_its_task_connection_comes_back_an_agent_asks_its_peers_about
 
 
 def test_tasks_whose_queue_connection_closed_are_let_go_unanswered_and_their_runs_stopped():
-    from tests.coreio import on_tokens_lost
+    from tests.coreio import on_queue_lost
     c = core(concurrency=1)
-    on_message(c, T.tasks, task("t1", args={"ms": 50}), ("old", 1), 0.0)      # runs
-    on_message(c, T.tasks, task("t2", args={"ms": 50}), ("old", 2), 0.0)      # queued
-    on_message(c, T.tasks, task("t3", args={"ms": 50}), ("new", 1), 0.0)      # from the next connection
-    actions = on_tokens_lost(c, lambda token: token[0] == "old", 1.0)
+    on_message(c, T.tasks, task("t1", args={"ms": 50}), ("old", 1), 0.0, queue_connection=1)      # runs
+    on_message(c, T.tasks, task("t2", args={"ms": 50}), ("old", 2), 0.0, queue_connection=1)      # queued
+    on_message(c, T.tasks, task("t3", args={"ms": 50}), ("new", 1), 0.0, queue_connection=2)      # the next one's
+    actions = on_queue_lost(c, 1, 1.0)
     assert Cancel("t1") in actions and published(actions) == []
     assert {e.key for e in c.entries} == {"t3"}
     assert [a for a in actions if isinstance(a, Run)][0].key == "t3"      # the freed worker takes the next
 
 
 def test_a_task_held_also_through_a_message_still_ours_is_kept():
-    from tests.coreio import on_tokens_lost
+    from tests.coreio import on_queue_lost
     c = core(concurrency=1)
-    on_message(c, T.tasks, task("t1", args={"ms": 50}), ("new", 1), 0.0)
-    assert on_tokens_lost(c, lambda token: token[0] == "old", 1.0) == []
+    on_message(c, T.tasks, task("t1", args={"ms": 50}), ("new", 1), 0.0, queue_connection=2)
+    assert on_queue_lost(c, 1, 1.0) == []
     assert {e.key for e in c.entries} == {"t1"}

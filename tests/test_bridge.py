@@ -70,7 +70,7 @@ def bridge_backlog(url: str, root: str) -> int:
 
 
 def sees_bridge(agent):
-    return lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None
+    return lambda: agent.core.offers.cloud_for("sha256", agent.clock(), exclude=set()) is not None
 
 
 def test_a_heavy_task_goes_to_the_cloud_and_its_answer_comes_back(edge, root, stack):

@@ -384,3 +384,35 @@ def test_answers_leave_with_their_ids_whatever_the_byte_budget_allows():
         book.add(f"t{n}", 0.0, StoredAnswer("r", b"{}"))
     assert book.answer("t9", 1.0) is not None and book.answer("t6", 1.0) is None
     assert len(book._answers) == 3
+
+
+# -- the core's mode ---------------------------------------------------------------------------
+def test_every_mode_is_one_combination_of_leaving_and_degraded():
+    from fogmesh.edge_agent.mode import MODE_TRANSITIONS, Mode
+    combos = {(m.leaving, m.degraded_by) for m in Mode}
+    assert len(combos) == len(Mode) == 9 and set(MODE_TRANSITIONS) == set(Mode)
+
+
+def test_a_mode_moves_only_forward_in_leaving_and_is_degraded_by_claims_for_good():
+    from fogmesh.edge_agent.mode import MODE_TRANSITIONS, Change
+    order = {None: 0, "draining": 1, "stopping": 2}
+    for mode, row in MODE_TRANSITIONS.items():
+        for change, to in row.items():
+            assert order[to.leaving] >= order[mode.leaving], (mode, change, to)
+            if mode.degraded_by == "claims":
+                assert to.degraded_by == "claims", (mode, change, to)
+            if change is Change.JOURNAL_WORKS:
+                assert mode.degraded_by == "journal" and to.degraded_by is None
+            if change in (Change.JOURNAL_FAILED, Change.CLAIMS_DIVERGED):
+                assert mode.degraded_by is None and to.leaving == mode.leaving
+
+
+def test_the_degraded_reason_stays_while_the_agent_drains_and_goes_when_the_journal_works():
+    from fogmesh.edge_agent.mode import Change, Mode, ModeState
+    m = ModeState()
+    assert m.change(Change.JOURNAL_FAILED, reason="disk full") and m.degraded == "disk full"
+    assert not m.change(Change.CLAIMS_DIVERGED, reason="order") and m.degraded == "disk full"
+    assert m.change(Change.DRAIN) and m.current is Mode.DRAINING_DEGRADED and m.degraded == "disk full"
+    assert not m.change(Change.DRAIN)
+    assert m.change(Change.JOURNAL_WORKS) and m.current is Mode.DRAINING and m.degraded is None
+    assert m.change(Change.STOP) and not m.takes_tasks and m.leaving and not m.draining

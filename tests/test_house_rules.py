@@ -64,3 +64,78 @@ def test_the_pure_share_of_the_code_does_not_fall():
                           cwd=ROOT, capture_output=True, text=True, timeout=50)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pure share" in done.stdout and "\nall " in done.stdout, done.stdout
+
+
+def test_only_the_entry_table_writes_entries():
+    """The agent core's concerns read an entry's fields and change them only
+    through :class:`fogmesh.edge_agent.entry_table.EntryTable`'s named
+    transitions (``fence``, ``offered``, ``hold_answer``, ...): no
+    ``entry.<field> = ...``, ``entry.move(...)`` or ``entry.tokens.append(...)``
+    anywhere else in edge_agent/."""
+    import ast
+    from dataclasses import fields
+
+    from fogmesh.edge_agent.entry import Entry, OfferState
+    entry_fields = {f.name for f in fields(Entry)} | {f.name for f in fields(OfferState)}
+    mutators = {"append", "extend", "add", "update", "discard", "remove", "pop", "clear", "insert"}
+    owners = {"entry.py", "entry_table.py"}
+    found = []
+    for path in sorted((TESTS.parent / "edge_agent").glob("*.py")):
+        text = path.read_text()
+        if path.name in owners or "Entry" not in text and ".entries" not in text:
+            continue        # (a module that holds no entries: its ``tokens`` are a rate limiter's)
+        for node in ast.walk(ast.parse(text)):
+            targets: list[ast.expr] = []
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                targets = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+            # ``entry.fenced = ...``, ``entry.offer.accepted = ...``; not ``self.x`` nor ``self.counters.x``
+            written = [t for t in targets if isinstance(t, ast.Attribute) and t.attr in entry_fields
+                       and (isinstance(t.value, ast.Name) and t.value.id not in ("self", "cls")
+                            or isinstance(t.value, ast.Attribute) and t.value.attr == "offer")]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                f = node.func
+                if f.attr == "move" or (f.attr in mutators and isinstance(f.value, ast.Attribute)
+                                        and f.value.attr in ("tokens", "tried", "offer_ids")):
+                    written.append(f)
+            found += [f"edge_agent/{path.name}:{t.lineno}: {ast.unparse(t)}" for t in written]
+    assert not found, "change entries through EntryTable's transitions:\n" + "\n".join(found)
+
+
+def test_the_agent_core_is_functions_over_one_state_not_a_stack_of_mixins():
+    """``AgentCore`` is its input surface and views over one explicit
+    ``CoreState``; its concerns are modules of functions over that state,
+    each calling the others by name (no mixin classes, no base declaring
+    what crosses between them)."""
+    import ast
+
+    from fogmesh.edge_agent.core import AgentCore
+    assert AgentCore.__mro__ == (AgentCore, object)
+    assert not (TESTS.parent / "edge_agent" / "core_parts.py").exists()
+    for name in ("landing", "running", "peering", "claiming", "answering", "offloading", "failover", "asking"):
+        tree = ast.parse((TESTS.parent / "edge_agent" / f"{name}.py").read_text())
+        assert not [n.name for n in tree.body if isinstance(n, ast.ClassDef)], f"{name}.py: functions over the state"
+
+
+def test_the_dispatcher_is_the_one_caller_of_the_core_and_events_are_plain_data():
+    """One place steps the agent core (``Dispatcher._feed``): the executor,
+    the presence, the agent's start-up hand it events instead. And no event
+    carries a function: what happened is data (a lost queue connection's
+    number, not a predicate over ack tokens)."""
+    import ast
+    import collections.abc
+    import dataclasses
+    import typing
+
+    from fogmesh.edge_agent import events, inputs
+    callers = []
+    for path in sorted((TESTS.parent / "edge_agent").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "handle":
+                callers.append(f"{path.name}:{node.lineno}")
+    assert [c.split(":")[0] for c in callers] == ["dispatcher.py"], callers
+    for module in (events, inputs):
+        for cls in vars(module).values():
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                for name, hint in typing.get_type_hints(cls).items():
+                    assert typing.get_origin(hint) is not collections.abc.Callable, f"{cls.__name__}.{name}"

@@ -121,7 +121,7 @@ def test_properties_come_back_from_the_cloud_through_the_bridge(root, agents, tm
         bridge = Bridge(site="farm", edge=edge.url, cloud=cloud.url, root=root, cloud_root=cloud_root,
                         store_path=tmp_path / "outbox.db", health_period=0.3).start()
         agents("cw-5", cloud.url, cloud_root, policy=LocalPolicy())
-        wait_until(lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None,
+        wait_until(lambda: agent.core.offers.cloud_for("sha256", agent.clock(), exclude=set()) is not None,
                    what="the bridge's health")
         req = Requester(edge.url, f"{root}/app/replies")
         try:

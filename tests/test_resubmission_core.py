@@ -30,6 +30,7 @@ class Bus:
         self.held_topics: set[str] = set()          # messages to these wait in ``held``
         self.held: list[Publish] = []
         self.frozen: dict[str, list[Publish]] = {}  # agent -> what waits in its socket (SIGSTOP)
+        self.queue_connection: int | None = None    # tasks come from a task queue's connection (amqp)
 
     def deliver(self, actions, now, source=None):
         for a in actions:
@@ -57,7 +58,8 @@ class Bus:
 
     def task(self, agent, task_id, now, *, attempt=None, kind="sleep"):
         payload = Task(id=task_id, kind=kind, reply_to=REPLIES, args={"ms": 1}, attempt=attempt).encode()
-        self.deliver(on_message(self.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now), now, agent)
+        self.deliver(on_message(self.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now,
+                                queue_connection=self.queue_connection), now, agent)
 
     def finish(self, agent, key, now):
         self.deliver(on_finished(self.cores[agent], key, now, result="done"), now, agent)
@@ -156,6 +158,7 @@ def queue_fabric(*ids):
     cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, task_queue=True), REG,
                        policy=LocalPolicy()) for i in ids]
     bus = Bus(*cores)
+    bus.queue_connection = 1
     bus.online(0.0, *ids)
     return bus
 
@@ -163,7 +166,8 @@ def queue_fabric(*ids):
 def requeued(bus, agent, task_id, now):
     """The queue hands ``agent`` a copy another consumer took (redelivered)."""
     payload = Task(id=task_id, kind="sleep", reply_to=REPLIES, args={"ms": 1}).encode()
-    bus.deliver(on_message(bus.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now, dup=True), now, agent)
+    bus.deliver(on_message(bus.cores[agent], T.tasks, payload, f"{task_id}@{agent}", now, dup=True,
+                           queue_connection=bus.queue_connection), now, agent)
 
 
 def test_a_requeued_task_whose_answer_went_out_is_answered_again_not_run_again():
@@ -195,7 +199,7 @@ def test_a_requeued_task_its_holder_still_says_it_holds_runs_once_that_holder_le
     requeued(bus, "b", "t1", 0.2)          # a has not noticed yet: "held"
     assert [a for a, k in bus.runs if k == "t1"] == ["a"]
     assert ("b", "t1@b") not in bus.acks   # b keeps its copy: a's hold is void
-    bus.deliver(bus.cores["a"].handle(ev.TokensLost(lambda t: True), 0.3), 0.3, "a")   # a lets go
+    bus.deliver(bus.cores["a"].handle(ev.QueueLost(1), 0.3), 0.3, "a")   # a lets go
     bus.online(1.0, "a")                   # a's next presence: asked again, says "never seen it"
     assert [a for a, k in bus.runs if k == "t1"] == ["a", "b"]
     bus.finish("a", "t1", 1.1)             # a's run, stopped, finishing late, answers nothing
@@ -216,7 +220,7 @@ def test_a_task_queue_agent_losing_its_mqtt_link_claims_nothing_a_later_taker_wo
     a = bus.cores["a"]
     dropped = on_disconnect(a, 0.1)                       # a's node stops: MQTT and the queue go
     assert [p for p in dropped if isinstance(p, Publish) and p.topic == T.claims] == []
-    bus.deliver(a.handle(ev.TokensLost(lambda t: True), 0.1), 0.1, "a")
+    bus.deliver(a.handle(ev.QueueLost(1), 0.1), 0.1, "a")
     requeued(bus, "b", "t1", 0.2)                         # the queue gives it to b
     assert [x for x, k in bus.runs if k == "t1"] == ["a", "b"]
     bus.finish("b", "t1", 0.3)

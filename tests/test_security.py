@@ -148,7 +148,7 @@ def test_a_bridge_under_its_own_role_carries_a_heavy_task_to_the_cloud(site, cli
     bridge = Bridge(site="farm", edge=url(site, "bridge-farm"), cloud=cloud.url, root=ROOT,
                     cloud_root=cloud_root, store_path=tmp_path / "outbox.db", health_period=0.3).start()
     try:
-        wait_until(lambda: agent.core._cloud_for("sha256", agent.clock(), exclude=set()) is not None,
+        wait_until(lambda: agent.core.offers.cloud_for("sha256", agent.clock(), exclude=set()) is not None,
                    timeout=30, what="the agent to see the bridge")
         with FogClient(url(site, "sensor-7"), root=ROOT, device="sensor-7", own_topic=True) as dev:
             result = dev.send("sha256", {"size": 100}, weight="heavy").result(timeout=30)

@@ -8,7 +8,7 @@ from fogmesh.announcements import Presence
 from fogmesh.edge_agent.intake import IntakeGate
 from fogmesh.edge_agent.journal_health import JournalHealth, wants_task_subscriptions
 from fogmesh.edge_agent.presence_hold import PresenceHold
-from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
+from fogmesh.edge_agent.rival_watch import RivalWatch, rival_presence, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.wakeup import next_wake
 from fogmesh.log_limit import LogLimit
@@ -47,6 +47,12 @@ def test_a_rivals_offline_before_its_judgement_ends_it():
     watch.heard(rival(), 10.0)
     watch.heard(rival("offline"), 10.2)
     assert not watch.waiting and watch.due(20.0) == []
+
+
+def test_a_word_on_its_own_presence_topic_is_a_rivals_only_from_another_instance():
+    assert rival_presence(rival().encode(), agent_id="a1", instance="mine") == rival()
+    assert rival_presence(rival(instance="mine").encode(), agent_id="a1", instance="mine") is None
+    assert rival_presence(b"not a presence", agent_id="a1", instance="mine") is None
 
 
 def test_the_instance_that_started_later_leaves():
