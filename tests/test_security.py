@@ -85,9 +85,11 @@ def test_a_device_cannot_publish_on_another_devices_topics(site, clients):
     ops = Listener(url(site, "ops"), f"{ROOT}/#")
     clients.append(ops)
     dev = connect(site, "sensor-7", clients)
-    dev.publish(T.device_tasks("sensor-8"), b'{"forged": 1}')
-    dev.publish(T.sensor("sensor-8", "temperature"), b"99")
-    dev.publish(T.actuator_set("sensor-8", "relay"), b"on")
+    # QoS 0: mosquitto 2.0 closes an MQTT 3.1.1 connection that publishes where its ACL
+    # forbids, and a QoS 1 message goes again at every reconnect (topics.md, Security).
+    dev.publish(T.device_tasks("sensor-8"), b'{"forged": 1}', qos=0)
+    dev.publish(T.sensor("sensor-8", "temperature"), b"99", qos=0)
+    dev.publish(T.actuator_set("sensor-8", "relay"), b"on", qos=0)
     own = T.sensor("sensor-7", "temperature")                       # its own: allowed
     assert set(ops.topics_until(own, lambda: dev.publish(own, b"21"))) == {own}
 
