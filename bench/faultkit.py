@@ -67,7 +67,9 @@ class BrokerProcess:
 
     def __init__(self, name: str, workdir: Path, *, autosave_s: int | None = None) -> None:
         """``autosave_s``: mosquitto saves its persistence file this often (the
-        shipped config: 30 s; default here 1 s), so a SIGKILL loses what came since."""
+        shipped config: 30 s; default here 1 s), so a SIGKILL loses what came
+        since; 0: at every change (``autosave_on_changes``), so it loses nothing
+        it took, and what goes missing in a SIGKILL is fogmesh's own loss."""
         self.name = name
         self.workdir = workdir
         self._mosquitto: Mosquitto | None = None
@@ -78,7 +80,9 @@ class BrokerProcess:
         self.port = free_port()
         if name == "mosquitto":
             self._mosquitto = Mosquitto(port=self.port, workdir=workdir / "mosquitto",
-                                        extra_conf=f"autosave_interval {autosave_s}" if autosave_s else "")
+                                        extra_conf="" if autosave_s is None else
+                                        "autosave_on_changes true\nautosave_interval 1" if autosave_s == 0 else
+                                        f"autosave_interval {autosave_s}")
         elif name == "aedes":
             self._aedes = Aedes(port=self.port)
         elif name == "rabbitmq":

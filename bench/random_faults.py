@@ -148,8 +148,9 @@ def random_schedule_run(broker_name: str, workdir: Path, *, seed: int, duration_
     # Lost: what fogmesh lost. A task the broker took and then forgot in a
     # SIGKILL before its autosave never reached an agent: the broker's loss.
     run.lost = len(run.details["fogclient_unanswered"]) + len(run.details["answered_and_lost"])
+    saves = "at every change" if autosave_s == 0 else f"every {autosave_s} s"
     run.note = (f"seed {seed}; {run.details['dropped_by_broker']} dropped by the broker in a SIGKILL "
-                f"(autosave {autosave_s} s)" + (f"; agents that ended on their own: {', '.join(run.died)}"
+                f"(it saves {saves})" + (f"; agents that ended on their own: {', '.join(run.died)}"
                                                  if run.died else ""))
     return run
 
