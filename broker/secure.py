@@ -17,8 +17,9 @@ anonymous access off) and
   claim, announce only its own presence, offload through inboxes, answer on
   ``replies/#``, run pipelines (read sensors, command actuators).
 - **bridge** ``s``: the peer ``bridge-s``: its presence, inbox and health,
-  answers, sensor uplink, commands down (``actuators/+/+/set``, agents'
-  control: never a device's state).
+  answers, sensor uplink, commands down (``actuators/+/+/set`` only: never
+  a device's state, never an agent's control, so nobody on the cloud side
+  can drain the site's agents).
 - **operator**: read everything, control agents, sensors and actuators,
   publish the audit trail of what it did (``audit/+``: the dashboard's presses),
   and deploy (``deploy/desired``, ``timestamp``, ``bundles``, ``chunks``,
@@ -132,8 +133,9 @@ def acl_text(logins: Logins) -> str:
             ("readwrite", f"{r}/agents/{b}/#"), ("write", f"{r}/agents/+/inbox"),
             ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{b}"), ("readwrite", f"{r}/bridge/{s}"),
             ("write", f"{r}/replies/#"), ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"),
-            # commands down from the cloud: an actuator's state is its device's to say
-            ("write", f"{r}/actuators/+/+/set"), ("write", f"{r}/agents/+/control"),
+            # commands down from the cloud: actuator commands only (an actuator's state is its
+            # device's to say; draining an agent is an operator's: topics.md, Cloud bridge)
+            ("write", f"{r}/actuators/+/+/set"),
             ("readwrite", f"{r}/probe/{b}/#")]))
     for o in logins.operators:
         validate_segment(o, what="operator login")

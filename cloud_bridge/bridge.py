@@ -1,5 +1,6 @@
 """The cloud bridge: heavy tasks from the fog up to a cloud broker, results and
-actuation commands down, store-and-forward in between.
+actuation commands down (nothing else comes down: :func:`command_down`),
+store-and-forward in between.
 
 To the fog it is one more peer, ``bridge-{site}``: agents see its health on
 ``{root}/bridge/{site}`` and offer it heavy tasks through the offload protocol
@@ -32,6 +33,7 @@ from fogmesh.cloud_bridge.inputs import BridgeInput, FromCloud, FromEdge, Uplink
 from fogmesh.cloud_bridge.store import DiskLow, Outbox, StoreFull
 from fogmesh.cloud_bridge.translate import (
     cloud_task,
+    command_down,
     fallback_error,
     key_of_result,
     outbox_key,
@@ -41,13 +43,13 @@ from fogmesh.cloud_bridge.translate import (
     uplink_topic,
 )
 from fogmesh.cloud_bridge.uplink import Uplink
-from fogmesh.errors import InvalidMessage, StorageError, TopicError
+from fogmesh.errors import InvalidMessage, StorageError
 from fogmesh.messages import Reply
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, ensure_id_carried
 from fogmesh.offers import Offer, OfferReply, Result, decode_inbox
 from fogmesh.refusals import Refusals
 from fogmesh.service_notify import ServiceNotifier
-from fogmesh.topics import DEFAULT_ROOT, Topics, validate_publish_topic, validate_segment
+from fogmesh.topics import DEFAULT_ROOT, Topics, validate_segment
 
 log = logging.getLogger(__name__)
 DEFAULT_CLOUD_ROOT = "fogmesh/v1"
@@ -309,13 +311,13 @@ class Bridge:
                 self._refuse("presence", m.topic, exc.message)
             self.uplink.worker(worker, online=state == "online")
         elif m.topic.startswith(self.down_prefix):
-            rest = m.topic[len(self.down_prefix):]
-            try:
-                down = validate_publish_topic(self.topics.below_root(rest)) if rest else None
-            except TopicError as exc:
-                down = None
-                self._refuse("command down", m.topic, str(exc))
-            if down is not None:
+            # Only what topics.md documents for down/ (actuator commands): a cloud-side
+            # publisher must not drain the site's agents or replace its desired state.
+            down = command_down(m.topic[len(self.down_prefix):], root=self.topics.root)
+            if down is None:
+                self._refuse("command down", m.topic, "only actuator commands come down from the cloud "
+                             "(down/actuators/{device}/{actuator}/set)")
+            else:
                 self.edge.publish(down, m.payload, qos=1)
                 self.counters["commands_down"] += 1
         self.cloud.ack(m)

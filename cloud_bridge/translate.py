@@ -6,6 +6,7 @@ goes up. The bridge (:mod:`fogmesh.cloud_bridge.bridge`) does the IO."""
 from __future__ import annotations
 
 from fogmesh.messages import DEFAULT_LIMITS, Reply, Task, Timing
+from fogmesh.topics import is_segment
 
 
 def outbox_key(origin: str, task_id: str) -> str:
@@ -59,6 +60,20 @@ def fallback_error(task_id: str | None, reason: str, *, worker: str) -> Reply:
     message = {"busy": "the cloud bridge's backlog is full; retry later",
                "deadline": "the uplink to the cloud is down and the task's deadline cannot be met"}.get(reason, reason)
     return Reply.failed(task_id, code, message, worker=worker, tier="cloud")
+
+
+def command_down(rest: str, *, root: str) -> str | None:
+    """Where a message the cloud sent on ``sites/{site}/down/{rest}`` goes at
+    the site, or None: it is refused. Only what topics.md documents for
+    ``down/`` comes down: an actuator command, ``actuators/{device}/{actuator}/set``.
+    Nothing else: a cloud-side publisher must not drain an agent
+    (``agents/{id}/control``), replace the fleet's desired state, speak for a
+    box (presence, an actuator's state) or submit tasks as the site."""
+    levels = rest.split("/")
+    if len(levels) == 4 and levels[0] == "actuators" and levels[3] == "set" \
+            and is_segment(levels[1]) and is_segment(levels[2]):
+        return f"{root}/{rest}"
+    return None
 
 
 def uplink_topic(topic: str, *, root: str, site_prefix: str) -> str:

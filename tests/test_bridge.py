@@ -200,11 +200,15 @@ def test_actuation_commands_come_down_from_the_cloud(edge, cloud, root, stack):
     got = []
     listener = MqttClient(edge.url, on_message=lambda m: got.append((m.topic, m.payload)))
     listener.start()
-    listener.subscribe(f"{root}/actuators/#")
+    for f in (f"{root}/actuators/#", f"{root}/agents/+/control", f"{root}/deploy/#"):
+        listener.subscribe(f)
     sender = MqttClient(cloud.url)
     sender.start()
     wait_until(lambda: sender.connected.is_set())
     wait_until(lambda: bridge_link_up(edge.url, root), what="the bridge's uplink")
+    # Only actuator commands come down (issue #37): not a drain, not a desired state.
+    sender.publish(f"{cloud_root}/sites/farm/down/agents/edge-1/control", b'{"op": "drain"}')
+    sender.publish(f"{cloud_root}/sites/farm/down/deploy/desired/all", b'{"signed": {}}')
     sender.publish(f"{cloud_root}/sites/farm/down/actuators/gate-1/relay/set", b'{"value": "on"}')
     wait_until(lambda: got, what="the command at the edge")
     assert got == [(f"{root}/actuators/gate-1/relay/set", b'{"value": "on"}')]

@@ -192,6 +192,33 @@ def test_the_acl_gives_each_role_only_its_own_topics():
     assert "topic read fog/v1/deploy/timestamp" in a1 and "topic write fog/v1/deploy/timestamp" in ops
 
 
+def test_a_bridge_login_may_send_actuator_commands_down_but_no_drain():
+    """Issue #37: what the cloud sends down is actuator commands (topics.md,
+    Cloud bridge); a bridge's login that could write agents' control topics
+    would let a cloud-side publisher (or a stolen bridge password) stop
+    every agent of the site."""
+    acl = acl_text(Logins(agents=("a1",), bridges=("farm",), operators=("ops",), root="fog/v1"))
+    bridge = acl.split("user bridge-farm\n")[1].split("\n\n")[0]
+    assert "topic write fog/v1/actuators/+/+/set" in bridge
+    assert "control" not in bridge and "deploy" not in bridge
+    assert "topic write fog/v1/agents/+/control" in acl.split("user ops\n")[1]
+
+
+def test_the_bridges_login_cannot_drain_an_agent(site, clients):
+    watcher = Listener(url(site, "ops"), f"{ROOT}/agents/+/control")
+    clients.append(watcher)
+    # MQTT 5: mosquitto answers a forbidden QoS 1 publish "not authorized" (3.1.1: it closes
+    # the connection): once answered, the broker has routed or dropped it.
+    bridge = MqttClient(url(site, "bridge-farm"), mqtt5=True)
+    bridge.start()
+    clients.append(bridge)
+    sent = bridge.publish(T.agent_control("pi-1"), b'{"op": "drain"}', qos=1)
+    assert sent is not None and sent.wait(10)
+    ops = connect(site, "ops", clients)
+    mark = T.agent_control("nobody")
+    assert watcher.topics_until(mark, lambda: ops.publish(mark, b'{"op": "noop"}')) == [mark]
+
+
 def test_only_an_operator_can_publish_a_desired_state_or_a_bundle(site, clients):
     watcher = Listener(url(site, "ops"), f"{ROOT}/deploy/#")
     clients.append(watcher)
