@@ -159,3 +159,14 @@ class DeployRefused(FogmeshError, ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class JoinRefused(FogmeshError, ValueError):
+    """A join token, join request or fleet request is refused; ``code`` says
+    why on the wire (``bad_token``, ``unknown_key``, ``bad_signature``,
+    ``expired``, ``used``, ``bad_request``, ``revoked``, ``no_registrar``...),
+    the message what to do about it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

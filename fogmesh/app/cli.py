@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autosave", type=float, default=5.0, metavar="S",
                    help="also write the state every S seconds while it changes, as mosquitto's "
                         "autosave_interval (a SIGKILL loses what changed since; default: 5)")
+    p.add_argument("--auth", metavar="DIR",
+                   help="logins and ACL: DIR/passwd and DIR/acl in mosquitto's formats (python -m "
+                        "fogmesh.broker.secure --out DIR writes them; fogmesh fleet serve --dir DIR adds and "
+                        "revokes logins), read again whenever they change; a client whose login goes is "
+                        "disconnected. Default: every client is let in")
     log_arg(p)
 
     from fogmesh.edge_agent.cli import add_parser as add_agent_parser
@@ -131,11 +136,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 2
     persistence = None if args.no_persistence else (args.persistence or default_state_dir())
     with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port, persistence=persistence,
-                        autosave_s=args.autosave):
+                        autosave_s=args.autosave, auth=args.auth):
         ws = f" and ws://{args.host}:{args.ws_port}/mqtt" if args.ws_port else ""
         kept = f"state kept in {state_path(persistence, args.port)}" if persistence is not None \
             else "nothing kept across a restart"
-        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws}; {kept} (Ctrl-C to stop)",
+        auth = f"; logins and ACL from {args.auth}" if args.auth else ""
+        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws}; {kept}{auth} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         wait_for_signal()
     return 0
