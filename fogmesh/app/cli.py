@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
+    from fogmesh.enrollment.cli import add_parsers as add_fleet_parsers
+    add_fleet_parsers(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg, log_arg=log_arg)
+
     from fogmesh.ops.doctor import add_parser as add_doctor_parser
     from fogmesh.ops.service_cli import add_parser as add_service_parser
     add_service_parser(sub)
@@ -239,10 +242,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return run_deploy(args)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from fogmesh.enrollment import cli
+    if args.fleet_command != "serve":          # serve sets its own --log-level
+        setup_logging("WARNING")
+    return {"enroll": cli.run_enroll, "serve": cli.run_serve, "revoke": cli.run_revoke,
+            "list": cli.run_list}[args.fleet_command](args)
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from fogmesh.enrollment.cli import run_join
+    setup_logging("WARNING")
+    return run_join(args)
+
+
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
             "device": cmd_device, "monitor": cmd_monitor, "dashboard": cmd_dashboard, "bench": cmd_bench,
-            "service": cmd_service, "doctor": cmd_doctor, "bundle": cmd_bundle, "deploy": cmd_deploy}
+            "service": cmd_service, "doctor": cmd_doctor, "bundle": cmd_bundle, "deploy": cmd_deploy,
+            "fleet": cmd_fleet, "join": cmd_join}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
