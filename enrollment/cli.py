@@ -71,6 +71,9 @@ def add_parsers(sub: Any, *, broker_arg: Callable[..., None], root_arg: Callable
     s.add_argument("--reload-command", metavar="CMD",
                    help="or a command that makes the broker re-read its files (systemctl reload mosquitto); "
                         "the embedded broker (fogmesh broker --auth DIR) needs neither")
+    s.add_argument("--clear-after", type=float, default=8.0, metavar="S",
+                   help="clear a revoked box's retained presence and reports S seconds after the revoke, once its "
+                        "peers have taken over its tasks (default: 8)")
     broker_arg(s)
     root_arg(s)
     log_arg(s)
@@ -210,7 +213,8 @@ def run_serve(args: argparse.Namespace) -> int:
     registrar = Registrar(ServeOptions(directory=args.dir, broker=args.broker, trust=TrustStore(keys, who="the "
                                        "registrar trusts"), trust_lines=tuple(k.line() for k in keys),
                                        state_dir=state, root=args.root, site=args.site,
-                                       reload_pid_file=args.reload_pid_file, reload_command=args.reload_command))
+                                       reload_pid_file=args.reload_pid_file, reload_command=args.reload_command,
+                                       clear_after_s=args.clear_after))
     registrar.start()
     _say(f"fogmesh fleet serve: registrar for {args.site or 'any site'} on {BrokerUrl.parse(args.broker)}; "
          f"logins in {args.dir} (Ctrl-C to stop)")

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,6 +43,7 @@ log = logging.getLogger("fogmesh.enrollment")
 
 CLEAR_AFTER_S = 8.0       # a revoked box's retained documents are cleared this long after the revoke
 LOGIN_WAIT_S = 10.0       # how long a new login may take to work (the broker re-reading its files)
+MAX_BOXES = 5000          # boxes whose retained documents the registrar remembers
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class ServeOptions:
     site: str | None = None
     reload_pid_file: Path | None = None
     reload_command: str | None = None
+    clear_after_s: float = CLEAR_AFTER_S
 
 
 class Registrar:
@@ -73,8 +76,10 @@ class Registrar:
         self.join_password = join_pw.read_text().strip() if join_pw.exists() else ""
         self.inbox: queue.Queue[Message | None] = queue.Queue()
         self.retained: dict[str, str] = {}          # topic -> box, for revoked boxes' documents to clear
+        # box -> {topic: last payload} of its retained documents (presence, reports...), the newest boxes kept
+        self.docs: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         # box -> when it was revoked (monotonic); those revoked before this start: clear at once
-        self.revoked_at: dict[str, float] = {b: time.monotonic() - CLEAR_AFTER_S for b, r in self.records.items()
+        self.revoked_at: dict[str, float] = {b: time.monotonic() - o.clear_after_s for b, r in self.records.items()
                                              if r.state == "revoked"}
         self.client = MqttClient(o.broker, on_message=self.inbox.put, will=Will(
             self.topics.fleet_registrar, self._info("offline"), retain=True))
@@ -170,8 +175,17 @@ class Registrar:
             self._request(m.payload)
         else:
             box = self._box_of(m.topic)
+            if box is None:
+                return
             if box in self.revoked_at and m.payload:
                 self.retained[m.topic] = box
+            elif m.payload:
+                self.docs.setdefault(box, {})[m.topic] = m.payload
+                self.docs.move_to_end(box)
+                while len(self.docs) > MAX_BOXES:
+                    self.docs.popitem(last=False)
+            else:
+                self.docs.get(box, {}).pop(m.topic, None)
 
     def _box_of(self, topic: str) -> str | None:
         t = self.topics
@@ -261,14 +275,31 @@ class Registrar:
         self._save_records()
         self.revoked_at[box] = time.monotonic()
         self.client.publish(self.topics.fleet_identity(box), record.encode(), retain=True)
+        self._offline_for(box)
         log.warning("registrar: %s revoked: its login is gone and its connections dropped", box)
+
+    def _offline_for(self, box: str) -> None:
+        """A revoked agent's last will, said on its behalf: mosquitto sends no will for a client it drops
+        at a reload, so its peers would wait for its presence to go stale before taking over its tasks."""
+        docs = self.docs.pop(box, {})
+        for topic in docs:
+            self.retained[topic] = box
+        presence = docs.get(self.topics.presence(box)) if box and "/" not in box else None
+        if presence:
+            try:
+                doc = codec.decode(presence)
+            except (ValueError, TypeError):
+                return
+            if isinstance(doc, dict) and doc.get("state") != "offline":
+                doc.update(state="offline", ts=round(time.time(), 3))
+                self.client.publish(self.topics.presence(box), codec.encode(doc), retain=True)
 
     def _clear_revoked(self) -> None:
         """A revoked box's retained documents (its last will among them) cleared once its peers have
         had :data:`CLEAR_AFTER_S` to take over what it held."""
         now = time.monotonic()
         for topic, box in list(self.retained.items()):
-            if now - self.revoked_at.get(box, now) >= CLEAR_AFTER_S:
+            if now - self.revoked_at.get(box, now) >= self.o.clear_after_s:
                 del self.retained[topic]
                 self.client.publish(topic, b"", retain=True)
                 log.info("registrar: cleared %s (%s is revoked)", topic, box)
