@@ -156,7 +156,9 @@ def role_rules(role: str, name: str, root: str = DEFAULT_ROOT) -> list[tuple[str
                 # a revoked box's retained documents are cleared (its login can no longer)
                 ("readwrite", f"{r}/presence/+"), ("readwrite", f"{r}/deploy/reported/+"),
                 ("readwrite", f"{r}/pipelines/+/+"), ("readwrite", f"{r}/bridge/+"),
-                ("readwrite", f"{r}/actuators/+/+/state"), ("readwrite", f"{r}/probe/{g}/#")]
+                ("readwrite", f"{r}/actuators/+/+/state"), ("readwrite", f"{r}/probe/{g}/#"),
+                # a revoked agent's task session, held while the broker re-reads its files (enrollment/handover.py)
+                ("read", f"{r}/tasks"), ("read", f"{r}/tasks/+")]
     if role == "fleet-join":
         return [("write", f"{r}/fleet/join/+"), ("read", f"{r}/fleet/joined/+"), ("read", f"{r}/fleet/ca")]
     raise ValueError(f"unknown role {role!r}")

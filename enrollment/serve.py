@@ -36,6 +36,7 @@ from fogmesh.mqtt import BrokerUrl, Message, MqttClient, Will, probe_connect
 from fogmesh.topics import Topics
 
 from .files import SpentFile, write_atomically
+from .handover import Handover
 from .registrar import RESERVED, Again, Mint, Refused, Site, decide_join, decide_revoke, guess_role
 from .spent import Spent, key_hash
 
@@ -269,7 +270,16 @@ class Registrar:
             return
         before = self._all_records().get(box) or IdentityRecord(box_id=box, role="?", source="static")
         if box in parse_passwd(passwd) or f"user {box}" in acl:
+            # A broker told to re-read its files (mosquitto) drops the box's tasks routed to its kept session
+            # from then on: the registrar takes that session over first (enrollment/handover.py). The
+            # embedded broker re-reads them itself and keeps what it routes to a dropped session.
+            reloaded = self.o.reload_pid_file is not None or bool(self.o.reload_command)
+            handover = Handover(self.o.broker, box, self.topics) if before.role == "agent" and reloaded else None
+            if handover is not None:
+                handover.take()
             self._write_files(without_login(passwd, box), acl_without_login(acl, box))
+            if handover is not None:
+                handover.finish()
         record = replace(before, state="revoked", revoked=round(now, 3))
         self.records[box] = record
         self._save_records()

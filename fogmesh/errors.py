@@ -64,6 +64,17 @@ class ConnectError(FogmeshError, ConnectionError):
     """The broker could not be reached or refused the connection."""
 
 
+class LoginRefused(ConnectError):
+    """The broker refused the login (not authorized, or a bad user name or
+    password): retrying the same login does not help."""
+
+
+def is_login_refusal(reason: str) -> bool:
+    """Whether a CONNACK's reason (paho's text for it) refuses the login."""
+    text = reason.lower()
+    return "authori" in text or "password" in text
+
+
 class SubscriptionRefused(ConnectError):
     """The broker answered a SUBSCRIBE with a failure code (not: no answer yet)."""
 

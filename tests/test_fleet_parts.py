@@ -20,6 +20,7 @@ from fogmesh.broker.secure import Logins, acl_text, role_rules
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.signing import BoxKey, SigningKey, TrustStore, seal
 from fogmesh.enrollment.bootstrap import connect_packet
+from fogmesh.enrollment.handover import agent_client_ids
 from fogmesh.enrollment.registrar import Again, Mint, Refused, Site, choose_id, decide_join, decide_revoke
 from fogmesh.enrollment.registrar import revoke_document as revoke_doc
 from fogmesh.enrollment.spent import Spent, SpentTokens, key_hash
@@ -128,6 +129,17 @@ def test_a_join_mints_a_login_bound_to_its_own_topics():
     assert m.identity.ca_pem == "CA" and m.identity.trust_keys == (KEY.public.line(),)
     assert ("write", "fog/v1/presence/pi-host") in m.rules and verify_password(m.hashed, "pw")
     assert m.record.state == "active" and m.record.token == "tok-1"
+
+
+def test_the_registrar_names_a_revoked_agents_sessions_as_the_agent_does():
+    # enrollment/handover.py takes the task session over by its client id (topics.md: fa-{id}-{hash of root})
+    from fogmesh.edge_agent.agent import Agent
+    from fogmesh.edge_agent.options import AgentOptions
+    agent = Agent("pi-7", "mqtt://127.0.0.1:1", AgentOptions(root="farm/x"))
+    assert agent_client_ids("pi-7", "farm/x") == (agent.client.client_id, agent.ctl.client_id)
+    # ... under its own login, which may read the task topics while it holds it
+    assert {("read", "farm/x/tasks"), ("read", "farm/x/tasks/+")} <= set(role_rules("registrar", "registrar",
+                                                                                        "farm/x"))
 
 
 def test_a_spent_token_is_refused_for_another_box_and_answered_again_for_the_same():

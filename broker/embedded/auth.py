@@ -7,10 +7,12 @@ others go on undisturbed.
 
 A CONNECT is judged from its bytes before amqtt takes it
 (:mod:`fogmesh.broker.connect_gate`); a PUBLISH the ACL does not allow is
-dropped (the client stays connected, as on mosquitto); a message is sent to a
-subscriber only when its login may read the topic; a shared subscription is
-granted only for a filter its login may read whole (its messages cannot be
-judged one by one without taking them from the group).
+dropped (the client stays connected, as on mosquitto); one read from a client
+dropped at a re-read is judged by the rights it had until then (it was sent
+before: amqtt acknowledges a PUBLISH before the broker judges it); a message
+is sent to a subscriber only when its login may read the topic; a shared
+subscription is granted only for a filter its login may read whole (its
+messages cannot be judged one by one without taking them from the group).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class LoginChecks:
         connect = parse_connect(packet or b"")
         if connect is None:
             return True                     # not a 3.1.1 CONNECT: amqtt refuses it itself
-        self.logins.refresh()
+        self._apply_logins()
         why = admit(connect, self.logins.passwords, self.logins.acl)
         if why is None:
             return True
@@ -132,21 +134,37 @@ class LoginChecks:
             return True
         return self.logins.acl.allows(session.username, session.client_id or "", topic, "read")
 
-    async def _watch_logins(self) -> None:
-        """Every :data:`RELOAD_S`: the files again, and the clients whose login went disconnected."""
+    async def _may_publish(self, session: Session, handler: Any, topic: str) -> bool:
+        """A PUBLISH read from a connection dropped because its login went is judged by the
+        rights the login had until then: the client sent it before (mosquitto judges each as
+        it reads it, and drops the client at the same reload)."""
+        if self.logins is None:
+            return await super()._may_publish(session, handler, topic)  # type: ignore[misc, no-any-return]
+        acl = getattr(handler, "_fogmesh_rights", None) or self.logins.acl
+        return acl.allows(session.username, session.client_id or "", topic, "write")
+
+    def _apply_logins(self) -> None:
+        """The files again if they changed, and, in the same step, the clients whose login no
+        longer holds disconnected: none of them is judged by rights it lost while still connected."""
         assert self.logins is not None
+        before = self.logins.acl
+        if not self.logins.refresh():
+            return
+        log.info("embedded broker: logins re-read from %s", self.logins.directory)
+        for session, handler in list(self._sessions.values()):
+            if handler is None or not session.transitions.is_connected():
+                continue
+            if not still_valid(session.username, session.password, self.logins.passwords):
+                log.warning("embedded broker: client %s (login %r) disconnected: its login is gone",
+                            session.client_id, session.username)
+                handler._fogmesh_rights = before
+                close_now(handler.writer)
+
+    async def _watch_logins(self) -> None:
+        """Every :data:`RELOAD_S`: the files again (a CONNECT reads them too, :meth:`_admit`)."""
         while True:
             await asyncio.sleep(RELOAD_S)
-            if not self.logins.refresh():
-                continue
-            log.info("embedded broker: logins re-read from %s", self.logins.directory)
-            for session, handler in list(self._sessions.values()):
-                if handler is None or not session.transitions.is_connected():
-                    continue
-                if not still_valid(session.username, session.password, self.logins.passwords):
-                    log.warning("embedded broker: client %s (login %r) disconnected: its login is gone",
-                                session.client_id, session.username)
-                    close_now(handler.writer)
+            self._apply_logins()
 
 
 async def _whole_connect(reader: asyncio.StreamReader | None) -> bytes | None:
