@@ -15,6 +15,7 @@ COPY devices devices
 COPY simulator simulator
 COPY bench bench
 COPY ops ops
+COPY enrollment enrollment
 COPY scenarios scenarios
 COPY examples examples
 RUN pip install --no-cache-dir .

@@ -33,6 +33,12 @@ has one role (``ValueError`` otherwise).
 
 Every login may also read and write ``probe/<login>/#`` (agents: all of
 ``probe/#``), where ``fogmesh doctor`` checks what the login can do.
+
+With ``--fleet``, two more logins: ``registrar`` (``fogmesh fleet serve`` on
+this box: answers join requests, mints and revokes logins in ``passwd`` and
+``acl``, clears a revoked box's retained documents) and ``fleet-join`` (a
+joining box asks with it: it may only publish ``fleet/join/+`` and read
+``fleet/joined/+`` and ``fleet/ca``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fogmesh.broker.logins import hash_password
 from fogmesh.errors import BrokerError
 from fogmesh.topics import DEFAULT_ROOT, validate_segment
 
@@ -58,6 +65,8 @@ acl_file {dir}/acl
 listener {port} {bind}
 """ + "{tls}"
 
+REGISTRAR = "registrar"       # fogmesh fleet serve's login
+FLEET_JOIN = "fleet-join"     # the login a joining box asks with (its password is in every join token)
 WS_PORT = 8884      # secure WebSockets, beside MQTT over TLS on 8883
 
 # Each TLS listener names its files (mosquitto's TLS options are per listener).
@@ -88,9 +97,78 @@ class Logins:
     bridges: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
     root: str = DEFAULT_ROOT
+    #: Also the registrar's login and the join login (``fogmesh fleet serve``, ``fogmesh join``).
+    fleet: bool = False
 
     def users(self) -> list[str]:
-        return [*self.devices, *self.agents, *(f"bridge-{s}" for s in self.bridges), *self.operators]
+        return [*self.devices, *self.agents, *(f"bridge-{s}" for s in self.bridges), *self.operators,
+                *((REGISTRAR, FLEET_JOIN) if self.fleet else ())]
+
+
+def role_rules(role: str, name: str, root: str = DEFAULT_ROOT) -> list[tuple[str, str]]:
+    """One login's ACL rules: ``role`` is ``device``, ``agent``, ``bridge``
+    (``name`` is then the site; the login is ``bridge-{site}``), ``operator``,
+    ``registrar`` (``fogmesh fleet serve``) or ``fleet-join`` (the login a
+    joining box asks with). Pure; what the registrar writes for a box it enrolls too."""
+    r = root
+    if role == "device":
+        d = validate_segment(name, what="device id")
+        return [("write", f"{r}/tasks/{d}"), ("read", f"{r}/replies/{d}"), ("read", f"{r}/replies/{d}/#"),
+                ("write", f"{r}/sensors/{d}/#"), ("read", f"{r}/sensors/{d}/+/get"),
+                ("read", f"{r}/sensors/{d}/control"),
+                ("read", f"{r}/actuators/{d}/+/set"), ("write", f"{r}/actuators/{d}/+/state"),
+                ("write", f"{r}/errors"), ("readwrite", f"{r}/probe/{d}/#")]
+    if role == "agent":
+        a = validate_segment(name, what="agent id")
+        return [("read", f"{r}/tasks"), ("read", f"{r}/tasks/+"), ("readwrite", f"{r}/agents/{a}/#"),
+                ("write", f"{r}/agents/+/inbox"), ("write", f"{r}/agents/+/tasks"),
+                ("readwrite", f"{r}/claims"), ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{a}"),
+                ("readwrite", f"{r}/probe/#"), ("read", f"{r}/bridge/+"), ("write", f"{r}/replies/#"),
+                ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"), ("write", f"{r}/actuators/+/+/set"),
+                ("readwrite", f"{r}/pipelines/{a}/#"),
+                # fleet deployment: read desired states and bundles, report its own state
+                ("read", f"{r}/deploy/desired/#"), ("read", f"{r}/deploy/timestamp"), ("read", f"{r}/deploy/bundles/+"),
+                ("read", f"{r}/deploy/chunks/#"), ("readwrite", f"{r}/deploy/reported/{a}")]
+    if role == "bridge":
+        s = validate_segment(name, what="site")
+        b = f"bridge-{s}"
+        return [("readwrite", f"{r}/agents/{b}/#"), ("write", f"{r}/agents/+/inbox"),
+                ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{b}"), ("readwrite", f"{r}/bridge/{s}"),
+                ("write", f"{r}/replies/#"), ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"),
+                # commands down from the cloud: actuator commands only (an actuator's state is its
+                # device's to say; draining an agent is an operator's: topics.md, Cloud bridge)
+                ("write", f"{r}/actuators/+/+/set"),
+                ("readwrite", f"{r}/probe/{b}/#")]
+    if role == "operator":
+        o = validate_segment(name, what="operator login")
+        return [("read", f"{r}/#"), ("write", f"{r}/agents/+/control"),
+                ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
+                ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#"),
+                # fleet deployment: only operators publish desired states and bundles
+                ("write", f"{r}/deploy/desired/#"), ("write", f"{r}/deploy/timestamp"),
+                ("write", f"{r}/deploy/bundles/+"),
+                ("write", f"{r}/deploy/chunks/#"), ("write", f"{r}/deploy/history/+"),
+                # the fleet: signed requests to the registrar (fogmesh fleet revoke)
+                ("write", f"{r}/fleet/requests")]
+    if role == "registrar":
+        g = validate_segment(name, what="registrar login")
+        return [("read", f"{r}/fleet/join/+"), ("write", f"{r}/fleet/joined/+"), ("write", f"{r}/fleet/ca"),
+                ("readwrite", f"{r}/fleet/registrar"), ("read", f"{r}/fleet/requests"),
+                ("readwrite", f"{r}/fleet/identities/+"),
+                # a revoked box's retained documents are cleared (its login can no longer)
+                ("readwrite", f"{r}/presence/+"), ("readwrite", f"{r}/deploy/reported/+"),
+                ("readwrite", f"{r}/pipelines/+/+"), ("readwrite", f"{r}/bridge/+"),
+                ("readwrite", f"{r}/actuators/+/+/state"), ("readwrite", f"{r}/probe/{g}/#"),
+                # a revoked agent's task session, held while the broker re-reads its files (enrollment/handover.py)
+                ("read", f"{r}/tasks"), ("read", f"{r}/tasks/+")]
+    if role == "fleet-join":
+        return [("write", f"{r}/fleet/join/+"), ("read", f"{r}/fleet/joined/+"), ("read", f"{r}/fleet/ca")]
+    raise ValueError(f"unknown role {role!r}")
+
+
+def login_of(role: str, name: str) -> str:
+    """The broker login of a box: its id, or ``bridge-{site}`` for a bridge."""
+    return f"bridge-{name}" if role == "bridge" else name
 
 
 def _block(user: str, rules: list[tuple[str, str]]) -> str:
@@ -106,46 +184,13 @@ def acl_text(logins: Logins) -> str:
         raise ValueError(f"{', '.join(twice)}: one login, one role (a bridge's login is bridge-SITE): two "
                          "roles under one login would give it both's topics")
     parts = ["# fogmesh ACL (generated by python -m fogmesh.broker.secure): one block per login\n"]
-    for d in logins.devices:
-        validate_segment(d, what="device id")
-        parts.append(_block(d, [
-            ("write", f"{r}/tasks/{d}"), ("read", f"{r}/replies/{d}"), ("read", f"{r}/replies/{d}/#"),
-            ("write", f"{r}/sensors/{d}/#"), ("read", f"{r}/sensors/{d}/+/get"),
-            ("read", f"{r}/sensors/{d}/control"),
-            ("read", f"{r}/actuators/{d}/+/set"), ("write", f"{r}/actuators/{d}/+/state"),
-            ("write", f"{r}/errors"), ("readwrite", f"{r}/probe/{d}/#")]))
-    for a in logins.agents:
-        validate_segment(a, what="agent id")
-        parts.append(_block(a, [
-            ("read", f"{r}/tasks"), ("read", f"{r}/tasks/+"), ("readwrite", f"{r}/agents/{a}/#"),
-            ("write", f"{r}/agents/+/inbox"), ("write", f"{r}/agents/+/tasks"),
-            ("readwrite", f"{r}/claims"), ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{a}"),
-            ("readwrite", f"{r}/probe/#"), ("read", f"{r}/bridge/+"), ("write", f"{r}/replies/#"),
-            ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"), ("write", f"{r}/actuators/+/+/set"),
-            ("readwrite", f"{r}/pipelines/{a}/#"),
-            # fleet deployment: read desired states and bundles, report its own state
-            ("read", f"{r}/deploy/desired/#"), ("read", f"{r}/deploy/timestamp"), ("read", f"{r}/deploy/bundles/+"),
-            ("read", f"{r}/deploy/chunks/#"), ("readwrite", f"{r}/deploy/reported/{a}")]))
-    for s in logins.bridges:
-        validate_segment(s, what="site")
-        b = f"bridge-{s}"
-        parts.append(_block(b, [
-            ("readwrite", f"{r}/agents/{b}/#"), ("write", f"{r}/agents/+/inbox"),
-            ("read", f"{r}/presence/+"), ("write", f"{r}/presence/{b}"), ("readwrite", f"{r}/bridge/{s}"),
-            ("write", f"{r}/replies/#"), ("write", f"{r}/errors"), ("read", f"{r}/sensors/#"),
-            # commands down from the cloud: actuator commands only (an actuator's state is its
-            # device's to say; draining an agent is an operator's: topics.md, Cloud bridge)
-            ("write", f"{r}/actuators/+/+/set"),
-            ("readwrite", f"{r}/probe/{b}/#")]))
-    for o in logins.operators:
-        validate_segment(o, what="operator login")
-        parts.append(_block(o, [("read", f"{r}/#"), ("write", f"{r}/agents/+/control"),
-                                ("write", f"{r}/sensors/+/control"), ("write", f"{r}/actuators/+/+/set"),
-                                ("write", f"{r}/audit/+"), ("readwrite", f"{r}/probe/{o}/#"),
-                                # fleet deployment: only operators publish desired states and bundles
-                                ("write", f"{r}/deploy/desired/#"), ("write", f"{r}/deploy/timestamp"),
-                                ("write", f"{r}/deploy/bundles/+"),
-                                ("write", f"{r}/deploy/chunks/#"), ("write", f"{r}/deploy/history/+")]))
+    for role, names in (("device", logins.devices), ("agent", logins.agents), ("bridge", logins.bridges),
+                        ("operator", logins.operators)):
+        for name in names:
+            parts.append(_block(login_of(role, name), role_rules(role, name, r)))
+    if logins.fleet:
+        parts.append(_block(REGISTRAR, role_rules("registrar", REGISTRAR, r)))
+        parts.append(_block(FLEET_JOIN, role_rules("fleet-join", FLEET_JOIN, r)))
     return "\n".join(parts)
 
 
@@ -187,7 +232,8 @@ def issue_cert(out: Path, name: str, *, hosts: list[str], days: int = 825) -> Pa
 
 
 def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
-    """Random passwords: plain in ``credentials/<user>.password`` (0600), hashed in ``passwd``."""
+    """Random passwords: plain in ``credentials/<user>.password`` (0600), hashed in ``passwd``
+    (PBKDF2-SHA512, as ``mosquitto_passwd`` makes them: :mod:`fogmesh.broker.logins`)."""
     creds = out / "credentials"
     creds.mkdir(exist_ok=True, mode=0o700)
     passwords = {u: secrets.token_urlsafe(18) for u in users}
@@ -195,10 +241,8 @@ def write_passwords(out: Path, users: list[str]) -> dict[str, str]:
         f = creds / f"{user}.password"
         f.write_text(password + "\n")
         f.chmod(0o600)
-    passwd = out / "passwd"
-    passwd.write_text("".join(f"{u}:{p}\n" for u, p in passwords.items()))
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    _run([tool, "-U", str(passwd)])
+    (out / "passwd").write_text("".join(f"{u}:{hash_password(p, secrets.token_bytes(12))}\n"
+                                        for u, p in passwords.items()))
     return passwords
 
 
@@ -275,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also issue dashboard.crt/dashboard.key from the site's CA for this host name or IP "
                         "(repeatable), for fogmesh dashboard --tls-cert/--tls-key. Alone (no logins), with an "
                         "--out that already has the site's CA: only that")
+    p.add_argument("--fleet", action="store_true",
+                   help=f"also the logins {REGISTRAR} (fogmesh fleet serve, on this box) and {FLEET_JOIN} (new boxes "
+                        "ask to join with it): boxes then join with a token (fogmesh fleet enroll, fogmesh join)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default: {DEFAULT_ROOT})")
     p.add_argument("--port", type=int, default=8883, help="TLS port (default: 8883)")
     p.add_argument("--ws-port", type=int, default=WS_PORT,
                    help=f"secure WebSockets port for browsers and dashboards (default: {WS_PORT}; 0: none)")
     a = p.parse_args(argv)
-    logins = Logins(tuple(a.device), tuple(a.agent), tuple(a.bridge), tuple(a.operator), a.root)
+    logins = Logins(tuple(a.device), tuple(a.agent), tuple(a.bridge), tuple(a.operator), a.root, fleet=a.fleet)
     if not logins.users() and a.dashboard:
         try:
             cert = issue_cert(Path(a.out), "dashboard", hosts=a.dashboard)
@@ -290,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {cert} and dashboard.key for {', '.join(a.dashboard)}, signed by {Path(a.out) / 'ca.crt'}")
         return 0
     if not logins.users():
-        p.error("name at least one --device, --agent, --bridge or --operator (or only --dashboard HOST, "
+        p.error("name at least one --device, --agent, --bridge, --operator or --fleet (or only --dashboard HOST, "
                 "to issue the dashboard a certificate from an existing --out)")
     try:
         generate(Path(a.out), logins, hosts=a.host or ["localhost", "127.0.0.1"], port=a.port,

@@ -42,7 +42,7 @@ from fogmesh.edge_agent.session_rescue import RescueSession, rescued
 from fogmesh.edge_agent.standing import task_filters
 from fogmesh.edge_agent.unique import check_id_free
 from fogmesh.edge_agent.workers import WorkerPool
-from fogmesh.errors import ClaimOrderError, ConnectError, UnsupportedBroker
+from fogmesh.errors import ClaimOrderError, ConnectError, LoginRefused, UnsupportedBroker, is_login_refusal
 from fogmesh.mqtt import Delivery, Message, MqttClient, ensure_id_carried, probe_connect
 from fogmesh.registry import Registry
 from fogmesh.service_keeper import ServiceKeeper
@@ -265,6 +265,13 @@ class Agent:
         self.fatal, self.fatal_status = message, status
         threading.Thread(target=self._leave, name="agent-leaving", daemon=True).start()
 
+    def _refused(self, reason: str) -> None:
+        """A refused reconnect (a network thread): a login refused once accepted does not come back."""
+        if self.fatal is None and is_login_refusal(reason) and (self.ctl.generation or self.client.generation):
+            self.log.error("the broker refused this agent's login (%s) after accepting it: leaving", reason)
+            self._fatal(f"the broker at {self.ctl.url} refused agent {self.agent_id}'s login ({reason}): this box's "
+                        "login was revoked (fogmesh fleet list) or its password changed; not retrying", 2)
+
     def _drained(self) -> None:
         threading.Thread(target=self.stop, name="agent-drained", daemon=True).start()
 
@@ -325,6 +332,8 @@ class Agent:
                 check_id_free(self.ctl.url, self.topics, self.agent_id, instance=self.instance,
                               wait_s=wait_s, connect_timeout=5.0 if wait_for_broker else timeout)
                 return
+            except LoginRefused:
+                raise                  # waiting does not make a refused login good
             except ConnectError:
                 if not wait_for_broker:
                     raise

@@ -33,14 +33,15 @@ def make_clients(agent: Any, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
             broker_was_down=agent.client.broker_was_down),
         # Shared dispatch answers on this connection: those cut off unconfirmed go out
         # again when their task comes back (or at once: no session), so the core must hear of them.
-        on_withdrawn=lambda tags: d.withdrawn(tags, control=False), mqtt5=mqtt5)
+        on_withdrawn=lambda tags: d.withdrawn(tags, control=False), on_refused=agent._refused, mqtt5=mqtt5)
     ctl = MqttClient(
         agent._broker, client_id=f"fa-{agent_id}-{root_tag}-ctl", clean_session=not keep, manual_ack=True,
         reconnect_max=RECONNECT_MAX_S, keepalive=agent.options.keepalive_s,
         will=Will(agent.topics.presence(agent_id), agent.announcer.offline_payload()),
         on_message=lambda m: agent._arrived(agent.ctl, m, task_link=False),
         on_connection=lambda up: d.link_changed(control=True, up=up, session_kept=agent.ctl.session_present),
-        on_withdrawn=lambda tags: d.withdrawn(tags, control=True), on_confirmed=d.confirmed, mqtt5=mqtt5)
+        on_withdrawn=lambda tags: d.withdrawn(tags, control=True), on_confirmed=d.confirmed, on_refused=agent._refused,
+        mqtt5=mqtt5)
     return client, ctl
 
 

@@ -64,6 +64,17 @@ class ConnectError(FogmeshError, ConnectionError):
     """The broker could not be reached or refused the connection."""
 
 
+class LoginRefused(ConnectError):
+    """The broker refused the login (not authorized, or a bad user name or
+    password): retrying the same login does not help."""
+
+
+def is_login_refusal(reason: str) -> bool:
+    """Whether a CONNACK's reason (paho's text for it) refuses the login."""
+    text = reason.lower()
+    return "authori" in text or "password" in text
+
+
 class SubscriptionRefused(ConnectError):
     """The broker answered a SUBSCRIBE with a failure code (not: no answer yet)."""
 
@@ -155,6 +166,17 @@ class DeployRefused(FogmeshError, ValueError):
     ``unknown_key``, ``digest_mismatch``, ``stale_serial``, ``downgrade``,
     ``incompatible``, ``too_large``, ``bad_bundle``, ...), the message says
     what to do about it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JoinRefused(FogmeshError, ValueError):
+    """A join token, join request or fleet request is refused; ``code`` says
+    why on the wire (``bad_token``, ``unknown_key``, ``bad_signature``,
+    ``expired``, ``used``, ``bad_request``, ``revoked``, ``no_registrar``...),
+    the message what to do about it."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

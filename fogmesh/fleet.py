@@ -21,6 +21,7 @@ from typing import Any, Callable, TypeVar
 from fogmesh.announcements import BridgeHealth, PipelineStatus, Presence
 from fogmesh.deploy.reported import Report
 from fogmesh.errors import InvalidMessage
+from fogmesh.identities import IdentityRecord
 from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics
 
@@ -60,13 +61,15 @@ class FleetView:
     bridges: OrderedDict[str, BridgeHealth] = field(default_factory=OrderedDict)
     pipelines: OrderedDict[str, PipelineStatus] = field(default_factory=OrderedDict)
     deployments: OrderedDict[str, Report] = field(default_factory=OrderedDict)    # agent -> its deployment report
+    revoked: OrderedDict[str, IdentityRecord] = field(default_factory=OrderedDict)   # box -> its revoked record
     refusals: Refusals = field(default_factory=Refusals)
     _rates: dict[str, _Rate] = field(default_factory=dict)
 
     @property
     def filters(self) -> list[str]:
         t = self.topics
-        return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter]
+        return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter,
+                t.fleet_identities_filter]
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Take one announcement; a malformed or forged one is refused (and
@@ -97,6 +100,12 @@ class FleetView:
                 else:
                     keep(self.pipelines, key, PipelineStatus.decode(payload, agent=names[0], name=names[1]),
                          cap=self.max_boxes)
+            elif kind == "identity":
+                record = IdentityRecord.decode(payload, box=names[0]) if payload else None
+                if record is None or record.state != "revoked":
+                    self.revoked.pop(names[0], None)
+                else:
+                    keep(self.revoked, names[0], record, cap=self.max_boxes)
             elif kind == "report":
                 if not payload:
                     self.deployments.pop(names[0], None)
@@ -112,7 +121,8 @@ class FleetView:
         if agent is not None:
             return "presence", [agent]
         for kind, prefix, levels in (("bridge", t.bridge_prefix, 1), ("pipeline", t.pipelines_prefix, 2),
-                                     ("report", f"{t.root}/deploy/reported/", 1)):
+                                     ("report", f"{t.root}/deploy/reported/", 1),
+                                     ("identity", f"{t.root}/fleet/identities/", 1)):
             if topic.startswith(prefix):
                 names = topic[len(prefix):].split("/")
                 return (kind, names) if len(names) == levels else (None, [])
@@ -139,6 +149,15 @@ class FleetView:
                            "done": p.done, "offloaded": p.offloaded, "age_s": round(now - p.ts, 1),
                            "kinds": list(p.kinds), "dispatch": p.dispatch, "reason": p.reason,
                            "period": p.period})
+        for a in agents:                 # revoked (fogmesh fleet revoke): its login no longer works
+            if a["agent"] in self.revoked:
+                a["state"], a["reason"] = "revoked", "revoked: its login no longer works"
+        for name, record in sorted(self.revoked.items()):
+            if name not in self.agents and record.role == "agent":
+                agents.append({"agent": name, "state": "revoked", "cpu": 0.0, "mem": 0.0, "queue": 0, "running": 0,
+                               "capacity": 0, "battery": None, "tasks_per_s": None, "done": 0, "offloaded": 0,
+                               "age_s": round(now - record.revoked, 1) if record.revoked else 0.0, "kinds": [],
+                               "dispatch": None, "reason": "revoked: its login no longer works", "period": None})
         bridges = [{"site": site, "state": h.state, "link": h.link, "backlog": h.backlog,
                     "oldest_s": h.oldest_age_s, "cloud_workers": h.cloud_workers, "reason": h.reason}
                    for site, h in sorted(self.bridges.items())]

@@ -238,6 +238,54 @@ class Topics:
     def deploy_history_filter(self) -> str:
         return f"{self.root}/deploy/history/+"
 
+    # -- the fleet: joining and revoking boxes (fogmesh join, fogmesh fleet; topics.md "Fleet") --
+    def fleet_join(self, nonce: str) -> str:
+        """A joining box's request (the join login publishes, the registrar reads)."""
+        return f"{self.root}/fleet/join/{validate_segment(nonce, what='join nonce')}"
+
+    @property
+    def fleet_join_filter(self) -> str:
+        return f"{self.root}/fleet/join/+"
+
+    def fleet_joined(self, nonce: str) -> str:
+        """The registrar's answer to one join request (its identity sealed to the box's key, or a refusal)."""
+        return f"{self.root}/fleet/joined/{validate_segment(nonce, what='join nonce')}"
+
+    def nonce_of_join(self, topic: str) -> str | None:
+        """The nonce level of a ``fleet/join/{nonce}`` topic, or None."""
+        prefix = f"{self.root}/fleet/join/"
+        rest = topic[len(prefix):] if topic.startswith(prefix) else None
+        return rest if rest is not None and "/" not in rest else None
+
+    @property
+    def fleet_ca(self) -> str:
+        """The site's CA certificate (retained, PEM): what a joining box checks against its token's pin."""
+        return f"{self.root}/fleet/ca"
+
+    @property
+    def fleet_registrar(self) -> str:
+        """The registrar's announcement (retained): its site, state, the keys it trusts."""
+        return f"{self.root}/fleet/registrar"
+
+    @property
+    def fleet_requests(self) -> str:
+        """Signed operator requests to the registrar (``revoke``)."""
+        return f"{self.root}/fleet/requests"
+
+    def fleet_identity(self, box: str) -> str:
+        """One box's identity record (retained): role, site, labels, active or revoked."""
+        return f"{self.root}/fleet/identities/{validate_segment(box, what='box id')}"
+
+    @property
+    def fleet_identities_filter(self) -> str:
+        return f"{self.root}/fleet/identities/+"
+
+    def box_of_identity(self, topic: str) -> str | None:
+        """The box level of a ``fleet/identities/{box}`` topic, or None."""
+        prefix = f"{self.root}/fleet/identities/"
+        rest = topic[len(prefix):] if topic.startswith(prefix) else None
+        return rest if rest is not None and "/" not in rest else None
+
     # -- devices: sensors, cameras, actuators (the devices issue) ------------------
     def sensor(self, device: str, sensor: str) -> str:
         """Readings of one sensor (push mode), JSON ``{"value": n, "ts": s, ...}``."""

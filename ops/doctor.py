@@ -62,6 +62,7 @@ class DoctorOptions:
     trust_keys: tuple[str, ...] = ()
     amqp: tuple[str, ...] = ()
     container_image: str | None = None
+    containers: bool = True              # False: the container engine is not tried (fogmesh join's own run)
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -122,7 +123,8 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
     add(check_trust_keys(options.trust_keys, role=options.role))
-    add(check_container_engine(options.container_image))
+    add(check_container_engine(options.container_image) if options.containers
+        else Check("containers", "skip", "not checked here (fogmesh doctor checks the container engine)"))
     return checks
 
 

@@ -13,7 +13,7 @@ from tests.imports import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_ON_THE_CONTRACT = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops",
-                         "scenarios")
+                         "scenarios", "enrollment")
 # The package's front door re-exports the client (``from fogmesh import FogClient,
 # submit``), imported only when those names are first used.
 # ``python -m fogmesh`` starts the application.
@@ -43,7 +43,7 @@ def test_the_parts_never_import_the_application_layer(folder):
 
 
 def test_nothing_imports_the_old_top_level_names():
-    old = {"broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy", "ops"}
+    old = {"broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "deploy", "ops", "enrollment"}
     bad = {f"{p.relative_to(ROOT)}: {n}" for folder in (*BUILT_ON_THE_CONTRACT, "fogmesh", "tests")
            for p in (ROOT / folder).rglob("*.py") for n in imported_names(p) if n.split(".")[0] in old}
     assert not bad

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The installed layout: these folders install as fogmesh.<name> (pyproject's package-dir).
-SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops", "scenarios"]
+SUBPACKAGES = ["broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops", "scenarios",
+               "enrollment"]
 
 
 # Typed shell modules checked as strictly (what the others are configured with).

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from fogmesh.broker.embedded.auth import LoginFiles
 from fogmesh.broker.embedded.persistence import state_path
 from fogmesh.broker.embedded.server import AUTOSAVE_S, SHUTDOWN_BUDGET_S, FogmeshBroker, OpenAuthPlugin
 from fogmesh.errors import BrokerError
@@ -50,14 +51,19 @@ def quiet_amqtt_logs() -> None:
 
 async def serve(host: str, port: int, stop: asyncio.Event,
                 on_ready: Callable[[], None] | None = None, *, ws_port: int | None = None,
-                persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S) -> None:
+                persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S,
+                auth: str | Path | None = None) -> None:
     """Run a broker on ``host:port`` (and WebSockets on ``ws_port``) until ``stop``
     is set. ``persistence``: a directory where it keeps its state across
     restarts (:func:`state_path`; None: nothing kept), written every
-    ``autosave_s`` while it changes and when it stops."""
+    ``autosave_s`` while it changes and when it stops. ``auth``: a directory
+    with ``passwd`` and ``acl`` in mosquitto's formats (None: every client is
+    let in), read again whenever they change (:mod:`.auth`)."""
     quiet_amqtt_logs()
     state_file = state_path(persistence, port) if persistence is not None else None
-    broker = FogmeshBroker(broker_config(host, port, ws_port), state_file=state_file, autosave_s=autosave_s)
+    logins = LoginFiles(auth) if auth is not None else None
+    broker = FogmeshBroker(broker_config(host, port, ws_port), state_file=state_file, autosave_s=autosave_s,
+                           logins=logins)
     ports = f"{port}" + (f" and {ws_port} (WebSockets)" if ws_port is not None else "")
     try:
         await broker.start()
@@ -89,8 +95,10 @@ class EmbeddedBroker:
     """The embedded broker on a background thread (for ``fogmesh up`` and tests)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = None,
-                 persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S) -> None:
+                 persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S,
+                 auth: str | Path | None = None) -> None:
         self.host = host
+        self.auth = auth
         self.port = port
         self.ws_port = ws_port
         self.persistence = persistence
@@ -122,7 +130,7 @@ class EmbeddedBroker:
         try:
             loop.run_until_complete(serve(self.host, self.port, self._stop, self._ready.set,
                                           ws_port=self.ws_port, persistence=self.persistence,
-                                          autosave_s=self.autosave_s))
+                                          autosave_s=self.autosave_s, auth=self.auth))
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()

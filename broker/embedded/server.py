@@ -21,6 +21,7 @@ from amqtt.mqtt.constants import QOS_0
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
+from fogmesh.broker.embedded.auth import LoginChecks, LoginFiles
 from fogmesh.broker.embedded.connections import ReadsBeforeReset
 from fogmesh.broker.embedded.inflight import keeps_in_flight, qos2_received_once, resends_on_reconnect
 from fogmesh.broker.embedded.liveness import watch_keepalive
@@ -60,7 +61,7 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
+class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
     """amqtt's broker with shared subscriptions, MQTT 3.1.1's sessions, its
     state on disk (``state_file``; None: nothing kept across a restart), and
     these fixes:
@@ -77,8 +78,10 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
     """
 
     def __init__(self, *args: Any, shared: SharedGroups | None = None, state_file: Path | None = None,
-                 autosave_s: float = AUTOSAVE_S, **kwargs: Any) -> None:
+                 autosave_s: float = AUTOSAVE_S, logins: LoginFiles | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logins = logins                           # None: every client is let in (no --auth)
+        self._login_watch: asyncio.Task[None] | None = None
         self.shared = shared or SharedGroups()
         self._jobs: set[asyncio.Task[Any]] = set()     # deliveries under way, kept from the GC
         self._pump_pending = False
@@ -99,6 +102,8 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         await self.retain_message(None, "$SYS/broker/version", VERSION.encode(), QOS_0)
         if self._state is not None:
             self._autosave = asyncio.ensure_future(self._autosave_loop())
+        if self.logins is not None:
+            self._login_watch = asyncio.ensure_future(self._watch_logins())
 
     async def _start_listeners(self) -> None:
         """After amqtt cleared its tables, before the first client: the kept state back."""
@@ -128,6 +133,8 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         self._closing_event().set()
         if self._autosave is not None:
             self._autosave.cancel()
+        if self._login_watch is not None:
+            self._login_watch.cancel()
         deadline = asyncio.get_running_loop().time() + DRAIN_S
         while not self._broadcast_queue.empty() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
@@ -240,6 +247,8 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
             await refuse_mqtt5(StreamWriterAdapter(writer), writer.get_extra_info("peername"),
                                 bytes(reader._buffer[:512]))
             return
+        if not await self._admit(reader, None, StreamWriterAdapter(writer), writer.get_extra_info("peername")):
+            return
         await self._client_connected(listener_name, ReadsBeforeReset(reader, self._closing_event()),
                                      StreamWriterAdapter(writer))
 
@@ -254,6 +263,8 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         if connect_level(head[:20])[0] == 5:
             await refuse_mqtt5(writer, getattr(websocket, "remote_address", None), head[:512])
             return
+        if not await self._admit(None, head, writer, getattr(websocket, "remote_address", None)):
+            return
         await self._client_connected(listener_name, reader, writer)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
@@ -263,7 +274,7 @@ class FogmeshBroker(SharedSubscriptions, SessionRules, Broker):
         if handler is None or not any(s.client_id == session.client_id for s, _ in subscribers):
             return
         topic_filter, qos = subscription
-        for topic, retained in self._retained_messages.items():     # sent, not awaited (as the backlog)
-            if self._matches(topic, topic_filter):
+        for topic, retained in list(self._retained_messages.items()):     # sent, not awaited (as the backlog)
+            if self._matches(topic, topic_filter) and await self._may_receive(session, topic):
                 self._launch(handler.mqtt_publish(retained.topic, retained.data,
                                                   min(qos, retained.qos or qos), retain=True))

@@ -134,13 +134,17 @@ class SessionRules:
             # [MQTT-4.7.3-1] [MQTT-3.3.2-2] [MQTT-4.7.2-1]: amqtt closes the connection
             log.warning("client %s published to %r: connection closed", client_session.client_id, topic)
             return False
-        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):  # type: ignore
+        if not await self._may_publish(client_session, handler, topic):
             log.info("client %s is not allowed to publish to %s", client_session.client_id, topic)
             return True
         await self._broadcast_message(client_session, topic, message.data, message.qos)  # type: ignore
         if message.publish_packet is not None and message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, message.data, message.qos)  # type: ignore
         return True
+
+    async def _may_publish(self, session: Session, handler: Any, topic: str) -> bool:
+        """Whether ``session`` may publish what its connection ``handler`` read (logins: auth.py)."""
+        return await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)  # type: ignore
 
     async def _run_broadcast(self, running_tasks: Any) -> None:
         """amqtt's, each subscriber at the lower of the message's QoS and its own."""

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from typing import Any
 
-from amqtt.contexts import Action
 from amqtt.mqtt.constants import QOS_0, QOS_1
 from amqtt.session import Session
 
@@ -28,6 +27,7 @@ class SharedSubscriptions:
 
     shared: SharedGroups
     _sessions: dict[str, Any]
+    _may_share: Any               # LoginChecks': may this login read every topic of a shared filter?
     _closing: asyncio.Event | None
     _pump_pending: bool
     config: Any
@@ -39,7 +39,7 @@ class SharedSubscriptions:
                 return 0x80                     # malformed: $share/{group}/{filter}
             return await super().add_subscription(subscription, session)
         if not valid_filter(share.topic_filter) or session.client_id is None \
-                or not await self._topic_filtering(session, share.topic_filter, Action.SUBSCRIBE):
+                or not await self._may_share(session, share.topic_filter):
             return 0x80
         max_qos = self.config.get("max-qos", subscription[1])
         # At most QoS 1: a group's delivery waits for a PUBACK (a member asking for 2 is granted 1).

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autosave", type=float, default=5.0, metavar="S",
                    help="also write the state every S seconds while it changes, as mosquitto's "
                         "autosave_interval (a SIGKILL loses what changed since; default: 5)")
+    p.add_argument("--auth", metavar="DIR",
+                   help="logins and ACL: DIR/passwd and DIR/acl in mosquitto's formats (python -m "
+                        "fogmesh.broker.secure --out DIR writes them; fogmesh fleet serve --dir DIR adds and "
+                        "revokes logins), read again whenever they change; a client whose login goes is "
+                        "disconnected. Default: every client is let in")
     log_arg(p)
 
     from fogmesh.edge_agent.cli import add_parser as add_agent_parser
@@ -114,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parser(sub, broker_arg=broker_arg, root_arg=root_arg, log_arg=log_arg)
     add_bench_parser(sub, json_arg=json_arg, brokers_arg=brokers_arg)
 
+    from fogmesh.enrollment.cli import add_parsers as add_fleet_parsers
+    add_fleet_parsers(sub, broker_arg=broker_arg, root_arg=root_arg, json_arg=json_arg, log_arg=log_arg)
+
     from fogmesh.ops.doctor import add_parser as add_doctor_parser
     from fogmesh.ops.service_cli import add_parser as add_service_parser
     add_service_parser(sub)
@@ -131,11 +139,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 2
     persistence = None if args.no_persistence else (args.persistence or default_state_dir())
     with EmbeddedBroker(host=args.host, port=args.port, ws_port=args.ws_port, persistence=persistence,
-                        autosave_s=args.autosave):
+                        autosave_s=args.autosave, auth=args.auth):
         ws = f" and ws://{args.host}:{args.ws_port}/mqtt" if args.ws_port else ""
         kept = f"state kept in {state_path(persistence, args.port)}" if persistence is not None \
             else "nothing kept across a restart"
-        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws}; {kept} (Ctrl-C to stop)",
+        auth = f"; logins and ACL from {args.auth}" if args.auth else ""
+        print(f"fogmesh: embedded broker on mqtt://{args.host}:{args.port}{ws}; {kept}{auth} (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         wait_for_signal()
     return 0
@@ -233,10 +242,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return run_deploy(args)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from fogmesh.enrollment import cli
+    if args.fleet_command != "serve":          # serve sets its own --log-level
+        setup_logging("WARNING")
+    return {"enroll": cli.run_enroll, "serve": cli.run_serve, "revoke": cli.run_revoke,
+            "list": cli.run_list}[args.fleet_command](args)
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from fogmesh.enrollment.cli import run_join
+    setup_logging("WARNING")
+    return run_join(args)
+
+
 COMMANDS = {"broker": cmd_broker, "agent": cmd_agent, "submit": cmd_submit, "up": cmd_up,
             "bridge": cmd_bridge, "cloud-worker": cmd_cloud_worker, "simulate": cmd_simulate,
             "device": cmd_device, "monitor": cmd_monitor, "dashboard": cmd_dashboard, "bench": cmd_bench,
-            "service": cmd_service, "doctor": cmd_doctor, "bundle": cmd_bundle, "deploy": cmd_deploy}
+            "service": cmd_service, "doctor": cmd_doctor, "bundle": cmd_bundle, "deploy": cmd_deploy,
+            "fleet": cmd_fleet, "join": cmd_join}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,7 @@ def agent_state(row: dict[str, Any], now_age_s: float) -> str:
     and a half periods and ``offline`` after three (what its peers use to
     stop placing work on it), so a frozen host is not shown online."""
     state = str(row["state"])
-    if state == "offline":
+    if state in ("offline", "revoked"):
         return state
     period = row.get("period") or DEFAULT_PERIOD_S
     if now_age_s > 3 * period:
@@ -232,10 +232,10 @@ class DashboardModel:
                  "p50_ms": round(percentile(lat, 0.5), 1) if lat else None,
                  "p99_ms": round(percentile(lat, 0.99), 1) if lat else None,
                  "battery": {a["agent"]: a["battery"] for a in rows["agents"]
-                             if a["battery"] is not None and a["state"] != "offline"},
+                             if a["battery"] is not None and a["state"] not in ("offline", "revoked")},
                  "backlog": sum(b["backlog"] or 0 for b in bridges)}
         self.history.append(point)
-        live = [a for a in rows["agents"] if a["state"] != "offline"]
+        live = [a for a in rows["agents"] if a["state"] not in ("offline", "revoked")]
         flows = {"devices": len(self.devices), "tasks_per_s": point["tasks_per_s"],
                  "offloads_per_s": round(c.fog / dt, 2), "cloud_per_s": round(c.cloud / dt, 2),
                  "agent_tasks_per_s": {a["agent"]: a["tasks_per_s"] for a in live},

@@ -1,5 +1,6 @@
-"""Ed25519 keys and signatures for bundles and desired states (the one
-module that imports ``cryptography``).
+"""Ed25519 keys and signatures for bundles, desired states and join tokens,
+and the sealed boxes that carry a joining box's new identity (the one module
+that imports ``cryptography``).
 
 Why Ed25519: small keys (32 bytes) an operator can paste, fast checks on a
 Pi, no parameters to get wrong. A key's id is the first 16 hex digits of the
@@ -22,10 +23,14 @@ from typing import Iterable, Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fogmesh.errors import DeployRefused
 
-__all__ = ["PublicKey", "SigningKey", "TrustStore", "key_id_of"]
+__all__ = ["BoxKey", "PublicKey", "SigningKey", "TrustStore", "key_id_of", "seal"]
 
 
 def key_id_of(raw_public: bytes) -> str:
@@ -155,3 +160,61 @@ class TrustStore:
         raise DeployRefused("unknown_key", f"{what} is signed by key(s) {', '.join(named) or 'none'}, none of which "
                             f"{self.who} ({', '.join(self.keys)}); sign it with a trusted key "
                             "(`fogmesh bundle sign --key`) or add its key with --trust-key")
+
+
+# -- sealed boxes (fogmesh join) ---------------------------------------------------------------
+_SEAL_INFO = b"fogmesh join v1"
+
+
+def _box_cipher(shared: bytes, ephemeral: bytes, recipient: bytes) -> ChaCha20Poly1305:
+    key = HKDF(algorithm=SHA256(), length=32, salt=ephemeral + recipient, info=_SEAL_INFO).derive(shared)
+    return ChaCha20Poly1305(key)
+
+
+def seal(recipient: bytes, plaintext: bytes) -> bytes:
+    """``plaintext`` readable only by the holder of the X25519 key whose raw
+    public half is ``recipient``: an ephemeral X25519 key agreement, HKDF-SHA256
+    and ChaCha20-Poly1305 (a sealed box: 32 bytes of ephemeral key, then the
+    ciphertext and its tag). What the registrar sends a joining box."""
+    if len(recipient) != 32:
+        raise ValueError("a box key is 32 bytes")
+    ephemeral = X25519PrivateKey.generate()
+    mine = ephemeral.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+    return mine + _box_cipher(shared, mine, recipient).encrypt(b"\0" * 12, plaintext, None)
+
+
+class BoxKey:
+    """A joining box's one-time X25519 key: it sends the public half with its
+    join request and opens the sealed answer with the private half."""
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> BoxKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> BoxKey:
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
+    def raw(self) -> bytes:
+        return self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                       serialization.NoEncryption())
+
+    @property
+    def public(self) -> bytes:
+        return self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def open(self, sealed: bytes) -> bytes:
+        """The plaintext of :func:`seal` to this key; ValueError when it was
+        sealed to another key or changed on the way."""
+        if len(sealed) < 32 + 16:
+            raise ValueError("too short for a sealed box")
+        ephemeral = sealed[:32]
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(ephemeral))
+            return _box_cipher(shared, ephemeral, self.public).decrypt(b"\0" * 12, sealed[32:], None)
+        except Exception as exc:           # InvalidTag, a low-order point
+            raise ValueError("the sealed answer does not open with this box's key") from exc

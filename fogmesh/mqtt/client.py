@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
 from fogmesh.broker_url import BrokerUrl
-from fogmesh.errors import ConnectError, PublishError, SubscriptionRefused
+from fogmesh.errors import ConnectError, LoginRefused, PublishError, SubscriptionRefused, is_login_refusal
 from fogmesh.log_limit import LogLimit
 from fogmesh.mqtt.connecting import connect_async, paho_client, refused_hint
 from fogmesh.mqtt.fence import Fence
@@ -59,6 +59,7 @@ class MqttClient:
                  on_connection: Callable[[bool], None] | None = None,
                  on_withdrawn: Callable[[list[Any]], None] | None = None,
                  on_confirmed: Callable[[Any], None] | None = None,
+                 on_refused: Callable[[str], None] | None = None,
                  max_inflight: int = 1000, reconnect: bool = True, mqtt5: bool = False,
                  fresh_id: bool | None = None) -> None:
         self.url = url if isinstance(url, BrokerUrl) else BrokerUrl.parse(url)
@@ -67,6 +68,7 @@ class MqttClient:
         self._on_connection = on_connection
         self._on_withdrawn = on_withdrawn
         self._on_confirmed = on_confirmed
+        self._on_refused = on_refused          # every refused CONNACK's reason (the network thread)
         self._drop_lines = LogLimit(every_s=LOG_EVERY_S)
         self._refusal_lines = LogLimit(every_s=LOG_EVERY_S)
         self._subscriptions = Subscriptions()
@@ -129,6 +131,11 @@ class MqttClient:
         if not self._first_result.wait(timeout) or not self.connected.is_set():
             reason = self.refused or f"no answer within {timeout:g} s"
             self.stop()
+            if self.refused and is_login_refusal(self.refused):
+                raise LoginRefused(f"cannot connect to MQTT broker {self.url}: {reason}. Check the login in the "
+                                   "URL (mqtts://LOGIN@host) and its password ($FOGMESH_PASSWORD, "
+                                   "$FOGMESH_PASSWORD_FILE or ?password_file=PATH); a box's login may have "
+                                   "been revoked (fogmesh fleet list).")
             raise ConnectError(f"cannot connect to MQTT broker {self.url}: {reason}. {refused_hint(self.refused)}")
 
     def start_waiting(self, on_wait: Callable[[], None], *, every_s: float = 5.0) -> None:
@@ -273,6 +280,8 @@ class MqttClient:
                         "%s: broker %s refused the connection: %s%s", self.client_id, self.url, reason_code,
                         _more(left_out, "refusals"))
             self._first_result.set()
+            if self._on_refused:
+                self._on_refused(self.refused)
             return
         self.session_present = bool(getattr(_flags, "session_present", False))
         self._generation += 1

@@ -78,7 +78,7 @@
       const cell = rows[i].lastChild, text = fmt(a.age_s, 1) + " s";
       if (cell.textContent !== text) cell.textContent = text;
     });
-    const live = agents.filter(a => a.state !== "offline").length;
+    const live = agents.filter(a => a.state !== "offline" && a.state !== "revoked").length;
     document.getElementById("agents-count").textContent = `${live} live of ${agents.length}`;
   }
 
