@@ -172,8 +172,7 @@ def _tick(s: CoreState, e: ev.Tick, now: float) -> list[Action]:
 
 def _link(s: CoreState, e: ev.LinkChanged, now: float) -> list[Action]:
     if e.up:
-        return failover.on_connected(s, now, control=e.control, session_kept=e.session_kept,
-                                     broker_was_down=e.broker_was_down)
+        return failover.on_connected(s, now, control=e.control, session_kept=e.session_kept)
     return failover.on_disconnect(s, now, control=e.control)
 
 

@@ -136,8 +136,8 @@ class Dispatcher:
         self.turns.queued()
         self.events.put(event)
 
-    def link_changed(self, *, control: bool, up: bool, session_kept: bool, broker_was_down: bool = False) -> None:
-        event = LinkChanged(control=control, up=up, session_kept=session_kept, broker_was_down=broker_was_down)
+    def link_changed(self, *, control: bool, up: bool, session_kept: bool) -> None:
+        event = LinkChanged(control=control, up=up, session_kept=session_kept)
         if control:
             self.events.put(event)
         else:

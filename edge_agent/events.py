@@ -79,15 +79,11 @@ class Withdrawn:
 class LinkChanged:
     """A connection went up or down (``control``: the one claims and presence
     use). ``session_kept``, on the way up: the broker still had the
-    connection's session, so what it had not seen acknowledged comes again.
-    ``broker_was_down``, on the way up: a connection attempt since the last
-    was refused (the broker's process was down: it restarted, and a SIGKILL
-    between two of its saves rolled its sessions back)."""
+    connection's session, so what it had not seen acknowledged comes again."""
 
     control: bool
     up: bool
     session_kept: bool = True
-    broker_was_down: bool = False
 
 
 @dataclass(frozen=True, slots=True)

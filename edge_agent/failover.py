@@ -184,8 +184,7 @@ def on_disconnect(s: CoreState, now: float, *, control: bool = True) -> list[Act
     return actions
 
 
-def on_connected(s: CoreState, now: float, *, control: bool = True, session_kept: bool = True,
-                 broker_was_down: bool = False) -> list[Action]:
+def on_connected(s: CoreState, now: float, *, control: bool = True, session_kept: bool = True) -> list[Action]:
     """A broker connection is (back) up. After the control connection's
     return, peers' deaths are timed afresh (see :mod:`fogmesh.edge_agent.deaths`).
 
@@ -195,23 +194,13 @@ def on_connected(s: CoreState, now: float, *, control: bool = True, session_kept
     the embedded broker is) gives nothing back, so they go out now:
     lost otherwise, and no peer can hold their task (the broker forgot
     it). One may reach the device twice, the same bytes: the broker may
-    have had it before it went, with only its PUBACK lost.
-
-    A broker that kept the session gives back, at once, every task it had
-    not seen acknowledged. One it does not give back: either it got the
-    answer and the acknowledgement, only the PUBACK was lost (a cut link:
-    sent again, the answer would reach the device twice), or the broker
-    restarted from a save older than the task (SIGKILL between two saves:
-    the broker lost the task, and the withdrawn answer is all that is left
-    of it). Only after a restart (``broker_was_down``: a reconnect attempt
-    was refused) do such answers go out, :data:`~fogmesh.edge_agent.confirmations.WITHDRAWN_WAIT_S` later."""
+    have had it before it went, with only its PUBACK lost."""
     if not control:
         if s.config.dispatch != "shared":
             return []
         s.asks.task_link_up(now)
         if session_kept:
-            if broker_was_down:
-                s.confirms.task_link_back(now)
+            s.confirms.task_link_back(now)
             return []
         return _send_again(s, s.confirms.take_all_withdrawn(), now)
     s.deaths.reconnected(now)

@@ -28,9 +28,7 @@ def make_clients(agent: Any, *, mqtt5: bool) -> tuple[MqttClient, MqttClient]:
         agent._broker, client_id=f"fa-{agent_id}-{root_tag}", clean_session=not keep, manual_ack=True,
         reconnect_max=RECONNECT_MAX_S, keepalive=agent.options.keepalive_s,
         on_message=lambda m: agent._arrived(agent.client, m, task_link=True),
-        on_connection=lambda up: d.link_changed(
-            control=False, up=up, session_kept=agent.client.session_present,
-            broker_was_down=agent.client.broker_was_down),
+        on_connection=lambda up: d.link_changed(control=False, up=up, session_kept=agent.client.session_present),
         # Shared dispatch answers on this connection: those cut off unconfirmed go out
         # again when their task comes back (or at once: no session), so the core must hear of them.
         on_withdrawn=lambda tags: d.withdrawn(tags, control=False), on_refused=agent._refused, mqtt5=mqtt5)

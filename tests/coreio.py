@@ -36,10 +36,8 @@ def on_withdrawn(c: AgentCore, messages: list[Publish], now: float) -> list[Acti
     return c.handle(ev.Withdrawn(messages), now)
 
 
-def on_connected(c: AgentCore, now: float, *, control: bool = True, session_kept: bool = True,
-                 broker_was_down: bool = False) -> list[Action]:
-    return c.handle(ev.LinkChanged(control=control, up=True, session_kept=session_kept,
-                                   broker_was_down=broker_was_down), now)
+def on_connected(c: AgentCore, now: float, *, control: bool = True, session_kept: bool = True) -> list[Action]:
+    return c.handle(ev.LinkChanged(control=control, up=True, session_kept=session_kept), now)
 
 
 def on_disconnect(c: AgentCore, now: float, *, control: bool = True) -> list[Action]:

@@ -106,14 +106,6 @@ class MqttClient:
         self._fence = Fence(c, mqtt5=mqtt5)
         self._node = 0                       # which of ``url.nodes`` is in use (a failover list)
 
-    @property
-    def broker_was_down(self) -> bool:
-        """At the last CONNACK: a connection attempt since the one before was
-        refused (nothing listened on the broker's port: its process was down
-        and has restarted, perhaps from an older save). False after a cut
-        link or a silent peer, where the broker lived on."""
-        return self._paho.broker_was_down
-
     # -- lifecycle -------------------------------------------------------
     def start(self, *, timeout: float | None = 10.0, fail_fast: bool = False) -> None:
         """Connect in the background; wait up to ``timeout`` s for the first CONNACK.

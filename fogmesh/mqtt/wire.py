@@ -70,11 +70,6 @@ class _Client(paho.Client):
         self.id_base: str | None = None           # a fresh client id per connection: this plus a suffix
         self._connected_at = float("-inf")        # when the last CONNACK came (monotonic)
         self._delay_before: float | None = None   # the reconnect delay that CONNACK reset
-        #: A connection attempt was refused since the last CONNACK: nothing listened
-        #: on the broker's port, so the broker process was down (and restarted).
-        self.refused_since_connack = False
-        #: At the last CONNACK: the broker was down since the one before (see above).
-        self.broker_was_down = False
 
     def fresh_id(self) -> str:
         """The client id of the next connection: ``id_base`` and a random suffix."""
@@ -259,11 +254,7 @@ class _Client(paho.Client):
             self._state = paho._ConnectionState.MQTT_CS_CONNECTING
         if self.id_base is not None:
             self._client_id = self.fresh_id().encode()
-        try:
-            return super().reconnect()
-        except ConnectionRefusedError:
-            self.refused_since_connack = True
-            raise
+        return super().reconnect()
 
     def _reconnect_wait(self) -> None:
         """paho's, but a connection that dropped within :data:`STABLE_S` of
@@ -291,7 +282,6 @@ class _Client(paho.Client):
         of paho's locks."""
         self._resending = threading.get_ident()
         delay = self._reconnect_delay
-        self.broker_was_down, self.refused_since_connack = self.refused_since_connack, False
         try:
             return super()._handle_connack()
         finally:
