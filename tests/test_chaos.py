@@ -72,12 +72,16 @@ def test_600_tasks_survive_a_sigkill_and_a_cut_connection(broker, root, dispatch
         # None doubled: no task run by two agents...
         second_runs = [(d.id, results[d.id].worker, d.worker) for d in duplicates if d != results[d.id].reply]
         assert second_runs == []
-        # ... and no answer delivered twice. The one documented exception (topics.md,
-        # "Limits: claim dispatch"): under claims, an answer of the agent that was
-        # killed or cut, made just before, may be delivered once more (by a survivor
-        # that cannot know it got out, or by that agent winning it back): the same
-        # bytes, from those two agents only. Shared subscriptions: none at all.
-        again = [(d.id, d.worker) for d in duplicates if dispatch == "auto" or d.worker not in ("c0", "c2")]
+        # ... and no answer delivered twice, but for the documented exceptions
+        # (topics.md, "Limits: claim dispatch" and "Answers cut off"): an answer of
+        # the agent that was killed or cut, made just before, may be delivered once
+        # more, the same bytes, from those two agents only. Under claims by a
+        # survivor that cannot know it got out, or by that agent winning it back;
+        # under shared subscriptions by the cut agent c2 alone, when the cut took
+        # only its answer's PUBACK (5 s after the reconnect, the task not given back,
+        # it cannot tell that from a broker that lost the task).
+        allowed = ("c0", "c2") if dispatch == "claim" else ("c2",)
+        again = [(d.id, d.worker) for d in duplicates if d.worker not in allowed]
         assert again == []
         assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
         survivors = {r.worker for r in results.values()} - {"c0"}
