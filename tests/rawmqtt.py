@@ -252,6 +252,17 @@ class RawClient:
             except TimeoutError:
                 raise AssertionError(f"the broker kept the connection open for {seconds:g} s") from None
 
+    def closed_without_an_answer(self, seconds: float) -> None:
+        """The broker closes the connection within ``seconds`` and sends nothing
+        first (a packet refused: not acknowledged, not answered)."""
+        try:
+            p = self.read(seconds)
+        except Closed:
+            return
+        except TimeoutError:
+            raise AssertionError(f"the broker kept the connection open for {seconds:g} s") from None
+        raise AssertionError(f"the broker answered {p!r} instead of closing the connection")
+
     def close(self) -> None:
         if not self.closed:
             self.sock.close()

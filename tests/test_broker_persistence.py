@@ -8,6 +8,7 @@ raw MQTT (``rawmqtt.py``) so that nothing but the broker remembers."""
 from __future__ import annotations
 
 import base64
+import stat
 import subprocess
 import sys
 import uuid
@@ -158,3 +159,25 @@ def test_a_second_embedded_broker_on_the_same_state_file_is_refused(tmp_path):
     assert done.returncode == 2
     said = done.stderr.strip().splitlines()[-1]
     assert "another broker uses" in said and str(state_path(tmp_path, port)) in said
+
+
+def test_the_state_file_is_readable_by_the_brokers_own_user_only(site, tag):
+    """It holds every kept session and message (tasks, answers, commands):
+    mode 0600, whatever the umask."""
+    c, _ = connected(site, f"s-{tag}")
+    c.subscribe((f"m/{tag}", 1))
+    c.disconnect()
+    site.stop()                                        # a graceful stop writes it
+    assert stat.S_IMODE(site.state_file.stat().st_mode) == 0o600
+
+
+def test_the_embedded_brokers_state_file_written_over_an_older_one_is_its_users_only(tmp_path):
+    # One written before the broker kept it 0600, and a half-written one a crash left behind
+    from fogmesh.broker.embedded.persistence import StateFile
+    path = tmp_path / "embedded-broker-1883.state"
+    for old in (path, path.with_name(path.name + ".new")):
+        old.write_bytes(b"old")
+        old.chmod(0o644)
+    StateFile(path).save(b"new", 1)
+    assert path.read_bytes() == b"new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

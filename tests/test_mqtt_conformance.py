@@ -13,7 +13,20 @@ and unsubscribing: test_mqtt_conformance_topics.py.
 from __future__ import annotations
 
 import pytest
-from rawmqtt import CONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, packet, publisher, subscriber, text
+from rawmqtt import (
+    CONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    packet,
+    publisher,
+    subscriber,
+    text,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -83,6 +96,35 @@ def test_a_second_connect_on_one_connection_is_a_protocol_violation(client):
     c.connect()
     c.send(packet(CONNECT, 0, text("MQTT") + bytes([4, 2]) + (60).to_bytes(2, "big") + text(c.client_id)))
     c.closed_by_broker_within(5)
+
+
+FIRST_PACKETS = {
+    "PINGREQ": lambda root: packet(PINGREQ, 0, b""),
+    "PUBLISH": lambda root: packet(PUBLISH, 2, text(f"{root}/t") + b"\x00\x01" + b"before its CONNECT"),
+    "SUBSCRIBE": lambda root: packet(SUBSCRIBE, 2, b"\x00\x01" + text(f"{root}/#") + b"\x01"),
+}
+
+
+@pytest.mark.parametrize("first", FIRST_PACKETS)
+def test_a_connection_that_does_not_start_with_a_connect_is_closed(client, root, first):
+    # [MQTT-3.1.0-1] the first packet from the client must be a CONNECT: the server
+    # closes the connection, and acts on nothing sent before it (no answer, no delivery)
+    watch = subscriber(client, "watch", (f"{root}/#", 1))
+    c = client("no-connect")
+    c.send(FIRST_PACKETS[first](root))
+    c.closed_without_an_answer(2)
+    assert watch.nothing_within(0.2)
+
+
+def test_a_protocol_violation_closes_the_connection_and_publishes_the_will(client, root):
+    # [MQTT-4.8.0-1] the server closes the connection on a protocol violation;
+    # [MQTT-3.1.2-8] it publishes the will as for a network failure
+    watch = subscriber(client, "watch", (f"{root}/will", 1))
+    c = client("violator")
+    c.connect(will=(f"{root}/will", b"closed by the server", 1, False))
+    c.publish(f"{root}/+", b"a wildcard in a topic name", qos=1)
+    c.closed_without_an_answer(2)
+    assert watch.received(1)[0].payload == b"closed by the server"
 
 
 # -- the will ----------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ run on mosquitto and on the embedded broker alike, with hand-built packets
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from rawmqtt import Closed, publisher, subscriber
+from rawmqtt import CONNECT, SUBSCRIBE, UNSUBSCRIBE, Closed, packet, publisher, subscriber, text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,6 +42,110 @@ def test_topics_starting_with_dollar_are_not_matched_by_a_leading_wildcard(clien
     assert not [t for t in seen if t.startswith("$")]
     sys = subscriber(client, "sys", ("$SYS/broker/version", 0))
     assert sys.read().topic == "$SYS/broker/version"
+
+
+def test_a_client_message_to_a_dollar_topic_reaches_its_exact_subscribers_only(client):
+    # [MQTT-4.7.2-1] a filter starting with a wildcard does not match a topic starting
+    # with '$'; a filter that names its first level does ('$x/leaf', '$x/+', '$x/#')
+    leaf = uuid.uuid4().hex[:10]
+    exact = subscriber(client, "exact", (f"$x/{leaf}", 1))
+    one_below = subscriber(client, "one-below", ("$x/+", 1))
+    all_below = subscriber(client, "all-below", ("$x/#", 1))
+    leading = subscriber(client, "leading", (f"+/{leaf}", 1), ("#", 1))
+    publisher(client).publish_acked(f"$x/{leaf}", b"dollar", qos=1)
+    for named in (exact, one_below, all_below):
+        assert [(m.topic, m.payload) for m in named.received(1)] == [(f"$x/{leaf}", b"dollar")]
+    # The broker has routed the '$' message (a subscriber has it): a copy for `leading`
+    # would be on its way before this one, which both of its filters match.
+    publisher(client).publish_acked(f"x/{leaf}", b"plain", qos=1)
+    first = leading.received(1)[0]          # '#' carries other tests' traffic: only the first copy counts
+    while first.topic != f"x/{leaf}":
+        assert first.topic != f"$x/{leaf}", "a filter starting with a wildcard matched a '$' topic"
+        first = leading.received(1)[0]
+
+
+@pytest.mark.parametrize("topic,qos", [("$SYS/{leaf}", 0), ("$SYS/broker/version", 1), ("$share/g/{leaf}", 1)])
+def test_a_client_publishing_to_the_brokers_own_topics_is_disconnected(client, topic, qos):
+    # The broker's own topics take no client's messages: $SYS (a monitor must trust what
+    # it reads there) and $share (a subscription prefix, not a topic). MQTT 3.1.1 says the
+    # server SHOULD prevent clients exchanging messages on '$' topics (4.7.2); mosquitto 2.0
+    # closes the connection (after its PUBACK at QoS 1), and so does the embedded broker
+    # (without one). The message reaches nobody and the retained one stays.
+    leaf = uuid.uuid4().hex[:10]
+    topic = topic.format(leaf=leaf)
+    watch = subscriber(client, "watch", (topic, 1))
+    before = watch.until_quiet(0.2)                 # $SYS/broker/version: the broker's retained one
+    c = client("intruder")
+    c.connect()
+    c.publish(topic, b"forged", qos=qos, retain=True)
+    c.closed_by_broker_within(2)
+    assert watch.nothing_within(0.2)
+    again = subscriber(client, "again", (topic, 1)).until_quiet(0.2)
+    assert [m.payload for m in again] == [m.payload for m in before]
+
+
+@pytest.mark.parametrize("topic,qos", [("{root}/+", 0), ("{root}/#", 1), ("#", 1), ("{root}/a+b", 0)])
+def test_a_publish_to_a_topic_name_with_a_wildcard_closes_the_connection(client, root, topic, qos):
+    # [MQTT-3.3.2-2] a topic name contains no wildcard: the server closes the connection
+    # [MQTT-4.8.0-1], acknowledges nothing and delivers nothing
+    watch = subscriber(client, "watch", (f"{root}/#", 1))
+    c = client("wild")
+    c.connect()
+    c.publish(topic.format(root=root), b"wildcard", qos=qos)
+    c.closed_without_an_answer(2)
+    assert watch.nothing_within(0.2)
+
+
+@pytest.mark.parametrize("topic", ["{root}/+", "{root}/#", ""])
+def test_a_connect_whose_will_topic_is_no_topic_name_is_refused(client, root, topic):
+    # [MQTT-3.3.2-2] [MQTT-4.7.3-1] a will topic is a topic name: the server closes the
+    # connection [MQTT-4.8.0-1] (mosquitto 2.0 and the embedded broker, without a CONNACK)
+    c = client("bad-will")
+    c.send(packet(CONNECT, 0, text("MQTT") + bytes([4, 0x06]) + (60).to_bytes(2, "big") + text(c.client_id)
+                  + text(topic.format(root=root)) + text(b"gone")))
+    c.closed_without_an_answer(2)
+
+
+def test_a_will_on_the_brokers_own_topics_is_not_published(client, root):
+    # As a PUBLISH there (above), but the connection is taken: mosquitto 2.0 drops such a
+    # will when it would go out, and so does the embedded broker
+    leaf = uuid.uuid4().hex[:10]
+    watch = subscriber(client, "watch", (f"$SYS/{leaf}", 1), (f"{root}/will", 1))
+    forger = client("forger")
+    forger.connect(will=(f"$SYS/{leaf}", b"forged", 1, False))
+    forger.drop()
+    honest = client("honest")
+    honest.connect(will=(f"{root}/will", b"gone", 1, False))
+    honest.drop()
+    assert [(m.topic, m.payload) for m in watch.received(1)] == [(f"{root}/will", b"gone")]
+    assert watch.nothing_within(0.2)
+
+
+def _filters(root: str, qos: int | None = 0) -> bytes:
+    return b"\x00\x01" + text(f"{root}/a") + (b"" if qos is None else bytes([qos]))
+
+
+MALFORMED = {
+    # [MQTT-3.8.3-4] a requested QoS of 0, 1 or 2, the byte's other bits 0
+    "SUBSCRIBE asking QoS 3": lambda root: packet(SUBSCRIBE, 2, _filters(root, 3)),
+    "SUBSCRIBE with reserved bits": lambda root: packet(SUBSCRIBE, 2, _filters(root, 0x41)),
+    # [MQTT-3.8.3-3] at least one topic filter
+    "SUBSCRIBE without a filter": lambda root: packet(SUBSCRIBE, 2, b"\x00\x01"),
+    # [MQTT-3.8.1-1] fixed-header flags 0010
+    "SUBSCRIBE with flags 0000": lambda root: packet(SUBSCRIBE, 0, _filters(root)),
+    # [MQTT-3.10.3-2] at least one topic filter; [MQTT-3.10.1-1] flags 0010
+    "UNSUBSCRIBE without a filter": lambda root: packet(UNSUBSCRIBE, 2, b"\x00\x01"),
+    "UNSUBSCRIBE with flags 0000": lambda root: packet(UNSUBSCRIBE, 0, _filters(root, None)),
+}
+
+
+@pytest.mark.parametrize("bad", MALFORMED)
+def test_a_malformed_subscribe_or_unsubscribe_closes_the_connection(client, root, bad):
+    # [MQTT-4.8.0-1] the server closes the connection, with no SUBACK or UNSUBACK
+    c = client("malformed")
+    c.connect()
+    c.send(MALFORMED[bad](root))
+    c.closed_without_an_answer(2)
 
 
 def test_overlapping_subscriptions_deliver_at_the_highest_qos_granted(client, root, lacking):

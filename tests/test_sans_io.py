@@ -26,6 +26,7 @@ PURE_MODULES = [
     "edge_agent/runner.py", "edge_agent/claim_book.py", "edge_agent/offer_book.py", "edge_agent/confirmations.py",
     "edge_agent/ask_book.py", "edge_agent/core_state.py", "edge_agent/intake.py", "cloud_bridge/forwarding.py",
     "fogmesh/mqtt_framing.py", "fogmesh/container_diagnosis.py", "broker/keepalive.py", "broker/session_state.py",
+    "broker/packet_checks.py",
     "fogmesh/dashboard/guard.py", "fogmesh/dashboard/sessions.py", "fogmesh/dashboard/presses.py",
     "fogmesh/dashboard/attempts.py", "fogmesh/dashboard/streams.py", "fogmesh/dashboard/users_watch.py",
     "fogmesh/dashboard/exposure.py",

@@ -95,3 +95,22 @@ def test_the_embedded_broker_says_why_it_refuses_an_mqtt5_client(caplog):
             assert probe_connect(b.url) is None
     refusals = [r.getMessage() for r in caplog.records if r.name == "fogmesh.broker.embedded"]
     assert any("MQTT 5" in m and "MQTT 3.1.1 only" in m and "-V mqttv311" in m for m in refusals), refusals
+
+
+@pytest.mark.parametrize("after_connect", [False, True], ids=["a PINGREQ first", "a PUBLISH to a/+"])
+def test_a_protocol_violation_over_websockets_closes_the_connection(ws_broker, after_connect):
+    # As over TCP (test_mqtt_conformance*.py): [MQTT-3.1.0-1] the first packet is a
+    # CONNECT; [MQTT-3.3.2-2] a topic name has no wildcards. The server closes the connection.
+    from rawmqtt import CONNECT, PINGREQ, PUBLISH, packet, text
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    _, ws = ws_broker
+    with connect(f"{ws}/mqtt", subprotocols=["mqtt"], open_timeout=5) as c:
+        if after_connect:
+            c.send(packet(CONNECT, 0, text("MQTT") + bytes([4, 2]) + (60).to_bytes(2, "big") + text("ws-bad")))
+            assert c.recv(timeout=5)[:1] == b"\x20"               # its CONNACK
+            c.send(packet(PUBLISH, 0, text("a/+") + b"wildcard"))
+        else:
+            c.send(packet(PINGREQ, 0, b""))
+        with pytest.raises(ConnectionClosed):
+            c.recv(timeout=2)

@@ -12,7 +12,9 @@ lives in this package: ``server`` (the amqtt subclass), ``sharing`` (shared
 subscriptions), ``sessions`` (sessions and routing), ``inflight`` (what a
 session keeps in flight), ``liveness`` (the keep-alive), ``connections``
 (what it changes per connection), ``persistence`` (its state on disk),
-``mqtt5`` (an MQTT 5 client refused with a reason).
+``mqtt5`` (an MQTT 5 client refused with a reason), ``framing`` (each
+packet checked before amqtt reads it: a protocol violation closes the
+connection).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ retained messages and the shared-subscription groups, taken out of amqtt
 (:func:`capture`) and put back (:func:`restore`) as the pure
 :class:`~fogmesh.broker.session_state.BrokerState`, written whole to one file
 (:class:`StateFile`: a new file renamed over the old, so a crash leaves one
-or the other, never half of one).
+or the other, never half of one), mode 0600: it holds every kept message.
 
 Written when the broker stops and every ``autosave_s`` while something
 changed; read when it starts. A SIGKILL loses what changed since the last
@@ -32,6 +32,7 @@ from fogmesh.errors import BrokerError
 log = logging.getLogger("fogmesh.broker.embedded")
 
 SYS_PREFIX = "$SYS/"        # the broker's own, set again at every start
+PRIVATE = 0o600             # the state file's mode: its sessions and messages are the broker user's only
 
 
 def state_path(directory: str | Path, port: int) -> Path:
@@ -54,7 +55,8 @@ class StateFile:
         """Lock the file and read it (None: none yet)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.path.with_name(self.path.name + ".lock"), "ab")
+            lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, PRIVATE)
+            self._lock = open(lock, "ab")
         except OSError as exc:
             raise BrokerError(f"cannot use {self.path.parent} for the broker's state ({exc.strerror}): "
                               "make it writable, or pick another with --persistence DIR "
@@ -84,10 +86,14 @@ class StateFile:
             if capture_no <= self._written:
                 return
             self._written = capture_no
-            with open(tmp, "wb") as f:
+            # 0600 whatever the umask (it holds every kept message); fchmod for a
+            # file a crash left behind with another mode
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+            with open(fd, "wb") as f:
+                os.fchmod(fd, PRIVATE)
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
             os.replace(tmp, self.path)
             directory = os.open(self.path.parent, os.O_RDONLY)
             try:

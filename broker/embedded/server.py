@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from amqtt import __version__ as amqtt_version
-from amqtt.adapters import StreamWriterAdapter, WebSocketsReader, WebSocketsWriter
+from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.errors import MQTTError
 from amqtt.mqtt.constants import QOS_0
@@ -22,9 +22,9 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
 from fogmesh.broker.embedded.auth import LoginChecks, LoginFiles
-from fogmesh.broker.embedded.connections import ReadsBeforeReset
+from fogmesh.broker.embedded.framing import CheckedTcpReader, CheckedWsReader
 from fogmesh.broker.embedded.inflight import keeps_in_flight, qos2_received_once, resends_on_reconnect
-from fogmesh.broker.embedded.liveness import watch_keepalive
+from fogmesh.broker.embedded.liveness import close_now, watch_keepalive
 from fogmesh.broker.embedded.mqtt5 import REFUSED_V5, connect_level, protocol_level, refuse_mqtt5
 from fogmesh.broker.embedded.persistence import StateFile, capture, restore, write
 from fogmesh.broker.embedded.sessions import SessionRules
@@ -247,14 +247,21 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
             await refuse_mqtt5(StreamWriterAdapter(writer), writer.get_extra_info("peername"),
                                 bytes(reader._buffer[:512]))
             return
-        if not await self._admit(reader, None, StreamWriterAdapter(writer), writer.get_extra_info("peername")):
+        adapter = StreamWriterAdapter(writer)
+        if not await self._admit(reader, None, adapter, writer.get_extra_info("peername")):
             return
-        await self._client_connected(listener_name, ReadsBeforeReset(reader, self._closing_event()),
-                                     StreamWriterAdapter(writer))
+        checked = CheckedTcpReader(reader, self._closing_event(), peer=writer.get_extra_info("peername"),
+                                   writer=adapter)
+        if await checked.first_packet():               # a CONNECT: amqtt takes the connection from here
+            await self._client_connected(listener_name, checked, adapter)
+        else:
+            close_now(adapter)
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
-        """As over TCP: an MQTT 5 CONNECT is refused with a reason, not left hanging."""
-        reader, writer = WebSocketsReader(websocket), WebSocketsWriter(websocket)
+        """As over TCP: an MQTT 5 CONNECT is refused with a reason, not left
+        hanging, and every packet is checked (:mod:`.framing`)."""
+        writer = WebSocketsWriter(websocket)
+        reader = CheckedWsReader(websocket, peer=getattr(websocket, "remote_address", None), writer=writer)
         try:
             await asyncio.wait_for(reader._feed_buffer(1), 10)      # the first frame: the CONNECT
         except asyncio.TimeoutError:
@@ -265,7 +272,10 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
             return
         if not await self._admit(None, head, writer, getattr(websocket, "remote_address", None)):
             return
-        await self._client_connected(listener_name, reader, writer)
+        if await reader.first_packet():
+            await self._client_connected(listener_name, reader, writer)
+        else:
+            close_now(writer)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:

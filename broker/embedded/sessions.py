@@ -15,7 +15,12 @@ override says what it did; the decisions are :mod:`fogmesh.broker.session_state`
 * subscribing again to a filter replaces the subscription, QoS included
   [MQTT-3.8.4-3];
 * what was queued for a client while it was away goes with RETAIN 0
-  [MQTT-3.3.1-9], in order, without waiting for acknowledgements.
+  [MQTT-3.3.1-9], in order, without waiting for acknowledgements;
+* a client's message to a ``$`` topic other than the broker's own reaches
+  the subscriptions that match it (amqtt refused them all, and stopped
+  reading the client's packets), and a will on one of the broker's own
+  topics is never published (as on mosquitto 2.0; a PUBLISH to one closes
+  the connection when it is read: :mod:`.framing`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.session import Session
 
+from fogmesh.broker.packet_checks import brokers_own
 from fogmesh.broker.session_state import kept_after_connection, on_connect
 
 log = logging.getLogger("fogmesh.broker.embedded")
@@ -53,6 +59,10 @@ class SessionRules:
         client_wills = {cid: _will(s) for cid, (s, _) in self._sessions.items()}
         handler, session = await super()._initialize_client_session(  # type: ignore[misc]
             reader, writer, remote_address, remote_port)
+        if session.will_flag and brokers_own(session.will_topic or ""):
+            log.warning("client %s has its will on %r, one of the broker's own topics, which take no client's "
+                        "messages: it will not be published", session.client_id, session.will_topic)
+            session.will_flag = False
         if session.parent != 1:
             return handler, session
         existing = self._sessions.get(session.client_id, (None, None))[1]
@@ -130,10 +140,9 @@ class SessionRules:
         if message is None:
             return True
         topic = message.topic
-        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
-            # [MQTT-4.7.3-1] [MQTT-3.3.2-2] [MQTT-4.7.2-1]: amqtt closes the connection
-            log.warning("client %s published to %r: connection closed", client_session.client_id, topic)
-            return False
+        # What no client may publish never gets here: its connection was closed when
+        # the PUBLISH was read (:mod:`.framing`). Other '$' topics are routed as any:
+        # amqtt refused them all and stopped reading the client's packets.
         if not await self._may_publish(client_session, handler, topic):
             log.info("client %s is not allowed to publish to %s", client_session.client_id, topic)
             return True
