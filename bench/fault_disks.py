@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fogmesh.bench.faultkit import (
     Agents,
@@ -199,25 +200,30 @@ def bridge_disk_full(broker_name: str, workdir: Path, *, tasks: int = 150) -> Fa
     return run
 
 
-def claims_on_a_cluster(broker_name: str, workdir: Path, *, tasks: int = 200) -> FaultRun:
+def claims_on_a_cluster(broker_name: str, workdir: Path, *, tasks: int = 200,
+                        nodes: list[Any] | None = None) -> FaultRun:
     """A 2-node RabbitMQ cluster, an agent on each node: claims reach them in
     different orders, so the second refuses claim dispatch (exit 2) and the
-    first answers everything, once."""
+    first answers everything, once. ``nodes``: two nodes of a running
+    cluster to use (left running); else a cluster of two is started here."""
     import subprocess
     import threading
 
     from fogmesh.broker.rabbitmq import RabbitMQ
     from fogmesh.devices.client import FogClient
     run = FaultRun("agents on two nodes of a RabbitMQ cluster", "rabbitmq x2")
-    nodes = [RabbitMQ(workdir=workdir / f"node{i}", name=f"fogmesh{i}") for i in (1, 2)]
+    own = nodes is None
+    if nodes is None:
+        nodes = [RabbitMQ(workdir=workdir / f"node{i}", name=f"fogmesh{i}") for i in (1, 2)]
     agents = Agents(workdir)
     try:
-        starting = [threading.Thread(target=n.start) for n in nodes]
-        for t in starting:
-            t.start()
-        for t in starting:
-            t.join()
-        nodes[1].join(nodes[0])
+        if own:
+            starting = [threading.Thread(target=n.start) for n in nodes]
+            for t in starting:
+                t.start()
+            for t in starting:
+                t.join()
+            nodes[1].join(nodes[0])
         root = f"faults/{uuid.uuid4().hex[:8]}"
         agents.start("q1", nodes[0].url, root, "--concurrency", "2")
         counter = ReplyCounter(nodes[0].host, nodes[0].port, root)
@@ -243,6 +249,7 @@ def claims_on_a_cluster(broker_name: str, workdir: Path, *, tasks: int = 200) ->
         run.note = f"q2 exited {code}"
     finally:
         agents.close()
-        for n in nodes:
-            n.cleanup()
+        if own:
+            for n in nodes:
+                n.cleanup()
     return run

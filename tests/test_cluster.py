@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from fogmesh.broker.processes import stop_processes
+from fogmesh.bench import faults
 from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
 from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device
@@ -247,3 +248,14 @@ def test_a_node_killed_with_kill_9_under_load_loses_nothing_runs_nothing_twice_a
     assert run.submitted > 1000 and run.lost == 0 and run.run_twice == 0, run
     assert run.details["fogclient_unanswered"] == [], run
     assert max(run.details["reconnect_lines"].values()) <= 6, run
+
+
+def test_on_a_cluster_that_reorders_claims_the_second_agent_refuses_and_nothing_runs_twice(cluster, tmp_path):
+    """Claim dispatch (no --amqp) on two nodes of the cluster: claims reach the
+    agents in different orders, so the second refuses (exit 2, saying why)
+    and the first answers every task once."""
+    run = faults.claims_on_a_cluster("rabbitmq", tmp_path, tasks=150, nodes=cluster.nodes[:2])
+    print(f"\n{faults.table([run])}\n{run.details}")
+    assert (run.lost, run.run_twice, run.duplicate_replies) == (0, 0, 0), run.details
+    assert run.details["exit_code"] == 2
+    assert "different orders" in run.details["said"] and "shared subscriptions" in run.details["said"]

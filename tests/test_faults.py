@@ -95,14 +95,6 @@ def test_an_agent_killed_on_a_broker_without_shared_subscriptions_loses_and_doub
     assert_clean(run)
 
 
-@pytest.mark.timeout(300)
-def test_on_a_cluster_that_reorders_claims_the_second_agent_refuses_and_nothing_runs_twice(tmp_path):
-    run = faults.claims_on_a_cluster("rabbitmq", tmp_path, tasks=150)
-    assert_clean(run)
-    assert run.details["exit_code"] == 2
-    assert "different orders" in run.details["said"] and "shared subscriptions" in run.details["said"]
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_a_broker_restart_loses_no_answer_of_a_device_that_sends_each_task_once(broker_name, kill, tmp_path):
