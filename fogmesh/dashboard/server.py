@@ -36,6 +36,7 @@ from fogmesh.dashboard.attempts import Attempt, LoginGate, Refused
 from fogmesh.dashboard.auth import User, Users, UsersFileError
 from fogmesh.dashboard.exposure import buttons_refused, refusal
 from fogmesh.dashboard.guard import ANY, served_names
+from fogmesh.dashboard.lines import Lines
 from fogmesh.dashboard.model import DashboardModel
 from fogmesh.dashboard.presses import Presses
 from fogmesh.dashboard.sessions import Session, Sessions
@@ -128,6 +129,7 @@ class Dashboard:
         self.gate = LoginGate(clock=monotonic)
         self.quota = StreamQuota()
         self.presses = Presses()
+        self.lines = Lines(log, clock=monotonic)  # warnings a client can repeat: rate-limited per source
         self._users_lock = threading.Lock()       # the users, the sessions, the gate and the quota
         self._users_watch = UsersWatch()
         self._users_watch.read(self._stamp(), monotonic())

@@ -29,7 +29,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fogmesh import codec
-from fogmesh.dashboard.attempts import Refused
+from fogmesh.dashboard.attempts import Refused, source_of
 from fogmesh.dashboard.exposure import client_address, relayed
 from fogmesh.dashboard.guard import SECURITY_HEADERS, host_allowed, host_of, same_origin
 from fogmesh.dashboard.sessions import Session
@@ -107,8 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
         if host_allowed(header, self.dashboard.names):
             return True
         name = host_of(header) or "(none)"
-        log.warning("dashboard: refused a request from %s for host %r (not a name this dashboard serves)",
-                    self.client_address[0], name)
+        self.dashboard.lines.warning("host", source_of(self.client_address[0]), "dashboard: refused a request from "
+                                     "%s for host %r (not a name this dashboard serves)", self.client_address[0],
+                                     name)
         self._json(HTTPStatus.FORBIDDEN, {"error": f"this dashboard does not answer to the name {name!r}; "
                                                    "if that name is yours, start it with --server-name " + name})
         return False
@@ -249,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         address = self._client()
         attempt = dash.admit_login(address, name)          # before any hash: see attempts.py
         if isinstance(attempt, Refused):
-            log.warning("dashboard: login for %r from %s not tried: %s", name, address, attempt.message)
+            dash.lines.warning("login", source_of(address), "dashboard: login for %r from %s not tried: %s", name,
+                               address, attempt.message)
             status = HTTPStatus.SERVICE_UNAVAILABLE if attempt.reason == "busy" else HTTPStatus.TOO_MANY_REQUESTS
             self._login_page(status, attempt.message,
                              extra={"Retry-After": str(max(1, math.ceil(attempt.retry_after_s)))})
@@ -260,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             failures = dash.settle_login(attempt, ok=user is not None)
         if user is None:
-            log.warning("dashboard: failed login for %r from %s (%d in a row)", name, address, failures)
+            dash.lines.warning("failed", source_of(address), "dashboard: failed login for %r from %s (%d in a row)",
+                               name, address, failures)
             time.sleep(FAILED_LOGIN_DELAY_S)
             self._login_page(HTTPStatus.UNAUTHORIZED, "wrong user name or password")
             return
@@ -274,7 +277,8 @@ class _Handler(BaseHTTPRequestHandler):
         who = session.user if session is not None else None
         q = dash.open_stream(who)
         if isinstance(q, str) and q == "user":
-            log.warning("dashboard: %s opened more pages than %d at once; refused one", who, dash.quota.per_user)
+            dash.lines.warning("pages", str(who), "dashboard: %s opened more pages than %d at once; refused one", who,
+                               dash.quota.per_user)
             self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": f"{who} has {dash.quota.per_user} pages open: "
                                                       "close one"}, extra={"Retry-After": "5"})
             return
