@@ -9,8 +9,14 @@ is about comes from the topic (``presence/{agent}``, ``bridge/{site}``,
 binds those to the box's login), never from the payload: a document that
 says another box is refused, as is a malformed one (counted in
 :attr:`FleetView.refusals`). At most :data:`MAX_BOXES` of each are kept: a
-newcomer past that drops the one heard from longest ago (an offline agent
-first), so made-up names cost a bounded table, and never lock a real box out."""
+newcomer past that drops the one heard from longest ago among those that
+rank lowest. Boxes heard live (a message that is not a retained one the
+broker replays to a new subscription) rank above those only retained, and
+among each, a box whose presence is current (not offline, not silent past
+its limit) above one whose is not (a report or pipeline ranks as its
+agent): so made-up names cost a bounded table, and retained documents of
+boxes that never connect do not push real ones out; a retained-only
+newcomer ranked below every box kept is not kept."""
 
 from __future__ import annotations
 
@@ -38,18 +44,59 @@ class _Rate:
 
 
 def keep(table: OrderedDict[K, V], key: K, value: V, *, cap: int,
-         gone: Callable[[V], bool] = lambda v: False) -> K | None:
+         gone: Callable[[V], bool] = lambda v: False,
+         rank: Callable[[K, V], tuple[bool, ...]] | None = None) -> K | None:
     """``table[key] = value``, the table ordered by when each was last heard
     and at most ``cap`` long: a new key past the cap drops the least
     recently heard entry for which ``gone`` holds, else the least recently
-    heard. Returns the key dropped, if any."""
+    heard. With ``rank`` (higher is kept first): the least recently heard of
+    those ranked lowest, and a newcomer ranked below every entry is not kept.
+    Returns the key dropped (``key`` itself: the newcomer was not kept), if any."""
     dropped: K | None = None
     if key not in table and len(table) >= cap:
-        dropped = next((k for k, v in table.items() if gone(v)), next(iter(table)))
+        if rank is None:
+            dropped = next((k for k, v in table.items() if gone(v)), next(iter(table)))
+        else:
+            low: tuple[bool, ...] | None = None
+            for k, v in table.items():          # the least recently heard of the lowest rank
+                r = rank(k, v)
+                if low is None or r < low:
+                    dropped, low = k, r
+                    if not any(r):
+                        break                   # none ranks lower
+            if low is not None and rank(key, value) < low:
+                return key
+        assert dropped is not None
         del table[dropped]
     table[key] = value
     table.move_to_end(key)
     return dropped
+
+
+class Heard:
+    """The boxes heard live (a message that is not a retained one replayed
+    to a new subscription), the most recent ``cap``."""
+
+    def __init__(self, *, cap: int) -> None:
+        self.cap = cap
+        self._boxes: OrderedDict[str, None] = OrderedDict()
+
+    def mark(self, box: str, *, retained: bool) -> None:
+        if retained:
+            return
+        self._boxes[box] = None
+        self._boxes.move_to_end(box)
+        while len(self._boxes) > self.cap:
+            self._boxes.popitem(last=False)
+
+    def __contains__(self, box: object) -> bool:
+        return box in self._boxes
+
+
+def current(p: Presence, now: float | None, *, floor: float = 15.0) -> bool:
+    """Whether ``p`` says its agent is there at ``now``: not offline, and not
+    silent past its limit (None: no clock, only the state counts)."""
+    return p.state != "offline" and (now is None or now - p.ts <= p.silence_limit(floor))
 
 
 @dataclass
@@ -62,20 +109,31 @@ class FleetView:
     deployments: OrderedDict[str, Report] = field(default_factory=OrderedDict)    # agent -> its deployment report
     refusals: Refusals = field(default_factory=Refusals)
     _rates: dict[str, _Rate] = field(default_factory=dict)
+    _heard: Heard = field(init=False)
+    _now: float | None = None
+
+    def __post_init__(self) -> None:
+        self._heard = Heard(cap=4 * self.max_boxes)
 
     @property
     def filters(self) -> list[str]:
         t = self.topics
         return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter]
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def _agent_rank(self, agent: str) -> tuple[bool, bool]:
+        p = self.agents.get(agent)
+        return agent in self._heard, p is not None and current(p, self._now)
+
+    def on_message(self, topic: str, payload: bytes, *, retained: bool = False, now: float | None = None) -> None:
         """Take one announcement; a malformed or forged one is refused (and
         counted), never raised; an empty one (a cleared retained message)
-        removes its box."""
+        removes its box. ``retained``: a retained message the broker replays
+        (else heard live); ``now``: the time, to tell a current presence."""
         t = self.topics
         kind, names = self._kind(topic)
         if kind is None:
             return
+        self._now = now
         try:
             if kind == "presence":
                 agent = names[0]
@@ -83,25 +141,34 @@ class FleetView:
                     self.agents.pop(agent, None)
                     self._rates.pop(agent, None)
                 else:
-                    self._presence(Presence.decode(payload, agent=agent))
+                    p = Presence.decode(payload, agent=agent)
+                    self._heard.mark(agent, retained=retained)
+                    self._presence(p)
             elif kind == "bridge":
                 if not payload:
                     self.bridges.pop(names[0], None)
                 else:
-                    keep(self.bridges, names[0], BridgeHealth.decode(payload, site=names[0]), cap=self.max_boxes,
-                         gone=lambda h: h.state == "offline")
+                    health = BridgeHealth.decode(payload, site=names[0])
+                    self._heard.mark(f"bridge/{names[0]}", retained=retained)
+                    keep(self.bridges, names[0], health, cap=self.max_boxes,
+                         rank=lambda k, h: (f"bridge/{k}" in self._heard, h.state != "offline"))
             elif kind == "pipeline":
                 key = "/".join(names)
                 if not payload:
                     self.pipelines.pop(key, None)
                 else:
-                    keep(self.pipelines, key, PipelineStatus.decode(payload, agent=names[0], name=names[1]),
-                         cap=self.max_boxes)
+                    status = PipelineStatus.decode(payload, agent=names[0], name=names[1])
+                    self._heard.mark(names[0], retained=retained)
+                    keep(self.pipelines, key, status, cap=self.max_boxes,
+                         rank=lambda k, s: self._agent_rank(k.split("/", 1)[0]))
             elif kind == "report":
                 if not payload:
                     self.deployments.pop(names[0], None)
                 else:
-                    keep(self.deployments, names[0], Report.decode(payload, agent=names[0]), cap=self.max_boxes)
+                    report = Report.decode(payload, agent=names[0])
+                    self._heard.mark(names[0], retained=retained)
+                    keep(self.deployments, names[0], report, cap=self.max_boxes,
+                         rank=lambda k, r: self._agent_rank(k))
         except InvalidMessage as exc:
             self.refusals.refuse(kind, topic if len(topic) < 300 else t.root + "/...", exc.message)
 
@@ -119,9 +186,12 @@ class FleetView:
         return None, []
 
     def _presence(self, p: Presence) -> None:
-        dropped = keep(self.agents, p.agent, p, cap=self.max_boxes, gone=lambda q: q.state == "offline")
+        dropped = keep(self.agents, p.agent, p, cap=self.max_boxes,
+                       rank=lambda k, q: (k in self._heard, current(q, self._now)))
         if dropped is not None:
             self._rates.pop(dropped, None)
+        if dropped == p.agent:
+            return
         r = self._rates.get(p.agent)
         if r is None or p.done < r.done:
             self._rates[p.agent] = _Rate(p.done, p.ts)

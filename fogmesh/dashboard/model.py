@@ -96,9 +96,11 @@ class DashboardModel:
                 t.actuator_state_filter, t.audit_filter]
 
     # -- input -------------------------------------------------------------------------
-    def on_message(self, topic: str, payload: bytes, now: float) -> None:
+    def on_message(self, topic: str, payload: bytes, now: float, *, retained: bool = False) -> None:
         """Take one message; what does not parse is counted where it belongs (a
-        malformed task is still a task that came in) and otherwise ignored."""
+        malformed task is still a task that came in) and otherwise ignored.
+        ``retained``: a retained message the broker replays (boxes heard live
+        are kept over those only retained: :mod:`fogmesh.fleet`)."""
         t = self.topics
         if len(payload) > MAX_READ:
             if t.is_task_topic(topic):
@@ -116,7 +118,7 @@ class DashboardModel:
         elif topic.startswith(f"{t.root}/audit/"):
             self._on_audit(payload)
         else:
-            self.fleet.on_message(topic, payload)
+            self.fleet.on_message(topic, payload, retained=retained, now=now)
 
     def _decode(self, payload: bytes) -> dict[str, Any] | None:
         try:

@@ -166,7 +166,7 @@ class Dashboard:
     def _on_message(self, m: Message) -> None:
         done: list[dict[str, Any]] = []
         with self._lock:
-            self.model.on_message(m.topic, m.payload, self.clock())
+            self.model.on_message(m.topic, m.payload, self.clock(), retained=m.retain)
             if not m.retain:
                 done = self._settles(m)
         for record in done:
