@@ -93,10 +93,10 @@ class Heard:
         return box in self._boxes
 
 
-def current(p: Presence, now: float | None, *, floor: float = 15.0) -> bool:
-    """Whether ``p`` says its agent is there at ``now``: not offline, and not
-    silent past its limit (None: no clock, only the state counts)."""
-    return p.state != "offline" and (now is None or now - p.ts <= p.silence_limit(floor))
+def current(p: Presence, now: float | None) -> bool:
+    """Whether ``p`` says its agent is there at ``now``: neither offline nor
+    stale (:meth:`Presence.state_at`; None: no clock, only its state counts)."""
+    return p.state != "offline" if now is None else p.state_at(now) not in ("offline", "stale")
 
 
 @dataclass
@@ -198,11 +198,12 @@ class FleetView:
         elif p.ts > r.ts:
             self._rates[p.agent] = _Rate(p.done, p.ts, (p.done - r.done) / (p.ts - r.ts))
 
-    def rows(self, now: float, *, stale_after: float = 15.0) -> dict[str, list[dict[str, Any]]]:
+    def rows(self, now: float) -> dict[str, list[dict[str, Any]]]:
+        """The tables at ``now``; an agent's state is :meth:`Presence.state_at`
+        (the dashboard shows the same)."""
         agents = []
         for name, p in sorted(self.agents.items()):
-            state = p.state if p.state != "online" or now - p.ts <= p.silence_limit(stale_after) else "stale"
-            agents.append({"agent": name, "state": state, "cpu": p.cpu, "mem": p.mem,
+            agents.append({"agent": name, "state": p.state_at(now), "cpu": p.cpu, "mem": p.mem,
                            "queue": p.queue, "running": p.running, "capacity": p.capacity,
                            "battery": p.battery.percent if p.battery else None,
                            "tasks_per_s": self._rates[name].per_s if name in self._rates else None,

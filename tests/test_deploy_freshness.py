@@ -248,7 +248,7 @@ def test_deploy_status_flags_an_agent_that_runs_an_older_serial_than_the_history
     from fogmesh.deploy.operator import Operator
     from fogmesh.mqtt import Message
 
-    op = Operator("mqtt://127.0.0.1:1", root="fog/v1", key=OPS)
+    op = Operator("mqtt://127.0.0.1:1", root="fog/v1", key=OPS, wall_clock=lambda: 2.0)
     op.watch = lambda **_: None                          # type: ignore[method-assign]
     t = op.topics
 

@@ -170,14 +170,15 @@ def test_boxes_heard_live_are_kept_over_retained_only_ones_however_fresh(tool):
 
 
 def test_deploy_status_keeps_the_reports_of_real_agents_past_the_bound(monkeypatch):
-    op = Operator("mqtt://127.0.0.1:1", root=ROOT)
+    op = Operator("mqtt://127.0.0.1:1", root=ROOT, wall_clock=lambda: NOW)
     monkeypatch.setattr(op, "watch", lambda **_: None)
     feed = lambda topic, payload, retained: op._on_message(   # noqa: E731
         Message(topic, payload, qos=1, retain=retained, mid=1, generation=1))
-    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 3600)
+    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 3600)            # a one-shot reading: the replay alone
+    assert set(status(op, None, lambda line: None)["reports"]) >= set(REAL)
     for agent in REAL:
         feed(T.presence(agent), presence(agent, ts=NOW), False)
-    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 1)
+    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 1)               # fresh fakes, the tool's reconnection
     out = status(op, None, lambda line: None)
     assert set(out["reports"]) >= set(REAL) and len(out["reports"]) <= MAX_BOXES
     assert all(op.presence.get(a) == "online" for a in REAL)
@@ -190,6 +191,32 @@ def test_a_cleared_retained_announcement_removes_its_row():
     view.on_message(T.presence("pi-1"), b"")
     view.on_message(T.deploy_reported("pi-1"), b"")
     assert view.agents == {} and view.deployments == {}
+
+
+# -- presence: bounded figures, one meaning of "online" -----------------------------------------------
+@pytest.mark.parametrize("field, value", [("period", 1e-9), ("period", 9e15), ("period", 0.0), ("ts", 9e15),
+                                          ("ts", -1.0), ("since", 9e15)])
+def test_a_presence_whose_period_or_time_is_out_of_bounds_is_refused(field, value):
+    """Found from outside: ``period`` 1e-9 or 9e15 and ``ts`` 9e15 were taken,
+    so a made-up box could be shown online for ever (or flap)."""
+    view = FleetView(T)
+    view.on_message(T.presence("pi-1"), presence("pi-1", **{field: value}))
+    assert view.agents == {} and view.refusals.by_kind == {"presence": 1}
+
+
+@pytest.mark.parametrize("period", [None, 0.3, 1.0, 5.0, 60.0, 3600.0])
+@pytest.mark.parametrize("says", ["online", "draining", "degraded", "offline"])
+def test_monitor_and_dashboard_show_an_agent_the_same_way_at_every_age(period, says):
+    """Found from outside: the monitor showed "online" an agent the dashboard
+    showed "stale" or "offline" (15 s against 1.5 and 3 periods)."""
+    for age in (0.0, 1.0, 2.0, 8.0, 20.0, 50.0, 9_000.0, 20_000.0, -10.0, -1_000.0):
+        view, model = FleetView(T), DashboardModel(T)
+        payload = presence("pi-1", ts=NOW, state=says, period=period)
+        view.on_message(T.presence("pi-1"), payload, now=NOW)
+        model.on_message(T.presence("pi-1"), payload, NOW)
+        (row,) = view.rows(NOW + age)["agents"]
+        (shown,) = model.tick(NOW + age)["agents"]
+        assert row["state"] == shown["state"], (age, row["state"], shown["state"])
 
 
 # -- every topic, every hostile payload ------------------------------------------------------------------

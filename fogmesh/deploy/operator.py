@@ -176,7 +176,8 @@ class Operator:
             if box is not None and not m.payload:
                 self.presence.pop(box, None)
             elif box is not None:
-                state = Presence.decode(m.payload, agent=box).state
+                # What every tool shows (Presence.state_at): silent agents are stale, then offline.
+                state = Presence.decode(m.payload, agent=box).state_at(self.wall_clock())
                 self._heard.mark(box, retained=m.retain)
                 keep(self.presence, box, state, cap=MAX_BOXES, rank=lambda a, s: self._rank(a, s))
 
@@ -184,7 +185,7 @@ class Operator:
         """Past the bound, agents heard live, then those present, are kept first
         (retained documents of boxes that never connect go first: fleet.py)."""
         state = self.presence.get(agent) if state is None else state
-        return agent in self._heard, state not in (None, "offline")
+        return agent in self._heard, state not in (None, "offline", "stale")
 
     def retained(self, topic: str, *, timeout_s: float = 5.0, wait_s: float = 1.0) -> bytes | None:
         """The message retained on ``topic``, or None: a broker sends a new
