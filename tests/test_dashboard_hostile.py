@@ -246,6 +246,24 @@ def test_a_flood_of_refused_requests_writes_a_few_log_lines_not_one_each(site):
     assert any("for host 'other.example'" in line for line in lines)        # another source is not hidden
 
 
+def test_a_dashboard_on_an_ipv6_address_serves_it(site, tmp_path):
+    """Found from outside: `--host ::1` failed ("Address family for hostname
+    not supported")."""
+    proc, address = start_dashboard(site["ops"], "--host", "::1", "--users", str(site["users"]),
+                                    log=tmp_path / "v6.log")
+    try:
+        assert address.startswith("http://[::1]:"), address
+        host, port = "::1", int(address.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", "/login")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+    finally:
+        stop_processes([proc])
+
+
 # -- the users file, changed while the dashboard runs ------------------------------------------------
 
 def test_a_removed_user_is_logged_out_at_once_and_presses_nothing(site):
