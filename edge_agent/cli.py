@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
                         "their Correlation Data, else 3.1.1 (the embedded broker, Aedes, RabbitMQ) "
                         "(default: auto)")
     p.add_argument("--presence-period", type=float, default=5.0,
-                   help="seconds between presence announcements (default: 5)")
+                   help="seconds between presence announcements, 0.1-3600 (default: 5)")
     p.add_argument("--keepalive", type=int, default=15, metavar="S",
                    help="MQTT keep-alive in seconds: a frozen or cut-off agent is found out by the broker, "
                         "its will (offline presence) sent and its tasks taken over, within 1.5x this "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fogmesh.announcements import MAX_PERIOD_S, MIN_PERIOD_S
 from fogmesh.edge_agent.host_monitor import HostMonitor
 from fogmesh.edge_agent.pipelines import PipelineSpec
 from fogmesh.edge_agent.placement import PlacementPolicy
@@ -73,6 +74,9 @@ class AgentOptions:
     service_idle_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if not MIN_PERIOD_S <= self.presence_period <= MAX_PERIOD_S:
+            raise ValueError(f"presence_period must be {MIN_PERIOD_S:g}-{MAX_PERIOD_S:g} seconds (what consumers "
+                             "of presence take: topics.md, Presence)")
         if self.max_unconfirmed < 2:
             raise ValueError("max_unconfirmed must be at least 2")
         if self.mqtt not in MQTT_CHOICES:

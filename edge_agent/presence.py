@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fogmesh.announcements import Battery, Presence
+from fogmesh.announcements import MAX_PERIOD_S, Battery, Presence
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def presence_pace(*, base_period: float, site: int) -> PresencePace:
     :data:`SITE_HEARTBEATS_PER_S` and its change-driven presence within
     :data:`SITE_CHANGES_PER_S`."""
     site = max(1, site)
-    return PresencePace(period=max(base_period, site / SITE_HEARTBEATS_PER_S),
+    return PresencePace(period=min(MAX_PERIOD_S, max(base_period, site / SITE_HEARTBEATS_PER_S)),
                         min_gap=max(MIN_GAP_S, site / SITE_CHANGES_PER_S))
 
 

@@ -16,6 +16,12 @@ from fogmesh.topics import is_segment
 PRESENCE_STATES = ("online", "offline", "draining", "degraded")
 BRIDGE_STATES = ("online", "offline", "degraded")
 
+DEFAULT_PERIOD_S = 5.0          # the period of an agent that does not say its own
+MIN_PERIOD_S = 0.1              # a presence's ``period`` is from this ...
+MAX_PERIOD_S = 3600.0           # ... to this (a site of 10,800 agents; topics.md "Presence")
+MAX_TS = 4_102_444_800.0        # ``ts`` and ``since``: Unix times from 0 to 2100-01-01
+AHEAD_S = 300.0                 # a ``ts`` further ahead of the reader's clock is not believed
+
 
 @dataclass(frozen=True)
 class Battery:
@@ -66,6 +72,25 @@ class Presence:
     def encode(self) -> bytes:
         return codec.encode(self.to_dict())
 
+    def state_at(self, now: float) -> str:
+        """What the agent is at ``now``, as every operator's tool shows it
+        (``fogmesh monitor``, the dashboard, ``fogmesh deploy status``: this
+        one rule): its will's ``offline`` at once; silent since ``ts`` for
+        more than three periods, ``offline`` (as its peers take it); for more
+        than one and a half (and 0.5 s), ``stale``; a ``ts`` more than
+        :data:`AHEAD_S` ahead of ``now`` (a clock ahead, or a made-up time),
+        ``stale``; else the state it says. The period is the one it says
+        (:data:`DEFAULT_PERIOD_S` when it says none)."""
+        if self.state == "offline":
+            return "offline"
+        period = self.period or DEFAULT_PERIOD_S
+        age = now - self.ts
+        if age > 3 * period:
+            return "offline"
+        if age > 1.5 * period + 0.5 or age < -AHEAD_S:
+            return "stale"
+        return self.state
+
     def silence_limit(self, floor: float) -> float:
         """How long the agent may stay silent before it counts as gone: three
         of the periods it announces (longer at a large site), never less
@@ -91,13 +116,13 @@ class Presence:
             if plugged is not None and not isinstance(plugged, bool):
                 raise InvalidMessage("bad_field", "presence 'battery.plugged' must be true, false or null")
             battery = Battery(bf.number("percent"), plugged)
-        return cls(agent=name, state=state, ts=f.number("ts", 0.0), cpu=f.number("cpu", 0.0),
+        return cls(agent=name, state=state, ts=f.within("ts", 0.0, MAX_TS, 0.0), cpu=f.number("cpu", 0.0),
                    mem=f.number("mem", 0.0), load=f.number("load", 0.0), queue=f.count("queue"),
                    running=f.count("running"), capacity=f.count("capacity"), kinds=f.names("kinds"),
                    battery=battery, dispatch=f.text("dispatch", 32) or "", done=f.count("done"),
                    offloaded=f.count("offloaded"), epoch=f.count("epoch", None), reason=f.text("reason", 500),
-                   instance=f.text("instance", 64), since=f.number("since", None),
-                   period=f.positive("period"))
+                   instance=f.text("instance", 64), since=f.within("since", 0.0, MAX_TS, None),
+                   period=f.within("period", MIN_PERIOD_S, MAX_PERIOD_S, None))
 
     @classmethod
     def decode(cls, payload: bytes, *, agent: str) -> Presence:

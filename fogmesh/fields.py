@@ -89,6 +89,15 @@ class Fields:
             raise self.bad(name, "a number")
         return float(value)
 
+    def within(self, name: str, low: float, high: float, default: Any = _MISSING) -> Any:
+        """A number from ``low`` to ``high``; ``default`` when absent or null."""
+        if self.d.get(name) is None:
+            return self.number(name, default)
+        value = self.number(name)
+        if not low <= value <= high:
+            raise self.bad(name, f"a number from {low:g} to {high:g}")
+        return value
+
     def positive(self, name: str) -> float | None:
         value = self.number(name, None)
         if value is not None and value <= 0:

@@ -9,8 +9,14 @@ is about comes from the topic (``presence/{agent}``, ``bridge/{site}``,
 binds those to the box's login), never from the payload: a document that
 says another box is refused, as is a malformed one (counted in
 :attr:`FleetView.refusals`). At most :data:`MAX_BOXES` of each are kept: a
-newcomer past that drops the one heard from longest ago (an offline agent
-first), so made-up names cost a bounded table, and never lock a real box out."""
+newcomer past that drops the one heard from longest ago among those that
+rank lowest. Boxes heard live (a message that is not a retained one the
+broker replays to a new subscription) rank above those only retained, and
+among each, a box whose presence is current (not offline, not silent past
+its limit) above one whose is not (a report or pipeline ranks as its
+agent): so made-up names cost a bounded table, and retained documents of
+boxes that never connect do not push real ones out; a retained-only
+newcomer ranked below every box kept is not kept."""
 
 from __future__ import annotations
 
@@ -39,18 +45,59 @@ class _Rate:
 
 
 def keep(table: OrderedDict[K, V], key: K, value: V, *, cap: int,
-         gone: Callable[[V], bool] = lambda v: False) -> K | None:
+         gone: Callable[[V], bool] = lambda v: False,
+         rank: Callable[[K, V], tuple[bool, ...]] | None = None) -> K | None:
     """``table[key] = value``, the table ordered by when each was last heard
     and at most ``cap`` long: a new key past the cap drops the least
     recently heard entry for which ``gone`` holds, else the least recently
-    heard. Returns the key dropped, if any."""
+    heard. With ``rank`` (higher is kept first): the least recently heard of
+    those ranked lowest, and a newcomer ranked below every entry is not kept.
+    Returns the key dropped (``key`` itself: the newcomer was not kept), if any."""
     dropped: K | None = None
     if key not in table and len(table) >= cap:
-        dropped = next((k for k, v in table.items() if gone(v)), next(iter(table)))
+        if rank is None:
+            dropped = next((k for k, v in table.items() if gone(v)), next(iter(table)))
+        else:
+            low: tuple[bool, ...] | None = None
+            for k, v in table.items():          # the least recently heard of the lowest rank
+                r = rank(k, v)
+                if low is None or r < low:
+                    dropped, low = k, r
+                    if not any(r):
+                        break                   # none ranks lower
+            if low is not None and rank(key, value) < low:
+                return key
+        assert dropped is not None
         del table[dropped]
     table[key] = value
     table.move_to_end(key)
     return dropped
+
+
+class Heard:
+    """The boxes heard live (a message that is not a retained one replayed
+    to a new subscription), the most recent ``cap``."""
+
+    def __init__(self, *, cap: int) -> None:
+        self.cap = cap
+        self._boxes: OrderedDict[str, None] = OrderedDict()
+
+    def mark(self, box: str, *, retained: bool) -> None:
+        if retained:
+            return
+        self._boxes[box] = None
+        self._boxes.move_to_end(box)
+        while len(self._boxes) > self.cap:
+            self._boxes.popitem(last=False)
+
+    def __contains__(self, box: object) -> bool:
+        return box in self._boxes
+
+
+def current(p: Presence, now: float | None) -> bool:
+    """Whether ``p`` says its agent is there at ``now``: neither offline nor
+    stale (:meth:`Presence.state_at`; None: no clock, only its state counts)."""
+    return p.state != "offline" if now is None else p.state_at(now) not in ("offline", "stale")
 
 
 @dataclass
@@ -64,6 +111,11 @@ class FleetView:
     revoked: OrderedDict[str, IdentityRecord] = field(default_factory=OrderedDict)   # box -> its revoked record
     refusals: Refusals = field(default_factory=Refusals)
     _rates: dict[str, _Rate] = field(default_factory=dict)
+    _heard: Heard = field(init=False)
+    _now: float | None = None
+
+    def __post_init__(self) -> None:
+        self._heard = Heard(cap=4 * self.max_boxes)
 
     @property
     def filters(self) -> list[str]:
@@ -71,14 +123,20 @@ class FleetView:
         return [t.presence_filter, t.bridge_filter, t.pipelines_filter, t.deploy_reported_filter,
                 t.fleet_identities_filter]
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def _agent_rank(self, agent: str) -> tuple[bool, bool]:
+        p = self.agents.get(agent)
+        return agent in self._heard, p is not None and current(p, self._now)
+
+    def on_message(self, topic: str, payload: bytes, *, retained: bool = False, now: float | None = None) -> None:
         """Take one announcement; a malformed or forged one is refused (and
         counted), never raised; an empty one (a cleared retained message)
-        removes its box."""
+        removes its box. ``retained``: a retained message the broker replays
+        (else heard live); ``now``: the time, to tell a current presence."""
         t = self.topics
         kind, names = self._kind(topic)
         if kind is None:
             return
+        self._now = now
         try:
             if kind == "presence":
                 agent = names[0]
@@ -86,20 +144,26 @@ class FleetView:
                     self.agents.pop(agent, None)
                     self._rates.pop(agent, None)
                 else:
-                    self._presence(Presence.decode(payload, agent=agent))
+                    p = Presence.decode(payload, agent=agent)
+                    self._heard.mark(agent, retained=retained)
+                    self._presence(p)
             elif kind == "bridge":
                 if not payload:
                     self.bridges.pop(names[0], None)
                 else:
-                    keep(self.bridges, names[0], BridgeHealth.decode(payload, site=names[0]), cap=self.max_boxes,
-                         gone=lambda h: h.state == "offline")
+                    health = BridgeHealth.decode(payload, site=names[0])
+                    self._heard.mark(f"bridge/{names[0]}", retained=retained)
+                    keep(self.bridges, names[0], health, cap=self.max_boxes,
+                         rank=lambda k, h: (f"bridge/{k}" in self._heard, h.state != "offline"))
             elif kind == "pipeline":
                 key = "/".join(names)
                 if not payload:
                     self.pipelines.pop(key, None)
                 else:
-                    keep(self.pipelines, key, PipelineStatus.decode(payload, agent=names[0], name=names[1]),
-                         cap=self.max_boxes)
+                    status = PipelineStatus.decode(payload, agent=names[0], name=names[1])
+                    self._heard.mark(names[0], retained=retained)
+                    keep(self.pipelines, key, status, cap=self.max_boxes,
+                         rank=lambda k, s: self._agent_rank(k.split("/", 1)[0]))
             elif kind == "identity":
                 record = IdentityRecord.decode(payload, box=names[0]) if payload else None
                 if record is None or record.state != "revoked":
@@ -110,7 +174,10 @@ class FleetView:
                 if not payload:
                     self.deployments.pop(names[0], None)
                 else:
-                    keep(self.deployments, names[0], Report.decode(payload, agent=names[0]), cap=self.max_boxes)
+                    report = Report.decode(payload, agent=names[0])
+                    self._heard.mark(names[0], retained=retained)
+                    keep(self.deployments, names[0], report, cap=self.max_boxes,
+                         rank=lambda k, r: self._agent_rank(k))
         except InvalidMessage as exc:
             self.refusals.refuse(kind, topic if len(topic) < 300 else t.root + "/...", exc.message)
 
@@ -129,20 +196,24 @@ class FleetView:
         return None, []
 
     def _presence(self, p: Presence) -> None:
-        dropped = keep(self.agents, p.agent, p, cap=self.max_boxes, gone=lambda q: q.state == "offline")
+        dropped = keep(self.agents, p.agent, p, cap=self.max_boxes,
+                       rank=lambda k, q: (k in self._heard, current(q, self._now)))
         if dropped is not None:
             self._rates.pop(dropped, None)
+        if dropped == p.agent:
+            return
         r = self._rates.get(p.agent)
         if r is None or p.done < r.done:
             self._rates[p.agent] = _Rate(p.done, p.ts)
         elif p.ts > r.ts:
             self._rates[p.agent] = _Rate(p.done, p.ts, (p.done - r.done) / (p.ts - r.ts))
 
-    def rows(self, now: float, *, stale_after: float = 15.0) -> dict[str, list[dict[str, Any]]]:
+    def rows(self, now: float) -> dict[str, list[dict[str, Any]]]:
+        """The tables at ``now``; an agent's state is :meth:`Presence.state_at`
+        (the dashboard shows the same)."""
         agents = []
         for name, p in sorted(self.agents.items()):
-            state = p.state if p.state != "online" or now - p.ts <= p.silence_limit(stale_after) else "stale"
-            agents.append({"agent": name, "state": state, "cpu": p.cpu, "mem": p.mem,
+            agents.append({"agent": name, "state": p.state_at(now), "cpu": p.cpu, "mem": p.mem,
                            "queue": p.queue, "running": p.running, "capacity": p.capacity,
                            "battery": p.battery.percent if p.battery else None,
                            "tasks_per_s": self._rates[name].per_s if name in self._rates else None,

@@ -74,7 +74,7 @@ class Monitor:
 
     def _on_message(self, m: Any) -> None:
         with self._lock:
-            self.view.on_message(m.topic, m.payload)
+            self.view.on_message(m.topic, m.payload, retained=m.retain, now=self.clock())
         self.changed.set()
 
     def start(self, *, timeout: float = 10.0) -> Monitor:

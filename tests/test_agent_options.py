@@ -31,3 +31,15 @@ def test_an_unknown_dispatch_is_refused_where_the_options_are_made():
 def test_an_unknown_protocol_is_refused_where_the_options_are_made():
     with pytest.raises(ValueError, match="mqtt must be one of"):
         AgentOptions(mqtt="4")
+
+
+@pytest.mark.parametrize("period", [0.01, 7200.0])
+def test_a_presence_period_consumers_would_refuse_is_refused_where_the_options_are_made(period):
+    with pytest.raises(ValueError, match="presence_period must be 0.1-3600 seconds"):
+        AgentOptions(presence_period=period)
+
+
+def test_at_a_site_of_any_size_the_period_announced_stays_within_what_consumers_take():
+    from fogmesh.announcements import MAX_PERIOD_S
+    from fogmesh.edge_agent.presence import presence_pace
+    assert presence_pace(base_period=5.0, site=100_000).period == MAX_PERIOD_S

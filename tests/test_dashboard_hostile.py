@@ -226,6 +226,44 @@ def test_behind_a_trusted_proxy_logins_count_by_the_client_it_names(site):
     assert codes == [401, 401, 401, 429]
 
 
+def test_a_flood_of_refused_requests_writes_a_few_log_lines_not_one_each(site):
+    """Found from outside: every refused login and every bad Host header was a
+    warning line of its own, so a flood filled the disk. Each kind of line, per
+    source, is written a few times, then at most one each 10 s saying how many
+    were left out; another source's line is still written."""
+    before = len(site["log"].read_text().splitlines())
+    port = site["address"].rsplit(":", 1)[1]
+    assert {request(site["address"], "/", source="127.0.0.11", host=f"evil.example:{port}")[0]
+            for _ in range(40)} == {403}
+    codes = [log_in(site, "alice", "guess", source="127.0.0.12")[0] for _ in range(40)]
+    assert codes[:3] == [401] * 3 and set(codes[3:]) == {429}
+    assert request(site["address"], "/", source="127.0.0.13", host=f"other.example:{port}")[0] == 403
+    lines = site["log"].read_text().splitlines()[before:]
+    hosts = [line for line in lines if "for host 'evil.example'" in line]
+    refused = [line for line in lines if "login for 'alice' from 127.0.0.12 not tried" in line]
+    assert 1 <= len(hosts) <= 5 and 1 <= len(refused) <= 5, "\n".join(lines)
+    assert sum("failed login for 'alice' from 127.0.0.12" in line for line in lines) == 3
+    assert any("for host 'other.example'" in line for line in lines)        # another source is not hidden
+
+
+def test_a_dashboard_on_an_ipv6_address_serves_it(site, tmp_path):
+    """Found from outside: `--host ::1` failed ("Address family for hostname
+    not supported")."""
+    proc, address = start_dashboard(site["ops"], "--host", "::1", "--users", str(site["users"]),
+                                    log=tmp_path / "v6.log")
+    try:
+        assert address.startswith("http://[::1]:"), address
+        host, port = "::1", int(address.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", "/login")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+    finally:
+        stop_processes([proc])
+
+
 # -- the users file, changed while the dashboard runs ------------------------------------------------
 
 def test_a_removed_user_is_logged_out_at_once_and_presses_nothing(site):

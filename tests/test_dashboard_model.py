@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from fogmesh.announcements import Battery, Presence
-from fogmesh.dashboard.model import EVENTS_KEPT, DashboardModel, agent_state
+from fogmesh.dashboard.model import EVENTS_KEPT, DashboardModel
 from fogmesh.topics import Topics
 
 pytestmark = pytest.mark.timeout(10)
@@ -62,9 +62,10 @@ def test_an_agent_that_does_not_say_its_period_is_judged_by_the_default_five_sec
     assert state_at(16.0, period=None) == "offline"
 
 
-def test_the_state_rule_is_a_pure_function_of_the_row_and_its_age():
-    assert agent_state({"state": "degraded", "period": 2.0}, 1.0) == "degraded"
-    assert agent_state({"state": "degraded", "period": 2.0}, 7.0) == "offline"
+def test_the_state_rule_is_a_pure_function_of_the_presence_and_the_time():
+    p = Presence(agent="a1", state="degraded", ts=100.0, period=2.0)
+    assert p.state_at(101.0) == "degraded" and p.state_at(107.0) == "offline"
+    assert p.state_at(100.0 - 301.0) == "stale"            # a ts far ahead of the reader's clock is not believed
 
 
 def test_the_chart_window_never_holds_more_than_its_points():

@@ -233,3 +233,47 @@ def test_a_timestamp_key_vouches_for_timestamps_and_signs_nothing_else() -> None
     changed, refusals = intake.take(message(topics.deploy_timestamp, stamp(1).to_dict(), renewer))
     assert changed and refusals == [] and book.taken == {"site:farm": 200}
     assert intake.take(message(desired, OLD.to_dict(), OPS))[1][0][0].code == "stale_serial"
+
+
+# -- fogmesh deploy status: an agent behind what the operator published ------------------------
+def test_deploy_status_flags_an_agent_that_runs_an_older_serial_than_the_history_names() -> None:
+    """An old timestamp and an old desired state replayed together, within
+    the old timestamp's lifetime, make a newcomer install the old release
+    (topics.md, Limits): every retained document then looks current, but the
+    history still names the newer push, so ``status`` says "replayed?"."""
+    import orjson
+
+    from fogmesh.announcements import Presence
+    from fogmesh.deploy.commands import status
+    from fogmesh.deploy.operator import Operator
+    from fogmesh.mqtt import Message
+
+    op = Operator("mqtt://127.0.0.1:1", root="fog/v1", key=OPS, wall_clock=lambda: 2.0)
+    op.watch = lambda **_: None                          # type: ignore[method-assign]
+    t = op.topics
+
+    def feed(topic: str, payload: bytes) -> None:
+        op._on_message(Message(topic, payload, 1, True, 0, 0))
+
+    def signed(document: dict) -> bytes:
+        return Signed(document).signed_with(OPS.sign).encode()
+
+    def entry(serial: int, action: str = "deploy", **more: object) -> bytes:
+        return orjson.dumps({"serial": serial, "target": "site:farm", "action": action, "at": 1.0,
+                             "bundles": [V2.to_dict()], "previous": [], **more})
+
+    feed(t.deploy_timestamp, signed(stamp(1, site_farm=100).to_dict()))      # replayed: names 100
+    feed(t.deploy_desired("site:farm"), signed(OLD.to_dict()))              # replayed: serial 100
+    for serial, more in ((100, {}), (200, {}), (300, {"action": "canary", "canaries": ["c1"]})):
+        feed(t.deploy_history(serial), entry(serial, **more))   # type: ignore[arg-type]
+    for agent, applied in (("f1", 200), ("n1", 100), ("c1", 300), ("gone", 100)):
+        feed(t.deploy_reported(agent), orjson.dumps(Report(agent=agent, site="farm", state="running",
+                                                           desired_serial=applied, applied_serial=applied).to_dict()))
+        feed(t.presence(agent), orjson.dumps(Presence(agent=agent, state="offline" if agent == "gone" else "online",
+                                                      ts=1.0).to_dict()))
+    said: list[str] = []
+    out = status(op, None, said.append)
+    rows = {line.split()[0]: line for line in said if line.split()[0] in ("f1", "n1", "c1", "gone")}
+    assert "replayed?" in rows["n1"] and "serial 200" in rows["n1"], rows["n1"]
+    assert not any("replayed?" in rows[a] for a in ("f1", "c1", "gone")), rows    # up to date, a canary, offline
+    assert out["behind"] == {"n1": {"site:farm": 200}}

@@ -238,6 +238,55 @@ def test_no_hostile_message_raises_out_of_the_deploy_receiver(tmp_path):
     assert receiver.report.state in ("idle", "refused")
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flood_of_bad_deployment_documents_makes_a_few_reports_and_log_lines_not_one_each(tmp_path, caplog):
+    """Found from outside: every bad desired state or timestamp made the agent
+    log a warning and publish its retained report again (a storm, fleet-wide
+    for a document on ``deploy/desired/all``). A document on the topic of a
+    target the agent is not is not its business; refusals are reported when
+    the report changes, at most one each REPORT_EVERY_S (the latest), and
+    their lines are rate-limited."""
+    from fogmesh.deploy.desired import Identity
+    from fogmesh.deploy.env_store import EnvStore
+    from fogmesh.deploy.receiver import REPORT_EVERY_S, DeployReceiver
+    from fogmesh.deploy.signing import SigningKey, TrustStore
+    clock = Clock()
+    receiver = DeployReceiver(broker="mqtt://127.0.0.1:1", identity=Identity("a1", "farm"), topics=T,
+                              store=EnvStore(tmp_path), trust=TrustStore([SigningKey.generate().public]),
+                              base=Registry({}), switch=lambda registry: None, clock=clock)
+    wire = receiver.client = Wire()
+    reports = lambda: [p for t, p in wire.published if t == T.deploy_reported("a1")]   # noqa: E731
+    with caplog.at_level("WARNING"):
+        for i in range(100):
+            receiver._take(received(T.deploy_desired("site:elsewhere"), b'{"signed": {"serial": %d}}' % i))
+        assert reports() == [] and caplog.records == []             # not addressed to a1: nothing to say
+        for i in range(100):
+            for target in ("all", "site:farm", "agent:a1"):
+                receiver._take(received(T.deploy_desired(target), b'{"signed": {"serial": %d}}' % i))
+            receiver._take(received(T.deploy_timestamp, b'{"signed": {"serial": %d}}' % i))
+            clock.now += 0.01
+        assert len(reports()) == 1                                 # the first refusal, at once
+        assert len(caplog.records) <= 2, [r.getMessage() for r in caplog.records]
+
+        def turn() -> None:                                        # one turn of the receiver's thread
+            receiver._inbox.put(None)
+            receiver._turn()
+        turn()
+        assert len(reports()) == 1                                 # held
+        clock.now += REPORT_EVERY_S
+        turn()                                                     # the latest refusal, once its time came
+        assert len(reports()) == 2 and b"deploy/desired/agent/a1" in reports()[1]   # the latest
+        turn()
+        assert len(reports()) == 2                                 # nothing new: nothing published
+
+
 # -- the announcer, after a flood of presences -------------------------------------------------------------
 class _Host:
     def read(self, *, running: int) -> HostStats:

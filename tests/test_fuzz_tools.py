@@ -115,6 +115,75 @@ def test_the_agents_a_tool_tracks_are_bounded_and_a_real_newcomer_still_gets_a_r
     assert "pi-9" in view.agents and len(view.agents) == MAX_BOXES and len(view._rates) <= MAX_BOXES
 
 
+NOW = 1795000000.0
+REAL = ("pi-1", "pi-2", "pi-3")
+
+
+def replay(feed, *, fakes: int = 150, ts: float) -> None:
+    """What a broker sends a new subscriber: every retained presence and
+    report, the real boxes' first, then ``fakes`` made-up ones (ids that
+    never connect, published retained once by a hostile login)."""
+    for agent in REAL:
+        feed(T.presence(agent), presence(agent, ts=NOW - 2), True)
+        feed(T.deploy_reported(agent), report(agent), True)
+    for i in range(fakes):
+        feed(T.presence(f"fake-{i}"), presence(f"fake-{i}", ts=ts), True)
+        feed(T.deploy_reported(f"fake-{i}"), report(f"fake-{i}"), True)
+
+
+SMALL = 100           # the bound of the views below: what holds at 1,000 holds at 100, faster
+
+
+def fleet_feed(view: FleetView):
+    return lambda topic, payload, retained: view.on_message(topic, payload, retained=retained, now=NOW)
+
+
+def test_retained_boxes_that_never_connect_do_not_evict_real_ones_from_monitor_rows():
+    """Found from outside: past the bound (1,000), made-up retained presences
+    and reports pushed the real boxes out of ``fogmesh monitor``'s tables.
+    Retained ones whose presence is stale (never renewed) go first."""
+    view = FleetView(T, max_boxes=SMALL)
+    replay(fleet_feed(view), ts=NOW - 3600)
+    rows = view.rows(NOW)
+    assert {a["agent"] for a in rows["agents"]} >= set(REAL) and len(rows["agents"]) == SMALL
+    assert {d["agent"] for d in rows["deployments"]} >= set(REAL) and len(rows["deployments"]) == SMALL
+
+
+@pytest.mark.parametrize("tool", ["monitor", "dashboard"])
+def test_boxes_heard_live_are_kept_over_retained_only_ones_however_fresh(tool):
+    """Made-up retained presences kept fresh: the real boxes, once heard live
+    (an announcement that is not a replay), are kept through the next replay
+    (the tool's reconnection)."""
+    view = FleetView(T, max_boxes=SMALL)
+    feed = fleet_feed(view)
+    if tool == "dashboard":
+        model = DashboardModel(T)
+        model.fleet = view
+        feed = lambda topic, payload, retained: model.on_message(topic, payload, NOW, retained=retained)  # noqa: E731
+    replay(feed, ts=NOW - 1)
+    for agent in REAL:
+        feed(T.presence(agent), presence(agent, ts=NOW), False)
+    replay(feed, ts=NOW - 1)
+    rows = view.rows(NOW)
+    assert {a["agent"] for a in rows["agents"]} >= set(REAL) and len(rows["agents"]) == SMALL
+    assert {d["agent"] for d in rows["deployments"]} >= set(REAL)
+
+
+def test_deploy_status_keeps_the_reports_of_real_agents_past_the_bound(monkeypatch):
+    op = Operator("mqtt://127.0.0.1:1", root=ROOT, wall_clock=lambda: NOW)
+    monkeypatch.setattr(op, "watch", lambda **_: None)
+    feed = lambda topic, payload, retained: op._on_message(   # noqa: E731
+        Message(topic, payload, qos=1, retain=retained, mid=1, generation=1))
+    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 3600)            # a one-shot reading: the replay alone
+    assert set(status(op, None, lambda line: None)["reports"]) >= set(REAL)
+    for agent in REAL:
+        feed(T.presence(agent), presence(agent, ts=NOW), False)
+    replay(feed, fakes=MAX_BOXES + 500, ts=NOW - 1)               # fresh fakes, the tool's reconnection
+    out = status(op, None, lambda line: None)
+    assert set(out["reports"]) >= set(REAL) and len(out["reports"]) <= MAX_BOXES
+    assert all(op.presence.get(a) == "online" for a in REAL)
+
+
 def test_a_cleared_retained_announcement_removes_its_row():
     view = FleetView(T)
     view.on_message(T.presence("pi-1"), presence("pi-1"))
@@ -122,6 +191,32 @@ def test_a_cleared_retained_announcement_removes_its_row():
     view.on_message(T.presence("pi-1"), b"")
     view.on_message(T.deploy_reported("pi-1"), b"")
     assert view.agents == {} and view.deployments == {}
+
+
+# -- presence: bounded figures, one meaning of "online" -----------------------------------------------
+@pytest.mark.parametrize("field, value", [("period", 1e-9), ("period", 9e15), ("period", 0.0), ("ts", 9e15),
+                                          ("ts", -1.0), ("since", 9e15)])
+def test_a_presence_whose_period_or_time_is_out_of_bounds_is_refused(field, value):
+    """Found from outside: ``period`` 1e-9 or 9e15 and ``ts`` 9e15 were taken,
+    so a made-up box could be shown online for ever (or flap)."""
+    view = FleetView(T)
+    view.on_message(T.presence("pi-1"), presence("pi-1", **{field: value}))
+    assert view.agents == {} and view.refusals.by_kind == {"presence": 1}
+
+
+@pytest.mark.parametrize("period", [None, 0.3, 1.0, 5.0, 60.0, 3600.0])
+@pytest.mark.parametrize("says", ["online", "draining", "degraded", "offline"])
+def test_monitor_and_dashboard_show_an_agent_the_same_way_at_every_age(period, says):
+    """Found from outside: the monitor showed "online" an agent the dashboard
+    showed "stale" or "offline" (15 s against 1.5 and 3 periods)."""
+    for age in (0.0, 1.0, 2.0, 8.0, 20.0, 50.0, 9_000.0, 20_000.0, -10.0, -1_000.0):
+        view, model = FleetView(T), DashboardModel(T)
+        payload = presence("pi-1", ts=NOW, state=says, period=period)
+        view.on_message(T.presence("pi-1"), payload, now=NOW)
+        model.on_message(T.presence("pi-1"), payload, NOW)
+        (row,) = view.rows(NOW + age)["agents"]
+        (shown,) = model.tick(NOW + age)["agents"]
+        assert row["state"] == shown["state"], (age, row["state"], shown["state"])
 
 
 # -- every topic, every hostile payload ------------------------------------------------------------------

@@ -29,12 +29,12 @@ def test_the_fleet_view_turns_done_counts_into_tasks_per_second():
     assert row["tasks_per_s"] == 10.0 and row["state"] == "online" and row["done"] == 60
 
 
-def test_an_agent_silent_for_three_periods_shows_as_stale_and_a_will_as_offline():
-    view = FleetView(T)
+def test_an_agent_silent_for_one_and_a_half_periods_shows_as_stale_three_as_offline_and_a_will_as_offline():
+    view = FleetView(T)                                        # the dashboard's rule: Presence.state_at
     view.on_message(T.presence("a"), presence("a", 0.0, 0))
     view.on_message(T.presence("b"), presence("b", 0.0, 0, state="offline"))
-    rows = {r["agent"]: r["state"] for r in view.rows(60.0)["agents"]}
-    assert rows == {"a": "stale", "b": "offline"}
+    assert {r["agent"]: r["state"] for r in view.rows(9.0)["agents"]} == {"a": "stale", "b": "offline"}
+    assert {r["agent"]: r["state"] for r in view.rows(60.0)["agents"]} == {"a": "offline", "b": "offline"}
 
 
 def test_bridges_and_pipelines_are_shown_and_garbage_is_ignored():

@@ -41,7 +41,7 @@ PURE_MODULES = [
     "fogmesh/container_engine.py", "fogmesh/container_protocol.py", "fogmesh/container_exits.py",
     "fogmesh/service_lifecycle.py", "fogmesh/container_fake.py",
     "fogmesh/deploy/flow.py", "fogmesh/deploy/flow_state.py", "fogmesh/deploy/flow_events.py",
-    "fogmesh/deploy/self_check.py",
+    "fogmesh/deploy/self_check.py", "fogmesh/deploy/report_gate.py",
     "fogmesh/task_queue.py", "fogmesh/queue_plan.py",
     "fogmesh/join_token.py", "fogmesh/identities.py", "broker/logins.py", "broker/connect_gate.py",
     "enrollment/spent.py", "enrollment/registrar.py",

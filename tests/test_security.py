@@ -204,6 +204,26 @@ def test_a_bridge_login_may_send_actuator_commands_down_but_no_drain():
     assert "topic write fog/v1/agents/+/control" in acl.split("user ops\n")[1]
 
 
+def test_the_limits_topics_md_states_are_those_of_the_acl_and_the_dashboard():
+    """Issue #37: what the ACL does not bind, and what a flood can still do,
+    is said in topics.md (Security), as the code has it: a change of either
+    fails here until the other says the same."""
+    from fogmesh.dashboard.attempts import HASHES_AT_ONCE
+    from fogmesh.edge_agent.peers import PeerRegistry
+    acl = acl_text(Logins(agents=("a1", "a2"), operators=("ops",), root="fog/v1"))
+    a1 = acl.split("user a1\n")[1].split("\n\n")[0]
+    assert "%c" not in acl and "clientid" not in acl.lower()         # client ids are bound to no login
+    assert "topic readwrite fog/v1/claims" in a1 and "topic write fog/v1/agents/+/inbox" in a1
+    text = (Path(__file__).resolve().parent.parent / "topics.md").read_text()
+    limits = " ".join(text.split("**Limits of the ACL and of the checks**", 1)[1]
+                      .split("Every fogmesh command takes", 1)[0].split())
+    assert "Client ids are bound to no login" in limits and "rescue" in limits
+    assert "name their sender in the payload" in limits and "`claims` and `agents/+/inbox`" in limits
+    assert "Made-up peers slow placement" in limits
+    assert f"checks at most {HASHES_AT_ONCE} passwords at once" in limits
+    assert f"at most {PeerRegistry(me='a').max_peers:,} peers" in limits
+
+
 def test_the_bridges_login_cannot_drain_an_agent(site, clients):
     watcher = Listener(url(site, "ops"), f"{ROOT}/agents/+/control")
     clients.append(watcher)

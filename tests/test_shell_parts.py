@@ -11,7 +11,7 @@ from fogmesh.edge_agent.presence_hold import PresenceHold
 from fogmesh.edge_agent.rival_watch import RivalWatch, rival_presence, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.wakeup import next_wake
-from fogmesh.log_limit import LogLimit
+from fogmesh.log_limit import LogLimit, LogLimits
 
 
 def rival(state: str = "online", *, since: float = 100.0, instance: str = "other", ts: float | None = None,
@@ -165,3 +165,34 @@ def test_two_hundred_drops_in_twelve_seconds_make_two_lines():
     written = [n for n in (lines.take(i * 0.06) for i in range(200)) if n is not None]
     assert written == [0, 166]
 
+
+def test_a_burst_of_lines_is_written_then_one_per_period():
+    lines = LogLimit(every_s=10.0, burst=3)
+    assert [lines.take(100.0) for _ in range(5)] == [0, 0, 0, None, None]
+    assert lines.take(105.0) is None and lines.take(110.0) == 3
+
+
+def test_each_source_has_its_lines_and_all_of_them_a_bound():
+    lines = LogLimits(every_s=10.0, burst=2, max_keys=3, total_every_s=1.0, total_burst=5)
+    assert [lines.take("login 10.0.0.1", 0.0) for _ in range(4)] == [0, 0, None, None]
+    assert lines.take("login 10.0.0.2", 0.0) == 0                  # another source is not hidden by the flood
+    written = [lines.take(f"login 10.0.1.{i}", 0.0) for i in range(50)]
+    assert sum(n is not None for n in written) == 2                 # the total bound: 5 lines in all
+    assert len(lines._keys) == 3                                    # keys are bounded
+    assert lines.take("login 10.0.1.49", 20.0) == 1                 # what was left out, said later
+
+
+def test_a_report_goes_out_when_it_changes_and_refusals_at_most_once_a_period():
+    from fogmesh.deploy.report_gate import ReportGate
+    from fogmesh.deploy.reported import Report
+    gate = ReportGate(every_s=5.0)
+    idle = Report(agent="a1")
+    assert gate.offer(idle, 0.0) == idle and gate.offer(idle.but(at=3.0), 0.1) is None    # unchanged
+    refused = [idle.but(state="refused", reason="bad_signature", detail=str(i)) for i in range(3)]
+    assert gate.offer(refused[0], 0.2) == refused[0]               # the first refusal at once
+    assert gate.offer(refused[1], 0.3) is None and gate.offer(refused[2], 0.4) is None
+    assert gate.wake_at() == 5.2 and gate.due(5.0) is None and gate.due(5.2) == refused[2]   # the latest
+    assert gate.due(20.0) is None and gate.wake_at() is None
+    assert gate.offer(refused[0], 6.0) is None                     # held again
+    running = idle.but(state="running")
+    assert gate.offer(running, 6.1) == running and gate.due(20.0) is None    # a new state at once; held dropped

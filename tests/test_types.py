@@ -36,7 +36,8 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/deploy/images.py", "fogmesh/deploy/downloading.py",
                "fogmesh/deploy/registry.py",
                "bench/containers.py", "fogmesh/deploy/intake.py", "edge_agent/queue_intake.py",
-               "cloud_bridge/uplink.py", "fogmesh/mqtt/subscriptions.py", "fogmesh/mqtt/connecting.py"]
+               "cloud_bridge/uplink.py", "fogmesh/mqtt/subscriptions.py", "fogmesh/mqtt/connecting.py",
+               "fogmesh/dashboard/lines.py", "fogmesh/dashboard/http_server.py"]
 
 
 def module_name(path: str) -> str:

@@ -36,9 +36,9 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, log_arg: C
     broker_arg(p)
     root_arg(p)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to serve on (default: 127.0.0.1, this machine only). Anything else (0.0.0.0: "
-                        "every address) needs a users file, so that everyone logs in, and --tls-cert/--tls-key (or "
-                        "--insecure-http-logins)")
+                   help="address to serve on, IPv4 or IPv6 (default: 127.0.0.1, this machine only; ::1 too). "
+                        "Anything else (0.0.0.0: every IPv4 address; ::, every address) needs a users file, so "
+                        "that everyone logs in, and --tls-cert/--tls-key (or --insecure-http-logins)")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080; 0 picks a free one)")
     p.add_argument("--server-name", action="append", default=[], metavar="NAME",
                    help="a name the page is reached under (DNS name, or an address behind a proxy); requests "

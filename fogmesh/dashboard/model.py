@@ -21,7 +21,6 @@ from fogmesh.percentiles import percentile
 from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics, is_segment
 
-DEFAULT_PERIOD_S = 5.0       # an agent that does not say its presence period has the default
 EVENTS_KEPT = 50
 AUDIT_KEPT = 50
 DEVICES_KEPT = 1_000
@@ -30,22 +29,6 @@ PENDING_KEPT = 20_000        # tasks seen and not yet answered, oldest forgotten
 PENDING_FOR_S = 120.0
 LATENCY_WINDOW_S = 5.0       # p50/p99 over the replies of the last seconds
 MAX_READ = 1024 * 1024       # a message larger than this is counted where it belongs, never parsed
-
-
-def agent_state(row: dict[str, Any], now_age_s: float) -> str:
-    """The state an operator should see. The will says ``offline`` at once when
-    the broker notices; an agent that is merely silent is ``stale`` after one
-    and a half periods and ``offline`` after three (what its peers use to
-    stop placing work on it), so a frozen host is not shown online."""
-    state = str(row["state"])
-    if state in ("offline", "revoked"):
-        return state
-    period = row.get("period") or DEFAULT_PERIOD_S
-    if now_age_s > 3 * period:
-        return "offline"
-    if now_age_s > 1.5 * period + 0.5:
-        return "stale"
-    return state
 
 
 @dataclass
@@ -96,9 +79,11 @@ class DashboardModel:
                 t.actuator_state_filter, t.audit_filter]
 
     # -- input -------------------------------------------------------------------------
-    def on_message(self, topic: str, payload: bytes, now: float) -> None:
+    def on_message(self, topic: str, payload: bytes, now: float, *, retained: bool = False) -> None:
         """Take one message; what does not parse is counted where it belongs (a
-        malformed task is still a task that came in) and otherwise ignored."""
+        malformed task is still a task that came in) and otherwise ignored.
+        ``retained``: a retained message the broker replays (boxes heard live
+        are kept over those only retained: :mod:`fogmesh.fleet`)."""
         t = self.topics
         if len(payload) > MAX_READ:
             if t.is_task_topic(topic):
@@ -116,7 +101,7 @@ class DashboardModel:
         elif topic.startswith(f"{t.root}/audit/"):
             self._on_audit(payload)
         else:
-            self.fleet.on_message(topic, payload)
+            self.fleet.on_message(topic, payload, retained=retained, now=now)
 
     def _decode(self, payload: bytes) -> dict[str, Any] | None:
         try:
@@ -223,9 +208,7 @@ class DashboardModel:
         while self._pending and next(iter(self._pending.values())) < now - PENDING_FOR_S:
             self._pending.popitem(last=False)
         lat = [ms for _, ms in self._latencies]
-        rows = self.fleet.rows(now)
-        for a in rows["agents"]:
-            a["state"] = agent_state(a, a["age_s"])
+        rows = self.fleet.rows(now)        # each agent's state: Presence.state_at, as fogmesh monitor shows it
         bridges = rows["bridges"]
         point = {"ts": round(now, 3), "tasks_per_s": round(c.tasks / dt, 2),
                  "replies_per_s": round(c.replies / dt, 2), "errors_per_s": round(c.errors / dt, 2),

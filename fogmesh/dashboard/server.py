@@ -36,12 +36,14 @@ from fogmesh.dashboard.attempts import Attempt, LoginGate, Refused
 from fogmesh.dashboard.auth import User, Users, UsersFileError
 from fogmesh.dashboard.exposure import buttons_refused, refusal
 from fogmesh.dashboard.guard import ANY, served_names
+from fogmesh.dashboard.http_server import DashboardHTTPServer
+from fogmesh.dashboard.lines import Lines
 from fogmesh.dashboard.model import DashboardModel
 from fogmesh.dashboard.presses import Presses
 from fogmesh.dashboard.sessions import Session, Sessions
 from fogmesh.dashboard.streams import StreamQuota
 from fogmesh.dashboard.users_watch import FileStamp, UsersWatch, changes
-from fogmesh.dashboard.web import DashboardHTTPServer, event, handler_class
+from fogmesh.dashboard.web import event, handler_class
 from fogmesh.errors import ConnectError, FogmeshError
 from fogmesh.mqtt import BrokerUrl, Message, MqttClient, topic_round_trip
 from fogmesh.topics import Topics, is_safe_id
@@ -128,6 +130,7 @@ class Dashboard:
         self.gate = LoginGate(clock=monotonic)
         self.quota = StreamQuota()
         self.presses = Presses()
+        self.lines = Lines(log, clock=monotonic)  # warnings a client can repeat: rate-limited per source
         self._users_lock = threading.Lock()       # the users, the sessions, the gate and the quota
         self._users_watch = UsersWatch()
         self._users_watch.read(self._stamp(), monotonic())
@@ -148,7 +151,7 @@ class Dashboard:
         self.controls_why = "not started"
         self.client = MqttClient(self.url, client_id=f"fogmesh-dashboard-{uuid.uuid4().hex[:8]}",
                                  on_message=self._on_message)
-        self.http = DashboardHTTPServer((host, port), handler_class(self))
+        self.http = DashboardHTTPServer((host, port), handler_class(self), exempt=self.trusted_proxies)
         if context is not None:
             self.http.socket = context.wrap_socket(self.http.socket, server_side=True,
                                                    do_handshake_on_connect=False)
@@ -164,7 +167,7 @@ class Dashboard:
     def _on_message(self, m: Message) -> None:
         done: list[dict[str, Any]] = []
         with self._lock:
-            self.model.on_message(m.topic, m.payload, self.clock())
+            self.model.on_message(m.topic, m.payload, self.clock(), retained=m.retain)
             if not m.retain:
                 done = self._settles(m)
         for record in done:

@@ -15,6 +15,7 @@ carries the security headers.
 from __future__ import annotations
 
 import html
+import io
 import json
 import logging
 import math
@@ -24,14 +25,15 @@ import time
 import urllib.parse
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fogmesh import codec
-from fogmesh.dashboard.attempts import Refused
+from fogmesh.dashboard.attempts import Refused, source_of
 from fogmesh.dashboard.exposure import client_address, relayed
 from fogmesh.dashboard.guard import SECURITY_HEADERS, host_allowed, host_of, same_origin
+from fogmesh.dashboard.http_server import HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, DeadlineReader
 from fogmesh.dashboard.sessions import Session
 
 if TYPE_CHECKING:
@@ -45,15 +47,6 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 PUBLIC = ("/login", "/static/style.css")     # served without a session
 FAILED_LOGIN_DELAY_S = 1.0                   # every wrong password waits this long before its answer
-
-
-class DashboardHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128     # connections waiting for accept(): a burst is answered (429), not reset
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away, or spoke plain HTTP to the TLS port: a debug line, not a traceback."""
-        log.debug("http %s: request failed", client_address[0], exc_info=True)
 
 
 def handler_class(app: Dashboard) -> type[BaseHTTPRequestHandler]:
@@ -71,12 +64,23 @@ class _Handler(BaseHTTPRequestHandler):
     dashboard: Dashboard
     protocol_version = "HTTP/1.1"
     server_version = "fogmesh-dashboard"
-    timeout = 60                  # a connection that says nothing for this long is closed
+    timeout = IDLE_TIMEOUT_S      # one read or write waits at most this
+    head_timeout_s = HEAD_TIMEOUT_S   # a request (line, headers, body) arrives within this: http_server.py
+    _deadline: float | None = None
 
     def setup(self) -> None:
         super().setup()
         if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(self.head_timeout_s)
             self.connection.do_handshake()     # here, on this connection's thread, not in accept()
+            self.connection.settimeout(self.timeout)
+        raw = self.rfile.detach()              # the same socket, read under the request's deadline
+        self.rfile = io.BufferedReader(DeadlineReader(raw, self.connection, deadline=lambda: self._deadline,
+                                                      idle_s=self.timeout))
+
+    def handle_one_request(self) -> None:
+        self._deadline = time.monotonic() + self.head_timeout_s
+        super().handle_one_request()
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("http %s " + fmt, self.client_address[0], *args)
@@ -107,8 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         if host_allowed(header, self.dashboard.names):
             return True
         name = host_of(header) or "(none)"
-        log.warning("dashboard: refused a request from %s for host %r (not a name this dashboard serves)",
-                    self.client_address[0], name)
+        self.dashboard.lines.warning("host", source_of(self.client_address[0]), "dashboard: refused a request from "
+                                     "%s for host %r (not a name this dashboard serves)", self.client_address[0],
+                                     name)
         self._json(HTTPStatus.FORBIDDEN, {"error": f"this dashboard does not answer to the name {name!r}; "
                                                    "if that name is yours, start it with --server-name " + name})
         return False
@@ -249,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
         address = self._client()
         attempt = dash.admit_login(address, name)          # before any hash: see attempts.py
         if isinstance(attempt, Refused):
-            log.warning("dashboard: login for %r from %s not tried: %s", name, address, attempt.message)
+            dash.lines.warning("login", source_of(address), "dashboard: login for %r from %s not tried: %s", name,
+                               address, attempt.message)
             status = HTTPStatus.SERVICE_UNAVAILABLE if attempt.reason == "busy" else HTTPStatus.TOO_MANY_REQUESTS
             self._login_page(status, attempt.message,
                              extra={"Retry-After": str(max(1, math.ceil(attempt.retry_after_s)))})
@@ -260,7 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             failures = dash.settle_login(attempt, ok=user is not None)
         if user is None:
-            log.warning("dashboard: failed login for %r from %s (%d in a row)", name, address, failures)
+            dash.lines.warning("failed", source_of(address), "dashboard: failed login for %r from %s (%d in a row)",
+                               name, address, failures)
             time.sleep(FAILED_LOGIN_DELAY_S)
             self._login_page(HTTPStatus.UNAUTHORIZED, "wrong user name or password")
             return
@@ -274,7 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
         who = session.user if session is not None else None
         q = dash.open_stream(who)
         if isinstance(q, str) and q == "user":
-            log.warning("dashboard: %s opened more pages than %d at once; refused one", who, dash.quota.per_user)
+            dash.lines.warning("pages", str(who), "dashboard: %s opened more pages than %d at once; refused one", who,
+                               dash.quota.per_user)
             self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": f"{who} has {dash.quota.per_user} pages open: "
                                                       "close one"}, extra={"Retry-After": "5"})
             return

@@ -16,7 +16,7 @@ from fogmesh.deploy import preflight
 from fogmesh.deploy.bundle_file import Bundle
 from fogmesh.deploy.desired import BundleRef, Desired
 from fogmesh.deploy.operator import Operator
-from fogmesh.deploy.reported import count_fleet
+from fogmesh.deploy.reported import Report, count_fleet
 from fogmesh.deploy.rollout import choose_canaries, judge_canaries
 from fogmesh.errors import ConnectError, DeployRefused
 
@@ -253,6 +253,28 @@ def _stamp_line(op: Operator) -> str:
     return f"timestamp: serial {stamp.serial}, {len(stamp.desired)} target(s), {state} {_at(stamp.expires)}{check}{fix}"
 
 
+def newest_known(floors: dict[str, int], history: dict[int, dict[str, object]]) -> dict[str, int]:
+    """Per target, the newest serial the operator could know of: the signed
+    documents and timestamps seen (``floors``) and the history ``fogmesh
+    deploy`` wrote (a canary's entry counts for its canaries' ``agent:ID``)."""
+    newest = dict(floors)
+    for serial, e in history.items():
+        canaries = e.get("canaries")
+        for t in [f"agent:{c}" for c in canaries] if isinstance(canaries, list) else [str(e.get("target"))]:
+            newest[t] = max(newest.get(t, 0), serial)
+    return newest
+
+
+def behind(r: Report, newest: dict[str, int]) -> dict[str, int]:
+    """The targets of ``r``'s agent whose newest known serial it does not run
+    although it says it is done (``running``, ``idle``): it took an older
+    document as current, which a replay of an old timestamp and desired state
+    together, within the old timestamp's lifetime, can make a newcomer do."""
+    if r.state not in ("running", "idle"):
+        return {}
+    return {t: s for t, s in sorted(newest.items()) if r.identity.matches(t) and r.applied_serial < s}
+
+
 def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
     op.watch()
     docs = [d for t, d in sorted(op.docs.items()) if target in (None, t)]
@@ -267,11 +289,17 @@ def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
             f"{'; '.join(_ref_line(b) for b in d.bundles)}{stale}")
         say(f"  {counts.line()}")
     say(f"{'agent':<16} {'presence':<9} {'state':<12} {'desired':>14} {'applied':>14}  bundles / reason")
+    newest, late = newest_known(op.floors, op.history), {}
     for r in sorted(op.reports.values(), key=lambda r: r.agent):
         if target is not None and not r.identity.matches(target):
             continue
         bundles = ", ".join(f"{k} {v.get('version')}" for k, v in sorted(r.bundles.items())) or "-"
         why = f"  [{r.reason}: {r.detail}]" if r.reason else ""
+        missed = behind(r, newest) if op.presence.get(r.agent) == "online" else {}
+        if missed:
+            late[r.agent] = missed
+            why += "  [replayed? " + "; ".join(f"{t} has serial {s}" for t, s in missed.items()) + \
+                " (signed or in the history), this agent runs an older one: `fogmesh deploy BUNDLE --to T` again]"
         progress = f" {100 * r.progress:.0f}%" if r.progress is not None and r.state == "downloading" else ""
         say(f"{r.agent:<16} {op.presence.get(r.agent, '?'):<9} {r.state + progress:<12} {r.desired_serial:>14} "
             f"{r.applied_serial:>14}  {bundles}{why}")
@@ -281,7 +309,7 @@ def status(op: Operator, target: str | None, say: Say) -> dict[str, Any]:
     if op.refusals.total:
         say(op.refusals.summary())
     return {"desired": [d.to_dict() for d in docs], "reports": {a: r.to_dict() for a, r in op.reports.items()},
-            "timestamp": shown.to_dict() if shown is not None else None}
+            "timestamp": shown.to_dict() if shown is not None else None, "behind": late}
 
 
 def history(op: Operator, target: str | None, say: Say) -> list[dict[str, Any]]:

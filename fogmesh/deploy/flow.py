@@ -226,7 +226,7 @@ def _on_desired(flow: Flow, e: ev.DesiredChanged, now: float, out: list[Effect])
 
 
 def _on_refused(flow: Flow, e: ev.DocumentRefused, now: float, out: list[Effect]) -> Flow:
-    out.append(ev.Log("warning", f"deployment refused: {e.detail}"))
+    out.append(ev.Log("warning", f"deployment refused: {e.detail}", limited=True))
     return _say(flow, out, state="refused", reason=e.code, detail=e.detail, bundle=None, version=None,
                 progress=None, desired_serial=max(flow.report.desired_serial, e.serial))
 

@@ -97,6 +97,7 @@ class Publish:
 class Log:
     level: str          # "info" or "warning"
     text: str
+    limited: bool = False   # a line hostile input can repeat (a refused document): rate-limited
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,15 @@
 receiver: each verified against the keys the agent trusts, parsed, checked
 against its topic and offered to the :class:`~fogmesh.deploy.freshness.DesiredBook`
 (which decides). What comes back: whether what the agent should run may
-have changed, and the refusals to report."""
+have changed, and the refusals to report. A document on the topic of a
+target this agent is not (``deploy/desired/site/elsewhere``) is not looked
+at: only what is addressed to it can make it report a refusal. The lines a
+flood of bad timestamps would repeat are rate-limited."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from fogmesh import codec
@@ -15,10 +19,13 @@ from fogmesh.deploy.freshness import WAITING, DesiredBook, Timestamp
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.signing import TrustStore
 from fogmesh.errors import DeployRefused
+from fogmesh.log_limit import LogLimit
 from fogmesh.mqtt import Message
 from fogmesh.topics import Topics
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "target_of"]
+
+LOG_EVERY_S = 10.0
 
 Taken = tuple[bool, list[tuple[DeployRefused, int]]]
 
@@ -40,12 +47,32 @@ def _failed_for(exc: DeployRefused, serial: int) -> int:
     return 0 if exc.code in WAITING else serial
 
 
+def target_of(topics: Topics, topic: str) -> str | None:
+    """The target a desired state's topic names (``.../desired/site/farm``:
+    ``site:farm``), or None for a topic no target has."""
+    prefix = f"{topics.root}/deploy/desired/"
+    if not topic.startswith(prefix):
+        return None
+    rest = topic[len(prefix):]
+    if rest == "all":
+        return rest
+    kind, sep, name = rest.partition("/")
+    return f"{kind}:{name}" if sep and kind in ("agent", "site", "label") and name and "/" not in name else None
+
+
 class Intake:
     def __init__(self, *, me: Identity, topics: Topics, trust: TrustStore, stamp_trust: TrustStore,
                  book: DesiredBook, wall_clock: Callable[[], float],
-                 log: logging.LoggerAdapter[Any] | logging.Logger) -> None:
+                 log: logging.LoggerAdapter[Any] | logging.Logger,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.me, self.topics, self.trust, self.stamp_trust = me, topics, trust, stamp_trust
-        self.book, self.wall_clock, self.log = book, wall_clock, log
+        self.book, self.wall_clock, self.log, self.clock = book, wall_clock, log, clock
+        self._stamp_lines = LogLimit(every_s=LOG_EVERY_S)
+
+    def _warn(self, fmt: str, *args: object) -> None:
+        left_out = self._stamp_lines.take(self.clock())
+        if left_out is not None:
+            self.log.warning(fmt + (f" ({left_out} more such lines left out)" if left_out else ""), *args)
 
     def take(self, msg: Message) -> Taken:
         if msg.topic == self.topics.deploy_timestamp:
@@ -56,6 +83,9 @@ class Intake:
         if not msg.payload:
             return self.book.forget(k for k in [*self.book.docs, *self.book.waiting]
                                     if self.topics.deploy_desired(k) == msg.topic), []
+        target = target_of(self.topics, msg.topic)
+        if target is None or not self.me.matches(target):
+            return False, []              # not addressed to this agent (the topic says so): not its business
         try:
             signed = Signed.decode(msg.payload, what=f"the desired state on {msg.topic}")
             signed.verified(self.trust, what=f"the desired state on {msg.topic}")
@@ -77,12 +107,12 @@ class Intake:
             signed.verified(self.stamp_trust, what="the fleet's timestamp")
             stamp = Timestamp.from_dict(signed.document)
         except DeployRefused as exc:
-            self.log.warning("deployment: the fleet's timestamp is refused: %s", exc)
+            self._warn("deployment: the fleet's timestamp is refused: %s", exc)
             return False, []
         held = self.book.stamp
         if held is not None and stamp.serial < held.serial:
-            self.log.warning("deployment: a timestamp older than the one held (serial %d < %d): a replay; ignored",
-                             stamp.serial, held.serial)
+            self._warn("deployment: a timestamp older than the one held (serial %d < %d): a replay; ignored",
+                       stamp.serial, held.serial)
         changed, refusals = False, []
         for doc, refusal in self.book.restamp(stamp, now=self.wall_clock()):
             if refusal is None:

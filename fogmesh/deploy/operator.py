@@ -28,7 +28,7 @@ from fogmesh.deploy.reported import Report
 from fogmesh.deploy.signing import SigningKey, TrustStore
 from fogmesh.errors import ConnectError, DeployRefused, InvalidMessage
 from fogmesh.fields import Fields
-from fogmesh.fleet import MAX_BOXES, keep
+from fogmesh.fleet import MAX_BOXES, Heard, keep
 from fogmesh.mqtt import Delivery, Message, MqttClient
 from fogmesh.refusals import Refusals
 from fogmesh.topics import Topics
@@ -93,6 +93,7 @@ class Operator:
         self._watching = False
         self.history: dict[int, dict[str, object]] = {}
         self.presence: OrderedDict[str, str] = OrderedDict()       # agent -> state (at most MAX_BOXES)
+        self._heard = Heard(cap=4 * MAX_BOXES)      # agents heard live: kept over retained-only ones (fleet.py)
         self.refusals = Refusals()                                  # malformed or forged reports, entries
         self._issued = 0                              # the last serial handed out
         self._lock = threading.Lock()
@@ -111,8 +112,9 @@ class Operator:
         """Subscribe to reports, desired states, history and presence; return once
         the retained ones have come (quiet for ``settle_s``)."""
         t = self.topics
-        for f in (t.deploy_timestamp, t.deploy_reported_filter, t.deploy_desired_filter, t.deploy_history_filter,
-                  t.presence_filter):
+        # Presence first: its retained copies come before the reports they rank (fleet.py).
+        for f in (t.presence_filter, t.deploy_timestamp, t.deploy_reported_filter, t.deploy_desired_filter,
+                  t.deploy_history_filter):
             self.client.subscribe(f, 1)
         self._watching = True
         last = -1
@@ -142,7 +144,9 @@ class Operator:
             if not m.payload:
                 self.reports.pop(agent, None)
             else:
-                keep(self.reports, agent, Report.decode(m.payload, agent=agent), cap=MAX_BOXES)
+                report = Report.decode(m.payload, agent=agent)
+                self._heard.mark(agent, retained=m.retain)
+                keep(self.reports, agent, report, cap=MAX_BOXES, rank=lambda a, r: self._rank(a))
         elif m.topic == t.deploy_timestamp:
             if m.payload:
                 signed = Signed.decode(m.payload, what=m.topic)
@@ -172,8 +176,16 @@ class Operator:
             if box is not None and not m.payload:
                 self.presence.pop(box, None)
             elif box is not None:
-                keep(self.presence, box, Presence.decode(m.payload, agent=box).state, cap=MAX_BOXES,
-                     gone=lambda state: state == "offline")
+                # What every tool shows (Presence.state_at): silent agents are stale, then offline.
+                state = Presence.decode(m.payload, agent=box).state_at(self.wall_clock())
+                self._heard.mark(box, retained=m.retain)
+                keep(self.presence, box, state, cap=MAX_BOXES, rank=lambda a, s: self._rank(a, s))
+
+    def _rank(self, agent: str, state: str | None = None) -> tuple[bool, bool]:
+        """Past the bound, agents heard live, then those present, are kept first
+        (retained documents of boxes that never connect go first: fleet.py)."""
+        state = self.presence.get(agent) if state is None else state
+        return agent in self._heard, state not in (None, "offline", "stale")
 
     def retained(self, topic: str, *, timeout_s: float = 5.0, wait_s: float = 1.0) -> bytes | None:
         """The message retained on ``topic``, or None: a broker sends a new

@@ -40,15 +40,19 @@ from fogmesh.deploy.intake import Intake
 from fogmesh.deploy.kinds import bundle_kinds
 from fogmesh.deploy.manifest import Manifest, Signed, sha256
 from fogmesh.deploy.probe import health_check
+from fogmesh.deploy.report_gate import ReportGate
 from fogmesh.deploy.reported import Report
 from fogmesh.deploy.signing import TrustStore
 from fogmesh.errors import DeployRefused, InvalidMessage
+from fogmesh.log_limit import LogLimit
 from fogmesh.messages import Reply
 from fogmesh.mqtt import Message, MqttClient
 from fogmesh.registry import Registry, TaskKind
 from fogmesh.topics import Topics
 
 log = logging.getLogger(__name__)
+REPORT_EVERY_S = 5.0      # a refusal after a refusal is reported at most this often (the latest: report_gate.py)
+LOG_EVERY_S = 10.0        # lines hostile input can repeat (a refused document): at most one this often
 
 __all__ = ["DeployReceiver", "ReceiverOptions"]
 
@@ -80,7 +84,9 @@ class DeployReceiver:
                                  reconnect_max=2.0)
         self.book = DesiredBook()           # the desired states taken, waiting, and the fleet's timestamp
         self.intake = Intake(me=identity, topics=topics, trust=trust, book=self.book, wall_clock=wall_clock, log=log,
-                             stamp_trust=stamp_trust if stamp_trust is not None else trust)
+                             stamp_trust=stamp_trust if stamp_trust is not None else trust, clock=clock)
+        self.gate = ReportGate(every_s=REPORT_EVERY_S)     # a report only when it changes; refusals rate-limited
+        self._refusal_lines = LogLimit(every_s=LOG_EVERY_S)
         self.flow: Flow = start(FlowOptions(me=identity, topics=topics, max_bundle_bytes=options.max_bundle_bytes,
                                             manifest_timeout_s=options.manifest_timeout_s,
                                             health_timeout_s=options.health_timeout_s, live_check=live_check),
@@ -203,12 +209,14 @@ class DeployReceiver:
         at = wake_at(self.flow)
         if at is not None and at <= self.clock():
             self._step(ev.Tick())
+        held = self.gate.due(self.clock())
+        if held is not None:
+            self._send(held)
 
     def _wait(self) -> float | None:
         if self._outcomes:
             return 0.0
-        at = wake_at(self.flow)
-        waits = [at - self.clock()] if at is not None else []
+        waits = [at - self.clock() for at in (wake_at(self.flow), self.gate.wake_at()) if at is not None]
         if self._download is not None:
             waits.append(self._download.poll_s)
         return max(0.0, min(waits)) if waits else None
@@ -291,12 +299,23 @@ class DeployReceiver:
 
     # -- effects ------------------------------------------------------------------------
     def _publish(self, e: ev.Publish) -> None:
-        report = e.report.but(at=round(self.wall_clock(), 3))
+        report = self.gate.offer(e.report, self.clock())
+        if report is not None:
+            self._send(report)
+
+    def _send(self, report: Report) -> None:
+        report = report.but(at=round(self.wall_clock(), 3))
         self.client.publish(self.topics.deploy_reported(self.me.agent), codec.encode(report.to_dict()), qos=1,
                             retain=True)
 
     def _log(self, e: ev.Log) -> None:
-        getattr(self.log, e.level)("%s", e.text)
+        if not e.limited:
+            getattr(self.log, e.level)("%s", e.text)
+            return
+        left_out = self._refusal_lines.take(self.clock())
+        if left_out is not None:
+            more = f" ({left_out} more such lines left out)" if left_out else ""
+            getattr(self.log, e.level)("%s%s", e.text, more)
 
     def _save(self, e: ev.Save) -> None:
         self.store.save(e.applied, self.book.taken, e.extras)
