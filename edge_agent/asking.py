@@ -23,7 +23,8 @@ that might be someone else's does (a rescued session, a journal restored
 after a restart), and runs it if it wins. Two agents asking about the same id
 at once: the one with the smaller id keeps it. Answers are waited for without
 a timeout (a timeout cannot tell a slow peer from a dead one); a peer that
-dies or whose presence goes stale is no longer waited for, and one that has
+dies (its will) is no longer waited for, one whose presence is only stale
+still is (it may be frozen, holding the task or its answer), and one that has
 not answered by its next presence is asked again (its connection may have
 dropped and come back without a will, the question lost on the way).
 
@@ -51,7 +52,7 @@ from fogmesh.edge_agent.entry import Entry, EntryState
 def ask(s: CoreState, entry: Entry, now: float) -> list[Action] | None:
     """A resubmitted task through a shared subscription, not known here:
     ask the peers (None: there is nobody to ask)."""
-    peers = {p.agent for p in s.peers.present(now)} | s.deaths.watched()
+    peers = s.peers.not_gone() | s.deaths.watched()
     peers.discard(s.config.agent_id)
     if not peers:
         return None
@@ -135,11 +136,15 @@ def ask_again(s: CoreState, peer: str) -> list[Action]:
 
 
 def expire_silent_askees(s: CoreState, now: float) -> list[Action]:
-    """Peers whose presence went stale are no longer waited for."""
+    """Peers that are gone without a will being watched (their presence
+    cleared, or offline and judged) are no longer waited for. Not a stale
+    one: it may be frozen, holding the task or its answer (a run twice,
+    seed 39 of the random schedules); its will comes within 1.5 keep-alives
+    if it is dead (``failover.handle_deaths`` then stops the wait)."""
     awaited = s.asks.awaited_peers
     if not awaited:
         return []
-    present = {p.agent for p in s.peers.present(now)} | s.deaths.watched()
+    present = s.peers.not_gone() | s.deaths.watched()
     actions: list[Action] = []
     for peer in awaited - present:
         actions += asked_peer_gone(s, peer, now)

@@ -20,8 +20,8 @@ from typing import Iterator
 
 import pytest
 
-from fogmesh.broker.processes import stop_processes
 from fogmesh.bench import faults
+from fogmesh.broker.processes import stop_processes
 from fogmesh.broker.rabbitmq import RabbitCluster, rabbitmq_available
 from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device

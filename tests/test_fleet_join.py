@@ -178,7 +178,7 @@ def test_a_box_joins_with_a_token_once_and_is_revoked_in_one_command(site, tmp_p
         # revoked under load: its next connect refused, its process gone, its presence gone;
         # the rest of the fleet undisturbed: nothing lost, nothing run twice
         device = Device(site.url("dev"), site.root)
-        sender = threading.Thread(target=device.send, args=(300,), kwargs={"ms": 20, "per_s": 100})
+        sender = threading.Thread(target=device.send, args=(700,), kwargs={"ms": 20, "per_s": 100})
         sender.start()
         wait_until(lambda: len(device.replies) >= 30, timeout=30, what="tasks answered before the revoke")
         revoking = start("fleet", "revoke", "pi-7", "--key", key, "--broker", site.url("ops"), "--root", site.root,

@@ -342,13 +342,13 @@ def test_an_agent_back_from_a_freeze_asks_before_running_what_waited_in_its_sock
     bus.frozen["b"] = []                           # SIGSTOP: b reads nothing from now on
     for i in range(1, 19):                         # a steps on (its presence every 0.5 s)
         bus.online(i / 2, "a")
-    bus.task("a", "t1", 9.0, attempt=2)            # b's presence is stale: a asks nobody and runs it
-    assert [p for p in bus.held if p.topic == T.claims] == [] and bus.runs == [("a", "t1")]
-    bus.finish("a", "t1", 9.1)
+    bus.task("a", "t1", 9.0, attempt=2)            # b's presence is stale, but b may be frozen: a asks it
+    assert bus.runs == []                          # ... and waits (stale is not dead)
     bus.task("b", "t1", 11.3)                      # SIGCONT: the first copy, sent to it before the freeze,
-    bus.thaw("b", 11.4)                            # waited in its socket before a's presence
-    assert bus.runs == [("a", "t1")]
-    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # a's answer again, not a second run
+    bus.thaw("b", 11.4)                            # waited in its socket before a's question
+    assert bus.runs == [("a", "t1")]               # the asker keeps it (b learnt of it from a), once
+    bus.finish("a", "t1", 11.5)
+    assert len(bus.replies) == 1
 
 
 def test_an_answer_cut_off_whose_task_the_broker_does_not_give_back_goes_out_anyway():
@@ -371,3 +371,46 @@ def test_an_answer_cut_off_whose_task_the_broker_does_not_give_back_goes_out_any
     again = [x for x in on_tick(a, 8.1) if isinstance(x, Publish)]
     assert [x.payload for x in again] == [answer[0].payload]
     assert [x for x in on_tick(a, 20.0) if isinstance(x, Publish)] == []     # once
+
+
+def test_a_peer_frozen_after_answering_is_waited_for_until_its_will_not_taken_for_gone():
+    """Seed 39 of the random schedules, on a loaded box: b ran t1 and
+    answered, then froze (SIGSTOP). The device sent t1 again, to a, which
+    asked b; b's presence went stale, a stopped waiting for it and ran t1 a
+    second time. Stale is not dead: a frozen peer keeps what it holds and
+    what it answered, and is waited for until its will says it is gone."""
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, presence_stale_s=1.5), REG,
+                       policy=LocalPolicy()) for i in ("a", "b")]
+    bus = Bus(*cores)
+    bus.online(0.0, "a", "b")
+    bus.task("b", "t1", 0.1)
+    bus.finish("b", "t1", 0.2)                     # b's answer is out
+    bus.frozen["b"] = []                           # SIGSTOP: b reads nothing from now on
+    bus.task("a", "t1", 0.4, attempt=2)            # the device asks again; a asks b
+    for i in range(1, 19):                         # a steps on (its presence every 0.5 s): b goes stale
+        bus.online(0.4 + i / 2, "a")
+        bus.deliver(on_tick(cores[0], 0.4 + i / 2), 0.4 + i / 2, "a")
+    assert bus.runs == [("b", "t1")]               # a still waits for b
+    bus.thaw("b", 9.5)                             # SIGCONT: b answers the question
+    assert bus.runs == [("b", "t1")]
+    assert len(bus.replies) == 2 and bus.replies[0] == bus.replies[1]   # b's answer again, not a second run
+
+
+def test_a_peer_asked_about_a_task_that_dies_is_no_longer_waited_for():
+    """The other side: a peer that froze and whose will came (the broker
+    dropped it after 1.5 keep-alives) is gone; the asker then competes for
+    the task and runs it once."""
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, presence_stale_s=1.5), REG,
+                       policy=LocalPolicy()) for i in ("a", "b")]
+    bus = Bus(*cores)
+    bus.online(0.0, "a", "b")
+    bus.frozen["b"] = []
+    bus.task("a", "t1", 0.4, attempt=2)
+    will = Presence(agent="b", state="offline", ts=5.0, capacity=1, kinds=REG.names())
+    bus.deliver(on_message(cores[0], T.presence("b"), will.encode(), "a-ctl", 5.0), 5.0, "a")
+    for i in range(1, 60):
+        now = 5.0 + i / 2
+        bus.deliver(on_tick(cores[0], now), now, "a")
+        if bus.runs:
+            break
+    assert bus.runs == [("a", "t1")]
