@@ -119,6 +119,7 @@ class AgentCore:
             # had already sent it, which it reads only now (issue #36, seed 5).
             s.asks.woke(now)
             s.peers.woke(now)          # their presence waits unread behind what it reads now
+            s.offers.catching_up(now)  # offers that waited in its socket are past their lease
         s.stepped_at = now
         return _HANDLERS[type(event)](s, event, now)
 
@@ -146,7 +147,7 @@ def _message(s: CoreState, e: ev.MessageIn, now: float) -> list[Action]:
     if topic == s.direct:
         return landing.on_task(s, payload, token, now, direct=True, dup=dup, connection=connection)
     if topic == s.inbox:
-        return [Ack(token)] + offloading.on_inbox(s, payload, now)
+        return [Ack(token)] + offloading.on_inbox(s, payload, now, dup=dup)
     if topic == t.claims:
         return claiming.on_claim(s, payload, token, now)
     agent = t.agent_of_presence(topic)

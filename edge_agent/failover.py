@@ -204,6 +204,8 @@ def on_connected(s: CoreState, now: float, *, control: bool = True, session_kept
             return []
         return _send_again(s, s.confirms.take_all_withdrawn(), now)
     s.deaths.reconnected(now)
+    if session_kept:
+        s.offers.catching_up(now)      # offers its session kept meanwhile are past their lease
     # The answers to questions asked before the drop may be lost: ask again.
     return [Publish(s.config.topics.claims, s.claim_record(key, op="ask"))
             for key in s.asks.open_keys]

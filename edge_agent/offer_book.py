@@ -18,6 +18,10 @@ from collections.abc import Iterable
 from fogmesh.edge_agent.peers import Peer, with_outstanding
 
 BUSY_S = 0.2   # a peer that rejected an offer as busy gets none for this long (or until its next presence)
+#: After the control connection comes up (a start, a reconnect) or a freeze,
+#: offers are refused for this long: what waited in the session or the socket
+#: was sent long before, its lease is over, and its origin may have run it.
+CATCH_UP_S = 5.0
 MAX_BRIDGES = 1000   # bridges remembered (each site's health names one): the oldest heard go first
 
 
@@ -28,6 +32,19 @@ class OfferBook:
         self._busy_until: dict[str, float] = {}              # peer -> no offers before
         self._bridges: OrderedDict[str, tuple[tuple[str, ...], float]] = OrderedDict()   # bridge -> (kinds, seen)
         self._bridge_ids: OrderedDict[str, None] = OrderedDict()   # every bridge announced (the newest 1,000)
+        self._stale_until = float("-inf")                    # offers read before this are refused
+
+    # -- offers to this agent ------------------------------------------------------
+    def catching_up(self, now: float) -> None:
+        """The control connection came up, or this agent woke from a freeze:
+        what it reads for :data:`CATCH_UP_S` may be old (see there)."""
+        self._stale_until = max(self._stale_until, now + CATCH_UP_S)
+
+    def may_be_stale(self, now: float, *, dup: bool) -> bool:
+        """Whether an offer read now may have outlived its lease: redelivered
+        (DUP), or read while catching up. Refusing one is always safe (its
+        origin places it again); accepting a stale one runs a task twice."""
+        return dup or now < self._stale_until
 
     # -- offers ----------------------------------------------------------------
     def sent(self, peer: str) -> None:

@@ -79,7 +79,7 @@ def clear_offer(s: CoreState, entry: Entry) -> None:
         s.entries.offer_ended(entry)
 
 
-def on_inbox(s: CoreState, payload: bytes, now: float) -> list[Action]:
+def on_inbox(s: CoreState, payload: bytes, now: float, *, dup: bool = False) -> list[Action]:
     if b'"op":"order-view"' in payload:
         try:
             view = codec.decode(payload)
@@ -92,7 +92,7 @@ def on_inbox(s: CoreState, payload: bytes, now: float) -> list[Action]:
         s.counters.bad_inbox += 1     # forged or garbled: ignore; leases cover the rest
         return []
     if isinstance(msg, Offer):
-        return _on_offer(s, msg, now)
+        return _on_offer(s, msg, now, dup=dup)
     if isinstance(msg, Have):
         return asking.on_have(s, msg, now)
     if isinstance(msg, OfferReply):
@@ -113,7 +113,7 @@ def on_inbox(s: CoreState, payload: bytes, now: float) -> list[Action]:
     return _on_result(s, msg, now)
 
 
-def _on_offer(s: CoreState, offer: Offer, now: float) -> list[Action]:
+def _on_offer(s: CoreState, offer: Offer, now: float, *, dup: bool = False) -> list[Action]:
     me, inbox = s.config.agent_id, s.config.topics.agent_inbox(offer.origin)
     key = f"{offer.origin}/{offer.task.id}"
     if key in s.entries:                       # a repeated offer: confirm again
@@ -121,7 +121,11 @@ def _on_offer(s: CoreState, offer: Offer, now: float) -> list[Action]:
     if s.answers.knows(key, now):
         return []
     reason = ""
-    if s.mode.leaving:
+    if s.offers.may_be_stale(now, dup=dup):
+        # Sent long ago (redelivered, or waiting while this agent was away or
+        # frozen): its origin may have taken it back and run it (seed 39).
+        reason = "stale"
+    elif s.mode.leaving:
         reason = "draining"
     elif s.mode.degraded_by:
         reason = "degraded"

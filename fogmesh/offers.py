@@ -25,7 +25,7 @@ from fogmesh.asks import Have, box_field, decode_have, text_field
 from fogmesh.errors import InvalidMessage
 from fogmesh.messages import Reply, Task
 
-REJECT_REASONS = ("busy", "draining", "degraded", "battery", "unknown_kind", "bad_offer")
+REJECT_REASONS = ("busy", "draining", "degraded", "battery", "unknown_kind", "bad_offer", "stale")
 
 
 @dataclass(frozen=True)

@@ -414,3 +414,30 @@ def test_a_peer_asked_about_a_task_that_dies_is_no_longer_waited_for():
         if bus.runs:
             break
     assert bus.runs == [("a", "t1")]
+
+
+def test_an_offer_redelivered_or_read_after_a_freeze_or_a_reconnect_is_refused_as_stale():
+    """Seed 39 again: b was offered r-300 by a (lease 1 s), was frozen, then
+    SIGTERMed and started again; its session gave the offer back (DUP) 18 s
+    later, b accepted and ran it, and a had long run it itself."""
+    from fogmesh.edge_agent import events as ev
+    from fogmesh.offers import Offer
+    from tests.coreio import on_connected
+    b = AgentCore(AgentConfig(agent_id="b", topics=T, concurrency=1, presence_stale_s=1.5), REG,
+                  policy=LocalPolicy())
+    on_connected(b, 0.0, control=True, session_kept=False)
+    task = Task(id="t1", kind="sleep", reply_to=REPLIES, args={"ms": 1})
+
+    def offer(n, now, *, dup=False):
+        payload = Offer(f"a:t1:{n}", "a", task, 1000).encode()
+        out = b.handle(ev.MessageIn(T.agent_inbox("b"), payload, f"o{n}", dup=dup), now)
+        return [orjson.loads(x.payload) for x in out if isinstance(x, Publish) and x.topic == T.agent_inbox("a")]
+
+    assert offer(1, 1.0, dup=True)[0]["reason"] == "stale"                # redelivered
+    on_connected(b, 10.0, control=True, session_kept=True)               # back, its session kept
+    assert offer(2, 11.0)[0]["reason"] == "stale"                         # waited in the session
+    b.handle(ev.Tick(), 30.0)                                             # 15 s without a step: frozen
+    assert offer(3, 30.1)[0]["reason"] == "stale"                         # waited in the socket
+    for i in range(1, 12):
+        b.handle(ev.Tick(), 30.1 + i / 2)                                 # steps on, its presence period 0.5 s
+    assert offer(4, 36.0)[0]["op"] == "accept"                            # caught up: offers are taken again
