@@ -131,6 +131,9 @@ class AgentConfig:
     dedup_ttl_s: float = 900.0
     offer_lease_s: float = 1.0      # a peer must accept an offer within this
     presence_stale_s: float = 15.0  # a peer silent this long is dead (3 periods)
+    # ... but one asked about a task is waited for this long: it may be frozen with the task
+    # or its answer (its will comes within 1.5 keep-alives; none if a broker restart took it)
+    gone_silent_s: float = 35.0
     default_run_ms: float = 10.0    # run estimate for a kind not yet measured
     takeover_grace_s: float = 2.0   # a peer offline this long has its tasks taken over
     rejoin_grace_s: float = 8.0     # ... this long after this agent's own reconnect (peers back off too)

@@ -215,6 +215,7 @@ class Agent:
                                                  dispatch=self.core_dispatch, limits=o.limits,
                                                  offer_lease_s=o.offer_lease_s, takeover_grace_s=o.takeover_grace_s,
                                                  device_rate=o.device_rate, presence_stale_s=3 * self.presence_period,
+                                                 gone_silent_s=max(3 * self.presence_period, 1.5 * o.keepalive_s + 10),
                                                  task_queue=self.dispatch == "amqp", instance=self.instance),
                                      self.registry, policy=o.policy)
         d = self.dispatcher

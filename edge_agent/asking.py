@@ -52,7 +52,7 @@ from fogmesh.edge_agent.entry import Entry, EntryState
 def ask(s: CoreState, entry: Entry, now: float) -> list[Action] | None:
     """A resubmitted task through a shared subscription, not known here:
     ask the peers (None: there is nobody to ask)."""
-    peers = s.peers.not_gone() | s.deaths.watched()
+    peers = s.peers.not_gone(now, silent_s=s.config.gone_silent_s) | s.deaths.watched()
     peers.discard(s.config.agent_id)
     if not peers:
         return None
@@ -140,11 +140,13 @@ def expire_silent_askees(s: CoreState, now: float) -> list[Action]:
     cleared, or offline and judged) are no longer waited for. Not a stale
     one: it may be frozen, holding the task or its answer (a run twice,
     seed 39 of the random schedules); its will comes within 1.5 keep-alives
-    if it is dead (``failover.handle_deaths`` then stops the wait)."""
+    if it is dead (``failover.handle_deaths`` then stops the wait), or it is
+    given up after ``gone_silent_s`` of silence (a broker restart can take
+    its connection, and its will with it)."""
     awaited = s.asks.awaited_peers
     if not awaited:
         return []
-    present = s.peers.not_gone() | s.deaths.watched()
+    present = s.peers.not_gone(now, silent_s=s.config.gone_silent_s) | s.deaths.watched()
     actions: list[Action] = []
     for peer in awaited - present:
         actions += asked_peer_gone(s, peer, now)

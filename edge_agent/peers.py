@@ -89,11 +89,14 @@ class PeerRegistry:
         return [p for _, p in sorted(self._peers.items())
                 if p.presence.state != "offline" and now <= self.stale_at(p)]
 
-    def not_gone(self) -> set[str]:
-        """Peers whose last word was not ``offline``, fresh or stale: a stale
-        one may be frozen (SIGSTOP, a stalled VM) with the tasks it holds and
-        the answers it made; it is gone when its will says so."""
-        return {a for a, p in self._peers.items() if p.presence.state != "offline"}
+    def not_gone(self, now: float, *, silent_s: float) -> set[str]:
+        """Peers whose last word was not ``offline``, fresh or stale for less
+        than ``silent_s``: a stale one may be frozen (SIGSTOP, a stalled VM)
+        with the tasks it holds and the answers it made; it is gone when its
+        will says so, or once silent for ``silent_s`` (no will comes for a
+        peer whose connection a broker restart took)."""
+        return {a for a, p in self._peers.items()
+                if p.presence.state != "offline" and now <= p.seen_at + max(silent_s, self.stale_at(p) - p.seen_at)}
 
     def record(self, agent: str, *, ok: bool, rtt_ms: float | None = None) -> None:
         p = self._peers.get(agent)

@@ -27,7 +27,7 @@ from fogmesh.mqtt import MqttClient
 from tests.fire_and_forget import Device
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.xdist_group("cluster"),   # one cluster
               pytest.mark.skipif(not rabbitmq_available(), reason="rabbitmq-server is not installed")]
 
 

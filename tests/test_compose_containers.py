@@ -29,7 +29,7 @@ from tests.container_testbed import ContainerTestbed
 from tests.fire_and_forget import Device
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.xdist_group("compose"),
               pytest.mark.skipif(not all(shutil.which(t) for t in ("podman", "podman-compose", "mmdebstrap")),
                                  reason="podman, podman-compose and mmdebstrap are not installed")]
 

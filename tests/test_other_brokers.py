@@ -21,7 +21,7 @@ from fogmesh.edge_agent.agent import Agent
 from fogmesh.edge_agent.options import AgentOptions
 from fogmesh.errors import UnsupportedBroker
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("other-brokers")]   # one RabbitMQ
 
 
 @pytest.fixture(scope="module")

@@ -441,3 +441,21 @@ def test_an_offer_redelivered_or_read_after_a_freeze_or_a_reconnect_is_refused_a
     for i in range(1, 12):
         b.handle(ev.Tick(), 30.1 + i / 2)                                 # steps on, its presence period 0.5 s
     assert offer(4, 36.0)[0]["op"] == "accept"                            # caught up: offers are taken again
+
+
+def test_a_peer_silent_without_a_will_is_given_up_after_gone_silent_s():
+    """A peer whose connection a broker restart took has no will: the asker
+    gives it up once it was silent for ``gone_silent_s`` and runs the task
+    once (else the task would wait for ever)."""
+    cores = [AgentCore(AgentConfig(agent_id=i, topics=T, concurrency=1, presence_stale_s=1.5, gone_silent_s=20.0),
+                       REG, policy=LocalPolicy()) for i in ("a", "b")]
+    bus = Bus(*cores)
+    bus.online(0.0, "a", "b")
+    bus.frozen["b"] = []                           # b says nothing more, and no will comes
+    bus.task("a", "t1", 0.4, attempt=2)
+    for i in range(1, 60):
+        now = 0.4 + i / 2
+        bus.online(now, "a")
+        bus.deliver(on_tick(cores[0], now), now, "a")
+        assert bus.runs == [] or now > 20.0, now   # waited for b until it was silent 20 s
+    assert bus.runs == [("a", "t1")]               # then ran it, once

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("wheel")]   # one wheel, one venv
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = ("broker", "edge_agent", "cloud_bridge", "devices", "bench", "simulator", "ops", "scenarios")
