@@ -251,10 +251,21 @@ class _Client(paho.Client):
         broker closed at once (under a publish storm, again and again).
         :meth:`_packet_queue` queues nothing but the CONNECT meanwhile."""
         with self._out_message_mutex:
+            first = self._state == paho._ConnectionState.MQTT_CS_CONNECT_ASYNC
             self._state = paho._ConnectionState.MQTT_CS_CONNECTING
         if self.id_base is not None:
             self._client_id = self.fresh_id().encode()
-        return super().reconnect()
+        try:
+            return super().reconnect()
+        except OSError:
+            if first:
+                # paho retries a first connection only while its state still says
+                # so, and its reconnect() changed it: a client that does not
+                # reconnect (a probe, a rescue) on a failover list whose first
+                # node was down never tried the next one (an agent never started).
+                with self._out_message_mutex:
+                    self._state = paho._ConnectionState.MQTT_CS_CONNECT_ASYNC
+            raise
 
     def _reconnect_wait(self) -> None:
         """paho's, but a connection that dropped within :data:`STABLE_S` of
