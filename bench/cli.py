@@ -174,10 +174,12 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--faults", default="", help="comma list of faults (default: all)")
     b.add_argument("--random", type=int, default=0, metavar="N",
                    help="run N seeded random fault schedules instead (agents SIGKILLed, SIGTERMed or "
-                        "SIGSTOPped, the broker SIGKILLed or SIGTERMed; mosquitto with autosave 30 s); "
+                        "SIGSTOPped, the broker SIGKILLed or SIGTERMed) on each broker of --brokers "
+                        "(mosquitto with autosave 30 s, as shipped; amqtt: the embedded broker); "
                         "each row names its seed")
     b.add_argument("--seed", type=int, action="append", default=[], metavar="S",
-                   help="replay the random schedule of seed S (repeatable)")
+                   help="replay the random schedule of seed S (repeatable; with --random N, run "
+                        "as well as the N seeds from --first-seed)")
     b.add_argument("--first-seed", type=int, default=1, help="--random N runs seeds from this one (default: 1)")
     b.add_argument("--duration", type=float, default=90.0, help="seconds per random schedule (default: 90)")
     b.add_argument("--down-minutes", type=float, default=1.0,

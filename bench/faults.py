@@ -91,19 +91,30 @@ def table(rows: list[FaultRun]) -> str:
     return "\n".join(lines)
 
 
+RANDOM_BROKERS = ("mosquitto", "amqtt")
+
+
 def random_rows(args: argparse.Namespace) -> list[FaultRun]:
-    """``--random N`` / ``--seed S``: seeded random schedules on mosquitto (as shipped)."""
+    """``--random N`` / ``--seed S``: seeded random schedules on each broker of
+    ``--brokers`` that restarts from its own state (mosquitto, the embedded
+    broker), as shipped (autosave 30 s; the embedded broker's own)."""
     from fogmesh.bench.random_faults import random_schedule_run
     seeds = list(args.seed) + list(range(args.first_seed, args.first_seed + args.random))
+    brokers = [b for b in (args.brokers or "mosquitto").split(",") if b]
+    unknown = [b for b in brokers if b not in RANDOM_BROKERS]
+    if unknown:
+        raise SystemExit(f"fogmesh bench faults: random schedules run on {', '.join(RANDOM_BROKERS)}, "
+                         f"not {', '.join(unknown)}")
     rows = []
-    for seed in seeds:
-        progress(f"random schedule, seed {seed}")
-        with tempfile.TemporaryDirectory(prefix="fogmesh-faults-") as tmp:
-            rows.append(random_schedule_run("mosquitto", Path(tmp), seed=seed, duration_s=args.duration))
-        progress(f"  {table([rows[-1]]).splitlines()[-1]}")
-        if not rows[-1].ok:
-            progress(f"  seed {seed} FAILED; replay with: fogmesh bench faults --seed {seed} --duration "
-                     f"{args.duration:g}")
+    for broker in brokers:
+        for seed in seeds:
+            progress(f"random schedule, seed {seed}, {broker}")
+            with tempfile.TemporaryDirectory(prefix="fogmesh-faults-") as tmp:
+                rows.append(random_schedule_run(broker, Path(tmp), seed=seed, duration_s=args.duration))
+            progress(f"  {table([rows[-1]]).splitlines()[-1]}")
+            if not rows[-1].ok:
+                progress(f"  seed {seed} FAILED; replay with: fogmesh bench faults --seed {seed} --duration "
+                         f"{args.duration:g} --random 0 --brokers {broker}")
     return rows
 
 
