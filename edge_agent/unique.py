@@ -9,7 +9,8 @@ or a crash whose will fired) or none: the id is free. Online: a live agent
 announces itself every presence period, so a fresh announcement within
 ``wait_s`` means the id is in use and this one refuses to start; silence means
 that agent died without its will having fired yet (a power cut: the broker
-has not noticed), and the id is free.
+has not noticed), and the id is free. A retained "online" far older than a
+period (:func:`long_silent`) needs no wait: nobody live stands behind it.
 
 Two agents started within the same second both pass this check; the shell
 then sees the other's presence under its own id and the later one leaves
@@ -40,6 +41,24 @@ def in_use_error(agent_id: str, other: Presence) -> AgentIdInUse:
                         f"instance {other.instance or '?'}); give this one another --id, or stop the other first")
 
 
+#: How far apart two boxes' clocks may be for the check to trust a presence's age.
+CLOCK_SKEW_S = 30.0
+
+
+def long_silent(retained: Presence, *, now: float, wait_s: float) -> bool:
+    """Whether a retained "online" presence of this id is so old (by its
+    ``ts``, allowing :data:`CLOCK_SKEW_S` between two boxes' clocks) that no
+    live agent stands behind it: a live one announces again every period.
+    A whole box back from a power cut (its broker and agents at once: no will
+    fired) finds its own last words so, and need not wait for a fresh one
+    while its shared subscriptions are not there to take what devices send
+    (mosquitto 2.0 does not restore them). A rival that does live after all
+    is still found once both run: the later one leaves (see ``Agent``)."""
+    if not retained.ts:
+        return False
+    return now - retained.ts > max(wait_s, 1.5 * (retained.period or 0.0) + 1.0) + CLOCK_SKEW_S
+
+
 def check_id_free(url: BrokerUrl | str, topics: Topics, agent_id: str, *, instance: str,
                   wait_s: float, connect_timeout: float | None = 10.0) -> None:
     """Raise :class:`AgentIdInUse` if another agent with ``agent_id`` is online."""
@@ -55,7 +74,7 @@ def check_id_free(url: BrokerUrl | str, topics: Topics, agent_id: str, *, instan
         # presence has arrived too.
         client.publish(marker, b"{}", qos=1)
         retained = _next(got, 5.0, until=marker)
-        if retained is None or retained.state == "offline":
+        if retained is None or retained.state == "offline" or long_silent(retained, now=time.time(), wait_s=wait_s):
             return
         # A live agent announces within its period, which grows with a large site.
         deadline = time.monotonic() + max(wait_s, 1.5 * (retained.period or 0.0) + 1.0)
