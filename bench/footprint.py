@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | Non
                              processes=rows, after_tasks=after, tasks_run=echoes + hashes)
     finally:
         stop_processes([agent])
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _install(args: argparse.Namespace) -> dict[str, Any]:
