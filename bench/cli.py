@@ -73,13 +73,31 @@ def add_parser(sub: Any, *, json_arg: Callable, brokers_arg: Callable) -> None:
     b.add_argument("--in-flight", type=int, default=4, help="pipeline tasks in flight (default: 4)")
     json_arg(b)
 
-    b = bsub.add_parser("footprint", help="memory and idle CPU of an agent, and its start-up time",
+    b = bsub.add_parser("footprint", help="an agent's memory, idle CPU and start-up time; installed size and "
+                                          "the time from a fresh venv to a joined agent",
                         description="Starts `fogmesh agent` with default flags on the embedded broker, "
                                     "waits for its first answer (start-up time), lets it idle, and "
-                                    "prints unique (USS) and resident (RSS) memory per process "
-                                    "(agent, workers, resource tracker) and idle CPU.")
+                                    "prints unique (USS), proportional (PSS) and resident (RSS) memory per "
+                                    "process (agent, zygote, workers) and idle CPU. Then (unless --no-install, "
+                                    "a few minutes): a fresh venv with this checkout pip-installed in it (not "
+                                    "editable): its site-packages size and largest distributions; and the time "
+                                    "from `python -m venv` through pip install, `fogmesh fleet enroll` and "
+                                    "`fogmesh join TOKEN` to the agent's retained presence online, on a "
+                                    "secured broker with a registrar (docs/raspberry-pi.md). Sizes and times "
+                                    "have no raw-MQTT counterpart, so no ratio to raw MQTT is printed.")
     b.add_argument("--idle-s", type=float, default=30.0, metavar="S",
                    help="seconds of idling to measure CPU over (default: 30)")
+    b.add_argument("--no-install", dest="install", action="store_false",
+                   help="skip the slow part: the installed size and the fresh venv to a joined agent")
+    b.add_argument("--source", metavar="PATH",
+                   help="what to pip install: a checkout (copied first), a wheel or an sdist "
+                        "(default: the checkout this fogmesh runs from)")
+    b.add_argument("--site-broker", choices=("mosquitto", "embedded"), default="mosquitto",
+                   help="the broker the new box joins: mosquitto with the shipped TLS, logins and ACL "
+                        "configuration, or the embedded one with --auth (default: mosquitto)")
+    b.add_argument("--no-pip-cache", dest="pip_cache", action="store_false",
+                   help="pip install --no-cache-dir: nothing from pip's cache, as on a box's first install "
+                        "(default: pip's cache and configuration as they are)")
     json_arg(b)
     b = bsub.add_parser("fleet", help="what a site costs as it grows: N agents, M devices, one mosquitto",
                         description="For each N in --agents: starts N `fogmesh agent --concurrency 1` processes "

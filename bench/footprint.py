@@ -14,18 +14,25 @@ to them, and a page shared by two processes is in neither one's USS. The sum
 of USS then undercounts what the tree holds; the sum of PSS (each shared page
 split among the processes that map it) does not, so the target is judged on
 both.
+
+Then (unless ``--no-install``) what a new box costs to set up
+(:mod:`.fresh_join`): the size of a fresh venv with this checkout installed
+in it, the largest distributions in it, and the time from ``python -m venv``
+to a joined, online agent (``fogmesh fleet enroll``, ``fogmesh join``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -34,6 +41,9 @@ from fogmesh.bench import targets_line
 from fogmesh.broker.processes import stop_processes
 
 TARGET_USS_MB = 35.0
+#: what only the camera and vision kinds use (devices/vision.py)
+VISION = ("opencv-python-headless", "numpy")
+LARGEST = 5
 ECHO_TASKS, HASH_TASKS = 1000, 100
 
 
@@ -133,6 +143,21 @@ def measure(url: str, broker: str, *, idle_s: float, extra_args: list[str] | Non
                              processes=rows, after_tasks=after, tasks_run=echoes + hashes)
     finally:
         stop_processes([agent])
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _install(args: argparse.Namespace) -> dict[str, Any]:
+    from fogmesh.bench.fresh_join import find_source, run_fresh
+    source = Path(args.source) if args.source else find_source()
+    if source is None:
+        raise SystemExit("fogmesh bench footprint: this fogmesh is not a checkout: name one (or a wheel) with "
+                         "--source, or skip the install with --no-install")
+    print(f"[bench footprint] fresh venv: pip install {source}, then fogmesh join on {args.site_broker} "
+          "(minutes)", file=sys.stderr, flush=True)
+    fresh = run_fresh(source, broker=args.site_broker, pip_cache=args.pip_cache)
+    size = asdict(fresh.size)
+    size["vision_mb"] = fresh.size.of(*VISION)
+    return {"size": size, "timing": asdict(fresh.timing)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,7 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fp = measure(broker.url, "embedded", idle_s=args.idle_s)
     limit = f"{TARGET_USS_MB:g}"
     totals = fp.totals()
-    return {"footprint": {**asdict(fp), **totals},
+    install = {"install": _install(args)} if args.install else {}
+    return {"footprint": {**asdict(fp), **totals}, **install,
             "targets": {f"idle_agent_uss_at_most_{limit}_mb": totals["uss_mb"] <= TARGET_USS_MB,
                         f"idle_agent_pss_at_most_{limit}_mb": totals["pss_mb"] <= TARGET_USS_MB,
                         f"idle_after_{fp.tasks_run}_tasks_uss_at_most_{limit}_mb":
@@ -165,4 +191,32 @@ def render(report: dict[str, Any]) -> str:
               f"idle CPU: {fp['idle_cpu_pct']:.2f}% of one core; start-up to the first answered task: "
               f"{fp['start_to_first_answer_s']:.2f} s", "",
               targets_line(report["targets"])]
+    if "install" in report:
+        lines += ["", *render_install(report["install"])]
     return "\n".join(lines)
+
+
+def render_install(install: dict[str, Any]) -> list[str]:
+    size, t = install["size"], install["timing"]
+    cache = "pip's cache and configuration" if t["pip_cache"] else "no pip cache"
+    places = {"https": "downloaded", "file": "from this machine's disk"}
+    fetched = ", ".join(f"{n} {places.get(k, k)}" for k, n in sorted(t["fetched"].items()))
+    lines = [f"installed: a fresh venv, pip install {t['source']} (not editable; {cache}): "
+             f"site-packages {size['total_mb']:.1f} MB, {len(size['distributions'])} distributions", "",
+             f"{'distribution':<28} {'version':<14} {'MB':>8}", "-" * 52]
+    for d in size["distributions"][:LARGEST]:
+        lines.append(f"{d['name']:<28} {d['version']:<14} {d['mb']:>8.1f}")
+    lines += ["-" * 52, f"{', '.join(VISION)}: {size['vision_mb']:.1f} MB of it "
+              "(only the camera and the vision kinds use them)", "",
+              f"fresh venv to a joined, online agent ({t['broker']} broker"
+              f"{', TLS' if t['broker'] == 'mosquitto' else ''}, registrar running):", "",
+              f"{'step':<52} {'s':>8}", "-" * 61]
+    steps = [("python -m venv", t["venv_s"]), (f"pip install (pip {t['pip']})", t["install_s"]),
+             ("fogmesh fleet enroll (the operator)", t["enroll_s"]),
+             (f"fogmesh join TOKEN (doctor: {t['doctor']})", t["join_s"]),
+             ("the agent started to its presence online", t["online_s"])]
+    lines += [f"{name:<52} {s:>8.1f}" for name, s in steps]
+    lines += ["-" * 61, f"{'total':<52} {t['total_s']:>8.1f}", f"pip installed {fetched}"]
+    if t["join_status"]:
+        lines.append(f"fogmesh join exited {t['join_status']}: its doctor found a problem")
+    return lines

@@ -1,5 +1,7 @@
 """Operations: the fleet view behind ``fogmesh monitor`` (pure, then live with
-``--once --json`` on real brokers) and the agent's Prometheus endpoint."""
+``--once --json`` on real brokers), the agent's Prometheus endpoint, and
+``fogmesh bench footprint`` (its install part, minutes long, is run by hand:
+here its size and pip-report readers on small made-up directories)."""
 
 import json
 import subprocess
@@ -90,12 +92,84 @@ def test_bench_footprint_reports_memory_per_process_and_start_up_time_as_json():
     import json
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "footprint", "--idle-s", "0.5", "--json"],
-                          capture_output=True, text=True, timeout=100)
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "footprint", "--idle-s", "0.5", "--no-install",
+                           "--json"], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
-    fp = json.loads(done.stdout)["footprint"]
+    report = json.loads(done.stdout)
+    assert "install" not in report                      # --no-install: no venv made, nothing installed
+    fp = report["footprint"]
     roles = [p["role"] for p in fp["processes"]]
     assert roles[0] == "agent" and roles.count("worker") == 2          # default flags: two workers
     assert fp["uss_mb"] == pytest.approx(sum(p["uss_mb"] for p in fp["processes"]))
     assert fp["pss_mb"] >= fp["uss_mb"]                 # shared pages split, not dropped
     assert fp["start_to_first_answer_s"] > 0
+
+
+def dist(site, name, version, files, *, extra_record=()):
+    """A distribution as pip leaves it in site-packages: its files and a RECORD listing them."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    for path, size in files.items():
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_bytes(b"x" * size)
+    listed = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD", *extra_record]
+    (info / "RECORD").write_text("".join(f"{p},,\n" for p in listed))
+    return (info / "METADATA").stat().st_size + (info / "RECORD").stat().st_size
+
+
+def test_the_installed_size_is_the_directory_and_each_distribution_its_recorded_files_inside_it(tmp_path):
+    from fogmesh.bench.install_size import MB, measure
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    big = dist(site, "opencv-python-headless", "4.10.0", {"cv2/__init__.py": MB, "cv2/cv2.so": 2 * MB},
+               extra_record=["../../../bin/opencv-tool", "cv2/__pycache__/never_written.pyc"])
+    small = dist(site, "numpy", "2.0.0", {"numpy/__init__.py": MB // 2})
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "opencv-tool").write_bytes(b"x" * MB)      # a script: outside site-packages
+    (site / "by-hand.pth").write_bytes(b"x" * (MB // 4))            # in no RECORD: the total only
+    (site / "cv2" / "link.so").symlink_to(site / "cv2" / "cv2.so")  # a link is not a second copy
+
+    size = measure(site)
+    assert [(d.name, d.version) for d in size.distributions] == [("opencv-python-headless", "4.10.0"),
+                                                                ("numpy", "2.0.0")]     # largest first
+    assert size.distributions[0].mb == pytest.approx(3 + big / MB)
+    assert size.distributions[1].mb == pytest.approx(0.5 + small / MB)
+    assert size.total_mb == pytest.approx(3.75 + (big + small) / MB)
+    assert size.of("OpenCV_Python_Headless", "numpy") == pytest.approx(size.total_mb - 0.25)
+    assert size.largest(1) == size.distributions[:1]
+
+
+def test_where_pip_took_each_distribution_is_counted_from_its_install_report(tmp_path):
+    from fogmesh.bench.fresh_join import fetched_from
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"version": "1", "install": [
+        {"download_info": {"url": "https://files.pythonhosted.org/packages/numpy-2.0.0.whl"}},
+        {"download_info": {"url": "https://files.pythonhosted.org/packages/paho_mqtt-2.2.0.whl"}},
+        {"download_info": {"url": "file:///work/fogmesh", "dir_info": {}}},
+        {"metadata": {}}]}))
+    assert fetched_from(report) == {"https": 2, "file": 1, "?": 1}
+
+
+def test_bench_footprint_says_how_to_skip_the_install_and_that_sizes_have_no_raw_mqtt_ratio():
+    done = subprocess.run([sys.executable, "-m", "fogmesh", "bench", "footprint", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "--no-install" in text and "--no-pip-cache" in text and "--site-broker" in text
+    assert "no ratio to raw MQTT" in text
+
+
+def test_the_install_part_prints_the_largest_distributions_and_each_step_to_the_joined_agent():
+    from fogmesh.bench.footprint import render_install
+    size = {"site_packages": "/v/lib/python3.11/site-packages", "total_mb": 308.5, "vision_mb": 229.2,
+            "distributions": [{"name": f"d{i}", "version": "1.0", "mb": 100.0 - i} for i in range(7)]}
+    timing = {"broker": "mosquitto", "source": "/src/fogmesh", "pip": "23.2.1", "pip_cache": True, "venv_s": 5.4,
+              "install_s": 19.2, "enroll_s": 1.2, "join_s": 2.6, "online_s": 0.5, "total_s": 28.9,
+              "doctor": "8 ok, 5 info, 2 skip", "join_status": 0, "fetched": {"file": 38}}
+    text = "\n".join(render_install({"size": size, "timing": timing}))
+    assert "site-packages 308.5 MB, 7 distributions" in text
+    assert "d4 " in text and "d5 " not in text                      # the five largest
+    for step in ("python -m venv", "pip install (pip 23.2.1)", "fogmesh fleet enroll", "fogmesh join TOKEN",
+                 "presence online"):
+        assert step in text
+    assert text.splitlines()[-2].split() == ["total", "28.9"] and "38 from this machine's disk" in text

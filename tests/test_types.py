@@ -35,7 +35,8 @@ TYPED_SHELL = ["edge_agent/options.py", "edge_agent/inputs.py", "cloud_bridge/in
                "fogmesh/service_socket.py", "edge_agent/links.py", "edge_agent/cli.py",
                "fogmesh/deploy/images.py", "fogmesh/deploy/downloading.py",
                "fogmesh/deploy/registry.py",
-               "bench/containers.py", "fogmesh/deploy/intake.py", "edge_agent/queue_intake.py",
+               "bench/containers.py", "bench/install_size.py", "bench/fresh_join.py", "fogmesh/deploy/intake.py",
+               "edge_agent/queue_intake.py",
                "cloud_bridge/uplink.py", "fogmesh/mqtt/subscriptions.py", "fogmesh/mqtt/connecting.py",
                "fogmesh/dashboard/lines.py", "fogmesh/dashboard/http_server.py"]
 
