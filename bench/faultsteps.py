@@ -20,6 +20,7 @@ from fogmesh.bench.faultkit import (
     answered_in_journals,
     wait_answering,
 )
+from fogmesh.edge_agent.confirmations import WITHDRAWN_WAIT_S
 
 MIX = [("echo", {"n": 1}, None), ("sleep", {"ms": 20}, None),
        ("sha256", {"data": "x", "rounds": 2000}, "medium"), ("stats", {"values": [1, 2, 3]}, None)]
@@ -93,13 +94,16 @@ def last_answer(futures: dict[str, Future[Any]]) -> list[float]:
 
 
 def tally_once(run: FaultRun, counter: ReplyCounter, device: FirmwareDevice, *, workdir: Path | None = None,
-               quiet_s: float = 3.0, timeout: float = 120.0) -> FaultRun:
+               quiet_s: float = WITHDRAWN_WAIT_S + 1.5, timeout: float = 120.0) -> FaultRun:
     """For a device that sends each task once: every task the broker took
     (its PUBACK came) must get one answer. ``lost``: taken and never
     answered. With ``workdir``, the agents' journals (the agents stopped)
     tell which of the lost ones an agent had answered (``answered_and_lost``:
     an answer that never reached the device, fogmesh's own loss); the rest
-    the broker dropped."""
+    the broker dropped. It waits until no new answer came for ``quiet_s``:
+    longer than an agent waits before it sends again an answer cut off
+    whose task did not come back (``WITHDRAWN_WAIT_S``), or those were
+    counted lost on a box where nothing else was left to answer."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:          # until no new answer for quiet_s
