@@ -101,6 +101,9 @@ def test_an_agent_killed_under_load_and_restarted_loses_nothing_and_runs_nothing
     sending.join()
     lost, doubled = device.settle()
     assert (len(lost), len(doubled)) == (0, 0), (lost[:5], doubled[:5], logs(fleet))
+    # It comes back (however long a loaded box takes to start it), once, resuming nothing.
+    wait_until(lambda: log.read_text(errors="replace").count("online at") > before, timeout=60,
+               what="the restarted agent online")
     after = log.read_text(errors="replace")
     assert after.count("online at") == before + 1, logs(fleet)
     assert "resuming" not in after, logs(fleet)
