@@ -7,12 +7,16 @@ elected to rescue (first claim on ``rescue:{agent}:{ts}``) connects with the
 dead agent's client id, which resumes that session: the broker redelivers what
 was in flight and hands over what was queued. Each task goes to the rescuer's
 core, which competes for it under its takeover key (the dead agent, if it was
-only cut off, may reclaim it: exactly one wins). Once the session is quiet the
-rescuer unsubscribes it from the task topics (subscribing to each first: RabbitMQ
-ignores an UNSUBSCRIBE of a filter the connection did not subscribe to itself),
-so the broker stops routing work to it, and it disconnects once every rescued
-task is acknowledged. The rescue
-connection never reconnects: if the agent comes back, it takes its session back.
+only cut off, may reclaim it: exactly one wins). As soon as it is connected the
+rescuer unsubscribes the session from the task topics (subscribing to each
+first: RabbitMQ ignores an UNSUBSCRIBE of a filter the connection did not
+subscribe to itself), so the broker routes new tasks to the live agents'
+sessions; it waited for the session to go quiet first, which under steady
+load it never did. It disconnects once every rescued task is acknowledged and
+nothing more came for ``quiet_s``, or after ``max_s`` with no task in and
+none acknowledged (a large backlog takes as long as it takes while it moves).
+The rescue connection never reconnects: if the agent comes back, it takes
+its session back.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class RescueSession:
         self._lock = threading.Lock()
         self._outstanding = 0
         self._received = 0
-        self._last_message = time.monotonic()
+        self._last_message = self._last_progress = time.monotonic()
         self._stop = threading.Event()
         self.mqtt5 = mqtt5            # the protocol the dead agent spoke: its tasks keep their properties
         self.client = MqttClient(url, client_id=client_id, clean_session=False, manual_ack=True,
@@ -68,12 +72,13 @@ class RescueSession:
         self.client.ack(token.message)
         with self._lock:
             self._outstanding = max(0, self._outstanding - 1)
+            self._last_progress = time.monotonic()
 
     def _on_message(self, message: Message) -> None:
         with self._lock:
             self._outstanding += 1
             self._received += 1
-            self._last_message = time.monotonic()
+            self._last_message = self._last_progress = time.monotonic()
         self.deliver(RescueToken(self, message))
 
     def _run(self) -> None:
@@ -82,15 +87,13 @@ class RescueSession:
         except ConnectError as exc:
             self.log.warning("rescue of %s failed: %s", self.agent, exc)
             return
-        started = time.monotonic()
         try:
-            while not self._stop.wait(0.1):      # take over what the session holds
-                if not self.client.connected.is_set():
-                    self.log.info("rescue of %s ended: it took its session back", self.agent)
-                    return
-                if time.monotonic() - self._last_message >= self.quiet_s:
-                    break
-            for topic_filter in self.unsubscribe:   # no more work routed to the dead agent
+            # No more work routed to the dead agent, at once: a member of a busy
+            # group (the rescuer counts as one while it holds the session) gets
+            # its share of every new task and never goes quiet. What the session
+            # already kept still comes: mosquitto and the embedded broker go on
+            # delivering it after the UNSUBSCRIBE, as MQTT lets them.
+            for topic_filter in self.unsubscribe:
                 # Subscribed first: RabbitMQ ignores an UNSUBSCRIBE for a filter this
                 # connection did not subscribe to, though the resumed session has it.
                 try:
@@ -98,11 +101,15 @@ class RescueSession:
                 except ConnectError:
                     pass
                 self.client.unsubscribe(topic_filter)
-            while not self._stop.wait(0.1):      # until every rescued task is acknowledged
+            while not self._stop.wait(0.1):      # take what it kept, until all of it is acknowledged
+                if not self.client.connected.is_set():
+                    self.log.info("rescue of %s ended: it took its session back", self.agent)
+                    return
+                now = time.monotonic()
                 with self._lock:
-                    outstanding = self._outstanding
-                if outstanding == 0 or not self.client.connected.is_set() \
-                        or time.monotonic() - started > self.max_s:
+                    done = self._outstanding == 0 and now - self._last_message >= self.quiet_s
+                    stuck = now - self._last_progress > self.max_s    # nothing came, nothing acknowledged
+                if done or stuck:
                     break
             self.log.info("rescued %d message(s) of %s", self._received, self.agent)
         finally:

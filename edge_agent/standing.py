@@ -23,8 +23,13 @@ from fogmesh.edge_agent.presence_hold import PresenceHold
 from fogmesh.edge_agent.rival_watch import RivalWatch, this_one_leaves
 from fogmesh.edge_agent.stop_plan import StopPlan
 from fogmesh.edge_agent.unique import in_use_error
+from fogmesh.log_limit import LogLimit
 from fogmesh.mqtt import MqttClient
 from fogmesh.topics import Topics
+
+# Answers finished while a link is down are withdrawn one by one as they are
+# published: one line, then at most one per this many seconds, with the rest counted.
+WITHDRAWN_LINE_EVERY_S = 10.0
 
 
 class Standing:
@@ -43,6 +48,8 @@ class Standing:
         self.core: AgentCore | None = None
         self.client: MqttClient | None = None
         self.journal: Journal | None = None
+        self._withdrawn_lines = LogLimit(every_s=WITHDRAWN_LINE_EVERY_S)
+        self._withdrawn_left_out = 0                  # answer messages in the reports left out
 
     def attach(self, *, core: AgentCore, client: MqttClient, shared: bool, journal: Journal | None) -> None:
         self.core, self.client, self.journal = core, client, journal
@@ -59,14 +66,21 @@ class Standing:
             self.hold.task_link_down()
 
     def withdrawn_seen(self, event: Withdrawn, now: float) -> None:
+        reports = self._withdrawn_lines.take(now)
+        if reports is None:
+            self._withdrawn_left_out += len(event.messages)
+            return
+        more = (f" (and {self._withdrawn_left_out} more answer message(s) in {reports} report(s) since the last "
+                "such line)" if reports else "")
+        self._withdrawn_left_out = 0
         if self.queue_taking is not None:      # amqp dispatch
             self.log.warning("the task queue's connection closed with %d answer(s) not committed: their "
-                             "tasks went back to the queue, and are answered once when they come back",
-                             len(event.messages))
+                             "tasks went back to the queue, and are answered once when they come back%s",
+                             len(event.messages), more)
         else:
             self.log.warning("connection dropped with %d answer message(s) unconfirmed: they go out again "
                              "only if this agent wins their takeover (claim dispatch) or the task comes back "
-                             "or the broker kept no session (shared dispatch)", len(event.messages))
+                             "or the broker kept no session (shared dispatch)%s", len(event.messages), more)
 
     def presence_waits(self, now: float) -> bool:
         return self.hold.waits(now, subscribed=self.tasks_subscribed.is_set(), resubscribed=self._resubscribed(),

@@ -15,7 +15,9 @@ The agent talks to it over one socket, one request at a time (a lock): spawn
 descriptor), kill, and poll for an exit. Only the zygote kills and reaps its
 children, so a worker's pid cannot be reused under the agent's feet. The
 zygote leaves when that socket closes (the agent stopped, or was killed with
--9), killing the workers it still has.
+-9), killing the workers it still has. A SIGTERM or Ctrl-C to the agent's
+whole process group leaves the zygote and its workers running: the agent
+finishes the tasks under way, then stops them.
 """
 
 from __future__ import annotations
@@ -190,8 +192,13 @@ def _serve(sock: socket.socket, main: WorkerMain) -> None:
     before the fork: a collected copy of an agent object could close a
     descriptor that is something else here), and every descriptor but this
     socket and stdio closed (the journal, the state directory's lock)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the agent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C and a SIGTERM to the whole process group (a terminal, `kill -- -PGID`,
+    # tini -g) are the agent's to handle: it finishes the tasks under way, then
+    # stops its workers. Killed by the signal, they failed those tasks
+    # (worker_lost) and the agent started new ones as it stopped. The zygote
+    # leaves when the agent's socket closes, whatever killed the agent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
@@ -247,6 +254,9 @@ def _fork_worker(sock: socket.socket, main: WorkerMain) -> tuple[int, socket.soc
     if pid == 0:                          # the worker
         status = 1
         try:
+            # SIGTERM stays the agent's (see _serve), through a handler that does
+            # nothing rather than SIG_IGN, which a process a task starts would inherit.
+            signal.signal(signal.SIGTERM, _agents_to_handle)
             sock.close()
             parent_end.close()
             main(Connection(worker_end.detach()))
@@ -255,6 +265,10 @@ def _fork_worker(sock: socket.socket, main: WorkerMain) -> tuple[int, socket.soc
             os._exit(status)
     worker_end.close()
     return pid, parent_end
+
+
+def _agents_to_handle(_signum: int, _frame: object) -> None:
+    """A worker's SIGTERM: nothing; the agent stops its workers itself."""
 
 
 def _kill(pid: int) -> None:

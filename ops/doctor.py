@@ -63,6 +63,7 @@ class DoctorOptions:
     amqp: tuple[str, ...] = ()
     container_image: str | None = None
     containers: bool = True              # False: the container engine is not tried (fogmesh join's own run)
+    container_kinds: bool = False        # this box's agents run container kinds: an engine that cannot is a failure
 
 
 def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | None = None) -> list[Check]:
@@ -123,7 +124,9 @@ def run_checks(options: DoctorOptions, *, progress: Callable[[Check], None] | No
     add(check_pins(options.pins, factory_kind=options.pin_factory))
     add(check_camera(options.camera))
     add(check_trust_keys(options.trust_keys, role=options.role))
-    add(check_container_engine(options.container_image) if options.containers
+    add(check_container_engine(options.container_image,
+                               kinds=options.container_kinds or options.container_image is not None)
+        if options.containers
         else Check("containers", "skip", "not checked here (fogmesh doctor checks the container engine)"))
     return checks
 
@@ -156,9 +159,12 @@ def add_parser(sub: Any, *, broker_arg: Callable, root_arg: Callable, json_arg: 
     amqp_arg(p, help="RabbitMQ: the --amqp URLs agents use; checks each node holds the task queue")
     p.add_argument("--trust-key", action="append", default=[], metavar="FILE",
                    help="the agent's --trust-key files, to check (fleet deployment)")
+    p.add_argument("--containers", action="store_true",
+                   help="this box's agents run container kinds (--image-kind): a container engine that cannot "
+                        "start a container fails the check (without it, a warning: exit status 0)")
     p.add_argument("--container-image", metavar="IMAGE",
                    help="an image on this box to start a container from, to check the container engine (default: "
-                        "the smallest one it has; nothing is pulled)")
+                        "the smallest one it has; nothing is pulled); implies --containers")
     json_arg(p)
 
 
@@ -169,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
                             state_dir=args.state_dir, pins=args.pins, pin_factory=args.pin_factory,
                             camera=args.camera, ws_ports=tuple(args.ws_port or WS_PORTS),
                             clock_wait_s=args.clock_wait, timeout=args.timeout, trust_keys=tuple(args.trust_key),
-                            amqp=tuple(args.amqp), container_image=args.container_image)
+                            amqp=tuple(args.amqp), container_image=args.container_image,
+                            container_kinds=args.containers)
     title = f"fogmesh doctor: {BrokerUrl.parse(args.broker)} as {args.role}" + (f" {args.id}" if args.id else "")
     interactive = sys.stderr.isatty() and not args.json
 

@@ -141,14 +141,23 @@ def check_trust_keys(keys: tuple[str, ...], *, role: str) -> Check:
     return Check("trust keys", "ok", f"deployments signed by {', '.join(ids)} are taken")
 
 
-def check_container_engine(image: str | None = None) -> Check:
+def check_container_engine(image: str | None = None, *, kinds: bool = False) -> Check:
     """Container kinds (``--image-kind``) need podman or docker on the box, and
     a container must start there: one is started for real, from ``image`` or
     the smallest image on the box (never pulled), then with a memory and CPU
     limit as kinds with ``memory=``/``cpus=`` are. What the engine says when
-    it cannot is read into a cause and its fix."""
+    it cannot is read into a cause and its fix. ``kinds``: this box's agents
+    run container kinds (doctor's ``--containers``, ``--container-image``), so
+    an engine that cannot start one fails; otherwise that is a warning (an
+    agent without ``--image-kind`` never starts a container)."""
     from fogmesh.container_diagnosis import diagnose, smallest_image
     from fogmesh.containers import ContainerError, Engine, local_images, try_start
+
+    def problem(detail: str, fix: str) -> Check:
+        if kinds:
+            return Check("containers", "fail", detail, fix)
+        return Check("containers", "warn", detail, f"{fix}; only agents with --image-kind start containers "
+                     "(doctor --containers makes this a failure for a box whose agents do)")
     engine = Engine.detect()
     if engine is None:
         wanted = os.environ.get("FOGMESH_CONTAINER_ENGINE")
@@ -160,9 +169,13 @@ def check_container_engine(image: str | None = None) -> Check:
                 Engine(name, path).command(["version"], timeout=30)
             except ContainerError as exc:       # installed, and not answering
                 d = diagnose(name, str(exc))
-                return Check("containers", "fail", f"{name} at {path} does not answer: {d.reason}", d.fix)
+                return problem(f"{name} at {path} does not answer: {d.reason}", d.fix)
+        install = "install podman (Debian: apt-get install podman runc) or docker"
+        if kinds:
+            return Check("containers", "fail", "no container engine: container kinds (--image-kind) cannot run "
+                         "here", install)
         return Check("containers", "info", "no container engine: agents here offer no container kinds",
-                     "for --image-kind, install podman (Debian: apt-get install podman runc) or docker")
+                     f"for --image-kind, {install}")
     where = f"{engine.name} at {engine.path}"
     chosen = image or smallest_image(local_images(engine))
     if chosen is None:
@@ -172,16 +185,16 @@ def check_container_engine(image: str | None = None) -> Check:
                      f"is reachable, or `{engine.name} import ROOTFS.tar NAME`), then run the doctor again; or "
                      "name one with --container-image")
     started = time.monotonic()
-    problem = try_start(engine, chosen)
+    failed = try_start(engine, chosen)
     ms = 1000 * (time.monotonic() - started)
-    if problem is not None:
-        d = diagnose(engine.name, problem)
+    if failed is not None:
+        d = diagnose(engine.name, failed)
         if d.cause == "no-command":
             return Check("containers", "ok", f"{where}: a container of {chosen} started ({d.reason}): container "
                          "kinds (--image-kind) can run here")
         if d.cause == "image":
             return Check("containers", "fail", f"{where}: {chosen} is not on this box (nothing is pulled)", d.fix)
-        return Check("containers", "fail", f"{where}: no container can start here: {d.reason}", d.fix)
+        return problem(f"{where}: no container can start here: {d.reason}", d.fix)
     limited = try_start(engine, chosen, limits=True)
     if limited is not None:
         d = diagnose(engine.name, limited)

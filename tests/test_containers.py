@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from fogmesh.broker.ports import free_port
 from fogmesh.containers import Engine, image_kind
 from fogmesh.devices.client import FogClient
 from fogmesh.registry import Registry
@@ -136,8 +137,32 @@ def test_doctor_says_why_no_container_can_start_and_what_to_set(engine, tmp_path
     from fogmesh.ops.host_checks import check_container_engine
     (tmp_path / "containers.conf").write_text(conf)
     monkeypatch.setenv("CONTAINERS_CONF", str(tmp_path / "containers.conf"))
-    check = check_container_engine(IMAGE)
+    check = check_container_engine(IMAGE, kinds=True)
     assert check.status == "fail" and says in check.detail and fix in check.fix, check
+
+
+def test_a_box_where_no_container_can_start_is_a_warning_unless_the_doctor_is_asked_about_container_kinds(
+        engine, mosquitto_broker, root, tmp_path):
+    # podman installed on a box that cannot set rlimits: an agent without --image-kind never starts a
+    # container, so `fogmesh doctor` (a service's ExecStartPre, a fleet script) must not exit 1 for it
+    (tmp_path / "containers.conf").write_text('[containers]\ndefault_ulimits = ["nofile=2000000000:2000000000"]\n'
+                                              '[engine]\nruntime = "runc"\n')
+
+    def doctor(*more: str) -> tuple[int, dict[str, dict]]:
+        done = subprocess.run([sys.executable, "-m", "fogmesh", "doctor", "--broker", mosquitto_broker.url,
+                               "--root", root, "--json", "--clock-wait", "0.2", "--timeout", "3", "--ws-port",
+                               str(free_port()), "--state-dir", str(tmp_path / "state"), *more],
+                              env={**os.environ, "CONTAINERS_CONF": str(tmp_path / "containers.conf")},
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    code, checks = doctor()
+    assert checks["containers"]["status"] == "warn", checks["containers"]
+    assert "resource limits (rlimits)" in checks["containers"]["detail"]
+    assert "default_ulimits = []" in checks["containers"]["fix"] and "--containers" in checks["containers"]["fix"]
+    assert code == 0, checks
+    for asked in (["--containers"], ["--container-image", IMAGE]):
+        code, checks = doctor(*asked)
+        assert (code, checks["containers"]["status"]) == (1, "fail"), (asked, checks["containers"])
 
 
 def test_doctor_on_a_box_with_no_image_says_how_to_get_one_and_pulls_nothing(engine, tmp_path, monkeypatch) -> None:

@@ -205,7 +205,8 @@ def test_what_a_restart_drops_is_named_per_broker_and_only_warned_to_devices():
     old = restart_losses("mosquitto version 2.0.11", role="device")
     assert old.status == "warn" and "$share" in old.detail and "2306" in old.detail
     assert "2306" not in restart_losses("mosquitto version 2.0.18", role="device").detail
-    assert restart_losses("mosquitto version 2.0.11", role="agent").status == "info"
+    assert restart_losses("mosquitto version 2.0.18", role="agent").status == "info"
+    assert restart_losses("mosquitto version 2.0.11", role="bridge").status == "info"
     assert restart_losses("fogmesh embedded broker (amqtt 0.12.1)", role="device").status == "warn"
     assert restart_losses(None, role="device").status == "info"
 
@@ -302,3 +303,21 @@ def test_the_command_with_dead_amqp_urls_prints_reasons_and_no_traceback(tmp_pat
     assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
     amqp = next(line for line in done.stdout.splitlines() if "amqp queue" in line)
     assert "fail" in amqp and "connection refused" in amqp
+
+
+def test_to_an_agent_mosquitto_before_2_0_13_is_named_with_what_holding_its_backlog_costs():
+    # a fact, not a warning: Debian 12's mosquitto is the guide's, and a backlog costs memory only by the
+    # ten thousand (README, fogmesh bench flood)
+    from fogmesh.ops.broker_checks import restart_losses
+    old = restart_losses("mosquitto version 2.0.11", role="agent")
+    assert old.status == "info" and "2306" in old.detail and "in memory" in old.detail and "MB" in old.detail
+
+
+def test_the_mqtt5_line_says_which_protocol_agents_connect_with(broker, root, tmp_path):
+    # agents pick MQTT 5 where the broker offers it (--mqtt auto, the default): the doctor must not say 3.1.1
+    line = doctor(broker.url, root, tmp_path, clock_wait_s=0.2)["mqtt 5"]
+    assert line.status == "info"
+    if broker.name == "mosquitto":
+        assert "agents connect with MQTT 5" in line.detail and "3.1.1" not in line.detail, line
+    else:
+        assert "agents connect with MQTT 3.1.1" in line.detail, line

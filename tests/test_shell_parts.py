@@ -196,3 +196,27 @@ def test_a_report_goes_out_when_it_changes_and_refusals_at_most_once_a_period():
     assert gate.offer(refused[0], 6.0) is None                     # held again
     running = idle.but(state="running")
     assert gate.offer(running, 6.1) == running and gate.due(20.0) is None    # a new state at once; held dropped
+
+
+# -- log lines a fault repeats -----------------------------------------------------------
+
+def test_answers_withdrawn_in_a_burst_are_one_warning_and_the_next_says_how_many_were_left_out(caplog):
+    # The audit: three identical "connection dropped with 1 answer message(s) unconfirmed" within 15 ms
+    # (answers finished while the link was down are each withdrawn as they are published).
+    import logging
+
+    from fogmesh.edge_agent.events import Withdrawn
+    from fogmesh.edge_agent.standing import Standing
+    log = logging.LoggerAdapter(logging.getLogger("test.standing"), {})
+    standing = Standing(agent_id="a1", instance="i", announcer=None, log=log, clock=lambda: 0.0,  # type: ignore[arg-type]
+                        presence_period=1.0, task_filters=lambda: (), on_fatal=lambda reason, status: None)
+    with caplog.at_level(logging.WARNING, logger="test.standing"):
+        for now in (100.0, 100.005, 100.015):
+            standing.withdrawn_seen(Withdrawn(["answer"], control=False), now)    # type: ignore[list-item]
+        assert [r.getMessage() for r in caplog.records] == [
+            "connection dropped with 1 answer message(s) unconfirmed: they go out again only if this agent wins "
+            "their takeover (claim dispatch) or the task comes back or the broker kept no session (shared dispatch)"]
+        standing.withdrawn_seen(Withdrawn(["a", "b"], control=False), 111.0)   # type: ignore[list-item]
+    assert len(caplog.records) == 2
+    assert caplog.records[1].getMessage().startswith("connection dropped with 2 answer message(s) unconfirmed")
+    assert "(and 2 more answer message(s) in 2 report(s) since the last such line)" in caplog.records[1].getMessage()

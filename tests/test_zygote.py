@@ -189,3 +189,48 @@ def test_workers_that_exited_are_reaped_so_kills_leave_no_zombies_behind():
         z.stop()
     """))
     assert seen["kids"] == [seen["last"]]
+
+
+def test_a_sigterm_to_the_agents_process_group_finishes_the_running_task_and_restarts_no_worker(
+        amqtt_broker, root, tmp_path):
+    # A terminal's job control, `kill -- -PGID`, tini -g: the zygote and the workers get the SIGTERM too.
+    # They are the agent's to stop: the task under way ends with its result (not worker_lost), no worker
+    # is started again while the agent stops, and nothing is said about a pipe the signal broke.
+    from fogmesh.devices.client import FogClient
+    from fogmesh.mqtt import MqttClient
+    from fogmesh.topics import Topics
+    running = threading.Event()
+
+    def presence(message) -> None:
+        body = json.loads(message.payload or b"{}")
+        if body.get("running", 0) >= 1:
+            running.set()
+    watch = MqttClient(amqtt_broker.url, on_message=presence)
+    watch.start()
+    watch.subscribe(Topics(root).presence("zyg"))
+    agent = subprocess.Popen([sys.executable, "-m", "fogmesh", "agent", "--id", "zyg", "--broker", amqtt_broker.url,
+                              "--root", root, "--presence-period", "0.5"],
+                             env={**os.environ, "FOGMESH_STATE_DIR": str(tmp_path)}, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        with FogClient(amqtt_broker.url, root=root) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.submit("sleep", {"ms": 1}, timeout=1)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() < deadline, "the agent never answered"
+            future = client.send("sleep", {"ms": 1500})
+            assert running.wait(10), "the task never ran"
+            os.killpg(agent.pid, signal.SIGTERM)
+            result = future.result(timeout=15)
+        said = agent.communicate(timeout=30)[1]
+    finally:
+        watch.stop()
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+    assert result.ok, result.reply
+    assert agent.returncode == 0, said
+    assert "starting a new one" not in said and "Broken pipe" not in said and "zygote" not in said, said
