@@ -85,6 +85,20 @@ def test_what_a_persistent_session_holds_survives_a_graceful_restart(site, tag):
     assert (m.payload, m.retain) == (b"kept", True)
 
 
+def test_a_retained_qos0_message_goes_at_qos0_after_a_restart(site, tag):
+    # [MQTT-3.8.4-6] the retained message keeps its QoS in the broker's state: the
+    # subscription's QoS 2 is the most it gets, not what it gets
+    p, _ = connected(site, f"p-{tag}", clean=True)
+    p.publish(f"r/{tag}", b"at most once", qos=0, retain=True)
+    p.publish_acked(f"fence/{tag}", b"", qos=1)         # the QoS 0 one is taken in before it
+    p.disconnect()
+    restarted(site)
+    c, _ = connected(site, f"s-{tag}", clean=True)
+    c.subscribe((f"r/{tag}", 2))
+    m = c.expect(3)
+    assert (m.payload, m.qos, m.retain) == (b"at most once", 0, True)
+
+
 def test_a_clean_session_does_not_survive_a_restart(site, tag):
     c, _ = connected(site, f"c-{tag}", clean=True)
     c.subscribe((f"t/{tag}", 1))

@@ -228,6 +228,15 @@ def test_a_retained_message_goes_at_the_lower_of_its_qos_and_the_subscriptions(c
     assert m.qos == 1
 
 
+@pytest.mark.parametrize("granted", [1, 2])
+def test_a_retained_message_published_at_qos0_goes_at_qos0_whatever_the_subscription(client, root, granted):
+    # [MQTT-3.8.4-6] the lower of the two: a QoS 0 message is never raised to the subscription's QoS
+    publisher(client).publish(f"{root}/r", b"at most once", qos=0, retain=True)
+    publisher(client).publish_acked(f"{root}/r/fence", b"", qos=1)     # the QoS 0 one is taken in before it
+    (m,) = subscriber(client, "s", (f"{root}/r", granted)).received(1)
+    assert (m.payload, m.qos, m.retain) == (b"at most once", 0, True)
+
+
 # -- QoS flows -----------------------------------------------------------------------------------
 def test_a_qos1_publish_is_acknowledged_with_its_packet_id(client, root):
     # [MQTT-4.3.2-2] PUBACK with the PUBLISH's packet id

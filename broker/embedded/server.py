@@ -69,7 +69,9 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
     * on every CONNECT amqtt 0.12.1 sends the connecting client the retained
       messages matching *every* client's subscriptions, not just its own: a
       device would receive every agent's presence. Only the session's own
-      subscriptions are honoured here;
+      subscriptions are honoured here; a retained message goes at the lower
+      of its QoS and the subscription's (amqtt raised a QoS 0 one to the
+      subscription's) [MQTT-3.8.4-6];
     * a client's connection is watched for its keep-alive (:mod:`.liveness`);
       what its session has in flight is kept and sent again
       (:mod:`.inflight`); a shared-subscription member's packets that arrived
@@ -286,5 +288,5 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
         topic_filter, qos = subscription
         for topic, retained in list(self._retained_messages.items()):     # sent, not awaited (as the backlog)
             if self._matches(topic, topic_filter) and await self._may_receive(session, topic):
-                self._launch(handler.mqtt_publish(retained.topic, retained.data,
-                                                  min(qos, retained.qos or qos), retain=True))
+                self._launch(handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or 0),
+                                                  retain=True))
