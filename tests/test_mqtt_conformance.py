@@ -237,6 +237,24 @@ def test_a_retained_message_published_at_qos0_goes_at_qos0_whatever_the_subscrip
     assert (m.payload, m.qos, m.retain) == (b"at most once", 0, True)
 
 
+def test_a_resumed_session_gets_retained_messages_only_for_a_subscribe(client, root):
+    # [MQTT-3.3.1-6] retained messages go to a subscription when it is made, not on each
+    # reconnect of the session that holds it; [MQTT-3.3.1-9] what was queued for it while
+    # away matched an established subscription: RETAIN 0, once
+    publisher(client).publish_acked(f"{root}/r/a", b"kept", qos=1, retain=True)
+    s = subscriber(client, "s", (f"{root}/r/#", 1), clean=False)
+    assert [(m.payload, m.retain) for m in s.received(1)] == [(b"kept", True)]
+    s.disconnect()
+    back = client("s")
+    assert back.connect(clean=False) is True
+    assert back.nothing_within(0.3)
+    back.disconnect()
+    publisher(client).publish_acked(f"{root}/r/b", b"while away", qos=1, retain=True)
+    again = client("s")
+    assert again.connect(clean=False) is True
+    assert [(m.payload, m.retain) for m in again.until_quiet()] == [(b"while away", False)]
+
+
 # -- QoS flows -----------------------------------------------------------------------------------
 def test_a_qos1_publish_is_acknowledged_with_its_packet_id(client, root):
     # [MQTT-4.3.2-2] PUBACK with the PUBLISH's packet id

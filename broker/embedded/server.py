@@ -8,6 +8,7 @@ overridden here and in the modules named stay valid."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from fogmesh.broker.session_state import BrokerState
 from fogmesh.broker.shared import SharedGroups
 
 log = logging.getLogger("fogmesh.broker.embedded")
+# Set while the connection's task answers a SUBSCRIBE (the only time retained messages go out).
+_ANSWERING_SUBSCRIBE: contextvars.ContextVar[bool] = contextvars.ContextVar("answering_subscribe", default=False)
 
 SHUTDOWN_BUDGET_S = 3.0
 VERSION = f"fogmesh embedded broker (amqtt {amqtt_version})"
@@ -71,7 +74,9 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
       device would receive every agent's presence. Only the session's own
       subscriptions are honoured here; a retained message goes at the lower
       of its QoS and the subscription's (amqtt raised a QoS 0 one to the
-      subscription's) [MQTT-3.8.4-6];
+      subscription's) [MQTT-3.8.4-6], and only in answer to a SUBSCRIBE
+      [MQTT-3.3.1-6] (amqtt sent them again on each reconnect of a persistent
+      session);
     * a client's connection is watched for its keep-alive (:mod:`.liveness`);
       what its session has in flight is kept and sent again
       (:mod:`.inflight`); a shared-subscription member's packets that arrived
@@ -279,8 +284,22 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
         else:
             close_now(writer)
 
+    async def _handle_subscription(self, client_session: Session, handler: Any,
+                                   subscribe_waiter: asyncio.Future[Any]) -> None:
+        token = _ANSWERING_SUBSCRIBE.set(True)
+        try:
+            await super()._handle_subscription(client_session, handler, subscribe_waiter)
+        finally:
+            _ANSWERING_SUBSCRIBE.reset(token)
+
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
+        """The retained messages a new subscription matches, each at the lower of
+        its QoS and the subscription's [MQTT-3.8.4-6], only when answering a
+        SUBSCRIBE [MQTT-3.3.1-6]: amqtt also sent them on every reconnect of a
+        persistent session, for each of its subscriptions, again."""
+        if not _ANSWERING_SUBSCRIBE.get():
+            return
         subscribers = self._subscriptions.get(subscription[0], [])
         handler = self._get_handler(session)
         if handler is None or not any(s.client_id == session.client_id for s, _ in subscribers):
