@@ -8,7 +8,11 @@ connection at the first packet :func:`refusal` names. amqtt 0.12.1 took a
 PINGREQ or a PUBLISH as a first packet, granted QoS 3, answered a SUBSCRIBE
 without a topic filter or with the wrong fixed-header flags, and on a
 PUBLISH to ``a/+`` or ``$SYS/x`` stopped serving the connection without
-closing it. What mosquitto 2.0.11 closes a connection for, this closes it
+closing it; it accepted (CONNACK 0) a CONNECT with will QoS 3, a will QoS
+or will retain without the will flag, a client id that is not UTF-8 or
+holds U+0000, or bytes after its end, and answered one with a password but
+no user name with CONNACK 4 (each is closed unanswered now, as on
+mosquitto). What mosquitto 2.0.11 closes a connection for, this closes it
 for too (``tests/test_mqtt_conformance*.py`` run both); it is stricter where
 the standard is (a packet only a server sends, reserved flags or a wrong
 length on an acknowledgement or a PINGREQ, which mosquitto lets by).
@@ -40,7 +44,7 @@ _FLAGS = {PUBREL: (2, "MQTT-3.6.1-1"), SUBSCRIBE: (2, "MQTT-3.8.1-1"), UNSUBSCRI
 _LENGTH = {PUBACK: 2, PUBREC: 2, PUBREL: 2, PUBCOMP: 2, PINGREQ: 0, DISCONNECT: 0}    # the remaining length
 _SERVER_ONLY = (CONNACK, SUBACK, UNSUBACK, PINGRESP)
 BROKERS_OWN = ("$SYS", "$share")          # first topic levels no client publishes to
-_WILL, _USERNAME, _PASSWORD = 0x04, 0x80, 0x40      # CONNECT flags
+_RESERVED, _WILL, _WILL_RETAIN, _USERNAME, _PASSWORD = 0x01, 0x04, 0x20, 0x80, 0x40      # CONNECT flags
 
 
 class Malformed(ValueError):
@@ -139,31 +143,49 @@ def _string(body: bytes, at: int) -> tuple[str, int]:
     return text, end
 
 
-def _will(body: bytes) -> tuple[str, int] | None:
-    """A 3.1.1 CONNECT's will topic and the index after it (None: no will,
-    or another protocol level)."""
-    name, at = _string(body, 0)
-    if at + 4 > len(body):
-        raise Malformed("[MQTT-4.8.0-1] a CONNECT cut short")
-    if name != "MQTT" or body[at] != 4 or not body[at + 1] & _WILL:
-        return None
-    _, at = _string(body, at + 4)                  # the client id
-    return _string(body, at)
+def _binary(body: bytes, at: int) -> int:
+    """The index after the binary data at ``body[at]`` (a two-byte length, then the bytes)."""
+    if at + 2 > len(body) or at + 2 + int.from_bytes(body[at:at + 2], "big") > len(body):
+        raise Malformed("[MQTT-4.8.0-1] binary data running past the end")
+    return at + 2 + int.from_bytes(body[at:at + 2], "big")
 
 
 def _connect(flags: int, body: bytes) -> str | None:
+    """A 3.1.1 CONNECT checked field by field, to its last byte (another
+    protocol name or level: left to the broker, which answers CONNACK 0x01)."""
     if flags:
         return f"[MQTT-2.2.2-2] a CONNECT with fixed-header flags {flags:04b}, not 0000"
-    will = _will(body)
-    if will is None:
+    name, at = _string(body, 0)
+    if at + 4 > len(body):
+        raise Malformed("[MQTT-4.8.0-1] a CONNECT cut short")
+    if name != "MQTT" or body[at] != 4:
         return None
-    topic, at = will
-    if not topic:
-        return "[MQTT-4.7.3-1] a CONNECT with an empty will topic"
-    if "+" in topic or "#" in topic:
-        return f"[MQTT-3.3.2-2] a CONNECT with the will topic {topic!r}: a topic name has no wildcards"
-    if at + 2 > len(body) or at + 2 + int.from_bytes(body[at:at + 2], "big") > len(body):
-        return "[MQTT-4.8.0-1] a CONNECT whose will message runs past its end"
+    connect_flags = body[at + 1]
+    will, will_qos, will_retain = connect_flags & _WILL, connect_flags >> 3 & 3, connect_flags & _WILL_RETAIN
+    if connect_flags & _RESERVED:
+        return "[MQTT-3.1.2-3] a CONNECT with its reserved flag set"
+    if will_qos == 3:
+        return "[MQTT-3.1.2-14] a CONNECT with will QoS 3"
+    if not will and (will_qos or will_retain):
+        return "[MQTT-3.1.2-13] [MQTT-3.1.2-15] a CONNECT with a will QoS or will retain and no will flag"
+    if connect_flags & _PASSWORD and not connect_flags & _USERNAME:
+        return "[MQTT-3.1.2-22] a CONNECT with the password flag and no user name flag"
+    _, at = _string(body, at + 4)                  # the client id
+    if will:
+        topic, at = _string(body, at)
+        if not topic:
+            return "[MQTT-4.7.3-1] a CONNECT with an empty will topic"
+        if "+" in topic or "#" in topic:
+            return f"[MQTT-3.3.2-2] a CONNECT with the will topic {topic!r}: a topic name has no wildcards"
+        if at + 2 > len(body) or at + 2 + int.from_bytes(body[at:at + 2], "big") > len(body):
+            return "[MQTT-4.8.0-1] a CONNECT whose will message runs past its end"
+        at = _binary(body, at)
+    if connect_flags & _USERNAME:
+        _, at = _string(body, at)
+    if connect_flags & _PASSWORD:
+        at = _binary(body, at)
+    if at != len(body):
+        return f"[MQTT-4.8.0-1] a CONNECT with {len(body) - at} byte(s) after its payload"
     return None
 
 

@@ -230,3 +230,25 @@ def test_an_mqtt5_client_sending_connect_properties_is_refused_not_left_hanging(
         finally:
             c.disconnect()
             c.loop_stop()
+
+
+def test_with_logins_an_invalid_connect_is_closed_unanswered_and_a_login_less_one_refused(tmp_path):
+    # [MQTT-3.1.2-22] a password flag without the user name flag is a protocol violation:
+    # the connection closes without a CONNACK, logins on (--auth) as off; a valid CONNECT
+    # without a login still gets CONNACK 5 (not authorized)
+    from rawmqtt import CONNACK, CONNECT, RawClient, packet, text
+
+    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.ports import free_port
+    (tmp_path / "passwd").write_text("")
+    with EmbeddedBroker(port=free_port(), auth=tmp_path) as broker:
+        c = RawClient(broker.port, "no-user")
+        c.send(packet(CONNECT, 0, text("MQTT") + bytes([4, 0x42]) + (60).to_bytes(2, "big") + text("no-user")
+                      + text(b"secret")))
+        c.closed_without_an_answer(2)
+        anonymous = RawClient(broker.port, "anonymous")
+        anonymous.send(packet(CONNECT, 0, text("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big")
+                              + text("anonymous")))
+        assert anonymous.expect(CONNACK).body[1] == 5
+        for raw in (c, anonymous):
+            raw.close()

@@ -98,6 +98,37 @@ def test_a_second_connect_on_one_connection_is_a_protocol_violation(client):
     c.closed_by_broker_within(5)
 
 
+def _connect(flags: int, payload: bytes) -> bytes:
+    return packet(CONNECT, 0, text("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big") + payload)
+
+
+INVALID_CONNECTS = {
+    # [MQTT-3.1.2-3] the reserved flag is 0
+    "the reserved flag set": lambda cid: _connect(0x03, text(cid)),
+    # [MQTT-3.1.2-14] a will QoS of 0, 1 or 2
+    "will QoS 3": lambda cid: _connect(0x1E, text(cid) + text("w") + text(b"gone")),
+    # [MQTT-3.1.2-13] [MQTT-3.1.2-15] without a will, will QoS and will retain are 0
+    "will QoS without a will": lambda cid: _connect(0x0A, text(cid)),
+    "will retain without a will": lambda cid: _connect(0x22, text(cid)),
+    # [MQTT-3.1.2-22] no password flag without the user name flag
+    "a password without a user name": lambda cid: _connect(0x42, text(cid) + text(b"secret")),
+    # [MQTT-1.5.3-1] [MQTT-1.5.3-2] the client id is well-formed UTF-8 without U+0000
+    "a client id that is not UTF-8": lambda cid: _connect(0x02, text(b"\xff\xfe" + cid.encode())),
+    "a client id holding U+0000": lambda cid: _connect(0x02, text(cid + "\x00")),
+    # [MQTT-4.8.0-1] a malformed packet: bytes past the end of its payload
+    "bytes after its end": lambda cid: _connect(0x02, text(cid) + b"\x00"),
+}
+
+
+@pytest.mark.parametrize("invalid", INVALID_CONNECTS)
+def test_an_invalid_connect_closes_the_connection_without_a_connack(client, invalid):
+    # [MQTT-4.8.0-1] a protocol violation: the server closes the connection, and sends no
+    # CONNACK (a return code answers a valid CONNECT the server does not accept)
+    c = client("invalid")
+    c.send(INVALID_CONNECTS[invalid](c.client_id))
+    c.closed_without_an_answer(2)
+
+
 FIRST_PACKETS = {
     "PINGREQ": lambda root: packet(PINGREQ, 0, b""),
     "PUBLISH": lambda root: packet(PUBLISH, 2, text(f"{root}/t") + b"\x00\x01" + b"before its CONNECT"),

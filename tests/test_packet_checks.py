@@ -102,6 +102,35 @@ def test_a_will_topic_is_a_topic_name():
     assert "MQTT-4.8.0-1" in refusal(cut, first=True)
 
 
+def raw_connect(connect_flags: int, payload: bytes) -> bytes:
+    return packet(CONNECT, 0, text("MQTT") + bytes([4, connect_flags]) + (60).to_bytes(2, "big") + payload)
+
+
+INVALID_CONNECTS = [
+    ("MQTT-3.1.2-3", raw_connect(0x03, text("c"))),
+    ("MQTT-3.1.2-14", raw_connect(0x1E, text("c") + text("w") + text(b"gone"))),
+    ("MQTT-3.1.2-13", raw_connect(0x0A, text("c"))), ("MQTT-3.1.2-15", raw_connect(0x22, text("c"))),
+    ("MQTT-3.1.2-22", raw_connect(0x42, text("c") + text(b"secret"))),
+    ("MQTT-1.5.3-1", raw_connect(0x02, text(b"\xff\xfe"))), ("MQTT-1.5.3-2", raw_connect(0x02, text("a\x00b"))),
+    ("MQTT-4.8.0-1", raw_connect(0x02, text("c") + b"\x00")),                       # a byte past its end
+    ("MQTT-4.8.0-1", raw_connect(0xC2, text("c") + text("user") + text(b"pw") + b"\x00")),
+    ("MQTT-4.8.0-1", raw_connect(0xC2, text("c") + text("user"))),                   # no password
+    ("MQTT-1.5.3-1", raw_connect(0x82, text("c") + text(b"\xff"))),                  # the user name is UTF-8
+]
+
+
+@pytest.mark.parametrize("statement,p", INVALID_CONNECTS, ids=[f"{s}:{p.hex()}" for s, p in INVALID_CONNECTS])
+def test_an_invalid_connect_is_refused_with_its_statement(statement, p):
+    reason = refusal(p, first=True)
+    assert reason is not None and statement in reason, reason
+
+
+def test_a_connect_with_a_will_a_user_name_and_a_password_is_taken_whole():
+    full = text("c") + text("w/t") + text(b"gone") + text("user") + text(b"\xff binary")
+    assert refusal(raw_connect(0xF6, full), first=True) is None
+    assert refusal(raw_connect(0x82, text("c") + text("user")), first=True) is None
+
+
 def test_a_connect_of_another_protocol_level_is_left_to_the_broker_to_refuse():
     # amqtt answers it with a CONNACK 0x01 (unacceptable protocol version)
     assert refusal(connect(level=3, name="MQIsdp", will=("a/+", b"x")), first=True) is None

@@ -29,6 +29,7 @@ from amqtt.session import Session
 from fogmesh.broker.connect_gate import REFUSED, admit, connect_length, parse_connect, still_valid
 from fogmesh.broker.embedded.liveness import close_now
 from fogmesh.broker.logins import Acl, parse_acl, parse_passwd
+from fogmesh.broker.packet_checks import refusal
 from fogmesh.errors import BrokerError
 from fogmesh.log_limit import LogLimit
 
@@ -91,6 +92,8 @@ class LoginChecks:
         if self.logins is None:
             return True
         packet = head if head is not None else await _whole_connect(reader)
+        if packet is not None and refusal(packet, first=True) is not None:
+            return True                     # a protocol violation: closed unanswered (framing.py)
         connect = parse_connect(packet or b"")
         if connect is None:
             return True                     # not a 3.1.1 CONNECT: amqtt refuses it itself
