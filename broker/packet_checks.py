@@ -201,6 +201,8 @@ def _publish(flags: int, body: bytes) -> str | None:
     qos = flags >> 1 & 3
     if qos == 3:
         return "[MQTT-3.3.1-4] a PUBLISH with QoS 3"
+    if qos == 0 and flags & 8:
+        return "[MQTT-3.3.1-2] a PUBLISH at QoS 0 with DUP set"
     topic, at = _string(body, 0)
     if qos:
         _packet_id(body, at)

@@ -96,6 +96,18 @@ def test_a_publish_to_a_topic_name_with_a_wildcard_closes_the_connection(client,
     assert watch.nothing_within(0.2)
 
 
+def test_a_qos0_publish_with_dup_set_closes_the_connection(client, root, lacking):
+    # [MQTT-3.3.1-2] DUP is 0 on every QoS 0 message: a protocol violation, the server
+    # closes the connection [MQTT-4.8.0-1] and delivers nothing
+    lacking("mosquitto", "mosquitto 2.0.11 takes a QoS 0 PUBLISH with DUP set and delivers it")
+    watch = subscriber(client, "watch", (f"{root}/#", 1))
+    c = client("dup0")
+    c.connect()
+    c.publish(f"{root}/t", b"dup at qos 0", qos=0, dup=True)
+    c.closed_without_an_answer(1)
+    assert watch.nothing_within(0.2)
+
+
 @pytest.mark.parametrize("topic", ["{root}/+", "{root}/#", ""])
 def test_a_connect_whose_will_topic_is_no_topic_name_is_refused(client, root, topic):
     # [MQTT-3.3.2-2] [MQTT-4.7.3-1] a will topic is a topic name: the server closes the

@@ -150,7 +150,7 @@ def test_the_brokers_own_topics():
 
 REFUSED = [
     ("MQTT-3.3.2-2", publish("a/+")), ("MQTT-3.3.2-2", publish("a/#", qos=1)), ("MQTT-3.3.2-2", publish("#")),
-    ("MQTT-3.3.1-4", publish("a", flags=6)),
+    ("MQTT-3.3.1-4", publish("a", flags=6)), ("MQTT-3.3.1-2", publish("a", flags=8)),
     ("MQTT-4.7.3-1", publish("")),
     ("MQTT-2.3.1-1", publish("a", qos=1, packet_id=0)),
     ("MQTT-1.5.3-1", publish(b"\xff\xfe")), ("MQTT-1.5.3-2", publish("a\x00b")),
