@@ -252,3 +252,28 @@ def test_with_logins_an_invalid_connect_is_closed_unanswered_and_a_login_less_on
         assert anonymous.expect(CONNACK).body[1] == 5
         for raw in (c, anonymous):
             raw.close()
+
+
+def test_a_connection_without_a_whole_connect_is_closed_at_the_connect_deadline():
+    # A TCP connection that sends nothing, or half a CONNECT, is closed once the CONNECT
+    # deadline passes (10 s as shipped; 0.5 s here); one that connected in time stays.
+    # mosquitto 2.0.11 closes such a connection too, after about 90 s (not run here).
+    from rawmqtt import CONNECT, PINGRESP, RawClient, packet, text
+
+    from fogmesh.broker.embedded import EmbeddedBroker
+    from fogmesh.broker.ports import free_port
+    with EmbeddedBroker(port=free_port(), connect_deadline_s=0.5) as broker:
+        connected = RawClient(broker.port, "in-time")
+        connected.connect()
+        silent = RawClient(broker.port, "silent")
+        half = RawClient(broker.port, "half")
+        opened = time.monotonic()
+        whole = packet(CONNECT, 0, text("MQTT") + bytes([4, 2]) + (60).to_bytes(2, "big") + text("half"))
+        half.send(whole[:len(whole) // 2])
+        for c in (silent, half):
+            c.closed_by_broker_within(1.5)
+            assert time.monotonic() - opened >= 0.4, "closed before the deadline"
+        connected.ping()
+        assert connected.expect(PINGRESP)
+        for c in (connected, silent, half):
+            c.close()

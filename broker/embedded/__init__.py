@@ -27,7 +27,13 @@ from typing import Callable
 
 from fogmesh.broker.embedded.auth import LoginFiles
 from fogmesh.broker.embedded.persistence import state_path
-from fogmesh.broker.embedded.server import AUTOSAVE_S, SHUTDOWN_BUDGET_S, FogmeshBroker, OpenAuthPlugin
+from fogmesh.broker.embedded.server import (
+    AUTOSAVE_S,
+    CONNECT_DEADLINE_S,
+    SHUTDOWN_BUDGET_S,
+    FogmeshBroker,
+    OpenAuthPlugin,
+)
 from fogmesh.errors import BrokerError
 
 __all__ = ["AUTOSAVE_S", "EmbeddedBroker", "FogmeshBroker", "OpenAuthPlugin", "broker_config", "serve",
@@ -54,18 +60,19 @@ def quiet_amqtt_logs() -> None:
 async def serve(host: str, port: int, stop: asyncio.Event,
                 on_ready: Callable[[], None] | None = None, *, ws_port: int | None = None,
                 persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S,
-                auth: str | Path | None = None) -> None:
+                auth: str | Path | None = None, connect_deadline_s: float = CONNECT_DEADLINE_S) -> None:
     """Run a broker on ``host:port`` (and WebSockets on ``ws_port``) until ``stop``
     is set. ``persistence``: a directory where it keeps its state across
     restarts (:func:`state_path`; None: nothing kept), written every
     ``autosave_s`` while it changes and when it stops. ``auth``: a directory
     with ``passwd`` and ``acl`` in mosquitto's formats (None: every client is
-    let in), read again whenever they change (:mod:`.auth`)."""
+    let in), read again whenever they change (:mod:`.auth`).
+    ``connect_deadline_s``: how long a connection has to send its CONNECT whole."""
     quiet_amqtt_logs()
     state_file = state_path(persistence, port) if persistence is not None else None
     logins = LoginFiles(auth) if auth is not None else None
     broker = FogmeshBroker(broker_config(host, port, ws_port), state_file=state_file, autosave_s=autosave_s,
-                           logins=logins)
+                           logins=logins, connect_deadline_s=connect_deadline_s)
     ports = f"{port}" + (f" and {ws_port} (WebSockets)" if ws_port is not None else "")
     try:
         await broker.start()
@@ -98,9 +105,10 @@ class EmbeddedBroker:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = None,
                  persistence: str | Path | None = None, autosave_s: float = AUTOSAVE_S,
-                 auth: str | Path | None = None) -> None:
+                 auth: str | Path | None = None, connect_deadline_s: float = CONNECT_DEADLINE_S) -> None:
         self.host = host
         self.auth = auth
+        self.connect_deadline_s = connect_deadline_s
         self.port = port
         self.ws_port = ws_port
         self.persistence = persistence
@@ -132,7 +140,8 @@ class EmbeddedBroker:
         try:
             loop.run_until_complete(serve(self.host, self.port, self._stop, self._ready.set,
                                           ws_port=self.ws_port, persistence=self.persistence,
-                                          autosave_s=self.autosave_s, auth=self.auth))
+                                          autosave_s=self.autosave_s, auth=self.auth,
+                                          connect_deadline_s=self.connect_deadline_s))
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()

@@ -41,6 +41,7 @@ SHUTDOWN_BUDGET_S = 3.0
 VERSION = f"fogmesh embedded broker (amqtt {amqtt_version})"
 DRAIN_S = 1.0             # a graceful stop: how long what was taken in may take to reach subscribers
 AUTOSAVE_S = 5.0          # how often the state is written while it changes
+CONNECT_DEADLINE_S = 10.0  # how long a new connection has to send its CONNECT whole (mosquitto: about 90 s)
 # After a restart, how long a shared-subscription member has to come back for
 # what was out to it before it goes to another member of its group.
 MEMBER_RETURN_S = 10.0
@@ -85,8 +86,10 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
     """
 
     def __init__(self, *args: Any, shared: SharedGroups | None = None, state_file: Path | None = None,
-                 autosave_s: float = AUTOSAVE_S, logins: LoginFiles | None = None, **kwargs: Any) -> None:
+                 autosave_s: float = AUTOSAVE_S, logins: LoginFiles | None = None,
+                 connect_deadline_s: float = CONNECT_DEADLINE_S, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._connect_deadline_s = connect_deadline_s
         self.logins = logins                           # None: every client is let in (no --auth)
         self._login_watch: asyncio.Task[None] | None = None
         self.shared = shared or SharedGroups()
@@ -248,38 +251,67 @@ class FogmeshBroker(LoginChecks, SharedSubscriptions, SessionRules, Broker):
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
+        adapter = StreamWriterAdapter(writer)
+        peer = writer.get_extra_info("peername")
+        try:
+            checked = await asyncio.wait_for(self._tcp_connect(reader, writer, adapter, peer),
+                                             self._connect_deadline_s)
+        except asyncio.TimeoutError:
+            self._no_connect_in_time(adapter, peer)
+            return
+        if checked is not None:                        # a CONNECT: amqtt takes the connection from here
+            await self._client_connected(listener_name, checked, adapter)
+
+    async def _tcp_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, adapter: Any,
+                           peer: Any) -> CheckedTcpReader | None:
+        """The connection's reader once its first packet, a checked CONNECT, is
+        in (None: refused, and closed)."""
         if await protocol_level(reader) == 5:
             # amqtt would parse an MQTT 5 CONNECT with properties as 3.1.1 and
             # wait for bytes that never come: the client hung without a word.
-            await refuse_mqtt5(StreamWriterAdapter(writer), writer.get_extra_info("peername"),
-                                bytes(reader._buffer[:512]))
-            return
-        adapter = StreamWriterAdapter(writer)
-        if not await self._admit(reader, None, adapter, writer.get_extra_info("peername")):
-            return
-        checked = CheckedTcpReader(reader, self._closing_event(), peer=writer.get_extra_info("peername"),
-                                   writer=adapter)
-        if await checked.first_packet():               # a CONNECT: amqtt takes the connection from here
-            await self._client_connected(listener_name, checked, adapter)
-        else:
-            close_now(adapter)
+            await refuse_mqtt5(adapter, peer, bytes(reader._buffer[:512]))
+            return None
+        if not await self._admit(reader, None, adapter, peer):
+            return None
+        checked = CheckedTcpReader(reader, self._closing_event(), peer=peer, writer=adapter)
+        if await checked.first_packet():
+            return checked
+        close_now(adapter)
+        return None
+
+    def _no_connect_in_time(self, writer: Any, peer: Any) -> None:
+        """A connection that sent no whole CONNECT within the deadline (none, or
+        half of one) is closed: amqtt kept it open for ever."""
+        host, port = peer[:2] if peer else ("?", "?")
+        log.warning("closed the connection from %s:%s: no whole CONNECT within %g s", host, port,
+                    self._connect_deadline_s)
+        close_now(writer)
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
         """As over TCP: an MQTT 5 CONNECT is refused with a reason, not left
-        hanging, and every packet is checked (:mod:`.framing`)."""
+        hanging, every packet is checked (:mod:`.framing`), and a connection
+        without a whole CONNECT within the deadline is closed."""
         writer = WebSocketsWriter(websocket)
-        reader = CheckedWsReader(websocket, peer=getattr(websocket, "remote_address", None), writer=writer)
+        peer = getattr(websocket, "remote_address", None)
+        reader = CheckedWsReader(websocket, peer=peer, writer=writer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_deadline_s
         try:
-            await asyncio.wait_for(reader._feed_buffer(1), 10)      # the first frame: the CONNECT
+            await asyncio.wait_for(reader._feed_buffer(1), self._connect_deadline_s)    # the first frame
         except asyncio.TimeoutError:
             pass
         head = reader._stream.getvalue()
         if connect_level(head[:20])[0] == 5:
-            await refuse_mqtt5(writer, getattr(websocket, "remote_address", None), head[:512])
+            await refuse_mqtt5(writer, peer, head[:512])
             return
-        if not await self._admit(None, head, writer, getattr(websocket, "remote_address", None)):
+        if not await self._admit(None, head, writer, peer):
             return
-        if await reader.first_packet():
+        try:
+            connected = await asyncio.wait_for(reader.first_packet(), max(deadline - loop.time(), 0.001))
+        except asyncio.TimeoutError:
+            self._no_connect_in_time(writer, peer)
+            return
+        if connected:
             await self._client_connected(listener_name, reader, writer)
         else:
             close_now(writer)
