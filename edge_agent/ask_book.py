@@ -10,6 +10,11 @@ from fogmesh.edge_agent.recent import RecentMap
 #: After its task connection comes back, an agent asks about every task for
 #: this long, not only resubmissions (see :meth:`AskBook.asks_about`).
 ASK_AFTER_RECONNECT_S = 10.0
+#: A peer that has not answered by its next presence is asked again, but a
+#: question at most this often: peers slower than their presence period (a
+#: loaded box) got every open question again at every presence, 3,000 asks
+#: and answers for 90 tasks, and the asker never got to run them.
+REASK_AFTER_S = 3.0
 
 
 class AskBook:
@@ -17,6 +22,7 @@ class AskBook:
 
     def __init__(self, *, max_items: int = 20_000, ttl_s: float = 900.0) -> None:
         self._waiting: dict[str, set[str]] = {}    # task -> peers whose answer is awaited
+        self._asked_at: dict[str, float] = {}       # task -> when it was last asked
         self._unkept: set[str] = set()              # ... of which one answered it, answer not kept
         self._asked_by: RecentMap[str] = RecentMap(max_items=max_items, ttl_s=ttl_s)   # task -> the peer asking
         self._was_up = False                        # the task connection was up before
@@ -49,11 +55,13 @@ class AskBook:
         return (attempt or 1) > 1 or now < self._ask_all_until
 
     # -- questions this agent asked -------------------------------------------------------
-    def open(self, key: str, peers: set[str]) -> None:
+    def open(self, key: str, peers: set[str], now: float = float("-inf")) -> None:
         self._waiting[key] = set(peers)
+        self._asked_at[key] = now
 
     def close(self, key: str) -> None:
         self._waiting.pop(key, None)
+        self._asked_at.pop(key, None)
 
     def is_open(self, key: str) -> bool:
         return key in self._waiting
@@ -98,6 +106,18 @@ class AskBook:
 
     def awaiting(self, peer: str) -> list[str]:
         return [key for key, left in self._waiting.items() if peer in left]
+
+    def due_again(self, peer: str, now: float, *, epoch: int | None, asked_in: int | None) -> list[str]:
+        """The questions ``peer`` has not answered that it may have missed:
+        its connection is not the one it had when they were asked (its
+        ``epoch`` now is not ``asked_in``, or either is unknown), or they
+        were last asked :data:`REASK_AFTER_S` ago or more. Marked asked now."""
+        same_link = epoch is not None and asked_in is not None and epoch == asked_in
+        keys = [k for k in self.awaiting(peer)
+                if not same_link or now - self._asked_at.get(k, float("-inf")) >= REASK_AFTER_S]
+        for k in keys:
+            self._asked_at[k] = now
+        return keys
 
     # -- questions peers asked this agent --------------------------------------------------
     def asked_by_peer(self, key: str, asker: str, now: float) -> None:

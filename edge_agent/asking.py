@@ -57,7 +57,7 @@ def ask(s: CoreState, entry: Entry, now: float) -> list[Action] | None:
     if not peers:
         return None
     s.entries.asking(entry)
-    s.asks.open(entry.key, peers)
+    s.asks.open(entry.key, peers, now)
     s.counters.asked += 1
     return [Publish(s.config.topics.claims, s.claim_record(entry.key, op="ask"))]
 
@@ -129,10 +129,14 @@ def asked_peer_gone(s: CoreState, peer: str, now: float) -> list[Action]:
     return actions
 
 
-def ask_again(s: CoreState, peer: str) -> list[Action]:
-    """``peer`` came back after its will: it missed the questions it was asked."""
-    return [Publish(s.config.topics.claims, s.claim_record(key, op="ask"))
-            for key in s.asks.awaiting(peer)]
+def ask_again(s: CoreState, peer: str, now: float | None = None, *, epoch: int | None = None,
+              before: int | None = None) -> list[Action]:
+    """``peer`` came back after its will: it missed the questions it was
+    asked (all go again). With ``now`` (its presence, no will between, in
+    ``epoch``; ``before``: the epoch it said last): those it may have missed
+    go again (see :meth:`AskBook.due_again`)."""
+    keys = s.asks.awaiting(peer) if now is None else s.asks.due_again(peer, now, epoch=epoch, asked_in=before)
+    return [Publish(s.config.topics.claims, s.claim_record(key, op="ask")) for key in keys]
 
 
 def expire_silent_askees(s: CoreState, now: float) -> list[Action]:

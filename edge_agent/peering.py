@@ -44,7 +44,9 @@ def on_presence(s: CoreState, agent: str, payload: bytes, now: float) -> list[Ac
             return peer_back(s, agent, now, epoch=presence.epoch)
         # Not answered by its next presence: it may have missed the question (a
         # reconnect without a will, or a hold it has since let go of).
-        return asking.ask_again(s, agent) + offloading.rebalance(s, now)
+        return asking.ask_again(s, agent, now, epoch=presence.epoch,
+                                before=before.presence.epoch if before is not None else None) + \
+            offloading.rebalance(s, now)
     if presence.state == "offline":
         known = before.presence.epoch if before is not None and before.presence.instance == presence.instance \
             else None

@@ -459,3 +459,20 @@ def test_a_peer_silent_without_a_will_is_given_up_after_gone_silent_s():
         bus.deliver(on_tick(cores[0], now), now, "a")
         assert bus.runs == [] or now > 20.0, now   # waited for b until it was silent 20 s
     assert bus.runs == [("a", "t1")]               # then ran it, once
+
+
+def test_a_peer_slower_than_its_presence_is_not_asked_again_at_every_presence():
+    """#36 audit, seed 39 on a loaded box: peers that took longer than their
+    0.5 s presence period to answer got every open question again at every
+    presence (3,000 asks and answers for 90 tasks) and the asker never ran
+    them. A question goes again at most every REASK_AFTER_S."""
+    from fogmesh.edge_agent.ask_book import REASK_AFTER_S
+    bus = fabric("a", "b")
+    bus.held_topics.add(T.agent_inbox("a"))         # b's answers are slow: held back
+    bus.task("a", "t1", 1.0, attempt=2)
+    asks = lambda: [p for p in bus.held if p.topic == T.claims]   # noqa: E731
+    bus.held_topics.add(T.claims)
+    for i in range(1, 12):                          # b announces itself every 0.5 s on one link, answer pending
+        p = Presence(agent="b", state="online", ts=1.0 + i / 2, capacity=1, kinds=REG.names(), epoch=1)
+        bus.deliver([Publish(T.presence("b"), p.encode())], 1.0 + i / 2)
+    assert len(asks()) <= 1 + int(5.5 // REASK_AFTER_S)  # asked again every 3 s at most, not 11 times
