@@ -217,3 +217,30 @@ def test_deploy_to_a_target_no_agent_answers_to_exits_non_zero_unless_told_to_wa
     assert waiting.returncode == 0, waiting.stdout + waiting.stderr
     fleet.start("late", "--site", "nosuchsite")
     reports.wait(lambda r: running("1.0")(r.get("late", {"state": ""})))
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_forged_unsigned_documents_do_not_raise_the_serial_deploy_signs(
+        fleet: Fleet, reports: Reports, keys, bundles) -> None:
+    """#37 re-audit: `fogmesh deploy` signed one past the newest serial it had
+    seen, unsigned history and forged desired states included: a retained
+    forgery pushed its serials past 2**53, after which every tool refused the
+    agents' reports for good. Only signed, trusted documents count."""
+    import time as _time
+    fleet.start("f1", "--site", "farm")
+    reports.wait(lambda r: "f1" in r)
+    huge = 8_000_000_000_000_000
+    history = Retained(fleet.url, f"{fleet.root}/deploy/history/{huge}")
+    forged = Retained(fleet.url, f"{fleet.root}/deploy/desired/site/elsewhere")
+    try:
+        history.replay(json.dumps({"serial": huge, "target": "site:farm", "bundles": []}).encode())
+        forged.replay(json.dumps({"signed": {"format": "fogmesh-desired/1", "target": "site:farm", "serial": huge,
+                                             "bundles": []}, "signatures": []}).encode())
+        done = fleet.deploy(str(bundles["1.0"]), "--to", "site:farm", key=keys[0])
+        assert done.returncode == 0, done.stdout + done.stderr
+        reports.wait(lambda r: running("1.0")(r["f1"]))
+        serial = reports.latest["f1"]["desired_serial"]
+        assert serial <= _time.time() * 1000 + 60_000, serial      # the clock's, not one past the forgery
+    finally:
+        history.close()
+        forged.close()

@@ -300,3 +300,17 @@ def test_failures_under_the_threshold_proceed() -> None:
                "c": report("c", state="refused", desired=9, reason="incompatible")}
     assert judge(reports, 20.0, max_failures_pct=50.0).action == "proceed"
     assert judge(reports, 20.0, max_failures_pct=30.0).action == "roll_back"
+
+
+def test_a_desired_state_whose_serial_no_json_reader_keeps_exact_is_refused():
+    """#37 re-audit: a forged document with serial 2**53 + 1 pushed the
+    serial `fogmesh deploy` signs past what every tool reads exactly."""
+    import pytest
+
+    from fogmesh.deploy.desired import MAX_SERIAL, Desired
+    from fogmesh.errors import DeployRefused
+    doc = {"format": "fogmesh-desired/1", "target": "site:farm", "bundles": []}
+    assert Desired.from_dict({**doc, "serial": MAX_SERIAL}).serial == MAX_SERIAL
+    for bad in (MAX_SERIAL + 1, -1, 1.5, True, "7"):
+        with pytest.raises(DeployRefused, match="serial"):
+            Desired.from_dict({**doc, "serial": bad})

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Mapping
 from fogmesh.deploy.compat import is_older
 from fogmesh.errors import DeployRefused
 
+#: The largest serial: every JSON reader keeps it exact (JavaScript's 2**53 too).
+MAX_SERIAL = 2 ** 53
 FORMAT = "fogmesh-desired/1"
 TARGET_KINDS = ("agent", "site", "label", "all")
 
@@ -96,7 +98,10 @@ class Desired:
         try:
             if d.get("format") != FORMAT:
                 raise ValueError(f"not a {FORMAT} document")
-            return cls(target=parse_target(str(d["target"])), serial=int(d["serial"]),
+            serial = d["serial"]
+            if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial <= MAX_SERIAL:
+                raise ValueError(f"serial must be a whole number from 0 to {MAX_SERIAL}")
+            return cls(target=parse_target(str(d["target"])), serial=serial,
                        bundles=tuple(BundleRef.from_dict(b) for b in d["bundles"]),
                        rollback=bool(d.get("rollback", False)), issued=float(d.get("issued", 0.0)),
                        note=str(d.get("note", "")))

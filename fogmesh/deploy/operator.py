@@ -21,7 +21,7 @@ from fogmesh import codec
 from fogmesh.announcements import Presence
 from fogmesh.broker_url import BrokerUrl
 from fogmesh.deploy.bundle_file import Bundle
-from fogmesh.deploy.desired import BundleRef, Desired
+from fogmesh.deploy.desired import MAX_SERIAL, BundleRef, Desired
 from fogmesh.deploy.freshness import DEFAULT_TTL_S, Timestamp, merge_floors
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.reported import Report
@@ -161,7 +161,9 @@ class Operator:
             if m.payload:
                 signed = Signed.decode(m.payload, what=m.topic)
                 doc = Desired.from_dict(signed.document)
-                self.docs[doc.target] = doc
+                if m.topic != t.deploy_desired(doc.target):
+                    raise DeployRefused("bad_document", f"{m.topic} holds the desired state of {doc.target}")
+                self.docs[doc.target] = doc           # shown by deploy status, signed or not (it says which)
                 signed.verified(self.trust, what=m.topic)
                 self.floors = merge_floors(self.floors, {doc.target: doc.serial})
             else:
@@ -222,9 +224,15 @@ class Operator:
     def serial(self) -> int:
         """A serial newer than any this connection has seen or issued."""
         with self._lock:
-            known = [d.serial for d in self.docs.values()] + list(self.history) + [self._issued] + \
-                list(self.floors.values())
-            self._issued = next_serial(known, int(self.wall_clock() * 1000))
+            # Only what is signed by a trusted key counts (verified timestamps and desired
+            # states are the floors): an unsigned history entry or a forged desired state
+            # pushed serials past 2**53, and every tool refused the agents' reports for good.
+            known = [self._issued] + list(self.floors.values())
+            issued = next_serial(known, int(self.wall_clock() * 1000))
+            if issued > MAX_SERIAL:
+                raise DeployRefused("bad_serial", f"the next serial would be {issued}, past {MAX_SERIAL}: a "
+                                    "signed document with such a serial means the signing key is compromised")
+            self._issued = issued
             return self._issued
 
     # -- writing --------------------------------------------------------------------
