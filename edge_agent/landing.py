@@ -35,6 +35,11 @@ def on_task(s: CoreState, payload: bytes, token: Any, now: float, *, direct: boo
         task, error = confine_to_device(task, error, device, s.config.topics.own_replies(device))
         if task is not None:      # what peers, journals and takeovers see: the confined task
             payload = task.encode()
+    if task is not None and s.config.topics.carries_identity(task.reply_to):
+        # A reply there would speak for this agent (its presence, a report, a claim): refused.
+        error = InvalidMessage("bad_field", f"reply_to {task.reply_to} is a topic that speaks for a box or "
+                               "steers the fabric (topics.md, Refused input)", task_id=task.id)
+        task = None
     if error is not None:        # malformed: answered below (an error reply or a dead letter), and said
         where = s.config.topics.tasks if device is None else f"{s.config.topics.tasks}/{device}"
         s.refusals.refuse("task", where, f"{error.code}: {error.message}")

@@ -306,6 +306,22 @@ class Topics:
     def is_reply_topic(self, topic: str) -> bool:
         return topic.startswith(f"{self.root}/replies/")
 
+    def carries_identity(self, topic: str) -> bool:
+        """Whether ``topic`` is one where what is published speaks for a box
+        or steers the fabric (presence, claims, an agent's inbox, control or
+        tasks, deployment, pipelines, bridges, tasks, fleet): no task may
+        name it as its ``reply_to``, or any login could make an agent publish
+        there for it (a task to ``agents/pi-2/tasks`` replying on
+        ``presence/pi-2``). An agent's own other topics (``deploy-health``)
+        stay allowed."""
+        prefix = f"{self.root}/"
+        if not topic.startswith(prefix):
+            return False
+        parts = topic[len(prefix):].split("/")
+        if parts[0] in ("presence", "claims", "deploy", "pipelines", "bridge", "tasks", "fleet"):
+            return True
+        return parts[0] == "agents" and len(parts) >= 3 and parts[2] in ("inbox", "control", "tasks")
+
     def replies(self, client_id: str) -> str:
         """The conventional reply topic of one device/client (any topic is allowed)."""
         return f"{self.root}/replies/{validate_segment(client_id, what='client id')}"
