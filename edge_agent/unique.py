@@ -56,7 +56,13 @@ def long_silent(retained: Presence, *, now: float, wait_s: float) -> bool:
     is still found once both run: the later one leaves (see ``Agent``)."""
     if not retained.ts:
         return False
-    return now - retained.ts > max(wait_s, 1.5 * (retained.period or 0.0) + 1.0) + CLOCK_SKEW_S
+    return now - retained.ts > _announces_within(retained, wait_s) + CLOCK_SKEW_S
+
+
+def _announces_within(retained: Presence, wait_s: float) -> float:
+    """How long a live agent behind ``retained`` takes at most to announce
+    again (its period grows with a large site)."""
+    return max(wait_s, 1.5 * (retained.period or 0.0) + 1.0)
 
 
 def check_id_free(url: BrokerUrl | str, topics: Topics, agent_id: str, *, instance: str,
@@ -76,8 +82,7 @@ def check_id_free(url: BrokerUrl | str, topics: Topics, agent_id: str, *, instan
         retained = _next(got, 5.0, until=marker)
         if retained is None or retained.state == "offline" or long_silent(retained, now=time.time(), wait_s=wait_s):
             return
-        # A live agent announces within its period, which grows with a large site.
-        deadline = time.monotonic() + max(wait_s, 1.5 * (retained.period or 0.0) + 1.0)
+        deadline = time.monotonic() + _announces_within(retained, wait_s)
         while (left := deadline - time.monotonic()) > 0:
             fresh = _next(got, left)
             if fresh is None or fresh.state == "offline":

@@ -123,6 +123,17 @@ def test_the_zygote_is_not_used_once_the_process_runs_a_second_thread():
         extra.join()
 
 
+def wait_answering(client, timeout=30):
+    """Until the agent answers a task (it starts in its own process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.submit("sleep", {"ms": 1}, timeout=1)
+            return
+        except TimeoutError:
+            assert time.monotonic() < deadline, "the agent never answered"
+
+
 def test_an_agent_started_as_a_command_forks_its_workers_from_a_zygote_and_leaves_none_behind_on_kill_9(
         amqtt_broker, root, tmp_path):
     from fogmesh.devices.client import FogClient
@@ -131,13 +142,7 @@ def test_an_agent_started_as_a_command_forks_its_workers_from_a_zygote_and_leave
                              env={**os.environ, "FOGMESH_STATE_DIR": str(tmp_path)})
     try:
         with FogClient(amqtt_broker.url, root=root) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.submit("sleep", {"ms": 1}, timeout=1)
-                    break
-                except TimeoutError:
-                    assert time.monotonic() < deadline, "the agent never answered"
+            wait_answering(client)
         children = psutil.Process(agent.pid).children()
         assert len(children) == 1                                   # the zygote
         assert len(children[0].children()) == 2                     # two workers
@@ -214,13 +219,7 @@ def test_a_sigterm_to_the_agents_process_group_finishes_the_running_task_and_res
                              text=True, start_new_session=True)
     try:
         with FogClient(amqtt_broker.url, root=root) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.submit("sleep", {"ms": 1}, timeout=1)
-                    break
-                except TimeoutError:
-                    assert time.monotonic() < deadline, "the agent never answered"
+            wait_answering(client)
             future = client.send("sleep", {"ms": 1500})
             assert running.wait(10), "the task never ran"
             os.killpg(agent.pid, signal.SIGTERM)

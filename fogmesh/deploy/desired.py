@@ -18,9 +18,17 @@ from typing import Any, Iterable, Mapping
 
 from fogmesh.deploy.compat import is_older
 from fogmesh.errors import DeployRefused
+from fogmesh.fields import MAX_COUNT
 
 #: The largest serial: every JSON reader keeps it exact (JavaScript's 2**53 too).
-MAX_SERIAL = 2 ** 53
+MAX_SERIAL = MAX_COUNT
+
+
+def valid_serial(value: Any) -> bool:
+    """A whole number (not a bool, not a float) from 0 to :data:`MAX_SERIAL`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SERIAL
+
+
 FORMAT = "fogmesh-desired/1"
 TARGET_KINDS = ("agent", "site", "label", "all")
 
@@ -99,7 +107,7 @@ class Desired:
             if d.get("format") != FORMAT:
                 raise ValueError(f"not a {FORMAT} document")
             serial = d["serial"]
-            if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial <= MAX_SERIAL:
+            if not valid_serial(serial):
                 raise ValueError(f"serial must be a whole number from 0 to {MAX_SERIAL}")
             return cls(target=parse_target(str(d["target"])), serial=serial,
                        bundles=tuple(BundleRef.from_dict(b) for b in d["bundles"]),

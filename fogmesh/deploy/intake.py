@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from fogmesh import codec
-from fogmesh.deploy.desired import Desired, Identity
+from fogmesh.deploy.desired import Desired, Identity, valid_serial
 from fogmesh.deploy.freshness import WAITING, DesiredBook, Timestamp
 from fogmesh.deploy.manifest import Signed
 from fogmesh.deploy.signing import TrustStore
@@ -38,7 +38,7 @@ def _claimed_serial(payload: bytes) -> int:
     except Exception:
         return 0
     # A whole number a report can carry (a hostile 1e308 would make every later report fail to encode).
-    return serial if isinstance(serial, int) and not isinstance(serial, bool) and 0 <= serial <= 2 ** 53 else 0
+    return serial if valid_serial(serial) else 0
 
 
 def _failed_for(exc: DeployRefused, serial: int) -> int:
